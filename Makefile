@@ -1,0 +1,53 @@
+# content-tagger: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL := artifacts/model/model.json
+
+.PHONY: help install model demo demo-stop test test-unit test-integration lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create or update .venv with the package and its dev tools
+
+$(MODEL): $(STAMP) data/dataset.csv
+	$(PY) -m model_export --out artifacts/model
+
+model: $(MODEL) ## Train, evaluate and export the ONNX model if it is missing or stale
+
+demo: $(MODEL) ## Run the service end to end on the sample data (starts Kafka and the worker)
+	scripts/demo
+
+demo-stop: ## Stop the demo's worker and Kafka
+	scripts/demo stop
+
+test: $(STAMP) ## Run the whole test suite (starts and stops Kafka and Prometheus itself)
+	$(VENV)/bin/pytest
+
+test-unit: $(STAMP) ## Run the tests that need no broker
+	$(VENV)/bin/pytest tests/unit -m 'not kafka and not prometheus and not browser'
+
+test-integration: $(STAMP) ## Run the tests against a real broker
+	$(VENV)/bin/pytest tests/integration
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check stream_app model_export
+	$(VENV)/bin/mypy
+
+bench: $(MODEL) ## Run the benchmarks and record them in BENCHMARKS.md
+	$(PY) -m bench.classifier
+
+clean: ## Remove the virtualenv, caches, models and local broker data
+	-scripts/kafka stop
+	rm -rf $(VENV) .cache .run artifacts .pytest_cache .mypy_cache .ruff_cache

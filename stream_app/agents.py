@@ -1,0 +1,248 @@
+"""The Faust wiring: topics, the title table, the two agents and the web pages, declared once each.
+
+Data flows one way::
+
+    input topic --validate_events--> dead-letter topic
+                        |
+                        +--(keyed by dedupe key)--> <app_id>-content-by-title --route_events--> tagged | review | duplicates
+
+Re-keying by the dedupe key before the table lookup makes copies of one title meet in one table partition,
+whichever input partition they arrived on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterable, Iterator, MutableMapping
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from stream_app.classifier import Classifier
+from stream_app.dedupe import DedupeIndex, DedupeVerdict
+from stream_app.drift import DriftMonitor, Reference
+from stream_app.metrics import Metrics
+from stream_app.pipeline import Admitted, Output, Pipeline
+from stream_app.settings import Settings
+
+SWEEP_INTERVAL_SECONDS = 60.0
+"""How often each partition's expired titles are deleted from the table."""
+
+
+class PartitionView(MutableMapping[str, Any]):
+    """The slice of the title table that belongs to one partition.
+
+    Keys are prefixed with the partition so a sweep can find its own entries; writes must happen while an
+    event of that partition is the stream's current event, because Faust sends each change to the changelog
+    partition of the current event.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
+        self.table = table
+        self.prefix = f"{partition}/"
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.table.get(self.prefix + key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[self.prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[self.prefix + key]
+
+    def __iter__(self) -> Iterator[str]:
+        cut = len(self.prefix)
+        return (key[cut:] for key in list(self.table) if key.startswith(self.prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """Serialize an output record as compact UTF-8 JSON."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def create_app(settings: Settings, classifier: Classifier, registry: CollectorRegistry | None = None) -> faust.App:
+    """Build the Faust app for ``settings`` serving ``classifier``; nothing connects until the worker starts."""
+    registry = registry if registry is not None else CollectorRegistry()
+    reference = Reference.from_card(classifier.card)
+    metrics = Metrics(registry, reference.confidence_bin_edges)
+    metrics.set_model(classifier.version, classifier.threshold, reference.below_threshold_share)
+    drift = DriftMonitor(reference, window=settings.drift_window, threshold=classifier.threshold)
+    pipeline = Pipeline(classifier, metrics, drift)
+
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        topic_partitions=settings.partitions,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        autodiscover=False,
+        table_standby_replicas=0,
+    )
+    # internal=True: Faust creates the topic with ``settings.partitions`` partitions when it is missing.
+    input_topic = app.topic(
+        settings.input_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
+        internal=True,
+    )
+    by_title_topic = app.topic(
+        f"{settings.app_id}-content-by-title",
+        key_serializer="raw",
+        value_serializer="json",
+        partitions=settings.partitions,
+        internal=True,
+    )
+    output_topics = {
+        kind: app.topic(name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+        for kind, name in (
+            ("tagged", settings.tagged_topic),
+            ("review", settings.review_topic),
+            ("duplicate", settings.duplicates_topic),
+            ("deadletter", settings.deadletter_topic),
+        )
+    }
+    title_index = app.Table(
+        "title-index",
+        default=None,
+        partitions=settings.partitions,
+        key_serializer="json",
+        value_serializer="json",
+        help="Dedupe state: first-seen titles and their near-duplicate LSH bands, per partition.",
+    )
+    last_sweep: dict[int, float] = {}
+
+    async def emit(output: Output) -> Any:
+        key = output.key.encode() if output.key is not None else None
+        return await output_topics[output.kind].send(key=key, value=encode(output.record))
+
+    @app.agent(input_topic, name="validate_events")
+    async def validate_events(stream: StreamT[bytes]) -> AsyncIterable[None]:
+        """Validate each input message: dead-letter it, or forward it keyed by its dedupe key."""
+        async for event in stream.events():
+            message = event.message
+            result = pipeline.admit(
+                event.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                event_time=message.timestamp,
+            )
+            if isinstance(result, Output):
+                await emit(result)
+            else:
+                await by_title_topic.send(key=result.dedupe_key.encode(), value=result.to_wire())
+            yield None
+
+    @app.agent(by_title_topic, name="route_events")
+    async def route_events(stream: StreamT[dict[str, Any]]) -> AsyncIterable[None]:
+        """De-duplicate, classify and route validated events in batches; outputs are sent before the ack."""
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_seconds):
+            batch = [Admitted.from_wire(event.value) for event in events]
+            by_item = {id(item): event for item, event in zip(batch, events, strict=True)}
+
+            def check(item: Admitted, by_item: dict[int, EventT] = by_item) -> DedupeVerdict:
+                event = by_item[id(item)]
+                # Table writes go to the changelog partition of the stream's current event.
+                stream._set_current_event(event)
+                index = DedupeIndex(PartitionView(title_index, event.message.partition), settings.dedupe_ttl_seconds)
+                return index.check_and_add(
+                    str(item.event.id), item.event.title, item.event.description, item.event_time
+                )
+
+            outputs = pipeline.route_batch(batch, check)
+            deliveries = [await emit(output) for output in outputs]
+            for delivery in deliveries:
+                await delivery
+            now = time.time()
+            for item in batch:
+                metrics.latency(now - item.consumed_at)
+            metrics.set_last_event(max(item.event_time for item in batch))
+            _sweep_expired(stream, events, title_index, last_sweep, settings.dedupe_ttl_seconds, now)
+            metrics.set_dedupe_entries(len(title_index))
+            yield None
+
+    @app.task
+    async def declare_output_topics() -> None:
+        """Create the output topics when they are missing, so consumers can subscribe before the first event."""
+        for topic in output_topics.values():
+            await topic.maybe_declare()
+
+    @app.timer(interval=5.0)
+    async def report_lag() -> None:
+        """Export the consumer lag of each assigned input partition."""
+        for tp in app.consumer.assignment():
+            if tp.topic != settings.input_topic:
+                continue
+            position = await app.consumer.position(tp)
+            highwater = app.consumer.highwater(tp)
+            if position is not None and highwater is not None:
+                metrics.set_lag(tp.partition, max(0, highwater - position))
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        """Prometheus exposition of the worker's metrics."""
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        """Liveness: the model version served."""
+        return web.json({"status": "ok", "model_version": classifier.version})
+
+    app.tagger_metrics = metrics  # type: ignore[attr-defined]  # for tests and the review page
+    return app
+
+
+def _sweep_expired(
+    stream: StreamT[Any],
+    events: list[EventT],
+    table: MutableMapping[str, Any],
+    last_sweep: dict[int, float],
+    ttl_seconds: float,
+    now: float,
+) -> None:
+    """Delete expired titles of each partition in this batch, at most once a sweep interval per partition."""
+    latest: dict[int, EventT] = {}
+    for event in events:
+        latest[event.message.partition] = event
+    for partition, event in latest.items():
+        if now - last_sweep.get(partition, float("-inf")) < SWEEP_INTERVAL_SECONDS:
+            continue
+        last_sweep[partition] = now
+        stream._set_current_event(event)
+        DedupeIndex(PartitionView(table, partition), ttl_seconds).expire(event.value["event_time"])
+
+
+def _credentials(settings: Settings) -> Any:
+    """Faust broker credentials for the configured security protocol, or None for PLAINTEXT."""
+    protocol = settings.security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password,
+        mechanism=settings.sasl_mechanism,
+        ssl_context=ssl_context,
+    )
+
+

@@ -1,0 +1,53 @@
+"""The one exception tree of content-tagger, and the one place that decides dead-letter or crash.
+
+Every error the service raises on purpose derives from :class:`TaggerError`. An :class:`InvalidEvent` is a
+property of one input message: the worker dead-letters it and goes on. Anything else is a property of the
+deployment (configuration, model, broker) and stops the worker, because carrying on would emit wrong output.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DEADLETTER_REASONS: Final[tuple[str, ...]] = (
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "too_large",
+    "invalid_value",
+)
+"""Every ``error`` value a dead-letter record can carry; also the bounded ``reason`` label of the metrics."""
+
+
+class TaggerError(Exception):
+    """Root of every error content-tagger raises on purpose."""
+
+
+class ConfigError(TaggerError):
+    """A setting is missing or malformed; raised at start-up."""
+
+
+class ModelError(TaggerError):
+    """A model or its card is missing, tampered with, or not allowed to serve."""
+
+
+class InvalidEvent(TaggerError):
+    """One input message is malformed; it is dead-lettered with ``reason`` and ``detail``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in DEADLETTER_REASONS:
+            raise ValueError(f"unknown dead-letter reason {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def should_dead_letter(error: BaseException) -> bool:
+    """Decide what a failure while handling one message means: True to dead-letter it, False to crash.
+
+    Only errors that belong to the message itself are dead-lettered; a crash on anything else lets the
+    consumer restart from the last committed offset, so the message is retried rather than lost.
+    """
+    return isinstance(error, InvalidEvent)

@@ -1,0 +1,127 @@
+"""The one settings object of the worker, read from ``TAGGER_*`` environment variables at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream_app.errors import ConfigError
+
+PREFIX = "TAGGER_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker can be told; each field is read from ``TAGGER_<FIELD NAME IN CAPITALS>``."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated ``host:port`` list of the Kafka cluster."""
+    app_id: str = "content-tagger"
+    """Faust app id: the consumer group and the prefix of internal topics and changelogs."""
+    input_topic: str = "content"
+    """Topic the scrapers publish content events to."""
+    tagged_topic: str = "content-tagged"
+    """Topic of confidently tagged events, read by platform services."""
+    review_topic: str = "content-review"
+    """Topic of events whose confidence is below the review threshold."""
+    duplicates_topic: str = "content-duplicates"
+    """Topic recording every dropped near-duplicate."""
+    deadletter_topic: str = "content-deadletter"
+    """Topic of malformed input messages with the reason they were refused."""
+    feedback_topic: str = "content-feedback"
+    """Topic of reviewers' decisions and users' corrections."""
+    partitions: int = 1
+    """Partitions of the internal topics and tables; must equal the input topic's partition count."""
+    model_dir: Path = Path("artifacts/model")
+    """Folder holding ``model.onnx`` and its card ``model.json``."""
+    review_threshold: float | None = None
+    """Confidence below which an event goes to review; empty means the model card's threshold."""
+    web_port: int = 6066
+    """Port of the worker's HTTP server (``/metrics``)."""
+    web_host: str = "127.0.0.1"
+    """Address the worker's HTTP server binds to."""
+    dedupe_ttl_days: float = 30.0
+    """How long, in event time, a seen title keeps later copies out."""
+    batch_size: int = 64
+    """Most events classified in one ONNX call."""
+    batch_timeout_seconds: float = 0.005
+    """Longest wait for a batch to fill before classifying what has arrived."""
+    drift_window: int = 1000
+    """Number of recent classified events the drift gauges are computed over."""
+    store: str = "memory://"
+    """Faust table store: ``memory://`` (default) or ``rocksdb://`` for large state."""
+    data_dir: Path = Path(".run/worker")
+    """Folder of the worker's local state (RocksDB tables)."""
+    processing_guarantee: str = "at_least_once"
+    """``at_least_once`` or ``exactly_once`` (Kafka transactions)."""
+    security_protocol: str = "PLAINTEXT"
+    """Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    ssl_cafile: str = ""
+    """CA certificate file that signs the brokers' certificates (SSL, SASL_SSL)."""
+    sasl_mechanism: str = "PLAIN"
+    """SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
+    sasl_username: str = ""
+    """SASL user name."""
+    sasl_password: str = field(default="", repr=False)
+    """SASL password; never printed."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from ``environ`` (default ``os.environ``); raises :class:`ConfigError`."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            name = PREFIX + spec.name.upper()
+            raw = env.get(name)
+            if raw is None:
+                continue
+            values[spec.name] = _convert(name, raw, spec.default)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values no worker can run with."""
+        if self.review_threshold is not None and not 0.0 <= self.review_threshold <= 1.0:
+            raise ConfigError("TAGGER_REVIEW_THRESHOLD must be between 0 and 1")
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise ConfigError("TAGGER_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+        if self.store.split("://")[0] not in ("memory", "rocksdb"):
+            raise ConfigError("TAGGER_STORE must be memory:// or rocksdb://")
+        for name in ("partitions", "batch_size", "drift_window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TAGGER_{name.upper()} must be at least 1")
+        if self.dedupe_ttl_days <= 0 or self.batch_timeout_seconds <= 0:
+            raise ConfigError("TAGGER_DEDUPE_TTL_DAYS and TAGGER_BATCH_TIMEOUT_SECONDS must be positive")
+
+    @property
+    def broker_url(self) -> str:
+        """The bootstrap servers as a Faust broker URL list."""
+        return ";".join(f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(","))
+
+    @property
+    def dedupe_ttl_seconds(self) -> float:
+        """The dedupe TTL in seconds."""
+        return self.dedupe_ttl_days * 86400.0
+
+
+def _convert(name: str, raw: str, default: object) -> object:
+    """Turn one environment string into the type of the field's default."""
+    try:
+        if default is None:  # only review_threshold: an optional float
+            return float(raw) if raw.strip() else None
+        if isinstance(default, bool):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a valid {type(default).__name__}") from exc
+    return raw
