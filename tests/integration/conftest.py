@@ -1,0 +1,118 @@
+"""Fixtures for tests against a real Kafka broker, and real workers started on fresh topics of it.
+
+The broker is the one named by ``TAGGER_KAFKA_BOOTSTRAP_SERVERS`` if set; otherwise ``scripts/kafka`` starts
+a local one for the session and stops it afterwards (only if this session started it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.integration.harness import Topics, WorkerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA = ROOT / "scripts" / "kafka"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder talks to the broker."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a running broker."""
+    external = os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    was_running = subprocess.run([KAFKA, "status"], capture_output=True).returncode == 0
+    subprocess.run([KAFKA, "start"], check=True)
+    try:
+        yield "127.0.0.1:" + os.environ.get("KAFKA_PORT", "9092")
+    finally:
+        if not was_running:
+            subprocess.run([KAFKA, "stop"], check=True)
+
+
+async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> Callable[..., str]:
+    """A factory: ``new_topic(prefix, partitions=1)`` creates a uniquely named topic and returns its name."""
+
+    def create(prefix: str, partitions: int = 1) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        asyncio.run(_create_topic(kafka_bootstrap, name, partitions))
+        return name
+
+    return create
+
+WorkerFactory = Callable[..., tuple[WorkerProcess, Topics]]
+
+
+@pytest.fixture
+def start_worker(
+    kafka_bootstrap: str, new_topic: Callable[..., str], trained_model_dir: Path, tmp_path: Path
+) -> Iterator[WorkerFactory]:
+    """A factory: ``start_worker(partitions=1, topics=None, app_id=None, **env)`` starts one worker process.
+
+    Passing the ``topics`` and ``app_id`` of an earlier worker starts another member of the same group (or a
+    restart of it); every worker started here is stopped at the end of the test.
+    """
+    workers: list[WorkerProcess] = []
+
+    def start(
+        partitions: int = 1, topics: Topics | None = None, app_id: str | None = None, **env: str
+    ) -> tuple[WorkerProcess, Topics]:
+        if topics is None:
+            topics = Topics(
+                input=new_topic("content", partitions),
+                tagged=new_topic("tagged", partitions),
+                review=new_topic("review", partitions),
+                duplicate=new_topic("duplicates", partitions),
+                deadletter=new_topic("deadletter", partitions),
+            )
+        app_id = app_id or f"tagger-test-{uuid.uuid4().hex[:8]}"
+        index = len(workers)
+        settings = {
+            "TAGGER_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "TAGGER_APP_ID": app_id,
+            "TAGGER_INPUT_TOPIC": topics.input,
+            "TAGGER_TAGGED_TOPIC": topics.tagged,
+            "TAGGER_REVIEW_TOPIC": topics.review,
+            "TAGGER_DUPLICATES_TOPIC": topics.duplicate,
+            "TAGGER_DEADLETTER_TOPIC": topics.deadletter,
+            "TAGGER_PARTITIONS": str(partitions),
+            "TAGGER_MODEL_DIR": str(trained_model_dir),
+            "TAGGER_WEB_PORT": str(free_port()),
+            "TAGGER_DATA_DIR": str(tmp_path / f"worker-{index}"),
+            **env,
+        }
+        worker = WorkerProcess(settings, tmp_path / f"worker-{index}.log")
+        workers.append(worker)
+        worker.start()
+        worker.app_id = app_id  # type: ignore[attr-defined]
+        return worker, topics
+
+    yield start
+    for worker in workers:
+        worker.stop()
