@@ -1,0 +1,1 @@
+"""Train, evaluate and export the content classifier: ``python -m model_export``."""

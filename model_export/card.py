@@ -1,0 +1,68 @@
+"""The model card ``model.json``: what the model is, how good it is, and the reference for drift monitoring."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from stream_app import APPROVED_TAGS
+
+CONFIDENCE_BIN_EDGES: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
+"""Fixed bins of the max-confidence histogram; the worker's confidence histogram uses the same edges."""
+LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
+
+
+def reference(probabilities: np.ndarray, classes: Sequence[str], threshold: float) -> dict[str, Any]:
+    """The validation split's confidence histogram, predicted-tag shares and share below the threshold."""
+    confidence = probabilities.max(axis=1)
+    counts, _ = np.histogram(np.clip(confidence, 0.0, 1.0), bins=np.asarray(CONFIDENCE_BIN_EDGES))
+    predicted = np.asarray(classes)[probabilities.argmax(axis=1)]
+    return {
+        "split": "validation",
+        "count": int(len(confidence)),
+        "confidence_bin_edges": list(CONFIDENCE_BIN_EDGES),
+        "confidence_shares": (counts / counts.sum()).tolist(),
+        "tag_shares": {tag: float((predicted == tag).mean()) for tag in APPROVED_TAGS},
+        "below_threshold_share": float((confidence < threshold).mean()),
+    }
+
+
+def build_card(
+    *,
+    model_bytes: bytes,
+    data_sha256: str,
+    classes: Sequence[str],
+    threshold: float,
+    target_precision: float,
+    params: dict[str, Any],
+    evaluation: dict[str, Any],
+    reference_distribution: dict[str, Any],
+    parity: dict[str, Any],
+    input_name: str,
+) -> dict[str, Any]:
+    """Everything the worker and the people running it need to know about one exported model."""
+    model_sha = hashlib.sha256(model_bytes).hexdigest()
+    return {
+        "name": "content-tagger",
+        "version": model_sha[:12],
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "classes": list(classes),
+        "approved_tags": list(APPROVED_TAGS),
+        "threshold": threshold,
+        "target_precision": target_precision,
+        "input": {"name": input_name, "type": "tensor(string)", "shape": [None, 1],
+                  "text": "stream_app.classifier.event_text(title, description)"},
+        "outputs": {"label": "label", "probabilities": "probabilities",
+                    "shapes": {"label": [None], "probabilities": [None, len(classes)]}},
+        "hyperparameters": params,
+        "evaluation": evaluation,
+        "reference": reference_distribution,
+        "parity": parity,
+        "sha256": {"model": model_sha, "training_data": data_sha256},
+        "libraries": {name: metadata.version(name) for name in LIBRARIES},
+    }

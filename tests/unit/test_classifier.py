@@ -1,0 +1,88 @@
+"""The serving classifier: refuses bad models, and behaves like a content tagger should."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stream_app.classifier import Classifier, event_text
+from stream_app.errors import ModelError
+
+
+@pytest.fixture(scope="module")
+def classifier(trained_model_dir: Path) -> Classifier:
+    return Classifier.load(trained_model_dir)
+
+
+def copy_model(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(source, target)
+    return target
+
+
+def test_event_text_normalises_unicode_case_and_whitespace() -> None:
+    assert event_text("ＢＥＲＴ  for\tNLP", "Line one\n\nline two ") == "bert for nlp line one line two"
+    assert event_text("Title", None) == event_text("Title", "") == "title"
+
+
+def test_a_tampered_model_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = copy_model(trained_model_dir, tmp_path)
+    with (model_dir / "model.onnx").open("ab") as handle:
+        handle.write(b"\x00")
+    with pytest.raises(ModelError, match="does not match its card"):
+        Classifier.load(model_dir)
+
+
+def test_a_model_with_an_unapproved_class_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = copy_model(trained_model_dir, tmp_path)
+    card = json.loads((model_dir / "model.json").read_text())
+    card["classes"][0] = "reinforcement-learning"
+    (model_dir / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not approved"):
+        Classifier.load(model_dir)
+
+
+def test_a_missing_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="cannot read the model card"):
+        Classifier.load(tmp_path)
+
+
+def test_the_review_threshold_can_be_overridden(trained_model_dir: Path, classifier: Classifier) -> None:
+    assert Classifier.load(trained_model_dir, threshold=0.9).threshold == 0.9
+    assert classifier.threshold == json.loads((trained_model_dir / "model.json").read_text())["threshold"]
+
+
+@pytest.mark.parametrize(
+    ("title", "description", "tag"),
+    [
+        ("YOLO object detection", "Real-time object detection in images and video.", "computer-vision"),
+        ("BERT fine-tuning for sentiment analysis", "Classify the sentiment of movie reviews.",
+         "natural-language-processing"),
+        ("Semantic segmentation of satellite images", "", "computer-vision"),
+        ("Machine translation with transformers", "English to German translation.", "natural-language-processing"),
+    ],
+)
+def test_clear_cases_get_the_obvious_tag(classifier: Classifier, title: str, description: str, tag: str) -> None:
+    assert classifier.predict([event_text(title, description)])[0].tag == tag
+
+
+@pytest.mark.parametrize("name", ["Alice", "Baymax", "Zhang Wei", "Project Falcon"])
+def test_a_name_in_the_title_does_not_change_the_tag(classifier: Classifier, name: str) -> None:
+    base = classifier.predict([event_text("Image classification with convolutional networks", "")])[0]
+    named = classifier.predict([event_text(f"{name}: image classification with convolutional networks", "")])[0]
+    assert named.tag == base.tag
+
+
+def test_batches_give_the_same_answers_as_single_texts(classifier: Classifier) -> None:
+    texts = [event_text(t, None) for t in ("GAN faces", "Topic modelling with LDA", "Serving models on Kubernetes")]
+    batch = classifier.predict(texts)
+    singles = [classifier.predict([t])[0] for t in texts]
+    assert [p.tag for p in batch] == [p.tag for p in singles]
+    for prediction in batch:
+        assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-5)
+        assert prediction.confidence == max(prediction.scores.values())
+        assert set(prediction.scores) == set(classifier.classes)
+    assert classifier.predict([]) == []

@@ -1,0 +1,64 @@
+"""Training data is validated before training, and bad rows are named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model_export.data import DataValidationError, load_dataset
+
+HEADER = "id,created_on,title,description,tag\n"
+
+
+def write(tmp_path: Path, body: str, header: str = HEADER) -> Path:
+    path = tmp_path / "data.csv"
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def test_the_shipped_dataset_is_valid() -> None:
+    dataset = load_dataset(Path(__file__).resolve().parents[2] / "data/dataset.csv")
+    assert len(dataset.examples) + len(dataset.duplicate_rows) == 764
+    assert {e.tag for e in dataset.examples} == {"natural-language-processing", "computer-vision", "mlops", "other"}
+
+
+def test_a_missing_column_stops_the_run(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match=r"missing required columns \['tag'\]"):
+        load_dataset(write(tmp_path, "1,2020-01-01,A title,desc\n", header="id,created_on,title,description\n"))
+
+
+def test_empty_titles_and_unapproved_tags_name_their_lines(tmp_path: Path) -> None:
+    body = "1,d,Good title,x,mlops\n2,d,   ,x,mlops\n3,d,Another,x,reinforcement-learning\n"
+    with pytest.raises(DataValidationError) as error:
+        load_dataset(write(tmp_path, body))
+    assert "line 3: empty title" in str(error.value)
+    assert "line 4: tag 'reinforcement-learning' is not approved" in str(error.value)
+    assert "line 2" not in str(error.value)
+
+
+def test_duplicate_titles_are_reported_and_removed(tmp_path: Path) -> None:
+    body = "1,d,Same Title,x,mlops\n2,d,same   title,y,other\n3,d,Different,z,other\n"
+    dataset = load_dataset(write(tmp_path, body))
+    assert [e.id for e in dataset.examples] == ["1", "3"]
+    assert dataset.duplicate_rows == [3]
+
+
+def test_feedback_relabels_by_id_and_the_latest_decision_wins(tmp_path: Path) -> None:
+    feedback = tmp_path / "feedback.jsonl"
+    lines = [
+        {"id": "1", "title": "Same Title", "description": "x", "tag": "other"},
+        {"id": "1", "title": "Same Title", "description": "x", "tag": "computer-vision"},
+        {"id": "9", "title": "New item", "description": "", "tag": "mlops"},
+    ]
+    feedback.write_text("\n".join(json.dumps(line) for line in lines))
+    dataset = load_dataset(write(tmp_path, "1,d,Same Title,x,mlops\n"), feedback)
+    assert {(e.id, e.tag) for e in dataset.examples} == {("1", "computer-vision"), ("9", "mlops")}
+
+
+def test_feedback_with_an_unapproved_tag_is_refused(tmp_path: Path) -> None:
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_text(json.dumps({"id": "1", "title": "T", "tag": "robotics"}))
+    with pytest.raises(DataValidationError, match="line 1"):
+        load_dataset(write(tmp_path, "1,d,T,x,mlops\n"), feedback)

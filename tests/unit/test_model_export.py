@@ -1,0 +1,84 @@
+"""The exporter: threshold choice, the parity gate, and the card it writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from model_export import export, train
+from model_export.export import ParityError
+from stream_app import APPROVED_TAGS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def card(trained_model_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((trained_model_dir / "model.json").read_text()))
+
+
+def test_threshold_is_the_lowest_that_keeps_precision_at_every_higher_cut() -> None:
+    classes = ["a", "b"]
+    confidence = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6])
+    probabilities = np.column_stack([confidence, 1 - confidence])
+    labels = ["a", "a", "a", "b", "a", "a"]  # the fourth most confident prediction is wrong
+    assert train.choose_threshold(probabilities, labels, classes, target=0.97) == pytest.approx(0.8, abs=1e-9)
+    assert train.choose_threshold(probabilities, labels, classes, target=0.97) > 0.8
+    assert train.choose_threshold(probabilities, labels, classes, target=0.7) == pytest.approx(0.6)
+    assert train.choose_threshold(probabilities, ["b"] * 6, classes, target=0.5) == 1.0
+
+
+def test_parity_gate_fails_on_a_pipeline_the_converter_gets_wrong() -> None:
+    # The default token pattern is a Unicode \w class in Python but an ASCII class in ONNX:
+    # accented words are tokenised differently, so the gate must refuse this export.
+    pipeline = Pipeline(
+        [("tfidf", TfidfVectorizer(lowercase=False)), ("model", LogisticRegression(C=100.0, max_iter=1000))]
+    )
+    texts = ["café résumé naïve", "plain english words", "café naïve", "english words"] * 5
+    labels = ["a", "b", "a", "b"] * 5
+    pipeline.fit(np.asarray(texts, dtype=object), labels)
+    model_bytes = export.convert(pipeline)
+    with pytest.raises(ParityError, match="ONNX disagrees"):
+        export.check_parity(pipeline, model_bytes, ["café résumé", "naïve façade"])
+
+
+def test_parity_gate_passes_for_the_shipped_pipeline_on_awkward_texts() -> None:
+    pipeline = train.build_pipeline()
+    texts = export.parity_texts(["natural language processing with transformers", "object detection in images"] * 4)
+    labels = ["natural-language-processing", "computer-vision"] * 4 + ["other"] * (len(texts) - 8)
+    pipeline.fit(np.asarray(texts, dtype=object), labels)
+    report = export.check_parity(pipeline, export.convert(pipeline), texts)
+    assert report["max_abs_probability_difference"] <= export.PARITY_TOLERANCE
+
+
+def test_card_hashes_match_the_files(trained_model_dir: Path, card: dict[str, Any]) -> None:
+    model_sha = hashlib.sha256((trained_model_dir / "model.onnx").read_bytes()).hexdigest()
+    assert card["sha256"]["model"] == model_sha
+    assert card["version"] == model_sha[:12]
+    assert card["sha256"]["training_data"] == hashlib.sha256((ROOT / "data/dataset.csv").read_bytes()).hexdigest()
+
+
+def test_card_describes_an_approved_model_with_a_usable_reference(card: dict[str, Any]) -> None:
+    assert set(card["classes"]) <= set(APPROVED_TAGS)
+    assert card["approved_tags"] == list(APPROVED_TAGS)
+    assert 0.0 < card["threshold"] < 1.0
+    reference = card["reference"]
+    assert len(reference["confidence_shares"]) == len(reference["confidence_bin_edges"]) - 1
+    assert sum(reference["confidence_shares"]) == pytest.approx(1.0)
+    assert sum(reference["tag_shares"].values()) == pytest.approx(1.0)
+    assert 0.0 <= reference["below_threshold_share"] <= 1.0
+    for split in ("validation", "test"):
+        evaluation = card["evaluation"][split]
+        assert set(evaluation["per_class"]) == set(card["classes"])
+        assert {"short_title", "empty_description"} <= set(evaluation["slices"])
+        assert evaluation["precision_vs_coverage"]
+    assert card["parity"]["max_abs_probability_difference"] <= 1e-5
+    assert {"scikit-learn", "onnxruntime", "skl2onnx"} <= set(card["libraries"])
