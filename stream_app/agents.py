@@ -12,8 +12,10 @@ whichever input partition they arrived on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import weakref
 from collections.abc import AsyncIterable, Iterator, MutableMapping
 from typing import Any
 
@@ -64,6 +66,21 @@ class PartitionView(MutableMapping[str, Any]):
         return sum(1 for _ in self)
 
 
+@contextlib.contextmanager
+def as_current_event(event: EventT) -> Iterator[None]:
+    """Make ``event`` the current event of this task while the block writes to a table.
+
+    Faust sends a table change to the changelog partition of the current event, which a batch from
+    ``take_events`` does not set. Only this task's context variable is set: the stream's own
+    ``current_event`` attribute must stay untouched, because the take buffer reads it concurrently.
+    """
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
 def encode(record: dict[str, Any]) -> bytes:
     """Serialize an output record as compact UTF-8 JSON."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
@@ -93,6 +110,9 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         producer_acks=-1,
         autodiscover=False,
         table_standby_replicas=0,
+        # Table keys are str: JSON keeps them str across a changelog restore ("raw" would give bytes back).
+        key_serializer="json",
+        value_serializer="json",
     )
     # internal=True: Faust creates the topic with ``settings.partitions`` partitions when it is missing.
     input_topic = app.topic(
@@ -119,8 +139,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         "title-index",
         default=None,
         partitions=settings.partitions,
-        key_serializer="json",
-        value_serializer="json",
+        key_type=str,
         help="Dedupe state: first-seen titles and their near-duplicate LSH bands, per partition.",
     )
     last_sweep: dict[int, float] = {}
@@ -156,12 +175,11 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 
             def check(item: Admitted, by_item: dict[int, EventT] = by_item) -> DedupeVerdict:
                 event = by_item[id(item)]
-                # Table writes go to the changelog partition of the stream's current event.
-                stream._set_current_event(event)
                 index = DedupeIndex(PartitionView(title_index, event.message.partition), settings.dedupe_ttl_seconds)
-                return index.check_and_add(
-                    str(item.event.id), item.event.title, item.event.description, item.event_time
-                )
+                with as_current_event(event):
+                    return index.check_and_add(
+                        str(item.event.id), item.event.title, item.event.description, item.event_time
+                    )
 
             outputs = pipeline.route_batch(batch, check)
             deliveries = [await emit(output) for output in outputs]
@@ -171,7 +189,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             for item in batch:
                 metrics.latency(now - item.consumed_at)
             metrics.set_last_event(max(item.event_time for item in batch))
-            _sweep_expired(stream, events, title_index, last_sweep, settings.dedupe_ttl_seconds, now)
+            _sweep_expired(events, title_index, last_sweep, settings.dedupe_ttl_seconds, now)
             metrics.set_dedupe_entries(len(title_index))
             yield None
 
@@ -207,7 +225,6 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 
 
 def _sweep_expired(
-    stream: StreamT[Any],
     events: list[EventT],
     table: MutableMapping[str, Any],
     last_sweep: dict[int, float],
@@ -222,8 +239,8 @@ def _sweep_expired(
         if now - last_sweep.get(partition, float("-inf")) < SWEEP_INTERVAL_SECONDS:
             continue
         last_sweep[partition] = now
-        stream._set_current_event(event)
-        DedupeIndex(PartitionView(table, partition), ttl_seconds).expire(event.value["event_time"])
+        with as_current_event(event):
+            DedupeIndex(PartitionView(table, partition), ttl_seconds).expire(event.value["event_time"])
 
 
 def _credentials(settings: Settings) -> Any:

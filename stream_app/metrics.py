@@ -1,0 +1,138 @@
+"""Every Prometheus metric of the worker, created together against a registry passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from stream_app import APPROVED_TAGS
+from stream_app.drift import DriftSnapshot
+from stream_app.errors import DEADLETTER_REASONS
+
+OUTCOMES = ("tagged", "review", "duplicate", "deadletter")
+MATCHES = ("exact", "near")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+INFERENCE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PREFIX = "content_tagger_"
+
+
+class Metrics:
+    """The worker's metrics; label values are fixed sets created up front, so every series reads 0 at start."""
+
+    def __init__(self, registry: CollectorRegistry, confidence_bin_edges: Sequence[float]) -> None:
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(PREFIX + name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+            return Gauge(PREFIX + name, doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()) -> Histogram:
+            return Histogram(PREFIX + name, doc, labels, buckets=buckets, registry=registry)
+
+        self.events_consumed = counter("events_consumed", "Input messages consumed.")
+        self.events_out = counter("events_out", "Records emitted, by output topic.", ["outcome"])
+        self.tagged_events = counter("tagged", "Events auto-tagged, by tag.", ["tag"])
+        self.deadletters = counter("deadletters", "Input messages dead-lettered, by reason.", ["reason"])
+        self.duplicates = counter("duplicates", "Events dropped as copies, by match kind.", ["match"])
+        self.processing_latency = histogram(
+            "processing_latency_seconds", "Time from consuming an event to its output being acknowledged.",
+            LATENCY_BUCKETS,
+        )
+        self.inference_batch = histogram(
+            "inference_batch_duration_seconds", "Duration of one ONNX call on a batch.", INFERENCE_BUCKETS
+        )
+        self.inference_message = histogram(
+            "inference_message_duration_seconds", "ONNX time per event (batch duration / batch size).",
+            INFERENCE_BUCKETS,
+        )
+        self.batch_size = histogram("batch_size", "Events classified per ONNX call.", BATCH_BUCKETS)
+        # Buckets are the model card's reference bins, so the live histogram compares bin for bin.
+        self.confidence = histogram(
+            "confidence", "Model confidence of classified events, by predicted tag.",
+            [e for e in confidence_bin_edges if 0.0 < e < 1.0] + [1.0], ["tag"],
+        )
+        self.drift_confidence_psi = gauge("drift_confidence_psi", "PSI of the confidence distribution (window).")
+        self.drift_tag_psi = gauge("drift_tag_psi", "PSI of the predicted-tag distribution (window).")
+        self.below_threshold_share = gauge("below_threshold_share", "Share of the window below the threshold.")
+        self.reference_below_threshold_share = gauge(
+            "reference_below_threshold_share", "Share below the threshold on the model card's reference."
+        )
+        self.review_threshold = gauge("review_threshold", "Confidence below which events go to review.")
+        self.drift_window_events = gauge("drift_window_events", "Events in the drift window.")
+        self.dedupe_entries = gauge("dedupe_entries", "Entries in the dedupe table held by this worker.")
+        self.model_info = gauge("model_info", "The model being served (always 1).", ["version", "threshold"])
+        self.last_event_timestamp = gauge(
+            "last_event_timestamp_seconds", "Event time (Kafka timestamp) of the last processed event."
+        )
+        self.consumer_lag = gauge("consumer_lag", "Messages not yet consumed, by input partition.", ["partition"])
+        for outcome in OUTCOMES:
+            self.events_out.labels(outcome)
+        for tag in APPROVED_TAGS:
+            self.tagged_events.labels(tag)
+            self.confidence.labels(tag)
+        for reason in DEADLETTER_REASONS:
+            self.deadletters.labels(reason)
+        for match in MATCHES:
+            self.duplicates.labels(match)
+
+    def consumed(self, n: int = 1) -> None:
+        """Count consumed input messages."""
+        self.events_consumed.inc(n)
+
+    def emitted(self, outcome: str, n: int = 1) -> None:
+        """Count records emitted to one output topic."""
+        self.events_out.labels(outcome).inc(n)
+
+    def classified(self, tag: str, confidence: float) -> None:
+        """Observe the confidence of one classified event (tagged or sent to review)."""
+        self.confidence.labels(tag).observe(confidence)
+
+    def tagged(self, tag: str) -> None:
+        """Count one auto-tagged event."""
+        self.tagged_events.labels(tag).inc()
+
+    def dead_lettered(self, reason: str) -> None:
+        """Count one dead letter."""
+        self.deadletters.labels(reason).inc()
+
+    def duplicate(self, match: str) -> None:
+        """Count one dropped copy."""
+        self.duplicates.labels(match).inc()
+
+    def batch(self, size: int, seconds: float) -> None:
+        """Observe one ONNX call."""
+        self.batch_size.observe(size)
+        self.inference_batch.observe(seconds)
+        self.inference_message.observe(seconds / size)
+
+    def latency(self, seconds: float) -> None:
+        """Observe one event's consume-to-produce time."""
+        self.processing_latency.observe(seconds)
+
+    def set_model(self, version: str, threshold: float, reference_below_share: float) -> None:
+        """Publish the served model; the previous model's info series is removed."""
+        self.model_info.clear()
+        self.model_info.labels(version, f"{threshold:.4f}").set(1)
+        self.review_threshold.set(threshold)
+        self.reference_below_threshold_share.set(reference_below_share)
+
+    def set_drift(self, snapshot: DriftSnapshot) -> None:
+        """Publish the drift window's figures."""
+        self.drift_confidence_psi.set(snapshot.confidence_psi)
+        self.drift_tag_psi.set(snapshot.tag_psi)
+        self.below_threshold_share.set(snapshot.below_threshold_share)
+        self.drift_window_events.set(snapshot.events)
+
+    def set_dedupe_entries(self, n: int) -> None:
+        """Publish the dedupe table's size."""
+        self.dedupe_entries.set(n)
+
+    def set_last_event(self, timestamp: float) -> None:
+        """Publish the event time of the last processed event."""
+        self.last_event_timestamp.set(timestamp)
+
+    def set_lag(self, partition: int, lag: int) -> None:
+        """Publish one input partition's consumer lag."""
+        self.consumer_lag.labels(str(partition)).set(lag)

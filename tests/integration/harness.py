@@ -1,0 +1,176 @@
+"""Run the worker as a real process against a real broker, and read back what it produced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT_KINDS = ("tagged", "review", "duplicate", "deadletter")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Topics:
+    """The topics one worker under test reads and writes."""
+
+    input: str
+    tagged: str
+    review: str
+    duplicate: str
+    deadletter: str
+
+    def outputs(self) -> dict[str, str]:
+        """Output kind to topic name."""
+        return {kind: getattr(self, kind) for kind in OUTPUT_KINDS}
+
+
+class WorkerProcess:
+    """One worker, started with ``python -m stream_app worker`` and the settings in its environment."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.port = int(env["TAGGER_WEB_PORT"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the worker and wait until it serves /health and has joined its consumer group."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker", "-l", os.environ.get("TAGGER_TEST_LOG_LEVEL", "info")],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            if "[^Worker]: Ready" in self.log_text() and self._healthy():
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"worker not ready in {timeout} s:\n{self.log_tail()}")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:  # noqa: S310
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def metrics_text(self) -> str:
+        """The worker's /metrics exposition."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop gracefully (SIGTERM), killing it if it does not end in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Crash it: SIGKILL, no chance to commit or flush."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_text(self) -> str:
+        """Everything the worker logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the worker's log."""
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class Produced:
+    """Where one input message landed in the input topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+async def produce(
+    bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes, int | None]]
+) -> list[Produced]:
+    """Send ``(key, value, partition)`` messages in order; returns where each one landed."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key, partition=part) for key, value, part in messages]
+        results = [await future for future in futures]
+    finally:
+        await producer.stop()
+    return [Produced(r.partition, r.offset, None) for r in results]
+
+
+async def read_outputs(
+    bootstrap: str, topics: Topics, expected: int, timeout: float, settle: float = 3.0
+) -> dict[str, list[dict[str, Any]]]:
+    """Read all four output topics from the start until ``expected`` records arrived (then ``settle`` more
+    seconds, so that extra records would show) or ``timeout`` passed."""
+    names = topics.outputs()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    partitions = []
+    for name in names.values():
+        await consumer._client.force_metadata_update()
+        partitions += [TopicPartition(name, p) for p in consumer._client.cluster.partitions_for_topic(name) or ()]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    kind_of = {name: kind for kind, name in names.items()}
+    found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in OUTPUT_KINDS}
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            for tp, records in batches.items():
+                for record in records:
+                    found[kind_of[tp.topic]].append(json.loads(record.value))
+            total = sum(len(v) for v in found.values())
+            if total >= expected:
+                settle_until = settle_until or time.monotonic() + settle
+                if time.monotonic() >= settle_until:
+                    break
+    finally:
+        await consumer.stop()
+    return found
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine to completion from a synchronous test."""
+    return asyncio.run(coro)
+
+
+def ids_in(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The event ids of output records, as strings."""
+    return [str(r["id"]) for r in records]
