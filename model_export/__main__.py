@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             target_precision=args.target_precision,
             params={**params, "grid": grid, "seed": args.seed},
             evaluation=results,
-            reference_distribution=card.reference(probabilities["validation"], classes, threshold),
+            reference_distribution=card.reference(oof, classes, threshold),
             parity=parity,
             input_name=export.INPUT_NAME,
         )

@@ -17,13 +17,20 @@ CONFIDENCE_BIN_EDGES: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
 
 
-def reference(probabilities: np.ndarray, classes: Sequence[str], threshold: float) -> dict[str, Any]:
-    """The validation split's confidence histogram, predicted-tag shares and share below the threshold."""
+def reference(
+    probabilities: np.ndarray, classes: Sequence[str], threshold: float, split: str = "train, out of fold"
+) -> dict[str, Any]:
+    """Confidence histogram, predicted-tag shares and share below the threshold of held-out predictions.
+
+    The exporter passes the out-of-fold predictions over the training split: they come from models that did
+    not see those texts, like live traffic, and at 5x the validation split's size they are a steadier
+    reference (sampling noise alone puts the PSI of 115 events near 0.1).
+    """
     confidence = probabilities.max(axis=1)
     counts, _ = np.histogram(np.clip(confidence, 0.0, 1.0), bins=np.asarray(CONFIDENCE_BIN_EDGES))
     predicted = np.asarray(classes)[probabilities.argmax(axis=1)]
     return {
-        "split": "validation",
+        "split": split,
         "count": int(len(confidence)),
         "confidence_bin_edges": list(CONFIDENCE_BIN_EDGES),
         "confidence_shares": (counts / counts.sum()).tolist(),

@@ -1,0 +1,60 @@
+"""Drift gauges on a running worker: held-out traffic stays near the reference, a shifted stream does not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_export import train
+from model_export.data import load_dataset
+from stream_app.replay import event_value, read_rows
+from tests.integration.harness import produce, read_outputs, run
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gauges(text: str) -> dict[str, float]:
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("content_tagger_drift") or sample.name.endswith("window_events")
+    }
+
+
+def test_held_out_traffic_keeps_psi_low_and_a_one_tag_stream_raises_it(
+    start_worker: Any, trained_model_dir: Path
+) -> None:
+    seed = json.loads((trained_model_dir / "model.json").read_text())["hyperparameters"]["seed"]
+    _, validation, test = train.split(load_dataset(ROOT / "data/dataset.csv").examples, seed)
+    held_out = validation.examples + test.examples
+    worker, topics = start_worker()
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+
+    events = [{"id": f"held-{e.id}", "title": e.title, "description": e.description} for e in held_out]
+    run(produce(bootstrap, topics.input, [(e["id"].encode(), event_value(e), None) for e in events]))
+    run(read_outputs(bootstrap, topics, len(events), 120, settle=0.5))
+    calm = gauges(worker.metrics_text())
+    print("in-distribution:", calm)
+    assert calm["content_tagger_drift_window_events"] == len(events)
+    assert calm["content_tagger_drift_confidence_psi"] < 0.1
+    assert calm["content_tagger_drift_tag_psi"] < 0.1
+
+    sent = {e.title.casefold() for e in held_out}
+    shifted = [
+        {**row, "id": f"shift-{row['id']}"}
+        for row in read_rows(ROOT / "data/dataset.csv")
+        if row["tag"] == "computer-vision" and row["title"].casefold() not in sent
+    ]
+    run(produce(bootstrap, topics.input, [(r["id"].encode(), event_value(r), None) for r in shifted]))
+    run(read_outputs(bootstrap, topics, len(events) + len(shifted), 120, settle=0.5))
+    drifted = gauges(worker.metrics_text())
+    print("one tag only:", drifted)
+    assert len(events) + len(shifted) <= 1000
+    assert drifted["content_tagger_drift_tag_psi"] > 0.2
+    assert drifted["content_tagger_drift_confidence_psi"] > 0.2
