@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             name: pipeline.predict_proba(np.asarray(part.texts, dtype=object))
             for name, part in (("validation", validation), ("test", test))
         }
-        results = {
+        results: dict[str, Any] = {
             "cv_weighted_precision": cv_score,
             "out_of_fold": evaluate.evaluate(train_split.examples, oof, classes, threshold),
             "validation": evaluate.evaluate(validation.examples, probabilities["validation"], classes, threshold),
@@ -89,11 +89,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m model_export", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/dataset.csv"), help="labelled CSV")
-    parser.add_argument("--feedback", type=Path, default=None,
-                        help="JSONL of reviewer labels {id, title, description, tag} added to the data")
+    parser.add_argument(
+        "--feedback",
+        type=Path,
+        default=None,
+        help="JSONL of reviewer labels {id, title, description, tag} added to the data",
+    )
     parser.add_argument("--out", type=Path, default=Path("artifacts/model"), help="output folder")
-    parser.add_argument("--target-precision", type=float, default=0.97,
-                        help="auto-tagged precision the review threshold must keep")
+    parser.add_argument(
+        "--target-precision", type=float, default=0.97, help="auto-tagged precision the review threshold must keep"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--fast", action="store_true", help="a one-point grid (tests); same pipeline")
     return parser.parse_args(argv)

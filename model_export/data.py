@@ -71,8 +71,9 @@ def load_feedback(path: Path) -> list[Example]:
             continue
         try:
             item = json.loads(line)
-            example = Example(str(item["id"]), str(item["title"]).strip(), str(item.get("description") or ""),
-                              str(item["tag"]))
+            example = Example(
+                str(item["id"]), str(item["title"]).strip(), str(item.get("description") or ""), str(item["tag"])
+            )
         except (ValueError, KeyError, TypeError) as error:
             problems.append(f"line {number}: {error}")
             continue

@@ -87,19 +87,32 @@ def evaluate(
 
 def render(name: str, report: dict[str, Any]) -> str:
     """A printable table of one evaluation."""
-    lines = [f"{name}: n={report['count']} precision={report['precision']:.3f} recall={report['recall']:.3f} "
-             f"f1={report['f1']:.3f}"]
+    lines = [
+        f"{name}: n={report['count']} precision={report['precision']:.3f} recall={report['recall']:.3f} "
+        f"f1={report['f1']:.3f}"
+    ]
     lines.append(f"  {'class':<28} {'prec':>6} {'recall':>6} {'f1':>6} {'n':>5}")
     for tag, row in report["per_class"].items():
-        lines.append(f"  {tag:<28} {row['precision']:>6.3f} {row['recall']:>6.3f} {row['f1']:>6.3f} {row['support']:>5}")
-    lines.append("  slices: " + ", ".join(
-        f"{k} n={v['count']} acc={v['accuracy']:.3f}" for k, v in report["slices"].items() if v["count"]))
-    lines.append("  precision vs coverage: " + ", ".join(
-        f"t={p['threshold']:.2f}: cov {p['coverage']:.2f} prec {p['precision']:.3f}"
-        for p in report["precision_vs_coverage"]))
+        lines.append(
+            f"  {tag:<28} {row['precision']:>6.3f} {row['recall']:>6.3f} {row['f1']:>6.3f} {row['support']:>5}"
+        )
+    lines.append(
+        "  slices: "
+        + ", ".join(f"{k} n={v['count']} acc={v['accuracy']:.3f}" for k, v in report["slices"].items() if v["count"])
+    )
+    lines.append(
+        "  precision vs coverage: "
+        + ", ".join(
+            f"t={p['threshold']:.2f}: cov {p['coverage']:.2f} prec {p['precision']:.3f}"
+            for p in report["precision_vs_coverage"]
+        )
+    )
     at = report["at_threshold"]
-    lines.append(f"  at review threshold {at['threshold']:.3f}: coverage {at['coverage']:.3f}, "
-                 f"precision {at['precision']:.3f}")
-    lines.append(f"  confusion (rows true, cols predicted, {report['confusion_matrix']['labels']}): "
-                 f"{report['confusion_matrix']['matrix']}")
+    lines.append(
+        f"  at review threshold {at['threshold']:.3f}: coverage {at['coverage']:.3f}, precision {at['precision']:.3f}"
+    )
+    lines.append(
+        f"  confusion (rows true, cols predicted, {report['confusion_matrix']['labels']}): "
+        f"{report['confusion_matrix']['matrix']}"
+    )
     return "\n".join(lines)

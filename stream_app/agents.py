@@ -4,7 +4,9 @@ Data flows one way::
 
     input topic --validate_events--> dead-letter topic
                         |
-                        +--(keyed by dedupe key)--> <app_id>-content-by-title --route_events--> tagged | review | duplicates
+                        +--(keyed by dedupe key)--> <app_id>-content-by-title
+                                                            |
+                                                      route_events --> tagged | review | duplicates
 
 Re-keying by the dedupe key before the table lookup makes copies of one title meet in one table partition,
 whichever input partition they arrived on.
@@ -17,7 +19,7 @@ import json
 import time
 import weakref
 from collections.abc import AsyncIterable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import EventT, StreamT
@@ -67,7 +69,7 @@ class PartitionView(MutableMapping[str, Any]):
 
 
 @contextlib.contextmanager
-def as_current_event(event: EventT) -> Iterator[None]:
+def as_current_event(event: EventT[Any]) -> Iterator[None]:
     """Make ``event`` the current event of this task while the block writes to a table.
 
     Faust sends a table change to the changelog partition of the current event, which a batch from
@@ -116,7 +118,10 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     )
     # internal=True: Faust creates the topic with ``settings.partitions`` partitions when it is missing.
     input_topic = app.topic(
-        settings.input_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
+        settings.input_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
         internal=True,
     )
     by_title_topic = app.topic(
@@ -167,13 +172,16 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             yield None
 
     @app.agent(by_title_topic, name="route_events")
-    async def route_events(stream: StreamT[dict[str, Any]]) -> AsyncIterable[None]:
+    async def route_events(stream: StreamT[Any]) -> AsyncIterable[None]:
         """De-duplicate, classify and route validated events in batches; outputs are sent before the ack."""
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_seconds):
-            batch = [Admitted.from_wire(event.value) for event in events]
+        batches = cast(faust.Stream[Any], stream).take_events(
+            settings.batch_size, within=settings.batch_timeout_seconds
+        )
+        async for events in batches:
+            batch = [Admitted.from_wire(cast(dict[str, Any], event.value)) for event in events]
             by_item = {id(item): event for item, event in zip(batch, events, strict=True)}
 
-            def check(item: Admitted, by_item: dict[int, EventT] = by_item) -> DedupeVerdict:
+            def check(item: Admitted, by_item: dict[int, EventT[Any]] = by_item) -> DedupeVerdict:
                 event = by_item[id(item)]
                 index = DedupeIndex(PartitionView(title_index, event.message.partition), settings.dedupe_ttl_seconds)
                 with as_current_event(event):
@@ -189,7 +197,9 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             for item in batch:
                 metrics.latency(now - item.consumed_at)
             metrics.set_last_event(max(item.event_time for item in batch))
-            _sweep_expired(events, title_index, last_sweep, settings.dedupe_ttl_seconds, now)
+            _sweep_expired(
+                list(zip(events, batch, strict=True)), title_index, last_sweep, settings.dedupe_ttl_seconds, now
+            )
             metrics.set_dedupe_entries(len(title_index))
             yield None
 
@@ -225,22 +235,20 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 
 
 def _sweep_expired(
-    events: list[EventT],
+    batch: list[tuple[EventT[Any], Admitted]],
     table: MutableMapping[str, Any],
     last_sweep: dict[int, float],
     ttl_seconds: float,
     now: float,
 ) -> None:
     """Delete expired titles of each partition in this batch, at most once a sweep interval per partition."""
-    latest: dict[int, EventT] = {}
-    for event in events:
-        latest[event.message.partition] = event
-    for partition, event in latest.items():
+    latest = {event.message.partition: (event, item) for event, item in batch}
+    for partition, (event, item) in latest.items():
         if now - last_sweep.get(partition, float("-inf")) < SWEEP_INTERVAL_SECONDS:
             continue
         last_sweep[partition] = now
         with as_current_event(event):
-            DedupeIndex(PartitionView(table, partition), ttl_seconds).expire(event.value["event_time"])
+            DedupeIndex(PartitionView(table, partition), ttl_seconds).expire(item.event_time)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -261,5 +269,3 @@ def _credentials(settings: Settings) -> Any:
         mechanism=settings.sasl_mechanism,
         ssl_context=ssl_context,
     )
-
-

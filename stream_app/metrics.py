@@ -37,21 +37,25 @@ class Metrics:
         self.deadletters = counter("deadletters", "Input messages dead-lettered, by reason.", ["reason"])
         self.duplicates = counter("duplicates", "Events dropped as copies, by match kind.", ["match"])
         self.processing_latency = histogram(
-            "processing_latency_seconds", "Time from consuming an event to its output being acknowledged.",
+            "processing_latency_seconds",
+            "Time from consuming an event to its output being acknowledged.",
             LATENCY_BUCKETS,
         )
         self.inference_batch = histogram(
             "inference_batch_duration_seconds", "Duration of one ONNX call on a batch.", INFERENCE_BUCKETS
         )
         self.inference_message = histogram(
-            "inference_message_duration_seconds", "ONNX time per event (batch duration / batch size).",
+            "inference_message_duration_seconds",
+            "ONNX time per event (batch duration / batch size).",
             INFERENCE_BUCKETS,
         )
         self.batch_size = histogram("batch_size", "Events classified per ONNX call.", BATCH_BUCKETS)
         # Buckets are the model card's reference bins, so the live histogram compares bin for bin.
         self.confidence = histogram(
-            "confidence", "Model confidence of classified events, by predicted tag.",
-            [e for e in confidence_bin_edges if 0.0 < e < 1.0] + [1.0], ["tag"],
+            "confidence",
+            "Model confidence of classified events, by predicted tag.",
+            [e for e in confidence_bin_edges if 0.0 < e < 1.0] + [1.0],
+            ["tag"],
         )
         self.drift_confidence_psi = gauge("drift_confidence_psi", "PSI of the confidence distribution (window).")
         self.drift_tag_psi = gauge("drift_tag_psi", "PSI of the predicted-tag distribution (window).")

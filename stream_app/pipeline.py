@@ -103,9 +103,7 @@ class Pipeline:
             return Output("deadletter", None, record)
         return Admitted(event, dedupe_key(event.title), event_time, now)
 
-    def route_batch(
-        self, batch: Sequence[Admitted], check: Callable[[Admitted], DedupeVerdict]
-    ) -> list[Output]:
+    def route_batch(self, batch: Sequence[Admitted], check: Callable[[Admitted], DedupeVerdict]) -> list[Output]:
         """Route a batch: duplicates by ``check`` (which also records new titles), the rest by the model.
 
         Outputs come back in input order, one per event, so the caller can emit them and then commit.
@@ -122,7 +120,11 @@ class Pipeline:
             if verdict.duplicate_of is not None and verdict.match is not None:
                 self.metrics.duplicate(verdict.match)
                 record = duplicate_record(
-                    event, verdict.duplicate_of, verdict.dedupe_key, verdict.match, verdict.similarity,
+                    event,
+                    verdict.duplicate_of,
+                    verdict.dedupe_key,
+                    verdict.match,
+                    verdict.similarity,
                     processed_at,
                 )
                 outputs.append(Output("duplicate", event.key, record))
@@ -135,8 +137,13 @@ class Pipeline:
             if kind == "tagged":
                 self.metrics.tagged(prediction.tag)
             record = builder(
-                event, prediction.tag, prediction.confidence, prediction.scores, self.classifier.version,
-                item.dedupe_key, processed_at,
+                event,
+                prediction.tag,
+                prediction.confidence,
+                prediction.scores,
+                self.classifier.version,
+                item.dedupe_key,
+                processed_at,
             )
             outputs.append(Output(kind, event.key, record))
         for output in outputs:

@@ -74,7 +74,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def event_value(row: dict[str, Any]) -> bytes:
     """A row as an input event's JSON bytes (the training label is not part of an event)."""
-    event = {name: row[name] for name in ("id", "title", "description", "created_on") if name in row}
+    event: dict[str, Any] = {name: row[name] for name in ("id", "title", "description", "created_on") if name in row}
     event["source"] = row.get("source", "made-with-ml")
     event["url"] = row.get("url", f"https://example.org/projects/{row['id']}")
     return json.dumps(event, ensure_ascii=False).encode()
@@ -84,7 +84,7 @@ def build_messages(
     rows: Sequence[dict[str, Any]], *, duplicate_share: float, malformed_share: float, seed: int
 ) -> list[ReplayMessage]:
     """The dataset's events in order, with near-duplicates and malformed messages interleaved at random."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not security
     messages = [ReplayMessage(str(row["id"]).encode(), event_value(row), "event") for row in rows]
     planted = planted_near_duplicates(list(rows), rng)
     rng.shuffle(planted)
@@ -163,9 +163,7 @@ async def collect(
 ) -> Summary:
     """Read the output topics from ``start`` until ``expected`` records arrived or ``timeout`` passed."""
     summary = Summary(sent=expected)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     consumer.assign(list(start))
     for tp, offset in start.items():

@@ -1,0 +1,81 @@
+"""The processing steps without Kafka: each message becomes exactly one output, routed by the model's
+confidence, with duplicates dropped and metrics counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from stream_app.classifier import Classifier
+from stream_app.dedupe import DedupeIndex, DedupeVerdict
+from stream_app.drift import DriftMonitor, Reference
+from stream_app.metrics import Metrics
+from stream_app.pipeline import Admitted, Output, Pipeline
+
+
+def make_pipeline(model_dir: Path, threshold: float | None = None) -> tuple[Pipeline, CollectorRegistry]:
+    classifier = Classifier.load(model_dir, threshold)
+    registry = CollectorRegistry()
+    reference = Reference.from_card(classifier.card)
+    metrics = Metrics(registry, reference.confidence_bin_edges)
+    pipeline = Pipeline(classifier, metrics, DriftMonitor(reference, 100, classifier.threshold))
+    return pipeline, registry
+
+
+def admit(pipeline: Pipeline, value: dict[str, Any] | bytes, offset: int = 0) -> Admitted | Output:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return pipeline.admit(raw, topic="content", partition=0, offset=offset, event_time=1000.0 + offset)
+
+
+def test_malformed_input_becomes_a_dead_letter_and_valid_input_is_keyed_by_title(trained_model_dir: Path) -> None:
+    pipeline, registry = make_pipeline(trained_model_dir)
+    letter = admit(pipeline, b'{"id": 1', offset=7)
+    assert isinstance(letter, Output) and letter.kind == "deadletter"
+    assert (letter.record["error"], letter.record["offset"]) == ("not_json", 7)
+    event = admit(pipeline, {"id": 2, "title": "Object detection with YOLO", "extra": {"kept": True}})
+    assert isinstance(event, Admitted)
+    assert Admitted.from_wire(json.loads(json.dumps(event.to_wire()))) == event
+    assert registry.get_sample_value("content_tagger_events_consumed_total") == 2
+    assert registry.get_sample_value("content_tagger_deadletters_total", {"reason": "not_json"}) == 1
+
+
+def test_a_batch_yields_one_output_per_event_in_order(trained_model_dir: Path) -> None:
+    pipeline, registry = make_pipeline(trained_model_dir)
+    index = DedupeIndex({}, ttl_seconds=86400)
+
+    def check(item: Admitted) -> DedupeVerdict:
+        return index.check_and_add(str(item.event.id), item.event.title, item.event.description, item.event_time)
+
+    titles = ["Object detection with YOLO", "Sentiment analysis of tweets with BERT", "object detection with yolo!",
+              "Deploying models with Kubernetes and MLflow"]
+    batch = [admit(pipeline, {"id": n, "title": t, "description": ""}, offset=n) for n, t in enumerate(titles)]
+    outputs = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], check)
+    assert [o.key for o in outputs] == ["0", "1", "2", "3"]
+    assert outputs[2].kind == "duplicate" and outputs[2].record["duplicate_of"] == "0"
+    assert {o.kind for o in outputs[:2] + outputs[3:]} <= {"tagged", "review"}
+    for output in outputs:
+        if output.kind in ("tagged", "review"):
+            assert output.record["model_version"] == pipeline.classifier.version
+    emitted = sum(registry.get_sample_value("content_tagger_events_out_total", {"outcome": k}) or 0
+                  for k in ("tagged", "review", "duplicate", "deadletter"))
+    assert emitted == len(outputs)
+    assert registry.get_sample_value("content_tagger_drift_window_events") == 3
+
+
+@pytest.mark.parametrize(("threshold", "kind"), [(0.0, "tagged"), (1.0, "review")])
+def test_confidence_against_the_threshold_decides_tagged_or_review(
+    trained_model_dir: Path, threshold: float, kind: str
+) -> None:
+    pipeline, _ = make_pipeline(trained_model_dir, threshold)
+    item = admit(pipeline, {"id": "a", "title": "Image segmentation with U-Net"})
+    assert isinstance(item, Admitted)
+    [output] = pipeline.route_batch([item], lambda i: DedupeVerdict(i.dedupe_key, None, None, 0.0))
+    assert output.kind == kind
+    if kind == "review":
+        assert output.record["reason"] == "low_confidence" and "suggested_tag" in output.record
+    else:
+        assert output.record["tagged_by"] == "model" and output.record["tag"] in pipeline.classifier.classes
