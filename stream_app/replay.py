@@ -101,11 +101,15 @@ def build_messages(
 
 
 def _progress(done: int, total: int, label: str) -> None:
+    """A progress bar on a terminal; a line every tenth of the way otherwise (logs stay readable)."""
     width = 30
     filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done >= total:
-        sys.stderr.write("\n")
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+    elif done >= total or done * 10 // max(total, 1) != (done - 1) * 10 // max(total, 1):
+        sys.stderr.write(f"{label} {done}/{total}\n")
     sys.stderr.flush()
 
 
@@ -133,13 +137,13 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[ReplayMessage],
     return sent_at
 
 
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+async def end_offsets(bootstrap: str, topics: Sequence[str], partitions: int = 1) -> dict[TopicPartition, int]:
     """The current end offset of every partition of ``topics``, creating those that do not exist yet."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, num_partitions=1, replication_factor=1) for t in topics if t not in existing]
+        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
         if missing:
             await admin.create_topics(missing)
     finally:
@@ -147,8 +151,8 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
-        return dict(await consumer.end_offsets(partitions))
+        assigned = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        return dict(await consumer.end_offsets(assigned))
     finally:
         await consumer.stop()
 
@@ -199,7 +203,8 @@ async def replay(settings: Settings, messages: Sequence[ReplayMessage], rate: fl
         "deadletter": settings.deadletter_topic,
     }
     bootstrap = settings.kafka_bootstrap_servers
-    start = await end_offsets(bootstrap, list(topics.values()))
+    start = await end_offsets(bootstrap, list(topics.values()), settings.partitions)
+    await end_offsets(bootstrap, [settings.input_topic], settings.partitions)  # create it before producing
     sent_at = await produce(bootstrap, settings.input_topic, messages, rate)
     return await collect(bootstrap, topics, start, len(messages), sent_at, timeout)
 
