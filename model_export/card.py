@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,7 +52,7 @@ def build_card(
     evaluation: dict[str, Any],
     reference_distribution: dict[str, Any],
     parity: dict[str, Any],
-    input_name: str,
+    io: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Everything the worker and the people running it need to know about one exported model."""
     model_sha = hashlib.sha256(model_bytes).hexdigest()
@@ -62,16 +64,12 @@ def build_card(
         "approved_tags": list(APPROVED_TAGS),
         "threshold": threshold,
         "target_precision": target_precision,
-        "input": {
-            "name": input_name,
-            "type": "tensor(string)",
-            "shape": [None, 1],
-            "text": "stream_app.classifier.event_text(title, description)",
-        },
+        "input": {**io["input"], "text": "stream_app.classifier.event_text(title, description)"},
         "outputs": {
-            "label": "label",
-            "probabilities": "probabilities",
-            "shapes": {"label": [None], "probabilities": [None, len(classes)]},
+            "label": io["label"]["name"],
+            "probabilities": io["probabilities"]["name"],
+            "shapes": {role: io[role]["shape"] for role in ("label", "probabilities")},
+            "types": {role: io[role]["type"] for role in ("label", "probabilities")},
         },
         "hyperparameters": params,
         "evaluation": evaluation,
@@ -80,3 +78,10 @@ def build_card(
         "sha256": {"model": model_sha, "training_data": data_sha256},
         "libraries": {name: metadata.version(name) for name in LIBRARIES},
     }
+
+
+def write_model(out: Path, model_bytes: bytes, model_card: dict[str, Any]) -> None:
+    """Write ``model.onnx`` and then its card ``model.json`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.onnx").write_bytes(model_bytes)
+    (out / "model.json").write_text(json.dumps(model_card, indent=2) + "\n", encoding="utf-8")

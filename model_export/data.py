@@ -33,37 +33,65 @@ class Dataset:
 
     examples: list[Example]
     duplicate_rows: list[int]
+    """First line (1-based, in the CSV) of every row dropped because an earlier row has the same title."""
 
 
 def load_dataset(path: Path, feedback: Path | None = None) -> Dataset:
-    """Read ``path`` (CSV), validate it, append feedback (latest decision per id wins), drop duplicate titles.
+    """Read ``path`` (CSV), validate it, drop duplicate titles, then apply feedback (latest decision per id wins).
 
-    Raises :class:`DataValidationError` naming every bad row (1-based line numbers of the file).
+    Raises :class:`DataValidationError` naming every bad row by the line it starts on in the file.
     """
+    examples = _read_csv(path)
+    dataset = _drop_duplicate_titles(examples)
+    if feedback is None:
+        return dataset
+    return Dataset(_apply_feedback(dataset.examples, load_feedback(feedback)), dataset.duplicate_rows)
+
+
+def _read_csv(path: Path) -> list[tuple[int, Example]]:
+    """Every row of the CSV with the line it starts on; raises naming all bad rows at once."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataValidationError(f"{path}: missing required columns {missing}")
-        rows = [(reader.line_num, row) for row in reader]
+        rows = []
+        start = reader.line_num + 1
+        for row in reader:
+            # line_num is where a record ends; a quoted description can span lines, so keep the start.
+            rows.append((start, row))
+            start = reader.line_num + 1
     examples: list[tuple[int, Example]] = []
     problems: list[str] = []
+    first_line_of_id: dict[str, int] = {}
     for line, row in rows:
-        title, tag = (row.get("title") or "").strip(), (row.get("tag") or "").strip()
-        if not title:
+        example = Example(
+            id=(row.get("id") or "").strip(),
+            title=(row.get("title") or "").strip(),
+            description=(row.get("description") or "").strip(),
+            tag=(row.get("tag") or "").strip(),
+        )
+        if not example.id:
+            problems.append(f"line {line}: empty id")
+        elif example.id in first_line_of_id:
+            # Feedback relabels by id, so an id must name one row.
+            problems.append(f"line {line}: id {example.id!r} already used on line {first_line_of_id[example.id]}")
+        first_line_of_id.setdefault(example.id, line)
+        if not example.title:
             problems.append(f"line {line}: empty title")
-        if tag not in APPROVED_TAGS:
-            problems.append(f"line {line}: tag {tag!r} is not approved")
-        examples.append((line, Example(str(row["id"]), title, (row.get("description") or "").strip(), tag)))
+        if example.tag not in APPROVED_TAGS:
+            problems.append(f"line {line}: tag {example.tag!r} is not approved")
+        examples.append((line, example))
     if problems:
-        raise DataValidationError(f"{path}: {len(problems)} bad rows: " + "; ".join(problems))
-    if feedback is not None:
-        examples = _merge_feedback(examples, load_feedback(feedback))
-    return _drop_duplicate_titles(examples)
+        raise DataValidationError(f"{path}: {len(problems)} problems: " + "; ".join(problems))
+    return examples
 
 
 def load_feedback(path: Path) -> list[Example]:
-    """Labelled examples from a JSONL feedback file (``{id, title, description, tag}``); latest per id wins."""
+    """Labelled examples from a JSONL file of ``{id, title, description, tag}``; the latest line per id wins.
+
+    Raises :class:`DataValidationError` naming every bad line.
+    """
     latest: dict[str, Example] = {}
     problems: list[str] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -72,27 +100,38 @@ def load_feedback(path: Path) -> list[Example]:
         try:
             item = json.loads(line)
             example = Example(
-                str(item["id"]), str(item["title"]).strip(), str(item.get("description") or ""), str(item["tag"])
+                str(item["id"]).strip(),
+                str(item["title"]).strip(),
+                str(item.get("description") or "").strip(),
+                str(item["tag"]).strip(),
             )
-        except (ValueError, KeyError, TypeError) as error:
-            problems.append(f"line {number}: {error}")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            problems.append(f"line {number}: not a {{id, title, description, tag}} object ({error!r})")
             continue
-        if example.tag not in APPROVED_TAGS or not example.title:
-            problems.append(f"line {number}: tag {example.tag!r} not approved or empty title")
-            continue
-        latest[example.id] = example
+        if not example.id or not example.title:
+            problems.append(f"line {number}: empty id or title")
+        elif example.tag not in APPROVED_TAGS:
+            problems.append(f"line {number}: tag {example.tag!r} is not approved")
+        else:
+            latest.pop(example.id, None)  # re-insert, so the order is that of the latest decisions
+            latest[example.id] = example
     if problems:
         raise DataValidationError(f"{path}: {len(problems)} bad feedback lines: " + "; ".join(problems))
     return list(latest.values())
 
 
-def _merge_feedback(examples: list[tuple[int, Example]], feedback: list[Example]) -> list[tuple[int, Example]]:
-    """Feedback relabels an existing id or adds a new example."""
-    by_id = {example.id: (line, example) for line, example in examples}
-    for example in feedback:
-        line = by_id[example.id][0] if example.id in by_id else 0
-        by_id[example.id] = (line, example)
-    return list(by_id.values())
+def _apply_feedback(examples: list[Example], feedback: list[Example]) -> list[Example]:
+    """Feedback replaces the example with its id or, being the newer human decision, the one with its title."""
+    replaced_ids = {e.id for e in feedback}
+    replaced_titles = {_title_key(e.title) for e in feedback}
+    kept = [e for e in examples if e.id not in replaced_ids and _title_key(e.title) not in replaced_titles]
+    latest_by_title = {_title_key(e.title): e for e in feedback}  # of two ids with one title, the later wins
+    return kept + list(latest_by_title.values())
+
+
+def _title_key(title: str) -> str:
+    """A title with case and spacing ignored."""
+    return " ".join(title.casefold().split())
 
 
 def _drop_duplicate_titles(examples: list[tuple[int, Example]]) -> Dataset:
@@ -101,7 +140,7 @@ def _drop_duplicate_titles(examples: list[tuple[int, Example]]) -> Dataset:
     kept: list[Example] = []
     duplicates: list[int] = []
     for line, example in examples:
-        key = " ".join(example.title.casefold().split())
+        key = _title_key(example.title)
         if key in seen:
             duplicates.append(line)
             continue

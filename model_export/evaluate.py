@@ -10,7 +10,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from model_export.data import Example
 
-COVERAGE_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+COVERAGE_LEVELS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
+"""Shares auto-tagged at which precision is reported, the least confident going to review."""
 
 
 def scores(labels: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
@@ -29,16 +30,23 @@ def scores(labels: Sequence[str], predicted: Sequence[str], classes: Sequence[st
     }
 
 
-def coverage_curve(confidence: np.ndarray, correct: np.ndarray, thresholds: Sequence[float]) -> list[dict[str, float]]:
-    """Share auto-tagged and its precision when everything below each threshold goes to review."""
+def precision_vs_coverage(
+    confidence: np.ndarray, correct: np.ndarray, levels: Sequence[float] = COVERAGE_LEVELS
+) -> list[dict[str, float]]:
+    """Precision of the auto-tagged share when the least confident predictions go to review.
+
+    For each coverage level, the most confident ``level`` share is kept; ``threshold`` is the lowest
+    confidence kept, i.e. the review threshold that would give that coverage.
+    """
+    order = np.argsort(-confidence, kind="stable")
     curve = []
-    for threshold in thresholds:
-        chosen = confidence >= threshold
+    for level in levels:
+        kept = order[: max(1, round(level * len(order)))]
         curve.append(
             {
-                "threshold": float(threshold),
-                "coverage": float(chosen.mean()),
-                "precision": float(correct[chosen].mean()) if chosen.any() else 1.0,
+                "coverage": len(kept) / len(order),
+                "threshold": float(confidence[kept[-1]]),
+                "precision": float(correct[kept].mean()),
             }
         )
     return curve
@@ -76,7 +84,7 @@ def evaluate(
             "matrix": confusion_matrix(labels, predicted, labels=list(classes)).tolist(),
         },
         "slices": slice_scores,
-        "precision_vs_coverage": coverage_curve(confidence, correct, sorted({*COVERAGE_THRESHOLDS, threshold})),
+        "precision_vs_coverage": precision_vs_coverage(confidence, correct),
         "at_threshold": {
             "threshold": threshold,
             "coverage": float(auto.mean()),
@@ -101,9 +109,9 @@ def render(name: str, report: dict[str, Any]) -> str:
         + ", ".join(f"{k} n={v['count']} acc={v['accuracy']:.3f}" for k, v in report["slices"].items() if v["count"])
     )
     lines.append(
-        "  precision vs coverage: "
+        "  precision at coverage: "
         + ", ".join(
-            f"t={p['threshold']:.2f}: cov {p['coverage']:.2f} prec {p['precision']:.3f}"
+            f"{p['coverage']:.0%} (t={p['threshold']:.2f}) {p['precision']:.3f}"
             for p in report["precision_vs_coverage"]
         )
     )

@@ -19,8 +19,9 @@ from stream_app.classifier import event_text
 # matched by an explicit pattern (the default one becomes an ASCII class in ONNX), no sublinear_tf, no
 # char_wb, and the word vectorizer is traceable so n-grams survive vocabulary pruning.
 WORD_TOKEN_PATTERN = r"[a-z0-9]+"  # noqa: S105 - a regular expression, not a secret
-PARAM_GRID: dict[str, list[Any]] = {"model__C": [10.0, 30.0, 100.0]}
-FAST_PARAM_GRID: dict[str, list[Any]] = {"model__C": [30.0]}
+PARAM_GRID: dict[str, list[Any]] = {"model__C": [3.0, 10.0, 30.0, 100.0], "model__class_weight": ["balanced", None]}
+FAST_PARAM_GRID: dict[str, list[Any]] = {"model__C": [30.0], "model__class_weight": ["balanced"]}
+"""One point of PARAM_GRID: the same pipeline searched over nothing, for tests."""
 
 
 @dataclass(frozen=True)
@@ -34,24 +35,29 @@ class Split:
 
 def split(examples: list[Example], seed: int) -> tuple[Split, Split, Split]:
     """Stratified 70 / 15 / 15 train / validation / test split with a fixed seed."""
-    labels = [e.tag for e in examples]
-    train, rest = train_test_split(examples, test_size=0.3, stratify=labels, random_state=seed)
+    train, rest = train_test_split(examples, test_size=0.3, stratify=[e.tag for e in examples], random_state=seed)
     validation, test = train_test_split(rest, test_size=0.5, stratify=[e.tag for e in rest], random_state=seed)
-    return tuple(  # type: ignore[return-value]
-        Split([event_text(e.title, e.description) for e in part], [e.tag for e in part], list(part))
-        for part in (train, validation, test)
-    )
+    return to_split(train), to_split(validation), to_split(test)
+
+
+def to_split(examples: list[Example]) -> Split:
+    """Model inputs (through the serving text function) and labels of ``examples``."""
+    return Split([event_text(e.title, e.description) for e in examples], [e.tag for e in examples], list(examples))
 
 
 def build_pipeline(c: float = 30.0) -> Pipeline:
-    """TF-IDF word (1-2) and character (2-4) n-grams feeding a class-balanced logistic regression."""
+    """TF-IDF word (1-2) and character (2-4) n-grams feeding a logistic regression (class weights balanced).
+
+    The exporter searches ``C`` and ``class_weight`` (PARAM_GRID); ``set_params`` rebuilds any searched point.
+    """
     features = FeatureUnion(
         [
             ("word", TraceableTfidfVectorizer(lowercase=False, token_pattern=WORD_TOKEN_PATTERN, ngram_range=(1, 2))),
             ("char", TfidfVectorizer(lowercase=False, analyzer="char", ngram_range=(2, 4), min_df=2)),
         ]
     )
-    model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+    # newton-cg: about 10x faster than the default lbfgs on these 20k sparse columns, and converges tighter.
+    model = LogisticRegression(C=c, class_weight="balanced", solver="newton-cg", max_iter=1000)
     return Pipeline([("features", features), ("model", model)])
 
 

@@ -20,6 +20,9 @@ import numpy as np
 from stream_app import APPROVED_TAGS
 from stream_app.errors import ModelError
 
+CLASSES_METADATA_KEY = "classes"
+"""Key of the ONNX model's metadata holding its class labels (JSON list, in probability-column order)."""
+
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -29,8 +32,11 @@ def event_text(title: str, description: str | None) -> str:
     Training and serving both call this, so the ONNX graph sees exactly the text the model was fitted on;
     case-folding here rather than in the graph avoids the converter's locale-dependent lower-casing.
     """
-    text = f"{title} {description or ''}"
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    text = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", f"{title} {description or ''}").casefold()).strip()
+    if not text.isascii():
+        # A JSON "\ud800" escape decodes to a lone surrogate, which onnxruntime cannot encode: replace it.
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def sha256_file(path: Path) -> str:
@@ -44,7 +50,7 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The model's verdict on one text."""
+    """The model's verdict on one text: the best tag, its probability, and every class's probability."""
 
     tag: str
     confidence: float
@@ -56,12 +62,32 @@ class Classifier:
 
     def __init__(self, session: Any, card: dict[str, Any], threshold: float | None = None) -> None:
         self._session = session
-        self.card = card
-        self.classes: tuple[str, ...] = tuple(card["classes"])
-        self.version: str = str(card["version"])
-        self.threshold: float = float(card["threshold"] if threshold is None else threshold)
+        self._card = card
+        self._classes: tuple[str, ...] = tuple(card["classes"])
+        self._version = str(card["version"])
+        self._threshold = float(card["threshold"] if threshold is None else threshold)
         self._input = str(card["input"]["name"])
-        self._output = str(card["outputs"]["probabilities"])
+        self._outputs = [str(card["outputs"]["probabilities"])]
+
+    @property
+    def version(self) -> str:
+        """The model's version: the first 12 hex digits of ``model.onnx``'s sha256."""
+        return self._version
+
+    @property
+    def threshold(self) -> float:
+        """Confidence below which a prediction goes to review (the override, else the card's)."""
+        return self._threshold
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The model card ``model.json`` as read at load time."""
+        return self._card
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The tags the model can emit, in the order of its probability columns."""
+        return self._classes
 
     @classmethod
     def load(cls, model_dir: Path, threshold: float | None = None) -> Classifier:
@@ -71,39 +97,45 @@ class Classifier:
         model_path, card_path = Path(model_dir) / "model.onnx", Path(model_dir) / "model.json"
         try:
             card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot read the model card {card_path}: {error}") from error
+            expected_sha, classes = card["sha256"]["model"], list(card["classes"])
+            input_name, output_name = card["input"]["name"], card["outputs"]["probabilities"]
+            float(card["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ModelError(f"cannot read the model card {card_path}: {error!r}") from error
         if not model_path.is_file():
             raise ModelError(f"no model at {model_path}; run `python -m model_export`")
         actual = sha256_file(model_path)
-        if actual != card.get("sha256", {}).get("model"):
+        if actual != expected_sha:
             raise ModelError(f"{model_path} does not match its card (sha256 {actual[:12]}…): refusing to serve it")
-        unapproved = sorted(set(card.get("classes", [])) - set(APPROVED_TAGS))
-        if unapproved or not card.get("classes"):
+        unapproved = sorted(set(classes) - set(APPROVED_TAGS))
+        if unapproved or not classes:
             raise ModelError(f"the model's classes include tags that are not approved: {unapproved}")
         options = ort.SessionOptions()
-        # One thread each: the worker batches, and a second core is better spent on Kafka I/O.
+        # One thread each: the worker batches, and the second core is better spent on Kafka I/O.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         try:
             session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped errors for corrupt files
             raise ModelError(f"onnxruntime cannot load {model_path}: {error}") from error
+        # The card's classes are only a copy; the model's own metadata (covered by the hash) is the truth.
+        model_classes = json.loads(session.get_modelmeta().custom_metadata_map.get(CLASSES_METADATA_KEY, "null"))
+        if model_classes != classes:
+            raise ModelError(f"the card's classes {classes} are not the model's {model_classes}")
+        names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+        if input_name not in names[0] or output_name not in names[1]:
+            raise ModelError(f"the card's input/output names do not match the model's {names}")
         return cls(session, card, threshold)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Classify a batch of texts (already passed through :func:`event_text`)."""
+        """Classify a batch of texts, each already passed through :func:`event_text`."""
         if not texts:
             return []
         feed = np.asarray(texts, dtype=object).reshape(-1, 1)
-        probabilities = self._session.run([self._output], {self._input: feed})[0]
-        best = probabilities.argmax(axis=1)
-        classes = self.classes
+        probabilities = self._session.run(self._outputs, {self._input: feed})[0]
+        classes = self._classes
+        # Python floats via tolist() once per batch: float() on numpy scalars costs more per message.
         return [
-            Prediction(
-                tag=classes[index],
-                confidence=float(row[index]),
-                scores={tag: float(p) for tag, p in zip(classes, row, strict=True)},
-            )
-            for row, index in zip(probabilities, best, strict=True)
+            Prediction(classes[best], row[best], dict(zip(classes, row, strict=True)))
+            for row, best in zip(probabilities.tolist(), probabilities.argmax(axis=1).tolist(), strict=True)
         ]

@@ -1,100 +1,72 @@
 """Near-duplicate detection over a key-value store (a Faust table in the worker, a dict in tests).
 
 Tier 1, exact: titles that normalise to the same sorted token set share a 16-hex-digit key.
-Tier 2, near: a copy with one mistyped word shares all its other tokens with the original. Every stored title
-posts each of its "all tokens but one" sets, so a copy finds its original in one look-up per token; the two
-differing words must then be one edit apart, agree on their digits (YOLOv5 is not YOLOv7), and the
-descriptions, when both exist, must agree too. A different word (text/token, image/video) is never one edit.
 
-Store values are JSON lists, never mutated in place: Faust writes the changelog only on assignment.
+Tier 2, near: MinHash over the letter pairs of each word, split into LSH bands, finds stored titles that look
+alike. A candidate is confirmed only if it is one typo away: the same words but one, that one word a single
+edit (substitution, insertion, deletion, transposition) from its counterpart, with the same digits (YOLOv5 is
+not YOLOv7), title similarity of at least :data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both
+exist. A different word (text/token, image/video) is never one edit, so it vetoes the match.
+
+The store holds two kinds of entries, all JSON values that are replaced, never mutated (Faust writes the
+changelog only on assignment):
+
+* ``<ref>`` -> ``[event id, event time, word hashes, description signature]``, one per first-seen title, where
+  ``<ref>`` is the dedupe key in 11 base64url characters, the word hashes are the sorted :func:`word_hash` of
+  each word (repeats included) and both are base64url strings;
+* ``~<band><bucket>`` -> the refs of the titles in that LSH bucket, concatenated, newest last.
+
+Every hash is a BLAKE2b with a fixed personalisation string, so two processes, or one process before and
+after a restart, agree on every key.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import string
+import struct
 import unicodedata
-from collections.abc import MutableMapping
+from collections import Counter
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 MATCH_KINDS: Final = ("exact", "near")
-STOPWORDS: Final = frozenset("a an the of for to in on with and or by from using via your my our is are at as".split())
-DESCRIPTION_SIMILARITY: Final = 0.3
-"""Least description similarity (MinHash estimate of word Jaccard) that confirms a near-duplicate title."""
+BANDS: Final = 4
+ROWS: Final = 3
+"""LSH layout: BANDS buckets per title, each keyed by ROWS MinHash values. One typo in a title of 20+
+characters leaves 75-90% of its letter pairs in common, and titles that share 80% (90%) of them share a
+bucket with probability 0.94 (0.99)."""
+BUCKET_LIMIT: Final = 8
+"""Most refs kept in one bucket (the newest); bounds both an entry's size and the candidates per look-up."""
+NEAR_TITLE_SIMILARITY: Final = 0.6
+"""Least Jaccard similarity of the letter pairs of two titles one typo apart; shorter titles fall below it
+because in a word of a few letters one changed letter is as likely another word as a typo."""
+DESCRIPTION_SIMILARITY: Final = 0.5
+"""Least estimated Jaccard similarity of the word sets of two descriptions that confirms a near match."""
 MIN_TYPO_WORD: Final = 4
-"""Shortest word in which a one-character difference is taken for a typo (CNN/RNN are different things);
-the mistyped form may be one letter shorter (with/wth)."""
-_DESCRIPTION_HASHES: Final = 8
-_DECORATION_SUFFIX = re.compile(
-    r"\s*(?:[|\-–—:]\s*(?:reddit|r/[a-z0-9_]+|medium|youtube|towards data science|hacker news|github|"
-    r"arxiv|twitter|linkedin|kaggle|substack|dev\.to|papers with code))+\s*$"
+"""Shortest word in which one changed letter is taken for a typo (CNN and RNN are different things); the
+mistyped form may be a letter shorter (with/wth)."""
+DESCRIPTION_CHARS: Final = 1000
+"""Only the start of a description is signed: it tells a repost from another item and bounds the cost."""
+
+_DESCRIPTION_HASHES: Final = 12
+_WORD_HASH_BYTES: Final = 4
+_REF_CHARS: Final = 11
+_BUCKET_PREFIX: Final = "~"
+_TYPO_LETTERS: Final = string.ascii_lowercase + "ßàáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿ"
+"""Letters a typo may have replaced or dropped, besides those of the word itself: Latin-1 lower case."""
+_SOURCES = (
+    r"reddit|r/\w+|medium|youtube|towards data science|hacker news|github|arxiv|twitter|linkedin|kaggle|"
+    r"substack|dev\.to|papers with code"
 )
+# A separator after a space: "Title - Medium" is decorated, "Awesome-GitHub" is a name.
+_DECORATION_SUFFIX = re.compile(rf"(?:\s+[|\-–—]\s*(?:{_SOURCES}))+\s*$")
 _DECORATION_PREFIX = re.compile(r"^\s*(?:\[(?:p|r|d|n|project|research|discussion|news)\]\s*)+")
 _NON_WORD = re.compile(r"[\W_]+")
 _DIGITS = re.compile(r"\d+")
-
-
-def _digest(text: str, size: int = 8) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=size).hexdigest()
-
-
-def normalize_title(title: str) -> str:
-    """A title's canonical form: NFKC, case-folded, source decorations and punctuation gone, token set sorted."""
-    text = unicodedata.normalize("NFKC", title).casefold()
-    previous = None
-    while previous != text:
-        previous = text
-        text = _DECORATION_PREFIX.sub("", _DECORATION_SUFFIX.sub("", text))
-    return " ".join(sorted(set(_NON_WORD.sub(" ", text).split())))
-
-
-def dedupe_key(title: str) -> str:
-    """The exact-tier key of a title: 16 hex digits of the hash of its normalised form."""
-    return _digest(normalize_title(title))
-
-
-def description_signature(description: str | None) -> str:
-    """A MinHash signature (8 x 16 bits, as hex) of a description's word set; empty for no description."""
-    words = set(_NON_WORD.sub(" ", unicodedata.normalize("NFKC", description or "").casefold()).split())
-    if not words:
-        return ""
-    hashes = [
-        min(int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2, salt=bytes([seed])).digest(), "big")
-            for w in words)
-        for seed in range(_DESCRIPTION_HASHES)
-    ]
-    return "".join(f"{h:04x}" for h in hashes)
-
-
-def signature_similarity(left: str, right: str) -> float | None:
-    """Estimated word Jaccard of two descriptions, or None when either has no description."""
-    if not left or not right:
-        return None
-    pairs = [(left[i : i + 4], right[i : i + 4]) for i in range(0, len(left), 4)]
-    return sum(a == b for a, b in pairs) / len(pairs)
-
-
-def one_edit_apart(left: str, right: str) -> bool:
-    """True when one substitution, insertion, deletion or adjacent transposition turns ``left`` into ``right``."""
-    if left == right or abs(len(left) - len(right)) > 1:
-        return False
-    if len(left) == len(right):
-        diffs = [i for i, (a, b) in enumerate(zip(left, right, strict=True)) if a != b]
-        if len(diffs) == 1:
-            return True
-        return len(diffs) == 2 and diffs[1] == diffs[0] + 1 and left[diffs[0]] == right[diffs[1]] \
-            and left[diffs[1]] == right[diffs[0]]
-    short, long = sorted((left, right), key=len)
-    index = next((i for i, (a, b) in enumerate(zip(short, long, strict=False)) if a != b), len(short))
-    return short[index:] == long[index + 1 :]
-
-
-def is_typo_of(word: str, other: str) -> bool:
-    """Whether two words differ by a typo rather than in meaning or version."""
-    if max(len(word), len(other)) < MIN_TYPO_WORD or _DIGITS.findall(word) != _DIGITS.findall(other):
-        return False
-    return one_edit_apart(word, other)
 
 
 @dataclass(frozen=True)
@@ -103,85 +75,295 @@ class DedupeVerdict:
 
     dedupe_key: str
     duplicate_of: str | None
+    """Id of the first-seen event this one copies, None if it is unique."""
     match: str | None
+    """``"exact"``, ``"near"``, or None if unique."""
     similarity: float
+    """1.0 for exact, the title similarity for near, 0.0 if unique."""
+
+
+def _nfkc_casefold(text: str) -> str:
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+def title_words(title: str) -> list[str]:
+    """A title's words in order, repeats included: NFKC, case-folded, without known source decorations,
+    split at punctuation and spaces."""
+    text = _nfkc_casefold(title)
+    previous = None
+    while previous != text:  # decorations can be stacked: "[P] Title - Medium | Reddit"
+        previous = text
+        text = _DECORATION_PREFIX.sub("", _DECORATION_SUFFIX.sub("", text))
+    return _NON_WORD.sub(" ", text).split()
+
+
+def normalize_title(title: str) -> str:
+    """A title's canonical form: NFKC, case-folded, known source decorations and punctuation removed, the set
+    of its words sorted and joined by single spaces."""
+    return " ".join(sorted(set(title_words(title))))
+
+
+def _key_digest(normalized: str) -> bytes:
+    return hashlib.blake2b(normalized.encode(), digest_size=8, person=b"tagger-key").digest()
+
+
+def dedupe_key(title: str) -> str:
+    """The exact-tier key of a title: 16 hex digits of the BLAKE2b hash of its normalised form."""
+    return _key_digest(normalize_title(title)).hex()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _minhash(elements: set[str], person: bytes, count: int) -> list[int]:
+    """``count`` MinHash values of a set: each element's BLAKE2b digest is read as ``count`` independent
+    32-bit hashes (``count`` <= 16), and each value is the least of one of them over the set."""
+    layout = f">{count}I"
+    hashed = [
+        struct.unpack(layout, hashlib.blake2b(element.encode(), digest_size=4 * count, person=person).digest())
+        for element in elements
+    ]
+    return [min(column) for column in zip(*hashed, strict=True)]
+
+
+def letter_pairs(words: set[str] | list[str]) -> set[str]:
+    """A title's shingles: the letter pairs of each word padded with spaces, so word order does not count."""
+    pairs: set[str] = set()
+    for word in words:
+        padded = f" {word} "
+        pairs.update(padded[i : i + 2] for i in range(len(padded) - 1))
+    return pairs
+
+
+def jaccard(left: set[str], right: set[str]) -> float:
+    """Jaccard similarity of two sets (1.0 for two empty sets)."""
+    union = len(left | right)
+    return len(left & right) / union if union else 1.0
+
+
+def band_keys(words: list[str]) -> list[str]:
+    """The store keys of the LSH buckets of a title's words."""
+    signature = _minhash(letter_pairs(words), b"tagger-title", BANDS * ROWS)
+    keys = []
+    for band in range(BANDS):
+        rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS]))
+        bucket = hashlib.blake2b(rows.encode(), digest_size=4, person=b"tagger-band").digest()
+        keys.append(f"{_BUCKET_PREFIX}{band}{_b64(bucket)}")
+    return keys
+
+
+def _code_sum(word: str) -> int:
+    return sum(map(ord, word)) % 256
+
+
+def word_hash(word: str) -> bytes:
+    """The 4 bytes a stored title keeps of each word: the sum of its code points modulo 256, which tells a
+    typo search what letter changed, then 3 bytes of its BLAKE2b hash."""
+    digest = hashlib.blake2b(word.encode(), digest_size=_WORD_HASH_BYTES - 1, person=b"tagger-word").digest()
+    return bytes([_code_sum(word)]) + digest
+
+
+def description_signature(description: str | None) -> str:
+    """A MinHash signature (12 one-byte values, base64url) of a description's words; empty if it has none."""
+    words = set(_NON_WORD.sub(" ", _nfkc_casefold((description or "")[:DESCRIPTION_CHARS])).split())
+    if not words:
+        return ""
+    return _b64(bytes(value & 0xFF for value in _minhash(words, b"tagger-text", _DESCRIPTION_HASHES)))
+
+
+def signature_similarity(left: str, right: str) -> float | None:
+    """Estimated word Jaccard of two described items, or None when either has no description."""
+    if not left or not right:
+        return None
+    pairs = list(zip(_unb64(left), _unb64(right), strict=True))
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
+    """The words a single deleted, transposed, replaced or inserted letter away from ``word`` whose code
+    points sum to ``code_sum`` (modulo 256): the sum leaves a few dozen to try rather than hundreds.
+
+    Digits are never inserted or replaced: a changed digit is another version, not a typo.
+    """
+    shift = (code_sum - _code_sum(word)) % 256
+    letters: dict[int, list[str]] = {}
+    for letter in sorted(set(_TYPO_LETTERS) | {c for c in word if c.isalpha()}):
+        letters.setdefault(ord(letter) % 256, []).append(letter)
+    if shift == 0:
+        for i in range(len(word) - 1):
+            yield word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    for i, old in enumerate(word):
+        if (ord(old) + shift) % 256 == 0:
+            yield word[:i] + word[i + 1 :]
+        for new in letters.get((ord(old) + shift) % 256, ()):
+            if new != old:
+                yield word[:i] + new + word[i + 1 :]
+    for new in letters.get(shift, ()):
+        for i in range(len(word) + 1):
+            yield word[:i] + new + word[i:]
+
+
+def typo_source(word: str, stored_hash: bytes) -> str | None:
+    """The word one edit from ``word`` whose :func:`word_hash` is ``stored_hash``, if ``word`` is a typo of
+    it: a word of 4+ letters with the same digits."""
+    if len(word) < MIN_TYPO_WORD - 1:
+        return None
+    for source in _one_edit_sources(word, stored_hash[0]):
+        if word_hash(source) == stored_hash:
+            long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
+            return source if long_enough and _DIGITS.findall(source) == _DIGITS.findall(word) else None
+    return None
+
+
+def _compact_time(event_time: float) -> float | int:
+    """The event time to the millisecond (Kafka's resolution), as an int when it is whole: fewer bytes."""
+    rounded = round(float(event_time), 3)
+    return int(rounded) if rounded.is_integer() else rounded
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    """A title being checked, as the near tier compares it."""
+
+    words: list[str]
+    """Its words in order, repeats included: a typo in one of two "learning"s replaces one of them."""
+    hashes: list[bytes]
+    """The :func:`word_hash` of each word."""
+    counts: Counter[bytes]
+    """How often each hash occurs."""
+    signature: str
+    """The :func:`description_signature` of its description."""
 
 
 class DedupeIndex:
-    """Titles seen within the TTL, in ``store``: ``t:<key>`` -> [id, time, description signature] and
-    ``n:<hash of the tokens but one>`` -> [[key, left-out token, time], ...]."""
+    """Titles seen within the TTL, kept in ``store`` (see the module docstring for its layout)."""
 
     def __init__(self, store: MutableMapping[str, Any], ttl_seconds: float) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
 
-    def check_and_add(
-        self, event_id: str, title: str, description: str | None, event_time: float
-    ) -> DedupeVerdict:
-        """Judge a title against those seen within the TTL before ``event_time``; remember it if it is new."""
-        tokens = normalize_title(title).split()
-        key = _digest(" ".join(tokens))
-        oldest = event_time - self.ttl_seconds
-        first = self.store.get("t:" + key)
-        if first is not None and first[1] >= oldest:
-            if first[0] == event_id:  # a replay of the same event is not a copy of itself
-                return DedupeVerdict(key, None, None, 0.0)
+    def check_and_add(self, event_id: str, title: str, description: str | None, event_time: float) -> DedupeVerdict:
+        """Judge a title against those seen within the TTL before ``event_time``; remember it if it is new.
+
+        A replay of the stored event itself (same id) is not a duplicate; a duplicate never replaces its
+        original. A title with no words at all is never a duplicate and is not remembered.
+        """
+        words = title_words(title)
+        normalized = " ".join(sorted(set(words)))
+        digest = _key_digest(normalized)
+        key, ref = digest.hex(), _b64(digest)
+        unique = DedupeVerdict(key, None, None, 0.0)
+        if not normalized:
+            return unique
+        first = self.store.get(ref)
+        if first is not None and self._fresh(first, event_time):
+            if first[0] == event_id:
+                return unique
             return DedupeVerdict(key, str(first[0]), "exact", 1.0)
-        signature = description_signature(description)
-        near = self._near(tokens, key, signature, oldest)
-        if near is not None and near.duplicate_of != event_id:
-            return near
-        self._remember(tokens, key, event_id, signature, event_time)
-        return DedupeVerdict(key, None, None, 0.0)
-
-    def _near(self, tokens: list[str], key: str, signature: str, oldest: float) -> DedupeVerdict | None:
-        """The earliest stored title one typo or one extra stop word away, confirmed by the description."""
-        candidates: list[tuple[str, float]] = []
-        if len(tokens) >= 2:
-            for token in tokens:
-                rest = " ".join(t for t in tokens if t != token)
-                for other_key, other_token, time in self.store.get("n:" + _digest(rest), ()):
-                    if other_key != key and time >= oldest and is_typo_of(token, other_token):
-                        candidates.append((other_key, 1.0 - 1.0 / (2 * len(tokens))))
-                if token in STOPWORDS:  # the copy has one stop word more than its original
-                    candidates.append((_digest(rest), 1.0 - 1.0 / (2 * len(tokens))))
-        for other_key, other_token, time in self.store.get("n:" + _digest(" ".join(tokens)), ()):
-            if other_token in STOPWORDS and time >= oldest:  # the original has one stop word more
-                candidates.append((other_key, 1.0 - 1.0 / (2 * len(tokens) + 2)))
-        for other_key, similarity in candidates:
-            first = self.store.get("t:" + other_key)
-            if first is None or first[1] < oldest:
-                continue
-            described = signature_similarity(signature, first[2])
-            if described is None or described >= DESCRIPTION_SIMILARITY:
-                return DedupeVerdict(key, str(first[0]), "near", round(similarity, 4))
-        return None
-
-    def _remember(self, tokens: list[str], key: str, event_id: str, signature: str, event_time: float) -> None:
-        """Store the title and post each of its all-tokens-but-one sets."""
-        self.store["t:" + key] = [event_id, event_time, signature]
-        if len(tokens) < 2:
-            return
-        for token in tokens:
-            slot = "n:" + _digest(" ".join(t for t in tokens if t != token))
-            postings = [p for p in self.store.get(slot, ()) if p[0] != key]
-            self.store[slot] = [*postings, [key, token, event_time]]
+        hashes = [word_hash(word) for word in words]
+        incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
+        buckets = band_keys(normalized.split())
+        near = self._near(event_id, ref, buckets, incoming, event_time)
+        if near is not None:
+            return DedupeVerdict(key, near[0], "near", near[1])
+        packed = _b64(b"".join(sorted(incoming.hashes)))
+        self._remember(ref, buckets, [event_id, _compact_time(event_time), packed, incoming.signature])
+        return unique
 
     def expire(self, now: float) -> int:
-        """Delete titles (and their postings) last seen more than the TTL before ``now``; returns titles removed."""
-        oldest = now - self.ttl_seconds
+        """Delete titles whose event time is more than the TTL before ``now``, and their bucket refs; returns
+        the number of titles deleted. Keys of any other shape (state of an older layout) are deleted too."""
         removed = 0
-        for slot in list(self.store):
-            value = self.store.get(slot)
-            if value is None:
+        live: set[str] = set()
+        buckets: list[str] = []
+        for key in list(self.store):
+            if key.startswith(_BUCKET_PREFIX):
+                buckets.append(key)
                 continue
-            if slot.startswith("t:") and value[1] < oldest:
-                del self.store[slot]
+            if len(key) != _REF_CHARS:
+                del self.store[key]
+                continue
+            entry = self.store.get(key)
+            if entry is None:
+                continue
+            if self._fresh(entry, now):
+                live.add(key)
+            else:
+                del self.store[key]
                 removed += 1
-            elif slot.startswith("n:"):
-                fresh = [p for p in value if p[2] >= oldest]
-                if not fresh:
-                    del self.store[slot]
-                elif len(fresh) != len(value):
-                    self.store[slot] = fresh
+        for key in buckets:
+            refs = self.store.get(key)
+            if refs is None:
+                continue
+            kept = "".join(ref for ref in _split_refs(refs) if ref in live)
+            if not kept:
+                del self.store[key]
+            elif kept != refs:
+                self.store[key] = kept
         return removed
+
+    def _fresh(self, entry: list[Any], event_time: float) -> bool:
+        return bool(entry[1] + self.ttl_seconds >= event_time)
+
+    def _near(
+        self, event_id: str, ref: str, buckets: list[str], incoming: _Incoming, event_time: float
+    ) -> tuple[str, float] | None:
+        """The first-seen title in ``buckets`` confirmed as one typo away: (its event id, similarity)."""
+        candidates: set[str] = set()
+        for bucket in buckets:
+            candidates.update(_split_refs(self.store.get(bucket) or ""))
+        candidates.discard(ref)
+        confirmed: list[tuple[float, float, str]] = []
+        for candidate in sorted(candidates):
+            entry = self.store.get(candidate)
+            if entry is None or entry[0] == event_id or not self._fresh(entry, event_time):
+                continue
+            similarity = self._confirm(incoming, entry)
+            if similarity is not None:
+                confirmed.append((entry[1], -similarity, str(entry[0])))
+        if not confirmed:
+            return None
+        _, negative_similarity, original = min(confirmed)
+        return original, round(-negative_similarity, 4)
+
+    @staticmethod
+    def _confirm(incoming: _Incoming, entry: list[Any]) -> float | None:
+        """The title similarity if ``incoming`` is one typo from the stored entry and the descriptions agree."""
+        packed = _unb64(entry[2])
+        if len(packed) != _WORD_HASH_BYTES * len(incoming.hashes):
+            return None  # a typo keeps the number of words
+        stored = Counter(packed[i : i + _WORD_HASH_BYTES] for i in range(0, len(packed), _WORD_HASH_BYTES))
+        added, dropped = incoming.counts - stored, stored - incoming.counts
+        if added.total() != 1:
+            return None  # a typo replaces one word: here more differ
+        new_word = incoming.words[incoming.hashes.index(next(iter(added)))]
+        old_word = typo_source(new_word, next(iter(dropped)))
+        if old_word is None:
+            return None
+        old_words = Counter(incoming.words) - Counter([new_word]) + Counter([old_word])
+        similarity = jaccard(letter_pairs(list(old_words)), letter_pairs(incoming.words))
+        if similarity < NEAR_TITLE_SIMILARITY:
+            return None
+        described = signature_similarity(incoming.signature, entry[3])
+        if described is not None and described < DESCRIPTION_SIMILARITY:
+            return None
+        return similarity
+
+    def _remember(self, ref: str, buckets: list[str], entry: list[Any]) -> None:
+        """Store a first-seen title and add its ref to its buckets, each value replaced, never mutated."""
+        self.store[ref] = entry
+        for bucket in buckets:
+            current = self.store.get(bucket) or ""
+            refs = [other for other in _split_refs(current) if other != ref]
+            updated = "".join([*refs, ref][-BUCKET_LIMIT:])
+            if updated != current:
+                self.store[bucket] = updated
+
+
+def _split_refs(refs: str) -> list[str]:
+    return [refs[i : i + _REF_CHARS] for i in range(0, len(refs), _REF_CHARS)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -10,18 +11,40 @@ from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS
 
-OUTCOMES = ("tagged", "review", "duplicate", "deadletter")
-MATCHES = ("exact", "near")
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-INFERENCE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-PREFIX = "content_tagger_"
+PREFIX: Final = "content_tagger_"
+OUTCOMES: Final[tuple[str, ...]] = ("tagged", "review", "duplicate", "deadletter")
+"""The four output topics; the bounded ``outcome`` label."""
+MATCHES: Final[tuple[str, ...]] = ("exact", "near")
+"""How a dropped copy matched a title already seen; the bounded ``match`` label."""
+LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+INFERENCE_BUCKETS: Final = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+)
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    """The worker's metrics; label values are fixed sets created up front, so every series reads 0 at start."""
+    """The worker's metrics.
+
+    Every label value is one of a fixed set created up front, so each series reads 0 from the start and a
+    typo or an unexpected value raises ``KeyError`` instead of adding a series. The per-message methods
+    update pre-resolved children: a dict look-up and an atomic add.
+    """
 
     def __init__(self, registry: CollectorRegistry, confidence_bin_edges: Sequence[float]) -> None:
+        """Create every metric in ``registry``; confidence buckets are the model card's bins."""
+
         def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
             return Counter(PREFIX + name, doc, labels, registry=registry)
 
@@ -33,7 +56,7 @@ class Metrics:
 
         self.events_consumed = counter("events_consumed", "Input messages consumed.")
         self.events_out = counter("events_out", "Records emitted, by output topic.", ["outcome"])
-        self.tagged_events = counter("tagged", "Events auto-tagged, by tag.", ["tag"])
+        self.tagged_events = counter("tagged", "Events auto-tagged (not sent to review), by tag.", ["tag"])
         self.deadletters = counter("deadletters", "Input messages dead-lettered, by reason.", ["reason"])
         self.duplicates = counter("duplicates", "Events dropped as copies, by match kind.", ["match"])
         self.processing_latency = histogram(
@@ -50,16 +73,17 @@ class Metrics:
             INFERENCE_BUCKETS,
         )
         self.batch_size = histogram("batch_size", "Events classified per ONNX call.", BATCH_BUCKETS)
-        # Buckets are the model card's reference bins, so the live histogram compares bin for bin.
+        # Buckets are the model card's reference bins (the 0 edge is implicit), so the live histogram
+        # compares with the reference bin for bin.
         self.confidence = histogram(
             "confidence",
-            "Model confidence of classified events, by predicted tag.",
+            "Model confidence of classified events (tagged and review), by predicted tag.",
             [e for e in confidence_bin_edges if 0.0 < e < 1.0] + [1.0],
             ["tag"],
         )
-        self.drift_confidence_psi = gauge("drift_confidence_psi", "PSI of the confidence distribution (window).")
-        self.drift_tag_psi = gauge("drift_tag_psi", "PSI of the predicted-tag distribution (window).")
-        self.below_threshold_share = gauge("below_threshold_share", "Share of the window below the threshold.")
+        self.drift_confidence_psi = gauge("drift_confidence_psi", "PSI of confidence (drift window).")
+        self.drift_tag_psi = gauge("drift_tag_psi", "PSI of predicted tags (drift window).")
+        self.below_threshold_share = gauge("below_threshold_share", "Drift window share below the threshold.")
         self.reference_below_threshold_share = gauge(
             "reference_below_threshold_share", "Share below the threshold on the model card's reference."
         )
@@ -70,43 +94,40 @@ class Metrics:
         self.last_event_timestamp = gauge(
             "last_event_timestamp_seconds", "Event time (Kafka timestamp) of the last processed event."
         )
-        self.consumer_lag = gauge("consumer_lag", "Messages not yet consumed, by input partition.", ["partition"])
-        for outcome in OUTCOMES:
-            self.events_out.labels(outcome)
-        for tag in APPROVED_TAGS:
-            self.tagged_events.labels(tag)
-            self.confidence.labels(tag)
-        for reason in DEADLETTER_REASONS:
-            self.deadletters.labels(reason)
-        for match in MATCHES:
-            self.duplicates.labels(match)
+        self.consumer_lag = gauge("consumer_lag", "Input messages not yet consumed.", ["partition"])
+
+        self._out = {outcome: self.events_out.labels(outcome) for outcome in OUTCOMES}
+        self._tagged = {tag: self.tagged_events.labels(tag) for tag in APPROVED_TAGS}
+        self._confidence = {tag: self.confidence.labels(tag) for tag in APPROVED_TAGS}
+        self._deadletters = {reason: self.deadletters.labels(reason) for reason in DEADLETTER_REASONS}
+        self._duplicates = {match: self.duplicates.labels(match) for match in MATCHES}
 
     def consumed(self, n: int = 1) -> None:
         """Count consumed input messages."""
         self.events_consumed.inc(n)
 
     def emitted(self, outcome: str, n: int = 1) -> None:
-        """Count records emitted to one output topic."""
-        self.events_out.labels(outcome).inc(n)
+        """Count records emitted to one output topic (an item of :data:`OUTCOMES`)."""
+        self._out[outcome].inc(n)
 
     def classified(self, tag: str, confidence: float) -> None:
-        """Observe the confidence of one classified event (tagged or sent to review)."""
-        self.confidence.labels(tag).observe(confidence)
+        """Observe the confidence of one classified event, tagged or sent to review."""
+        self._confidence[tag].observe(confidence)
 
     def tagged(self, tag: str) -> None:
         """Count one auto-tagged event."""
-        self.tagged_events.labels(tag).inc()
+        self._tagged[tag].inc()
 
     def dead_lettered(self, reason: str) -> None:
-        """Count one dead letter."""
-        self.deadletters.labels(reason).inc()
+        """Count one dead letter (``reason`` from :data:`stream_app.errors.DEADLETTER_REASONS`)."""
+        self._deadletters[reason].inc()
 
     def duplicate(self, match: str) -> None:
-        """Count one dropped copy."""
-        self.duplicates.labels(match).inc()
+        """Count one dropped copy (``match`` from :data:`MATCHES`)."""
+        self._duplicates[match].inc()
 
     def batch(self, size: int, seconds: float) -> None:
-        """Observe one ONNX call."""
+        """Observe one ONNX call of ``size`` events that took ``seconds``."""
         self.batch_size.observe(size)
         self.inference_batch.observe(seconds)
         self.inference_message.observe(seconds / size)
@@ -134,9 +155,9 @@ class Metrics:
         self.dedupe_entries.set(n)
 
     def set_last_event(self, timestamp: float) -> None:
-        """Publish the event time of the last processed event."""
+        """Publish the event time (seconds since the epoch) of the last processed event."""
         self.last_event_timestamp.set(timestamp)
 
     def set_lag(self, partition: int, lag: int) -> None:
-        """Publish one input partition's consumer lag."""
+        """Publish one input partition's consumer lag in messages."""
         self.consumer_lag.labels(str(partition)).set(lag)

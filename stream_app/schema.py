@@ -2,6 +2,20 @@
 
 Validation here is plain Python on the hot path; ``schemas/*.json`` state the same contracts as JSON Schema
 for the people and services on the other side of each topic, and the tests hold the two in agreement.
+
+Choices the contract makes, each with its dead-letter reason:
+
+- a message over 1 MiB is refused before it is decoded (``too_large``), as are a title over 1,000 and a
+  description over 20,000 characters;
+- ``id`` or ``title`` absent or ``null`` is ``missing_field``; a blank (empty or whitespace-only) ``id`` or
+  ``title`` is present but unusable, so it is ``invalid_value``;
+- ``id`` is a string or a JSON integer; ``true``/``false`` and ``1.0`` are ``wrong_type`` (JSON Schema cannot
+  tell ``1.0`` from ``1``, so here the parser is stricter than ``content.json``); integers outside the signed
+  64-bit range are ``invalid_value``;
+- rules about the JSON text itself, which JSON Schema cannot state, are ``invalid_value``: ``NaN`` and
+  ``Infinity`` (and numbers like ``1e400`` that overflow to them), a key repeated in one object, nesting
+  deeper than 64 levels, an unpaired UTF-16 surrogate escape such as ``"\\ud800"``, and integers too long
+  for Python to convert. Each would otherwise pass here and crash the worker later when it writes the record.
 """
 
 from __future__ import annotations
@@ -9,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,10 +35,16 @@ SCHEMA_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 1 << 20
 MAX_TITLE_CHARS: Final = 1_000
 MAX_DESCRIPTION_CHARS: Final = 20_000
-MAX_DEAD_LETTER_VALUE_BYTES: Final = 64 * 1024
+MAX_NESTING: Final = 64
+"""Deepest nesting of objects and arrays an event may have; the event object itself is level 1."""
+MIN_INTEGER_ID: Final = -(2**63)
 MAX_INTEGER_ID: Final = 2**63 - 1
 OPTIONAL_TEXT_FIELDS: Final = ("created_on", "source", "url")
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+MAX_DEAD_LETTER_VALUE_BYTES: Final = 64 * 1024
+OUTPUT_SCHEMA_NAMES: Final = ("content-tagged", "content-review", "content-duplicates", "content-deadletter")
+SCHEMA_NAMES: Final = ("content", *OUTPUT_SCHEMA_NAMES)
+SCHEMAS_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
+_TOO_DEEP: Final = f"the JSON is nested more than {MAX_NESTING} levels deep"
 
 
 @dataclass(frozen=True)
@@ -41,62 +62,126 @@ class ContentEvent:
         return str(self.id)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise InvalidEvent("invalid_value", f"{name} is not a valid JSON number")
-
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise InvalidEvent("invalid_value", f"the key {repeated!r} appears more than once")
-    return result
-
-
 def parse_event(raw: bytes | None) -> ContentEvent:
     """Decode and validate one input message; raises :class:`InvalidEvent` with a reason and a detail."""
-    if raw is None or not raw.strip():
-        raise InvalidEvent("not_json", "the message is empty")
+    if raw is None:
+        raise InvalidEvent("not_json", "the message has no value (a null record)")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise InvalidEvent("too_large", f"the message has {len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InvalidEvent("not_utf8", f"the message is not UTF-8 (byte {error.start})") from None
+        raise InvalidEvent("not_utf8", f"the message is not UTF-8 (byte offset {error.start})") from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicate_keys)
+        value = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_refuse_duplicate_keys,
+        )
     except RecursionError:
-        raise InvalidEvent("invalid_value", "the JSON is nested too deeply") from None
-    except ValueError as error:
-        raise InvalidEvent("not_json", f"the message is not JSON: {error}") from None
+        raise InvalidEvent("invalid_value", _TOO_DEEP) from None
+    except json.JSONDecodeError as error:
+        detail = f"the message is not JSON: {error}" if text.strip() else "the message is empty"
+        raise InvalidEvent("not_json", detail) from None
+    except ValueError as error:  # not a syntax error: an integer past Python's digit limit
+        raise InvalidEvent("invalid_value", f"the message holds an unreadable number: {error}") from None
     if not isinstance(value, dict):
-        raise InvalidEvent("not_object", f"the message is a JSON {type(value).__name__}, not an object")
+        raise InvalidEvent("not_object", f"the message is {_json_type(value)}, not an object")
+    # Both scans below run only when the raw text makes their failure possible, so a plain event pays nothing.
+    if text.count("[") + text.count("{") > MAX_NESTING and _nesting_exceeds(value, MAX_NESTING):
+        raise InvalidEvent("invalid_value", _TOO_DEEP)
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+        raise InvalidEvent("invalid_value", "the JSON holds an unpaired surrogate escape such as \\ud800")
     return _validate(value)
+
+
+def _refuse_constant(name: str) -> Any:
+    """``json.loads`` hook for the non-standard NaN, Infinity and -Infinity literals."""
+    raise InvalidEvent("invalid_value", f"{name} is not a valid JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """``json.loads`` hook for decimals: refuse one that overflows to infinity, which JSON cannot carry."""
+    number = float(text)
+    if math.isinf(number):
+        raise InvalidEvent("invalid_value", f"the number {text[:30]} is out of range")
+    return number
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook for objects: refuse a key that appears twice instead of keeping the last."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidEvent("invalid_value", f"the key {key!r} appears more than once in one object")
+            seen.add(key)
+    return result
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects and arrays deeper than ``limit``; a loop, so depth cannot crash it."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded value holds a surrogate code point, which no UTF-8 encoder accepts."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type with its article, for details: "an array", "null"."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
 
 
 def _validate(value: dict[str, Any]) -> ContentEvent:
     """Check the fields of a decoded event object."""
     for name in ("id", "title"):
         if value.get(name) is None:
-            raise InvalidEvent("missing_field", f"the field {name!r} is missing")
+            state = "null" if name in value else "missing"
+            raise InvalidEvent("missing_field", f"the required field {name!r} is {state}")
     event_id = value["id"]
     if isinstance(event_id, bool) or not isinstance(event_id, str | int):
-        raise InvalidEvent("wrong_type", f"'id' must be a string or an integer, not {type(event_id).__name__}")
+        raise InvalidEvent("wrong_type", f"'id' must be a string or an integer, not {_json_type(event_id)}")
     if isinstance(event_id, str) and not event_id.strip():
-        raise InvalidEvent("invalid_value", "'id' is an empty string")
-    if isinstance(event_id, int) and abs(event_id) > MAX_INTEGER_ID:
-        raise InvalidEvent("invalid_value", "'id' is an integer beyond 64 bits")
+        raise InvalidEvent("invalid_value", "'id' is a blank string")
+    if isinstance(event_id, int) and not MIN_INTEGER_ID <= event_id <= MAX_INTEGER_ID:
+        raise InvalidEvent("invalid_value", "'id' is an integer outside the signed 64-bit range")
     title = value["title"]
     if not isinstance(title, str):
-        raise InvalidEvent("wrong_type", f"'title' must be a string, not {type(title).__name__}")
+        raise InvalidEvent("wrong_type", f"'title' must be a string, not {_json_type(title)}")
     if not title.strip():
         raise InvalidEvent("invalid_value", "'title' is blank")
     if len(title) > MAX_TITLE_CHARS:
         raise InvalidEvent("too_large", f"'title' has {len(title)} characters, more than {MAX_TITLE_CHARS}")
     description = value.get("description")
     if description is not None and not isinstance(description, str):
-        raise InvalidEvent("wrong_type", f"'description' must be a string or null, not {type(description).__name__}")
+        kind = _json_type(description)
+        raise InvalidEvent("wrong_type", f"'description' must be a string or null, not {kind}")
     if description is not None and len(description) > MAX_DESCRIPTION_CHARS:
         raise InvalidEvent(
             "too_large", f"'description' has {len(description)} characters, more than {MAX_DESCRIPTION_CHARS}"
@@ -104,7 +189,7 @@ def _validate(value: dict[str, Any]) -> ContentEvent:
     for name in OPTIONAL_TEXT_FIELDS:
         field = value.get(name)
         if field is not None and not isinstance(field, str):
-            raise InvalidEvent("wrong_type", f"{name!r} must be a string or null, not {type(field).__name__}")
+            raise InvalidEvent("wrong_type", f"{name!r} must be a string or null, not {_json_type(field)}")
     return ContentEvent(id=event_id, title=title, description=description, fields=value)
 
 
@@ -118,12 +203,15 @@ def tagged_record(
     processed_at: str,
     tagged_by: str = "model",
 ) -> dict[str, Any]:
-    """The record on the tagged topic: the original fields plus the tag and how it was decided."""
+    """The record on the tagged topic: the original fields plus the tag and how it was decided.
+
+    The service's own fields replace input fields of the same name (e.g. an input ``tag``).
+    """
     return {
         **event.fields,
         "tag": tag,
-        "confidence": round(confidence, 6),
-        "scores": {name: round(score, 6) for name, score in scores.items()},
+        "confidence": round(float(confidence), 6),
+        "scores": _rounded(scores),
         "model_version": model_version,
         "tagged_by": tagged_by,
         "dedupe_key": dedupe_key,
@@ -141,18 +229,23 @@ def review_record(
     dedupe_key: str,
     processed_at: str,
 ) -> dict[str, Any]:
-    """The record on the review topic: the original fields plus the model's suggestion."""
+    """The record on the review topic: the original fields plus the model's suggestion and why it waits."""
     return {
         **event.fields,
         "suggested_tag": tag,
-        "confidence": round(confidence, 6),
-        "scores": {name: round(score, 6) for name, score in scores.items()},
+        "confidence": round(float(confidence), 6),
+        "scores": _rounded(scores),
         "model_version": model_version,
         "reason": "low_confidence",
         "dedupe_key": dedupe_key,
         "processed_at": processed_at,
         "schema_version": SCHEMA_VERSION,
     }
+
+
+def _rounded(scores: dict[str, float]) -> dict[str, float]:
+    """Scores as plain floats to 6 decimals: numpy scalars would not serialise, and more digits are noise."""
+    return {name: round(float(score), 6) for name, score in scores.items()}
 
 
 def duplicate_record(
@@ -164,7 +257,7 @@ def duplicate_record(
         "duplicate_of": duplicate_of,
         "dedupe_key": dedupe_key,
         "match": match,
-        "similarity": round(similarity, 4),
+        "similarity": round(float(similarity), 4),
         "title": event.title,
         "processed_at": processed_at,
         "schema_version": SCHEMA_VERSION,
@@ -174,13 +267,22 @@ def duplicate_record(
 def dead_letter_record(
     raw: bytes | None, error: InvalidEvent, topic: str, partition: int, offset: int, received_at: str
 ) -> dict[str, Any]:
-    """The record on the dead-letter topic: why, where from, and the original bytes (capped at 64 KiB)."""
+    """The record on the dead-letter topic: why, where from, and the original bytes.
+
+    ``value.data`` holds the first 64 KiB as text when they are UTF-8, else as base64; ``length`` and
+    ``sha256`` always describe the whole original, so a truncated copy can still be matched to its source.
+    """
     data = raw or b""
     kept = data[:MAX_DEAD_LETTER_VALUE_BYTES]
     try:
         encoding, text = "utf-8", kept.decode("utf-8")
-    except UnicodeDecodeError:
-        encoding, text = "base64", base64.b64encode(kept).decode("ascii")
+    except UnicodeDecodeError as failure:
+        if failure.reason == "unexpected end of data" and len(kept) < len(data):
+            # The cut split a multi-byte character: keep the text before it rather than fall back to base64.
+            kept = kept[: failure.start]
+            encoding, text = "utf-8", kept.decode("utf-8")
+        else:
+            encoding, text = "base64", base64.b64encode(kept).decode("ascii")
     return {
         "error": error.reason,
         "detail": error.detail,
@@ -191,7 +293,7 @@ def dead_letter_record(
         "value": {
             "encoding": encoding,
             "data": text,
-            "truncated": len(data) > len(kept),
+            "truncated": len(kept) < len(data),
             "length": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
         },
@@ -199,7 +301,17 @@ def dead_letter_record(
     }
 
 
-@cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of a topic's records, e.g. ``load_schema("content-tagged")``."""
-    return dict(json.loads((SCHEMAS_DIR / f"{name}.json").read_text(encoding="utf-8")))
+    """The JSON Schema named ``name``: ``content`` (the input) or one of :data:`OUTPUT_SCHEMA_NAMES`.
+
+    Each call returns a fresh copy, so a caller may change it freely.
+    """
+    if name not in SCHEMA_NAMES:
+        raise ValueError(f"unknown schema {name!r}; the schemas are {', '.join(SCHEMA_NAMES)}")
+    return dict(json.loads(_schema_text(name)))
+
+
+@cache
+def _schema_text(name: str) -> str:
+    """The text of ``schemas/<name>.json``, read once on first use."""
+    return (SCHEMAS_DIR / f"{name}.json").read_text(encoding="utf-8")

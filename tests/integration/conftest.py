@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
 
 from tests.integration.harness import Topics, WorkerProcess, free_port
 
@@ -22,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 KAFKA = ROOT / "scripts" / "kafka"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not kafka"` leaves these out
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test in this folder talks to the broker."""
     here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        if here in item.path.parents:
             item.add_marker(pytest.mark.kafka)
 
 
@@ -47,10 +49,22 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """Create the topic and return once the broker serves every partition of it (a leader for each)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        response = await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        # aiokafka returns per-topic errors instead of raising them.
+        for _topic, error_code, *message in response.topic_errors:
+            if error_code:
+                raise for_code(error_code)(f"creating topic {name!r}: {' '.join(map(str, message))}")
+        for _ in range(100):
+            (described,) = await admin.describe_topics([name])
+            leaders = [p["leader"] for p in described["partitions"] if p["error_code"] == 0]
+            if described["error_code"] == 0 and len(leaders) == partitions and min(leaders) >= 0:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"topic {name!r} has no leader for every partition after 10 s")
     finally:
         await admin.close()
 
@@ -65,6 +79,7 @@ def new_topic(kafka_bootstrap: str) -> Callable[..., str]:
         return name
 
     return create
+
 
 WorkerFactory = Callable[..., tuple[WorkerProcess, Topics]]
 

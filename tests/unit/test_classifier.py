@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from model_export import card as model_card
+from model_export import export, train
 from stream_app.classifier import Classifier, event_text
 from stream_app.errors import ModelError
 
@@ -23,9 +28,26 @@ def copy_model(source: Path, tmp_path: Path) -> Path:
     return target
 
 
+def export_with_labels(labels: list[str], template_dir: Path, out: Path) -> Path:
+    """Train and export a tiny model over ``labels`` with the real exporter; its card copies the template's."""
+    texts = [f"{label} example {i}" for label in labels for i in range(5)]
+    pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), [t.split()[0] for t in texts])
+    model_bytes = export.convert(pipeline)
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    template: dict[str, Any] = json.loads((template_dir / "model.json").read_text())
+    card = {**template, "classes": sorted(labels), "version": sha[:12], "sha256": {"model": sha}}
+    model_card.write_model(out, model_bytes, card)
+    return out
+
+
 def test_event_text_normalises_unicode_case_and_whitespace() -> None:
     assert event_text("ＢＥＲＴ  for\tNLP", "Line one\n\nline two ") == "bert for nlp line one line two"
     assert event_text("Title", None) == event_text("Title", "") == "title"
+
+
+def test_a_lone_surrogate_from_a_json_escape_can_still_be_classified(classifier: Classifier) -> None:
+    text = event_text(json.loads('"broken \\ud800 title"'), None)
+    assert classifier.predict([text])[0].tag in classifier.classes
 
 
 def test_a_tampered_model_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
@@ -42,6 +64,30 @@ def test_a_model_with_an_unapproved_class_is_refused(trained_model_dir: Path, tm
     card["classes"][0] = "reinforcement-learning"
     (model_dir / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="not approved"):
+        Classifier.load(model_dir)
+
+
+def test_a_model_trained_on_an_unapproved_tag_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = export_with_labels(["computer-vision", "robotics"], trained_model_dir, tmp_path / "model")
+    with pytest.raises(ModelError, match=r"not approved: \['robotics'\]"):
+        Classifier.load(model_dir)
+
+
+def test_a_card_that_misstates_the_models_classes_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = export_with_labels(["computer-vision", "robotics"], trained_model_dir, tmp_path / "model")
+    card = json.loads((model_dir / "model.json").read_text())
+    card["classes"] = ["computer-vision", "other"]  # approved, but not what the model emits
+    (model_dir / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not the model's"):
+        Classifier.load(model_dir)
+
+
+def test_a_card_with_reordered_classes_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = copy_model(trained_model_dir, tmp_path)
+    card = json.loads((model_dir / "model.json").read_text())
+    card["classes"].reverse()  # would silently swap the tags of the probability columns
+    (model_dir / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not the model's"):
         Classifier.load(model_dir)
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -11,12 +15,29 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from stream_app.dedupe import DedupeIndex, dedupe_key, is_typo_of, normalize_title
+from stream_app.dedupe import (
+    MATCH_KINDS,
+    DedupeIndex,
+    DedupeVerdict,
+    band_keys,
+    dedupe_key,
+    normalize_title,
+    typo_source,
+    word_hash,
+)
 
 DAY = 86400.0
-titles = st.text(
-    alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60
-).filter(lambda t: normalize_title(t) != "")
+titles = st.text(alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60)
+words = st.text(alphabet=st.characters(categories=("L", "N")), min_size=1, max_size=12)
+# Punctuation that cannot spell a source decoration ("| Reddit", "[P]") when put between words.
+punctuation_runs = st.text(alphabet=" .,;:!?*/()'\"&+#@\t", min_size=1, max_size=4).filter(lambda s: s.strip())
+
+ORIGINAL = "Graph neural networks for molecular property prediction"
+DESCRIPTION = "We train a message passing network on QM9 and compare it with fingerprints."
+
+
+def index(store: MutableMapping[str, Any] | None = None, ttl: float = 30 * DAY) -> DedupeIndex:
+    return DedupeIndex({} if store is None else store, ttl)
 
 
 @given(titles)
@@ -25,100 +46,248 @@ def test_normalisation_is_idempotent(title: str) -> None:
 
 
 @given(titles)
-def test_normalisation_ignores_case_and_whitespace(title: str) -> None:
+def test_normalisation_ignores_case(title: str) -> None:
     # Letters whose upper case folds to another letter (Turkish dotless i) have no case-free form to compare.
     assume(title.upper().casefold() == title.casefold())
-    assert normalize_title(title.upper()) == normalize_title(title.lower()) == normalize_title(title.casefold())
-    assert normalize_title("  " + "   ".join(title.split()) + "\t") == normalize_title(title)
+    assert normalize_title(title.upper()) == normalize_title(title.lower()) == normalize_title(title)
 
 
-@given(titles, st.sampled_from([" | Reddit", " - Medium", " - YouTube", " | Towards Data Science"]))
-def test_normalisation_ignores_source_decorations(title: str, decoration: str) -> None:
+@given(st.lists(words, min_size=1, max_size=8), st.data())
+def test_normalisation_ignores_whitespace_and_punctuation_runs(parts: list[str], data: st.DataObject) -> None:
+    runs = data.draw(st.lists(punctuation_runs, min_size=len(parts) + 1, max_size=len(parts) + 1))
+    messy = runs[0] + "".join(part + run for part, run in zip(parts, runs[1:], strict=True))
+    assert normalize_title(messy) == normalize_title(" ".join(parts))
+    assert normalize_title("  " + "   ".join(parts) + "\t") == normalize_title(" ".join(parts))
+
+
+@given(titles, st.sampled_from([" | Reddit", " - Medium", " - YouTube", " - Towards Data Science", " | Medium"]))
+def test_normalisation_ignores_source_suffixes(title: str, decoration: str) -> None:
     assert normalize_title(title + decoration) == normalize_title(title)
-    assert normalize_title("[P] " + title) == normalize_title(title)
+    assert normalize_title(title + decoration.upper()) == normalize_title(title)
+
+
+@given(titles, st.sampled_from(["[P] ", "[R] ", "[D] ", "[N] ", "[p]"]))
+def test_normalisation_ignores_source_prefixes(title: str, decoration: str) -> None:
+    assert normalize_title(decoration + title) == normalize_title(title)
 
 
 def test_only_known_decorations_are_stripped() -> None:
-    assert "chatbot" in normalize_title("Baymax - ChatBot").split()
-    assert normalize_title("Baymax - ChatBot") != normalize_title("Baymax")
+    assert normalize_title("Baymax - ChatBot").split() == ["baymax", "chatbot"]
+    assert normalize_title("Medium - Rare - Well done steaks").split() == ["done", "medium", "rare", "steaks", "well"]
+    assert normalize_title("[Q] Title") == "q title"
 
 
-def test_the_key_is_short_fixed_size_and_order_insensitive() -> None:
+def test_the_key_is_short_fixed_size_and_ignores_word_order() -> None:
     key = dedupe_key("Deep Learning for Vision")
     assert len(key) == 16 and int(key, 16) >= 0
-    assert dedupe_key("vision: deep learning for") == key
+    assert dedupe_key("vision: deep learning, for") == key
     assert dedupe_key("Deep Learning for Language") != key
 
 
+def test_keys_do_not_depend_on_the_process() -> None:
+    """No salted Python hash(): another interpreter with another hash seed computes the same keys."""
+    code = (
+        "from stream_app.dedupe import band_keys, dedupe_key, normalize_title as n;"
+        f"t = {ORIGINAL!r}; print(dedupe_key(t), *band_keys(n(t).split()))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert output.stdout.split() == [dedupe_key(ORIGINAL), *band_keys(normalize_title(ORIGINAL).split())]
+
+
 @pytest.mark.parametrize(
-    ("word", "other", "typo"),
+    ("copy", "original", "typo"),
     [
-        ("classification", "classificaton", True), ("detection", "detcetion", True), ("with", "wth", True),
-        ("yolov5", "yolov7", False), ("bert2", "bert3", False), ("text", "token", False), ("cnn", "rnn", False),
-        ("image", "video", False), ("gans", "gans", False),
+        ("classificaton", "classification", True),
+        ("detcetion", "detection", True),
+        ("wth", "with", True),
+        ("transformerss", "transformers", True),
+        ("bret", "bert", True),
+        ("yolov7", "yolov5", False),
+        ("bert3", "bert2", False),
+        ("token", "text", False),
+        ("video", "image", False),
+        ("rnn", "cnn", False),
+        ("segmentation", "classification", False),
     ],
 )
-def test_a_typo_is_one_edit_in_a_real_word_with_the_same_digits(word: str, other: str, typo: bool) -> None:
-    assert is_typo_of(word, other) is typo
+def test_a_typo_is_one_edit_in_a_word_of_four_letters_keeping_its_digits(copy: str, original: str, typo: bool) -> None:
+    assert typo_source(copy, word_hash(original)) == (original if typo else None)
 
 
-def index(store: MutableMapping[str, Any] | None = None, ttl: float = 30 * DAY) -> DedupeIndex:
-    return DedupeIndex({} if store is None else store, ttl)
+@given(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzéß0123456789", min_size=4, max_size=16),
+    st.sampled_from(["substitution", "deletion", "insertion", "transposition"]),
+    st.data(),
+)
+def test_every_single_letter_edit_of_a_word_is_traced_back_to_it(word: str, edit: str, data: st.DataObject) -> None:
+    letters = [i for i, c in enumerate(word) if c.isalpha()]
+    assume(letters)
+    at = data.draw(st.sampled_from(letters if edit != "insertion" else range(len(word) + 1)))
+    new = data.draw(st.sampled_from(sorted(set("abcdefghijklmnopqrstuvwxyz") | set(word) - set("0123456789"))))
+    if edit == "substitution":
+        copy = word[:at] + new + word[at + 1 :]
+    elif edit == "deletion":
+        copy = word[:at] + word[at + 1 :]
+    elif edit == "insertion":
+        copy = word[:at] + new + word[at:]
+    else:
+        assume(at + 1 < len(word))
+        copy = word[:at] + word[at + 1] + word[at] + word[at + 2 :]
+    assume(copy != word and re.findall(r"\d+", copy) == re.findall(r"\d+", word))  # a changed number is a version
+    assert typo_source(copy, word_hash(word)) == word
 
 
-def test_exact_near_and_distinct_titles() -> None:
+@pytest.mark.parametrize(
+    "copy",
+    [
+        "Graph neural networks for molecular properly prediction",  # substitution
+        "Graph neural networks for moleclar property prediction",  # deletion
+        "Graph neural networks for molecular property predicttion",  # insertion
+        "Graph nueral networks for molecular property prediction",  # transposition
+    ],
+)
+def test_a_single_typo_is_a_near_duplicate(copy: str) -> None:
     dedupe = index()
-    assert dedupe.check_and_add("1", "BERT for text classification", "Fine-tune BERT on reviews.", 0).match is None
-    exact = dedupe.check_and_add("2", "[P] bert for TEXT classification | Reddit", None, 10)
+    assert dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0).match is None
+    verdict = dedupe.check_and_add("2", copy, DESCRIPTION + " Reposted.", 10)
+    assert (verdict.match, verdict.duplicate_of) == ("near", "1")
+    assert 0.6 <= verdict.similarity < 1
+    assert verdict.dedupe_key == dedupe_key(copy) != dedupe_key(ORIGINAL)
+    assert verdict.match in MATCH_KINDS
+
+
+def test_a_typo_in_one_of_two_occurrences_of_a_word_is_a_near_duplicate() -> None:
+    dedupe = index()
+    dedupe.check_and_add("1", "Top 10 Deep Learning Breakthroughs: Deep Reinforcement Learning", None, 0)
+    verdict = dedupe.check_and_add("2", "Top 10 Deep Learning Breakthroughs: Deep Reinforcement Learnign", None, 1)
+    assert (verdict.match, verdict.duplicate_of) == ("near", "1")
+
+
+def test_exact_copies_and_distinct_items() -> None:
+    dedupe = index()
+    first = dedupe.check_and_add("1", "BERT for text classification of legal documents", "Fine-tune BERT.", 0)
+    assert first == DedupeVerdict(dedupe_key("BERT for text classification of legal documents"), None, None, 0.0)
+    exact = dedupe.check_and_add("2", "[P] bert for TEXT classification of legal documents | Reddit", None, 10)
     assert (exact.match, exact.duplicate_of, exact.similarity) == ("exact", "1", 1.0)
-    near = dedupe.check_and_add("3", "BERT for text clasification", "Fine-tune BERT on reviews!", 20)
-    assert (near.match, near.duplicate_of) == ("near", "1") and 0 < near.similarity < 1
-    assert dedupe.check_and_add("4", "BERT for token classification", None, 30).match is None
-    assert dedupe.check_and_add("5", "YOLOv5 object detection", None, 40).match is None
-    assert dedupe.check_and_add("6", "YOLOv7 object detection", None, 50).match is None
+    reordered = dedupe.check_and_add("3", "Legal documents: BERT for text classification (of)", "Other.", 20)
+    assert (reordered.match, reordered.duplicate_of) == ("exact", "1")
+    for n, distinct in enumerate(
+        [
+            "BERT for token classification of legal documents",  # one key word swapped
+            "BERT for text segmentation of legal documents",
+            "BERT for text classification of legal documents in French",  # words added
+            "BERT2 for text classification of legal documents",  # a version
+            "BERT for text classification of legal",  # a word removed
+        ]
+    ):
+        assert dedupe.check_and_add(f"d{n}", distinct, "Fine-tune BERT.", 30 + n).match is None, distinct
+
+
+@pytest.mark.parametrize(
+    ("original", "other"),
+    [
+        ("YOLOv5 object detection on aerial images", "YOLOv7 object detection on aerial images"),
+        ("GPT-2 text generation with Hugging Face", "GPT-3 text generation with Hugging Face"),
+        ("Self-supervised image representation learning", "Self-supervised video representation learning"),
+        ("CNN for sentiment analysis of movie reviews", "RNN for sentiment analysis of movie reviews"),
+        ("Graph neural networks for molecular property prediction", ORIGINAL.replace("Graph", "Graphs 2")),
+        # An added word that is one letter from a word already there is an added word, not a typo.
+        ("Comparison of YOLO and RCNN on real world videos", "Video comparison of YOLO and RCNN on real world videos"),
+    ],
+)
+def test_versions_and_other_words_are_kept_apart(original: str, other: str) -> None:
+    dedupe = index()
+    dedupe.check_and_add("1", original, DESCRIPTION, 0)
+    assert dedupe.check_and_add("2", other, DESCRIPTION, 1).match is None
 
 
 def test_a_typo_with_an_unrelated_description_is_not_a_duplicate() -> None:
     dedupe = index()
-    dedupe.check_and_add("1", "Awesome Graph Classification", "A collection of graph embedding papers.", 0)
-    verdict = dedupe.check_and_add("2", "Awesome Graph Clasification", "Robot arm control in simulation.", 1)
-    assert verdict.match is None
+    dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    assert dedupe.check_and_add("2", ORIGINAL.replace("neural", "nueral"), "Robot arms in simulation.", 1).match is None
+    # Without a description on one side, the title alone decides.
+    assert dedupe.check_and_add("3", ORIGINAL.replace("neural", "neurl"), None, 2).duplicate_of == "1"
+
+
+def test_a_duplicate_never_replaces_its_original() -> None:
+    dedupe = index()
+    dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    assert dedupe.check_and_add("2", ORIGINAL.upper(), DESCRIPTION, 5).duplicate_of == "1"
+    assert dedupe.check_and_add("3", ORIGINAL.replace("neural", "nural"), DESCRIPTION, 6).duplicate_of == "1"
+    assert dedupe.check_and_add("4", ORIGINAL, DESCRIPTION, 7).duplicate_of == "1"
+    assert dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 8).match is None
 
 
 def test_a_replay_of_the_same_event_is_not_a_duplicate_of_itself() -> None:
     dedupe = index()
-    assert dedupe.check_and_add("42", "Same event twice", None, 0).match is None
-    assert dedupe.check_and_add("42", "Same event twice", None, 5).match is None
-    assert dedupe.check_and_add("43", "Same event twice", None, 6).duplicate_of == "42"
+    assert dedupe.check_and_add("42", ORIGINAL, None, 0).match is None
+    assert dedupe.check_and_add("42", ORIGINAL, None, 5).match is None
+    assert dedupe.check_and_add("42", ORIGINAL.replace("networks", "netwroks"), None, 5).match is None
+    assert dedupe.check_and_add("43", ORIGINAL, None, 6).duplicate_of == "42"
 
 
-def test_entries_expire_by_event_time() -> None:
+def test_a_title_without_words_is_never_a_duplicate() -> None:
+    store: dict[str, Any] = {}
+    dedupe = index(store)
+    assert dedupe.check_and_add("1", "!!! ???", None, 0).match is None
+    assert dedupe.check_and_add("2", "[P] | Reddit", None, 1).match is None
+    assert store == {}
+
+
+def test_entries_expire_by_event_time_in_check_and_add() -> None:
     dedupe = index(ttl=DAY)
-    dedupe.check_and_add("1", "Graph neural networks explained", None, 0)
-    assert dedupe.check_and_add("2", "Graph neural networks explained", None, DAY - 1).match == "exact"
-    later = dedupe.check_and_add("3", "Graph neural networks explaned", None, DAY + 1)
-    assert later.match is None  # the original is older than the TTL, so this copy is new again
-    assert dedupe.check_and_add("4", "Graph neural networks explaned", None, DAY + 2).duplicate_of == "3"
+    dedupe.check_and_add("1", ORIGINAL, None, 1000)
+    typo = ORIGINAL.replace("molecular", "molecullar")
+    assert dedupe.check_and_add("2", ORIGINAL, None, 1000 + DAY).duplicate_of == "1"  # exactly the TTL: kept
+    assert dedupe.check_and_add("3", typo, None, 1000 + DAY).duplicate_of == "1"
+    assert dedupe.check_and_add("4", ORIGINAL, None, 1000.5 + DAY).match is None  # too old: overwritten
+    assert dedupe.check_and_add("5", ORIGINAL, None, 1001 + DAY).duplicate_of == "4"
+    assert dedupe.check_and_add("6", typo, None, 1001 + DAY).duplicate_of == "4"
+
+    dedupe = index(ttl=DAY)
+    dedupe.check_and_add("1", ORIGINAL, None, 0)
+    assert dedupe.check_and_add("2", typo, None, DAY + 0.5).match is None
 
 
-def test_expire_deletes_old_titles_and_their_postings() -> None:
+def entry_keys(store: MutableMapping[str, Any]) -> set[str]:
+    return {key for key in store if not key.startswith("~")}
+
+
+def test_expire_deletes_old_titles_and_their_bucket_references() -> None:
     store: dict[str, Any] = {}
     dedupe = index(store, ttl=DAY)
-    dedupe.check_and_add("1", "Old title from last month", None, 0)
-    dedupe.check_and_add("2", "Fresh title from today", None, 10 * DAY)
+    dedupe.check_and_add("1", "Old title from last month about graph networks", None, 0)
+    dedupe.check_and_add("2", ORIGINAL, None, 10 * DAY)
     assert dedupe.expire(10 * DAY) == 1
-    assert all(value[0] == "2" for key, value in store.items() if key.startswith("t:"))
-    assert all(p[2] == 10 * DAY for key, value in store.items() if key.startswith("n:") for p in value)
-    assert dedupe.check_and_add("3", "Old title from last month", None, 10 * DAY).match is None
+    assert dedupe.expire(10 * DAY) == 0
+    assert [store[key][0] for key in entry_keys(store)] == ["2"]
+    buckets = [value for key, value in store.items() if key.startswith("~")]
+    assert buckets and all(value[i : i + 11] in store for value in buckets for i in range(0, len(value), 11))
+    assert dedupe.check_and_add("3", "Old title from last month about graph networks", None, 10 * DAY).match is None
+    assert dedupe.check_and_add("4", ORIGINAL.replace("property", "propety"), None, 10 * DAY).duplicate_of == "2"
+    assert dedupe.expire(12 * DAY) == 2
+    assert store == {}
+
+
+def test_expire_clears_state_of_an_older_layout() -> None:
+    store: dict[str, Any] = {"t:0123456789abcdef": ["1", 0, "ab12"], "n:fedcba9876543210": [["0123", "x", 0]]}
+    dedupe = index(store)
+    dedupe.check_and_add("2", ORIGINAL, None, 10)
+    assert dedupe.expire(10) == 0
+    assert [store[key][0] for key in entry_keys(store)] == ["2"]
+    assert not any(key.startswith(("t:", "n:")) for key in store)
 
 
 def test_state_rebuilt_from_the_store_still_knows_old_titles() -> None:
     store: dict[str, Any] = {}
-    index(store).check_and_add("1", "Transformers from scratch in PyTorch", "A tutorial.", 0)
+    index(store).check_and_add("1", ORIGINAL, DESCRIPTION, 0)
     restored = json.loads(json.dumps(store))  # what a changelog replay hands back
+    assert restored == store
     rebuilt = index(restored)
-    assert rebuilt.check_and_add("2", "Transformers from scratch in PyTorch", None, 1).duplicate_of == "1"
-    assert rebuilt.check_and_add("3", "Transformers from scrach in PyTorch", "A tutorial.", 2).duplicate_of == "1"
+    assert rebuilt.check_and_add("2", ORIGINAL + " - YouTube", None, 1).duplicate_of == "1"
+    assert rebuilt.check_and_add("3", ORIGINAL.replace("prediction", "predicton"), DESCRIPTION, 2).duplicate_of == "1"
+    assert rebuilt.check_and_add("1", ORIGINAL, DESCRIPTION, 3).match is None
 
 
 class RecordingStore(MutableMapping[str, Any]):
@@ -127,6 +296,7 @@ class RecordingStore(MutableMapping[str, Any]):
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.assigned: dict[str, Any] = {}
+        self.writes = 0
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -134,10 +304,12 @@ class RecordingStore(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.assigned[key] = copy.deepcopy(value)
+        self.writes += 1
 
     def __delitem__(self, key: str) -> None:
         del self.data[key]
         del self.assigned[key]
+        self.writes += 1
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
@@ -146,12 +318,23 @@ class RecordingStore(MutableMapping[str, Any]):
         return len(self.data)
 
 
-def test_stored_values_are_never_mutated_in_place() -> None:
+def test_stored_values_are_json_and_never_mutated_in_place() -> None:
     store = RecordingStore()
     dedupe = index(store, ttl=DAY)
-    for n, title in enumerate(["Deep learning for audio", "Deep learning for images", "Deep learning for text",
-                               "Deep learning for audio", "Deep lerning for images"]):
-        dedupe.check_and_add(str(n), title, None, n * 1000.0)
+    stream = [
+        "Deep learning for audio classification",
+        "Deep learning for image classification",
+        "Deep learning for text classification",
+        "Deep learning for audio classification",
+        "Deep lerning for image classification",
+        "Deep learning for video classification",
+    ]
+    for n, title in enumerate(stream):
+        dedupe.check_and_add(str(n), title, f"About {title}.", n * 1000.0)
+    assert store.data == store.assigned
+    writes = store.writes
+    assert dedupe.expire(5000) == 0 and store.writes == writes  # nothing expired: nothing written
     dedupe.expire(DAY + 2500)
+    assert [store[key][0] for key in entry_keys(store)] == ["5"]
     assert store.data == store.assigned
     assert json.loads(json.dumps(store.data)) == store.data

@@ -1,7 +1,9 @@
 """Metric names follow Prometheus conventions, every known label reads 0 at start, and each call moves
-the right series."""
+the right series and no other."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -9,9 +11,34 @@ from prometheus_client import CollectorRegistry
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS
-from stream_app.metrics import OUTCOMES, Metrics
+from stream_app.metrics import MATCHES, OUTCOMES, Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
+BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition"}
+# The names the README, the dashboard and the alerts rely on.
+CONTRACT = {
+    "content_tagger_events_consumed_total": "counter",
+    "content_tagger_events_out_total": "counter",
+    "content_tagger_tagged_total": "counter",
+    "content_tagger_deadletters_total": "counter",
+    "content_tagger_duplicates_total": "counter",
+    "content_tagger_processing_latency_seconds": "histogram",
+    "content_tagger_inference_batch_duration_seconds": "histogram",
+    "content_tagger_inference_message_duration_seconds": "histogram",
+    "content_tagger_batch_size": "histogram",
+    "content_tagger_confidence": "histogram",
+    "content_tagger_drift_confidence_psi": "gauge",
+    "content_tagger_drift_tag_psi": "gauge",
+    "content_tagger_below_threshold_share": "gauge",
+    "content_tagger_reference_below_threshold_share": "gauge",
+    "content_tagger_review_threshold": "gauge",
+    "content_tagger_drift_window_events": "gauge",
+    "content_tagger_dedupe_entries": "gauge",
+    "content_tagger_model_info": "gauge",
+    "content_tagger_last_event_timestamp_seconds": "gauge",
+    "content_tagger_consumer_lag": "gauge",
+}
+Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 @pytest.fixture
@@ -24,81 +51,171 @@ def metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(registry, EDGES)
 
 
-def test_names_are_prefixed_counters_end_in_total_and_times_are_seconds(
+def samples(registry: CollectorRegistry) -> dict[Key, float]:
+    """Every sample of the registry except the ``_created`` timestamps."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_the_registry_exposes_exactly_contracted_names(registry: CollectorRegistry, metrics: Metrics) -> None:
+    exposed = {f.name + ("_total" if f.type == "counter" else ""): f.type for f in registry.collect()}
+    assert exposed == CONTRACT
+
+
+def test_names_are_prefixed_counters_end_in_total_and_units_are_base(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
-    families = list(registry.collect())
-    assert families
-    for family in families:
-        assert family.name.startswith("content_tagger_")
+    metrics.set_lag(0, 0)
+    for family in registry.collect():
+        assert family.name.startswith("content_tagger_"), family.name
+        assert not family.name.endswith(("_ms", "_millis", "_milliseconds", "_minutes")), family.name
         if family.type == "counter":
-            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
-        assert "millis" not in family.name and "_ms" not in family.name
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), family.name
+        else:
+            assert not family.name.endswith("_total"), family.name
         for sample in family.samples:
-            assert set(sample.labels) <= {"outcome", "tag", "reason", "match", "le", "version", "threshold",
-                                          "partition"}
+            assert set(sample.labels) <= BOUNDED_LABELS, sample
 
 
 def test_known_label_values_read_zero_from_the_start(registry: CollectorRegistry, metrics: Metrics) -> None:
-    for outcome in OUTCOMES:
-        assert registry.get_sample_value("content_tagger_events_out_total", {"outcome": outcome}) == 0
-    for tag in APPROVED_TAGS:
-        assert registry.get_sample_value("content_tagger_tagged_total", {"tag": tag}) == 0
-        assert registry.get_sample_value("content_tagger_confidence_count", {"tag": tag}) == 0
-    for reason in DEADLETTER_REASONS:
-        assert registry.get_sample_value("content_tagger_deadletters_total", {"reason": reason}) == 0
-    for match in ("exact", "near"):
-        assert registry.get_sample_value("content_tagger_duplicates_total", {"match": match}) == 0
-
-
-def test_each_call_moves_its_own_series(registry: CollectorRegistry, metrics: Metrics) -> None:
-    metrics.consumed(3)
-    metrics.emitted("review")
-    metrics.tagged("mlops")
-    metrics.dead_lettered("not_json")
-    metrics.duplicate("near")
-    metrics.classified("mlops", 0.93)
-    metrics.batch(4, 0.002)
-    metrics.latency(0.004)
     value = registry.get_sample_value
-    assert value("content_tagger_events_consumed_total") == 3
-    assert value("content_tagger_events_out_total", {"outcome": "review"}) == 1
-    assert value("content_tagger_events_out_total", {"outcome": "tagged"}) == 0
-    assert value("content_tagger_tagged_total", {"tag": "mlops"}) == 1
-    assert value("content_tagger_deadletters_total", {"reason": "not_json"}) == 1
-    assert value("content_tagger_duplicates_total", {"match": "near"}) == 1
-    assert value("content_tagger_confidence_bucket", {"tag": "mlops", "le": "0.9"}) == 0
-    assert value("content_tagger_confidence_bucket", {"tag": "mlops", "le": "0.95"}) == 1
-    assert value("content_tagger_inference_message_duration_seconds_sum") == pytest.approx(0.0005)
-    assert value("content_tagger_batch_size_sum") == 4
-    assert value("content_tagger_processing_latency_seconds_count") == 1
+    assert value("content_tagger_events_consumed_total") == 0
+    for outcome in OUTCOMES:
+        assert value("content_tagger_events_out_total", {"outcome": outcome}) == 0
+    for tag in APPROVED_TAGS:
+        assert value("content_tagger_tagged_total", {"tag": tag}) == 0
+        assert value("content_tagger_confidence_count", {"tag": tag}) == 0
+    for reason in DEADLETTER_REASONS:
+        assert value("content_tagger_deadletters_total", {"reason": reason}) == 0
+    for match in MATCHES:
+        assert value("content_tagger_duplicates_total", {"match": match}) == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "moved"),
+    [
+        (lambda m: m.consumed(3), {("content_tagger_events_consumed_total", ()): 3}),
+        (lambda m: m.emitted("review"), {("content_tagger_events_out_total", (("outcome", "review"),)): 1}),
+        (
+            lambda m: m.emitted("duplicate", 5),
+            {("content_tagger_events_out_total", (("outcome", "duplicate"),)): 5},
+        ),
+        (lambda m: m.tagged("mlops"), {("content_tagger_tagged_total", (("tag", "mlops"),)): 1}),
+        (
+            lambda m: m.dead_lettered("not_json"),
+            {("content_tagger_deadletters_total", (("reason", "not_json"),)): 1},
+        ),
+        (lambda m: m.duplicate("near"), {("content_tagger_duplicates_total", (("match", "near"),)): 1}),
+        (lambda m: m.set_dedupe_entries(1234), {("content_tagger_dedupe_entries", ()): 1234}),
+        (lambda m: m.set_last_event(1.7e9), {("content_tagger_last_event_timestamp_seconds", ()): 1.7e9}),
+    ],
+)
+def test_each_count_moves_its_own_series_and_no_other(
+    registry: CollectorRegistry, metrics: Metrics, call: Callable[[Metrics], None], moved: dict[Key, float]
+) -> None:
+    before = samples(registry)
+    call(metrics)
+    after = samples(registry)
+    changed = {key: v for key, v in after.items() if before.get(key) != v}
+    assert changed == moved
+
+
+def test_classified_fills_its_tags_confidence_bucket(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.classified("mlops", 0.93)
+    metrics.classified("mlops", 0.3)  # an edge belongs to the bucket it bounds (le)
+    value = registry.get_sample_value
+    bucket = "content_tagger_confidence_bucket"
+    assert value(bucket, {"tag": "mlops", "le": "0.3"}) == 1
+    assert value(bucket, {"tag": "mlops", "le": "0.9"}) == 1
+    assert value(bucket, {"tag": "mlops", "le": "0.95"}) == 2
+    assert value("content_tagger_confidence_count", {"tag": "mlops"}) == 2
+    assert value("content_tagger_confidence_count", {"tag": "other"}) == 0
+    # Review events are classified but not tagged.
+    assert value("content_tagger_tagged_total", {"tag": "mlops"}) == 0
 
 
 def test_confidence_buckets_are_the_model_cards_bins(registry: CollectorRegistry, metrics: Metrics) -> None:
     bounds = {
         float(s.labels["le"])
-        for family in registry.collect() if family.name == "content_tagger_confidence"
-        for s in family.samples if s.name.endswith("_bucket")
+        for family in registry.collect()
+        if family.name == "content_tagger_confidence"
+        for s in family.samples
+        if s.name.endswith("_bucket")
     }
     assert bounds == {*EDGES[1:], float("inf")}
+
+
+def test_batch_observes_size_call_time_and_event_time(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.batch(4, 0.002)
+    metrics.batch(1, 0.001)
+    value = registry.get_sample_value
+    assert value("content_tagger_batch_size_sum") == 5
+    assert value("content_tagger_batch_size_bucket", {"le": "2.0"}) == 1
+    assert value("content_tagger_inference_batch_duration_seconds_sum") == pytest.approx(0.003)
+    assert value("content_tagger_inference_message_duration_seconds_sum") == pytest.approx(0.0005 + 0.001)
+    assert value("content_tagger_inference_message_duration_seconds_count") == 2
+
+
+def test_latency_covers_half_a_millisecond_to_a_second(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.latency(0.0004)
+    metrics.latency(0.8)
+    value = registry.get_sample_value
+    assert value("content_tagger_processing_latency_seconds_bucket", {"le": "0.0005"}) == 1
+    assert value("content_tagger_processing_latency_seconds_bucket", {"le": "0.5"}) == 1
+    assert value("content_tagger_processing_latency_seconds_bucket", {"le": "1.0"}) == 2
+    assert value("content_tagger_processing_latency_seconds_count") == 2
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.emitted("elsewhere"),
+        lambda m: m.tagged("cooking"),
+        lambda m: m.classified("cooking", 0.9),
+        lambda m: m.dead_lettered("bad_vibes"),
+        lambda m: m.duplicate("similar"),
+    ],
+)
+def test_an_unknown_label_value_raises_instead_of_adding_a_series(
+    registry: CollectorRegistry, metrics: Metrics, call: Callable[[Metrics], None]
+) -> None:
+    before = samples(registry)
+    with pytest.raises(KeyError):
+        call(metrics)
+    assert samples(registry) == before
 
 
 def test_model_info_shows_only_the_current_model(registry: CollectorRegistry, metrics: Metrics) -> None:
     metrics.set_model("aaa", 0.6, 0.2)
     metrics.set_model("bbb", 0.7, 0.25)
-    assert registry.get_sample_value("content_tagger_model_info", {"version": "aaa", "threshold": "0.6000"}) is None
-    assert registry.get_sample_value("content_tagger_model_info", {"version": "bbb", "threshold": "0.7000"}) == 1
-    assert registry.get_sample_value("content_tagger_reference_below_threshold_share") == 0.25
-
-
-def test_gauges_publish_drift_lag_and_state(registry: CollectorRegistry, metrics: Metrics) -> None:
-    metrics.set_drift(DriftSnapshot(0.3, 0.05, 0.4, 700))
-    metrics.set_lag(2, 15)
-    metrics.set_dedupe_entries(1234)
-    metrics.set_last_event(1_700_000_000.0)
     value = registry.get_sample_value
-    assert (value("content_tagger_drift_confidence_psi"), value("content_tagger_drift_tag_psi")) == (0.3, 0.05)
+    assert value("content_tagger_model_info", {"version": "aaa", "threshold": "0.6000"}) is None
+    assert value("content_tagger_model_info", {"version": "bbb", "threshold": "0.7000"}) == 1
+    assert value("content_tagger_review_threshold") == 0.7
+    assert value("content_tagger_reference_below_threshold_share") == 0.25
+
+
+def test_drift_and_lag_are_published_as_gauges(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.set_drift(DriftSnapshot(confidence_psi=0.3, tag_psi=0.05, below_threshold_share=0.4, events=700))
+    metrics.set_lag(2, 15)
+    metrics.set_lag(2, 9)
+    metrics.set_lag(0, 1)
+    value = registry.get_sample_value
+    assert value("content_tagger_drift_confidence_psi") == 0.3
+    assert value("content_tagger_drift_tag_psi") == 0.05
     assert value("content_tagger_below_threshold_share") == 0.4
-    assert value("content_tagger_consumer_lag", {"partition": "2"}) == 15
-    assert value("content_tagger_dedupe_entries") == 1234
-    assert value("content_tagger_last_event_timestamp_seconds") == 1_700_000_000.0
+    assert value("content_tagger_drift_window_events") == 700
+    assert value("content_tagger_consumer_lag", {"partition": "2"}) == 9
+    assert value("content_tagger_consumer_lag", {"partition": "0"}) == 1
+
+
+def test_two_workers_metrics_do_not_collide_in_separate_registries() -> None:
+    first, second = CollectorRegistry(), CollectorRegistry()
+    Metrics(first, EDGES).consumed(2)
+    Metrics(second, EDGES)
+    assert first.get_sample_value("content_tagger_events_consumed_total") == 2
+    assert second.get_sample_value("content_tagger_events_consumed_total") == 0

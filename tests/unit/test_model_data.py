@@ -38,6 +38,22 @@ def test_empty_titles_and_unapproved_tags_name_their_lines(tmp_path: Path) -> No
     assert "line 2" not in str(error.value)
 
 
+def test_empty_and_repeated_ids_name_their_lines(tmp_path: Path) -> None:
+    body = "1,d,First,x,mlops\n,d,Second,x,mlops\n1,d,Third,x,other\n"
+    with pytest.raises(DataValidationError) as error:
+        load_dataset(write(tmp_path, body))
+    assert "line 3: empty id" in str(error.value)
+    assert "line 4: id '1' already used on line 2" in str(error.value)
+
+
+def test_a_row_is_named_by_the_line_it_starts_on_when_a_description_spans_lines(tmp_path: Path) -> None:
+    body = '1,d,First,x,mlops\n2,d,Second,"one\ntwo",robotics\n3,d,Third,x,vision\n'
+    with pytest.raises(DataValidationError) as error:
+        load_dataset(write(tmp_path, body))
+    assert "line 3: tag 'robotics'" in str(error.value)
+    assert "line 5: tag 'vision'" in str(error.value)
+
+
 def test_duplicate_titles_are_reported_and_removed(tmp_path: Path) -> None:
     body = "1,d,Same Title,x,mlops\n2,d,same   title,y,other\n3,d,Different,z,other\n"
     dataset = load_dataset(write(tmp_path, body))
@@ -57,8 +73,25 @@ def test_feedback_relabels_by_id_and_the_latest_decision_wins(tmp_path: Path) ->
     assert {(e.id, e.tag) for e in dataset.examples} == {("1", "computer-vision"), ("9", "mlops")}
 
 
-def test_feedback_with_an_unapproved_tag_is_refused(tmp_path: Path) -> None:
+def test_feedback_replaces_a_dataset_row_with_the_same_title(tmp_path: Path) -> None:
     feedback = tmp_path / "feedback.jsonl"
-    feedback.write_text(json.dumps({"id": "1", "title": "T", "tag": "robotics"}))
-    with pytest.raises(DataValidationError, match="line 1"):
+    feedback.write_text(json.dumps({"id": "77", "title": "same  TITLE", "description": "", "tag": "other"}) + "\n")
+    dataset = load_dataset(write(tmp_path, "1,d,Same Title,x,mlops\n2,d,Kept,y,mlops\n"), feedback)
+    assert {(e.id, e.tag) for e in dataset.examples} == {("2", "mlops"), ("77", "other")}
+
+
+def test_bad_feedback_lines_are_named(tmp_path: Path) -> None:
+    feedback = tmp_path / "feedback.jsonl"
+    lines = [
+        json.dumps({"id": "1", "title": "T", "tag": "mlops"}),
+        json.dumps({"id": "2", "title": "T", "tag": "robotics"}),
+        "{not json",
+        json.dumps({"id": "4", "tag": "mlops"}),
+    ]
+    feedback.write_text("\n".join(lines))
+    with pytest.raises(DataValidationError) as error:
         load_dataset(write(tmp_path, "1,d,T,x,mlops\n"), feedback)
+    message = str(error.value)
+    assert "3 bad feedback lines" in message
+    assert "line 2: tag 'robotics' is not approved" in message
+    assert "line 3:" in message and "line 4:" in message and "line 1:" not in message

@@ -13,7 +13,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from model_export import export, train
+from model_export import evaluate, export, train
+from model_export.__main__ import main as export_main
 from model_export.export import ParityError
 from stream_app import APPROVED_TAGS
 
@@ -34,6 +35,23 @@ def test_threshold_is_the_lowest_that_keeps_precision_at_every_higher_cut() -> N
     assert train.choose_threshold(probabilities, labels, classes, target=0.97) > 0.8
     assert train.choose_threshold(probabilities, labels, classes, target=0.7) == pytest.approx(0.6)
     assert train.choose_threshold(probabilities, ["b"] * 6, classes, target=0.5) == 1.0
+
+
+def test_precision_vs_coverage_sends_the_least_confident_to_review() -> None:
+    confidence = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    correct = np.array([True] * 8 + [False, False])
+    curve = {round(p["coverage"], 2): p for p in evaluate.precision_vs_coverage(confidence, correct, (1.0, 0.8, 0.5))}
+    assert curve[1.0]["precision"] == pytest.approx(0.8)
+    assert curve[0.8] == {"coverage": 0.8, "threshold": 0.2, "precision": 1.0}
+    assert curve[0.5]["threshold"] == 0.5
+
+
+def test_bad_data_stops_the_export_naming_the_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("id,created_on,title,description,tag\n1,d,Fine,x,mlops\n2,d,,x,mlops\n", encoding="utf-8")
+    assert export_main(["--data", str(data), "--out", str(tmp_path / "model")]) == 2
+    assert "line 3: empty title" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
 
 
 def test_parity_gate_fails_on_a_pipeline_the_converter_gets_wrong() -> None:
@@ -75,10 +93,21 @@ def test_card_describes_an_approved_model_with_a_usable_reference(card: dict[str
     assert sum(reference["confidence_shares"]) == pytest.approx(1.0)
     assert sum(reference["tag_shares"].values()) == pytest.approx(1.0)
     assert 0.0 <= reference["below_threshold_share"] <= 1.0
-    for split in ("validation", "test"):
+    for split in ("validation", "test", "test_title_only"):
         evaluation = card["evaluation"][split]
         assert set(evaluation["per_class"]) == set(card["classes"])
         assert {"short_title", "empty_description"} <= set(evaluation["slices"])
         assert evaluation["precision_vs_coverage"]
     assert card["parity"]["max_abs_probability_difference"] <= 1e-5
     assert {"scikit-learn", "onnxruntime", "skl2onnx"} <= set(card["libraries"])
+
+
+def test_card_classes_are_the_onnx_probability_columns(trained_model_dir: Path, card: dict[str, Any]) -> None:
+    session = export.onnx_session((trained_model_dir / "model.onnx").read_bytes())
+    texts = ["yolo object detection in video", "bert for question answering", "kubernetes model serving", ""]
+    labels, probabilities = session.run(
+        [card["outputs"]["label"], card["outputs"]["probabilities"]],
+        {card["input"]["name"]: np.asarray(texts, dtype=object).reshape(-1, 1)},
+    )
+    assert probabilities.shape == (len(texts), len(card["classes"]))
+    assert list(labels) == [card["classes"][i] for i in probabilities.argmax(axis=1)]

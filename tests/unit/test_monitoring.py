@@ -1,68 +1,251 @@
-"""The monitoring files are valid for promtool, and every expression uses metrics the worker defines."""
+"""The monitoring files are valid for promtool, every expression uses metrics the worker defines the way
+their type allows, and the Grafana files agree on one datasource."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 
+from stream_app.drift import DriftSnapshot
 from stream_app.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
+SCRIPT = ROOT / "scripts/prometheus"
 DASHBOARD = MONITORING / "grafana/dashboards/content-tagger.json"
+DATASOURCES = MONITORING / "grafana/provisioning/datasources/prometheus.yml"
+PROVIDERS = MONITORING / "grafana/provisioning/dashboards/content-tagger.yml"
+EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
 
 
-def defined_series() -> set[str]:
-    registry = CollectorRegistry()
-    Metrics(registry, (0.0, 0.5, 1.0))
-    families = list(registry.collect())
-    # A labelled gauge with no series yet (consumer_lag before partitions are assigned) has no samples.
-    return {s.name for f in families for s in f.samples} | {f.name for f in families if f.type == "gauge"}
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def dashboard() -> dict[str, Any]:
+    return dict(json.loads(DASHBOARD.read_text(encoding="utf-8")))
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(MONITORING / "alerts.yml")["groups"] for rule in group["rules"]]
 
 
 def expressions() -> list[str]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    found = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
-    return found + [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    panels = [target["expr"] for panel in dashboard()["panels"] for target in panel["targets"]]
+    return panels + [rule["expr"] for rule in alert_rules()]
+
+
+def exported_metrics() -> tuple[CollectorRegistry, Metrics]:
+    """A registry with every series of the worker present (consumer_lag needs a partition to appear)."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, EDGES)
+    metrics.set_lag(0, 0)
+    metrics.set_model("test", 0.6, 0.2)
+    return registry, metrics
+
+
+def series_types() -> dict[str, str]:
+    """Each exposed series name and the type of its family."""
+    registry, _ = exported_metrics()
+    return {s.name: f.type for f in registry.collect() for s in f.samples if not s.name.endswith("_created")}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: identifiers not functions, keywords or labels."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    return set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b(?!\s*\()", expr)) - PROMQL_WORDS
+
+
+def test_metric_names_are_parsed_out_of_promql() -> None:
+    expr = 'sum by (le) (rate(a_bucket{x="y z"}[5m])) / on (job) b_total > bool 2 * time() and up offset 5m'
+    assert metric_names(expr) == {"a_bucket", "b_total", "up"}
+
+
+@pytest.mark.parametrize("expr", expressions())
+def test_every_expression_selects_only_series_the_worker_exports(expr: str) -> None:
+    names = metric_names(expr)
+    assert names, expr
+    assert names <= set(series_types()), names - set(series_types())
+
+
+@pytest.mark.parametrize("expr", expressions())
+def test_rates_are_taken_of_counters_and_deltas_of_gauges(expr: str) -> None:
+    types = series_types()
+    calls = re.findall(r"\b(rate|irate|increase|delta|deriv)\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", expr)
+    for function, name in calls:
+        expected = ("gauge",) if function in ("delta", "deriv") else ("counter", "histogram")
+        assert types[name] in expected, (function, name)
+    if "histogram_quantile" in expr:
+        assert all(name.endswith("_bucket") for name in metric_names(expr)), expr
+
+
+def test_prometheus_scrapes_the_compose_worker_and_loads_the_alerts() -> None:
+    config = load_yaml(MONITORING / "prometheus.yml")
+    assert config["rule_files"] == ["alerts.yml"]
+    assert config["global"]["scrape_interval"] == "5s"
+    (job,) = config["scrape_configs"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert job["static_configs"] == [{"targets": ["worker:6066"]}]
+
+
+def test_every_alert_has_a_severity_a_summary_a_description_and_a_duration() -> None:
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+        assert re.fullmatch(r"\d+m", rule["for"]), rule["alert"]
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
+    tests = load_yaml(MONITORING / "alerts_test.yml")["tests"]
+    cases = [case for test in tests for case in test["alert_rule_test"]]
+    for rule in alert_rules():
+        own = [case for case in cases if case["alertname"] == rule["alert"]]
+        assert any(case["exp_alerts"] for case in own), f"{rule['alert']} never shown to fire"
+        assert any(not case["exp_alerts"] for case in own), f"{rule['alert']} never shown to stay quiet"
+
+
+def test_the_dashboard_uses_the_provisioned_datasource_everywhere() -> None:
+    (datasource,) = load_yaml(DATASOURCES)["datasources"]
+    assert (datasource["type"], datasource["uid"]) == ("prometheus", "content-tagger-prometheus")
+    assert datasource["url"] == "http://prometheus:9090"
+    board = dashboard()
+    assert board["uid"] == "content-tagger"
+    for panel in board["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], panel["title"]
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"]), panel["title"]
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+
+
+def test_the_dashboard_covers_what_an_operator_watches() -> None:
+    titles = " | ".join(p["title"].lower() for p in dashboard()["panels"])
+    for topic in (
+        "throughput",
+        "latency",
+        "confidence",
+        "drift",
+        "review",
+        "dead-letter",
+        "lag",
+        "model",
+        "dedupe",
+    ):
+        assert topic in titles, topic
+    drift = next(p for p in dashboard()["panels"] if "drift" in p["title"].lower())
+    steps = drift["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert 0.2 in [step["value"] for step in steps]
+
+
+def test_grafana_loads_dashboards_from_the_folder_the_json_is_mounted_in() -> None:
+    (provider,) = load_yaml(PROVIDERS)["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# --- with the real promtool and Prometheus ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prometheus_installed() -> None:
+    subprocess.run([SCRIPT, "install"], check=True)
 
 
 @pytest.mark.prometheus
-def test_promtool_accepts_the_config_the_rules_and_their_unit_tests() -> None:
-    result = subprocess.run([ROOT / "scripts/prometheus", "check"], capture_output=True, text=True)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "config", "monitoring/prometheus.yml"],
+        ["check", "rules", "monitoring/alerts.yml"],
+        ["test", "rules", "monitoring/alerts_test.yml"],
+    ],
+    ids=["config", "rules", "rule-tests"],
+)
+def test_promtool_accepts(prometheus_installed: None, command: list[str]) -> None:
+    result = subprocess.run(["promtool", *command], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
-def test_every_expression_names_only_metrics_the_worker_exports() -> None:
-    known = defined_series()
-    for expr in expressions():
-        names = set(re.findall(r"\bcontent_tagger_[a-z_]+", expr))
-        assert names, expr
-        assert names <= known, (expr, names - known)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def test_the_dashboard_has_a_stable_uid_and_uses_the_provisioned_datasource() -> None:
-    dashboard = json.loads(DASHBOARD.read_text())
-    datasource = yaml.safe_load((MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text())
-    uid = datasource["datasources"][0]["uid"]
-    assert dashboard["uid"] == "content-tagger"
-    for panel in dashboard["panels"]:
-        assert panel["datasource"]["uid"] == uid
-        assert all(target["datasource"]["uid"] == uid for target in panel["targets"])
-    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("throughput", "latency", "confidence", "drift", "review", "dead-letter", "lag", "model"):
-        assert topic in titles
+def query(port: int, expr: str) -> list[Any]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
 
 
-def test_every_alert_has_a_severity_and_a_description() -> None:
-    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
-    for rule in (r for group in rules["groups"] for r in group["rules"]):
-        assert rule["labels"]["severity"] in ("warning", "critical")
-        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+def as_data(expr: str) -> str:
+    """An alert condition is empty while all is well; ``bool`` comparisons return its data as 0 or 1."""
+    return re.sub(r"\s(>=|<=|==|!=|>|<)\s+(?!bool\b)", r" \1 bool ", expr)
+
+
+@pytest.fixture
+def scraped_metrics(prometheus_installed: None, tmp_path: Path) -> Iterator[tuple[int, Metrics]]:
+    """A real Prometheus scraping a ``Metrics`` served over HTTP every second, with the alert rules loaded."""
+    registry, metrics = exported_metrics()
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    port, data = free_port(), tmp_path / "prometheus"
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(MONITORING / "alerts.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "content-tagger",
+                "static_configs": [{"targets": [f"127.0.0.1:{server.server_port}"]}],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    try:
+        subprocess.run([SCRIPT, "start", str(tmp_path / "prometheus.yml"), str(port), str(data)], check=True)
+        yield port, metrics
+    finally:
+        subprocess.run([SCRIPT, "stop", str(data)], check=False)
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_every_expression_is_valid_promql_with_data_from_a_real_scrape(
+    scraped_metrics: tuple[int, Metrics],
+) -> None:
+    port, metrics = scraped_metrics
+    for _ in range(50):  # until Prometheus holds enough scrapes for rate() over the counters
+        metrics.consumed(10)
+        metrics.emitted("tagged", 9)
+        metrics.dead_lettered("not_json")
+        metrics.classified("mlops", 0.9)
+        metrics.latency(0.003)
+        metrics.batch(8, 0.002)
+        metrics.set_drift(DriftSnapshot(0.05, 0.02, 0.25, 300))
+        metrics.set_last_event(time.time())
+        time.sleep(0.5)
+        if query(port, "rate(content_tagger_events_consumed_total[1m]) > 0"):
+            break
+    empty = [expr for expr in expressions() if not query(port, as_data(expr))]
+    assert empty == []
