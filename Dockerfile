@@ -18,7 +18,9 @@ COPY schemas ./schemas
 COPY data ./data
 RUN useradd --create-home --uid 10001 tagger && mkdir -p /app/state && chown tagger /app/state
 USER tagger
-ENV TAGGER_MODEL_DIR=/app/model \
+# Unbuffered output, so `docker compose logs` shows the worker's and the replay's lines as they happen.
+ENV PYTHONUNBUFFERED=1 \
+    TAGGER_MODEL_DIR=/app/model \
     TAGGER_WEB_HOST=0.0.0.0 \
     TAGGER_WEB_PORT=6066 \
     TAGGER_DATA_DIR=/app/state

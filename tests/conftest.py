@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,9 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model")
     assert export_main(["--data", str(ROOT / "data/dataset.csv"), "--out", str(out), "--fast"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def prometheus_installed() -> None:
+    """prometheus and promtool on the PATH, installed from Debian's package by scripts/prometheus if missing."""
+    subprocess.run([ROOT / "scripts/prometheus", "install"], check=True)

@@ -162,11 +162,6 @@ def test_grafana_loads_dashboards_from_the_folder_the_json_is_mounted_in() -> No
 # --- with the real promtool and Prometheus ---------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def prometheus_installed() -> None:
-    subprocess.run([SCRIPT, "install"], check=True)
-
-
 @pytest.mark.prometheus
 @pytest.mark.parametrize(
     "command",
