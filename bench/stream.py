@@ -27,8 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.report import write_section
-from stream_app.corpus import planted_near_duplicates
-from stream_app.replay import MALFORMED_SAMPLES, event_value, percentile, read_rows
+from stream_app.replay import mixed_stream, percentile, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -48,21 +47,7 @@ class Result:
 
 def generate(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
     """``count`` messages from the dataset: distinct titles, 10% near-duplicates, 1% malformed."""
-    rng = random.Random(seed)
-    rows = read_rows(ROOT / "data/dataset.csv")
-    distinct = []
-    for n in range(int(count * 0.89)):
-        row = rows[n % len(rows)]
-        # A serial number makes each title distinct; a digit difference is never a near-duplicate.
-        distinct.append({**row, "id": f"e{n}", "title": f"{row['title']} {n}"})
-    planted = planted_near_duplicates(distinct, rng)
-    copies = [copy for _, copy, _ in rng.sample(planted, min(len(planted), int(count * 0.10)))]
-    messages = [(str(r["id"]).encode(), event_value(r)) for r in distinct]
-    for copy in copies:
-        messages.insert(rng.randint(len(messages) // 2, len(messages)), (str(copy["id"]).encode(), event_value(copy)))
-    for n in range(count - len(messages)):
-        messages.insert(rng.randint(0, len(messages)), (None, MALFORMED_SAMPLES[n % len(MALFORMED_SAMPLES)]))
-    return messages
+    return [(m.key, m.value) for m in mixed_stream(read_rows(ROOT / "data/dataset.csv"), count, seed)]
 
 
 async def create_topics(names: Sequence[str]) -> None:
@@ -128,9 +113,9 @@ def peak_rss_mb(pid: int) -> float:
 
 def start(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     commands = {
-        "ours": [sys.executable, "-m", "stream_app", "worker", "-l", "warning"],
+        "ours": [sys.executable, "-m", "stream_app", "worker", "-l", "warn"],
         "ceiling": [sys.executable, "-m", "bench.ceiling"],
-        "naive": [sys.executable, "-m", "faust", "-A", "bench.naive", "worker", "-l", "warning"],
+        "naive": [sys.executable, "-m", "faust", "-A", "bench.naive", "worker", "-l", "warn"],
     }
     return subprocess.Popen(commands[name], cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT)

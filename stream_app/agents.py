@@ -110,6 +110,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger=0.002,
         autodiscover=False,
         table_standby_replicas=0,
         # Table keys are str: JSON keeps them str across a changelog restore ("raw" would give bytes back).

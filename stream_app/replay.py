@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import itertools
 import json
 import random
 import sys
@@ -98,6 +99,34 @@ def build_messages(
         sample = MALFORMED_SAMPLES[index % len(MALFORMED_SAMPLES)]
         messages.insert(rng.randint(0, len(messages)), ReplayMessage(None, sample, "deadletter"))
     return messages
+
+
+def mixed_stream(rows: Sequence[dict[str, Any]], count: int, seed: int) -> list[ReplayMessage]:
+    """``count`` messages for load and fault runs: 89% distinct events, 10% near-duplicates, 1% malformed.
+
+    Distinct events cycle through ``rows`` with a serial number appended to each title and id (a digit
+    difference is never a near-duplicate), so every good message has an id of its own. Each copy comes after its
+    original; malformed messages are anywhere.
+    """
+    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not security
+    distinct = [
+        {**row, "id": f"e{n}", "title": f"{row['title']} {n}"}
+        for n, row in zip(range(int(count * 0.89)), itertools.cycle(rows), strict=False)
+    ]
+    # Sort by a position in [0, len(distinct)): event n sits at n, its copy somewhere after it.
+    placed = [
+        (float(n), ReplayMessage(str(row["id"]).encode(), event_value(row), "event")) for n, row in enumerate(distinct)
+    ]
+    planted = planted_near_duplicates(distinct, rng)
+    for original, copy, _kind in rng.sample(planted, min(len(planted), int(count * 0.10))):
+        after = int(str(original["id"])[1:])
+        message = ReplayMessage(str(copy["id"]).encode(), event_value(copy), "duplicate")
+        placed.append((rng.uniform(after + 0.5, len(distinct)), message))
+    for index in range(count - len(placed)):
+        message = ReplayMessage(None, MALFORMED_SAMPLES[index % len(MALFORMED_SAMPLES)], "deadletter")
+        placed.append((rng.uniform(0, len(distinct)), message))
+    placed.sort(key=lambda item: item[0])
+    return [message for _, message in placed]
 
 
 def _progress(done: int, total: int, label: str) -> None:
