@@ -32,6 +32,8 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline
 from stream_app.settings import Settings
 
+PRODUCER_BUFFER_MESSAGES = 10_000
+"""Table changelog messages that may wait to be sent before Faust pauses the streams to drain them."""
 SWEEP_INTERVAL_SECONDS = 60.0
 """How often each partition's expired titles are deleted from the table."""
 
@@ -111,12 +113,16 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=0.002,
+        producer_max_batch_size=262_144,
         autodiscover=False,
         table_standby_replicas=0,
         # Table keys are str: JSON keeps them str across a changelog restore ("raw" would give bytes back).
         key_serializer="json",
         value_serializer="json",
     )
+    # Table writes queue in the producer's buffer; past max_messages Faust pauses every stream to drain it (and
+    # logs a warning per message). Our batches write a few entries per event, so let it absorb a whole batch burst.
+    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     # internal=True: Faust creates the topic with ``settings.partitions`` partitions when it is missing.
     input_topic = app.topic(
         settings.input_topic,
