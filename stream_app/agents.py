@@ -110,6 +110,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         web_host=settings.web_host,
         topic_partitions=settings.partitions,
         processing_guarantee=settings.processing_guarantee,
+        broker_session_timeout=settings.session_timeout_seconds,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=0.002,

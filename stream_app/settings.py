@@ -56,8 +56,12 @@ class Settings:
     """Faust table store: ``memory://`` (default) or ``rocksdb://`` for large state."""
     data_dir: Path = Path(".run/worker")
     """Folder of the worker's local state (RocksDB tables)."""
+    session_timeout_seconds: float = 10.0
+    """How long the group waits for a silent worker before giving its partitions to the others: bounds the
+    stall after a crash (Faust's default is 60 s)."""
     processing_guarantee: str = "at_least_once"
-    """``at_least_once`` or ``exactly_once`` (Kafka transactions)."""
+    """``at_least_once``, the only guarantee served. ``exactly_once`` is refused at start-up: Faust's transactions
+    do not cover this worker's two-stage, re-keyed flow, and a crash test measured repeats with it (README)."""
     security_protocol: str = "PLAINTEXT"
     """Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     ssl_cafile: str = ""
@@ -88,13 +92,20 @@ class Settings:
         """Raise :class:`ConfigError` for values no worker can run with."""
         if self.review_threshold is not None and not 0.0 <= self.review_threshold <= 1.0:
             raise ConfigError("TAGGER_REVIEW_THRESHOLD must be between 0 and 1")
-        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
-            raise ConfigError("TAGGER_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+        if self.processing_guarantee == "exactly_once":
+            raise ConfigError(
+                "TAGGER_PROCESSING_GUARANTEE=exactly_once is not supported: Faust's transactions do not cover the "
+                "re-keyed by-title stage, so a crashed worker would still repeat events (see the README)"
+            )
+        if self.processing_guarantee != "at_least_once":
+            raise ConfigError("TAGGER_PROCESSING_GUARANTEE must be at_least_once")
         if self.store.split("://")[0] not in ("memory", "rocksdb"):
             raise ConfigError("TAGGER_STORE must be memory:// or rocksdb://")
         for name in ("partitions", "batch_size", "drift_window"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TAGGER_{name.upper()} must be at least 1")
+        if self.session_timeout_seconds < 6:
+            raise ConfigError("TAGGER_SESSION_TIMEOUT_SECONDS must be at least 6 (two heartbeats of 3 s)")
         if self.dedupe_ttl_days <= 0 or self.batch_timeout_seconds <= 0:
             raise ConfigError("TAGGER_DEDUPE_TTL_DAYS and TAGGER_BATCH_TIMEOUT_SECONDS must be positive")
 

@@ -130,23 +130,28 @@ async def produce(
     return [Produced(r.partition, r.offset, None) for r in results]
 
 
-async def read_outputs(
-    bootstrap: str, topics: Topics, expected: int, timeout: float, settle: float = 3.0
-) -> dict[str, list[dict[str, Any]]]:
-    """Read all four output topics from the start until ``expected`` records arrived (then ``settle`` more
-    seconds, so that extra records would show) or ``timeout`` passed."""
-    names = topics.outputs()
+async def _output_reader(bootstrap: str, topics: Topics) -> tuple[AIOKafkaConsumer, dict[str, str]]:
+    """A started ``read_committed`` consumer at the start of every output topic, and topic name to kind."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
+    names = topics.outputs()
     partitions = []
     for name in names.values():
         await consumer._client.force_metadata_update()
         partitions += [TopicPartition(name, p) for p in consumer._client.cluster.partitions_for_topic(name) or ()]
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
-    kind_of = {name: kind for kind, name in names.items()}
+    return consumer, {name: kind for kind, name in names.items()}
+
+
+async def read_outputs(
+    bootstrap: str, topics: Topics, expected: int, timeout: float, settle: float = 3.0
+) -> dict[str, list[dict[str, Any]]]:
+    """Read all four output topics from the start until ``expected`` records arrived (then ``settle`` more
+    seconds, so that extra records would show) or ``timeout`` passed."""
+    consumer, kind_of = await _output_reader(bootstrap, topics)
     found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in OUTPUT_KINDS}
     deadline = time.monotonic() + timeout
     settle_until: float | None = None
@@ -174,3 +179,54 @@ def run(coro: Any) -> Any:
 def ids_in(records: Sequence[dict[str, Any]]) -> list[str]:
     """The event ids of output records, as strings."""
     return [str(r["id"]) for r in records]
+
+
+@dataclass
+class Ledger:
+    """What the four output topics say about a set of input messages: where each one landed, and how often."""
+
+    landings: dict[str, list[str]]
+    """Input identity (the event id, or ``"@<partition>/<offset>"`` for a dead letter) to the kinds it landed in."""
+    records: dict[str, list[dict[str, Any]]]
+
+    def missing(self, expected: Iterable[str]) -> list[str]:
+        """The expected inputs that landed nowhere."""
+        return [identity for identity in expected if identity not in self.landings]
+
+    def repeats(self) -> int:
+        """Output records beyond the first for each input."""
+        return sum(len(kinds) - 1 for kinds in self.landings.values())
+
+
+def identity_of(kind: str, record: dict[str, Any]) -> str:
+    """The input a record stands for: its event id, or the input position a dead letter names."""
+    if kind == "deadletter":
+        return f"@{record['partition']}/{record['offset']}"
+    return str(record["id"])
+
+
+async def account(
+    bootstrap: str, topics: Topics, expected: Sequence[str], timeout: float, settle: float = 5.0
+) -> Ledger:
+    """Read the output topics (``read_committed``) until every ``expected`` input has landed somewhere, then
+    ``settle`` seconds more so that late repeats show; or until ``timeout``."""
+    consumer, kind_of = await _output_reader(bootstrap, topics)
+    ledger = Ledger({}, {kind: [] for kind in OUTPUT_KINDS})
+    waiting = set(expected)
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline and (settle_until is None or time.monotonic() < settle_until):
+            for tp, batch in (await consumer.getmany(timeout_ms=300)).items():
+                kind = kind_of[tp.topic]
+                for message in batch:
+                    record = json.loads(message.value)
+                    identity = identity_of(kind, record)
+                    ledger.records[kind].append(record)
+                    ledger.landings.setdefault(identity, []).append(kind)
+                    waiting.discard(identity)
+            if not waiting and settle_until is None:
+                settle_until = time.monotonic() + settle
+    finally:
+        await consumer.stop()
+    return ledger

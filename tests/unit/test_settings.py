@@ -50,6 +50,8 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_WEB_PORT", "eighty"),
         ("TAGGER_REVIEW_THRESHOLD", "1.5"),
         ("TAGGER_PROCESSING_GUARANTEE", "at_most_once"),
+        ("TAGGER_PROCESSING_GUARANTEE", "exactly_once"),
+        ("TAGGER_SESSION_TIMEOUT_SECONDS", "2"),
         ("TAGGER_STORE", "redis://"),
         ("TAGGER_BATCH_SIZE", "0"),
     ],

@@ -1,0 +1,75 @@
+"""Crashes on a real broker: the worker is killed with SIGKILL at random moments while a stream flows, and
+restarted, three times. Nothing may be lost.
+
+Exactly-once is not offered (``TAGGER_PROCESSING_GUARANTEE=exactly_once`` is refused at start-up): this test run
+with Faust's ``processing_guarantee="exactly_once"`` lost nothing but still repeated 479 of 20,000 events over 2
+partitions and 1,053 over 1, because Faust ties a transaction to the partition a record is sent to, and this
+worker re-keys every event onto its by-title topic.
+
+The stream has ``TAGGER_CRASH_EVENTS`` messages (default 20,000, so the suite stays short; the closing note of
+issue 6 reports a run with 100,000): 89% distinct events, 10% near-duplicates, 1% malformed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_app.replay import mixed_stream, read_rows
+from tests.integration.harness import Produced, account, produce, run
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = int(os.environ.get("TAGGER_CRASH_EVENTS", "20000"))
+KILLS = 3
+PARTITIONS = int(os.environ.get("TAGGER_CRASH_PARTITIONS", "2"))
+
+
+def crash_run(start_worker: Any, guarantee: str, seed: int) -> tuple[Any, list[str], dict[str, Any]]:
+    """Stream ``EVENTS`` messages through a worker killed ``KILLS`` times; returns the ledger and the inputs."""
+    rng = random.Random(seed)
+    messages = mixed_stream(read_rows(ROOT / "data" / "dataset.csv"), EVENTS, seed)
+    worker, topics = start_worker(partitions=PARTITIONS, TAGGER_PROCESSING_GUARANTEE=guarantee)
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    produced: list[Produced] = []
+    sends = [(m.key, m.value, None) for m in messages]
+    producer = threading.Thread(target=lambda: produced.extend(run(produce(bootstrap, topics.input, sends))))
+    producer.start()
+    kills = []
+    for _ in range(KILLS):
+        # While the backlog is being worked through: after start-up, at a random moment.
+        time.sleep(rng.uniform(2.0, 8.0))
+        worker.kill()
+        kills.append(worker.log_tail(3))
+        worker, _ = start_worker(
+            partitions=PARTITIONS, topics=topics, app_id=worker.app_id, TAGGER_PROCESSING_GUARANTEE=guarantee
+        )
+    producer.join()
+    expected = [
+        m.key.decode() if m.key is not None else f"@{p.partition}/{p.offset}"
+        for m, p in zip(messages, produced, strict=True)
+    ]
+    ledger = run(account(bootstrap, topics, expected, timeout=EVENTS / 100 + 120))
+    info = {"worker": worker, "kills": kills, "messages": messages}
+    return ledger, expected, info
+
+
+def test_at_least_once_loses_nothing_when_the_worker_is_killed(start_worker: Any) -> None:
+    ledger, expected, info = crash_run(start_worker, "at_least_once", seed=41)
+    missing = ledger.missing(expected)
+    assert not missing, f"{len(missing)} of {len(expected)} lost, e.g. {missing[:10]}\n{info['worker'].log_tail()}"
+    # A repeat goes where its first copy went: an event replayed after a crash finds its title stored under its
+    # own id, so it is classified again, never dropped as a copy of itself.
+    mixed = {identity: kinds for identity, kinds in ledger.landings.items() if len(set(kinds)) > 1}
+    assert not mixed, f"inputs routed to two different topics: {list(mixed.items())[:5]}"
+    print(f"\nat_least_once: {len(expected)} inputs, {sum(map(len, ledger.records.values()))} outputs, "
+          f"{ledger.repeats()} repeats, per topic {Counter({k: len(v) for k, v in ledger.records.items()})}")
+
