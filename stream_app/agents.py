@@ -14,6 +14,7 @@ whichever input partition they arrived on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -22,14 +23,19 @@ from collections.abc import AsyncIterable, Iterator, MutableMapping
 from typing import Any, cast
 
 import faust
+import faust.web
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeIndex, DedupeVerdict
 from stream_app.drift import DriftMonitor, Reference
+from stream_app.errors import InvalidDecision
+from stream_app.labels import LabelStore, read_labels
 from stream_app.metrics import Metrics
-from stream_app.pipeline import Admitted, Output, Pipeline
+from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
+from stream_app.review import ReviewBoard, decide, render_page
 from stream_app.settings import Settings
 
 PRODUCER_BUFFER_MESSAGES = 10_000
@@ -211,11 +217,44 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             metrics.set_dedupe_entries(len(title_index))
             yield None
 
+    feedback_topic = app.topic(
+        settings.feedback_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+    )
+    board = ReviewBoard(settings.review_recent_limit)
+
     @app.task
     async def declare_output_topics() -> None:
         """Create the output topics when they are missing, so consumers can subscribe before the first event."""
-        for topic in output_topics.values():
+        for topic in (*output_topics.values(), feedback_topic):
             await topic.maybe_declare()
+
+    @app.task
+    async def follow_review() -> None:
+        """Feed the review board the review, tagged and feedback topics; keep new decisions as labels."""
+        await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path))
+
+    @app.page("/review")
+    class ReviewPage(faust.web.View):
+        """The review page: items waiting for a person, and the forms that decide them."""
+
+        async def get(self, request: Any) -> Any:
+            return self.html(render_page(board, request.query.get("notice", "")))
+
+        async def post(self, request: Any) -> Any:
+            origin = request.headers.get("Origin")
+            if origin is not None and origin.split("://", 1)[-1] != request.host:
+                return self.html(render_page(board, "Refused: the form was sent from another site."), status=403)
+            form = {key: str(value) for key, value in (await request.post()).items()}
+            try:
+                feedback, tagged = decide(board, form, utc_iso(time.time()))
+            except InvalidDecision as error:
+                return self.html(render_page(board, f"Not saved: {error}"), status=400)
+            key = feedback["id"].encode()
+            await (await feedback_topic.send(key=key, value=encode(feedback)))
+            await (await output_topics["tagged"].send(key=key, value=encode(tagged)))
+            board.waiting.pop(feedback["id"], None)  # gone at once; the feedback record confirms it soon
+            notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
+            return self.html(render_page(board, notice), status=200)
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
@@ -257,6 +296,75 @@ def _sweep_expired(
         last_sweep[partition] = now
         with as_current_event(event):
             DedupeIndex(PartitionView(table, partition), ttl_seconds).expire(item.event_time)
+
+
+async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:
+    """Read the review, tagged and feedback topics from their start, forever, into ``board``.
+
+    Feedback read while the review and tagged topics are still catching up waits until they have, so a decision
+    always finds the prediction it judges. A decision already in the labelled store is not appended again.
+    """
+    stored = {(label["id"], label["decided_at"]) for label in read_labels(settings.labels_path)[0]}
+    names = (settings.review_topic, settings.tagged_topic, settings.feedback_topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, **_aiokafka_security(settings)
+    )
+    await consumer.start()
+    try:
+        partitions: list[TopicPartition] = []
+        while len({tp.topic for tp in partitions}) < len(names):  # the topics may not exist yet
+            await consumer._client.force_metadata_update()
+            partitions = [
+                TopicPartition(name, p)
+                for name in names
+                for p in consumer._client.cluster.partitions_for_topic(name) or ()
+            ]
+            if len({tp.topic for tp in partitions}) < len(names):
+                await asyncio.sleep(1.0)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        predictions = [tp for tp in partitions if tp.topic != settings.feedback_topic]
+        catch_up = await consumer.end_offsets(predictions)
+        held: list[dict[str, Any]] = []
+        while True:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for message in records:
+                    record = json.loads(message.value)
+                    if tp.topic == settings.review_topic:
+                        board.on_review(record)
+                    elif tp.topic == settings.tagged_topic:
+                        board.on_tagged(record)
+                    else:
+                        held.append(record)
+            if catch_up and all([await consumer.position(tp) >= end for tp, end in catch_up.items()]):
+                catch_up = {}
+            if not catch_up:
+                for record in held:
+                    judgement = board.on_feedback(record)
+                    metrics.judged(judgement.verdict, judgement.route, judgement.predicted_tag, judgement.correct)
+                    if judgement.label and (record["id"], record["decided_at"]) not in stored:
+                        labels.append(judgement.label)
+                held.clear()
+            metrics.set_review_backlog(len(board.waiting))
+    finally:
+        await consumer.stop()
+
+
+def _aiokafka_security(settings: Settings) -> dict[str, Any]:
+    """aiokafka client arguments for the configured security protocol."""
+    credentials = _credentials(settings)
+    if credentials is None:
+        return {}
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol.upper()}
+    if getattr(credentials, "context", None) is not None:
+        options["ssl_context"] = credentials.context
+    if isinstance(credentials, faust.SASLCredentials):
+        options.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password,
+        )
+    return options
 
 
 def _credentials(settings: Settings) -> Any:

@@ -44,6 +44,10 @@ class InvalidEvent(TaggerError):
         self.detail = detail
 
 
+class InvalidDecision(TaggerError):
+    """A reviewer's form is refused (unknown item, tag not approved, missing field): a 400, nothing published."""
+
+
 def should_dead_letter(error: BaseException) -> bool:
     """Decide what a failure while handling one message means: True to dead-letter it, False to crash.
 

@@ -14,6 +14,12 @@ from stream_app.errors import DEADLETTER_REASONS
 PREFIX: Final = "content_tagger_"
 OUTCOMES: Final[tuple[str, ...]] = ("tagged", "review", "duplicate", "deadletter")
 """The four output topics; the bounded ``outcome`` label."""
+ROUTES: Final[tuple[str, ...]] = ("tagged", "review")
+"""Where the model sent a prediction that a person later judged; the bounded ``route`` label. Online precision
+of what the platform shows is the ``tagged`` route; the ``review`` route judges the items the model was unsure of."""
+VERDICTS: Final[tuple[str, ...]] = ("accepted", "corrected", "reported")
+"""Every verdict a feedback record can carry: a reviewer accepted or corrected a suggestion, or a user reported
+a wrong tag on a tagged item; the bounded ``verdict`` label."""
 MATCHES: Final[tuple[str, ...]] = ("exact", "near")
 """How a dropped copy matched a title already seen; the bounded ``match`` label."""
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -96,6 +102,18 @@ class Metrics:
         )
         self.consumer_lag = gauge("consumer_lag", "Input messages not yet consumed.", ["partition"])
 
+        self.feedback_decisions = counter("feedback_decisions", "Feedback decisions seen, by verdict.", ["verdict"])
+        self.online_judged = counter(
+            "online_judged", "Model predictions a person has judged, by route and predicted tag.", ["route", "tag"]
+        )
+        self.online_correct = counter(
+            "online_correct", "Judged predictions the person agreed with, by route and predicted tag.", ["route", "tag"]
+        )
+        self.review_backlog = gauge("review_backlog", "Items on the review topic waiting for a decision.")
+
+        self._verdicts = {verdict: self.feedback_decisions.labels(verdict) for verdict in VERDICTS}
+        self._judged = {(r, t): self.online_judged.labels(r, t) for r in ROUTES for t in APPROVED_TAGS}
+        self._correct = {(r, t): self.online_correct.labels(r, t) for r in ROUTES for t in APPROVED_TAGS}
         self._out = {outcome: self.events_out.labels(outcome) for outcome in OUTCOMES}
         self._tagged = {tag: self.tagged_events.labels(tag) for tag in APPROVED_TAGS}
         self._confidence = {tag: self.confidence.labels(tag) for tag in APPROVED_TAGS}
@@ -157,6 +175,19 @@ class Metrics:
     def set_last_event(self, timestamp: float) -> None:
         """Publish the event time (seconds since the epoch) of the last processed event."""
         self.last_event_timestamp.set(timestamp)
+
+    def judged(self, verdict: str, route: str | None, predicted_tag: str | None, correct: bool) -> None:
+        """Count one feedback decision and, when the prediction it judges is known (its ``route``, tagged or
+        review, and tag), whether the model was right."""
+        self._verdicts[verdict].inc()
+        if route is not None and predicted_tag is not None:
+            self._judged[route, predicted_tag].inc()
+            if correct:
+                self._correct[route, predicted_tag].inc()
+
+    def set_review_backlog(self, n: int) -> None:
+        """Publish how many review items wait for a decision."""
+        self.review_backlog.set(n)
 
     def set_lag(self, partition: int, lag: int) -> None:
         """Publish one input partition's consumer lag in messages."""

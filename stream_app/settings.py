@@ -34,6 +34,10 @@ class Settings:
     """Topic of malformed input messages with the reason they were refused."""
     feedback_topic: str = "content-feedback"
     """Topic of reviewers' decisions and users' corrections."""
+    labels_path: Path = Path(".run/labels/labels.jsonl")
+    """The labelled store: people's decisions appended as JSON lines, read by ``python -m model_export``."""
+    review_recent_limit: int = 50_000
+    """Recent predictions kept in memory to judge feedback against (oldest forgotten first)."""
     partitions: int = 1
     """Partitions of the internal topics and tables; must equal the input topic's partition count."""
     model_dir: Path = Path("artifacts/model")
@@ -101,7 +105,7 @@ class Settings:
             raise ConfigError("TAGGER_PROCESSING_GUARANTEE must be at_least_once")
         if self.store.split("://")[0] not in ("memory", "rocksdb"):
             raise ConfigError("TAGGER_STORE must be memory:// or rocksdb://")
-        for name in ("partitions", "batch_size", "drift_window"):
+        for name in ("partitions", "batch_size", "drift_window", "review_recent_limit"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TAGGER_{name.upper()} must be at least 1")
         if self.session_timeout_seconds < 6:

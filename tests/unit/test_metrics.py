@@ -3,6 +3,7 @@ the right series and no other."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -11,10 +12,10 @@ from prometheus_client import CollectorRegistry
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS
-from stream_app.metrics import MATCHES, OUTCOMES, Metrics
+from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, VERDICTS, Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
-BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition"}
+BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition", "verdict", "route"}
 # The names the README, the dashboard and the alerts rely on.
 CONTRACT = {
     "content_tagger_events_consumed_total": "counter",
@@ -37,6 +38,10 @@ CONTRACT = {
     "content_tagger_model_info": "gauge",
     "content_tagger_last_event_timestamp_seconds": "gauge",
     "content_tagger_consumer_lag": "gauge",
+    "content_tagger_feedback_decisions_total": "counter",
+    "content_tagger_online_judged_total": "counter",
+    "content_tagger_online_correct_total": "counter",
+    "content_tagger_review_backlog": "gauge",
 }
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -93,6 +98,28 @@ def test_known_label_values_read_zero_from_the_start(registry: CollectorRegistry
         assert value("content_tagger_deadletters_total", {"reason": reason}) == 0
     for match in MATCHES:
         assert value("content_tagger_duplicates_total", {"match": match}) == 0
+    for verdict in VERDICTS:
+        assert value("content_tagger_feedback_decisions_total", {"verdict": verdict}) == 0
+    for route, tag in itertools.product(ROUTES, APPROVED_TAGS):
+        assert value("content_tagger_online_judged_total", {"route": route, "tag": tag}) == 0
+        assert value("content_tagger_online_correct_total", {"route": route, "tag": tag}) == 0
+
+
+def test_a_judgement_counts_the_verdict_and_whether_the_model_was_right(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    value = registry.get_sample_value
+    metrics.judged("corrected", "review", "mlops", correct=False)
+    metrics.judged("accepted", "review", "mlops", correct=True)
+    metrics.judged("reported", "tagged", "other", correct=False)
+    metrics.judged("reported", None, None, correct=False)  # the prediction is not known: only the verdict counts
+    assert value("content_tagger_online_judged_total", {"route": "review", "tag": "mlops"}) == 2
+    assert value("content_tagger_online_correct_total", {"route": "review", "tag": "mlops"}) == 1
+    assert value("content_tagger_online_judged_total", {"route": "tagged", "tag": "other"}) == 1
+    assert value("content_tagger_feedback_decisions_total", {"verdict": "reported"}) == 2
+    judged = [value("content_tagger_online_judged_total", {"route": r, "tag": t}) or 0
+              for r, t in itertools.product(ROUTES, APPROVED_TAGS)]  # fmt: skip
+    assert sum(judged) == 3
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,180 @@
+"""Human review without Kafka: the board of items waiting for a person, the validation of a decision, the
+records a decision publishes, and the HTML page.
+
+The board is fed the review, tagged and feedback topics in order. An item waits from its review record until a
+feedback record names its id. Recent predictions (bounded by ``recent_limit``, oldest forgotten first) let
+feedback be joined with what the model said, which gives online precision per predicted tag.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stream_app import APPROVED_TAGS
+from stream_app.errors import InvalidDecision
+from stream_app.schema import SCHEMA_VERSION
+
+MAX_REVIEWER_CHARS = 100
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model said about one item, kept to judge feedback and to label it."""
+
+    tag: str
+    model_version: str
+    tagged_by: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One feedback record matched with the prediction it judges (None if that prediction is not known)."""
+
+    verdict: str
+    route: str | None
+    """``tagged`` or ``review``: where the model sent the judged prediction."""
+    predicted_tag: str | None
+    correct: bool
+    label: dict[str, Any] | None
+    """The labelled-store line, when the item's text is known."""
+
+
+class ReviewBoard:
+    """Items waiting for review, and recent predictions by id."""
+
+    def __init__(self, recent_limit: int) -> None:
+        self.recent_limit = recent_limit
+        self.waiting: dict[str, dict[str, Any]] = {}
+        self.recent: OrderedDict[str, Prediction] = OrderedDict()
+
+    def on_review(self, record: dict[str, Any]) -> None:
+        """An item the model was not sure of: it waits for a person."""
+        item_id = str(record["id"])
+        self.waiting[item_id] = record
+        self._remember(item_id, Prediction(record["suggested_tag"], record["model_version"], "model", record))
+
+    def on_tagged(self, record: dict[str, Any]) -> None:
+        """An item on the tagged topic: a person may later report its tag."""
+        item_id = str(record["id"])
+        self.waiting.pop(item_id, None)
+        if record.get("tagged_by") == "human" and item_id in self.recent:
+            return  # keep the model's prediction: feedback judges the model, not the reviewer
+        self._remember(item_id, Prediction(record["tag"], record["model_version"], record["tagged_by"], record))
+
+    def on_feedback(self, record: dict[str, Any]) -> Judgement:
+        """A decision: the item stops waiting, and the model's prediction is judged against it."""
+        item_id = str(record["id"])
+        self.waiting.pop(item_id, None)
+        prediction = self.recent.get(item_id)
+        if prediction is None:
+            return Judgement(record["verdict"], None, None, False, None)
+        source = prediction.record
+        label = {
+            **{name: record.get(name) for name in ("id", "tag", "verdict", "reviewer", "decided_at")},
+            "title": source.get("title"),
+            "description": source.get("description"),
+            "model_version": prediction.model_version,
+        }
+        route = "review" if "suggested_tag" in source else "tagged"
+        return Judgement(record["verdict"], route, prediction.tag, prediction.tag == record["tag"], label)
+
+    def _remember(self, item_id: str, prediction: Prediction) -> None:
+        self.recent[item_id] = prediction
+        self.recent.move_to_end(item_id)
+        while len(self.recent) > self.recent_limit:
+            self.recent.popitem(last=False)
+
+
+def decide(board: ReviewBoard, form: Mapping[str, str], decided_at: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate a reviewer's form and return ``(feedback record, tagged record)``; raises :class:`InvalidDecision`.
+
+    The form has ``id``, ``tag``, ``reviewer`` and ``action``: ``review`` decides an item waiting for review
+    (``accepted`` when the tag is the suggestion, else ``corrected``); ``report`` says a tagged item's tag is
+    wrong and names the right one.
+    """
+    item_id = form.get("id", "").strip()
+    tag = form.get("tag", "").strip()
+    reviewer = form.get("reviewer", "").strip()
+    action = form.get("action", "review")
+    if tag not in APPROVED_TAGS:
+        raise InvalidDecision(f"tag must be one of {', '.join(APPROVED_TAGS)}")
+    if not reviewer or len(reviewer) > MAX_REVIEWER_CHARS:
+        raise InvalidDecision(f"reviewer must be 1 to {MAX_REVIEWER_CHARS} characters")
+    if action == "review":
+        record = board.waiting.get(item_id)
+        if record is None:
+            raise InvalidDecision(f"no item {item_id!r} is waiting for review")
+        verdict = "accepted" if tag == record["suggested_tag"] else "corrected"
+        model_version = str(record["model_version"])
+    elif action == "report":
+        prediction = board.recent.get(item_id)
+        if prediction is None or item_id in board.waiting:
+            raise InvalidDecision(f"no tagged item {item_id!r} is known to this worker")
+        if tag == prediction.tag:
+            raise InvalidDecision(f"item {item_id!r} is already tagged {tag}")
+        record, verdict, model_version = prediction.record, "reported", prediction.model_version
+    else:
+        raise InvalidDecision("action must be review or report")
+    feedback = {
+        "id": item_id,
+        "tag": tag,
+        "verdict": verdict,
+        "reviewer": reviewer,
+        "decided_at": decided_at,
+        "model_version": model_version,
+    }
+    fields = {k: v for k, v in record.items() if k in ("id", "title", "description", "created_on", "source", "url")}
+    tagged = {
+        **fields,
+        "tag": tag,
+        "confidence": 1.0,
+        "scores": {name: float(name == tag) for name in APPROVED_TAGS},
+        "model_version": model_version,
+        "tagged_by": "human",
+        "dedupe_key": record["dedupe_key"],
+        "processed_at": decided_at,
+        "schema_version": SCHEMA_VERSION,
+    }
+    return feedback, tagged
+
+
+def render_page(board: ReviewBoard, notice: str = "", limit: int = 50) -> str:
+    """The review page: a form per waiting item (oldest first) and a form to report a wrong tag."""
+    esc = html.escape
+    options = "".join(f'<option value="{esc(t)}">{esc(t)}</option>' for t in APPROVED_TAGS)
+    items = []
+    for n, (item_id, record) in enumerate(list(board.waiting.items())[:limit]):
+        suggested = str(record["suggested_tag"])
+        choices = "".join(
+            f'<option value="{esc(t)}"{" selected" if t == suggested else ""}>{esc(t)}</option>' for t in APPROVED_TAGS
+        )
+        items.append(
+            f'<li><article aria-labelledby="title-{n}"><h2 id="title-{n}">{esc(str(record.get("title", "")))}</h2>'
+            f"<p>{esc(str(record.get('description') or ''))}</p>"
+            f"<p>Suggested: <strong>{esc(suggested)}</strong>, confidence {float(record['confidence']):.2f}</p>"
+            f'<form method="post" action="/review"><input type="hidden" name="action" value="review">'
+            f'<input type="hidden" name="id" value="{esc(item_id)}">'
+            f'<label for="tag-{n}">Tag</label> <select id="tag-{n}" name="tag">{choices}</select> '
+            f'<label for="reviewer-{n}">Reviewer</label> '
+            f'<input id="reviewer-{n}" name="reviewer" required maxlength="{MAX_REVIEWER_CHARS}"> '
+            f'<button type="submit">Decide</button></form></article></li>'
+        )
+    waiting = "".join(items) or "<li>Nothing is waiting for review.</li>"
+    notice_html = f'<p role="status">{esc(notice)}</p>' if notice else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>content-tagger review</title></head>'
+        f"<body><main><h1>Review</h1>{notice_html}"
+        f"<p>{len(board.waiting)} item(s) waiting.</p><ol>{waiting}</ol>"
+        '<h2 id="report">Report a wrong tag</h2><form method="post" action="/review" aria-labelledby="report">'
+        '<input type="hidden" name="action" value="report">'
+        '<label for="report-id">Item id</label> <input id="report-id" name="id" required> '
+        f'<label for="report-tag">Right tag</label> <select id="report-tag" name="tag">{options}</select> '
+        '<label for="report-reviewer">Your name</label> '
+        f'<input id="report-reviewer" name="reviewer" required maxlength="{MAX_REVIEWER_CHARS}"> '
+        '<button type="submit">Report</button></form></main></body></html>'
+    )

@@ -1,0 +1,126 @@
+"""Human review without Kafka: which items wait, how a decision is validated and what it publishes, how
+feedback is judged against the model, the page's escaping, and the labelled store's latest-wins reading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from stream_app import APPROVED_TAGS
+from stream_app.errors import InvalidDecision
+from stream_app.labels import LabelStore, read_labels
+from stream_app.review import ReviewBoard, decide, render_page
+from stream_app.schema import load_schema
+
+NOW = "2026-11-23T00:00:00.000+00:00"
+
+
+def review_record(item_id: str, suggested: str = "mlops", title: str = "A title") -> dict[str, Any]:
+    return {
+        "id": item_id, "title": title, "description": "Some words.", "suggested_tag": suggested,
+        "confidence": 0.41, "scores": dict.fromkeys(APPROVED_TAGS, 0.25), "model_version": "v1",
+        "reason": "low_confidence", "dedupe_key": "0123456789abcdef", "processed_at": NOW, "schema_version": 1,
+    }  # fmt: skip
+
+
+def tagged_record(item_id: str, tag: str = "computer-vision") -> dict[str, Any]:
+    return {
+        "id": item_id, "title": "Tagged title", "tag": tag, "confidence": 0.93,
+        "scores": dict.fromkeys(APPROVED_TAGS, 0.25), "model_version": "v1", "tagged_by": "model",
+        "dedupe_key": "fedcba9876543210", "processed_at": NOW, "schema_version": 1,
+    }  # fmt: skip
+
+
+def test_an_item_waits_from_its_review_record_until_a_decision_names_it() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("a"))
+    board.on_review(review_record("b"))
+    assert list(board.waiting) == ["a", "b"]
+    board.on_feedback({"id": "a", "tag": "mlops", "verdict": "accepted", "reviewer": "r", "decided_at": NOW})
+    assert list(board.waiting) == ["b"]
+
+
+def test_accepting_and_correcting_publish_feedback_and_a_human_tagged_record() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("a", suggested="mlops"))
+    board.on_review(review_record("b", suggested="mlops"))
+    accepted, tagged = decide(board, {"id": "a", "tag": "mlops", "reviewer": "ann"}, NOW)
+    corrected, _ = decide(board, {"id": "b", "tag": "other", "reviewer": "bob"}, NOW)
+    assert accepted == {"id": "a", "tag": "mlops", "verdict": "accepted", "reviewer": "ann", "decided_at": NOW,
+                        "model_version": "v1"}  # fmt: skip
+    assert corrected["verdict"] == "corrected" and corrected["tag"] == "other"
+    jsonschema.validate(tagged, load_schema("content-tagged"))
+    assert tagged["tagged_by"] == "human" and tagged["tag"] == "mlops" and tagged["model_version"] == "v1"
+
+
+@pytest.mark.parametrize(
+    ("form", "reason"),
+    [
+        ({"id": "a", "tag": "robotics", "reviewer": "ann"}, "tag must be one of"),
+        ({"id": "a", "tag": "<script>", "reviewer": "ann"}, "tag must be one of"),
+        ({"id": "a", "tag": "mlops", "reviewer": ""}, "reviewer"),
+        ({"id": "a", "tag": "mlops", "reviewer": "x" * 101}, "reviewer"),
+        ({"id": "zzz", "tag": "mlops", "reviewer": "ann"}, "no item"),
+        ({"id": "a", "tag": "mlops", "reviewer": "ann", "action": "delete"}, "action"),
+        ({"id": "t", "tag": "computer-vision", "reviewer": "ann", "action": "report"}, "already tagged"),
+        ({"id": "nope", "tag": "mlops", "reviewer": "ann", "action": "report"}, "no tagged item"),
+    ],
+)
+def test_a_bad_decision_is_refused_with_its_reason(form: dict[str, str], reason: str) -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("a"))
+    board.on_tagged(tagged_record("t", tag="computer-vision"))
+    with pytest.raises(InvalidDecision, match=reason):
+        decide(board, form, NOW)
+
+
+def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_tagged(tagged_record("t", tag="computer-vision"))
+    feedback, tagged = decide(board, {"id": "t", "tag": "mlops", "reviewer": "u", "action": "report"}, NOW)
+    assert feedback["verdict"] == "reported" and tagged["tag"] == "mlops"
+    board.on_tagged(tagged)  # the human record does not replace the model's prediction
+    judgement = board.on_feedback(feedback)
+    assert (judgement.route, judgement.predicted_tag, judgement.correct) == ("tagged", "computer-vision", False)
+    assert judgement.label is not None and judgement.label["title"] == "Tagged title"
+    assert judgement.label["tag"] == "mlops"
+
+
+def test_feedback_on_a_forgotten_prediction_counts_but_is_not_judged() -> None:
+    board = ReviewBoard(recent_limit=2)
+    for item_id in ("a", "b", "c"):
+        board.on_tagged(tagged_record(item_id))
+    assert list(board.recent) == ["b", "c"]
+    judgement = board.on_feedback({"id": "a", "tag": "mlops", "verdict": "reported", "reviewer": "u",
+                                   "decided_at": NOW})  # fmt: skip
+    assert judgement.predicted_tag is None and judgement.label is None
+
+
+def test_the_page_escapes_titles_and_offers_only_approved_tags() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("x", title='<script>alert("x")</script>'))
+    page = render_page(board, notice="<b>hi</b>")
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page
+    assert "<b>hi</b>" not in page
+    offered = {part.split('"')[0] for part in page.split('<option value="')[1:]}
+    assert offered == set(APPROVED_TAGS)
+    assert 'for="tag-0"' in page and 'id="tag-0"' in page  # every control has a label
+
+
+def test_the_labelled_store_keeps_the_latest_decision_per_id(tmp_path: Path) -> None:
+    path = tmp_path / "labels" / "labels.jsonl"
+    store = LabelStore(path)
+    base = {"title": "T", "description": None, "verdict": "corrected", "reviewer": "r", "model_version": "v1"}
+    store.append({**base, "id": "a", "tag": "mlops", "decided_at": "2026-11-23T00:00:01"})
+    store.append({**base, "id": "b", "tag": "other", "decided_at": "2026-11-23T00:00:01"})
+    store.append({**base, "id": "a", "tag": "computer-vision", "decided_at": "2026-11-23T00:00:02"})
+    store.append({**base, "id": "a", "tag": "other", "decided_at": "2026-11-23T00:00:00"})  # older: loses
+    with path.open("a") as file:
+        file.write("not json\n" + json.dumps({"id": "c", "title": "T", "tag": "robotics", "decided_at": "x"}) + "\n")
+    labels, skipped = read_labels(path)
+    assert {label["id"]: label["tag"] for label in labels} == {"a": "computer-vision", "b": "other"}
+    assert skipped == 2
