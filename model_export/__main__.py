@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from model_export import card, evaluate, export, train
-from model_export.data import load_dataset
+from model_export import card, evaluate, export, promote, train
+from model_export.data import Example, apply_feedback, load_dataset, load_feedback, title_key
+from stream_app.classifier import Classifier, event_text
 from stream_app.errors import TaggerError
 
 
@@ -31,14 +32,26 @@ def stage(name: str) -> Iterator[None]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every stage, in order; returns the card written next to the model."""
     with stage("validate data"):
-        dataset = load_dataset(args.data, args.feedback)
+        dataset = load_dataset(args.data)
+        feedback = load_feedback(args.feedback) if args.feedback is not None else []
         data_sha = hashlib.sha256(args.data.read_bytes()).hexdigest()
         if args.feedback is not None:
             data_sha = hashlib.sha256(data_sha.encode() + args.feedback.read_bytes()).hexdigest()
         print(f"  {len(dataset.examples)} examples; duplicate titles removed at lines {dataset.duplicate_rows}")
     with stage("split"):
+        # The split is the dataset's alone, so every candidate is compared on the same validation and test rows.
         train_split, validation, test = train.split(dataset.examples, args.seed)
+        held = {e.id for e in validation.examples + test.examples} | {title_key(e.title) for e in test.examples}
+        usable = [e for e in feedback if e.id not in held and title_key(e.title) not in held]
+        holdout = [e for e in usable if promote.in_feedback_holdout(e.id)]
+        learned = [e for e in usable if not promote.in_feedback_holdout(e.id)]
+        train_split = train.to_split(apply_feedback(train_split.examples, learned))
         print(f"  train {len(train_split.texts)}, validation {len(validation.texts)}, test {len(test.texts)}")
+        if feedback:
+            print(
+                f"  feedback: {len(learned)} trained on, {len(holdout)} held out to judge, "
+                f"{len(feedback) - len(usable)} ignored (they name validation or test rows)"
+            )
     with stage("cross-validated search"):
         grid = train.FAST_PARAM_GRID if args.fast else train.PARAM_GRID
         pipeline, params, cv_score = train.search(train_split, args.seed, grid)
@@ -62,6 +75,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_bytes = export.convert(pipeline)
         parity = export.check_parity(pipeline, model_bytes, export.parity_texts(validation.texts + test.texts))
         print(f"  {parity['texts']} texts, max |p_onnx - p_sklearn| = {parity['max_abs_probability_difference']:.1e}")
+    if args.live is not None:
+        with stage("compare with the live model"):
+            model_card_promotion = compare_with_live(args.live, pipeline, classes, threshold, test, holdout)
+            verdict = "not worse: may be promoted" if model_card_promotion["passed"] else "worse: will be refused"
+            print(f"  against live {model_card_promotion['live_version']}: {verdict} {model_card_promotion['reasons']}")
     with stage("write model and card"):
         model_card = card.build_card(
             model_bytes=model_bytes,
@@ -75,9 +93,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             parity=parity,
             io=export.describe_io(model_bytes),
         )
-        card.write_model(args.out, model_bytes, model_card)
+        if args.live is not None:
+            model_card["promotion"] = model_card_promotion
+            # A candidate appears in the watched folder whole: written beside it, then renamed into place.
+            staging = args.out.parent / f".{args.out.name}.partial"
+            card.write_model(staging, model_bytes, model_card)
+            staging.rename(args.out)
+        else:
+            card.write_model(args.out, model_bytes, model_card)
         print(f"  {args.out / 'model.onnx'} ({len(model_bytes) / 1e6:.1f} MB), version {model_card['version']}")
     return model_card
+
+
+def compare_with_live(
+    live_dir: Path,
+    pipeline: Any,
+    classes: list[str],
+    threshold: float,
+    test: train.Split,
+    holdout: list[Example],
+) -> dict[str, Any]:
+    """Score the live ONNX model and the candidate on the same test split and feedback holdout."""
+    live = Classifier.load(live_dir)
+    holdout_texts = [event_text(e.title, e.description) for e in holdout]
+
+    def live_probabilities(texts: list[str]) -> np.ndarray:
+        predictions = live.predict(texts) if texts else []
+        return np.asarray([[p.scores[c] for c in classes] for p in predictions]).reshape(len(texts), len(classes))
+
+    def candidate_probabilities(texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(classes)))
+        return np.asarray(pipeline.predict_proba(np.asarray(texts, dtype=object)))
+
+    live_scores = promote.score(
+        test.examples, live_probabilities(test.texts), holdout, live_probabilities(holdout_texts),
+        classes, live.threshold,
+    )  # fmt: skip
+    candidate_scores = promote.score(
+        test.examples, candidate_probabilities(test.texts), holdout, candidate_probabilities(holdout_texts),
+        classes, threshold,
+    )  # fmt: skip
+    return promote.promotion_record(live.version, live_scores, candidate_scores)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -90,10 +147,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--feedback",
         type=Path,
         default=None,
-        help="JSONL of reviewer decisions {id, title, description, tag} added to the data; the latest line per id "
-        "wins, and it replaces the dataset row with that id or title",
+        help="JSONL labelled store of reviewer decisions {id, title, description, tag}: the latest line per id "
+        "wins; it replaces the training row with that id or title; one in five (by id) is held out to judge "
+        "candidates; decisions on validation or test rows are ignored so every candidate meets the same split",
     )
     parser.add_argument("--out", type=Path, default=Path("artifacts/model"), help="output folder")
+    parser.add_argument(
+        "--live",
+        type=Path,
+        default=None,
+        help="folder of the model now serving: compare the new model with it and write it as a candidate "
+        "(the folder --out must not exist yet; it appears whole)",
+    )
     parser.add_argument(
         "--target-precision", type=float, default=0.97, help="auto-tagged precision the review threshold must keep"
     )

@@ -45,7 +45,7 @@ def load_dataset(path: Path, feedback: Path | None = None) -> Dataset:
     dataset = _drop_duplicate_titles(examples)
     if feedback is None:
         return dataset
-    return Dataset(_apply_feedback(dataset.examples, load_feedback(feedback)), dataset.duplicate_rows)
+    return Dataset(apply_feedback(dataset.examples, load_feedback(feedback)), dataset.duplicate_rows)
 
 
 def _read_csv(path: Path) -> list[tuple[int, Example]]:
@@ -120,16 +120,16 @@ def load_feedback(path: Path) -> list[Example]:
     return list(latest.values())
 
 
-def _apply_feedback(examples: list[Example], feedback: list[Example]) -> list[Example]:
+def apply_feedback(examples: list[Example], feedback: list[Example]) -> list[Example]:
     """Feedback replaces the example with its id or, being the newer human decision, the one with its title."""
     replaced_ids = {e.id for e in feedback}
-    replaced_titles = {_title_key(e.title) for e in feedback}
-    kept = [e for e in examples if e.id not in replaced_ids and _title_key(e.title) not in replaced_titles]
-    latest_by_title = {_title_key(e.title): e for e in feedback}  # of two ids with one title, the later wins
+    replaced_titles = {title_key(e.title) for e in feedback}
+    kept = [e for e in examples if e.id not in replaced_ids and title_key(e.title) not in replaced_titles]
+    latest_by_title = {title_key(e.title): e for e in feedback}  # of two ids with one title, the later wins
     return kept + list(latest_by_title.values())
 
 
-def _title_key(title: str) -> str:
+def title_key(title: str) -> str:
     """A title with case and spacing ignored."""
     return " ".join(title.casefold().split())
 
@@ -140,7 +140,7 @@ def _drop_duplicate_titles(examples: list[tuple[int, Example]]) -> Dataset:
     kept: list[Example] = []
     duplicates: list[int] = []
     for line, example in examples:
-        key = _title_key(example.title)
+        key = title_key(example.title)
         if key in seen:
             duplicates.append(line)
             continue
