@@ -60,7 +60,7 @@ async def stream_and_kill(
         for start in range(0, len(messages), 50):
             for key, value, partition in messages[start : start + 50]:
                 await producer.send(topics.input, value, key=key, partition=partition)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.4)  # about 10 s of stream: the kill comes after commits (every 2.8 s)
         await producer.flush()
 
     sending = asyncio.create_task(send_paced())
@@ -85,6 +85,16 @@ async def stream_and_kill(
         await producer.stop()
         await consumer.stop()
     return found, killed_at, victim_consumed
+
+
+async def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    """Sum of the group's committed offsets over the topic's partitions (0 for a partition never committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(PARTITIONS)])
+    finally:
+        await consumer.stop()
 
 
 def consumed(metrics_text: str) -> float:
@@ -122,6 +132,9 @@ def test_two_workers_share_partitions_drop_copies_across_them_and_survive_losing
     assert not sent - landed, f"lost: {sorted(sent - landed)[:20]}"
     assert set(landed) <= set(sent), f"records for ids never sent: {sorted(set(landed) - set(sent))[:10]}"
     repeats = sum((landed - sent).values())
+    time.sleep(6)  # two commit intervals: what the survivor commits once it is done
+    by_title = f"{first.app_id}-content-by-title"
+    commits = [run(committed_total(bootstrap, first.app_id, name)) for name in (topics.input, by_title)]
 
     # Copies met their originals across partitions and across the kill: one survivor per title, the rest
     # dropped. A repeat after the kill is recognised as the stored event itself, never emitted as a second title.
@@ -139,5 +152,6 @@ def test_two_workers_share_partitions_drop_copies_across_them_and_survive_losing
     repeated_shown = sum(n - 1 for n in shown_twice.values())
     print(
         f"scale-out: {len(messages)} events, second worker consumed {victim_consumed} and was killed after "
-        f"{killed_at} outputs; {repeats} repeated outputs ({repeated_shown} tagged/review), {elapsed:.1f} s"
+        f"{killed_at} outputs; {repeats} repeated outputs ({repeated_shown} tagged/review), {elapsed:.1f} s; "
+        f"committed offsets at the end: input {commits[0]} of {len(messages)}, by-title {commits[1]}"
     )
