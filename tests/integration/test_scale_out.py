@@ -25,6 +25,9 @@ SESSION_TIMEOUT_SECONDS = "10"
 instead of Faust's default 60 s."""
 
 
+LOST_DIAGNOSTICS = ("content_tagger_consumer_lag", "content_tagger_events_consumed_total", "content_tagger_events_out")
+
+
 def planted_stream(rows: list[dict[str, Any]]) -> list[tuple[bytes, bytes, int]]:
     """Each row on one partition, then a copy of it on each other partition: ``(key, value, partition)``.
 
@@ -129,7 +132,10 @@ def test_two_workers_share_partitions_drop_copies_across_them_and_survive_losing
     sent = Counter(key.decode() for key, _, _ in messages)
     landed = Counter(str(r["id"]) for kind in ("tagged", "review", "duplicate") for r in outputs[kind])
     assert not outputs["deadletter"]
-    assert not sent - landed, f"lost: {sorted(sent - landed)[:20]}"
+    lost = sorted(sent - landed)
+    lost_partitions = Counter(partition for key, _, partition in messages if key.decode() in set(lost))
+    survivor_state = [line for line in first.metrics_text().splitlines() if line.startswith(LOST_DIAGNOSTICS)]
+    assert not lost, f"lost {len(lost)} on input partitions {dict(lost_partitions)}: {lost[:10]}; {survivor_state}"
     assert set(landed) <= set(sent), f"records for ids never sent: {sorted(set(landed) - set(sent))[:10]}"
     repeats = sum((landed - sent).values())
     time.sleep(6)  # two commit intervals: what the survivor commits once it is done
