@@ -42,6 +42,11 @@ PRODUCER_BUFFER_MESSAGES = 10_000
 """Table changelog messages that may wait to be sent before Faust pauses the streams to drain them."""
 SWEEP_INTERVAL_SECONDS = 60.0
 """How often each partition's expired titles are deleted from the table."""
+METADATA_MAX_AGE_MS = 5_000
+"""How often the consumer refreshes cluster metadata. A group assignment made while a just-created internal
+topic was still missing from the metadata leaves that topic unassigned until the next refresh (Kafka's
+default is 5 minutes), so the worker would stall that long on a first start; a refresh seeing the topic
+triggers a rebalance that assigns it."""
 
 
 class PartitionView(MutableMapping[str, Any]):
@@ -118,6 +123,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         processing_guarantee=settings.processing_guarantee,
         broker_session_timeout=settings.session_timeout_seconds,
         consumer_auto_offset_reset="earliest",
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         producer_acks=-1,
         producer_linger=0.002,
         producer_max_batch_size=262_144,

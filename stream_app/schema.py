@@ -5,8 +5,10 @@ for the people and services on the other side of each topic, and the tests hold 
 
 Choices the contract makes, each with its dead-letter reason:
 
-- a message over 1 MiB is refused before it is decoded (``too_large``), as are a title over 1,000 and a
-  description over 20,000 characters;
+- a message over 256 KiB is refused before it is decoded (``too_large``), as are a title over 1,000 and a
+  description over 20,000 characters. The cap keeps every record the worker writes for a valid event under
+  Kafka's default 1 MiB record limit: the event is forwarded on the internal by-title topic as JSON with
+  ASCII escapes, which makes non-ASCII text up to three times longer (a 4-byte character becomes 12 bytes);
 - ``id`` or ``title`` absent or ``null`` is ``missing_field``; a blank (empty or whitespace-only) ``id`` or
   ``title`` is present but unusable, so it is ``invalid_value``;
 - ``id`` is a string or a JSON integer; ``true``/``false`` and ``1.0`` are ``wrong_type`` (JSON Schema cannot
@@ -32,7 +34,7 @@ from typing import Any, Final
 from stream_app.errors import InvalidEvent
 
 SCHEMA_VERSION: Final = 1
-MAX_MESSAGE_BYTES: Final = 1 << 20
+MAX_MESSAGE_BYTES: Final = 256 * 1024
 MAX_TITLE_CHARS: Final = 1_000
 MAX_DESCRIPTION_CHARS: Final = 20_000
 MAX_NESTING: Final = 64

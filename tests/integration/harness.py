@@ -117,10 +117,13 @@ class Produced:
 
 
 async def produce(
-    bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes, int | None]]
+    bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None, int | None]], **options: Any
 ) -> list[Produced]:
-    """Send ``(key, value, partition)`` messages in order; returns where each one landed."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    """Send ``(key, value, partition)`` messages in order; returns where each one landed.
+
+    ``options`` go to the producer (e.g. ``max_request_size`` for messages over 1 MiB).
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **options)
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key, partition=part) for key, value, part in messages]
