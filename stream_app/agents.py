@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import faust
 import faust.web
+import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -33,6 +34,7 @@ from stream_app.dedupe import DedupeIndex, DedupeVerdict
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
 from stream_app.labels import LabelStore, read_labels
+from stream_app.lifecycle import ModelLifecycle, Retrainer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
 from stream_app.review import ReviewBoard, decide, render_page
@@ -173,7 +175,9 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         key = output.key.encode() if output.key is not None else None
         return await output_topics[output.kind].send(key=key, value=encode(output.record))
 
-    @app.agent(input_topic, name="validate_events")
+    # An unexpected error in an agent stops the worker instead of restarting the agent: a restarted agent skips the
+    # event it failed on, while a restarted worker resumes from the last committed offset (errors.py).
+    @app.agent(input_topic, name="validate_events", supervisor_strategy=mode.CrashingSupervisor)
     async def validate_events(stream: StreamT[bytes]) -> AsyncIterable[None]:
         """Validate each input message: dead-letter it, or forward it keyed by its dedupe key."""
         async for event in stream.events():
@@ -191,7 +195,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
                 await by_title_topic.send(key=result.dedupe_key.encode(), value=result.to_wire())
             yield None
 
-    @app.agent(by_title_topic, name="route_events")
+    @app.agent(by_title_topic, name="route_events", supervisor_strategy=mode.CrashingSupervisor)
     async def route_events(stream: StreamT[Any]) -> AsyncIterable[None]:
         """De-duplicate, classify and route validated events in batches; outputs are sent before the ack."""
         batches = cast(faust.Stream[Any], stream).take_events(
@@ -273,6 +277,17 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             if position is not None and highwater is not None:
                 metrics.set_lag(tp.partition, max(0, highwater - position))
 
+    lifecycle = ModelLifecycle(
+        pipeline, metrics, settings.candidates_dir, settings.shadow_events, settings.review_threshold
+    )
+    retrain = Retrainer(settings)
+
+    @app.timer(interval=settings.candidate_poll_seconds)
+    async def manage_models() -> None:
+        """Take up, shadow, promote or refuse candidate models; start a retrain when enough labels came in."""
+        lifecycle.poll()
+        await retrain.maybe_start(pipeline.classifier)
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         """Prometheus exposition of the worker's metrics."""
@@ -281,7 +296,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
         """Liveness: the model version served."""
-        return web.json({"status": "ok", "model_version": classifier.version})
+        return web.json({"status": "ok", "model_version": pipeline.classifier.version})
 
     app.tagger_metrics = metrics  # type: ignore[attr-defined]  # for tests and the review page
     return app

@@ -106,10 +106,12 @@ class Classifier:
             raise ModelError(f"no model at {model_path}; run `python -m model_export`")
         actual = sha256_file(model_path)
         if actual != expected_sha:
-            raise ModelError(f"{model_path} does not match its card (sha256 {actual[:12]}…): refusing to serve it")
+            raise ModelError(
+                f"{model_path} does not match its card (sha256 {actual[:12]}…): refusing to serve it", "tampered"
+            )
         unapproved = sorted(set(classes) - set(APPROVED_TAGS))
         if unapproved or not classes:
-            raise ModelError(f"the model's classes include tags that are not approved: {unapproved}")
+            raise ModelError(f"the model's classes include tags that are not approved: {unapproved}", "not_approved")
         options = ort.SessionOptions()
         # One thread each: the worker batches, and the second core is better spent on Kafka I/O.
         options.intra_op_num_threads = 1

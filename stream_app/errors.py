@@ -29,8 +29,27 @@ class ConfigError(TaggerError):
     """A setting is missing or malformed; raised at start-up."""
 
 
+MODEL_REFUSAL_REASONS: Final[tuple[str, ...]] = (
+    "corrupt",
+    "tampered",
+    "not_approved",
+    "worse_offline",
+    "stale",
+    "worse_shadow",
+)
+"""Why a model is refused: unreadable, bytes not those its card names, tags outside the approved set, worse than
+the live model on held-out data, compared with a model that no longer serves, or worse in the shadow run; also the
+bounded ``reason`` label of the refusal counter."""
+
+
 class ModelError(TaggerError):
-    """A model or its card is missing, tampered with, or not allowed to serve."""
+    """A model or its card is missing, tampered with, or not allowed to serve; ``reason`` says which."""
+
+    def __init__(self, message: str, reason: str = "corrupt") -> None:
+        if reason not in MODEL_REFUSAL_REASONS:
+            raise ValueError(f"unknown refusal reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
 
 
 class InvalidEvent(TaggerError):

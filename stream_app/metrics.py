@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
-from stream_app.errors import DEADLETTER_REASONS
+from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS
 
 PREFIX: Final = "content_tagger_"
 OUTCOMES: Final[tuple[str, ...]] = ("tagged", "review", "duplicate", "deadletter")
@@ -111,6 +111,9 @@ class Metrics:
         )
         self.review_backlog = gauge("review_backlog", "Items on the review topic waiting for a decision.")
 
+        self.model_refusals = counter("model_refusals", "Candidate models refused, by reason.", ["reason"])
+        self.model_promotions = counter("model_promotions", "Candidate models promoted to serve.")
+        self._refusals = {reason: self.model_refusals.labels(reason) for reason in MODEL_REFUSAL_REASONS}
         self._verdicts = {verdict: self.feedback_decisions.labels(verdict) for verdict in VERDICTS}
         self._judged = {(r, t): self.online_judged.labels(r, t) for r in ROUTES for t in APPROVED_TAGS}
         self._correct = {(r, t): self.online_correct.labels(r, t) for r in ROUTES for t in APPROVED_TAGS}
@@ -184,6 +187,14 @@ class Metrics:
             self._judged[route, predicted_tag].inc()
             if correct:
                 self._correct[route, predicted_tag].inc()
+
+    def refused(self, reason: str) -> None:
+        """Count one refused candidate model (``reason`` from :data:`stream_app.errors.MODEL_REFUSAL_REASONS`)."""
+        self._refusals[reason].inc()
+
+    def promoted(self) -> None:
+        """Count one promoted candidate model."""
+        self.model_promotions.inc()
 
     def set_review_backlog(self, n: int) -> None:
         """Publish how many review items wait for a decision."""

@@ -15,8 +15,9 @@ from typing import Any, Final, Literal
 
 from stream_app.classifier import Classifier, event_text
 from stream_app.dedupe import DedupeVerdict, dedupe_key
-from stream_app.drift import DriftMonitor
+from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidEvent, should_dead_letter
+from stream_app.lifecycle import Shadow
 from stream_app.metrics import Metrics
 from stream_app.schema import (
     ContentEvent,
@@ -84,6 +85,19 @@ class Pipeline:
         self.classifier = classifier
         self.metrics = metrics
         self.drift = drift
+        self.shadow: Shadow | None = None
+        """A candidate model classifying the same events for comparison; nothing it says is emitted."""
+
+    def swap(self, classifier: Classifier) -> None:
+        """Serve ``classifier`` from the next batch on, with its own drift reference and model metrics.
+
+        Batches are routed synchronously, so a swap never lands inside one: each output names the model that
+        produced it.
+        """
+        reference = Reference.from_card(classifier.card)
+        self.drift = DriftMonitor(reference, window=self.drift.window, threshold=classifier.threshold)
+        self.classifier = classifier
+        self.metrics.set_model(classifier.version, classifier.threshold, reference.below_threshold_share)
 
     def admit(
         self, raw: bytes | None, *, topic: str, partition: int, offset: int, event_time: float
@@ -156,7 +170,10 @@ class Pipeline:
         """Classify the non-duplicates in one model call, timing the call."""
         if not fresh:
             return []
+        texts = [event_text(i.event.title, i.event.description) for i in fresh]
         started = time.perf_counter()
-        predictions = self.classifier.predict([event_text(i.event.title, i.event.description) for i in fresh])
+        predictions = self.classifier.predict(texts)
         self.metrics.batch(len(fresh), time.perf_counter() - started)
+        if self.shadow is not None and not self.shadow.done:
+            self.shadow.observe(texts, predictions, self.classifier.threshold)
         return predictions

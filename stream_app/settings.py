@@ -42,6 +42,15 @@ class Settings:
     """Partitions of the internal topics and tables; must equal the input topic's partition count."""
     model_dir: Path = Path("artifacts/model")
     """Folder holding ``model.onnx`` and its card ``model.json``."""
+    candidates_dir: Path = Path("artifacts/candidates")
+    """Folder the worker watches for candidate models (``python -m model_export --live ... --out <here>/<name>``);
+    decided ones move to ``promoted/`` or ``refused/`` in it, and the newest promoted one serves after a restart."""
+    shadow_events: int = 500
+    """Live events a candidate classifies beside the live model before it may be promoted (0: no shadow run)."""
+    candidate_poll_seconds: float = 5.0
+    """How often the candidates folder is looked at."""
+    retrain_after_labels: int = 0
+    """Start ``python -m model_export`` on the labelled store after this many new decisions (0: never)."""
     review_threshold: float | None = None
     """Confidence below which an event goes to review; empty means the model card's threshold."""
     web_port: int = 6066
@@ -110,6 +119,11 @@ class Settings:
                 raise ConfigError(f"TAGGER_{name.upper()} must be at least 1")
         if self.session_timeout_seconds < 6:
             raise ConfigError("TAGGER_SESSION_TIMEOUT_SECONDS must be at least 6 (two heartbeats of 3 s)")
+        if self.shadow_events < 0 or self.retrain_after_labels < 0 or self.candidate_poll_seconds <= 0:
+            raise ConfigError(
+                "TAGGER_SHADOW_EVENTS and TAGGER_RETRAIN_AFTER_LABELS must be >= 0, "
+                "TAGGER_CANDIDATE_POLL_SECONDS positive"
+            )
         if self.dedupe_ttl_days <= 0 or self.batch_timeout_seconds <= 0:
             raise ConfigError("TAGGER_DEDUPE_TTL_DAYS and TAGGER_BATCH_TIMEOUT_SECONDS must be positive")
 

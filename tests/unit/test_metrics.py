@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
-from stream_app.errors import DEADLETTER_REASONS
+from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS
 from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, VERDICTS, Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
@@ -42,6 +42,8 @@ CONTRACT = {
     "content_tagger_online_judged_total": "counter",
     "content_tagger_online_correct_total": "counter",
     "content_tagger_review_backlog": "gauge",
+    "content_tagger_model_refusals_total": "counter",
+    "content_tagger_model_promotions_total": "counter",
 }
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -98,6 +100,9 @@ def test_known_label_values_read_zero_from_the_start(registry: CollectorRegistry
         assert value("content_tagger_deadletters_total", {"reason": reason}) == 0
     for match in MATCHES:
         assert value("content_tagger_duplicates_total", {"match": match}) == 0
+    for reason in MODEL_REFUSAL_REASONS:
+        assert value("content_tagger_model_refusals_total", {"reason": reason}) == 0
+    assert value("content_tagger_model_promotions_total") == 0
     for verdict in VERDICTS:
         assert value("content_tagger_feedback_decisions_total", {"verdict": verdict}) == 0
     for route, tag in itertools.product(ROUTES, APPROVED_TAGS):

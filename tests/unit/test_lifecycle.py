@@ -1,0 +1,143 @@
+"""Guarded promotion without Kafka: the offline rule, the admission checks on real exported models, the shadow
+run, and the hot swap of the pipeline's model between batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from model_export.promote import Scores, not_worse
+from stream_app import APPROVED_TAGS
+from stream_app.classifier import Classifier
+from stream_app.dedupe import DedupeVerdict
+from stream_app.lifecycle import ModelLifecycle, Refusal, Shadow, admit, current_model_dir
+from stream_app.pipeline import Admitted
+from tests.unit.test_pipeline import admit as admit_event
+from tests.unit.test_pipeline import make_pipeline
+
+LIVE = Scores(0.90, 0.96, 0.80, 0.50, 20)
+
+
+def test_a_candidate_as_good_as_the_live_model_is_not_worse() -> None:
+    assert not_worse(LIVE, LIVE) == (True, [])
+    assert not_worse(LIVE, dataclasses.replace(LIVE, test_weighted_precision=0.895))[0]  # within the tolerance
+
+
+def test_each_rule_refuses_a_worse_candidate_and_says_why() -> None:
+    cases = {
+        "test weighted precision": dataclasses.replace(LIVE, test_weighted_precision=0.85),
+        "test precision at threshold": dataclasses.replace(LIVE, test_precision_at_threshold=0.90),
+        "feedback holdout accuracy": dataclasses.replace(LIVE, feedback_accuracy=0.45),
+    }
+    for reason, candidate in cases.items():
+        passed, reasons = not_worse(LIVE, candidate)
+        assert not passed and len(reasons) == 1 and reasons[0].startswith(reason), reasons
+    no_holdout = dataclasses.replace(LIVE, feedback_accuracy=None, feedback_count=0)
+    assert not_worse(no_holdout, no_holdout)[0]
+
+
+def candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
+    """A copy of a real exported model as a candidate folder, its card given a ``promotion`` section."""
+    folder = tmp_path / "candidates" / name
+    shutil.copytree(model_dir, folder)
+    card = json.loads((folder / "model.json").read_text())
+    if promotion:
+        card["promotion"] = promotion
+    (folder / "model.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_admission_refuses_unreadable_tampered_unapproved_worse_and_stale_models(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    live = Classifier.load(trained_model_dir)
+    passed = {"passed": True, "live_version": live.version, "reasons": []}
+    assert isinstance(admit(candidate(tmp_path, trained_model_dir, "good", **passed), live.version), Classifier)
+
+    tampered = candidate(tmp_path, trained_model_dir, "tampered", **passed)
+    data = bytearray((tampered / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tampered / "model.onnx").write_bytes(bytes(data))
+    unapproved = candidate(tmp_path, trained_model_dir, "unapproved", **passed)
+    card = json.loads((unapproved / "model.json").read_text())
+    card["classes"] = [*card["classes"][:-1], "robotics"]
+    (unapproved / "model.json").write_text(json.dumps(card))
+    corrupt = candidate(tmp_path, trained_model_dir, "corrupt", **passed)
+    (corrupt / "model.json").write_text("{not json")
+    worse = candidate(tmp_path, trained_model_dir, "worse", passed=False, live_version=live.version, reasons=["x"])
+    unjudged = candidate(tmp_path, trained_model_dir, "unjudged")
+    stale = candidate(tmp_path, trained_model_dir, "stale", passed=True, live_version="0123456789ab", reasons=[])
+
+    expected = {tampered: "tampered", unapproved: "not_approved", corrupt: "corrupt", worse: "worse_offline",
+                unjudged: "worse_offline", stale: "stale"}  # fmt: skip
+    for folder, reason in expected.items():
+        refusal = admit(folder, live.version)
+        assert isinstance(refusal, Refusal) and refusal.reason == reason, (folder.name, refusal)
+
+
+def test_a_shadow_of_the_same_model_agrees_and_passes(trained_model_dir: Path) -> None:
+    model = Classifier.load(trained_model_dir)
+    shadow = Shadow(model, events=3)
+    texts = ["BERT for text classification", "YOLO object detection", "Kubeflow pipelines on Kubernetes"]
+    shadow.observe(texts, model.predict(texts), model.threshold)
+    assert shadow.done
+    passed, figures = shadow.verdict()
+    assert passed and figures["agreement"] == 1.0 and figures["events"] == 3
+
+
+def test_a_shadow_that_disagrees_fails(trained_model_dir: Path) -> None:
+    model = Classifier.load(trained_model_dir)
+    shadow = Shadow(model, events=4)
+    texts = ["BERT for text classification", "YOLO object detection", "Kubeflow pipelines", "A survey"]
+    theirs = [dataclasses.replace(p, tag=next(t for t in APPROVED_TAGS if t != p.tag)) for p in model.predict(texts)]
+    shadow.observe(texts, theirs, model.threshold)
+    passed, figures = shadow.verdict()
+    assert not passed and figures["agreement"] == 0.0
+
+
+def test_a_promoted_candidate_serves_from_the_next_batch_and_after_a_restart(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live_version = pipeline.classifier.version
+    folder = candidate(tmp_path, trained_model_dir, "next", passed=True, live_version=live_version, reasons=[])
+    # Same bytes as the live model, so tell the two apart by a threshold the card sets.
+    card = json.loads((folder / "model.json").read_text())
+    card["threshold"] = 0.5
+    (folder / "model.json").write_text(json.dumps(card))
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
+    lifecycle.poll()
+    assert pipeline.shadow is not None and pipeline.classifier.threshold != 0.5
+
+    def unique(item: Admitted) -> DedupeVerdict:
+        return DedupeVerdict(item.dedupe_key, None, None, 0.0)
+
+    batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(5)]
+    assert all(isinstance(item, Admitted) for item in batch)
+    before = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+    lifecycle.poll()  # the shadow saw 5 events: decide
+    assert pipeline.shadow is None and pipeline.classifier.threshold == 0.5
+    assert registry.get_sample_value("content_tagger_model_promotions_total") == 1
+    assert registry.get_sample_value("content_tagger_review_threshold") == 0.5
+    assert all(out.record["model_version"] == live_version for out in before)
+    promoted = tmp_path / "candidates" / "promoted" / "next"
+    assert (promoted / "decision.json").exists()
+    assert current_model_dir(trained_model_dir, tmp_path / "candidates") == promoted
+
+
+def test_a_refused_candidate_is_counted_and_the_live_model_keeps_serving(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live = pipeline.classifier
+    candidate(tmp_path, trained_model_dir, "worse", passed=False, live_version=live.version, reasons=["worse"])
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
+    lifecycle.poll()
+    assert pipeline.classifier is live and pipeline.shadow is None
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"}) == 1
+    decision = json.loads((tmp_path / "candidates" / "refused" / "worse" / "decision.json").read_text())
+    assert decision["reason"] == "worse_offline"
+    assert current_model_dir(trained_model_dir, tmp_path / "candidates") == trained_model_dir
