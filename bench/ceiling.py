@@ -34,9 +34,10 @@ async def run(settings: Settings) -> None:
             events = []
             for record in records:
                 try:
-                    events.append(json.loads(record.value))
+                    event = json.loads(record.value)
                 except ValueError:
-                    events.append({"id": None, "title": "", "description": ""})
+                    event = None
+                events.append(event if isinstance(event, dict) else {"id": None, "title": "", "description": ""})
             predictions = classifier.predict([event_text(str(e.get("title", "")), e.get("description")) for e in events])
             futures = [
                 await producer.send(
