@@ -30,9 +30,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.report import write_section
-from stream_app.settings import Settings
 from stream_app.corpus import planted_near_duplicates
 from stream_app.replay import MALFORMED_SAMPLES, event_value, percentile, read_rows
+from stream_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
