@@ -145,9 +145,10 @@ async def input_times(topic: str) -> dict[bytes, int]:
     return sent
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of a process from /proc/<pid>/status: VmHWM (peak RSS) or VmRSS (current), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -221,7 +222,7 @@ def measure(name: str, messages: list[tuple[bytes | None, bytes]], rate: float, 
         out_times, latencies = asyncio.run(
             collect(names[0], names[1:], len(messages), timeout=900, on_progress=lambda _: alive(process, name))
         )
-        rss = peak_rss_mb(process.pid)
+        rss = rss_mb(process.pid)
     finally:
         stop(process)
     if len(out_times) < len(messages):
@@ -238,7 +239,7 @@ def measure(name: str, messages: list[tuple[bytes | None, bytes]], rate: float, 
         _, rate_latencies = asyncio.run(
             collect(names[0], names[1:], len(paced), timeout=300, on_progress=lambda _: alive(process, name))
         )
-        rss = max(rss, peak_rss_mb(process.pid))
+        rss = max(rss, rss_mb(process.pid))
     finally:
         stop(process)
     return Result(
@@ -266,7 +267,7 @@ def measure_rss(count: int) -> str:
     def sample(done: int) -> None:
         if not samples or done - samples[-1][0] >= count // 10:
             alive(process, "ours")
-            rss = current_rss_mb(process.pid)
+            rss = rss_mb(process.pid, "VmRSS")
             samples.append((done, rss))
             print(f"  {done} outputs, RSS {rss:.0f} MB", flush=True)
 
@@ -277,7 +278,7 @@ def measure_rss(count: int) -> str:
         for begin in range(0, count, chunk):
             asyncio.run(produce(names[0], distinct_titles(begin, min(count, begin + chunk))))
         out_times, _ = asyncio.run(collect(names[0], names[1:], count, timeout=3600, on_progress=sample))
-        final_rss, peak = current_rss_mb(process.pid), peak_rss_mb(process.pid)
+        final_rss, peak = rss_mb(process.pid, "VmRSS"), rss_mb(process.pid)
     finally:
         stop(process)
     progress = ", ".join(f"{done // 1000}k: {rss:.0f}" for done, rss in samples)
@@ -286,13 +287,6 @@ def measure_rss(count: int) -> str:
         f"`memory://` store): {len(out_times):,} outputs, RSS after the last {final_rss:.0f} MB, peak (VmHWM) "
         f"{peak:.0f} MB; target < 400 MB. RSS in MB by outputs: {progress}."
     )
-
-
-def current_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def load_average() -> str:
