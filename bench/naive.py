@@ -36,6 +36,8 @@ async def tag_each(stream: Any) -> AsyncIterable[None]:
         try:
             value = json.loads(event.value)
         except ValueError:
+            value = None
+        if not isinstance(value, dict):
             value = {"title": "", "description": ""}
         probabilities = pipeline.predict_proba(
             np.asarray([event_text(str(value.get("title", "")), value.get("description"))], dtype=object)

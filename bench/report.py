@@ -25,12 +25,12 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
 
 
-def write_section(name: str, title: str, body: str) -> None:
+def write_section(name: str, title: str, body: str, command: str | None = None) -> None:
     """Replace (or append) the section ``name`` of BENCHMARKS.md with ``body`` under ``title``."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- bench:{name} -->\n## {title}\n\nMachine: {machine()}  \nDate: {stamp}  \n"
-        f"Command: `python -m bench.{name}`\n\n{body.strip()}\n<!-- /bench:{name} -->\n"
+        f"Command: `{command or f'python -m bench.{name}'}`\n\n{body.strip()}\n<!-- /bench:{name} -->\n"
     )
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\nWritten by the scripts in `bench/`.\n"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->\n", re.S)

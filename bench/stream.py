@@ -1,11 +1,13 @@
 """Stream benchmark: our worker against the ceiling (bare aiokafka + ONNX) and a naive Faust + scikit-learn
 agent, on one generated stream and the same local broker, in one run.
 
-    python -m bench.stream [--events 20000] [--rate 500] [--rate-seconds 20]
+    python -m bench.stream [--events 100000] [--rate 1000] [--rate-seconds 20] [--naive-events 10000]
+    python -m bench.stream --rss-events 1000000    # worker RSS while 1M mostly-distinct titles flow
 
 For each contender: events/s at full speed (a backlog of --events messages, timed from its first output
-to its last), end-to-end latency p50/p99 (input CreateTime to output CreateTime) at a fixed offered rate,
-and the process's peak RSS. Results are printed and written to BENCHMARKS.md.
+to its last), end-to-end latency p50/p99 (input CreateTime to output CreateTime) at full speed and at a
+fixed offered rate, and the process's peak RSS (VmHWM). Starts and stops the local broker (scripts/kafka)
+unless one runs already. Results are printed and written to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.report import write_section
-from stream_app.replay import mixed_stream, percentile, read_rows
+from stream_app.replay import event_value, mixed_stream, percentile, read_rows
+from stream_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -76,37 +80,55 @@ async def produce(topic: str, messages: Sequence[tuple[bytes | None, bytes]], ra
 
 
 async def collect(
-    inputs: str, outputs: Sequence[str], expected: int, timeout: float
+    inputs: str, outputs: Sequence[str], expected: int, timeout: float, on_progress: Any = None
 ) -> tuple[list[float], list[float]]:
-    """Wait for ``expected`` output records; returns their CreateTimes and their latencies against the inputs."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    """Wait for ``expected`` output records; returns their CreateTimes (s) and latencies (ms) against the inputs.
+
+    A latency is output CreateTime minus the CreateTime of the input with the same key (malformed inputs have
+    none and count for throughput only).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
     await consumer.start()
-    partitions = [TopicPartition(t, 0) for t in (inputs, *outputs)]
+    partitions = [TopicPartition(t, 0) for t in outputs]
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
-    sent: dict[bytes, int] = {}
-    out_times: list[float] = []
-    latencies: list[float] = []
+    out: list[tuple[bytes | None, int]] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(out_times) < expected and time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
-                for record in records:
-                    if tp.topic == inputs:
-                        if record.key is not None:
-                            sent[record.key] = record.timestamp
-                        continue
-                    out_times.append(record.timestamp / 1000)
-                    if record.key in sent:
-                        latencies.append(record.timestamp - sent[record.key])
+        while len(out) < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=10_000)).values():
+                out.extend((record.key, record.timestamp) for record in records)
+            if on_progress is not None:
+                on_progress(len(out))
     finally:
         await consumer.stop()
-    return out_times, latencies
+    sent = await input_times(inputs)
+    latencies = [float(ts - sent[key]) for key, ts in out if key in sent]
+    return [ts / 1000 for _, ts in out], latencies
 
 
-def peak_rss_mb(pid: int) -> float:
+async def input_times(topic: str) -> dict[bytes, int]:
+    """CreateTime (ms) of each keyed input message."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    end = (await consumer.end_offsets([tp]))[tp]
+    sent: dict[bytes, int] = {}
+    try:
+        while await consumer.position(tp) < end:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=10_000)).values():
+                sent.update((r.key, r.timestamp) for r in records if r.key is not None)
+    finally:
+        await consumer.stop()
+    return sent
+
+
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of a process from /proc/<pid>/status: VmHWM (peak RSS) or VmRSS (current), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -133,6 +155,40 @@ def topics_env(prefix: str) -> tuple[dict[str, str], list[str]]:
     return env, list(names.values())
 
 
+async def wait_ready(group: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Wait until the contender's consumer group is stable (it has joined and owns the input partition)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{group}: contender exited with status {process.returncode}")
+            described = await admin.describe_consumer_groups([group])
+            groups = [g for response in described for g in response.groups]
+            if any(g[2] == "Stable" and g[5] for g in groups):
+                await asyncio.sleep(3)  # table recovery of fresh, empty changelogs
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"{group}: not ready after {timeout:.0f} s")
+
+
+def alive(process: subprocess.Popen[bytes], name: str) -> None:
+    if process.poll() is not None:
+        raise RuntimeError(f"{name}: contender exited with status {process.returncode}; see .run/bench/{name}-*.log")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 def measure(name: str, messages: list[tuple[bytes | None, bytes]], rate: float, rate_seconds: float) -> Result:
     run_dir = ROOT / ".run" / "bench"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -140,77 +196,155 @@ def measure(name: str, messages: list[tuple[bytes | None, bytes]], rate: float, 
     env, names = topics_env(f"bench-{name}-{uuid.uuid4().hex[:6]}")
     asyncio.run(create_topics(names))
     asyncio.run(produce(names[0], messages))
-    expected = len(messages) if name == "ours" else len(messages)  # every contender emits one record per input
     process = start(name, env, run_dir / f"{name}-full.log")
     try:
-        out_times, latencies = asyncio.run(collect(names[0], names[1:], expected, timeout=900))
-        rss = peak_rss_mb(process.pid)
+        # Every contender emits exactly one record per input message.
+        out_times, latencies = asyncio.run(
+            collect(names[0], names[1:], len(messages), timeout=900, on_progress=lambda _: alive(process, name))
+        )
+        rss = rss_mb(process.pid)
     finally:
-        process.terminate()
-        process.wait(30)
+        stop(process)
+    if len(out_times) < len(messages):
+        raise RuntimeError(f"{name}: {len(out_times)} outputs for {len(messages)} inputs")
     throughput = (len(out_times) - 1) / max(max(out_times) - min(out_times), 1e-9)
     # Fixed rate: the contender is running and idle when the traffic starts.
     env, names = topics_env(f"bench-{name}-rate-{uuid.uuid4().hex[:6]}")
     asyncio.run(create_topics(names))
     process = start(name, env, run_dir / f"{name}-rate.log")
     try:
-        time.sleep(25 if name != "ceiling" else 5)  # Faust start-up and group join (the naive one also trains)
+        asyncio.run(wait_ready(env["TAGGER_APP_ID"], process))
         paced = messages[: int(rate * rate_seconds)]
         asyncio.run(produce(names[0], paced, rate))
-        _, rate_latencies = asyncio.run(collect(names[0], names[1:], len(paced), timeout=300))
-        rss = max(rss, peak_rss_mb(process.pid))
+        _, rate_latencies = asyncio.run(
+            collect(names[0], names[1:], len(paced), timeout=300, on_progress=lambda _: alive(process, name))
+        )
+        rss = max(rss, rss_mb(process.pid))
     finally:
-        process.terminate()
-        process.wait(30)
+        stop(process)
     return Result(
         name, throughput, percentile(latencies, 0.5), percentile(latencies, 0.99),
         percentile(rate_latencies, 0.5), percentile(rate_latencies, 0.99), rss,
     )
 
 
+def distinct_titles(begin: int, end: int) -> list[tuple[bytes | None, bytes]]:
+    """Events ``begin`` to ``end`` of a stream of distinct titles (dataset rows with a serial number)."""
+    rows = read_rows(ROOT / "data/dataset.csv")
+    events = ({**rows[n % len(rows)], "id": f"m{n}", "title": f"{rows[n % len(rows)]['title']} {n}"} for n in range(begin, end))
+    return [(str(e["id"]).encode(), event_value(e)) for e in events]
+
+
+def measure_rss(count: int) -> str:
+    """Stream ``count`` distinct titles through our worker (default TTL, memory store); sample its RSS."""
+    env, names = topics_env(f"bench-rss-{uuid.uuid4().hex[:6]}")
+    asyncio.run(create_topics(names))
+    run_dir = ROOT / ".run" / "bench"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    samples: list[tuple[int, float]] = []
+    process = start("ours", env, run_dir / "ours-rss.log")
+
+    def sample(done: int) -> None:
+        if not samples or done - samples[-1][0] >= count // 10:
+            alive(process, "ours")
+            rss = rss_mb(process.pid, "VmRSS")
+            samples.append((done, rss))
+            print(f"  {done} outputs, RSS {rss:.0f} MB", flush=True)
+
+    try:
+        asyncio.run(wait_ready(env["TAGGER_APP_ID"], process))
+        sample(0)
+        chunk = 100_000
+        for begin in range(0, count, chunk):
+            asyncio.run(produce(names[0], distinct_titles(begin, min(count, begin + chunk))))
+        out_times, _ = asyncio.run(collect(names[0], names[1:], count, timeout=3600, on_progress=sample))
+        final_rss, peak = rss_mb(process.pid, "VmRSS"), rss_mb(process.pid)
+    finally:
+        stop(process)
+    progress = ", ".join(f"{done // 1000}k: {rss:.0f}" for done, rss in samples)
+    return (
+        f"Worker RSS while {count:,} events with distinct titles flow (default TTL {Settings().dedupe_ttl_days} days, "
+        f"`memory://` store): {len(out_times):,} outputs, RSS after the last {final_rss:.0f} MB, peak (VmHWM) "
+        f"{peak:.0f} MB; target < 400 MB. RSS in MB by outputs: {progress}."
+    )
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__)
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=500.0, help="offered rate for the latency run, events/s")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--naive-events", type=int, default=10_000, help="slice of the stream the naive peer gets")
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered rate for the latency run, events/s")
     parser.add_argument("--rate-seconds", type=float, default=20.0)
     parser.add_argument("--contenders", default="ceiling,ours,naive")
+    parser.add_argument("--rss-events", type=int, default=0, help="instead: worker RSS over this many events")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true", help="print the results, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     was_running = subprocess.run([ROOT / "scripts/kafka", "status"], capture_output=True).returncode == 0
     subprocess.run([ROOT / "scripts/kafka", "start"], check=True)
     if not (ROOT / "artifacts/model/model.json").exists():
-        subprocess.run([sys.executable, "-m", "model_export"], cwd=ROOT, check=True)
-    messages = generate(args.events, args.seed)
-    results = []
+        subprocess.run([sys.executable, "-m", "model_export", "--out", "artifacts/model"], cwd=ROOT, check=True)
+    load_before = load_average()
     try:
+        if args.rss_events:
+            body = measure_rss(args.rss_events) + f"\n\nLoad average (1, 5, 15 min) at start: {load_before}."
+            print(body)
+            if not args.no_write:
+                write_section("stream_rss", "Worker memory over a long stream", body,
+                              f"python -m bench.stream --rss-events {args.rss_events}")
+            return 0
+        messages = generate(args.events, args.seed)
+        results = []
         for name in args.contenders.split(","):
             print(f"measuring {name} ...", flush=True)
-            results.append(measure(name, messages, args.rate, args.rate_seconds))
+            stream = messages[: args.naive_events] if name == "naive" else messages
+            results.append(measure(name, stream, args.rate, args.rate_seconds))
             print(json.dumps(results[-1].__dict__), flush=True)
     finally:
         if not was_running:
             subprocess.run([ROOT / "scripts/kafka", "stop"], check=False)
+    body = render(results, args, len(messages), load_before)
+    print(body)
+    if not args.no_write:
+        write_section("stream", "Stream: worker vs ceiling vs naive", body,
+                      f"python -m bench.stream --events {args.events} --naive-events {args.naive_events} "
+                      f"--rate {args.rate:.0f} --rate-seconds {args.rate_seconds:.0f}")
+    return 0
+
+
+def render(results: list[Result], args: argparse.Namespace, events: int, load_before: str) -> str:
     by_name = {r.name: r for r in results}
     lines = [
-        f"One stream of {len(messages)} events (89% distinct, 10% near-duplicates, 1% malformed); latency run at "
-        f"{args.rate:.0f} events/s offered for {args.rate_seconds:.0f} s. Latency is input CreateTime to output "
-        "CreateTime.",
+        f"One generated stream of {events:,} events from `data/dataset.csv` (89% distinct titles, 10% near-duplicates, "
+        f"1% malformed), one local broker, contenders one after another on fresh single-partition topics. "
+        f"Throughput: backlog pre-produced, first output to last output. Latency: input CreateTime to output "
+        f"CreateTime, at full speed (backlog) and at {args.rate:.0f} events/s offered for {args.rate_seconds:.0f} s. "
+        f"The naive peer gets the first {min(args.naive_events, events):,} events of the stream. "
+        f"Peak RSS: VmHWM of the contender's process. Load average (1, 5, 15 min) at start: {load_before}; "
+        f"at end: {load_average()} (machine shared with other jobs).",
         "",
-        "| contender | events/s (full speed) | p50 / p99 ms (full speed, backlog) | "
+        "| contender | events | events/s (full speed) | p50 / p99 ms, full speed | "
         f"p50 / p99 ms at {args.rate:.0f}/s | peak RSS MB |",
-        "|---|---|---|---|---|",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r.name} | {r.events_per_second:.0f} | {r.full_speed_p50_ms:.0f} / {r.full_speed_p99_ms:.0f} "
-                     f"| {r.rate_p50_ms:.1f} / {r.rate_p99_ms:.1f} | {r.peak_rss_mb:.0f} |")
+        events_used = min(args.naive_events, events) if r.name == "naive" else events
+        lines.append(f"| {r.name} | {events_used:,} | {r.events_per_second:.0f} | {r.full_speed_p50_ms:.0f} / "
+                     f"{r.full_speed_p99_ms:.0f} | {r.rate_p50_ms:.1f} / {r.rate_p99_ms:.1f} | {r.peak_rss_mb:.0f} |")
+    lines.append("")
     if "ours" in by_name and "ceiling" in by_name:
-        lines.append(f"\nours / ceiling throughput: {by_name['ours'].events_per_second / by_name['ceiling'].events_per_second:.2f}x")
+        ratio = by_name["ours"].events_per_second / by_name["ceiling"].events_per_second
+        lines.append(f"- ours / ceiling throughput: {ratio:.2f}x (target >= 0.7x)")
     if "ours" in by_name and "naive" in by_name:
-        lines.append(f"ours / naive throughput: {by_name['ours'].events_per_second / by_name['naive'].events_per_second:.1f}x")
-    body = "\n".join(lines)
-    print(body)
-    write_section("stream", "Stream: worker vs ceiling vs naive", body)
-    return 0
+        ratio = by_name["ours"].events_per_second / by_name["naive"].events_per_second
+        lines.append(f"- ours / naive throughput: {ratio:.1f}x (target >= 10x)")
+    if "ours" in by_name:
+        lines.append(f"- ours p99 at {args.rate:.0f} events/s: {by_name['ours'].rate_p99_ms:.1f} ms (target <= 25 ms)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
