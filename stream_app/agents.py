@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 import weakref
 from collections.abc import AsyncIterable, Iterator, MutableMapping
@@ -372,14 +373,12 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
 
 
 def _aiokafka_security(settings: Settings) -> dict[str, Any]:
-    """aiokafka client arguments for the configured security protocol."""
-    credentials = _credentials(settings)
-    if credentials is None:
-        return {}
-    options: dict[str, Any] = {"security_protocol": settings.security_protocol.upper()}
-    if getattr(credentials, "context", None) is not None:
-        options["ssl_context"] = credentials.context
-    if isinstance(credentials, faust.SASLCredentials):
+    """aiokafka client arguments for the configured security protocol (the same as the Faust app's)."""
+    protocol = settings.security_protocol.upper()
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = _ssl_context(settings)
+    if protocol.startswith("SASL"):
         options.update(
             sasl_mechanism=settings.sasl_mechanism,
             sasl_plain_username=settings.sasl_username,
@@ -388,16 +387,17 @@ def _aiokafka_security(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    """A client TLS context trusting ``TAGGER_SSL_CAFILE`` (the system's CAs when empty)."""
+    return ssl.create_default_context(cafile=settings.ssl_cafile or None)
+
+
 def _credentials(settings: Settings) -> Any:
     """Faust broker credentials for the configured security protocol, or None for PLAINTEXT."""
     protocol = settings.security_protocol.upper()
     if protocol == "PLAINTEXT":
         return None
-    ssl_context = None
-    if protocol in ("SSL", "SASL_SSL"):
-        import ssl
-
-        ssl_context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+    ssl_context = _ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
     if protocol == "SSL":
         return faust.SSLCredentials(ssl_context)
     return faust.SASLCredentials(

@@ -3,18 +3,23 @@ run, and the hot swap of the pipeline's model between batches."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from model_export.promote import Scores, not_worse
 from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
-from stream_app.lifecycle import ModelLifecycle, Refusal, Shadow, admit, current_model_dir
+from stream_app.labels import LabelStore
+from stream_app.lifecycle import ModelLifecycle, Refusal, Retrainer, Shadow, admit, current_model_dir
 from stream_app.pipeline import Admitted
+from stream_app.settings import Settings
 from tests.unit.test_pipeline import admit as admit_event
 from tests.unit.test_pipeline import make_pipeline
 
@@ -141,3 +146,39 @@ def test_a_refused_candidate_is_counted_and_the_live_model_keeps_serving(
     decision = json.loads((tmp_path / "candidates" / "refused" / "worse" / "decision.json").read_text())
     assert decision["reason"] == "worse_offline"
     assert current_model_dir(trained_model_dir, tmp_path / "candidates") == trained_model_dir
+
+
+@pytest.mark.slow
+def test_enough_new_labels_start_one_retrain_whose_candidate_lands_in_the_candidates_folder(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.jsonl"
+    settings = Settings(
+        model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates", labels_path=labels, retrain_after_labels=3
+    )
+    retrainer = Retrainer(settings)
+    live = Classifier.load(trained_model_dir)
+    store = LabelStore(labels)
+
+    def label(n: int) -> None:
+        store.append({"id": f"fb-{n}", "title": f"Quuxify tokenizer kit {n}", "description": "Dashboards.",
+                      "tag": "other", "verdict": "corrected", "reviewer": "r", "decided_at": f"2026-11-23T00:00:0{n}",
+                      "model_version": live.version})  # fmt: skip
+
+    async def scenario() -> list[Path]:
+        for n in range(2):
+            label(n)
+        await retrainer.maybe_start(live)
+        assert retrainer.process is None  # 2 new labels: not yet
+        label(2)
+        await retrainer.maybe_start(live)
+        assert retrainer.process is not None
+        first = retrainer.process
+        await retrainer.maybe_start(live)  # one run at a time
+        assert retrainer.process is first
+        assert await first.wait() == 0
+        return [p for p in settings.candidates_dir.iterdir() if not p.name.startswith(".")]
+
+    (folder,) = asyncio.run(scenario())
+    card = json.loads((folder / "model.json").read_text())
+    assert card["promotion"]["live_version"] == live.version
