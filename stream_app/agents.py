@@ -363,7 +363,13 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
             if not catch_up:
                 for record in held:
                     judgement = board.on_feedback(record)
-                    metrics.judged(judgement.verdict, judgement.route, judgement.predicted_tag, judgement.correct)
+                    metrics.judged(
+                        judgement.verdict,
+                        judgement.model_version,
+                        judgement.route,
+                        judgement.predicted_tag,
+                        judgement.correct,
+                    )
                     if judgement.label and (record["id"], record["decided_at"]) not in stored:
                         labels.append(judgement.label)
                 held.clear()

@@ -103,11 +103,16 @@ class Metrics:
         self.consumer_lag = gauge("consumer_lag", "Input messages not yet consumed.", ["partition"])
 
         self.feedback_decisions = counter("feedback_decisions", "Feedback decisions seen, by verdict.", ["verdict"])
+        # ``version`` takes one value per model this worker served or saw judged: a handful over its life.
         self.online_judged = counter(
-            "online_judged", "Model predictions a person has judged, by route and predicted tag.", ["route", "tag"]
+            "online_judged",
+            "Model predictions a person has judged, by model version, route and predicted tag.",
+            ["version", "route", "tag"],
         )
         self.online_correct = counter(
-            "online_correct", "Judged predictions the person agreed with, by route and predicted tag.", ["route", "tag"]
+            "online_correct",
+            "Judged predictions the person agreed with, by model version, route and predicted tag.",
+            ["version", "route", "tag"],
         )
         self.review_backlog = gauge("review_backlog", "Items on the review topic waiting for a decision.")
 
@@ -115,8 +120,6 @@ class Metrics:
         self.model_promotions = counter("model_promotions", "Candidate models promoted to serve.")
         self._refusals = {reason: self.model_refusals.labels(reason) for reason in MODEL_REFUSAL_REASONS}
         self._verdicts = {verdict: self.feedback_decisions.labels(verdict) for verdict in VERDICTS}
-        self._judged = {(r, t): self.online_judged.labels(r, t) for r in ROUTES for t in APPROVED_TAGS}
-        self._correct = {(r, t): self.online_correct.labels(r, t) for r in ROUTES for t in APPROVED_TAGS}
         self._out = {outcome: self.events_out.labels(outcome) for outcome in OUTCOMES}
         self._tagged = {tag: self.tagged_events.labels(tag) for tag in APPROVED_TAGS}
         self._confidence = {tag: self.confidence.labels(tag) for tag in APPROVED_TAGS}
@@ -161,6 +164,10 @@ class Metrics:
         """Publish the served model; the previous model's info series is removed."""
         self.model_info.clear()
         self.model_info.labels(version, f"{threshold:.4f}").set(1)
+        for route in ROUTES:
+            for tag in APPROVED_TAGS:  # the served model's online precision series read 0 from the start
+                self.online_judged.labels(version, route, tag)
+                self.online_correct.labels(version, route, tag)
         self.review_threshold.set(threshold)
         self.reference_below_threshold_share.set(reference_below_share)
 
@@ -179,14 +186,16 @@ class Metrics:
         """Publish the event time (seconds since the epoch) of the last processed event."""
         self.last_event_timestamp.set(timestamp)
 
-    def judged(self, verdict: str, route: str | None, predicted_tag: str | None, correct: bool) -> None:
-        """Count one feedback decision and, when the prediction it judges is known (its ``route``, tagged or
-        review, and tag), whether the model was right."""
+    def judged(
+        self, verdict: str, version: str | None, route: str | None, predicted_tag: str | None, correct: bool
+    ) -> None:
+        """Count one feedback decision and, when the prediction it judges is known (the model ``version`` that
+        made it, its ``route``, tagged or review, and its tag), whether the model was right."""
         self._verdicts[verdict].inc()
-        if route is not None and predicted_tag is not None:
-            self._judged[route, predicted_tag].inc()
+        if version is not None and route is not None and predicted_tag is not None:
+            self.online_judged.labels(version, route, predicted_tag).inc()
             if correct:
-                self._correct[route, predicted_tag].inc()
+                self.online_correct.labels(version, route, predicted_tag).inc()
 
     def refused(self, reason: str) -> None:
         """Count one refused candidate model (``reason`` from :data:`stream_app.errors.MODEL_REFUSAL_REASONS`)."""

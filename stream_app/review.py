@@ -19,6 +19,9 @@ from stream_app.errors import InvalidDecision
 from stream_app.schema import SCHEMA_VERSION
 
 MAX_REVIEWER_CHARS = 100
+KEPT_FIELDS = ("id", "title", "description", "created_on", "source", "url", "dedupe_key", "suggested_tag")
+"""What a recent prediction keeps of its record: enough to label it and to re-tag it, not the scores."""
+KEPT_DESCRIPTION_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Judgement:
     """One feedback record matched with the prediction it judges (None if that prediction is not known)."""
 
     verdict: str
+    model_version: str | None
+    """The version of the model whose prediction is judged."""
     route: str | None
     """``tagged`` or ``review``: where the model sent the judged prediction."""
     predicted_tag: str | None
@@ -72,7 +77,7 @@ class ReviewBoard:
         self.waiting.pop(item_id, None)
         prediction = self.recent.get(item_id)
         if prediction is None:
-            return Judgement(record["verdict"], None, None, False, None)
+            return Judgement(record["verdict"], None, None, None, False, None)
         source = prediction.record
         label = {
             **{name: record.get(name) for name in ("id", "tag", "verdict", "reviewer", "decided_at")},
@@ -81,10 +86,14 @@ class ReviewBoard:
             "model_version": prediction.model_version,
         }
         route = "review" if "suggested_tag" in source else "tagged"
-        return Judgement(record["verdict"], route, prediction.tag, prediction.tag == record["tag"], label)
+        correct = prediction.tag == record["tag"]
+        return Judgement(record["verdict"], prediction.model_version, route, prediction.tag, correct, label)
 
     def _remember(self, item_id: str, prediction: Prediction) -> None:
-        self.recent[item_id] = prediction
+        kept = {name: prediction.record[name] for name in KEPT_FIELDS if name in prediction.record}
+        if isinstance(kept.get("description"), str):
+            kept["description"] = kept["description"][:KEPT_DESCRIPTION_CHARS]
+        self.recent[item_id] = Prediction(prediction.tag, prediction.model_version, prediction.tagged_by, kept)
         self.recent.move_to_end(item_id)
         while len(self.recent) > self.recent_limit:
             self.recent.popitem(last=False)

@@ -36,7 +36,7 @@ class Settings:
     """Topic of reviewers' decisions and users' corrections."""
     labels_path: Path = Path(".run/labels/labels.jsonl")
     """The labelled store: people's decisions appended as JSON lines, read by ``python -m model_export``."""
-    review_recent_limit: int = 50_000
+    review_recent_limit: int = 20_000
     """Recent predictions kept in memory to judge feedback against (oldest forgotten first)."""
     partitions: int = 1
     """Partitions of the internal topics and tables; must equal the input topic's partition count."""

@@ -105,25 +105,27 @@ def test_known_label_values_read_zero_from_the_start(registry: CollectorRegistry
     assert value("content_tagger_model_promotions_total") == 0
     for verdict in VERDICTS:
         assert value("content_tagger_feedback_decisions_total", {"verdict": verdict}) == 0
+    metrics.set_model("v1", 0.6, 0.2)
     for route, tag in itertools.product(ROUTES, APPROVED_TAGS):
-        assert value("content_tagger_online_judged_total", {"route": route, "tag": tag}) == 0
-        assert value("content_tagger_online_correct_total", {"route": route, "tag": tag}) == 0
+        labels = {"version": "v1", "route": route, "tag": tag}
+        assert value("content_tagger_online_judged_total", labels) == 0
+        assert value("content_tagger_online_correct_total", labels) == 0
 
 
 def test_a_judgement_counts_the_verdict_and_whether_the_model_was_right(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
     value = registry.get_sample_value
-    metrics.judged("corrected", "review", "mlops", correct=False)
-    metrics.judged("accepted", "review", "mlops", correct=True)
-    metrics.judged("reported", "tagged", "other", correct=False)
-    metrics.judged("reported", None, None, correct=False)  # the prediction is not known: only the verdict counts
-    assert value("content_tagger_online_judged_total", {"route": "review", "tag": "mlops"}) == 2
-    assert value("content_tagger_online_correct_total", {"route": "review", "tag": "mlops"}) == 1
-    assert value("content_tagger_online_judged_total", {"route": "tagged", "tag": "other"}) == 1
+    metrics.judged("corrected", "v1", "review", "mlops", correct=False)
+    metrics.judged("accepted", "v1", "review", "mlops", correct=True)
+    metrics.judged("reported", "v2", "tagged", "other", correct=False)
+    metrics.judged("reported", None, None, None, correct=False)  # the prediction is not known: only the verdict
+    assert value("content_tagger_online_judged_total", {"version": "v1", "route": "review", "tag": "mlops"}) == 2
+    assert value("content_tagger_online_correct_total", {"version": "v1", "route": "review", "tag": "mlops"}) == 1
+    assert value("content_tagger_online_judged_total", {"version": "v2", "route": "tagged", "tag": "other"}) == 1
     assert value("content_tagger_feedback_decisions_total", {"verdict": "reported"}) == 2
-    judged = [value("content_tagger_online_judged_total", {"route": r, "tag": t}) or 0
-              for r, t in itertools.product(ROUTES, APPROVED_TAGS)]  # fmt: skip
+    judged = [value("content_tagger_online_judged_total", {"version": v, "route": r, "tag": t}) or 0
+              for v, r, t in itertools.product(("v1", "v2"), ROUTES, APPROVED_TAGS)]  # fmt: skip
     assert sum(judged) == 3
 
 
