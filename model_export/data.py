@@ -36,16 +36,13 @@ class Dataset:
     """First line (1-based, in the CSV) of every row dropped because an earlier row has the same title."""
 
 
-def load_dataset(path: Path, feedback: Path | None = None) -> Dataset:
-    """Read ``path`` (CSV), validate it, drop duplicate titles, then apply feedback (latest decision per id wins).
+def load_dataset(path: Path) -> Dataset:
+    """Read ``path`` (CSV), validate it and drop duplicate titles; feedback is applied after the split
+    (:func:`apply_feedback`), so it never moves rows between splits.
 
     Raises :class:`DataValidationError` naming every bad row by the line it starts on in the file.
     """
-    examples = _read_csv(path)
-    dataset = _drop_duplicate_titles(examples)
-    if feedback is None:
-        return dataset
-    return Dataset(apply_feedback(dataset.examples, load_feedback(feedback)), dataset.duplicate_rows)
+    return _drop_duplicate_titles(_read_csv(path))
 
 
 def _read_csv(path: Path) -> list[tuple[int, Example]]:
@@ -93,6 +90,7 @@ def load_feedback(path: Path) -> list[Example]:
     Raises :class:`DataValidationError` naming every bad line.
     """
     latest: dict[str, Example] = {}
+    decided_at: dict[str, str] = {}
     problems: list[str] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -112,7 +110,10 @@ def load_feedback(path: Path) -> list[Example]:
             problems.append(f"line {number}: empty id or title")
         elif example.tag not in APPROVED_TAGS:
             problems.append(f"line {number}: tag {example.tag!r} is not approved")
-        else:
+        elif str(item.get("decided_at") or "") >= decided_at.get(example.id, ""):
+            # The latest decision wins: by ``decided_at`` when the lines carry it (the labelled store appends in
+            # the order decisions are read, not made), else by line order.
+            decided_at[example.id] = str(item.get("decided_at") or "")
             latest.pop(example.id, None)  # re-insert, so the order is that of the latest decisions
             latest[example.id] = example
     if problems:

@@ -333,16 +333,13 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
     )
     await consumer.start()
     try:
-        partitions: list[TopicPartition] = []
-        while len({tp.topic for tp in partitions}) < len(names):  # the topics may not exist yet
+        while True:
             await consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(name, p)
-                for name in names
-                for p in consumer._client.cluster.partitions_for_topic(name) or ()
-            ]
-            if len({tp.topic for tp in partitions}) < len(names):
-                await asyncio.sleep(1.0)
+            cluster = consumer._client.cluster
+            partitions = [TopicPartition(n, p) for n in names for p in cluster.partitions_for_topic(n) or ()]
+            if {tp.topic for tp in partitions} == set(names):
+                break
+            await asyncio.sleep(1.0)  # the topics may not exist yet
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         predictions = [tp for tp in partitions if tp.topic != settings.feedback_topic]

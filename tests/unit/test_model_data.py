@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model_export.data import DataValidationError, load_dataset
+from model_export.data import Dataset, DataValidationError, apply_feedback, load_dataset, load_feedback
 
 HEADER = "id,created_on,title,description,tag\n"
 
@@ -61,6 +61,12 @@ def test_duplicate_titles_are_reported_and_removed(tmp_path: Path) -> None:
     assert dataset.duplicate_rows == [3]
 
 
+def with_feedback(path: Path, feedback: Path) -> Dataset:
+    """The dataset at ``path`` with the feedback applied, as the trainer applies it to its training split."""
+    dataset = load_dataset(path)
+    return Dataset(apply_feedback(dataset.examples, load_feedback(feedback)), dataset.duplicate_rows)
+
+
 def test_feedback_relabels_by_id_and_the_latest_decision_wins(tmp_path: Path) -> None:
     feedback = tmp_path / "feedback.jsonl"
     lines = [
@@ -69,14 +75,14 @@ def test_feedback_relabels_by_id_and_the_latest_decision_wins(tmp_path: Path) ->
         {"id": "9", "title": "New item", "description": "", "tag": "mlops"},
     ]
     feedback.write_text("\n".join(json.dumps(line) for line in lines))
-    dataset = load_dataset(write(tmp_path, "1,d,Same Title,x,mlops\n"), feedback)
+    dataset = with_feedback(write(tmp_path, "1,d,Same Title,x,mlops\n"), feedback)
     assert {(e.id, e.tag) for e in dataset.examples} == {("1", "computer-vision"), ("9", "mlops")}
 
 
 def test_feedback_replaces_a_dataset_row_with_the_same_title(tmp_path: Path) -> None:
     feedback = tmp_path / "feedback.jsonl"
     feedback.write_text(json.dumps({"id": "77", "title": "same  TITLE", "description": "", "tag": "other"}) + "\n")
-    dataset = load_dataset(write(tmp_path, "1,d,Same Title,x,mlops\n2,d,Kept,y,mlops\n"), feedback)
+    dataset = with_feedback(write(tmp_path, "1,d,Same Title,x,mlops\n2,d,Kept,y,mlops\n"), feedback)
     assert {(e.id, e.tag) for e in dataset.examples} == {("2", "mlops"), ("77", "other")}
 
 
@@ -90,8 +96,18 @@ def test_bad_feedback_lines_are_named(tmp_path: Path) -> None:
     ]
     feedback.write_text("\n".join(lines))
     with pytest.raises(DataValidationError) as error:
-        load_dataset(write(tmp_path, "1,d,T,x,mlops\n"), feedback)
+        with_feedback(write(tmp_path, "1,d,T,x,mlops\n"), feedback)
     message = str(error.value)
     assert "3 bad feedback lines" in message
     assert "line 2: tag 'robotics' is not approved" in message
     assert "line 3:" in message and "line 4:" in message and "line 1:" not in message
+
+
+def test_feedback_with_decision_times_keeps_the_latest_decision_whatever_the_line_order(tmp_path: Path) -> None:
+    feedback = tmp_path / "labels.jsonl"
+    lines = [
+        {"id": "1", "title": "T", "tag": "mlops", "decided_at": "2026-11-23T00:00:02"},
+        {"id": "1", "title": "T", "tag": "other", "decided_at": "2026-11-23T00:00:01"},  # read later, decided earlier
+    ]
+    feedback.write_text("\n".join(json.dumps(line) for line in lines))
+    assert [(e.id, e.tag) for e in load_feedback(feedback)] == [("1", "mlops")]
