@@ -4,7 +4,7 @@ agent, on one generated stream and the same local broker, in one run.
     python -m bench.stream [--events 100000] [--rate 1000] [--rate-seconds 20] [--naive-events 10000]
     python -m bench.stream --rss-events 1000000    # worker RSS while 1M mostly-distinct titles flow
 
-For each contender: events/s at full speed (a backlog of --events messages, timed from its first output
+"ours-eos" is the same worker with TAGGER_PROCESSING_GUARANTEE=exactly_once. For each contender: events/s at full speed (a backlog of --events messages, timed from its first output
 to its last), end-to-end latency p50/p99 (input CreateTime to output CreateTime) at full speed and at a
 fixed offered rate, and the process's peak RSS (VmHWM). Starts and stops the local broker (scripts/kafka)
 unless one runs already. Results are printed and written to BENCHMARKS.md.
@@ -87,7 +87,11 @@ async def collect(
     A latency is output CreateTime minus the CreateTime of the input with the same key (malformed inputs have
     none and count for throughput only).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+    # read_committed: an exactly-once contender's records count when their transaction commits, as for its users.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     partitions = [TopicPartition(t, 0) for t in outputs]
     consumer.assign(partitions)
@@ -134,11 +138,15 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
 
 
 def start(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    worker = [sys.executable, "-m", "stream_app", "worker", "-l", "warn"]
     commands = {
-        "ours": [sys.executable, "-m", "stream_app", "worker", "-l", "warn"],
+        "ours": worker,
+        "ours-eos": worker,
         "ceiling": [sys.executable, "-m", "bench.ceiling"],
         "naive": [sys.executable, "-m", "faust", "-A", "bench.naive", "worker", "-l", "warn"],
     }
+    if name == "ours-eos":
+        env = {**env, "TAGGER_PROCESSING_GUARANTEE": "exactly_once"}
     return subprocess.Popen(commands[name], cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT)
 
@@ -279,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--naive-events", type=int, default=10_000, help="slice of the stream the naive peer gets")
     parser.add_argument("--rate", type=float, default=1000.0, help="offered rate for the latency run, events/s")
     parser.add_argument("--rate-seconds", type=float, default=20.0)
-    parser.add_argument("--contenders", default="ceiling,ours,naive")
+    parser.add_argument("--contenders", default="ceiling,ours,ours-eos,naive")
     parser.add_argument("--rss-events", type=int, default=0, help="instead: worker RSS over this many events")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print the results, leave BENCHMARKS.md alone")
@@ -342,6 +350,9 @@ def render(results: list[Result], args: argparse.Namespace, events: int, load_be
     if "ours" in by_name and "naive" in by_name:
         ratio = by_name["ours"].events_per_second / by_name["naive"].events_per_second
         lines.append(f"- ours / naive throughput: {ratio:.1f}x (target >= 10x)")
+    if "ours" in by_name and "ours-eos" in by_name:
+        ratio = by_name["ours-eos"].events_per_second / by_name["ours"].events_per_second
+        lines.append(f"- exactly-once / at-least-once throughput: {ratio:.2f}x")
     if "ours" in by_name:
         lines.append(f"- ours p99 at {args.rate:.0f} events/s: {by_name['ours'].rate_p99_ms:.1f} ms (target <= 25 ms)")
     return "\n".join(lines)

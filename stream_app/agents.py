@@ -20,7 +20,7 @@ import json
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterable, Iterator, MutableMapping
+from collections.abc import AsyncIterable, Iterator, MutableMapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -40,6 +40,7 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
 from stream_app.review import ReviewBoard, decide, render_page
 from stream_app.settings import Settings
+from stream_app.transactions import PartitionTransactions, Record, TransactedApp
 
 PRODUCER_BUFFER_MESSAGES = 10_000
 """Table changelog messages that may wait to be sent before Faust pauses the streams to drain them."""
@@ -113,7 +114,8 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     drift = DriftMonitor(reference, window=settings.drift_window, threshold=classifier.threshold)
     pipeline = Pipeline(classifier, metrics, drift)
 
-    app = faust.App(
+    app_class = TransactedApp if settings.exactly_once else faust.App
+    app = app_class(
         settings.app_id,
         broker=settings.broker_url,
         broker_credentials=_credentials(settings),
@@ -123,7 +125,8 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         web_bind=settings.web_host,
         web_host=settings.web_host,
         topic_partitions=settings.partitions,
-        processing_guarantee=settings.processing_guarantee,
+        # Faust's exactly-once is never used: it cannot cover a re-keying stage (transactions.py has our own).
+        processing_guarantee="at_least_once",
         broker_session_timeout=settings.session_timeout_seconds,
         consumer_auto_offset_reset="earliest",
         consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
@@ -171,25 +174,57 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         help="Dedupe state: first-seen titles and their near-duplicate LSH bands, per partition.",
     )
     last_sweep: dict[int, float] = {}
+    by_title_name = by_title_topic.get_topic_name()
+    transactions: tuple[PartitionTransactions, PartitionTransactions] | None = None
+    if settings.exactly_once:
+        client = {"bootstrap_servers": settings.kafka_bootstrap_servers, **_aiokafka_security(settings)}
+        transactions = (
+            PartitionTransactions("validate", settings.app_id, client),
+            PartitionTransactions("route", settings.app_id, client),
+        )
+        cast(TransactedApp, app).owners = {settings.input_topic: transactions[0], by_title_name: transactions[1]}
+
+    def record_of(output: Output) -> Record:
+        key = output.key.encode() if output.key is not None else None
+        return Record(output_topics[output.kind].get_topic_name(), key, encode(output.record))
 
     async def emit(output: Output) -> Any:
         key = output.key.encode() if output.key is not None else None
         return await output_topics[output.kind].send(key=key, value=encode(output.record))
+
+    def admit(event: EventT[Any]) -> Output | Admitted:
+        message = event.message
+        return pipeline.admit(
+            event.value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            event_time=message.timestamp,
+        )
 
     # An unexpected error in an agent stops the worker instead of restarting the agent: a restarted agent skips the
     # event it failed on, while a restarted worker resumes from the last committed offset (errors.py).
     @app.agent(input_topic, name="validate_events", supervisor_strategy=mode.CrashingSupervisor)
     async def validate_events(stream: StreamT[bytes]) -> AsyncIterable[None]:
         """Validate each input message: dead-letter it, or forward it keyed by its dedupe key."""
-        async for event in stream.events():
-            message = event.message
-            result = pipeline.admit(
-                event.value,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                event_time=message.timestamp,
+        if transactions is not None:
+            batches = cast(faust.Stream[Any], stream).take_events(
+                settings.batch_size, within=settings.batch_timeout_seconds
             )
+            async for events in batches:
+                for source, part in _by_partition(_uncommitted(events, transactions[0])).items():
+                    records = []
+                    for event in part:
+                        result = admit(event)
+                        if isinstance(result, Output):
+                            records.append(record_of(result))
+                        else:
+                            records.append(Record(by_title_name, result.dedupe_key.encode(), encode(result.to_wire())))
+                    await transactions[0].commit(source, part[-1].message.offset + 1, records)
+                yield None
+            return
+        async for event in stream.events():
+            result = admit(event)
             if isinstance(result, Output):
                 await emit(result)
             else:
@@ -202,7 +237,10 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         batches = cast(faust.Stream[Any], stream).take_events(
             settings.batch_size, within=settings.batch_timeout_seconds
         )
-        async for events in batches:
+        async for taken in batches:
+            events = _uncommitted(taken, transactions[1]) if transactions is not None else list(taken)
+            if not events:
+                continue
             batch = [Admitted.from_wire(cast(dict[str, Any], event.value)) for event in events]
             by_item = {id(item): event for item, event in zip(batch, events, strict=True)}
 
@@ -215,9 +253,17 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
                     )
 
             outputs = pipeline.route_batch(batch, check)
-            deliveries = [await emit(output) for output in outputs]
-            for delivery in deliveries:
-                await delivery
+            if transactions is not None:
+                # The titles first: no committed output may outlive the table entry that keeps its copies out.
+                await app.producer.flush()
+                output_of = {id(event): output for event, output in zip(events, outputs, strict=True)}
+                for source, part in _by_partition(events).items():
+                    records = [record_of(output_of[id(event)]) for event in part]
+                    await transactions[1].commit(source, part[-1].message.offset + 1, records)
+            else:
+                deliveries = [await emit(output) for output in outputs]
+                for delivery in deliveries:
+                    await delivery
             now = time.time()
             for item in batch:
                 metrics.latency(now - item.consumed_at)
@@ -227,6 +273,14 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             )
             metrics.set_dedupe_entries(len(title_index))
             yield None
+
+    if transactions is not None:
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
+        async def stop_producers(sender: Any, **kwargs: Any) -> None:
+            """Stop the transactional producers after the agents."""
+            for producers in transactions:
+                await producers.stop()
 
     feedback_topic = app.topic(
         settings.feedback_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
@@ -301,6 +355,24 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 
     app.tagger_metrics = metrics  # type: ignore[attr-defined]  # for tests and the review page
     return app
+
+
+def _uncommitted(events: Sequence[EventT[Any]], transactions: PartitionTransactions) -> list[EventT[Any]]:
+    """The events not committed already: the consumer can hand a record out twice, which Faust's at-least-once
+    commits absorb but a transaction would emit twice."""
+    return [
+        event
+        for event in events
+        if event.message.offset >= transactions.committed(TopicPartition(event.message.topic, event.message.partition))
+    ]
+
+
+def _by_partition(events: Sequence[EventT[Any]]) -> dict[TopicPartition, list[EventT[Any]]]:
+    """A batch's events grouped by the partition they were read from, in order."""
+    groups: dict[TopicPartition, list[EventT[Any]]] = {}
+    for event in events:
+        groups.setdefault(TopicPartition(event.message.topic, event.message.partition), []).append(event)
+    return groups
 
 
 def _sweep_expired(

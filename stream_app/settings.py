@@ -73,8 +73,8 @@ class Settings:
     """How long the group waits for a silent worker before giving its partitions to the others: bounds the
     stall after a crash (Faust's default is 60 s)."""
     processing_guarantee: str = "at_least_once"
-    """``at_least_once``, the only guarantee served. ``exactly_once`` is refused at start-up: Faust's transactions
-    do not cover this worker's two-stage, re-keyed flow, and a crash test measured repeats with it (README)."""
+    """``at_least_once``, or ``exactly_once``: each stage's records commit with the offsets they consume in one
+    Kafka transaction per source partition (transactions.py), at the cost of a transaction per batch."""
     security_protocol: str = "PLAINTEXT"
     """Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     ssl_cafile: str = ""
@@ -105,13 +105,8 @@ class Settings:
         """Raise :class:`ConfigError` for values no worker can run with."""
         if self.review_threshold is not None and not 0.0 <= self.review_threshold <= 1.0:
             raise ConfigError("TAGGER_REVIEW_THRESHOLD must be between 0 and 1")
-        if self.processing_guarantee == "exactly_once":
-            raise ConfigError(
-                "TAGGER_PROCESSING_GUARANTEE=exactly_once is not supported: Faust's transactions do not cover the "
-                "re-keyed by-title stage, so a crashed worker would still repeat events (see the README)"
-            )
-        if self.processing_guarantee != "at_least_once":
-            raise ConfigError("TAGGER_PROCESSING_GUARANTEE must be at_least_once")
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise ConfigError("TAGGER_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
         if self.store.split("://")[0] not in ("memory", "rocksdb"):
             raise ConfigError("TAGGER_STORE must be memory:// or rocksdb://")
         for name in ("partitions", "batch_size", "drift_window", "review_recent_limit"):
@@ -131,6 +126,11 @@ class Settings:
     def broker_url(self) -> str:
         """The bootstrap servers as a Faust broker URL list."""
         return ";".join(f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(","))
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether outputs and input offsets commit in Kafka transactions."""
+        return self.processing_guarantee == "exactly_once"
 
     @property
     def dedupe_ttl_seconds(self) -> float:

@@ -50,7 +50,6 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_WEB_PORT", "eighty"),
         ("TAGGER_REVIEW_THRESHOLD", "1.5"),
         ("TAGGER_PROCESSING_GUARANTEE", "at_most_once"),
-        ("TAGGER_PROCESSING_GUARANTEE", "exactly_once"),
         ("TAGGER_SESSION_TIMEOUT_SECONDS", "2"),
         ("TAGGER_STORE", "redis://"),
         ("TAGGER_BATCH_SIZE", "0"),
@@ -65,3 +64,8 @@ def test_the_sasl_password_is_never_printed() -> None:
     settings = Settings.from_env({"TAGGER_SASL_PASSWORD": "hunter2"})
     assert settings.sasl_password == "hunter2"
     assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(("value", "transacted"), [("at_least_once", False), ("exactly_once", True)])
+def test_both_delivery_guarantees_are_served(value: str, transacted: bool) -> None:
+    assert Settings.from_env({"TAGGER_PROCESSING_GUARANTEE": value}).exactly_once is transacted

@@ -1,0 +1,180 @@
+"""Exactly-once delivery: each stage's records and the input offsets they consume commit in one Kafka transaction.
+
+Faust's own ``processing_guarantee="exactly_once"`` names a transaction after the partition a record is *sent
+to*, so when a stage re-keys its records (ours does, onto the by-title topic) an input offset and the records made
+from it land in different transactions, and a crash between their commits repeats or loses work. Here instead:
+
+* every source partition a stage consumes has its own transactional producer, ``<group>-<stage>-<topic>-<p>``;
+  a batch's records and the next offset of that partition commit together, or not at all;
+* the worker's consumer reads ``read_committed``, so the by-title stage never sees records of an aborted
+  transaction, and it leaves the offsets of the transacted topics to the transactions (a plain commit landing
+  after a transactional one would move the offset back and repeat work);
+* a new owner of a partition starts its producer before it reads the committed offsets: that fences the previous
+  owner and completes its last transaction (aborted if open, finished if it was committing), so the offsets read
+  next include it, and readers are not held up until the transaction times out. (Kafka's ``require_stable``
+  offset fetch does this for clients that send it; aiokafka does not.)
+
+A failed transaction is not retried here: it raises, the agent's supervisor stops the worker, and the restarted
+worker resumes from the last committed offsets. The title table's changelog is written outside the transactions
+(flushed before each commit), which is consistent because a replayed event finds its title stored under its own
+id and is routed again, never taken for a copy of itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
+from faust.types import TP
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record a transaction sends."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class _ReadCommittedThread(AIOKafkaConsumerThread):
+    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> AIOKafkaConsumer:
+        consumer = super()._create_consumer(loop)
+        consumer._isolation_level = "read_committed"  # read by consumer.start(), which Faust calls next
+        return consumer
+
+
+class TransactedConsumer(FaustKafkaConsumer):
+    """Faust's Kafka consumer reading committed records only, leaving the transacted topics' offsets to the
+    transactions, and claiming their partitions before it seeks to the committed offsets.
+
+    Faust resumes a rebalanced stream's partitions and then seeks them to the committed offsets; records fetched
+    in between are dropped when the flow resumes, and the fetcher can go on past them, which Faust's own commits
+    tolerate (it never commits past a record its agents did not ack) but a transaction naming the next offset
+    would not. So transacted partitions stay paused until the seek is done.
+    """
+
+    _held: set[TP] = set()  # noqa: RUF012 - replaced, never mutated
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+    def resume_partitions(self, partitions: Iterable[TP]) -> None:
+        """Resume ``partitions``, but hold the transacted ones until the next :meth:`perform_seek`."""
+        owners = cast(TransactedApp, self.app).owners
+        partitions = set(partitions)
+        held = {tp for tp in partitions if tp.topic in owners}
+        self._held = self._held | held
+        if partitions - held:
+            super().resume_partitions(partitions - held)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        owners = cast(TransactedApp, self.app).owners
+        plain = {tp: offset for tp, offset in offsets.items() if tp.topic not in owners}
+        return await super()._commit(plain) if plain else True
+
+    async def perform_seek(self) -> None:
+        """Claim the assigned transacted partitions, seek every partition to its committed offset, then resume
+        the held ones."""
+        assignment = self.assignment()
+        await cast(TransactedApp, self.app).claim(assignment)
+        await super().perform_seek()
+        held, self._held = self._held, set()
+        if held & assignment:
+            super().resume_partitions(held & assignment)
+
+
+class TransactedApp(faust.App):
+    """A Faust app whose consumer is a :class:`TransactedConsumer`; ``owners`` maps each transacted topic to the
+    producers of the stage that consumes it."""
+
+    owners: dict[str, PartitionTransactions]
+
+    async def claim(self, assigned: Iterable[TP]) -> None:
+        """Make each stage own exactly its assigned partitions."""
+        assigned = list(assigned)
+        for topic, owner in self.owners.items():
+            await owner.claim(tp for tp in assigned if tp.topic == topic)
+
+    def _new_consumer(self) -> TransactedConsumer:
+        consumer = TransactedConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=self.transport.loop,
+        )
+        return consumer
+
+
+class PartitionTransactions:
+    """The transactional producers of one stage, one per source partition it owns."""
+
+    def __init__(self, stage: str, group_id: str, client_options: Mapping[str, Any]) -> None:
+        self.stage = stage
+        self.group_id = group_id
+        self.client_options = dict(client_options)
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._starting = asyncio.Lock()  # one producer per id: a second would fence the first
+
+    def transactional_id(self, source: TopicPartition) -> str:
+        """The transactional id of ``source``'s producer: the same in every worker, so a new owner fences the old."""
+        return f"{self.group_id}-{self.stage}-{source.topic}-{source.partition}"
+
+    async def claim(self, sources: Iterable[TopicPartition]) -> None:
+        """Own exactly ``sources``: start their producers (fencing earlier owners), stop the others."""
+        wanted = {TopicPartition(tp.topic, tp.partition) for tp in sources}
+        self._committed = {tp: offset for tp, offset in self._committed.items() if tp in wanted}
+        for source in [tp for tp in self._producers if tp not in wanted]:
+            await self._producers.pop(source).stop()  # fenced already, or soon, by the partition's new owner
+        for source in wanted:
+            await self._producer(source)
+
+    def committed(self, source: TopicPartition) -> int:
+        """The next offset of ``source`` after this process's last commit (-1 if none since it was claimed): a
+        record below it was committed already, so a consumer handing it out again must not process it twice."""
+        return self._committed.get(TopicPartition(source.topic, source.partition), -1)
+
+    async def commit(self, source: TopicPartition, next_offset: int, records: Sequence[Record]) -> None:
+        """Send ``records`` and consume ``source`` up to ``next_offset``, atomically; raises if that fails."""
+        source = TopicPartition(source.topic, source.partition)
+        producer = await self._producer(source)
+        async with producer.transaction():
+            sends = [await producer.send(r.topic, r.value, key=r.key) for r in records]
+            await producer.send_offsets_to_transaction({source: next_offset}, self.group_id)
+            await asyncio.gather(*sends)
+        self._committed[source] = next_offset
+
+    async def stop(self) -> None:
+        """Stop every producer (an open transaction is aborted by the next owner's producer)."""
+        producers, self._producers = list(self._producers.values()), {}
+        for producer in producers:
+            await producer.stop()
+
+    async def _producer(self, source: TopicPartition) -> AIOKafkaProducer:
+        producer = self._producers.get(source)
+        if producer is not None:
+            return producer
+        async with self._starting:
+            producer = self._producers.get(source)
+            if producer is not None:
+                return producer
+            producer = AIOKafkaProducer(
+                transactional_id=self.transactional_id(source),
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                max_batch_size=262_144,
+                **self.client_options,
+            )
+            await producer.start()  # init_transactions: fences the previous owner, aborts its open transaction
+            self._producers[source] = producer
+            return producer
