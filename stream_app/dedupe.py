@@ -8,12 +8,15 @@ edit (substitution, insertion, deletion, transposition) from its counterpart, wi
 not YOLOv7), title similarity of at least :data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both
 exist. A different word (text/token, image/video) is never one edit, so it vetoes the match.
 
-The store holds two kinds of entries, all JSON values that are replaced, never mutated (Faust writes the
+The store holds three kinds of entries, all JSON values that are replaced, never mutated (Faust writes the
 changelog only on assignment):
 
 * ``<ref>`` -> ``[event id, event time, word hashes, description signature]``, one per first-seen title, where
   ``<ref>`` is the dedupe key in 11 base64url characters, the word hashes are the sorted :func:`word_hash` of
   each word (repeats included) and both are base64url strings;
+* ``<ref>`` -> ``[original's event id, event time, "", "", original's ref, similarity]``, one per near copy
+  found: a replayed copy (after a crash) or a copy of the copy gets the same verdict even when the original has
+  since left its capped LSH buckets;
 * ``~<band><bucket>`` -> the refs of the titles in that LSH bucket, concatenated, newest last.
 
 Every hash is a BLAKE2b with a fixed personalisation string, so two processes, or one process before and
@@ -52,6 +55,7 @@ mistyped form may be a letter shorter (with/wth)."""
 DESCRIPTION_CHARS: Final = 1000
 """Only the start of a description is signed: it tells a repost from another item and bounds the cost."""
 
+_NEAR_COPY_FIELDS: Final = 6
 _DESCRIPTION_HASHES: Final = 12
 _WORD_HASH_BYTES: Final = 4
 _REF_CHARS: Final = 11
@@ -262,15 +266,21 @@ class DedupeIndex:
             return unique
         first = self.store.get(ref)
         if first is not None and self._fresh(first, event_time):
-            if first[0] == event_id:
+            if len(first) == _NEAR_COPY_FIELDS:
+                if self._live_copy(first, event_time):
+                    return DedupeVerdict(key, str(first[0]), "near", float(first[5]))
+            elif first[0] == event_id:
                 return unique
-            return DedupeVerdict(key, str(first[0]), "exact", 1.0)
+            else:
+                return DedupeVerdict(key, str(first[0]), "exact", 1.0)
         hashes = [word_hash(word) for word in words]
         incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
         buckets = band_keys(normalized.split())
         near = self._near(event_id, ref, buckets, incoming, event_time)
         if near is not None:
-            return DedupeVerdict(key, near[0], "near", near[1])
+            original, original_ref, similarity = near
+            self.store[ref] = [original, _compact_time(event_time), "", "", original_ref, similarity]
+            return DedupeVerdict(key, original, "near", similarity)
         packed = _b64(b"".join(sorted(incoming.hashes)))
         self._remember(ref, buckets, [event_id, _compact_time(event_time), packed, incoming.signature])
         return unique
@@ -281,6 +291,7 @@ class DedupeIndex:
         removed = 0
         live: set[str] = set()
         buckets: list[str] = []
+        copies: list[str] = []
         for key in list(self.store):
             if key.startswith(_BUCKET_PREFIX):
                 buckets.append(key)
@@ -291,11 +302,16 @@ class DedupeIndex:
             entry = self.store.get(key)
             if entry is None:
                 continue
-            if self._fresh(entry, now):
+            if len(entry) == _NEAR_COPY_FIELDS:
+                copies.append(key)
+            elif self._fresh(entry, now):
                 live.add(key)
             else:
                 del self.store[key]
                 removed += 1
+        for key in copies:
+            if not self._live_copy(self.store[key], now):
+                del self.store[key]
         for key in buckets:
             refs = self.store.get(key)
             if refs is None:
@@ -310,26 +326,36 @@ class DedupeIndex:
     def _fresh(self, entry: list[Any], event_time: float) -> bool:
         return bool(entry[1] + self.ttl_seconds >= event_time)
 
+    def _live_copy(self, copy: list[Any], event_time: float) -> bool:
+        """Whether a near copy's entry still stands: it and its original are fresh, and the original's ref still
+        holds that original (a title seen again after its TTL is stored anew, under another event)."""
+        original = self.store.get(copy[4])
+        if original is None or len(original) == _NEAR_COPY_FIELDS or original[0] != copy[0]:
+            return False
+        return self._fresh(copy, event_time) and self._fresh(original, event_time)
+
     def _near(
         self, event_id: str, ref: str, buckets: list[str], incoming: _Incoming, event_time: float
-    ) -> tuple[str, float] | None:
-        """The first-seen title in ``buckets`` confirmed as one typo away: (its event id, similarity)."""
+    ) -> tuple[str, str, float] | None:
+        """The first-seen title in ``buckets`` confirmed as one typo away: (its event id, its ref, similarity)."""
         candidates: set[str] = set()
         for bucket in buckets:
             candidates.update(_split_refs(self.store.get(bucket) or ""))
         candidates.discard(ref)
-        confirmed: list[tuple[float, float, str]] = []
+        confirmed: list[tuple[float, float, str, str]] = []
         for candidate in sorted(candidates):
             entry = self.store.get(candidate)
-            if entry is None or entry[0] == event_id or not self._fresh(entry, event_time):
+            if entry is None or len(entry) == _NEAR_COPY_FIELDS:
+                continue  # gone, or the ref was reused by a near copy (its title expired and came back as one)
+            if entry[0] == event_id or not self._fresh(entry, event_time):
                 continue
             similarity = self._confirm(incoming, entry)
             if similarity is not None:
-                confirmed.append((entry[1], -similarity, str(entry[0])))
+                confirmed.append((entry[1], -similarity, str(entry[0]), candidate))
         if not confirmed:
             return None
-        _, negative_similarity, original = min(confirmed)
-        return original, round(-negative_similarity, 4)
+        _, negative_similarity, original, original_ref = min(confirmed)
+        return original, original_ref, round(-negative_similarity, 4)
 
     @staticmethod
     def _confirm(incoming: _Incoming, entry: list[Any]) -> float | None:

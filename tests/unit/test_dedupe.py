@@ -338,3 +338,23 @@ def test_stored_values_are_json_and_never_mutated_in_place() -> None:
     assert [store[key][0] for key in entry_keys(store)] == ["5"]
     assert store.data == store.assigned
     assert json.loads(json.dumps(store.data)) == store.data
+
+
+def test_a_near_copy_keeps_its_verdict_after_its_original_leaves_the_buckets() -> None:
+    store: dict[str, Any] = {}
+    dedupe = index(store, ttl=DAY)
+    dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    typo = ORIGINAL.replace("prediction", "predicton")
+    first = dedupe.check_and_add("2", typo, DESCRIPTION, 10)
+    assert (first.duplicate_of, first.match) == ("1", "near")
+    # Newer look-alikes push the original out of its capped buckets; a replay of the copy (after a crash) and a
+    # copy of the copy must still be judged as the copy was.
+    for key in [key for key in store if key.startswith("~")]:
+        del store[key]
+    assert dedupe.check_and_add("2", typo, DESCRIPTION, 10) == first
+    assert dedupe.check_and_add("3", typo + "!", None, 20) == first
+    assert dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0).match is None  # the original's replay is no copy
+    # Once the original expires, so does what its copies stood on: the copy's title is new again.
+    assert dedupe.expire(DAY + 5) == 1
+    assert dedupe.check_and_add("4", typo, DESCRIPTION, DAY + 5).match is None
+    assert dedupe.check_and_add("5", typo, None, DAY + 6).duplicate_of == "4"
