@@ -173,6 +173,10 @@ class PartitionTransactions:
                 acks="all",
                 linger_ms=2,
                 max_batch_size=262_144,
+                # Kafka 4 brokers answer a transaction's first write to a partition with a retriable
+                # NOT_ENOUGH_REPLICAS now and then (aiokafka issue #1172); the default 100 ms wait before the
+                # retry would be most of the latency.
+                retry_backoff_ms=10,
                 **self.client_options,
             )
             await producer.start()  # init_transactions: fences the previous owner, aborts its open transaction
