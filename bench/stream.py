@@ -4,8 +4,8 @@ agent, on one generated stream and the same local broker, in one run.
     python -m bench.stream [--events 100000] [--rate 1000] [--rate-seconds 20] [--naive-events 10000]
     python -m bench.stream --rss-events 1000000    # worker RSS while 1M mostly-distinct titles flow
 
-"ours-eos" is the same worker with TAGGER_PROCESSING_GUARANTEE=exactly_once. For each contender: events/s at full speed (a backlog of --events messages, timed from its first output
-to its last), end-to-end latency p50/p99 (input CreateTime to output CreateTime) at full speed and at a
+"ours-eos" is the same worker with TAGGER_PROCESSING_GUARANTEE=exactly_once. For each contender: events/s at
+full speed (a backlog of --events messages, timed from its first output to its last), end-to-end latency p50/p99 (input CreateTime to output CreateTime) at full speed and at a
 fixed offered rate, and the process's peak RSS (VmHWM). Starts and stops the local broker (scripts/kafka)
 unless one runs already. Results are printed and written to BENCHMARKS.md.
 """

@@ -27,7 +27,7 @@ import faust
 import faust.web
 import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
@@ -184,13 +184,16 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         )
         cast(TransactedApp, app).owners = {settings.input_topic: transactions[0], by_title_name: transactions[1]}
 
-    def record_of(output: Output) -> Record:
-        key = output.key.encode() if output.key is not None else None
-        return Record(output_topics[output.kind].get_topic_name(), key, encode(output.record))
+    def record_of(result: Output | Admitted) -> Record:
+        """The record a stage sends for ``result``: an output, or a validated event forwarded by title."""
+        if isinstance(result, Admitted):
+            return Record(by_title_name, result.dedupe_key.encode(), encode(result.to_wire()))
+        key = result.key.encode() if result.key is not None else None
+        return Record(output_topics[result.kind].get_topic_name(), key, encode(result.record))
 
     async def emit(output: Output) -> Any:
-        key = output.key.encode() if output.key is not None else None
-        return await output_topics[output.kind].send(key=key, value=encode(output.record))
+        record = record_of(output)
+        return await output_topics[output.kind].send(key=record.key, value=record.value)
 
     def admit(event: EventT[Any]) -> Output | Admitted:
         message = event.message
@@ -213,13 +216,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             )
             async for events in batches:
                 for source, part in _by_partition(_uncommitted(events, transactions[0])).items():
-                    records = []
-                    for event in part:
-                        result = admit(event)
-                        if isinstance(result, Output):
-                            records.append(record_of(result))
-                        else:
-                            records.append(Record(by_title_name, result.dedupe_key.encode(), encode(result.to_wire())))
+                    records = [record_of(admit(event)) for event in part]
                     await transactions[0].commit(source, part[-1].message.offset + 1, records)
                 yield None
             return
@@ -360,18 +357,14 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 def _uncommitted(events: Sequence[EventT[Any]], transactions: PartitionTransactions) -> list[EventT[Any]]:
     """The events not committed already: the consumer can hand a record out twice, which Faust's at-least-once
     commits absorb but a transaction would emit twice."""
-    return [
-        event
-        for event in events
-        if event.message.offset >= transactions.committed(TopicPartition(event.message.topic, event.message.partition))
-    ]
+    return [event for event in events if event.message.offset >= transactions.committed(event.message.tp)]
 
 
-def _by_partition(events: Sequence[EventT[Any]]) -> dict[TopicPartition, list[EventT[Any]]]:
+def _by_partition(events: Sequence[EventT[Any]]) -> dict[TP, list[EventT[Any]]]:
     """A batch's events grouped by the partition they were read from, in order."""
-    groups: dict[TopicPartition, list[EventT[Any]]] = {}
+    groups: dict[TP, list[EventT[Any]]] = {}
     for event in events:
-        groups.setdefault(TopicPartition(event.message.topic, event.message.partition), []).append(event)
+        groups.setdefault(event.message.tp, []).append(event)
     return groups
 
 

@@ -103,7 +103,7 @@ class TransactedApp(faust.App):
             await owner.claim(tp for tp in assigned if tp.topic == topic)
 
     def _new_consumer(self) -> TransactedConsumer:
-        consumer = TransactedConsumer(
+        return TransactedConsumer(
             self.transport,
             callback=self.topics.on_message,
             on_partitions_revoked=self._on_partitions_revoked,
@@ -111,7 +111,6 @@ class TransactedApp(faust.App):
             beacon=self.beacon,
             loop=self.transport.loop,
         )
-        return consumer
 
 
 class PartitionTransactions:
@@ -138,14 +137,15 @@ class PartitionTransactions:
         for source in wanted:
             await self._producer(source)
 
-    def committed(self, source: TopicPartition) -> int:
+    def committed(self, source: TP) -> int:
         """The next offset of ``source`` after this process's last commit (-1 if none since it was claimed): a
-        record below it was committed already, so a consumer handing it out again must not process it twice."""
-        return self._committed.get(TopicPartition(source.topic, source.partition), -1)
+        record below it was committed already, so a consumer handing it out again must not process it twice.
+        Faust's ``TP`` and aiokafka's ``TopicPartition`` are equal tuples, so either names a partition here."""
+        return self._committed.get(source, -1)
 
-    async def commit(self, source: TopicPartition, next_offset: int, records: Sequence[Record]) -> None:
+    async def commit(self, source: TP, next_offset: int, records: Sequence[Record]) -> None:
         """Send ``records`` and consume ``source`` up to ``next_offset``, atomically; raises if that fails."""
-        source = TopicPartition(source.topic, source.partition)
+        source = TopicPartition(source.topic, source.partition)  # aiokafka checks the type
         producer = await self._producer(source)
         async with producer.transaction():
             sends = [await producer.send(r.topic, r.value, key=r.key) for r in records]
