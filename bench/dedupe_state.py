@@ -55,16 +55,9 @@ class CountingStore(MutableMapping[str, Any]):
         return len(self.data)
 
 
-def stored_bytes(store: CountingStore) -> tuple[int, int]:
-    """JSON bytes (key plus value, as the changelog carries them) of title entries and of bucket entries."""
-    entries = buckets = 0
-    for key, value in store.data.items():
-        size = len(json.dumps(key)) + len(json.dumps(value, separators=(",", ":")))
-        if key.startswith("~"):
-            buckets += size
-        else:
-            entries += size
-    return entries, buckets
+def stored_bytes(store: CountingStore) -> int:
+    """JSON bytes of the store's entries (key plus value, as the changelog carries them)."""
+    return sum(len(json.dumps(key)) + len(json.dumps(value, separators=(",", ":"))) for key, value in store.data.items())
 
 
 def rocksdb_bytes(store: CountingStore) -> int:
@@ -82,9 +75,9 @@ def rocksdb_bytes(store: CountingStore) -> int:
         return sum(path.stat().st_size for path in Path(folder).glob("*.sst"))
 
 
-def memory_bytes(store: CountingStore) -> int:
-    """Python heap bytes of the store's keys and values (containers and their contents, shared objects once)."""
-    seen: set[int] = set()
+def memory_bytes(mapping: dict[Any, Any], seen: set[int]) -> int:
+    """Python heap bytes of a dict, its keys and values (containers and their contents; objects in ``seen``,
+    which this adds to, are counted once)."""
 
     def size(obj: Any) -> int:
         if id(obj) in seen:
@@ -97,7 +90,7 @@ def memory_bytes(store: CountingStore) -> int:
             total += sum(size(item) for item in obj)
         return total
 
-    return sum(size(key) + size(value) for key, value in store.data.items()) + sys.getsizeof(store.data)
+    return size(mapping)
 
 
 def timed(dedupe: DedupeIndex, events: list[dict[str, Any]], times: list[float]) -> list[Any]:
@@ -136,11 +129,12 @@ def stream(dedupe: DedupeIndex, store: CountingStore, name: str, events: list[di
     return row, verdicts
 
 
-def size_row(name: str, store: CountingStore, titles: int) -> str:
-    entries, buckets = stored_bytes(store)
+def size_row(name: str, dedupe: DedupeIndex, store: CountingStore, titles: int) -> str:
+    seen: set[int] = set()
+    table, buckets = memory_bytes(store.data, seen), memory_bytes(dedupe.buckets, seen)
     return (
-        f"| {name} | {titles} | {entries / titles:.1f} | {buckets / titles:.1f} | {(entries + buckets) / titles:.1f} "
-        f"| {memory_bytes(store) / titles:.0f} | {rocksdb_bytes(store) / titles:.1f} |"
+        f"| {name} | {titles} | {stored_bytes(store) / titles:.1f} | {table / titles:.0f} | {buckets / titles:.0f} "
+        f"| {rocksdb_bytes(store) / titles:.1f} |"
     )
 
 
@@ -157,7 +151,7 @@ def measure(synthetic: int) -> str:
     negatives = [{**row, "time": START + 2e4} for row in hard_negatives(rows, rng)]
 
     unique_row, _ = stream(dedupe, store, "dataset titles (all unique)", originals)
-    sizes = [size_row("dataset", store, len(rows))]
+    sizes = [size_row("dataset", dedupe, store, len(rows))]
     copies_row, verdicts = stream(dedupe, store, "planted copies", copies)
     caught = Counter(kind for (original, _, kind), verdict in zip(planted, verdicts, strict=True)
                      if verdict.duplicate_of == original["id"])  # fmt: skip
@@ -167,8 +161,9 @@ def measure(synthetic: int) -> str:
 
     big = CountingStore()
     events = [{**event, "time": START + n} for n, event in enumerate(synthetic_titles(rows, synthetic, rng))]
-    synthetic_row, verdicts = stream(DedupeIndex(big, TTL), big, "synthetic look-alike titles", events)
-    sizes.append(size_row("synthetic", big, sum(verdict.match is None for verdict in verdicts)))
+    big_dedupe = DedupeIndex(big, TTL)
+    synthetic_row, verdicts = stream(big_dedupe, big, "synthetic look-alike titles", events)
+    sizes.append(size_row("synthetic", big_dedupe, big, sum(verdict.match is None for verdict in verdicts)))
 
     recall = ", ".join(f"{kind} {caught[kind] / totals[kind]:.3f}" for kind in sorted(totals))
     return "\n".join(
@@ -184,13 +179,15 @@ def measure(synthetic: int) -> str:
             "",
             "State per stored title: compact JSON of key and value, as the changelog carries them (event ids as in "
             "the dataset, up to 4 digits: each more character adds a byte; times to the millisecond); in memory "
-            "(Python objects of the `memory://` store: dict slots, str keys, parsed values); and on disk in RocksDB "
+            "(Python objects: the `memory://` store's dict slots, str keys and parsed values, and the LSH bucket "
+            "index, which lives in memory only and is rebuilt from the entries); and on disk in RocksDB "
             "(rocksdict, the same JSON key and value bytes Faust's `rocksdb://` store writes, *.sst bytes after "
-            "flush and full compaction with rocksdict default options; a small table carries a few KB of SST metadata). Target: <= 64 bytes per title on disk.",
+            "flush and full compaction with rocksdict default options; a small table carries a few KB of SST "
+            "metadata). Target: <= 64 bytes per title on disk.",
             "",
-            "| state | titles | JSON B/title, title entries | JSON B/title, LSH buckets | JSON B/title, total "
-            "| memory B/title | RocksDB B/title on disk |",
-            "|---|---|---|---|---|---|---|",
+            "| state | titles | JSON B/title (changelog) | memory B/title, table | memory B/title, LSH buckets "
+            "| RocksDB B/title on disk |",
+            "|---|---|---|---|---|---|",
             *sizes,
             "",
             f"Recall on planted copies (seed 1): {recall}. Hard negatives dropped: {false_drops} of {len(negatives)}.",

@@ -20,7 +20,7 @@ import json
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterable, Iterator, MutableMapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, MutableMapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -31,7 +31,7 @@ from faust.types import TP, EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
-from stream_app.dedupe import DedupeIndex, DedupeVerdict
+from stream_app.dedupe import Buckets, DedupeIndex, DedupeVerdict
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
 from stream_app.labels import LabelStore, read_labels
@@ -171,9 +171,24 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         default=None,
         partitions=settings.partitions,
         key_type=str,
-        help="Dedupe state: first-seen titles and their near-duplicate LSH bands, per partition.",
+        help="Dedupe state, per partition: first-seen titles with their LSH buckets, and the near copies found.",
     )
     last_sweep: dict[int, float] = {}
+    # The LSH buckets of each partition's titles, indexed from the table when first needed. A rebalance drops
+    # them: a partition assigned again may have been written by another worker meanwhile.
+    buckets: dict[int, Buckets] = {}
+
+    def title_index_of(partition: int) -> DedupeIndex:
+        view = PartitionView(title_index, partition)
+        index = DedupeIndex(view, settings.dedupe_ttl_seconds, buckets.get(partition))
+        buckets[partition] = index.buckets
+        return index
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
+    async def forget_buckets(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Drop the LSH buckets indexed before this rebalance."""
+        buckets.clear()
+
     by_title_name = by_title_topic.get_topic_name()
     transactions: tuple[PartitionTransactions, PartitionTransactions] | None = None
     if settings.exactly_once:
@@ -191,9 +206,13 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         key = result.key.encode() if result.key is not None else None
         return Record(output_topics[result.kind].get_topic_name(), key, encode(result.record))
 
-    async def emit(output: Output) -> Any:
-        record = record_of(output)
-        return await output_topics[output.kind].send(key=record.key, value=record.value)
+    async def deliver(records: Sequence[Record]) -> None:
+        """Send ``records`` through the app's producer and wait until the broker has them all: the batch they
+        came from is acked after this, so its offsets are committed only once its records are stored."""
+        # The producer itself, not Topic.send: Faust's per-message futures and callbacks cost more than the send.
+        pending = [await app.producer.send(r.topic, r.key, r.value, None, None, None) for r in records]
+        for delivery in pending:
+            await delivery
 
     def admit(event: EventT[Any]) -> Output | Admitted:
         message = event.message
@@ -209,23 +228,17 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     # event it failed on, while a restarted worker resumes from the last committed offset (errors.py).
     @app.agent(input_topic, name="validate_events", supervisor_strategy=mode.CrashingSupervisor)
     async def validate_events(stream: StreamT[bytes]) -> AsyncIterable[None]:
-        """Validate each input message: dead-letter it, or forward it keyed by its dedupe key."""
-        if transactions is not None:
-            batches = cast(faust.Stream[Any], stream).take_events(
-                settings.batch_size, within=settings.batch_timeout_seconds
-            )
-            async for events in batches:
+        """Validate input messages in batches: dead-letter each, or forward it keyed by its dedupe key."""
+        batches = cast(faust.Stream[Any], stream).take_events(
+            settings.batch_size, within=settings.batch_timeout_seconds
+        )
+        async for events in batches:
+            if transactions is None:
+                await deliver([record_of(admit(event)) for event in events])
+            else:
                 for source, part in _by_partition(_uncommitted(events, transactions[0])).items():
                     records = [record_of(admit(event)) for event in part]
                     await transactions[0].commit(source, part[-1].message.offset + 1, records)
-                yield None
-            return
-        async for event in stream.events():
-            result = admit(event)
-            if isinstance(result, Output):
-                await emit(result)
-            else:
-                await by_title_topic.send(key=result.dedupe_key.encode(), value=result.to_wire())
             yield None
 
     @app.agent(by_title_topic, name="route_events", supervisor_strategy=mode.CrashingSupervisor)
@@ -243,7 +256,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 
             def check(item: Admitted, by_item: dict[int, EventT[Any]] = by_item) -> DedupeVerdict:
                 event = by_item[id(item)]
-                index = DedupeIndex(PartitionView(title_index, event.message.partition), settings.dedupe_ttl_seconds)
+                index = title_index_of(event.message.partition)
                 with as_current_event(event):
                     return index.check_and_add(
                         str(item.event.id), item.event.title, item.event.description, item.event_time
@@ -258,16 +271,12 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
                     records = [record_of(output_of[id(event)]) for event in part]
                     await transactions[1].commit(source, part[-1].message.offset + 1, records)
             else:
-                deliveries = [await emit(output) for output in outputs]
-                for delivery in deliveries:
-                    await delivery
+                await deliver([record_of(output) for output in outputs])
             now = time.time()
             for item in batch:
                 metrics.latency(now - item.consumed_at)
             metrics.set_last_event(max(item.event_time for item in batch))
-            _sweep_expired(
-                list(zip(events, batch, strict=True)), title_index, last_sweep, settings.dedupe_ttl_seconds, now
-            )
+            _sweep_expired(list(zip(events, batch, strict=True)), title_index_of, last_sweep, now)
             metrics.set_dedupe_entries(len(title_index))
             yield None
 
@@ -370,9 +379,8 @@ def _by_partition(events: Sequence[EventT[Any]]) -> dict[TP, list[EventT[Any]]]:
 
 def _sweep_expired(
     batch: list[tuple[EventT[Any], Admitted]],
-    table: MutableMapping[str, Any],
+    title_index_of: Callable[[int], DedupeIndex],
     last_sweep: dict[int, float],
-    ttl_seconds: float,
     now: float,
 ) -> None:
     """Delete expired titles of each partition in this batch, at most once a sweep interval per partition."""
@@ -382,7 +390,7 @@ def _sweep_expired(
             continue
         last_sweep[partition] = now
         with as_current_event(event):
-            DedupeIndex(PartitionView(table, partition), ttl_seconds).expire(item.event_time)
+            title_index_of(partition).expire(item.event_time)
 
 
 async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:

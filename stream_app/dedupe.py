@@ -8,16 +8,19 @@ edit (substitution, insertion, deletion, transposition) from its counterpart, wi
 not YOLOv7), title similarity of at least :data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both
 exist. A different word (text/token, image/video) is never one edit, so it vetoes the match.
 
-The store holds three kinds of entries, all JSON values that are replaced, never mutated (Faust writes the
+The store holds two kinds of entries, all JSON values that are replaced, never mutated (Faust writes the
 changelog only on assignment):
 
-* ``<ref>`` -> ``[event id, event time, word hashes, description signature]``, one per first-seen title, where
-  ``<ref>`` is the dedupe key in 11 base64url characters, the word hashes are the sorted :func:`word_hash` of
-  each word (repeats included) and both are base64url strings;
+* ``<ref>`` -> ``[event id, event time, word hashes, description signature, LSH buckets]``, one per first-seen
+  title, where ``<ref>`` is the dedupe key in 11 base64url characters, the word hashes are the sorted
+  :func:`word_hash` of each word (repeats included), the buckets are the title's :func:`bucket_ids` (4 bytes
+  each), and all three are base64url strings;
 * ``<ref>`` -> ``[original's event id, event time, "", "", original's ref, similarity]``, one per near copy
   found: a replayed copy (after a crash) or a copy of the copy gets the same verdict even when the original has
-  since left its capped LSH buckets;
-* ``~<band><bucket>`` -> the refs of the titles in that LSH bucket, concatenated, newest last.
+  since left its capped LSH buckets.
+
+The LSH buckets themselves (bucket id -> refs, newest last) live in memory only, rebuilt from the entries by
+:func:`index_buckets` after a restart or a rebalance: one store write per new title instead of one per bucket.
 
 Every hash is a BLAKE2b with a fixed personalisation string, so two processes, or one process before and
 after a restart, agree on every key.
@@ -59,7 +62,7 @@ _NEAR_COPY_FIELDS: Final = 6
 _DESCRIPTION_HASHES: Final = 12
 _WORD_HASH_BYTES: Final = 4
 _REF_CHARS: Final = 11
-_BUCKET_PREFIX: Final = "~"
+_TITLE_FIELDS: Final = 5
 _TYPO_LETTERS: Final = string.ascii_lowercase + "ßàáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿ"
 """Letters a typo may have replaced or dropped, besides those of the word itself: Latin-1 lower case."""
 _SOURCES = (
@@ -150,15 +153,52 @@ def jaccard(left: set[str], right: set[str]) -> float:
     return len(left & right) / union if union else 1.0
 
 
-def band_keys(words: list[str]) -> list[str]:
-    """The store keys of the LSH buckets of a title's words."""
+def bucket_ids(words: list[str]) -> list[int]:
+    """The LSH buckets of a title's words: for each band, the band number in the high bits above a 32-bit
+    hash of that band's MinHash rows."""
     signature = _minhash(letter_pairs(words), b"tagger-title", BANDS * ROWS)
-    keys = []
+    ids = []
     for band in range(BANDS):
         rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS]))
         bucket = hashlib.blake2b(rows.encode(), digest_size=4, person=b"tagger-band").digest()
-        keys.append(f"{_BUCKET_PREFIX}{band}{_b64(bucket)}")
-    return keys
+        ids.append(band << 32 | int.from_bytes(bucket, "big"))
+    return ids
+
+
+def _pack_buckets(ids: list[int]) -> str:
+    return _b64(b"".join((bucket & 0xFFFFFFFF).to_bytes(4, "big") for bucket in ids))
+
+
+def _unpack_buckets(packed: str) -> list[int]:
+    raw = _unb64(packed)
+    return [band << 32 | int.from_bytes(raw[4 * band : 4 * band + 4], "big") for band in range(len(raw) // 4)]
+
+
+Buckets = dict[int, str]
+"""The LSH buckets of one store: bucket id -> refs of the titles in it, concatenated, oldest first, at most
+BUCKET_LIMIT. Most buckets hold one title, whose ref string they then share with the others: a str per bucket
+costs a fraction of a list."""
+
+
+def index_buckets(store: MutableMapping[str, Any]) -> Buckets:
+    """The LSH buckets of the first-seen titles in ``store``, filled in event-time order as they were live."""
+    titles = []
+    for ref, entry in store.items():
+        if len(ref) == _REF_CHARS and isinstance(entry, list) and len(entry) == _TITLE_FIELDS:
+            titles.append((entry[1], ref, entry[4]))
+    buckets: Buckets = {}
+    for _, ref, packed in sorted(titles):
+        _add_ref(buckets, _unpack_buckets(packed), ref)
+    return buckets
+
+
+def _add_ref(buckets: Buckets, ids: list[int], ref: str) -> None:
+    for bucket in ids:
+        refs = buckets.get(bucket)
+        if refs is None:
+            buckets[bucket] = ref
+        else:
+            buckets[bucket] = "".join([*(other for other in _split_refs(refs) if other != ref), ref][-BUCKET_LIMIT:])
 
 
 def _code_sum(word: str) -> int:
@@ -189,19 +229,26 @@ def signature_similarity(left: str, right: str) -> float | None:
 
 
 def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
-    """The words a single deleted, transposed, replaced or inserted letter away from ``word`` whose code
-    points sum to ``code_sum`` (modulo 256): the sum leaves a few dozen to try rather than hundreds.
+    """The words a single deleted, transposed, replaced or inserted letter away from ``word`` that have its
+    digits and whose code points sum to ``code_sum`` (modulo 256): the sum leaves a few dozen to try rather
+    than hundreds.
 
-    Digits are never inserted or replaced: a changed digit is another version, not a typo.
+    Digits are never deleted, inserted or replaced, nor a letter inserted between two of them: a changed number
+    is another version, not a typo. Skipping those edits up front makes a number that differs cheap to reject.
     """
     shift = (code_sum - _code_sum(word)) % 256
+    digits = _DIGITS.findall(word)
     letters: dict[int, list[str]] = {}
     for letter in sorted(set(_TYPO_LETTERS) | {c for c in word if c.isalpha()}):
         letters.setdefault(ord(letter) % 256, []).append(letter)
     if shift == 0:
         for i in range(len(word) - 1):
-            yield word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+            swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+            if not (word[i].isdigit() or word[i + 1].isdigit()) or _DIGITS.findall(swapped) == digits:
+                yield swapped
     for i, old in enumerate(word):
+        if old.isdigit():
+            continue
         if (ord(old) + shift) % 256 == 0:
             yield word[:i] + word[i + 1 :]
         for new in letters.get((ord(old) + shift) % 256, ()):
@@ -209,6 +256,8 @@ def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
                 yield word[:i] + new + word[i + 1 :]
     for new in letters.get(shift, ()):
         for i in range(len(word) + 1):
+            if 0 < i < len(word) and word[i - 1].isdigit() and word[i].isdigit():
+                continue
             yield word[:i] + new + word[i:]
 
 
@@ -245,11 +294,16 @@ class _Incoming:
 
 
 class DedupeIndex:
-    """Titles seen within the TTL, kept in ``store`` (see the module docstring for its layout)."""
+    """Titles seen within the TTL, kept in ``store`` (see the module docstring for its layout).
 
-    def __init__(self, store: MutableMapping[str, Any], ttl_seconds: float) -> None:
+    ``buckets`` must be the LSH buckets of ``store`` (:func:`index_buckets`), kept between indexes over the same
+    store; by default they are indexed from it.
+    """
+
+    def __init__(self, store: MutableMapping[str, Any], ttl_seconds: float, buckets: Buckets | None = None) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
+        self.buckets = index_buckets(store) if buckets is None else buckets
 
     def check_and_add(self, event_id: str, title: str, description: str | None, event_time: float) -> DedupeVerdict:
         """Judge a title against those seen within the TTL before ``event_time``; remember it if it is new.
@@ -275,14 +329,15 @@ class DedupeIndex:
                 return DedupeVerdict(key, str(first[0]), "exact", 1.0)
         hashes = [word_hash(word) for word in words]
         incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
-        buckets = band_keys(normalized.split())
+        buckets = bucket_ids(normalized.split())
         near = self._near(event_id, ref, buckets, incoming, event_time)
         if near is not None:
             original, original_ref, similarity = near
             self.store[ref] = [original, _compact_time(event_time), "", "", original_ref, similarity]
             return DedupeVerdict(key, original, "near", similarity)
         packed = _b64(b"".join(sorted(incoming.hashes)))
-        self._remember(ref, buckets, [event_id, _compact_time(event_time), packed, incoming.signature])
+        self.store[ref] = [event_id, _compact_time(event_time), packed, incoming.signature, _pack_buckets(buckets)]
+        _add_ref(self.buckets, buckets, ref)
         return unique
 
     def expire(self, now: float) -> int:
@@ -290,17 +345,12 @@ class DedupeIndex:
         the number of titles deleted. Keys of any other shape (state of an older layout) are deleted too."""
         removed = 0
         live: set[str] = set()
-        buckets: list[str] = []
         copies: list[str] = []
         for key in list(self.store):
-            if key.startswith(_BUCKET_PREFIX):
-                buckets.append(key)
-                continue
-            if len(key) != _REF_CHARS:
-                del self.store[key]
-                continue
-            entry = self.store.get(key)
+            entry = self.store.get(key) if len(key) == _REF_CHARS else None
             if entry is None:
+                if key in self.store:
+                    del self.store[key]
                 continue
             if len(entry) == _NEAR_COPY_FIELDS:
                 copies.append(key)
@@ -312,15 +362,12 @@ class DedupeIndex:
         for key in copies:
             if not self._live_copy(self.store[key], now):
                 del self.store[key]
-        for key in buckets:
-            refs = self.store.get(key)
-            if refs is None:
-                continue
-            kept = "".join(ref for ref in _split_refs(refs) if ref in live)
+        for bucket, refs in list(self.buckets.items()):
+            kept = [ref for ref in _split_refs(refs) if ref in live]
             if not kept:
-                del self.store[key]
-            elif kept != refs:
-                self.store[key] = kept
+                del self.buckets[bucket]
+            elif len(kept) * _REF_CHARS < len(refs):
+                self.buckets[bucket] = kept[0] if len(kept) == 1 else "".join(kept)
         return removed
 
     def _fresh(self, entry: list[Any], event_time: float) -> bool:
@@ -335,12 +382,12 @@ class DedupeIndex:
         return self._fresh(copy, event_time) and self._fresh(original, event_time)
 
     def _near(
-        self, event_id: str, ref: str, buckets: list[str], incoming: _Incoming, event_time: float
+        self, event_id: str, ref: str, buckets: list[int], incoming: _Incoming, event_time: float
     ) -> tuple[str, str, float] | None:
         """The first-seen title in ``buckets`` confirmed as one typo away: (its event id, its ref, similarity)."""
         candidates: set[str] = set()
         for bucket in buckets:
-            candidates.update(_split_refs(self.store.get(bucket) or ""))
+            candidates.update(_split_refs(self.buckets.get(bucket, "")))
         candidates.discard(ref)
         confirmed: list[tuple[float, float, str, str]] = []
         for candidate in sorted(candidates):
@@ -379,16 +426,6 @@ class DedupeIndex:
         if described is not None and described < DESCRIPTION_SIMILARITY:
             return None
         return similarity
-
-    def _remember(self, ref: str, buckets: list[str], entry: list[Any]) -> None:
-        """Store a first-seen title and add its ref to its buckets, each value replaced, never mutated."""
-        self.store[ref] = entry
-        for bucket in buckets:
-            current = self.store.get(bucket) or ""
-            refs = [other for other in _split_refs(current) if other != ref]
-            updated = "".join([*refs, ref][-BUCKET_LIMIT:])
-            if updated != current:
-                self.store[bucket] = updated
 
 
 def _split_refs(refs: str) -> list[str]:

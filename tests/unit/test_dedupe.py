@@ -16,11 +16,13 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stream_app.dedupe import (
+    BUCKET_LIMIT,
     MATCH_KINDS,
     DedupeIndex,
     DedupeVerdict,
-    band_keys,
+    bucket_ids,
     dedupe_key,
+    index_buckets,
     normalize_title,
     typo_source,
     word_hash,
@@ -87,12 +89,12 @@ def test_the_key_is_short_fixed_size_and_ignores_word_order() -> None:
 def test_keys_do_not_depend_on_the_process() -> None:
     """No salted Python hash(): another interpreter with another hash seed computes the same keys."""
     code = (
-        "from stream_app.dedupe import band_keys, dedupe_key, normalize_title as n;"
-        f"t = {ORIGINAL!r}; print(dedupe_key(t), *band_keys(n(t).split()))"
+        "from stream_app.dedupe import bucket_ids, dedupe_key, normalize_title as n;"
+        f"t = {ORIGINAL!r}; print(dedupe_key(t), *bucket_ids(n(t).split()))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert output.stdout.split() == [dedupe_key(ORIGINAL), *band_keys(normalize_title(ORIGINAL).split())]
+    assert output.stdout.split() == [dedupe_key(ORIGINAL), *map(str, bucket_ids(normalize_title(ORIGINAL).split()))]
 
 
 @pytest.mark.parametrize(
@@ -250,10 +252,6 @@ def test_entries_expire_by_event_time_in_check_and_add() -> None:
     assert dedupe.check_and_add("2", typo, None, DAY + 0.5).match is None
 
 
-def entry_keys(store: MutableMapping[str, Any]) -> set[str]:
-    return {key for key in store if not key.startswith("~")}
-
-
 def test_expire_deletes_old_titles_and_their_bucket_references() -> None:
     store: dict[str, Any] = {}
     dedupe = index(store, ttl=DAY)
@@ -261,22 +259,25 @@ def test_expire_deletes_old_titles_and_their_bucket_references() -> None:
     dedupe.check_and_add("2", ORIGINAL, None, 10 * DAY)
     assert dedupe.expire(10 * DAY) == 1
     assert dedupe.expire(10 * DAY) == 0
-    assert [store[key][0] for key in entry_keys(store)] == ["2"]
-    buckets = [value for key, value in store.items() if key.startswith("~")]
-    assert buckets and all(value[i : i + 11] in store for value in buckets for i in range(0, len(value), 11))
+    assert [entry[0] for entry in store.values()] == ["2"]
+    refs = [value[i : i + 11] for value in dedupe.buckets.values() for i in range(0, len(value), 11)]
+    assert refs and all(ref in store for ref in refs)
     assert dedupe.check_and_add("3", "Old title from last month about graph networks", None, 10 * DAY).match is None
     assert dedupe.check_and_add("4", ORIGINAL.replace("property", "propety"), None, 10 * DAY).duplicate_of == "2"
     assert dedupe.expire(12 * DAY) == 2
-    assert store == {}
+    assert store == {} and dedupe.buckets == {}
 
 
 def test_expire_clears_state_of_an_older_layout() -> None:
-    store: dict[str, Any] = {"t:0123456789abcdef": ["1", 0, "ab12"], "n:fedcba9876543210": [["0123", "x", 0]]}
+    store: dict[str, Any] = {
+        "t:0123456789abcdef": ["1", 0, "ab12"],
+        "n:fedcba9876543210": [["0123", "x", 0]],
+        "~0AAAAAA": "0123456789a",
+    }
     dedupe = index(store)
     dedupe.check_and_add("2", ORIGINAL, None, 10)
     assert dedupe.expire(10) == 0
-    assert [store[key][0] for key in entry_keys(store)] == ["2"]
-    assert not any(key.startswith(("t:", "n:")) for key in store)
+    assert [entry[0] for entry in store.values()] == ["2"]
 
 
 def test_state_rebuilt_from_the_store_still_knows_old_titles() -> None:
@@ -335,7 +336,7 @@ def test_stored_values_are_json_and_never_mutated_in_place() -> None:
     writes = store.writes
     assert dedupe.expire(5000) == 0 and store.writes == writes  # nothing expired: nothing written
     dedupe.expire(DAY + 2500)
-    assert [store[key][0] for key in entry_keys(store)] == ["5"]
+    assert [entry[0] for entry in store.values()] == ["5"]
     assert store.data == store.assigned
     assert json.loads(json.dumps(store.data)) == store.data
 
@@ -349,8 +350,7 @@ def test_a_near_copy_keeps_its_verdict_after_its_original_leaves_the_buckets() -
     assert (first.duplicate_of, first.match) == ("1", "near")
     # Newer look-alikes push the original out of its capped buckets; a replay of the copy (after a crash) and a
     # copy of the copy must still be judged as the copy was.
-    for key in [key for key in store if key.startswith("~")]:
-        del store[key]
+    dedupe.buckets.clear()
     assert dedupe.check_and_add("2", typo, DESCRIPTION, 10) == first
     assert dedupe.check_and_add("3", typo + "!", None, 20) == first
     assert dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0).match is None  # the original's replay is no copy
@@ -358,3 +358,15 @@ def test_a_near_copy_keeps_its_verdict_after_its_original_leaves_the_buckets() -
     assert dedupe.expire(DAY + 5) == 1
     assert dedupe.check_and_add("4", typo, DESCRIPTION, DAY + 5).match is None
     assert dedupe.check_and_add("5", typo, None, DAY + 6).duplicate_of == "4"
+
+
+def test_a_new_title_is_one_store_write_and_its_buckets_are_rebuilt_from_the_store() -> None:
+    store = RecordingStore()
+    dedupe = index(store, ttl=DAY)
+    # Look-alike titles (distinct words, no typo) crowd the same buckets past their cap.
+    words = ["audio", "image", "text", "video", "graph", "speech", "tabular", "sensor", "satellite", "medical"]
+    for n, word in enumerate(words):
+        assert dedupe.check_and_add(str(n), f"Deep learning for {word} classification", None, n).match is None
+    assert store.writes == len(words)
+    assert max(len(refs) for refs in dedupe.buckets.values()) == BUCKET_LIMIT * 11
+    assert index_buckets(json.loads(json.dumps(store.data))) == dedupe.buckets

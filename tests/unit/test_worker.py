@@ -1,0 +1,33 @@
+"""Worker start-up: the Faust worker class the app runs with."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream_app.settings import Settings
+from stream_app.worker import build_app
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_a_quiet_log_level_builds_no_debug_records(trained_model_dir: Path, tmp_path: Path) -> None:
+    """At ``-l warn`` Faust's own worker lowers the root logger to DEBUG for its spinner, so every message sent
+    builds a log record (about 10% of the worker's CPU); ours keeps the level asked for."""
+    app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path))
+    worker = app.conf.Worker(app, loglevel="warn", logfile=str(tmp_path / "worker.log"))
+    worker._setup_logging()
+    assert not logging.getLogger("aiokafka.producer").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("stream_app").isEnabledFor(logging.WARNING)
+    assert worker.shortlabel == "Worker"  # its "[^Worker]: Ready" line is what start-up scripts wait for
