@@ -29,6 +29,7 @@ after a restart, agree on every key.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import string
@@ -228,6 +229,18 @@ def signature_similarity(left: str, right: str) -> float | None:
     return sum(a == b for a, b in pairs) / len(pairs)
 
 
+def _letters_by_code_sum(letters: set[str]) -> dict[int, list[str]]:
+    """The letters a typo may use, by code point modulo 256: those of :data:`_TYPO_LETTERS` and ``letters``."""
+    by_sum: dict[int, list[str]] = {}
+    for letter in sorted(_TYPO_LETTER_SET | letters):
+        by_sum.setdefault(ord(letter) % 256, []).append(letter)
+    return by_sum
+
+
+_TYPO_LETTER_SET: Final = frozenset(_TYPO_LETTERS)
+_TYPO_LETTERS_BY_CODE_SUM: Final = _letters_by_code_sum(set())
+
+
 def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
     """The words a single deleted, transposed, replaced or inserted letter away from ``word`` that have its
     digits and whose code points sum to ``code_sum`` (modulo 256): the sum leaves a few dozen to try rather
@@ -238,9 +251,8 @@ def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
     """
     shift = (code_sum - _code_sum(word)) % 256
     digits = _DIGITS.findall(word)
-    letters: dict[int, list[str]] = {}
-    for letter in sorted(set(_TYPO_LETTERS) | {c for c in word if c.isalpha()}):
-        letters.setdefault(ord(letter) % 256, []).append(letter)
+    extra = {c for c in word if c.isalpha()} - _TYPO_LETTER_SET
+    letters = _letters_by_code_sum(extra) if extra else _TYPO_LETTERS_BY_CODE_SUM
     if shift == 0:
         for i in range(len(word) - 1):
             swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
@@ -279,6 +291,25 @@ def _compact_time(event_time: float) -> float | int:
     return int(rounded) if rounded.is_integer() else rounded
 
 
+def _packed_length(words: int) -> int:
+    """Length of the base64url (unpadded) of ``words`` word hashes."""
+    return -(-_WORD_HASH_BYTES * words * 4 // 3)
+
+
+@functools.lru_cache(maxsize=8192)
+def _stored_hash_counts(packed: str) -> Counter[bytes]:
+    """The word hashes of a stored title, counted. Cached: the titles in busy buckets are compared again and
+    again."""
+    raw = _unb64(packed)
+    return Counter(raw[i : i + _WORD_HASH_BYTES] for i in range(0, len(raw), _WORD_HASH_BYTES))
+
+
+@functools.lru_cache(maxsize=8192)
+def _stored_hashes(packed: str) -> frozenset[bytes]:
+    """The distinct word hashes of a stored title (cached like :func:`_stored_hash_counts`)."""
+    return frozenset(_stored_hash_counts(packed))
+
+
 @dataclass(frozen=True)
 class _Incoming:
     """A title being checked, as the near tier compares it."""
@@ -289,6 +320,8 @@ class _Incoming:
     """The :func:`word_hash` of each word."""
     counts: Counter[bytes]
     """How often each hash occurs."""
+    distinct: frozenset[bytes]
+    """The hashes, each once."""
     signature: str
     """The :func:`description_signature` of its description."""
 
@@ -328,7 +361,7 @@ class DedupeIndex:
             else:
                 return DedupeVerdict(key, str(first[0]), "exact", 1.0)
         hashes = [word_hash(word) for word in words]
-        incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
+        incoming = _Incoming(words, hashes, Counter(hashes), frozenset(hashes), description_signature(description))
         buckets = bucket_ids(normalized.split())
         near = self._near(event_id, ref, buckets, incoming, event_time)
         if near is not None:
@@ -407,13 +440,20 @@ class DedupeIndex:
     @staticmethod
     def _confirm(incoming: _Incoming, entry: list[Any]) -> float | None:
         """The title similarity if ``incoming`` is one typo from the stored entry and the descriptions agree."""
-        packed = _unb64(entry[2])
-        if len(packed) != _WORD_HASH_BYTES * len(incoming.hashes):
+        if len(entry[2]) != _packed_length(len(incoming.hashes)):
             return None  # a typo keeps the number of words
-        stored = Counter(packed[i : i + _WORD_HASH_BYTES] for i in range(0, len(packed), _WORD_HASH_BYTES))
-        added, dropped = incoming.counts - stored, stored - incoming.counts
-        if added.total() != 1:
-            return None  # a typo replaces one word: here more differ
+        stored = _stored_hashes(entry[2])
+        if len(stored) == len(incoming.hashes) == len(incoming.distinct):  # no repeated word: sets will do
+            added = incoming.distinct - stored
+            if len(added) != 1:
+                return None  # a typo replaces one word: here more differ
+            dropped = stored - incoming.distinct
+        else:
+            stored_counts = _stored_hash_counts(entry[2])
+            added_counts, dropped_counts = incoming.counts - stored_counts, stored_counts - incoming.counts
+            if added_counts.total() != 1:
+                return None
+            added, dropped = frozenset(added_counts), frozenset(dropped_counts)
         new_word = incoming.words[incoming.hashes.index(next(iter(added)))]
         old_word = typo_source(new_word, next(iter(dropped)))
         if old_word is None:

@@ -67,6 +67,7 @@ class WorkerProcess:
             if "[^Worker]: Ready" in self.log_text() and self._healthy():
                 return
             time.sleep(0.3)
+        self.kill()  # a worker that never got ready must not outlive the test
         raise TimeoutError(f"worker not ready in {timeout} s:\n{self.log_tail()}")
 
     def _healthy(self) -> bool:
