@@ -71,6 +71,10 @@ class PartitionView(MutableMapping[str, Any]):
             raise KeyError(key)
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.table.get(self.prefix + key)  # one table look-up, not Mapping.get's __getitem__ and raise
+        return default if value is None else value
+
     def __setitem__(self, key: str, value: Any) -> None:
         self.table[self.prefix + key] = value
 

@@ -131,12 +131,14 @@ def _unb64(text: str) -> bytes:
 def _minhash(elements: set[str], person: bytes, count: int) -> list[int]:
     """``count`` MinHash values of a set: each element's BLAKE2b digest is read as ``count`` independent
     32-bit hashes (``count`` <= 16), and each value is the least of one of them over the set."""
-    layout = f">{count}I"
-    hashed = [
-        struct.unpack(layout, hashlib.blake2b(element.encode(), digest_size=4 * count, person=person).digest())
-        for element in elements
-    ]
+    hashed = [_element_hashes(element, person, count) for element in elements]
     return [min(column) for column in zip(*hashed, strict=True)]
+
+
+@functools.lru_cache(maxsize=16384)  # letter pairs and common words recur from title to title
+def _element_hashes(element: str, person: bytes, count: int) -> tuple[int, ...]:
+    digest = hashlib.blake2b(element.encode(), digest_size=4 * count, person=person).digest()
+    return struct.unpack(f">{count}I", digest)
 
 
 def letter_pairs(words: set[str] | list[str]) -> set[str]:
