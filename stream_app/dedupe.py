@@ -8,16 +8,18 @@ edit (substitution, insertion, deletion, transposition) from its counterpart, wi
 not YOLOv7), title similarity of at least :data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both
 exist. A different word (text/token, image/video) is never one edit, so it vetoes the match.
 
-The store holds two kinds of entries, all JSON values that are replaced, never mutated (Faust writes the
-changelog only on assignment):
+The store holds two kinds of entries, each one string (one Python object per title keeps the memory small),
+replaced and never mutated (Faust writes the changelog only on assignment):
 
-* ``<ref>`` -> ``[event id, event time, word hashes, description signature, LSH buckets]``, one per first-seen
-  title, where ``<ref>`` is the dedupe key in 11 base64url characters, the word hashes are the sorted
+* ``<ref>`` -> ``"<event time>|<word hashes>|<description signature>|<LSH buckets>|<event id>"``, one per
+  first-seen title, where ``<ref>`` is the dedupe key in 11 base64url characters, the word hashes are the sorted
   :func:`word_hash` of each word (repeats included), the buckets are the title's :func:`bucket_ids` (4 bytes
   each), and all three are base64url strings;
-* ``<ref>`` -> ``[original's event id, event time, "", "", original's ref, similarity]``, one per near copy
+* ``<ref>`` -> ``"~<event time>|<similarity>|<original's ref>|<original's event id>"``, one per near copy
   found: a replayed copy (after a crash) or a copy of the copy gets the same verdict even when the original has
   since left its capped LSH buckets.
+
+:func:`entry_fields` reads both, and the JSON lists earlier versions stored.
 
 The LSH buckets themselves (bucket id -> refs, newest last) live in memory only, rebuilt from the entries by
 :func:`index_buckets` after a restart or a rebalance: one store write per new title instead of one per bucket.
@@ -64,6 +66,7 @@ _DESCRIPTION_HASHES: Final = 12
 _WORD_HASH_BYTES: Final = 4
 _REF_CHARS: Final = 11
 _TITLE_FIELDS: Final = 5
+_COPY_MARK: Final = "~"
 _TYPO_LETTERS: Final = string.ascii_lowercase + "ßàáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿ"
 """Letters a typo may have replaced or dropped, besides those of the word itself: Latin-1 lower case."""
 _SOURCES = (
@@ -183,11 +186,38 @@ BUCKET_LIMIT. Most buckets hold one title, whose ref string they then share with
 costs a fraction of a list."""
 
 
+def entry_fields(value: Any) -> list[Any] | None:
+    """A stored value as a list: ``[event id, event time, word hashes, description signature, LSH buckets]`` for
+    a first-seen title, ``[original's event id, event time, "", "", original's ref, similarity]`` for a near
+    copy; None for a value of no known shape. Lists (as earlier versions stored them) are returned as they are."""
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        if value.startswith(_COPY_MARK):
+            event_time, similarity, original_ref, original = value[1:].split("|", 3)
+            return [original, float(event_time), "", "", original_ref, float(similarity)]
+        event_time, hashes, signature, buckets, event_id = value.split("|", 4)
+        return [event_id, float(event_time), hashes, signature, buckets]
+    except ValueError:
+        return None
+
+
+def _title_value(event_id: str, event_time: float, hashes: str, signature: str, buckets: str) -> str:
+    return f"{_compact_time(event_time)}|{hashes}|{signature}|{buckets}|{event_id}"
+
+
+def _copy_value(original: str, event_time: float, original_ref: str, similarity: float) -> str:
+    return f"{_COPY_MARK}{_compact_time(event_time)}|{similarity}|{original_ref}|{original}"
+
+
 def index_buckets(store: MutableMapping[str, Any]) -> Buckets:
     """The LSH buckets of the first-seen titles in ``store``, filled in event-time order as they were live."""
     titles = []
-    for ref, entry in store.items():
-        if len(ref) == _REF_CHARS and isinstance(entry, list) and len(entry) == _TITLE_FIELDS:
+    for ref, value in store.items():
+        entry = entry_fields(value) if len(ref) == _REF_CHARS else None
+        if entry is not None and len(entry) == _TITLE_FIELDS:
             titles.append((entry[1], ref, entry[4]))
     buckets: Buckets = {}
     for _, ref, packed in sorted(titles):
@@ -353,7 +383,7 @@ class DedupeIndex:
         unique = DedupeVerdict(key, None, None, 0.0)
         if not normalized:
             return unique
-        first = self.store.get(ref)
+        first = entry_fields(self.store.get(ref))
         if first is not None and self._fresh(first, event_time):
             if len(first) == _NEAR_COPY_FIELDS:
                 if self._live_copy(first, event_time):
@@ -368,10 +398,10 @@ class DedupeIndex:
         near = self._near(event_id, ref, buckets, incoming, event_time)
         if near is not None:
             original, original_ref, similarity = near
-            self.store[ref] = [original, _compact_time(event_time), "", "", original_ref, similarity]
+            self.store[ref] = _copy_value(original, event_time, original_ref, similarity)
             return DedupeVerdict(key, original, "near", similarity)
         packed = _b64(b"".join(sorted(incoming.hashes)))
-        self.store[ref] = [event_id, _compact_time(event_time), packed, incoming.signature, _pack_buckets(buckets)]
+        self.store[ref] = _title_value(event_id, event_time, packed, incoming.signature, _pack_buckets(buckets))
         _add_ref(self.buckets, buckets, ref)
         return unique
 
@@ -380,22 +410,22 @@ class DedupeIndex:
         the number of titles deleted. Keys of any other shape (state of an older layout) are deleted too."""
         removed = 0
         live: set[str] = set()
-        copies: list[str] = []
+        copies: list[tuple[str, list[Any]]] = []
         for key in list(self.store):
-            entry = self.store.get(key) if len(key) == _REF_CHARS else None
+            entry = entry_fields(self.store.get(key)) if len(key) == _REF_CHARS else None
             if entry is None:
                 if key in self.store:
                     del self.store[key]
                 continue
             if len(entry) == _NEAR_COPY_FIELDS:
-                copies.append(key)
+                copies.append((key, entry))
             elif self._fresh(entry, now):
                 live.add(key)
             else:
                 del self.store[key]
                 removed += 1
-        for key in copies:
-            if not self._live_copy(self.store[key], now):
+        for key, entry in copies:
+            if not self._live_copy(entry, now):
                 del self.store[key]
         for bucket, refs in list(self.buckets.items()):
             kept = [ref for ref in _split_refs(refs) if ref in live]
@@ -411,7 +441,7 @@ class DedupeIndex:
     def _live_copy(self, copy: list[Any], event_time: float) -> bool:
         """Whether a near copy's entry still stands: it and its original are fresh, and the original's ref still
         holds that original (a title seen again after its TTL is stored anew, under another event)."""
-        original = self.store.get(copy[4])
+        original = entry_fields(self.store.get(copy[4]))
         if original is None or len(original) == _NEAR_COPY_FIELDS or original[0] != copy[0]:
             return False
         return self._fresh(copy, event_time) and self._fresh(original, event_time)
@@ -426,7 +456,7 @@ class DedupeIndex:
         candidates.discard(ref)
         confirmed: list[tuple[float, float, str, str]] = []
         for candidate in sorted(candidates):
-            entry = self.store.get(candidate)
+            entry = entry_fields(self.store.get(candidate))
             if entry is None or len(entry) == _NEAR_COPY_FIELDS:
                 continue  # gone, or the ref was reused by a near copy (its title expired and came back as one)
             if entry[0] == event_id or not self._fresh(entry, event_time):

@@ -22,6 +22,7 @@ from stream_app.dedupe import (
     DedupeVerdict,
     bucket_ids,
     dedupe_key,
+    entry_fields,
     index_buckets,
     normalize_title,
     typo_source,
@@ -252,6 +253,12 @@ def test_entries_expire_by_event_time_in_check_and_add() -> None:
     assert dedupe.check_and_add("2", typo, None, DAY + 0.5).match is None
 
 
+def stored_id(value: Any) -> str:
+    fields = entry_fields(value)
+    assert fields is not None, value
+    return str(fields[0])
+
+
 def test_expire_deletes_old_titles_and_their_bucket_references() -> None:
     store: dict[str, Any] = {}
     dedupe = index(store, ttl=DAY)
@@ -259,7 +266,7 @@ def test_expire_deletes_old_titles_and_their_bucket_references() -> None:
     dedupe.check_and_add("2", ORIGINAL, None, 10 * DAY)
     assert dedupe.expire(10 * DAY) == 1
     assert dedupe.expire(10 * DAY) == 0
-    assert [entry[0] for entry in store.values()] == ["2"]
+    assert [stored_id(value) for value in store.values()] == ["2"]
     refs = [value[i : i + 11] for value in dedupe.buckets.values() for i in range(0, len(value), 11)]
     assert refs and all(ref in store for ref in refs)
     assert dedupe.check_and_add("3", "Old title from last month about graph networks", None, 10 * DAY).match is None
@@ -277,7 +284,7 @@ def test_expire_clears_state_of_an_older_layout() -> None:
     dedupe = index(store)
     dedupe.check_and_add("2", ORIGINAL, None, 10)
     assert dedupe.expire(10) == 0
-    assert [entry[0] for entry in store.values()] == ["2"]
+    assert [stored_id(value) for value in store.values()] == ["2"]
 
 
 def test_state_rebuilt_from_the_store_still_knows_old_titles() -> None:
@@ -336,7 +343,7 @@ def test_stored_values_are_json_and_never_mutated_in_place() -> None:
     writes = store.writes
     assert dedupe.expire(5000) == 0 and store.writes == writes  # nothing expired: nothing written
     dedupe.expire(DAY + 2500)
-    assert [entry[0] for entry in store.values()] == ["5"]
+    assert [stored_id(value) for value in store.values()] == ["5"]
     assert store.data == store.assigned
     assert json.loads(json.dumps(store.data)) == store.data
 
@@ -370,3 +377,15 @@ def test_a_new_title_is_one_store_write_and_its_buckets_are_rebuilt_from_the_sto
     assert store.writes == len(words)
     assert max(len(refs) for refs in dedupe.buckets.values()) == BUCKET_LIMIT * 11
     assert index_buckets(json.loads(json.dumps(store.data))) == dedupe.buckets
+
+
+def test_titles_stored_by_an_earlier_version_still_keep_their_copies_out() -> None:
+    store: dict[str, Any] = {}
+    index(store).check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    [(ref, value)] = store.items()
+    fields = entry_fields(value)
+    assert fields is not None and fields[:2] == ["1", 0.0]
+    earlier = {ref: json.loads(json.dumps(fields[:4]))}  # a JSON list, before the LSH buckets lived in memory
+    dedupe = index(earlier)
+    assert dedupe.check_and_add("2", ORIGINAL + " - Medium", None, 1).duplicate_of == "1"
+    assert dedupe.expire(1) == 0 and earlier == {ref: fields[:4]}
