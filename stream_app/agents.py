@@ -31,7 +31,7 @@ from faust.types import TP, EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
-from stream_app.dedupe import Buckets, DedupeIndex, DedupeVerdict
+from stream_app.dedupe import DedupeIndex, DedupeVerdict
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
 from stream_app.labels import LabelStore, read_labels
@@ -178,20 +178,20 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         help="Dedupe state, per partition: first-seen titles with their LSH buckets, and the near copies found.",
     )
     last_sweep: dict[int, float] = {}
-    # The LSH buckets of each partition's titles, indexed from the table when first needed. A rebalance drops
-    # them: a partition assigned again may have been written by another worker meanwhile.
-    buckets: dict[int, Buckets] = {}
+    # Each partition's index, with its in-memory LSH buckets built from the table when first needed. A rebalance
+    # drops them: a partition assigned again may have been written by another worker meanwhile.
+    indexes: dict[int, DedupeIndex] = {}
 
     def title_index_of(partition: int) -> DedupeIndex:
-        view = PartitionView(title_index, partition)
-        index = DedupeIndex(view, settings.dedupe_ttl_seconds, buckets.get(partition))
-        buckets[partition] = index.buckets
+        index = indexes.get(partition)
+        if index is None:
+            index = indexes[partition] = DedupeIndex(PartitionView(title_index, partition), settings.dedupe_ttl_seconds)
         return index
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
-    async def forget_buckets(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        """Drop the LSH buckets indexed before this rebalance."""
-        buckets.clear()
+    async def forget_indexes(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Drop the indexes (and their LSH buckets) built before this rebalance."""
+        indexes.clear()
 
     by_title_name = by_title_topic.get_topic_name()
     transactions: tuple[PartitionTransactions, PartitionTransactions] | None = None
@@ -218,6 +218,18 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         for delivery in pending:
             await delivery
 
+    async def publish(
+        owner: PartitionTransactions | None, events: Sequence[EventT[Any]], records: Sequence[Record]
+    ) -> None:
+        """Send the records made from ``events`` (one each, in order): delivered before the batch is acked, or,
+        exactly-once, committed in one transaction per source partition with that partition's next offset."""
+        if owner is None:
+            await deliver(records)
+            return
+        record_of_event = {id(event): record for event, record in zip(events, records, strict=True)}
+        for source, part in _by_partition(events).items():
+            await owner.commit(source, part[-1].message.offset + 1, [record_of_event[id(event)] for event in part])
+
     def admit(event: EventT[Any]) -> Output | Admitted:
         message = event.message
         return pipeline.admit(
@@ -236,13 +248,10 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         batches = cast(faust.Stream[Any], stream).take_events(
             settings.batch_size, within=settings.batch_timeout_seconds
         )
-        async for events in batches:
-            if transactions is None:
-                await deliver([record_of(admit(event)) for event in events])
-            else:
-                for source, part in _by_partition(_uncommitted(events, transactions[0])).items():
-                    records = [record_of(admit(event)) for event in part]
-                    await transactions[0].commit(source, part[-1].message.offset + 1, records)
+        owner = transactions[0] if transactions is not None else None
+        async for taken in batches:
+            events = _uncommitted(taken, owner)
+            await publish(owner, events, [record_of(admit(event)) for event in events])
             yield None
 
     @app.agent(by_title_topic, name="route_events", supervisor_strategy=mode.CrashingSupervisor)
@@ -251,8 +260,9 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         batches = cast(faust.Stream[Any], stream).take_events(
             settings.batch_size, within=settings.batch_timeout_seconds
         )
+        owner = transactions[1] if transactions is not None else None
         async for taken in batches:
-            events = _uncommitted(taken, transactions[1]) if transactions is not None else list(taken)
+            events = _uncommitted(taken, owner)
             if not events:
                 continue
             batch = [Admitted.from_wire(cast(dict[str, Any], event.value)) for event in events]
@@ -267,15 +277,10 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
                     )
 
             outputs = pipeline.route_batch(batch, check)
-            if transactions is not None:
+            if owner is not None:
                 # The titles first: no committed output may outlive the table entry that keeps its copies out.
                 await app.producer.flush()
-                output_of = {id(event): output for event, output in zip(events, outputs, strict=True)}
-                for source, part in _by_partition(events).items():
-                    records = [record_of(output_of[id(event)]) for event in part]
-                    await transactions[1].commit(source, part[-1].message.offset + 1, records)
-            else:
-                await deliver([record_of(output) for output in outputs])
+            await publish(owner, events, [record_of(output) for output in outputs])
             now = time.time()
             for item in batch:
                 metrics.latency(now - item.consumed_at)
@@ -367,10 +372,12 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     return app
 
 
-def _uncommitted(events: Sequence[EventT[Any]], transactions: PartitionTransactions) -> list[EventT[Any]]:
-    """The events not committed already: the consumer can hand a record out twice, which Faust's at-least-once
-    commits absorb but a transaction would emit twice."""
-    return [event for event in events if event.message.offset >= transactions.committed(event.message.tp)]
+def _uncommitted(events: Sequence[EventT[Any]], owner: PartitionTransactions | None) -> list[EventT[Any]]:
+    """The events not committed already (all of them at-least-once): the consumer can hand a record out twice,
+    which Faust's at-least-once commits absorb but a transaction would emit twice."""
+    if owner is None:
+        return list(events)
+    return [event for event in events if event.message.offset >= owner.committed(event.message.tp)]
 
 
 def _by_partition(events: Sequence[EventT[Any]]) -> dict[TP, list[EventT[Any]]]:

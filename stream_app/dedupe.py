@@ -227,11 +227,9 @@ def index_buckets(store: MutableMapping[str, Any]) -> Buckets:
 
 def _add_ref(buckets: Buckets, ids: list[int], ref: str) -> None:
     for bucket in ids:
-        refs = buckets.get(bucket)
-        if refs is None:
-            buckets[bucket] = ref
-        else:
-            buckets[bucket] = "".join([*(other for other in _split_refs(refs) if other != ref), ref][-BUCKET_LIMIT:])
+        # "".join of one str returns that str: a bucket of one title shares the title's ref object.
+        others = [other for other in _split_refs(buckets.get(bucket, "")) if other != ref]
+        buckets[bucket] = "".join([*others, ref][-BUCKET_LIMIT:])
 
 
 def _code_sum(word: str) -> int:
@@ -336,12 +334,6 @@ def _stored_hash_counts(packed: str) -> Counter[bytes]:
     return Counter(raw[i : i + _WORD_HASH_BYTES] for i in range(0, len(raw), _WORD_HASH_BYTES))
 
 
-@functools.lru_cache(maxsize=8192)
-def _stored_hashes(packed: str) -> frozenset[bytes]:
-    """The distinct word hashes of a stored title (cached like :func:`_stored_hash_counts`)."""
-    return frozenset(_stored_hash_counts(packed))
-
-
 @dataclass(frozen=True)
 class _Incoming:
     """A title being checked, as the near tier compares it."""
@@ -352,8 +344,6 @@ class _Incoming:
     """The :func:`word_hash` of each word."""
     counts: Counter[bytes]
     """How often each hash occurs."""
-    distinct: frozenset[bytes]
-    """The hashes, each once."""
     signature: str
     """The :func:`description_signature` of its description."""
 
@@ -361,14 +351,14 @@ class _Incoming:
 class DedupeIndex:
     """Titles seen within the TTL, kept in ``store`` (see the module docstring for its layout).
 
-    ``buckets`` must be the LSH buckets of ``store`` (:func:`index_buckets`), kept between indexes over the same
-    store; by default they are indexed from it.
+    Its LSH buckets are indexed from ``store`` when it is made and kept up to date by its own writes: keep one
+    index per store, and make a new one when the store may have been written by someone else.
     """
 
-    def __init__(self, store: MutableMapping[str, Any], ttl_seconds: float, buckets: Buckets | None = None) -> None:
+    def __init__(self, store: MutableMapping[str, Any], ttl_seconds: float) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
-        self.buckets = index_buckets(store) if buckets is None else buckets
+        self.buckets = index_buckets(store)
 
     def check_and_add(self, event_id: str, title: str, description: str | None, event_time: float) -> DedupeVerdict:
         """Judge a title against those seen within the TTL before ``event_time``; remember it if it is new.
@@ -393,7 +383,7 @@ class DedupeIndex:
             else:
                 return DedupeVerdict(key, str(first[0]), "exact", 1.0)
         hashes = [word_hash(word) for word in words]
-        incoming = _Incoming(words, hashes, Counter(hashes), frozenset(hashes), description_signature(description))
+        incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
         buckets = bucket_ids(normalized.split())
         near = self._near(event_id, ref, buckets, incoming, event_time)
         if near is not None:
@@ -432,7 +422,7 @@ class DedupeIndex:
             if not kept:
                 del self.buckets[bucket]
             elif len(kept) * _REF_CHARS < len(refs):
-                self.buckets[bucket] = kept[0] if len(kept) == 1 else "".join(kept)
+                self.buckets[bucket] = "".join(kept)
         return removed
 
     def _fresh(self, entry: list[Any], event_time: float) -> bool:
@@ -474,18 +464,17 @@ class DedupeIndex:
         """The title similarity if ``incoming`` is one typo from the stored entry and the descriptions agree."""
         if len(entry[2]) != _packed_length(len(incoming.hashes)):
             return None  # a typo keeps the number of words
-        stored = _stored_hashes(entry[2])
-        if len(stored) == len(incoming.hashes) == len(incoming.distinct):  # no repeated word: sets will do
-            added = incoming.distinct - stored
+        stored = _stored_hash_counts(entry[2])
+        if len(stored) == len(incoming.hashes) == len(incoming.counts):  # no repeated word: key sets will do
+            added = incoming.counts.keys() - stored.keys()
             if len(added) != 1:
                 return None  # a typo replaces one word: here more differ
-            dropped = stored - incoming.distinct
+            dropped = stored.keys() - incoming.counts.keys()
         else:
-            stored_counts = _stored_hash_counts(entry[2])
-            added_counts, dropped_counts = incoming.counts - stored_counts, stored_counts - incoming.counts
+            added_counts = incoming.counts - stored
             if added_counts.total() != 1:
                 return None
-            added, dropped = frozenset(added_counts), frozenset(dropped_counts)
+            added, dropped = set(added_counts), set(stored - incoming.counts)
         new_word = incoming.words[incoming.hashes.index(next(iter(added)))]
         old_word = typo_source(new_word, next(iter(dropped)))
         if old_word is None:
