@@ -15,6 +15,7 @@ whichever input partition they arrived on.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import ssl
@@ -27,11 +28,12 @@ import faust
 import faust.web
 import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.serializers import codecs
 from faust.types import TP, EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
-from stream_app.dedupe import DedupeIndex, DedupeVerdict
+from stream_app.dedupe import REF_CHARS, DedupeIndex, DedupeVerdict
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
 from stream_app.labels import LabelStore, read_labels
@@ -44,8 +46,9 @@ from stream_app.transactions import PartitionTransactions, Record, TransactedApp
 
 PRODUCER_BUFFER_MESSAGES = 10_000
 """Table changelog messages that may wait to be sent before Faust pauses the streams to drain them."""
-SWEEP_INTERVAL_SECONDS = 60.0
-"""How often each partition's expired titles are deleted from the table."""
+SWEEP_INTERVAL_SECONDS = 1.0
+"""How often each partition's expired titles are deleted from the table: a sweep costs what it deletes (not what
+the table holds), so frequent sweeps keep each one short."""
 METADATA_MAX_AGE_MS = 5_000
 """How often the consumer refreshes cluster metadata. A group assignment made while a just-created internal
 topic was still missing from the metadata leaves that topic unassigned until the next refresh (Kafka's
@@ -87,6 +90,39 @@ class PartitionView(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+TITLE_KEY_CODEC = "tagger-title-key"
+
+
+class TitleKeyCodec(codecs.Codec):
+    """Title table keys on the wire and on disk: ``"<partition>/<ref>"`` as 10 bytes (a zero byte, the partition,
+    the 8 bytes of the ref) when the partition is below 256, else as JSON.
+
+    A title costs 10 key bytes, not the 15 of its JSON string; keys written as JSON by earlier versions (and any
+    other key) are still read: JSON never starts with a zero byte.
+    """
+
+    def _dumps(self, key: Any) -> bytes:
+        partition, _, ref = str(key).partition("/")
+        if partition.isdigit() and int(partition) < 256 and len(ref) == REF_CHARS:
+            with contextlib.suppress(ValueError):
+                raw = base64.urlsafe_b64decode(ref + "=")
+                if base64.urlsafe_b64encode(raw)[:REF_CHARS].decode() == ref:  # canonical: it reads back the same
+                    return bytes([0, int(partition)]) + raw
+        return json.dumps(key).encode()
+
+    def _loads(self, raw: bytes) -> Any:
+        if len(raw) == 10 and raw[0] == 0:
+            return f"{raw[1]}/{base64.urlsafe_b64encode(raw[2:])[:REF_CHARS].decode()}"
+        return json.loads(raw)
+
+
+class TitleTable(faust.Table[str, bytes]):
+    """The title table: keys through :class:`TitleKeyCodec`, values raw bytes (the binary entries of dedupe.py)."""
+
+    def _serializer_from_type(self, typ: Any) -> str:
+        return TITLE_KEY_CODEC if typ is str else "raw"
 
 
 @contextlib.contextmanager
@@ -170,13 +206,18 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             ("deadletter", settings.deadletter_topic),
         )
     }
-    title_index = app.Table(
-        "title-index",
+    codecs.register(TITLE_KEY_CODEC, TitleKeyCodec())
+    title_index = TitleTable(
+        app,
+        name="title-index",
         default=None,
+        beacon=app.tables.beacon,
         partitions=settings.partitions,
         key_type=str,
+        value_type=bytes,
         help="Dedupe state, per partition: first-seen titles with their LSH buckets, and the near copies found.",
     )
+    app.tables.add(title_index)
     last_sweep: dict[int, float] = {}
     # Each partition's index, with its in-memory LSH buckets built from the table when first needed. A rebalance
     # drops them: a partition assigned again may have been written by another worker meanwhile.

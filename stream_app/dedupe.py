@@ -8,21 +8,22 @@ edit (substitution, insertion, deletion, transposition) from its counterpart, wi
 not YOLOv7), title similarity of at least :data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both
 exist. A different word (text/token, image/video) is never one edit, so it vetoes the match.
 
-The store holds two kinds of entries, each one string (one Python object per title keeps the memory small),
-replaced and never mutated (Faust writes the changelog only on assignment):
+The store holds two kinds of entries, each one ``bytes`` value (one small Python object per title, and no more
+than a title needs on disk), replaced and never mutated (Faust writes the changelog only on assignment). Keys
+are ``<ref>``, the dedupe key in 11 base64url characters:
 
-* ``<ref>`` -> ``"<event time>|<word hashes>|<description signature>|<LSH buckets>|<event id>"``, one per
-  first-seen title, where ``<ref>`` is the dedupe key in 11 base64url characters, the word hashes are the sorted
-  :func:`word_hash` of each word (repeats included), the buckets are the title's :func:`bucket_ids` (4 bytes
-  each), and all three are base64url strings;
-* ``<ref>`` -> ``"~<event time>|<similarity>|<original's ref>|<original's event id>"``, one per near copy
-  found: a replayed copy (after a crash) or a copy of the copy gets the same verdict even when the original has
-  since left its capped LSH buckets.
+* a first-seen title: a head byte (``0b1`` + described flag + number of words, up to 63), the event time in
+  seconds (4 bytes), its 4 LSH buckets (3 bytes each), the description's MinHash (12 values of 4 bits, if
+  it has one), the sorted :func:`word_hash` of each word (3 bytes each, repeats included), then the event id;
+* a near copy found: ``0x01``, the event time (4 bytes), the similarity (2 bytes, in 1/10,000), the original's
+  ref (8 bytes), then the original's event id. A replayed copy (after a crash) or a copy of the copy gets the
+  same verdict even when the original has since left its capped LSH buckets.
 
-:func:`entry_fields` reads both, and the JSON lists earlier versions stored.
+:func:`entry_fields` reads both, and the strings and JSON lists earlier versions stored.
 
-The LSH buckets themselves (bucket id -> refs, newest last) live in memory only, rebuilt from the entries by
-:func:`index_buckets` after a restart or a rebalance: one store write per new title instead of one per bucket.
+The LSH buckets themselves (bucket id -> refs, newest last) live in memory only, in a :class:`BucketIndex`
+rebuilt from the entries by :func:`index_buckets` after a restart or a rebalance: one store write per new
+title instead of one per bucket.
 
 Every hash is a BLAKE2b with a fixed personalisation string, so two processes, or one process before and
 after a restart, agree on every key.
@@ -30,17 +31,23 @@ after a restart, agree on every key.
 
 from __future__ import annotations
 
+import array
 import base64
 import functools
 import hashlib
+import json
+import math
 import re
 import string
-import struct
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import numpy as np
+
+from stream_app.lsh import BucketIndex
 
 MATCH_KINDS: Final = ("exact", "near")
 BANDS: Final = 4
@@ -61,12 +68,21 @@ mistyped form may be a letter shorter (with/wth)."""
 DESCRIPTION_CHARS: Final = 1000
 """Only the start of a description is signed: it tells a repost from another item and bounds the cost."""
 
-_NEAR_COPY_FIELDS: Final = 6
 _DESCRIPTION_HASHES: Final = 12
-_WORD_HASH_BYTES: Final = 4
-_REF_CHARS: Final = 11
-_TITLE_FIELDS: Final = 5
-_COPY_MARK: Final = "~"
+_WORD_HASH_BYTES: Final = 3
+_BUCKET_HASH_BYTES: Final = 3
+_TIME_BYTES: Final = 4
+"""Event times are kept in whole seconds, rounded up (an entry may outlive its TTL by under a second), until the
+year 2106."""
+_REF_BYTES: Final = 8
+REF_CHARS: Final = 11
+"""Length of a ref, the key of a title's entry: its dedupe key in base64url."""
+_TITLE_MARK: Final = 0x80
+_DESCRIBED: Final = 0x40
+_WORDS: Final = 0x3F
+"""Head-byte bits of a title entry; neither of its two kinds of head byte is a JSON string's or list's first
+byte, so values written by earlier versions are told apart."""
+_COPY_MARK: Final = 0x01
 _TYPO_LETTERS: Final = string.ascii_lowercase + "ßàáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿ"
 """Letters a typo may have replaced or dropped, besides those of the word itself: Latin-1 lower case."""
 _SOURCES = (
@@ -134,14 +150,14 @@ def _unb64(text: str) -> bytes:
 def _minhash(elements: set[str], person: bytes, count: int) -> list[int]:
     """``count`` MinHash values of a set: each element's BLAKE2b digest is read as ``count`` independent
     32-bit hashes (``count`` <= 16), and each value is the least of one of them over the set."""
-    hashed = [_element_hashes(element, person, count) for element in elements]
-    return [min(column) for column in zip(*hashed, strict=True)]
+    digests = b"".join([_element_hashes(element, person, count) for element in elements])
+    values: list[int] = np.frombuffer(digests, ">u4").reshape(-1, count).min(axis=0).tolist()
+    return values
 
 
 @functools.lru_cache(maxsize=16384)  # letter pairs and common words recur from title to title
-def _element_hashes(element: str, person: bytes, count: int) -> tuple[int, ...]:
-    digest = hashlib.blake2b(element.encode(), digest_size=4 * count, person=person).digest()
-    return struct.unpack(f">{count}I", digest)
+def _element_hashes(element: str, person: bytes, count: int) -> bytes:
+    return hashlib.blake2b(element.encode(), digest_size=4 * count, person=person).digest()
 
 
 def letter_pairs(words: set[str] | list[str]) -> set[str]:
@@ -160,76 +176,228 @@ def jaccard(left: set[str], right: set[str]) -> float:
 
 
 def bucket_ids(words: list[str]) -> list[int]:
-    """The LSH buckets of a title's words: for each band, the band number in the high bits above a 32-bit
+    """The LSH buckets of a title's words: for each band, the band number in the high bits above a 24-bit
     hash of that band's MinHash rows."""
     signature = _minhash(letter_pairs(words), b"tagger-title", BANDS * ROWS)
     ids = []
     for band in range(BANDS):
         rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS]))
+        # The first 3 bytes of the 4-byte digest earlier versions stored: their entries index the same buckets.
         bucket = hashlib.blake2b(rows.encode(), digest_size=4, person=b"tagger-band").digest()
-        ids.append(band << 32 | int.from_bytes(bucket, "big"))
+        ids.append(band << 24 | int.from_bytes(bucket[:_BUCKET_HASH_BYTES], "big"))
     return ids
 
 
-def _pack_buckets(ids: list[int]) -> str:
-    return _b64(b"".join((bucket & 0xFFFFFFFF).to_bytes(4, "big") for bucket in ids))
+class TitleEntry(NamedTuple):
+    """A first-seen title, as stored."""
+
+    event_id: str
+    event_time: float
+    hashes: bytes
+    """The sorted :func:`word_hash` of each word; empty for a title of more than 63 words."""
+    signature: bytes
+    """Its :func:`description_signature`."""
+    buckets: bytes
+    """Its :func:`bucket_ids`, 3 bytes each without the band number; empty in entries of the oldest layout."""
 
 
-def _unpack_buckets(packed: str) -> list[int]:
-    raw = _unb64(packed)
-    return [band << 32 | int.from_bytes(raw[4 * band : 4 * band + 4], "big") for band in range(len(raw) // 4)]
+class CopyEntry(NamedTuple):
+    """A near copy found, as stored."""
+
+    original_id: str
+    event_time: float
+    original_ref: str
+    similarity: float
 
 
-Buckets = dict[int, str]
-"""The LSH buckets of one store: bucket id -> refs of the titles in it, concatenated, oldest first, at most
-BUCKET_LIMIT. Most buckets hold one title, whose ref string they then share with the others: a str per bucket
-costs a fraction of a list."""
+Entry = TitleEntry | CopyEntry
 
 
-def entry_fields(value: Any) -> list[Any] | None:
-    """A stored value as a list: ``[event id, event time, word hashes, description signature, LSH buckets]`` for
-    a first-seen title, ``[original's event id, event time, "", "", original's ref, similarity]`` for a near
-    copy; None for a value of no known shape. Lists (as earlier versions stored them) are returned as they are."""
-    if isinstance(value, list):
-        return value
-    if not isinstance(value, str):
-        return None
+def _seconds(event_time: float) -> bytes:
+    return math.ceil(float(event_time)).to_bytes(_TIME_BYTES, "big")
+
+
+def _title_value(entry: TitleEntry) -> bytes:
+    words = len(entry.hashes) // _WORD_HASH_BYTES
+    head = _TITLE_MARK | (_DESCRIBED if entry.signature else 0) | words
+    packed_signature = bytes(
+        entry.signature[i] << 4 | entry.signature[i + 1] for i in range(0, len(entry.signature), 2)
+    )
+    return b"".join(
+        [
+            bytes([head]),
+            _seconds(entry.event_time),
+            entry.buckets,
+            packed_signature,
+            entry.hashes,
+            entry.event_id.encode(),
+        ]
+    )
+
+
+def _copy_value(entry: CopyEntry) -> bytes:
+    similarity = round(entry.similarity * 10_000).to_bytes(2, "big")
+    return b"".join(
+        [
+            bytes([_COPY_MARK]),
+            _seconds(entry.event_time),
+            similarity,
+            _unb64(entry.original_ref),
+            entry.original_id.encode(),
+        ]
+    )
+
+
+def entry_fields(value: Any) -> Entry | None:
+    """A stored value read: a :class:`TitleEntry`, a :class:`CopyEntry`, or None for a value of no known shape.
+
+    Reads the binary values this version writes and the JSON strings and lists earlier versions wrote, which a
+    changelog replay hands back as bytes and a dict store as they are."""
     try:
-        if value.startswith(_COPY_MARK):
-            event_time, similarity, original_ref, original = value[1:].split("|", 3)
-            return [original, float(event_time), "", "", original_ref, float(similarity)]
-        event_time, hashes, signature, buckets, event_id = value.split("|", 4)
-        return [event_id, float(event_time), hashes, signature, buckets]
-    except ValueError:
+        if isinstance(value, bytes) and value:
+            if value[0] & _TITLE_MARK:
+                return _read_title(value)
+            if value[0] == _COPY_MARK:
+                time_end = 1 + _TIME_BYTES
+                if len(value) <= time_end + 2 + _REF_BYTES:
+                    raise ValueError("a copy entry cut short")
+                return CopyEntry(
+                    value[time_end + 2 + _REF_BYTES :].decode(),
+                    float(int.from_bytes(value[1:time_end], "big")),
+                    _b64(value[time_end + 2 : time_end + 2 + _REF_BYTES]),
+                    int.from_bytes(value[time_end : time_end + 2], "big") / 10_000,
+                )
+            if value[:1] in (b'"', b"["):
+                return _legacy_entry(json.loads(value))
+            return None
+        return _legacy_entry(value)
+    except (ValueError, TypeError, IndexError):
         return None
 
 
-def _title_value(event_id: str, event_time: float, hashes: str, signature: str, buckets: str) -> str:
-    return f"{_compact_time(event_time)}|{hashes}|{signature}|{buckets}|{event_id}"
+def _read_title(value: bytes) -> TitleEntry:
+    head = value[0]
+    time_end = 1 + _TIME_BYTES
+    hashes_at = time_end + BANDS * _BUCKET_HASH_BYTES
+    signature = b""
+    if head & _DESCRIBED:
+        packed, hashes_at = (
+            value[hashes_at : hashes_at + _DESCRIPTION_HASHES // 2],
+            hashes_at + _DESCRIPTION_HASHES // 2,
+        )
+        signature = bytes(nibble for byte in packed for nibble in (byte >> 4, byte & 0x0F))
+    id_at = hashes_at + (head & _WORDS) * _WORD_HASH_BYTES
+    if len(value) <= id_at:
+        raise ValueError("a title entry cut short")
+    return TitleEntry(
+        value[id_at:].decode(),
+        float(int.from_bytes(value[1:time_end], "big")),
+        value[hashes_at:id_at],
+        signature,
+        value[time_end : time_end + BANDS * _BUCKET_HASH_BYTES],
+    )
 
 
-def _copy_value(original: str, event_time: float, original_ref: str, similarity: float) -> str:
-    return f"{_COPY_MARK}{_compact_time(event_time)}|{similarity}|{original_ref}|{original}"
+def _legacy_entry(value: Any) -> Entry | None:
+    """An entry of an earlier layout: the strings or JSON lists of base64url fields, with 4-byte word and bucket
+    hashes and 1-byte description MinHash values, cut to this layout's 3 bytes and 4 bits."""
+    if isinstance(value, str):
+        if value.startswith("~"):
+            event_time, similarity, original_ref, original = value[1:].split("|", 3)
+            return CopyEntry(original, float(event_time), original_ref, float(similarity))
+        event_time, hashes, signature, buckets, event_id = value.split("|", 4)
+        value = [event_id, float(event_time), hashes, signature, buckets]
+    if not isinstance(value, list) or len(value) not in (4, 5, 6):
+        return None
+    if len(value) == 6:
+        return CopyEntry(str(value[0]), float(value[1]), str(value[4]), float(value[5]))
+    raw_hashes, raw_buckets = _unb64(value[2]), _unb64(value[4]) if len(value) == 5 else b""
+    return TitleEntry(
+        str(value[0]),
+        float(value[1]),
+        b"".join(sorted(raw_hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(raw_hashes), 4))),
+        bytes(byte & 0x0F for byte in _unb64(value[3])),
+        b"".join(raw_buckets[i : i + _BUCKET_HASH_BYTES] for i in range(0, len(raw_buckets), 4)),
+    )
 
 
-def index_buckets(store: MutableMapping[str, Any]) -> Buckets:
+def _ref_number(ref: str) -> int:
+    return int.from_bytes(_unb64(ref), "big")
+
+
+def _ref_of(number: int) -> str:
+    return base64.urlsafe_b64encode(number.to_bytes(_REF_BYTES, "big"))[:REF_CHARS].decode()
+
+
+def _bucket_numbers(packed: bytes) -> list[int]:
+    step = _BUCKET_HASH_BYTES
+    return [
+        band << 24 | int.from_bytes(packed[band * step : band * step + step], "big")
+        for band in range(len(packed) // step)
+    ]
+
+
+def index_buckets(store: MutableMapping[str, Any]) -> BucketIndex:
     """The LSH buckets of the first-seen titles in ``store``, filled in event-time order as they were live."""
-    titles = []
+    return _scan(store)[0]
+
+
+def _scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, list[str]]:
+    """What a :class:`DedupeIndex` keeps beside ``store``, read from it: the LSH buckets, the expiry queue, and
+    the keys of no known shape (state of an older layout) to delete."""
+    entries, unreadable = [], []
     for ref, value in store.items():
-        entry = entry_fields(value) if len(ref) == _REF_CHARS else None
-        if entry is not None and len(entry) == _TITLE_FIELDS:
-            titles.append((entry[1], ref, entry[4]))
-    buckets: Buckets = {}
-    for _, ref, packed in sorted(titles):
-        _add_ref(buckets, _unpack_buckets(packed), ref)
-    return buckets
+        entry = entry_fields(value) if len(ref) == REF_CHARS else None
+        if entry is None:
+            unreadable.append(ref)
+        else:
+            buckets = entry.buckets if isinstance(entry, TitleEntry) else b""
+            entries.append((entry.event_time, ref, buckets))
+    entries.sort()
+    queue = ExpiryQueue()
+    for event_time, ref, _ in entries:
+        queue.push(event_time, _ref_number(ref))
+    titles = [(ref, buckets) for _, ref, buckets in entries if len(buckets) == BANDS * _BUCKET_HASH_BYTES]
+    packed = np.frombuffer(b"".join(buckets for _, buckets in titles), np.uint8).reshape(-1, BANDS, 3)
+    hashes = packed.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)
+    ids = (hashes | (np.arange(BANDS, dtype=np.uint32) << 24)).reshape(-1)
+    refs = np.repeat(np.array([_ref_number(ref) for ref, _ in titles], np.uint64), BANDS)
+    return BucketIndex.from_entries(BUCKET_LIMIT, ids.astype(np.uint32), refs), queue, unreadable
 
 
-def _add_ref(buckets: Buckets, ids: list[int], ref: str) -> None:
-    for bucket in ids:
-        # "".join of one str returns that str: a bucket of one title shares the title's ref object.
-        others = [other for other in _split_refs(buckets.get(bucket, "")) if other != ref]
-        buckets[bucket] = "".join([*others, ref][-BUCKET_LIMIT:])
+class ExpiryQueue:
+    """The refs of the entries written, oldest first, with their event times (whole seconds, rounded up, as
+    stored): a sweep takes the expired ones off the front instead of reading the whole store. 12 bytes each.
+
+    Event times that go back (a late event) only delay deletions behind them; every look-up checks the time
+    stored with the entry anyway.
+    """
+
+    def __init__(self) -> None:
+        self._times = array.array("I")
+        self._refs = array.array("Q")
+        self._head = 0
+
+    def push(self, event_time: float, ref: int) -> None:
+        """Add an entry written for ``event_time`` under ``ref``."""
+        self._times.append(math.ceil(event_time))
+        self._refs.append(ref)
+
+    def pop_before(self, cutoff: float) -> list[int]:
+        """Take off the front the refs written for event times before ``cutoff``."""
+        times, start = self._times, self._head
+        end = start
+        while end < len(times) and times[end] < cutoff:
+            end += 1
+        refs = self._refs[start:end].tolist()
+        self._head = end
+        if end > 4096 and 2 * end > len(times):  # drop the popped front now and then (a copy of the rest)
+            del times[:end], self._refs[:end]
+            self._head = 0
+        return refs
+
+    def __len__(self) -> int:
+        return len(self._times) - self._head
 
 
 def _code_sum(word: str) -> int:
@@ -237,26 +405,26 @@ def _code_sum(word: str) -> int:
 
 
 def word_hash(word: str) -> bytes:
-    """The 4 bytes a stored title keeps of each word: the sum of its code points modulo 256, which tells a
-    typo search what letter changed, then 3 bytes of its BLAKE2b hash."""
-    digest = hashlib.blake2b(word.encode(), digest_size=_WORD_HASH_BYTES - 1, person=b"tagger-word").digest()
-    return bytes([_code_sum(word)]) + digest
+    """The 3 bytes a stored title keeps of each word: the sum of its code points modulo 256, which tells a
+    typo search what letter changed, then 2 bytes of its BLAKE2b hash (those of the 3 earlier versions kept)."""
+    digest = hashlib.blake2b(word.encode(), digest_size=3, person=b"tagger-word").digest()
+    return bytes([_code_sum(word)]) + digest[: _WORD_HASH_BYTES - 1]
 
 
-def description_signature(description: str | None) -> str:
-    """A MinHash signature (12 one-byte values, base64url) of a description's words; empty if it has none."""
+def description_signature(description: str | None) -> bytes:
+    """A MinHash signature of a description's words: 12 values of 4 bits, one per byte; empty if it has none.
+    4 bits suffice: an unrelated pair agrees on 1 in 16 values by chance, far from the 50% a match needs."""
     words = set(_NON_WORD.sub(" ", _nfkc_casefold((description or "")[:DESCRIPTION_CHARS])).split())
     if not words:
-        return ""
-    return _b64(bytes(value & 0xFF for value in _minhash(words, b"tagger-text", _DESCRIPTION_HASHES)))
+        return b""
+    return bytes(value & 0x0F for value in _minhash(words, b"tagger-text", _DESCRIPTION_HASHES))
 
 
-def signature_similarity(left: str, right: str) -> float | None:
+def signature_similarity(left: bytes, right: bytes) -> float | None:
     """Estimated word Jaccard of two described items, or None when either has no description."""
     if not left or not right:
         return None
-    pairs = list(zip(_unb64(left), _unb64(right), strict=True))
-    return sum(a == b for a, b in pairs) / len(pairs)
+    return sum(a == b for a, b in zip(left, right, strict=True)) / len(left)
 
 
 def _letters_by_code_sum(letters: set[str]) -> dict[int, list[str]]:
@@ -315,23 +483,11 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     return None
 
 
-def _compact_time(event_time: float) -> float | int:
-    """The event time to the millisecond (Kafka's resolution), as an int when it is whole: fewer bytes."""
-    rounded = round(float(event_time), 3)
-    return int(rounded) if rounded.is_integer() else rounded
-
-
-def _packed_length(words: int) -> int:
-    """Length of the base64url (unpadded) of ``words`` word hashes."""
-    return -(-_WORD_HASH_BYTES * words * 4 // 3)
-
-
 @functools.lru_cache(maxsize=8192)
-def _stored_hash_counts(packed: str) -> Counter[bytes]:
+def _stored_hash_counts(hashes: bytes) -> Counter[bytes]:
     """The word hashes of a stored title, counted. Cached: the titles in busy buckets are compared again and
     again."""
-    raw = _unb64(packed)
-    return Counter(raw[i : i + _WORD_HASH_BYTES] for i in range(0, len(raw), _WORD_HASH_BYTES))
+    return Counter(hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(hashes), _WORD_HASH_BYTES))
 
 
 @dataclass(frozen=True)
@@ -344,7 +500,7 @@ class _Incoming:
     """The :func:`word_hash` of each word."""
     counts: Counter[bytes]
     """How often each hash occurs."""
-    signature: str
+    signature: bytes
     """The :func:`description_signature` of its description."""
 
 
@@ -358,7 +514,9 @@ class DedupeIndex:
     def __init__(self, store: MutableMapping[str, Any], ttl_seconds: float) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
-        self.buckets = index_buckets(store)
+        self.buckets, self.expiry, self._unreadable = _scan(store)
+        self._unindexed: set[int] = set()
+        """Refs deleted from the store but still in the buckets: taken out in bulk (look-ups skip them)."""
 
     def check_and_add(self, event_id: str, title: str, description: str | None, event_time: float) -> DedupeVerdict:
         """Judge a title against those seen within the TTL before ``event_time``; remember it if it is new.
@@ -375,96 +533,99 @@ class DedupeIndex:
             return unique
         first = entry_fields(self.store.get(ref))
         if first is not None and self._fresh(first, event_time):
-            if len(first) == _NEAR_COPY_FIELDS:
+            if isinstance(first, CopyEntry):
                 if self._live_copy(first, event_time):
-                    return DedupeVerdict(key, str(first[0]), "near", float(first[5]))
-            elif first[0] == event_id:
+                    return DedupeVerdict(key, first.original_id, "near", first.similarity)
+            elif first.event_id == event_id:
                 return unique
             else:
-                return DedupeVerdict(key, str(first[0]), "exact", 1.0)
+                return DedupeVerdict(key, first.event_id, "exact", 1.0)
         hashes = [word_hash(word) for word in words]
         incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
         buckets = bucket_ids(normalized.split())
         near = self._near(event_id, ref, buckets, incoming, event_time)
+        number = int.from_bytes(digest, "big")
         if near is not None:
-            original, original_ref, similarity = near
-            self.store[ref] = _copy_value(original, event_time, original_ref, similarity)
-            return DedupeVerdict(key, original, "near", similarity)
-        packed = _b64(b"".join(sorted(incoming.hashes)))
-        self.store[ref] = _title_value(event_id, event_time, packed, incoming.signature, _pack_buckets(buckets))
-        _add_ref(self.buckets, buckets, ref)
+            self.store[ref] = _copy_value(near)
+            self.expiry.push(event_time, number)
+            return DedupeVerdict(key, near.original_id, "near", near.similarity)
+        stored_hashes = b"".join(sorted(hashes)) if len(hashes) <= _WORDS else b""
+        packed_buckets = b"".join((bucket & 0xFFFFFF).to_bytes(_BUCKET_HASH_BYTES, "big") for bucket in buckets)
+        self.store[ref] = _title_value(
+            TitleEntry(event_id, event_time, stored_hashes, incoming.signature, packed_buckets)
+        )
+        self.expiry.push(event_time, number)
+        self._unindexed.discard(number)
+        # A ref whose earlier title expired may still be in some buckets: a repeat there is harmless.
+        self.buckets.add(buckets, number)
         return unique
 
     def expire(self, now: float) -> int:
-        """Delete titles whose event time is more than the TTL before ``now``, and their bucket refs; returns
-        the number of titles deleted. Keys of any other shape (state of an older layout) are deleted too."""
+        """Delete the entries whose event time is more than the TTL before ``now``, and keys of no known shape
+        (state of an older layout); returns the number of titles deleted. A near copy stops counting when its
+        original expires and is deleted when its own time does. Costs what it deletes, not what the store holds."""
+        for key in self._unreadable:
+            if key in self.store:
+                del self.store[key]
+        self._unreadable = []
         removed = 0
-        live: set[str] = set()
-        copies: list[tuple[str, list[Any]]] = []
-        for key in list(self.store):
-            entry = entry_fields(self.store.get(key)) if len(key) == _REF_CHARS else None
-            if entry is None:
-                if key in self.store:
-                    del self.store[key]
-                continue
-            if len(entry) == _NEAR_COPY_FIELDS:
-                copies.append((key, entry))
-            elif self._fresh(entry, now):
-                live.add(key)
-            else:
-                del self.store[key]
+        for number in self.expiry.pop_before(now - self.ttl_seconds):
+            key = _ref_of(number)
+            entry = entry_fields(self.store.get(key))
+            if isinstance(entry, TitleEntry) and not self._fresh(entry, now):
                 removed += 1
-        for key, entry in copies:
-            if not self._live_copy(entry, now):
-                del self.store[key]
-        for bucket, refs in list(self.buckets.items()):
-            kept = [ref for ref in _split_refs(refs) if ref in live]
-            if not kept:
-                del self.buckets[bucket]
-            elif len(kept) * _REF_CHARS < len(refs):
-                self.buckets[bucket] = "".join(kept)
+            elif not isinstance(entry, CopyEntry) or self._live_copy(entry, now):
+                continue  # gone already, or written again since
+            del self.store[key]
+            self._unindexed.add(number)
+        if self._unindexed and 8 * len(self._unindexed) >= len(self.expiry):
+            self.buckets.remove(self._unindexed)
+            self._unindexed = set()
         return removed
 
-    def _fresh(self, entry: list[Any], event_time: float) -> bool:
-        return bool(entry[1] + self.ttl_seconds >= event_time)
+    def _fresh(self, entry: Entry, event_time: float) -> bool:
+        return bool(entry.event_time + self.ttl_seconds >= event_time)
 
-    def _live_copy(self, copy: list[Any], event_time: float) -> bool:
+    def _live_copy(self, copy: CopyEntry, event_time: float) -> bool:
         """Whether a near copy's entry still stands: it and its original are fresh, and the original's ref still
         holds that original (a title seen again after its TTL is stored anew, under another event)."""
-        original = entry_fields(self.store.get(copy[4]))
-        if original is None or len(original) == _NEAR_COPY_FIELDS or original[0] != copy[0]:
+        original = entry_fields(self.store.get(copy.original_ref))
+        if not isinstance(original, TitleEntry) or original.event_id != copy.original_id:
             return False
         return self._fresh(copy, event_time) and self._fresh(original, event_time)
 
     def _near(
         self, event_id: str, ref: str, buckets: list[int], incoming: _Incoming, event_time: float
-    ) -> tuple[str, str, float] | None:
-        """The first-seen title in ``buckets`` confirmed as one typo away: (its event id, its ref, similarity)."""
-        candidates: set[str] = set()
-        for bucket in buckets:
-            candidates.update(_split_refs(self.buckets.get(bucket, "")))
-        candidates.discard(ref)
+    ) -> CopyEntry | None:
+        """The entry of a near copy of the first-seen title in ``buckets`` confirmed as one typo away."""
+        candidates = self.buckets.candidates(buckets)
+        candidates.discard(_ref_number(ref))
         confirmed: list[tuple[float, float, str, str]] = []
-        for candidate in sorted(candidates):
-            entry = entry_fields(self.store.get(candidate))
-            if entry is None or len(entry) == _NEAR_COPY_FIELDS:
+        words = len(incoming.hashes)
+        for number in sorted(candidates):
+            candidate = _ref_of(number)
+            value = self.store.get(candidate)
+            if isinstance(value, bytes) and value and value[0] & _TITLE_MARK and value[0] & _WORDS != words:
+                continue  # a typo keeps the number of words: the head byte tells without reading the entry
+            entry = entry_fields(value)
+            if not isinstance(entry, TitleEntry):
                 continue  # gone, or the ref was reused by a near copy (its title expired and came back as one)
-            if entry[0] == event_id or not self._fresh(entry, event_time):
+            if entry.event_id == event_id or not self._fresh(entry, event_time):
                 continue
             similarity = self._confirm(incoming, entry)
             if similarity is not None:
-                confirmed.append((entry[1], -similarity, str(entry[0]), candidate))
+                confirmed.append((entry.event_time, -similarity, entry.event_id, candidate))
         if not confirmed:
             return None
         _, negative_similarity, original, original_ref = min(confirmed)
-        return original, original_ref, round(-negative_similarity, 4)
+        return CopyEntry(original, event_time, original_ref, round(-negative_similarity, 4))
 
     @staticmethod
-    def _confirm(incoming: _Incoming, entry: list[Any]) -> float | None:
+    def _confirm(incoming: _Incoming, entry: TitleEntry) -> float | None:
         """The title similarity if ``incoming`` is one typo from the stored entry and the descriptions agree."""
-        if len(entry[2]) != _packed_length(len(incoming.hashes)):
+        if len(entry.hashes) != _WORD_HASH_BYTES * len(incoming.hashes):
             return None  # a typo keeps the number of words
-        stored = _stored_hash_counts(entry[2])
+        stored = _stored_hash_counts(entry.hashes)
         if len(stored) == len(incoming.hashes) == len(incoming.counts):  # no repeated word: key sets will do
             added = incoming.counts.keys() - stored.keys()
             if len(added) != 1:
@@ -483,11 +644,7 @@ class DedupeIndex:
         similarity = jaccard(letter_pairs(list(old_words)), letter_pairs(incoming.words))
         if similarity < NEAR_TITLE_SIMILARITY:
             return None
-        described = signature_similarity(incoming.signature, entry[3])
+        described = signature_similarity(incoming.signature, entry.signature)
         if described is not None and described < DESCRIPTION_SIMILARITY:
             return None
         return similarity
-
-
-def _split_refs(refs: str) -> list[str]:
-    return [refs[i : i + _REF_CHARS] for i in range(0, len(refs), _REF_CHARS)]

@@ -9,10 +9,12 @@ feedback be joined with what the model said, which gives online precision per pr
 from __future__ import annotations
 
 import html
+import itertools
+import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision
@@ -22,6 +24,8 @@ MAX_REVIEWER_CHARS = 100
 KEPT_FIELDS = ("id", "title", "description", "created_on", "source", "url", "dedupe_key", "suggested_tag")
 """What a recent prediction keeps of its record: enough to label it and to re-tag it, not the scores."""
 KEPT_DESCRIPTION_CHARS = 1000
+WAITING_FIELDS = (*KEPT_FIELDS, "model_version", "confidence")
+"""What an item waiting for review keeps of its record: what the page shows and what a decision publishes."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,25 @@ class ReviewBoard:
 
     def __init__(self, recent_limit: int) -> None:
         self.recent_limit = recent_limit
-        self.waiting: dict[str, dict[str, Any]] = {}
+        self.waiting: dict[str, bytes] = {}
+        """Items waiting for review by id, oldest first: their :data:`WAITING_FIELDS` as compact JSON (a third of
+        the memory of a dict, and nothing bounds how many wait)."""
         self.recent: OrderedDict[str, Prediction] = OrderedDict()
+
+    def waiting_record(self, item_id: str) -> dict[str, Any] | None:
+        """The record of an item waiting for review, None if it is not waiting."""
+        raw = self.waiting.get(item_id)
+        return None if raw is None else cast(dict[str, Any], json.loads(raw))
+
+    def waiting_records(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """The oldest ``limit`` items waiting for review, with their records."""
+        return [(item_id, json.loads(raw)) for item_id, raw in itertools.islice(self.waiting.items(), limit)]
 
     def on_review(self, record: dict[str, Any]) -> None:
         """An item the model was not sure of: it waits for a person."""
         item_id = str(record["id"])
-        self.waiting[item_id] = record
+        kept = {name: record[name] for name in WAITING_FIELDS if name in record}
+        self.waiting[item_id] = json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode()
         self._remember(item_id, Prediction(record["suggested_tag"], record["model_version"], "model", record))
 
     def on_tagged(self, record: dict[str, Any]) -> None:
@@ -115,7 +131,7 @@ def decide(board: ReviewBoard, form: Mapping[str, str], decided_at: str) -> tupl
     if not reviewer or len(reviewer) > MAX_REVIEWER_CHARS:
         raise InvalidDecision(f"reviewer must be 1 to {MAX_REVIEWER_CHARS} characters")
     if action == "review":
-        record = board.waiting.get(item_id)
+        record = board.waiting_record(item_id)
         if record is None:
             raise InvalidDecision(f"no item {item_id!r} is waiting for review")
         verdict = "accepted" if tag == record["suggested_tag"] else "corrected"
@@ -157,7 +173,7 @@ def render_page(board: ReviewBoard, notice: str = "", limit: int = 50) -> str:
     esc = html.escape
     options = "".join(f'<option value="{esc(t)}">{esc(t)}</option>' for t in APPROVED_TAGS)
     items = []
-    for n, (item_id, record) in enumerate(list(board.waiting.items())[:limit]):
+    for n, (item_id, record) in enumerate(board.waiting_records(limit)):
         suggested = str(record["suggested_tag"])
         choices = "".join(
             f'<option value="{esc(t)}"{" selected" if t == suggested else ""}>{esc(t)}</option>' for t in APPROVED_TAGS

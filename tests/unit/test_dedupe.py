@@ -28,6 +28,7 @@ from stream_app.dedupe import (
     typo_source,
     word_hash,
 )
+from stream_app.dedupe import _ref_of as ref_of
 
 DAY = 86400.0
 titles = st.text(alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60)
@@ -267,12 +268,42 @@ def test_expire_deletes_old_titles_and_their_bucket_references() -> None:
     assert dedupe.expire(10 * DAY) == 1
     assert dedupe.expire(10 * DAY) == 0
     assert [stored_id(value) for value in store.values()] == ["2"]
-    refs = [value[i : i + 11] for value in dedupe.buckets.values() for i in range(0, len(value), 11)]
-    assert refs and all(ref in store for ref in refs)
+    refs = [ref for refs in dedupe.buckets.as_dict().values() for ref in refs]
+    assert refs and all(ref_of(ref) in store for ref in refs)
     assert dedupe.check_and_add("3", "Old title from last month about graph networks", None, 10 * DAY).match is None
     assert dedupe.check_and_add("4", ORIGINAL.replace("property", "propety"), None, 10 * DAY).duplicate_of == "2"
     assert dedupe.expire(12 * DAY) == 2
-    assert store == {} and dedupe.buckets == {}
+    assert store == {} and dedupe.buckets.as_dict() == {}
+
+
+class ReadCountingStore(dict[str, Any]):
+    """A dict that counts the entries read, one by one or by iterating."""
+
+    reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads += 1
+        return super().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        self.reads += len(self)
+        return super().__iter__()
+
+
+def test_a_sweep_reads_only_the_entries_it_deletes() -> None:
+    """A sweep used to read the whole store: 1 s of stall per million titles, once a minute."""
+    store = ReadCountingStore()
+    dedupe = index(store, ttl=DAY)
+    for n in range(200):
+        dedupe.check_and_add(str(n), f"Title number {n} about graph networks", None, n * 60.0)
+    store.reads = 0
+    assert dedupe.expire(DAY) == 0 and store.reads == 0
+    assert dedupe.expire(DAY + 60 * 10 + 1) == 11 and store.reads == 11
+    assert (
+        len(store) == 189 and dedupe.check_and_add("x", "Title number 3 about graph networks", None, DAY).match is None
+    )
+    rebuilt = index(dict(store), ttl=DAY)  # after a restart, the queue is rebuilt from the store
+    assert rebuilt.expire(DAY + 60 * 20 + 1) == 10 and len(rebuilt.store) == 180  # 11 to 20 go, "x" stays
 
 
 def test_expire_clears_state_of_an_older_layout() -> None:
@@ -290,7 +321,7 @@ def test_expire_clears_state_of_an_older_layout() -> None:
 def test_state_rebuilt_from_the_store_still_knows_old_titles() -> None:
     store: dict[str, Any] = {}
     index(store).check_and_add("1", ORIGINAL, DESCRIPTION, 0)
-    restored = json.loads(json.dumps(store))  # what a changelog replay hands back
+    restored = {key: bytes(bytearray(value)) for key, value in store.items()}  # a changelog replay's fresh copies
     assert restored == store
     rebuilt = index(restored)
     assert rebuilt.check_and_add("2", ORIGINAL + " - YouTube", None, 1).duplicate_of == "1"
@@ -326,7 +357,7 @@ class RecordingStore(MutableMapping[str, Any]):
         return len(self.data)
 
 
-def test_stored_values_are_json_and_never_mutated_in_place() -> None:
+def test_stored_values_are_bytes_and_never_mutated_in_place() -> None:
     store = RecordingStore()
     dedupe = index(store, ttl=DAY)
     stream = [
@@ -343,9 +374,12 @@ def test_stored_values_are_json_and_never_mutated_in_place() -> None:
     writes = store.writes
     assert dedupe.expire(5000) == 0 and store.writes == writes  # nothing expired: nothing written
     dedupe.expire(DAY + 2500)
+    # Titles "0" to "2" are gone; the near copy of "1" (seen at 4000) stays until its own time is past the TTL.
+    assert sorted(stored_id(value) for value in store.values()) == ["1", "5"]
+    dedupe.expire(DAY + 4500)
     assert [stored_id(value) for value in store.values()] == ["5"]
     assert store.data == store.assigned
-    assert json.loads(json.dumps(store.data)) == store.data
+    assert all(isinstance(value, bytes) for value in store.data.values())  # what the table's raw serializer takes
 
 
 def test_a_near_copy_keeps_its_verdict_after_its_original_leaves_the_buckets() -> None:
@@ -375,17 +409,46 @@ def test_a_new_title_is_one_store_write_and_its_buckets_are_rebuilt_from_the_sto
     for n, word in enumerate(words):
         assert dedupe.check_and_add(str(n), f"Deep learning for {word} classification", None, n).match is None
     assert store.writes == len(words)
-    assert max(len(refs) for refs in dedupe.buckets.values()) == BUCKET_LIMIT * 11
-    assert index_buckets(json.loads(json.dumps(store.data))) == dedupe.buckets
+    assert max(len(refs) for refs in dedupe.buckets.as_dict().values()) == BUCKET_LIMIT
+    assert index_buckets(dict(store.data)) == dedupe.buckets
 
 
-def test_titles_stored_by_an_earlier_version_still_keep_their_copies_out() -> None:
-    store: dict[str, Any] = {}
-    index(store).check_and_add("1", ORIGINAL, DESCRIPTION, 0)
-    [(ref, value)] = store.items()
-    fields = entry_fields(value)
-    assert fields is not None and fields[:2] == ["1", 0.0]
-    earlier = {ref: json.loads(json.dumps(fields[:4]))}  # a JSON list, before the LSH buckets lived in memory
+# Values an earlier version stored for ORIGINAL (id "1", DESCRIPTION, time 0) and its typo "predicton" (id "2",
+# time 10.5): base64url strings with 4-byte word and bucket hashes, as the table's JSON serializer wrote them.
+EARLIER_TITLE = "0|EhxngTHyzPxHBHecfa6Gy4U1xDaHS9i5xPcWpA|XJE1MId2iBG2uNNx|sTxbahUnOdxYdTQMzyoqYw|1"
+EARLIER_COPY = "~10.5|0.94|l30bwqhBuc4|1"
+EARLIER_REFS = ("l30bwqhBuc4", "f3wv2qU199g")
+
+
+@pytest.mark.parametrize("restored", [str.encode, lambda text: text], ids=["changelog bytes", "dict"])
+@pytest.mark.parametrize("layout", ["string", "list"])
+def test_titles_stored_by_an_earlier_version_still_keep_their_copies_out(restored: Any, layout: str) -> None:
+    title: Any = EARLIER_TITLE
+    if layout == "list":  # before entries were strings: [id, time, word hashes, signature]
+        time, hashes, signature, _, event_id = EARLIER_TITLE.split("|")
+        title = [event_id, float(time), hashes, signature]
+    values = {EARLIER_REFS[0]: title, EARLIER_REFS[1]: EARLIER_COPY}
+    earlier = {ref: restored(json.dumps(value)) if restored is str.encode else value for ref, value in values.items()}
+    kept = dict(earlier)
     dedupe = index(earlier)
-    assert dedupe.check_and_add("2", ORIGINAL + " - Medium", None, 1).duplicate_of == "1"
-    assert dedupe.expire(1) == 0 and earlier == {ref: fields[:4]}
+    assert dedupe.check_and_add("3", ORIGINAL + " - Medium", None, 11).duplicate_of == "1"
+    verdict = dedupe.check_and_add("4", ORIGINAL.replace("prediction", "predicton"), None, 12)
+    assert (verdict.duplicate_of, verdict.match, verdict.similarity) == ("1", "near", 0.94)
+    if layout == "string":  # these carried their buckets: a new typo still finds the original through them
+        verdict = dedupe.check_and_add("5", ORIGINAL.replace("molecular", "molecullar"), DESCRIPTION, 13)
+        assert verdict.duplicate_of == "1"
+    assert dedupe.check_and_add("6", ORIGINAL.replace("molecular", "nuclear"), DESCRIPTION, 14).match is None
+    assert dedupe.expire(14) == 0
+    assert all(earlier[ref] == value for ref, value in kept.items())
+
+
+def test_an_earlier_entry_and_its_rewrite_in_this_layout_match_the_same_copies() -> None:
+    now: dict[str, Any] = {}
+    index(now).check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    earlier = entry_fields(EARLIER_TITLE)
+    assert earlier is not None and entry_fields(now[EARLIER_REFS[0]]) == earlier
+
+
+def test_values_of_no_known_shape_read_as_nothing() -> None:
+    for value in (b"", b"\x00abc", b'"not|an|entry"', b"[1, 2]", b"\x80", "x|y", 17, None, b"\x01"):
+        assert entry_fields(value) is None, value

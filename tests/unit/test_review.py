@@ -57,6 +57,20 @@ def test_accepting_and_correcting_publish_feedback_and_a_human_tagged_record() -
     assert tagged["tagged_by"] == "human" and tagged["tag"] == "mlops" and tagged["model_version"] == "v1"
 
 
+def test_a_waiting_item_keeps_its_whole_text_and_what_a_decision_needs_but_not_its_scores() -> None:
+    board = ReviewBoard(recent_limit=10)
+    record = {**review_record("a", title="Ünïcode title"), "description": "Long words. " * 500, "url": "https://x.org"}
+    board.on_review(record)
+    kept = board.waiting_record("a")
+    assert kept is not None and "scores" not in kept and "processed_at" not in kept
+    assert {name: kept[name] for name in ("title", "description", "url", "confidence")} == {
+        name: record[name] for name in ("title", "description", "url", "confidence")
+    }
+    _, tagged = decide(board, {"id": "a", "tag": "other", "reviewer": "ann"}, NOW)
+    assert tagged["description"] == record["description"] and tagged["url"] == record["url"]
+    assert tagged["dedupe_key"] == record["dedupe_key"]
+
+
 @pytest.mark.parametrize(
     ("form", "reason"),
     [
