@@ -272,7 +272,8 @@ def measure_rss(count: int) -> str:
     progress = ", ".join(f"{done // 1000}k: {rss:.0f}" for done, rss in samples)
     return (
         f"Worker RSS while {count:,} events with distinct titles flow (default TTL {Settings().dedupe_ttl_days} days, "
-        f"`memory://` store): {len(out_times):,} outputs, RSS after the last {final_rss:.0f} MB, peak (VmHWM) "
+        f"`{os.environ.get('TAGGER_STORE', Settings().store)}` store): {len(out_times):,} outputs, "
+        f"RSS after the last {final_rss:.0f} MB, peak (VmHWM) "
         f"{peak:.0f} MB; target < 400 MB. RSS in MB by outputs: {progress}."
     )
 
@@ -302,8 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             body = measure_rss(args.rss_events) + f"\n\nLoad average (1, 5, 15 min) at start: {load_before}."
             print(body)
             if not args.no_write:
-                write_section("stream_rss", "Worker memory over a long stream", body,
-                              f"python -m bench.stream --rss-events {args.rss_events}")
+                store = os.environ.get("TAGGER_STORE", Settings().store)
+                on_disk = not store.startswith("memory")
+                write_section("stream_rss_rocksdb" if on_disk else "stream_rss",
+                              f"Worker memory over a long stream ({store.split(':')[0]} store)", body,
+                              f"{'TAGGER_STORE=' + store + ' ' if on_disk else ''}python -m bench.stream "
+                              f"--rss-events {args.rss_events}")
             return 0
         messages = generate(args.events, args.seed)
         results = []

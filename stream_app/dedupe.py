@@ -515,6 +515,9 @@ class DedupeIndex:
         self.store = store
         self.ttl_seconds = ttl_seconds
         self.buckets, self.expiry, self._unreadable = _scan(store)
+        self.entries = len(self.expiry) + len(self._unreadable)
+        """Entries in ``store``, counted as they are written and deleted: a RocksDB store would count them by
+        reading every key."""
         self._unindexed: set[int] = set()
         """Refs deleted from the store but still in the buckets: taken out in bulk (look-ups skip them)."""
 
@@ -545,6 +548,8 @@ class DedupeIndex:
         buckets = bucket_ids(normalized.split())
         near = self._near(event_id, ref, buckets, incoming, event_time)
         number = int.from_bytes(digest, "big")
+        if first is None and ref not in self.store:
+            self.entries += 1
         if near is not None:
             self.store[ref] = _copy_value(near)
             self.expiry.push(event_time, number)
@@ -567,6 +572,7 @@ class DedupeIndex:
         for key in self._unreadable:
             if key in self.store:
                 del self.store[key]
+                self.entries -= 1
         self._unreadable = []
         removed = 0
         for number in self.expiry.pop_before(now - self.ttl_seconds):
@@ -577,6 +583,7 @@ class DedupeIndex:
             elif not isinstance(entry, CopyEntry) or self._live_copy(entry, now):
                 continue  # gone already, or written again since
             del self.store[key]
+            self.entries -= 1
             self._unindexed.add(number)
         if self._unindexed and 8 * len(self._unindexed) >= len(self.expiry):
             self.buckets.remove(self._unindexed)

@@ -306,6 +306,19 @@ def test_a_sweep_reads_only_the_entries_it_deletes() -> None:
     assert rebuilt.expire(DAY + 60 * 20 + 1) == 10 and len(rebuilt.store) == 180  # 11 to 20 go, "x" stays
 
 
+def test_the_entry_count_follows_the_store_through_copies_expiry_and_a_rebuild() -> None:
+    store: dict[str, Any] = {"t:0123456789abcdef": ["1", 0, "ab12"]}  # an older layout's key: counted, then swept
+    dedupe = index(store, ttl=DAY)
+    typo = ORIGINAL.replace("prediction", "predicton")
+    for n, (title, time) in enumerate([(ORIGINAL, 0), (typo, 10), (ORIGINAL, 20), ("Another title entirely", 30)]):
+        dedupe.check_and_add(str(n), title, None, time)
+        assert dedupe.entries == len(store)
+    dedupe.expire(DAY + 15)
+    assert dedupe.entries == len(store) == 1
+    dedupe.check_and_add("9", ORIGINAL, None, DAY + 16)  # stored anew where its expired entry was
+    assert dedupe.entries == len(store) == index(dict(store)).entries == 2
+
+
 def test_expire_clears_state_of_an_older_layout() -> None:
     store: dict[str, Any] = {
         "t:0123456789abcdef": ["1", 0, "ab12"],

@@ -49,3 +49,11 @@ def test_the_changelog_carries_the_binary_keys_and_raw_values(table: Any) -> Non
     assert (changelog.key_serializer, changelog.value_serializer) == (TITLE_KEY_CODEC, "raw")
     value = b"\x81\x00binary entry"
     assert table.app.serializers.dumps_value(bytes, value, serializer=table.value_serializer) == value
+
+
+def test_a_rocksdb_table_has_bounded_caches(trained_model_dir: Path, tmp_path: Path) -> None:
+    """Faust's RocksDB defaults (a 2 GB block cache, 3 write buffers of 64 MB) would let memory grow with the table."""
+    settings = Settings(model_dir=trained_model_dir, data_dir=tmp_path, store="rocksdb://")
+    options = build_app(settings).tables["title-index"].data.rocksdb_options
+    assert options.block_cache_size <= 64 << 20
+    assert options.write_buffer_size * options.max_write_buffer_number <= 32 << 20
