@@ -534,7 +534,8 @@ class DedupeIndex:
         unique = DedupeVerdict(key, None, None, 0.0)
         if not normalized:
             return unique
-        first = entry_fields(self.store.get(ref))
+        stored = self.store.get(ref)
+        first = entry_fields(stored)
         if first is not None and self._fresh(first, event_time):
             if isinstance(first, CopyEntry):
                 if self._live_copy(first, event_time):
@@ -548,7 +549,7 @@ class DedupeIndex:
         buckets = bucket_ids(normalized.split())
         near = self._near(event_id, ref, buckets, incoming, event_time)
         number = int.from_bytes(digest, "big")
-        if first is None and ref not in self.store:
+        if stored is None:
             self.entries += 1
         if near is not None:
             self.store[ref] = _copy_value(near)
