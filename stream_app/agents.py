@@ -15,7 +15,6 @@ whichever input partition they arrived on.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import ssl
@@ -33,7 +32,7 @@ from faust.types import TP, EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
-from stream_app.dedupe import REF_CHARS, DedupeIndex, DedupeVerdict
+from stream_app.dedupe import DedupeIndex, DedupeVerdict, digest_of_ref, ref_of_digest
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
 from stream_app.labels import LabelStore, read_labels
@@ -113,16 +112,14 @@ class TitleKeyCodec(codecs.Codec):
 
     def _dumps(self, key: Any) -> bytes:
         partition, _, ref = str(key).partition("/")
-        if partition.isdigit() and int(partition) < 256 and len(ref) == REF_CHARS:
-            with contextlib.suppress(ValueError):
-                raw = base64.urlsafe_b64decode(ref + "=")
-                if base64.urlsafe_b64encode(raw)[:REF_CHARS].decode() == ref:  # canonical: it reads back the same
-                    return bytes([0, int(partition)]) + raw
+        digest = digest_of_ref(ref)
+        if partition.isdigit() and int(partition) < 256 and digest is not None:
+            return bytes([0, int(partition)]) + digest
         return json.dumps(key).encode()
 
     def _loads(self, raw: bytes) -> Any:
         if len(raw) == 10 and raw[0] == 0:
-            return f"{raw[1]}/{base64.urlsafe_b64encode(raw[2:])[:REF_CHARS].decode()}"
+            return f"{raw[1]}/{ref_of_digest(raw[2:])}"
         return json.loads(raw)
 
 

@@ -41,7 +41,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -196,7 +196,7 @@ class TitleEntry(NamedTuple):
     hashes: bytes
     """The sorted :func:`word_hash` of each word; empty for a title of more than 63 words."""
     signature: bytes
-    """Its :func:`description_signature`."""
+    """Its :func:`description_signature`, as stored."""
     buckets: bytes
     """Its :func:`bucket_ids`, 3 bytes each without the band number; empty in entries of the oldest layout."""
 
@@ -213,22 +213,24 @@ class CopyEntry(NamedTuple):
 Entry = TitleEntry | CopyEntry
 
 
+def _whole_seconds(event_time: float) -> int:
+    """An event time as stored: whole seconds, rounded up (an entry outlives its TTL by under a second)."""
+    return math.ceil(float(event_time))
+
+
 def _seconds(event_time: float) -> bytes:
-    return math.ceil(float(event_time)).to_bytes(_TIME_BYTES, "big")
+    return _whole_seconds(event_time).to_bytes(_TIME_BYTES, "big")
 
 
 def _title_value(entry: TitleEntry) -> bytes:
     words = len(entry.hashes) // _WORD_HASH_BYTES
     head = _TITLE_MARK | (_DESCRIBED if entry.signature else 0) | words
-    packed_signature = bytes(
-        entry.signature[i] << 4 | entry.signature[i + 1] for i in range(0, len(entry.signature), 2)
-    )
     return b"".join(
         [
             bytes([head]),
             _seconds(entry.event_time),
             entry.buckets,
-            packed_signature,
+            entry.signature,
             entry.hashes,
             entry.event_id.encode(),
         ]
@@ -264,7 +266,7 @@ def entry_fields(value: Any) -> Entry | None:
                 return CopyEntry(
                     value[time_end + 2 + _REF_BYTES :].decode(),
                     float(int.from_bytes(value[1:time_end], "big")),
-                    _b64(value[time_end + 2 : time_end + 2 + _REF_BYTES]),
+                    ref_of_digest(value[time_end + 2 : time_end + 2 + _REF_BYTES]),
                     int.from_bytes(value[time_end : time_end + 2], "big") / 10_000,
                 )
             if value[:1] in (b'"', b"["):
@@ -279,13 +281,9 @@ def _read_title(value: bytes) -> TitleEntry:
     head = value[0]
     time_end = 1 + _TIME_BYTES
     hashes_at = time_end + BANDS * _BUCKET_HASH_BYTES
-    signature = b""
+    signature_at = hashes_at
     if head & _DESCRIBED:
-        packed, hashes_at = (
-            value[hashes_at : hashes_at + _DESCRIPTION_HASHES // 2],
-            hashes_at + _DESCRIPTION_HASHES // 2,
-        )
-        signature = bytes(nibble for byte in packed for nibble in (byte >> 4, byte & 0x0F))
+        hashes_at += _DESCRIPTION_HASHES // 2
     id_at = hashes_at + (head & _WORDS) * _WORD_HASH_BYTES
     if len(value) <= id_at:
         raise ValueError("a title entry cut short")
@@ -293,7 +291,7 @@ def _read_title(value: bytes) -> TitleEntry:
         value[id_at:].decode(),
         float(int.from_bytes(value[1:time_end], "big")),
         value[hashes_at:id_at],
-        signature,
+        value[signature_at:hashes_at],
         value[time_end : time_end + BANDS * _BUCKET_HASH_BYTES],
     )
 
@@ -316,9 +314,25 @@ def _legacy_entry(value: Any) -> Entry | None:
         str(value[0]),
         float(value[1]),
         b"".join(sorted(raw_hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(raw_hashes), 4))),
-        bytes(byte & 0x0F for byte in _unb64(value[3])),
+        _pack_nibbles(_unb64(value[3])),
         b"".join(raw_buckets[i : i + _BUCKET_HASH_BYTES] for i in range(0, len(raw_buckets), 4)),
     )
+
+
+def ref_of_digest(digest: bytes) -> str:
+    """The ref (store key) of an 8-byte dedupe key digest."""
+    return base64.urlsafe_b64encode(digest)[:REF_CHARS].decode()
+
+
+def digest_of_ref(ref: str) -> bytes | None:
+    """The 8-byte digest a ref stands for; None if ``ref`` is not one (:func:`ref_of_digest` would not give it)."""
+    if len(ref) != REF_CHARS:
+        return None
+    try:
+        digest = base64.urlsafe_b64decode(ref + "=")
+    except ValueError:
+        return None
+    return digest if ref_of_digest(digest) == ref else None
 
 
 def _ref_number(ref: str) -> int:
@@ -326,15 +340,7 @@ def _ref_number(ref: str) -> int:
 
 
 def _ref_of(number: int) -> str:
-    return base64.urlsafe_b64encode(number.to_bytes(_REF_BYTES, "big"))[:REF_CHARS].decode()
-
-
-def _bucket_numbers(packed: bytes) -> list[int]:
-    step = _BUCKET_HASH_BYTES
-    return [
-        band << 24 | int.from_bytes(packed[band * step : band * step + step], "big")
-        for band in range(len(packed) // step)
-    ]
+    return ref_of_digest(number.to_bytes(_REF_BYTES, "big"))
 
 
 def index_buckets(store: MutableMapping[str, Any]) -> BucketIndex:
@@ -380,7 +386,7 @@ class ExpiryQueue:
 
     def push(self, event_time: float, ref: int) -> None:
         """Add an entry written for ``event_time`` under ``ref``."""
-        self._times.append(math.ceil(event_time))
+        self._times.append(_whole_seconds(event_time))
         self._refs.append(ref)
 
     def pop_before(self, cutoff: float) -> list[int]:
@@ -412,19 +418,26 @@ def word_hash(word: str) -> bytes:
 
 
 def description_signature(description: str | None) -> bytes:
-    """A MinHash signature of a description's words: 12 values of 4 bits, one per byte; empty if it has none.
+    """A MinHash signature of a description's words: 12 values of 4 bits, two per byte; empty if it has none.
     4 bits suffice: an unrelated pair agrees on 1 in 16 values by chance, far from the 50% a match needs."""
     words = set(_NON_WORD.sub(" ", _nfkc_casefold((description or "")[:DESCRIPTION_CHARS])).split())
     if not words:
         return b""
-    return bytes(value & 0x0F for value in _minhash(words, b"tagger-text", _DESCRIPTION_HASHES))
+    return _pack_nibbles(_minhash(words, b"tagger-text", _DESCRIPTION_HASHES))
+
+
+def _pack_nibbles(values: Iterable[int]) -> bytes:
+    """The low 4 bits of each value, two to a byte (an even number of values)."""
+    low = [value & 0x0F for value in values]
+    return bytes(high << 4 | last for high, last in zip(low[::2], low[1::2], strict=True))
 
 
 def signature_similarity(left: bytes, right: bytes) -> float | None:
     """Estimated word Jaccard of two described items, or None when either has no description."""
     if not left or not right:
         return None
-    return sum(a == b for a, b in zip(left, right, strict=True)) / len(left)
+    same = sum((a >> 4 == b >> 4) + (a & 0x0F == b & 0x0F) for a, b in zip(left, right, strict=True))
+    return same / (2 * len(left))
 
 
 def _letters_by_code_sum(letters: set[str]) -> dict[int, list[str]]:
@@ -530,7 +543,7 @@ class DedupeIndex:
         words = title_words(title)
         normalized = " ".join(sorted(set(words)))
         digest = _key_digest(normalized)
-        key, ref = digest.hex(), _b64(digest)
+        key, ref = digest.hex(), ref_of_digest(digest)
         unique = DedupeVerdict(key, None, None, 0.0)
         if not normalized:
             return unique
