@@ -61,10 +61,9 @@ class Settings:
     """How long, in event time, a seen title keeps later copies out."""
     batch_size: int = 64
     """Most events classified in one ONNX call."""
-    batch_timeout_seconds: float = 0.001
-    """Longest wait for a batch to fill before classifying what has arrived. Each of the two stages waits it, and
-    under load batches fill anyway: at 1,000 events/s, 1 ms gave p50/p99 18/73 ms end to end against 29/125 for
-    5 ms (BENCHMARKS.md)."""
+    batch_timeout_seconds: float = 0.005
+    """Longest wait for a batch to fill before classifying what has arrived. Shorter cuts latency at moderate
+    rates but makes smaller batches: exactly-once, a transaction per batch, then falls behind (BENCHMARKS.md)."""
     drift_window: int = 1000
     """Number of recent classified events the drift gauges are computed over."""
     store: str = "memory://"
