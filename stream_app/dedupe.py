@@ -139,10 +139,6 @@ def dedupe_key(title: str) -> str:
     return _key_digest(normalize_title(title)).hex()
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
