@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -158,7 +159,7 @@ def topics_env(prefix: str) -> tuple[dict[str, str], list[str]]:
         "TAGGER_TAGGED_TOPIC": names["tagged"], "TAGGER_REVIEW_TOPIC": names["review"],
         "TAGGER_DUPLICATES_TOPIC": names["duplicates"], "TAGGER_DEADLETTER_TOPIC": names["deadletter"],
         "TAGGER_MODEL_DIR": str(ROOT / "artifacts/model"), "TAGGER_WEB_PORT": str(17000 + random.randint(0, 999)),
-        "TAGGER_DATA_DIR": f"/tmp/{prefix}",
+        "TAGGER_DATA_DIR": str(ROOT / ".run" / "bench" / "data" / prefix),
     }
     return env, list(names.values())
 
@@ -188,13 +189,15 @@ def alive(process: subprocess.Popen[bytes], name: str) -> None:
         raise RuntimeError(f"{name}: contender exited with status {process.returncode}; see .run/bench/{name}-*.log")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], env: dict[str, str]) -> None:
+    """Stop a contender and delete its data directory."""
     process.terminate()
     try:
         process.wait(30)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
+    shutil.rmtree(env["TAGGER_DATA_DIR"], ignore_errors=True)
 
 
 def measure(name: str, messages: list[tuple[bytes | None, bytes]], rate: float, rate_seconds: float) -> Result:
@@ -212,7 +215,7 @@ def measure(name: str, messages: list[tuple[bytes | None, bytes]], rate: float, 
         )
         rss = rss_mb(process.pid)
     finally:
-        stop(process)
+        stop(process, env)
     if len(out_times) < len(messages):
         raise RuntimeError(f"{name}: {len(out_times)} outputs for {len(messages)} inputs")
     throughput = (len(out_times) - 1) / max(max(out_times) - min(out_times), 1e-9)
@@ -229,7 +232,7 @@ def measure(name: str, messages: list[tuple[bytes | None, bytes]], rate: float, 
         )
         rss = max(rss, rss_mb(process.pid))
     finally:
-        stop(process)
+        stop(process, env)
     return Result(
         name, throughput, percentile(latencies, 0.5), percentile(latencies, 0.99),
         percentile(rate_latencies, 0.5), percentile(rate_latencies, 0.99), rss,
@@ -268,7 +271,7 @@ def measure_rss(count: int) -> str:
         out_times, _ = asyncio.run(collect(names[0], names[1:], count, timeout=3600, on_progress=sample))
         final_rss, peak = rss_mb(process.pid, "VmRSS"), rss_mb(process.pid)
     finally:
-        stop(process)
+        stop(process, env)
     progress = ", ".join(f"{done // 1000}k: {rss:.0f}" for done, rss in samples)
     return (
         f"Worker RSS while {count:,} events with distinct titles flow (default TTL {Settings().dedupe_ttl_days} days, "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import ssl
 import time
 import weakref
@@ -29,6 +30,7 @@ import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.serializers import codecs
 from faust.types import TP, EventT, StreamT
+from mode.utils.locks import Event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
@@ -42,6 +44,8 @@ from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
 from stream_app.review import ReviewBoard, decide, render_page
 from stream_app.settings import Settings
 from stream_app.transactions import PartitionTransactions, Record, TransactedApp
+
+log = logging.getLogger(__name__)
 
 PRODUCER_BUFFER_MESSAGES = 10_000
 """Table changelog messages that may wait to be sent before Faust pauses the streams to drain them."""
@@ -145,6 +149,50 @@ def as_current_event(event: EventT[Any]) -> Iterator[None]:
         faust.streams._current_event.reset(token)
 
 
+class RecoveryEndSignal(Event):
+    """Faust's "table recovery ended" signal, which a waiter cannot miss.
+
+    Faust's recovery loop sets this signal after the last changelog record and clears it again before its next
+    read, without yielding in between. When the changelog records were already fetched as the rebalance began
+    (the partitions of a worker that just died), that happens before the rebalance's waiter has started to wait:
+    it then waits forever and the worker never resumes its streams (seen about once in ten kills). A waiter
+    arriving after recovery has ended returns at once.
+    """
+
+    def __init__(self, recovery: Any) -> None:
+        super().__init__()
+        self.recovery = recovery
+
+    async def wait(self) -> bool:
+        if not self.recovery.in_recovery:
+            return True
+        return await super().wait()
+
+
+RECOVERY_STALL_SECONDS = 5.0
+"""How long table recovery may go without a changelog record before its consumed-but-lost records are re-fetched."""
+
+
+def changelog_refetches(
+    seen: dict[TP, int | None], highwaters: dict[TP, int | None], positions: dict[TP, int | None]
+) -> dict[TP, int]:
+    """The offsets to re-read changelog partitions from, when recovery stalled: those the consumer has read past
+    the last record recovery saw (``seen``), short of the partition's last offset (``highwaters``).
+
+    Faust 0.15.3 can drop a fetched batch during a rebalance (its fetcher discards records when the flow or the
+    active partitions changed while it waited) after the consumer's position moved past them. Recovery then waits
+    forever for records it will never be sent; reading them again is harmless (recovery skips offsets it saw).
+    """
+    refetch = {}
+    for tp, highwater in highwaters.items():
+        last = seen.get(tp)
+        last = -1 if last is None else last
+        position = positions.get(tp)
+        if highwater is not None and last < highwater and position is not None and position > last + 1:
+            refetch[tp] = last + 1
+    return refetch
+
+
 def encode(record: dict[str, Any]) -> bytes:
     """Serialize an output record as compact UTF-8 JSON."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
@@ -225,6 +273,8 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         help="Dedupe state, per partition: first-seen titles with their LSH buckets, and the near copies found.",
     )
     app.tables.add(title_index)
+    recovery = cast(Any, app.tables).recovery  # TableManagerT does not declare it
+    recovery._signal_recovery_end = RecoveryEndSignal(recovery)
     last_sweep: dict[int, float] = {}
     # Each partition's index, with its in-memory LSH buckets built from the table when first needed. A rebalance
     # drops them: a partition assigned again may have been written by another worker meanwhile.
@@ -384,6 +434,18 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             board.waiting.pop(feedback["id"], None)  # gone at once; the feedback record confirms it soon
             notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
             return self.html(render_page(board, notice), status=200)
+
+    @app.timer(interval=RECOVERY_STALL_SECONDS)
+    async def unstick_recovery() -> None:
+        """Re-fetch changelog records a stalled table recovery never received (see ``changelog_refetches``)."""
+        received = [*recovery._active_events_received_at.values(), recovery._recovery_started_at or 0.0]
+        idle = time.monotonic() - max(received)
+        if not recovery.in_recovery or recovery.tables.changelog_queue.qsize() or idle < RECOVERY_STALL_SECONDS:
+            return
+        positions = {tp: await app.consumer.position(tp) for tp in recovery.active_highwaters}
+        for tp, offset in changelog_refetches(recovery.active_offsets, recovery.active_highwaters, positions).items():
+            log.warning("table recovery stalled on %s at offset %s: reading it again from there", tp, offset)
+            await app.consumer.seek(tp, offset)
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:

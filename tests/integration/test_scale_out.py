@@ -68,17 +68,21 @@ async def stream_and_kill(
 
     sending = asyncio.create_task(send_paced())
     killed_at, victim_consumed, settle_until, deadline = -1, 0.0, None, time.monotonic() + timeout
+    waiting = {key.decode() for key, _, _ in messages}
     try:
         while time.monotonic() < deadline:
             for tp, records in (await consumer.getmany(timeout_ms=300)).items():
-                found[kind_of[tp.topic]] += [json.loads(r.value) for r in records]
+                batch = [json.loads(r.value) for r in records]
+                found[kind_of[tp.topic]] += batch
+                waiting.difference_update(str(record.get("id")) for record in batch)
             total = sum(len(v) for v in found.values())
             if killed_at < 0 and total >= len(messages) // 3:
                 assert not sending.done(), "the stream ended before the kill: pace it slower"
                 victim_consumed = consumed(victim.metrics_text())
                 victim.kill()
                 killed_at = total
-            if total >= len(messages) and sending.done():
+            # Every id landed (not just as many records: repeats would count), then a while for late repeats.
+            if not waiting and sending.done():
                 settle_until = settle_until or time.monotonic() + 5.0
                 if time.monotonic() >= settle_until:
                     break
