@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from faust.types import TP
 
-from stream_app.agents import changelog_refetches
+from stream_app.agents import STREAM_STALL_SECONDS, StreamProgress, changelog_refetches
 from stream_app.settings import Settings
 from stream_app.worker import build_app
 
@@ -63,3 +64,26 @@ def test_recovery_still_fetching_is_left_alone() -> None:
     """A position at the next record recovery needs (or unknown) means the records are still coming."""
     a, b = TP("title-index-changelog", 0), TP("title-index-changelog", 1)
     assert changelog_refetches({a: 9, b: -1}, {a: 72, b: 5}, {a: 10, b: None}) == {}
+
+
+def received(progress: StreamProgress, tp: TP, offsets: range) -> None:
+    """Hand ``progress`` events of ``tp`` at ``offsets``, as an agent's batch would."""
+    progress.received([SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in offsets])  # type: ignore[misc]
+
+
+def test_a_stream_partition_read_past_its_last_event_is_read_again_from_there_once_idle() -> None:
+    progress, tp = StreamProgress(), TP("content", 0)
+    received(progress, tp, range(100, 150))
+    now = progress.received_at[tp]
+    assert progress.refetch_from(tp, position=300, committed=90, now=now + 1) is None  # records may be on the way
+    assert progress.refetch_from(tp, position=300, committed=90, now=now + STREAM_STALL_SECONDS) == 150
+    assert progress.refetch_from(tp, position=150, committed=90, now=now + 60) is None  # everything received
+
+
+def test_after_a_rebalance_a_partition_without_events_is_read_again_from_its_committed_offset() -> None:
+    progress, tp = StreamProgress(), TP("content", 1)
+    received(progress, tp, range(0, 10))
+    progress.reassigned()
+    later = progress.assigned_at + STREAM_STALL_SECONDS
+    assert progress.refetch_from(tp, position=300, committed=100, now=later) == 100
+    assert progress.refetch_from(tp, position=300, committed=None, now=later) is None  # nothing known to resume at
