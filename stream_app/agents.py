@@ -488,7 +488,6 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             log.warning("table recovery stalled on %s at offset %s: reading it again from there", tp, offset)
             await app.consumer.seek(tp, offset)
 
-    @app.timer(interval=RECOVERY_STALL_SECONDS)
     async def unstick_streams() -> None:
         """Read again the records of a stream partition the consumer read past but no agent received."""
         consumer = cast(Any, app.consumer)
@@ -498,18 +497,25 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         for tp in [tp for tp in active if tp.topic in (settings.input_topic, by_title_name)]:
             position = await consumer.position(tp)
             offset = progress.refetch_from(tp, position, consumer._committed_offset.get(tp), time.monotonic())
-            if offset is not None:
+            # Once per stall: a gap holding no records to deliver (transaction markers) stays as it is.
+            if offset is not None and refetched.get(tp) != (offset, position):
+                refetched[tp] = (offset, position)
                 log.warning("stream stalled on %s at offset %s (consumer at %s): reading again", tp, offset, position)
                 await consumer.seek(tp, offset)
                 progress.received_at[tp] = time.monotonic()
 
+    refetched: dict[TP, tuple[int, int]] = {}
+    if not settings.exactly_once:  # exactly-once seeks its partitions itself, to the transactions' offsets
+        app.timer(interval=RECOVERY_STALL_SECONDS)(unstick_streams)
+
     @app.timer(interval=5.0)
     async def report_lag() -> None:
-        """Export the consumer lag of each assigned input partition."""
+        """Export the consumer lag of each assigned input partition: records not yet received by the validate stage
+        (not merely fetched, so records the consumer read past but lost show as lag)."""
         for tp in app.consumer.assignment():
             if tp.topic != settings.input_topic:
                 continue
-            position = await app.consumer.position(tp)
+            position = progress.next_offset.get(tp) or await app.consumer.position(tp)
             highwater = app.consumer.highwater(tp)
             if position is not None and highwater is not None:
                 metrics.set_lag(tp.partition, max(0, highwater - position))

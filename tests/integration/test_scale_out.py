@@ -50,7 +50,8 @@ async def stream_and_kill(
     outputs arrived (while input still flows). Returns the outputs, how many had arrived at the kill and how
     many input messages the victim had consumed by then."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # read_committed: records of transactions the killed worker left open (aborted) are not outputs.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     await producer.start()
     await consumer.start()
     kind_of = {name: kind for kind, name in topics.outputs().items()}
