@@ -169,9 +169,6 @@ class RecoveryEndSignal(Event):
         return await super().wait()
 
 
-STREAM_STALL_SECONDS = 15.0
-"""How long a stream partition may go without an event, its records read by the consumer, before they are read
-again (see ``StreamProgress``)."""
 RECOVERY_STALL_SECONDS = 5.0
 """How long table recovery may go without a changelog record before its consumed-but-lost records are re-fetched."""
 
@@ -197,37 +194,21 @@ def changelog_refetches(
 
 
 class StreamProgress:
-    """Per stream partition: the offset after the last event an agent received, and when.
+    """Per stream partition: the offset after the last event an agent received.
 
-    Faust 0.15.3 can drop records it fetched during a rebalance after the consumer's position moved past them
-    (seen about once in thirty scale-out runs: the survivor stopped after 600 of 1,200 events, its consumer
-    position at the end of every partition). A partition whose position is past what its agent received, with no
-    event for ``STREAM_STALL_SECONDS``, is read again from there: no record reaches an agent twice that way.
+    The consumer lag is counted from it rather than from the consumer's position: Faust 0.15.3 can drop records it
+    fetched during a rebalance, and a lag counted from the position then reads 0 while nothing is processed.
     """
 
     def __init__(self) -> None:
         self.next_offset: dict[TP, int] = {}
-        self.received_at: dict[TP, float] = {}
-        self.assigned_at = time.monotonic()
 
     def received(self, events: Sequence[EventT[Any]]) -> None:
-        now = time.monotonic()
         for event in events:
             self.next_offset[event.message.tp] = event.message.offset + 1
-            self.received_at[event.message.tp] = now
 
     def reassigned(self) -> None:
         self.next_offset.clear()
-        self.received_at.clear()
-        self.assigned_at = time.monotonic()
-
-    def refetch_from(self, tp: TP, position: int | None, committed: int | None, now: float) -> int | None:
-        """The offset to read ``tp`` again from, or None while it is not stalled."""
-        done = self.next_offset.get(tp, committed)
-        idle = now - self.received_at.get(tp, self.assigned_at)
-        if done is None or position is None or position <= done or idle < STREAM_STALL_SECONDS:
-            return None
-        return done
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -487,26 +468,6 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         for tp, offset in changelog_refetches(recovery.active_offsets, recovery.active_highwaters, positions).items():
             log.warning("table recovery stalled on %s at offset %s: reading it again from there", tp, offset)
             await app.consumer.seek(tp, offset)
-
-    async def unstick_streams() -> None:
-        """Read again the records of a stream partition the consumer read past but no agent received."""
-        consumer = cast(Any, app.consumer)
-        if recovery.in_recovery or app.rebalancing or not consumer.flow_active:
-            return
-        active = consumer._active_partitions or set()
-        for tp in [tp for tp in active if tp.topic in (settings.input_topic, by_title_name)]:
-            position = await consumer.position(tp)
-            offset = progress.refetch_from(tp, position, consumer._committed_offset.get(tp), time.monotonic())
-            # Once per stall: a gap holding no records to deliver (transaction markers) stays as it is.
-            if offset is not None and refetched.get(tp) != (offset, position):
-                refetched[tp] = (offset, position)
-                log.warning("stream stalled on %s at offset %s (consumer at %s): reading again", tp, offset, position)
-                await consumer.seek(tp, offset)
-                progress.received_at[tp] = time.monotonic()
-
-    refetched: dict[TP, tuple[int, int]] = {}
-    if not settings.exactly_once:  # exactly-once seeks its partitions itself, to the transactions' offsets
-        app.timer(interval=RECOVERY_STALL_SECONDS)(unstick_streams)
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from stream_app.agents import STREAM_STALL_SECONDS, StreamProgress, changelog_refetches
+from stream_app.agents import StreamProgress, changelog_refetches
 from stream_app.settings import Settings
 from stream_app.worker import build_app
 
@@ -66,24 +66,9 @@ def test_recovery_still_fetching_is_left_alone() -> None:
     assert changelog_refetches({a: 9, b: -1}, {a: 72, b: 5}, {a: 10, b: None}) == {}
 
 
-def received(progress: StreamProgress, tp: TP, offsets: range) -> None:
-    """Hand ``progress`` events of ``tp`` at ``offsets``, as an agent's batch would."""
-    progress.received([SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in offsets])  # type: ignore[misc]
-
-
-def test_a_stream_partition_read_past_its_last_event_is_read_again_from_there_once_idle() -> None:
+def test_stream_progress_is_the_offset_after_the_last_event_received_and_forgotten_on_a_rebalance() -> None:
     progress, tp = StreamProgress(), TP("content", 0)
-    received(progress, tp, range(100, 150))
-    now = progress.received_at[tp]
-    assert progress.refetch_from(tp, position=300, committed=90, now=now + 1) is None  # records may be on the way
-    assert progress.refetch_from(tp, position=300, committed=90, now=now + STREAM_STALL_SECONDS) == 150
-    assert progress.refetch_from(tp, position=150, committed=90, now=now + 60) is None  # everything received
-
-
-def test_after_a_rebalance_a_partition_without_events_is_read_again_from_its_committed_offset() -> None:
-    progress, tp = StreamProgress(), TP("content", 1)
-    received(progress, tp, range(0, 10))
+    progress.received([SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in range(100, 150)])  # type: ignore[misc]
+    assert progress.next_offset == {tp: 150}
     progress.reassigned()
-    later = progress.assigned_at + STREAM_STALL_SECONDS
-    assert progress.refetch_from(tp, position=300, committed=100, now=later) == 100
-    assert progress.refetch_from(tp, position=300, committed=None, now=later) is None  # nothing known to resume at
+    assert progress.next_offset == {}
