@@ -194,7 +194,7 @@ def changelog_refetches(
 
 
 class StreamProgress:
-    """Per stream partition: the offset after the last event an agent received.
+    """Per input partition: the offset after the last event the validate stage received.
 
     The consumer lag is counted from it rather than from the consumer's position: Faust 0.15.3 can drop records it
     fetched during a rebalance, and a lag counted from the position then reads 0 while nothing is processed.
@@ -381,7 +381,6 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         )
         owner = transactions[1] if transactions is not None else None
         async for taken in batches:
-            progress.received(taken)
             events = _uncommitted(taken, owner)
             if not events:
                 continue
