@@ -42,6 +42,8 @@ def build_app(settings: Settings | None = None) -> faust.App:
         print(f"content-tagger: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from error
     log.info("serving model %s from %s, review threshold %.3f", classifier.version, model_dir, classifier.threshold)
+    # Faust creates only the last level of its data directory; a deployment's path may not exist yet.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, classifier)
     app.conf.Worker = TaggerWorker  # type: ignore[assignment]  # Faust types the setting as a type variable
     return app

@@ -31,3 +31,11 @@ def test_a_quiet_log_level_builds_no_debug_records(trained_model_dir: Path, tmp_
     assert not logging.getLogger("aiokafka.producer").isEnabledFor(logging.DEBUG)
     assert logging.getLogger("stream_app").isEnabledFor(logging.WARNING)
     assert worker.shortlabel == "Worker"  # its "[^Worker]: Ready" line is what start-up scripts wait for
+
+
+def test_a_data_directory_that_does_not_exist_yet_is_created(trained_model_dir: Path, tmp_path: Path) -> None:
+    """A deployment may point ``TAGGER_DATA_DIR`` at a path none of whose parents exist; Faust would fail to
+    start on it (it makes only the last level)."""
+    data_dir = tmp_path / "var" / "lib" / "content-tagger"
+    build_app(Settings(model_dir=trained_model_dir, data_dir=data_dir))
+    assert data_dir.is_dir()
