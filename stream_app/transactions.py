@@ -27,11 +27,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP
+
+from stream_app.consumer import RewindingConsumerThread, TaggerApp, TaggerConsumer
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,14 @@ class Record:
     value: bytes
 
 
-class _ReadCommittedThread(AIOKafkaConsumerThread):
+class _ReadCommittedThread(RewindingConsumerThread):
     def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> AIOKafkaConsumer:
         consumer = super()._create_consumer(loop)
         consumer._isolation_level = "read_committed"  # read by consumer.start(), which Faust calls next
         return consumer
 
 
-class TransactedConsumer(FaustKafkaConsumer):
+class TransactedConsumer(TaggerConsumer):
     """Faust's Kafka consumer reading committed records only, leaving the transacted topics' offsets to the
     transactions, and claiming their partitions before it seeks to the committed offsets.
 
@@ -90,10 +90,11 @@ class TransactedConsumer(FaustKafkaConsumer):
             super().resume_partitions(held & assignment)
 
 
-class TransactedApp(faust.App):
+class TransactedApp(TaggerApp):
     """A Faust app whose consumer is a :class:`TransactedConsumer`; ``owners`` maps each transacted topic to the
     producers of the stage that consumes it."""
 
+    consumer_class = TransactedConsumer
     owners: dict[str, PartitionTransactions]
 
     async def claim(self, assigned: Iterable[TP]) -> None:
@@ -101,16 +102,6 @@ class TransactedApp(faust.App):
         assigned = list(assigned)
         for topic, owner in self.owners.items():
             await owner.claim(tp for tp in assigned if tp.topic == topic)
-
-    def _new_consumer(self) -> TransactedConsumer:
-        return TransactedConsumer(
-            self.transport,
-            callback=self.topics.on_message,
-            on_partitions_revoked=self._on_partitions_revoked,
-            on_partitions_assigned=self._on_partitions_assigned,
-            beacon=self.beacon,
-            loop=self.transport.loop,
-        )
 
 
 class PartitionTransactions:

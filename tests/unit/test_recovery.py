@@ -1,16 +1,18 @@
-"""Table recovery after a rebalance: the worker resumes its streams once the changelog is read, however fast."""
+"""Table recovery after a rebalance: the worker resumes its streams once the changelog is read, however fast, and
+from where the previous owner of each partition stopped."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from faust.types import TP
 
 from stream_app.agents import StreamProgress, changelog_refetches
+from stream_app.consumer import RewindingConsumerThread
 from stream_app.settings import Settings
 from stream_app.worker import build_app
 
@@ -72,3 +74,13 @@ def test_stream_progress_is_the_offset_after_the_last_event_received_and_forgott
     assert progress.next_offset == {tp: 150}
     progress.reassigned()
     assert progress.next_offset == {}
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_the_worker_consumer_rewinds_partitions_without_a_committed_offset(
+    trained_model_dir: Path, tmp_path: Path, guarantee: str
+) -> None:
+    """Faust's seek after dropping fetched records goes through :func:`seek_to_committed_or_earliest` (tested on
+    a broker in tests/integration/test_consumer.py) in both delivery modes."""
+    app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, processing_guarantee=guarantee))
+    assert isinstance(cast(Any, app.consumer)._thread, RewindingConsumerThread)
