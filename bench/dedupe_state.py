@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import write_section
-from stream_app.agents import TitleKeyCodec
+from stream_app.agents import title_key
 from stream_app.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 from stream_app.dedupe import DedupeIndex, index_buckets
 
@@ -61,8 +61,8 @@ def stored_bytes(store: CountingStore) -> int:
 
 
 def table_key(ref: str) -> bytes:
-    """A ref's key as the title table writes it, in partition 0."""
-    return bytes(TitleKeyCodec().dumps(f"0/{ref}"))
+    """A ref's key as the title table keeps and writes it, in partition 0."""
+    return title_key(0, ref)
 
 
 def rocksdb_bytes(store: CountingStore | dict[str, Any]) -> int:
@@ -139,7 +139,8 @@ def size_row(name: str, dedupe: DedupeIndex, store: CountingStore, titles: int) 
     seen: set[int] = set()
     one = dict([next(iter(store.data.items()))])  # an SST file of one entry: its fixed overhead
     dedupe.buckets.as_dict()  # merges the pending entries into the arrays
-    table, buckets = memory_bytes(store.data, seen), dedupe.buckets.nbytes
+    as_table = {table_key(ref): value for ref, value in store.data.items()}  # keyed as the title table keeps it
+    table, buckets = memory_bytes(as_table, seen), dedupe.buckets.nbytes
     return (
         f"| {name} | {titles} | {stored_bytes(store) / titles:.1f} | {table / titles:.0f} | {buckets / titles:.0f} "
         f"| {rocksdb_bytes(store) / titles:.1f} | {(rocksdb_bytes(store) - rocksdb_bytes(one)) / (titles - 1):.1f} |"
@@ -191,7 +192,7 @@ def measure(synthetic: int) -> str:
             "",
             "State per stored title: key and value (both binary), as the changelog carries them (event ids as in "
             "the dataset, up to 4 digits: each more character adds a byte); in memory (Python objects: the "
-            "`memory://` store's dict slots, str keys and bytes values; and the LSH bucket index, which lives in "
+            "`memory://` store's dict slots, 10-byte keys and bytes values; and the LSH bucket index, which lives in "
             "memory only, in numpy arrays, and is rebuilt from the entries); and on disk in RocksDB "
             "(rocksdict, the same key and value bytes Faust's `rocksdb://` store writes, *.sst bytes after "
             "flush and full compaction with rocksdict default options; a small table carries a few KB of SST "

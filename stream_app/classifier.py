@@ -116,6 +116,9 @@ class Classifier:
         # One thread each: the worker batches, and the second core is better spent on Kafka I/O.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        # Memory patterns are planned and kept per input shape, and batch sizes vary (1 to batch_size): off, the
+        # worker's RSS is ~16 MB lower at the same speed (BENCHMARKS.md, "Worker memory ... (memory store)").
+        options.enable_mem_pattern = False
         try:
             session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped errors for corrupt files

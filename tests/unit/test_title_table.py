@@ -1,4 +1,5 @@
-"""The title table's serializers: 10-byte keys, raw binary values, and keys of earlier versions still read."""
+"""The title table's keys and serializers: 10-byte keys in memory and on the wire, raw binary values, keys of
+earlier versions still read, and each partition's slice of the table keyed by ref."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_app.agents import TITLE_KEY_CODEC
+from stream_app.agents import TITLE_KEY_CODEC, PartitionView, title_key
 from stream_app.settings import Settings
 from stream_app.worker import build_app
 
@@ -28,19 +29,44 @@ def ref(digest: bytes) -> str:
 
 @given(st.integers(0, 255), st.binary(min_size=8, max_size=8))
 def test_a_title_key_is_ten_bytes_and_reads_back(table: Any, partition: int, digest: bytes) -> None:
-    key = f"{partition}/{ref(digest)}"
-    raw = table.app.serializers.dumps_key(str, key, serializer=table.key_serializer)
-    assert raw == bytes([0, partition]) + digest
-    assert table.app.serializers.loads_key(str, raw, serializer=table.key_serializer) == key
+    key = title_key(partition, ref(digest))
+    assert key == bytes([0, partition]) + digest
+    raw = table.app.serializers.dumps_key(bytes, key, serializer=table.key_serializer)
+    assert raw == key
+    assert table.app.serializers.loads_key(bytes, raw, serializer=table.key_serializer) == key
 
 
-@pytest.mark.parametrize("key", ["0/l30bwqhBuc4", "300/l30bwqhBuc4", "0/t:0123456789abcdef", "0/l30bwqhBuc5"])
-def test_other_keys_and_keys_written_as_json_read_back(table: Any, key: str) -> None:
-    """Keys earlier versions wrote were JSON; partitions past 255, other shapes and non-canonical base64 stay so."""
+@pytest.mark.parametrize(
+    ("written", "key"),
+    [
+        ("0/l30bwqhBuc4", bytes([0, 0]) + base64.urlsafe_b64decode("l30bwqhBuc4=")),
+        ("300/l30bwqhBuc4", b"300/l30bwqhBuc4"),
+        ("0/t:0123456789abcdef", b"0/t:0123456789abcdef"),
+        ("0/l30bwqhBuc5", b"0/l30bwqhBuc5"),
+    ],
+)
+def test_keys_earlier_versions_wrote_as_json_read_back_as_todays(table: Any, written: str, key: bytes) -> None:
+    """Earlier versions wrote ``"<partition>/<ref>"`` as JSON: a ref of a partition below 256 reads back as its
+    10-byte key; partitions past 255, other shapes and non-canonical base64 as the string's bytes, which round-trip."""
     serializers = table.app.serializers
-    assert serializers.loads_key(str, json.dumps(key).encode(), serializer=table.key_serializer) == key
-    raw = serializers.dumps_key(str, key, serializer=table.key_serializer)
-    assert serializers.loads_key(str, raw, serializer=table.key_serializer) == key
+    assert serializers.loads_key(bytes, json.dumps(written).encode(), serializer=table.key_serializer) == key
+    raw = serializers.dumps_key(bytes, key, serializer=table.key_serializer)
+    assert serializers.loads_key(bytes, raw, serializer=table.key_serializer) == key
+
+
+@pytest.mark.parametrize("partition", [0, 3, 300])
+def test_a_partition_view_sees_only_its_own_entries_by_ref(partition: int) -> None:
+    table: dict[bytes, bytes] = {}
+    mine, other = PartitionView(table, partition), PartitionView(table, partition + 1)
+    refs = [ref(bytes([n]) * 8) for n in range(3)] + ["not-a-ref"]
+    for n, key in enumerate(refs):
+        mine[key] = other[key] = bytes([n])
+    assert sorted(mine) == sorted(refs)
+    assert [mine[key] for key in refs] == [bytes([n]) for n in range(len(refs))]
+    del mine[refs[0]], mine["not-a-ref"]
+    assert sorted(mine) == sorted(refs[1:3]) and len(other) == len(refs)
+    assert mine.get(refs[0]) is None and other.get(refs[0]) == bytes([0])
+    assert all(isinstance(key, bytes) for key in table)
 
 
 def test_the_changelog_carries_the_binary_keys_and_raw_values(table: Any) -> None:
