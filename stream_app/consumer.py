@@ -1,4 +1,4 @@
-"""Faust's Kafka consumer, rewinding partitions that have no committed offset when Faust seeks to the committed ones.
+"""Faust's Kafka consumer, with two fixes to how it re-reads records after a seek.
 
 Faust 0.15.3 drops the records a fetch returns while the flow is stopped (during a rebalance) and relies on
 seeking every assigned partition back to its committed offset to read them again. aiokafka's
@@ -7,18 +7,70 @@ worker killed before its first commit stays after the dropped records, and they 
 25 scale-out runs the survivor stopped after 600 of 1,200 events, its consumer at the end of every partition.
 Such partitions go back to their earliest offset instead, where a consumer with no committed offset starts
 (``consumer_auto_offset_reset="earliest"``).
+
+Faust also delivers records fetched *before* a seek when they reach its fetch loop *after* it: the fetch runs in
+the consumer thread while a seek can land on a second worker of that thread (or on the event loop). Those stale
+records move Faust's "read offset" past the records the seek was meant to re-read, and it then discards them as
+already read: a scale-out run lost one event of 1,200 that way. A :class:`SeekClock` orders every seek against
+every fetch in the consumer thread, and records that a seek of their partition followed are not delivered; the
+seek has put the consumer before them, so they are read again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from typing import cast
+import logging
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.consumer import RecordMap
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
-from faust.types import TP
+from faust.types import TP, Message
+
+log = logging.getLogger(__name__)
+
+
+class SeekClock:
+    """Orders a Kafka consumer's seeks and fetches: it ticks on every seek, and a fetch notes the time it returned.
+
+    Both must happen on the consumer's own event loop, where a seek and the end of a fetch never interleave.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0
+        self._sought: dict[tuple[str, int], int] = {}
+
+    def sought(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Note that ``partitions`` were just sought (their positions moved)."""
+        self.now += 1
+        for tp in partitions:
+            self._sought[(tp[0], tp[1])] = self.now
+
+    def predates_seek(self, tp: tuple[str, int], fetched_at: int) -> bool:
+        """Whether a record of ``tp`` fetched at ``fetched_at`` was fetched before ``tp``'s last seek."""
+        return self._sought.get((tp[0], tp[1]), 0) > fetched_at
+
+    def watch(self, fetcher: Any) -> None:
+        """Tick on every position change of an aiokafka ``Fetcher``: a seek to an offset, or a reset to the
+        earliest or latest one (``seek_to_beginning``, ``seek_to_end``, ``seek_to_committed`` and ``seek`` all
+        come down to these two)."""
+        seek_to: Callable[[Any, int], None] = fetcher.seek_to
+        request_offset_reset: Callable[[Any, Any], Any] = fetcher.request_offset_reset
+
+        def seek_to_and_tick(tp: Any, offset: int) -> None:
+            seek_to(tp, offset)
+            self.sought([tp])
+
+        def request_offset_reset_and_tick(tps: Any, strategy: Any) -> Any:
+            tps = list(tps)
+            waiters = request_offset_reset(tps, strategy)
+            self.sought(tps)
+            return waiters
+
+        fetcher.seek_to = seek_to_and_tick
+        fetcher.request_offset_reset = request_offset_reset_and_tick
 
 
 async def seek_to_committed_or_earliest(
@@ -36,8 +88,70 @@ async def seek_to_committed_or_earliest(
     return committed
 
 
+class ReadOffsets(dict[TP, "int | None"]):
+    """Faust's read offsets: a partition's records below its read offset are dropped as read already.
+
+    Faust's fetch loop sets a partition's read offset once it has handed a record on, and a seek of the partition
+    can land meanwhile: that update, for a record fetched before the seek, is ignored, as it would put the read
+    offset past the records the seek is to read again. A missing partition reads None (nothing read yet).
+    """
+
+    def __init__(self, seeks: SeekClock) -> None:
+        super().__init__()
+        self._seeks = seeks
+        self._delivering: tuple[TP, int, int] | None = None
+
+    def __missing__(self, tp: TP) -> None:
+        return None
+
+    def delivering(self, tp: TP, offset: int, fetched_at: int) -> None:
+        """Note the record the fetch loop is handing on, and when it was fetched."""
+        self._delivering = (tp, offset, fetched_at)
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        delivering = self._delivering
+        if delivering is not None and delivering[:2] == (tp, offset) and self._seeks.predates_seek(tp, delivering[2]):
+            return
+        super().__setitem__(tp, offset)
+
+
 class RewindingConsumerThread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, seeking with :func:`seek_to_committed_or_earliest`."""
+    """Faust's consumer thread, seeking with :func:`seek_to_committed_or_earliest`, and timing its seeks and fetches
+    on its consumer's :class:`SeekClock`."""
+
+    async def on_start(self) -> None:
+        """Start the aiokafka consumer (in the thread) and time its seeks."""
+        await super().on_start()
+        cast(TaggerConsumer, self.consumer).seeks.watch(self._ensure_consumer()._fetcher)
+
+    async def fetch(self, active_partitions: set[TP] | None, timeout: float) -> tuple[RecordMap, int]:
+        """Faust's ``getmany``: the records fetched, and the :class:`SeekClock` time the fetch returned."""
+        consumer = self._ensure_consumer()
+        return cast(
+            tuple[RecordMap, int],
+            await self.call_thread(
+                self._fetch_records_timed,
+                consumer,
+                active_partitions,
+                timeout=timeout,
+                max_records=consumer._max_poll_records,
+            ),
+        )
+
+    async def _fetch_records_timed(
+        self, consumer: AIOKafkaConsumer, active_partitions: set[TP], timeout: float, max_records: int | None
+    ) -> tuple[RecordMap, int]:
+        records = await self._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
+        # Read with no await since the fetch returned, so no seek came in between.
+        return records, cast(TaggerConsumer, self.consumer).seeks.now
+
+    async def seek_in_thread(self, partition: TP, offset: int) -> None:
+        """Seek ``partition`` to ``offset`` on the thread's event loop (Faust's ``seek`` runs on the caller's)."""
+
+        async def seek() -> None:
+            self._ensure_consumer().seek(partition, offset)
+
+        await self.call_thread(seek)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Seek every assigned partition to its committed offset, or its earliest one when it has none."""
@@ -47,10 +161,42 @@ class RewindingConsumerThread(AIOKafkaConsumerThread):
 
 
 class TaggerConsumer(FaustKafkaConsumer):
-    """Faust's Kafka consumer with a :class:`RewindingConsumerThread`."""
+    """Faust's Kafka consumer with a :class:`RewindingConsumerThread`, handing on no record fetched before a seek
+    of its partition."""
+
+    _fetched_at = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seeks = SeekClock()
+        self._read_offsets = ReadOffsets(self.seeks)
+        self._read_offset = self._read_offsets
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return RewindingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> RecordMap:
+        records, self._fetched_at = await cast(RewindingConsumerThread, self._thread).fetch(active_partitions, timeout)
+        return records
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust's ``getmany``, leaving out the records a later seek of their partition will read again."""
+        skipping: set[TP] = set()
+        async for tp, message in super().getmany(timeout):
+            # Checked at each record: Faust's fetch loop awaits between records, and a seek can land meanwhile.
+            if self.seeks.predates_seek(tp, self._fetched_at):
+                if tp not in skipping:
+                    skipping.add(tp)
+                    log.info(
+                        "Skipping %s from offset %d: fetched before a seek that reads it again", tp, message.offset
+                    )
+                continue
+            self._read_offsets.delivering(tp, message.offset, self._fetched_at)
+            yield tp, message
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # In the consumer thread, so that the SeekClock sees it in order with the fetches.
+        await cast(RewindingConsumerThread, self._thread).seek_in_thread(partition, offset)
 
 
 class TaggerApp(faust.App):

@@ -3,13 +3,18 @@ rebalance: a partition nobody committed goes back to its first record instead of
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.consumer import seek_to_committed_or_earliest
-from tests.integration.harness import run
+from tests.integration.harness import ROOT, run
 
 RECORDS_PER_PARTITION = 5
 
@@ -67,3 +72,85 @@ def test_a_partition_without_a_committed_offset_is_read_again_from_its_first_rec
     assert positions[uncommitted] == 0, "a partition nobody committed restarts from its first record"
     assert positions[committed] == 3, "a committed partition restarts from its committed offset"
     assert positions[changelog_tp] == RECORDS_PER_PARTITION, "table recovery positions the changelogs itself"
+
+
+SEEK_RACE_RECORDS, SEEK_RACE_COMMITTED = 200, 100
+
+
+def offsets_handed_on_after_a_seek(
+    consumer: str, kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> list[int]:
+    """Run ``tests/integration/seek_race_app.py`` with ``consumer`` on a partition of 200 records committed up to
+    offset 100, and return the offsets its agent got, in order, once it has been idle for 3 s."""
+    topic, app_id = new_topic("seek-race"), f"seek-race-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition(topic, 0)
+
+    async def prepare() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for n in range(SEEK_RACE_RECORDS):
+                await producer.send(topic, str(n).encode(), partition=0)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        committer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=app_id, enable_auto_commit=False)
+        await committer.start()
+        try:
+            committer.assign([tp])
+            await committer.commit({tp: SEEK_RACE_COMMITTED})
+        finally:
+            await committer.stop()
+
+    run(prepare())
+    offsets_path = tmp_path / "offsets.txt"
+    env = {
+        **os.environ,
+        "SEEK_RACE_BOOTSTRAP": kafka_bootstrap,
+        "SEEK_RACE_TOPIC": topic,
+        "SEEK_RACE_APP_ID": app_id,
+        "SEEK_RACE_OFFSETS": str(offsets_path),
+        "SEEK_RACE_DATA_DIR": str(tmp_path / "data"),
+    }
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.seek_race_app", consumer],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline, last_size, idle_since = time.monotonic() + 90, -1, time.monotonic()
+        while time.monotonic() < deadline and worker.poll() is None:
+            size = offsets_path.stat().st_size if offsets_path.exists() else 0
+            if size != last_size:
+                last_size, idle_since = size, time.monotonic()
+            elif size and time.monotonic() - idle_since > 3:
+                break
+            time.sleep(0.2)
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    return [int(line) for line in offsets_path.read_text().split()]
+
+
+def test_records_fetched_before_a_seek_do_not_hide_the_records_it_reads_again(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    offsets = offsets_handed_on_after_a_seek("tagger", kafka_bootstrap, new_topic, tmp_path)
+    assert offsets[0] == SEEK_RACE_COMMITTED, "the worker starts at the committed offset"
+    assert set(offsets) == set(range(SEEK_RACE_RECORDS)), "every record below and above the seek is handed on"
+    assert offsets.index(0) < 10, "records fetched before the seek wait for the re-read (only those in flight run)"
+
+
+def test_faust_alone_loses_the_records_a_seek_reads_again(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """The race the worker's consumer closes, shown with Faust's own: records of the first fetch, handed on after
+    the seek, move its read offset past the records below them, which it then drops as read already."""
+    offsets = offsets_handed_on_after_a_seek("faust", kafka_bootstrap, new_topic, tmp_path)
+    assert offsets[0] == SEEK_RACE_COMMITTED
+    assert set(range(SEEK_RACE_COMMITTED)) - set(offsets), "Faust hands on none of them a second time"
