@@ -114,6 +114,7 @@ class PartitionTransactions:
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._starting = asyncio.Lock()  # one producer per id: a second would fence the first
+        self._claiming = asyncio.Lock()
 
     def transactional_id(self, source: TopicPartition) -> str:
         """The transactional id of ``source``'s producer: the same in every worker, so a new owner fences the old."""
@@ -122,11 +123,13 @@ class PartitionTransactions:
     async def claim(self, sources: Iterable[TopicPartition]) -> None:
         """Own exactly ``sources``: start their producers (fencing earlier owners), stop the others."""
         wanted = {TopicPartition(tp.topic, tp.partition) for tp in sources}
-        self._committed = {tp: offset for tp, offset in self._committed.items() if tp in wanted}
-        for source in [tp for tp in self._producers if tp not in wanted]:
-            await self._producers.pop(source).stop()  # fenced already, or soon, by the partition's new owner
-        for source in wanted:
-            await self._producer(source)
+        # Faust can seek (and so claim) from its fetch loop and from table recovery at once.
+        async with self._claiming:
+            self._committed = {tp: offset for tp, offset in self._committed.items() if tp in wanted}
+            for source in [tp for tp in self._producers if tp not in wanted]:
+                await self._producers.pop(source).stop()  # fenced already, or soon, by the partition's new owner
+            for source in wanted:
+                await self._producer(source)
 
     def committed(self, source: TP) -> int:
         """The next offset of ``source`` after this process's last commit (-1 if none since it was claimed): a
