@@ -30,7 +30,7 @@ import faust.web
 import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.serializers import codecs
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, EventT, StoreT, StreamT
 from mode.utils.locks import Event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -45,6 +45,7 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
 from stream_app.review import ReviewBoard, decide, render_page
 from stream_app.settings import Settings
+from stream_app.title_store import TitleStore
 from stream_app.transactions import PartitionTransactions, Record, TransactedApp
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,23 @@ class TitleTable(faust.Table[bytes, bytes]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.key_serializer = TITLE_KEY_CODEC  # the value stays "raw", as Faust gives bytes
+
+    def _new_store_by_url(self, url: Any) -> StoreT[bytes, bytes]:
+        """A :class:`TitleStore` for ``memory://``, Faust's store for any other URL."""
+        if str(url).partition(":")[0] != "memory":
+            return cast(StoreT[bytes, bytes], super()._new_store_by_url(url))
+        return TitleStore(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
 
 
 @contextlib.contextmanager
