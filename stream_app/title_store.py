@@ -171,6 +171,23 @@ class PackedTitles(MutableMapping[bytes, bytes]):
         if self._garbage > len(self._arena) // 2:
             self._compact_arena()
 
+    def keep_partitions(self, partitions: set[int]) -> None:
+        """Drop the entries of every other partition (keys naming none are kept)."""
+        if self._recent:
+            self._merge()
+        kept = np.isin(np.frombuffer(self._partitions, np.uint8), list(partitions))
+        lengths = np.frombuffer(self._lengths, np.uint32)
+        self._garbage += int(lengths[~kept].sum())
+        self._size -= int((~kept).sum())
+        self._digests = array("Q", np.frombuffer(self._digests, np.uint64)[kept].tobytes())
+        self._partitions = bytearray(np.frombuffer(self._partitions, np.uint8)[kept].tobytes())
+        self._offsets = array("I", np.frombuffer(self._offsets, np.uint32)[kept].tobytes())
+        self._lengths = array("I", lengths[kept].tobytes())
+        for key in [key for key in self._other if key_partition(key) not in (*partitions, None)]:
+            del self[key]
+        if self._garbage > len(self._arena) // 2:
+            self._compact_arena()
+
     def _indexes(self, keys: list[bytes], digests: np.ndarray, partitions: np.ndarray) -> np.ndarray:
         """The indexes in the packed arrays of those of ``keys`` (split into ``digests`` and ``partitions``) that
         are there."""
@@ -204,7 +221,8 @@ class TitleStore(memory.Store[bytes, bytes]):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.data = PackedTitles()
+        self.titles = PackedTitles()
+        self.data = self.titles
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Any, to_value: Any) -> None:
         """Apply changelog records: a value written, or a deletion (a record without a value)."""
@@ -218,6 +236,4 @@ class TitleStore(memory.Store[bytes, bytes]):
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         """Drop the entries of partitions this worker no longer serves."""
-        partitions = {partition for _, partition in active_tps}
-        for key in [key for key in self.data if key_partition(key) not in partitions]:
-            del self.data[key]
+        self.titles.keep_partitions({partition for _, partition in active_tps})

@@ -22,6 +22,7 @@ OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("set"), KEYS, st.binary(max_size=40)),
         st.tuples(st.just("delete"), KEYS, st.just(b"")),
+        st.tuples(st.just("keep"), st.sets(st.sampled_from([0, 1, 3, 255])), st.just(b"")),
     ),
     max_size=60,
 )
@@ -29,12 +30,15 @@ OPERATIONS = st.lists(
 
 @settings(max_examples=300)
 @given(OPERATIONS, st.integers(1, 6))
-def test_it_reads_as_a_dict_does_after_any_writes_and_deletions(
-    operations: list[tuple[str, bytes, bytes]], recent_limit: int
+def test_it_reads_as_a_dict_does_after_any_writes_deletions_and_partition_drops(
+    operations: list[tuple[str, Any, bytes]], recent_limit: int
 ) -> None:
     packed, expected = PackedTitles(recent_limit), {}
     for operation, key, value in operations:
-        if operation == "set":
+        if operation == "keep":
+            packed.keep_partitions(key)
+            expected = {k: v for k, v in expected.items() if key_partition(k) in (*key, None)}
+        elif operation == "set":
             packed[key] = value
             expected[key] = value
         elif key in expected:
