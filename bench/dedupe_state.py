@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import write_section
-from stream_app.agents import PartitionView, title_key
+from stream_app.agents import PartitionView
 from stream_app.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 from stream_app.dedupe import DedupeIndex, index_buckets
-from stream_app.title_store import PackedTitles
+from stream_app.title_store import PackedTitles, title_key
 
 ROOT = Path(__file__).resolve().parent.parent
 TTL = 30 * 86400.0

@@ -15,7 +15,6 @@ whichever input partition they arrived on.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
 import json
 import logging
@@ -36,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from stream_app.classifier import Classifier
 from stream_app.consumer import TaggerApp
-from stream_app.dedupe import REF_CHARS, DedupeIndex, DedupeVerdict, digest_of_ref, ref_of_digest
+from stream_app.dedupe import DedupeIndex, DedupeVerdict, digest_of_ref
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
 from stream_app.labels import LabelStore, read_labels
@@ -45,7 +44,7 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
 from stream_app.review import ReviewBoard, decide, render_page
 from stream_app.settings import Settings
-from stream_app.title_store import TitleStore
+from stream_app.title_store import TitleStore, split_title_key, title_key
 from stream_app.transactions import PartitionTransactions, Record, TransactedApp
 
 log = logging.getLogger(__name__)
@@ -106,39 +105,6 @@ class PartitionView(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
-
-
-def title_key(partition: int, ref: str) -> bytes:
-    """The title table key of ``ref`` in ``partition``: a zero byte, the partition and the 8 bytes ``ref`` encodes
-    (10 bytes, in memory and on the wire) when the partition is below 256 and ``ref`` decodes to 8 bytes, else
-    ``"<partition>/<ref>"``.
-
-    Called for every table access, so ``ref`` is decoded but not checked to be canonical (0.17 µs; with
-    :func:`digest_of_ref`, which re-encodes it, 0.75 µs): refs made by :func:`ref_of_digest` are, and
-    :func:`split_title_key` hides keys whose ref would not map back to them.
-    """
-    if partition < 256 and len(ref) == REF_CHARS:
-        try:
-            return _KEY_PREFIXES[partition] + binascii.a2b_base64(
-                ref.encode().translate(_URLSAFE) + b"=", strict_mode=True
-            )
-        except ValueError:  # not base64 (binascii.Error), or a lone surrogate (UnicodeEncodeError)
-            pass
-    return f"{partition}/{ref}".encode()
-
-
-_KEY_PREFIXES = [bytes([0, partition]) for partition in range(256)]
-_URLSAFE = bytes.maketrans(b"-_", b"+/")
-
-
-def split_title_key(key: bytes) -> tuple[int, str] | None:
-    """``(partition, ref)`` of a title table key; None if it is not one :func:`title_key` gives."""
-    if len(key) == 10 and key[0] == 0:
-        return key[1], ref_of_digest(key[2:])
-    partition, slash, ref = key.decode(errors="replace").partition("/")
-    if not (slash and partition.isdigit()) or title_key(int(partition), ref) != key:
-        return None
-    return int(partition), ref
 
 
 TITLE_KEY_CODEC = "tagger-title-key"

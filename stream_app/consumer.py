@@ -40,17 +40,18 @@ class SeekClock:
 
     def __init__(self) -> None:
         self.now = 0
+        # Faust's TP and aiokafka's TopicPartition are equal tuples with equal hashes: either finds an entry.
         self._sought: dict[tuple[str, int], int] = {}
 
     def sought(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Note that ``partitions`` were just sought (their positions moved)."""
         self.now += 1
         for tp in partitions:
-            self._sought[(tp[0], tp[1])] = self.now
+            self._sought[tp] = self.now
 
     def predates_seek(self, tp: tuple[str, int], fetched_at: int) -> bool:
         """Whether a record of ``tp`` fetched at ``fetched_at`` was fetched before ``tp``'s last seek."""
-        return self._sought.get((tp[0], tp[1]), 0) > fetched_at
+        return self._sought.get(tp, 0) > fetched_at
 
     def watch(self, fetcher: Any) -> None:
         """Tick on every position change of an aiokafka ``Fetcher``: a seek to an offset, or a reset to the

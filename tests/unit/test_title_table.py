@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_app.agents import TITLE_KEY_CODEC, PartitionView, title_key
+from stream_app.agents import TITLE_KEY_CODEC, PartitionView
 from stream_app.settings import Settings
+from stream_app.title_store import title_key
 from stream_app.worker import build_app
 
 
