@@ -433,14 +433,6 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             metrics.set_dedupe_entries(sum(index.entries for index in indexes.values()))
             yield None
 
-    if transactions is not None:
-
-        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
-        async def stop_producers(sender: Any, **kwargs: Any) -> None:
-            """Stop the transactional producers after the agents."""
-            for producers in transactions:
-                await producers.stop()
-
     feedback_topic = app.topic(
         settings.feedback_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
@@ -525,8 +517,29 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         """Liveness: the model version served."""
         return web.json({"status": "ok", "model_version": pipeline.classifier.version})
 
+    @app.page("/ready")
+    async def ready_page(web: Any, request: Any) -> Any:
+        """Readiness: 200 while the worker processes events, 503 with the reason before that and in a rebalance."""
+        reason = unready_reason(app.rebalancing_count, app.rebalancing)
+        if reason is not None:
+            return web.json({"status": "not ready", "reason": reason}, status=503)
+        return web.json({"status": "ready", "model_version": pipeline.classifier.version})
+
     app.tagger_metrics = metrics  # type: ignore[attr-defined]  # for tests and the review page
     return app
+
+
+def unready_reason(rebalances: int, rebalancing: bool) -> str | None:
+    """Why the worker cannot process events yet, or None once it can.
+
+    Faust starts a rebalance when the consumer joins its group and ends it only once the partitions are assigned,
+    the tables recovered and the fetcher resumed; its web server (``/health``) answers before the first join.
+    """
+    if rebalances == 0:
+        return "not yet joined its consumer group"
+    if rebalancing:
+        return "rebalancing: taking up partitions and recovering their table state"
+    return None
 
 
 def _uncommitted(events: Sequence[EventT[Any]], owner: PartitionTransactions | None) -> list[EventT[Any]]:

@@ -73,6 +73,9 @@ class Settings:
     session_timeout_seconds: float = 10.0
     """How long the group waits for a silent worker before giving its partitions to the others: bounds the
     stall after a crash (Faust's default is 60 s)."""
+    stop_timeout_seconds: float = 30.0
+    """Longest a stop (on SIGTERM, or after a crash) may take before the worker exits anyway, with status 3: a
+    stop that waits on a lost connection or a stuck task would otherwise keep a dead worker's process alive."""
     processing_guarantee: str = "at_least_once"
     """``at_least_once``, or ``exactly_once``: each stage's records commit with the offsets they consume in one
     Kafka transaction per source partition (transactions.py), at the cost of a transaction per batch."""
@@ -120,8 +123,10 @@ class Settings:
                 "TAGGER_SHADOW_EVENTS and TAGGER_RETRAIN_AFTER_LABELS must be >= 0, "
                 "TAGGER_CANDIDATE_POLL_SECONDS positive"
             )
-        if self.dedupe_ttl_days <= 0 or self.batch_timeout_seconds <= 0:
-            raise ConfigError("TAGGER_DEDUPE_TTL_DAYS and TAGGER_BATCH_TIMEOUT_SECONDS must be positive")
+        if self.dedupe_ttl_days <= 0 or self.batch_timeout_seconds <= 0 or self.stop_timeout_seconds <= 0:
+            raise ConfigError(
+                "TAGGER_DEDUPE_TTL_DAYS, TAGGER_BATCH_TIMEOUT_SECONDS and TAGGER_STOP_TIMEOUT_SECONDS must be positive"
+            )
 
     @property
     def broker_url(self) -> str:

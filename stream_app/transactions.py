@@ -103,6 +103,13 @@ class TransactedApp(TaggerApp):
         for topic, owner in self.owners.items():
             await owner.claim(tp for tp in assigned if tp.topic == topic)
 
+    async def on_shutdown(self) -> None:
+        """Stop the stages' producers once the agents have stopped (Faust's ``on_before_shutdown`` comes before
+        that): an agent committing when its producer stopped would wait for the commit forever."""
+        await super().on_shutdown()
+        for owner in self.owners.values():
+            await owner.stop()
+
 
 class PartitionTransactions:
     """The transactional producers of one stage, one per source partition it owns."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
+import os
 import sys
+import threading
+from typing import Any
 
 import faust
 
@@ -16,14 +20,38 @@ from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_EXIT_STATUS = 3
+"""The worker's exit status when stopping took longer than ``TAGGER_STOP_TIMEOUT_SECONDS``."""
+
 
 class TaggerWorker(faust.Worker):
-    """Faust's worker without its terminal spinner.
+    """Faust's worker without its terminal spinner, and with a deadline on stopping.
 
     At a log level of WARN or above, Faust hangs a spinner on the root logger and lowers the root level to DEBUG
     so that every record turns it; aiokafka and Faust then build a log record for every message sent (about 10%
     of the worker's CPU), only for the handler to drop it.
     """
+
+    def __init__(self, app: faust.App, *args: Any, stop_timeout_seconds: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        self.stop_timeout_seconds = stop_timeout_seconds
+        self._stop_deadline: threading.Timer | None = None
+
+    async def stop(self) -> None:
+        """Stop, and exit the process with status 3 if that has not happened within the stop timeout.
+
+        A stop can wait forever: one exactly-once worker, crashed by a broker outage, still waited 4 minutes
+        after the broker was back for an agent that never finished. Exiting is as safe as a crash (a restarted
+        worker resumes from the committed offsets), and a supervisor restarts a process that exited, not one
+        that hangs. A thread keeps the deadline, because the event loop may be what is stuck.
+        """
+        if self._stop_deadline is None:
+            self._stop_deadline = threading.Timer(
+                self.stop_timeout_seconds, exit_stuck_stop, (self.stop_timeout_seconds,)
+            )
+            self._stop_deadline.daemon = True
+            self._stop_deadline.start()
+        await super().stop()
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
@@ -44,6 +72,19 @@ class TaggerWorker(faust.Worker):
         return "Worker"  # log as Faust's worker does: deployments wait for "[^Worker]: Ready"
 
 
+def exit_stuck_stop(timeout: float) -> None:
+    """Exit the process at once: its stop has taken longer than ``timeout`` seconds."""
+    log.critical(
+        "the worker has not stopped %.0f s after it began to (TAGGER_STOP_TIMEOUT_SECONDS): exiting with status %d; "
+        "a restarted worker resumes from the committed offsets",
+        timeout,
+        STOP_TIMEOUT_EXIT_STATUS,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(STOP_TIMEOUT_EXIT_STATUS)
+
+
 def build_app(settings: Settings | None = None) -> faust.App:
     """Build the worker's app; a configuration or model error exits with status 2 and one clear line."""
     try:
@@ -57,7 +98,10 @@ def build_app(settings: Settings | None = None) -> faust.App:
     # Faust creates only the last level of its data directory; a deployment's path may not exist yet.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, classifier)
-    app.conf.Worker = TaggerWorker  # type: ignore[assignment]  # Faust types the setting as a type variable
+    # Faust builds the worker from this setting itself: a partial hands it the stop timeout.
+    app.conf.Worker = functools.partial(  # type: ignore[assignment]  # Faust types the setting as a type variable
+        TaggerWorker, stop_timeout_seconds=settings.stop_timeout_seconds
+    )
     return app
 
 

@@ -88,7 +88,8 @@ WorkerFactory = Callable[..., tuple[WorkerProcess, Topics]]
 def start_worker(
     kafka_bootstrap: str, new_topic: Callable[..., str], trained_model_dir: Path, tmp_path: Path
 ) -> Iterator[WorkerFactory]:
-    """A factory: ``start_worker(partitions=1, topics=None, app_id=None, **env)`` starts one worker process.
+    """A factory: ``start_worker(partitions=1, topics=None, app_id=None, module="stream_app", **env)`` starts one
+    worker process (``python -m <module> worker``).
 
     Passing the ``topics`` and ``app_id`` of an earlier worker starts another member of the same group (or a
     restart of it); every worker started here is stopped at the end of the test.
@@ -96,7 +97,11 @@ def start_worker(
     workers: list[WorkerProcess] = []
 
     def start(
-        partitions: int = 1, topics: Topics | None = None, app_id: str | None = None, **env: str
+        partitions: int = 1,
+        topics: Topics | None = None,
+        app_id: str | None = None,
+        module: str = "stream_app",
+        **env: str,
     ) -> tuple[WorkerProcess, Topics]:
         if topics is None:
             topics = Topics(
@@ -122,7 +127,7 @@ def start_worker(
             "TAGGER_DATA_DIR": str(tmp_path / f"worker-{index}"),
             **env,
         }
-        worker = WorkerProcess(settings, tmp_path / f"worker-{index}.log")
+        worker = WorkerProcess(settings, tmp_path / f"worker-{index}.log", module)
         workers.append(worker)
         worker.start()
         worker.app_id = app_id  # type: ignore[attr-defined]

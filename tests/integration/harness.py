@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,37 +46,49 @@ class Topics:
 
 
 class WorkerProcess:
-    """One worker, started with ``python -m stream_app worker`` and the settings in its environment."""
+    """One worker, started with ``python -m <module> worker`` (``stream_app``, or a test's variant of it) and the
+    settings in its environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, module: str = "stream_app") -> None:
+        self.module = module
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.port = int(env["TAGGER_WEB_PORT"])
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the worker and wait until it serves /health and has joined its consumer group."""
+        """Start the worker and wait until it has logged Ready and its /ready page says it processes events.
+
+        Every answer of /health and /ready while waiting is kept in ``start_answers``, in order.
+        """
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker", "-l", os.environ.get("TAGGER_TEST_LOG_LEVEL", "info")],
+            [sys.executable, "-m", self.module, "worker", "-l", os.environ.get("TAGGER_TEST_LOG_LEVEL", "info")],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
+        self.start_answers: list[tuple[int | None, int | None, dict[str, Any]]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            if "[^Worker]: Ready" in self.log_text() and self._healthy():
+            health, _ = self.page("/health")
+            ready, body = self.page("/ready")
+            self.start_answers.append((health, ready, body))
+            if ready == 200 and "[^Worker]: Ready" in self.log_text():
                 return
-            time.sleep(0.3)
+            time.sleep(0.05)
         self.kill()  # a worker that never got ready must not outlive the test
         raise TimeoutError(f"worker not ready in {timeout} s:\n{self.log_tail()}")
 
-    def _healthy(self) -> bool:
+    def page(self, path: str) -> tuple[int | None, dict[str, Any]]:
+        """The HTTP status and JSON body of one of the worker's pages; no status when it does not answer."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:  # noqa: S310
-                return bool(response.status == 200)
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=1) as response:  # noqa: S310
+                return int(response.status), json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), json.loads(error.read() or b"{}")
         except OSError:
-            return False
+            return None, {}
 
     def metrics_text(self) -> str:
         """The worker's /metrics exposition."""

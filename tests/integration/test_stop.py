@@ -1,0 +1,71 @@
+"""Stopping the worker on a real broker: a stop exits 0, and a stop that hangs ends in an exit all the same, with
+status 3, after ``TAGGER_STOP_TIMEOUT_SECONDS``, so that a supervisor restarts the process."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream_app.replay import mixed_stream, read_rows
+from stream_app.worker import STOP_TIMEOUT_EXIT_STATUS
+from tests.integration.harness import ROOT, produce, run
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def stop_and_wait(worker: Any, timeout: float) -> int | None:
+    """Send SIGTERM and wait up to ``timeout`` seconds for the exit status (None if it has not exited)."""
+    worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = worker.process.poll()
+        if status is not None:
+            return int(status)
+        time.sleep(0.2)
+    return None
+
+
+def test_a_stop_that_hangs_exits_with_status_3_after_the_stop_timeout(start_worker: Any) -> None:
+    worker, _ = start_worker(module="tests.integration.stuck_stop_app", TAGGER_STOP_TIMEOUT_SECONDS="3")
+    status = stop_and_wait(worker, timeout=60)
+    assert status == STOP_TIMEOUT_EXIT_STATUS, f"exit status {status}:\n{worker.log_tail()}"
+    assert "has not stopped 3 s after it began to" in worker.log_text()
+
+
+def test_a_stop_that_finishes_exits_0_before_the_stop_timeout(start_worker: Any) -> None:
+    worker, _ = start_worker(TAGGER_STOP_TIMEOUT_SECONDS="60")
+    status = stop_and_wait(worker, timeout=60)
+    assert status == 0, f"exit status {status}:\n{worker.log_tail()}"
+    assert "has not stopped" not in worker.log_text()
+
+
+def emitted(worker: Any) -> float:
+    """Records the worker has emitted so far, from its /metrics."""
+    families = text_string_to_metric_families(worker.metrics_text())
+    return sum(
+        s.value
+        for f in families
+        if f.name == "content_tagger_events_out"
+        for s in f.samples
+        if s.name.endswith("_total")
+    )
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_stop_in_mid_stream_finishes_by_itself(start_worker: Any, guarantee: str) -> None:
+    """SIGTERM while batches are being sent and committed: the worker stops by itself, exit status 0."""
+    worker, topics = start_worker(TAGGER_PROCESSING_GUARANTEE=guarantee, TAGGER_STOP_TIMEOUT_SECONDS="60")
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    messages = mixed_stream(read_rows(ROOT / "data" / "dataset.csv"), 6000, seed=3)
+    run(produce(bootstrap, topics.input, [(m.key, m.value, None) for m in messages]))
+    deadline = time.monotonic() + 120
+    while emitted(worker) < 500 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped_at = emitted(worker)
+    status = stop_and_wait(worker, timeout=90)
+    assert status == 0, f"exit status {status}:\n{worker.log_tail()}"
+    assert 500 <= stopped_at < len(messages), f"not stopped in mid-stream: {stopped_at} emitted"
