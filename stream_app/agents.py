@@ -22,6 +22,7 @@ import ssl
 import time
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterator, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import faust
@@ -248,6 +249,9 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     metrics.set_model(classifier.version, classifier.threshold, reference.below_threshold_share)
     drift = DriftMonitor(reference, window=settings.drift_window, threshold=classifier.threshold)
     pipeline = Pipeline(classifier, metrics, drift)
+    # The model runs on a thread of its own: onnxruntime releases the GIL, so the event loop goes on with the
+    # other stage and Kafka meanwhile, on the second core (BENCHMARKS.md, "The model on its own thread").
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     app_class = TransactedApp if settings.exactly_once else TaggerApp
     app = app_class(
@@ -419,7 +423,9 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
                         str(item.event.id), item.event.title, item.event.description, item.event_time
                     )
 
-            outputs = pipeline.route_batch(batch, check)
+            checked = pipeline.dedupe(batch, check)
+            predictions = await asyncio.get_running_loop().run_in_executor(model_thread, checked.classify)
+            outputs = pipeline.route(checked, predictions)
             if owner is not None:
                 # The titles first: no committed output may outlive the table entry that keeps its copies out.
                 await app.producer.flush()

@@ -1,7 +1,8 @@
 """The worker's processing steps as plain functions of their inputs: no Kafka, so every step is unit-testable.
 
 Stage one, :meth:`Pipeline.admit`, turns raw input bytes into a validated event or a dead-letter record.
-Stage two, :meth:`Pipeline.route_batch`, de-duplicates, classifies and routes a batch of validated events.
+Stage two, :meth:`Pipeline.route_batch`, de-duplicates, classifies and routes a batch of validated events
+(:meth:`Pipeline.dedupe`, :meth:`CheckedBatch.classify`, :meth:`Pipeline.route`).
 The Faust agents only move bytes between topics and these two calls.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from stream_app.classifier import Classifier, event_text
+from stream_app.classifier import Classifier, Prediction, event_text
 from stream_app.dedupe import DedupeVerdict, dedupe_key
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidEvent, should_dead_letter
@@ -91,8 +92,8 @@ class Pipeline:
     def swap(self, classifier: Classifier) -> None:
         """Serve ``classifier`` from the next batch on, with its own drift reference and model metrics.
 
-        Batches are routed synchronously, so a swap never lands inside one: each output names the model that
-        produced it.
+        A batch keeps the model it was bound to in :meth:`dedupe`, so a swap never lands inside one: each output
+        names the model that produced it.
         """
         reference = Reference.from_card(classifier.card)
         self.drift = DriftMonitor(reference, window=self.drift.window, threshold=classifier.threshold)
@@ -120,16 +121,30 @@ class Pipeline:
     def route_batch(self, batch: Sequence[Admitted], check: Callable[[Admitted], DedupeVerdict]) -> list[Output]:
         """Route a batch: duplicates by ``check`` (which also records new titles), the rest by the model.
 
-        Outputs come back in input order, one per event, so the caller can emit them and then commit.
+        Outputs come back in input order, one per event, so the caller can emit them and then commit. The worker
+        makes the same two calls as here, with the model's call on a thread of its own in between.
         """
+        checked = self.dedupe(batch, check)
+        return self.route(checked, checked.classify())
+
+    def dedupe(self, batch: Sequence[Admitted], check: Callable[[Admitted], DedupeVerdict]) -> CheckedBatch:
+        """Find the batch's duplicates with ``check``, and bind the rest to the model serving now."""
         verdicts = [check(item) for item in batch]
         fresh = [item for item, verdict in zip(batch, verdicts, strict=True) if verdict.duplicate_of is None]
-        predictions = iter(self._classify(fresh))
-        now = time.time()
-        processed_at = utc_iso(now)
-        threshold = self.classifier.threshold
+        texts = [event_text(item.event.title, item.event.description) for item in fresh]
+        return CheckedBatch(batch, verdicts, texts, self.classifier, self.drift)
+
+    def route(self, checked: CheckedBatch, predictions: Sequence[Prediction]) -> list[Output]:
+        """The outputs of a checked batch, given the model's ``predictions`` for its non-duplicates."""
+        classifier, drift = checked.classifier, checked.drift  # a swap since dedupe() does not apply to this batch
+        if checked.texts:
+            self.metrics.batch(len(checked.texts), checked.model_seconds)
+            if self.shadow is not None and not self.shadow.done:
+                self.shadow.observe(checked.texts, predictions, classifier.threshold)
+        remaining = iter(predictions)
+        processed_at = utc_iso(time.time())
         outputs: list[Output] = []
-        for item, verdict in zip(batch, verdicts, strict=True):
+        for item, verdict in zip(checked.batch, checked.verdicts, strict=True):
             event = item.event
             if verdict.duplicate_of is not None and verdict.match is not None:
                 self.metrics.duplicate(verdict.match)
@@ -143,10 +158,10 @@ class Pipeline:
                 )
                 outputs.append(Output("duplicate", event.key, record))
                 continue
-            prediction = next(predictions)
+            prediction = next(remaining)
             self.metrics.classified(prediction.tag, prediction.confidence)
-            self.drift.observe(prediction.tag, prediction.confidence)
-            builder = tagged_record if prediction.confidence >= threshold else review_record
+            drift.observe(prediction.tag, prediction.confidence)
+            builder = tagged_record if prediction.confidence >= classifier.threshold else review_record
             kind: OutputKind = "tagged" if builder is tagged_record else "review"
             if kind == "tagged":
                 self.metrics.tagged(prediction.tag)
@@ -155,25 +170,35 @@ class Pipeline:
                 prediction.tag,
                 prediction.confidence,
                 prediction.scores,
-                self.classifier.version,
+                classifier.version,
                 item.dedupe_key,
                 processed_at,
             )
             outputs.append(Output(kind, event.key, record))
         for output in outputs:
             self.metrics.emitted(output.kind)
-        if fresh:
-            self.metrics.set_drift(self.drift.snapshot())
+        if checked.texts:
+            self.metrics.set_drift(drift.snapshot())
         return outputs
 
-    def _classify(self, fresh: Sequence[Admitted]) -> list[Any]:
-        """Classify the non-duplicates in one model call, timing the call."""
-        if not fresh:
+
+@dataclass
+class CheckedBatch:
+    """A batch whose duplicates are known, with the texts of the others for the model bound to it."""
+
+    batch: Sequence[Admitted]
+    verdicts: list[DedupeVerdict]
+    texts: list[str]
+    classifier: Classifier
+    drift: DriftMonitor
+    model_seconds: float = 0.0
+
+    def classify(self) -> list[Prediction]:
+        """The model's predictions for ``texts``, timed into ``model_seconds``. It touches only the model and
+        this batch, so it may run on another thread: onnxruntime releases the GIL while it computes."""
+        if not self.texts:
             return []
-        texts = [event_text(i.event.title, i.event.description) for i in fresh]
         started = time.perf_counter()
-        predictions = self.classifier.predict(texts)
-        self.metrics.batch(len(fresh), time.perf_counter() - started)
-        if self.shadow is not None and not self.shadow.done:
-            self.shadow.observe(texts, predictions, self.classifier.threshold)
+        predictions = self.classifier.predict(self.texts)
+        self.model_seconds = time.perf_counter() - started
         return predictions

@@ -79,3 +79,18 @@ def test_confidence_against_the_threshold_decides_tagged_or_review(
         assert output.record["reason"] == "low_confidence" and "suggested_tag" in output.record
     else:
         assert output.record["tagged_by"] == "model" and output.record["tag"] in pipeline.classifier.classes
+
+
+def test_a_model_swapped_while_a_batch_is_classified_does_not_apply_to_that_batch(trained_model_dir: Path) -> None:
+    """The worker classifies on another thread between ``dedupe`` and ``route``, and a swap can land then: the
+    batch's outputs still name, and are routed by the threshold of, the model it was classified with."""
+    pipeline, _ = make_pipeline(trained_model_dir, threshold=0.0)
+    live = pipeline.classifier
+    items = [admit(pipeline, {"id": n, "title": f"Image segmentation with U-Net {n}"}, n) for n in range(3)]
+    checked = pipeline.dedupe(
+        [i for i in items if isinstance(i, Admitted)], lambda i: DedupeVerdict(i.dedupe_key, None, None, 0.0)
+    )
+    pipeline.swap(Classifier(live._session, {**live.card, "version": "next"}, threshold=1.0))
+    outputs = pipeline.route(checked, checked.classify())
+    assert [(o.kind, o.record["model_version"]) for o in outputs] == [("tagged", live.version)] * 3
+    assert checked.model_seconds > 0
