@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import logging
 import os
 import sys
 import threading
+import traceback
 from typing import Any
 
 import faust
@@ -47,7 +49,7 @@ class TaggerWorker(faust.Worker):
         """
         if self._stop_deadline is None:
             self._stop_deadline = threading.Timer(
-                self.stop_timeout_seconds, exit_stuck_stop, (self.stop_timeout_seconds,)
+                self.stop_timeout_seconds, exit_stuck_stop, (self.stop_timeout_seconds, self.loop)
             )
             self._stop_deadline.daemon = True
             self._stop_deadline.start()
@@ -72,17 +74,48 @@ class TaggerWorker(faust.Worker):
         return "Worker"  # log as Faust's worker does: deployments wait for "[^Worker]: Ready"
 
 
-def exit_stuck_stop(timeout: float) -> None:
-    """Exit the process at once: its stop has taken longer than ``timeout`` seconds."""
+def exit_stuck_stop(timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    """Exit the process at once, logging what it waited for: its stop has taken longer than ``timeout`` seconds."""
     log.critical(
         "the worker has not stopped %.0f s after it began to (TAGGER_STOP_TIMEOUT_SECONDS): exiting with status %d; "
-        "a restarted worker resumes from the committed offsets",
+        "a restarted worker resumes from the committed offsets. What it was waiting for:\n%s",
         timeout,
         STOP_TIMEOUT_EXIT_STATUS,
+        waiting_stacks(loop),
     )
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(STOP_TIMEOUT_EXIT_STATUS)
+
+
+def waiting_stacks(loop: asyncio.AbstractEventLoop) -> str:
+    """The stacks of the event loop's unfinished tasks, then of every thread: read from another thread while the
+    loop may still run, so best effort (a task set that keeps changing is left out)."""
+    tasks: list[asyncio.Task[Any]] = []
+    for _ in range(3):
+        try:
+            tasks = list(asyncio.all_tasks(loop))
+            break
+        except RuntimeError:  # the set changed while it was copied
+            continue
+    parts = [f"{task!r}:\n" + "".join(f"  {line}\n" for line in awaiting(task.get_coro())) for task in tasks]
+    for thread_id, frame in sys._current_frames().items():
+        parts.append(f"Thread {thread_id}:\n" + "".join(traceback.format_stack(frame)))
+    return "\n".join(parts)
+
+
+def awaiting(coroutine: Any) -> list[str]:
+    """Where a coroutine waits: its frame, then that of the coroutine it awaits, and so on down the chain (a
+    task's own stack shows only its outermost frame)."""
+    lines = []
+    while coroutine is not None:
+        for kind in ("cr", "ag", "gi"):  # coroutine, async generator, generator-based coroutine
+            frame = getattr(coroutine, f"{kind}_frame", None)
+            if frame is not None:
+                lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaited = [getattr(coroutine, name, None) for name in ("cr_await", "ag_await", "gi_yieldfrom")]
+        coroutine = next((a for a in awaited if a is not None), None)
+    return lines
 
 
 def build_app(settings: Settings | None = None) -> faust.App:

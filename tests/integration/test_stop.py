@@ -33,7 +33,9 @@ def test_a_stop_that_hangs_exits_with_status_3_after_the_stop_timeout(start_work
     worker, _ = start_worker(module="tests.integration.stuck_stop_app", TAGGER_STOP_TIMEOUT_SECONDS="3")
     status = stop_and_wait(worker, timeout=60)
     assert status == STOP_TIMEOUT_EXIT_STATUS, f"exit status {status}:\n{worker.log_tail()}"
-    assert "has not stopped 3 s after it began to" in worker.log_text()
+    log = worker.log_text()
+    assert "has not stopped 3 s after it began to" in log
+    assert "in never_finish" in log, "the stacks logged do not show the stuck shutdown step"
 
 
 def test_a_stop_that_finishes_exits_0_before_the_stop_timeout(start_worker: Any) -> None:
