@@ -105,7 +105,7 @@ class TransactedApp(TaggerApp):
 
     async def on_shutdown(self) -> None:
         """Stop the stages' producers once the agents have stopped (Faust's ``on_before_shutdown`` comes before
-        that): an agent committing when its producer stopped would wait for the commit forever."""
+        that), so that no agent commits through a producer being stopped, or starts another while the worker stops."""
         await super().on_shutdown()
         for owner in self.owners.values():
             await owner.stop()
