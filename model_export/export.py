@@ -58,6 +58,11 @@ def convert(pipeline: Pipeline) -> bytes:
             target_opset=TARGET_OPSET,
         )
     replace_l2_normalizers(model)
+    # The converter lists the opset domains in the order of a set, which changes with Python's hash seed: sorted,
+    # the same data gives the same bytes, and so the same model version (the sha256 of the file).
+    opsets = sorted((opset.domain, opset.version) for opset in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets)
     helper.set_model_props(model, {CLASSES_METADATA_KEY: json.dumps([str(c) for c in pipeline.classes_])})
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,26 @@ def test_parity_gate_passes_for_the_shipped_pipeline_on_awkward_texts() -> None:
     pipeline.fit(np.asarray(texts, dtype=object), labels)
     report = export.check_parity(pipeline, export.convert(pipeline), texts)
     assert report["max_abs_probability_difference"] <= export.PARITY_TOLERANCE
+
+
+def test_the_same_data_exports_the_same_bytes_whatever_the_hash_seed() -> None:
+    """The model's version is the sha256 of its file, so a retrain on the same data must not give a new one."""
+    script = (
+        "import hashlib, numpy as np\n"
+        "from model_export import export, train\n"
+        "texts = ['natural language processing with transformers', 'object detection in images', 'mlflow'] * 4\n"
+        "labels = ['natural-language-processing', 'computer-vision', 'mlops'] * 4\n"
+        "pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), labels)\n"
+        "print(hashlib.sha256(export.convert(pipeline)).hexdigest())\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1, digests
 
 
 def test_card_hashes_match_the_files(trained_model_dir: Path, card: dict[str, Any]) -> None:
