@@ -95,16 +95,17 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:  # noqa: S310
             return str(response.read().decode())
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop gracefully (SIGTERM), killing it if it does not end in time."""
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop gracefully (SIGTERM), killing it if it does not end in time: its exit status, None if killed."""
         if self.process is None or self.process.poll() is not None:
-            return
+            return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout)
+            return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            return None
 
     def kill(self) -> None:
         """Crash it: SIGKILL, no chance to commit or flush."""

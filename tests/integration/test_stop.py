@@ -3,7 +3,6 @@ status 3, after ``TAGGER_STOP_TIMEOUT_SECONDS``, so that a supervisor restarts t
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import Any
 
@@ -17,21 +16,9 @@ from tests.integration.harness import ROOT, produce, run
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def stop_and_wait(worker: Any, timeout: float) -> int | None:
-    """Send SIGTERM and wait up to ``timeout`` seconds for the exit status (None if it has not exited)."""
-    worker.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = worker.process.poll()
-        if status is not None:
-            return int(status)
-        time.sleep(0.2)
-    return None
-
-
 def test_a_stop_that_hangs_exits_with_status_3_after_the_stop_timeout(start_worker: Any) -> None:
     worker, _ = start_worker(module="tests.integration.stuck_stop_app", TAGGER_STOP_TIMEOUT_SECONDS="3")
-    status = stop_and_wait(worker, timeout=60)
+    status = worker.stop(timeout=60)
     assert status == STOP_TIMEOUT_EXIT_STATUS, f"exit status {status}:\n{worker.log_tail()}"
     log = worker.log_text()
     assert "has not stopped 3 s after it began to" in log
@@ -40,7 +27,7 @@ def test_a_stop_that_hangs_exits_with_status_3_after_the_stop_timeout(start_work
 
 def test_a_stop_that_finishes_exits_0_before_the_stop_timeout(start_worker: Any) -> None:
     worker, _ = start_worker(TAGGER_STOP_TIMEOUT_SECONDS="60")
-    status = stop_and_wait(worker, timeout=60)
+    status = worker.stop(timeout=60)
     assert status == 0, f"exit status {status}:\n{worker.log_tail()}"
     assert "has not stopped" not in worker.log_text()
 
@@ -68,6 +55,6 @@ def test_a_stop_in_mid_stream_finishes_by_itself(start_worker: Any, guarantee: s
     while emitted(worker) < 500 and time.monotonic() < deadline:
         time.sleep(0.1)
     stopped_at = emitted(worker)
-    status = stop_and_wait(worker, timeout=90)
+    status = worker.stop(timeout=90)
     assert status == 0, f"exit status {status}:\n{worker.log_tail()}"
     assert 500 <= stopped_at < len(messages), f"not stopped in mid-stream: {stopped_at} emitted"
