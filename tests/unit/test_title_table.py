@@ -70,6 +70,21 @@ def test_a_partition_view_sees_only_its_own_entries_by_ref(partition: int) -> No
     assert all(isinstance(key, bytes) for key in table)
 
 
+def test_a_partition_view_of_the_worker_table_reads_its_store(table: Any) -> None:
+    """The worker's views read the table's store directly (not through the table, whose sensors cost more than
+    the look-up): they see what the table holds, and a missing ref reads as None."""
+    view = PartitionView(table, 7, table.data)
+    key = ref(b"\x01" * 8)
+    table.data[title_key(7, key)] = b"\x81stored"
+    try:
+        assert view.get(key) == view[key] == b"\x81stored"
+        assert view.get(ref(b"\x02" * 8)) is None and PartitionView(table, 8, table.data).get(key) is None
+        with pytest.raises(KeyError):
+            view[ref(b"\x02" * 8)]
+    finally:
+        del table.data[title_key(7, key)]
+
+
 def test_the_changelog_carries_the_binary_keys_and_raw_values(table: Any) -> None:
     assert (table.key_serializer, table.value_serializer) == (TITLE_KEY_CODEC, "raw")
     changelog = table.changelog_topic
