@@ -275,8 +275,8 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         consumer_auto_offset_reset="earliest",
         consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         producer_acks=-1,
-        # No linger: every batch waits for its records' delivery before it is acked, so a linger adds to each hop.
-        producer_linger=0.0,
+        # Every batch waits for its records' delivery before it is acked, so a linger adds to each hop.
+        producer_linger=settings.producer_linger_seconds,
         producer_max_batch_size=262_144,
         autodiscover=False,
         table_standby_replicas=0,

@@ -54,6 +54,7 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_STORE", "redis://"),
         ("TAGGER_BATCH_SIZE", "0"),
         ("TAGGER_STOP_TIMEOUT_SECONDS", "0"),
+        ("TAGGER_PRODUCER_LINGER_SECONDS", "-0.001"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:

@@ -39,3 +39,10 @@ def test_a_data_directory_that_does_not_exist_yet_is_created(trained_model_dir: 
     data_dir = tmp_path / "var" / "lib" / "content-tagger"
     build_app(Settings(model_dir=trained_model_dir, data_dir=data_dir))
     assert data_dir.is_dir()
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.002])
+def test_the_producer_linger_is_the_setting(trained_model_dir: Path, tmp_path: Path, linger: float) -> None:
+    app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, producer_linger_seconds=linger))
+    assert app.conf.producer_linger == linger
+    assert app.producer._settings_default()["linger_ms"] == int(linger * 1000)
