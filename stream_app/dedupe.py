@@ -528,11 +528,9 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=8192)
-def _stored_hash_counts(hashes: bytes) -> Counter[bytes]:
-    """The word hashes of a stored title, counted. Cached: the titles in busy buckets are compared again and
-    again."""
-    return Counter(hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(hashes), _WORD_HASH_BYTES))
+def _stored_hashes(hashes: bytes) -> list[bytes]:
+    """The word hashes of a stored title, one per word."""
+    return [hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(hashes), _WORD_HASH_BYTES)]
 
 
 @dataclass(frozen=True)
@@ -678,13 +676,15 @@ class DedupeIndex:
         """The title similarity if ``incoming`` is one typo from the stored entry and the descriptions agree."""
         if len(entry.hashes) != _WORD_HASH_BYTES * len(incoming.hashes):
             return None  # a typo keeps the number of words
-        stored = _stored_hash_counts(entry.hashes)
-        if len(stored) == len(incoming.hashes) == len(incoming.counts):  # no repeated word: key sets will do
-            added = incoming.counts.keys() - stored.keys()
+        stored_hashes = _stored_hashes(entry.hashes)
+        stored_set = set(stored_hashes)
+        if len(stored_set) == len(incoming.hashes) == len(incoming.counts):  # no repeated word: sets will do
+            added = incoming.counts.keys() - stored_set
             if len(added) != 1:
                 return None  # a typo replaces one word: here more differ
-            dropped = stored.keys() - incoming.counts.keys()
+            dropped = stored_set - incoming.counts.keys()
         else:
+            stored = Counter(stored_hashes)
             added_counts = incoming.counts - stored
             if added_counts.total() != 1:
                 return None
