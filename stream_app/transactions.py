@@ -15,7 +15,10 @@ from it land in different transactions, and a crash between their commits repeat
   offset fetch does this for clients that send it; aiokafka does not.)
 
 A failed transaction is not retried here: it raises, the agent's supervisor stops the worker, and the restarted
-worker resumes from the last committed offsets. The title table's changelog is written outside the transactions
+worker resumes from the last committed offsets. Nor is it aborted: aiokafka's abort waits, with no timeout, until
+the broker has every record of the transaction, so a stop cancelling a commit while the broker is away would hang
+(aiokafka issue #1101). Its producer is dropped instead, and stopped with a time limit; the partition's next
+producer fences it and aborts the open transaction. The title table's changelog is written outside the transactions
 (flushed before each commit), which is consistent because a replayed event finds its title stored under its own
 id and is routed again, never taken for a copy of itself.
 """
@@ -23,6 +26,7 @@ id and is routed again, never taken for a copy of itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -32,6 +36,12 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 from stream_app.consumer import RewindingConsumerThread, TaggerApp, TaggerConsumer
+
+log = logging.getLogger(__name__)
+
+PRODUCER_STOP_SECONDS = 10.0
+"""Longest wait for a transactional producer to stop: a stop delivers the records it holds first, which never
+happens while the broker is away."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,8 @@ class PartitionTransactions:
         self._committed: dict[TopicPartition, int] = {}
         self._starting = asyncio.Lock()  # one producer per id: a second would fence the first
         self._claiming = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()
+        """Stops of dropped producers, still delivering what they hold."""
 
     def transactional_id(self, source: TopicPartition) -> str:
         """The transactional id of ``source``'s producer: the same in every worker, so a new owner fences the old."""
@@ -134,7 +146,7 @@ class PartitionTransactions:
         async with self._claiming:
             self._committed = {tp: offset for tp, offset in self._committed.items() if tp in wanted}
             for source in [tp for tp in self._producers if tp not in wanted]:
-                await self._producers.pop(source).stop()  # fenced already, or soon, by the partition's new owner
+                self._drop(source)  # fenced already, or soon, by the partition's new owner
             for source in wanted:
                 await self._producer(source)
 
@@ -148,17 +160,40 @@ class PartitionTransactions:
         """Send ``records`` and consume ``source`` up to ``next_offset``, atomically; raises if that fails."""
         source = TopicPartition(source.topic, source.partition)  # aiokafka checks the type
         producer = await self._producer(source)
-        async with producer.transaction():
+        try:
+            await producer.begin_transaction()
             sends = [await producer.send(r.topic, r.value, key=r.key) for r in records]
             await producer.send_offsets_to_transaction({source: next_offset}, self.group_id)
             await asyncio.gather(*sends)
+            await producer.commit_transaction()
+        except BaseException:  # cancelled too: the open transaction is left to the next producer to abort
+            self._drop(source)
+            raise
         self._committed[source] = next_offset
 
     async def stop(self) -> None:
-        """Stop every producer (an open transaction is aborted by the next owner's producer)."""
-        producers, self._producers = list(self._producers.values()), {}
-        for producer in producers:
-            await producer.stop()
+        """Stop every producer, each within :data:`PRODUCER_STOP_SECONDS` (an open transaction is aborted by the
+        next owner's producer)."""
+        for source in list(self._producers):
+            self._drop(source)
+        if self._stopping:
+            await asyncio.wait(self._stopping, timeout=PRODUCER_STOP_SECONDS)
+
+    def _drop(self, source: TopicPartition) -> None:
+        """Forget ``source``'s producer and stop it in the background, within :data:`PRODUCER_STOP_SECONDS`."""
+        producer = self._producers.pop(source, None)
+        if producer is None:
+            return
+        task = asyncio.ensure_future(self._stop_producer(producer, self.transactional_id(source)))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    @staticmethod
+    async def _stop_producer(producer: AIOKafkaProducer, name: str) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), PRODUCER_STOP_SECONDS)
+        except Exception as error:  # noqa: BLE001 - a producer being dropped may fail in any way; nothing waits on it
+            log.warning("transactional producer %s did not stop cleanly: %r", name, error)
 
     async def _producer(self, source: TopicPartition) -> AIOKafkaProducer:
         producer = self._producers.get(source)

@@ -32,6 +32,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.kafka)
 
 
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A broker of this test's own, which it may stop and start: the environment ``scripts/kafka`` needs for it
+    (its own ports and data folder), so that stopping it disturbs no other test."""
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(free_port()),
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
+    }
+    subprocess.run([KAFKA, "start"], env=env, check=True)
+    try:
+        yield env
+    finally:
+        subprocess.run([KAFKA, "stop"], env=env, check=True)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a running broker."""

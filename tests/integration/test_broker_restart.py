@@ -2,17 +2,14 @@
 by itself; an exactly-once worker may stop on a transaction that failed during the outage, and once restarted (as
 a supervisor would) it repeats nothing either.
 
-This test runs its own broker (its own ports and data folder, through ``scripts/kafka``) so that stopping it
-disturbs no other test.
+This test runs its own broker (the ``own_broker`` fixture) so that stopping it disturbs no other test.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,22 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 KAFKA = ROOT / "scripts" / "kafka"
 EVENTS = 6000
 OUTAGE_SECONDS = 20.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A broker of this test's own: the environment that ``scripts/kafka`` needs to start and stop it."""
-    env = {
-        **os.environ,
-        "KAFKA_PORT": str(free_port()),
-        "KAFKA_CONTROLLER_PORT": str(free_port()),
-        "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
-    }
-    subprocess.run([KAFKA, "start"], env=env, check=True)
-    try:
-        yield env
-    finally:
-        subprocess.run([KAFKA, "stop"], env=env, check=True)
 
 
 class Supervisor:
