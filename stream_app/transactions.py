@@ -167,7 +167,8 @@ class PartitionTransactions:
             await asyncio.gather(*sends)
             await producer.commit_transaction()
         except BaseException:  # cancelled too: the open transaction is left to the next producer to abort
-            self._drop(source)
+            if self._producers.get(source) is producer:  # not dropped already by a claim
+                self._drop(source)
             raise
         self._committed[source] = next_offset
 
