@@ -171,22 +171,10 @@ def jaccard(left: set[str], right: set[str]) -> float:
     return len(left & right) / union if union else 1.0
 
 
-@functools.lru_cache(maxsize=4096)  # words recur from title to title (an entry holds 12 ints: about 700 bytes)
-def _word_signature(word: str) -> tuple[int, ...]:
-    """The title MinHash values of one word's letter pairs."""
-    return tuple(_minhash(letter_pairs([word]), b"tagger-title", BANDS * ROWS))
-
-
-def title_signature(words: list[str]) -> list[int]:
-    """The MinHash of a title's :func:`letter_pairs` (at least one word): the least of its words' values, since
-    its pairs are the union of theirs, and a word's are cached."""
-    return [min(values) for values in zip(*map(_word_signature, words), strict=True)]
-
-
 def bucket_ids(words: list[str]) -> list[int]:
     """The LSH buckets of a title's words: for each band, the band number in the high bits above a 24-bit
     hash of that band's MinHash rows."""
-    signature = title_signature(words)
+    signature = _minhash(letter_pairs(words), b"tagger-title", BANDS * ROWS)
     ids = []
     for band in range(BANDS):
         rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS]))
@@ -347,7 +335,6 @@ def _ref_number(ref: str) -> int:
     return int.from_bytes(_unb64(ref), "big")
 
 
-@functools.lru_cache(maxsize=16384)  # the refs in busy buckets are looked up check after check
 def _ref_of(number: int) -> str:
     return ref_of_digest(number.to_bytes(_REF_BYTES, "big"))
 
@@ -419,7 +406,6 @@ def _code_sum(word: str) -> int:
     return sum(map(ord, word)) % 256
 
 
-@functools.lru_cache(maxsize=16384)  # words recur from title to title
 def word_hash(word: str) -> bytes:
     """The 3 bytes a stored title keeps of each word: the sum of its code points modulo 256, which tells a
     typo search what letter changed, then 2 bytes of its BLAKE2b hash (those of the 3 earlier versions kept)."""
@@ -462,34 +448,6 @@ _TYPO_LETTER_SET: Final = frozenset(_TYPO_LETTERS)
 _TYPO_LETTERS_BY_CODE_SUM: Final = _letters_by_code_sum(set())
 
 
-class _EditPlan(NamedTuple):
-    """What :func:`_one_edit_sources` needs of a word whatever the code sum: the same for every candidate."""
-
-    code_sum: int
-    digits: list[str]
-    letters: dict[int, list[str]]
-    swaps: tuple[str, ...]
-    """The word with two neighbours swapped that keep its digits."""
-    inserts: tuple[int, ...]
-    """Where a letter may be inserted: not between two digits."""
-
-
-@functools.lru_cache(maxsize=1024)  # a title's new word is compared with every candidate of the check
-def _edit_plan(word: str) -> _EditPlan:
-    digits = _DIGITS.findall(word)
-    extra = {c for c in word if c.isalpha()} - _TYPO_LETTER_SET
-    swaps = []
-    for i in range(len(word) - 1):
-        swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
-        if not (word[i].isdigit() or word[i + 1].isdigit()) or _DIGITS.findall(swapped) == digits:
-            swaps.append(swapped)
-    inserts = tuple(
-        i for i in range(len(word) + 1) if not (0 < i < len(word) and word[i - 1].isdigit() and word[i].isdigit())
-    )
-    letters = _letters_by_code_sum(extra) if extra else _TYPO_LETTERS_BY_CODE_SUM
-    return _EditPlan(_code_sum(word), digits, letters, tuple(swaps), inserts)
-
-
 def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
     """The words a single deleted, transposed, replaced or inserted letter away from ``word`` that have its
     digits and whose code points sum to ``code_sum`` (modulo 256): the sum leaves a few dozen to try rather
@@ -498,11 +456,15 @@ def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
     Digits are never deleted, inserted or replaced, nor a letter inserted between two of them: a changed number
     is another version, not a typo. Skipping those edits up front makes a number that differs cheap to reject.
     """
-    plan = _edit_plan(word)
-    shift = (code_sum - plan.code_sum) % 256
-    letters = plan.letters
+    shift = (code_sum - _code_sum(word)) % 256
+    digits = _DIGITS.findall(word)
+    extra = {c for c in word if c.isalpha()} - _TYPO_LETTER_SET
+    letters = _letters_by_code_sum(extra) if extra else _TYPO_LETTERS_BY_CODE_SUM
     if shift == 0:
-        yield from plan.swaps
+        for i in range(len(word) - 1):
+            swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+            if not (word[i].isdigit() or word[i + 1].isdigit()) or _DIGITS.findall(swapped) == digits:
+                yield swapped
     for i, old in enumerate(word):
         if old.isdigit():
             continue
@@ -512,7 +474,9 @@ def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
             if new != old:
                 yield word[:i] + new + word[i + 1 :]
     for new in letters.get(shift, ()):
-        for i in plan.inserts:
+        for i in range(len(word) + 1):
+            if 0 < i < len(word) and word[i - 1].isdigit() and word[i].isdigit():
+                continue
             yield word[:i] + new + word[i:]
 
 
@@ -524,13 +488,15 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     for source in _one_edit_sources(word, stored_hash[0]):
         if word_hash(source) == stored_hash:
             long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
-            return source if long_enough and _DIGITS.findall(source) == _edit_plan(word).digits else None
+            return source if long_enough and _DIGITS.findall(source) == _DIGITS.findall(word) else None
     return None
 
 
-def _stored_hashes(hashes: bytes) -> list[bytes]:
-    """The word hashes of a stored title, one per word."""
-    return [hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(hashes), _WORD_HASH_BYTES)]
+@functools.lru_cache(maxsize=8192)
+def _stored_hash_counts(hashes: bytes) -> Counter[bytes]:
+    """The word hashes of a stored title, counted. Cached: the titles in busy buckets are compared again and
+    again."""
+    return Counter(hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(hashes), _WORD_HASH_BYTES))
 
 
 @dataclass(frozen=True)
@@ -676,15 +642,13 @@ class DedupeIndex:
         """The title similarity if ``incoming`` is one typo from the stored entry and the descriptions agree."""
         if len(entry.hashes) != _WORD_HASH_BYTES * len(incoming.hashes):
             return None  # a typo keeps the number of words
-        stored_hashes = _stored_hashes(entry.hashes)
-        stored_set = set(stored_hashes)
-        if len(stored_set) == len(incoming.hashes) == len(incoming.counts):  # no repeated word: sets will do
-            added = incoming.counts.keys() - stored_set
+        stored = _stored_hash_counts(entry.hashes)
+        if len(stored) == len(incoming.hashes) == len(incoming.counts):  # no repeated word: key sets will do
+            added = incoming.counts.keys() - stored.keys()
             if len(added) != 1:
                 return None  # a typo replaces one word: here more differ
-            dropped = stored_set - incoming.counts.keys()
+            dropped = stored.keys() - incoming.counts.keys()
         else:
-            stored = Counter(stored_hashes)
             added_counts = incoming.counts - stored
             if added_counts.total() != 1:
                 return None

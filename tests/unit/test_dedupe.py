@@ -20,14 +20,11 @@ from stream_app.dedupe import (
     MATCH_KINDS,
     DedupeIndex,
     DedupeVerdict,
-    _minhash,
     bucket_ids,
     dedupe_key,
     entry_fields,
     index_buckets,
-    letter_pairs,
     normalize_title,
-    title_signature,
     typo_source,
     word_hash,
 )
@@ -45,14 +42,6 @@ DESCRIPTION = "We train a message passing network on QM9 and compare it with fin
 
 def index(store: MutableMapping[str, Any] | None = None, ttl: float = 30 * DAY) -> DedupeIndex:
     return DedupeIndex({} if store is None else store, ttl)
-
-
-@given(st.lists(words, min_size=1, max_size=8))
-def test_a_title_signature_from_cached_word_signatures_is_the_minhash_of_all_its_letter_pairs(
-    title: list[str],
-) -> None:
-    """Stored entries keep their buckets: the signature must be the one earlier versions computed directly."""
-    assert title_signature(title) == _minhash(letter_pairs(title), b"tagger-title", 12)
 
 
 @given(titles)
