@@ -177,7 +177,7 @@ class PartitionTransactions:
         next owner's producer)."""
         for source in list(self._producers):
             self._drop(source)
-        if self._stopping:
+        if self._stopping:  # bounded again: wait_for waits for a timed-out stop to unwind from its cancel
             await asyncio.wait(self._stopping, timeout=PRODUCER_STOP_SECONDS)
 
     def _drop(self, source: TopicPartition) -> None:

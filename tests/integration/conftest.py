@@ -14,10 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import for_code
 
-from tests.integration.harness import Topics, WorkerProcess, free_port
+from tests.integration.harness import OwnBroker, Topics, WorkerProcess, create_topic, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = ROOT / "scripts" / "kafka"
@@ -33,20 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A broker of this test's own, which it may stop and start: the environment ``scripts/kafka`` needs for it
-    (its own ports and data folder), so that stopping it disturbs no other test."""
-    env = {
-        **os.environ,
-        "KAFKA_PORT": str(free_port()),
-        "KAFKA_CONTROLLER_PORT": str(free_port()),
-        "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
-    }
-    subprocess.run([KAFKA, "start"], env=env, check=True)
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """A broker of this test's own, which it may stop and start without disturbing other tests."""
+    broker = OwnBroker(tmp_path / "kafka")
+    broker.start()
     try:
-        yield env
+        yield broker
     finally:
-        subprocess.run([KAFKA, "stop"], env=env, check=True)
+        broker.stop()
 
 
 @pytest.fixture(scope="session")
@@ -65,34 +57,13 @@ def kafka_bootstrap() -> Iterator[str]:
             subprocess.run([KAFKA, "stop"], check=True)
 
 
-async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    """Create the topic and return once the broker serves every partition of it (a leader for each)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-        # aiokafka returns per-topic errors instead of raising them.
-        for _topic, error_code, *message in response.topic_errors:
-            if error_code:
-                raise for_code(error_code)(f"creating topic {name!r}: {' '.join(map(str, message))}")
-        for _ in range(100):
-            (described,) = await admin.describe_topics([name])
-            leaders = [p["leader"] for p in described["partitions"] if p["error_code"] == 0]
-            if described["error_code"] == 0 and len(leaders) == partitions and min(leaders) >= 0:
-                return
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"topic {name!r} has no leader for every partition after 10 s")
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 def new_topic(kafka_bootstrap: str) -> Callable[..., str]:
     """A factory: ``new_topic(prefix, partitions=1)`` creates a uniquely named topic and returns its name."""
 
     def create(prefix: str, partitions: int = 1) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        asyncio.run(_create_topic(kafka_bootstrap, name, partitions))
+        asyncio.run(create_topic(kafka_bootstrap, name, partitions))
         return name
 
     return create

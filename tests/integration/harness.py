@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_KINDS = ("tagged", "review", "duplicate", "deadletter")
@@ -28,6 +30,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """Create the topic and return once the broker serves every partition of it (a leader for each)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        # aiokafka returns per-topic errors instead of raising them.
+        for _topic, error_code, *message in response.topic_errors:
+            if error_code:
+                raise for_code(error_code)(f"creating topic {name!r}: {' '.join(map(str, message))}")
+        for _ in range(100):
+            (described,) = await admin.describe_topics([name])
+            leaders = [p["leader"] for p in described["partitions"] if p["error_code"] == 0]
+            if described["error_code"] == 0 and len(leaders) == partitions and min(leaders) >= 0:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"topic {name!r} has no leader for every partition after 10 s")
+    finally:
+        await admin.close()
+
+
+class OwnBroker:
+    """A broker on ports and in a data folder of its own, started and stopped by ``scripts/kafka``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.env = {
+            **os.environ,
+            "KAFKA_PORT": str(free_port()),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_DATA_DIR": str(data_dir),
+        }
+        self.bootstrap = f"127.0.0.1:{self.env['KAFKA_PORT']}"
+
+    def start(self) -> None:
+        subprocess.run([ROOT / "scripts" / "kafka", "start"], env=self.env, check=True)
+
+    def stop(self) -> None:
+        subprocess.run([ROOT / "scripts" / "kafka", "stop"], env=self.env, check=True)
 
 
 @dataclass

@@ -7,7 +7,6 @@ This test runs its own broker (the ``own_broker`` fixture) so that stopping it d
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,12 +14,11 @@ from pathlib import Path
 import pytest
 
 from stream_app.replay import mixed_stream, read_rows
-from tests.integration.harness import Produced, Topics, WorkerProcess, account, free_port, produce, run
+from tests.integration.harness import OwnBroker, Produced, Topics, WorkerProcess, account, free_port, produce, run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-KAFKA = ROOT / "scripts" / "kafka"
 EVENTS = 6000
 OUTAGE_SECONDS = 20.0
 
@@ -51,9 +49,9 @@ class Supervisor:
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_the_worker_resumes_after_a_broker_outage_and_loses_nothing(
-    own_broker: dict[str, str], trained_model_dir: Path, tmp_path: Path, guarantee: str
+    own_broker: OwnBroker, trained_model_dir: Path, tmp_path: Path, guarantee: str
 ) -> None:
-    bootstrap = f"127.0.0.1:{own_broker['KAFKA_PORT']}"
+    bootstrap = own_broker.bootstrap
     topics = Topics(input="content", tagged="tagged", review="review", duplicate="duplicates", deadletter="dead")
     worker = WorkerProcess(
         {
@@ -78,12 +76,12 @@ def test_the_worker_resumes_after_a_broker_outage_and_loses_nothing(
         produced: list[Produced] = run(produce(bootstrap, topics.input, [(m.key, m.value, None) for m in first]))
         # The outage starts while the worker is still working through the first half.
         time.sleep(2.0)
-        subprocess.run([KAFKA, "stop"], env=own_broker, check=True)
+        own_broker.stop()
         outage_started = time.monotonic()
         time.sleep(OUTAGE_SECONDS)
         if guarantee == "at_least_once":
             assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
-        subprocess.run([KAFKA, "start"], env=own_broker, check=True)
+        own_broker.start()
         outage = time.monotonic() - outage_started
         with Supervisor(worker) as supervisor:
             produced += run(produce(bootstrap, topics.input, [(m.key, m.value, None) for m in second]))

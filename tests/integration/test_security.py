@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from stream_app.replay import event_value
-from tests.integration.conftest import KAFKA, _create_topic
-from tests.integration.harness import ROOT, Topics, WorkerProcess, free_port, produce, read_outputs, run
+from tests.integration.conftest import KAFKA
+from tests.integration.harness import ROOT, Topics, WorkerProcess, create_topic, free_port, produce, read_outputs, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -110,7 +110,7 @@ def secure_topics(bootstrap: str) -> Topics:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(*(f"secure-{kind}-{suffix}" for kind in ("content", "tagged", "review", "dup", "dead")))
     for name in (topics.input, *topics.outputs().values()):
-        run(_create_topic(bootstrap, name, 1))
+        run(create_topic(bootstrap, name, 1))
     return topics
 
 

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_app.transactions import PRODUCER_STOP_SECONDS, PartitionTransactions, Record
-from tests.integration.harness import run
-
-KAFKA = Path(__file__).resolve().parents[2] / "scripts" / "kafka"
+from tests.integration.harness import OwnBroker, create_topic, run
 
 
 def test_claims_made_at_once_leave_one_producer_per_claimed_partition(
@@ -40,28 +35,23 @@ def test_claims_made_at_once_leave_one_producer_per_claimed_partition(
 
 
 def test_a_commit_cancelled_while_the_broker_is_away_ends_at_once_and_commits_nothing(
-    own_broker: dict[str, str],
+    own_broker: OwnBroker,
 ) -> None:
     """A worker that stops during a broker outage cancels the commit its agent is in. The cancel must end the
     commit at once: aiokafka's abort would wait for the broker, and hold up the stop with it (a worker hung 4
     minutes so). The transaction must not count when the broker is back: the partition's next producer aborts
     it, and the next commit takes its place."""
-    bootstrap = f"127.0.0.1:{own_broker['KAFKA_PORT']}"
+    bootstrap = own_broker.bootstrap
     source, group = TopicPartition("in", 0), "outage"
 
-    async def broker(command: str) -> None:
-        await asyncio.to_thread(subprocess.run, [KAFKA, command], env=own_broker, check=True)
-
     async def scenario() -> tuple[int | None, list[bytes]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        await admin.create_topics([NewTopic(name, 1, 1) for name in ("in", "out")])
-        await admin.close()
+        for name in ("in", "out"):
+            await create_topic(bootstrap, name, 1)
         client = {"bootstrap_servers": bootstrap}
         transactions = PartitionTransactions("route", group, client)
         await transactions.claim([source])
         await transactions.commit(source, 1, [Record("out", b"1", b"first")])
-        await broker("stop")
+        await asyncio.to_thread(own_broker.stop)
         commit = asyncio.ensure_future(transactions.commit(source, 2, [Record("out", b"2", b"lost")]))
         await asyncio.sleep(2)
         assert not commit.done(), "the commit did not wait for the broker: the scenario tests nothing"
@@ -69,7 +59,7 @@ def test_a_commit_cancelled_while_the_broker_is_away_ends_at_once_and_commits_no
         await asyncio.wait({commit}, timeout=5)
         assert commit.cancelled(), "the cancelled commit was still running 5 s later"
         await asyncio.wait_for(transactions.stop(), PRODUCER_STOP_SECONDS + 5)  # raises TimeoutError if it hangs
-        await broker("start")
+        await asyncio.to_thread(own_broker.start)
         successor = PartitionTransactions("route", group, client)
         await successor.claim([source])
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, isolation_level="read_committed")
