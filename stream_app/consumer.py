@@ -184,10 +184,16 @@ class TaggerConsumer(FaustKafkaConsumer):
         self.flow_resumed.set()
 
     async def perform_seek(self) -> None:
-        """Seek every assigned partition to its committed offset, and hold back the records fetched from there
-        until the flow resumes: Faust empties the agents' queues then, and would drop them with it."""
-        self.flow_resumed.clear()
+        """Seek every assigned partition to its committed offset. While records flow (Faust resumed the flow for
+        table recovery), hold back those fetched from there until the flow resumes again: Faust empties the
+        agents' queues then, and would drop them with it."""
+        if self.flow_active:  # read before any await: what comes before the seek may outlast the rebalance
+            self.flow_resumed.clear()
+        await self.before_seek()
         await super().perform_seek()
+
+    async def before_seek(self) -> None:
+        """Work a rebalance's seek needs done first: nothing here."""
 
     def resume_flow(self) -> None:
         """Let records flow again, the held-back ones first (the queues have been emptied by now)."""
@@ -227,6 +233,12 @@ class TaggerApp(faust.App):
     """A Faust app whose consumer is ``consumer_class`` (a :class:`TaggerConsumer`)."""
 
     consumer_class: type[TaggerConsumer] = TaggerConsumer
+
+    def on_rebalance_end(self) -> None:
+        """End the rebalance, and with it any hold of its seek that the flow's resume did not end."""
+        super().on_rebalance_end()
+        if isinstance(self.consumer, TaggerConsumer):  # tests/integration/race_app.py runs Faust's own here too
+            self.consumer.flow_resumed.set()
 
     def _new_consumer(self) -> TaggerConsumer:
         return self.consumer_class(

@@ -64,10 +64,10 @@ class TransactedConsumer(TaggerConsumer):
     """Faust's Kafka consumer reading committed records only, leaving the transacted topics' offsets to the
     transactions, and claiming their partitions before it seeks to the committed offsets.
 
-    Faust resumes a rebalanced stream's partitions and then seeks them to the committed offsets; records fetched
-    in between are dropped when the flow resumes, and the fetcher can go on past them, which Faust's own commits
-    tolerate (it never commits past a record its agents did not ack) but a transaction naming the next offset
-    would not. So transacted partitions stay paused until the seek is done.
+    Faust resumes a rebalanced stream's partitions and then seeks them to the committed offsets. A record fetched
+    in between, from wherever the fetcher was, must not reach a transaction, which would commit the offset after
+    it. So transacted partitions stay paused until the seek is done (and, as in every :class:`TaggerConsumer`,
+    what is fetched after the seek waits until the flow resumes).
     """
 
     _held: set[TP] = set()  # noqa: RUF012 - replaced, never mutated
@@ -89,12 +89,15 @@ class TransactedConsumer(TaggerConsumer):
         plain = {tp: offset for tp, offset in offsets.items() if tp.topic not in owners}
         return await super()._commit(plain) if plain else True
 
+    async def before_seek(self) -> None:
+        """Claim the assigned transacted partitions: their committed offsets are read next."""
+        await cast(TransactedApp, self.app).claim(self.assignment())
+
     async def perform_seek(self) -> None:
         """Claim the assigned transacted partitions, seek every partition to its committed offset, then resume
         the held ones."""
-        assignment = self.assignment()
-        await cast(TransactedApp, self.app).claim(assignment)
         await super().perform_seek()
+        assignment = self.assignment()
         held, self._held = self._held, set()
         if held & assignment:
             super().resume_partitions(held & assignment)

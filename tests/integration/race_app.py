@@ -5,7 +5,7 @@ the first, moves the consumer as Faust itself does in a rebalance:
   buffer holds one record, so Faust's fetch loop is still handing on that first fetch's records when the seek lands.
 * ``rebalance``: asks the consumer group for a rebalance, as a member joining or leaving the group does. The worker
   has a table, as the tagger does, so Faust resumes the flow for table recovery before the rebalance's seek to the
-  committed offsets, and resumes it again (emptying the agents' queues) after it. The consumer lingers 1 s between
+  committed offsets, and resumes it again (emptying the agents' queues) after it. The consumer lingers 3 s between
   the two, as a busy event loop does, and the agent takes 20 ms a record, so fetched records wait in the queue.
 
 ``python -m tests.integration.race_app seek|rebalance tagger|faust`` runs a scenario with the worker's consumer
@@ -24,7 +24,7 @@ from faust.types import TP
 
 from stream_app.consumer import TaggerApp, TaggerConsumer
 
-SEEK_LINGER_SECONDS = 1.0
+SEEK_LINGER_SECONDS = 3.0
 RECORD_SECONDS = 0.02
 
 

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.consumer import seek_to_committed_or_earliest
 from tests.integration.harness import ROOT, run
+from tests.integration.race_app import SEEK_LINGER_SECONDS
 
 RECORDS_PER_PARTITION = 5
 
@@ -78,11 +79,17 @@ SEEK_RACE_RECORDS, SEEK_RACE_COMMITTED = 200, 100
 
 
 def offsets_handed_on(
-    scenario: str, consumer: str, committed: int, kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+    scenario: str,
+    consumer: str,
+    committed: int,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    idle_seconds: float = 3.0,
 ) -> tuple[list[int], str]:
     """Run a ``scenario`` of ``tests/integration/race_app.py`` with ``consumer`` on a partition of 200 records
-    committed up to ``committed``; return the offsets its agent got, in order, once it has been idle for 3 s, and
-    its log."""
+    committed up to ``committed``; return the offsets its agent got, in order, once it has been idle for
+    ``idle_seconds``, and its log."""
     topic, app_id = new_topic(f"{scenario}-race"), f"{scenario}-race-{uuid.uuid4().hex[:8]}"
     tp = TopicPartition(topic, 0)
 
@@ -126,7 +133,7 @@ def offsets_handed_on(
             size = offsets_path.stat().st_size if offsets_path.exists() else 0
             if size != last_size:
                 last_size, idle_since = size, time.monotonic()
-            elif size and time.monotonic() - idle_since > 3:
+            elif size and time.monotonic() - idle_since > idle_seconds:
                 break
             time.sleep(0.2)
         assert worker.poll() is None, log_path.read_text(errors="replace")[-3000:]
@@ -171,7 +178,9 @@ def offsets_handed_on_across_a_rebalance(
     consumer: str, kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
 ) -> list[int]:
     """The offsets the ``rebalance`` race app handed on, after checking that the rebalance it asked for happened."""
-    offsets, log = offsets_handed_on("rebalance", consumer, 0, kafka_bootstrap, new_topic, tmp_path)
+    # The worker's consumer hands nothing on while the seek lingers, nor during the rebalance before it.
+    idle = SEEK_LINGER_SECONDS + 5
+    offsets, log = offsets_handed_on("rebalance", consumer, 0, kafka_bootstrap, new_topic, tmp_path, idle)
     assert log.count("Setting newly assigned partitions") >= 2, log[-3000:]
     assert offsets[0] == 0, "the worker starts at the first record"
     return offsets
