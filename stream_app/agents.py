@@ -272,6 +272,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         # Faust's exactly-once is never used: it cannot cover a re-keying stage (transactions.py has our own).
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.session_timeout_seconds,
+        broker_commit_interval=settings.commit_interval_seconds,
         consumer_auto_offset_reset="earliest",
         consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         producer_acks=-1,

@@ -67,6 +67,9 @@ class Settings:
     producer_linger_seconds: float = 0.0
     """How long the producer holds records to send more of them per request. 0 keeps latency lowest; 0.002 took
     17% less CPU per event at full speed in paired runs and adds up to 2 ms per hop (BENCHMARKS.md)."""
+    commit_interval_seconds: float = 1.0
+    """How often processed input offsets are committed (at-least-once). After a crash, the events processed since
+    the last commit are processed again, so a shorter interval repeats fewer (Faust's default is 2.8 s)."""
     drift_window: int = 1000
     """Number of recent classified events the drift gauges are computed over."""
     store: str = "memory://"
@@ -128,10 +131,10 @@ class Settings:
             )
         if self.producer_linger_seconds < 0:
             raise ConfigError("TAGGER_PRODUCER_LINGER_SECONDS must be >= 0")
-        if self.dedupe_ttl_days <= 0 or self.batch_timeout_seconds <= 0 or self.stop_timeout_seconds <= 0:
-            raise ConfigError(
-                "TAGGER_DEDUPE_TTL_DAYS, TAGGER_BATCH_TIMEOUT_SECONDS and TAGGER_STOP_TIMEOUT_SECONDS must be positive"
-            )
+        positive = ("dedupe_ttl_days", "batch_timeout_seconds", "stop_timeout_seconds", "commit_interval_seconds")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"TAGGER_{name.upper()} must be positive")
 
     @property
     def broker_url(self) -> str:

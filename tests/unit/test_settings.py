@@ -55,6 +55,8 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_BATCH_SIZE", "0"),
         ("TAGGER_STOP_TIMEOUT_SECONDS", "0"),
         ("TAGGER_PRODUCER_LINGER_SECONDS", "-0.001"),
+        ("TAGGER_COMMIT_INTERVAL_SECONDS", "0"),
+        ("TAGGER_DEDUPE_TTL_DAYS", "-1"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:

@@ -41,6 +41,14 @@ def test_a_data_directory_that_does_not_exist_yet_is_created(trained_model_dir: 
     assert data_dir.is_dir()
 
 
+@pytest.mark.parametrize("interval", [0.5, 2.8])
+def test_offsets_are_committed_as_often_as_the_setting_says(
+    trained_model_dir: Path, tmp_path: Path, interval: float
+) -> None:
+    app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, commit_interval_seconds=interval))
+    assert app.consumer.commit_interval == interval
+
+
 @pytest.mark.parametrize("linger", [0.0, 0.002])
 def test_the_producer_linger_is_the_setting(trained_model_dir: Path, tmp_path: Path, linger: float) -> None:
     app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, producer_linger_seconds=linger))
