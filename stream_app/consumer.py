@@ -188,7 +188,9 @@ class TaggerConsumer(FaustKafkaConsumer):
         """Seek every assigned partition to its committed offset. While records flow (Faust resumed the flow for
         table recovery), hold back those fetched from there until the flow resumes again: Faust empties the
         agents' queues then, and would drop them with it."""
-        if self.flow_active:  # read before any await: what comes before the seek may outlast the rebalance
+        # Read before any await: an exactly-once claim can outlast the rebalance. Every pass of table recovery
+        # resumes the flow, so a hold never outlives the next one.
+        if self.flow_active:
             self.flow_resumed.clear()
         await self.before_seek()
         await super().perform_seek()
@@ -234,12 +236,6 @@ class TaggerApp(faust.App):
     """A Faust app whose consumer is ``consumer_class`` (a :class:`TaggerConsumer`)."""
 
     consumer_class: type[TaggerConsumer] = TaggerConsumer
-
-    def on_rebalance_end(self) -> None:
-        """End the rebalance, and with it any hold of its seek that the flow's resume did not end."""
-        super().on_rebalance_end()
-        if isinstance(self.consumer, TaggerConsumer):  # tests/integration/race_app.py runs Faust's own here too
-            self.consumer.flow_resumed.set()
 
     def _new_consumer(self) -> TaggerConsumer:
         return self.consumer_class(

@@ -94,8 +94,8 @@ class TransactedConsumer(TaggerConsumer):
         await cast(TransactedApp, self.app).claim(self.assignment())
 
     async def perform_seek(self) -> None:
-        """Claim the assigned transacted partitions, seek every partition to its committed offset, then resume
-        the held ones."""
+        """Seek every partition to its committed offset (claiming first, :meth:`before_seek`), then resume the
+        held ones."""
         await super().perform_seek()
         assignment = self.assignment()
         held, self._held = self._held, set()
