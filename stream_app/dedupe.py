@@ -2,11 +2,12 @@
 
 Tier 1, exact: titles that normalise to the same sorted token set share a 16-hex-digit key.
 
-Tier 2, near: MinHash over the letter pairs of each word, split into LSH bands, finds stored titles that look
-alike. A candidate is confirmed only if it is one typo away: the same words but one, that one word a single
-edit (substitution, insertion, deletion, transposition) from its counterpart, with the same digits (YOLOv5 is
-not YOLOv7), title similarity of at least :data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both
-exist. A different word (text/token, image/video) is never one edit, so it vetoes the match.
+Tier 2, near: MinHash over the letter pairs of each word, split into LSH bands and hashed with the title's
+numbers, finds stored titles that look alike and have the same numbers. A candidate is confirmed only if it is
+one typo away: the same words but one, that one word a single edit (substitution, insertion, deletion,
+transposition) from its counterpart, with the same digits (YOLOv5 is not YOLOv7), title similarity of at least
+:data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both exist. A different word (text/token,
+image/video) is never one edit, so it vetoes the match.
 
 The store holds two kinds of entries, each one ``bytes`` value (one small Python object per title, and no more
 than a title needs on disk), replaced and never mutated (Faust writes the changelog only on assignment). Keys
@@ -171,13 +172,32 @@ def jaccard(left: set[str], right: set[str]) -> float:
     return len(left & right) / union if union else 1.0
 
 
-def bucket_ids(words: list[str]) -> list[int]:
+def digit_runs(words: list[str]) -> str:
+    """The numbers in a title's words (repeats included), sorted: a typo never changes them, so two titles
+    whose numbers differ are never near copies (YOLOv5 and YOLOv7, part 1 and part 2, issue 12 and issue 13)."""
+    return " ".join(sorted(_DIGITS.findall(" ".join(words))))
+
+
+def bucket_ids(words: list[str], digits: str = "") -> list[int]:
     """The LSH buckets of a title's words: for each band, the band number in the high bits above a 24-bit
-    hash of that band's MinHash rows."""
-    signature = _minhash(letter_pairs(words), b"tagger-title", BANDS * ROWS)
+    hash of that band's MinHash rows and of the title's :func:`digit_runs`.
+
+    Titles that differ in their numbers land in different buckets: a series of titles one number apart (a
+    weekly digest, numbered releases) would otherwise fill its buckets with candidates that can never be
+    confirmed, each costing a store read and a comparison, and push out titles that could. A title without
+    numbers has the buckets earlier versions gave it."""
+    return _band_ids(_title_signature(words), digits)
+
+
+def _title_signature(words: list[str]) -> list[int]:
+    return _minhash(letter_pairs(words), b"tagger-title", BANDS * ROWS)
+
+
+def _band_ids(signature: list[int], digits: str) -> list[int]:
     ids = []
+    suffix = f"|{digits}" if digits else ""
     for band in range(BANDS):
-        rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS]))
+        rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS])) + suffix
         # The first 3 bytes of the 4-byte digest earlier versions stored: their entries index the same buckets.
         bucket = hashlib.blake2b(rows.encode(), digest_size=4, person=b"tagger-band").digest()
         ids.append(band << 24 | int.from_bytes(bucket[:_BUCKET_HASH_BYTES], "big"))
@@ -555,8 +575,11 @@ class DedupeIndex:
                 return DedupeVerdict(key, first.event_id, "exact", 1.0)
         hashes = [word_hash(word) for word in words]
         incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
-        buckets = bucket_ids(normalized.split())
-        near = self._near(event_id, ref, buckets, incoming, event_time)
+        digits, signature = digit_runs(words), _title_signature(normalized.split())
+        buckets = _band_ids(signature, digits)
+        # Titles with numbers stored by earlier versions sit in buckets hashed without them; look there too.
+        searched = buckets + _band_ids(signature, "") if digits else buckets
+        near = self._near(event_id, ref, searched, incoming, event_time)
         number = int.from_bytes(digest, "big")
         if stored is None:
             self.entries += 1
