@@ -1,0 +1,66 @@
+"""The Faust floor: the worker's two hops with nothing in them. One agent decodes each input message's JSON and
+forwards it keyed by its id to a re-keying topic; a second agent forwards it to the tagged topic. Batches, acks,
+delivery waits and producer settings are the worker's; there is no validation, dedupe, table, model or metric.
+
+What it shows is how fast a Faust worker of this shape can run on the machine at all, before any of our work.
+``faust -A bench.floor worker``; configured by the worker's TAGGER_* variables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, Sequence
+from typing import Any
+
+import faust
+
+from stream_app.agents import METADATA_MAX_AGE_MS
+from stream_app.settings import Settings
+
+settings = Settings.from_env()
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker_url,
+    web_port=settings.web_port,
+    autodiscover=False,
+    consumer_auto_offset_reset="earliest",
+    store="memory://",
+    broker_commit_interval=settings.commit_interval_seconds,
+    producer_acks=-1,
+    producer_linger=settings.producer_linger_seconds,
+    producer_max_batch_size=262_144,
+    topic_partitions=settings.partitions,
+    consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,  # the worker's: it sees its new internal topic in seconds
+)
+source = app.topic(settings.input_topic, value_serializer="raw", key_serializer="raw")
+rekeyed = app.topic(f"{settings.app_id}-rekeyed", value_serializer="raw", key_serializer="raw", internal=True)
+sink = app.topic(settings.tagged_topic, value_serializer="raw", key_serializer="raw")
+
+
+async def deliver(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+    """Send through the producer and wait for the broker, as the worker does before it acks a batch."""
+    pending = [await app.producer.send(topic, key, value, None, None, None) for key, value in records]
+    for delivery in pending:
+        await delivery
+
+
+@app.agent(source)
+async def forward(stream: Any) -> AsyncIterable[None]:
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_seconds):
+        records = []
+        for event in events:
+            try:
+                value = json.loads(event.value)
+            except ValueError:
+                value = None
+            key = str(value.get("id", "")) if isinstance(value, dict) else ""
+            records.append((key.encode(), event.value))
+        await deliver(rekeyed.get_topic_name(), records)
+        yield None
+
+
+@app.agent(rekeyed)
+async def emit(stream: Any) -> AsyncIterable[None]:
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_seconds):
+        await deliver(sink.get_topic_name(), [(event.key, event.value) for event in events])
+        yield None
