@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import gc
 import logging
@@ -138,8 +139,28 @@ def build_app(settings: Settings | None = None) -> faust.App:
     return app
 
 
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter: the size from which ``malloc`` maps a block of its own (unmapped when freed)."""
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Give freed large blocks back to the system at once; False where the C library does not take the setting.
+
+    glibc raises its threshold to the size of each mapped block freed, up to 32 MB, and allocates below it from
+    the heap, where freed blocks stay resident wherever a live one sits above them. The title table's arrays are
+    copied into larger ones as it grows, so the heap grew by them: 41 MB more at 600,000 titles (BENCHMARKS.md).
+    Setting the threshold also keeps glibc from raising it.
+    """
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # no C library to load, or one without mallopt
+        return False
+
+
 def main() -> None:
     """Run the worker: ``python -m stream_app`` (default ``worker -l info``) takes Faust's command line."""
+    fix_mmap_threshold()
     app = build_app()
     if len(sys.argv) == 1:
         sys.argv += ["worker", "-l", "info"]
