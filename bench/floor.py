@@ -27,6 +27,7 @@ app = TaggerApp(
     autodiscover=False,
     consumer_auto_offset_reset="earliest",
     store="memory://",
+    datadir=str(settings.data_dir),
     broker_commit_interval=settings.commit_interval_seconds,
     producer_acks=-1,
     producer_linger=settings.producer_linger_seconds,
