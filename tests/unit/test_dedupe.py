@@ -445,6 +445,9 @@ def test_a_numbered_series_neither_crowds_out_a_copy_nor_is_compared_with_itself
     # Two dozen later issues have not pushed the first out of its buckets: its typo copy is still caught.
     verdict = dedupe.check_and_add("copy", issue.format(1).replace("papers", "paperss"), None, 100)
     assert (verdict.match, verdict.duplicate_of) == ("near", "1")
+    rebuilt = index(dict(store))  # after a restart, the buckets come back from the stored entries
+    verdict = rebuilt.check_and_add("copy2", issue.format(2).replace("papers", "papres"), None, 101)
+    assert (verdict.match, verdict.duplicate_of) == ("near", "2")
 
 
 def test_a_numbered_title_stored_by_an_earlier_version_still_keeps_its_copies_out() -> None:
