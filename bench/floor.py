@@ -14,27 +14,13 @@ import json
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
-from stream_app.agents import METADATA_MAX_AGE_MS
+from stream_app.agents import transport_options
 from stream_app.consumer import TaggerApp
 from stream_app.settings import Settings
 from stream_app.worker import TaggerWorker
 
 settings = Settings.from_env()
-app = TaggerApp(
-    settings.app_id,
-    broker=settings.broker_url,
-    web_port=settings.web_port,
-    autodiscover=False,
-    consumer_auto_offset_reset="earliest",
-    store="memory://",
-    datadir=str(settings.data_dir),
-    broker_commit_interval=settings.commit_interval_seconds,
-    producer_acks=-1,
-    producer_linger=settings.producer_linger_seconds,
-    producer_max_batch_size=262_144,
-    topic_partitions=settings.partitions,
-    consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,  # the worker's: it sees its new internal topic in seconds
-)
+app = TaggerApp(settings.app_id, **transport_options(settings), store="memory://")
 # Faust's own worker class, at log level WARN, turns on DEBUG logging for its spinner: 6% of the main thread.
 app.conf.Worker = functools.partial(TaggerWorker, stop_timeout_seconds=settings.stop_timeout_seconds)  # type: ignore[assignment]
 source = app.topic(settings.input_topic, value_serializer="raw", key_serializer="raw")

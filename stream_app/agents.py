@@ -246,6 +246,25 @@ def encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """The Faust app options that set how the worker reads and writes Kafka (shared with bench/floor.py)."""
+    return {
+        "broker": settings.broker_url,
+        "broker_credentials": _credentials(settings),
+        "datadir": str(settings.data_dir),
+        "web_port": settings.web_port,
+        "topic_partitions": settings.partitions,
+        "broker_commit_interval": settings.commit_interval_seconds,
+        "consumer_auto_offset_reset": "earliest",
+        "consumer_metadata_max_age_ms": METADATA_MAX_AGE_MS,
+        "producer_acks": -1,
+        # Every batch waits for its records' delivery before it is acked, so a linger adds to each hop.
+        "producer_linger": settings.producer_linger_seconds,
+        "producer_max_batch_size": 262_144,
+        "autodiscover": False,
+    }
+
+
 def create_app(settings: Settings, classifier: Classifier, registry: CollectorRegistry | None = None) -> faust.App:
     """Build the Faust app for ``settings`` serving ``classifier``; nothing connects until the worker starts."""
     registry = registry if registry is not None else CollectorRegistry()
@@ -261,25 +280,13 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     app_class = TransactedApp if settings.exactly_once else TaggerApp
     app = app_class(
         settings.app_id,
-        broker=settings.broker_url,
-        broker_credentials=_credentials(settings),
+        **transport_options(settings),
         store=settings.store,
-        datadir=str(settings.data_dir),
-        web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        topic_partitions=settings.partitions,
         # Faust's exactly-once is never used: it cannot cover a re-keying stage (transactions.py has our own).
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.session_timeout_seconds,
-        broker_commit_interval=settings.commit_interval_seconds,
-        consumer_auto_offset_reset="earliest",
-        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
-        producer_acks=-1,
-        # Every batch waits for its records' delivery before it is acked, so a linger adds to each hop.
-        producer_linger=settings.producer_linger_seconds,
-        producer_max_batch_size=262_144,
-        autodiscover=False,
         table_standby_replicas=0,
         # Table keys are str: JSON keeps them str across a changelog restore ("raw" would give bytes back).
         key_serializer="json",
