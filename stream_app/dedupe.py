@@ -20,11 +20,11 @@ are ``<ref>``, the dedupe key in 11 base64url characters:
   ref (8 bytes), then the original's event id. A replayed copy (after a crash) or a copy of the copy gets the
   same verdict even when the original has since left its capped LSH buckets.
 
-:func:`entry_fields` reads both, and the strings and JSON lists earlier versions stored.
+:func:`entry_fields` reads both; it is the only format (the service was never released with another).
 
 The LSH buckets themselves (bucket id -> refs, newest last) live in memory only, in a :class:`BucketIndex`
-rebuilt from the entries by :func:`index_buckets` after a restart or a rebalance: one store write per new
-title instead of one per bucket.
+rebuilt from the entries by :func:`index_buckets` when the index is made: one store write per new title
+instead of one per bucket. Entries another worker wrote reach the index through :meth:`DedupeIndex.apply`.
 
 Every hash is a BLAKE2b with a fixed personalisation string, so two processes, or one process before and
 after a restart, agree on every key.
@@ -36,7 +36,7 @@ import array
 import base64
 import functools
 import hashlib
-import json
+import heapq
 import math
 import re
 import string
@@ -66,6 +66,8 @@ DESCRIPTION_SIMILARITY: Final = 0.5
 MIN_TYPO_WORD: Final = 4
 """Shortest word in which one changed letter is taken for a typo (CNN and RNN are different things); the
 mistyped form may be a letter shorter (with/wth)."""
+EXPIRY_SLOT_SECONDS: Final = 64
+"""Span of event time whose entries the expiry queue keeps together: a sweep filters at most one such slot."""
 DESCRIPTION_CHARS: Final = 1000
 """Only the start of a description is signed: it tells a repost from another item and bounds the cost."""
 
@@ -74,15 +76,15 @@ _WORD_HASH_BYTES: Final = 3
 _BUCKET_HASH_BYTES: Final = 3
 _TIME_BYTES: Final = 4
 """Event times are kept in whole seconds, rounded up (an entry may outlive its TTL by under a second), until the
-year 2106."""
+year 2106; times outside that range are clamped into it."""
+_LAST_SECOND: Final = 2 ** (8 * _TIME_BYTES) - 1
 _REF_BYTES: Final = 8
 REF_CHARS: Final = 11
 """Length of a ref, the key of a title's entry: its dedupe key in base64url."""
 _TITLE_MARK: Final = 0x80
 _DESCRIBED: Final = 0x40
 _WORDS: Final = 0x3F
-"""Head-byte bits of a title entry; neither of its two kinds of head byte is a JSON string's or list's first
-byte, so values written by earlier versions are told apart."""
+"""Head-byte bits of a title entry."""
 _COPY_MARK: Final = 0x01
 _TYPO_LETTERS: Final = string.ascii_lowercase + "ßàáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿ"
 """Letters a typo may have replaced or dropped, besides those of the word itself: Latin-1 lower case."""
@@ -184,8 +186,7 @@ def bucket_ids(words: list[str], digits: str = "") -> list[int]:
 
     Titles that differ in their numbers land in different buckets: a series of titles one number apart (a
     weekly digest, numbered releases) would otherwise fill its buckets with candidates that can never be
-    confirmed, each costing a store read and a comparison, and push out titles that could. A title without
-    numbers has the buckets earlier versions gave it."""
+    confirmed, each costing a store read and a comparison, and push out titles that could."""
     return _band_ids(_title_signature(words), digits)
 
 
@@ -198,9 +199,8 @@ def _band_ids(signature: list[int], digits: str) -> list[int]:
     suffix = f"|{digits}" if digits else ""
     for band in range(BANDS):
         rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS])) + suffix
-        # The first 3 bytes of the 4-byte digest earlier versions stored: their entries index the same buckets.
-        bucket = hashlib.blake2b(rows.encode(), digest_size=4, person=b"tagger-band").digest()
-        ids.append(band << 24 | int.from_bytes(bucket[:_BUCKET_HASH_BYTES], "big"))
+        bucket = hashlib.blake2b(rows.encode(), digest_size=_BUCKET_HASH_BYTES, person=b"tagger-band").digest()
+        ids.append(band << 24 | int.from_bytes(bucket, "big"))
     return ids
 
 
@@ -214,7 +214,7 @@ class TitleEntry(NamedTuple):
     signature: bytes
     """Its :func:`description_signature`, as stored."""
     buckets: bytes
-    """Its :func:`bucket_ids`, 3 bytes each without the band number; empty in entries of the oldest layout."""
+    """Its :func:`bucket_ids`, 3 bytes each without the band number."""
 
 
 class CopyEntry(NamedTuple):
@@ -229,9 +229,18 @@ class CopyEntry(NamedTuple):
 Entry = TitleEntry | CopyEntry
 
 
+def clamp_time(event_time: float) -> float:
+    """An event time within what an entry can store (0 to 2**32 - 1 seconds; NaN counts as 0)."""
+    event_time = float(event_time)
+    if not event_time > 0:  # NaN too
+        return 0.0
+    return min(event_time, float(_LAST_SECOND))
+
+
 def _whole_seconds(event_time: float) -> int:
-    """An event time as stored: whole seconds, rounded up (an entry outlives its TTL by under a second)."""
-    return math.ceil(float(event_time))
+    """An event time as stored: whole seconds, rounded up (an entry outlives its TTL by under a second), clamped
+    into the 4 bytes an entry has for it."""
+    return math.ceil(clamp_time(event_time))
 
 
 def _seconds(event_time: float) -> bytes:
@@ -267,30 +276,26 @@ def _copy_value(entry: CopyEntry) -> bytes:
 
 
 def entry_fields(value: Any) -> Entry | None:
-    """A stored value read: a :class:`TitleEntry`, a :class:`CopyEntry`, or None for a value of no known shape.
-
-    Reads the binary values this version writes and the JSON strings and lists earlier versions wrote, which a
-    changelog replay hands back as bytes and a dict store as they are."""
-    try:
-        if isinstance(value, bytes) and value:
-            if value[0] & _TITLE_MARK:
-                return _read_title(value)
-            if value[0] == _COPY_MARK:
-                time_end = 1 + _TIME_BYTES
-                if len(value) <= time_end + 2 + _REF_BYTES:
-                    raise ValueError("a copy entry cut short")
-                return CopyEntry(
-                    value[time_end + 2 + _REF_BYTES :].decode(),
-                    float(int.from_bytes(value[1:time_end], "big")),
-                    ref_of_digest(value[time_end + 2 : time_end + 2 + _REF_BYTES]),
-                    int.from_bytes(value[time_end : time_end + 2], "big") / 10_000,
-                )
-            if value[:1] in (b'"', b"["):
-                return _legacy_entry(json.loads(value))
-            return None
-        return _legacy_entry(value)
-    except (ValueError, TypeError, IndexError):
+    """A stored value read: a :class:`TitleEntry`, a :class:`CopyEntry`, or None for anything else (never
+    raises: values may come from a topic anyone can write to)."""
+    if not isinstance(value, bytes) or not value:
         return None
+    try:
+        if value[0] & _TITLE_MARK:
+            return _read_title(value)
+        if value[0] == _COPY_MARK:
+            time_end = 1 + _TIME_BYTES
+            if len(value) <= time_end + 2 + _REF_BYTES:
+                return None
+            return CopyEntry(
+                value[time_end + 2 + _REF_BYTES :].decode(),
+                float(int.from_bytes(value[1:time_end], "big")),
+                ref_of_digest(value[time_end + 2 : time_end + 2 + _REF_BYTES]),
+                int.from_bytes(value[time_end : time_end + 2], "big") / 10_000,
+            )
+    except ValueError:  # an event id that is not UTF-8
+        return None
+    return None
 
 
 def _read_title(value: bytes) -> TitleEntry:
@@ -309,29 +314,6 @@ def _read_title(value: bytes) -> TitleEntry:
         value[hashes_at:id_at],
         value[signature_at:hashes_at],
         value[time_end : time_end + BANDS * _BUCKET_HASH_BYTES],
-    )
-
-
-def _legacy_entry(value: Any) -> Entry | None:
-    """An entry of an earlier layout: the strings or JSON lists of base64url fields, with 4-byte word and bucket
-    hashes and 1-byte description MinHash values, cut to this layout's 3 bytes and 4 bits."""
-    if isinstance(value, str):
-        if value.startswith("~"):
-            event_time, similarity, original_ref, original = value[1:].split("|", 3)
-            return CopyEntry(original, float(event_time), original_ref, float(similarity))
-        event_time, hashes, signature, buckets, event_id = value.split("|", 4)
-        value = [event_id, float(event_time), hashes, signature, buckets]
-    if not isinstance(value, list) or len(value) not in (4, 5, 6):
-        return None
-    if len(value) == 6:
-        return CopyEntry(str(value[0]), float(value[1]), str(value[4]), float(value[5]))
-    raw_hashes, raw_buckets = _unb64(value[2]), _unb64(value[4]) if len(value) == 5 else b""
-    return TitleEntry(
-        str(value[0]),
-        float(value[1]),
-        b"".join(sorted(raw_hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(raw_hashes), 4))),
-        _pack_nibbles(_unb64(value[3])),
-        b"".join(raw_buckets[i : i + _BUCKET_HASH_BYTES] for i in range(0, len(raw_buckets), 4)),
     )
 
 
@@ -366,10 +348,10 @@ def index_buckets(store: MutableMapping[str, Any]) -> BucketIndex:
 
 def _scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, list[str]]:
     """What a :class:`DedupeIndex` keeps beside ``store``, read from it: the LSH buckets, the expiry queue, and
-    the keys of no known shape (state of an older layout) to delete."""
+    the keys of entries of no known shape (nothing this module wrote), to delete."""
     entries, unreadable = [], []
     for ref, value in store.items():
-        entry = entry_fields(value) if len(ref) == REF_CHARS else None
+        entry = entry_fields(value) if digest_of_ref(ref) is not None else None
         if entry is None:
             unreadable.append(ref)
         else:
@@ -379,7 +361,7 @@ def _scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, li
     queue = ExpiryQueue()
     for event_time, ref, _ in entries:
         queue.push(event_time, _ref_number(ref))
-    titles = [(ref, buckets) for _, ref, buckets in entries if len(buckets) == BANDS * _BUCKET_HASH_BYTES]
+    titles = [(ref, buckets) for _, ref, buckets in entries if buckets]
     packed = np.frombuffer(b"".join(buckets for _, buckets in titles), np.uint8).reshape(-1, BANDS, 3)
     hashes = packed.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)
     ids = (hashes | (np.arange(BANDS, dtype=np.uint32) << 24)).reshape(-1)
@@ -387,39 +369,67 @@ def _scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, li
     return BucketIndex.from_entries(BUCKET_LIMIT, ids.astype(np.uint32), refs), queue, unreadable
 
 
-class ExpiryQueue:
-    """The refs of the entries written, oldest first, with their event times (whole seconds, rounded up, as
-    stored): a sweep takes the expired ones off the front instead of reading the whole store. 12 bytes each.
+def _unpack_buckets(packed: bytes) -> list[int]:
+    """The bucket ids of a title entry's packed buckets (3 bytes each, the band number given by the position)."""
+    return [
+        band << 24 | int.from_bytes(packed[band * _BUCKET_HASH_BYTES : (band + 1) * _BUCKET_HASH_BYTES], "big")
+        for band in range(BANDS)
+    ]
 
-    Event times that go back (a late event) only delay deletions behind them; every look-up checks the time
-    stored with the entry anyway.
+
+class ExpiryQueue:
+    """The refs of the entries written, by event time (whole seconds, rounded up, as stored): a sweep takes the
+    expired ones instead of reading the whole store. 12 bytes each, in one pair of arrays per
+    :data:`EXPIRY_SLOT_SECONDS` of event time.
+
+    Entries are found by their time, not the order they were written in: one dated far ahead holds up none of
+    those behind it. Every look-up checks the time stored with the entry anyway.
     """
 
     def __init__(self) -> None:
-        self._times = array.array("I")
-        self._refs = array.array("Q")
-        self._head = 0
+        self._slots: dict[int, tuple[array.array[int], array.array[int]]] = {}
+        self._order: list[int] = []
+        """The keys of ``_slots``, a heap."""
+        self._count = 0
 
     def push(self, event_time: float, ref: int) -> None:
         """Add an entry written for ``event_time`` under ``ref``."""
-        self._times.append(_whole_seconds(event_time))
-        self._refs.append(ref)
+        seconds = _whole_seconds(event_time)
+        slot = self._slots.get(seconds // EXPIRY_SLOT_SECONDS)
+        if slot is None:
+            slot = self._slots[seconds // EXPIRY_SLOT_SECONDS] = (array.array("I"), array.array("Q"))
+            heapq.heappush(self._order, seconds // EXPIRY_SLOT_SECONDS)
+        slot[0].append(seconds)
+        slot[1].append(ref)
+        self._count += 1
 
     def pop_before(self, cutoff: float) -> list[int]:
-        """Take off the front the refs written for event times before ``cutoff``."""
-        times, start = self._times, self._head
-        end = start
-        while end < len(times) and times[end] < cutoff:
-            end += 1
-        refs = self._refs[start:end].tolist()
-        self._head = end
-        if end > 4096 and 2 * end > len(times):  # drop the popped front now and then (a copy of the rest)
-            del times[:end], self._refs[:end]
-            self._head = 0
+        """Take out the refs written for event times before ``cutoff``."""
+        refs: list[int] = []
+        while self._order and self._order[0] * EXPIRY_SLOT_SECONDS < cutoff:
+            key = self._order[0]
+            times, slot_refs = self._slots[key]
+            if (key + 1) * EXPIRY_SLOT_SECONDS <= cutoff:  # every time in the slot is before the cutoff
+                refs.extend(slot_refs)
+                heapq.heappop(self._order)
+                del self._slots[key]
+                self._count -= len(times)
+                continue
+            seconds = np.frombuffer(times, np.uint32)
+            expired = seconds < cutoff
+            if expired.any():
+                kept = ~expired
+                refs.extend(np.frombuffer(slot_refs, np.uint64)[expired].tolist())
+                self._slots[key] = (
+                    array.array("I", seconds[kept].tobytes()),
+                    array.array("Q", np.frombuffer(slot_refs, np.uint64)[kept].tobytes()),
+                )
+                self._count -= int(expired.sum())
+            break
         return refs
 
     def __len__(self) -> int:
-        return len(self._times) - self._head
+        return self._count
 
 
 def _code_sum(word: str) -> int:
@@ -536,8 +546,9 @@ class _Incoming:
 class DedupeIndex:
     """Titles seen within the TTL, kept in ``store`` (see the module docstring for its layout).
 
-    Its LSH buckets are indexed from ``store`` when it is made and kept up to date by its own writes: keep one
-    index per store, and make a new one when the store may have been written by someone else.
+    Its LSH buckets are indexed from ``store`` when it is made and kept up to date by its own writes and by
+    those of other workers given to :meth:`apply`: keep one index per store, and write to the store only
+    through it.
     """
 
     def __init__(self, store: MutableMapping[str, Any], ttl_seconds: float) -> None:
@@ -554,8 +565,10 @@ class DedupeIndex:
         """Judge a title against those seen within the TTL before ``event_time``; remember it if it is new.
 
         A replay of the stored event itself (same id) is not a duplicate; a duplicate never replaces its
-        original. A title with no words at all is never a duplicate and is not remembered.
+        original. A title with no words at all is never a duplicate and is not remembered. Times beyond what an
+        entry stores (before 1970, after 2106, NaN) are clamped into it.
         """
+        event_time = clamp_time(event_time)
         words = title_words(title)
         normalized = " ".join(sorted(set(words)))
         digest = _key_digest(normalized)
@@ -577,9 +590,7 @@ class DedupeIndex:
         incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
         digits, signature = digit_runs(words), _title_signature(normalized.split())
         buckets = _band_ids(signature, digits)
-        # Titles with numbers stored by earlier versions sit in buckets hashed without them; look there too.
-        searched = buckets + _band_ids(signature, "") if digits else buckets
-        near = self._near(event_id, ref, searched, incoming, event_time)
+        near = self._near(event_id, ref, buckets, incoming, event_time)
         number = int.from_bytes(digest, "big")
         if stored is None:
             self.entries += 1
@@ -598,12 +609,44 @@ class DedupeIndex:
         self.buckets.add(buckets, number)
         return unique
 
+    def apply(self, ref: str, value: bytes | None) -> None:
+        """Take in a change another index made to its store (replicated through a topic): write ``value`` under
+        ``ref``, or delete ``ref`` if ``value`` is None (a tombstone), and update the buckets, the expiry queue and
+        :attr:`entries` as :meth:`check_and_add` and :meth:`expire` do for their own writes.
+
+        A ref or value of no known shape is ignored (the topic is open to any writer); a value already stored
+        changes nothing.
+        """
+        if not isinstance(ref, str) or digest_of_ref(ref) is None:
+            return
+        number = _ref_number(ref)
+        if value is None:
+            if self.store.get(ref) is not None:
+                del self.store[ref]
+                self.entries -= 1
+                self._unindexed.add(number)
+            return
+        entry = entry_fields(value)
+        if entry is None:
+            return
+        stored = self.store.get(ref)
+        if stored == value:
+            return
+        if stored is None:
+            self.entries += 1
+        self.store[ref] = value
+        self.expiry.push(entry.event_time, number)
+        if isinstance(entry, TitleEntry):
+            self._unindexed.discard(number)
+            self.buckets.add(_unpack_buckets(entry.buckets), number)
+
     def expire(self, now: float) -> int:
         """Delete the entries whose event time is more than the TTL before ``now``, and keys of no known shape
-        (state of an older layout); returns the number of titles deleted. A near copy stops counting when its
+        (nothing this module wrote); returns the number of titles deleted. A near copy stops counting when its
         original expires and is deleted when its own time does. Costs what it deletes, not what the store holds."""
+        now = clamp_time(now)
         for key in self._unreadable:
-            if key in self.store:
+            if key in self.store and (digest_of_ref(key) is None or entry_fields(self.store[key]) is None):
                 del self.store[key]
                 self.entries -= 1
         self._unreadable = []

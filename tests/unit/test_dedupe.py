@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-import json
+import math
+import operator
 import os
 import re
 import subprocess
@@ -12,7 +13,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stream_app.dedupe import (
@@ -20,19 +21,15 @@ from stream_app.dedupe import (
     MATCH_KINDS,
     DedupeIndex,
     DedupeVerdict,
-    TitleEntry,
     bucket_ids,
     dedupe_key,
-    digit_runs,
     entry_fields,
     index_buckets,
     normalize_title,
-    title_words,
     typo_source,
     word_hash,
 )
 from stream_app.dedupe import _ref_of as ref_of
-from stream_app.dedupe import _title_value as title_value
 
 DAY = 86400.0
 titles = st.text(alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60)
@@ -314,7 +311,7 @@ def test_a_sweep_reads_only_the_entries_it_deletes() -> None:
 
 
 def test_the_entry_count_follows_the_store_through_copies_expiry_and_a_rebuild() -> None:
-    store: dict[str, Any] = {"t:0123456789abcdef": ["1", 0, "ab12"]}  # an older layout's key: counted, then swept
+    store: dict[str, Any] = {"t:0123456789abcdef": b"\x80junk"}  # no entry of this module: counted, then swept
     dedupe = index(store, ttl=DAY)
     typo = ORIGINAL.replace("prediction", "predicton")
     for n, (title, time) in enumerate([(ORIGINAL, 0), (typo, 10), (ORIGINAL, 20), ("Another title entirely", 30)]):
@@ -326,11 +323,12 @@ def test_the_entry_count_follows_the_store_through_copies_expiry_and_a_rebuild()
     assert dedupe.entries == len(store) == index(dict(store)).entries == 2
 
 
-def test_expire_clears_state_of_an_older_layout() -> None:
+def test_expire_deletes_keys_and_values_of_no_known_shape() -> None:
     store: dict[str, Any] = {
-        "t:0123456789abcdef": ["1", 0, "ab12"],
-        "n:fedcba9876543210": [["0123", "x", 0]],
-        "~0AAAAAA": "0123456789a",
+        "t:0123456789abcdef": b"\x01" * 20,
+        ref_of(1): b"\x00abc",
+        ref_of(2): "a string",
+        "~0AAAAAA": b"",
     }
     dedupe = index(store)
     dedupe.check_and_add("2", ORIGINAL, None, 10)
@@ -450,58 +448,118 @@ def test_a_numbered_series_neither_crowds_out_a_copy_nor_is_compared_with_itself
     assert (verdict.match, verdict.duplicate_of) == ("near", "2")
 
 
-def test_a_numbered_title_stored_by_an_earlier_version_still_keeps_its_copies_out() -> None:
-    """Earlier versions hashed a title's buckets without its numbers."""
-    title = "YOLOv5 object detection on 4k aerial images"
-    store: dict[str, Any] = {}
-    index(store).check_and_add("1", title, None, 0)
-    (ref, value), = store.items()
-    entry = entry_fields(value)
-    assert isinstance(entry, TitleEntry)
-    earlier_buckets = bucket_ids(normalize_title(title).split())
-    assert earlier_buckets != bucket_ids(normalize_title(title).split(), digit_runs(title_words(title)))
-    packed = b"".join((bucket & 0xFFFFFF).to_bytes(3, "big") for bucket in earlier_buckets)
-    store[ref] = title_value(entry._replace(buckets=packed))
-    verdict = index(store).check_and_add("2", title.replace("detection", "detecton"), None, 1)
-    assert (verdict.match, verdict.duplicate_of) == ("near", "1")
-
-
-# Values an earlier version stored for ORIGINAL (id "1", DESCRIPTION, time 0) and its typo "predicton" (id "2",
-# time 10.5): base64url strings with 4-byte word and bucket hashes, as the table's JSON serializer wrote them.
-EARLIER_TITLE = "0|EhxngTHyzPxHBHecfa6Gy4U1xDaHS9i5xPcWpA|XJE1MId2iBG2uNNx|sTxbahUnOdxYdTQMzyoqYw|1"
-EARLIER_COPY = "~10.5|0.94|l30bwqhBuc4|1"
-EARLIER_REFS = ("l30bwqhBuc4", "f3wv2qU199g")
-
-
-@pytest.mark.parametrize("restored", [str.encode, lambda text: text], ids=["changelog bytes", "dict"])
-@pytest.mark.parametrize("layout", ["string", "list"])
-def test_titles_stored_by_an_earlier_version_still_keep_their_copies_out(restored: Any, layout: str) -> None:
-    title: Any = EARLIER_TITLE
-    if layout == "list":  # before entries were strings: [id, time, word hashes, signature]
-        time, hashes, signature, _, event_id = EARLIER_TITLE.split("|")
-        title = [event_id, float(time), hashes, signature]
-    values = {EARLIER_REFS[0]: title, EARLIER_REFS[1]: EARLIER_COPY}
-    earlier = {ref: restored(json.dumps(value)) if restored is str.encode else value for ref, value in values.items()}
-    kept = dict(earlier)
-    dedupe = index(earlier)
-    assert dedupe.check_and_add("3", ORIGINAL + " - Medium", None, 11).duplicate_of == "1"
-    verdict = dedupe.check_and_add("4", ORIGINAL.replace("prediction", "predicton"), None, 12)
-    assert (verdict.duplicate_of, verdict.match, verdict.similarity) == ("1", "near", 0.94)
-    if layout == "string":  # these carried their buckets: a new typo still finds the original through them
-        verdict = dedupe.check_and_add("5", ORIGINAL.replace("molecular", "molecullar"), DESCRIPTION, 13)
-        assert verdict.duplicate_of == "1"
-    assert dedupe.check_and_add("6", ORIGINAL.replace("molecular", "nuclear"), DESCRIPTION, 14).match is None
-    assert dedupe.expire(14) == 0
-    assert all(earlier[ref] == value for ref, value in kept.items())
-
-
-def test_an_earlier_entry_and_its_rewrite_in_this_layout_match_the_same_copies() -> None:
-    now: dict[str, Any] = {}
-    index(now).check_and_add("1", ORIGINAL, DESCRIPTION, 0)
-    earlier = entry_fields(EARLIER_TITLE)
-    assert earlier is not None and entry_fields(now[EARLIER_REFS[0]]) == earlier
-
-
 def test_values_of_no_known_shape_read_as_nothing() -> None:
     for value in (b"", b"\x00abc", b'"not|an|entry"', b"[1, 2]", b"\x80", "x|y", 17, None, b"\x01"):
         assert entry_fields(value) is None, value
+
+
+def test_a_title_dated_far_ahead_holds_up_the_expiry_of_none_behind_it() -> None:
+    store: dict[str, Any] = {}
+    dedupe = index(store, ttl=DAY)
+    dedupe.check_and_add("ahead", "A title dated ten years ahead", None, 3650 * DAY)
+    for n in range(300):
+        dedupe.check_and_add(str(n), f"Old title number {n} about graph networks", None, n * 10.0)
+    assert dedupe.expire(DAY + 1500.5) == 151  # times 0 to 1500
+    assert dedupe.expire(2 * DAY) == 149
+    assert [stored_id(value) for value in store.values()] == ["ahead"] and dedupe.entries == 1
+
+
+@pytest.mark.parametrize(
+    "time", [-1e12, -5.5, 0.0, 2.0**32 - 0.5, 2.0**32, 2.0**40, 1e300, math.inf, -math.inf, math.nan]
+)
+def test_any_event_time_is_clamped_into_what_an_entry_stores(time: float) -> None:
+    store: dict[str, Any] = {}
+    dedupe = index(store, ttl=DAY)
+    assert dedupe.check_and_add("1", ORIGINAL, None, time).match is None
+    assert dedupe.check_and_add("2", ORIGINAL, None, time).duplicate_of == "1"
+    assert dedupe.check_and_add("3", ORIGINAL.replace("molecular", "molecullar"), None, time).duplicate_of == "1"
+    replica = index(ttl=DAY)
+    for ref, value in store.items():
+        replica.apply(ref, value)
+    assert replica.store == store and replica.entries == 2
+    assert dedupe.expire(time) == replica.expire(time) == 0
+    dedupe.expire(time + 2 * DAY)  # past the TTL, or clamped to the last second an entry stores
+    assert dedupe.entries == len(store)
+
+
+class ChangeLog(dict[str, Any]):
+    """A dict that records every write and deletion, as the worker's changelog topic carries them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: list[tuple[str, bytes | None]] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.changes.append((key, value))
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.changes.append((key, None))
+
+
+def replicate(source: ChangeLog, replica: DedupeIndex) -> None:
+    for ref, value in source.changes:
+        replica.apply(ref, value)
+    source.changes.clear()
+
+
+def test_an_index_fed_another_ones_changes_judges_and_expires_as_it_does() -> None:
+    writer_store = ChangeLog()
+    writer, replica = index(writer_store, ttl=DAY), index(ttl=DAY)
+    typo = ORIGINAL.replace("prediction", "predicton")
+    writer.check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    writer.check_and_add("2", typo, DESCRIPTION, 10)
+    writer.check_and_add("3", "Another title entirely about audio", None, DAY / 2)
+    replicate(writer_store, replica)
+    assert replica.store == writer_store and replica.entries == writer.entries == 3
+    assert replica.buckets == writer.buckets
+    # Copies are caught on the replica as on the writer, exact, near, and copies of the near copy.
+    assert replica.check_and_add("4", ORIGINAL.upper(), None, 20).duplicate_of == "1"
+    assert replica.check_and_add("5", ORIGINAL.replace("molecular", "molecullar"), None, 21).duplicate_of == "1"
+    assert replica.check_and_add("6", typo + "!", None, 22).duplicate_of == "1"
+    assert replica.check_and_add("7", "Another title entirely about audio - Medium", None, 23).duplicate_of == "3"
+    # The writer's tombstones take the titles out of the replica's buckets and count.
+    assert writer.expire(DAY + 15) == 1
+    replicate(writer_store, replica)
+    assert ref_of(int.from_bytes(bytes.fromhex(dedupe_key(ORIGINAL)), "big")) not in replica.store
+    assert replica.entries == len(replica.store)
+    assert replica.check_and_add("8", ORIGINAL.replace("molecular", "molecullar"), None, DAY + 16).match is None
+    # The replica's own sweep finds what it was given by its event time.
+    assert replica.expire(3 * DAY) == 2 and replica.store == {} and replica.entries == 0
+    assert replica.buckets.as_dict() == {}
+
+
+def test_a_change_applied_twice_or_a_tombstone_of_nothing_changes_nothing() -> None:
+    writer_store = ChangeLog()
+    writer, replica = index(writer_store), index()
+    writer.check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    changes = list(writer_store.changes)
+    for ref, value in changes + changes:
+        replica.apply(ref, value)
+    replica.apply(ref_of(12345), None)
+    assert replica.store == writer_store and replica.entries == 1 and replica.buckets == writer.buckets
+
+
+refs = st.sampled_from([ref_of(1), ref_of(2**64 - 1), dedupe_key(ORIGINAL)[:11]]) | st.text(max_size=14)
+values = (
+    st.none()
+    | st.binary(max_size=80)
+    | st.builds(operator.add, st.sampled_from([b"\x01", b"\x80", b"\xc3", b"\xff"]), st.binary(max_size=80))
+    | st.sampled_from(["text", 17, b"\x80"])  # not even bytes
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(refs, values), max_size=20), st.floats(allow_nan=True))
+def test_changes_of_no_known_shape_are_ignored_and_never_raise(changes: list[tuple[Any, Any]], now: float) -> None:
+    store: dict[str, Any] = {}
+    dedupe = index(store)
+    dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    for ref, value in changes:
+        dedupe.apply(ref, value)
+    assert all(entry_fields(value) is not None for value in store.values())
+    assert dedupe.entries == len(store)
+    dedupe.check_and_add("2", ORIGINAL.replace("molecular", "molecullar"), None, 1)
+    dedupe.expire(now)
+    assert dedupe.entries == len(store)
