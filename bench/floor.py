@@ -1,7 +1,6 @@
-"""The Faust floor: the worker's two hops with nothing in them. One agent decodes each input message's JSON and
-forwards it keyed by its id to a re-keying topic; a second agent forwards it to the tagged topic. The app, worker
-and consumer classes, batches, acks, delivery waits and producer settings are the worker's; there is no
-validation, dedupe, table, model or metric.
+"""The Faust floor: the worker's one hop with nothing in it. One agent decodes each input message's JSON and
+forwards it, keyed by its id, to the tagged topic. The app, worker and consumer classes, batches, acks, delivery
+waits and producer settings are the worker's; there is no validation, dedupe, index, model or metric.
 
 What it shows is how fast a Faust worker of this shape can run on the machine at all, before any of our work.
 ``faust -A bench.floor worker``; configured by the worker's TAGGER_* variables.
@@ -20,11 +19,10 @@ from stream_app.settings import Settings
 from stream_app.worker import TaggerWorker
 
 settings = Settings.from_env()
-app = TaggerApp(settings.app_id, **transport_options(settings), store="memory://")
-# Faust's own worker class, at log level WARN, turns on DEBUG logging for its spinner: 6% of the main thread.
+app = TaggerApp(settings.app_id, **transport_options(settings))
+# Faust's own worker class, at log level WARN, turns on DEBUG logging for its spinner: the worker's class does not.
 app.conf.Worker = functools.partial(TaggerWorker, stop_timeout_seconds=settings.stop_timeout_seconds)  # type: ignore[assignment]
 source = app.topic(settings.input_topic, value_serializer="raw", key_serializer="raw")
-rekeyed = app.topic(f"{settings.app_id}-rekeyed", value_serializer="raw", key_serializer="raw", internal=True)
 sink = app.topic(settings.tagged_topic, value_serializer="raw", key_serializer="raw")
 
 
@@ -46,12 +44,5 @@ async def forward(stream: Any) -> AsyncIterable[None]:
                 value = None
             key = str(value.get("id", "")) if isinstance(value, dict) else ""
             records.append((key.encode(), event.value))
-        await deliver(rekeyed.get_topic_name(), records)
-        yield None
-
-
-@app.agent(rekeyed)
-async def emit(stream: Any) -> AsyncIterable[None]:
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_seconds):
-        await deliver(sink.get_topic_name(), [(event.key, event.value) for event in events])
+        await deliver(sink.get_topic_name(), records)
         yield None

@@ -38,6 +38,7 @@ INFERENCE_BUCKETS: Final = (
     0.25,
 )
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+REPLICATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
@@ -95,7 +96,17 @@ class Metrics:
         )
         self.review_threshold = gauge("review_threshold", "Confidence below which events go to review.")
         self.drift_window_events = gauge("drift_window_events", "Events in the drift window.")
-        self.dedupe_entries = gauge("dedupe_entries", "Entries in the dedupe table held by this worker.")
+        self.dedupe_entries = gauge("dedupe_entries", "Entries in the title index held by this worker.")
+        self.skipped_records = counter(
+            "skipped_records",
+            "Records of topics other than the input skipped as unusable, by topic and reason.",
+            ["topic", "reason"],
+        )
+        self.index_replication_delay = histogram(
+            "index_replication_delay_seconds",
+            "Time from another worker writing a title index change to this worker applying it.",
+            REPLICATION_BUCKETS,
+        )
         self.model_info = gauge("model_info", "The model being served (always 1).", ["version", "threshold"])
         self.last_event_timestamp = gauge(
             "last_event_timestamp_seconds", "Event time (Kafka timestamp) of the last processed event."
@@ -181,6 +192,14 @@ class Metrics:
     def set_dedupe_entries(self, n: int) -> None:
         """Publish the dedupe table's size."""
         self.dedupe_entries.set(n)
+
+    def skipped_record(self, topic: str, reason: str) -> None:
+        """Count one record of ``topic`` (a role: ``title_index``, ``review``, ...) skipped for ``reason``."""
+        self.skipped_records.labels(topic, reason).inc()
+
+    def index_replicated(self, delay_seconds: float) -> None:
+        """Observe the delay of one title index change applied from another worker."""
+        self.index_replication_delay.observe(delay_seconds)
 
     def set_last_event(self, timestamp: float) -> None:
         """Publish the event time (seconds since the epoch) of the last processed event."""

@@ -3,7 +3,7 @@
 Stage one, :meth:`Pipeline.admit`, turns raw input bytes into a validated event or a dead-letter record.
 Stage two, :meth:`Pipeline.route_batch`, de-duplicates, classifies and routes a batch of validated events
 (:meth:`Pipeline.dedupe`, :meth:`CheckedBatch.classify`, :meth:`Pipeline.route`).
-The Faust agents only move bytes between topics and these two calls.
+The Faust agent only moves bytes between topics and these calls.
 """
 
 from __future__ import annotations
@@ -44,34 +44,12 @@ class Output:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A validated event on its way to the dedupe stage, keyed by its dedupe key."""
+    """A validated event on its way to the dedupe stage, with its dedupe key."""
 
     event: ContentEvent
     dedupe_key: str
     event_time: float
     consumed_at: float
-
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON value forwarded on the internal by-title topic."""
-        return {
-            "event": self.event.fields,
-            "dedupe_key": self.dedupe_key,
-            "event_time": self.event_time,
-            "consumed_at": self.consumed_at,
-        }
-
-    @classmethod
-    def from_wire(cls, value: dict[str, Any]) -> Admitted:
-        """Rebuild an admitted event from :meth:`to_wire` output (already validated upstream)."""
-        fields = value["event"]
-        return cls(
-            event=ContentEvent(
-                id=fields["id"], title=fields["title"], description=fields.get("description"), fields=fields
-            ),
-            dedupe_key=value["dedupe_key"],
-            event_time=float(value["event_time"]),
-            consumed_at=float(value["consumed_at"]),
-        )
 
 
 def utc_iso(timestamp: float) -> str:

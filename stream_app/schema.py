@@ -7,8 +7,8 @@ Choices the contract makes, each with its dead-letter reason:
 
 - a message over 256 KiB is refused before it is decoded (``too_large``), as are a title over 1,000 and a
   description over 20,000 characters. The cap keeps every record the worker writes for a valid event under
-  Kafka's default 1 MiB record limit: the event is forwarded on the internal by-title topic as JSON with
-  ASCII escapes, which makes non-ASCII text up to three times longer (a 4-byte character becomes 12 bytes);
+  Kafka's default 1 MiB record limit, even where JSON's ASCII escapes make non-ASCII text up to three times
+  longer (a 4-byte character becomes 12 bytes);
 - ``id`` or ``title`` absent or ``null`` is ``missing_field``; a blank (empty or whitespace-only) ``id`` or
   ``title`` is present but unusable, so it is ``invalid_value``;
 - ``id`` is a string or a JSON integer; ``true``/``false`` and ``1.0`` are ``wrong_type`` (JSON Schema cannot

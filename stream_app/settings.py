@@ -72,10 +72,10 @@ class Settings:
     the last commit are processed again, so a shorter interval repeats fewer (Faust's default is 2.8 s)."""
     drift_window: int = 1000
     """Number of recent classified events the drift gauges are computed over."""
-    store: str = "memory://"
-    """Faust table store: ``memory://`` (default) or ``rocksdb://`` for large state."""
     data_dir: Path = Path(".run/worker")
-    """Folder of the worker's local state (RocksDB tables)."""
+    """Folder of the worker's local state (Faust's own files)."""
+    max_clock_skew_seconds: float = 300.0
+    """How far ahead of the worker's clock an event time is believed; later times are clamped to it."""
     session_timeout_seconds: float = 10.0
     """How long the group waits for a silent worker before giving its partitions to the others: bounds the
     stall after a crash (Faust's default is 60 s)."""
@@ -117,8 +117,6 @@ class Settings:
             raise ConfigError("TAGGER_REVIEW_THRESHOLD must be between 0 and 1")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise ConfigError("TAGGER_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
-        if self.store.split("://")[0] not in ("memory", "rocksdb"):
-            raise ConfigError("TAGGER_STORE must be memory:// or rocksdb://")
         for name in ("partitions", "batch_size", "drift_window", "review_recent_limit"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TAGGER_{name.upper()} must be at least 1")
@@ -129,8 +127,9 @@ class Settings:
                 "TAGGER_SHADOW_EVENTS and TAGGER_RETRAIN_AFTER_LABELS must be >= 0, "
                 "TAGGER_CANDIDATE_POLL_SECONDS positive"
             )
-        if self.producer_linger_seconds < 0:
-            raise ConfigError("TAGGER_PRODUCER_LINGER_SECONDS must be >= 0")
+        for name in ("producer_linger_seconds", "max_clock_skew_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TAGGER_{name.upper()} must be >= 0")
         positive = ("dedupe_ttl_days", "batch_timeout_seconds", "stop_timeout_seconds", "commit_interval_seconds")
         for name in positive:
             if getattr(self, name) <= 0:

@@ -1,26 +1,25 @@
-"""Exactly-once delivery: each stage's records and the input offsets they consume commit in one Kafka transaction.
+"""Exactly-once delivery: a batch's records and the input offsets it consumes commit in one Kafka transaction.
 
 Faust's own ``processing_guarantee="exactly_once"`` names a transaction after the partition a record is *sent
-to*, so when a stage re-keys its records (ours does, onto the by-title topic) an input offset and the records made
-from it land in different transactions, and a crash between their commits repeats or loses work. Here instead:
+to*; an input offset and the records made from it then land in different transactions whenever they go to
+different partitions (every output topic, and the title index's topic), and a crash between their commits repeats
+or loses work. Here instead:
 
-* every source partition a stage consumes has its own transactional producer, ``<group>-<stage>-<topic>-<p>``;
-  a batch's records and the next offset of that partition commit together, or not at all;
-* the worker's consumer reads ``read_committed``, so the by-title stage never sees records of an aborted
-  transaction, and it leaves the offsets of the transacted topics to the transactions (a plain commit landing
-  after a transactional one would move the offset back and repeat work);
+* every input partition has its own transactional producer, ``<group>-tag-<topic>-<p>``; a batch's outputs, the
+  title index changes its events made, and the next offset of that partition commit together, or not at all;
+* the worker's consumer reads ``read_committed`` and leaves the input offsets to the transactions (a plain commit
+  landing after a transactional one would move the offset back and repeat work); the index follower reads
+  ``read_committed`` too, so no worker applies an index change whose event was not committed;
 * a new owner of a partition starts its producer before it reads the committed offsets: that fences the previous
   owner and completes its last transaction (aborted if open, finished if it was committing), so the offsets read
   next include it, and readers are not held up until the transaction times out. (Kafka's ``require_stable``
   offset fetch does this for clients that send it; aiokafka does not.)
 
 A failed transaction is not retried here: it raises, the agent's supervisor stops the worker, and the restarted
-worker resumes from the last committed offsets. Nor is it aborted: aiokafka's abort waits, with no timeout, until
-the broker has every record of the transaction, so a stop cancelling a commit while the broker is away would hang
-(aiokafka issue #1101). Its producer is dropped instead, and stopped with a time limit; the partition's next
-producer fences it and aborts the open transaction. The title table's changelog is written outside the transactions
-(flushed before each commit), which is consistent because a replayed event finds its title stored under its own
-id and is routed again, never taken for a copy of itself.
+worker resumes from the last committed offsets with an index read from the topic's committed changes. Nor is it
+aborted: aiokafka's abort waits, with no timeout, until the broker has every record of the transaction, so a stop
+cancelling a commit while the broker is away would hang (aiokafka issue #1101). Its producer is dropped instead,
+and stopped with a time limit; the partition's next producer fences it and aborts the open transaction.
 """
 
 from __future__ import annotations
@@ -50,7 +49,8 @@ class Record:
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 class _ReadCommittedThread(RewindingConsumerThread):
@@ -105,7 +105,7 @@ class TransactedConsumer(TaggerConsumer):
 
 class TransactedApp(TaggerApp):
     """A Faust app whose consumer is a :class:`TransactedConsumer`; ``owners`` maps each transacted topic to the
-    producers of the stage that consumes it."""
+    producers of the agent that consumes it."""
 
     consumer_class = TransactedConsumer
     owners: dict[str, PartitionTransactions]
@@ -145,7 +145,7 @@ class PartitionTransactions:
     async def claim(self, sources: Iterable[TopicPartition]) -> None:
         """Own exactly ``sources``: start their producers (fencing earlier owners), stop the others."""
         wanted = {TopicPartition(tp.topic, tp.partition) for tp in sources}
-        # Faust can seek (and so claim) from its fetch loop and from table recovery at once.
+        # Faust can seek (and so claim) from its fetch loop and from a rebalance at once.
         async with self._claiming:
             self._committed = {tp: offset for tp, offset in self._committed.items() if tp in wanted}
             for source in [tp for tp in self._producers if tp not in wanted]:
@@ -165,7 +165,7 @@ class PartitionTransactions:
         producer = await self._producer(source)
         try:
             await producer.begin_transaction()
-            sends = [await producer.send(r.topic, r.value, key=r.key) for r in records]
+            sends = [await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in records]
             await producer.send_offsets_to_transaction({source: next_offset}, self.group_id)
             await asyncio.gather(*sends)
             await producer.commit_transaction()

@@ -35,6 +35,8 @@ CONTRACT = {
     "content_tagger_review_threshold": "gauge",
     "content_tagger_drift_window_events": "gauge",
     "content_tagger_dedupe_entries": "gauge",
+    "content_tagger_skipped_records_total": "counter",
+    "content_tagger_index_replication_delay_seconds": "histogram",
     "content_tagger_model_info": "gauge",
     "content_tagger_last_event_timestamp_seconds": "gauge",
     "content_tagger_consumer_lag": "gauge",

@@ -51,7 +51,7 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_REVIEW_THRESHOLD", "1.5"),
         ("TAGGER_PROCESSING_GUARANTEE", "at_most_once"),
         ("TAGGER_SESSION_TIMEOUT_SECONDS", "2"),
-        ("TAGGER_STORE", "redis://"),
+        ("TAGGER_MAX_CLOCK_SKEW_SECONDS", "-1"),
         ("TAGGER_BATCH_SIZE", "0"),
         ("TAGGER_STOP_TIMEOUT_SECONDS", "0"),
         ("TAGGER_PRODUCER_LINGER_SECONDS", "-0.001"),

@@ -1,0 +1,202 @@
+"""The title index every worker holds whole: the dedupe state of all input partitions in one process.
+
+A worker's own checks write to its index at once and hand back the changes they made, which the worker publishes
+to the index's compacted topic with the outputs of the same events. The other workers' changes arrive through that
+topic and are applied with :meth:`TitleIndex.apply`; a starting worker reads the topic to its end
+(:meth:`TitleIndex.load` until :meth:`TitleIndex.finish_loading`) before it processes an event. So a copy is
+caught whichever partition or worker it arrives on, once its original's change has reached that worker.
+
+Nothing here touches Kafka: the topic's records are plain ``(key, value)`` pairs, the key the 8-byte digest of
+the title's dedupe key and the value its binary entry (``stream_app.dedupe``), or None to delete it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Final
+
+from stream_app.dedupe import DedupeIndex, DedupeVerdict, entry_fields, ref_of_digest
+from stream_app.title_store import PackedTitles
+
+INDEX_KEY_BYTES: Final = 8
+"""Length of an index record's key: the digest of a title's dedupe key."""
+SKIP_REASONS: Final = ("bad_key", "bad_value", "future_time")
+"""Why a replicated record can be skipped; the values of the skip counter's ``reason`` label."""
+
+
+@dataclass(frozen=True)
+class IndexChange:
+    """One change of the index, as its topic carries it: the title's digest and its entry, or None (deleted)."""
+
+    key: bytes
+    value: bytes | None
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def digest_key(ref: str) -> bytes:
+    """The 8-byte digest a ref (:func:`~stream_app.dedupe.ref_of_digest`) stands for, decoded without the
+    round-trip check of :func:`~stream_app.dedupe.digest_of_ref`: every ref here was made by ``ref_of_digest``."""
+    return binascii.a2b_base64(ref.encode().translate(_URLSAFE) + b"=")
+
+
+class RefStore(MutableMapping[str, bytes]):
+    """The index's entries keyed by ref, in :class:`PackedTitles`; while :attr:`recording`, every write and delete
+    is also appended to :attr:`changes`."""
+
+    def __init__(self) -> None:
+        self.titles = PackedTitles()
+        self.changes: list[IndexChange] = []
+        self.recording = True
+
+    @contextlib.contextmanager
+    def unrecorded(self) -> Iterator[None]:
+        """Write without recording: for changes that came from the topic."""
+        self.recording = False
+        try:
+            yield
+        finally:
+            self.recording = True
+
+    def __getitem__(self, ref: str) -> bytes:
+        return self.titles[digest_key(ref)]
+
+    def get(self, ref: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        try:
+            return self.titles[digest_key(ref)]
+        except KeyError:
+            return default
+
+    def __setitem__(self, ref: str, value: bytes) -> None:
+        key = digest_key(ref)
+        self.titles[key] = value
+        if self.recording:
+            self.changes.append(IndexChange(key, value))
+
+    def __delitem__(self, ref: str) -> None:
+        key = digest_key(ref)
+        del self.titles[key]
+        if self.recording:
+            self.changes.append(IndexChange(key, None))
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.titles:
+            yield ref_of_digest(key)
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def take_changes(self) -> list[IndexChange]:
+        """The changes recorded since the last call."""
+        changes, self.changes = self.changes, []
+        return changes
+
+
+class TitleIndex:
+    """The whole dedupe state of the group, as this worker knows it.
+
+    Event times are not trusted further than the worker's clock: one later than ``clock() + max_skew_seconds`` is
+    taken as that, so an event dated years ahead can neither expire the index (expiry follows the newest event
+    time seen) nor outlive its TTL.
+    """
+
+    def __init__(self, ttl_seconds: float, max_skew_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_skew_seconds = max_skew_seconds
+        self.clock = clock
+        self.store = RefStore()
+        self.dedupe: DedupeIndex | None = None
+        """None while the index loads from its topic."""
+        self.stream_time = -math.inf
+        """The newest trusted event time this worker has seen: the index's "now" for expiry."""
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the topic was read to its end once, so checks see every title stored before this start."""
+        return self.dedupe is not None
+
+    @property
+    def entries(self) -> int:
+        """Entries held: titles and near copies."""
+        return self.dedupe.entries if self.dedupe is not None else len(self.store)
+
+    def trusted_time(self, event_time: float) -> float:
+        """``event_time`` no later than the worker's clock plus the allowed skew, and no earlier than the epoch."""
+        if not math.isfinite(event_time):
+            return self.clock()
+        return max(0.0, min(event_time, self.clock() + self.max_skew_seconds))
+
+    def load(self, key: bytes | None, value: bytes | None) -> str | None:
+        """Take one record of the topic while loading; returns why it was skipped, or None."""
+        reason = self._check_record(key, value)
+        if reason is None and key is not None:
+            if value is None:
+                self.store.titles.pop(key, None)
+            else:
+                self.store.titles[key] = value
+        return reason
+
+    def finish_loading(self) -> None:
+        """Index what was loaded: checks can start."""
+        self.dedupe = DedupeIndex(self.store, self.ttl_seconds)
+        self.store.take_changes()
+
+    def check(
+        self, event_id: str, title: str, description: str | None, event_time: float
+    ) -> tuple[DedupeVerdict, list[IndexChange]]:
+        """Judge a title (see :meth:`DedupeIndex.check_and_add`) and return the changes it made to the index."""
+        dedupe = self._ready()
+        trusted = self.trusted_time(event_time)
+        self.stream_time = max(self.stream_time, trusted)
+        verdict = dedupe.check_and_add(event_id, title, description, trusted)
+        return verdict, self.store.take_changes()
+
+    def expire(self) -> list[IndexChange]:
+        """Delete the entries expired by the newest event time seen; returns the deletions."""
+        dedupe = self._ready()
+        if self.stream_time != -math.inf:
+            dedupe.expire(self.stream_time)
+        return self.store.take_changes()
+
+    def apply(self, key: bytes | None, value: bytes | None) -> str | None:
+        """Apply a change another worker published; returns why it was skipped, or None.
+
+        A deletion removes only an entry this worker holds as expired: the title may have been seen again here
+        since the other worker expired it."""
+        dedupe = self._ready()
+        reason = self._check_record(key, value)
+        if reason is not None or key is None:
+            return reason
+        ref = ref_of_digest(key)
+        if value is None:
+            held = entry_fields(self.store.get(ref))
+            if held is not None and held.event_time + self.ttl_seconds >= self.stream_time:
+                return None
+        with self.store.unrecorded():
+            dedupe.apply(ref, value)
+        return None
+
+    def _check_record(self, key: bytes | None, value: bytes | None) -> str | None:
+        """Why a record of the index topic cannot be applied, or None if it can. An entry's event time advances
+        :attr:`stream_time`, so a worker that sees few events still expires what the others wrote."""
+        if key is None or len(key) != INDEX_KEY_BYTES:
+            return "bad_key"
+        if value is not None:
+            entry = entry_fields(value)
+            if entry is None:
+                return "bad_value"
+            if entry.event_time > self.clock() + self.max_skew_seconds:
+                return "future_time"  # no worker writes one: it would never expire
+            self.stream_time = max(self.stream_time, self.trusted_time(entry.event_time))
+        return None
+
+    def _ready(self) -> DedupeIndex:
+        if self.dedupe is None:
+            raise RuntimeError("the title index is still loading")
+        return self.dedupe

@@ -1,0 +1,34 @@
+"""The worker's consumer after a rebalance: the lag counts from what the agent received, and partitions without
+a committed offset are rewound to their start in both delivery modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from faust.types import TP
+
+from stream_app.agents import StreamProgress
+from stream_app.consumer import RewindingConsumerThread
+from stream_app.settings import Settings
+from stream_app.worker import build_app
+
+
+def test_stream_progress_is_the_offset_after_the_last_event_received_and_forgotten_on_a_rebalance() -> None:
+    progress, tp = StreamProgress(), TP("content", 0)
+    progress.received([SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in range(100, 150)])  # type: ignore[misc]
+    assert progress.next_offset == {tp: 150}
+    progress.reassigned()
+    assert progress.next_offset == {}
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_the_worker_consumer_rewinds_partitions_without_a_committed_offset(
+    trained_model_dir: Path, tmp_path: Path, guarantee: str
+) -> None:
+    """Faust's seek after dropping fetched records goes through :func:`seek_to_committed_or_earliest` (tested on
+    a broker in tests/integration/test_consumer.py) in both delivery modes."""
+    app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, processing_guarantee=guarantee))
+    assert isinstance(cast(Any, app.consumer)._thread, RewindingConsumerThread)

@@ -1,0 +1,145 @@
+"""The title index every worker holds whole: checks return the changes to publish, another worker's changes
+catch copies here, loading rebuilds the index, deletions and bad records are handled, and event times are not
+trusted past the worker's clock."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from stream_app.title_index import IndexChange, TitleIndex
+
+TTL = 30 * 86400.0
+NOW = 1_800_000_000.0
+SKEW = 300.0
+TITLE = "Realtime object detection with transformers"
+TYPO = "Realtime object detecton with transformers"
+
+
+def index(clock: float = NOW) -> TitleIndex:
+    made = TitleIndex(TTL, SKEW, clock=lambda: clock)
+    made.finish_loading()
+    return made
+
+
+def replicate(changes: list[IndexChange], to: TitleIndex) -> None:
+    for change in changes:
+        assert to.apply(change.key, change.value) is None
+
+
+def test_a_new_title_returns_one_change_and_a_copy_none() -> None:
+    worker = index()
+    verdict, changes = worker.check("1", TITLE, None, NOW)
+    assert verdict.duplicate_of is None and len(changes) == 1 and changes[0].value
+    verdict, changes = worker.check("2", TITLE.upper(), None, NOW + 1)
+    assert (verdict.duplicate_of, verdict.match, changes) == ("1", "exact", [])
+
+
+@pytest.mark.parametrize(("copy", "match"), [(TITLE, "exact"), (TYPO, "near")])
+def test_a_copy_is_caught_on_the_worker_that_received_the_original_s_changes(copy: str, match: str) -> None:
+    first, second = index(), index()
+    _, changes = first.check("1", TITLE, "A detector.", NOW)
+    verdict, _ = second.check("0", "Something else entirely new", None, NOW)  # this worker's own state
+    replicate(changes, second)
+    verdict, _ = second.check("2", copy, "A detector.", NOW + 5)
+    assert (verdict.duplicate_of, verdict.match) == ("1", match)
+
+
+def test_a_starting_worker_loads_the_topic_and_catches_copies_of_every_title_in_it() -> None:
+    writer = index()
+    topic: list[IndexChange] = []
+    for number, title in enumerate(["Graph neural networks for molecules", TITLE, "Speech recognition at scale"]):
+        topic += writer.check(str(number), title, None, NOW + number)[1]
+    # A title written and deleted again is not loaded.
+    _, gone = writer.check("9", "A title that was deleted", None, NOW)
+    topic += gone + [IndexChange(gone[0].key, None)]
+    starting = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    assert not starting.loaded
+    for change in topic:
+        assert starting.load(change.key, change.value) is None
+    starting.finish_loading()
+    assert starting.loaded and starting.entries == 3
+    assert starting.check("x", TYPO, None, NOW + 10)[0].duplicate_of == "1"
+    assert starting.check("y", "A title that was deleted", None, NOW + 10)[0].duplicate_of is None
+
+
+def test_expiry_deletes_expired_titles_and_returns_the_deletions() -> None:
+    worker = index()
+    _, old = worker.check("1", TITLE, None, NOW - TTL - 10)
+    worker.check("2", "A title seen just now", None, NOW)
+    deleted = worker.expire()
+    assert deleted == [IndexChange(old[0].key, None)]
+    assert worker.entries == 1
+    assert worker.check("3", TITLE, None, NOW)[0].duplicate_of is None
+
+
+def test_another_worker_s_deletion_removes_only_what_this_worker_holds_as_expired() -> None:
+    first, second = index(), index()
+    _, changes = first.check("1", TITLE, None, NOW - TTL - 10)
+    replicate(changes, second)
+    second.check("2", "Anything at all to move time", None, NOW)
+    second.apply(changes[0].key, None)
+    assert second.entries == 1  # expired here too: deleted
+    # A title seen again here since the other worker expired it stays.
+    _, again = second.check("3", TITLE, None, NOW)
+    assert second.apply(again[0].key, None) is None
+    assert second.check("4", TITLE, None, NOW + 1)[0].duplicate_of == "3"
+
+
+def test_an_event_dated_far_ahead_does_not_expire_the_index() -> None:
+    worker = index()
+    worker.check("1", TITLE, None, NOW)
+    _, future = worker.check("2", "An event from the year 2200", None, 7.3e9)
+    assert worker.stream_time == NOW + SKEW
+    assert worker.expire() == []
+    assert worker.check("3", TITLE, None, NOW + 1)[0].duplicate_of == "1"
+    # Its entry is stored at the trusted time, so it expires like the others.
+    assert any(change.key == future[0].key for change in TitleIndex.expire(_advanced(worker, NOW + TTL + SKEW + 10)))
+
+
+def _advanced(worker: TitleIndex, to: float) -> TitleIndex:
+    worker.check("late", "An event that moves the clock on", None, to)
+    worker.clock = lambda: to
+    worker.check("later", "Another event that moves the clock on", None, to)
+    return worker
+
+
+@pytest.mark.parametrize("event_time", [-1.0, 0.0, float("nan"), float("inf"), 2**32 + 5.0, 1e300])
+def test_any_event_time_is_taken_without_raising(event_time: float) -> None:
+    worker = index()
+    verdict, changes = worker.check("1", TITLE, None, event_time)
+    assert verdict.duplicate_of is None and changes
+    assert NOW + SKEW >= worker.stream_time >= 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (None, b"x", "bad_key"),
+        (b"short", b"x", "bad_key"),
+        (bytes(8), b"", "bad_value"),
+        (bytes(8), b"\x00garbage", "bad_value"),
+        (bytes(8), b'{"json": 1}', "bad_value"),
+    ],
+)
+def test_a_record_of_no_known_shape_is_skipped_with_its_reason(key: bytes | None, value: bytes, reason: str) -> None:
+    worker = index()
+    assert worker.apply(key, value) == reason
+    loading = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    assert loading.load(key, value) == reason
+    assert worker.entries == 0
+
+
+def test_an_entry_dated_past_the_clock_and_skew_is_skipped() -> None:
+    writer = index(clock=NOW + 10 * SKEW)  # a worker whose clock is far ahead
+    _, changes = writer.check("1", TITLE, None, NOW + 10 * SKEW)
+    assert index().apply(changes[0].key, changes[0].value) == "future_time"
+
+
+def test_random_bytes_never_raise() -> None:
+    worker = index()
+    for length, fill in itertools.product(range(0, 70, 7), range(0, 256, 37)):
+        worker.apply(bytes([fill]) * 8, bytes([fill ^ 0x80]) + bytes([fill]) * length)
+        worker.apply(bytes([fill]) * 8, bytes([fill]) * length)
+    worker.check("1", TITLE, None, NOW)
