@@ -30,7 +30,7 @@ from faust.types import TP, EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
-from stream_app.consumer import TaggerApp
+from stream_app.consumer import TaggerApp, TaggerConsumer
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
 from stream_app.index_follower import IndexFollower, new_writer_id, writer_headers
@@ -179,6 +179,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         on_skip=lambda reason: metrics.skipped_record("title_index", reason),
         on_applied=metrics.index_replicated,
     )
+    metrics.track_dedupe_entries(lambda: index.entries)
     ownership = IndexOwnership(settings.partitions)
     progress = StreamProgress()
     last_sweep = [float("-inf")]
@@ -267,7 +268,6 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
             metrics.latency(done - item.consumed_at)
         if fresh:
             metrics.set_last_event(max(item.event_time for item in fresh))
-        metrics.set_dedupe_entries(index.entries)
 
     # An unexpected error in an agent stops the worker instead of restarting the agent: a restarted agent skips the
     # event it failed on, while a restarted worker resumes from the last committed offset (errors.py).
@@ -277,13 +277,22 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         batches = cast(faust.Stream[Any], stream).take_events(
             settings.batch_size, within=settings.batch_timeout_seconds
         )
-        await follower.ready.wait()
-        async for taken in batches:
-            progress.received(taken)
-            events = _uncommitted(taken, transactions)
-            if events:
-                await tag(events)
-            yield None
+        try:
+            await follower.ready.wait()
+            async for taken in batches:
+                progress.received(taken)
+                events = _uncommitted(taken, transactions)
+                try:
+                    if events:
+                        await tag(events)
+                except BaseException:  # cancelled too: a batch not published must not be acked
+                    cast(TaggerConsumer, app.consumer).hold_acks(taken)
+                    raise
+                yield None
+        finally:
+            # Now rather than whenever the generator is collected: closing acks the batch it holds, and a
+            # failed one is held (hold_acks) before.
+            await cast(Any, batches).aclose()
 
     @app.task
     async def follow_index() -> None:

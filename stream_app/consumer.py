@@ -183,6 +183,27 @@ class TaggerConsumer(FaustKafkaConsumer):
         self.flow_resumed = asyncio.Event()
         """Clear from a rebalance's seek until its flow resumes: records fetched meanwhile wait to be handed on."""
         self.flow_resumed.set()
+        self.failed_from: dict[TP, int] = {}
+        """Per partition, the first offset of a batch whose processing failed: no ack from there on counts."""
+
+    def hold_acks(self, events: Iterable[Any]) -> None:
+        """Never ack ``events`` (nor anything after them in their partitions): their processing failed.
+
+        Faust's ``take_events`` acks a batch's events in a ``finally`` when the agent that took them raises or is
+        cancelled (faust-streaming #189, #315), and its consumer commits acked offsets as it stops: the batch
+        would be committed unpublished. Held here, the offsets stay below it and a restart reads it again.
+        """
+        for event in events:
+            message = event.message
+            held = self.failed_from.get(message.tp)
+            self.failed_from[message.tp] = message.offset if held is None else min(held, message.offset)
+
+    def ack(self, message: Message) -> bool:
+        """Faust's ack, refused for a message at or past a failed batch of its partition (:meth:`hold_acks`)."""
+        held = self.failed_from.get(message.tp)
+        if held is not None and message.offset >= held:
+            return False
+        return bool(super().ack(message))
 
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset. While records flow (Faust resumed the flow for

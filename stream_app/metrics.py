@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -38,7 +38,26 @@ INFERENCE_BUCKETS: Final = (
     0.25,
 )
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-REPLICATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REPLICATION_BUCKETS: Final = (
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class Metrics:
@@ -189,9 +208,10 @@ class Metrics:
         self.below_threshold_share.set(snapshot.below_threshold_share)
         self.drift_window_events.set(snapshot.events)
 
-    def set_dedupe_entries(self, n: int) -> None:
-        """Publish the dedupe table's size."""
-        self.dedupe_entries.set(n)
+    def track_dedupe_entries(self, entries: Callable[[], float]) -> None:
+        """Publish the title index's size as ``entries()`` says at each scrape: it changes between batches too,
+        as the index loads and as other workers' changes arrive."""
+        self.dedupe_entries.set_function(entries)
 
     def skipped_record(self, topic: str, reason: str) -> None:
         """Count one record of ``topic`` (a role: ``title_index``, ``review``, ...) skipped for ``reason``."""

@@ -146,7 +146,7 @@ def test_a_judgement_counts_the_verdict_and_whether_the_model_was_right(
             {("content_tagger_deadletters_total", (("reason", "not_json"),)): 1},
         ),
         (lambda m: m.duplicate("near"), {("content_tagger_duplicates_total", (("match", "near"),)): 1}),
-        (lambda m: m.set_dedupe_entries(1234), {("content_tagger_dedupe_entries", ()): 1234}),
+        (lambda m: m.track_dedupe_entries(lambda: 1234), {("content_tagger_dedupe_entries", ()): 1234}),
         (lambda m: m.set_last_event(1.7e9), {("content_tagger_last_event_timestamp_seconds", ()): 1.7e9}),
     ],
 )

@@ -1,0 +1,67 @@
+"""A batch whose processing fails, by an error or a cancellation, inside publishing or inside the model's call:
+the worker stops, no input offset past a record it did not deliver is committed, and a restarted worker
+delivers every record."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_app.replay import event_value
+from tests.integration.harness import ids_in, produce, read_outputs, run
+from tests.integration.test_worker import dataset_rows, distinct_rows
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+EVENTS = 400
+BATCH = "16"
+
+
+async def committed_offset(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offset of the topic's partition 0 (0 if none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(topic, 0)) or 0
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize(
+    ("where", "how", "at_call"),
+    [("publish", "raise", 100), ("publish", "cancel", 100), ("model", "raise", 4), ("model", "cancel", 4)],
+)
+def test_a_failed_batch_is_never_committed_and_is_delivered_after_a_restart(
+    start_worker: Any, where: str, how: str, at_call: int
+) -> None:
+    rows = distinct_rows(dataset_rows())[:EVENTS]
+    worker, topics = start_worker(
+        module="tests.integration.failing_app",
+        TAGGER_BATCH_SIZE=BATCH,
+        TAGGER_TEST_FAIL_IN=where,
+        TAGGER_TEST_FAIL_WITH=how,
+        TAGGER_TEST_FAIL_AT_CALL=str(at_call),
+    )
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), 0) for r in rows]))
+    deadline = time.monotonic() + 60
+    while worker.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker.process.poll() is not None, f"the worker did not stop after the failure:\n{worker.log_tail()}"
+    assert "injected failure" in worker.log_text() or how == "cancel", worker.log_tail()
+
+    committed = run(committed_offset(bootstrap, worker.app_id, topics.input))
+    delivered = run(read_outputs(bootstrap, topics, EVENTS, timeout=5, settle=0.0))
+    landed = set(ids_in(delivered["tagged"]) + ids_in(delivered["review"]) + ids_in(delivered["duplicate"]))
+    undelivered = [offset for offset in range(committed) if str(rows[offset]["id"]) not in landed]
+    assert not undelivered, f"committed {committed} past undelivered offsets {undelivered[:10]}"
+    assert len(landed) < EVENTS, "the failure came after the last batch: the test proves nothing"
+
+    start_worker(topics=topics, app_id=worker.app_id)
+    outputs = run(read_outputs(bootstrap, topics, EVENTS, timeout=120))
+    landed = set(ids_in(outputs["tagged"]) + ids_in(outputs["review"]) + ids_in(outputs["duplicate"]))
+    assert {str(r["id"]) for r in rows} <= landed
+    print(f"failure in {where} ({how}): stopped with {committed} of {EVENTS} committed, all delivered after")

@@ -1,0 +1,117 @@
+"""The title index every worker holds whole, on a real broker: copies of every planted kind meet their
+originals on other partitions and other workers, before and after a worker is killed; a worker started late has
+the whole index before it says it is ready; copies racing their originals are never lost."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from stream_app.corpus import distinct_rows, hard_negatives, planted_near_duplicates
+from stream_app.replay import event_value
+from tests.integration.harness import WorkerProcess, ids_in, produce, read_outputs, run
+from tests.integration.test_worker import dataset_rows
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+PARTITIONS = 4
+ENV = {"BROKER_SESSION_TIMEOUT": "10", "TAGGER_SESSION_TIMEOUT_SECONDS": "10"}
+Message = tuple[bytes, bytes, int]
+
+
+def entries(worker: WorkerProcess) -> float:
+    """The worker's ``content_tagger_dedupe_entries``."""
+    found = re.search(r"^content_tagger_dedupe_entries (\S+)$", worker.metrics_text(), re.MULTILINE)
+    assert found, worker.log_tail()
+    return float(found.group(1))
+
+
+def on_other_partitions(
+    planted: list[tuple[dict[str, Any], dict[str, Any], str]], home: dict[str, int], suffix: str
+) -> list[Message]:
+    """Each copy, renamed with ``suffix``, on a partition other than its original's."""
+    messages = []
+    for number, (original, copy, _) in enumerate(planted):
+        partition = (home[str(original["id"])] + 1 + number % (PARTITIONS - 1)) % PARTITIONS
+        renamed = {**copy, "id": f"{copy['id']}{suffix}"}
+        messages.append((str(renamed["id"]).encode(), event_value(renamed), partition))
+    return messages
+
+
+def near_recall(planted: list[tuple[dict[str, Any], dict[str, Any], str]], suffix: str, dropped: set[str]) -> float:
+    near = {f"{copy['id']}{suffix}" for _, copy, kind in planted if kind.startswith("typo")}
+    return len(near & dropped) / len(near)
+
+
+def test_copies_meet_their_originals_on_any_partition_and_worker_also_after_a_kill(start_worker: Any) -> None:
+    rng = random.Random(22)
+    rows = distinct_rows(dataset_rows())
+    racing, rows = rows[:100], rows[100:500]
+    planted = planted_near_duplicates(rows, rng)
+    negatives = hard_negatives(rows, rng)
+    first, topics = start_worker(partitions=PARTITIONS, **ENV)
+    second, _ = start_worker(partitions=PARTITIONS, topics=topics, app_id=first.app_id, **ENV)
+    bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    sent: list[Message] = []
+
+    def send(messages: list[Message]) -> None:
+        run(produce(bootstrap, topics.input, messages))
+        sent.extend(messages)
+
+    def outputs(timeout: float = 120) -> dict[str, list[dict[str, Any]]]:
+        return run(read_outputs(bootstrap, topics, len(sent), timeout, settle=1.0))
+
+    # Copies racing their originals (the next message, on another partition): may both be shown, never lost.
+    race = []
+    for number, row in enumerate(racing):
+        race.append((str(row["id"]).encode(), event_value(row), number % PARTITIONS))
+        copy = {**row, "id": f"{row['id']}-race", "title": row["title"].upper()}
+        race.append((copy["id"].encode(), event_value(copy), (number + 1) % PARTITIONS))
+    send(race)
+    # Originals round-robin, then the hard negatives, each processed before any copy is sent.
+    home = {str(row["id"]): number % PARTITIONS for number, row in enumerate(rows)}
+    send([(str(r["id"]).encode(), event_value(r), home[str(r["id"])]) for r in rows])
+    send([(str(n["id"]).encode(), event_value(n), number % PARTITIONS) for number, n in enumerate(negatives)])
+    assert sum(len(v) for v in outputs().values()) >= len(sent)
+    time.sleep(1.0)
+
+    # A worker started now has the whole index before its /ready says 200.
+    late, _ = start_worker(partitions=PARTITIONS, topics=topics, app_id=first.app_id, **ENV)
+    assert late.start_answers[-1][1] == 200
+    assert entries(late) == entries(first) >= len(rows) + len(negatives), late.log_tail()
+
+    send(on_other_partitions(planted, home, "-before"))
+    before = outputs()
+    late.kill()
+    send(on_other_partitions(planted, home, "-after"))
+    after = outputs(timeout=180)
+
+    assert first.process is not None and first.process.poll() is None, first.log_tail()
+    landed = Counter(ids_in(after["tagged"]) + ids_in(after["review"]) + ids_in(after["duplicate"]))
+    expected = Counter(key.decode() for key, _, _ in sent)
+    assert not expected - landed, f"lost: {sorted(expected - landed)[:20]}"
+    assert not after["deadletter"]
+
+    dropped_before = set(ids_in(before["duplicate"]))
+    dropped = set(ids_in(after["duplicate"]))
+    for suffix, seen in (("-before", dropped_before), ("-after", dropped)):
+        exact = {f"{copy['id']}{suffix}" for _, copy, kind in planted if not kind.startswith("typo")}
+        assert exact <= seen, sorted(exact - seen)[:20]
+        assert near_recall(planted, suffix, seen) >= 0.95
+    distinct = {str(r["id"]) for r in rows} | {str(n["id"]) for n in negatives}
+    assert not distinct & dropped, sorted(distinct & dropped)[:20]
+    by_copy = {str(d["id"]): str(d["duplicate_of"]) for d in after["duplicate"]}
+    for original, copy, _ in planted:
+        for suffix in ("-before", "-after"):
+            assert by_copy.get(f"{copy['id']}{suffix}", str(original["id"])) == str(original["id"])
+    racing_caught = sum(1 for row in racing if f"{row['id']}-race" in dropped)
+    print(
+        f"title index: near-copy recall {near_recall(planted, '-before', dropped_before):.3f} before the kill, "
+        f"{near_recall(planted, '-after', dropped):.3f} after; racing copies caught "
+        f"{racing_caught} of {len(racing)}"
+    )
