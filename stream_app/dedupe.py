@@ -3,7 +3,9 @@
 Tier 1, exact: titles that normalise to the same sorted token set share a 16-hex-digit key.
 
 Tier 2, near: MinHash over the letter pairs of each word, split into LSH bands and hashed with the title's
-numbers, finds stored titles that look alike and have the same numbers. A candidate is confirmed only if it is
+numbers and number of words, finds stored titles that look alike and could be one typo away; a 16-bit tag of
+each title's words (:func:`title_tag`), kept beside its buckets, passes over most of those that differ in more
+than one word without reading their entries. A candidate is confirmed only if it is
 one typo away: the same words but one, that one word a single edit (substitution, insertion, deletion,
 transposition) from its counterpart, with the same digits (YOLOv5 is not YOLOv7), title similarity of at least
 :data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both exist. A different word (text/token,
@@ -22,12 +24,15 @@ are ``<ref>``, the dedupe key in 11 base64url characters:
 
 :func:`entry_fields` reads both; it is the only format (the service was never released with another).
 
-The LSH buckets themselves (bucket id -> refs, newest last) live in memory only, in a :class:`BucketIndex`
+The LSH buckets themselves (bucket id -> refs and tags, newest last) live in memory only, in a :class:`BucketIndex`
 rebuilt from the entries by :func:`index_buckets` when the index is made: one store write per new title
 instead of one per bucket. Entries another worker wrote reach the index through :meth:`DedupeIndex.apply`.
 
-Every hash is a BLAKE2b with a fixed personalisation string, so two processes, or one process before and
-after a restart, agree on every key.
+No hash depends on the process (no salted ``hash()``), so two processes, or one process before and after a
+restart, agree on every key and bucket: keys, word hashes and band salts are BLAKE2b with a fixed
+personalisation string; the MinHash functions are multiply-add-shift functions of 32-bit keys (a letter pair's
+two code points, a description word's CRC-32) whose constants are drawn from BLAKE2b, computed with numpy for
+all of a title's pairs at once.
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ import math
 import re
 import string
 import unicodedata
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from stream_app.lsh import BucketIndex
 
@@ -95,6 +102,8 @@ _SOURCES = (
 # A separator after a space: "Title - Medium" is decorated, "Awesome-GitHub" is a name.
 _DECORATION_SUFFIX = re.compile(rf"(?:\s+[|\-–—]\s*(?:{_SOURCES}))+\s*$")
 _DECORATION_PREFIX = re.compile(r"^\s*(?:\[(?:p|r|d|n|project|research|discussion|news)\]\s*)+")
+_DECORATION_MARKS = re.compile(r"[\[|\-–—]")
+"""What every decoration has; most titles have none, and skip the decoration patterns."""
 _NON_WORD = re.compile(r"[\W_]+")
 _DIGITS = re.compile(r"\d+")
 
@@ -113,6 +122,8 @@ class DedupeVerdict:
 
 
 def _nfkc_casefold(text: str) -> str:
+    if text.isascii():  # NFKC leaves ASCII as it is, and case-folds it to lower case
+        return text.lower()
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
@@ -120,7 +131,7 @@ def title_words(title: str) -> list[str]:
     """A title's words in order, repeats included: NFKC, case-folded, without known source decorations,
     split at punctuation and spaces."""
     text = _nfkc_casefold(title)
-    previous = None
+    previous = None if _DECORATION_MARKS.search(text) else text
     while previous != text:  # decorations can be stacked: "[P] Title - Medium | Reddit"
         previous = text
         text = _DECORATION_PREFIX.sub("", _DECORATION_SUFFIX.sub("", text))
@@ -133,8 +144,28 @@ def normalize_title(title: str) -> str:
     return " ".join(sorted(set(title_words(title))))
 
 
+def _blake2b(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:
+    """The BLAKE2b digest function of one size and personalisation: copying a hasher made once costs a
+    quarter of making one per call."""
+    made = hashlib.blake2b(digest_size=digest_size, person=person)
+
+    def digest(data: bytes) -> bytes:
+        hasher = made.copy()
+        hasher.update(data)
+        return hasher.digest()
+
+    return digest
+
+
+_key_hash: Final = _blake2b(8, b"tagger-key")
+_word_hash: Final = _blake2b(_WORD_HASH_BYTES - 1, b"tagger-word")
+_band_hash: Final = _blake2b(8, b"tagger-band")
+_ROW_MULTIPLIERS: Final = tuple(int.from_bytes(_band_hash(bytes([row])), "big") | 1 for row in range(ROWS))
+_FINISH_MULTIPLIER: Final = int.from_bytes(_band_hash(bytes([ROWS])), "big") | 1
+
+
 def _key_digest(normalized: str) -> bytes:
-    return hashlib.blake2b(normalized.encode(), digest_size=8, person=b"tagger-key").digest()
+    return _key_hash(normalized.encode())
 
 
 def dedupe_key(title: str) -> str:
@@ -146,17 +177,39 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _minhash(elements: set[str], person: bytes, count: int) -> list[int]:
-    """``count`` MinHash values of a set: each element's BLAKE2b digest is read as ``count`` independent
-    32-bit hashes (``count`` <= 16), and each value is the least of one of them over the set."""
-    digests = b"".join([_element_hashes(element, person, count) for element in elements])
-    values: list[int] = np.frombuffer(digests, ">u4").reshape(-1, count).min(axis=0).tolist()
-    return values
+def _hash_family(person: bytes, count: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """``count`` multiply-add-shift hash functions of 32-bit keys, ``(a * x + b) mod 2**64 >> 32``, their
+    multipliers (odd) and addends drawn from BLAKE2b: the same in every process."""
+    blocks = range(count // 4 + 1)  # 16 bytes a function, 64 a block
+    drawn = b"".join(hashlib.blake2b(bytes([n]), digest_size=64, person=person).digest() for n in blocks)
+    values = np.frombuffer(drawn[: 16 * count], "<u8")
+    return values[:count] | np.uint64(1), values[count : 2 * count].copy()
 
 
-@functools.lru_cache(maxsize=16384)  # letter pairs and common words recur from title to title
-def _element_hashes(element: str, person: bytes, count: int) -> bytes:
-    return hashlib.blake2b(element.encode(), digest_size=4 * count, person=person).digest()
+_TITLE_FAMILY: Final = _hash_family(b"tagger-title", BANDS * ROWS)
+_DESCRIPTION_FAMILY: Final = _hash_family(b"tagger-text", _DESCRIPTION_HASHES)
+
+
+def _minhash(
+    keys: npt.NDArray[np.uint32], family: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]
+) -> npt.NDArray[np.uint64]:
+    """The MinHash values of a set of 32-bit keys (repeats change nothing): the least of each hash function
+    of ``family`` over them, 32-bit values in a uint64 array."""
+    multipliers, addends = family
+    least: npt.NDArray[np.uint64] = ((keys[:, None] * multipliers + addends) >> np.uint64(32)).min(axis=0)
+    return least
+
+
+def title_signature(words: list[str]) -> npt.NDArray[np.uint64]:
+    """The MinHash values of a title's :func:`letter_pairs`, each pair keyed by its two code points (16 bits
+    each; a pair outside the Basic Multilingual Plane may share its key with another)."""
+    codes = np.frombuffer(f" {' '.join(words)} ".encode("utf-32-le"), np.uint32)
+    return _minhash(codes[:-1] << np.uint32(16) | codes[1:], _TITLE_FAMILY)  # " a b " has the pairs of " a " and " b "
+
+
+@functools.lru_cache(maxsize=16384)  # title words recur from title to title
+def _title_word_hash(word: str) -> bytes:
+    return word_hash(word)
 
 
 def letter_pairs(words: set[str] | list[str]) -> set[str]:
@@ -180,28 +233,40 @@ def digit_runs(words: list[str]) -> str:
     return " ".join(sorted(_DIGITS.findall(" ".join(words))))
 
 
-def bucket_ids(words: list[str], digits: str = "") -> list[int]:
-    """The LSH buckets of a title's words: for each band, the band number in the high bits above a 24-bit
-    hash of that band's MinHash rows and of the title's :func:`digit_runs`.
+def bucket_ids(words: list[str]) -> list[int]:
+    """The LSH buckets of a title's words (in order, repeats included): for each band, the band number in the
+    high bits above a 24-bit hash of that band's MinHash rows, the title's :func:`digit_runs` and its number of
+    words.
 
-    Titles that differ in their numbers land in different buckets: a series of titles one number apart (a
-    weekly digest, numbered releases) would otherwise fill its buckets with candidates that can never be
-    confirmed, each costing a store read and a comparison, and push out titles that could."""
-    return _band_ids(_title_signature(words), digits)
-
-
-def _title_signature(words: list[str]) -> list[int]:
-    return _minhash(letter_pairs(words), b"tagger-title", BANDS * ROWS)
+    Only titles with the same numbers and as many words can be one typo apart, so only those share buckets: a
+    series of titles one number apart (a weekly digest, numbered releases) or look-alikes of other lengths
+    would otherwise fill the buckets with candidates that can never be confirmed, each costing a store read
+    and a comparison, and push out titles that could."""
+    return _band_ids(title_signature(words), words)
 
 
-def _band_ids(signature: list[int], digits: str) -> list[int]:
+def _band_ids(signature: npt.NDArray[np.uint64], words: list[str]) -> list[int]:
+    # The MinHash values are uniform already: multiplying by odd constants and keeping the high bits mixes a
+    # band's rows and the title's numbers and length into 24 bits, for a fraction of a hash call per band.
+    values = signature.tolist()
+    salt = int.from_bytes(_band_hash(f"{digit_runs(words)}|{len(words)}".encode()), "big")
     ids = []
-    suffix = f"|{digits}" if digits else ""
     for band in range(BANDS):
-        rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS])) + suffix
-        bucket = hashlib.blake2b(rows.encode(), digest_size=_BUCKET_HASH_BYTES, person=b"tagger-band").digest()
-        ids.append(band << 24 | int.from_bytes(bucket, "big"))
+        mixed = salt
+        for value, multiplier in zip(values[band * ROWS : (band + 1) * ROWS], _ROW_MULTIPLIERS, strict=True):
+            mixed = (mixed ^ value) * multiplier & 0xFFFF_FFFF_FFFF_FFFF
+        ids.append(band << 24 | (mixed ^ mixed >> 29) * _FINISH_MULTIPLIER >> 40 & 0xFFFFFF)
     return ids
+
+
+def title_tag(word_hashes: bytes) -> int:
+    """16 bits that tell most titles more than one word apart without reading them: one bit for each of the
+    :func:`word_hash` values packed in ``word_hashes``, chosen by its last 4 bits. Two titles one replaced word
+    apart differ in at most one bit each way."""
+    tag = 0
+    for last in word_hashes[_WORD_HASH_BYTES - 1 :: _WORD_HASH_BYTES]:
+        tag |= 1 << (last & 0x0F)
+    return tag
 
 
 class TitleEntry(NamedTuple):
@@ -231,6 +296,8 @@ Entry = TitleEntry | CopyEntry
 
 def clamp_time(event_time: float) -> float:
     """An event time within what an entry can store (0 to 2**32 - 1 seconds; NaN counts as 0)."""
+    if 0.0 < event_time <= _LAST_SECOND:
+        return float(event_time)
     event_time = float(event_time)
     if not event_time > 0:  # NaN too
         return 0.0
@@ -355,18 +422,19 @@ def _scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, li
         if entry is None:
             unreadable.append(ref)
         else:
-            buckets = entry.buckets if isinstance(entry, TitleEntry) else b""
-            entries.append((entry.event_time, ref, buckets))
+            fields = (entry.buckets, entry.hashes) if isinstance(entry, TitleEntry) else (b"", b"")
+            entries.append((entry.event_time, ref, *fields))
     entries.sort()
     queue = ExpiryQueue()
-    for event_time, ref, _ in entries:
+    for event_time, ref, *_ in entries:
         queue.push(event_time, _ref_number(ref))
-    titles = [(ref, buckets) for _, ref, buckets in entries if buckets]
-    packed = np.frombuffer(b"".join(buckets for _, buckets in titles), np.uint8).reshape(-1, BANDS, 3)
+    titles = [(ref, buckets, hashes) for _, ref, buckets, hashes in entries if buckets]
+    packed = np.frombuffer(b"".join(buckets for _, buckets, _ in titles), np.uint8).reshape(-1, BANDS, 3)
     hashes = packed.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)
     ids = (hashes | (np.arange(BANDS, dtype=np.uint32) << 24)).reshape(-1)
-    refs = np.repeat(np.array([_ref_number(ref) for ref, _ in titles], np.uint64), BANDS)
-    return BucketIndex.from_entries(BUCKET_LIMIT, ids.astype(np.uint32), refs), queue, unreadable
+    refs = np.repeat(np.array([_ref_number(ref) for ref, _, _ in titles], np.uint64), BANDS)
+    tags = np.repeat(np.array([title_tag(hashes) for _, _, hashes in titles], np.uint16), BANDS)
+    return BucketIndex.from_entries(BUCKET_LIMIT, ids.astype(np.uint32), refs, tags), queue, unreadable
 
 
 def _unpack_buckets(packed: bytes) -> list[int]:
@@ -438,9 +506,8 @@ def _code_sum(word: str) -> int:
 
 def word_hash(word: str) -> bytes:
     """The 3 bytes a stored title keeps of each word: the sum of its code points modulo 256, which tells a
-    typo search what letter changed, then 2 bytes of its BLAKE2b hash (those of the 3 earlier versions kept)."""
-    digest = hashlib.blake2b(word.encode(), digest_size=3, person=b"tagger-word").digest()
-    return bytes([_code_sum(word)]) + digest[: _WORD_HASH_BYTES - 1]
+    typo search what letter changed, then a 2-byte BLAKE2b hash."""
+    return bytes([_code_sum(word)]) + _word_hash(word.encode())
 
 
 def description_signature(description: str | None) -> bytes:
@@ -449,13 +516,9 @@ def description_signature(description: str | None) -> bytes:
     words = set(_NON_WORD.sub(" ", _nfkc_casefold((description or "")[:DESCRIPTION_CHARS])).split())
     if not words:
         return b""
-    return _pack_nibbles(_minhash(words, b"tagger-text", _DESCRIPTION_HASHES))
-
-
-def _pack_nibbles(values: Iterable[int]) -> bytes:
-    """The low 4 bits of each value, two to a byte (an even number of values)."""
-    low = [value & 0x0F for value in values]
-    return bytes(high << 4 | last for high, last in zip(low[::2], low[1::2], strict=True))
+    keys = np.array([zlib.crc32(word.encode()) for word in words], np.uint32)
+    values = _minhash(keys, _DESCRIPTION_FAMILY).tolist()
+    return bytes([(high & 0x0F) << 4 | low & 0x0F for high, low in zip(values[::2], values[1::2], strict=True)])
 
 
 def signature_similarity(left: bytes, right: bytes) -> float | None:
@@ -529,18 +592,29 @@ def _stored_hash_counts(hashes: bytes) -> Counter[bytes]:
     return Counter(hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(hashes), _WORD_HASH_BYTES))
 
 
-@dataclass(frozen=True)
 class _Incoming:
-    """A title being checked, as the near tier compares it."""
+    """A title being checked, as the near tier compares it; what only a confirmation needs is made on demand."""
 
-    words: list[str]
-    """Its words in order, repeats included: a typo in one of two "learning"s replaces one of them."""
-    hashes: list[bytes]
-    """The :func:`word_hash` of each word."""
-    counts: Counter[bytes]
-    """How often each hash occurs."""
-    signature: bytes
-    """The :func:`description_signature` of its description."""
+    def __init__(self, words: list[str], description: str | None) -> None:
+        self.words = words
+        """Its words in order, repeats included: a typo in one of two "learning"s replaces one of them."""
+        self.hashes = [_title_word_hash(word) for word in words]
+        """The :func:`word_hash` of each word."""
+        self.tag = 0
+        """Its :func:`title_tag`."""
+        for digest in self.hashes:
+            self.tag |= 1 << (digest[-1] & 0x0F)
+        self._description = description
+
+    @functools.cached_property
+    def counts(self) -> Counter[bytes]:
+        """How often each word hash occurs."""
+        return Counter(self.hashes)
+
+    @functools.cached_property
+    def signature(self) -> bytes:
+        """The :func:`description_signature` of its description."""
+        return description_signature(self._description)
 
 
 class DedupeIndex:
@@ -586,19 +660,17 @@ class DedupeIndex:
                 return unique
             else:
                 return DedupeVerdict(key, first.event_id, "exact", 1.0)
-        hashes = [word_hash(word) for word in words]
-        incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
-        digits, signature = digit_runs(words), _title_signature(normalized.split())
-        buckets = _band_ids(signature, digits)
-        near = self._near(event_id, ref, buckets, incoming, event_time)
+        incoming = _Incoming(words, description)
+        buckets = _band_ids(title_signature(words), words)
         number = int.from_bytes(digest, "big")
+        near = self._near(event_id, number, buckets, incoming, event_time)
         if stored is None:
             self.entries += 1
         if near is not None:
             self.store[ref] = _copy_value(near)
             self.expiry.push(event_time, number)
             return DedupeVerdict(key, near.original_id, "near", near.similarity)
-        stored_hashes = b"".join(sorted(hashes)) if len(hashes) <= _WORDS else b""
+        stored_hashes = b"".join(sorted(incoming.hashes)) if len(words) <= _WORDS else b""
         packed_buckets = b"".join((bucket & 0xFFFFFF).to_bytes(_BUCKET_HASH_BYTES, "big") for bucket in buckets)
         self.store[ref] = _title_value(
             TitleEntry(event_id, event_time, stored_hashes, incoming.signature, packed_buckets)
@@ -606,7 +678,7 @@ class DedupeIndex:
         self.expiry.push(event_time, number)
         self._unindexed.discard(number)
         # A ref whose earlier title expired may still be in some buckets: a repeat there is harmless.
-        self.buckets.add(buckets, number)
+        self.buckets.add(buckets, number, title_tag(stored_hashes))
         return unique
 
     def apply(self, ref: str, value: bytes | None) -> None:
@@ -638,7 +710,7 @@ class DedupeIndex:
         self.expiry.push(entry.event_time, number)
         if isinstance(entry, TitleEntry):
             self._unindexed.discard(number)
-            self.buckets.add(_unpack_buckets(entry.buckets), number)
+            self.buckets.add(_unpack_buckets(entry.buckets), number, title_tag(entry.hashes))
 
     def expire(self, now: float) -> int:
         """Delete the entries whose event time is more than the TTL before ``now``, and keys of no known shape
@@ -678,15 +750,19 @@ class DedupeIndex:
         return self._fresh(copy, event_time) and self._fresh(original, event_time)
 
     def _near(
-        self, event_id: str, ref: str, buckets: list[int], incoming: _Incoming, event_time: float
+        self, event_id: str, number: int, buckets: list[int], incoming: _Incoming, event_time: float
     ) -> CopyEntry | None:
         """The entry of a near copy of the first-seen title in ``buckets`` confirmed as one typo away."""
-        candidates = self.buckets.candidates(buckets)
-        candidates.discard(_ref_number(ref))
         confirmed: list[tuple[float, float, str, str]] = []
-        words = len(incoming.hashes)
-        for number in sorted(candidates):
-            candidate = _ref_of(number)
+        words, tag = len(incoming.hashes), incoming.tag
+        for candidate_number, candidate_tag in self.buckets.candidates(buckets).items():
+            if (
+                candidate_number == number
+                or (candidate_tag & ~tag).bit_count() > 1
+                or (tag & ~candidate_tag).bit_count() > 1
+            ):
+                continue  # more than one word differs: no need to read the entry
+            candidate = _ref_of(candidate_number)
             value = self.store.get(candidate)
             if isinstance(value, bytes) and value and value[0] & _TITLE_MARK and value[0] & _WORDS != words:
                 continue  # a typo keeps the number of words: the head byte tells without reading the entry

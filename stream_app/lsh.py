@@ -2,8 +2,11 @@
 
 It lives in memory only (the title entries carry their bucket ids, so it is rebuilt after a restart) and is
 most of the dedupe state a worker holds: four buckets per title. Python objects would cost ~140 bytes per
-title; two sorted numpy arrays (bucket id, ref) cost 12 bytes per bucket entry, 48 per title. New entries
-wait in a small dict and are merged into the arrays in batches.
+title; three sorted numpy arrays (bucket id, ref, tag) cost 14 bytes per bucket entry, 56 per title. New
+entries wait in a small dict and are merged into the arrays in batches.
+
+Each ref carries a 16-bit tag, given when it is added, that a look-up hands back with it: it lets the caller
+pass over a candidate without reading its entry.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ the arrays, so past 64 times that many entries they merge every 1/64 of their si
 
 
 class BucketIndex:
-    """Bucket ids (32-bit) -> refs (64-bit), at most ``limit`` per bucket, newest last."""
+    """Bucket ids (32-bit) -> refs (64-bit) with their tags (16-bit), at most ``limit`` per bucket, newest last."""
 
     def __init__(self, limit: int, merge_every: int = MERGE_EVERY) -> None:
         self.limit = limit
         self.merge_every = merge_every
         self._ids: npt.NDArray[np.uint32] = np.empty(0, np.uint32)
         self._refs: npt.NDArray[np.uint64] = np.empty(0, np.uint64)
+        self._tags: npt.NDArray[np.uint16] = np.empty(0, np.uint16)
         self._pending: dict[int, list[int]] = {}
+        self._pending_tags: dict[int, int] = {}
         self._pending_count = 0
 
     @classmethod
@@ -36,17 +41,21 @@ class BucketIndex:
         limit: int,
         bucket_ids: npt.NDArray[np.uint32],
         refs: npt.NDArray[np.uint64],
+        tags: npt.NDArray[np.uint16] | None = None,
         merge_every: int = MERGE_EVERY,
     ) -> BucketIndex:
-        """An index of (bucket id, ref) pairs given oldest first."""
+        """An index of (bucket id, ref, tag) triples given oldest first (tags 0 if not given)."""
         index = cls(limit, merge_every)
         order = np.argsort(bucket_ids, kind="stable")
         index._ids, index._refs = bucket_ids[order], refs[order]
+        index._tags = np.zeros(len(refs), np.uint16) if tags is None else tags[order]
         index._trim(np.unique(index._ids))
         return index
 
-    def add(self, bucket_ids: Iterable[int], ref: int) -> None:
-        """Put ``ref`` in each bucket as its newest entry (:meth:`remove` it first if it may be in already)."""
+    def add(self, bucket_ids: Iterable[int], ref: int, tag: int = 0) -> None:
+        """Put ``ref`` with ``tag`` in each bucket as its newest entry (:meth:`remove` it first if it may be in
+        already)."""
+        self._pending_tags[ref] = tag
         for bucket in bucket_ids:
             refs = self._pending.setdefault(bucket, [])
             if ref in refs:
@@ -57,19 +66,36 @@ class BucketIndex:
         if self._pending_count >= max(self.merge_every, len(self._ids) // 64):
             self._merge()
 
-    def candidates(self, bucket_ids: list[int]) -> set[int]:
-        """The refs in any of ``bucket_ids``."""
-        found: set[int] = set()
-        wanted = np.array(bucket_ids, np.uint32)
-        lows, highs = self._ids.searchsorted(wanted, "left"), self._ids.searchsorted(wanted, "right")
-        for bucket, low, high in zip(bucket_ids, lows.tolist(), highs.tolist(), strict=True):
+    def candidates(self, bucket_ids: list[int]) -> dict[int, int]:
+        """The refs in any of ``bucket_ids``, with their tags."""
+        found: dict[int, int] = {}
+        if len(self._ids):
+            lows, highs = self._bounds(bucket_ids)
+        else:
+            lows = highs = [0] * len(bucket_ids)
+        pending_tags = self._pending_tags
+        for bucket, low, high in zip(bucket_ids, lows, highs, strict=True):
             pending = self._pending.get(bucket, ())
             if len(pending) >= self.limit:
-                found.update(pending[-self.limit :])
-            else:
-                refs = self._refs[max(low, high - self.limit) : high].tolist()
-                found.update([*(ref for ref in refs if ref not in pending), *pending][-self.limit :])
+                found.update((ref, pending_tags[ref]) for ref in pending[-self.limit :])
+                continue
+            kept: list[tuple[int, int]] = []
+            if high > low:
+                start = max(low, high - self.limit)
+                refs, tags = self._refs[start:high].tolist(), self._tags[start:high].tolist()
+                kept = [(ref, tag) for ref, tag in zip(refs, tags, strict=True) if ref not in pending]
+            kept.extend((ref, pending_tags[ref]) for ref in pending)
+            found.update(kept[-self.limit :])
         return found
+
+    def _bounds(self, bucket_ids: list[int]) -> tuple[list[int], list[int]]:
+        """Where each bucket's refs start and end in the arrays."""
+        count = len(bucket_ids)
+        if max(bucket_ids) < 0xFFFFFFFF:  # a bucket ends where the next id would start: one search for both
+            bounds = self._ids.searchsorted(np.array([*bucket_ids, *(i + 1 for i in bucket_ids)], np.uint32)).tolist()
+            return bounds[:count], bounds[count:]
+        wanted = np.array(bucket_ids, np.uint32)
+        return self._ids.searchsorted(wanted, "left").tolist(), self._ids.searchsorted(wanted, "right").tolist()
 
     def remove(self, refs: Collection[int]) -> None:
         """Take ``refs`` out of every bucket."""
@@ -80,7 +106,7 @@ class BucketIndex:
         # A binary search per entry: cheaper than np.isin's sort of both arrays when the index is large.
         at = np.minimum(gone.searchsorted(self._refs), len(gone) - 1)
         kept = gone[at] != self._refs
-        self._ids, self._refs = self._ids[kept], self._refs[kept]
+        self._ids, self._refs, self._tags = self._ids[kept], self._refs[kept], self._tags[kept]
 
     def clear(self) -> None:
         """Forget every bucket."""
@@ -88,19 +114,23 @@ class BucketIndex:
 
     def as_dict(self) -> dict[int, list[int]]:
         """Every bucket's refs, newest last (for tests and benchmarks: it builds Python objects for each)."""
+        return {bucket: [ref for ref, _ in refs] for bucket, refs in self.tagged().items()}
+
+    def tagged(self) -> dict[int, list[tuple[int, int]]]:
+        """Every bucket's refs with their tags, newest last."""
         self._merge()
-        buckets: dict[int, list[int]] = {}
-        for bucket, ref in zip(self._ids.tolist(), self._refs.tolist(), strict=True):
-            buckets.setdefault(bucket, []).append(ref)
+        buckets: dict[int, list[tuple[int, int]]] = {}
+        for bucket, ref, tag in zip(self._ids.tolist(), self._refs.tolist(), self._tags.tolist(), strict=True):
+            buckets.setdefault(bucket, []).append((ref, tag))
         return buckets
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the arrays (the pending dict is bounded by :data:`MERGE_EVERY`)."""
-        return int(self._ids.nbytes + self._refs.nbytes)
+        return int(self._ids.nbytes + self._refs.nbytes + self._tags.nbytes)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, BucketIndex) and self.as_dict() == other.as_dict()
+        return isinstance(other, BucketIndex) and self.tagged() == other.tagged()
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -109,10 +139,13 @@ class BucketIndex:
             return
         buckets = sorted(self._pending)
         ids = np.repeat(np.array(buckets, np.uint32), [len(self._pending[bucket]) for bucket in buckets])
-        refs = np.array([ref for bucket in buckets for ref in self._pending[bucket]], np.uint64)
+        refs = [ref for bucket in buckets for ref in self._pending[bucket]]
+        tags = np.array([self._pending_tags[ref] for ref in refs], np.uint16)
         at = self._ids.searchsorted(ids, "right")
-        self._ids, self._refs = np.insert(self._ids, at, ids), np.insert(self._refs, at, refs)
+        self._ids, self._refs = np.insert(self._ids, at, ids), np.insert(self._refs, at, np.array(refs, np.uint64))
+        self._tags = np.insert(self._tags, at, tags)
         self._pending.clear()
+        self._pending_tags.clear()
         self._pending_count = 0
         self._trim(np.array(buckets, np.uint32))
 
@@ -125,4 +158,8 @@ class BucketIndex:
             drop = np.concatenate(
                 [np.arange(low, low + extra) for low, extra in zip(lows[full], over[full], strict=True)]
             )
-            self._ids, self._refs = np.delete(self._ids, drop), np.delete(self._refs, drop)
+            self._ids, self._refs, self._tags = (
+                np.delete(self._ids, drop),
+                np.delete(self._refs, drop),
+                np.delete(self._tags, drop),
+            )

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,9 @@ from stream_app.dedupe import (
     entry_fields,
     index_buckets,
     normalize_title,
+    title_signature,
+    title_tag,
+    title_words,
     typo_source,
     word_hash,
 )
@@ -563,3 +567,43 @@ def test_changes_of_no_known_shape_are_ignored_and_never_raise(changes: list[tup
     dedupe.check_and_add("2", ORIGINAL.replace("molecular", "molecullar"), None, 1)
     dedupe.expire(now)
     assert dedupe.entries == len(store)
+
+
+@given(st.lists(words, min_size=1, max_size=8))
+def test_a_title_signature_is_that_of_the_set_of_its_words_letter_pairs(title: list[str]) -> None:
+    signature = title_signature(title)
+    assert signature.tolist() == title_signature(sorted(set(title), reverse=True)).tolist()
+    # The least over the title's pairs is the least over each word's: no pair spans two words.
+    assert signature.tolist() == np.minimum.reduce([title_signature([word]) for word in title]).tolist()
+
+
+def test_titles_of_another_number_of_words_never_share_a_bucket() -> None:
+    """The same letter pairs, but no typo makes one title from the other: a candidate not worth reading."""
+    title = title_words(ORIGINAL)
+    assert title_signature(title).tolist() == title_signature([*title, title[0]]).tolist()
+    assert not set(bucket_ids(title)) & set(bucket_ids([*title, title[0]]))
+
+
+def tag_of(title: str) -> int:
+    return title_tag(b"".join(word_hash(word) for word in title_words(title)))
+
+
+def test_a_title_more_than_one_word_away_is_passed_over_without_reading_it() -> None:
+    store = ReadCountingStore()
+    dedupe = index(store)
+    others = {
+        "Graph neural networks for atomic property estimation": False,  # two words differ: never read
+        "Graph neural networks for molecullar property estimation": True,  # one word differs: read, then vetoed
+    }
+    checked = ORIGINAL.replace("molecular", "molecullar")
+    for n, (other, read) in enumerate(others.items()):
+        dedupe.check_and_add(str(n), other, None, n)
+        ref = int.from_bytes(bytes.fromhex(dedupe_key(other)), "big")
+        left, right = tag_of(other), tag_of(checked)
+        assert ((left & ~right).bit_count() > 1 or (right & ~left).bit_count() > 1) is not read  # as relied on
+        dedupe.buckets.add(bucket_ids(title_words(checked)), ref, tag_of(other))  # as if it shared the buckets
+        store.reads = 0
+        assert dedupe.check_and_add(f"c{n}", checked, None, 10 + n).match is None
+        assert store.reads == 1 + read  # its own key, and the one-word-apart title
+        del store[ref_of(int.from_bytes(bytes.fromhex(dedupe_key(checked)), "big"))]
+        dedupe.entries -= 1
