@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import array
 import base64
+import binascii
 import functools
 import hashlib
 import heapq
@@ -106,6 +107,7 @@ _DECORATION_MARKS = re.compile(r"[\[|\-–—]")
 """What every decoration has; most titles have none, and skip the decoration patterns."""
 _NON_WORD = re.compile(r"[\W_]+")
 _DIGITS = re.compile(r"\d+")
+_ANY_DIGIT = re.compile(r"\d")
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,7 @@ def _blake2b(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:
 _key_hash: Final = _blake2b(8, b"tagger-key")
 _word_hash: Final = _blake2b(_WORD_HASH_BYTES - 1, b"tagger-word")
 _band_hash: Final = _blake2b(8, b"tagger-band")
-_ROW_MULTIPLIERS: Final = tuple(int.from_bytes(_band_hash(bytes([row])), "big") | 1 for row in range(ROWS))
-_FINISH_MULTIPLIER: Final = int.from_bytes(_band_hash(bytes([ROWS])), "big") | 1
+_BAND_MULTIPLIER: Final = int.from_bytes(_band_hash(b"\x00") + _band_hash(b"\x01"), "big") | 1  # odd, 128 bits
 
 
 def _key_digest(normalized: str) -> bytes:
@@ -188,23 +189,62 @@ def _hash_family(person: bytes, count: int) -> tuple[npt.NDArray[np.uint64], npt
 
 _TITLE_FAMILY: Final = _hash_family(b"tagger-title", BANDS * ROWS)
 _DESCRIPTION_FAMILY: Final = _hash_family(b"tagger-text", _DESCRIPTION_HASHES)
+_BOTH_FAMILIES: Final = (
+    np.concatenate((_TITLE_FAMILY[0], _DESCRIPTION_FAMILY[0])),
+    np.concatenate((_TITLE_FAMILY[1], _DESCRIPTION_FAMILY[1])),
+)
 
 
-def _minhash(
-    keys: npt.NDArray[np.uint32], family: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]
-) -> npt.NDArray[np.uint64]:
-    """The MinHash values of a set of 32-bit keys (repeats change nothing): the least of each hash function
-    of ``family`` over them, 32-bit values in a uint64 array."""
+def _hashed(keys: npt.NDArray[np.uint32], family: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]) -> Any:
+    """Each hash function of ``family`` (a column) of each of ``keys`` (a row), 32-bit values in uint64."""
     multipliers, addends = family
-    least: npt.NDArray[np.uint64] = ((keys[:, None] * multipliers + addends) >> np.uint64(32)).min(axis=0)
-    return least
+    return (keys[:, None] * multipliers + addends) >> np.uint64(32)
 
 
-def title_signature(words: list[str]) -> npt.NDArray[np.uint64]:
-    """The MinHash values of a title's :func:`letter_pairs`, each pair keyed by its two code points (16 bits
-    each; a pair outside the Basic Multilingual Plane may share its key with another)."""
+def _letter_pair_keys(words: list[str]) -> npt.NDArray[np.uint32]:
+    """A key for each of a title's :func:`letter_pairs` (repeats included): its two code points, 16 bits each
+    (a pair outside the Basic Multilingual Plane may share its key with another)."""
     codes = np.frombuffer(f" {' '.join(words)} ".encode("utf-32-le"), np.uint32)
-    return _minhash(codes[:-1] << np.uint32(16) | codes[1:], _TITLE_FAMILY)  # " a b " has the pairs of " a " and " b "
+    return codes[:-1] << np.uint32(16) | codes[1:]  # " a b " has the pairs of " a " and " b ", and no other
+
+
+def _description_keys(description: str | None) -> list[int]:
+    """A key for each distinct word of (the start of) a description: its CRC-32."""
+    if not description:
+        return []
+    text = _nfkc_casefold((description or "")[:DESCRIPTION_CHARS])
+    return [zlib.crc32(word.encode()) for word in set(_NON_WORD.sub(" ", text).split())]
+
+
+def _nibbles(values: list[int]) -> bytes:
+    """The low 4 bits of each value, two to a byte (an even number of values)."""
+    return bytes([(high & 0x0F) << 4 | low & 0x0F for high, low in zip(values[::2], values[1::2], strict=True)])
+
+
+def title_signature(words: list[str]) -> list[int]:
+    """The MinHash values of a title's :func:`letter_pairs`: the least of each of 12 hash functions over them."""
+    values: list[int] = _hashed(_letter_pair_keys(words), _TITLE_FAMILY).min(axis=0).tolist()
+    return values
+
+
+def description_signature(description: str | None) -> bytes:
+    """A MinHash signature of a description's words: 12 values of 4 bits, two per byte; empty if it has none.
+    4 bits suffice: an unrelated pair agrees on 1 in 16 values by chance, far from the 50% a match needs."""
+    keys = _description_keys(description)
+    if not keys:
+        return b""
+    return _nibbles(_hashed(np.array(keys, np.uint32), _DESCRIPTION_FAMILY).min(axis=0).tolist())
+
+
+def _signatures(words: list[str], description: str | None) -> tuple[list[int], bytes]:
+    """:func:`title_signature` and :func:`description_signature` at once: one pass of numpy over the keys of
+    both (each hash function applied to both kinds of key, a waste numpy's per-call cost outweighs)."""
+    pairs, text_keys = _letter_pair_keys(words), _description_keys(description)
+    if not text_keys:
+        return _hashed(pairs, _TITLE_FAMILY).min(axis=0).tolist(), b""
+    keys = np.concatenate((pairs, np.array(text_keys, np.uint32)))
+    title, text = np.minimum.reduceat(_hashed(keys, _BOTH_FAMILIES), [0, len(pairs)], axis=0).tolist()
+    return title[: BANDS * ROWS], _nibbles(text[BANDS * ROWS :])
 
 
 @functools.lru_cache(maxsize=16384)  # title words recur from title to title
@@ -230,7 +270,8 @@ def jaccard(left: set[str], right: set[str]) -> float:
 def digit_runs(words: list[str]) -> str:
     """The numbers in a title's words (repeats included), sorted: a typo never changes them, so two titles
     whose numbers differ are never near copies (YOLOv5 and YOLOv7, part 1 and part 2, issue 12 and issue 13)."""
-    return " ".join(sorted(_DIGITS.findall(" ".join(words))))
+    text = " ".join(words)
+    return " ".join(sorted(_DIGITS.findall(text))) if _ANY_DIGIT.search(text) else ""
 
 
 def bucket_ids(words: list[str]) -> list[int]:
@@ -245,18 +286,22 @@ def bucket_ids(words: list[str]) -> list[int]:
     return _band_ids(title_signature(words), words)
 
 
-def _band_ids(signature: npt.NDArray[np.uint64], words: list[str]) -> list[int]:
-    # The MinHash values are uniform already: multiplying by odd constants and keeping the high bits mixes a
-    # band's rows and the title's numbers and length into 24 bits, for a fraction of a hash call per band.
-    values = signature.tolist()
-    salt = int.from_bytes(_band_hash(f"{digit_runs(words)}|{len(words)}".encode()), "big")
-    ids = []
-    for band in range(BANDS):
-        mixed = salt
-        for value, multiplier in zip(values[band * ROWS : (band + 1) * ROWS], _ROW_MULTIPLIERS, strict=True):
-            mixed = (mixed ^ value) * multiplier & 0xFFFF_FFFF_FFFF_FFFF
-        ids.append(band << 24 | (mixed ^ mixed >> 29) * _FINISH_MULTIPLIER >> 40 & 0xFFFFFF)
-    return ids
+def _band_ids(values: list[int], words: list[str]) -> list[int]:
+    # The MinHash values are uniform already: a band's rows, side by side in one 96-bit number with the title's
+    # numbers and length mixed in, times an odd 128-bit constant, give a well-mixed bucket in the high bits
+    # (multiply-shift hashing) for a fraction of a hash call per band.
+    salt = _band_salt(digit_runs(words), len(words))
+    return [
+        band << 24 | ((first << 64 | second << 32 | third) ^ salt) * _BAND_MULTIPLIER >> 104 & 0xFFFFFF
+        for band, (first, second, third) in enumerate(
+            zip(values[0::ROWS], values[1::ROWS], values[2::ROWS], strict=True)
+        )
+    ]
+
+
+@functools.lru_cache(maxsize=1024)  # most titles have no numbers and a few words
+def _band_salt(digits: str, words: int) -> int:
+    return int.from_bytes(_band_hash(f"{digits}|{words}".encode()), "big")
 
 
 def title_tag(word_hashes: bytes) -> int:
@@ -314,17 +359,20 @@ def _seconds(event_time: float) -> bytes:
     return _whole_seconds(event_time).to_bytes(_TIME_BYTES, "big")
 
 
-def _title_value(entry: TitleEntry) -> bytes:
-    words = len(entry.hashes) // _WORD_HASH_BYTES
-    head = _TITLE_MARK | (_DESCRIBED if entry.signature else 0) | words
+def _title_bytes(event_id: str, event_time: float, hashes: bytes, signature: bytes, buckets: list[int]) -> bytes:
+    """A title entry's value, its buckets given as :func:`bucket_ids`."""
+    head = _TITLE_MARK | (_DESCRIBED if signature else 0) | len(hashes) // _WORD_HASH_BYTES
+    packed = 0
+    for bucket in buckets:
+        packed = packed << 8 * _BUCKET_HASH_BYTES | bucket & 0xFFFFFF
     return b"".join(
         [
             bytes([head]),
-            _seconds(entry.event_time),
-            entry.buckets,
-            entry.signature,
-            entry.hashes,
-            entry.event_id.encode(),
+            _seconds(event_time),
+            packed.to_bytes(BANDS * _BUCKET_HASH_BYTES, "big"),
+            signature,
+            hashes,
+            event_id.encode(),
         ]
     )
 
@@ -386,7 +434,10 @@ def _read_title(value: bytes) -> TitleEntry:
 
 def ref_of_digest(digest: bytes) -> str:
     """The ref (store key) of an 8-byte dedupe key digest."""
-    return base64.urlsafe_b64encode(digest)[:REF_CHARS].decode()
+    return binascii.b2a_base64(digest, newline=False)[:REF_CHARS].translate(_URL_SAFE).decode()
+
+
+_URL_SAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 
 def digest_of_ref(ref: str) -> bytes | None:
@@ -510,17 +561,6 @@ def word_hash(word: str) -> bytes:
     return bytes([_code_sum(word)]) + _word_hash(word.encode())
 
 
-def description_signature(description: str | None) -> bytes:
-    """A MinHash signature of a description's words: 12 values of 4 bits, two per byte; empty if it has none.
-    4 bits suffice: an unrelated pair agrees on 1 in 16 values by chance, far from the 50% a match needs."""
-    words = set(_NON_WORD.sub(" ", _nfkc_casefold((description or "")[:DESCRIPTION_CHARS])).split())
-    if not words:
-        return b""
-    keys = np.array([zlib.crc32(word.encode()) for word in words], np.uint32)
-    values = _minhash(keys, _DESCRIPTION_FAMILY).tolist()
-    return bytes([(high & 0x0F) << 4 | low & 0x0F for high, low in zip(values[::2], values[1::2], strict=True)])
-
-
 def signature_similarity(left: bytes, right: bytes) -> float | None:
     """Estimated word Jaccard of two described items, or None when either has no description."""
     if not left or not right:
@@ -613,8 +653,13 @@ class _Incoming:
 
     @functools.cached_property
     def signature(self) -> bytes:
-        """The :func:`description_signature` of its description."""
+        """The :func:`description_signature` of its description (made with the title's, see :meth:`buckets`)."""
         return description_signature(self._description)
+
+    def buckets(self) -> list[int]:
+        """Its :func:`bucket_ids`; its :attr:`signature` is made on the way."""
+        title, self.signature = _signatures(self.words, self._description)
+        return _band_ids(title, self.words)
 
 
 class DedupeIndex:
@@ -647,9 +692,8 @@ class DedupeIndex:
         normalized = " ".join(sorted(set(words)))
         digest = _key_digest(normalized)
         key, ref = digest.hex(), ref_of_digest(digest)
-        unique = DedupeVerdict(key, None, None, 0.0)
         if not normalized:
-            return unique
+            return DedupeVerdict(key, None, None, 0.0)
         stored = self.store.get(ref)
         first = entry_fields(stored)
         if first is not None and self._fresh(first, event_time):
@@ -657,11 +701,11 @@ class DedupeIndex:
                 if self._live_copy(first, event_time):
                     return DedupeVerdict(key, first.original_id, "near", first.similarity)
             elif first.event_id == event_id:
-                return unique
+                return DedupeVerdict(key, None, None, 0.0)
             else:
                 return DedupeVerdict(key, first.event_id, "exact", 1.0)
         incoming = _Incoming(words, description)
-        buckets = _band_ids(title_signature(words), words)
+        buckets = incoming.buckets()
         number = int.from_bytes(digest, "big")
         near = self._near(event_id, number, buckets, incoming, event_time)
         if stored is None:
@@ -671,15 +715,12 @@ class DedupeIndex:
             self.expiry.push(event_time, number)
             return DedupeVerdict(key, near.original_id, "near", near.similarity)
         stored_hashes = b"".join(sorted(incoming.hashes)) if len(words) <= _WORDS else b""
-        packed_buckets = b"".join((bucket & 0xFFFFFF).to_bytes(_BUCKET_HASH_BYTES, "big") for bucket in buckets)
-        self.store[ref] = _title_value(
-            TitleEntry(event_id, event_time, stored_hashes, incoming.signature, packed_buckets)
-        )
+        self.store[ref] = _title_bytes(event_id, event_time, stored_hashes, incoming.signature, buckets)
         self.expiry.push(event_time, number)
         self._unindexed.discard(number)
         # A ref whose earlier title expired may still be in some buckets: a repeat there is harmless.
-        self.buckets.add(buckets, number, title_tag(stored_hashes))
-        return unique
+        self.buckets.add(buckets, number, incoming.tag if stored_hashes else 0)
+        return DedupeVerdict(key, None, None, 0.0)
 
     def apply(self, ref: str, value: bytes | None) -> None:
         """Take in a change another index made to its store (replicated through a topic): write ``value`` under

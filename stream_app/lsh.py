@@ -22,17 +22,21 @@ MERGE_EVERY: Final = 16_384
 the arrays, so past 64 times that many entries they merge every 1/64 of their size instead."""
 
 
+_ENTRY: Final = np.dtype([("ref", "<u8"), ("tag", "<u2")])
+"""A bucket entry beside its bucket id: a slice of them reads back as (ref, tag) tuples in one call."""
+
+
 class BucketIndex:
-    """Bucket ids (32-bit) -> refs (64-bit) with their tags (16-bit), at most ``limit`` per bucket, newest last."""
+    """Bucket ids (32-bit) -> refs (64-bit) with their tags (16-bit), at most ``limit`` per bucket, newest last.
+
+    A ref is always given with the same tag (a tag is a function of what the ref stands for)."""
 
     def __init__(self, limit: int, merge_every: int = MERGE_EVERY) -> None:
         self.limit = limit
         self.merge_every = merge_every
         self._ids: npt.NDArray[np.uint32] = np.empty(0, np.uint32)
-        self._refs: npt.NDArray[np.uint64] = np.empty(0, np.uint64)
-        self._tags: npt.NDArray[np.uint16] = np.empty(0, np.uint16)
-        self._pending: dict[int, list[int]] = {}
-        self._pending_tags: dict[int, int] = {}
+        self._entries: npt.NDArray[np.void] = np.empty(0, _ENTRY)
+        self._pending: dict[int, list[tuple[int, int]]] = {}
         self._pending_count = 0
 
     @classmethod
@@ -47,45 +51,45 @@ class BucketIndex:
         """An index of (bucket id, ref, tag) triples given oldest first (tags 0 if not given)."""
         index = cls(limit, merge_every)
         order = np.argsort(bucket_ids, kind="stable")
-        index._ids, index._refs = bucket_ids[order], refs[order]
-        index._tags = np.zeros(len(refs), np.uint16) if tags is None else tags[order]
+        index._ids = bucket_ids[order]
+        index._entries = np.empty(len(refs), _ENTRY)
+        index._entries["ref"] = refs[order]
+        index._entries["tag"] = 0 if tags is None else tags[order]
         index._trim(np.unique(index._ids))
         return index
 
     def add(self, bucket_ids: Iterable[int], ref: int, tag: int = 0) -> None:
         """Put ``ref`` with ``tag`` in each bucket as its newest entry (:meth:`remove` it first if it may be in
         already)."""
-        self._pending_tags[ref] = tag
+        entry = (ref, tag)
         for bucket in bucket_ids:
-            refs = self._pending.setdefault(bucket, [])
-            if ref in refs:
-                refs.remove(ref)
+            entries = self._pending.setdefault(bucket, [])
+            if entry in entries:
+                entries.remove(entry)
             else:
                 self._pending_count += 1
-            refs.append(ref)
+            entries.append(entry)
         if self._pending_count >= max(self.merge_every, len(self._ids) // 64):
             self._merge()
 
     def candidates(self, bucket_ids: list[int]) -> dict[int, int]:
         """The refs in any of ``bucket_ids``, with their tags."""
         found: dict[int, int] = {}
+        limit = self.limit
         if len(self._ids):
             lows, highs = self._bounds(bucket_ids)
         else:
             lows = highs = [0] * len(bucket_ids)
-        pending_tags = self._pending_tags
         for bucket, low, high in zip(bucket_ids, lows, highs, strict=True):
-            pending = self._pending.get(bucket, ())
-            if len(pending) >= self.limit:
-                found.update((ref, pending_tags[ref]) for ref in pending[-self.limit :])
-                continue
-            kept: list[tuple[int, int]] = []
-            if high > low:
-                start = max(low, high - self.limit)
-                refs, tags = self._refs[start:high].tolist(), self._tags[start:high].tolist()
-                kept = [(ref, tag) for ref, tag in zip(refs, tags, strict=True) if ref not in pending]
-            kept.extend((ref, pending_tags[ref]) for ref in pending)
-            found.update(kept[-self.limit :])
+            pending = self._pending.get(bucket)
+            if high > low and (not pending or len(pending) < limit):
+                entries: list[tuple[int, int]] = self._entries[max(low, high - limit) : high].tolist()
+                if pending:
+                    entries = [entry for entry in entries if entry not in pending]
+                    entries.extend(pending)
+                found.update(entries[-limit:])
+            elif pending:
+                found.update(pending[-limit:])
         return found
 
     def _bounds(self, bucket_ids: list[int]) -> tuple[list[int], list[int]]:
@@ -103,10 +107,11 @@ class BucketIndex:
             return
         self._merge()  # a ref taken out of a bucket must not let one it pushed out come back
         gone = np.sort(np.fromiter(refs, np.uint64, len(refs)))
+        stored = self._entries["ref"]
         # A binary search per entry: cheaper than np.isin's sort of both arrays when the index is large.
-        at = np.minimum(gone.searchsorted(self._refs), len(gone) - 1)
-        kept = gone[at] != self._refs
-        self._ids, self._refs, self._tags = self._ids[kept], self._refs[kept], self._tags[kept]
+        at = np.minimum(gone.searchsorted(stored), len(gone) - 1)
+        kept = gone[at] != stored
+        self._ids, self._entries = self._ids[kept], self._entries[kept]
 
     def clear(self) -> None:
         """Forget every bucket."""
@@ -114,20 +119,20 @@ class BucketIndex:
 
     def as_dict(self) -> dict[int, list[int]]:
         """Every bucket's refs, newest last (for tests and benchmarks: it builds Python objects for each)."""
-        return {bucket: [ref for ref, _ in refs] for bucket, refs in self.tagged().items()}
+        return {bucket: [ref for ref, _ in entries] for bucket, entries in self.tagged().items()}
 
     def tagged(self) -> dict[int, list[tuple[int, int]]]:
         """Every bucket's refs with their tags, newest last."""
         self._merge()
         buckets: dict[int, list[tuple[int, int]]] = {}
-        for bucket, ref, tag in zip(self._ids.tolist(), self._refs.tolist(), self._tags.tolist(), strict=True):
-            buckets.setdefault(bucket, []).append((ref, tag))
+        for bucket, entry in zip(self._ids.tolist(), self._entries.tolist(), strict=True):
+            buckets.setdefault(bucket, []).append(entry)
         return buckets
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the arrays (the pending dict is bounded by :data:`MERGE_EVERY`)."""
-        return int(self._ids.nbytes + self._refs.nbytes + self._tags.nbytes)
+        return int(self._ids.nbytes + self._entries.nbytes)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BucketIndex) and self.tagged() == other.tagged()
@@ -139,13 +144,10 @@ class BucketIndex:
             return
         buckets = sorted(self._pending)
         ids = np.repeat(np.array(buckets, np.uint32), [len(self._pending[bucket]) for bucket in buckets])
-        refs = [ref for bucket in buckets for ref in self._pending[bucket]]
-        tags = np.array([self._pending_tags[ref] for ref in refs], np.uint16)
+        entries = np.array([entry for bucket in buckets for entry in self._pending[bucket]], _ENTRY)
         at = self._ids.searchsorted(ids, "right")
-        self._ids, self._refs = np.insert(self._ids, at, ids), np.insert(self._refs, at, np.array(refs, np.uint64))
-        self._tags = np.insert(self._tags, at, tags)
+        self._ids, self._entries = np.insert(self._ids, at, ids), np.insert(self._entries, at, entries)
         self._pending.clear()
-        self._pending_tags.clear()
         self._pending_count = 0
         self._trim(np.array(buckets, np.uint32))
 
@@ -158,8 +160,4 @@ class BucketIndex:
             drop = np.concatenate(
                 [np.arange(low, low + extra) for low, extra in zip(lows[full], over[full], strict=True)]
             )
-            self._ids, self._refs, self._tags = (
-                np.delete(self._ids, drop),
-                np.delete(self._refs, drop),
-                np.delete(self._tags, drop),
-            )
+            self._ids, self._entries = np.delete(self._ids, drop), np.delete(self._entries, drop)

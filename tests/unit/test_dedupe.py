@@ -24,6 +24,7 @@ from stream_app.dedupe import (
     DedupeVerdict,
     bucket_ids,
     dedupe_key,
+    description_signature,
     entry_fields,
     index_buckets,
     normalize_title,
@@ -34,6 +35,7 @@ from stream_app.dedupe import (
     word_hash,
 )
 from stream_app.dedupe import _ref_of as ref_of
+from stream_app.dedupe import _signatures as signatures
 
 DAY = 86400.0
 titles = st.text(alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60)
@@ -572,15 +574,15 @@ def test_changes_of_no_known_shape_are_ignored_and_never_raise(changes: list[tup
 @given(st.lists(words, min_size=1, max_size=8))
 def test_a_title_signature_is_that_of_the_set_of_its_words_letter_pairs(title: list[str]) -> None:
     signature = title_signature(title)
-    assert signature.tolist() == title_signature(sorted(set(title), reverse=True)).tolist()
+    assert signature == title_signature(sorted(set(title), reverse=True))
     # The least over the title's pairs is the least over each word's: no pair spans two words.
-    assert signature.tolist() == np.minimum.reduce([title_signature([word]) for word in title]).tolist()
+    assert signature == np.minimum.reduce([title_signature([word]) for word in title]).tolist()
 
 
 def test_titles_of_another_number_of_words_never_share_a_bucket() -> None:
     """The same letter pairs, but no typo makes one title from the other: a candidate not worth reading."""
     title = title_words(ORIGINAL)
-    assert title_signature(title).tolist() == title_signature([*title, title[0]]).tolist()
+    assert title_signature(title) == title_signature([*title, title[0]])
     assert not set(bucket_ids(title)) & set(bucket_ids([*title, title[0]]))
 
 
@@ -607,3 +609,8 @@ def test_a_title_more_than_one_word_away_is_passed_over_without_reading_it() -> 
         assert store.reads == 1 + read  # its own key, and the one-word-apart title
         del store[ref_of(int.from_bytes(bytes.fromhex(dedupe_key(checked)), "big"))]
         dedupe.entries -= 1
+
+
+@given(st.lists(words, min_size=1, max_size=8), st.none() | st.text(max_size=200))
+def test_both_signatures_made_at_once_are_those_made_apart(title: list[str], description: str | None) -> None:
+    assert signatures(title, description) == (title_signature(title), description_signature(description))
