@@ -105,7 +105,10 @@ _DECORATION_SUFFIX = re.compile(rf"(?:\s+[|\-–—]\s*(?:{_SOURCES}))+\s*$")
 _DECORATION_PREFIX = re.compile(r"^\s*(?:\[(?:p|r|d|n|project|research|discussion|news)\]\s*)+")
 _DECORATION_MARKS = re.compile(r"[\[|\-–—]")
 """What every decoration has; most titles have none, and skip the decoration patterns."""
-_NON_WORD = re.compile(r"[\W_]+")
+_WORD = re.compile(r"[^\W_]+")
+"""A word: a run of letters and digits (what is left between runs of punctuation, spaces and underscores)."""
+_ASCII_WORD = re.compile(rb"[a-z0-9]+")
+"""The same in lower-case ASCII bytes."""
 _DIGITS = re.compile(r"\d+")
 _ANY_DIGIT = re.compile(r"\d")
 
@@ -137,7 +140,7 @@ def title_words(title: str) -> list[str]:
     while previous != text:  # decorations can be stacked: "[P] Title - Medium | Reddit"
         previous = text
         text = _DECORATION_PREFIX.sub("", _DECORATION_SUFFIX.sub("", text))
-    return _NON_WORD.sub(" ", text).split()
+    return _WORD.findall(text)
 
 
 def normalize_title(title: str) -> str:
@@ -198,22 +201,29 @@ _BOTH_FAMILIES: Final = (
 def _hashed(keys: npt.NDArray[np.uint32], family: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]) -> Any:
     """Each hash function of ``family`` (a column) of each of ``keys`` (a row), 32-bit values in uint64."""
     multipliers, addends = family
-    return (keys[:, None] * multipliers + addends) >> np.uint64(32)
+    hashed = np.multiply.outer(keys, multipliers)
+    hashed += addends
+    hashed >>= np.uint64(32)
+    return hashed
 
 
 def _letter_pair_keys(words: list[str]) -> npt.NDArray[np.uint32]:
-    """A key for each of a title's :func:`letter_pairs` (repeats included): its two code points, 16 bits each
-    (a pair outside the Basic Multilingual Plane may share its key with another)."""
-    codes = np.frombuffer(f" {' '.join(words)} ".encode("utf-32-le"), np.uint32)
-    return codes[:-1] << np.uint32(16) | codes[1:]  # " a b " has the pairs of " a " and " b ", and no other
+    """A key for each of a title's :func:`letter_pairs` (repeats included): its two UTF-16 code units side by
+    side (a letter outside the Basic Multilingual Plane counts as its two surrogates)."""
+    text = f" {' '.join(words)} ".encode("utf-16-le")  # " a b " has the pairs of " a " and " b ", and no other
+    # Every 4 bytes from every second byte: each unit with the next, read in place.
+    keys: npt.NDArray[np.uint32] = np.ndarray((len(text) // 2 - 1,), "<u4", text, 0, (2,))
+    return keys
 
 
 def _description_keys(description: str | None) -> list[int]:
     """A key for each distinct word of (the start of) a description: its CRC-32."""
     if not description:
         return []
-    text = _nfkc_casefold((description or "")[:DESCRIPTION_CHARS])
-    return [zlib.crc32(word.encode()) for word in set(_NON_WORD.sub(" ", text).split())]
+    text = _nfkc_casefold(description[:DESCRIPTION_CHARS])
+    if text.isascii():  # found in its bytes, no word is encoded on its own
+        return [zlib.crc32(word) for word in set(_ASCII_WORD.findall(text.encode()))]
+    return [zlib.crc32(word.encode()) for word in set(_WORD.findall(text))]
 
 
 def _nibbles(values: list[int]) -> bytes:
@@ -223,7 +233,7 @@ def _nibbles(values: list[int]) -> bytes:
 
 def title_signature(words: list[str]) -> list[int]:
     """The MinHash values of a title's :func:`letter_pairs`: the least of each of 12 hash functions over them."""
-    values: list[int] = _hashed(_letter_pair_keys(words), _TITLE_FAMILY).min(axis=0).tolist()
+    values: list[int] = np.minimum.reduce(_hashed(_letter_pair_keys(words), _TITLE_FAMILY)).tolist()
     return values
 
 
@@ -233,7 +243,7 @@ def description_signature(description: str | None) -> bytes:
     keys = _description_keys(description)
     if not keys:
         return b""
-    return _nibbles(_hashed(np.array(keys, np.uint32), _DESCRIPTION_FAMILY).min(axis=0).tolist())
+    return _nibbles(np.minimum.reduce(_hashed(np.array(keys, np.uint32), _DESCRIPTION_FAMILY)).tolist())
 
 
 def _signatures(words: list[str], description: str | None) -> tuple[list[int], bytes]:
@@ -241,7 +251,7 @@ def _signatures(words: list[str], description: str | None) -> tuple[list[int], b
     both (each hash function applied to both kinds of key, a waste numpy's per-call cost outweighs)."""
     pairs, text_keys = _letter_pair_keys(words), _description_keys(description)
     if not text_keys:
-        return _hashed(pairs, _TITLE_FAMILY).min(axis=0).tolist(), b""
+        return np.minimum.reduce(_hashed(pairs, _TITLE_FAMILY)).tolist(), b""
     keys = np.concatenate((pairs, np.array(text_keys, np.uint32)))
     title, text = np.minimum.reduceat(_hashed(keys, _BOTH_FAMILIES), [0, len(pairs)], axis=0).tolist()
     return title[: BANDS * ROWS], _nibbles(text[BANDS * ROWS :])
@@ -291,12 +301,13 @@ def _band_ids(values: list[int], words: list[str]) -> list[int]:
     # numbers and length mixed in, times an odd 128-bit constant, give a well-mixed bucket in the high bits
     # (multiply-shift hashing) for a fraction of a hash call per band.
     salt = _band_salt(digit_runs(words), len(words))
-    return [
-        band << 24 | ((first << 64 | second << 32 | third) ^ salt) * _BAND_MULTIPLIER >> 104 & 0xFFFFFF
-        for band, (first, second, third) in enumerate(
-            zip(values[0::ROWS], values[1::ROWS], values[2::ROWS], strict=True)
-        )
-    ]
+    ids = []
+    for band in range(BANDS):
+        rows = 0
+        for value in values[band * ROWS : (band + 1) * ROWS]:
+            rows = rows << 32 | value
+        ids.append(band << 24 | (rows ^ salt) * _BAND_MULTIPLIER >> 104 & 0xFFFFFF)
+    return ids
 
 
 @functools.lru_cache(maxsize=1024)  # most titles have no numbers and a few words

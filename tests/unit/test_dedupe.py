@@ -614,3 +614,9 @@ def test_a_title_more_than_one_word_away_is_passed_over_without_reading_it() -> 
 @given(st.lists(words, min_size=1, max_size=8), st.none() | st.text(max_size=200))
 def test_both_signatures_made_at_once_are_those_made_apart(title: list[str], description: str | None) -> None:
     assert signatures(title, description) == (title_signature(title), description_signature(description))
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
+def test_an_ascii_description_is_signed_as_any_other(description: str) -> None:
+    """ASCII descriptions take a shorter way to their words; a non-ASCII space sends one the long way."""
+    assert description_signature(description) == description_signature(description + "\u00a0")
