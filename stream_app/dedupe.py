@@ -228,7 +228,10 @@ def _description_keys(description: str | None) -> list[int]:
 
 def _nibbles(values: list[int]) -> bytes:
     """The low 4 bits of each value, two to a byte (an even number of values)."""
-    return bytes([(high & 0x0F) << 4 | low & 0x0F for high, low in zip(values[::2], values[1::2], strict=True)])
+    return bytes.fromhex("".join([_HEX_DIGITS[value & 0x0F] for value in values]))
+
+
+_HEX_DIGITS: Final = "0123456789abcdef"
 
 
 def title_signature(words: list[str]) -> list[int]:
@@ -629,8 +632,9 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     it: a word of 4+ letters with the same digits."""
     if len(word) < MIN_TYPO_WORD - 1:
         return None
-    for source in _one_edit_sources(word, stored_hash[0]):
-        if word_hash(source) == stored_hash:
+    code_sum, digest = stored_hash[0], stored_hash[1:]
+    for source in _one_edit_sources(word, code_sum):  # each has the stored code sum: compare the rest
+        if _word_hash(source.encode()) == digest:
             long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
             return source if long_enough and _DIGITS.findall(source) == _DIGITS.findall(word) else None
     return None
@@ -656,6 +660,11 @@ class _Incoming:
         for digest in self.hashes:
             self.tag |= 1 << (digest[-1] & 0x0F)
         self._description = description
+
+    @functools.cached_property
+    def distinct(self) -> set[bytes]:
+        """Its distinct word hashes."""
+        return set(self.hashes)
 
     @functools.cached_property
     def counts(self) -> Counter[bytes]:
@@ -837,11 +846,11 @@ class DedupeIndex:
         if len(entry.hashes) != _WORD_HASH_BYTES * len(incoming.hashes):
             return None  # a typo keeps the number of words
         stored = _stored_hash_counts(entry.hashes)
-        if len(stored) == len(incoming.hashes) == len(incoming.counts):  # no repeated word: key sets will do
-            added = incoming.counts.keys() - stored.keys()
+        if len(stored) == len(incoming.hashes) == len(incoming.distinct):  # no repeated word: sets will do
+            added = incoming.distinct - stored.keys()
             if len(added) != 1:
                 return None  # a typo replaces one word: here more differ
-            dropped = stored.keys() - incoming.counts.keys()
+            dropped = stored.keys() - incoming.distinct
         else:
             added_counts = incoming.counts - stored
             if added_counts.total() != 1:
