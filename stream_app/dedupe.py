@@ -208,10 +208,14 @@ def _hashed(keys: npt.NDArray[np.uint32], family: tuple[npt.NDArray[np.uint64], 
 
 def _letter_pair_keys(words: list[str]) -> npt.NDArray[np.uint32]:
     """A key for each of a title's :func:`letter_pairs` (repeats included): its two UTF-16 code units side by
-    side (a letter outside the Basic Multilingual Plane counts as its two surrogates)."""
+    side (a letter outside the Basic Multilingual Plane counts as its two surrogates), scrambled."""
     text = f" {' '.join(words)} ".encode("utf-16-le")  # " a b " has the pairs of " a " and " b ", and no other
     # Every 4 bytes from every second byte: each unit with the next, read in place.
-    keys: npt.NDArray[np.uint32] = np.ndarray((len(text) // 2 - 1,), "<u4", text, 0, (2,))
+    pairs = np.ndarray((len(text) // 2 - 1,), "<u4", text, 0, (2,))
+    # Pairs that share a letter have keys a few bits apart; multiply-shift hashes of such keys are not
+    # independent enough for MinHash, so a bijection spreads them first.
+    keys: npt.NDArray[np.uint32] = pairs * np.uint32(0x9E3779B1)
+    keys ^= keys >> np.uint32(15)
     return keys
 
 
@@ -315,6 +319,19 @@ def _band_ids(values: list[int], words: list[str]) -> list[int]:
 @functools.lru_cache(maxsize=1024)  # most titles have no numbers and a few words
 def _band_salt(digits: str, words: int) -> int:
     return int.from_bytes(_band_hash(f"{digits}|{words}".encode()), "big")
+
+
+def _title_tags(titles: list[bytes]) -> npt.NDArray[np.uint16]:
+    """The :func:`title_tag` of each of many titles' packed word hashes, at once."""
+    lasts = np.frombuffer(b"".join(titles), np.uint8)[_WORD_HASH_BYTES - 1 :: _WORD_HASH_BYTES]
+    bits = np.left_shift(np.uint16(1), lasts & np.uint8(0x0F), dtype=np.uint16)
+    words = np.array([len(hashes) // _WORD_HASH_BYTES for hashes in titles], np.int64)
+    starts = np.concatenate(([0], np.cumsum(words)[:-1])) if len(words) else words
+    tags = np.zeros(len(titles), np.uint16)
+    some = words > 0  # a title of more than 63 words keeps no hashes, and has no tag
+    if some.any():
+        tags[some] = np.bitwise_or.reduceat(bits, starts[some]) if len(bits) else 0
+    return tags
 
 
 def title_tag(word_hashes: bytes) -> int:
@@ -497,7 +514,7 @@ def _scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, li
     hashes = packed.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)
     ids = (hashes | (np.arange(BANDS, dtype=np.uint32) << 24)).reshape(-1)
     refs = np.repeat(np.array([_ref_number(ref) for ref, _, _ in titles], np.uint64), BANDS)
-    tags = np.repeat(np.array([title_tag(hashes) for _, _, hashes in titles], np.uint16), BANDS)
+    tags = np.repeat(_title_tags([hashes for _, _, hashes in titles]), BANDS)
     return BucketIndex.from_entries(BUCKET_LIMIT, ids.astype(np.uint32), refs, tags), queue, unreadable
 
 

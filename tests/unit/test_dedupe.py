@@ -36,6 +36,7 @@ from stream_app.dedupe import (
 )
 from stream_app.dedupe import _ref_of as ref_of
 from stream_app.dedupe import _signatures as signatures
+from stream_app.dedupe import _title_tags as title_tags
 
 DAY = 86400.0
 titles = st.text(alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60)
@@ -430,6 +431,7 @@ def test_a_new_title_is_one_store_write_and_its_buckets_are_rebuilt_from_the_sto
     dedupe = index(store, ttl=DAY)
     # Look-alike titles (distinct words, no typo) crowd the same buckets past their cap.
     words = ["audio", "image", "text", "video", "graph", "speech", "tabular", "sensor", "satellite", "medical"]
+    words += ["radar", "sonar", "lidar", "music", "molecule", "protein", "weather", "traffic", "network", "code"]
     for n, word in enumerate(words):
         assert dedupe.check_and_add(str(n), f"Deep learning for {word} classification", None, n).match is None
     assert store.writes == len(words)
@@ -620,3 +622,8 @@ def test_both_signatures_made_at_once_are_those_made_apart(title: list[str], des
 def test_an_ascii_description_is_signed_as_any_other(description: str) -> None:
     """ASCII descriptions take a shorter way to their words; a dash that is not ASCII sends one the long way."""
     assert description_signature(description) == description_signature(description + " \u2014")
+
+
+@given(st.lists(st.lists(st.binary(min_size=3, max_size=3), max_size=9).map(b"".join), max_size=20))
+def test_the_tags_of_many_titles_at_once_are_those_of_each(titles: list[bytes]) -> None:
+    assert title_tags(titles).tolist() == [title_tag(hashes) for hashes in titles]
