@@ -3,7 +3,9 @@
 Tier 1, exact: titles that normalise to the same sorted token set share a 16-hex-digit key.
 
 Tier 2, near: MinHash over the letter pairs of each word, split into LSH bands and hashed with the title's
-numbers, finds stored titles that look alike and have the same numbers. A candidate is confirmed only if it is
+numbers and number of words, finds stored titles that look alike and could be one typo away; a 16-bit tag of
+each title's words (:func:`title_tag`), kept beside its buckets, passes over most of those that differ in more
+than one word without reading their entries. A candidate is confirmed only if it is
 one typo away: the same words but one, that one word a single edit (substitution, insertion, deletion,
 transposition) from its counterpart, with the same digits (YOLOv5 is not YOLOv7), title similarity of at least
 :data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both exist. A different word (text/token,
@@ -22,18 +24,22 @@ are ``<ref>``, the dedupe key in 11 base64url characters:
 
 :func:`entry_fields` reads both; it is the only format (the service was never released with another).
 
-The LSH buckets themselves (bucket id -> refs, newest last) live in memory only, in a :class:`BucketIndex`
+The LSH buckets themselves (bucket id -> refs and tags, newest last) live in memory only, in a :class:`BucketIndex`
 rebuilt from the entries by :func:`index_buckets` when the index is made: one store write per new title
 instead of one per bucket. Entries another worker wrote reach the index through :meth:`DedupeIndex.apply`.
 
-Every hash is a BLAKE2b with a fixed personalisation string, so two processes, or one process before and
-after a restart, agree on every key.
+No hash depends on the process (no salted ``hash()``), so two processes, or one process before and after a
+restart, agree on every key and bucket: keys, word hashes and band salts are BLAKE2b with a fixed
+personalisation string; the MinHash functions are multiply-add-shift functions of 32-bit keys (a letter pair's
+two code points, a description word's CRC-32) whose constants are drawn from BLAKE2b, computed with numpy for
+all of a title's pairs at once.
 """
 
 from __future__ import annotations
 
 import array
 import base64
+import binascii
 import functools
 import hashlib
 import heapq
@@ -41,12 +47,13 @@ import math
 import re
 import string
 import unicodedata
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Final, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from stream_app.lsh import BucketIndex
 
@@ -95,12 +102,18 @@ _SOURCES = (
 # A separator after a space: "Title - Medium" is decorated, "Awesome-GitHub" is a name.
 _DECORATION_SUFFIX = re.compile(rf"(?:\s+[|\-–—]\s*(?:{_SOURCES}))+\s*$")
 _DECORATION_PREFIX = re.compile(r"^\s*(?:\[(?:p|r|d|n|project|research|discussion|news)\]\s*)+")
-_NON_WORD = re.compile(r"[\W_]+")
+_DECORATION_MARKS = re.compile(r"[\[|\-–—]")
+"""What every decoration has; most titles have none, and skip the decoration patterns."""
+_WORD = re.compile(r"[^\W_]+")
+"""A word: a run of letters and digits (what is left between runs of punctuation, spaces and underscores)."""
+_ASCII_WORD = re.compile(rb"[a-z0-9]+")
+"""The same in lower-case ASCII bytes."""
 _DIGITS = re.compile(r"\d+")
+_ANY_DIGIT = re.compile(r"\d")
 
 
-@dataclass(frozen=True)
-class DedupeVerdict:
+# A named tuple: one is made for every event, at a fraction of a frozen dataclass's cost.
+class DedupeVerdict(NamedTuple):
     """What the index made of one title."""
 
     dedupe_key: str
@@ -113,6 +126,8 @@ class DedupeVerdict:
 
 
 def _nfkc_casefold(text: str) -> str:
+    if text.isascii():  # NFKC leaves ASCII as it is, and case-folds it to lower case
+        return text.lower()
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
@@ -120,11 +135,11 @@ def title_words(title: str) -> list[str]:
     """A title's words in order, repeats included: NFKC, case-folded, without known source decorations,
     split at punctuation and spaces."""
     text = _nfkc_casefold(title)
-    previous = None
+    previous = None if _DECORATION_MARKS.search(text) else text
     while previous != text:  # decorations can be stacked: "[P] Title - Medium | Reddit"
         previous = text
         text = _DECORATION_PREFIX.sub("", _DECORATION_SUFFIX.sub("", text))
-    return _NON_WORD.sub(" ", text).split()
+    return _WORD.findall(text)
 
 
 def normalize_title(title: str) -> str:
@@ -133,8 +148,27 @@ def normalize_title(title: str) -> str:
     return " ".join(sorted(set(title_words(title))))
 
 
+def _blake2b(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:
+    """The BLAKE2b digest function of one size and personalisation: copying a hasher made once costs a
+    quarter of making one per call."""
+    made = hashlib.blake2b(digest_size=digest_size, person=person)
+
+    def digest(data: bytes) -> bytes:
+        hasher = made.copy()
+        hasher.update(data)
+        return hasher.digest()
+
+    return digest
+
+
+_key_hash: Final = _blake2b(8, b"tagger-key")
+_word_hash: Final = _blake2b(_WORD_HASH_BYTES - 1, b"tagger-word")
+_band_hash: Final = _blake2b(8, b"tagger-band")
+_BAND_MULTIPLIER: Final = int.from_bytes(_band_hash(b"\x00") + _band_hash(b"\x01"), "big") | 1  # odd, 128 bits
+
+
 def _key_digest(normalized: str) -> bytes:
-    return hashlib.blake2b(normalized.encode(), digest_size=8, person=b"tagger-key").digest()
+    return _key_hash(normalized.encode())
 
 
 def dedupe_key(title: str) -> str:
@@ -146,17 +180,92 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _minhash(elements: set[str], person: bytes, count: int) -> list[int]:
-    """``count`` MinHash values of a set: each element's BLAKE2b digest is read as ``count`` independent
-    32-bit hashes (``count`` <= 16), and each value is the least of one of them over the set."""
-    digests = b"".join([_element_hashes(element, person, count) for element in elements])
-    values: list[int] = np.frombuffer(digests, ">u4").reshape(-1, count).min(axis=0).tolist()
+def _hash_family(person: bytes, count: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """``count`` multiply-add-shift hash functions of 32-bit keys, ``(a * x + b) mod 2**64 >> 32``, their
+    multipliers (odd) and addends drawn from BLAKE2b: the same in every process."""
+    blocks = range(count // 4 + 1)  # 16 bytes a function, 64 a block
+    drawn = b"".join(hashlib.blake2b(bytes([n]), digest_size=64, person=person).digest() for n in blocks)
+    values = np.frombuffer(drawn[: 16 * count], "<u8")
+    return values[:count] | np.uint64(1), values[count : 2 * count].copy()
+
+
+_TITLE_FAMILY: Final = _hash_family(b"tagger-title", BANDS * ROWS)
+_DESCRIPTION_FAMILY: Final = _hash_family(b"tagger-text", _DESCRIPTION_HASHES)
+_BOTH_FAMILIES: Final = (
+    np.concatenate((_TITLE_FAMILY[0], _DESCRIPTION_FAMILY[0])),
+    np.concatenate((_TITLE_FAMILY[1], _DESCRIPTION_FAMILY[1])),
+)
+
+
+def _hashed(keys: npt.NDArray[np.uint32], family: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]) -> Any:
+    """Each hash function of ``family`` (a column) of each of ``keys`` (a row), 32-bit values in uint64."""
+    multipliers, addends = family
+    hashed = np.multiply.outer(keys, multipliers)
+    hashed += addends
+    hashed >>= np.uint64(32)
+    return hashed
+
+
+def _letter_pair_keys(words: list[str]) -> npt.NDArray[np.uint32]:
+    """A key for each of a title's :func:`letter_pairs` (repeats included): its two UTF-16 code units side by
+    side (a letter outside the Basic Multilingual Plane counts as its two surrogates), scrambled."""
+    text = f" {' '.join(words)} ".encode("utf-16-le")  # " a b " has the pairs of " a " and " b ", and no other
+    # Every 4 bytes from every second byte: each unit with the next, read in place.
+    pairs = np.ndarray((len(text) // 2 - 1,), "<u4", text, 0, (2,))
+    # Pairs that share a letter have keys a few bits apart; multiply-shift hashes of such keys are not
+    # independent enough for MinHash, so a bijection spreads them first.
+    keys: npt.NDArray[np.uint32] = pairs * np.uint32(0x9E3779B1)
+    keys ^= keys >> np.uint32(15)
+    return keys
+
+
+def _description_keys(description: str | None) -> list[int]:
+    """A key for each distinct word of (the start of) a description: its CRC-32."""
+    if not description:
+        return []
+    text = _nfkc_casefold(description[:DESCRIPTION_CHARS])
+    if text.isascii():  # found in its bytes, no word is encoded on its own
+        return [zlib.crc32(word) for word in set(_ASCII_WORD.findall(text.encode()))]
+    return [zlib.crc32(word.encode()) for word in set(_WORD.findall(text))]
+
+
+def _nibbles(values: list[int]) -> bytes:
+    """The low 4 bits of each value, two to a byte (an even number of values)."""
+    return bytes.fromhex("".join([_HEX_DIGITS[value & 0x0F] for value in values]))
+
+
+_HEX_DIGITS: Final = "0123456789abcdef"
+
+
+def title_signature(words: list[str]) -> list[int]:
+    """The MinHash values of a title's :func:`letter_pairs`: the least of each of 12 hash functions over them."""
+    values: list[int] = np.minimum.reduce(_hashed(_letter_pair_keys(words), _TITLE_FAMILY)).tolist()
     return values
 
 
-@functools.lru_cache(maxsize=16384)  # letter pairs and common words recur from title to title
-def _element_hashes(element: str, person: bytes, count: int) -> bytes:
-    return hashlib.blake2b(element.encode(), digest_size=4 * count, person=person).digest()
+def description_signature(description: str | None) -> bytes:
+    """A MinHash signature of a description's words: 12 values of 4 bits, two per byte; empty if it has none.
+    4 bits suffice: an unrelated pair agrees on 1 in 16 values by chance, far from the 50% a match needs."""
+    keys = _description_keys(description)
+    if not keys:
+        return b""
+    return _nibbles(np.minimum.reduce(_hashed(np.array(keys, np.uint32), _DESCRIPTION_FAMILY)).tolist())
+
+
+def _signatures(words: list[str], description: str | None) -> tuple[list[int], bytes]:
+    """:func:`title_signature` and :func:`description_signature` at once: one pass of numpy over the keys of
+    both (each hash function applied to both kinds of key, a waste numpy's per-call cost outweighs)."""
+    pairs, text_keys = _letter_pair_keys(words), _description_keys(description)
+    if not text_keys:
+        return np.minimum.reduce(_hashed(pairs, _TITLE_FAMILY)).tolist(), b""
+    keys = np.concatenate((pairs, np.array(text_keys, np.uint32)))
+    title, text = np.minimum.reduceat(_hashed(keys, _BOTH_FAMILIES), [0, len(pairs)], axis=0).tolist()
+    return title[: BANDS * ROWS], _nibbles(text[BANDS * ROWS :])
+
+
+@functools.lru_cache(maxsize=16384)  # title words recur from title to title
+def _title_word_hash(word: str) -> bytes:
+    return word_hash(word)
 
 
 def letter_pairs(words: set[str] | list[str]) -> set[str]:
@@ -177,31 +286,62 @@ def jaccard(left: set[str], right: set[str]) -> float:
 def digit_runs(words: list[str]) -> str:
     """The numbers in a title's words (repeats included), sorted: a typo never changes them, so two titles
     whose numbers differ are never near copies (YOLOv5 and YOLOv7, part 1 and part 2, issue 12 and issue 13)."""
-    return " ".join(sorted(_DIGITS.findall(" ".join(words))))
+    text = " ".join(words)
+    return " ".join(sorted(_DIGITS.findall(text))) if _ANY_DIGIT.search(text) else ""
 
 
-def bucket_ids(words: list[str], digits: str = "") -> list[int]:
-    """The LSH buckets of a title's words: for each band, the band number in the high bits above a 24-bit
-    hash of that band's MinHash rows and of the title's :func:`digit_runs`.
+def bucket_ids(words: list[str]) -> list[int]:
+    """The LSH buckets of a title's words (in order, repeats included): for each band, the band number in the
+    high bits above a 24-bit hash of that band's MinHash rows, the title's :func:`digit_runs` and its number of
+    words.
 
-    Titles that differ in their numbers land in different buckets: a series of titles one number apart (a
-    weekly digest, numbered releases) would otherwise fill its buckets with candidates that can never be
-    confirmed, each costing a store read and a comparison, and push out titles that could."""
-    return _band_ids(_title_signature(words), digits)
-
-
-def _title_signature(words: list[str]) -> list[int]:
-    return _minhash(letter_pairs(words), b"tagger-title", BANDS * ROWS)
+    Only titles with the same numbers and as many words can be one typo apart, so only those share buckets: a
+    series of titles one number apart (a weekly digest, numbered releases) or look-alikes of other lengths
+    would otherwise fill the buckets with candidates that can never be confirmed, each costing a store read
+    and a comparison, and push out titles that could."""
+    return _band_ids(title_signature(words), words)
 
 
-def _band_ids(signature: list[int], digits: str) -> list[int]:
+def _band_ids(values: list[int], words: list[str]) -> list[int]:
+    # The MinHash values are uniform already: a band's rows, side by side in one 96-bit number with the title's
+    # numbers and length mixed in, times an odd 128-bit constant, give a well-mixed bucket in the high bits
+    # (multiply-shift hashing) for a fraction of a hash call per band.
+    salt = _band_salt(digit_runs(words), len(words))
     ids = []
-    suffix = f"|{digits}" if digits else ""
     for band in range(BANDS):
-        rows = ",".join(map(str, signature[band * ROWS : (band + 1) * ROWS])) + suffix
-        bucket = hashlib.blake2b(rows.encode(), digest_size=_BUCKET_HASH_BYTES, person=b"tagger-band").digest()
-        ids.append(band << 24 | int.from_bytes(bucket, "big"))
+        rows = 0
+        for value in values[band * ROWS : (band + 1) * ROWS]:
+            rows = rows << 32 | value
+        ids.append(band << 24 | (rows ^ salt) * _BAND_MULTIPLIER >> 104 & 0xFFFFFF)
     return ids
+
+
+@functools.lru_cache(maxsize=1024)  # most titles have no numbers and a few words
+def _band_salt(digits: str, words: int) -> int:
+    return int.from_bytes(_band_hash(f"{digits}|{words}".encode()), "big")
+
+
+def _title_tags(titles: list[bytes]) -> npt.NDArray[np.uint16]:
+    """The :func:`title_tag` of each of many titles' packed word hashes, at once."""
+    lasts = np.frombuffer(b"".join(titles), np.uint8)[_WORD_HASH_BYTES - 1 :: _WORD_HASH_BYTES]
+    bits = np.left_shift(np.uint16(1), lasts & np.uint8(0x0F), dtype=np.uint16)
+    words = np.array([len(hashes) // _WORD_HASH_BYTES for hashes in titles], np.int64)
+    starts = np.concatenate(([0], np.cumsum(words)[:-1])) if len(words) else words
+    tags = np.zeros(len(titles), np.uint16)
+    some = words > 0  # a title of more than 63 words keeps no hashes, and has no tag
+    if some.any():
+        tags[some] = np.bitwise_or.reduceat(bits, starts[some]) if len(bits) else 0
+    return tags
+
+
+def title_tag(word_hashes: bytes) -> int:
+    """16 bits that tell most titles more than one word apart without reading them: one bit for each of the
+    :func:`word_hash` values packed in ``word_hashes``, chosen by its last 4 bits. Two titles one replaced word
+    apart differ in at most one bit each way."""
+    tag = 0
+    for last in word_hashes[_WORD_HASH_BYTES - 1 :: _WORD_HASH_BYTES]:
+        tag |= 1 << (last & 0x0F)
+    return tag
 
 
 class TitleEntry(NamedTuple):
@@ -231,6 +371,8 @@ Entry = TitleEntry | CopyEntry
 
 def clamp_time(event_time: float) -> float:
     """An event time within what an entry can store (0 to 2**32 - 1 seconds; NaN counts as 0)."""
+    if 0.0 < event_time <= _LAST_SECOND:
+        return float(event_time)
     event_time = float(event_time)
     if not event_time > 0:  # NaN too
         return 0.0
@@ -247,17 +389,20 @@ def _seconds(event_time: float) -> bytes:
     return _whole_seconds(event_time).to_bytes(_TIME_BYTES, "big")
 
 
-def _title_value(entry: TitleEntry) -> bytes:
-    words = len(entry.hashes) // _WORD_HASH_BYTES
-    head = _TITLE_MARK | (_DESCRIBED if entry.signature else 0) | words
+def _title_bytes(event_id: str, event_time: float, hashes: bytes, signature: bytes, buckets: list[int]) -> bytes:
+    """A title entry's value, its buckets given as :func:`bucket_ids`."""
+    head = _TITLE_MARK | (_DESCRIBED if signature else 0) | len(hashes) // _WORD_HASH_BYTES
+    packed = 0
+    for bucket in buckets:
+        packed = packed << 8 * _BUCKET_HASH_BYTES | bucket & 0xFFFFFF
     return b"".join(
         [
             bytes([head]),
-            _seconds(entry.event_time),
-            entry.buckets,
-            entry.signature,
-            entry.hashes,
-            entry.event_id.encode(),
+            _seconds(event_time),
+            packed.to_bytes(BANDS * _BUCKET_HASH_BYTES, "big"),
+            signature,
+            hashes,
+            event_id.encode(),
         ]
     )
 
@@ -319,7 +464,10 @@ def _read_title(value: bytes) -> TitleEntry:
 
 def ref_of_digest(digest: bytes) -> str:
     """The ref (store key) of an 8-byte dedupe key digest."""
-    return base64.urlsafe_b64encode(digest)[:REF_CHARS].decode()
+    return binascii.b2a_base64(digest, newline=False)[:REF_CHARS].translate(_URL_SAFE).decode()
+
+
+_URL_SAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 
 def digest_of_ref(ref: str) -> bytes | None:
@@ -355,18 +503,19 @@ def _scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, li
         if entry is None:
             unreadable.append(ref)
         else:
-            buckets = entry.buckets if isinstance(entry, TitleEntry) else b""
-            entries.append((entry.event_time, ref, buckets))
+            fields = (entry.buckets, entry.hashes) if isinstance(entry, TitleEntry) else (b"", b"")
+            entries.append((entry.event_time, ref, *fields))
     entries.sort()
     queue = ExpiryQueue()
-    for event_time, ref, _ in entries:
+    for event_time, ref, *_ in entries:
         queue.push(event_time, _ref_number(ref))
-    titles = [(ref, buckets) for _, ref, buckets in entries if buckets]
-    packed = np.frombuffer(b"".join(buckets for _, buckets in titles), np.uint8).reshape(-1, BANDS, 3)
+    titles = [(ref, buckets, hashes) for _, ref, buckets, hashes in entries if buckets]
+    packed = np.frombuffer(b"".join(buckets for _, buckets, _ in titles), np.uint8).reshape(-1, BANDS, 3)
     hashes = packed.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)
     ids = (hashes | (np.arange(BANDS, dtype=np.uint32) << 24)).reshape(-1)
-    refs = np.repeat(np.array([_ref_number(ref) for ref, _ in titles], np.uint64), BANDS)
-    return BucketIndex.from_entries(BUCKET_LIMIT, ids.astype(np.uint32), refs), queue, unreadable
+    refs = np.repeat(np.array([_ref_number(ref) for ref, _, _ in titles], np.uint64), BANDS)
+    tags = np.repeat(_title_tags([hashes for _, _, hashes in titles]), BANDS)
+    return BucketIndex.from_entries(BUCKET_LIMIT, ids.astype(np.uint32), refs, tags), queue, unreadable
 
 
 def _unpack_buckets(packed: bytes) -> list[int]:
@@ -438,24 +587,8 @@ def _code_sum(word: str) -> int:
 
 def word_hash(word: str) -> bytes:
     """The 3 bytes a stored title keeps of each word: the sum of its code points modulo 256, which tells a
-    typo search what letter changed, then 2 bytes of its BLAKE2b hash (those of the 3 earlier versions kept)."""
-    digest = hashlib.blake2b(word.encode(), digest_size=3, person=b"tagger-word").digest()
-    return bytes([_code_sum(word)]) + digest[: _WORD_HASH_BYTES - 1]
-
-
-def description_signature(description: str | None) -> bytes:
-    """A MinHash signature of a description's words: 12 values of 4 bits, two per byte; empty if it has none.
-    4 bits suffice: an unrelated pair agrees on 1 in 16 values by chance, far from the 50% a match needs."""
-    words = set(_NON_WORD.sub(" ", _nfkc_casefold((description or "")[:DESCRIPTION_CHARS])).split())
-    if not words:
-        return b""
-    return _pack_nibbles(_minhash(words, b"tagger-text", _DESCRIPTION_HASHES))
-
-
-def _pack_nibbles(values: Iterable[int]) -> bytes:
-    """The low 4 bits of each value, two to a byte (an even number of values)."""
-    low = [value & 0x0F for value in values]
-    return bytes(high << 4 | last for high, last in zip(low[::2], low[1::2], strict=True))
+    typo search what letter changed, then a 2-byte BLAKE2b hash."""
+    return bytes([_code_sum(word)]) + _word_hash(word.encode())
 
 
 def signature_similarity(left: bytes, right: bytes) -> float | None:
@@ -515,8 +648,9 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     it: a word of 4+ letters with the same digits."""
     if len(word) < MIN_TYPO_WORD - 1:
         return None
-    for source in _one_edit_sources(word, stored_hash[0]):
-        if word_hash(source) == stored_hash:
+    code_sum, digest = stored_hash[0], stored_hash[1:]
+    for source in _one_edit_sources(word, code_sum):  # each has the stored code sum: compare the rest
+        if _word_hash(source.encode()) == digest:
             long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
             return source if long_enough and _DIGITS.findall(source) == _DIGITS.findall(word) else None
     return None
@@ -529,18 +663,39 @@ def _stored_hash_counts(hashes: bytes) -> Counter[bytes]:
     return Counter(hashes[i : i + _WORD_HASH_BYTES] for i in range(0, len(hashes), _WORD_HASH_BYTES))
 
 
-@dataclass(frozen=True)
 class _Incoming:
-    """A title being checked, as the near tier compares it."""
+    """A title being checked, as the near tier compares it; what only a confirmation needs is made on demand."""
 
-    words: list[str]
-    """Its words in order, repeats included: a typo in one of two "learning"s replaces one of them."""
-    hashes: list[bytes]
-    """The :func:`word_hash` of each word."""
-    counts: Counter[bytes]
-    """How often each hash occurs."""
-    signature: bytes
-    """The :func:`description_signature` of its description."""
+    def __init__(self, words: list[str], description: str | None) -> None:
+        self.words = words
+        """Its words in order, repeats included: a typo in one of two "learning"s replaces one of them."""
+        self.hashes = [_title_word_hash(word) for word in words]
+        """The :func:`word_hash` of each word."""
+        self.tag = 0
+        """Its :func:`title_tag`."""
+        for digest in self.hashes:
+            self.tag |= 1 << (digest[-1] & 0x0F)
+        self._description = description
+
+    @functools.cached_property
+    def distinct(self) -> set[bytes]:
+        """Its distinct word hashes."""
+        return set(self.hashes)
+
+    @functools.cached_property
+    def counts(self) -> Counter[bytes]:
+        """How often each word hash occurs."""
+        return Counter(self.hashes)
+
+    @functools.cached_property
+    def signature(self) -> bytes:
+        """The :func:`description_signature` of its description (made with the title's, see :meth:`buckets`)."""
+        return description_signature(self._description)
+
+    def buckets(self) -> list[int]:
+        """Its :func:`bucket_ids`; its :attr:`signature` is made on the way."""
+        title, self.signature = _signatures(self.words, self._description)
+        return _band_ids(title, self.words)
 
 
 class DedupeIndex:
@@ -573,9 +728,8 @@ class DedupeIndex:
         normalized = " ".join(sorted(set(words)))
         digest = _key_digest(normalized)
         key, ref = digest.hex(), ref_of_digest(digest)
-        unique = DedupeVerdict(key, None, None, 0.0)
         if not normalized:
-            return unique
+            return DedupeVerdict(key, None, None, 0.0)
         stored = self.store.get(ref)
         first = entry_fields(stored)
         if first is not None and self._fresh(first, event_time):
@@ -583,31 +737,26 @@ class DedupeIndex:
                 if self._live_copy(first, event_time):
                     return DedupeVerdict(key, first.original_id, "near", first.similarity)
             elif first.event_id == event_id:
-                return unique
+                return DedupeVerdict(key, None, None, 0.0)
             else:
                 return DedupeVerdict(key, first.event_id, "exact", 1.0)
-        hashes = [word_hash(word) for word in words]
-        incoming = _Incoming(words, hashes, Counter(hashes), description_signature(description))
-        digits, signature = digit_runs(words), _title_signature(normalized.split())
-        buckets = _band_ids(signature, digits)
-        near = self._near(event_id, ref, buckets, incoming, event_time)
+        incoming = _Incoming(words, description)
+        buckets = incoming.buckets()
         number = int.from_bytes(digest, "big")
+        near = self._near(event_id, number, buckets, incoming, event_time)
         if stored is None:
             self.entries += 1
         if near is not None:
             self.store[ref] = _copy_value(near)
             self.expiry.push(event_time, number)
             return DedupeVerdict(key, near.original_id, "near", near.similarity)
-        stored_hashes = b"".join(sorted(hashes)) if len(hashes) <= _WORDS else b""
-        packed_buckets = b"".join((bucket & 0xFFFFFF).to_bytes(_BUCKET_HASH_BYTES, "big") for bucket in buckets)
-        self.store[ref] = _title_value(
-            TitleEntry(event_id, event_time, stored_hashes, incoming.signature, packed_buckets)
-        )
+        stored_hashes = b"".join(sorted(incoming.hashes)) if len(words) <= _WORDS else b""
+        self.store[ref] = _title_bytes(event_id, event_time, stored_hashes, incoming.signature, buckets)
         self.expiry.push(event_time, number)
         self._unindexed.discard(number)
         # A ref whose earlier title expired may still be in some buckets: a repeat there is harmless.
-        self.buckets.add(buckets, number)
-        return unique
+        self.buckets.add(buckets, number, incoming.tag if stored_hashes else 0)
+        return DedupeVerdict(key, None, None, 0.0)
 
     def apply(self, ref: str, value: bytes | None) -> None:
         """Take in a change another index made to its store (replicated through a topic): write ``value`` under
@@ -638,7 +787,7 @@ class DedupeIndex:
         self.expiry.push(entry.event_time, number)
         if isinstance(entry, TitleEntry):
             self._unindexed.discard(number)
-            self.buckets.add(_unpack_buckets(entry.buckets), number)
+            self.buckets.add(_unpack_buckets(entry.buckets), number, title_tag(entry.hashes))
 
     def expire(self, now: float) -> int:
         """Delete the entries whose event time is more than the TTL before ``now``, and keys of no known shape
@@ -678,15 +827,19 @@ class DedupeIndex:
         return self._fresh(copy, event_time) and self._fresh(original, event_time)
 
     def _near(
-        self, event_id: str, ref: str, buckets: list[int], incoming: _Incoming, event_time: float
+        self, event_id: str, number: int, buckets: list[int], incoming: _Incoming, event_time: float
     ) -> CopyEntry | None:
         """The entry of a near copy of the first-seen title in ``buckets`` confirmed as one typo away."""
-        candidates = self.buckets.candidates(buckets)
-        candidates.discard(_ref_number(ref))
         confirmed: list[tuple[float, float, str, str]] = []
-        words = len(incoming.hashes)
-        for number in sorted(candidates):
-            candidate = _ref_of(number)
+        words, tag = len(incoming.hashes), incoming.tag
+        for candidate_number, candidate_tag in self.buckets.candidates(buckets).items():
+            if (
+                candidate_number == number
+                or (candidate_tag & ~tag).bit_count() > 1
+                or (tag & ~candidate_tag).bit_count() > 1
+            ):
+                continue  # more than one word differs: no need to read the entry
+            candidate = _ref_of(candidate_number)
             value = self.store.get(candidate)
             if isinstance(value, bytes) and value and value[0] & _TITLE_MARK and value[0] & _WORDS != words:
                 continue  # a typo keeps the number of words: the head byte tells without reading the entry
@@ -709,11 +862,11 @@ class DedupeIndex:
         if len(entry.hashes) != _WORD_HASH_BYTES * len(incoming.hashes):
             return None  # a typo keeps the number of words
         stored = _stored_hash_counts(entry.hashes)
-        if len(stored) == len(incoming.hashes) == len(incoming.counts):  # no repeated word: key sets will do
-            added = incoming.counts.keys() - stored.keys()
+        if len(stored) == len(incoming.hashes) == len(incoming.distinct):  # no repeated word: sets will do
+            added = incoming.distinct - stored.keys()
             if len(added) != 1:
                 return None  # a typo replaces one word: here more differ
-            dropped = stored.keys() - incoming.counts.keys()
+            dropped = stored.keys() - incoming.distinct
         else:
             added_counts = incoming.counts - stored
             if added_counts.total() != 1:

@@ -2,8 +2,11 @@
 
 It lives in memory only (the title entries carry their bucket ids, so it is rebuilt after a restart) and is
 most of the dedupe state a worker holds: four buckets per title. Python objects would cost ~140 bytes per
-title; two sorted numpy arrays (bucket id, ref) cost 12 bytes per bucket entry, 48 per title. New entries
-wait in a small dict and are merged into the arrays in batches.
+title; three sorted numpy arrays (bucket id, ref, tag) cost 14 bytes per bucket entry, 56 per title. New
+entries wait in a small dict and are merged into the arrays in batches.
+
+Each ref carries a 16-bit tag, given when it is added, that a look-up hands back with it: it lets the caller
+pass over a candidate without reading its entry.
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ MERGE_EVERY: Final = 16_384
 the arrays, so past 64 times that many entries they merge every 1/64 of their size instead."""
 
 
+_ENTRY: Final = np.dtype([("ref", "<u8"), ("tag", "<u2")])
+"""A bucket entry beside its bucket id: a slice of them reads back as (ref, tag) tuples in one call."""
+
+
 class BucketIndex:
-    """Bucket ids (32-bit) -> refs (64-bit), at most ``limit`` per bucket, newest last."""
+    """Bucket ids (32-bit) -> refs (64-bit) with their tags (16-bit), at most ``limit`` per bucket, newest last.
+
+    A ref is always given with the same tag (a tag is a function of what the ref stands for)."""
 
     def __init__(self, limit: int, merge_every: int = MERGE_EVERY) -> None:
         self.limit = limit
         self.merge_every = merge_every
         self._ids: npt.NDArray[np.uint32] = np.empty(0, np.uint32)
-        self._refs: npt.NDArray[np.uint64] = np.empty(0, np.uint64)
-        self._pending: dict[int, list[int]] = {}
+        self._entries: npt.NDArray[np.void] = np.empty(0, _ENTRY)
+        self._pending: dict[int, list[tuple[int, int]]] = {}
         self._pending_count = 0
 
     @classmethod
@@ -36,40 +45,61 @@ class BucketIndex:
         limit: int,
         bucket_ids: npt.NDArray[np.uint32],
         refs: npt.NDArray[np.uint64],
+        tags: npt.NDArray[np.uint16] | None = None,
         merge_every: int = MERGE_EVERY,
     ) -> BucketIndex:
-        """An index of (bucket id, ref) pairs given oldest first."""
+        """An index of (bucket id, ref, tag) triples given oldest first (tags 0 if not given)."""
         index = cls(limit, merge_every)
         order = np.argsort(bucket_ids, kind="stable")
-        index._ids, index._refs = bucket_ids[order], refs[order]
+        index._ids = bucket_ids[order]
+        index._entries = np.empty(len(refs), _ENTRY)
+        index._entries["ref"] = refs[order]
+        index._entries["tag"] = 0 if tags is None else tags[order]
         index._trim(np.unique(index._ids))
         return index
 
-    def add(self, bucket_ids: Iterable[int], ref: int) -> None:
-        """Put ``ref`` in each bucket as its newest entry (:meth:`remove` it first if it may be in already)."""
+    def add(self, bucket_ids: Iterable[int], ref: int, tag: int = 0) -> None:
+        """Put ``ref`` with ``tag`` in each bucket as its newest entry (:meth:`remove` it first if it may be in
+        already)."""
+        entry = (ref, tag)
         for bucket in bucket_ids:
-            refs = self._pending.setdefault(bucket, [])
-            if ref in refs:
-                refs.remove(ref)
+            entries = self._pending.setdefault(bucket, [])
+            if entry in entries:
+                entries.remove(entry)
             else:
                 self._pending_count += 1
-            refs.append(ref)
+            entries.append(entry)
         if self._pending_count >= max(self.merge_every, len(self._ids) // 64):
             self._merge()
 
-    def candidates(self, bucket_ids: list[int]) -> set[int]:
-        """The refs in any of ``bucket_ids``."""
-        found: set[int] = set()
-        wanted = np.array(bucket_ids, np.uint32)
-        lows, highs = self._ids.searchsorted(wanted, "left"), self._ids.searchsorted(wanted, "right")
-        for bucket, low, high in zip(bucket_ids, lows.tolist(), highs.tolist(), strict=True):
-            pending = self._pending.get(bucket, ())
-            if len(pending) >= self.limit:
-                found.update(pending[-self.limit :])
-            else:
-                refs = self._refs[max(low, high - self.limit) : high].tolist()
-                found.update([*(ref for ref in refs if ref not in pending), *pending][-self.limit :])
+    def candidates(self, bucket_ids: list[int]) -> dict[int, int]:
+        """The refs in any of ``bucket_ids``, with their tags."""
+        found: dict[int, int] = {}
+        limit = self.limit
+        if len(self._ids):
+            lows, highs = self._bounds(bucket_ids)
+        else:
+            lows = highs = [0] * len(bucket_ids)
+        for bucket, low, high in zip(bucket_ids, lows, highs, strict=True):
+            pending = self._pending.get(bucket)
+            if high > low and (not pending or len(pending) < limit):
+                entries: list[tuple[int, int]] = self._entries[max(low, high - limit) : high].tolist()
+                if pending:
+                    entries = [entry for entry in entries if entry not in pending]
+                    entries.extend(pending)
+                found.update(entries[-limit:])
+            elif pending:
+                found.update(pending[-limit:])
         return found
+
+    def _bounds(self, bucket_ids: list[int]) -> tuple[list[int], list[int]]:
+        """Where each bucket's refs start and end in the arrays."""
+        count = len(bucket_ids)
+        if max(bucket_ids) < 0xFFFFFFFF:  # a bucket ends where the next id would start: one search for both
+            bounds = self._ids.searchsorted(np.array([*bucket_ids, *(i + 1 for i in bucket_ids)], np.uint32)).tolist()
+            return bounds[:count], bounds[count:]
+        wanted = np.array(bucket_ids, np.uint32)
+        return self._ids.searchsorted(wanted, "left").tolist(), self._ids.searchsorted(wanted, "right").tolist()
 
     def remove(self, refs: Collection[int]) -> None:
         """Take ``refs`` out of every bucket."""
@@ -77,10 +107,11 @@ class BucketIndex:
             return
         self._merge()  # a ref taken out of a bucket must not let one it pushed out come back
         gone = np.sort(np.fromiter(refs, np.uint64, len(refs)))
+        stored = self._entries["ref"]
         # A binary search per entry: cheaper than np.isin's sort of both arrays when the index is large.
-        at = np.minimum(gone.searchsorted(self._refs), len(gone) - 1)
-        kept = gone[at] != self._refs
-        self._ids, self._refs = self._ids[kept], self._refs[kept]
+        at = np.minimum(gone.searchsorted(stored), len(gone) - 1)
+        kept = gone[at] != stored
+        self._ids, self._entries = self._ids[kept], self._entries[kept]
 
     def clear(self) -> None:
         """Forget every bucket."""
@@ -88,19 +119,23 @@ class BucketIndex:
 
     def as_dict(self) -> dict[int, list[int]]:
         """Every bucket's refs, newest last (for tests and benchmarks: it builds Python objects for each)."""
+        return {bucket: [ref for ref, _ in entries] for bucket, entries in self.tagged().items()}
+
+    def tagged(self) -> dict[int, list[tuple[int, int]]]:
+        """Every bucket's refs with their tags, newest last."""
         self._merge()
-        buckets: dict[int, list[int]] = {}
-        for bucket, ref in zip(self._ids.tolist(), self._refs.tolist(), strict=True):
-            buckets.setdefault(bucket, []).append(ref)
+        buckets: dict[int, list[tuple[int, int]]] = {}
+        for bucket, entry in zip(self._ids.tolist(), self._entries.tolist(), strict=True):
+            buckets.setdefault(bucket, []).append(entry)
         return buckets
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the arrays (the pending dict is bounded by :data:`MERGE_EVERY`)."""
-        return int(self._ids.nbytes + self._refs.nbytes)
+        return int(self._ids.nbytes + self._entries.nbytes)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, BucketIndex) and self.as_dict() == other.as_dict()
+        return isinstance(other, BucketIndex) and self.tagged() == other.tagged()
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -109,9 +144,9 @@ class BucketIndex:
             return
         buckets = sorted(self._pending)
         ids = np.repeat(np.array(buckets, np.uint32), [len(self._pending[bucket]) for bucket in buckets])
-        refs = np.array([ref for bucket in buckets for ref in self._pending[bucket]], np.uint64)
+        entries = np.array([entry for bucket in buckets for entry in self._pending[bucket]], _ENTRY)
         at = self._ids.searchsorted(ids, "right")
-        self._ids, self._refs = np.insert(self._ids, at, ids), np.insert(self._refs, at, refs)
+        self._ids, self._entries = np.insert(self._ids, at, ids), np.insert(self._entries, at, entries)
         self._pending.clear()
         self._pending_count = 0
         self._trim(np.array(buckets, np.uint32))
@@ -125,4 +160,4 @@ class BucketIndex:
             drop = np.concatenate(
                 [np.arange(low, low + extra) for low, extra in zip(lows[full], over[full], strict=True)]
             )
-            self._ids, self._refs = np.delete(self._ids, drop), np.delete(self._refs, drop)
+            self._ids, self._entries = np.delete(self._ids, drop), np.delete(self._entries, drop)

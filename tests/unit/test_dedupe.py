@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -23,13 +24,19 @@ from stream_app.dedupe import (
     DedupeVerdict,
     bucket_ids,
     dedupe_key,
+    description_signature,
     entry_fields,
     index_buckets,
     normalize_title,
+    title_signature,
+    title_tag,
+    title_words,
     typo_source,
     word_hash,
 )
 from stream_app.dedupe import _ref_of as ref_of
+from stream_app.dedupe import _signatures as signatures
+from stream_app.dedupe import _title_tags as title_tags
 
 DAY = 86400.0
 titles = st.text(alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60)
@@ -424,6 +431,7 @@ def test_a_new_title_is_one_store_write_and_its_buckets_are_rebuilt_from_the_sto
     dedupe = index(store, ttl=DAY)
     # Look-alike titles (distinct words, no typo) crowd the same buckets past their cap.
     words = ["audio", "image", "text", "video", "graph", "speech", "tabular", "sensor", "satellite", "medical"]
+    words += ["radar", "sonar", "lidar", "music", "molecule", "protein", "weather", "traffic", "network", "code"]
     for n, word in enumerate(words):
         assert dedupe.check_and_add(str(n), f"Deep learning for {word} classification", None, n).match is None
     assert store.writes == len(words)
@@ -563,3 +571,59 @@ def test_changes_of_no_known_shape_are_ignored_and_never_raise(changes: list[tup
     dedupe.check_and_add("2", ORIGINAL.replace("molecular", "molecullar"), None, 1)
     dedupe.expire(now)
     assert dedupe.entries == len(store)
+
+
+@given(st.lists(words, min_size=1, max_size=8))
+def test_a_title_signature_is_that_of_the_set_of_its_words_letter_pairs(title: list[str]) -> None:
+    signature = title_signature(title)
+    assert signature == title_signature(sorted(set(title), reverse=True))
+    # The least over the title's pairs is the least over each word's: no pair spans two words.
+    assert signature == np.minimum.reduce([title_signature([word]) for word in title]).tolist()
+
+
+def test_titles_of_another_number_of_words_never_share_a_bucket() -> None:
+    """The same letter pairs, but no typo makes one title from the other: a candidate not worth reading."""
+    title = title_words(ORIGINAL)
+    assert title_signature(title) == title_signature([*title, title[0]])
+    assert not set(bucket_ids(title)) & set(bucket_ids([*title, title[0]]))
+
+
+def tag_of(title: str) -> int:
+    return title_tag(b"".join(word_hash(word) for word in title_words(title)))
+
+
+def test_a_title_more_than_one_word_away_is_passed_over_without_reading_it() -> None:
+    store = ReadCountingStore()
+    dedupe = index(store)
+    others = {
+        "Graph neural networks for atomic property estimation": False,  # two words differ: never read
+        "Graph neural networks for molecullar property estimation": True,  # one word differs: read, then vetoed
+    }
+    checked = ORIGINAL.replace("molecular", "molecullar")
+    for n, (other, read) in enumerate(others.items()):
+        dedupe.check_and_add(str(n), other, None, n)
+        ref = int.from_bytes(bytes.fromhex(dedupe_key(other)), "big")
+        left, right = tag_of(other), tag_of(checked)
+        assert ((left & ~right).bit_count() > 1 or (right & ~left).bit_count() > 1) is not read  # as relied on
+        dedupe.buckets.add(bucket_ids(title_words(checked)), ref, tag_of(other))  # as if it shared the buckets
+        store.reads = 0
+        assert dedupe.check_and_add(f"c{n}", checked, None, 10 + n).match is None
+        assert store.reads == 1 + read  # its own key, and the one-word-apart title
+        del store[ref_of(int.from_bytes(bytes.fromhex(dedupe_key(checked)), "big"))]
+        dedupe.entries -= 1
+
+
+@given(st.lists(words, min_size=1, max_size=8), st.none() | st.text(max_size=200))
+def test_both_signatures_made_at_once_are_those_made_apart(title: list[str], description: str | None) -> None:
+    assert signatures(title, description) == (title_signature(title), description_signature(description))
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
+def test_an_ascii_description_is_signed_as_any_other(description: str) -> None:
+    """ASCII descriptions take a shorter way to their words; a dash that is not ASCII sends one the long way."""
+    assert description_signature(description) == description_signature(description + " \u2014")
+
+
+@given(st.lists(st.lists(st.binary(min_size=3, max_size=3), max_size=9).map(b"".join), max_size=20))
+def test_the_tags_of_many_titles_at_once_are_those_of_each(titles: list[bytes]) -> None:
+    assert title_tags(titles).tolist() == [title_tag(hashes) for hashes in titles]

@@ -17,6 +17,10 @@ operations = st.lists(
 )
 
 
+def tag_of(ref: int) -> int:
+    return (ref * 40503) % 65536
+
+
 def newest(model: dict[int, list[int]], bucket: int) -> list[int]:
     return model.get(bucket, [])
 
@@ -32,14 +36,15 @@ def test_the_index_holds_the_newest_refs_of_each_bucket(ops: list[tuple[str, lis
             for refs in model.values():
                 if ref in refs:
                     refs.remove(ref)
-            index.add(buckets, ref)
+            index.add(buckets, ref, tag_of(ref))
             for bucket in buckets:  # a ref pushed out of a full bucket is gone for good
                 model[bucket] = [*model.get(bucket, []), ref][-LIMIT:]
         else:
             index.remove({ref})
             model = {bucket: [r for r in refs if r != ref] for bucket, refs in model.items()}
         looked_up = sorted({*buckets, 7, 8, 9})
-        assert index.candidates(looked_up) == {ref for bucket in looked_up for ref in newest(model, bucket)}
+        expected = {ref: tag_of(ref) for bucket in looked_up for ref in newest(model, bucket)}
+        assert index.candidates(looked_up) == expected
     assert index.as_dict() == {bucket: newest(model, bucket) for bucket in model if model[bucket]}
 
 
@@ -50,15 +55,16 @@ def test_an_index_built_from_entries_equals_one_filled_live() -> None:
     refs = np.arange(4000, dtype=np.uint64) // 4
     live = BucketIndex(LIMIT, merge_every=64)
     for title in range(1000):
-        live.add(ids[4 * title : 4 * title + 4].tolist(), title)
-    built = BucketIndex.from_entries(LIMIT, ids, refs)
+        live.add(ids[4 * title : 4 * title + 4].tolist(), title, tag_of(title))
+    built = BucketIndex.from_entries(LIMIT, ids, refs, np.array([tag_of(int(ref)) for ref in refs], np.uint16))
     assert built == live
     assert max(len(refs) for refs in built.as_dict().values()) == LIMIT
-    assert built.nbytes == 12 * sum(len(refs) for refs in built.as_dict().values())
+    assert built.tagged() == live.tagged()
+    assert built.nbytes == 14 * sum(len(refs) for refs in built.as_dict().values())
 
 
 def test_clear_forgets_every_bucket() -> None:
     index = BucketIndex(LIMIT)
     index.add([1, 2], 5)
     index.clear()
-    assert index.candidates([1, 2]) == set() and index.as_dict() == {}
+    assert index.candidates([1, 2]) == {} and index.as_dict() == {}
