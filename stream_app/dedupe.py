@@ -220,13 +220,14 @@ def _letter_pair_keys(words: list[str]) -> npt.NDArray[np.uint32]:
 
 
 def _description_keys(description: str | None) -> list[int]:
-    """A key for each distinct word of (the start of) a description: its CRC-32."""
+    """A key for each word of (the start of) a description, repeats included (a MinHash ignores them): its
+    CRC-32."""
     if not description:
         return []
     text = _nfkc_casefold(description[:DESCRIPTION_CHARS])
     if text.isascii():  # found in its bytes, no word is encoded on its own
-        return [zlib.crc32(word) for word in set(_ASCII_WORD.findall(text.encode()))]
-    return [zlib.crc32(word.encode()) for word in set(_WORD.findall(text))]
+        return list(map(zlib.crc32, _ASCII_WORD.findall(text.encode())))
+    return [zlib.crc32(word.encode()) for word in _WORD.findall(text)]
 
 
 def _nibbles(values: list[int]) -> bytes:
