@@ -11,7 +11,6 @@ import csv
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
@@ -19,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import write_section
-from stream_app.agents import PartitionView
 from stream_app.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 from stream_app.dedupe import DedupeIndex, index_buckets
-from stream_app.title_store import PackedTitles, title_key
+from stream_app.title_index import RefStore, digest_key
+from stream_app.title_store import PackedTitles
 
 ROOT = Path(__file__).resolve().parent.parent
 TTL = 30 * 86400.0
@@ -30,11 +29,12 @@ START = 1_700_000_000.0  # event times like Kafka's: seconds since the epoch, to
 
 
 class CountingStore(MutableMapping[str, Any]):
-    """The worker's memory store as the dedupe stage sees it (one partition of :class:`PackedTitles`, keyed by ref),
-    counting reads and writes."""
+    """The worker's title index store as the dedupe stage sees it (:class:`PackedTitles`, keyed by ref), counting
+    reads and writes."""
 
     def __init__(self) -> None:
-        self.data: MutableMapping[str, Any] = PartitionView(PackedTitles(), 0)
+        self.data = RefStore()
+        self.data.recording = False
         self.reads = 0
         self.writes = 0
 
@@ -58,29 +58,32 @@ class CountingStore(MutableMapping[str, Any]):
 
 
 def stored_bytes(store: CountingStore) -> int:
-    """Bytes of the store's entries as the changelog carries them: the table's key (partition 0) and raw value."""
+    """Bytes of the store's entries as the index topic's records carry them: the 8-byte key and the value."""
     return sum(len(table_key(key)) + len(value) for key, value in store.data.items())
 
 
 def table_key(ref: str) -> bytes:
-    """A ref's key as the title table keeps and writes it, in partition 0."""
-    return title_key(0, ref)
+    """A ref's key as the title index keeps it and its topic carries it."""
+    return digest_key(ref)
 
 
-def rocksdb_bytes(store: CountingStore | dict[str, Any]) -> int:
-    """On-disk bytes of the entries in a RocksDB store (rocksdict, as Faust's ``rocksdb://`` store uses it),
-    keys and values serialized as the table's serializers do (:func:`table_key`, raw values), after a flush and a full
-    compaction."""
-    from rocksdict import Options, Rdict  # the optional ``rocksdb`` extra
+def varint_bytes(value: int) -> int:
+    """Length of ``value`` as a Kafka varint (zigzag)."""
+    zigzag, length = (value << 1) ^ (value >> 63), 1
+    while zigzag >= 0x80:
+        zigzag >>= 7
+        length += 1
+    return length
 
-    with tempfile.TemporaryDirectory() as folder:
-        db = Rdict(folder, Options(raw_mode=True))
-        for key, value in (store.data if isinstance(store, CountingStore) else store).items():
-            db[table_key(key)] = value
-        db.flush()
-        db.compact_range(None, None)
-        db.close()
-        return sum(path.stat().st_size for path in Path(folder).glob("*.sst"))
+
+def log_bytes(store: CountingStore | dict[str, Any]) -> int:
+    """Bytes of the entries in the index topic's log once compacted: each a Kafka v2 record (length, attributes,
+    timestamp and offset deltas of one byte, key, value, no headers); batch headers not counted."""
+    total = 0
+    for key, value in (store.data if isinstance(store, CountingStore) else store).items():
+        body = 4 + varint_bytes(8) + len(table_key(key)) + varint_bytes(len(value)) + len(value)
+        total += varint_bytes(body) + body
+    return total
 
 
 def memory_bytes(mapping: dict[Any, Any], seen: set[int]) -> int:
@@ -139,7 +142,6 @@ def stream(dedupe: DedupeIndex, store: CountingStore, name: str, events: list[di
 
 def size_row(name: str, dedupe: DedupeIndex, store: CountingStore, titles: int) -> str:
     seen: set[int] = set()
-    one = dict([next(iter(store.data.items()))])  # an SST file of one entry: its fixed overhead
     dedupe.buckets.as_dict()  # merges the pending entries into the arrays
     as_table = {table_key(ref): value for ref, value in store.data.items()}  # keyed as the title table keeps it
     packed = PackedTitles(recent_limit=len(as_table) + 1)
@@ -149,7 +151,7 @@ def size_row(name: str, dedupe: DedupeIndex, store: CountingStore, titles: int) 
     return (
         f"| {name} | {titles} | {stored_bytes(store) / titles:.1f} | {table / titles:.0f} "
         f"| {packed.nbytes / titles:.0f} | {buckets / titles:.0f} "
-        f"| {rocksdb_bytes(store) / titles:.1f} | {(rocksdb_bytes(store) - rocksdb_bytes(one)) / (titles - 1):.1f} |"
+        f"| {log_bytes(store) / titles:.1f} |"
     )
 
 
@@ -196,20 +198,17 @@ def measure(synthetic: int) -> str:
             negatives_row,
             synthetic_row,
             "",
-            "State per stored title: key and value (both binary), as the changelog carries them (event ids as in "
-            "the dataset, up to 4 digits: each more character adds a byte); in memory (the worker's `memory://` "
-            "store, `stream_app.title_store.PackedTitles`: its arrays and value arena once merged; for comparison "
-            "a dict of the same 10-byte keys and bytes values, as Faust's own memory store keeps them, in Python "
-            "objects; and the LSH bucket index, which lives in memory only, in numpy arrays, and is rebuilt from "
-            "the entries); and on disk in RocksDB "
-            "(rocksdict, the same key and value bytes Faust's `rocksdb://` store writes, *.sst bytes after "
-            "flush and full compaction with rocksdict default options; a small table carries a few KB of SST "
-            "metadata). Target: <= 64 bytes per title on disk.",
+            "State per stored title: key and value (both binary), as the index topic carries them (event ids as in "
+            "the dataset, up to 4 digits: each more character adds a byte); in memory (the worker's store, "
+            "`stream_app.title_store.PackedTitles`: its arrays and value arena once merged; for comparison a dict of "
+            "the same 8-byte keys and bytes values in Python objects; and the LSH bucket index, which lives in memory "
+            "only, in numpy arrays, and is rebuilt from the entries); and on disk, in the index topic's compacted log "
+            "(each a Kafka record with its framing; batch headers not counted). "
+            "Target: <= 64 bytes of entry per title.",
             "",
-            "| state | titles | B/title (changelog) | memory B/title, dict | memory B/title, packed store "
-            "| memory B/title, LSH buckets | RocksDB B/title on disk "
-            "| RocksDB B/title, without an SST file's fixed overhead |",
-            "|---|---|---|---|---|---|---|---|",
+            "| state | titles | B/title (key and value) | memory B/title, dict | memory B/title, packed store "
+            "| memory B/title, LSH buckets | B/title in the topic's log |",
+            "|---|---|---|---|---|---|---|",
             *sizes,
             "",
             f"Recall on planted copies (seed 1): {recall}. Hard negatives dropped: {false_drops} of {len(negatives)}.",

@@ -33,7 +33,7 @@ from stream_app.classifier import Classifier
 from stream_app.consumer import TaggerApp, TaggerConsumer
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
-from stream_app.index_follower import IndexFollower, new_writer_id, writer_headers
+from stream_app.index_follower import IndexFollower
 from stream_app.labels import LabelStore, read_labels
 from stream_app.lifecycle import ModelLifecycle, Retrainer
 from stream_app.metrics import Metrics
@@ -168,13 +168,10 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     )
     index_name = index_topic.get_topic_name()
     index = TitleIndex(settings.dedupe_ttl_seconds, settings.max_clock_skew_seconds)
-    writer_id = new_writer_id()
-    headers = writer_headers(writer_id)
     client = {"bootstrap_servers": settings.kafka_bootstrap_servers, **_aiokafka_security(settings)}
     follower = IndexFollower(
         index,
         index_name,
-        writer_id,
         {**client, "isolation_level": "read_committed" if settings.exactly_once else "read_uncommitted"},
         on_skip=lambda reason: metrics.skipped_record("title_index", reason),
         on_applied=metrics.index_replicated,
@@ -200,7 +197,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         return Record(output_topics[output.kind].get_topic_name(), key, encode(output.record))
 
     def index_record(change: IndexChange) -> Record:
-        return Record(index_name, change.key, change.value, headers)
+        return Record(index_name, change.key, change.value)
 
     async def deliver(records: Sequence[Record]) -> None:
         """Send ``records`` through the app's producer and wait until the broker has them all: the batch they

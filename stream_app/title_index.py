@@ -26,7 +26,9 @@ from stream_app.title_store import PackedTitles
 INDEX_KEY_BYTES: Final = 8
 """Length of an index record's key: the digest of a title's dedupe key."""
 SKIP_REASONS: Final = ("bad_key", "bad_value", "future_time")
-"""Why a replicated record can be skipped; the values of the skip counter's ``reason`` label."""
+"""Why a record of the topic can be skipped; the values of the skip counter's ``reason`` label."""
+APPLIED: Final = "applied"
+UNCHANGED: Final = "unchanged"
 
 
 @dataclass(frozen=True)
@@ -164,23 +166,28 @@ class TitleIndex:
             dedupe.expire(self.stream_time)
         return self.store.take_changes()
 
-    def apply(self, key: bytes | None, value: bytes | None) -> str | None:
-        """Apply a change another worker published; returns why it was skipped, or None.
+    def apply(self, key: bytes | None, value: bytes | None) -> str:
+        """Apply one record of the topic: :data:`APPLIED`, :data:`UNCHANGED` (this worker's own change coming
+        back, or one it holds already), or the reason it was skipped (:data:`SKIP_REASONS`).
 
-        A deletion removes only an entry this worker holds as expired: the title may have been seen again here
-        since the other worker expired it."""
+        Every record is applied in the topic's order, this worker's own included, so that two workers that wrote
+        the same title at once both end with the topic's last value. A deletion removes only an entry this worker
+        holds as expired: the title may have been seen again here since the other worker expired it."""
         dedupe = self._ready()
         reason = self._check_record(key, value)
         if reason is not None or key is None:
-            return reason
+            return reason or "bad_key"
         ref = ref_of_digest(key)
+        held = self.store.get(ref)
+        if held == value:
+            return UNCHANGED
         if value is None:
-            held = entry_fields(self.store.get(ref))
-            if held is not None and held.event_time + self.ttl_seconds >= self.stream_time:
-                return None
+            entry = entry_fields(held)
+            if entry is not None and entry.event_time + self.ttl_seconds >= self.stream_time:
+                return UNCHANGED
         with self.store.unrecorded():
             dedupe.apply(ref, value)
-        return None
+        return APPLIED
 
     def _check_record(self, key: bytes | None, value: bytes | None) -> str | None:
         """Why a record of the index topic cannot be applied, or None if it can. An entry's event time advances

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from stream_app.title_index import IndexChange, TitleIndex
+from stream_app.title_index import APPLIED, UNCHANGED, IndexChange, TitleIndex
 
 TTL = 30 * 86400.0
 NOW = 1_800_000_000.0
@@ -25,7 +25,7 @@ def index(clock: float = NOW) -> TitleIndex:
 
 def replicate(changes: list[IndexChange], to: TitleIndex) -> None:
     for change in changes:
-        assert to.apply(change.key, change.value) is None
+        assert to.apply(change.key, change.value) == APPLIED
 
 
 def test_a_new_title_returns_one_change_and_a_copy_none() -> None:
@@ -83,8 +83,21 @@ def test_another_worker_s_deletion_removes_only_what_this_worker_holds_as_expire
     assert second.entries == 1  # expired here too: deleted
     # A title seen again here since the other worker expired it stays.
     _, again = second.check("3", TITLE, None, NOW)
-    assert second.apply(again[0].key, None) is None
+    assert second.apply(again[0].key, None) == UNCHANGED
     assert second.check("4", TITLE, None, NOW + 1)[0].duplicate_of == "3"
+
+
+def test_a_worker_s_own_changes_come_back_unchanged_and_two_writers_of_one_title_converge() -> None:
+    first, second = index(), index()
+    _, mine = first.check("1", TITLE, None, NOW)
+    _, theirs = second.check("2", TITLE, None, NOW + 0.5)  # the same title, at once, on another worker
+    assert first.apply(mine[0].key, mine[0].value) == UNCHANGED
+    topic = mine + theirs  # the order the topic holds them in
+    for worker in (first, second):
+        for change in topic:
+            worker.apply(change.key, change.value)
+    assert first.check("3", TITLE, None, NOW + 1)[0].duplicate_of == "2"
+    assert second.check("4", TITLE, None, NOW + 1)[0].duplicate_of == "2"
 
 
 def test_an_event_dated_far_ahead_does_not_expire_the_index() -> None:
@@ -95,14 +108,10 @@ def test_an_event_dated_far_ahead_does_not_expire_the_index() -> None:
     assert worker.expire() == []
     assert worker.check("3", TITLE, None, NOW + 1)[0].duplicate_of == "1"
     # Its entry is stored at the trusted time, so it expires like the others.
-    assert any(change.key == future[0].key for change in TitleIndex.expire(_advanced(worker, NOW + TTL + SKEW + 10)))
-
-
-def _advanced(worker: TitleIndex, to: float) -> TitleIndex:
-    worker.check("late", "An event that moves the clock on", None, to)
-    worker.clock = lambda: to
-    worker.check("later", "Another event that moves the clock on", None, to)
-    return worker
+    later = NOW + SKEW + TTL + 10
+    worker.clock = lambda: later
+    worker.check("4", "An event that moves the clock on", None, later)
+    assert future[0].key in [change.key for change in worker.expire()]
 
 
 @pytest.mark.parametrize("event_time", [-1.0, 0.0, float("nan"), float("inf"), 2**32 + 5.0, 1e300])
