@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
-from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS
+from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
 
 PREFIX: Final = "content_tagger_"
 OUTCOMES: Final[tuple[str, ...]] = ("tagged", "review", "duplicate", "deadletter")
@@ -22,6 +22,9 @@ VERDICTS: Final[tuple[str, ...]] = ("accepted", "corrected", "reported")
 a wrong tag on a tagged item; the bounded ``verdict`` label."""
 MATCHES: Final[tuple[str, ...]] = ("exact", "near")
 """How a dropped copy matched a title already seen; the bounded ``match`` label."""
+SKIPPED_TOPICS: Final[tuple[str, ...]] = ("input", "review", "tagged", "feedback", "title_index")
+"""The role of a topic a skipped record came from; the bounded ``topic`` label (a role, not the topic's name, which
+is a setting)."""
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 INFERENCE_BUCKETS: Final = (
     0.00005,
@@ -116,6 +119,11 @@ class Metrics:
         )
         self.review_backlog = gauge("review_backlog", "Items on the review topic waiting for a decision.")
 
+        self.skipped_records = counter(
+            "skipped_records",
+            "Malformed records skipped (read, counted, logged and not acted on), by topic role and reason.",
+            ["topic", "reason"],
+        )
         self.model_refusals = counter("model_refusals", "Candidate models refused, by reason.", ["reason"])
         self.model_promotions = counter("model_promotions", "Candidate models promoted to serve.")
         self._refusals = {reason: self.model_refusals.labels(reason) for reason in MODEL_REFUSAL_REASONS}
@@ -125,6 +133,11 @@ class Metrics:
         self._confidence = {tag: self.confidence.labels(tag) for tag in APPROVED_TAGS}
         self._deadletters = {reason: self.deadletters.labels(reason) for reason in DEADLETTER_REASONS}
         self._duplicates = {match: self.duplicates.labels(match) for match in MATCHES}
+        self._skipped = {
+            (topic, reason): self.skipped_records.labels(topic, reason)
+            for topic in SKIPPED_TOPICS
+            for reason in SKIP_REASONS
+        }
 
     def consumed(self, n: int = 1) -> None:
         """Count consumed input messages."""
@@ -145,6 +158,11 @@ class Metrics:
     def dead_lettered(self, reason: str) -> None:
         """Count one dead letter (``reason`` from :data:`stream_app.errors.DEADLETTER_REASONS`)."""
         self._deadletters[reason].inc()
+
+    def skipped(self, topic: str, reason: str) -> None:
+        """Count one skipped record (``topic`` from :data:`SKIPPED_TOPICS`, ``reason`` from
+        :data:`stream_app.errors.SKIP_REASONS`)."""
+        self._skipped[topic, reason].inc()
 
     def duplicate(self, match: str) -> None:
         """Count one dropped copy (``match`` from :data:`MATCHES`)."""
