@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 import time
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -39,6 +38,8 @@ from stream_app.consumer import TaggerApp
 from stream_app.dedupe import DedupeIndex, DedupeVerdict, digest_of_ref
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
+from stream_app.kafka_client import aiokafka_security as _aiokafka_security
+from stream_app.kafka_client import faust_credentials as _credentials
 from stream_app.labels import LabelStore, read_labels
 from stream_app.lifecycle import ModelLifecycle, Retrainer
 from stream_app.metrics import Metrics
@@ -660,39 +661,3 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
             metrics.set_review_backlog(len(board.waiting))
     finally:
         await consumer.stop()
-
-
-def _aiokafka_security(settings: Settings) -> dict[str, Any]:
-    """aiokafka client arguments for the configured security protocol (the same as the Faust app's)."""
-    protocol = settings.security_protocol.upper()
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = _ssl_context(settings)
-    if protocol.startswith("SASL"):
-        options.update(
-            sasl_mechanism=settings.sasl_mechanism,
-            sasl_plain_username=settings.sasl_username,
-            sasl_plain_password=settings.sasl_password,
-        )
-    return options
-
-
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
-    """A client TLS context trusting ``TAGGER_SSL_CAFILE`` (the system's CAs when empty)."""
-    return ssl.create_default_context(cafile=settings.ssl_cafile or None)
-
-
-def _credentials(settings: Settings) -> Any:
-    """Faust broker credentials for the configured security protocol, or None for PLAINTEXT."""
-    protocol = settings.security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return None
-    ssl_context = _ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
-    if protocol == "SSL":
-        return faust.SSLCredentials(ssl_context)
-    return faust.SASLCredentials(
-        username=settings.sasl_username,
-        password=settings.sasl_password,
-        mechanism=settings.sasl_mechanism,
-        ssl_context=ssl_context,
-    )
