@@ -27,7 +27,6 @@ from typing import Any, cast
 import faust
 import faust.web
 import mode
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.serializers import codecs
 from faust.types import TP, EventT, StoreT, StreamT
 from mode.utils.locks import Event
@@ -40,11 +39,12 @@ from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidDecision
 from stream_app.kafka_client import aiokafka_security as _aiokafka_security
 from stream_app.kafka_client import faust_credentials as _credentials
-from stream_app.labels import LabelStore, read_labels
+from stream_app.labels import LabelStore
 from stream_app.lifecycle import ModelLifecycle, Retrainer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
 from stream_app.review import ReviewBoard, decide, render_page
+from stream_app.review_follower import follow_decisions
 from stream_app.settings import Settings
 from stream_app.title_store import TitleStore, split_title_key, title_key
 from stream_app.transactions import PartitionTransactions, Record, TransactedApp
@@ -606,58 +606,3 @@ def _sweep_expired(
         last_sweep[partition] = now
         with as_current_event(event):
             title_index_of(partition).expire(item.event_time)
-
-
-async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:
-    """Read the review, tagged and feedback topics from their start, forever, into ``board``.
-
-    Feedback read while the review and tagged topics are still catching up waits until they have, so a decision
-    always finds the prediction it judges. A decision already in the labelled store is not appended again.
-    """
-    stored = {(label["id"], label["decided_at"]) for label in read_labels(settings.labels_path)[0]}
-    names = (settings.review_topic, settings.tagged_topic, settings.feedback_topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, **_aiokafka_security(settings)
-    )
-    await consumer.start()
-    try:
-        while True:
-            await consumer._client.force_metadata_update()
-            cluster = consumer._client.cluster
-            partitions = [TopicPartition(n, p) for n in names for p in cluster.partitions_for_topic(n) or ()]
-            if {tp.topic for tp in partitions} == set(names):
-                break
-            await asyncio.sleep(1.0)  # the topics may not exist yet
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        predictions = [tp for tp in partitions if tp.topic != settings.feedback_topic]
-        catch_up = await consumer.end_offsets(predictions)
-        held: list[dict[str, Any]] = []
-        while True:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                for message in records:
-                    record = json.loads(message.value)
-                    if tp.topic == settings.review_topic:
-                        board.on_review(record)
-                    elif tp.topic == settings.tagged_topic:
-                        board.on_tagged(record)
-                    else:
-                        held.append(record)
-            if catch_up and all([await consumer.position(tp) >= end for tp, end in catch_up.items()]):
-                catch_up = {}
-            if not catch_up:
-                for record in held:
-                    judgement = board.on_feedback(record)
-                    metrics.judged(
-                        judgement.verdict,
-                        judgement.model_version,
-                        judgement.route,
-                        judgement.predicted_tag,
-                        judgement.correct,
-                    )
-                    if judgement.label and (record["id"], record["decided_at"]) not in stored:
-                        labels.append(judgement.label)
-                held.clear()
-            metrics.set_review_backlog(len(board.waiting))
-    finally:
-        await consumer.stop()

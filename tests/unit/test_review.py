@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 
 from stream_app import APPROVED_TAGS
-from stream_app.errors import InvalidDecision
+from stream_app.errors import InvalidDecision, InvalidRecord
 from stream_app.labels import LabelStore, read_labels
-from stream_app.review import ReviewBoard, decide, render_page
+from stream_app.review import ReviewBoard, decide, read_record, render_page
 from stream_app.schema import load_schema
 
 NOW = "2026-11-23T00:00:00.000+00:00"
@@ -140,3 +140,59 @@ def test_the_labelled_store_keeps_the_latest_decision_per_id(tmp_path: Path) -> 
     labels, skipped = read_labels(path)
     assert {label["id"]: label["tag"] for label in labels} == {"a": "computer-vision", "b": "other"}
     assert skipped == 2
+
+
+def feedback_record(item_id: str, verdict: str = "accepted") -> dict[str, Any]:
+    return {"id": item_id, "tag": "mlops", "verdict": verdict, "reviewer": "r", "decided_at": NOW}
+
+
+def without(record: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != name}
+
+
+@pytest.mark.parametrize(
+    ("method", "record", "reason"),
+    [
+        *[("on_review", without(review_record("n"), f), "missing_field")
+          for f in ("id", "suggested_tag", "model_version", "confidence", "dedupe_key")],
+        *[("on_tagged", without(tagged_record("n"), f), "missing_field")
+          for f in ("id", "tag", "model_version", "tagged_by", "dedupe_key")],
+        *[("on_feedback", without(feedback_record("n"), f), "missing_field") for f in ("id", "tag", "verdict",
+                                                                                      "decided_at")],
+        ("on_review", {**review_record("n"), "suggested_tag": "robotics"}, "invalid_value"),
+        ("on_review", {**review_record("n"), "confidence": "high"}, "wrong_type"),
+        ("on_review", {**review_record("n"), "confidence": 7.5}, "invalid_value"),
+        ("on_review", {**review_record("n"), "confidence": True}, "invalid_value"),
+        ("on_review", {**review_record("n"), "id": None}, "wrong_type"),
+        ("on_review", {**review_record("n"), "id": ""}, "invalid_value"),
+        ("on_review", {**review_record("n"), "title": ["x"]}, "wrong_type"),
+        ("on_review", {**review_record("n"), "model_version": "v" * 65}, "invalid_value"),
+        ("on_tagged", {**tagged_record("n"), "tagged_by": "robot"}, "invalid_value"),
+        ("on_tagged", {**tagged_record("n"), "model_version": 3}, "wrong_type"),
+        ("on_feedback", feedback_record("n", verdict="approved"), "invalid_value"),
+        ("on_feedback", {**feedback_record("n"), "decided_at": 1}, "wrong_type"),
+        ("on_feedback", {**feedback_record("n"), "tag": "<b>"}, "invalid_value"),
+    ],
+)  # fmt: skip
+def test_the_board_refuses_a_malformed_record_with_its_reason_and_changes_nothing(
+    method: str, record: dict[str, Any], reason: str
+) -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("n"))
+    board.on_tagged(tagged_record("t"))
+    before = (dict(board.waiting), dict(board.recent))
+    with pytest.raises(InvalidRecord) as raised:
+        getattr(board, method)(record)
+    assert raised.value.reason == reason
+    assert (dict(board.waiting), dict(board.recent)) == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(None, "tombstone"), (b"not json", "not_json"), (b"\xff\xfe\x00", "not_json"), (b"[1, 2]", "not_object"),
+     (b"null", "not_object"), (b"[" * 100_000, "not_json")],
+)  # fmt: skip
+def test_a_record_that_is_not_a_json_object_is_refused_with_its_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidRecord) as raised:
+        read_record(raw)
+    assert raised.value.reason == reason
