@@ -36,15 +36,15 @@ from stream_app.classifier import Classifier
 from stream_app.consumer import TaggerApp
 from stream_app.dedupe import DedupeIndex, DedupeVerdict, digest_of_ref
 from stream_app.drift import DriftMonitor, Reference
-from stream_app.errors import InvalidDecision
 from stream_app.kafka_client import aiokafka_security as _aiokafka_security
 from stream_app.kafka_client import faust_credentials as _credentials
 from stream_app.labels import LabelStore
 from stream_app.lifecycle import ModelLifecycle, Retrainer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
-from stream_app.review import ReviewBoard, decide, render_page
+from stream_app.review import ReviewBoard
 from stream_app.review_follower import follow_decisions
+from stream_app.review_web import FAUST_VIEWS_OFF, REVIEW_PATHS, ReviewSite, review_view
 from stream_app.settings import Settings
 from stream_app.title_store import TitleStore, split_title_key, title_key
 from stream_app.transactions import PartitionTransactions, Record, TransactedApp
@@ -292,6 +292,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         # Table keys are str: JSON keeps them str across a changelog restore ("raw" would give bytes back).
         key_serializer="json",
         value_serializer="json",
+        **FAUST_VIEWS_OFF,
     )
     # Table writes queue in the producer's buffer; past max_messages Faust pauses every stream to drain it (and
     # logs a warning per message). Our batches write a few entries per event, so let it absorb a whole batch burst.
@@ -471,28 +472,14 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         """Feed the review board the review, tagged and feedback topics; keep new decisions as labels."""
         await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path))
 
-    @app.page("/review")
-    class ReviewPage(faust.web.View):
-        """The review page: items waiting for a person, and the forms that decide them."""
+    async def publish_decision(feedback: dict[str, Any], tagged: dict[str, Any]) -> None:
+        key = feedback["id"].encode()
+        await (await feedback_topic.send(key=key, value=encode(feedback)))
+        await (await output_topics["tagged"].send(key=key, value=encode(tagged)))
 
-        async def get(self, request: Any) -> Any:
-            return self.html(render_page(board, request.query.get("notice", "")))
-
-        async def post(self, request: Any) -> Any:
-            origin = request.headers.get("Origin")
-            if origin is not None and origin.split("://", 1)[-1] != request.host:
-                return self.html(render_page(board, "Refused: the form was sent from another site."), status=403)
-            form = {key: str(value) for key, value in (await request.post()).items()}
-            try:
-                feedback, tagged = decide(board, form, utc_iso(time.time()))
-            except InvalidDecision as error:
-                return self.html(render_page(board, f"Not saved: {error}"), status=400)
-            key = feedback["id"].encode()
-            await (await feedback_topic.send(key=key, value=encode(feedback)))
-            await (await output_topics["tagged"].send(key=key, value=encode(tagged)))
-            board.waiting.pop(feedback["id"], None)  # gone at once; the feedback record confirms it soon
-            notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
-            return self.html(render_page(board, notice), status=200)
+    site = ReviewSite(settings, board, publish_decision, lambda: utc_iso(time.time()))
+    for path in REVIEW_PATHS:
+        app.page(path)(review_view(site))
 
     @app.timer(interval=RECOVERY_STALL_SECONDS)
     async def unstick_recovery() -> None:

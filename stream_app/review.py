@@ -208,16 +208,18 @@ def _version(record: Mapping[str, Any]) -> str:
     return version
 
 
-def decide(board: ReviewBoard, form: Mapping[str, str], decided_at: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate a reviewer's form and return ``(feedback record, tagged record)``; raises :class:`InvalidDecision`.
+def decide(
+    board: ReviewBoard, form: Mapping[str, str], decided_at: str, reviewer: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate a signed-in ``reviewer``'s form and return ``(feedback record, tagged record)``; raises
+    :class:`InvalidDecision`.
 
-    The form has ``id``, ``tag``, ``reviewer`` and ``action``: ``review`` decides an item waiting for review
-    (``accepted`` when the tag is the suggestion, else ``corrected``); ``report`` says a tagged item's tag is
-    wrong and names the right one.
+    The form has ``id``, ``tag`` and ``action``: ``review`` decides an item waiting for review (``accepted`` when
+    the tag is the suggestion, else ``corrected``); ``report`` says a tagged item's tag is wrong and names the
+    right one. The reviewer is who signed in, never a name typed in the form.
     """
     item_id = form.get("id", "").strip()
     tag = form.get("tag", "").strip()
-    reviewer = form.get("reviewer", "").strip()
     action = form.get("action", "review")
     if tag not in APPROVED_TAGS:
         raise InvalidDecision(f"tag must be one of {', '.join(APPROVED_TAGS)}")
@@ -261,9 +263,20 @@ def decide(board: ReviewBoard, form: Mapping[str, str], decided_at: str) -> tupl
     return feedback, tagged
 
 
-def render_page(board: ReviewBoard, notice: str = "", limit: int = 50) -> str:
-    """The review page: a form per waiting item (oldest first) and a form to report a wrong tag."""
+def render_page(
+    board: ReviewBoard,
+    notice: str = "",
+    limit: int = 50,
+    *,
+    reviewer: str | None = None,
+    csrf: str = "",
+    read_only: str = "",
+) -> str:
+    """The review page: the oldest waiting items, each with a form to decide it, and a form to report a wrong
+    tag, for the signed-in ``reviewer`` (every form carries ``csrf``); without a reviewer, the items alone and the
+    ``read_only`` explanation (HTML, the caller's own)."""
     esc = html.escape
+    token = f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
     options = "".join(f'<option value="{esc(t)}">{esc(t)}</option>' for t in APPROVED_TAGS)
     items = []
     for n, (item_id, record) in enumerate(board.waiting_records(limit)):
@@ -271,28 +284,37 @@ def render_page(board: ReviewBoard, notice: str = "", limit: int = 50) -> str:
         choices = "".join(
             f'<option value="{esc(t)}"{" selected" if t == suggested else ""}>{esc(t)}</option>' for t in APPROVED_TAGS
         )
-        items.append(
-            f'<li><article aria-labelledby="title-{n}"><h2 id="title-{n}">{esc(str(record.get("title", "")))}</h2>'
-            f"<p>{esc(str(record.get('description') or ''))}</p>"
-            f"<p>Suggested: <strong>{esc(suggested)}</strong>, confidence {float(record['confidence']):.2f}</p>"
-            f'<form method="post" action="/review"><input type="hidden" name="action" value="review">'
+        form = (
+            f'<form method="post" action="/review">{token}<input type="hidden" name="action" value="review">'
             f'<input type="hidden" name="id" value="{esc(item_id)}">'
             f'<label for="tag-{n}">Tag</label> <select id="tag-{n}" name="tag">{choices}</select> '
-            f'<label for="reviewer-{n}">Reviewer</label> '
-            f'<input id="reviewer-{n}" name="reviewer" required maxlength="{MAX_REVIEWER_CHARS}"> '
-            f'<button type="submit">Decide</button></form></article></li>'
+            f'<button type="submit">Decide</button></form>'
+        )
+        items.append(
+            f'<li><article aria-labelledby="title-{n}" data-id="{esc(item_id)}">'
+            f'<h2 id="title-{n}">{esc(str(record.get("title") or ""))}</h2>'
+            f"<p>{esc(str(record.get('description') or ''))}</p>"
+            f"<p>Suggested: <strong>{esc(suggested)}</strong>, confidence {float(record['confidence']):.2f}</p>"
+            f"{form if reviewer is not None else ''}</article></li>"
         )
     waiting = "".join(items) or "<li>Nothing is waiting for review.</li>"
     notice_html = f'<p role="status">{esc(notice)}</p>' if notice else ""
+    if reviewer is None:
+        header, report = f'<p id="read-only">{read_only}</p>', ""
+    else:
+        header = (
+            f'<form method="post" action="/review/sign-out">{token}<p>Signed in as <strong>{esc(reviewer)}'
+            '</strong> <button type="submit">Sign out</button></p></form>'
+        )
+        report = (
+            '<h2 id="report">Report a wrong tag</h2><form method="post" action="/review" aria-labelledby="report">'
+            f'{token}<input type="hidden" name="action" value="report">'
+            '<label for="report-id">Item id</label> <input id="report-id" name="id" required> '
+            f'<label for="report-tag">Right tag</label> <select id="report-tag" name="tag">{options}</select> '
+            '<button type="submit">Report</button></form>'
+        )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>content-tagger review</title></head>'
-        f"<body><main><h1>Review</h1>{notice_html}"
-        f"<p>{len(board.waiting)} item(s) waiting.</p><ol>{waiting}</ol>"
-        '<h2 id="report">Report a wrong tag</h2><form method="post" action="/review" aria-labelledby="report">'
-        '<input type="hidden" name="action" value="report">'
-        '<label for="report-id">Item id</label> <input id="report-id" name="id" required> '
-        f'<label for="report-tag">Right tag</label> <select id="report-tag" name="tag">{options}</select> '
-        '<label for="report-reviewer">Your name</label> '
-        f'<input id="report-reviewer" name="reviewer" required maxlength="{MAX_REVIEWER_CHARS}"> '
-        '<button type="submit">Report</button></form></main></body></html>'
+        f"<body><main><h1>Review</h1>{header}{notice_html}"
+        f"<p>{len(board.waiting)} item(s) waiting.</p><ol>{waiting}</ol>{report}</main></body></html>"
     )

@@ -48,11 +48,11 @@ def test_accepting_and_correcting_publish_feedback_and_a_human_tagged_record() -
     board = ReviewBoard(recent_limit=10)
     board.on_review(review_record("a", suggested="mlops"))
     board.on_review(review_record("b", suggested="mlops"))
-    accepted, tagged = decide(board, {"id": "a", "tag": "mlops", "reviewer": "ann"}, NOW)
-    corrected, _ = decide(board, {"id": "b", "tag": "other", "reviewer": "bob"}, NOW)
+    accepted, tagged = decide(board, {"id": "a", "tag": "mlops", "reviewer": "mallory"}, NOW, "ann")
+    corrected, _ = decide(board, {"id": "b", "tag": "other"}, NOW, "bob")
     assert accepted == {"id": "a", "tag": "mlops", "verdict": "accepted", "reviewer": "ann", "decided_at": NOW,
                         "model_version": "v1"}  # fmt: skip
-    assert corrected["verdict"] == "corrected" and corrected["tag"] == "other"
+    assert corrected["verdict"] == "corrected" and corrected["tag"] == "other" and corrected["reviewer"] == "bob"
     jsonschema.validate(tagged, load_schema("content-tagged"))
     assert tagged["tagged_by"] == "human" and tagged["tag"] == "mlops" and tagged["model_version"] == "v1"
 
@@ -66,36 +66,36 @@ def test_a_waiting_item_keeps_its_whole_text_and_what_a_decision_needs_but_not_i
     assert {name: kept[name] for name in ("title", "description", "url", "confidence")} == {
         name: record[name] for name in ("title", "description", "url", "confidence")
     }
-    _, tagged = decide(board, {"id": "a", "tag": "other", "reviewer": "ann"}, NOW)
+    _, tagged = decide(board, {"id": "a", "tag": "other"}, NOW, "ann")
     assert tagged["description"] == record["description"] and tagged["url"] == record["url"]
     assert tagged["dedupe_key"] == record["dedupe_key"]
 
 
 @pytest.mark.parametrize(
-    ("form", "reason"),
+    ("form", "reviewer", "reason"),
     [
-        ({"id": "a", "tag": "robotics", "reviewer": "ann"}, "tag must be one of"),
-        ({"id": "a", "tag": "<script>", "reviewer": "ann"}, "tag must be one of"),
-        ({"id": "a", "tag": "mlops", "reviewer": ""}, "reviewer"),
-        ({"id": "a", "tag": "mlops", "reviewer": "x" * 101}, "reviewer"),
-        ({"id": "zzz", "tag": "mlops", "reviewer": "ann"}, "no item"),
-        ({"id": "a", "tag": "mlops", "reviewer": "ann", "action": "delete"}, "action"),
-        ({"id": "t", "tag": "computer-vision", "reviewer": "ann", "action": "report"}, "already tagged"),
-        ({"id": "nope", "tag": "mlops", "reviewer": "ann", "action": "report"}, "no tagged item"),
+        ({"id": "a", "tag": "robotics"}, "ann", "tag must be one of"),
+        ({"id": "a", "tag": "<script>"}, "ann", "tag must be one of"),
+        ({"id": "a", "tag": "mlops"}, "", "reviewer"),
+        ({"id": "a", "tag": "mlops"}, "x" * 101, "reviewer"),
+        ({"id": "zzz", "tag": "mlops"}, "ann", "no item"),
+        ({"id": "a", "tag": "mlops", "action": "delete"}, "ann", "action"),
+        ({"id": "t", "tag": "computer-vision", "action": "report"}, "ann", "already tagged"),
+        ({"id": "nope", "tag": "mlops", "action": "report"}, "ann", "no tagged item"),
     ],
 )
-def test_a_bad_decision_is_refused_with_its_reason(form: dict[str, str], reason: str) -> None:
+def test_a_bad_decision_is_refused_with_its_reason(form: dict[str, str], reviewer: str, reason: str) -> None:
     board = ReviewBoard(recent_limit=10)
     board.on_review(review_record("a"))
     board.on_tagged(tagged_record("t", tag="computer-vision"))
     with pytest.raises(InvalidDecision, match=reason):
-        decide(board, form, NOW)
+        decide(board, form, NOW, reviewer)
 
 
 def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
     board = ReviewBoard(recent_limit=10)
     board.on_tagged(tagged_record("t", tag="computer-vision"))
-    feedback, tagged = decide(board, {"id": "t", "tag": "mlops", "reviewer": "u", "action": "report"}, NOW)
+    feedback, tagged = decide(board, {"id": "t", "tag": "mlops", "action": "report"}, NOW, "u")
     assert feedback["verdict"] == "reported" and tagged["tag"] == "mlops"
     board.on_tagged(tagged)  # the human record does not replace the model's prediction
     judgement = board.on_feedback(feedback)
@@ -119,12 +119,29 @@ def test_feedback_on_a_forgotten_prediction_counts_but_is_not_judged() -> None:
 def test_the_page_escapes_titles_and_offers_only_approved_tags() -> None:
     board = ReviewBoard(recent_limit=10)
     board.on_review(review_record("x", title='<script>alert("x")</script>'))
-    page = render_page(board, notice="<b>hi</b>")
+    page = render_page(board, notice="<b>hi</b>", reviewer="<i>ann</i>", csrf="token")
     assert "<script>alert" not in page and "&lt;script&gt;alert" in page
-    assert "<b>hi</b>" not in page
+    assert "<b>hi</b>" not in page and "<i>ann</i>" not in page
     offered = {part.split('"')[0] for part in page.split('<option value="')[1:]}
     assert offered == set(APPROVED_TAGS)
     assert 'for="tag-0"' in page and 'id="tag-0"' in page  # every control has a label
+
+
+def test_every_form_carries_the_token_and_no_form_asks_for_a_name() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("x"))
+    page = render_page(board, reviewer="ann", csrf="tok3n")
+    forms = page.split("<form")[1:]
+    assert len(forms) == 3  # sign out, decide, report
+    assert all('name="csrf" value="tok3n"' in form for form in forms)
+    assert 'name="reviewer"' not in page
+
+
+def test_without_a_reviewer_the_page_has_no_form() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("x"))
+    page = render_page(board, read_only="Read-only: sign in.")
+    assert "<form" not in page and 'data-id="x"' in page and "Read-only: sign in." in page
 
 
 def test_the_labelled_store_keeps_the_latest_decision_per_id(tmp_path: Path) -> None:
