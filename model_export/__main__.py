@@ -43,8 +43,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train_split, validation, test = train.split(dataset.examples, args.seed)
         held = {e.id for e in validation.examples + test.examples} | {title_key(e.title) for e in test.examples}
         usable = [e for e in feedback if e.id not in held and title_key(e.title) not in held]
-        holdout = [e for e in usable if promote.in_feedback_holdout(e.id)]
-        learned = [e for e in usable if not promote.in_feedback_holdout(e.id)]
+        key = b""
+        if feedback:
+            key = promote.holdout_key(args.holdout_key or args.feedback.parent / promote.HOLDOUT_KEY_FILE)
+        holdout = [e for e in usable if promote.in_feedback_holdout(e.id, key)]
+        learned = [e for e in usable if not promote.in_feedback_holdout(e.id, key)]
         train_split = train.to_split(apply_feedback(train_split.examples, learned))
         print(f"  train {len(train_split.texts)}, validation {len(validation.texts)}, test {len(test.texts)}")
         if feedback:
@@ -148,8 +151,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="JSONL labelled store of reviewer decisions {id, title, description, tag}: the latest line per id "
-        "wins; it replaces the training row with that id or title; one in five (by id) is held out to judge "
-        "candidates; decisions on validation or test rows are ignored so every candidate meets the same split",
+        "wins; it replaces the training row with that id or title; one in five (by a keyed hash of the id) is "
+        "held out to judge candidates; decisions on validation or test rows are ignored so every candidate meets "
+        "the same split",
+    )
+    parser.add_argument(
+        "--holdout-key",
+        type=Path,
+        default=None,
+        help="file of the secret key that picks the held-out decisions (default: holdout.key beside --feedback; "
+        "made with random bytes when missing)",
     )
     parser.add_argument("--out", type=Path, default=Path("artifacts/model"), help="output folder")
     parser.add_argument(

@@ -8,20 +8,27 @@ on). :func:`not_worse` is the one rule that decides; its figures go into the can
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 from sklearn.metrics import precision_score
 
 from model_export.data import Example
+from stream_app.errors import ConfigError
 
 TOLERANCE: Final = 0.01
 """How much lower a candidate's test precision may be and still count as not worse: one item of the ~115
 test rows moves weighted precision by about 0.009."""
 HOLDOUT_SHARE: Final = 5
-"""One feedback decision in this many (by a hash of its id) is held out of training to judge candidates."""
+"""One feedback decision in this many (by a keyed hash of its id) is held out of training to judge candidates."""
+HOLDOUT_KEY_FILE: Final = "holdout.key"
+"""The holdout key's file, beside the labelled store unless ``--holdout-key`` names another."""
+HOLDOUT_KEY_BYTES: Final = 32
 
 
 @dataclass(frozen=True)
@@ -35,9 +42,34 @@ class Scores:
     feedback_count: int
 
 
-def in_feedback_holdout(example_id: str) -> bool:
-    """Whether a feedback decision is held out of training (stable across runs: a hash of its id)."""
-    return hashlib.blake2b(example_id.encode(), digest_size=2).digest()[0] % HOLDOUT_SHARE == 0
+def holdout_key(path: Path) -> bytes:
+    """The key of the feedback holdout kept at ``path``, made once (random bytes, readable by the owner only) when
+    the file is missing; raises :class:`ConfigError` for a file too short to be one.
+
+    Whoever can write labels but not read this key cannot tell which of them will judge the next candidate."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(secrets.token_bytes(HOLDOUT_KEY_BYTES))
+        try:
+            os.link(staging, path)  # fails if another run made the key meanwhile: that one stands
+        except FileExistsError:
+            pass
+        finally:
+            staging.unlink()
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise ConfigError(f"holdout key {path} has {len(key)} bytes; remove it to make a new one")
+    return key
+
+
+def in_feedback_holdout(example_id: str, key: bytes) -> bool:
+    """Whether a feedback decision is held out of training: a hash of its id keyed by :func:`holdout_key`, so
+    stable across runs with one key and unpredictable without it."""
+    digest = hashlib.blake2b(example_id.encode(), digest_size=8, key=key[:64]).digest()
+    return int.from_bytes(digest, "big") % HOLDOUT_SHARE == 0
 
 
 def score(

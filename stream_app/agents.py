@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,20 +24,21 @@ from typing import Any, cast
 import faust
 import faust.web
 import mode
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP, EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream_app.classifier import Classifier
 from stream_app.consumer import TaggerApp, TaggerConsumer
 from stream_app.drift import DriftMonitor, Reference
-from stream_app.errors import InvalidDecision
 from stream_app.index_follower import IndexFollower
-from stream_app.labels import LabelStore, read_labels
+from stream_app.kafka_client import aiokafka_security, faust_credentials
+from stream_app.labels import LabelStore
 from stream_app.lifecycle import ModelLifecycle, Retrainer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
-from stream_app.review import ReviewBoard, decide, render_page
+from stream_app.review import ReviewBoard
+from stream_app.review_follower import follow_decisions
+from stream_app.review_web import FAUST_VIEWS_OFF, REVIEW_PATHS, ReviewSite, review_view
 from stream_app.settings import Settings
 from stream_app.title_index import IndexChange, TitleIndex
 from stream_app.transactions import PartitionTransactions, Record, TransactedApp
@@ -83,7 +83,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     """The Faust app options that set how the worker reads and writes Kafka (shared with bench/floor.py)."""
     return {
         "broker": settings.broker_url,
-        "broker_credentials": _credentials(settings),
+        "broker_credentials": faust_credentials(settings),
         "datadir": str(settings.data_dir),
         "web_port": settings.web_port,
         "topic_partitions": settings.partitions,
@@ -140,6 +140,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         broker_session_timeout=settings.session_timeout_seconds,
         key_serializer="raw",
         value_serializer="raw",
+        **FAUST_VIEWS_OFF,
     )
     # internal=True: Faust creates the topic with ``settings.partitions`` partitions when it is missing.
     input_topic = app.topic(
@@ -168,12 +169,12 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     )
     index_name = index_topic.get_topic_name()
     index = TitleIndex(settings.dedupe_ttl_seconds, settings.max_clock_skew_seconds)
-    client = {"bootstrap_servers": settings.kafka_bootstrap_servers, **_aiokafka_security(settings)}
+    client = {"bootstrap_servers": settings.kafka_bootstrap_servers, **aiokafka_security(settings)}
     follower = IndexFollower(
         index,
         index_name,
         {**client, "isolation_level": "read_committed" if settings.exactly_once else "read_uncommitted"},
-        on_skip=lambda reason: metrics.skipped_record("title_index", reason),
+        on_skip=lambda reason: metrics.skipped("title_index", reason),
         on_applied=metrics.index_replicated,
     )
     metrics.track_dedupe_entries(lambda: index.entries)
@@ -313,28 +314,14 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         """Feed the review board the review, tagged and feedback topics; keep new decisions as labels."""
         await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path))
 
-    @app.page("/review")
-    class ReviewPage(faust.web.View):
-        """The review page: items waiting for a person, and the forms that decide them."""
+    async def publish_decision(feedback: dict[str, Any], tagged: dict[str, Any]) -> None:
+        key = feedback["id"].encode()
+        await (await feedback_topic.send(key=key, value=encode(feedback)))
+        await (await output_topics["tagged"].send(key=key, value=encode(tagged)))
 
-        async def get(self, request: Any) -> Any:
-            return self.html(render_page(board, request.query.get("notice", "")))
-
-        async def post(self, request: Any) -> Any:
-            origin = request.headers.get("Origin")
-            if origin is not None and origin.split("://", 1)[-1] != request.host:
-                return self.html(render_page(board, "Refused: the form was sent from another site."), status=403)
-            form = {key: str(value) for key, value in (await request.post()).items()}
-            try:
-                feedback, tagged = decide(board, form, utc_iso(time.time()))
-            except InvalidDecision as error:
-                return self.html(render_page(board, f"Not saved: {error}"), status=400)
-            key = feedback["id"].encode()
-            await (await feedback_topic.send(key=key, value=encode(feedback)))
-            await (await output_topics["tagged"].send(key=key, value=encode(tagged)))
-            board.waiting.pop(feedback["id"], None)  # gone at once; the feedback record confirms it soon
-            notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
-            return self.html(render_page(board, notice), status=200)
+    site = ReviewSite(settings, board, publish_decision, lambda: utc_iso(time.time()))
+    for path in REVIEW_PATHS:
+        app.page(path)(review_view(site))
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
@@ -411,94 +398,3 @@ def _by_partition(events: Sequence[EventT[Any]]) -> dict[TP, list[EventT[Any]]]:
     for event in events:
         groups.setdefault(event.message.tp, []).append(event)
     return groups
-
-
-async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:
-    """Read the review, tagged and feedback topics from their start, forever, into ``board``.
-
-    Feedback read while the review and tagged topics are still catching up waits until they have, so a decision
-    always finds the prediction it judges. A decision already in the labelled store is not appended again.
-    """
-    stored = {(label["id"], label["decided_at"]) for label in read_labels(settings.labels_path)[0]}
-    names = (settings.review_topic, settings.tagged_topic, settings.feedback_topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, **_aiokafka_security(settings)
-    )
-    await consumer.start()
-    try:
-        while True:
-            await consumer._client.force_metadata_update()
-            cluster = consumer._client.cluster
-            partitions = [TopicPartition(n, p) for n in names for p in cluster.partitions_for_topic(n) or ()]
-            if {tp.topic for tp in partitions} == set(names):
-                break
-            await asyncio.sleep(1.0)  # the topics may not exist yet
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        predictions = [tp for tp in partitions if tp.topic != settings.feedback_topic]
-        catch_up = await consumer.end_offsets(predictions)
-        held: list[dict[str, Any]] = []
-        while True:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                for message in records:
-                    record = json.loads(message.value)
-                    if tp.topic == settings.review_topic:
-                        board.on_review(record)
-                    elif tp.topic == settings.tagged_topic:
-                        board.on_tagged(record)
-                    else:
-                        held.append(record)
-            if catch_up and all([await consumer.position(tp) >= end for tp, end in catch_up.items()]):
-                catch_up = {}
-            if not catch_up:
-                for record in held:
-                    judgement = board.on_feedback(record)
-                    metrics.judged(
-                        judgement.verdict,
-                        judgement.model_version,
-                        judgement.route,
-                        judgement.predicted_tag,
-                        judgement.correct,
-                    )
-                    if judgement.label and (record["id"], record["decided_at"]) not in stored:
-                        labels.append(judgement.label)
-                held.clear()
-            metrics.set_review_backlog(len(board.waiting))
-    finally:
-        await consumer.stop()
-
-
-def _aiokafka_security(settings: Settings) -> dict[str, Any]:
-    """aiokafka client arguments for the configured security protocol (the same as the Faust app's)."""
-    protocol = settings.security_protocol.upper()
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = _ssl_context(settings)
-    if protocol.startswith("SASL"):
-        options.update(
-            sasl_mechanism=settings.sasl_mechanism,
-            sasl_plain_username=settings.sasl_username,
-            sasl_plain_password=settings.sasl_password,
-        )
-    return options
-
-
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
-    """A client TLS context trusting ``TAGGER_SSL_CAFILE`` (the system's CAs when empty)."""
-    return ssl.create_default_context(cafile=settings.ssl_cafile or None)
-
-
-def _credentials(settings: Settings) -> Any:
-    """Faust broker credentials for the configured security protocol, or None for PLAINTEXT."""
-    protocol = settings.security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return None
-    ssl_context = _ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
-    if protocol == "SSL":
-        return faust.SSLCredentials(ssl_context)
-    return faust.SASLCredentials(
-        username=settings.sasl_username,
-        password=settings.sasl_password,
-        mechanism=settings.sasl_mechanism,
-        ssl_context=ssl_context,
-    )

@@ -63,6 +63,31 @@ class InvalidEvent(TaggerError):
         self.detail = detail
 
 
+SKIP_REASONS: Final[tuple[str, ...]] = (
+    "tombstone",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "unexpected",
+)
+"""Why a record of a topic other than the input topic was skipped (``unexpected``: its handling raised an error
+no check foresaw); the bounded ``reason`` label of the skip counter."""
+
+
+class InvalidRecord(TaggerError):
+    """A record the worker reads besides input events (review, tagged, feedback) is malformed: it is counted by
+    ``reason``, logged and skipped, never a crash."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 class InvalidDecision(TaggerError):
     """A reviewer's form is refused (unknown item, tag not approved, missing field): a 400, nothing published."""
 

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
-from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS
+from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
 
 PREFIX: Final = "content_tagger_"
 OUTCOMES: Final[tuple[str, ...]] = ("tagged", "review", "duplicate", "deadletter")
@@ -22,6 +22,9 @@ VERDICTS: Final[tuple[str, ...]] = ("accepted", "corrected", "reported")
 a wrong tag on a tagged item; the bounded ``verdict`` label."""
 MATCHES: Final[tuple[str, ...]] = ("exact", "near")
 """How a dropped copy matched a title already seen; the bounded ``match`` label."""
+SKIPPED_TOPICS: Final[tuple[str, ...]] = ("input", "review", "tagged", "feedback", "title_index")
+"""The role of a topic a skipped record came from; the bounded ``topic`` label (a role, not the topic's name, which
+is a setting)."""
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 INFERENCE_BUCKETS: Final = (
     0.00005,
@@ -116,11 +119,6 @@ class Metrics:
         self.review_threshold = gauge("review_threshold", "Confidence below which events go to review.")
         self.drift_window_events = gauge("drift_window_events", "Events in the drift window.")
         self.dedupe_entries = gauge("dedupe_entries", "Entries in the title index held by this worker.")
-        self.skipped_records = counter(
-            "skipped_records",
-            "Records of topics other than the input skipped as unusable, by topic and reason.",
-            ["topic", "reason"],
-        )
         self.index_replication_delay = histogram(
             "index_replication_delay_seconds",
             "Time from another worker writing a title index change to this worker applying it.",
@@ -146,6 +144,11 @@ class Metrics:
         )
         self.review_backlog = gauge("review_backlog", "Items on the review topic waiting for a decision.")
 
+        self.skipped_records = counter(
+            "skipped_records",
+            "Malformed records skipped (read, counted, logged and not acted on), by topic role and reason.",
+            ["topic", "reason"],
+        )
         self.model_refusals = counter("model_refusals", "Candidate models refused, by reason.", ["reason"])
         self.model_promotions = counter("model_promotions", "Candidate models promoted to serve.")
         self._refusals = {reason: self.model_refusals.labels(reason) for reason in MODEL_REFUSAL_REASONS}
@@ -155,6 +158,11 @@ class Metrics:
         self._confidence = {tag: self.confidence.labels(tag) for tag in APPROVED_TAGS}
         self._deadletters = {reason: self.deadletters.labels(reason) for reason in DEADLETTER_REASONS}
         self._duplicates = {match: self.duplicates.labels(match) for match in MATCHES}
+        self._skipped = {
+            (topic, reason): self.skipped_records.labels(topic, reason)
+            for topic in SKIPPED_TOPICS
+            for reason in SKIP_REASONS
+        }
 
     def consumed(self, n: int = 1) -> None:
         """Count consumed input messages."""
@@ -175,6 +183,11 @@ class Metrics:
     def dead_lettered(self, reason: str) -> None:
         """Count one dead letter (``reason`` from :data:`stream_app.errors.DEADLETTER_REASONS`)."""
         self._deadletters[reason].inc()
+
+    def skipped(self, topic: str, reason: str) -> None:
+        """Count one skipped record (``topic`` from :data:`SKIPPED_TOPICS`, ``reason`` from
+        :data:`stream_app.errors.SKIP_REASONS`)."""
+        self._skipped[topic, reason].inc()
 
     def duplicate(self, match: str) -> None:
         """Count one dropped copy (``match`` from :data:`MATCHES`)."""
@@ -212,10 +225,6 @@ class Metrics:
         """Publish the title index's size as ``entries()`` says at each scrape: it changes between batches too,
         as the index loads and as other workers' changes arrive."""
         self.dedupe_entries.set_function(entries)
-
-    def skipped_record(self, topic: str, reason: str) -> None:
-        """Count one record of ``topic`` (a role: ``title_index``, ``review``, ...) skipped for ``reason``."""
-        self.skipped_records.labels(topic, reason).inc()
 
     def index_replicated(self, delay_seconds: float) -> None:
         """Observe the delay of one title index change applied from another worker."""

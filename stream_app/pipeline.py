@@ -53,8 +53,16 @@ class Admitted:
 
 
 def utc_iso(timestamp: float) -> str:
-    """Seconds since the epoch as an ISO-8601 UTC string."""
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="milliseconds")
+    """Seconds since the epoch as an ISO-8601 UTC string; never raises: a time before the epoch (or not a number)
+    reads as the epoch, one past what a ``datetime`` holds as its last second (a broker's timestamp is whatever a
+    producer wrote)."""
+    if not timestamp > 0.0:  # also NaN
+        timestamp = 0.0
+    return dt.datetime.fromtimestamp(min(timestamp, _MAX_TIMESTAMP), dt.UTC).isoformat(timespec="milliseconds")
+
+
+_MAX_TIMESTAMP: Final = 253_402_300_799.0
+"""9999-12-31T23:59:59Z, the last whole second a ``datetime`` holds."""
 
 
 class Pipeline:

@@ -11,16 +11,22 @@ from __future__ import annotations
 import html
 import itertools
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from stream_app import APPROVED_TAGS
-from stream_app.errors import InvalidDecision
+from stream_app.errors import InvalidDecision, InvalidRecord
+from stream_app.metrics import VERDICTS
 from stream_app.schema import SCHEMA_VERSION
 
 MAX_REVIEWER_CHARS = 100
+MAX_ID_CHARS = 200
+MAX_VERSION_CHARS = 64
+"""Longest model version a record may name: it becomes a metric label."""
+TAGGED_BY = ("model", "human")
 KEPT_FIELDS = ("id", "title", "description", "created_on", "source", "url", "dedupe_key", "suggested_tag")
 """What a recent prediction keeps of its record: enough to label it and to re-tag it, not the scores."""
 KEPT_DESCRIPTION_CHARS = 1000
@@ -83,22 +89,46 @@ class ReviewBoard:
         return [(item_id, json.loads(raw)) for item_id, raw in itertools.islice(self.waiting.items(), limit)]
 
     def on_review(self, record: dict[str, Any]) -> None:
-        """An item the model was not sure of: it waits for a person."""
-        item_id = str(record["id"])
+        """An item the model was not sure of: it waits for a person; raises :class:`InvalidRecord` (nothing
+        changed) for a record without what the page and a decision need."""
+        item_id = _item_id(record)
+        _tag(record, "suggested_tag")
+        _version(record)
+        _text(record, "dedupe_key")
+        _optional_text(record, "title")
+        _optional_text(record, "description")
+        confidence = _field(record, "confidence", (int, float))
+        if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+            raise InvalidRecord("invalid_value", "confidence is not a number between 0 and 1")
         self.waiting[item_id] = _pack(record, WAITING_FIELDS)
         self._remember(item_id, record["suggested_tag"], record["model_version"], "model", record)
 
     def on_tagged(self, record: dict[str, Any]) -> None:
-        """An item on the tagged topic: a person may later report its tag."""
-        item_id = str(record["id"])
+        """An item on the tagged topic: a person may later report its tag; raises :class:`InvalidRecord`
+        (nothing changed) for a malformed record."""
+        item_id = _item_id(record)
+        _tag(record, "tag")
+        _version(record)
+        _text(record, "dedupe_key")
+        _optional_text(record, "title")
+        _optional_text(record, "description")
+        if _field(record, "tagged_by", str) not in TAGGED_BY:
+            raise InvalidRecord("invalid_value", f"tagged_by is not one of {', '.join(TAGGED_BY)}")
         self.waiting.pop(item_id, None)
         if record.get("tagged_by") == "human" and item_id in self.recent:
             return  # keep the model's prediction: feedback judges the model, not the reviewer
         self._remember(item_id, record["tag"], record["model_version"], record["tagged_by"], record)
 
     def on_feedback(self, record: dict[str, Any]) -> Judgement:
-        """A decision: the item stops waiting, and the model's prediction is judged against it."""
-        item_id = str(record["id"])
+        """A decision: the item stops waiting, and the model's prediction is judged against it; raises
+        :class:`InvalidRecord` (nothing changed) for a malformed record."""
+        item_id = _item_id(record)
+        _tag(record, "tag")
+        if _field(record, "verdict", str) not in VERDICTS:
+            raise InvalidRecord("invalid_value", f"verdict is not one of {', '.join(VERDICTS)}")
+        if len(_text(record, "decided_at")) > MAX_VERSION_CHARS:
+            raise InvalidRecord("invalid_value", "decided_at is too long")
+        _optional_text(record, "reviewer")
         self.waiting.pop(item_id, None)
         prediction = self.recent.get(item_id)
         if prediction is None:
@@ -123,16 +153,73 @@ class ReviewBoard:
             self.recent.popitem(last=False)
 
 
-def decide(board: ReviewBoard, form: Mapping[str, str], decided_at: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate a reviewer's form and return ``(feedback record, tagged record)``; raises :class:`InvalidDecision`.
+def read_record(raw: bytes | None) -> dict[str, Any]:
+    """The JSON object of a review, tagged or feedback record; raises :class:`InvalidRecord`."""
+    if raw is None:
+        raise InvalidRecord("tombstone", "the record has no value")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise InvalidRecord("not_json", type(error).__name__) from None
+    if not isinstance(value, dict):
+        raise InvalidRecord("not_object", f"a JSON {type(value).__name__}")
+    return value
 
-    The form has ``id``, ``tag``, ``reviewer`` and ``action``: ``review`` decides an item waiting for review
-    (``accepted`` when the tag is the suggestion, else ``corrected``); ``report`` says a tagged item's tag is
-    wrong and names the right one.
+
+def _field(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    if name not in record:
+        raise InvalidRecord("missing_field", name)
+    value = record[name]
+    if not isinstance(value, kind):
+        raise InvalidRecord("wrong_type", f"{name} is a {type(value).__name__}")
+    return value
+
+
+def _text(record: Mapping[str, Any], name: str) -> str:
+    return cast(str, _field(record, name, str))
+
+
+def _optional_text(record: Mapping[str, Any], name: str) -> None:
+    if record.get(name) is not None and not isinstance(record[name], str):
+        raise InvalidRecord("wrong_type", f"{name} is a {type(record[name]).__name__}")
+
+
+def _item_id(record: Mapping[str, Any]) -> str:
+    value = _field(record, "id", (str, int))
+    if isinstance(value, bool):
+        raise InvalidRecord("wrong_type", "id is a bool")
+    item_id = str(value)
+    if not 0 < len(item_id) <= MAX_ID_CHARS:
+        raise InvalidRecord("invalid_value", f"id is not 1 to {MAX_ID_CHARS} characters")
+    return item_id
+
+
+def _tag(record: Mapping[str, Any], name: str) -> str:
+    tag = _text(record, name)
+    if tag not in APPROVED_TAGS:
+        raise InvalidRecord("invalid_value", f"{name} is not an approved tag")
+    return tag
+
+
+def _version(record: Mapping[str, Any]) -> str:
+    version = _text(record, "model_version")
+    if not 0 < len(version) <= MAX_VERSION_CHARS:
+        raise InvalidRecord("invalid_value", f"model_version is not 1 to {MAX_VERSION_CHARS} characters")
+    return version
+
+
+def decide(
+    board: ReviewBoard, form: Mapping[str, str], decided_at: str, reviewer: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate a signed-in ``reviewer``'s form and return ``(feedback record, tagged record)``; raises
+    :class:`InvalidDecision`.
+
+    The form has ``id``, ``tag`` and ``action``: ``review`` decides an item waiting for review (``accepted`` when
+    the tag is the suggestion, else ``corrected``); ``report`` says a tagged item's tag is wrong and names the
+    right one. The reviewer is who signed in, never a name typed in the form.
     """
     item_id = form.get("id", "").strip()
     tag = form.get("tag", "").strip()
-    reviewer = form.get("reviewer", "").strip()
     action = form.get("action", "review")
     if tag not in APPROVED_TAGS:
         raise InvalidDecision(f"tag must be one of {', '.join(APPROVED_TAGS)}")
@@ -176,9 +263,20 @@ def decide(board: ReviewBoard, form: Mapping[str, str], decided_at: str) -> tupl
     return feedback, tagged
 
 
-def render_page(board: ReviewBoard, notice: str = "", limit: int = 50) -> str:
-    """The review page: a form per waiting item (oldest first) and a form to report a wrong tag."""
+def render_page(
+    board: ReviewBoard,
+    notice: str = "",
+    limit: int = 50,
+    *,
+    reviewer: str | None = None,
+    csrf: str = "",
+    read_only: str = "",
+) -> str:
+    """The review page: the oldest waiting items, each with a form to decide it, and a form to report a wrong
+    tag, for the signed-in ``reviewer`` (every form carries ``csrf``); without a reviewer, the items alone and the
+    ``read_only`` explanation (HTML, the caller's own)."""
     esc = html.escape
+    token = f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
     options = "".join(f'<option value="{esc(t)}">{esc(t)}</option>' for t in APPROVED_TAGS)
     items = []
     for n, (item_id, record) in enumerate(board.waiting_records(limit)):
@@ -186,28 +284,37 @@ def render_page(board: ReviewBoard, notice: str = "", limit: int = 50) -> str:
         choices = "".join(
             f'<option value="{esc(t)}"{" selected" if t == suggested else ""}>{esc(t)}</option>' for t in APPROVED_TAGS
         )
-        items.append(
-            f'<li><article aria-labelledby="title-{n}"><h2 id="title-{n}">{esc(str(record.get("title", "")))}</h2>'
-            f"<p>{esc(str(record.get('description') or ''))}</p>"
-            f"<p>Suggested: <strong>{esc(suggested)}</strong>, confidence {float(record['confidence']):.2f}</p>"
-            f'<form method="post" action="/review"><input type="hidden" name="action" value="review">'
+        form = (
+            f'<form method="post" action="/review">{token}<input type="hidden" name="action" value="review">'
             f'<input type="hidden" name="id" value="{esc(item_id)}">'
             f'<label for="tag-{n}">Tag</label> <select id="tag-{n}" name="tag">{choices}</select> '
-            f'<label for="reviewer-{n}">Reviewer</label> '
-            f'<input id="reviewer-{n}" name="reviewer" required maxlength="{MAX_REVIEWER_CHARS}"> '
-            f'<button type="submit">Decide</button></form></article></li>'
+            f'<button type="submit">Decide</button></form>'
+        )
+        items.append(
+            f'<li><article aria-labelledby="title-{n}" data-id="{esc(item_id)}">'
+            f'<h2 id="title-{n}">{esc(str(record.get("title") or ""))}</h2>'
+            f"<p>{esc(str(record.get('description') or ''))}</p>"
+            f"<p>Suggested: <strong>{esc(suggested)}</strong>, confidence {float(record['confidence']):.2f}</p>"
+            f"{form if reviewer is not None else ''}</article></li>"
         )
     waiting = "".join(items) or "<li>Nothing is waiting for review.</li>"
     notice_html = f'<p role="status">{esc(notice)}</p>' if notice else ""
+    if reviewer is None:
+        header, report = f'<p id="read-only">{read_only}</p>', ""
+    else:
+        header = (
+            f'<form method="post" action="/review/sign-out">{token}<p>Signed in as <strong>{esc(reviewer)}'
+            '</strong> <button type="submit">Sign out</button></p></form>'
+        )
+        report = (
+            '<h2 id="report">Report a wrong tag</h2><form method="post" action="/review" aria-labelledby="report">'
+            f'{token}<input type="hidden" name="action" value="report">'
+            '<label for="report-id">Item id</label> <input id="report-id" name="id" required> '
+            f'<label for="report-tag">Right tag</label> <select id="report-tag" name="tag">{options}</select> '
+            '<button type="submit">Report</button></form>'
+        )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>content-tagger review</title></head>'
-        f"<body><main><h1>Review</h1>{notice_html}"
-        f"<p>{len(board.waiting)} item(s) waiting.</p><ol>{waiting}</ol>"
-        '<h2 id="report">Report a wrong tag</h2><form method="post" action="/review" aria-labelledby="report">'
-        '<input type="hidden" name="action" value="report">'
-        '<label for="report-id">Item id</label> <input id="report-id" name="id" required> '
-        f'<label for="report-tag">Right tag</label> <select id="report-tag" name="tag">{options}</select> '
-        '<label for="report-reviewer">Your name</label> '
-        f'<input id="report-reviewer" name="reviewer" required maxlength="{MAX_REVIEWER_CHARS}"> '
-        '<button type="submit">Report</button></form></main></body></html>'
+        f"<body><main><h1>Review</h1>{header}{notice_html}"
+        f"<p>{len(board.waiting)} item(s) waiting.</p><ol>{waiting}</ol>{report}</main></body></html>"
     )

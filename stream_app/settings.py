@@ -3,15 +3,57 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
+import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from stream_app.errors import ConfigError
 
 PREFIX = "TAGGER_"
+
+CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    "processing_guarantee": ("at_least_once", "exactly_once"),
+    "security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    "review_auth": ("accounts", "proxy"),
+}
+"""The allowed values of each enumerated setting."""
+MIN_SECRET_CHARS: Final = 32
+
+
+class Secret:
+    """A secret setting: printed (``repr``, ``str``, f-strings, logs) as asterisks; :meth:`reveal` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one call that needs it."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(Secret)
 
 
 @dataclass(frozen=True)
@@ -83,8 +125,8 @@ class Settings:
     """Longest a stop (on SIGTERM, or after a crash) may take before the worker exits anyway, with status 3: a
     stop that waits on a lost connection or a stuck task would otherwise keep a dead worker's process alive."""
     processing_guarantee: str = "at_least_once"
-    """``at_least_once``, or ``exactly_once``: each stage's records commit with the offsets they consume in one
-    Kafka transaction per source partition (transactions.py), at the cost of a transaction per batch."""
+    """``at_least_once``, or ``exactly_once``: a batch's records commit with the offsets it consumes in one Kafka
+    transaction per source partition (transactions.py), at the cost of a transaction per batch."""
     security_protocol: str = "PLAINTEXT"
     """Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     ssl_cafile: str = ""
@@ -93,8 +135,32 @@ class Settings:
     """SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
     sasl_username: str = ""
     """SASL user name."""
-    sasl_password: str = field(default="", repr=False)
+    sasl_password: Secret = field(default_factory=Secret)
     """SASL password; never printed."""
+    review_auth: str = "accounts"
+    """Who may decide on the review page: ``accounts`` (reviewers in ``TAGGER_REVIEWERS_FILE`` sign in with a
+    password) or ``proxy`` (an authenticating proxy at ``TAGGER_REVIEW_PROXY_ADDRESSES`` names the reviewer in
+    ``TAGGER_REVIEW_PROXY_HEADER``)."""
+    reviewers_file: Path = Path(".run/reviewers")
+    """Reviewer accounts, one ``name:argon2-hash`` line each, written by ``python -m stream_app.reviewers add
+    NAME``. Missing or empty: the review page is read-only."""
+    review_session_secret: Secret = field(default_factory=Secret)
+    """Key (at least 32 characters) that signs reviewers' session cookies and form tokens; never printed. Empty:
+    a random key per process, so sessions end when the worker restarts and hold only on the worker that issued
+    them; set the same key on every worker behind one address."""
+    review_session_hours: float = 8.0
+    """How long a sign-in lasts."""
+    review_allowed_hosts: str = "localhost,127.0.0.1,[::1]"
+    """Comma-separated host names (``name`` or ``name:port``) the review pages answer to; a request with another
+    ``Host`` header is refused, which defeats DNS rebinding. ``/metrics``, ``/health`` and ``/ready`` answer
+    any host."""
+    review_secure_cookies: bool = False
+    """Mark the session cookie ``Secure`` (sent over HTTPS only): set it when the page is served through TLS."""
+    review_proxy_header: str = "X-Forwarded-User"
+    """With ``TAGGER_REVIEW_AUTH=proxy``: the request header in which the proxy names the signed-in reviewer."""
+    review_proxy_addresses: str = ""
+    """With ``TAGGER_REVIEW_AUTH=proxy``: comma-separated addresses or networks (``10.0.0.5``, ``10.1.0.0/16``)
+    of the proxy; the header is ignored on requests from anywhere else."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -106,34 +172,62 @@ class Settings:
             raw = env.get(name)
             if raw is None:
                 continue
-            values[spec.name] = _convert(name, raw, spec.default)
+            default: object = spec.default
+            if default is dataclasses.MISSING and callable(spec.default_factory):
+                default = spec.default_factory()
+            values[spec.name] = _convert(name, raw, default)
         settings = cls(**values)
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for values no worker can run with."""
-        if self.review_threshold is not None and not 0.0 <= self.review_threshold <= 1.0:
-            raise ConfigError("TAGGER_REVIEW_THRESHOLD must be between 0 and 1")
-        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
-            raise ConfigError("TAGGER_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+        """Raise :class:`ConfigError`, one line naming the variable, for values no worker can run with."""
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{_var(name)}={value!r} is not one of {', '.join(allowed)}")
+        _check_range(self, "review_threshold", 0.0, 1.0, optional=True)
+        _check_range(self, "web_port", 1, 65_535)
         for name in ("partitions", "batch_size", "drift_window", "review_recent_limit"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"TAGGER_{name.upper()} must be at least 1")
-        if self.session_timeout_seconds < 6:
-            raise ConfigError("TAGGER_SESSION_TIMEOUT_SECONDS must be at least 6 (two heartbeats of 3 s)")
-        if self.shadow_events < 0 or self.retrain_after_labels < 0 or self.candidate_poll_seconds <= 0:
-            raise ConfigError(
-                "TAGGER_SHADOW_EVENTS and TAGGER_RETRAIN_AFTER_LABELS must be >= 0, "
-                "TAGGER_CANDIDATE_POLL_SECONDS positive"
-            )
-        for name in ("producer_linger_seconds", "max_clock_skew_seconds"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"TAGGER_{name.upper()} must be >= 0")
-        positive = ("dedupe_ttl_days", "batch_timeout_seconds", "stop_timeout_seconds", "commit_interval_seconds")
+            _check_range(self, name, 1, None)
+        # Two heartbeats of 3 s must fit in a session.
+        _check_range(self, "session_timeout_seconds", 6.0, None)
+        for name in ("shadow_events", "retrain_after_labels", "producer_linger_seconds", "max_clock_skew_seconds"):
+            _check_range(self, name, 0, None)
+        positive = (
+            "dedupe_ttl_days",
+            "batch_timeout_seconds",
+            "stop_timeout_seconds",
+            "commit_interval_seconds",
+            "candidate_poll_seconds",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"TAGGER_{name.upper()} must be positive")
+                raise ConfigError(f"{_var(name)}={getattr(self, name)!r} must be positive")
+        _check_range(self, "review_session_hours", 0.01, 720.0)
+        if self.review_session_secret and len(self.review_session_secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"TAGGER_REVIEW_SESSION_SECRET must be at least {MIN_SECRET_CHARS} characters")
+        if not self.review_hosts:
+            raise ConfigError("TAGGER_REVIEW_ALLOWED_HOSTS must name at least one host")
+        try:
+            networks = self.review_proxy_networks
+        except ValueError as exc:
+            raise ConfigError(f"TAGGER_REVIEW_PROXY_ADDRESSES={self.review_proxy_addresses!r}: {exc}") from None
+        if self.review_auth == "proxy" and not (networks and self.review_proxy_header.strip()):
+            raise ConfigError(
+                "TAGGER_REVIEW_AUTH='proxy' needs TAGGER_REVIEW_PROXY_ADDRESSES and TAGGER_REVIEW_PROXY_HEADER"
+            )
+
+    @property
+    def review_hosts(self) -> frozenset[str]:
+        """The lower-cased entries of ``TAGGER_REVIEW_ALLOWED_HOSTS``."""
+        return frozenset(h.strip().lower() for h in self.review_allowed_hosts.split(",") if h.strip())
+
+    @property
+    def review_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks of ``TAGGER_REVIEW_PROXY_ADDRESSES``; raises ValueError for a malformed one."""
+        parts = (a.strip() for a in self.review_proxy_addresses.split(","))
+        return tuple(ipaddress.ip_network(part, strict=False) for part in parts if part)
 
     @property
     def broker_url(self) -> str:
@@ -151,19 +245,50 @@ class Settings:
         return self.dedupe_ttl_days * 86400.0
 
 
+def _var(name: str) -> str:
+    return PREFIX + name.upper()
+
+
+def _check_range(
+    settings: Settings, name: str, low: float | None, high: float | None, *, optional: bool = False
+) -> None:
+    """Raise :class:`ConfigError` unless the setting lies in ``[low, high]`` (None: unbounded on that side)."""
+    value = getattr(settings, name)
+    if value is None and optional:
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if low is not None and high is not None else f">= {low}"
+        raise ConfigError(f"{_var(name)}={value!r} must be {bounds}")
+
+
+BOOLEANS: Final = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                   "off": False, "": False}  # fmt: skip
+
+
 def _convert(name: str, raw: str, default: object) -> object:
-    """Turn one environment string into the type of the field's default."""
+    """Turn one environment string into the type of the field's default; raises :class:`ConfigError`."""
     try:
         if default is None:  # only review_threshold: an optional float
-            return float(raw) if raw.strip() else None
+            return _finite(float(raw)) if raw.strip() else None
         if isinstance(default, bool):
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            return BOOLEANS[raw.strip().lower()]
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
-            return float(raw)
+            return _finite(float(raw))
         if isinstance(default, Path):
             return Path(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a valid {type(default).__name__}") from exc
+        if isinstance(default, Secret):
+            return Secret(raw)
+    except (ValueError, KeyError):
+        # The value itself is left out for a secret; the others say what was read.
+        shown = "" if isinstance(default, Secret) else f"={raw!r}"
+        raise ConfigError(f"{name}{shown} is not a valid {type(default).__name__.lower()}") from None
     return raw
+
+
+def _finite(value: float) -> float:
+    """``value`` if it is a finite number: ``nan`` would pass every range check."""
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value

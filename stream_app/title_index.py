@@ -25,8 +25,6 @@ from stream_app.title_store import PackedTitles
 
 INDEX_KEY_BYTES: Final = 8
 """Length of an index record's key: the digest of a title's dedupe key."""
-SKIP_REASONS: Final = ("bad_key", "bad_value", "future_time")
-"""Why a record of the topic can be skipped; the values of the skip counter's ``reason`` label."""
 APPLIED: Final = "applied"
 UNCHANGED: Final = "unchanged"
 
@@ -168,7 +166,7 @@ class TitleIndex:
 
     def apply(self, key: bytes | None, value: bytes | None) -> str:
         """Apply one record of the topic: :data:`APPLIED`, :data:`UNCHANGED` (this worker's own change coming
-        back, or one it holds already), or the reason it was skipped (:data:`SKIP_REASONS`).
+        back, or one it holds already), or the reason it was skipped (one of :data:`stream_app.errors.SKIP_REASONS`).
 
         Every record is applied in the topic's order, this worker's own included, so that two workers that wrote
         the same title at once both end with the topic's last value. A deletion removes only an entry this worker
@@ -176,7 +174,7 @@ class TitleIndex:
         dedupe = self._ready()
         reason = self._check_record(key, value)
         if reason is not None or key is None:
-            return reason or "bad_key"
+            return reason or "missing_field"
         ref = ref_of_digest(key)
         held = self.store.get(ref)
         if held == value:
@@ -192,14 +190,15 @@ class TitleIndex:
     def _check_record(self, key: bytes | None, value: bytes | None) -> str | None:
         """Why a record of the index topic cannot be applied, or None if it can. An entry's event time advances
         :attr:`stream_time`, so a worker that sees few events still expires what the others wrote."""
-        if key is None or len(key) != INDEX_KEY_BYTES:
-            return "bad_key"
+        if key is None:
+            return "missing_field"
+        if len(key) != INDEX_KEY_BYTES:
+            return "invalid_value"
         if value is not None:
             entry = entry_fields(value)
-            if entry is None:
-                return "bad_value"
-            if entry.event_time > self.clock() + self.max_skew_seconds:
-                return "future_time"  # no worker writes one: it would never expire
+            # An entry dated past the clock and skew: no worker writes one, and it would never expire.
+            if entry is None or entry.event_time > self.clock() + self.max_skew_seconds:
+                return "invalid_value"
             self.stream_time = max(self.stream_time, self.trusted_time(entry.event_time))
         return None
 

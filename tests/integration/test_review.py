@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +18,76 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_app import APPROVED_TAGS
 from stream_app.labels import read_labels
 from stream_app.replay import event_value, read_rows
-from tests.integration.harness import produce, read_outputs, run
+from stream_app.review_web import COOKIE
+from stream_app.reviewers import add_reviewer
+from tests.integration.harness import Topics, WorkerProcess, produce, read_outputs, run
 
 pytestmark = [pytest.mark.kafka]
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def post(port: int, form: dict[str, str], origin: str | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/review", data=urllib.parse.urlencode(form).encode(), method="POST"
-    )
-    if origin:
-        request.add_header("Origin", origin)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local test server
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+PASSWORD = "a reviewer's password"
+
+
+def reviewers_file(folder: Path, *names: str) -> Path:
+    """An accounts file with ``names``, each with :data:`PASSWORD`."""
+    path = folder / "reviewers"
+    for name in names:
+        add_reviewer(path, name, PASSWORD)
+    return path
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a 303 comes back as it is, with its Set-Cookie
+
+
+class Browser:
+    """A minimal browser for the review pages: keeps the session cookie, sends forms, follows no redirect."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cookie: str | None = None
+        self.opener = urllib.request.build_opener(_NoRedirect())
+
+    def request(
+        self, method: str, path: str, form: dict[str, str] | None = None, *, host: str | None = None,
+        origin: str | None = None, keep_cookie: bool = True,
+    ) -> tuple[int, str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        if self.cookie and keep_cookie:
+            request.add_header("Cookie", f"{COOKIE}={self.cookie}")
+        if host is not None:
+            request.add_header("Host", host)
+        if origin is not None:
+            request.add_header("Origin", origin)
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                status, headers, body = response.status, response.headers, response.read().decode()
+        except urllib.error.HTTPError as error:
+            status, headers, body = error.code, error.headers, error.read().decode()
+        cookie = headers.get("Set-Cookie")
+        if cookie and keep_cookie:
+            self.cookie = cookie.split(";")[0].split("=", 1)[1]
+        return int(status), body
+
+    def token(self, path: str = "/review") -> str:
+        return self.request("GET", path)[1].split('name="csrf" value="')[1].split('"')[0]
+
+    def sign_in(self, name: str, password: str = PASSWORD) -> int:
+        return self.request("POST", "/review/sign-in", {"csrf": self.token("/review/sign-in"), "name": name,
+                                                         "password": password})[0]  # fmt: skip
+
+    def decide(self, form: dict[str, str], **kwargs: Any) -> tuple[int, str]:
+        return self.request("POST", "/review", {"csrf": self.token(), **form}, **kwargs)
 
 
 def waiting_ids(port: int) -> list[str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/review", timeout=10) as response:  # noqa: S310
         page = response.read().decode()
-    return [part.split('"')[0] for part in page.split('name="id" value="')[1:]]
+    return [part.split('"')[0] for part in page.split('data-id="')[1:]]
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -70,8 +117,9 @@ def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
     feedback_topic = new_topic("feedback")
     labels_path = tmp_path / "labels.jsonl"
     worker, topics = start_worker(
-        TAGGER_REVIEW_THRESHOLD="0.9", TAGGER_FEEDBACK_TOPIC=feedback_topic, TAGGER_LABELS_PATH=str(labels_path)
-    )
+        TAGGER_REVIEW_THRESHOLD="0.9", TAGGER_FEEDBACK_TOPIC=feedback_topic, TAGGER_LABELS_PATH=str(labels_path),
+        TAGGER_REVIEWERS_FILE=str(reviewers_file(tmp_path, "ann", "bob")),
+    )  # fmt: skip
     bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
     rows = read_rows(ROOT / "data" / "dataset.csv")[:80]
     run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), None) for r in rows]))
@@ -87,19 +135,20 @@ def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
     other = next(t for t in APPROVED_TAGS if t != suggested[second])
     wrong = next(t for t in APPROVED_TAGS if t != model_tagged["tag"])
 
-    assert post(worker.port, {"id": first, "tag": "robotics", "reviewer": "ann"})[0] == 400
-    assert post(worker.port, {"id": first, "tag": suggested[first], "reviewer": "ann"},
-                origin="http://evil.example")[0] == 403  # fmt: skip
-    assert post(worker.port, {"id": first, "tag": suggested[first], "reviewer": "ann"})[0] == 200
-    assert post(worker.port, {"id": second, "tag": other, "reviewer": "bob"})[0] == 200
-    report = {"id": str(model_tagged["id"]), "tag": wrong, "reviewer": "user", "action": "report"}
-    assert post(worker.port, report)[0] == 200
+    ann, bob = Browser(worker.port), Browser(worker.port)
+    assert ann.sign_in("ann") == 303 and bob.sign_in("bob") == 303
+    assert ann.decide({"id": first, "tag": "robotics"})[0] == 400
+    assert ann.decide({"id": first, "tag": suggested[first]}, origin="http://evil.example")[0] == 403
+    assert ann.decide({"id": first, "tag": suggested[first], "reviewer": "mallory"})[0] == 200
+    assert bob.decide({"id": second, "tag": other})[0] == 200
+    report = {"id": str(model_tagged["id"]), "tag": wrong, "action": "report"}
+    assert ann.decide(report)[0] == 200
     assert first not in waiting_ids(worker.port) and second not in waiting_ids(worker.port)
 
     feedback = read_topic(bootstrap, feedback_topic, 3)
-    assert [(f["id"], f["verdict"]) for f in feedback] == [
-        (first, "accepted"), (second, "corrected"), (str(model_tagged["id"]), "reported")
-    ]  # nothing from the refused forms
+    assert [(f["id"], f["verdict"], f["reviewer"]) for f in feedback] == [
+        (first, "accepted", "ann"), (second, "corrected", "bob"), (str(model_tagged["id"]), "reported", "ann")
+    ]  # nothing from the refused forms; the signed-in reviewer, never a typed name
     human = [r for r in read_topic(bootstrap, topics.tagged, len(outputs["tagged"]) + 3) if r["tagged_by"] == "human"]
     assert {(r["id"], r["tag"]) for r in human} == {
         (first, suggested[first]), (second, other), (str(model_tagged["id"]), wrong)
@@ -121,3 +170,78 @@ def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
         first: suggested[first], second: other, str(model_tagged["id"]): wrong
     }
     assert all(label["title"] for label in labels)
+
+
+@dataclass(frozen=True)
+class ReviewWorker:
+    """A worker whose review page has an item waiting, with one reviewer account."""
+
+    worker: WorkerProcess
+    topics: Topics
+    feedback_topic: str
+    outputs: dict[str, list[dict[str, Any]]]
+    first: str
+    """The id of the oldest item waiting."""
+
+    @property
+    def bootstrap(self) -> str:
+        return self.worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+
+    @property
+    def suggested(self) -> dict[str, str]:
+        return {str(r["id"]): r["suggested_tag"] for r in self.outputs["review"]}
+
+
+def review_worker(start_worker: Any, new_topic: Any, folder: Path, reviewer: str) -> ReviewWorker:
+    """Start a worker with ``reviewer``'s account, send it 10 events that all go to review, and wait until its page
+    lists one."""
+    feedback_topic = new_topic("feedback")
+    worker, topics = start_worker(
+        TAGGER_REVIEW_THRESHOLD="0.99", TAGGER_FEEDBACK_TOPIC=feedback_topic,
+        TAGGER_REVIEWERS_FILE=str(reviewers_file(folder, reviewer)),
+    )  # fmt: skip
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    rows = read_rows(ROOT / "data" / "dataset.csv")[:10]
+    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), None) for r in rows]))
+    outputs = run(read_outputs(bootstrap, topics, len(rows), 120, settle=1.0))
+    deadline = time.monotonic() + 30
+    while not waiting_ids(worker.port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return ReviewWorker(worker, topics, feedback_topic, outputs, waiting_ids(worker.port)[0])
+
+
+def test_requests_without_a_session_with_a_wrong_token_password_or_host_publish_nothing(
+    start_worker: Any, new_topic: Any, tmp_path: Path
+) -> None:
+    started = review_worker(start_worker, new_topic, tmp_path, "ann")
+    worker, topics, outputs, first, bootstrap = (
+        started.worker, started.topics, started.outputs, started.first, started.bootstrap
+    )
+    decision = {"id": first, "tag": started.suggested[first]}
+
+    stranger = Browser(worker.port)
+    assert stranger.request("POST", "/review", decision)[0] == 403  # no session, no token
+    assert stranger.request("POST", "/review", {"csrf": stranger.token("/review/sign-in"), **decision})[0] == 403
+    assert stranger.sign_in("ann", "not the password") == 401
+    assert stranger.sign_in("nobody") == 401
+    ann = Browser(worker.port)
+    assert ann.sign_in("ann") == 303
+    assert ann.request("POST", "/review", {"csrf": "0" * 64, **decision})[0] == 403
+    assert ann.decide(decision, keep_cookie=False)[0] == 403  # the token without its session
+    assert ann.decide(decision, host=f"rebound.example:{worker.port}")[0] == 403
+    assert ann.request("GET", "/review", host=f"rebound.example:{worker.port}")[0] == 403
+    assert first in waiting_ids(worker.port)
+
+    # Faust's own views are off; the monitoring pages answer any host.
+    for path in ("/table/", f"/table/{worker.env['TAGGER_APP_ID']}-content-by-title/", "/router/", "/graph/",
+                 "/performance/", "/assignment/"):  # fmt: skip
+        assert Browser(worker.port).request("GET", path)[0] == 404, path
+    for path in ("/metrics", "/health", "/ready"):
+        assert Browser(worker.port).request("GET", path, host="prometheus.internal:9090")[0] == 200, path
+
+    # A decision that goes through shows the topics were read: it is the only record on them.
+    assert ann.decide(decision)[0] == 200
+    feedback = read_topic(bootstrap, started.feedback_topic, 2, timeout=5)
+    assert [(f["id"], f["reviewer"]) for f in feedback] == [(first, "ann")]
+    tagged = read_topic(bootstrap, topics.tagged, len(outputs["tagged"]) + 2, timeout=5)
+    assert [r["id"] for r in tagged if r["tagged_by"] == "human"] == [first]

@@ -1,10 +1,10 @@
-"""The review page in a real headless Chromium, driven from the keyboard only: tab to an item's tag, pick another
-tag with the arrow keys, type a name, press Enter; the decision reaches the feedback topic."""
+"""The review page in a real headless Chromium, driven from the keyboard only: sign in, tab to an item's tag, pick
+another tag with the arrow keys, press Enter on Decide; the item leaves the queue and the decision, naming the
+signed-in reviewer, reaches the feedback topic."""
 
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.wait import WebDriverWait
 
 from stream_app import APPROVED_TAGS
-from stream_app.replay import event_value, read_rows
-from tests.integration.harness import produce, read_outputs, run
-from tests.integration.test_review import read_topic, waiting_ids
+from tests.integration.test_review import PASSWORD, read_topic, review_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser, pytest.mark.slow]
 
@@ -42,40 +41,48 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
         driver.quit()
 
 
-def test_a_reviewer_decides_an_item_with_the_keyboard_alone(
-    browser: webdriver.Chrome, start_worker: Any, new_topic: Any
+def test_a_reviewer_signs_in_and_decides_an_item_with_the_keyboard_alone(
+    browser: webdriver.Chrome, start_worker: Any, new_topic: Any, tmp_path: Path
 ) -> None:
-    feedback_topic = new_topic("feedback")
-    worker, topics = start_worker(TAGGER_REVIEW_THRESHOLD="0.99", TAGGER_FEEDBACK_TOPIC=feedback_topic)
-    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
-    rows = read_rows(ROOT / "data" / "dataset.csv")[:10]
-    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), None) for r in rows]))
-    outputs = run(read_outputs(bootstrap, topics, len(rows), 120, settle=1.0))
-    suggested = {str(r["id"]): r["suggested_tag"] for r in outputs["review"]}
-    deadline = time.monotonic() + 30
-    while not waiting_ids(worker.port) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    first = waiting_ids(worker.port)[0]
+    started = review_worker(start_worker, new_topic, tmp_path, "keyboard-reviewer")
+    worker, first, suggested = started.worker, started.first, started.suggested
 
     browser.get(f"http://127.0.0.1:{worker.port}/review")
-    for _ in range(10):
-        browser.switch_to.active_element.send_keys(Keys.TAB)
-        if browser.switch_to.active_element.get_attribute("id") == "tag-0":
-            break
-    assert browser.switch_to.active_element.get_attribute("id") == "tag-0", "the tag choice is not reachable by Tab"
+    assert browser.find_elements(By.CSS_SELECTOR, "select") == []  # read-only until signed in
+    browser.find_element(By.LINK_TEXT, "sign in").send_keys(Keys.ENTER)
+    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "name"))
+    tab_to(browser, "name")
+    browser.switch_to.active_element.send_keys("keyboard-reviewer", Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "password"
+    browser.switch_to.active_element.send_keys(PASSWORD, Keys.ENTER)
+    WebDriverWait(browser, 10).until(lambda b: "Signed in as" in b.page_source)
+
+    tab_to(browser, "tag-0")
     position = APPROVED_TAGS.index(suggested[first])
     key = Keys.ARROW_DOWN if position < len(APPROVED_TAGS) - 1 else Keys.ARROW_UP
     browser.switch_to.active_element.send_keys(key)
     chosen = APPROVED_TAGS[position + (1 if key == Keys.ARROW_DOWN else -1)]
     browser.switch_to.active_element.send_keys(Keys.TAB)
-    assert browser.switch_to.active_element.get_attribute("id") == "reviewer-0"
-    browser.switch_to.active_element.send_keys("keyboard reviewer", Keys.ENTER)
+    assert browser.switch_to.active_element.text == "Decide"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
 
-    deadline = time.monotonic() + 10
-    while "Saved:" not in browser.page_source and time.monotonic() < deadline:
-        time.sleep(0.2)
+    WebDriverWait(browser, 10).until(lambda b: "Saved:" in b.page_source)
     assert browser.find_element(By.CSS_SELECTOR, "[role=status]").text.startswith(f"Saved: {first}")
-    (feedback,) = read_topic(bootstrap, feedback_topic, 1)
+    shown = [a.get_attribute("data-id") for a in browser.find_elements(By.CSS_SELECTOR, "article[data-id]")]
+    assert first not in shown  # it left the queue at once
+    (feedback,) = read_topic(started.bootstrap, started.feedback_topic, 1)
     assert (feedback["id"], feedback["tag"], feedback["verdict"], feedback["reviewer"]) == (
-        first, chosen, "corrected", "keyboard reviewer"
+        first, chosen, "corrected", "keyboard-reviewer"
     )
+    browser.get(f"http://127.0.0.1:{worker.port}/review")
+    shown = [a.get_attribute("data-id") for a in browser.find_elements(By.CSS_SELECTOR, "article[data-id]")]
+    assert first not in shown  # and stays gone once the feedback is read
+
+
+def tab_to(browser: webdriver.Chrome, element_id: str) -> None:
+    """Press Tab until the element with ``element_id`` has the focus; fail if 15 presses do not reach it."""
+    for _ in range(15):
+        if browser.switch_to.active_element.get_attribute("id") == element_id:
+            return
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == element_id, f"{element_id} not reachable by Tab"

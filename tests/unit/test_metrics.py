@@ -11,11 +11,12 @@ from prometheus_client import CollectorRegistry
 
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
-from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS
-from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, VERDICTS, Metrics
+from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
+from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
-BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition", "verdict", "route"}
+BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition", "verdict", "route",
+                  "topic"}
 # The names the README, the dashboard and the alerts rely on.
 CONTRACT = {
     "content_tagger_events_consumed_total": "counter",
@@ -35,7 +36,6 @@ CONTRACT = {
     "content_tagger_review_threshold": "gauge",
     "content_tagger_drift_window_events": "gauge",
     "content_tagger_dedupe_entries": "gauge",
-    "content_tagger_skipped_records_total": "counter",
     "content_tagger_index_replication_delay_seconds": "histogram",
     "content_tagger_model_info": "gauge",
     "content_tagger_last_event_timestamp_seconds": "gauge",
@@ -46,6 +46,7 @@ CONTRACT = {
     "content_tagger_review_backlog": "gauge",
     "content_tagger_model_refusals_total": "counter",
     "content_tagger_model_promotions_total": "counter",
+    "content_tagger_skipped_records_total": "counter",
 }
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -105,6 +106,8 @@ def test_known_label_values_read_zero_from_the_start(registry: CollectorRegistry
     for reason in MODEL_REFUSAL_REASONS:
         assert value("content_tagger_model_refusals_total", {"reason": reason}) == 0
     assert value("content_tagger_model_promotions_total") == 0
+    for topic, reason in itertools.product(SKIPPED_TOPICS, SKIP_REASONS):
+        assert value("content_tagger_skipped_records_total", {"topic": topic, "reason": reason}) == 0
     for verdict in VERDICTS:
         assert value("content_tagger_feedback_decisions_total", {"verdict": verdict}) == 0
     metrics.set_model("v1", 0.6, 0.2)
@@ -144,6 +147,10 @@ def test_a_judgement_counts_the_verdict_and_whether_the_model_was_right(
         (
             lambda m: m.dead_lettered("not_json"),
             {("content_tagger_deadletters_total", (("reason", "not_json"),)): 1},
+        ),
+        (
+            lambda m: m.skipped("feedback", "tombstone"),
+            {("content_tagger_skipped_records_total", (("reason", "tombstone"), ("topic", "feedback"))): 1},
         ),
         (lambda m: m.duplicate("near"), {("content_tagger_duplicates_total", (("match", "near"),)): 1}),
         (lambda m: m.track_dedupe_entries(lambda: 1234), {("content_tagger_dedupe_entries", ()): 1234}),

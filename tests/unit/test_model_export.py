@@ -16,7 +16,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from model_export import evaluate, export, train
+from model_export import evaluate, export, promote, train
 from model_export.__main__ import main as export_main
 from model_export.export import ParityError
 from stream_app import APPROVED_TAGS
@@ -134,3 +134,18 @@ def test_card_classes_are_the_onnx_probability_columns(trained_model_dir: Path, 
     )
     assert probabilities.shape == (len(texts), len(card["classes"]))
     assert list(labels) == [card["classes"][i] for i in probabilities.argmax(axis=1)]
+
+
+def test_the_feedback_holdout_depends_on_a_secret_key_made_once(tmp_path: Path) -> None:
+    key_path = tmp_path / "labels" / promote.HOLDOUT_KEY_FILE
+    key = promote.holdout_key(key_path)
+    assert len(key) == promote.HOLDOUT_KEY_BYTES and key_path.stat().st_mode & 0o777 == 0o600
+    assert promote.holdout_key(key_path) == key  # kept, not made again
+    ids = [f"item-{n}" for n in range(2000)]
+    split = [promote.in_feedback_holdout(i, key) for i in ids]
+    assert split == [promote.in_feedback_holdout(i, key) for i in ids]  # stable with one key
+    assert 0.15 < sum(split) / len(ids) < 0.25
+    other = promote.holdout_key(tmp_path / "other.key")
+    assert split != [promote.in_feedback_holdout(i, other) for i in ids]
+    public = [hashlib.blake2b(i.encode(), digest_size=2).digest()[0] % promote.HOLDOUT_SHARE == 0 for i in ids]
+    assert split != public  # not the unkeyed hash anyone could compute

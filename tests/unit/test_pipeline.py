@@ -14,7 +14,7 @@ from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeIndex, DedupeVerdict, dedupe_key
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.metrics import Metrics
-from stream_app.pipeline import Admitted, Output, Pipeline
+from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
 
 
 def make_pipeline(model_dir: Path, threshold: float | None = None) -> tuple[Pipeline, CollectorRegistry]:
@@ -94,3 +94,11 @@ def test_a_model_swapped_while_a_batch_is_classified_does_not_apply_to_that_batc
     outputs = pipeline.route(checked, checked.classify())
     assert [(o.kind, o.record["model_version"]) for o in outputs] == [("tagged", live.version)] * 3
     assert checked.model_seconds > 0
+
+
+def test_a_timestamp_no_datetime_holds_gives_an_iso_time_instead_of_an_error() -> None:
+    assert utc_iso(-1) == utc_iso(float("nan")) == "1970-01-01T00:00:00.000+00:00"
+    assert utc_iso(0) == "1970-01-01T00:00:00.000+00:00"
+    assert utc_iso(2**32) == "2106-02-07T06:28:16.000+00:00"
+    assert utc_iso(1e15) == utc_iso(float("inf")) == "9999-12-31T23:59:59.000+00:00"
+    assert utc_iso(1764633600.123) == "2025-12-02T00:00:00.123+00:00"

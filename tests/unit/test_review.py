@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 
 from stream_app import APPROVED_TAGS
-from stream_app.errors import InvalidDecision
+from stream_app.errors import InvalidDecision, InvalidRecord
 from stream_app.labels import LabelStore, read_labels
-from stream_app.review import ReviewBoard, decide, render_page
+from stream_app.review import ReviewBoard, decide, read_record, render_page
 from stream_app.schema import load_schema
 
 NOW = "2026-11-23T00:00:00.000+00:00"
@@ -48,11 +48,11 @@ def test_accepting_and_correcting_publish_feedback_and_a_human_tagged_record() -
     board = ReviewBoard(recent_limit=10)
     board.on_review(review_record("a", suggested="mlops"))
     board.on_review(review_record("b", suggested="mlops"))
-    accepted, tagged = decide(board, {"id": "a", "tag": "mlops", "reviewer": "ann"}, NOW)
-    corrected, _ = decide(board, {"id": "b", "tag": "other", "reviewer": "bob"}, NOW)
+    accepted, tagged = decide(board, {"id": "a", "tag": "mlops", "reviewer": "mallory"}, NOW, "ann")
+    corrected, _ = decide(board, {"id": "b", "tag": "other"}, NOW, "bob")
     assert accepted == {"id": "a", "tag": "mlops", "verdict": "accepted", "reviewer": "ann", "decided_at": NOW,
                         "model_version": "v1"}  # fmt: skip
-    assert corrected["verdict"] == "corrected" and corrected["tag"] == "other"
+    assert corrected["verdict"] == "corrected" and corrected["tag"] == "other" and corrected["reviewer"] == "bob"
     jsonschema.validate(tagged, load_schema("content-tagged"))
     assert tagged["tagged_by"] == "human" and tagged["tag"] == "mlops" and tagged["model_version"] == "v1"
 
@@ -66,36 +66,36 @@ def test_a_waiting_item_keeps_its_whole_text_and_what_a_decision_needs_but_not_i
     assert {name: kept[name] for name in ("title", "description", "url", "confidence")} == {
         name: record[name] for name in ("title", "description", "url", "confidence")
     }
-    _, tagged = decide(board, {"id": "a", "tag": "other", "reviewer": "ann"}, NOW)
+    _, tagged = decide(board, {"id": "a", "tag": "other"}, NOW, "ann")
     assert tagged["description"] == record["description"] and tagged["url"] == record["url"]
     assert tagged["dedupe_key"] == record["dedupe_key"]
 
 
 @pytest.mark.parametrize(
-    ("form", "reason"),
+    ("form", "reviewer", "reason"),
     [
-        ({"id": "a", "tag": "robotics", "reviewer": "ann"}, "tag must be one of"),
-        ({"id": "a", "tag": "<script>", "reviewer": "ann"}, "tag must be one of"),
-        ({"id": "a", "tag": "mlops", "reviewer": ""}, "reviewer"),
-        ({"id": "a", "tag": "mlops", "reviewer": "x" * 101}, "reviewer"),
-        ({"id": "zzz", "tag": "mlops", "reviewer": "ann"}, "no item"),
-        ({"id": "a", "tag": "mlops", "reviewer": "ann", "action": "delete"}, "action"),
-        ({"id": "t", "tag": "computer-vision", "reviewer": "ann", "action": "report"}, "already tagged"),
-        ({"id": "nope", "tag": "mlops", "reviewer": "ann", "action": "report"}, "no tagged item"),
+        ({"id": "a", "tag": "robotics"}, "ann", "tag must be one of"),
+        ({"id": "a", "tag": "<script>"}, "ann", "tag must be one of"),
+        ({"id": "a", "tag": "mlops"}, "", "reviewer"),
+        ({"id": "a", "tag": "mlops"}, "x" * 101, "reviewer"),
+        ({"id": "zzz", "tag": "mlops"}, "ann", "no item"),
+        ({"id": "a", "tag": "mlops", "action": "delete"}, "ann", "action"),
+        ({"id": "t", "tag": "computer-vision", "action": "report"}, "ann", "already tagged"),
+        ({"id": "nope", "tag": "mlops", "action": "report"}, "ann", "no tagged item"),
     ],
 )
-def test_a_bad_decision_is_refused_with_its_reason(form: dict[str, str], reason: str) -> None:
+def test_a_bad_decision_is_refused_with_its_reason(form: dict[str, str], reviewer: str, reason: str) -> None:
     board = ReviewBoard(recent_limit=10)
     board.on_review(review_record("a"))
     board.on_tagged(tagged_record("t", tag="computer-vision"))
     with pytest.raises(InvalidDecision, match=reason):
-        decide(board, form, NOW)
+        decide(board, form, NOW, reviewer)
 
 
 def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
     board = ReviewBoard(recent_limit=10)
     board.on_tagged(tagged_record("t", tag="computer-vision"))
-    feedback, tagged = decide(board, {"id": "t", "tag": "mlops", "reviewer": "u", "action": "report"}, NOW)
+    feedback, tagged = decide(board, {"id": "t", "tag": "mlops", "action": "report"}, NOW, "u")
     assert feedback["verdict"] == "reported" and tagged["tag"] == "mlops"
     board.on_tagged(tagged)  # the human record does not replace the model's prediction
     judgement = board.on_feedback(feedback)
@@ -119,12 +119,29 @@ def test_feedback_on_a_forgotten_prediction_counts_but_is_not_judged() -> None:
 def test_the_page_escapes_titles_and_offers_only_approved_tags() -> None:
     board = ReviewBoard(recent_limit=10)
     board.on_review(review_record("x", title='<script>alert("x")</script>'))
-    page = render_page(board, notice="<b>hi</b>")
+    page = render_page(board, notice="<b>hi</b>", reviewer="<i>ann</i>", csrf="token")
     assert "<script>alert" not in page and "&lt;script&gt;alert" in page
-    assert "<b>hi</b>" not in page
+    assert "<b>hi</b>" not in page and "<i>ann</i>" not in page
     offered = {part.split('"')[0] for part in page.split('<option value="')[1:]}
     assert offered == set(APPROVED_TAGS)
     assert 'for="tag-0"' in page and 'id="tag-0"' in page  # every control has a label
+
+
+def test_every_form_carries_the_token_and_no_form_asks_for_a_name() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("x"))
+    page = render_page(board, reviewer="ann", csrf="tok3n")
+    forms = page.split("<form")[1:]
+    assert len(forms) == 3  # sign out, decide, report
+    assert all('name="csrf" value="tok3n"' in form for form in forms)
+    assert 'name="reviewer"' not in page
+
+
+def test_without_a_reviewer_the_page_has_no_form() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("x"))
+    page = render_page(board, read_only="Read-only: sign in.")
+    assert "<form" not in page and 'data-id="x"' in page and "Read-only: sign in." in page
 
 
 def test_the_labelled_store_keeps_the_latest_decision_per_id(tmp_path: Path) -> None:
@@ -140,3 +157,59 @@ def test_the_labelled_store_keeps_the_latest_decision_per_id(tmp_path: Path) -> 
     labels, skipped = read_labels(path)
     assert {label["id"]: label["tag"] for label in labels} == {"a": "computer-vision", "b": "other"}
     assert skipped == 2
+
+
+def feedback_record(item_id: str, verdict: str = "accepted") -> dict[str, Any]:
+    return {"id": item_id, "tag": "mlops", "verdict": verdict, "reviewer": "r", "decided_at": NOW}
+
+
+def without(record: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != name}
+
+
+@pytest.mark.parametrize(
+    ("method", "record", "reason"),
+    [
+        *[("on_review", without(review_record("n"), f), "missing_field")
+          for f in ("id", "suggested_tag", "model_version", "confidence", "dedupe_key")],
+        *[("on_tagged", without(tagged_record("n"), f), "missing_field")
+          for f in ("id", "tag", "model_version", "tagged_by", "dedupe_key")],
+        *[("on_feedback", without(feedback_record("n"), f), "missing_field") for f in ("id", "tag", "verdict",
+                                                                                      "decided_at")],
+        ("on_review", {**review_record("n"), "suggested_tag": "robotics"}, "invalid_value"),
+        ("on_review", {**review_record("n"), "confidence": "high"}, "wrong_type"),
+        ("on_review", {**review_record("n"), "confidence": 7.5}, "invalid_value"),
+        ("on_review", {**review_record("n"), "confidence": True}, "invalid_value"),
+        ("on_review", {**review_record("n"), "id": None}, "wrong_type"),
+        ("on_review", {**review_record("n"), "id": ""}, "invalid_value"),
+        ("on_review", {**review_record("n"), "title": ["x"]}, "wrong_type"),
+        ("on_review", {**review_record("n"), "model_version": "v" * 65}, "invalid_value"),
+        ("on_tagged", {**tagged_record("n"), "tagged_by": "robot"}, "invalid_value"),
+        ("on_tagged", {**tagged_record("n"), "model_version": 3}, "wrong_type"),
+        ("on_feedback", feedback_record("n", verdict="approved"), "invalid_value"),
+        ("on_feedback", {**feedback_record("n"), "decided_at": 1}, "wrong_type"),
+        ("on_feedback", {**feedback_record("n"), "tag": "<b>"}, "invalid_value"),
+    ],
+)  # fmt: skip
+def test_the_board_refuses_a_malformed_record_with_its_reason_and_changes_nothing(
+    method: str, record: dict[str, Any], reason: str
+) -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("n"))
+    board.on_tagged(tagged_record("t"))
+    before = (dict(board.waiting), dict(board.recent))
+    with pytest.raises(InvalidRecord) as raised:
+        getattr(board, method)(record)
+    assert raised.value.reason == reason
+    assert (dict(board.waiting), dict(board.recent)) == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(None, "tombstone"), (b"not json", "not_json"), (b"\xff\xfe\x00", "not_json"), (b"[1, 2]", "not_object"),
+     (b"null", "not_object"), (b"[" * 100_000, "not_json")],
+)  # fmt: skip
+def test_a_record_that_is_not_a_json_object_is_refused_with_its_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidRecord) as raised:
+        read_record(raw)
+    assert raised.value.reason == reason

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
 
 from stream_app.errors import ConfigError
-from stream_app.settings import Settings
+from stream_app.settings import Secret, Settings
 
 
 def test_defaults_match_the_documented_topics() -> None:
@@ -57,6 +58,15 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_PRODUCER_LINGER_SECONDS", "-0.001"),
         ("TAGGER_COMMIT_INTERVAL_SECONDS", "0"),
         ("TAGGER_DEDUPE_TTL_DAYS", "-1"),
+        ("TAGGER_DEDUPE_TTL_DAYS", "nan"),
+        ("TAGGER_WEB_PORT", "70000"),
+        ("TAGGER_MAX_CLOCK_SKEW_SECONDS", "-1"),
+        ("TAGGER_MAX_CLOCK_SKEW_SECONDS", "inf"),
+        ("TAGGER_REVIEW_SESSION_HOURS", "0"),
+        ("TAGGER_REVIEW_SECURE_COOKIES", "ture"),
+        ("TAGGER_REVIEW_PROXY_ADDRESSES", "10.0.0.300"),
+        ("TAGGER_REVIEW_ALLOWED_HOSTS", " , "),
+        ("TAGGER_CANDIDATE_POLL_SECONDS", "0"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
@@ -64,10 +74,48 @@ def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -
         Settings.from_env({name: value})
 
 
-def test_the_sasl_password_is_never_printed() -> None:
-    settings = Settings.from_env({"TAGGER_SASL_PASSWORD": "hunter2"})
-    assert settings.sasl_password == "hunter2"
-    assert "hunter2" not in repr(settings)
+@pytest.mark.parametrize(
+    ("name", "typo", "allowed"),
+    [
+        ("TAGGER_SECURITY_PROTOCOL", "SASL-SSL", "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
+        ("TAGGER_SASL_MECHANISM", "SCRAM-SHA256", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+        ("TAGGER_PROCESSING_GUARANTEE", "exactly-once", "at_least_once, exactly_once"),
+        ("TAGGER_REVIEW_AUTH", "account", "accounts, proxy"),
+    ],
+)
+def test_a_typo_in_an_enumerated_setting_is_refused_in_one_line_naming_it(name: str, typo: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({name: typo})
+    assert str(raised.value) == f"{name}={typo!r} is not one of {allowed}"
+
+
+def test_the_sasl_password_and_the_session_secret_are_never_printed() -> None:
+    secret = "s" * 40
+    settings = Settings.from_env({"TAGGER_SASL_PASSWORD": "hunter2", "TAGGER_REVIEW_SESSION_SECRET": secret})
+    assert settings.sasl_password.reveal() == "hunter2" and settings.review_session_secret.reveal() == secret
+    logged = logging.LogRecord("t", logging.INFO, "", 0, "%s %s", (settings.sasl_password, settings), None).getMessage()
+    shown_ways = (repr(settings), str(settings), f"{settings.review_session_secret}", logged)
+    for shown in shown_ways:
+        assert "hunter2" not in shown and secret not in shown
+    assert Secret("a") == Secret("a") != Secret("b")
+
+
+def test_a_short_session_secret_is_refused_without_printing_it() -> None:
+    with pytest.raises(ConfigError, match="TAGGER_REVIEW_SESSION_SECRET") as raised:
+        Settings.from_env({"TAGGER_REVIEW_SESSION_SECRET": "short-secret"})
+    assert "short-secret" not in str(raised.value)
+
+
+def test_proxy_sign_in_needs_the_proxy_addresses() -> None:
+    with pytest.raises(ConfigError, match="TAGGER_REVIEW_PROXY_ADDRESSES"):
+        Settings.from_env({"TAGGER_REVIEW_AUTH": "proxy"})
+    settings = Settings.from_env({"TAGGER_REVIEW_AUTH": "proxy", "TAGGER_REVIEW_PROXY_ADDRESSES": "10.0.0.5, fd00::/8"})
+    assert [str(n) for n in settings.review_proxy_networks] == ["10.0.0.5/32", "fd00::/8"]
+
+
+def test_the_clock_skew_defaults_to_five_minutes_and_may_be_zero() -> None:
+    assert Settings.from_env({}).max_clock_skew_seconds == 300.0
+    assert Settings.from_env({"TAGGER_MAX_CLOCK_SKEW_SECONDS": "0"}).max_clock_skew_seconds == 0.0
 
 
 @pytest.mark.parametrize(("value", "transacted"), [("at_least_once", False), ("exactly_once", True)])

@@ -1,0 +1,131 @@
+"""The review follower: every worker reads the review, tagged and feedback topics from their start into its review
+board, counts online precision and keeps new decisions as labels.
+
+Each record is handled on its own: a malformed one (a tombstone, not JSON, a missing or wrong field, an unknown
+tag or verdict) is counted in ``content_tagger_skipped_records_total``, logged with its offset and skipped. The
+follower runs on every worker and reads from the start on every start, so one record it could not survive would
+stop the whole fleet, again on each restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from stream_app.errors import InvalidRecord
+from stream_app.kafka_client import aiokafka_security
+from stream_app.labels import LabelStore, read_labels
+from stream_app.metrics import Metrics
+from stream_app.review import ReviewBoard, read_record
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS: Final = 500
+
+
+class ReviewFollower:
+    """Hands the records of the three topics to the board, one at a time; feedback waits until the review and
+    tagged topics have caught up, so a decision always finds the prediction it judges."""
+
+    def __init__(self, settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:
+        self.board = board
+        self.metrics = metrics
+        self.labels = labels
+        self.roles = {
+            settings.review_topic: "review",
+            settings.tagged_topic: "tagged",
+            settings.feedback_topic: "feedback",
+        }
+        self.stored: set[tuple[str, str]] = set()
+        """(id, decided_at) of the decisions already in the labelled store: not appended again."""
+        self.held: list[tuple[ConsumerRecord[Any, Any], dict[str, Any]]] = []
+
+    def on_record(self, message: ConsumerRecord[Any, Any]) -> None:
+        """Take one record of any of the three topics; a feedback record is held until :meth:`release`."""
+        role = self.roles[message.topic]
+        try:
+            record = read_record(message.value)
+            if role == "review":
+                self.board.on_review(record)
+            elif role == "tagged":
+                self.board.on_tagged(record)
+            else:
+                self.held.append((message, record))
+        except InvalidRecord as error:
+            self.skip(message, role, error.reason, str(error))
+        except Exception as error:  # noqa: BLE001 - see skip_unexpected
+            self.skip_unexpected(message, role, error)
+
+    def release(self) -> None:
+        """Judge the held feedback records, in order, and append new decisions to the labelled store."""
+        held, self.held = self.held, []
+        for message, record in held:
+            try:
+                judgement = self.board.on_feedback(record)
+            except InvalidRecord as error:
+                self.skip(message, "feedback", error.reason, str(error))
+                continue
+            except Exception as error:  # noqa: BLE001 - see skip_unexpected
+                self.skip_unexpected(message, "feedback", error)
+                continue
+            self.metrics.judged(
+                judgement.verdict, judgement.model_version, judgement.route, judgement.predicted_tag, judgement.correct
+            )
+            key = (str(record["id"]), str(record["decided_at"]))
+            if judgement.label and key not in self.stored:
+                self.labels.append(judgement.label)
+                self.stored.add(key)
+
+    def skip_unexpected(self, message: ConsumerRecord[Any, Any], role: str, error: Exception) -> None:
+        """Skip a record whose handling raised an error the board's checks did not foresee. Crashing instead would
+        not retry anything useful: every worker would stop on the same record at every start."""
+        self.skip(message, role, "unexpected", type(error).__name__)  # its text may quote the record
+
+    def skip(self, message: ConsumerRecord[Any, Any], role: str, reason: str, detail: str) -> None:
+        self.metrics.skipped(role, reason)
+        log.warning(
+            "skipped a record of %s partition %s offset %s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            detail,
+        )
+
+
+async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:
+    """Read the review, tagged and feedback topics from their start, forever, into ``board``."""
+    follower = ReviewFollower(settings, board, metrics, labels)
+    stored = await asyncio.get_running_loop().run_in_executor(None, read_labels, settings.labels_path)
+    follower.stored = {(label["id"], label["decided_at"]) for label in stored[0]}
+    names = tuple(follower.roles)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, **aiokafka_security(settings)
+    )
+    await consumer.start()
+    try:
+        while True:
+            await consumer._client.force_metadata_update()
+            cluster = consumer._client.cluster
+            partitions = [TopicPartition(n, p) for n in names for p in cluster.partitions_for_topic(n) or ()]
+            if {tp.topic for tp in partitions} == set(names):
+                break
+            await asyncio.sleep(1.0)  # the topics may not exist yet
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        predictions = [tp for tp in partitions if tp.topic != settings.feedback_topic]
+        catch_up = await consumer.end_offsets(predictions)
+        while True:
+            for records in (await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)).values():
+                for message in records:
+                    follower.on_record(message)
+            if catch_up and all([await consumer.position(tp) >= end for tp, end in catch_up.items()]):
+                catch_up = {}
+            if not catch_up:
+                follower.release()
+            metrics.set_review_backlog(len(board.waiting))
+    finally:
+        await consumer.stop()

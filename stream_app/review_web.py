@@ -1,0 +1,402 @@
+"""The review pages over HTTP, without a web framework: who is signed in, which requests are refused, and what a
+decision publishes. The Faust views in agents.py only turn aiohttp requests into :class:`WebRequest` and back.
+
+Routes (all refused with 403 unless the ``Host`` header is in ``TAGGER_REVIEW_ALLOWED_HOSTS``)::
+
+    GET  /review            the waiting items; their forms only for a signed-in reviewer
+    POST /review            a decision (signed in, form token of the session)
+    GET  /review/sign-in    the sign-in form (accounts), or where to sign in (proxy)
+    POST /review/sign-in    name and password (accounts); a few failures per address, then 429 for a while
+    POST /review/sign-out   ends the session
+
+A session is a cookie signed with HMAC-SHA256 (``HttpOnly``, ``SameSite=Strict``, ``Path=/review``, an expiry in
+it and in ``Max-Age``); every visitor gets one, anonymous until sign-in, so the sign-in form has a token too. The
+form token is an HMAC of the session's nonce; a sign-in or sign-out starts a new session and revokes the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import html
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import faust.web
+
+from stream_app.errors import InvalidDecision
+from stream_app.review import MAX_REVIEWER_CHARS, ReviewBoard, decide, render_page
+from stream_app.reviewers import ReviewerAccounts
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COOKIE: Final = "tagger_review_session"
+MAX_FAILED_SIGN_INS: Final = 5
+"""Failed sign-ins from one address within :data:`FAILED_SIGN_IN_WINDOW_SECONDS` before it gets 429s."""
+FAILED_SIGN_IN_WINDOW_SECONDS: Final = 900.0
+MAX_TRACKED: Final = 100_000
+"""Most revoked sessions and failing addresses remembered; past it the oldest are forgotten."""
+HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+"""Sent with every review page: nothing cached, no script or frame, forms post only to this origin."""
+HOW_TO_ADD = (
+    "Read-only: no reviewer is configured. Add one with <code>python -m stream_app.reviewers add NAME</code> "
+    "(it writes <code>TAGGER_REVIEWERS_FILE</code>), then sign in."
+)
+
+
+@dataclass(frozen=True)
+class WebRequest:
+    """What the review pages read of an HTTP request."""
+
+    method: str
+    path: str
+    host: str
+    peer: str | None
+    cookie: str | None
+    """The value of the session cookie, if sent."""
+    form: Mapping[str, str] = field(default_factory=dict)
+    origin: str | None = None
+    proxy_user: str | None = None
+    """The value of ``TAGGER_REVIEW_PROXY_HEADER``, if sent."""
+
+
+@dataclass
+class WebResponse:
+    """A page, or a redirect, with the headers to send."""
+
+    status: int
+    body: str
+    headers: dict[str, str] = field(default_factory=lambda: dict(HEADERS))
+
+
+@dataclass(frozen=True)
+class Session:
+    """One visitor's session: ``reviewer`` is empty until sign-in."""
+
+    reviewer: str
+    nonce: str
+    expires: float
+
+
+class Sessions:
+    """Issues, reads and revokes signed session cookies, and the form tokens bound to them."""
+
+    def __init__(
+        self, secret: bytes, lifetime_seconds: float, secure: bool, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._secret = secret
+        self.lifetime_seconds = lifetime_seconds
+        self.secure = secure
+        self.clock = clock
+        self._revoked: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    def new(self, reviewer: str = "") -> Session:
+        return Session(reviewer, secrets.token_hex(16), float(int(self.clock() + self.lifetime_seconds)))
+
+    def read(self, cookie: str | None) -> Session | None:
+        """The session of a cookie value, or None when it is malformed, forged, expired or revoked."""
+        if not cookie or len(cookie) > 1024:
+            return None
+        parts = cookie.split(".")
+        if len(parts) != 4:
+            return None
+        name_hex, nonce, expires, mac = parts
+        if not hmac.compare_digest(mac, self._mac("session", name_hex, nonce, expires)):
+            return None
+        try:
+            reviewer, deadline = bytes.fromhex(name_hex).decode(), float(expires)
+        except ValueError:
+            return None
+        if deadline <= self.clock() or nonce in self._revoked:
+            return None
+        return Session(reviewer, nonce, deadline)
+
+    def cookie_header(self, session: Session) -> str:
+        """The ``Set-Cookie`` value that gives the browser ``session``."""
+        name_hex, expires = session.reviewer.encode().hex(), str(int(session.expires))
+        value = ".".join((name_hex, session.nonce, expires, self._mac("session", name_hex, session.nonce, expires)))
+        max_age = max(0, int(session.expires - self.clock()))
+        secure = "; Secure" if self.secure else ""
+        return f"{COOKIE}={value}; Path=/review; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+
+    def form_token(self, session: Session) -> str:
+        """The token every form of this session carries."""
+        return self._mac("form", session.nonce)
+
+    def token_ok(self, session: Session, token: str) -> bool:
+        return hmac.compare_digest(self.form_token(session), token)
+
+    def revoke(self, session: Session) -> None:
+        """Refuse ``session`` from now on, until it would have expired anyway."""
+        now = self.clock()
+        for nonce in [n for n, expires in self._revoked.items() if expires <= now]:
+            del self._revoked[nonce]
+        self._revoked[session.nonce] = session.expires
+        while len(self._revoked) > MAX_TRACKED:
+            self._revoked.popitem(last=False)
+
+    def _mac(self, purpose: str, *parts: str) -> str:
+        return hmac.new(self._secret, "|".join((purpose, *parts)).encode(), hashlib.sha256).hexdigest()
+
+
+class SignInLimiter:
+    """Counts failed sign-ins per client address; too many within the window refuse further tries."""
+
+    def __init__(
+        self,
+        max_failures: int = MAX_FAILED_SIGN_INS,
+        window_seconds: float = FAILED_SIGN_IN_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_seconds = window_seconds
+        self.clock = clock
+        self._failures: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
+
+    def blocked(self, address: str) -> bool:
+        return len(self._recent(address)) >= self.max_failures
+
+    def failed(self, address: str) -> None:
+        self._failures[address] = [*self._recent(address), self.clock()]
+        self._failures.move_to_end(address)
+        while len(self._failures) > MAX_TRACKED:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+    def _recent(self, address: str) -> list[float]:
+        since = self.clock() - self.window_seconds
+        return [t for t in self._failures.get(address, ()) if t > since]
+
+
+def host_allowed(host: str, allowed: frozenset[str]) -> bool:
+    """Whether a ``Host`` header names one of ``allowed`` (entries ``name`` match any port, ``name:port`` one)."""
+    host = host.strip().lower()
+    if host in allowed:
+        return True
+    name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
+    return bool(name) and name in allowed
+
+
+def proxy_user(
+    peer: str | None, header: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> str | None:
+    """The reviewer a trusted proxy names, or None when the request is not from one of ``networks`` or names
+    nobody usable."""
+    if peer is None or header is None:
+        return None
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return None
+    name = header.strip()
+    if not any(address in network for network in networks):
+        return None
+    if not 0 < len(name) <= MAX_REVIEWER_CHARS or not name.isprintable():
+        return None
+    return name
+
+
+class ReviewSite:
+    """The review pages of one worker: ``publish(feedback, tagged)`` sends a decision's two records."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        board: ReviewBoard,
+        publish: Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]],
+        decided_at: Callable[[], str],
+    ) -> None:
+        self.settings = settings
+        self.board = board
+        self.publish = publish
+        self.decided_at = decided_at
+        secret = settings.review_session_secret.reveal().encode() or secrets.token_bytes(32)
+        self.sessions = Sessions(secret, settings.review_session_hours * 3600.0, settings.review_secure_cookies)
+        self.accounts = ReviewerAccounts(settings.reviewers_file) if settings.review_auth == "accounts" else None
+        self.proxy_networks = settings.review_proxy_networks
+        self.hosts = settings.review_hosts
+        self.limiter = SignInLimiter()
+        # One thread: a password hash takes a core and 64 MiB for a fraction of a second, so sign-ins queue.
+        self._auth_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-auth")
+
+    async def handle(self, request: WebRequest) -> WebResponse:
+        """Answer one request to a review route."""
+        if not host_allowed(request.host, self.hosts):
+            return WebResponse(403, _page("Refused", "This page does not answer to that host name."))
+        if request.method == "POST" and request.origin is not None:
+            if request.origin.split("://", 1)[-1].lower() != request.host.lower():
+                return WebResponse(403, _page("Refused", "The form was sent from another site."))
+        if self.accounts is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.accounts.refresh)
+        session = self.sessions.read(request.cookie)
+        fresh = session is None
+        session = session or self.sessions.new()
+        named = proxy_user(request.peer, request.proxy_user, self.proxy_networks) if self.accounts is None else None
+        if named is not None and session.reviewer != named:
+            session, fresh = self.sessions.new(named), True
+        response = await self._route(request, session, self._reviewer(session, named))
+        if fresh and "Set-Cookie" not in response.headers:
+            response.headers["Set-Cookie"] = self.sessions.cookie_header(session)
+        return response
+
+    def _reviewer(self, session: Session, named: str | None) -> str | None:
+        """Who may decide: the session's reviewer if still in the accounts; with a proxy, the reviewer it names on
+        this very request (a session alone is not enough)."""
+        if not session.reviewer:
+            return None
+        if self.accounts is not None:
+            return session.reviewer if session.reviewer in self.accounts.names else None
+        return session.reviewer if session.reviewer == named else None
+
+    async def _route(self, request: WebRequest, session: Session, reviewer: str | None) -> WebResponse:
+        route = (request.method, request.path.rstrip("/"))
+        if route == ("GET", "/review"):
+            return self._review_page(session, reviewer)
+        if route == ("GET", "/review/sign-in"):
+            return self._sign_in_page(session)
+        if request.method != "POST" or route[1] not in ("/review", "/review/sign-in", "/review/sign-out"):
+            return WebResponse(404, _page("Not found", ""))
+        if not self.sessions.token_ok(session, request.form.get("csrf", "")):
+            return WebResponse(403, _page("Refused", "The form is out of date or not from this site: reload it."))
+        if route[1] == "/review/sign-in":
+            return await self._sign_in(request, session)
+        if route[1] == "/review/sign-out":
+            self.sessions.revoke(session)
+            return self._redirect("/review", self.sessions.new())
+        if reviewer is None:
+            return self._review_page(session, None, "Refused: sign in first.", status=403)
+        try:
+            feedback, tagged = decide(self.board, request.form, self.decided_at(), reviewer)
+        except InvalidDecision as error:
+            return self._review_page(session, reviewer, f"Not saved: {error}", status=400)
+        await self.publish(feedback, tagged)
+        self.board.waiting.pop(feedback["id"], None)  # gone at once; the feedback record confirms it soon
+        notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
+        return self._review_page(session, reviewer, notice)
+
+    async def _sign_in(self, request: WebRequest, session: Session) -> WebResponse:
+        if self.accounts is None:
+            return self._sign_in_page(session, "This worker takes reviewers from its proxy.", status=403)
+        address = request.peer or "unknown"
+        if self.limiter.blocked(address):
+            return self._sign_in_page(session, "Too many failed sign-ins: try again later.", status=429)
+        name, password = request.form.get("name", "").strip(), request.form.get("password", "")
+        verified = await asyncio.get_running_loop().run_in_executor(
+            self._auth_thread, self.accounts.verify, name, password
+        )
+        if not verified:
+            self.limiter.failed(address)
+            log.warning("review sign-in refused for %r from %s", name[:MAX_REVIEWER_CHARS], address)
+            return self._sign_in_page(session, "Wrong name or password.", status=401)
+        self.limiter.succeeded(address)
+        self.sessions.revoke(session)  # a new nonce: a session known before sign-in is worth nothing after it
+        log.info("reviewer %s signed in from %s", name, address)
+        return self._redirect("/review", self.sessions.new(name))
+
+    def _review_page(self, session: Session, reviewer: str | None, notice: str = "", status: int = 200) -> WebResponse:
+        if reviewer is not None:
+            read_only = ""
+        elif self.accounts is None:
+            read_only = "Read-only: sign in through this site's sign-in proxy to decide."
+        elif not self.accounts.names:
+            read_only = HOW_TO_ADD
+        else:
+            read_only = 'Read-only: <a href="/review/sign-in">sign in</a> to decide.'
+        page = render_page(
+            self.board, notice, reviewer=reviewer, csrf=self.sessions.form_token(session), read_only=read_only
+        )
+        return WebResponse(status, page)
+
+    def _sign_in_page(self, session: Session, notice: str = "", status: int = 200) -> WebResponse:
+        status_html = f'<p role="status">{html.escape(notice)}</p>' if notice else ""
+        if self.accounts is None:
+            body = "<p>This worker takes reviewers from its sign-in proxy.</p>"
+        elif not self.accounts.names:
+            body = f"<p>{HOW_TO_ADD}</p>"
+        else:
+            token = html.escape(self.sessions.form_token(session))
+            body = (
+                f'<form method="post" action="/review/sign-in"><input type="hidden" name="csrf" value="{token}">'
+                '<label for="name">Name</label> <input id="name" name="name" autocomplete="username" required> '
+                '<label for="password">Password</label> '
+                '<input id="password" name="password" type="password" autocomplete="current-password" required> '
+                '<button type="submit">Sign in</button></form>'
+            )
+        return WebResponse(status, _page("Sign in", status_html + body))
+
+    def _redirect(self, location: str, session: Session) -> WebResponse:
+        response = WebResponse(303, _page("See other", f'<a href="{location}">Continue</a>'))
+        response.headers["Location"] = location
+        response.headers["Set-Cookie"] = self.sessions.cookie_header(session)
+        return response
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>content-tagger {html.escape(title.lower())}</title></head>"
+        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
+    )
+
+
+REVIEW_PATHS: Final = ("/review", "/review/sign-in", "/review/sign-out")
+FAUST_VIEWS_OFF: Final[dict[str, Any]] = {
+    "web_tables_enabled": False,
+    "web_router_enabled": False,
+    "web_stats_enabled": False,
+    "web_graph_enabled": False,
+    "web_metrics_enabled": False,
+}
+"""Faust app options that leave out Faust's own web views (``/table``, ``/router``, ``/stats``, ``/graph``,
+``/performance``): they read table data and cluster state with no sign-in. Faust's ``/`` then answers
+``{"status": "OK"}`` and nothing else."""
+
+
+def review_view(site: ReviewSite) -> type[faust.web.View]:
+    """A Faust view class (one per path: Faust keeps the path on the class) answering through ``site``."""
+
+    class ReviewView(faust.web.View):
+        """A review page, its forms, sign-in or sign-out."""
+
+        async def get(self, request: Any) -> Any:
+            return self._send(await site.handle(_web_request(request, site, {})))
+
+        async def post(self, request: Any) -> Any:
+            form = {key: str(value) for key, value in (await request.post()).items()}
+            return self._send(await site.handle(_web_request(request, site, form)))
+
+        def _send(self, response: WebResponse) -> Any:
+            return self.html(response.body, status=response.status, headers=dict(response.headers))
+
+    return ReviewView
+
+
+def _web_request(request: Any, site: ReviewSite, form: dict[str, str]) -> WebRequest:
+    """The :class:`WebRequest` of an aiohttp request."""
+    return WebRequest(
+        method=request.method,
+        path=request.path,
+        host=request.headers.get("Host", ""),
+        peer=request.remote,
+        cookie=request.cookies.get(COOKIE),
+        form=form,
+        origin=request.headers.get("Origin"),
+        proxy_user=request.headers.get(site.settings.review_proxy_header),
+    )

@@ -1,0 +1,170 @@
+"""Reviewer accounts: a file of ``name:argon2-hash`` lines, and ``python -m stream_app.reviewers`` to manage it.
+
+    python -m stream_app.reviewers add NAME      # asks for the password (or reads one line of stdin)
+    python -m stream_app.reviewers remove NAME
+    python -m stream_app.reviewers list
+
+The file is ``TAGGER_REVIEWERS_FILE`` (or ``--file``). Passwords are hashed with argon2id (``argon2-cffi``'s
+defaults, a fresh salt each); the file is written whole beside itself and renamed into place, readable by its
+owner only. A running worker takes up changes at the next sign-in or page load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import logging
+import os
+import re
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from stream_app.errors import ConfigError
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+"""A reviewer name: what the feedback records and labels carry as ``reviewer``."""
+MIN_PASSWORD_CHARS: Final = 12
+MAX_PASSWORD_CHARS: Final = 1024
+"""Longer passwords are refused before hashing, so a sign-in form cannot make the worker hash megabytes."""
+
+_hasher = PasswordHasher()
+
+
+@functools.cache
+def _unknown_user_hash() -> str:
+    """Verified against for an unknown name, so a sign-in takes as long whether the name exists or not."""
+    return _hasher.hash(secrets.token_hex(16))
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may name a reviewer."""
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
+class ReviewerAccounts:
+    """The accounts of one file, re-read when the file changes (:meth:`refresh`, a ``stat`` when it has not)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._hashes: dict[str, str] = {}
+        self._stamp: tuple[int, int, int] | None = None
+
+    def refresh(self) -> None:
+        """Re-read the file if it changed since the last read; a missing file means no reviewer. Blocking: call it
+        from a thread, not the event loop."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._hashes, self._stamp = {}, None
+            return
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            self._hashes = read_accounts(self.path)
+            self._stamp = stamp
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The reviewers who can sign in."""
+        return frozenset(self._hashes)
+
+    def verify(self, name: str, password: str) -> bool:
+        """Whether ``password`` is ``name``'s. Slow on purpose (argon2): call it from a thread."""
+        known = self._hashes.get(name)
+        if len(password) > MAX_PASSWORD_CHARS:
+            return False
+        try:
+            return bool(_hasher.verify(known or _unknown_user_hash(), password)) and known is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+def read_accounts(path: Path) -> dict[str, str]:
+    """Name to hash, from the file's well-formed lines (others are logged and ignored)."""
+    accounts: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, colon, encoded = line.strip().partition(":")
+        if not (colon and valid_name(name) and encoded.startswith("$argon2")):
+            log.warning("%s line %d is not 'name:argon2-hash'; ignored", path, number)
+            continue
+        accounts[name] = encoded
+    return accounts
+
+
+def write_accounts(path: Path, accounts: dict[str, str]) -> None:
+    """Replace the file with ``accounts``, readable by its owner only, in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.writelines(f"{name}:{encoded}\n" for name, encoded in accounts.items())
+    os.replace(staging, path)
+
+
+def add_reviewer(path: Path, name: str, password: str) -> None:
+    """Add ``name`` with ``password`` (or set a new password); raises :class:`ConfigError` for a bad name or a
+    password too short or too long."""
+    if not valid_name(name):
+        raise ConfigError(f"reviewer name {name!r} must match {NAME_PATTERN.pattern}")
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise ConfigError(f"the password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters")
+    accounts = read_accounts(path) if path.exists() else {}
+    accounts[name] = _hasher.hash(password)
+    write_accounts(path, accounts)
+
+
+def remove_reviewer(path: Path, name: str) -> bool:
+    """Remove ``name``; False if it was not there."""
+    accounts = read_accounts(path) if path.exists() else {}
+    if accounts.pop(name, None) is None:
+        return False
+    write_accounts(path, accounts)
+    return True
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise ConfigError("the two passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: add, remove or list reviewers."""
+    parser = argparse.ArgumentParser(prog="python -m stream_app.reviewers", description=__doc__.split("\n")[0])
+    parser.add_argument("--file", type=Path, help="accounts file (default: TAGGER_REVIEWERS_FILE)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("add", help="add a reviewer, or set a new password").add_argument("name")
+    commands.add_parser("remove", help="remove a reviewer").add_argument("name")
+    commands.add_parser("list", help="list the reviewers")
+    args = parser.parse_args(argv)
+    try:
+        path = args.file or Settings.from_env().reviewers_file
+        if args.command == "add":
+            add_reviewer(path, args.name, _read_password())
+            print(f"{args.name} can sign in (accounts in {path})")
+        elif args.command == "remove":
+            print(f"{args.name} removed" if remove_reviewer(path, args.name) else f"no reviewer {args.name!r}")
+        else:
+            print("\n".join(sorted(read_accounts(path))) if path.exists() else f"no accounts file {path}")
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

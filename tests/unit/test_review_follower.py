@@ -1,0 +1,114 @@
+"""The review follower survives every record of the review, tagged and feedback topics: a malformed one is counted
+by topic and reason and skipped, and the records around it are handled as if it were not there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from stream_app.labels import LabelStore, read_labels
+from stream_app.metrics import Metrics
+from stream_app.review import ReviewBoard
+from stream_app.review_follower import ReviewFollower
+from stream_app.settings import Settings
+from tests.unit.test_review import NOW, review_record, tagged_record
+
+SETTINGS = Settings.from_env({})
+EDGES = (0.0, 0.5, 1.0)
+
+
+def message(topic: str, value: bytes | None, offset: int = 0) -> ConsumerRecord[Any, Any]:
+    return ConsumerRecord(topic, 0, offset, 0, 0, None, value, None, 0, len(value or b""), [])
+
+
+def encoded(record: Any) -> bytes:
+    return json.dumps(record).encode()
+
+
+def follower(tmp_path: Path) -> tuple[ReviewFollower, CollectorRegistry]:
+    registry = CollectorRegistry()
+    board = ReviewBoard(recent_limit=100)
+    return ReviewFollower(SETTINGS, board, Metrics(registry, EDGES), LabelStore(tmp_path / "labels.jsonl")), registry
+
+
+def skipped(registry: CollectorRegistry, topic: str, reason: str) -> float:
+    value = registry.get_sample_value("content_tagger_skipped_records_total", {"topic": topic, "reason": reason})
+    return value or 0.0
+
+
+def test_bad_records_are_counted_and_skipped_and_good_ones_around_them_count(tmp_path: Path) -> None:
+    follow, registry = follower(tmp_path)
+    review, tagged, feedback = SETTINGS.review_topic, SETTINGS.tagged_topic, SETTINGS.feedback_topic
+    decision = {"id": "a", "tag": "other", "verdict": "corrected", "reviewer": "ann", "decided_at": NOW}
+    records = [
+        message(review, None),
+        message(review, b"{not json"),
+        message(review, encoded({k: v for k, v in review_record("x").items() if k != "suggested_tag"})),
+        message(review, encoded(review_record("a"))),
+        message(tagged, encoded({k: v for k, v in tagged_record("t").items() if k != "tagged_by"})),
+        message(tagged, encoded(tagged_record("t"))),
+        message(feedback, encoded({**decision, "verdict": "approved"})),
+        message(feedback, encoded([decision])),
+        message(feedback, None),
+        message(feedback, encoded(decision)),
+    ]
+    for record in records:
+        follow.on_record(record)
+    follow.release()
+    assert list(follow.board.waiting) == [] and set(follow.board.recent) == {"a", "t"}
+    expected = {("review", "tombstone"): 1, ("review", "not_json"): 1, ("review", "missing_field"): 1,
+                ("tagged", "missing_field"): 1, ("feedback", "invalid_value"): 1, ("feedback", "not_object"): 1,
+                ("feedback", "tombstone"): 1}  # fmt: skip
+    for (topic, reason), count in expected.items():
+        assert skipped(registry, topic, reason) == count, (topic, reason)
+    judged = registry.get_sample_value("content_tagger_feedback_decisions_total", {"verdict": "corrected"})
+    assert judged == 1
+    labels, _ = read_labels(tmp_path / "labels.jsonl")
+    assert [(label["id"], label["tag"], label["reviewer"]) for label in labels] == [("a", "other", "ann")]
+
+
+def test_a_decision_already_stored_is_not_appended_again(tmp_path: Path) -> None:
+    follow, _ = follower(tmp_path)
+    follow.on_record(message(SETTINGS.review_topic, encoded(review_record("a"))))
+    decision = {"id": "a", "tag": "other", "verdict": "corrected", "reviewer": "ann", "decided_at": NOW}
+    follow.stored = {("a", NOW)}
+    follow.on_record(message(SETTINGS.feedback_topic, encoded(decision)))
+    follow.release()
+    assert not (tmp_path / "labels.jsonl").exists()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=15), children, max_size=6),
+    max_leaves=20,
+)
+fields = st.sampled_from(["id", "tag", "suggested_tag", "model_version", "tagged_by", "verdict", "decided_at",
+                          "confidence", "dedupe_key", "title", "description", "reviewer"])  # fmt: skip
+records = st.one_of(
+    st.none(),
+    st.binary(max_size=60),
+    json_values.map(encoded),
+    st.dictionaries(fields, json_values, max_size=12).map(encoded),
+    st.builds(lambda base, extra: encoded({**base, **extra}),
+              st.sampled_from([review_record("h"), tagged_record("h"),
+                               {"id": "h", "tag": "mlops", "verdict": "accepted", "decided_at": NOW}]),
+              st.dictionaries(fields, json_values, max_size=3)),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["review", "tagged", "feedback"]), records), max_size=20))
+def test_no_record_stops_the_follower(tmp_path_factory: Any, sequence: list[tuple[str, bytes | None]]) -> None:
+    follow, registry = follower(tmp_path_factory.mktemp("labels"))
+    topics = {"review": SETTINGS.review_topic, "tagged": SETTINGS.tagged_topic, "feedback": SETTINGS.feedback_topic}
+    for offset, (role, value) in enumerate(sequence):
+        follow.on_record(message(topics[role], value, offset))
+    follow.release()
+    assert skipped(registry, "review", "unexpected") == skipped(registry, "feedback", "unexpected") == 0
+    assert skipped(registry, "tagged", "unexpected") == 0

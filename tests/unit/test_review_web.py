@@ -1,0 +1,198 @@
+"""The review pages without a server: only a signed-in reviewer decides, with the session's form token, on an
+allowed host; every refusal publishes nothing; sessions are signed, expire and end on sign-out; sign-in failures
+are limited per address; a proxy's user header counts only from the proxy's addresses."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_app.review import ReviewBoard
+from stream_app.review_web import COOKIE, ReviewSite, Sessions, SignInLimiter, WebRequest, WebResponse, host_allowed
+from stream_app.reviewers import add_reviewer
+from stream_app.settings import Settings
+from tests.unit.test_review import NOW, review_record
+
+PASSWORD = "correct horse battery"
+WRONG = "wrong password!"
+
+
+class Site:
+    """A review site on a board with items "a" and "b", recording what it publishes, with a browser's cookie."""
+
+    def __init__(self, tmp_path: Path, reviewers: bool = True, **env: str) -> None:
+        accounts = tmp_path / "reviewers"
+        if reviewers:
+            add_reviewer(accounts, "ann", PASSWORD)
+        settings = Settings.from_env({"TAGGER_REVIEWERS_FILE": str(accounts), **env})
+        self.board = ReviewBoard(recent_limit=10)
+        self.board.on_review(review_record("a"))
+        self.board.on_review(review_record("b"))
+        self.published: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+        async def publish(feedback: dict[str, Any], tagged: dict[str, Any]) -> None:
+            self.published.append((feedback, tagged))
+
+        self.site = ReviewSite(settings, self.board, publish, lambda: NOW)
+        self.cookie: str | None = None
+
+    def request(
+        self, method: str, path: str, form: dict[str, str] | None = None, host: str = "127.0.0.1:6066", **kw: Any
+    ) -> WebResponse:
+        """One request; with the browser's cookie (kept from the answer) unless ``cookie`` is given."""
+        browser = "cookie" not in kw
+        kw.setdefault("peer", "127.0.0.1")
+        kw.setdefault("cookie", self.cookie)
+        response = asyncio.run(self.site.handle(WebRequest(method, path, host, form=form or {}, **kw)))
+        cookie = response.headers.get("Set-Cookie")
+        if browser and cookie is not None:
+            self.cookie = cookie.split(";")[0].split("=", 1)[1]
+        return response
+
+    def token(self, path: str = "/review") -> str:
+        page = self.request("GET", path).body
+        return page.split('name="csrf" value="')[1].split('"')[0]
+
+    def sign_in(self, name: str = "ann", password: str = PASSWORD, peer: str = "127.0.0.1") -> WebResponse:
+        token = self.token("/review/sign-in")
+        return self.request("POST", "/review/sign-in", {"csrf": token, "name": name, "password": password}, peer=peer)
+
+
+def test_a_signed_in_reviewer_decides_and_the_decision_names_them(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    assert "<form" not in site.request("GET", "/review").body
+    signed_in = site.sign_in()
+    assert signed_in.status == 303 and signed_in.headers["Location"] == "/review"
+    cookie = signed_in.headers["Set-Cookie"]
+    assert cookie.startswith(COOKIE + "=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert 28_700 < int(cookie.split("Max-Age=")[1].split(";")[0]) <= 8 * 3600
+    page = site.request("GET", "/review").body
+    assert "Signed in as <strong>ann</strong>" in page
+    response = site.request("POST", "/review", {"csrf": site.token(), "id": "a", "tag": "mlops", "reviewer": "eve"})
+    assert response.status == 200 and "Saved: a" in response.body
+    ((feedback, tagged),) = site.published
+    assert feedback["reviewer"] == "ann" and feedback["id"] == "a" and tagged["tagged_by"] == "human"
+    assert "a" not in site.board.waiting
+
+
+def test_no_session_a_wrong_token_another_host_or_another_origin_publish_nothing(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.sign_in()
+    token = site.token()
+    decision = {"csrf": token, "id": "a", "tag": "mlops"}
+    assert site.request("POST", "/review", decision, cookie=None).status == 403
+    assert site.request("POST", "/review", {**decision, "csrf": "0" * 64}).status == 403
+    assert site.request("POST", "/review", {"id": "a", "tag": "mlops"}).status == 403
+    assert site.request("POST", "/review", decision, host="evil.example:6066").status == 403
+    assert site.request("POST", "/review", decision, host="evil.example").status == 403
+    assert site.request("GET", "/review", host="rebound.example:6066").status == 403
+    assert site.request("POST", "/review", decision, origin="http://evil.example").status == 403
+    assert site.cookie is not None
+    name_hex, nonce, expires, mac = site.cookie.split(".")
+    longer = ".".join((name_hex, nonce, str(int(expires) + 86400), mac))
+    assert site.request("POST", "/review", decision, cookie=longer).status == 403
+    assert site.published == []
+    assert site.request("POST", "/review", decision).status == 200  # the same form from the session goes through
+
+
+def test_a_wrong_password_or_an_unknown_name_signs_nobody_in(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    for name, password in (("ann", WRONG), ("bob", PASSWORD), ("ann", "")):
+        response = site.sign_in(name, password)
+        assert response.status == 401 and "Wrong name or password." in response.body
+    assert "Signed in" not in site.request("GET", "/review").body
+    token = site.token("/review/sign-in")  # a valid token of the anonymous session
+    assert site.request("POST", "/review", {"csrf": token, "id": "a", "tag": "mlops"}).status == 403
+    assert site.published == []
+
+
+def test_repeated_failures_from_one_address_are_refused_for_a_while(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    for _ in range(5):
+        assert site.sign_in("ann", WRONG, peer="10.0.0.9").status == 401
+    assert site.sign_in(peer="10.0.0.9").status == 429  # even the right password
+    assert site.sign_in(peer="10.0.0.8").status == 303  # another address is not held back
+
+
+def test_sign_out_ends_the_session_even_for_a_copy_of_its_cookie(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.sign_in()
+    copied, token = site.cookie, site.token()
+    assert site.request("POST", "/review/sign-out", {"csrf": token}).status == 303
+    assert site.request("POST", "/review", {"csrf": token, "id": "a", "tag": "mlops"}, cookie=copied).status == 403
+    assert site.published == []
+
+
+def test_a_removed_reviewer_can_no_longer_decide(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.sign_in()
+    token = site.token()
+    (tmp_path / "reviewers").write_text("")
+    assert site.request("POST", "/review", {"csrf": token, "id": "a", "tag": "mlops"}).status == 403
+    assert site.published == []
+
+
+def test_with_no_reviewer_the_page_is_read_only_and_says_how_to_add_one(tmp_path: Path) -> None:
+    site = Site(tmp_path, reviewers=False)
+    page = site.request("GET", "/review").body
+    assert "<form" not in page and "python -m stream_app.reviewers add NAME" in page and 'data-id="a"' in page
+    assert "python -m stream_app.reviewers add NAME" in site.request("GET", "/review/sign-in").body
+
+
+def test_a_proxys_user_header_counts_only_from_the_proxy(tmp_path: Path) -> None:
+    site = Site(tmp_path, reviewers=False, TAGGER_REVIEW_AUTH="proxy", TAGGER_REVIEW_PROXY_ADDRESSES="10.0.0.5")
+    direct = site.request("GET", "/review", peer="10.0.0.6", proxy_user="ann").body
+    assert "<form" not in direct
+    page = site.request("GET", "/review", peer="10.0.0.5", proxy_user="ann").body
+    assert "Signed in as <strong>ann</strong>" in page
+    token = page.split('name="csrf" value="')[1].split('"')[0]
+    decision = {"csrf": token, "id": "a", "tag": "mlops"}
+    assert site.request("POST", "/review", decision, peer="10.0.0.6", proxy_user="ann").status == 403
+    assert site.request("POST", "/review", decision, peer="10.0.0.5").status == 403  # the proxy must name them
+    other = site.request("POST", "/review", decision, peer="10.0.0.5", proxy_user="bob", cookie=site.cookie)
+    assert other.status == 403
+    assert site.published == []
+    assert site.request("POST", "/review", decision, peer="10.0.0.5", proxy_user="ann").status == 200
+    assert [f["reviewer"] for f, _ in site.published] == ["ann"]
+    assert site.request("POST", "/review/sign-in", {"csrf": token}, peer="10.0.0.5", proxy_user="ann").status == 403
+
+
+def test_sessions_are_signed_expire_and_bind_their_form_token() -> None:
+    now = [1000.0]
+    sessions = Sessions(b"k" * 32, 60.0, secure=True, clock=lambda: now[0])
+    session = sessions.new("ann")
+    header = sessions.cookie_header(session)
+    assert header.endswith("; Secure")
+    value = header.split(";")[0].split("=", 1)[1]
+    assert sessions.read(value) == session
+    assert sessions.read(value.replace(session.reviewer.encode().hex(), b"bob".hex())) is None
+    assert Sessions(b"x" * 32, 60.0, secure=False, clock=lambda: now[0]).read(value) is None
+    other = sessions.new("ann")
+    assert sessions.token_ok(session, sessions.form_token(session))
+    assert not sessions.token_ok(session, sessions.form_token(other))
+    now[0] += 61
+    assert sessions.read(value) is None
+
+
+def test_the_limiter_forgets_failures_past_its_window() -> None:
+    now = [0.0]
+    limiter = SignInLimiter(max_failures=2, window_seconds=10, clock=lambda: now[0])
+    limiter.failed("a")
+    limiter.failed("a")
+    assert limiter.blocked("a") and not limiter.blocked("b")
+    now[0] = 11
+    assert not limiter.blocked("a")
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [("127.0.0.1:6066", True), ("LOCALHOST", True), ("[::1]:6066", True), ("review.example:443", True),
+     ("review.example:444", False), ("evil.example", False), ("127.0.0.1.evil.example", False), ("", False),
+     (":6066", False)],
+)  # fmt: skip
+def test_the_host_allow_list(host: str, allowed: bool) -> None:
+    hosts = frozenset({"localhost", "127.0.0.1", "[::1]", "review.example:443"})
+    assert host_allowed(host, hosts) is allowed

@@ -1,0 +1,68 @@
+"""Reviewer accounts: ``python -m stream_app.reviewers`` adds, replaces and removes them with salted argon2
+hashes in an owner-only file, and only the right password verifies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream_app.errors import ConfigError
+from stream_app.reviewers import ReviewerAccounts, add_reviewer, read_accounts
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "a long password"
+
+
+def reviewers(*args: str, password: str = "", env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "TAGGER_REVIEWERS_FILE": str(env_file)} if env_file else None
+    return subprocess.run(
+        [sys.executable, "-m", "stream_app.reviewers", *args], input=password + "\n", capture_output=True, text=True,
+        cwd=ROOT, env=env, check=False,
+    )  # fmt: skip
+
+
+def test_the_command_adds_a_reviewer_whose_password_alone_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "reviewers"
+    added = reviewers("add", "ann", password=SECRET, env_file=path)
+    assert added.returncode == 0, added.stderr
+    assert SECRET not in path.read_text() and path.stat().st_mode & 0o777 == 0o600
+    accounts = ReviewerAccounts(path)
+    accounts.refresh()
+    assert accounts.names == {"ann"}
+    assert accounts.verify("ann", "a long password")
+    assert not accounts.verify("ann", "a long passwore") and not accounts.verify("bob", "a long password")
+    assert reviewers("--file", str(path), "list").stdout.split() == ["ann"]
+    assert reviewers("--file", str(path), "remove", "ann").returncode == 0
+    accounts.refresh()
+    assert accounts.names == frozenset()
+
+
+def test_the_same_password_is_salted_differently_and_a_new_one_replaces_the_old(tmp_path: Path) -> None:
+    path = tmp_path / "reviewers"
+    add_reviewer(path, "ann", "the same password")
+    add_reviewer(path, "bob", "the same password")
+    hashes = read_accounts(path)
+    assert hashes["ann"] != hashes["bob"] and hashes["ann"].startswith("$argon2id$")
+    add_reviewer(path, "ann", "another password")
+    accounts = ReviewerAccounts(path)
+    accounts.refresh()
+    assert accounts.verify("ann", "another password") and not accounts.verify("ann", "the same password")
+
+
+@pytest.mark.parametrize(("name", "password"), [("ann", "short"), ("a n", "a long password"), ("", "a long password"),
+                                                ("ann:x", "a long password"), ("ann", "x" * 2000)])  # fmt: skip
+def test_a_bad_name_or_password_is_refused(tmp_path: Path, name: str, password: str) -> None:
+    with pytest.raises(ConfigError):
+        add_reviewer(tmp_path / "reviewers", name, password)
+    assert reviewers("--file", str(tmp_path / "r"), "add", name, password=password).returncode == 2
+
+
+def test_malformed_lines_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "reviewers"
+    add_reviewer(path, "ann", "a long password")
+    with path.open("a") as file:
+        file.write("# a comment\nbob\neve:plain-text-password\n\n")
+    assert set(read_accounts(path)) == {"ann"}
