@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict, train_test_split
@@ -56,7 +55,7 @@ class OccurrenceTfidfVectorizer(TfidfVectorizer):  # type: ignore[misc]  # sciki
     def _normalise(self, matrix: Any) -> Any:
         squared = np.asarray(matrix @ self.idf_).ravel()  # sum_j count_j * idf_j * idf_j
         scale = np.divide(1.0, np.sqrt(squared), out=np.zeros_like(squared), where=squared > 0)
-        return sparse.diags(scale) @ matrix
+        return matrix.multiply(scale[:, None]).tocsr()
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ def test_card_describes_an_approved_model_with_a_usable_reference(card: dict[str
         assert {"short_title", "empty_description"} <= set(evaluation["slices"])
         assert evaluation["precision_vs_coverage"]
     assert card["parity"]["max_abs_probability_difference"] <= 1e-5
-    assert {"scikit-learn", "onnxruntime", "skl2onnx"} <= set(card["libraries"])
+    assert {"scikit-learn", "onnx", "onnxruntime"} <= set(card["libraries"])
 
 
 def test_card_classes_are_the_onnx_probability_columns(trained_model_dir: Path, card: dict[str, Any]) -> None:
