@@ -136,10 +136,15 @@ class Classifier:
         """Classify a batch of texts, each already passed through :func:`event_text`."""
         if not texts:
             return []
-        probabilities = np.empty((len(texts), len(self._classes)), dtype=np.float32)
-        for rows in length_groups(texts):
-            feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
-            probabilities[rows] = self._session.run(self._outputs, {self._input: feed})[0]
+        groups = length_groups(texts)
+        if len(groups) == 1:  # the usual batch: no copies
+            feed = np.asarray(texts, dtype=object).reshape(-1, 1)
+            probabilities = self._session.run(self._outputs, {self._input: feed})[0]
+        else:
+            probabilities = np.empty((len(texts), len(self._classes)), dtype=np.float32)
+            for rows in groups:
+                feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
+                probabilities[rows] = self._session.run(self._outputs, {self._input: feed})[0]
         classes = self._classes
         # Python floats via tolist() once per batch: float() on numpy scalars costs more per message.
         return [
@@ -162,6 +167,9 @@ def length_groups(texts: Sequence[str]) -> list[list[int]]:
     padded size: one 20,000-character description among 63 titles would make the whole batch cost (in time
     and memory) as much as 64 long texts.
     """
+    longest = max(map(len, texts), default=0)
+    if longest < SHORT_TEXT_CHARS and len(texts) * max(longest, 1) <= RUN_CHARS:
+        return [list(range(len(texts)))]
     by_length: dict[int, list[int]] = {}
     for index, text in enumerate(texts):
         by_length.setdefault(max(len(text), SHORT_TEXT_CHARS - 1).bit_length(), []).append(index)
