@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from model_export.train import OccurrenceTfidfVectorizer
@@ -63,12 +64,9 @@ def feature_blocks(pipeline: Pipeline) -> list[OccurrenceTfidfVectorizer]:
     for block in blocks:
         if not isinstance(block, OccurrenceTfidfVectorizer) or block.analyzer not in ("word", "char"):
             raise ParityError(f"cannot export {block!r}: expected OccurrenceTfidfVectorizer, word or char n-grams")
-        ignored = ("preprocessor", "tokenizer", "stop_words", "strip_accents", "norm")
-        if block.lowercase or block.binary or block.sublinear_tf or any(getattr(block, k) for k in ignored):
-            raise ParityError(
-                f"cannot export {block!r}: the graph has no lower-casing, preprocessing, stop words, other norm, "
-                "binary or sublinear tf"
-            )
+        unsupported = ("lowercase", "preprocessor", "tokenizer", "stop_words", "strip_accents", "norm", "binary")
+        if any(getattr(block, name) for name in (*unsupported, "sublinear_tf")) or not block.use_idf:
+            raise ParityError(f"cannot export {block!r}: the graph has none of {unsupported}, sublinear tf or no idf")
     return blocks
 
 
@@ -76,6 +74,8 @@ def linear_weights(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray]:
     """The logistic regression's weights as [columns, classes] and intercepts as [classes]: softmax of
     ``x @ weights + intercepts`` is ``predict_proba``."""
     model = pipeline.steps[-1][1]
+    if not isinstance(model, LogisticRegression):
+        raise ParityError(f"cannot export {model!r}: expected a logistic regression")
     coef, intercept = np.asarray(model.coef_, dtype=np.float64), np.asarray(model.intercept_, dtype=np.float64)
     if coef.shape[0] == 1:
         # Binary: scikit-learn's probabilities are (1 - sigmoid(z), sigmoid(z)) = softmax(0, z).
@@ -96,6 +96,8 @@ def sparse_graph(pipeline: Pipeline) -> onnx.ModelProto:
     blocks = feature_blocks(pipeline)
     weights, intercept = linear_weights(pipeline)
     classes = [str(c) for c in pipeline.steps[-1][1].classes_]
+    if sum(len(block.vocabulary_) for block in blocks) != len(weights):
+        raise ParityError(f"the classifier has {len(weights)} columns, not the vectorizers' number")
     constants = {
         "norm_floor": np.array([1e-30], dtype=np.float32),
         "intercept": intercept.astype(np.float32),
@@ -144,8 +146,6 @@ def sparse_graph(pipeline: Pipeline) -> onnx.ModelProto:
             helper.make_node("Div", [f"raw_{index}", f"norm_{index}"], [f"scores_{index}"]),
         ]
         block_scores.append(f"scores_{index}")
-    if start != len(weights):
-        raise ParityError(f"the classifier has {len(weights)} columns, the vectorizers {start}")
     nodes += [
         helper.make_node("Sum", [*block_scores, "intercept"], ["logits"]),
         helper.make_node("Softmax", ["logits"], [PROBABILITIES_OUTPUT], axis=1),
