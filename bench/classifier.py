@@ -192,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
     )
     print(body)
-    write_section("classifier", "Classifier latency: ONNX against scikit-learn", body)
+    command = "python -m bench.classifier" + (f" --vs {args.vs}" if args.vs is not None else "")
+    write_section("classifier", "Classifier latency: ONNX against scikit-learn", body, command)
 
 
 if __name__ == "__main__":
