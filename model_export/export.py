@@ -108,7 +108,8 @@ def sparse_graph(pipeline: Pipeline) -> onnx.ModelProto:
         "minus_one": np.array([-1], dtype=np.int64),
         "end": np.array([np.iinfo(np.int64).max], dtype=np.int64),
     }
-    nodes: list[onnx.NodeProto] = []
+    # [N, 1] to [N]: the tokenizers then give [N, tokens].
+    nodes = [helper.make_node("Reshape", [INPUT_NAME, "minus_one"], ["texts"])]
     block_scores = []
     start = 0
     for index, block in enumerate(blocks):
@@ -120,19 +121,18 @@ def sparse_graph(pipeline: Pipeline) -> onnx.ModelProto:
         start += width
         constants[f"table_{index}"] = table.astype(np.float32)
         tokens = f"tokens_{index}"
-        nodes += [
+        nodes.append(
             helper.make_node(
                 "Tokenizer",
-                [INPUT_NAME],
-                [f"{tokens}_3d"],
+                ["texts"],
+                [tokens],
                 domain="com.microsoft",
                 mark=0,
                 mincharnum=1,
                 pad_value=PADDING,
                 tokenexp="." if block.analyzer == "char" else block.token_pattern,
-            ),
-            helper.make_node("Flatten", [f"{tokens}_3d"], [tokens], axis=1),
-        ]
+            )
+        )
         split = list if block.analyzer == "char" else str.split
         vocabulary = {tuple(split(ngram)): column for ngram, column in block.vocabulary_.items()}
         ids = ngram_ids(nodes, constants, tokens, vocabulary, f"block{index}", default=width)
@@ -186,6 +186,20 @@ def ngram_ids(
     alphabet = sorted({token for ngram in vocabulary for token in ngram})
     if PADDING in alphabet:
         raise ParityError(f"the padding {PADDING!r} is a token of the vocabulary")
+    if all(len(ngram) == 1 for ngram in vocabulary):  # single tokens: their column in one lookup
+        unigrams = sorted((ngram[0], column) for ngram, column in vocabulary.items())
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder",
+                [tokens],
+                [f"{prefix}_ids"],
+                domain="ai.onnx.ml",
+                keys_strings=[token for token, _ in unigrams],
+                values_int64s=[column for _, column in unigrams],
+                default_int64=default,
+            )
+        )
+        return f"{prefix}_ids"
     digit = {token: rank + 1 for rank, token in enumerate(alphabet)}
     base = len(alphabet) + 1
     lengths = sorted({len(ngram) for ngram in vocabulary})
@@ -232,8 +246,8 @@ def ngram_ids(
             )
         )
         ids.append(f"{spelled}_ids")
-    if not ids:
-        raise ParityError("the vectorizer has an empty vocabulary")
+    if len(ids) == 1:
+        return ids[0]
     nodes.append(helper.make_node("Concat", ids, [f"{prefix}_ids"], axis=1))
     return f"{prefix}_ids"
 
