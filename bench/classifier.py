@@ -1,18 +1,26 @@
-"""Classifier latency: the served ONNX model against the scikit-learn pipeline it was exported from.
+"""Classifier latency: the served ONNX model against the scikit-learn pipeline it was exported from, and where
+the ONNX graph spends its time.
 
-``.venv/bin/python -m bench.classifier [--model-dir artifacts/model]``. Measures, on the held-out texts of the
-model's own split, single-message p50 / p99 latency and the per-message cost in batches of 1, 16 and 64, for
-``Classifier.predict`` (ONNX, one thread, what the worker calls) and for ``Pipeline.predict_proba``. The
-scikit-learn pipeline is rebuilt here by training with the card's hyper-parameters; serving never imports it.
+``.venv/bin/python -m bench.classifier [--model-dir artifacts/model] [--vs OTHER_MODEL_DIR]``. Measures, on the
+held-out texts of the model's own split, single-message p50 / p99 latency and the per-message cost in batches
+of 1, 16 and 64, for ``Classifier.predict`` (ONNX, one thread, what the worker calls), for another exported
+model (``--vs``, e.g. the one main exports) and for ``Pipeline.predict_proba``. The contenders take turns
+within each of ``--runs`` runs and every figure is the median over the runs. onnxruntime's profiler then gives
+each graph's time per operator type. The scikit-learn pipeline is rebuilt here by training with the card's
+hyper-parameters; serving never imports it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +32,8 @@ from stream_app.classifier import Classifier, event_text
 ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (1, 16, 64)
 WARMUP_CALLS = 50
+PROFILE_BATCH = 64
+PROFILE_BATCHES = 100
 
 
 def single_latencies_us(predict: Callable[[list[str]], object], texts: Sequence[str], calls: int) -> np.ndarray:
@@ -49,42 +59,110 @@ def per_message_us(predict: Callable[[list[str]], object], texts: Sequence[str],
     return (time.perf_counter_ns() - started) / 1e3 / (len(batches) * batch)
 
 
+def measure(predict: Callable[[list[str]], object], texts: Sequence[str], calls: int) -> list[float]:
+    """Single p50, single p99, then the per-message cost at each of BATCH_SIZES, in microseconds."""
+    latencies = single_latencies_us(predict, texts, calls)
+    costs = [per_message_us(predict, texts, batch, max(calls // 2, 64 * 4)) for batch in BATCH_SIZES]
+    return [float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)), *costs]
+
+
+def operator_profile(model_dir: Path, texts: Sequence[str]) -> dict[str, float]:
+    """Kernel time per operator type, in µs per message, over batches of PROFILE_BATCH texts.
+
+    The session is configured as :meth:`Classifier.load` configures it, with onnxruntime's profiler on.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.enable_mem_pattern = False
+    with tempfile.TemporaryDirectory() as scratch:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(scratch, "profile")
+        session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        card = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+        feeds = [
+            np.asarray([texts[(start + i) % len(texts)] for i in range(PROFILE_BATCH)], dtype=object).reshape(-1, 1)
+            for start in range(0, PROFILE_BATCHES * PROFILE_BATCH, PROFILE_BATCH)
+        ]
+        for feed in feeds:
+            session.run([card["outputs"]["probabilities"]], {card["input"]["name"]: feed})
+        events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    per_op: dict[str, float] = defaultdict(float)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_op[event["args"]["op_name"]] += event["dur"] / (PROFILE_BATCHES * PROFILE_BATCH)
+    return dict(sorted(per_op.items(), key=lambda item: -item[1]))
+
+
+def profile_table(profiles: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown rows: each operator type's µs per message and share of kernel time, one column pair per model."""
+    ops = list(dict.fromkeys(op for profile in profiles.values() for op in profile))
+    header = " | ".join(f"{name} µs/msg | %" for name in profiles)
+    rows = [f"| operator | {header} |", "|---|" + "---:|---:|" * len(profiles)]
+    for op in ops:
+        cells = []
+        for profile in profiles.values():
+            total = sum(profile.values())
+            cells.append(f"{profile[op]:.2f} | {100 * profile[op] / total:.0f}%" if op in profile else "- | -")
+        rows.append(f"| {op} | " + " | ".join(cells) + " |")
+    totals = " | ".join(f"**{sum(profile.values()):.1f}** | 100%" for profile in profiles.values())
+    return [*rows, f"| all kernels | {totals} |"]
+
+
+def rebuilt_pipeline(card: dict[str, Any], train_split: train.Split) -> Any:
+    """The scikit-learn pipeline of the card's searched hyper-parameters, trained on the same split."""
+    searched = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in card["hyperparameters"].items() if "__" in k
+    }  # JSON turned the n-gram ranges into lists
+    pipeline = train.build_pipeline().set_params(**searched)
+    return pipeline.fit(np.asarray(train_split.texts, dtype=object), train_split.labels)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the benchmark, print the table and record it in BENCHMARKS.md."""
+    """Run the benchmark, print the tables and record them in BENCHMARKS.md."""
     parser = argparse.ArgumentParser(prog="python -m bench.classifier", description=__doc__)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "artifacts/model")
-    parser.add_argument("--calls", type=int, default=5000, help="single-message calls for ONNX (sklearn: 1/10)")
+    parser.add_argument("--vs", type=Path, default=None, help="another exported model to time in the same runs")
+    parser.add_argument("--calls", type=int, default=3000, help="single-message calls for ONNX (sklearn: 1/10)")
+    parser.add_argument("--runs", type=int, default=3, help="runs; every figure is the median over them")
     args = parser.parse_args(argv)
 
     classifier = Classifier.load(args.model_dir)
-    card = json.loads((args.model_dir / "model.json").read_text(encoding="utf-8"))
-    searched = {k: v for k, v in card["hyperparameters"].items() if "__" in k}
+    card = classifier.card
     examples = load_dataset(ROOT / "data/dataset.csv").examples
     train_split, validation, test = train.split(examples, int(card["hyperparameters"]["seed"]))
-    pipeline = train.build_pipeline().set_params(**searched)
-    pipeline.fit(np.asarray(train_split.texts, dtype=object), train_split.labels)
+    pipeline = rebuilt_pipeline(card, train_split)
     texts = validation.texts + test.texts
 
     def sklearn_predict(batch: list[str]) -> object:
         return pipeline.predict_proba(np.asarray(batch, dtype=object))
 
-    contenders: dict[str, tuple[Callable[[list[str]], object], int]] = {
-        "ONNX `Classifier.predict`": (classifier.predict, args.calls),
-        "scikit-learn `predict_proba`": (sklearn_predict, max(200, args.calls // 10)),
-    }
+    onnx_name = f"ONNX `Classifier.predict`, model `{classifier.version}`"
+    contenders: dict[str, tuple[Callable[[list[str]], object], int]] = {onnx_name: (classifier.predict, args.calls)}
+    model_dirs = {onnx_name: args.model_dir}
+    if args.vs is not None:
+        other = Classifier.load(args.vs)
+        other_name = f"ONNX `Classifier.predict`, model `{other.version}` (--vs)"
+        contenders[other_name] = (other.predict, args.calls)
+        model_dirs[other_name] = args.vs
+    sklearn_name = "scikit-learn `predict_proba`"
+    contenders[sklearn_name] = (sklearn_predict, max(200, args.calls // 10))
+
+    figures: dict[str, list[list[float]]] = {name: [] for name in contenders}
+    for run in range(args.runs):
+        names = list(contenders)
+        for name in names[run % len(names) :] + names[: run % len(names)]:  # each run starts with another
+            predict, calls = contenders[name]
+            figures[name].append(measure(predict, texts, calls))
+            print(f"run {run + 1}: {name}: " + ", ".join(f"{f:.0f}" for f in figures[name][-1]), flush=True)
     rows = []
-    single_p50 = {}
-    for name, (predict, calls) in contenders.items():
-        latencies = single_latencies_us(predict, texts, calls)
-        costs = [per_message_us(predict, texts, batch, max(calls // 2, 64 * 4)) for batch in BATCH_SIZES]
-        single_p50[name] = float(np.percentile(latencies, 50))
-        rows.append(
-            f"| {name} | {np.percentile(latencies, 50):.0f} | {np.percentile(latencies, 99):.0f} | "
-            + " | ".join(f"{cost:.0f}" for cost in costs)
-            + " |"
-        )
-        print(rows[-1], flush=True)
-    onnx_name, sklearn_name = contenders
+    medians = {name: np.median(np.asarray(runs), axis=0) for name, runs in figures.items()}
+    for name, median in medians.items():
+        rows.append(f"| {name} | " + " | ".join(f"{value:.0f}" for value in median) + " |")
+    profiles = {f"`{Classifier.load(d).version}`": operator_profile(d, texts) for d in model_dirs.values()}
+
     started = time.perf_counter_ns()
     for example in examples:
         event_text(example.title, example.description)
@@ -95,19 +173,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     body = "\n".join(
         [
             f"Model `{classifier.version}`, {len(texts)} held-out texts (validation + test) cycled; "
-            "onnxruntime with one intra-op and one inter-op thread. Times in µs.",
+            f"onnxruntime with one intra-op and one inter-op thread. Times in µs, median of {args.runs} runs in "
+            "which the contenders take turns.",
             "",
             "| contender | single p50 | single p99 | per message, batch 1 | batch 16 | batch 64 |",
             "|---|---:|---:|---:|---:|---:|",
             *rows,
             "",
-            f"ONNX is {single_p50[sklearn_name] / single_p50[onnx_name]:.0f}x faster than scikit-learn per single "
+            f"ONNX is {medians[sklearn_name][0] / medians[onnx_name][0]:.0f}x faster than scikit-learn per single "
             f"message (p50). `event_text` adds {text_us:.1f} µs per message; one 20,000-character message takes "
             f"{long_us:.0f} µs through ONNX.",
+            "",
+            f"Where the ONNX time goes: onnxruntime's profiler, kernel time per operator type over "
+            f"{PROFILE_BATCHES} batches of {PROFILE_BATCH} (µs per message and share; the profiler's own overhead "
+            "is included, so the totals exceed the wall times above).",
+            "",
+            *profile_table(profiles),
         ]
     )
     print(body)
-    write_section("classifier", "Classifier latency: ONNX against scikit-learn", body)
+    command = "python -m bench.classifier" + (f" --vs {args.vs}" if args.vs is not None else "")
+    write_section("classifier", "Classifier latency: ONNX against scikit-learn", body, command)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
     with stage("cross-validated search"):
         grid = train.FAST_PARAM_GRID if args.fast else train.PARAM_GRID
-        pipeline, params, cv_score = train.search(train_split, args.seed, grid)
+        pipeline, params, cv_score, candidates = train.search(train_split, args.seed, grid)
         classes = [str(c) for c in pipeline.classes_]
-        print(f"  best {params}, cv weighted precision {cv_score:.3f}")
+        best = max(candidates, key=lambda c: c["cv_weighted_precision"])
+        print(f"  best {best['params']}, cv weighted precision {best['cv_weighted_precision']:.3f}")
+        print(f"  chosen (fewest lookups within one standard error) {params}, {cv_score:.3f}")
     with stage("review threshold (out of fold)"):
         oof = train.out_of_fold(pipeline, train_split, args.seed)
         threshold = train.choose_threshold(oof, train_split.labels, classes, args.target_precision)
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             classes=classes,
             threshold=threshold,
             target_precision=args.target_precision,
-            params={**params, "grid": grid, "seed": args.seed},
+            params={**params, "grid": grid, "seed": args.seed, "candidates": candidates},
             evaluation=results,
             reference_distribution=card.reference(oof, classes, threshold),
             parity=parity,

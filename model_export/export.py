@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import onnx
-import skl2onnx.sklapi.register  # noqa: F401  (registers the TraceableTfidfVectorizer converter)
 from onnx import helper, numpy_helper
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import StringTensorType
-from sklearn.pipeline import Pipeline
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion, Pipeline
 
+from model_export.train import OccurrenceTfidfVectorizer
 from stream_app.classifier import CLASSES_METADATA_KEY, event_text
 from stream_app.errors import TaggerError
 
 INPUT_NAME = "text"
 LABEL_OUTPUT, PROBABILITIES_OUTPUT = "label", "probabilities"
-TARGET_OPSET = 17  # ReduceL2 below takes its axes as an attribute up to opset 17
+OPSETS = {"": 17, "ai.onnx.ml": 2, "com.microsoft": 1}
+"""Opset of each domain the rebuilt graph uses (LabelEncoder maps int64 keys from ai.onnx.ml 2 on)."""
+IR_VERSION = 8
+PADDING = "  "
+"""What the tokenizers pad each row with, up to the longest row of the batch: no token of a vocabulary (two
+spaces are neither one character nor part of a word), so padding never counts as an n-gram."""
 PARITY_TOLERANCE = 1e-5
 LONG_TEXT_CHARS = 20_000
 AWKWARD_TEXTS: tuple[tuple[str, str | None], ...] = (
@@ -48,48 +51,205 @@ def convert(pipeline: Pipeline) -> bytes:
 
     The model's metadata carries its class labels, so the serving side can check the card against the model.
     """
-    with warnings.catch_warnings():
-        # The converter warns that char analyzers "may not work"; the parity gate is what decides.
-        warnings.filterwarnings("ignore", "The conversion of CountVectorizer may not work", UserWarning)
-        model = to_onnx(
-            pipeline,
-            initial_types=[(INPUT_NAME, StringTensorType([None, 1]))],
-            options={id(pipeline.steps[-1][1]): {"zipmap": False}},
-            target_opset=TARGET_OPSET,
-        )
-    replace_l2_normalizers(model)
-    # The converter lists the opset domains in the order of a set, which changes with Python's hash seed: sorted,
-    # the same data gives the same bytes, and so the same model version (the sha256 of the file).
-    opsets = sorted((opset.domain, opset.version) for opset in model.opset_import)
-    del model.opset_import[:]
-    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets)
+    model = sparse_graph(pipeline)
     helper.set_model_props(model, {CLASSES_METADATA_KEY: json.dumps([str(c) for c in pipeline.classes_])})
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())
 
 
-def replace_l2_normalizers(model: onnx.ModelProto) -> None:
-    """Rewrite every ai.onnx.ml L2 ``Normalizer`` as ``x / max(ReduceL2(x), tiny)``, in place.
+def feature_blocks(pipeline: Pipeline) -> list[OccurrenceTfidfVectorizer]:
+    """The vectorizers whose outputs, side by side, are the classifier's columns, in column order."""
+    features = pipeline.steps[0][1] if len(pipeline.steps) == 2 else None
+    blocks: list[Any] = [t for _, t in features.transformer_list] if isinstance(features, FeatureUnion) else [features]
+    for block in blocks:
+        if not isinstance(block, OccurrenceTfidfVectorizer) or block.analyzer not in ("word", "char"):
+            raise ParityError(f"cannot export {block!r}: expected OccurrenceTfidfVectorizer, word or char n-grams")
+        unsupported = ("lowercase", "preprocessor", "tokenizer", "stop_words", "strip_accents", "norm", "binary")
+        if any(getattr(block, name) for name in (*unsupported, "sublinear_tf")) or not block.use_idf:
+            raise ParityError(f"cannot export {block!r}: the graph has none of {unsupported}, sublinear tf or no idf")
+    return blocks
 
-    Same arithmetic (a zero row stays zero, as in scikit-learn), but onnxruntime's Normalizer kernel spends
-    ~50 µs on one dense TF-IDF row, a third of a single message's latency; the parity gate checks the result.
+
+def linear_weights(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray]:
+    """The logistic regression's weights as [columns, classes] and intercepts as [classes]: softmax of
+    ``x @ weights + intercepts`` is ``predict_proba``."""
+    model = pipeline.steps[-1][1]
+    if not isinstance(model, LogisticRegression):
+        raise ParityError(f"cannot export {model!r}: expected a logistic regression")
+    coef, intercept = np.asarray(model.coef_, dtype=np.float64), np.asarray(model.intercept_, dtype=np.float64)
+    if coef.shape[0] == 1:
+        # Binary: scikit-learn's probabilities are (1 - sigmoid(z), sigmoid(z)) = softmax(0, z).
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    return coef.T, intercept
+
+
+def sparse_graph(pipeline: Pipeline) -> onnx.ModelProto:
+    """Tokenizers, then one table lookup per n-gram occurrence: no tensor with a column per vocabulary entry.
+
+    A block's column j holds ``count_j * idf_j / sqrt(sum_i count_i * idf_i^2)``
+    (:class:`~model_export.train.OccurrenceTfidfVectorizer`), so its contribution to class k is
+    ``sum_p(idf[p] * w[p, k]) / sqrt(sum_p(idf[p]^2))`` over the n-gram occurrences p of the text. The graph
+    maps each occurrence to its column (:func:`ngram_ids`; unknown n-grams and padding to an all-zero row),
+    gathers the rows ``[idf * w, idf^2]`` of a table and sums them: its work grows with the text, not with
+    the vocabulary, where a dense TF-IDF graph fills and reads every column of every row several times.
     """
-    nodes = []
-    for node in model.graph.node:
-        norm = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "norm"), None)
-        if node.op_type != "Normalizer" or norm != b"L2":
-            nodes.append(node)
-            continue
-        rows, out = node.input[0], node.output[0]
+    blocks = feature_blocks(pipeline)
+    weights, intercept = linear_weights(pipeline)
+    classes = [str(c) for c in pipeline.steps[-1][1].classes_]
+    if sum(len(block.vocabulary_) for block in blocks) != len(weights):
+        raise ParityError(f"the classifier has {len(weights)} columns, not the vectorizers' number")
+    constants = {
+        "norm_floor": np.array([1e-30], dtype=np.float32),
+        "intercept": intercept.astype(np.float32),
+        "classes": np.array(classes, dtype=object),
+        "split_scores_norm": np.array([len(classes), 1], dtype=np.int64),
+        "occurrence_axis": np.array([1], dtype=np.int64),
+        "zero": np.array([0], dtype=np.int64),
+        "minus_one": np.array([-1], dtype=np.int64),
+        "end": np.array([np.iinfo(np.int64).max], dtype=np.int64),
+    }
+    # [N, 1] to [N]: the tokenizers then give [N, tokens].
+    nodes = [helper.make_node("Reshape", [INPUT_NAME, "minus_one"], ["texts"])]
+    block_scores = []
+    start = 0
+    for index, block in enumerate(blocks):
+        width = len(block.vocabulary_)
+        idf = block.idf_.astype(np.float64)
+        table = np.zeros((width + 1, len(classes) + 1))  # row ``width``: unknown n-grams and padding
+        table[:width, :-1] = idf[:, None] * weights[start : start + width]
+        table[:width, -1] = idf**2
+        start += width
+        constants[f"table_{index}"] = table.astype(np.float32)
+        tokens = f"tokens_{index}"
+        nodes.append(
+            helper.make_node(
+                "Tokenizer",
+                ["texts"],
+                [tokens],
+                domain="com.microsoft",
+                mark=0,
+                mincharnum=1,
+                pad_value=PADDING,
+                tokenexp="." if block.analyzer == "char" else block.token_pattern,
+            )
+        )
+        split = list if block.analyzer == "char" else str.split
+        vocabulary = {tuple(split(ngram)): column for ngram, column in block.vocabulary_.items()}
+        ids = ngram_ids(nodes, constants, tokens, vocabulary, f"block{index}", default=width)
         nodes += [
-            helper.make_node("ReduceL2", [rows], [f"{out}_l2"], axes=[1], keepdims=1),
-            helper.make_node("Max", [f"{out}_l2", "l2_floor"], [f"{out}_divisor"]),
-            helper.make_node("Div", [rows, f"{out}_divisor"], [out]),
+            helper.make_node("Gather", [f"table_{index}", ids], [f"gathered_{index}"], axis=0),
+            helper.make_node("ReduceSum", [f"gathered_{index}", "occurrence_axis"], [f"sums_{index}"], keepdims=0),
+            helper.make_node("Split", [f"sums_{index}", "split_scores_norm"], [f"raw_{index}", f"sq_{index}"], axis=1),
+            # A row without a known n-gram stays zero, as scikit-learn leaves it.
+            helper.make_node("Max", [f"sq_{index}", "norm_floor"], [f"floored_{index}"]),
+            helper.make_node("Sqrt", [f"floored_{index}"], [f"norm_{index}"]),
+            helper.make_node("Div", [f"raw_{index}", f"norm_{index}"], [f"scores_{index}"]),
         ]
-    if len(nodes) != len(model.graph.node):
-        model.graph.initializer.append(numpy_helper.from_array(np.array([1e-30], dtype=np.float32), "l2_floor"))
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
+        block_scores.append(f"scores_{index}")
+    nodes += [
+        helper.make_node("Sum", [*block_scores, "intercept"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], [PROBABILITIES_OUTPUT], axis=1),
+        helper.make_node("ArgMax", [PROBABILITIES_OUTPUT], ["best"], axis=1, keepdims=0),
+        helper.make_node("Gather", ["classes", "best"], [LABEL_OUTPUT], axis=0),
+    ]
+    used = {name for node in nodes for name in node.input}
+    initializers = [numpy_helper.from_array(value, name) for name, value in constants.items() if name in used]
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.STRING, [None, 1])]
+    outputs = [
+        helper.make_tensor_value_info(LABEL_OUTPUT, onnx.TensorProto.STRING, [None]),
+        helper.make_tensor_value_info(PROBABILITIES_OUTPUT, onnx.TensorProto.FLOAT, [None, len(classes)]),
+    ]
+    graph = helper.make_graph(nodes, "content_tagger", inputs, outputs, initializers)
+    # Sorted, so that the same data gives the same bytes, and so the same model version (the file's sha256).
+    domains = sorted({node.domain for node in nodes})
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, OPSETS[d]) for d in domains])
+    model.ir_version = IR_VERSION
+    return model
+
+
+def ngram_ids(
+    nodes: list[onnx.NodeProto],
+    constants: dict[str, np.ndarray],
+    tokens: str,
+    vocabulary: dict[tuple[str, ...], int],
+    prefix: str,
+    default: int,
+) -> str:
+    """Append the nodes mapping every n-gram occurrence in ``tokens`` [N, T] to its column; returns the name of
+    the [N, occurrences] int64 result (``default`` for n-grams outside ``vocabulary`` and for padding).
+
+    Strings are looked up once: each token becomes a digit (1 + its rank among the vocabulary's tokens, 0
+    when unknown), and an n-gram the number its digits spell in base ``len(tokens) + 1``, built from the
+    (n-1)-grams with integer arithmetic. One ``LabelEncoder`` per n-gram length maps those numbers to columns;
+    an n-gram with an unknown token has a 0 digit, so it spells no number of the vocabulary.
+    """
+    alphabet = sorted({token for ngram in vocabulary for token in ngram})
+    if PADDING in alphabet:
+        raise ParityError(f"the padding {PADDING!r} is a token of the vocabulary")
+    if all(len(ngram) == 1 for ngram in vocabulary):  # single tokens: their column in one lookup
+        unigrams = sorted((ngram[0], column) for ngram, column in vocabulary.items())
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder",
+                [tokens],
+                [f"{prefix}_ids"],
+                domain="ai.onnx.ml",
+                keys_strings=[token for token, _ in unigrams],
+                values_int64s=[column for _, column in unigrams],
+                default_int64=default,
+            )
+        )
+        return f"{prefix}_ids"
+    digit = {token: rank + 1 for rank, token in enumerate(alphabet)}
+    base = len(alphabet) + 1
+    lengths = sorted({len(ngram) for ngram in vocabulary})
+    if base ** max(lengths, default=1) >= 2**62:
+        raise ParityError(f"{len(alphabet)} distinct tokens cannot spell {max(lengths)}-grams in an int64")
+    constants[f"{prefix}_base"] = np.array(base, dtype=np.int64)
+    digits = f"{prefix}_digits"
+    nodes.append(
+        helper.make_node(
+            "LabelEncoder",
+            [tokens],
+            [digits],
+            domain="ai.onnx.ml",
+            keys_strings=alphabet,
+            values_int64s=[digit[token] for token in alphabet],
+            default_int64=0,
+        )
+    )
+    ids, spelled = [], digits
+    for length in range(1, max(lengths, default=1) + 1):
+        if length > 1:
+            # n-gram at position p = (n-1)-gram at p, times the base, plus the digit of token p + n - 1.
+            shorter, spelled = spelled, f"{prefix}_{length}gram"
+            constants[f"{prefix}_to_{length}"] = np.array([length - 1], dtype=np.int64)
+            last = [digits, f"{prefix}_to_{length}", "end", "occurrence_axis"]
+            nodes += [
+                helper.make_node("Slice", [shorter, "zero", "minus_one", "occurrence_axis"], [f"{spelled}_head"]),
+                helper.make_node("Mul", [f"{spelled}_head", f"{prefix}_base"], [f"{spelled}_shifted"]),
+                helper.make_node("Slice", last, [f"{spelled}_last"]),
+                helper.make_node("Add", [f"{spelled}_shifted", f"{spelled}_last"], [spelled]),
+            ]
+        ngrams = sorted((ngram, column) for ngram, column in vocabulary.items() if len(ngram) == length)
+        if not ngrams:
+            continue
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder",
+                [spelled],
+                [f"{spelled}_ids"],
+                domain="ai.onnx.ml",
+                keys_int64s=[int(np.polyval([digit[t] for t in ngram], base)) for ngram, _ in ngrams],
+                values_int64s=[column for _, column in ngrams],
+                default_int64=default,
+            )
+        )
+        ids.append(f"{spelled}_ids")
+    if len(ids) == 1:
+        return ids[0]
+    nodes.append(helper.make_node("Concat", ids, [f"{prefix}_ids"], axis=1))
+    return f"{prefix}_ids"
 
 
 def describe_io(model_bytes: bytes) -> dict[str, dict[str, Any]]:

@@ -136,11 +136,46 @@ class Classifier:
         """Classify a batch of texts, each already passed through :func:`event_text`."""
         if not texts:
             return []
-        feed = np.asarray(texts, dtype=object).reshape(-1, 1)
-        probabilities = self._session.run(self._outputs, {self._input: feed})[0]
+        groups = length_groups(texts)
+        if len(groups) == 1:  # the usual batch: no copies
+            feed = np.asarray(texts, dtype=object).reshape(-1, 1)
+            probabilities = self._session.run(self._outputs, {self._input: feed})[0]
+        else:
+            probabilities = np.empty((len(texts), len(self._classes)), dtype=np.float32)
+            for rows in groups:
+                feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
+                probabilities[rows] = self._session.run(self._outputs, {self._input: feed})[0]
         classes = self._classes
         # Python floats via tolist() once per batch: float() on numpy scalars costs more per message.
         return [
             Prediction(classes[best], row[best], dict(zip(classes, row, strict=True)))
             for row, best in zip(probabilities.tolist(), probabilities.argmax(axis=1).tolist(), strict=True)
         ]
+
+
+SHORT_TEXT_CHARS = 256
+"""Texts up to this length run together; longer ones with texts of about their own length."""
+RUN_CHARS = 64 * SHORT_TEXT_CHARS
+"""Characters one onnxruntime call holds at most, padding included (unless one text is longer)."""
+
+
+def length_groups(texts: Sequence[str]) -> list[list[int]]:
+    """Indexes of ``texts`` in groups that run together: no text with one more than about twice its length,
+    and at most RUN_CHARS characters (padded) in a group.
+
+    The graph pads every row of a batch to its longest text, and its intermediate tensors grow with the
+    padded size: one 20,000-character description among 63 titles would make the whole batch cost (in time
+    and memory) as much as 64 long texts.
+    """
+    longest = max(map(len, texts), default=0)
+    if longest < SHORT_TEXT_CHARS and len(texts) * max(longest, 1) <= RUN_CHARS:
+        return [list(range(len(texts)))]
+    by_length: dict[int, list[int]] = {}
+    for index, text in enumerate(texts):
+        by_length.setdefault(max(len(text), SHORT_TEXT_CHARS - 1).bit_length(), []).append(index)
+    groups = []
+    for indexes in by_length.values():
+        width = max(max(len(texts[i]) for i in indexes), 1)
+        size = max(RUN_CHARS // width, 1)
+        groups += [indexes[start : start + size] for start in range(0, len(indexes), size)]
+    return groups

@@ -13,7 +13,7 @@ import pytest
 
 from model_export import card as model_card
 from model_export import export, train
-from stream_app.classifier import Classifier, event_text
+from stream_app.classifier import Classifier, event_text, length_groups
 from stream_app.errors import ModelError
 
 
@@ -132,3 +132,25 @@ def test_batches_give_the_same_answers_as_single_texts(classifier: Classifier) -
         assert prediction.confidence == max(prediction.scores.values())
         assert set(prediction.scores) == set(classifier.classes)
     assert classifier.predict([]) == []
+
+
+def test_a_batch_mixing_long_and_short_texts_keeps_each_texts_answer_in_its_place(classifier: Classifier) -> None:
+    long_text = event_text("Kubernetes model serving", "Deploying and monitoring models in production. " * 400)
+    texts = [event_text("GAN faces", None), long_text, event_text("Topic modelling with LDA", None), long_text[:600]]
+    batch = classifier.predict(texts)
+    for text, prediction in zip(texts, batch, strict=True):
+        single = classifier.predict([text])[0]
+        assert prediction.tag == single.tag
+        assert prediction.scores == pytest.approx(single.scores, abs=1e-6)
+
+
+def test_length_groups_run_each_text_once_with_texts_of_about_its_length() -> None:
+    lengths = [10, 20_000, 300, 255, 600, 20_000, 0, 1_000, 260] + [200] * 100
+    texts = ["x" * n for n in lengths]
+    groups = length_groups(texts)
+    assert sorted(i for group in groups for i in group) == list(range(len(texts)))
+    for group in groups:
+        longest, shortest = max(lengths[i] for i in group), min(lengths[i] for i in group)
+        assert longest <= max(2 * shortest, 255)
+        assert len(group) == 1 or longest * len(group) <= 64 * 256
+    assert len(groups) <= 8

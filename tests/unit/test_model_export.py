@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -58,11 +59,10 @@ def test_bad_data_stops_the_export_naming_the_rows(tmp_path: Path, capsys: pytes
 
 
 def test_parity_gate_fails_on_a_pipeline_the_converter_gets_wrong() -> None:
-    # The default token pattern is a Unicode \w class in Python but an ASCII class in ONNX:
+    # The default token pattern is a Unicode \w class in Python but an ASCII class in ONNX (RE2):
     # accented words are tokenised differently, so the gate must refuse this export.
-    pipeline = Pipeline(
-        [("tfidf", TfidfVectorizer(lowercase=False)), ("model", LogisticRegression(C=100.0, max_iter=1000))]
-    )
+    vectorizer = train.OccurrenceTfidfVectorizer(lowercase=False, norm=None, token_pattern=r"\b\w\w+\b")  # noqa: S106
+    pipeline = Pipeline([("tfidf", vectorizer), ("model", LogisticRegression(C=100.0, max_iter=1000))])
     texts = ["café résumé naïve", "plain english words", "café naïve", "english words"] * 5
     labels = ["a", "b", "a", "b"] * 5
     pipeline.fit(np.asarray(texts, dtype=object), labels)
@@ -78,6 +78,49 @@ def test_parity_gate_passes_for_the_shipped_pipeline_on_awkward_texts() -> None:
     pipeline.fit(np.asarray(texts, dtype=object), labels)
     report = export.check_parity(pipeline, export.convert(pipeline), texts)
     assert report["max_abs_probability_difference"] <= export.PARITY_TOLERANCE
+
+
+def test_a_pipeline_the_graph_cannot_reproduce_is_refused_before_conversion() -> None:
+    # An l2 norm needs each n-gram's count squared, which a graph of per-occurrence lookups cannot form.
+    pipeline = train.build_pipeline().set_params(features__char__norm="l2")
+    pipeline.fit(np.asarray(["object detection", "language models"] * 3, dtype=object), ["a", "b"] * 3)
+    with pytest.raises(ParityError, match="cannot export"):
+        export.convert(pipeline)
+    plain = Pipeline([("tfidf", TfidfVectorizer(lowercase=False)), ("model", LogisticRegression())])
+    plain.fit(np.asarray(["object detection", "language models"] * 3, dtype=object), ["a", "b"] * 3)
+    with pytest.raises(ParityError, match="expected OccurrenceTfidfVectorizer"):
+        export.convert(plain)
+
+
+def test_a_text_gets_the_same_probabilities_alone_and_padded_in_a_batch() -> None:
+    """Rows of a batch are padded to the longest; the padding must not count as n-grams of the text."""
+    texts = ["learn c#", "c# and .net", "learn c", "python c", "deep learning", "learning rates"] * 3
+    labels = ["other", "other", "other", "mlops", "mlops", "mlops"] * 3
+    pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), labels)
+    session = export.onnx_session(export.convert(pipeline))
+    batch = ["learn c", "learn c" + " with a much longer text after it" * 5]
+
+    def probabilities(chunk: list[str]) -> np.ndarray:
+        return np.asarray(session.run(["probabilities"], {"text": np.asarray(chunk, dtype=object).reshape(-1, 1)})[0])
+
+    np.testing.assert_allclose(probabilities(batch)[0], probabilities(batch[:1])[0], atol=1e-6)
+    np.testing.assert_allclose(probabilities(batch[:1])[0], pipeline.predict_proba(batch[:1])[0], atol=1e-5)
+
+
+def test_the_search_takes_the_cheapest_candidate_within_one_standard_error_of_the_best() -> None:
+    means, errors = [0.883, 0.89, 0.885, 0.86], [0.01, 0.01, 0.005, 0.02]
+    assert train.cheapest_within_one_error(means, errors, costs=[300, 400, 200, 100]) == 2  # not 3: 0.86 < 0.89 - 0.01
+    assert train.cheapest_within_one_error(means, errors, costs=[300, 400, 500, 100]) == 0
+    assert train.cheapest_within_one_error(means, errors, costs=[300, 300, 500, 100]) == 1  # same cost: better
+    assert train.cheapest_within_one_error(means, [0.0] * 4, costs=[300, 400, 200, 100]) == 1
+
+
+def test_the_exported_graph_has_no_dense_per_vocabulary_stage() -> None:
+    """The latency target rests on this: no operator that fills or reads a column per vocabulary entry."""
+    texts = ["natural language processing with transformers", "object detection in images", "mlflow"] * 4
+    pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), ["nlp", "cv", "mlops"] * 4)
+    ops = {node.op_type for node in onnx.load_from_string(export.convert(pipeline)).graph.node}
+    assert ops.isdisjoint({"TfIdfVectorizer", "LinearClassifier", "Normalizer", "ReduceL2", "MatMul"}), ops
 
 
 def test_the_same_data_exports_the_same_bytes_whatever_the_hash_seed() -> None:
@@ -122,7 +165,7 @@ def test_card_describes_an_approved_model_with_a_usable_reference(card: dict[str
         assert {"short_title", "empty_description"} <= set(evaluation["slices"])
         assert evaluation["precision_vs_coverage"]
     assert card["parity"]["max_abs_probability_difference"] <= 1e-5
-    assert {"scikit-learn", "onnxruntime", "skl2onnx"} <= set(card["libraries"])
+    assert {"scikit-learn", "onnx", "onnxruntime"} <= set(card["libraries"])
 
 
 def test_card_classes_are_the_onnx_probability_columns(trained_model_dir: Path, card: dict[str, Any]) -> None:
