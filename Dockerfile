@@ -5,6 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY stream_app ./stream_app
 COPY model_export ./model_export
+COPY tools ./tools
 COPY data ./data
 RUN pip install --no-cache-dir . && python -m model_export --out /app/artifacts/model
 
@@ -14,6 +15,7 @@ COPY --from=build /usr/local/lib/python3.11/site-packages /usr/local/lib/python3
 COPY --from=build /usr/local/bin /usr/local/bin
 COPY --from=build /app/artifacts/model /app/model
 COPY stream_app ./stream_app
+COPY tools ./tools
 COPY schemas ./schemas
 COPY data ./data
 RUN useradd --create-home --uid 10001 tagger && mkdir -p /app/state && chown tagger /app/state

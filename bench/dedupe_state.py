@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import write_section
-from stream_app.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 from stream_app.dedupe import DedupeIndex, index_buckets
-from stream_app.title_index import RefStore, digest_key
-from stream_app.title_store import PackedTitles
+from stream_app.title_index.index import RefStore, digest_key
+from stream_app.title_index.store import PackedTitles
+from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 
 ROOT = Path(__file__).resolve().parent.parent
 TTL = 30 * 86400.0

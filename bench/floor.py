@@ -13,8 +13,8 @@ import json
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
-from stream_app.agents import transport_options
-from stream_app.consumer import TaggerApp
+from stream_app.app import transport_options
+from stream_app.faust_patches.consumer import TaggerApp
 from stream_app.settings import Settings
 from stream_app.worker import TaggerWorker
 

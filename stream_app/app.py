@@ -1,11 +1,111 @@
-"""The worker's Faust app, for ``faust -A stream_app.app worker -l info``.
-
-Importing this module *is* the worker's start-up: it reads the settings and loads the model once, and a
-model that fails its checks stops the start with a non-zero exit before anything is consumed.
-"""
+"""The worker's composition: every part built once and wired into one Faust app. Nothing here does work."""
 
 from __future__ import annotations
 
-from stream_app.worker import build_app
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
-app = build_app()
+import faust
+from prometheus_client import CollectorRegistry
+
+from stream_app.classifier import Classifier
+from stream_app.delivery.kafka import aiokafka_security, faust_credentials
+from stream_app.delivery.publish import Publisher
+from stream_app.delivery.transactions import PartitionTransactions
+from stream_app.drift import DriftMonitor, Reference
+from stream_app.faust_patches.consumer import TaggerApp
+from stream_app.faust_patches.transacted import TransactedApp
+from stream_app.metrics import Metrics
+from stream_app.pipeline import Pipeline
+from stream_app.review.board import ReviewBoard
+from stream_app.review.page import FAUST_VIEWS_OFF
+from stream_app.settings import Settings
+from stream_app.title_index.follower import IndexFollower
+from stream_app.title_index.index import TitleIndex
+from stream_app.topology.agent import BatchTagger, IndexOwnership, StreamProgress, register_agent
+from stream_app.topology.tasks import register_tasks
+from stream_app.topology.topics import WorkerTopics
+from stream_app.topology.web import register_pages
+
+METADATA_MAX_AGE_MS = 5_000
+"""How often the consumer refreshes cluster metadata. A group assignment made while a just-created topic was
+still missing from the metadata leaves that topic unassigned until the next refresh (Kafka's default is 5
+minutes), so the worker would stall that long on a first start; a refresh seeing the topic triggers a rebalance
+that assigns it."""
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """The Faust app options that set how the worker reads and writes Kafka (shared with bench/floor.py)."""
+    return {
+        "broker": settings.broker_url,
+        "broker_credentials": faust_credentials(settings),
+        "datadir": str(settings.data_dir),
+        "web_port": settings.web_port,
+        "topic_partitions": settings.partitions,
+        "broker_commit_interval": settings.commit_interval_seconds,
+        "consumer_auto_offset_reset": "earliest",
+        "consumer_metadata_max_age_ms": METADATA_MAX_AGE_MS,
+        "producer_acks": -1,
+        # Every batch waits for its records' delivery before it is acked, so a linger adds to its latency.
+        "producer_linger": settings.producer_linger_seconds,
+        "producer_max_batch_size": 262_144,
+        "autodiscover": False,
+    }
+
+
+def new_faust_app(settings: Settings) -> TaggerApp:
+    """The Faust app: the worker's consumer (exactly-once: the transacted one), none of Faust's own web views."""
+    app_class = TransactedApp if settings.exactly_once else TaggerApp
+    return app_class(
+        settings.app_id,
+        **transport_options(settings),
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        # Faust's exactly-once names a transaction after the partition a record is sent to; ours are per source
+        # partition (stream_app/delivery/transactions.py).
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.session_timeout_seconds,
+        key_serializer="raw",
+        value_serializer="raw",
+        **FAUST_VIEWS_OFF,
+    )
+
+
+def create_app(settings: Settings, classifier: Classifier, registry: CollectorRegistry | None = None) -> faust.App:
+    """Build the worker for ``settings`` serving ``classifier``; nothing connects until the worker starts."""
+    registry = registry if registry is not None else CollectorRegistry()
+    reference = Reference.from_card(classifier.card)
+    metrics = Metrics(registry, reference.confidence_bin_edges)
+    metrics.set_model(classifier.version, classifier.threshold, reference.below_threshold_share)
+    pipeline = Pipeline(classifier, metrics, DriftMonitor(reference, settings.drift_window, classifier.threshold))
+
+    app = new_faust_app(settings)
+    topics = WorkerTopics.declare(app, settings)
+    client = {"bootstrap_servers": settings.kafka_bootstrap_servers, **aiokafka_security(settings)}
+    transactions = PartitionTransactions("tag", settings.app_id, client) if settings.exactly_once else None
+    if transactions is not None:
+        cast(TransactedApp, app).owners = {settings.input_topic: transactions}
+
+    index = TitleIndex(settings.dedupe_ttl_seconds, settings.max_clock_skew_seconds)
+    metrics.track_dedupe_entries(lambda: index.entries)
+    isolation = "read_committed" if settings.exactly_once else "read_uncommitted"
+    follower = IndexFollower(
+        index,
+        str(topics.index.get_topic_name()),
+        {**client, "isolation_level": isolation},
+        on_skip=lambda reason: metrics.skipped("title_index", reason),
+        on_applied=metrics.index_replicated,
+    )
+    ownership, progress, board = (
+        IndexOwnership(settings.partitions),
+        StreamProgress(),
+        ReviewBoard(settings.review_recent_limit),
+    )
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    tag = BatchTagger(pipeline, index, topics, Publisher(app.producer, transactions), metrics, ownership, model_thread)
+
+    register_agent(app, topics.input, tag, follower, progress, settings)
+    register_tasks(app, settings, topics, follower, ownership, progress, board, pipeline, metrics)
+    register_pages(app, settings, registry, pipeline, follower, topics, board)
+    app.tagger_metrics = metrics  # type: ignore[attr-defined]  # for tests
+    return app

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.classifier import Classifier, Prediction
 from stream_app.errors import ModelError
-from stream_app.labels import read_labels
+from stream_app.review.labels import read_labels
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:  # the pipeline imports this module for Shadow

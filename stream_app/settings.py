@@ -142,7 +142,7 @@ class Settings:
     password) or ``proxy`` (an authenticating proxy at ``TAGGER_REVIEW_PROXY_ADDRESSES`` names the reviewer in
     ``TAGGER_REVIEW_PROXY_HEADER``)."""
     reviewers_file: Path = Path(".run/reviewers")
-    """Reviewer accounts, one ``name:argon2-hash`` line each, written by ``python -m stream_app.reviewers add
+    """Reviewer accounts, one ``name:argon2-hash`` line each, written by ``python -m stream_app.review.accounts add
     NAME``. Missing or empty: the review page is read-only."""
     review_session_secret: Secret = field(default_factory=Secret)
     """Key (at least 32 characters) that signs reviewers' session cookies and form tokens; never printed. Empty:

@@ -15,9 +15,10 @@ from typing import Any
 
 import faust
 
-from stream_app.agents import create_app
+from stream_app.app import create_app
 from stream_app.classifier import Classifier
 from stream_app.errors import TaggerError
+from stream_app.faust_patches.checks import check_library_hooks
 from stream_app.lifecycle import current_model_dir
 from stream_app.settings import Settings
 
@@ -122,6 +123,7 @@ def awaiting(coroutine: Any) -> list[str]:
 def build_app(settings: Settings | None = None) -> faust.App:
     """Build the worker's app; a configuration or model error exits with status 2 and one clear line."""
     try:
+        check_library_hooks()
         settings = settings if settings is not None else Settings.from_env()
         model_dir = current_model_dir(settings.model_dir, settings.candidates_dir)
         classifier = Classifier.load(model_dir, settings.review_threshold)

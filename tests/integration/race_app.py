@@ -22,7 +22,7 @@ from typing import Any
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP
 
-from stream_app.consumer import TaggerApp, TaggerConsumer
+from stream_app.faust_patches.consumer import TaggerApp, TaggerConsumer
 
 SEEK_LINGER_SECONDS = 3.0
 RECORD_SECONDS = 0.02

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.replay import mixed_stream, read_rows
 from tests.integration.harness import OwnBroker, Produced, Topics, WorkerProcess, account, free_port, produce, run
+from tools.replay import mixed_stream, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

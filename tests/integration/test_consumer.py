@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.consumer import seek_to_committed_or_earliest
+from stream_app.faust_patches.consumer import seek_to_committed_or_earliest
 from tests.integration.harness import ROOT, run
 from tests.integration.race_app import SEEK_LINGER_SECONDS
 

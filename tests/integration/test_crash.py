@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from stream_app.replay import mixed_stream, read_rows
 from tests.integration.harness import Produced, account, produce, run
+from tools.replay import mixed_stream, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model_export import train
 from model_export.data import load_dataset
-from stream_app.replay import event_value, read_rows
 from tests.integration.harness import produce, read_outputs, run
+from tools.replay import event_value, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

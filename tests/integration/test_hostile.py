@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_app.errors import DEADLETTER_REASONS
-from stream_app.replay import event_value
 from stream_app.schema import MAX_DEAD_LETTER_VALUE_BYTES, MAX_MESSAGE_BYTES
 from tests.integration.harness import OUTPUT_KINDS, Topics, produce, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
+from tools.replay import event_value
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

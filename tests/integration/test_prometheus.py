@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stream_app.replay import build_messages, read_rows
 from tests.integration.harness import free_port, produce, read_outputs, run
+from tools.replay import build_messages, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prometheus, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream_app.replay import event_value
 from tests.integration.harness import produce, read_outputs, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
+from tools.replay import event_value
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

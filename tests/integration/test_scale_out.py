@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.replay import event_value
 from tests.integration.harness import OUTPUT_KINDS, Topics, WorkerProcess, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
+from tools.replay import event_value
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

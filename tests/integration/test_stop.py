@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.replay import mixed_stream, read_rows
 from stream_app.worker import STOP_TIMEOUT_EXIT_STATUS
 from tests.integration.harness import ROOT, produce, run
+from tools.replay import mixed_stream, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from stream_app.corpus import distinct_rows, hard_negatives, planted_near_duplicates
-from stream_app.replay import event_value
 from tests.integration.harness import WorkerProcess, ids_in, produce, read_outputs, run
 from tests.integration.test_worker import dataset_rows
+from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
+from tools.replay import event_value
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

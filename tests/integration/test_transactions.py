@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_app.transactions import PRODUCER_STOP_SECONDS, PartitionTransactions, Record
+from stream_app.delivery.transactions import PRODUCER_STOP_SECONDS, PartitionTransactions, Record
 from tests.integration.harness import OwnBroker, create_topic, run
 
 

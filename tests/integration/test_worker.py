@@ -12,10 +12,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from stream_app.corpus import hard_negatives, planted_near_duplicates
-from stream_app.replay import event_value, read_rows
 from stream_app.schema import load_schema
 from tests.integration.harness import ids_in, produce, read_outputs, run
+from tools.corpus import hard_negatives, planted_near_duplicates
+from tools.replay import event_value, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -392,7 +392,7 @@ def test_the_replay_runs_once_the_worker_is_healthy(compose: dict[str, Any]) -> 
     assert replay["build"] == compose["services"]["worker"]["build"]
     assert dependencies(replay)["worker"] == "service_healthy" and replay["restart"] == "no"
     command = replay["command"]
-    assert command[:3] == ["python", "-m", "stream_app.replay"]
+    assert command[:3] == ["python", "-m", "tools.replay"]
     data = command[command.index("--data") + 1]
     assert (ROOT / data).is_file() and Path(data).parts[0] in copied_into_the_image()
     usage = subprocess.run([sys.executable, *command[1:], "--help"], cwd=ROOT, capture_output=True, text=True)

@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from stream_app.corpus import TYPO_EDITS, distinct_rows, hard_negatives, planted_near_duplicates, typo
 from stream_app.dedupe import DedupeIndex
+from tools.corpus import TYPO_EDITS, distinct_rows, hard_negatives, planted_near_duplicates, typo
 
 ROOT = Path(__file__).resolve().parents[2]
 TTL = 30 * 86400.0

@@ -16,9 +16,9 @@ from model_export.promote import Scores, not_worse
 from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
-from stream_app.labels import LabelStore
 from stream_app.lifecycle import ModelLifecycle, Refusal, Retrainer, Shadow, admit, current_model_dir
 from stream_app.pipeline import Admitted
+from stream_app.review.labels import LabelStore
 from stream_app.settings import Settings
 from tests.unit.test_pipeline import admit as admit_event
 from tests.unit.test_pipeline import make_pipeline

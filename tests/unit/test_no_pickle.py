@@ -25,7 +25,7 @@ pickle.loads(pickle.dumps(Probe()))  # the hook works: unpickling an object is s
 assert seen == [["__main__", "Probe"]], seen
 seen.clear()
 
-from stream_app.agents import create_app
+from stream_app.app import create_app
 from stream_app.classifier import Classifier, event_text
 from stream_app.settings import Settings
 

@@ -342,7 +342,7 @@ KAFKA_DEFAULT_RECORD_LIMIT = 1024 * 1024
 @pytest.mark.parametrize("character", ["a", "\u4e2d", "\U0001f916", "\n"])
 def test_an_event_at_the_size_cap_still_fits_every_record_the_worker_writes_for_it(character: str) -> None:
 
-    from stream_app.agents import encode
+    from stream_app.delivery.publish import encode
 
     head = '{"id": 1, "title": "x", "pad": "'
     filler = json.dumps(character)[1:-1]

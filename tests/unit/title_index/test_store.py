@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.title_store import PackedTitles
+from stream_app.title_index.store import PackedTitles
 
 KEYS_LIST = [bytes(8), b"\xff" * 8, b"\x7f" + b"\xff" * 7, b"\x80" + bytes(7), b"abcdefgh", b"abcdefgi"]
 KEYS = st.sampled_from(KEYS_LIST)

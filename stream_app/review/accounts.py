@@ -1,8 +1,8 @@
-"""Reviewer accounts: a file of ``name:argon2-hash`` lines, and ``python -m stream_app.reviewers`` to manage it.
+"""Reviewer accounts: a file of ``name:argon2-hash`` lines, and ``python -m stream_app.review.accounts`` to manage it.
 
-    python -m stream_app.reviewers add NAME      # asks for the password (or reads one line of stdin)
-    python -m stream_app.reviewers remove NAME
-    python -m stream_app.reviewers list
+    python -m stream_app.review.accounts add NAME      # asks for the password (or reads one line of stdin)
+    python -m stream_app.review.accounts remove NAME
+    python -m stream_app.review.accounts list
 
 The file is ``TAGGER_REVIEWERS_FILE`` (or ``--file``). Passwords are hashed with argon2id (``argon2-cffi``'s
 defaults, a fresh salt each); the file is written whole beside itself and renamed into place, readable by its
@@ -144,7 +144,7 @@ def _read_password() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: add, remove or list reviewers."""
-    parser = argparse.ArgumentParser(prog="python -m stream_app.reviewers", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stream_app.review.accounts", description=__doc__.split("\n")[0])
     parser.add_argument("--file", type=Path, help="accounts file (default: TAGGER_REVIEWERS_FILE)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("add", help="add a reviewer, or set a new password").add_argument("name")

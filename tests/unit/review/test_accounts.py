@@ -1,4 +1,4 @@
-"""Reviewer accounts: ``python -m stream_app.reviewers`` adds, replaces and removes them with salted argon2
+"""Reviewer accounts: ``python -m stream_app.review.accounts`` adds, replaces and removes them with salted argon2
 hashes in an owner-only file, and only the right password verifies."""
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 
 from stream_app.errors import ConfigError
-from stream_app.reviewers import ReviewerAccounts, add_reviewer, read_accounts
+from stream_app.review.accounts import ReviewerAccounts, add_reviewer, read_accounts
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRET = "a long password"
 
 
 def reviewers(*args: str, password: str = "", env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "TAGGER_REVIEWERS_FILE": str(env_file)} if env_file else None
     return subprocess.run(
-        [sys.executable, "-m", "stream_app.reviewers", *args], input=password + "\n", capture_output=True, text=True,
-        cwd=ROOT, env=env, check=False,
+        [sys.executable, "-m", "stream_app.review.accounts", *args], input=password + "\n", capture_output=True,
+        text=True, cwd=ROOT, env=env, check=False,
     )  # fmt: skip
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from stream_app.review import ReviewBoard
-from stream_app.review_web import COOKIE, ReviewSite, Sessions, SignInLimiter, WebRequest, WebResponse, host_allowed
-from stream_app.reviewers import add_reviewer
+from stream_app.review.accounts import add_reviewer
+from stream_app.review.board import ReviewBoard
+from stream_app.review.page import COOKIE, ReviewSite, Sessions, SignInLimiter, WebRequest, WebResponse, host_allowed
 from stream_app.settings import Settings
-from tests.unit.test_review import NOW, review_record
+from tests.unit.review.test_board import NOW, review_record
 
 PASSWORD = "correct horse battery"
 WRONG = "wrong password!"
@@ -138,8 +138,8 @@ def test_a_removed_reviewer_can_no_longer_decide(tmp_path: Path) -> None:
 def test_with_no_reviewer_the_page_is_read_only_and_says_how_to_add_one(tmp_path: Path) -> None:
     site = Site(tmp_path, reviewers=False)
     page = site.request("GET", "/review").body
-    assert "<form" not in page and "python -m stream_app.reviewers add NAME" in page and 'data-id="a"' in page
-    assert "python -m stream_app.reviewers add NAME" in site.request("GET", "/review/sign-in").body
+    assert "<form" not in page and "python -m stream_app.review.accounts add NAME" in page and 'data-id="a"' in page
+    assert "python -m stream_app.review.accounts add NAME" in site.request("GET", "/review/sign-in").body
 
 
 def test_a_proxys_user_header_counts_only_from_the_proxy(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from typing import Any, cast
 import pytest
 from faust.types import TP
 
-from stream_app.agents import StreamProgress
-from stream_app.consumer import RewindingConsumerThread
+from stream_app.faust_patches.consumer import RewindingConsumerThread
 from stream_app.settings import Settings
+from stream_app.topology.agent import StreamProgress
 from stream_app.worker import build_app
 
 

@@ -1,6 +1,6 @@
 """Replay the sample data through a running worker and summarise where every message ended up.
 
-``python -m stream_app.replay`` produces ``data/dataset.csv`` with planted near-duplicates and malformed
+``python -m tools.replay`` produces ``data/dataset.csv`` with planted near-duplicates and malformed
 messages to the input topic (with a progress bar), then reads the four output topics until every message is
 accounted for, and prints messages per topic, per tag, dedupe matches by kind and end-to-end latency.
 """
@@ -24,8 +24,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream_app.corpus import planted_near_duplicates
 from stream_app.settings import Settings
+from tools.corpus import planted_near_duplicates
 
 MALFORMED_SAMPLES: tuple[bytes, ...] = (
     b"",
@@ -262,7 +262,7 @@ def render(summary: Summary) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; exit 1 when some messages were not accounted for."""
-    parser = argparse.ArgumentParser(prog="python -m stream_app.replay", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.replay", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/dataset.csv"), help="dataset CSV to replay")
     parser.add_argument("--duplicates", type=float, default=0.1, help="share of planted near-duplicates")
     parser.add_argument("--malformed", type=float, default=0.02, help="share of malformed messages")

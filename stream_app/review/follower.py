@@ -15,11 +15,11 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from stream_app.delivery.kafka import aiokafka_security
 from stream_app.errors import InvalidRecord
-from stream_app.kafka_client import aiokafka_security
-from stream_app.labels import LabelStore, read_labels
 from stream_app.metrics import Metrics
-from stream_app.review import ReviewBoard, read_record
+from stream_app.review.board import ReviewBoard, read_record
+from stream_app.review.labels import LabelStore, read_labels
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from stream_app.title_index import APPLIED, UNCHANGED, IndexChange, TitleIndex
+from stream_app.title_index.index import APPLIED, UNCHANGED, IndexChange, TitleIndex
 
 TTL = 30 * 86400.0
 NOW = 1_800_000_000.0

@@ -1,6 +1,6 @@
 """A PNG snapshot of a worker's metrics: records out by topic, confidence and tags against the model card.
 
-    python -m stream_app.plot --url http://127.0.0.1:6066/metrics --out plot.png \
+    python -m tools.plot --url http://127.0.0.1:6066/metrics --out plot.png \
         [--card artifacts/model/model.json]
 
 The worker's ``/metrics`` text is fetched once; counts are totals since the worker started.
@@ -218,7 +218,7 @@ def load_card(card_path: Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: fetch the metrics once, render the PNG; 1 with a message on stderr if that fails."""
     parser = argparse.ArgumentParser(
-        prog="python -m stream_app.plot", description="Render a PNG of a worker's metrics and its model card."
+        prog="python -m tools.plot", description="Render a PNG of a worker's metrics and its model card."
     )
     parser.add_argument("--url", default="http://127.0.0.1:6066/metrics", help="the worker's /metrics URL")
     parser.add_argument("--out", type=Path, default=Path("plot.png"), help="PNG file to write")

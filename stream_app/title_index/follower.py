@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_app.title_index import APPLIED, UNCHANGED, TitleIndex
+from stream_app.title_index.index import APPLIED, UNCHANGED, TitleIndex
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from stream_app.dedupe import DedupeIndex, DedupeVerdict, entry_fields, ref_of_digest
-from stream_app.title_store import PackedTitles
+from stream_app.title_index.store import PackedTitles
 
 INDEX_KEY_BYTES: Final = 8
 """Length of an index record's key: the digest of a title's dedupe key."""

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.metrics import Metrics
-from stream_app.plot import main, parse_metrics, render
+from tools.plot import main, parse_metrics, render
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 CARD: dict[str, Any] = {

@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from stream_app.labels import LabelStore, read_labels
 from stream_app.metrics import Metrics
-from stream_app.review import ReviewBoard
-from stream_app.review_follower import ReviewFollower
+from stream_app.review.board import ReviewBoard
+from stream_app.review.follower import ReviewFollower
+from stream_app.review.labels import LabelStore, read_labels
 from stream_app.settings import Settings
-from tests.unit.test_review import NOW, review_record, tagged_record
+from tests.unit.review.test_board import NOW, review_record, tagged_record
 
 SETTINGS = Settings.from_env({})
 EDGES = (0.0, 0.5, 1.0)

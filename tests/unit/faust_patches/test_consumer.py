@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faust.types import TP
 
-from stream_app.consumer import ReadOffsets, SeekClock
+from stream_app.faust_patches.consumer import ReadOffsets, SeekClock
 
 STREAM, OTHER = TP("content", 0), TP("content", 1)
 

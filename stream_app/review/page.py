@@ -33,8 +33,8 @@ from typing import Any, Final
 import faust.web
 
 from stream_app.errors import InvalidDecision
-from stream_app.review import MAX_REVIEWER_CHARS, ReviewBoard, decide, render_page
-from stream_app.reviewers import ReviewerAccounts
+from stream_app.review.accounts import ReviewerAccounts
+from stream_app.review.board import MAX_REVIEWER_CHARS, ReviewBoard, decide, render_page
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ HEADERS: Final = {
 }
 """Sent with every review page: nothing cached, no script or frame, forms post only to this origin."""
 HOW_TO_ADD = (
-    "Read-only: no reviewer is configured. Add one with <code>python -m stream_app.reviewers add NAME</code> "
+    "Read-only: no reviewer is configured. Add one with <code>python -m stream_app.review.accounts add NAME</code> "
     "(it writes <code>TAGGER_REVIEWERS_FILE</code>), then sign in."
 )
 

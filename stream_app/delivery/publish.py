@@ -1,0 +1,65 @@
+"""Publishing a batch: its records delivered before the batch is acked, or, exactly-once, committed with the
+input offsets it consumed in one transaction per source partition."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from faust.types import TP, EventT, ProducerT
+
+from stream_app.delivery.transactions import PartitionTransactions, Record
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """Serialize an output record as compact UTF-8 JSON."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def by_partition(events: Sequence[EventT[Any]]) -> dict[TP, list[EventT[Any]]]:
+    """A batch's events grouped by the partition they were read from, in order."""
+    groups: dict[TP, list[EventT[Any]]] = {}
+    for event in events:
+        groups.setdefault(event.message.tp, []).append(event)
+    return groups
+
+
+class Publisher:
+    """Sends what a batch made through the app's producer, or through ``transactions`` when given."""
+
+    def __init__(self, producer: ProducerT, transactions: PartitionTransactions | None) -> None:
+        self.producer = producer
+        self.transactions = transactions
+
+    def uncommitted(self, events: Sequence[EventT[Any]]) -> list[EventT[Any]]:
+        """The events not committed already (all of them at-least-once): the consumer can hand a record out
+        twice, which Faust's at-least-once commits absorb but a transaction would emit twice."""
+        if self.transactions is None:
+            return list(events)
+        owner = self.transactions
+        return [event for event in events if event.message.offset >= owner.committed(event.message.tp)]
+
+    async def deliver(self, records: Sequence[Record]) -> None:
+        """Send ``records`` and wait until the broker has them all: the batch they came from is acked after
+        this, so its offsets are committed only once its records are stored."""
+        # The producer itself, not Topic.send: Faust's per-message futures and callbacks cost more than the send.
+        pending = [await self.producer.send(r.topic, r.key, r.value, None, None, r.headers) for r in records]
+        for delivery in pending:
+            await delivery
+
+    async def publish(
+        self, events: Sequence[EventT[Any]], made: Sequence[list[Record]], extra: Sequence[Record] = ()
+    ) -> None:
+        """Send the records ``made`` from ``events`` (a list each, in order) and ``extra`` records of no event:
+        delivered before the batch is acked, or committed in one transaction per source partition with that
+        partition's next offset (``extra`` in the first)."""
+        if self.transactions is None:
+            await self.deliver([*extra, *(record for records in made for record in records)])
+            return
+        made_by = {id(event): records for event, records in zip(events, made, strict=True)}
+        pending = list(extra)
+        for source, part in by_partition(events).items():
+            sent = [*pending, *(record for event in part for record in made_by[id(event)])]
+            pending = []
+            await self.transactions.commit(source, part[-1].message.offset + 1, sent)

@@ -1,0 +1,104 @@
+"""The start-up check of every library name the worker's fixes rely on.
+
+The fixes in this package subclass Faust's and aiokafka's consumers and override or read names those libraries
+keep private. An upstream rename would make an override silently dead (a method never called) or an assignment
+silently ignored (``consumer._isolation_level``, which would drop ``read_committed`` in exactly-once mode). So the
+worker refuses to start when a name is missing or a library is not of the series the fixes were verified on.
+
+Each hooked name is listed with the fix that uses it and the upstream issue it works around.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Final
+
+from stream_app.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A private library name a fix relies on."""
+
+    owner: str
+    """``module:Class`` (or ``module`` for a module-level name)."""
+    name: str
+    used_by: str
+    upstream: str
+
+
+VERIFIED_SERIES: Final = {"faust-streaming": "0.15.", "aiokafka": "0.14."}
+"""The minor series of each library the fixes were verified on (pyproject.toml pins the same)."""
+
+FAUST_THREAD = "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread"
+FAUST_CONSUMER = "faust.transport.drivers.aiokafka:Consumer"
+AIOKAFKA_CONSUMER = "aiokafka.consumer.consumer:AIOKafkaConsumer"
+AIOKAFKA_FETCHER = "aiokafka.consumer.fetcher:Fetcher"
+SEEK_LOSS = "faust-streaming records dropped around a rebalance's seek (consumer.py)"
+TAKE_ACK = "faust-streaming #189, #315: take_events acks a failed batch"
+HOOKS: Final = (
+    Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
+    Hook(FAUST_THREAD, "_fetch_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
+    Hook(FAUST_THREAD, "_create_consumer", "transacted._ReadCommittedThread", "read_committed input"),
+    Hook(FAUST_THREAD, "seek_to_committed", "RewindingConsumerThread.seek_to_committed", SEEK_LOSS),
+    Hook(FAUST_CONSUMER, "_new_consumer_thread", "TaggerConsumer, TransactedConsumer", SEEK_LOSS),
+    Hook(FAUST_CONSUMER, "_getmany", "TaggerConsumer._getmany", SEEK_LOSS),
+    Hook(FAUST_CONSUMER, "_seek", "TaggerConsumer._seek", SEEK_LOSS),
+    Hook(FAUST_CONSUMER, "_read_offset", "TaggerConsumer (ReadOffsets)", SEEK_LOSS),
+    Hook(FAUST_CONSUMER, "_commit", "TransactedConsumer._commit", "offsets left to the transactions"),
+    Hook(FAUST_CONSUMER, "perform_seek", "TaggerConsumer.perform_seek", SEEK_LOSS),
+    Hook(FAUST_CONSUMER, "resume_flow", "TaggerConsumer.resume_flow", SEEK_LOSS),
+    Hook(FAUST_CONSUMER, "ack", "TaggerConsumer.ack (hold_acks)", TAKE_ACK),
+    Hook("faust.app.base:App", "_new_consumer", "TaggerApp._new_consumer", SEEK_LOSS),
+    Hook("faust.app.base:App", "_on_partitions_assigned", "TaggerApp._new_consumer", SEEK_LOSS),
+    Hook("faust.app.base:App", "_on_partitions_revoked", "TaggerApp._new_consumer", SEEK_LOSS),
+    Hook(AIOKAFKA_CONSUMER, "_fetcher", "SeekClock.watch", SEEK_LOSS),
+    Hook(AIOKAFKA_CONSUMER, "_max_poll_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
+    Hook(AIOKAFKA_CONSUMER, "_isolation_level", "transacted._ReadCommittedThread", "read_committed input"),
+    Hook(
+        AIOKAFKA_CONSUMER,
+        "_client",
+        "the index and review followers' metadata look-up",
+        "aiokafka's partitions_for_topic knows subscribed topics only",
+    ),
+    Hook(AIOKAFKA_FETCHER, "seek_to", "SeekClock.watch", SEEK_LOSS),
+    Hook(AIOKAFKA_FETCHER, "request_offset_reset", "SeekClock.watch", SEEK_LOSS),
+)
+
+
+def missing_hooks() -> list[Hook]:
+    """The hooked names the installed libraries do not have (attributes set in ``__init__`` are looked for in
+    its source)."""
+    missing = []
+    for hook in HOOKS:
+        module_name, _, class_name = hook.owner.partition(":")
+        owner: object = importlib.import_module(module_name)
+        if class_name:
+            owner = getattr(owner, class_name)
+        if not (hasattr(owner, hook.name) or _set_in_init(owner, hook.name)):
+            missing.append(hook)
+    return missing
+
+
+def _set_in_init(owner: object, name: str) -> bool:
+    """Whether an ``__init__`` of ``owner``'s classes assigns or reads ``name`` (instance attributes)."""
+    for cls in getattr(owner, "__mro__", ()):
+        code = getattr(vars(cls).get("__init__"), "__code__", None)
+        if code is not None and name in code.co_names:
+            return True
+    return False
+
+
+def check_library_hooks() -> None:
+    """Raise :class:`ConfigError` naming what is off, when a library is of another series than the fixes were
+    verified on or lacks a name a fix relies on."""
+    for package, series in VERIFIED_SERIES.items():
+        version = metadata.version(package)
+        if not version.startswith(series):
+            raise ConfigError(f"{package} {version} is installed; the worker's fixes are verified on {series}x")
+    missing = missing_hooks()
+    if missing:
+        names = ", ".join(f"{hook.owner}.{hook.name} (used by {hook.used_by})" for hook in missing)
+        raise ConfigError(f"library names the worker's fixes rely on are missing: {names}")

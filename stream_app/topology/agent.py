@@ -1,0 +1,182 @@
+"""The one agent: each batch of input messages through every stage, and what it made published in one go.
+
+A batch is validated, checked against the title index, classified on the model's own thread, routed, and its
+outputs and index changes published together (:class:`BatchTagger`). An error or a cancellation stops the worker
+without acking the batch (:func:`register_agent`), so a restart reads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, Sequence
+from concurrent.futures import Executor
+from typing import Any, cast
+
+import faust
+import mode
+from faust.types import TP, AppT, EventT, StreamT, TopicT
+
+from stream_app.dedupe import DedupeVerdict
+from stream_app.delivery.publish import Publisher, encode
+from stream_app.delivery.transactions import Record
+from stream_app.faust_patches.consumer import TaggerConsumer
+from stream_app.metrics import Metrics
+from stream_app.pipeline import Admitted, Output, Pipeline
+from stream_app.settings import Settings
+from stream_app.title_index.follower import IndexFollower
+from stream_app.title_index.index import IndexChange, TitleIndex
+from stream_app.topology.topics import WorkerTopics
+
+SWEEP_INTERVAL_SECONDS = 1.0
+"""How often expired titles are deleted from the index: a sweep costs what it deletes (not what the index holds),
+so frequent sweeps keep each one short."""
+
+
+class IndexOwnership:
+    """Which expired titles this worker deletes from the index topic: those whose digest falls, modulo the input
+    partition count, on an input partition assigned to it. Every worker expires every title in its own memory;
+    one deletion record per title is enough for the topic's compaction and the other workers."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.assigned: set[int] = set()
+
+    def owns(self, change: IndexChange) -> bool:
+        return int.from_bytes(change.key, "big") % self.partitions in self.assigned
+
+
+class StreamProgress:
+    """Per input partition: the offset after the last event the agent received.
+
+    The consumer lag is counted from it rather than from the consumer's position: when records the consumer
+    fetched never reach the agent (see stream_app/faust_patches/consumer.py), a lag counted from the position
+    reads 0 while nothing is processed.
+    """
+
+    def __init__(self) -> None:
+        self.next_offset: dict[TP, int] = {}
+
+    def received(self, events: Sequence[EventT[Any]]) -> None:
+        for event in events:
+            self.next_offset[event.message.tp] = event.message.offset + 1
+
+    def reassigned(self) -> None:
+        self.next_offset.clear()
+
+
+class BatchTagger:
+    """Validates, de-duplicates, classifies and routes one batch, and publishes what it made."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        index: TitleIndex,
+        topics: WorkerTopics,
+        publisher: Publisher,
+        metrics: Metrics,
+        ownership: IndexOwnership,
+        model_thread: Executor,
+    ) -> None:
+        self.pipeline = pipeline
+        self.index = index
+        self.topics = topics
+        self.publisher = publisher
+        self.metrics = metrics
+        self.ownership = ownership
+        self.model_thread = model_thread
+        """onnxruntime releases the GIL: on a thread of its own, the model runs while the event loop goes on
+        with Kafka, on the second core."""
+        self.index_topic = str(topics.index.get_topic_name())
+        self.last_sweep = float("-inf")
+
+    async def __call__(self, events: Sequence[EventT[Any]]) -> None:
+        admitted = [self.admit(event) for event in events]
+        changes: dict[int, list[IndexChange]] = {}
+
+        def check(item: Admitted) -> DedupeVerdict:
+            verdict, changes[id(item)] = self.index.check(
+                str(item.event.id), item.event.title, item.event.description, item.event_time
+            )
+            return verdict
+
+        fresh = [item for item in admitted if isinstance(item, Admitted)]
+        checked = self.pipeline.dedupe(fresh, check)
+        predictions = []
+        if checked.texts:
+            predictions = await asyncio.get_running_loop().run_in_executor(self.model_thread, checked.classify)
+        routed = iter(self.pipeline.route(checked, predictions))
+        made = [
+            [self.output_record(item)]
+            if isinstance(item, Output)
+            else [*map(self.index_record, changes[id(item)]), self.output_record(next(routed))]
+            for item in admitted
+        ]
+        await self.publisher.publish(events, made, self.sweep())
+        done = time.time()
+        for item in fresh:
+            self.metrics.latency(done - item.consumed_at)
+        if fresh:
+            self.metrics.set_last_event(max(item.event_time for item in fresh))
+
+    def admit(self, event: EventT[Any]) -> Output | Admitted:
+        message = event.message
+        return self.pipeline.admit(
+            event.value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            event_time=message.timestamp,
+        )
+
+    def sweep(self) -> list[Record]:
+        """The deletions this worker publishes for titles expired since the last sweep (at most one a
+        :data:`SWEEP_INTERVAL_SECONDS`)."""
+        now = time.time()
+        if now - self.last_sweep < SWEEP_INTERVAL_SECONDS:
+            return []
+        self.last_sweep = now
+        return [self.index_record(change) for change in self.index.expire() if self.ownership.owns(change)]
+
+    def output_record(self, output: Output) -> Record:
+        key = output.key.encode() if output.key is not None else None
+        return Record(self.topics.name(output.kind), key, encode(output.record))
+
+    def index_record(self, change: IndexChange) -> Record:
+        return Record(self.index_topic, change.key, change.value)
+
+
+def register_agent(
+    app: AppT,
+    source: TopicT,
+    tag: BatchTagger,
+    follower: IndexFollower,
+    progress: StreamProgress,
+    settings: Settings,
+) -> None:
+    """Declare ``tag_events``, the agent that takes batches off ``source`` once the title index is loaded."""
+
+    # An unexpected error in the agent stops the worker instead of restarting the agent: a restarted agent skips
+    # the event it failed on, while a restarted worker resumes from the last committed offset (errors.py).
+    @app.agent(source, name="tag_events", supervisor_strategy=mode.CrashingSupervisor)
+    async def tag_events(stream: StreamT[bytes]) -> AsyncIterable[None]:
+        """Tag input messages in batches: each ends in exactly one output topic, sent before the batch's ack."""
+        batches = cast(faust.Stream[Any], stream).take_events(
+            settings.batch_size, within=settings.batch_timeout_seconds
+        )
+        try:
+            await follower.ready.wait()
+            async for taken in batches:
+                progress.received(taken)
+                events = tag.publisher.uncommitted(taken)
+                try:
+                    if events:
+                        await tag(events)
+                except BaseException:  # cancelled too: a batch not published must not be acked
+                    cast(TaggerConsumer, app.consumer).hold_acks(taken)
+                    raise
+                yield None
+        finally:
+            # Now rather than whenever the generator is collected: closing acks the batch it holds, and a
+            # failed one is held (hold_acks) before.
+            await cast(Any, batches).aclose()

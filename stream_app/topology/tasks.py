@@ -1,0 +1,73 @@
+"""The worker's background work beside the agent: creating its topics, following the title index and the review
+topics, exporting the consumer lag, and managing candidate models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.types import AppT
+
+from stream_app.lifecycle import ModelLifecycle, Retrainer
+from stream_app.metrics import Metrics
+from stream_app.pipeline import Pipeline
+from stream_app.review.board import ReviewBoard
+from stream_app.review.follower import follow_decisions
+from stream_app.review.labels import LabelStore
+from stream_app.settings import Settings
+from stream_app.title_index.follower import IndexFollower
+from stream_app.topology.agent import IndexOwnership, StreamProgress
+from stream_app.topology.topics import WorkerTopics
+
+
+def register_tasks(
+    app: AppT,
+    settings: Settings,
+    topics: WorkerTopics,
+    follower: IndexFollower,
+    ownership: IndexOwnership,
+    progress: StreamProgress,
+    board: ReviewBoard,
+    pipeline: Pipeline,
+    metrics: Metrics,
+) -> None:
+    """Declare the worker's tasks, timers and rebalance handler on ``app``."""
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Take up the input partitions assigned in this rebalance."""
+        ownership.assigned = {tp.partition for tp in assigned if tp.topic == settings.input_topic}
+        progress.reassigned()
+
+    @app.task
+    async def follow_index() -> None:
+        """Create missing topics, load the title index from its topic, then apply changes as they come."""
+        await topics.create_missing()
+        await follower.run()
+
+    @app.task
+    async def follow_review() -> None:
+        """Feed the review board the review, tagged and feedback topics; keep new decisions as labels."""
+        await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path))
+
+    @app.timer(interval=5.0)
+    async def report_lag() -> None:
+        """Export the consumer lag of each assigned input partition: records not yet received by the agent
+        (not merely fetched, so records the consumer read past but lost show as lag)."""
+        for tp in app.consumer.assignment():
+            if tp.topic != settings.input_topic:
+                continue
+            position = progress.next_offset.get(tp) or await app.consumer.position(tp)
+            highwater = app.consumer.highwater(tp)
+            if position is not None and highwater is not None:
+                metrics.set_lag(tp.partition, max(0, highwater - position))
+
+    lifecycle = ModelLifecycle(
+        pipeline, metrics, settings.candidates_dir, settings.shadow_events, settings.review_threshold
+    )
+    retrain = Retrainer(settings)
+
+    @app.timer(interval=settings.candidate_poll_seconds)
+    async def manage_models() -> None:
+        """Take up, shadow, promote or refuse candidate models; start a retrain when enough labels came in."""
+        lifecycle.poll()
+        await retrain.maybe_start(pipeline.classifier)

@@ -1,0 +1,60 @@
+"""The topics one worker reads and writes, declared once each on the Faust app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from faust.types import AppT, TopicT
+
+from stream_app.pipeline import OUTCOMES
+from stream_app.settings import Settings
+
+
+def index_topic_name(app_id: str) -> str:
+    """The title index's compacted topic of the worker group ``app_id``."""
+    return f"{app_id}-title-index"
+
+
+@dataclass(frozen=True)
+class WorkerTopics:
+    """The input topic, the four output topics by outcome, the feedback topic and the title index's topic."""
+
+    input: TopicT
+    outputs: dict[str, TopicT]
+    feedback: TopicT
+    index: TopicT
+
+    @classmethod
+    def declare(cls, app: AppT, settings: Settings) -> WorkerTopics:
+        """Declare every topic on ``app`` (raw keys and values: the worker encodes its records itself)."""
+
+        def topic(name: str, **options: Any) -> TopicT:
+            options.setdefault("partitions", settings.partitions)
+            return app.topic(name, key_serializer="raw", value_serializer="raw", **options)
+
+        names = dict(
+            zip(
+                OUTCOMES,
+                (settings.tagged_topic, settings.review_topic, settings.duplicates_topic, settings.deadletter_topic),
+                strict=True,
+            )
+        )
+        return cls(
+            # internal=True: Faust creates the topic with ``settings.partitions`` partitions when it is missing.
+            input=topic(settings.input_topic, internal=True),
+            outputs={kind: topic(name) for kind, name in names.items()},
+            feedback=topic(settings.feedback_topic),
+            # Read whole by every worker: one partition keeps every title's changes in one order.
+            index=topic(index_topic_name(settings.app_id), partitions=1, compacting=True, internal=True),
+        )
+
+    def name(self, kind: str) -> str:
+        """The topic name of the output ``kind``."""
+        return str(self.outputs[kind].get_topic_name())
+
+    async def create_missing(self) -> None:
+        """Create the output, feedback and index topics that are missing, so consumers can subscribe before the
+        first event."""
+        for topic in (*self.outputs.values(), self.feedback, self.index):
+            await topic.maybe_declare()
