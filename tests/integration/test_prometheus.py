@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import re
+import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +48,65 @@ def alert_expressions() -> list[str]:
     return exprs
 
 
+PORT_IN_USE = 98
+"""scripts/prometheus's exit status when its port was taken before it could bind it."""
+
+
+def unused_port_outside_the_ephemeral_range() -> int:
+    """A free port below the kernel's ephemeral range: the worker's and the broker's outgoing connections take
+    ports from that range, and one of them can take a port chosen there before Prometheus binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for candidate in random.sample(range(20_000, min(low, 32_768)), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
+    return free_port()
+
+
+def start_prometheus(config: Path, data: Path) -> int:
+    """Start Prometheus on a free port and return the port; a port taken meanwhile is replaced by another."""
+    for _ in range(5):
+        port = unused_port_outside_the_ephemeral_range()
+        started = subprocess.run([SCRIPT, "start", str(config), str(port), str(data)], check=False)
+        if started.returncode == 0:
+            return port
+        assert started.returncode == PORT_IN_USE, f"scripts/prometheus start exited with {started.returncode}"
+    raise AssertionError("no free port for Prometheus in 5 tries")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that; fail naming ``what`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.2)
+
+
+def consumed(port: int) -> float:
+    """Events consumed as Prometheus last scraped them (-1 before any scrape)."""
+    result = query(port, "content_tagger_events_consumed_total")
+    return float(result[0]["value"][1]) if result else -1.0
+
+
 @pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+def prometheus_data(tmp_path: Path) -> Iterator[Path]:
     subprocess.run([SCRIPT, "install"], check=True)
-    port = free_port()
-    yield port, tmp_path
+    yield tmp_path
     subprocess.run([SCRIPT, "stop", str(tmp_path / "prometheus")], check=False)
 
 
 def test_prometheus_scrapes_the_worker_and_every_expression_has_data(
-    start_worker: Any, prometheus: tuple[int, Path]
+    start_worker: Any, prometheus_data: Path
 ) -> None:
-    port, tmp_path = prometheus
+    tmp_path = prometheus_data
     worker, topics = start_worker()
     config = yaml.safe_load((ROOT / "monitoring/prometheus.yml").read_text())
     config["global"]["scrape_interval"] = "1s"
@@ -69,22 +118,27 @@ def test_prometheus_scrapes_the_worker_and_every_expression_has_data(
     config.pop("alerting", None)
     config_path = tmp_path / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
-    subprocess.run([SCRIPT, "start", str(config_path), str(port), str(tmp_path / "prometheus")], check=True)
+    port = start_prometheus(config_path, tmp_path / "prometheus")
+    wait_for(lambda: consumed(port) == 0, 60, "Prometheus scrapes the idle worker")
 
     bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
     messages = build_messages(read_rows(ROOT / "data/dataset.csv"), duplicate_share=0.1, malformed_share=0.02, seed=3)
     half = len(messages) // 2
-    for chunk in (messages[:half], messages[half:]):
+    for sent, chunk in ((half, messages[:half]), (len(messages), messages[half:])):
         run(produce(bootstrap, topics.input, [(m.key, m.value, None) for m in chunk]))
-        time.sleep(3)  # two scrapes apart, so rate() over the window sees an increase
+        # Each half seen by a scrape of its own, so rate() over the window sees an increase.
+        wait_for(lambda sent=sent: consumed(port) == sent, 120, f"Prometheus sees {sent} events consumed")
     outputs = run(read_outputs(bootstrap, topics, len(messages), 120, settle=0.5))
     assert sum(len(v) for v in outputs.values()) == len(messages)
-    time.sleep(4)
 
-    consumed = query(port, "content_tagger_events_consumed_total")
-    assert consumed and float(consumed[0]["value"][1]) == len(messages)
-    empty = [expr for expr in dashboard_expressions() + alert_expressions() if not query(port, _as_data(expr))]
-    assert empty == []
+    def empty() -> list[str]:
+        return [expr for expr in dashboard_expressions() + alert_expressions() if not query(port, _as_data(expr))]
+
+    # Rules are evaluated every second after the scrapes: wait for the expressions that read recorded data.
+    try:
+        wait_for(lambda: not empty(), 30, "every dashboard and alert expression has data")
+    except AssertionError:
+        assert empty() == []
 
 
 def _as_data(expr: str) -> str:
