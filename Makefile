@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL := artifacts/model/model.json
 
-.PHONY: help install model demo demo-stop test test-unit test-integration lint bench clean
+.PHONY: help install model fixture-model demo demo-stop test test-unit test-integration lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ $(MODEL): $(STAMP) data/dataset.csv
 	$(PY) -m model_export --out artifacts/model
 
 model: $(MODEL) ## Train, evaluate and export the ONNX model if it is missing or stale
+
+fixture-model: $(STAMP) ## Export the small model the tests serve (tests/fixtures/model) again
+	$(PY) -m model_export --data data/dataset.csv --out tests/fixtures/model --fast
 
 demo: $(MODEL) ## Run the service end to end on the sample data (starts Kafka and the worker)
 	scripts/demo

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def card(trained_model_dir: Path) -> dict[str, Any]:
-    return dict(json.loads((trained_model_dir / "model.json").read_text()))
+def card(exported_model_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((exported_model_dir / "model.json").read_text()))
 
 
 def test_threshold_is_the_lowest_that_keeps_precision_at_every_higher_cut() -> None:
@@ -143,8 +143,8 @@ def test_the_same_data_exports_the_same_bytes_whatever_the_hash_seed() -> None:
     assert len(digests) == 1, digests
 
 
-def test_card_hashes_match_the_files(trained_model_dir: Path, card: dict[str, Any]) -> None:
-    model_sha = hashlib.sha256((trained_model_dir / "model.onnx").read_bytes()).hexdigest()
+def test_card_hashes_match_the_files(exported_model_dir: Path, card: dict[str, Any]) -> None:
+    model_sha = hashlib.sha256((exported_model_dir / "model.onnx").read_bytes()).hexdigest()
     assert card["sha256"]["model"] == model_sha
     assert card["version"] == model_sha[:12]
     assert card["sha256"]["training_data"] == hashlib.sha256((ROOT / "data/dataset.csv").read_bytes()).hexdigest()
@@ -168,8 +168,8 @@ def test_card_describes_an_approved_model_with_a_usable_reference(card: dict[str
     assert {"scikit-learn", "onnx", "onnxruntime"} <= set(card["libraries"])
 
 
-def test_card_classes_are_the_onnx_probability_columns(trained_model_dir: Path, card: dict[str, Any]) -> None:
-    session = export.onnx_session((trained_model_dir / "model.onnx").read_bytes())
+def test_card_classes_are_the_onnx_probability_columns(exported_model_dir: Path, card: dict[str, Any]) -> None:
+    session = export.onnx_session((exported_model_dir / "model.onnx").read_bytes())
     texts = ["yolo object detection in video", "bert for question answering", "kubernetes model serving", ""]
     labels, probabilities = session.run(
         [card["outputs"]["label"], card["outputs"]["probabilities"]],
