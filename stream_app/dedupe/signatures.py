@@ -55,7 +55,7 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.lsh import BucketIndex
+from stream_app.dedupe.buckets import BucketIndex
 
 MATCH_KINDS: Final = ("exact", "near")
 BANDS: Final = 4

@@ -34,9 +34,9 @@ from stream_app.dedupe import (
     typo_source,
     word_hash,
 )
-from stream_app.dedupe import _ref_of as ref_of
-from stream_app.dedupe import _signatures as signatures
-from stream_app.dedupe import _title_tags as title_tags
+from stream_app.dedupe.signatures import _ref_of as ref_of
+from stream_app.dedupe.signatures import _signatures as signatures
+from stream_app.dedupe.signatures import _title_tags as title_tags
 
 DAY = 86400.0
 titles = st.text(alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60)
