@@ -14,7 +14,7 @@ from typing import Any
 from stream_app.dedupe import DedupeIndex
 from tools.corpus import TYPO_EDITS, distinct_rows, hard_negatives, planted_near_duplicates, typo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TTL = 30 * 86400.0
 SEEDS = (1, 2, 3)
 

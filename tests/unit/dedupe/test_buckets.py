@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.lsh import BucketIndex
+from stream_app.dedupe.buckets import BucketIndex
 
 LIMIT = 3
 bucket_sets = st.lists(st.integers(0, 2**32 - 1) | st.sampled_from([7, 8, 9]), min_size=1, max_size=4, unique=True)

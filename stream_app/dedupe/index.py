@@ -1,0 +1,205 @@
+"""The dedupe index: judges each title against those seen within the TTL, and keeps the store, its buckets
+and its expiry queue in step.
+
+:meth:`DedupeIndex.check_and_add` looks up the title's exact key first; failing that, the refs that share
+its LSH buckets (:mod:`~stream_app.dedupe.signatures`), each confirmed or vetoed by
+:func:`~stream_app.dedupe.typo.confirm`. Entries another worker wrote reach the index through
+:meth:`DedupeIndex.apply`; :meth:`DedupeIndex.expire` deletes those past the TTL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any, Final, NamedTuple
+
+from stream_app.dedupe.entries import (
+    TITLE_MARK,
+    WORDS,
+    CopyEntry,
+    Entry,
+    TitleEntry,
+    clamp_time,
+    copy_value,
+    entry_fields,
+    title_bytes,
+    unpack_buckets,
+)
+from stream_app.dedupe.normalize import digest_of_ref, key_digest, ref_number, ref_of, ref_of_digest, title_words
+from stream_app.dedupe.rebuild import scan
+from stream_app.dedupe.signatures import Incoming, title_tag
+from stream_app.dedupe.typo import confirm
+
+MATCH_KINDS: Final = ("exact", "near")
+"""The kinds of match a :class:`DedupeVerdict` reports."""
+
+
+# A named tuple: one is made for every event, at a fraction of a frozen dataclass's cost.
+class DedupeVerdict(NamedTuple):
+    """What the index made of one title."""
+
+    dedupe_key: str
+    duplicate_of: str | None
+    """Id of the first-seen event this one copies, None if it is unique."""
+    match: str | None
+    """``"exact"``, ``"near"``, or None if unique."""
+    similarity: float
+    """1.0 for exact, the title similarity for near, 0.0 if unique."""
+
+
+class DedupeIndex:
+    """Titles seen within the TTL, kept in ``store`` (see :mod:`~stream_app.dedupe.entries` for its layout).
+
+    Its LSH buckets are indexed from ``store`` when it is made and kept up to date by its own writes and by
+    those of other workers given to :meth:`apply`: keep one index per store, and write to the store only
+    through it.
+    """
+
+    def __init__(self, store: MutableMapping[str, Any], ttl_seconds: float) -> None:
+        self.store = store
+        self.ttl_seconds = ttl_seconds
+        self.buckets, self.expiry, self._unreadable = scan(store)
+        self.entries = len(self.expiry) + len(self._unreadable)
+        """Entries in ``store``, counted as they are written and deleted: a RocksDB store would count them by
+        reading every key."""
+        self._unindexed: set[int] = set()
+        """Refs deleted from the store but still in the buckets: taken out in bulk (look-ups skip them)."""
+
+    def check_and_add(self, event_id: str, title: str, description: str | None, event_time: float) -> DedupeVerdict:
+        """Judge a title against those seen within the TTL before ``event_time``; remember it if it is new.
+
+        A replay of the stored event itself (same id) is not a duplicate; a duplicate never replaces its
+        original. A title with no words at all is never a duplicate and is not remembered. Times beyond what an
+        entry stores (before 1970, after 2106, NaN) are clamped into it.
+        """
+        event_time = clamp_time(event_time)
+        words = title_words(title)
+        normalized = " ".join(sorted(set(words)))
+        digest = key_digest(normalized)
+        key, ref = digest.hex(), ref_of_digest(digest)
+        if not normalized:
+            return DedupeVerdict(key, None, None, 0.0)
+        stored = self.store.get(ref)
+        first = entry_fields(stored)
+        if first is not None and self._fresh(first, event_time):
+            if isinstance(first, CopyEntry):
+                if self._live_copy(first, event_time):
+                    return DedupeVerdict(key, first.original_id, "near", first.similarity)
+            elif first.event_id == event_id:
+                return DedupeVerdict(key, None, None, 0.0)
+            else:
+                return DedupeVerdict(key, first.event_id, "exact", 1.0)
+        incoming = Incoming(words, description)
+        buckets = incoming.buckets()
+        number = int.from_bytes(digest, "big")
+        near = self._near(event_id, number, buckets, incoming, event_time)
+        if stored is None:
+            self.entries += 1
+        if near is not None:
+            self.store[ref] = copy_value(near)
+            self.expiry.push(event_time, number)
+            return DedupeVerdict(key, near.original_id, "near", near.similarity)
+        stored_hashes = b"".join(sorted(incoming.hashes)) if len(words) <= WORDS else b""
+        self.store[ref] = title_bytes(event_id, event_time, stored_hashes, incoming.signature, buckets)
+        self.expiry.push(event_time, number)
+        self._unindexed.discard(number)
+        # A ref whose earlier title expired may still be in some buckets: a repeat there is harmless.
+        self.buckets.add(buckets, number, incoming.tag if stored_hashes else 0)
+        return DedupeVerdict(key, None, None, 0.0)
+
+    def apply(self, ref: str, value: bytes | None) -> None:
+        """Take in a change another index made to its store (replicated through a topic): write ``value`` under
+        ``ref``, or delete ``ref`` if ``value`` is None (a tombstone), and update the buckets, the expiry queue and
+        :attr:`entries` as :meth:`check_and_add` and :meth:`expire` do for their own writes.
+
+        A ref or value of no known shape is ignored (the topic is open to any writer); a value already stored
+        changes nothing.
+        """
+        if not isinstance(ref, str) or digest_of_ref(ref) is None:
+            return
+        number = ref_number(ref)
+        if value is None:
+            if self.store.get(ref) is not None:
+                del self.store[ref]
+                self.entries -= 1
+                self._unindexed.add(number)
+            return
+        entry = entry_fields(value)
+        if entry is None:
+            return
+        stored = self.store.get(ref)
+        if stored == value:
+            return
+        if stored is None:
+            self.entries += 1
+        self.store[ref] = value
+        self.expiry.push(entry.event_time, number)
+        if isinstance(entry, TitleEntry):
+            self._unindexed.discard(number)
+            self.buckets.add(unpack_buckets(entry.buckets), number, title_tag(entry.hashes))
+
+    def expire(self, now: float) -> int:
+        """Delete the entries whose event time is more than the TTL before ``now``, and keys of no known shape
+        (nothing this package wrote); returns the number of titles deleted. A near copy stops counting when its
+        original expires and is deleted when its own time does. Costs what it deletes, not what the store holds."""
+        now = clamp_time(now)
+        for key in self._unreadable:
+            if key in self.store and (digest_of_ref(key) is None or entry_fields(self.store[key]) is None):
+                del self.store[key]
+                self.entries -= 1
+        self._unreadable = []
+        removed = 0
+        for number in self.expiry.pop_before(now - self.ttl_seconds):
+            key = ref_of(number)
+            entry = entry_fields(self.store.get(key))
+            if isinstance(entry, TitleEntry) and not self._fresh(entry, now):
+                removed += 1
+            elif not isinstance(entry, CopyEntry) or self._live_copy(entry, now):
+                continue  # gone already, or written again since
+            del self.store[key]
+            self.entries -= 1
+            self._unindexed.add(number)
+        if self._unindexed and 8 * len(self._unindexed) >= len(self.expiry):
+            self.buckets.remove(self._unindexed)
+            self._unindexed = set()
+        return removed
+
+    def _fresh(self, entry: Entry, event_time: float) -> bool:
+        return bool(entry.event_time + self.ttl_seconds >= event_time)
+
+    def _live_copy(self, copy: CopyEntry, event_time: float) -> bool:
+        """Whether a near copy's entry still stands: it and its original are fresh, and the original's ref still
+        holds that original (a title seen again after its TTL is stored anew, under another event)."""
+        original = entry_fields(self.store.get(copy.original_ref))
+        if not isinstance(original, TitleEntry) or original.event_id != copy.original_id:
+            return False
+        return self._fresh(copy, event_time) and self._fresh(original, event_time)
+
+    def _near(
+        self, event_id: str, number: int, buckets: list[int], incoming: Incoming, event_time: float
+    ) -> CopyEntry | None:
+        """The entry of a near copy of the first-seen title in ``buckets`` confirmed as one typo away."""
+        confirmed: list[tuple[float, float, str, str]] = []
+        words, tag = len(incoming.hashes), incoming.tag
+        for candidate_number, candidate_tag in self.buckets.candidates(buckets).items():
+            if (
+                candidate_number == number
+                or (candidate_tag & ~tag).bit_count() > 1
+                or (tag & ~candidate_tag).bit_count() > 1
+            ):
+                continue  # more than one word differs: no need to read the entry
+            candidate = ref_of(candidate_number)
+            value = self.store.get(candidate)
+            if isinstance(value, bytes) and value and value[0] & TITLE_MARK and value[0] & WORDS != words:
+                continue  # a typo keeps the number of words: the head byte tells without reading the entry
+            entry = entry_fields(value)
+            if not isinstance(entry, TitleEntry):
+                continue  # gone, or the ref was reused by a near copy (its title expired and came back as one)
+            if entry.event_id == event_id or not self._fresh(entry, event_time):
+                continue
+            similarity = confirm(incoming, entry)
+            if similarity is not None:
+                confirmed.append((entry.event_time, -similarity, entry.event_id, candidate))
+        if not confirmed:
+            return None
+        _, negative_similarity, original, original_ref = min(confirmed)
+        return CopyEntry(original, event_time, original_ref, round(-negative_similarity, 4))

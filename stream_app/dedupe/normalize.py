@@ -1,0 +1,122 @@
+"""A title's words, its normalised form, and the keys made from it: the exact tier of dedupe.
+
+Titles that normalise to the same sorted set of words share a 16-hex-digit dedupe key (:func:`dedupe_key`), the
+BLAKE2b hash, with a fixed personalisation string, of the normalised form: no hash depends on the process, so
+every process agrees on every key. Its 8-byte digest, in 11 base64url characters, is the ref under which the
+store keeps the title's entry (:func:`ref_of_digest`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import Final
+
+REF_CHARS: Final = 11
+"""Length of a ref, the key of a title's entry: its dedupe key in base64url."""
+REF_BYTES: Final = 8
+"""Length of a ref's digest."""
+
+_SOURCES = (
+    r"reddit|r/\w+|medium|youtube|towards data science|hacker news|github|arxiv|twitter|linkedin|kaggle|"
+    r"substack|dev\.to|papers with code"
+)
+# A separator after a space: "Title - Medium" is decorated, "Awesome-GitHub" is a name.
+_DECORATION_SUFFIX = re.compile(rf"(?:\s+[|\-–—]\s*(?:{_SOURCES}))+\s*$")
+_DECORATION_PREFIX = re.compile(r"^\s*(?:\[(?:p|r|d|n|project|research|discussion|news)\]\s*)+")
+_DECORATION_MARKS = re.compile(r"[\[|\-–—]")
+"""What every decoration has; most titles have none, and skip the decoration patterns."""
+WORD = re.compile(r"[^\W_]+")
+"""A word: a run of letters and digits (what is left between runs of punctuation, spaces and underscores)."""
+ASCII_WORD = re.compile(rb"[a-z0-9]+")
+"""The same in lower-case ASCII bytes."""
+DIGITS = re.compile(r"\d+")
+ANY_DIGIT = re.compile(r"\d")
+
+
+def nfkc_casefold(text: str) -> str:
+    """``text`` in NFKC, case-folded."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and case-folds it to lower case
+        return text.lower()
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+def title_words(title: str) -> list[str]:
+    """A title's words in order, repeats included: NFKC, case-folded, without known source decorations,
+    split at punctuation and spaces."""
+    text = nfkc_casefold(title)
+    previous = None if _DECORATION_MARKS.search(text) else text
+    while previous != text:  # decorations can be stacked: "[P] Title - Medium | Reddit"
+        previous = text
+        text = _DECORATION_PREFIX.sub("", _DECORATION_SUFFIX.sub("", text))
+    return WORD.findall(text)
+
+
+def normalize_title(title: str) -> str:
+    """A title's canonical form: NFKC, case-folded, known source decorations and punctuation removed, the set
+    of its words sorted and joined by single spaces."""
+    return " ".join(sorted(set(title_words(title))))
+
+
+def blake2b_function(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:
+    """The BLAKE2b digest function of one size and personalisation: copying a hasher made once costs a
+    quarter of making one per call."""
+    made = hashlib.blake2b(digest_size=digest_size, person=person)
+
+    def digest(data: bytes) -> bytes:
+        hasher = made.copy()
+        hasher.update(data)
+        return hasher.digest()
+
+    return digest
+
+
+_key_hash: Final = blake2b_function(REF_BYTES, b"tagger-key")
+
+
+def key_digest(normalized: str) -> bytes:
+    """The 8-byte digest of a normalised title: its dedupe key, in bytes."""
+    return _key_hash(normalized.encode())
+
+
+def dedupe_key(title: str) -> str:
+    """The exact-tier key of a title: 16 hex digits of the BLAKE2b hash of its normalised form."""
+    return key_digest(normalize_title(title)).hex()
+
+
+def unb64(text: str) -> bytes:
+    """The bytes of base64url ``text`` given without its padding (a ref)."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def ref_of_digest(digest: bytes) -> str:
+    """The ref (store key) of an 8-byte dedupe key digest."""
+    return binascii.b2a_base64(digest, newline=False)[:REF_CHARS].translate(_URL_SAFE).decode()
+
+
+_URL_SAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
+def digest_of_ref(ref: str) -> bytes | None:
+    """The 8-byte digest a ref stands for; None if ``ref`` is not one (:func:`ref_of_digest` would not give it)."""
+    if len(ref) != REF_CHARS:
+        return None
+    try:
+        digest = base64.urlsafe_b64decode(ref + "=")
+    except ValueError:
+        return None
+    return digest if ref_of_digest(digest) == ref else None
+
+
+def ref_number(ref: str) -> int:
+    """A ref as the number the in-memory indexes keep: its digest, big-endian."""
+    return int.from_bytes(unb64(ref), "big")
+
+
+def ref_of(number: int) -> str:
+    """The ref of a :func:`ref_number`."""
+    return ref_of_digest(number.to_bytes(REF_BYTES, "big"))

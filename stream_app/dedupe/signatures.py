@@ -1,0 +1,264 @@
+"""What a title is compared by in the near tier: MinHash signatures, LSH bucket ids, word hashes and tags.
+
+MinHash over the letter pairs of each word, split into LSH bands and hashed with the title's numbers and number
+of words, gives the buckets in which to look for stored titles that look alike and could be one typo away
+(:func:`bucket_ids`); a 16-bit tag of each title's words (:func:`title_tag`), kept beside its buckets, passes
+over most of those that differ in more than one word without reading their entries. A description is signed
+by a MinHash of its words (:func:`description_signature`), compared by :func:`signature_similarity`.
+
+No hash depends on the process (no salted ``hash()``), so two processes, or one process before and after a
+restart, agree on every bucket: word hashes and band salts are BLAKE2b with a fixed personalisation string; the
+MinHash functions are multiply-add-shift functions of 32-bit keys (a letter pair's two code points, a
+description word's CRC-32) whose constants are drawn from BLAKE2b, computed with numpy for all of a title's
+pairs at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import zlib
+from collections import Counter
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from stream_app.dedupe.normalize import ANY_DIGIT, ASCII_WORD, DIGITS, WORD, blake2b_function, nfkc_casefold
+
+BANDS: Final = 4
+ROWS: Final = 3
+"""LSH layout: BANDS buckets per title, each keyed by ROWS MinHash values. One typo in a title of 20+
+characters leaves 75-90% of its letter pairs in common, and titles that share 80% (90%) of them share a
+bucket with probability 0.94 (0.99)."""
+DESCRIPTION_CHARS: Final = 1000
+"""Only the start of a description is signed: it tells a repost from another item and bounds the cost."""
+
+DESCRIPTION_HASHES: Final = 12
+"""MinHash values in a description's signature."""
+WORD_HASH_BYTES: Final = 3
+"""Bytes of a :func:`word_hash`."""
+
+word_digest: Final = blake2b_function(WORD_HASH_BYTES - 1, b"tagger-word")
+"""The BLAKE2b part of a :func:`word_hash`, of a word's UTF-8 bytes."""
+_band_hash: Final = blake2b_function(8, b"tagger-band")
+_BAND_MULTIPLIER: Final = int.from_bytes(_band_hash(b"\x00") + _band_hash(b"\x01"), "big") | 1  # odd, 128 bits
+
+
+def _hash_family(person: bytes, count: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """``count`` multiply-add-shift hash functions of 32-bit keys, ``(a * x + b) mod 2**64 >> 32``, their
+    multipliers (odd) and addends drawn from BLAKE2b: the same in every process."""
+    blocks = range(count // 4 + 1)  # 16 bytes a function, 64 a block
+    drawn = b"".join(hashlib.blake2b(bytes([n]), digest_size=64, person=person).digest() for n in blocks)
+    values = np.frombuffer(drawn[: 16 * count], "<u8")
+    return values[:count] | np.uint64(1), values[count : 2 * count].copy()
+
+
+_TITLE_FAMILY: Final = _hash_family(b"tagger-title", BANDS * ROWS)
+_DESCRIPTION_FAMILY: Final = _hash_family(b"tagger-text", DESCRIPTION_HASHES)
+_BOTH_FAMILIES: Final = (
+    np.concatenate((_TITLE_FAMILY[0], _DESCRIPTION_FAMILY[0])),
+    np.concatenate((_TITLE_FAMILY[1], _DESCRIPTION_FAMILY[1])),
+)
+
+
+def _hashed(keys: npt.NDArray[np.uint32], family: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]) -> Any:
+    """Each hash function of ``family`` (a column) of each of ``keys`` (a row), 32-bit values in uint64."""
+    multipliers, addends = family
+    hashed = np.multiply.outer(keys, multipliers)
+    hashed += addends
+    hashed >>= np.uint64(32)
+    return hashed
+
+
+def _letter_pair_keys(words: list[str]) -> npt.NDArray[np.uint32]:
+    """A key for each of a title's :func:`letter_pairs` (repeats included): its two UTF-16 code units side by
+    side (a letter outside the Basic Multilingual Plane counts as its two surrogates), scrambled."""
+    text = f" {' '.join(words)} ".encode("utf-16-le")  # " a b " has the pairs of " a " and " b ", and no other
+    # Every 4 bytes from every second byte: each unit with the next, read in place.
+    pairs = np.ndarray((len(text) // 2 - 1,), "<u4", text, 0, (2,))
+    # Pairs that share a letter have keys a few bits apart; multiply-shift hashes of such keys are not
+    # independent enough for MinHash, so a bijection spreads them first.
+    keys: npt.NDArray[np.uint32] = pairs * np.uint32(0x9E3779B1)
+    keys ^= keys >> np.uint32(15)
+    return keys
+
+
+def _description_keys(description: str | None) -> list[int]:
+    """A key for each word of (the start of) a description, repeats included (a MinHash ignores them): its
+    CRC-32."""
+    if not description:
+        return []
+    text = nfkc_casefold(description[:DESCRIPTION_CHARS])
+    if text.isascii():  # found in its bytes, no word is encoded on its own
+        return list(map(zlib.crc32, ASCII_WORD.findall(text.encode())))
+    return [zlib.crc32(word.encode()) for word in WORD.findall(text)]
+
+
+def _nibbles(values: list[int]) -> bytes:
+    """The low 4 bits of each value, two to a byte (an even number of values)."""
+    return bytes.fromhex("".join([_HEX_DIGITS[value & 0x0F] for value in values]))
+
+
+_HEX_DIGITS: Final = "0123456789abcdef"
+
+
+def title_signature(words: list[str]) -> list[int]:
+    """The MinHash values of a title's :func:`letter_pairs`: the least of each of 12 hash functions over them."""
+    values: list[int] = np.minimum.reduce(_hashed(_letter_pair_keys(words), _TITLE_FAMILY)).tolist()
+    return values
+
+
+def description_signature(description: str | None) -> bytes:
+    """A MinHash signature of a description's words: 12 values of 4 bits, two per byte; empty if it has none.
+    4 bits suffice: an unrelated pair agrees on 1 in 16 values by chance, far from the 50% a match needs."""
+    keys = _description_keys(description)
+    if not keys:
+        return b""
+    return _nibbles(np.minimum.reduce(_hashed(np.array(keys, np.uint32), _DESCRIPTION_FAMILY)).tolist())
+
+
+def _signatures(words: list[str], description: str | None) -> tuple[list[int], bytes]:
+    """:func:`title_signature` and :func:`description_signature` at once: one pass of numpy over the keys of
+    both (each hash function applied to both kinds of key, a waste numpy's per-call cost outweighs)."""
+    pairs, text_keys = _letter_pair_keys(words), _description_keys(description)
+    if not text_keys:
+        return np.minimum.reduce(_hashed(pairs, _TITLE_FAMILY)).tolist(), b""
+    keys = np.concatenate((pairs, np.array(text_keys, np.uint32)))
+    title, text = np.minimum.reduceat(_hashed(keys, _BOTH_FAMILIES), [0, len(pairs)], axis=0).tolist()
+    return title[: BANDS * ROWS], _nibbles(text[BANDS * ROWS :])
+
+
+@functools.lru_cache(maxsize=16384)  # title words recur from title to title
+def _title_word_hash(word: str) -> bytes:
+    return word_hash(word)
+
+
+def letter_pairs(words: set[str] | list[str]) -> set[str]:
+    """A title's shingles: the letter pairs of each word padded with spaces, so word order does not count."""
+    pairs: set[str] = set()
+    for word in words:
+        padded = f" {word} "
+        pairs.update(padded[i : i + 2] for i in range(len(padded) - 1))
+    return pairs
+
+
+def jaccard(left: set[str], right: set[str]) -> float:
+    """Jaccard similarity of two sets (1.0 for two empty sets)."""
+    union = len(left | right)
+    return len(left & right) / union if union else 1.0
+
+
+def digit_runs(words: list[str]) -> str:
+    """The numbers in a title's words (repeats included), sorted: a typo never changes them, so two titles
+    whose numbers differ are never near copies (YOLOv5 and YOLOv7, part 1 and part 2, issue 12 and issue 13)."""
+    text = " ".join(words)
+    return " ".join(sorted(DIGITS.findall(text))) if ANY_DIGIT.search(text) else ""
+
+
+def bucket_ids(words: list[str]) -> list[int]:
+    """The LSH buckets of a title's words (in order, repeats included): for each band, the band number in the
+    high bits above a 24-bit hash of that band's MinHash rows, the title's :func:`digit_runs` and its number of
+    words.
+
+    Only titles with the same numbers and as many words can be one typo apart, so only those share buckets: a
+    series of titles one number apart (a weekly digest, numbered releases) or look-alikes of other lengths
+    would otherwise fill the buckets with candidates that can never be confirmed, each costing a store read
+    and a comparison, and push out titles that could."""
+    return _band_ids(title_signature(words), words)
+
+
+def _band_ids(values: list[int], words: list[str]) -> list[int]:
+    # The MinHash values are uniform already: a band's rows, side by side in one 96-bit number with the title's
+    # numbers and length mixed in, times an odd 128-bit constant, give a well-mixed bucket in the high bits
+    # (multiply-shift hashing) for a fraction of a hash call per band.
+    salt = _band_salt(digit_runs(words), len(words))
+    ids = []
+    for band in range(BANDS):
+        rows = 0
+        for value in values[band * ROWS : (band + 1) * ROWS]:
+            rows = rows << 32 | value
+        ids.append(band << 24 | (rows ^ salt) * _BAND_MULTIPLIER >> 104 & 0xFFFFFF)
+    return ids
+
+
+@functools.lru_cache(maxsize=1024)  # most titles have no numbers and a few words
+def _band_salt(digits: str, words: int) -> int:
+    return int.from_bytes(_band_hash(f"{digits}|{words}".encode()), "big")
+
+
+def title_tags(titles: list[bytes]) -> npt.NDArray[np.uint16]:
+    """The :func:`title_tag` of each of many titles' packed word hashes, at once."""
+    lasts = np.frombuffer(b"".join(titles), np.uint8)[WORD_HASH_BYTES - 1 :: WORD_HASH_BYTES]
+    bits = np.left_shift(np.uint16(1), lasts & np.uint8(0x0F), dtype=np.uint16)
+    words = np.array([len(hashes) // WORD_HASH_BYTES for hashes in titles], np.int64)
+    starts = np.concatenate(([0], np.cumsum(words)[:-1])) if len(words) else words
+    tags = np.zeros(len(titles), np.uint16)
+    some = words > 0  # a title of more than 63 words keeps no hashes, and has no tag
+    if some.any():
+        tags[some] = np.bitwise_or.reduceat(bits, starts[some]) if len(bits) else 0
+    return tags
+
+
+def title_tag(word_hashes: bytes) -> int:
+    """16 bits that tell most titles more than one word apart without reading them: one bit for each of the
+    :func:`word_hash` values packed in ``word_hashes``, chosen by its last 4 bits. Two titles one replaced word
+    apart differ in at most one bit each way."""
+    tag = 0
+    for last in word_hashes[WORD_HASH_BYTES - 1 :: WORD_HASH_BYTES]:
+        tag |= 1 << (last & 0x0F)
+    return tag
+
+
+def word_code_sum(word: str) -> int:
+    """The sum of a word's code points modulo 256, the first byte of its :func:`word_hash`."""
+    return sum(map(ord, word)) % 256
+
+
+def word_hash(word: str) -> bytes:
+    """The 3 bytes a stored title keeps of each word: the sum of its code points modulo 256, which tells a
+    typo search what letter changed, then a 2-byte BLAKE2b hash."""
+    return bytes([word_code_sum(word)]) + word_digest(word.encode())
+
+
+def signature_similarity(left: bytes, right: bytes) -> float | None:
+    """Estimated word Jaccard of two described items, or None when either has no description."""
+    if not left or not right:
+        return None
+    same = sum((a >> 4 == b >> 4) + (a & 0x0F == b & 0x0F) for a, b in zip(left, right, strict=True))
+    return same / (2 * len(left))
+
+
+class Incoming:
+    """A title being checked, as the near tier compares it; what only a confirmation needs is made on demand."""
+
+    def __init__(self, words: list[str], description: str | None) -> None:
+        self.words = words
+        """Its words in order, repeats included: a typo in one of two "learning"s replaces one of them."""
+        self.hashes = [_title_word_hash(word) for word in words]
+        """The :func:`word_hash` of each word."""
+        self.tag = 0
+        """Its :func:`title_tag`."""
+        for digest in self.hashes:
+            self.tag |= 1 << (digest[-1] & 0x0F)
+        self._description = description
+
+    @functools.cached_property
+    def distinct(self) -> set[bytes]:
+        """Its distinct word hashes."""
+        return set(self.hashes)
+
+    @functools.cached_property
+    def counts(self) -> Counter[bytes]:
+        """How often each word hash occurs."""
+        return Counter(self.hashes)
+
+    @functools.cached_property
+    def signature(self) -> bytes:
+        """The :func:`description_signature` of its description (made with the title's, see :meth:`buckets`)."""
+        return description_signature(self._description)
+
+    def buckets(self) -> list[int]:
+        """Its :func:`bucket_ids`; its :attr:`signature` is made on the way."""
+        title, self.signature = _signatures(self.words, self._description)
+        return _band_ids(title, self.words)

@@ -1,0 +1,132 @@
+"""Whether a look-alike title is a near copy: one typo away, with descriptions that agree.
+
+A candidate (a stored title that shares an LSH bucket) is confirmed only if it is one typo away: the same
+words but one, that one word a single edit (substitution, insertion, deletion, transposition) from its
+counterpart (:func:`typo_source`), with the same digits (YOLOv5 is not YOLOv7), title similarity of at least
+:data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both exist (:data:`DESCRIPTION_SIMILARITY`). A
+different word (text/token, image/video) is never one edit, so it vetoes the match. :func:`confirm` decides.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from collections import Counter
+from collections.abc import Iterator
+from typing import Final
+
+from stream_app.dedupe.entries import TitleEntry
+from stream_app.dedupe.normalize import DIGITS
+from stream_app.dedupe.signatures import (
+    WORD_HASH_BYTES,
+    Incoming,
+    jaccard,
+    letter_pairs,
+    signature_similarity,
+    word_code_sum,
+    word_digest,
+)
+
+NEAR_TITLE_SIMILARITY: Final = 0.6
+"""Least Jaccard similarity of the letter pairs of two titles one typo apart; shorter titles fall below it
+because in a word of a few letters one changed letter is as likely another word as a typo."""
+DESCRIPTION_SIMILARITY: Final = 0.5
+"""Least estimated Jaccard similarity of the word sets of two descriptions that confirms a near match."""
+MIN_TYPO_WORD: Final = 4
+"""Shortest word in which one changed letter is taken for a typo (CNN and RNN are different things); the
+mistyped form may be a letter shorter (with/wth)."""
+_TYPO_LETTERS: Final = string.ascii_lowercase + "ßàáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿ"
+"""Letters a typo may have replaced or dropped, besides those of the word itself: Latin-1 lower case."""
+
+
+def _letters_by_code_sum(letters: set[str]) -> dict[int, list[str]]:
+    """The letters a typo may use, by code point modulo 256: those of :data:`_TYPO_LETTERS` and ``letters``."""
+    by_sum: dict[int, list[str]] = {}
+    for letter in sorted(_TYPO_LETTER_SET | letters):
+        by_sum.setdefault(ord(letter) % 256, []).append(letter)
+    return by_sum
+
+
+_TYPO_LETTER_SET: Final = frozenset(_TYPO_LETTERS)
+_TYPO_LETTERS_BY_CODE_SUM: Final = _letters_by_code_sum(set())
+
+
+def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
+    """The words a single deleted, transposed, replaced or inserted letter away from ``word`` that have its
+    digits and whose code points sum to ``code_sum`` (modulo 256): the sum leaves a few dozen to try rather
+    than hundreds.
+
+    Digits are never deleted, inserted or replaced, nor a letter inserted between two of them: a changed number
+    is another version, not a typo. Skipping those edits up front makes a number that differs cheap to reject.
+    """
+    shift = (code_sum - word_code_sum(word)) % 256
+    digits = DIGITS.findall(word)
+    extra = {c for c in word if c.isalpha()} - _TYPO_LETTER_SET
+    letters = _letters_by_code_sum(extra) if extra else _TYPO_LETTERS_BY_CODE_SUM
+    if shift == 0:
+        for i in range(len(word) - 1):
+            swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+            if not (word[i].isdigit() or word[i + 1].isdigit()) or DIGITS.findall(swapped) == digits:
+                yield swapped
+    for i, old in enumerate(word):
+        if old.isdigit():
+            continue
+        if (ord(old) + shift) % 256 == 0:
+            yield word[:i] + word[i + 1 :]
+        for new in letters.get((ord(old) + shift) % 256, ()):
+            if new != old:
+                yield word[:i] + new + word[i + 1 :]
+    for new in letters.get(shift, ()):
+        for i in range(len(word) + 1):
+            if 0 < i < len(word) and word[i - 1].isdigit() and word[i].isdigit():
+                continue
+            yield word[:i] + new + word[i:]
+
+
+def typo_source(word: str, stored_hash: bytes) -> str | None:
+    """The word one edit from ``word`` whose :func:`word_hash` is ``stored_hash``, if ``word`` is a typo of
+    it: a word of 4+ letters with the same digits."""
+    if len(word) < MIN_TYPO_WORD - 1:
+        return None
+    code_sum, digest = stored_hash[0], stored_hash[1:]
+    for source in _one_edit_sources(word, code_sum):  # each has the stored code sum: compare the rest
+        if word_digest(source.encode()) == digest:
+            long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
+            return source if long_enough and DIGITS.findall(source) == DIGITS.findall(word) else None
+    return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _stored_hash_counts(hashes: bytes) -> Counter[bytes]:
+    """The word hashes of a stored title, counted. Cached: the titles in busy buckets are compared again and
+    again."""
+    return Counter(hashes[i : i + WORD_HASH_BYTES] for i in range(0, len(hashes), WORD_HASH_BYTES))
+
+
+def confirm(incoming: Incoming, entry: TitleEntry) -> float | None:
+    """The title similarity if ``incoming`` is one typo from the stored entry and the descriptions agree."""
+    if len(entry.hashes) != WORD_HASH_BYTES * len(incoming.hashes):
+        return None  # a typo keeps the number of words
+    stored = _stored_hash_counts(entry.hashes)
+    if len(stored) == len(incoming.hashes) == len(incoming.distinct):  # no repeated word: sets will do
+        added = incoming.distinct - stored.keys()
+        if len(added) != 1:
+            return None  # a typo replaces one word: here more differ
+        dropped = stored.keys() - incoming.distinct
+    else:
+        added_counts = incoming.counts - stored
+        if added_counts.total() != 1:
+            return None
+        added, dropped = set(added_counts), set(stored - incoming.counts)
+    new_word = incoming.words[incoming.hashes.index(next(iter(added)))]
+    old_word = typo_source(new_word, next(iter(dropped)))
+    if old_word is None:
+        return None
+    old_words = Counter(incoming.words) - Counter([new_word]) + Counter([old_word])
+    similarity = jaccard(letter_pairs(list(old_words)), letter_pairs(incoming.words))
+    if similarity < NEAR_TITLE_SIMILARITY:
+        return None
+    described = signature_similarity(incoming.signature, entry.signature)
+    if described is not None and described < DESCRIPTION_SIMILARITY:
+        return None
+    return similarity

@@ -1,0 +1,59 @@
+"""The stored values: bytes, never mutated, read back or read as nothing, with times clamped."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from stream_app.dedupe import entry_fields
+from tests.unit.dedupe.helpers import DAY, ORIGINAL, RecordingStore, index, stored_id
+
+
+def test_stored_values_are_bytes_and_never_mutated_in_place() -> None:
+    store = RecordingStore()
+    dedupe = index(store, ttl=DAY)
+    stream = [
+        "Deep learning for audio classification",
+        "Deep learning for image classification",
+        "Deep learning for text classification",
+        "Deep learning for audio classification",
+        "Deep lerning for image classification",
+        "Deep learning for video classification",
+    ]
+    for n, title in enumerate(stream):
+        dedupe.check_and_add(str(n), title, f"About {title}.", n * 1000.0)
+    assert store.data == store.assigned
+    writes = store.writes
+    assert dedupe.expire(5000) == 0 and store.writes == writes  # nothing expired: nothing written
+    dedupe.expire(DAY + 2500)
+    # Titles "0" to "2" are gone; the near copy of "1" (seen at 4000) stays until its own time is past the TTL.
+    assert sorted(stored_id(value) for value in store.values()) == ["1", "5"]
+    dedupe.expire(DAY + 4500)
+    assert [stored_id(value) for value in store.values()] == ["5"]
+    assert store.data == store.assigned
+    assert all(isinstance(value, bytes) for value in store.data.values())  # what the table's raw serializer takes
+
+
+def test_values_of_no_known_shape_read_as_nothing() -> None:
+    for value in (b"", b"\x00abc", b'"not|an|entry"', b"[1, 2]", b"\x80", "x|y", 17, None, b"\x01"):
+        assert entry_fields(value) is None, value
+
+
+@pytest.mark.parametrize(
+    "time", [-1e12, -5.5, 0.0, 2.0**32 - 0.5, 2.0**32, 2.0**40, 1e300, math.inf, -math.inf, math.nan]
+)
+def test_any_event_time_is_clamped_into_what_an_entry_stores(time: float) -> None:
+    store: dict[str, Any] = {}
+    dedupe = index(store, ttl=DAY)
+    assert dedupe.check_and_add("1", ORIGINAL, None, time).match is None
+    assert dedupe.check_and_add("2", ORIGINAL, None, time).duplicate_of == "1"
+    assert dedupe.check_and_add("3", ORIGINAL.replace("molecular", "molecullar"), None, time).duplicate_of == "1"
+    replica = index(ttl=DAY)
+    for ref, value in store.items():
+        replica.apply(ref, value)
+    assert replica.store == store and replica.entries == 2
+    assert dedupe.expire(time) == replica.expire(time) == 0
+    dedupe.expire(time + 2 * DAY)  # past the TTL, or clamped to the last second an entry stores
+    assert dedupe.entries == len(store)

@@ -1,0 +1,68 @@
+"""Normalisation properties and the exact-tier key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from stream_app.dedupe import bucket_ids, dedupe_key, normalize_title
+from tests.unit.dedupe.helpers import ORIGINAL, punctuation_runs, titles, words
+
+
+@given(titles)
+def test_normalisation_is_idempotent(title: str) -> None:
+    assert normalize_title(normalize_title(title)) == normalize_title(title)
+
+
+@given(titles)
+def test_normalisation_ignores_case(title: str) -> None:
+    # Letters whose upper case folds to another letter (Turkish dotless i) have no case-free form to compare.
+    assume(title.upper().casefold() == title.casefold())
+    assert normalize_title(title.upper()) == normalize_title(title.lower()) == normalize_title(title)
+
+
+@given(st.lists(words, min_size=1, max_size=8), st.data())
+def test_normalisation_ignores_whitespace_and_punctuation_runs(parts: list[str], data: st.DataObject) -> None:
+    runs = data.draw(st.lists(punctuation_runs, min_size=len(parts) + 1, max_size=len(parts) + 1))
+    messy = runs[0] + "".join(part + run for part, run in zip(parts, runs[1:], strict=True))
+    assert normalize_title(messy) == normalize_title(" ".join(parts))
+    assert normalize_title("  " + "   ".join(parts) + "\t") == normalize_title(" ".join(parts))
+
+
+@given(titles, st.sampled_from([" | Reddit", " - Medium", " - YouTube", " - Towards Data Science", " | Medium"]))
+def test_normalisation_ignores_source_suffixes(title: str, decoration: str) -> None:
+    assert normalize_title(title + decoration) == normalize_title(title)
+    assert normalize_title(title + decoration.upper()) == normalize_title(title)
+
+
+@given(titles, st.sampled_from(["[P] ", "[R] ", "[D] ", "[N] ", "[p]"]))
+def test_normalisation_ignores_source_prefixes(title: str, decoration: str) -> None:
+    assert normalize_title(decoration + title) == normalize_title(title)
+
+
+def test_only_known_decorations_are_stripped() -> None:
+    assert normalize_title("Baymax - ChatBot").split() == ["baymax", "chatbot"]
+    assert normalize_title("Medium - Rare - Well done steaks").split() == ["done", "medium", "rare", "steaks", "well"]
+    assert normalize_title("[Q] Title") == "q title"
+
+
+def test_the_key_is_short_fixed_size_and_ignores_word_order() -> None:
+    key = dedupe_key("Deep Learning for Vision")
+    assert len(key) == 16 and int(key, 16) >= 0
+    assert dedupe_key("vision: deep learning, for") == key
+    assert dedupe_key("Deep Learning for Language") != key
+
+
+def test_keys_do_not_depend_on_the_process() -> None:
+    """No salted Python hash(): another interpreter with another hash seed computes the same keys."""
+    code = (
+        "from stream_app.dedupe import bucket_ids, dedupe_key, normalize_title as n;"
+        f"t = {ORIGINAL!r}; print(dedupe_key(t), *bucket_ids(n(t).split()))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert output.stdout.split() == [dedupe_key(ORIGINAL), *map(str, bucket_ids(normalize_title(ORIGINAL).split()))]

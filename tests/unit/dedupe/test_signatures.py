@@ -1,0 +1,43 @@
+"""Signatures, bucket ids and word tags: what the near tier compares titles by."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream_app.dedupe import bucket_ids, description_signature, title_signature, title_tag, title_words
+from stream_app.dedupe.signatures import _signatures as signatures
+from stream_app.dedupe.signatures import title_tags
+from tests.unit.dedupe.helpers import ORIGINAL, words
+
+
+@given(st.lists(words, min_size=1, max_size=8))
+def test_a_title_signature_is_that_of_the_set_of_its_words_letter_pairs(title: list[str]) -> None:
+    signature = title_signature(title)
+    assert signature == title_signature(sorted(set(title), reverse=True))
+    # The least over the title's pairs is the least over each word's: no pair spans two words.
+    assert signature == np.minimum.reduce([title_signature([word]) for word in title]).tolist()
+
+
+def test_titles_of_another_number_of_words_never_share_a_bucket() -> None:
+    """The same letter pairs, but no typo makes one title from the other: a candidate not worth reading."""
+    title = title_words(ORIGINAL)
+    assert title_signature(title) == title_signature([*title, title[0]])
+    assert not set(bucket_ids(title)) & set(bucket_ids([*title, title[0]]))
+
+
+@given(st.lists(words, min_size=1, max_size=8), st.none() | st.text(max_size=200))
+def test_both_signatures_made_at_once_are_those_made_apart(title: list[str], description: str | None) -> None:
+    assert signatures(title, description) == (title_signature(title), description_signature(description))
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
+def test_an_ascii_description_is_signed_as_any_other(description: str) -> None:
+    """ASCII descriptions take a shorter way to their words; a dash that is not ASCII sends one the long way."""
+    assert description_signature(description) == description_signature(description + " \u2014")
+
+
+@given(st.lists(st.lists(st.binary(min_size=3, max_size=3), max_size=9).map(b"".join), max_size=20))
+def test_the_tags_of_many_titles_at_once_are_those_of_each(titles: list[bytes]) -> None:
+    assert title_tags(titles).tolist() == [title_tag(hashes) for hashes in titles]
