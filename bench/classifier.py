@@ -192,7 +192,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
     )
     print(body)
-    command = "python -m bench.classifier" + (f" --vs {args.vs}" if args.vs is not None else "")
+    command = "python -m bench.classifier"
+    if args.model_dir != ROOT / "artifacts/model":
+        command += f" --model-dir {args.model_dir}"
+    if args.vs is not None:
+        command += f" --vs {args.vs}"
     write_section("classifier", "Classifier latency: ONNX against scikit-learn", body, command)
 
 

@@ -16,7 +16,7 @@ from stream_app import APPROVED_TAGS
 
 CONFIDENCE_BIN_EDGES: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 """Fixed bins of the max-confidence histogram; the worker's confidence histogram uses the same edges."""
-LIBRARIES = ("scikit-learn", "onnx", "onnxruntime", "numpy")
+LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
 
 
 def reference(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from skl2onnx import to_onnx, update_registered_converter
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
@@ -19,8 +22,10 @@ from stream_app.errors import TaggerError
 INPUT_NAME = "text"
 LABEL_OUTPUT, PROBABILITIES_OUTPUT = "label", "probabilities"
 OPSETS = {"": 17, "ai.onnx.ml": 2, "com.microsoft": 1}
-"""Opset of each domain the rebuilt graph uses (LabelEncoder maps int64 keys from ai.onnx.ml 2 on)."""
-IR_VERSION = 8
+"""Opset of each domain the graph uses (LabelEncoder maps int64 keys from ai.onnx.ml 2 on)."""
+GRAPH_NAME = "content_tagger"
+NORM_FLOOR = np.array([1e-30], dtype=np.float32)
+"""Least squared norm a row is divided by: a row without a known n-gram stays zero, as scikit-learn leaves it."""
 PADDING = "  "
 """What the tokenizers pad each row with, up to the longest row of the batch: no token of a vocabulary (two
 spaces are neither one character nor part of a word), so padding never counts as an n-gram."""
@@ -46,15 +51,116 @@ class ParityError(TaggerError):
     """The ONNX model does not reproduce the scikit-learn pipeline."""
 
 
+CONVERTER_ALIAS = "ContentTaggerSparseGraph"
+"""Name under which skl2onnx knows :class:`SparseTagger` and its converter."""
+
+
+@dataclass(frozen=True, eq=False)
+class SparseTagger:
+    """What the graph needs of a fitted pipeline, checked: the one estimator skl2onnx converts, with the converter
+    registered for it (:func:`register_converter`), so the graph of :func:`sparse_graph` comes from skl2onnx."""
+
+    blocks: tuple[OccurrenceTfidfVectorizer, ...]
+    weights: np.ndarray
+    """[columns, classes]: the vectorizers' columns side by side, in order."""
+    intercept: np.ndarray
+    """[classes]."""
+    classes: tuple[str, ...]
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Pipeline) -> SparseTagger:
+        """The pipeline's parts; raises :class:`ParityError` for a pipeline the graph cannot reproduce."""
+        blocks = feature_blocks(pipeline)
+        weights, intercept = linear_weights(pipeline)
+        if sum(len(block.vocabulary_) for block in blocks) != len(weights):
+            raise ParityError(f"the classifier has {len(weights)} columns, not the vectorizers' number")
+        return cls(tuple(blocks), weights, intercept, tuple(str(c) for c in pipeline.steps[-1][1].classes_))
+
+
 def convert(pipeline: Pipeline) -> bytes:
     """The whole pipeline as an ONNX model: a [N, 1] string tensor in, labels and probabilities out.
 
     The model's metadata carries its class labels, so the serving side can check the card against the model.
     """
-    model = sparse_graph(pipeline)
-    helper.set_model_props(model, {CLASSES_METADATA_KEY: json.dumps([str(c) for c in pipeline.classes_])})
+    tagger = SparseTagger.from_pipeline(pipeline)
+    register_converter()
+    model = to_onnx(
+        tagger, initial_types=[(INPUT_NAME, StringTensorType([None, 1]))], target_opset=OPSETS, name=GRAPH_NAME
+    )
+    # skl2onnx lists the opset domains in the order of a set, which follows Python's hash seed: sorted, the same
+    # data gives the same bytes, and so the same model version (the file's sha256).
+    opsets = sorted((opset.domain, opset.version) for opset in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets)
+    helper.set_model_props(model, {CLASSES_METADATA_KEY: json.dumps(list(tagger.classes))})
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())
+
+
+def register_converter() -> None:
+    """Register :class:`SparseTagger` with skl2onnx: its parser, shape calculator and converter."""
+    update_registered_converter(SparseTagger, CONVERTER_ALIAS, set_output_types, sparse_graph, parser=parse_tagger)
+
+
+def parse_tagger(scope: Any, model: SparseTagger, inputs: list[Any], custom_parsers: Any = None) -> list[Any]:
+    """One operator from the text to the ``label`` and ``probabilities`` outputs (skl2onnx parser)."""
+    operator = scope.declare_local_operator(CONVERTER_ALIAS, model)
+    operator.inputs = inputs
+    for name in (LABEL_OUTPUT, PROBABILITIES_OUTPUT):
+        operator.outputs.append(scope.declare_local_variable(name, missing_type=True))
+    return list(operator.outputs)
+
+
+def set_output_types(operator: Any) -> None:
+    """Labels [N] (strings) and probabilities [N, classes] (float) of a [N, 1] string input (shape calculator)."""
+    (text,) = operator.inputs
+    if not isinstance(text.type, StringTensorType):
+        raise TypeError(f"the model reads a string tensor, not {text.type}")
+    label, probabilities = operator.outputs
+    label.type = StringTensorType([None])
+    probabilities.type = FloatTensorType([None, len(operator.raw_operator.classes)])
+
+
+class GraphWriter:
+    """Adds nodes and constants to skl2onnx's container under names unique in its scope."""
+
+    def __init__(self, scope: Any, container: Any) -> None:
+        self.scope, self.container = scope, container
+        self.constants: dict[bytes, str] = {}
+
+    def constant(self, seed: str, value: np.ndarray) -> str:
+        """The name of an initializer holding ``value``; equal values share one."""
+        # skl2onnx stores equal initializers once too, but adds an Identity node for each repeat.
+        tensor = numpy_helper.from_array(value)
+        key = tensor.SerializeToString()
+        if key not in self.constants:
+            name = self.constants[key] = self.name(seed)
+            if value.dtype == object:  # skl2onnx copies raw data only, which string tensors do not have
+                self.container.add_initializer(name, tensor.data_type, list(value.shape), [str(v) for v in value])
+            else:
+                self.container.add_initializer(name, tensor.data_type, list(value.shape), tensor)
+        return self.constants[key]
+
+    def node(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], domain: str = "", **attrs: Any) -> None:
+        """Append a node of ``domain`` at the opset the model declares for it."""
+        name = self.scope.get_unique_operator_name(op_type)
+        self.container.add_node(
+            op_type, list(inputs), list(outputs), op_domain=domain, op_version=OPSETS[domain], name=name, **attrs
+        )
+
+    def ints(self, seed: str, values: int | list[int]) -> str:
+        """The name of an int64 initializer holding ``values`` (a scalar for an int)."""
+        return self.constant(seed, np.array(values, dtype=np.int64))
+
+    def name(self, seed: str) -> str:
+        """A variable name after ``seed`` that no other variable of the scope has."""
+        return str(self.scope.get_unique_variable_name(seed))
+
+    def add(self, op_type: str, inputs: Sequence[str], seed: str, domain: str = "", **attrs: Any) -> str:
+        """Append a node of one output, named after ``seed``; returns that name."""
+        output = self.name(seed)
+        self.node(op_type, inputs, [output], domain, **attrs)
+        return output
 
 
 def feature_blocks(pipeline: Pipeline) -> list[OccurrenceTfidfVectorizer]:
@@ -83,8 +189,9 @@ def linear_weights(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray]:
     return coef.T, intercept
 
 
-def sparse_graph(pipeline: Pipeline) -> onnx.ModelProto:
-    """Tokenizers, then one table lookup per n-gram occurrence: no tensor with a column per vocabulary entry.
+def sparse_graph(scope: Any, operator: Any, container: Any) -> None:
+    """skl2onnx converter of :class:`SparseTagger`: tokenizers, then one table lookup per n-gram occurrence, no
+    tensor with a column per vocabulary entry.
 
     A block's column j holds ``count_j * idf_j / sqrt(sum_i count_i * idf_i^2)``
     (:class:`~model_export.train.OccurrenceTfidfVectorizer`), so its contribution to class k is
@@ -93,89 +200,56 @@ def sparse_graph(pipeline: Pipeline) -> onnx.ModelProto:
     gathers the rows ``[idf * w, idf^2]`` of a table and sums them: its work grows with the text, not with
     the vocabulary, where a dense TF-IDF graph fills and reads every column of every row several times.
     """
-    blocks = feature_blocks(pipeline)
-    weights, intercept = linear_weights(pipeline)
-    classes = [str(c) for c in pipeline.steps[-1][1].classes_]
-    if sum(len(block.vocabulary_) for block in blocks) != len(weights):
-        raise ParityError(f"the classifier has {len(weights)} columns, not the vectorizers' number")
-    constants = {
-        "norm_floor": np.array([1e-30], dtype=np.float32),
-        "intercept": intercept.astype(np.float32),
-        "classes": np.array(classes, dtype=object),
-        "split_scores_norm": np.array([len(classes), 1], dtype=np.int64),
-        "occurrence_axis": np.array([1], dtype=np.int64),
-        "zero": np.array([0], dtype=np.int64),
-        "minus_one": np.array([-1], dtype=np.int64),
-        "end": np.array([np.iinfo(np.int64).max], dtype=np.int64),
-    }
+    tagger: SparseTagger = operator.raw_operator
+    graph = GraphWriter(scope, container)
+    classes = len(tagger.classes)
+    occurrence_axis = graph.ints("occurrence_axis", [1])
     # [N, 1] to [N]: the tokenizers then give [N, tokens].
-    nodes = [helper.make_node("Reshape", [INPUT_NAME, "minus_one"], ["texts"])]
+    minus_one = graph.ints("minus_one", [-1])
+    texts = graph.add("Reshape", [operator.inputs[0].full_name, minus_one], "texts")
     block_scores = []
     start = 0
-    for index, block in enumerate(blocks):
+    for index, block in enumerate(tagger.blocks):
         width = len(block.vocabulary_)
         idf = block.idf_.astype(np.float64)
-        table = np.zeros((width + 1, len(classes) + 1))  # row ``width``: unknown n-grams and padding
-        table[:width, :-1] = idf[:, None] * weights[start : start + width]
+        table = np.zeros((width + 1, classes + 1))  # row ``width``: unknown n-grams and padding
+        table[:width, :-1] = idf[:, None] * tagger.weights[start : start + width]
         table[:width, -1] = idf**2
         start += width
-        constants[f"table_{index}"] = table.astype(np.float32)
-        tokens = f"tokens_{index}"
-        nodes.append(
-            helper.make_node(
-                "Tokenizer",
-                ["texts"],
-                [tokens],
-                domain="com.microsoft",
-                mark=0,
-                mincharnum=1,
-                pad_value=PADDING,
-                tokenexp="." if block.analyzer == "char" else block.token_pattern,
-            )
+        tokens = graph.add(
+            "Tokenizer",
+            [texts],
+            f"tokens_{index}",
+            domain="com.microsoft",
+            mark=0,
+            mincharnum=1,
+            pad_value=PADDING,
+            tokenexp="." if block.analyzer == "char" else block.token_pattern,
         )
         split = list if block.analyzer == "char" else str.split
         vocabulary = {tuple(split(ngram)): column for ngram, column in block.vocabulary_.items()}
-        ids = ngram_ids(nodes, constants, tokens, vocabulary, f"block{index}", default=width)
-        nodes += [
-            helper.make_node("Gather", [f"table_{index}", ids], [f"gathered_{index}"], axis=0),
-            helper.make_node("ReduceSum", [f"gathered_{index}", "occurrence_axis"], [f"sums_{index}"], keepdims=0),
-            helper.make_node("Split", [f"sums_{index}", "split_scores_norm"], [f"raw_{index}", f"sq_{index}"], axis=1),
-            # A row without a known n-gram stays zero, as scikit-learn leaves it.
-            helper.make_node("Max", [f"sq_{index}", "norm_floor"], [f"floored_{index}"]),
-            helper.make_node("Sqrt", [f"floored_{index}"], [f"norm_{index}"]),
-            helper.make_node("Div", [f"raw_{index}", f"norm_{index}"], [f"scores_{index}"]),
-        ]
-        block_scores.append(f"scores_{index}")
-    nodes += [
-        helper.make_node("Sum", [*block_scores, "intercept"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], [PROBABILITIES_OUTPUT], axis=1),
-        helper.make_node("ArgMax", [PROBABILITIES_OUTPUT], ["best"], axis=1, keepdims=0),
-        helper.make_node("Gather", ["classes", "best"], [LABEL_OUTPUT], axis=0),
-    ]
-    used = {name for node in nodes for name in node.input}
-    initializers = [numpy_helper.from_array(value, name) for name, value in constants.items() if name in used]
-    inputs = [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.STRING, [None, 1])]
-    outputs = [
-        helper.make_tensor_value_info(LABEL_OUTPUT, onnx.TensorProto.STRING, [None]),
-        helper.make_tensor_value_info(PROBABILITIES_OUTPUT, onnx.TensorProto.FLOAT, [None, len(classes)]),
-    ]
-    graph = helper.make_graph(nodes, "content_tagger", inputs, outputs, initializers)
-    # Sorted, so that the same data gives the same bytes, and so the same model version (the file's sha256).
-    domains = sorted({node.domain for node in nodes})
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, OPSETS[d]) for d in domains])
-    model.ir_version = IR_VERSION
-    return model
+        ids = ngram_ids(graph, tokens, vocabulary, f"block{index}", default=width)
+        table_name = graph.constant(f"table_{index}", table.astype(np.float32))
+        gathered = graph.add("Gather", [table_name, ids], f"gathered_{index}", axis=0)
+        sums = graph.add("ReduceSum", [gathered, occurrence_axis], f"sums_{index}", keepdims=0)
+        raw, squared = graph.name(f"raw_{index}"), graph.name(f"sq_{index}")
+        split_sizes = graph.ints("split_scores_norm", [classes, 1])
+        graph.node("Split", [sums, split_sizes], [raw, squared], axis=1)
+        floored = graph.add("Max", [squared, graph.constant("norm_floor", NORM_FLOOR)], f"floored_{index}")
+        norm = graph.add("Sqrt", [floored], f"norm_{index}")
+        block_scores.append(graph.add("Div", [raw, norm], f"scores_{index}"))
+    intercept = graph.constant("intercept", tagger.intercept.astype(np.float32))
+    logits = graph.add("Sum", [*block_scores, intercept], "logits")
+    label, probabilities = (output.full_name for output in operator.outputs)
+    graph.node("Softmax", [logits], [probabilities], axis=1)
+    best = graph.add("ArgMax", [probabilities], "best", axis=1, keepdims=0)
+    graph.node("Gather", [graph.constant("classes", np.array(tagger.classes, dtype=object)), best], [label], axis=0)
 
 
 def ngram_ids(
-    nodes: list[onnx.NodeProto],
-    constants: dict[str, np.ndarray],
-    tokens: str,
-    vocabulary: dict[tuple[str, ...], int],
-    prefix: str,
-    default: int,
+    graph: GraphWriter, tokens: str, vocabulary: dict[tuple[str, ...], int], prefix: str, default: int
 ) -> str:
-    """Append the nodes mapping every n-gram occurrence in ``tokens`` [N, T] to its column; returns the name of
+    """Add the nodes mapping every n-gram occurrence in ``tokens`` [N, T] to its column; returns the name of
     the [N, occurrences] int64 result (``default`` for n-grams outside ``vocabulary`` and for padding).
 
     Strings are looked up once: each token becomes a digit (1 + its rank among the vocabulary's tokens, 0
@@ -188,68 +262,60 @@ def ngram_ids(
         raise ParityError(f"the padding {PADDING!r} is a token of the vocabulary")
     if all(len(ngram) == 1 for ngram in vocabulary):  # single tokens: their column in one lookup
         unigrams = sorted((ngram[0], column) for ngram, column in vocabulary.items())
-        nodes.append(
-            helper.make_node(
-                "LabelEncoder",
-                [tokens],
-                [f"{prefix}_ids"],
-                domain="ai.onnx.ml",
-                keys_strings=[token for token, _ in unigrams],
-                values_int64s=[column for _, column in unigrams],
-                default_int64=default,
-            )
+        return graph.add(
+            "LabelEncoder",
+            [tokens],
+            f"{prefix}_ids",
+            domain="ai.onnx.ml",
+            keys_strings=[token for token, _ in unigrams],
+            values_int64s=[column for _, column in unigrams],
+            default_int64=default,
         )
-        return f"{prefix}_ids"
     digit = {token: rank + 1 for rank, token in enumerate(alphabet)}
     base = len(alphabet) + 1
     lengths = sorted({len(ngram) for ngram in vocabulary})
     if base ** max(lengths, default=1) >= 2**62:
         raise ParityError(f"{len(alphabet)} distinct tokens cannot spell {max(lengths)}-grams in an int64")
-    constants[f"{prefix}_base"] = np.array(base, dtype=np.int64)
-    digits = f"{prefix}_digits"
-    nodes.append(
-        helper.make_node(
-            "LabelEncoder",
-            [tokens],
-            [digits],
-            domain="ai.onnx.ml",
-            keys_strings=alphabet,
-            values_int64s=[digit[token] for token in alphabet],
-            default_int64=0,
-        )
+    digits = graph.add(
+        "LabelEncoder",
+        [tokens],
+        f"{prefix}_digits",
+        domain="ai.onnx.ml",
+        keys_strings=alphabet,
+        values_int64s=[digit[token] for token in alphabet],
+        default_int64=0,
     )
     ids, spelled = [], digits
     for length in range(1, max(lengths, default=1) + 1):
         if length > 1:
             # n-gram at position p = (n-1)-gram at p, times the base, plus the digit of token p + n - 1.
-            shorter, spelled = spelled, f"{prefix}_{length}gram"
-            constants[f"{prefix}_to_{length}"] = np.array([length - 1], dtype=np.int64)
-            last = [digits, f"{prefix}_to_{length}", "end", "occurrence_axis"]
-            nodes += [
-                helper.make_node("Slice", [shorter, "zero", "minus_one", "occurrence_axis"], [f"{spelled}_head"]),
-                helper.make_node("Mul", [f"{spelled}_head", f"{prefix}_base"], [f"{spelled}_shifted"]),
-                helper.make_node("Slice", last, [f"{spelled}_last"]),
-                helper.make_node("Add", [f"{spelled}_shifted", f"{spelled}_last"], [spelled]),
-            ]
+            seed = f"{prefix}_{length}gram"
+            zero = graph.ints("zero", [0])
+            minus_one = graph.ints("minus_one", [-1])
+            axis = graph.ints("occurrence_axis", [1])
+            head = graph.add("Slice", [spelled, zero, minus_one, axis], f"{seed}_head")
+            shifted = graph.add("Mul", [head, graph.ints(f"{prefix}_base", base)], f"{seed}_shifted")
+            first = graph.ints(f"{prefix}_to_{length}", [length - 1])
+            end = graph.ints("end", [int(np.iinfo(np.int64).max)])
+            last = graph.add("Slice", [digits, first, end, axis], f"{seed}_last")
+            spelled = graph.add("Add", [shifted, last], seed)
         ngrams = sorted((ngram, column) for ngram, column in vocabulary.items() if len(ngram) == length)
         if not ngrams:
             continue
-        nodes.append(
-            helper.make_node(
+        ids.append(
+            graph.add(
                 "LabelEncoder",
                 [spelled],
-                [f"{spelled}_ids"],
+                f"{spelled}_ids",
                 domain="ai.onnx.ml",
                 keys_int64s=[int(np.polyval([digit[t] for t in ngram], base)) for ngram, _ in ngrams],
                 values_int64s=[column for _, column in ngrams],
                 default_int64=default,
             )
         )
-        ids.append(f"{spelled}_ids")
     if len(ids) == 1:
         return ids[0]
-    nodes.append(helper.make_node("Concat", ids, [f"{prefix}_ids"], axis=1))
-    return f"{prefix}_ids"
+    return graph.add("Concat", ids, f"{prefix}_ids", axis=1)
 
 
 def describe_io(model_bytes: bytes) -> dict[str, dict[str, Any]]:

@@ -168,6 +168,13 @@ def test_card_describes_an_approved_model_with_a_usable_reference(card: dict[str
     assert {"scikit-learn", "onnx", "onnxruntime"} <= set(card["libraries"])
 
 
+def test_the_card_names_the_skl2onnx_that_made_the_model(exported_model_dir: Path, card: dict[str, Any]) -> None:
+    """The converter is skl2onnx; a model's card must say which version wrote it."""
+    model = onnx.load(exported_model_dir / "model.onnx")
+    assert model.producer_name == "skl2onnx"
+    assert card["libraries"]["skl2onnx"] == model.producer_version
+
+
 def test_card_classes_are_the_onnx_probability_columns(exported_model_dir: Path, card: dict[str, Any]) -> None:
     session = export.onnx_session((exported_model_dir / "model.onnx").read_bytes())
     texts = ["yolo object detection in video", "bert for question answering", "kubernetes model serving", ""]
