@@ -196,8 +196,9 @@ class TitleIndex:
             return "invalid_value"
         if value is not None:
             entry = entry_fields(value)
-            # An entry dated past the clock and skew: no worker writes one, and it would never expire.
-            if entry is None or entry.event_time > self.clock() + self.max_skew_seconds:
+            # An entry dated past the clock and skew (and the second entries round their times up to): no worker
+            # writes one, and it would never expire.
+            if entry is None or entry.event_time > self.clock() + self.max_skew_seconds + 1.0:
                 return "invalid_value"
             self.stream_time = max(self.stream_time, self.trusted_time(entry.event_time))
         return None

@@ -140,6 +140,13 @@ def test_a_record_of_no_known_shape_is_skipped_with_its_reason(key: bytes | None
     assert worker.entries == 0
 
 
+def test_an_event_dated_far_ahead_comes_back_from_the_topic_as_written() -> None:
+    worker = index(clock=NOW + 0.4)  # its entry's time is rounded up to the next whole second
+    _, changes = worker.check("1", TITLE, None, 7.3e9)
+    assert worker.apply(changes[0].key, changes[0].value) == UNCHANGED
+    assert index(clock=NOW + 0.4).apply(changes[0].key, changes[0].value) == APPLIED
+
+
 def test_an_entry_dated_past_the_clock_and_skew_is_skipped() -> None:
     writer = index(clock=NOW + 10 * SKEW)  # a worker whose clock is far ahead
     _, changes = writer.check("1", TITLE, None, NOW + 10 * SKEW)
