@@ -104,13 +104,18 @@ def fetch_metrics(url: str, timeout: float = 10.0) -> str:
         return bytes(response.read()).decode("utf-8")
 
 
-def render(scrape: Scrape, out: Path, reference: Reference | None = None, source: str = "") -> None:
-    """Write a PNG of ``scrape`` to ``out``: records by topic, confidence and tag shares vs ``reference``."""
+def render(
+    scrape: Scrape, out: Path, reference: Reference | None = None, source: str = "", drift_note: str = ""
+) -> None:
+    """Write a PNG of ``scrape`` to ``out``: records by topic, confidence and tag shares vs ``reference``;
+    ``drift_note`` says under the confidence panel what its drift means for this run."""
     figure = Figure(figsize=(16, 5.2), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     outcome_axes, confidence_axes, tag_axes = figure.subplots(1, 3, width_ratios=(0.8, 1.4, 1.0))
     _plot_outcomes(outcome_axes, scrape)
     _plot_confidence(confidence_axes, scrape, reference)
+    if drift_note:
+        confidence_axes.set_xlabel(drift_note, fontsize=9, color="#555555")
     _plot_tags(tag_axes, scrape, reference)
     title = ["content-tagger", f"model {scrape.model_version or '?'}"]
     if scrape.confidence_psi is not None and scrape.tag_psi is not None:
@@ -228,13 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"model card whose reference to compare with (default {DEFAULT_CARD} if present)",
     )
+    parser.add_argument("--drift-note", default="", help="a line under the confidence panel saying what its drift means")
     args = parser.parse_args(argv)
     card_path: Path | None = args.card or (DEFAULT_CARD if DEFAULT_CARD.is_file() else None)
     try:
         card = load_card(card_path) if card_path else None
         reference = Reference.from_card(card) if card else None
         scrape = parse_metrics(fetch_metrics(args.url))
-        render(scrape, args.out, reference, source=args.url)
+        render(scrape, args.out, reference, source=args.url, drift_note=args.drift_note)
     except (OSError, ValueError, ModelError) as error:
         print(f"plot: {error}", file=sys.stderr)
         return 1
