@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"model card whose reference to compare with (default {DEFAULT_CARD} if present)",
     )
-    parser.add_argument("--drift-note", default="", help="a line under the confidence panel saying what its drift means")
+    parser.add_argument("--drift-note", default="", help="a line under the confidence panel: what its drift means")
     args = parser.parse_args(argv)
     card_path: Path | None = args.card or (DEFAULT_CARD if DEFAULT_CARD.is_file() else None)
     try:
