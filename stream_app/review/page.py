@@ -1,5 +1,6 @@
-"""The review pages over HTTP, without a web framework: who is signed in, which requests are refused, and what a
-decision publishes. The Faust views in agents.py only turn aiohttp requests into :class:`WebRequest` and back.
+"""The review pages over HTTP, without a web framework: which requests are refused and what a decision publishes
+(sessions and who may sign in: :mod:`.sessions`). The Faust views made by :func:`review_view` only turn aiohttp
+requests into :class:`WebRequest` and back.
 
 Routes (all refused with 403 unless the ``Host`` header is in ``TAGGER_REVIEW_ALLOWED_HOSTS``)::
 
@@ -17,14 +18,9 @@ form token is an HMAC of the session's nonce; a sign-in or sign-out starts a new
 from __future__ import annotations
 
 import asyncio
-import collections
-import hashlib
-import hmac
 import html
-import ipaddress
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,16 +31,11 @@ import faust.web
 from stream_app.errors import InvalidDecision
 from stream_app.review.accounts import ReviewerAccounts
 from stream_app.review.board import MAX_REVIEWER_CHARS, ReviewBoard, decide, render_page
+from stream_app.review.sessions import COOKIE, Session, Sessions, SignInLimiter, host_allowed, proxy_user
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-COOKIE: Final = "tagger_review_session"
-MAX_FAILED_SIGN_INS: Final = 5
-"""Failed sign-ins from one address within :data:`FAILED_SIGN_IN_WINDOW_SECONDS` before it gets 429s."""
-FAILED_SIGN_IN_WINDOW_SECONDS: Final = 900.0
-MAX_TRACKED: Final = 100_000
-"""Most revoked sessions and failing addresses remembered; past it the oldest are forgotten."""
 HEADERS: Final = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -82,135 +73,6 @@ class WebResponse:
     status: int
     body: str
     headers: dict[str, str] = field(default_factory=lambda: dict(HEADERS))
-
-
-@dataclass(frozen=True)
-class Session:
-    """One visitor's session: ``reviewer`` is empty until sign-in."""
-
-    reviewer: str
-    nonce: str
-    expires: float
-
-
-class Sessions:
-    """Issues, reads and revokes signed session cookies, and the form tokens bound to them."""
-
-    def __init__(
-        self, secret: bytes, lifetime_seconds: float, secure: bool, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._secret = secret
-        self.lifetime_seconds = lifetime_seconds
-        self.secure = secure
-        self.clock = clock
-        self._revoked: collections.OrderedDict[str, float] = collections.OrderedDict()
-
-    def new(self, reviewer: str = "") -> Session:
-        return Session(reviewer, secrets.token_hex(16), float(int(self.clock() + self.lifetime_seconds)))
-
-    def read(self, cookie: str | None) -> Session | None:
-        """The session of a cookie value, or None when it is malformed, forged, expired or revoked."""
-        if not cookie or len(cookie) > 1024:
-            return None
-        parts = cookie.split(".")
-        if len(parts) != 4:
-            return None
-        name_hex, nonce, expires, mac = parts
-        if not hmac.compare_digest(mac, self._mac("session", name_hex, nonce, expires)):
-            return None
-        try:
-            reviewer, deadline = bytes.fromhex(name_hex).decode(), float(expires)
-        except ValueError:
-            return None
-        if deadline <= self.clock() or nonce in self._revoked:
-            return None
-        return Session(reviewer, nonce, deadline)
-
-    def cookie_header(self, session: Session) -> str:
-        """The ``Set-Cookie`` value that gives the browser ``session``."""
-        name_hex, expires = session.reviewer.encode().hex(), str(int(session.expires))
-        value = ".".join((name_hex, session.nonce, expires, self._mac("session", name_hex, session.nonce, expires)))
-        max_age = max(0, int(session.expires - self.clock()))
-        secure = "; Secure" if self.secure else ""
-        return f"{COOKIE}={value}; Path=/review; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
-
-    def form_token(self, session: Session) -> str:
-        """The token every form of this session carries."""
-        return self._mac("form", session.nonce)
-
-    def token_ok(self, session: Session, token: str) -> bool:
-        return hmac.compare_digest(self.form_token(session), token)
-
-    def revoke(self, session: Session) -> None:
-        """Refuse ``session`` from now on, until it would have expired anyway."""
-        now = self.clock()
-        for nonce in [n for n, expires in self._revoked.items() if expires <= now]:
-            del self._revoked[nonce]
-        self._revoked[session.nonce] = session.expires
-        while len(self._revoked) > MAX_TRACKED:
-            self._revoked.popitem(last=False)
-
-    def _mac(self, purpose: str, *parts: str) -> str:
-        return hmac.new(self._secret, "|".join((purpose, *parts)).encode(), hashlib.sha256).hexdigest()
-
-
-class SignInLimiter:
-    """Counts failed sign-ins per client address; too many within the window refuse further tries."""
-
-    def __init__(
-        self,
-        max_failures: int = MAX_FAILED_SIGN_INS,
-        window_seconds: float = FAILED_SIGN_IN_WINDOW_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_failures = max_failures
-        self.window_seconds = window_seconds
-        self.clock = clock
-        self._failures: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
-
-    def blocked(self, address: str) -> bool:
-        return len(self._recent(address)) >= self.max_failures
-
-    def failed(self, address: str) -> None:
-        self._failures[address] = [*self._recent(address), self.clock()]
-        self._failures.move_to_end(address)
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
-
-    def _recent(self, address: str) -> list[float]:
-        since = self.clock() - self.window_seconds
-        return [t for t in self._failures.get(address, ()) if t > since]
-
-
-def host_allowed(host: str, allowed: frozenset[str]) -> bool:
-    """Whether a ``Host`` header names one of ``allowed`` (entries ``name`` match any port, ``name:port`` one)."""
-    host = host.strip().lower()
-    if host in allowed:
-        return True
-    name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
-    return bool(name) and name in allowed
-
-
-def proxy_user(
-    peer: str | None, header: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> str | None:
-    """The reviewer a trusted proxy names, or None when the request is not from one of ``networks`` or names
-    nobody usable."""
-    if peer is None or header is None:
-        return None
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return None
-    name = header.strip()
-    if not any(address in network for network in networks):
-        return None
-    if not 0 < len(name) <= MAX_REVIEWER_CHARS or not name.isprintable():
-        return None
-    return name
 
 
 class ReviewSite:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_app import APPROVED_TAGS
 from stream_app.review.accounts import add_reviewer
 from stream_app.review.labels import read_labels
-from stream_app.review.page import COOKIE
+from stream_app.review.sessions import COOKIE
 from tests.integration.harness import Topics, WorkerProcess, produce, read_outputs, run
 from tools.replay import event_value, read_rows
 

@@ -12,7 +12,8 @@ import pytest
 
 from stream_app.review.accounts import add_reviewer
 from stream_app.review.board import ReviewBoard
-from stream_app.review.page import COOKIE, ReviewSite, Sessions, SignInLimiter, WebRequest, WebResponse, host_allowed
+from stream_app.review.page import ReviewSite, WebRequest, WebResponse
+from stream_app.review.sessions import COOKIE, Sessions, SignInLimiter, host_allowed
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record
 
