@@ -350,7 +350,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     @app.timer(interval=settings.candidate_poll_seconds)
     async def manage_models() -> None:
         """Take up, shadow, promote or refuse candidate models; start a retrain when enough labels came in."""
-        lifecycle.poll()
+        await lifecycle.poll()
         await retrain.maybe_start(pipeline.classifier)
 
     @app.page("/metrics")

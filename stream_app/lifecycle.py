@@ -60,7 +60,11 @@ class Shadow:
 
     def observe(self, texts: Sequence[str], live: Sequence[Prediction], live_threshold: float) -> None:
         """Classify ``texts`` with the candidate and compare with the live model's ``live`` predictions."""
-        for said, theirs in zip(self.candidate.predict(list(texts)), live, strict=True):
+        self.compare(self.candidate.predict(list(texts)), live, live_threshold)
+
+    def compare(self, candidate: Sequence[Prediction], live: Sequence[Prediction], live_threshold: float) -> None:
+        """Count the candidate's ``candidate`` predictions against the live model's ``live`` ones (same texts)."""
+        for said, theirs in zip(candidate, live, strict=True):
             self.seen += 1
             self.agreed += said.tag == theirs.tag
             self.candidate_below += said.confidence < self.candidate.threshold
@@ -138,7 +142,11 @@ def file_decision(folder: Path, candidates_dir: Path, outcome: str, detail: dict
 
 
 class ModelLifecycle:
-    """Candidates one at a time: admit or refuse, shadow, then promote (swap the pipeline's model) or refuse."""
+    """Candidates one at a time: admit or refuse, shadow, then promote (swap the pipeline's model) or refuse.
+
+    Listing, loading, hashing and filing candidates run on a thread (:func:`asyncio.to_thread`): a model of a few
+    MB takes tens of milliseconds to hash and load, which the event loop would spend away from Kafka.
+    """
 
     def __init__(
         self,
@@ -155,7 +163,7 @@ class ModelLifecycle:
         self.review_threshold = review_threshold
         self.trial: tuple[Path, Shadow] | None = None
 
-    def poll(self) -> None:
+    async def poll(self) -> None:
         """Decide a finished shadow run, or take up the next pending candidate."""
         if self.trial is not None:
             folder, shadow = self.trial
@@ -164,41 +172,42 @@ class ModelLifecycle:
             self.trial, self.pipeline.shadow = None, None
             passed, figures = shadow.verdict()
             if passed:
-                self._promote(folder, shadow.candidate, {"shadow": figures})
+                await self._promote(folder, shadow.candidate, {"shadow": figures})
             else:
-                self._refuse(folder, Refusal("worse_shadow", json.dumps(figures)))
+                await self._refuse(folder, Refusal("worse_shadow", json.dumps(figures)))
             return
-        for folder in pending_candidates(self.candidates_dir):
-            result = admit(folder, self.pipeline.classifier.version, self.review_threshold)
+        for folder in await asyncio.to_thread(pending_candidates, self.candidates_dir):
+            result = await asyncio.to_thread(admit, folder, self.pipeline.classifier.version, self.review_threshold)
             if isinstance(result, Refusal):
-                self._refuse(folder, result)
+                await self._refuse(folder, result)
                 continue
             if self.shadow_events == 0:
-                self._promote(folder, result, {"shadow": None})
+                await self._promote(folder, result, {"shadow": None})
                 return
             log.info("shadowing candidate model %s for %d events", result.version, self.shadow_events)
             self.trial = (folder, Shadow(result, self.shadow_events))
             self.pipeline.shadow = self.trial[1]
             return
 
-    def _promote(self, folder: Path, candidate: Classifier, detail: dict[str, Any]) -> None:
+    async def _promote(self, folder: Path, candidate: Classifier, detail: dict[str, Any]) -> None:
         previous = self.pipeline.classifier.version
         self.pipeline.swap(candidate)
-        file_decision(
-            folder, self.candidates_dir, PROMOTED, {"version": candidate.version, "replaced": previous, **detail}
-        )
+        detail = {"version": candidate.version, "replaced": previous, **detail}
+        await asyncio.to_thread(file_decision, folder, self.candidates_dir, PROMOTED, detail)
         self.metrics.promoted()
         log.warning("promoted model %s (replacing %s)", candidate.version, previous)
 
-    def _refuse(self, folder: Path, refusal: Refusal) -> None:
-        file_decision(folder, self.candidates_dir, REFUSED, {"reason": refusal.reason, "detail": refusal.detail})
+    async def _refuse(self, folder: Path, refusal: Refusal) -> None:
+        detail = {"reason": refusal.reason, "detail": refusal.detail}
+        await asyncio.to_thread(file_decision, folder, self.candidates_dir, REFUSED, detail)
         self.metrics.refused(refusal.reason)
         log.warning("refused candidate model in %s: %s (%s)", folder.name, refusal.reason, refusal.detail)
 
 
 class Retrainer:
     """Starts ``python -m model_export`` on the labelled store after ``TAGGER_RETRAIN_AFTER_LABELS`` new decisions,
-    one run at a time, as a subprocess (never in the event loop); its candidate lands in the candidates folder."""
+    one run at a time, as a subprocess (never in the event loop); its candidate lands in the candidates folder.
+    The labelled store is read on a thread: it grows with every decision, and it is counted on every poll."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -210,12 +219,12 @@ class Retrainer:
         after = self.settings.retrain_after_labels
         if after == 0 or (self.process is not None and self.process.returncode is None):
             return
-        labels = len(read_labels(self.settings.labels_path)[0])
+        labels = len((await asyncio.to_thread(read_labels, self.settings.labels_path))[0])
         if labels - self.labels_at_last_run < after:
             return
         self.labels_at_last_run = labels
         out = self.settings.candidates_dir / f"retrain-{int(time.time())}"
-        live_dir = current_model_dir(self.settings.model_dir, self.settings.candidates_dir)
+        live_dir = await asyncio.to_thread(current_model_dir, self.settings.model_dir, self.settings.candidates_dir)
         command = [
             sys.executable, "-m", "model_export", "--feedback", str(self.settings.labels_path),
             "--live", str(live_dir), "--out", str(out),

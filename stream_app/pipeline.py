@@ -110,15 +110,18 @@ class Pipeline:
         verdicts = [check(item) for item in batch]
         fresh = [item for item, verdict in zip(batch, verdicts, strict=True) if verdict.duplicate_of is None]
         texts = [event_text(item.event.title, item.event.description) for item in fresh]
-        return CheckedBatch(batch, verdicts, texts, self.classifier, self.drift)
+        shadow = self.shadow if self.shadow is not None and not self.shadow.done else None
+        return CheckedBatch(batch, verdicts, texts, self.classifier, self.drift, shadow)
 
     def route(self, checked: CheckedBatch, predictions: Sequence[Prediction]) -> list[Output]:
         """The outputs of a checked batch, given the model's ``predictions`` for its non-duplicates."""
         classifier, drift = checked.classifier, checked.drift  # a swap since dedupe() does not apply to this batch
         if checked.texts:
             self.metrics.batch(len(checked.texts), checked.model_seconds)
-            if self.shadow is not None and not self.shadow.done:
-                self.shadow.observe(checked.texts, predictions, classifier.threshold)
+            if checked.shadow is not None:
+                if checked.shadow_predictions is None:  # classified here, not through classify()
+                    checked.shadow_predictions = checked.shadow.candidate.predict(checked.texts)
+                checked.shadow.compare(checked.shadow_predictions, predictions, classifier.threshold)
         remaining = iter(predictions)
         processed_at = utc_iso(time.time())
         outputs: list[Output] = []
@@ -169,14 +172,20 @@ class CheckedBatch:
     texts: list[str]
     classifier: Classifier
     drift: DriftMonitor
+    shadow: Shadow | None = None
+    """The candidate shadowing the live model on this batch, if any."""
+    shadow_predictions: list[Prediction] | None = None
     model_seconds: float = 0.0
 
     def classify(self) -> list[Prediction]:
-        """The model's predictions for ``texts``, timed into ``model_seconds``. It touches only the model and
-        this batch, so it may run on another thread: onnxruntime releases the GIL while it computes."""
+        """The model's predictions for ``texts``, timed into ``model_seconds``, and the shadow's into
+        ``shadow_predictions``. It touches only the models and this batch, so it may run on another thread:
+        onnxruntime releases the GIL while it computes."""
         if not self.texts:
             return []
         started = time.perf_counter()
         predictions = self.classifier.predict(self.texts)
         self.model_seconds = time.perf_counter() - started
+        if self.shadow is not None:
+            self.shadow_predictions = self.shadow.candidate.predict(self.texts)
         return predictions

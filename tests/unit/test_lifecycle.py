@@ -7,11 +7,15 @@ import asyncio
 import dataclasses
 import json
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import stream_app.classifier as classifier_module
+import stream_app.lifecycle as lifecycle_module
 from model_export.promote import Scores, not_worse
 from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
@@ -114,7 +118,7 @@ def test_a_promoted_candidate_serves_from_the_next_batch_and_after_a_restart(
     card["threshold"] = 0.5
     (folder / "model.json").write_text(json.dumps(card))
     lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
-    lifecycle.poll()
+    asyncio.run(lifecycle.poll())
     assert pipeline.shadow is not None and pipeline.classifier.threshold != 0.5
 
     def unique(item: Admitted) -> DedupeVerdict:
@@ -123,7 +127,7 @@ def test_a_promoted_candidate_serves_from_the_next_batch_and_after_a_restart(
     batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(5)]
     assert all(isinstance(item, Admitted) for item in batch)
     before = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
-    lifecycle.poll()  # the shadow saw 5 events: decide
+    asyncio.run(lifecycle.poll())  # the shadow saw 5 events: decide
     assert pipeline.shadow is None and pipeline.classifier.threshold == 0.5
     assert registry.get_sample_value("content_tagger_model_promotions_total") == 1
     assert registry.get_sample_value("content_tagger_review_threshold") == 0.5
@@ -140,7 +144,7 @@ def test_a_refused_candidate_is_counted_and_the_live_model_keeps_serving(
     live = pipeline.classifier
     candidate(tmp_path, trained_model_dir, "worse", passed=False, live_version=live.version, reasons=["worse"])
     lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
-    lifecycle.poll()
+    asyncio.run(lifecycle.poll())
     assert pipeline.classifier is live and pipeline.shadow is None
     assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"}) == 1
     decision = json.loads((tmp_path / "candidates" / "refused" / "worse" / "decision.json").read_text())
@@ -182,3 +186,59 @@ def test_enough_new_labels_start_one_retrain_whose_candidate_lands_in_the_candid
     (folder,) = asyncio.run(scenario())
     card = json.loads((folder / "model.json").read_text())
     assert card["promotion"]["live_version"] == live.version
+
+
+def test_candidates_are_loaded_and_hashed_and_the_shadow_runs_off_the_event_loop(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, _ = make_pipeline(trained_model_dir)
+    candidate(tmp_path, trained_model_dir, "next", passed=True, live_version=pipeline.classifier.version, reasons=[])
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
+    hashed_on: list[str] = []
+    real_sha = classifier_module.sha256_file
+    monkeypatch.setattr(classifier_module, "sha256_file", lambda p: hashed_on.append(thread_name()) or real_sha(p))
+
+    async def take_up() -> str:
+        await lifecycle.poll()
+        return thread_name()
+
+    loop_thread = asyncio.run(take_up())
+    assert pipeline.shadow is not None and hashed_on and loop_thread not in hashed_on
+
+    shadow_on: list[str] = []
+    candidate_model = pipeline.shadow.candidate
+    real_predict = candidate_model.predict
+
+    def predict(texts: list[str]) -> Any:
+        shadow_on.append(thread_name())
+        return real_predict(texts)
+
+    monkeypatch.setattr(candidate_model, "predict", predict)
+    batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(5)]
+    checked = pipeline.dedupe(
+        [b for b in batch if isinstance(b, Admitted)], lambda item: DedupeVerdict(item.dedupe_key, None, None, 0.0)
+    )
+    with ThreadPoolExecutor(1, thread_name_prefix="model") as model_thread:
+        predictions = model_thread.submit(checked.classify).result()
+    pipeline.route(checked, predictions)
+    assert pipeline.shadow.seen == 5 and shadow_on and all(name.startswith("model") for name in shadow_on)
+
+
+def test_the_labelled_store_is_counted_off_the_event_loop(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(model_dir=trained_model_dir, labels_path=tmp_path / "labels.jsonl", retrain_after_labels=5)
+    retrainer = Retrainer(settings)
+    read_on: list[str] = []
+    monkeypatch.setattr(lifecycle_module, "read_labels", lambda path: read_on.append(thread_name()) or ([], 0))
+
+    async def poll() -> str:
+        await retrainer.maybe_start(Classifier.load(trained_model_dir))
+        return thread_name()
+
+    loop_thread = asyncio.run(poll())
+    assert read_on and loop_thread not in read_on and retrainer.process is None
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
