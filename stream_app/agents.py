@@ -38,6 +38,7 @@ from stream_app.labels import LabelStore, read_labels
 from stream_app.lifecycle import ModelLifecycle, Retrainer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
+from stream_app.registry import fleet_model
 from stream_app.review import ReviewBoard, decide, render_page
 from stream_app.settings import Settings
 from stream_app.title_index import IndexChange, TitleIndex
@@ -345,13 +346,17 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     lifecycle = ModelLifecycle(
         pipeline, metrics, settings.candidates_dir, settings.shadow_events, settings.review_threshold
     )
-    retrain = Retrainer(settings)
+    fleet = fleet_model(settings, metrics)
+    retrain = Retrainer(settings, lambda: fleet.champion_dir if fleet is not None else None)
 
     @app.timer(interval=settings.candidate_poll_seconds)
     async def manage_models() -> None:
-        """Take up, shadow, promote or refuse candidate models; start a retrain when enough labels came in."""
+        """Take up, shadow, promote or refuse candidate models; start a retrain when a trigger fires; follow the
+        registry's champion and canary."""
         await lifecycle.poll()
-        await retrain.maybe_start(pipeline.classifier)
+        await retrain.maybe_start(pipeline.classifier, pipeline.drift.snapshot(), metrics)
+        if fleet is not None:
+            await fleet.poll(pipeline)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

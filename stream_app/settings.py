@@ -95,6 +95,28 @@ class Settings:
     """SASL user name."""
     sasl_password: str = field(default="", repr=False)
     """SASL password; never printed."""
+    registry_url: str = ""
+    """Base URL of the MLflow model registry the fleet follows (``http://host:5000``); empty: no registry, the
+    worker serves ``TAGGER_MODEL_DIR`` and the candidates folder only."""
+    registry_model: str = "content-tagger"
+    """Name of the registered model whose ``champion`` and ``canary`` aliases the worker follows."""
+    canary_fraction: float = 0.1
+    """Share of the events (by a hash of the event id) served by the registry's ``canary`` version."""
+    canary_decider: bool = False
+    """Whether this worker promotes or rolls back the canary, on the whole fleet's counts in the registry (set it
+    on one worker of the fleet; every worker publishes its counts)."""
+    canary_min_events: int = 500
+    """Events the canary must have served, fleet-wide, before it is judged."""
+    canary_min_judged: int = 0
+    """Canary predictions people must have judged, fleet-wide, before it is judged (0: judge it on the review
+    share alone, and on online precision when any of its predictions were judged)."""
+    retrain_drift_seconds: float = 0.0
+    """Retrain when a drift PSI has stayed above ``TAGGER_RETRAIN_DRIFT_PSI`` this long (0: never)."""
+    retrain_drift_psi: float = 0.2
+    """Drift PSI (confidence or tags, over at least 200 events) past which the drift trigger counts."""
+    retrain_min_judged: int = 0
+    """Retrain when online precision of auto-tagged items is below the card's target precision over at least
+    this many judged ones (0: never)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +152,16 @@ class Settings:
         for name in ("producer_linger_seconds", "max_clock_skew_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TAGGER_{name.upper()} must be >= 0")
+        registry_url_ok = not self.registry_url or self.registry_url.startswith(("http://", "https://"))
+        if not registry_url_ok or not 0.0 <= self.canary_fraction <= 1.0:
+            raise ConfigError("TAGGER_REGISTRY_URL must be an http(s) URL, TAGGER_CANARY_FRACTION between 0 and 1")
+        if self.retrain_drift_seconds < 0 or self.retrain_drift_psi <= 0 or self.retrain_min_judged < 0:
+            raise ConfigError(
+                "TAGGER_RETRAIN_DRIFT_SECONDS and TAGGER_RETRAIN_MIN_JUDGED must be >= 0, "
+                "TAGGER_RETRAIN_DRIFT_PSI positive"
+            )
+        if self.canary_min_events < 1 or self.canary_min_judged < 0:
+            raise ConfigError("TAGGER_CANARY_MIN_EVENTS must be at least 1, TAGGER_CANARY_MIN_JUDGED at least 0")
         positive = ("dedupe_ttl_days", "batch_timeout_seconds", "stop_timeout_seconds", "commit_interval_seconds")
         for name in positive:
             if getattr(self, name) <= 0:

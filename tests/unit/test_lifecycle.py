@@ -20,6 +20,7 @@ from model_export.promote import Scores, not_worse
 from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
+from stream_app.drift import DriftSnapshot
 from stream_app.labels import LabelStore
 from stream_app.lifecycle import ModelLifecycle, Refusal, Retrainer, Shadow, admit, current_model_dir
 from stream_app.pipeline import Admitted
@@ -242,3 +243,42 @@ def test_the_labelled_store_is_counted_off_the_event_loop(
 
 def thread_name() -> str:
     return threading.current_thread().name
+
+
+def test_drift_fires_a_retrain_only_after_lasting_the_stated_time_and_once_per_model(trained_model_dir: Path) -> None:
+    settings = Settings(model_dir=trained_model_dir, retrain_drift_seconds=60, retrain_drift_psi=0.2)
+    retrainer = Retrainer(settings)
+    live = Classifier.load(trained_model_dir)
+    drifted, calm, few = (
+        DriftSnapshot(0.5, 0.1, 0.2, 500),
+        DriftSnapshot(0.1, 0.1, 0.2, 500),
+        DriftSnapshot(9, 9, 0, 50),
+    )
+    assert retrainer._drift_reason(live, drifted, 1000.0) is None  # drift starts
+    assert retrainer._drift_reason(live, calm, 1030.0) is None  # and stops: the clock starts again
+    assert retrainer._drift_reason(live, few, 1031.0) is None  # too few events to tell
+    assert retrainer._drift_reason(live, drifted, 1040.0) is None
+    assert retrainer._drift_reason(live, drifted, 1099.0) is None
+    reason = retrainer._drift_reason(live, drifted, 1100.0)
+    assert reason is not None and reason.startswith("drift: confidence PSI 0.50")
+    retrainer.fired.add(("drift", live.version))
+    assert retrainer._drift_reason(live, drifted, 1200.0) is None  # not again for the same model
+    assert Retrainer(Settings(model_dir=trained_model_dir))._drift_reason(live, drifted, 1e9) is None  # off
+
+
+def test_online_precision_below_the_cards_target_fires_a_retrain_over_enough_judged_items(
+    trained_model_dir: Path,
+) -> None:
+    pipeline, _ = make_pipeline(trained_model_dir)
+    live = pipeline.classifier
+    retrainer = Retrainer(Settings(model_dir=trained_model_dir, retrain_min_judged=10))
+    for n in range(9):
+        pipeline.metrics.judged("reported", live.version, "tagged", "mlops", n < 5)
+    pipeline.metrics.judged("corrected", live.version, "review", "mlops", False)  # not what the platform showed
+    assert retrainer._precision_reason(live, pipeline.metrics) is None  # 9 judged
+    pipeline.metrics.judged("accepted", live.version, "tagged", "mlops", True)
+    reason = retrainer._precision_reason(live, pipeline.metrics)
+    assert reason is not None and reason.startswith("precision: online precision 0.600 < target 0.97 over 10")
+    for _ in range(200):
+        pipeline.metrics.judged("accepted", live.version, "tagged", "mlops", True)
+    assert retrainer._precision_reason(live, pipeline.metrics) is None  # back above the target

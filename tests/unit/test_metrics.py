@@ -46,6 +46,8 @@ CONTRACT = {
     "content_tagger_review_backlog": "gauge",
     "content_tagger_model_refusals_total": "counter",
     "content_tagger_model_promotions_total": "counter",
+    "content_tagger_model_served_total": "counter",
+    "content_tagger_registry_reachable": "gauge",
 }
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
