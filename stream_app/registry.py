@@ -341,6 +341,11 @@ def noise(share: float, n: float) -> float:
     return 2.0 * math.sqrt(max(share * (1.0 - share), 0.01) / n) if n else 1.0
 
 
+UNANSWERED: Final = (RegistryError, OSError, KeyError, TypeError, ValueError)
+"""What a registry that is down, or answers with something unexpected, raises out of a call: the worker goes on
+serving what it serves."""
+
+
 class FleetModel:
     """Makes this worker serve what the registry's aliases say, checked as a model folder is.
 
@@ -400,13 +405,8 @@ class FleetModel:
         try:
             champion, model = await asyncio.to_thread(self._load, CHAMPION)
             canary, canary_model = await asyncio.to_thread(self._load, CANARY)
-        except (RegistryError, OSError) as error:
-            if self.reachable is not False:
-                log.warning(
-                    "the model registry does not answer; serving model %s: %s", pipeline.classifier.version, error
-                )
-            self.reachable = False
-            self.metrics.registry_reachable.set(0)
+        except UNANSWERED as error:
+            self._unreachable(pipeline, error)
             return
         if self.reachable is False:
             log.warning("the model registry answers again")
@@ -431,10 +431,21 @@ class FleetModel:
             self.followed[CANARY] = canary.number
             log.warning("serving canary version %s, model %s, beside %s", canary.number, canary_model.version,
                         pipeline.classifier.version)  # fmt: skip
-        if self.worker_name:
-            await asyncio.to_thread(self._publish, worker_counts(self.metrics))
-        if self.decides and canary is not None and champion is not None:
-            await asyncio.to_thread(self._decide, champion, canary)
+        try:
+            if self.worker_name:
+                await asyncio.to_thread(self._publish, worker_counts(self.metrics))
+            if self.decides and canary is not None and champion is not None:
+                await asyncio.to_thread(self._decide, champion, canary)
+        except UNANSWERED as error:
+            self._unreachable(pipeline, error)
+
+    def _unreachable(self, pipeline: Pipeline, error: Exception) -> None:
+        """Note that the registry failed a call (logged once until it answers again); nothing else changes."""
+        if self.reachable is not False:
+            served = pipeline.classifier.version
+            log.warning("the model registry does not answer; serving model %s: %r", served, error)
+        self.reachable = False
+        self.metrics.registry_reachable.set(0)
 
     def _publish(self, counts: Mapping[str, VersionCounts]) -> None:
         """Log this worker's counts per version as metrics of its run in :data:`FLEET_EXPERIMENT`."""

@@ -102,7 +102,7 @@ def served(worker: WorkerProcess, version: str) -> float:
 
 
 def test_workers_serve_their_folder_while_the_registry_is_down_and_follow_its_champion_when_it_answers(
-    start_worker: Any, mlflow_server: MlflowServer, trained_model_dir: Path, tmp_path: Path
+    mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     env = {"TAGGER_REGISTRY_URL": mlflow_server.url, "TAGGER_CANDIDATE_POLL_SECONDS": "0.5",
            "TAGGER_CANDIDATES_DIR": str(tmp_path / "candidates")}  # fmt: skip
@@ -143,7 +143,7 @@ def register_by_hand(client: RegistryClient, folder: Path, alias: str) -> str:
 
 
 def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back(
-    start_worker: Any, mlflow_server: MlflowServer, trained_model_dir: Path, tmp_path: Path
+    mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     mlflow_server.start()
     client = RegistryClient(mlflow_server.url)
@@ -200,7 +200,7 @@ def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back
 
 
 def test_a_drifted_stream_starts_exactly_one_retrain_recorded_with_its_trigger(
-    start_worker: Any, mlflow_server: MlflowServer, trained_model_dir: Path, tmp_path: Path
+    mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     mlflow_server.start()
     client = RegistryClient(mlflow_server.url)

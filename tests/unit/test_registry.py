@@ -124,6 +124,9 @@ class StandIn:
     def download(self, source: str, relative: str) -> bytes:
         return (self.folders[source] / relative).read_bytes()
 
+    def experiment_id(self, name: str) -> str:
+        raise RegistryError("HTTP 503")
+
 
 def test_a_worker_serves_its_folder_while_the_registry_is_down_and_follows_it_when_it_answers(
     trained_model_dir: Path, tmp_path: Path
@@ -159,3 +162,8 @@ def test_a_worker_serves_its_folder_while_the_registry_is_down_and_follows_it_wh
     del stand_in.aliases[CANARY]
     asyncio.run(fleet.poll(pipeline))
     assert pipeline.canary is None and pipeline.classifier.threshold == 0.5
+
+    fleet.worker_name = "w"  # publishing its counts fails half-way: the worker goes on
+    asyncio.run(fleet.poll(pipeline))
+    assert registry.get_sample_value("content_tagger_registry_reachable") == 0
+    assert pipeline.classifier.threshold == 0.5
