@@ -251,8 +251,12 @@ def fetch_version(client: RegistryClient, version: ModelVersion, cache_dir: Path
     return folder
 
 
-FLEET_EXPERIMENT: Final = "content-tagger-fleet"
-"""The experiment holding one run per worker, whose metrics are that worker's counts per model version."""
+def fleet_experiment(model_name: str) -> str:
+    """The experiment holding one run per worker following ``model_name``, whose metrics are that worker's counts
+    per model version (one per registered model, so fleets sharing a registry never sum each other's counts)."""
+    return f"{model_name}-fleet"
+
+
 REVIEW_SHARE_SLACK: Final = 0.05
 """How much more of its traffic a canary may send to people than the champion does."""
 PRECISION_SLACK: Final = 0.02
@@ -376,7 +380,7 @@ class FleetModel:
         self.champion_dir: Path | None = None
         """The folder of the champion this worker serves (None: it serves its model folder)."""
         self.worker_name = ""
-        """The name of this worker's run in :data:`FLEET_EXPERIMENT` (empty: counts are not published)."""
+        """The name of this worker's run in :func:`fleet_experiment` (empty: counts are not published)."""
         self.run_id: str | None = None
         self.decides = False
         """Whether this worker judges the canary on the whole fleet's counts (one worker of the fleet does)."""
@@ -448,9 +452,9 @@ class FleetModel:
         self.metrics.registry_reachable.set(0)
 
     def _publish(self, counts: Mapping[str, VersionCounts]) -> None:
-        """Log this worker's counts per version as metrics of its run in :data:`FLEET_EXPERIMENT`."""
+        """Log this worker's counts per version as metrics of its run in :func:`fleet_experiment`."""
         if self.run_id is None:
-            experiment = self.client.experiment_id(FLEET_EXPERIMENT)
+            experiment = self.client.experiment_id(fleet_experiment(self.model_name))
             self.run_id, _ = self.client.create_run(experiment, self.worker_name, {"worker": self.worker_name})
         values = {f"{name}.{version}": getattr(entry, name) for version, entry in counts.items()
                   for name in ("tagged", "review", "judged", "correct")}  # fmt: skip
@@ -461,7 +465,8 @@ class FleetModel:
         champion_version, canary_version = champion.tags.get("model_version"), canary.tags.get("model_version")
         if not champion_version or not canary_version:
             return
-        counts = fleet_counts(self.client.search_runs(self.client.experiment_id(FLEET_EXPERIMENT)))
+        runs = self.client.search_runs(self.client.experiment_id(fleet_experiment(self.model_name)))
+        counts = fleet_counts(runs)
         live, new = counts.get(champion_version, VersionCounts()), counts.get(canary_version, VersionCounts())
         verdict = canary_verdict(live, new, self.canary_min_events, self.canary_min_judged)
         if verdict is None:

@@ -25,7 +25,6 @@ from tests.integration.test_lifecycle import health_version, quux_items, write_l
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.mlflow]
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = "content-tagger"
 
 
 class MlflowServer:
@@ -37,26 +36,29 @@ class MlflowServer:
         self.env = {**os.environ, "MLFLOW_PORT": str(self.port), "MLFLOW_DATA_DIR": str(data_dir)}
 
     def start(self) -> None:
+        """Start the server; nothing happens when it runs."""
         subprocess.run([ROOT / "scripts" / "mlflow", "start"], env=self.env, check=True)
 
     def stop(self) -> None:
         subprocess.run([ROOT / "scripts" / "mlflow", "stop"], env=self.env, check=True)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
-    """An MLflow server of this test's own, not yet started; stopped at the end of the test."""
-    server = MlflowServer(tmp_path / "mlflow")
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One MLflow server for this module's tests, started by the first test that needs it (each test follows a
+    registered model of its own); stopped after the last."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
     try:
         yield server
     finally:
         server.stop()
 
 
-def export(out: Path, registry: str, *args: str) -> dict[str, Any]:
-    """Train with ``python -m model_export --fast``, logged to ``registry``; returns the card."""
-    subprocess.run([sys.executable, "-m", "model_export", "--fast", "--out", str(out), "--registry", registry, *args],
-                   cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+def export(out: Path, registry: str, model: str, *args: str) -> dict[str, Any]:
+    """Train with ``python -m model_export --fast``, logged to ``registry`` as a version of ``model``; returns the
+    card."""
+    subprocess.run([sys.executable, "-m", "model_export", "--fast", "--out", str(out), "--registry", registry,
+                    "--model-name", model, *args], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
     card: dict[str, Any] = json.loads((out / "model.json").read_text())
     return card
 
@@ -104,8 +106,10 @@ def served(worker: WorkerProcess, version: str) -> float:
 def test_workers_serve_their_folder_while_the_registry_is_down_and_follow_its_champion_when_it_answers(
     mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
+    model = "follow"
+    mlflow_server.stop()  # down, if an earlier test of the module started it
     env = {"TAGGER_REGISTRY_URL": mlflow_server.url, "TAGGER_CANDIDATE_POLL_SECONDS": "0.5",
-           "TAGGER_CANDIDATES_DIR": str(tmp_path / "candidates")}  # fmt: skip
+           "TAGGER_REGISTRY_MODEL": model, "TAGGER_CANDIDATES_DIR": str(tmp_path / "candidates")}  # fmt: skip
     first, topics = start_worker(partitions=2, **env)
     second, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **env)
     workers = (first, second)
@@ -117,9 +121,9 @@ def test_workers_serve_their_folder_while_the_registry_is_down_and_follow_its_ch
     assert "content_tagger_registry_reachable 0.0" in first.metrics_text()
 
     mlflow_server.start()
-    card = export(tmp_path / "champion", mlflow_server.url, "--seed", "7", "--reason", "test")
+    card = export(tmp_path / "champion", mlflow_server.url, model, "--seed", "7", "--reason", "test")
     client = RegistryClient(mlflow_server.url)
-    champion = client.alias(MODEL, CHAMPION)
+    champion = client.alias(model, CHAMPION)
     assert champion is not None and champion.tags["model_version"] == card["version"] != folder_version
     for worker in workers:
         wait_until(lambda w=worker: health_version(w.port) == card["version"], 60, "serving the registry's champion")
@@ -127,28 +131,31 @@ def test_workers_serve_their_folder_while_the_registry_is_down_and_follow_its_ch
     run(produce(bootstrap, topics.input, online))
     assert versions_of(bootstrap, topics, online) == {card["version"]}
     assert "content_tagger_registry_reachable 1.0" in first.metrics_text()
-    (run_info,) = client.search_runs(client.experiment_id(EXPERIMENT), f"tags.model_version = '{card['version']}'")
-    assert {t["key"]: t["value"] for t in run_info["data"]["tags"]}["trigger"] == "test"
+    runs = client.search_runs(client.experiment_id(EXPERIMENT), "tags.trigger = 'test'")
+    assert [{t["key"]: t["value"] for t in r["data"]["tags"]}["model_version"] for r in runs] == [card["version"]]
 
 
-def register_by_hand(client: RegistryClient, folder: Path, alias: str) -> str:
-    """Log ``folder``'s model as a run and register it under ``alias``; returns the version number."""
+def register_by_hand(client: RegistryClient, model: str, folder: Path, alias: str) -> str:
+    """Log ``folder``'s model as a run and register it as a version of ``model`` under ``alias``; returns the
+    version number."""
     card = json.loads((folder / "model.json").read_text())
     run_id, artifacts = client.create_run(client.experiment_id(EXPERIMENT), "by-hand", {})
     for name in MODEL_FILES:
         client.upload(artifacts, f"model/{name}", (folder / name).read_bytes())
-    version = client.register(MODEL, f"{artifacts}/model", run_id, {"model_version": card["version"]})
-    client.set_alias(MODEL, alias, version.number)
+    version = client.register(model, f"{artifacts}/model", run_id, {"model_version": card["version"]})
+    client.set_alias(model, alias, version.number)
     return version.number
 
 
 def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back(
     mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
+    model = "canary"
     mlflow_server.start()
     client = RegistryClient(mlflow_server.url)
-    champion_card = export(tmp_path / "champion", mlflow_server.url, "--seed", "7")
+    champion_card = export(tmp_path / "champion", mlflow_server.url, model, "--seed", "7")
     base = {"TAGGER_REGISTRY_URL": mlflow_server.url, "TAGGER_CANDIDATE_POLL_SECONDS": "0.5",
+            "TAGGER_REGISTRY_MODEL": model,
             "TAGGER_CANARY_FRACTION": "0.5", "TAGGER_CANARY_MIN_EVENTS": "100",
             "TAGGER_CANDIDATES_DIR": str(tmp_path / "candidates")}  # fmt: skip
     first, topics = start_worker(partitions=2, **base, TAGGER_CANARY_DECIDER="true")
@@ -161,14 +168,14 @@ def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back
     labels = tmp_path / "labels.jsonl"
     write_labels(labels, quux_items("fb", 80, seed=1), lambda item: "other")
     # The champion's seed, so both are scored on the same test split.
-    better = export(tmp_path / "better", mlflow_server.url, "--seed", "7", "--feedback", str(labels),
+    better = export(tmp_path / "better", mlflow_server.url, model, "--seed", "7", "--feedback", str(labels),
                     "--live", str(tmp_path / "champion"))  # fmt: skip
-    canary = client.alias(MODEL, CANARY)
+    canary = client.alias(model, CANARY)
     assert canary is not None and canary.tags["model_version"] == better["version"], better["promotion"]
     events = stream(600, seed=5, prefix="canary")
     run(produce(bootstrap, topics.input, events))
     promoted = wait_until(
-        lambda: (client.alias(MODEL, CHAMPION) or canary).number == canary.number, 120, "canary promoted", 0.05
+        lambda: (client.alias(model, CHAMPION) or canary).number == canary.number, 120, "canary promoted", 0.05
     )
     last = max(  # both served the canary, then both serve it as champion
         wait_until(lambda w=w: health_version(w.port) == better["version"], 30, "serving the promoted canary", 0.05)
@@ -176,7 +183,7 @@ def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back
     )
     print(f"\nfigure: promotion to the last of 2 workers serving it: {last - promoted:.2f} s (polls every 0.5 s)")
     assert all(served(worker, better["version"]) > 0 for worker in workers)
-    figures = json.loads(client.version(MODEL, canary.number).tags["canary"])
+    figures = json.loads(client.version(model, canary.number).tags["canary"])
     assert figures["canary"]["served"] >= 100 and figures["reasons"] == []
     print(f"\nfigure: events served by the canary before its promotion: {figures['canary']['served']:.0f}")
 
@@ -186,12 +193,12 @@ def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back
     card = json.loads((worse / "model.json").read_text())
     card["threshold"] = 0.99999
     (worse / "model.json").write_text(json.dumps(card))
-    number = register_by_hand(client, worse, CANARY)
+    number = register_by_hand(client, model, worse, CANARY)
     run(produce(bootstrap, topics.input, stream(600, seed=6, prefix="rollback")))
-    wait_until(lambda: client.alias(MODEL, CANARY) is None, 120, "canary rolled back")
-    decision = client.version(MODEL, number).tags["decision"]
+    wait_until(lambda: client.alias(model, CANARY) is None, 120, "canary rolled back")
+    decision = client.version(model, number).tags["decision"]
     assert decision.startswith("refused: worse_canary: review share"), decision
-    assert client.alias(MODEL, CHAMPION).number == canary.number  # type: ignore[union-attr]
+    assert client.alias(model, CHAMPION).number == canary.number  # type: ignore[union-attr]
     print("figure: rollbacks: 1")
     time.sleep(1.5)  # three polls: both workers have dropped the canary
     after = stream(60, seed=8, prefix="after")
@@ -202,13 +209,15 @@ def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back
 def test_a_drifted_stream_starts_exactly_one_retrain_recorded_with_its_trigger(
     mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
+    model = "drift"
     mlflow_server.start()
     client = RegistryClient(mlflow_server.url)
-    register_by_hand(client, trained_model_dir, CHAMPION)  # the model the worker serves from its folder
+    register_by_hand(client, model, trained_model_dir, CHAMPION)  # the model the worker serves from its folder
     labels = tmp_path / "labels.jsonl"
     write_labels(labels, quux_items("fb", 40, seed=2), lambda item: "other")
     worker, topics = start_worker(
-        TAGGER_REGISTRY_URL=mlflow_server.url, TAGGER_CANDIDATE_POLL_SECONDS="0.5", TAGGER_DRIFT_WINDOW="200",
+        TAGGER_REGISTRY_URL=mlflow_server.url, TAGGER_REGISTRY_MODEL=model, TAGGER_CANDIDATE_POLL_SECONDS="0.5",
+        TAGGER_DRIFT_WINDOW="200",
         TAGGER_RETRAIN_DRIFT_SECONDS="2", TAGGER_LABELS_PATH=str(labels),
         TAGGER_CANDIDATES_DIR=str(tmp_path / "candidates"),
     )  # fmt: skip

@@ -11,6 +11,7 @@ import pytest
 
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
+from stream_app.errors import ConfigError
 from stream_app.pipeline import Admitted, canary_share
 from stream_app.registry import (
     CANARY,
@@ -24,6 +25,7 @@ from stream_app.registry import (
     fleet_counts,
     worker_counts,
 )
+from stream_app.settings import Settings
 from tests.unit.test_pipeline import admit, make_pipeline
 
 
@@ -167,3 +169,20 @@ def test_a_worker_serves_its_folder_while_the_registry_is_down_and_follows_it_wh
     asyncio.run(fleet.poll(pipeline))
     assert registry.get_sample_value("content_tagger_registry_reachable") == 0
     assert pipeline.classifier.threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TAGGER_REGISTRY_URL", "file:///srv/registry"),
+        ("TAGGER_CANARY_FRACTION", "1.5"),
+        ("TAGGER_CANARY_MIN_EVENTS", "0"),
+        ("TAGGER_CANARY_MIN_JUDGED", "-1"),
+        ("TAGGER_RETRAIN_DRIFT_SECONDS", "-5"),
+        ("TAGGER_RETRAIN_DRIFT_PSI", "0"),
+        ("TAGGER_RETRAIN_MIN_JUDGED", "-1"),
+    ],
+)
+def test_bad_registry_and_retrain_settings_are_refused_with_the_variable_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
