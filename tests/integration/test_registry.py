@@ -54,6 +54,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def seven(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained once for the module with seed 7: another version than ``trained_model_dir``'s."""
+    out = tmp_path_factory.mktemp("seven")
+    subprocess.run([sys.executable, "-m", "model_export", "--fast", "--seed", "7", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    return out
+
+
 def export(out: Path, registry: str, model: str, *args: str) -> dict[str, Any]:
     """Train with ``python -m model_export --fast``, logged to ``registry`` as a version of ``model``; returns the
     card."""
@@ -104,7 +113,7 @@ def served(worker: WorkerProcess, version: str) -> float:
 
 
 def test_workers_serve_their_folder_while_the_registry_is_down_and_follow_its_champion_when_it_answers(
-    mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
+    mlflow_server: MlflowServer, seven: Path, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     model = "follow"
     mlflow_server.stop()  # down, if an earlier test of the module started it
@@ -121,18 +130,16 @@ def test_workers_serve_their_folder_while_the_registry_is_down_and_follow_its_ch
     assert "content_tagger_registry_reachable 0.0" in first.metrics_text()
 
     mlflow_server.start()
-    card = export(tmp_path / "champion", mlflow_server.url, model, "--seed", "7", "--reason", "test")
     client = RegistryClient(mlflow_server.url)
-    champion = client.alias(model, CHAMPION)
-    assert champion is not None and champion.tags["model_version"] == card["version"] != folder_version
+    register_by_hand(client, model, seven, CHAMPION)
+    card = json.loads((seven / "model.json").read_text())
+    assert card["version"] != folder_version
     for worker in workers:
         wait_until(lambda w=worker: health_version(w.port) == card["version"], 60, "serving the registry's champion")
     online = stream(60, seed=4, prefix="online")
     run(produce(bootstrap, topics.input, online))
     assert versions_of(bootstrap, topics, online) == {card["version"]}
     assert "content_tagger_registry_reachable 1.0" in first.metrics_text()
-    runs = client.search_runs(client.experiment_id(EXPERIMENT), "tags.trigger = 'test'")
-    assert [{t["key"]: t["value"] for t in r["data"]["tags"]}["model_version"] for r in runs] == [card["version"]]
 
 
 def register_by_hand(client: RegistryClient, model: str, folder: Path, alias: str) -> str:
@@ -148,12 +155,13 @@ def register_by_hand(client: RegistryClient, model: str, folder: Path, alias: st
 
 
 def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back(
-    mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
+    mlflow_server: MlflowServer, seven: Path, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     model = "canary"
     mlflow_server.start()
     client = RegistryClient(mlflow_server.url)
-    champion_card = export(tmp_path / "champion", mlflow_server.url, model, "--seed", "7")
+    register_by_hand(client, model, seven, CHAMPION)
+    champion_card = json.loads((seven / "model.json").read_text())
     base = {"TAGGER_REGISTRY_URL": mlflow_server.url, "TAGGER_CANDIDATE_POLL_SECONDS": "0.5",
             "TAGGER_REGISTRY_MODEL": model,
             "TAGGER_CANARY_FRACTION": "0.5", "TAGGER_CANARY_MIN_EVENTS": "100",
@@ -169,9 +177,17 @@ def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back
     write_labels(labels, quux_items("fb", 80, seed=1), lambda item: "other")
     # The champion's seed, so both are scored on the same test split.
     better = export(tmp_path / "better", mlflow_server.url, model, "--seed", "7", "--feedback", str(labels),
-                    "--live", str(tmp_path / "champion"))  # fmt: skip
+                    "--live", str(seven), "--reason", "test")  # fmt: skip
     canary = client.alias(model, CANARY)
     assert canary is not None and canary.tags["model_version"] == better["version"], better["promotion"]
+    assert canary.tags["gate.passed"] == "true" and canary.tags["trigger"] == "test"
+    (logged,) = client.search_runs(client.experiment_id(EXPERIMENT), "tags.trigger = 'test'")
+    logged_tags = {t["key"]: t["value"] for t in logged["data"]["tags"]}
+    assert (
+        logged_tags["model_version"] == better["version"]
+        and logged_tags["data_sha256"] == better["sha256"]["training_data"]
+    )
+    assert {m["key"] for m in logged["data"]["metrics"]} >= {"test.precision", "test.f1", "threshold"}
     events = stream(600, seed=5, prefix="canary")
     run(produce(bootstrap, topics.input, events))
     promoted = wait_until(
