@@ -34,7 +34,7 @@ demo: $(MODEL) ## Run the service end to end on the sample data (starts Kafka an
 demo-stop: ## Stop the demo's worker and Kafka
 	scripts/demo stop
 
-test: $(STAMP) ## Run the whole test suite (starts and stops Kafka and Prometheus itself)
+test: $(STAMP) ## Run the whole test suite (starts and stops Kafka, Prometheus and MLflow itself)
 	$(VENV)/bin/pytest
 
 test-unit: $(STAMP) ## Run the tests that need no broker
@@ -58,6 +58,7 @@ bench: $(MODEL) ## Run the benchmarks (classifier, dedupe state, stream, index r
 	trap '[ -z "$$started" ] || scripts/kafka stop' EXIT; \
 	$(PY) -m bench.stream && $(PY) -m bench.replication && $(PY) -m bench.stream --rss-events $(BENCH_RSS_EVENTS)
 
-clean: ## Remove the virtualenv, caches, models and local broker data
+clean: ## Remove the virtualenv, caches, models, local broker and registry data
 	-scripts/kafka stop
+	-scripts/mlflow stop
 	rm -rf $(VENV) .cache .run artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from model_export import card, evaluate, export, promote, train
+from model_export import card, evaluate, export, promote, registry, train
 from model_export.data import Example, apply_feedback, load_dataset, load_feedback, title_key
 from stream_app.classifier import Classifier, event_text
 from stream_app.errors import TaggerError
@@ -177,6 +178,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=42, help="seed of the split and the cross-validation folds")
     parser.add_argument("--fast", action="store_true", help="search a one-point grid (for tests); same pipeline")
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("MLFLOW_TRACKING_URI", ""),
+        help="MLflow registry URL to log the run to and register the model in (default: $MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument("--reason", default="manual", help="why this run was started, recorded on the run")
+    parser.add_argument("--model-name", default="content-tagger", help="registered model name")
     args = parser.parse_args(argv)
     if not 0.0 < args.target_precision < 1.0:
         parser.error("--target-precision must be between 0 and 1")
@@ -188,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        run(args)
+        model_card = run(args)
+        if args.registry:
+            with stage("log to the registry"):
+                version = registry.log_training(args.registry, args.out, model_card, args.reason, args.model_name)
+                print(f"  registered version {version.number}: {version.tags.get('decision')}")
     except TaggerError as error:
         print(f"model_export: {error}", file=sys.stderr)
         return 2

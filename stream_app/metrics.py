@@ -163,6 +163,12 @@ class Metrics:
             for topic in SKIPPED_TOPICS
             for reason in SKIP_REASONS
         }
+        # ``version`` takes one value per model this worker served (champion or canary): a handful over its life.
+        self.model_served = counter(
+            "model_served", "Classified events, by the model version that served them and route.", ["version", "route"]
+        )
+        self._served: dict[tuple[str, str], Counter] = {}
+        self.registry_reachable = gauge("registry_reachable", "1 while the model registry answers, 0 when not.")
 
     def consumed(self, n: int = 1) -> None:
         """Count consumed input messages."""
@@ -203,14 +209,26 @@ class Metrics:
         """Observe one event's consume-to-produce time."""
         self.processing_latency.observe(seconds)
 
+    def served(self, version: str, route: str) -> None:
+        """Count one event classified by model ``version`` and sent to ``route`` (tagged or review)."""
+        child = self._served.get((version, route))
+        if child is None:
+            child = self._served[version, route] = self.model_served.labels(version, route)
+        child.inc()
+
+    def set_served_model(self, version: str) -> None:
+        """Create a served model's per-version series (served, online precision), so they read 0 from the start."""
+        for route in ROUTES:
+            self.model_served.labels(version, route)
+            for tag in APPROVED_TAGS:
+                self.online_judged.labels(version, route, tag)
+                self.online_correct.labels(version, route, tag)
+
     def set_model(self, version: str, threshold: float, reference_below_share: float) -> None:
         """Publish the served model; the previous model's info series is removed."""
         self.model_info.clear()
         self.model_info.labels(version, f"{threshold:.4f}").set(1)
-        for route in ROUTES:
-            for tag in APPROVED_TAGS:  # the served model's online precision series read 0 from the start
-                self.online_judged.labels(version, route, tag)
-                self.online_correct.labels(version, route, tag)
+        self.set_served_model(version)
         self.review_threshold.set(threshold)
         self.reference_below_threshold_share.set(reference_below_share)
 

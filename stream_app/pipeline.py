@@ -9,6 +9,7 @@ The Faust agent only moves bytes between topics and these calls.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,12 @@ class Admitted:
     consumed_at: float
 
 
+def canary_share(event_id: str) -> float:
+    """Where an event id falls in [0, 1): events below the canary fraction are served by the canary. A hash of the
+    id, so a replayed event meets the same model, and every worker splits the same way."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") / 2**64
+
+
 def utc_iso(timestamp: float) -> str:
     """Seconds since the epoch as an ISO-8601 UTC string; never raises: a time before the epoch (or not a number)
     reads as the epoch, one past what a ``datetime`` holds as its last second (a broker's timestamp is whatever a
@@ -74,6 +81,16 @@ class Pipeline:
         self.drift = drift
         self.shadow: Shadow | None = None
         """A candidate model classifying the same events for comparison; nothing it says is emitted."""
+        self.canary: Classifier | None = None
+        """A model serving the events whose :func:`canary_share` is below ``canary_fraction``."""
+        self.canary_fraction = 0.0
+
+    def set_canary(self, classifier: Classifier | None, fraction: float = 0.0) -> None:
+        """Serve ``fraction`` of the events (by a hash of their id) with ``classifier`` from the next batch on;
+        None stops the canary."""
+        self.canary, self.canary_fraction = classifier, fraction if classifier is not None else 0.0
+        if classifier is not None:
+            self.metrics.set_served_model(classifier.version)
 
     def swap(self, classifier: Classifier) -> None:
         """Serve ``classifier`` from the next batch on, with its own drift reference and model metrics.
@@ -118,16 +135,24 @@ class Pipeline:
         verdicts = [check(item) for item in batch]
         fresh = [item for item, verdict in zip(batch, verdicts, strict=True) if verdict.duplicate_of is None]
         texts = [event_text(item.event.title, item.event.description) for item in fresh]
-        return CheckedBatch(batch, verdicts, texts, self.classifier, self.drift)
+        shadow = self.shadow if self.shadow is not None and not self.shadow.done else None
+        checked = CheckedBatch(batch, verdicts, texts, self.classifier, self.drift, shadow)
+        if self.canary is not None and self.canary_fraction > 0:
+            checked.canary = self.canary
+            checked.canary_mask = [canary_share(str(item.event.id)) < self.canary_fraction for item in fresh]
+        return checked
 
     def route(self, checked: CheckedBatch, predictions: Sequence[Prediction]) -> list[Output]:
         """The outputs of a checked batch, given the model's ``predictions`` for its non-duplicates."""
         classifier, drift = checked.classifier, checked.drift  # a swap since dedupe() does not apply to this batch
         if checked.texts:
             self.metrics.batch(len(checked.texts), checked.model_seconds)
-            if self.shadow is not None and not self.shadow.done:
-                self.shadow.observe(checked.texts, predictions, classifier.threshold)
+            if checked.shadow is not None:
+                if checked.shadow_predictions is None:  # classified here, not through classify()
+                    checked.shadow_predictions = checked.shadow.candidate.predict(checked.texts)
+                checked.shadow.compare(checked.shadow_predictions, predictions, classifier.threshold)
         remaining = iter(predictions)
+        served_by = iter(checked.models())
         processed_at = utc_iso(time.time())
         outputs: list[Output] = []
         for item, verdict in zip(checked.batch, checked.verdicts, strict=True):
@@ -145,18 +170,21 @@ class Pipeline:
                 outputs.append(Output("duplicate", event.key, record))
                 continue
             prediction = next(remaining)
+            model = next(served_by)
             self.metrics.classified(prediction.tag, prediction.confidence)
-            drift.observe(prediction.tag, prediction.confidence)
-            builder = tagged_record if prediction.confidence >= classifier.threshold else review_record
+            if model is classifier:  # the drift reference is the live model's
+                drift.observe(prediction.tag, prediction.confidence)
+            builder = tagged_record if prediction.confidence >= model.threshold else review_record
             kind: OutputKind = "tagged" if builder is tagged_record else "review"
             if kind == "tagged":
                 self.metrics.tagged(prediction.tag)
+            self.metrics.served(model.version, kind)
             record = builder(
                 event,
                 prediction.tag,
                 prediction.confidence,
                 prediction.scores,
-                classifier.version,
+                model.version,
                 item.dedupe_key,
                 processed_at,
             )
@@ -177,14 +205,36 @@ class CheckedBatch:
     texts: list[str]
     classifier: Classifier
     drift: DriftMonitor
+    shadow: Shadow | None = None
+    """The candidate shadowing the live model on this batch, if any."""
+    shadow_predictions: list[Prediction] | None = None
+    canary: Classifier | None = None
+    """The canary model bound to this batch, if any."""
+    canary_mask: list[bool] | None = None
+    """Per text, whether the canary serves it."""
     model_seconds: float = 0.0
 
+    def models(self) -> list[Classifier]:
+        """The model serving each text."""
+        if self.canary is None or self.canary_mask is None:
+            return [self.classifier] * len(self.texts)
+        return [self.canary if on else self.classifier for on in self.canary_mask]
+
     def classify(self) -> list[Prediction]:
-        """The model's predictions for ``texts``, timed into ``model_seconds``. It touches only the model and
-        this batch, so it may run on another thread: onnxruntime releases the GIL while it computes."""
+        """The model's predictions for ``texts``, timed into ``model_seconds``, and the shadow's into
+        ``shadow_predictions``. It touches only the models and this batch, so it may run on another thread:
+        onnxruntime releases the GIL while it computes."""
         if not self.texts:
             return []
         started = time.perf_counter()
-        predictions = self.classifier.predict(self.texts)
+        if self.canary is None or self.canary_mask is None or not any(self.canary_mask):
+            predictions = self.classifier.predict(self.texts)
+        else:
+            mask = self.canary_mask
+            live = iter(self.classifier.predict([t for t, on in zip(self.texts, mask, strict=True) if not on]))
+            canary = iter(self.canary.predict([t for t, on in zip(self.texts, mask, strict=True) if on]))
+            predictions = [next(canary) if on else next(live) for on in mask]
         self.model_seconds = time.perf_counter() - started
+        if self.shadow is not None:
+            self.shadow_predictions = self.shadow.candidate.predict(self.texts)
         return predictions

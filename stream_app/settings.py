@@ -161,6 +161,28 @@ class Settings:
     review_proxy_addresses: str = ""
     """With ``TAGGER_REVIEW_AUTH=proxy``: comma-separated addresses or networks (``10.0.0.5``, ``10.1.0.0/16``)
     of the proxy; the header is ignored on requests from anywhere else."""
+    registry_url: str = ""
+    """Base URL of the MLflow model registry the fleet follows (``http://host:5000``); empty: no registry, the
+    worker serves ``TAGGER_MODEL_DIR`` and the candidates folder only."""
+    registry_model: str = "content-tagger"
+    """Name of the registered model whose ``champion`` and ``canary`` aliases the worker follows."""
+    canary_fraction: float = 0.1
+    """Share of the events (by a hash of the event id) served by the registry's ``canary`` version."""
+    canary_decider: bool = False
+    """Whether this worker promotes or rolls back the canary, on the whole fleet's counts in the registry (set it
+    on one worker of the fleet; every worker publishes its counts)."""
+    canary_min_events: int = 500
+    """Events the canary must have served, fleet-wide, before it is judged."""
+    canary_min_judged: int = 0
+    """Canary predictions people must have judged, fleet-wide, before it is judged (0: judge it on the review
+    share alone, and on online precision when any of its predictions were judged)."""
+    retrain_drift_seconds: float = 0.0
+    """Retrain when a drift PSI has stayed above ``TAGGER_RETRAIN_DRIFT_PSI`` this long (0: never)."""
+    retrain_drift_psi: float = 0.2
+    """Drift PSI (confidence or tags, over at least 200 events) past which the drift trigger counts."""
+    retrain_min_judged: int = 0
+    """Retrain when online precision of auto-tagged items is below the card's target precision over at least
+    this many judged ones (0: never)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -201,6 +223,14 @@ class Settings:
             "commit_interval_seconds",
             "candidate_poll_seconds",
         )
+        for name in ("canary_min_judged", "retrain_min_judged", "retrain_drift_seconds"):
+            _check_range(self, name, 0, None)
+        _check_range(self, "canary_min_events", 1, None)
+        _check_range(self, "canary_fraction", 0.0, 1.0)
+        if self.retrain_drift_psi <= 0 or not math.isfinite(self.retrain_drift_psi):
+            raise ConfigError(f"TAGGER_RETRAIN_DRIFT_PSI={self.retrain_drift_psi!r} must be positive")
+        if self.registry_url and not self.registry_url.startswith(("http://", "https://")):
+            raise ConfigError(f"TAGGER_REGISTRY_URL={self.registry_url!r} is not an http(s) URL")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)}={getattr(self, name)!r} must be positive")

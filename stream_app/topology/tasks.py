@@ -10,6 +10,7 @@ from faust.types import AppT
 from stream_app.lifecycle import ModelLifecycle, Retrainer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
+from stream_app.registry import fleet_model
 from stream_app.review.board import ReviewBoard
 from stream_app.review.follower import follow_decisions
 from stream_app.review.labels import LabelStore
@@ -64,10 +65,14 @@ def register_tasks(
     lifecycle = ModelLifecycle(
         pipeline, metrics, settings.candidates_dir, settings.shadow_events, settings.review_threshold
     )
-    retrain = Retrainer(settings)
+    fleet = fleet_model(settings, metrics)
+    retrain = Retrainer(settings, lambda: fleet.champion_dir if fleet is not None else None)
 
     @app.timer(interval=settings.candidate_poll_seconds)
     async def manage_models() -> None:
-        """Take up, shadow, promote or refuse candidate models; start a retrain when enough labels came in."""
-        lifecycle.poll()
-        await retrain.maybe_start(pipeline.classifier)
+        """Take up, shadow, promote or refuse candidate models; start a retrain when a trigger fires; follow the
+        registry's champion and canary."""
+        await lifecycle.poll()
+        await retrain.maybe_start(pipeline.classifier, pipeline.drift.snapshot(), metrics)
+        if fleet is not None:
+            await fleet.poll(pipeline)

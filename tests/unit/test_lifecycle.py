@@ -7,15 +7,20 @@ import asyncio
 import dataclasses
 import json
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import stream_app.classifier as classifier_module
+import stream_app.lifecycle as lifecycle_module
 from model_export.promote import Scores, not_worse
 from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
+from stream_app.drift import DriftSnapshot
 from stream_app.lifecycle import ModelLifecycle, Refusal, Retrainer, Shadow, admit, current_model_dir
 from stream_app.pipeline import Admitted
 from stream_app.review.labels import LabelStore
@@ -114,7 +119,7 @@ def test_a_promoted_candidate_serves_from_the_next_batch_and_after_a_restart(
     card["threshold"] = 0.5
     (folder / "model.json").write_text(json.dumps(card))
     lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
-    lifecycle.poll()
+    asyncio.run(lifecycle.poll())
     assert pipeline.shadow is not None and pipeline.classifier.threshold != 0.5
 
     def unique(item: Admitted) -> DedupeVerdict:
@@ -123,7 +128,7 @@ def test_a_promoted_candidate_serves_from_the_next_batch_and_after_a_restart(
     batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(5)]
     assert all(isinstance(item, Admitted) for item in batch)
     before = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
-    lifecycle.poll()  # the shadow saw 5 events: decide
+    asyncio.run(lifecycle.poll())  # the shadow saw 5 events: decide
     assert pipeline.shadow is None and pipeline.classifier.threshold == 0.5
     assert registry.get_sample_value("content_tagger_model_promotions_total") == 1
     assert registry.get_sample_value("content_tagger_review_threshold") == 0.5
@@ -140,7 +145,7 @@ def test_a_refused_candidate_is_counted_and_the_live_model_keeps_serving(
     live = pipeline.classifier
     candidate(tmp_path, trained_model_dir, "worse", passed=False, live_version=live.version, reasons=["worse"])
     lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
-    lifecycle.poll()
+    asyncio.run(lifecycle.poll())
     assert pipeline.classifier is live and pipeline.shadow is None
     assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"}) == 1
     decision = json.loads((tmp_path / "candidates" / "refused" / "worse" / "decision.json").read_text())
@@ -182,3 +187,98 @@ def test_enough_new_labels_start_one_retrain_whose_candidate_lands_in_the_candid
     (folder,) = asyncio.run(scenario())
     card = json.loads((folder / "model.json").read_text())
     assert card["promotion"]["live_version"] == live.version
+
+
+def test_candidates_are_loaded_and_hashed_and_the_shadow_runs_off_the_event_loop(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, _ = make_pipeline(trained_model_dir)
+    candidate(tmp_path, trained_model_dir, "next", passed=True, live_version=pipeline.classifier.version, reasons=[])
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
+    hashed_on: list[str] = []
+    real_sha = classifier_module.sha256_file
+    monkeypatch.setattr(classifier_module, "sha256_file", lambda p: hashed_on.append(thread_name()) or real_sha(p))
+
+    async def take_up() -> str:
+        await lifecycle.poll()
+        return thread_name()
+
+    loop_thread = asyncio.run(take_up())
+    assert pipeline.shadow is not None and hashed_on and loop_thread not in hashed_on
+
+    shadow_on: list[str] = []
+    candidate_model = pipeline.shadow.candidate
+    real_predict = candidate_model.predict
+
+    def predict(texts: list[str]) -> Any:
+        shadow_on.append(thread_name())
+        return real_predict(texts)
+
+    monkeypatch.setattr(candidate_model, "predict", predict)
+    batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(5)]
+    checked = pipeline.dedupe(
+        [b for b in batch if isinstance(b, Admitted)], lambda item: DedupeVerdict(item.dedupe_key, None, None, 0.0)
+    )
+    with ThreadPoolExecutor(1, thread_name_prefix="model") as model_thread:
+        predictions = model_thread.submit(checked.classify).result()
+    pipeline.route(checked, predictions)
+    assert pipeline.shadow.seen == 5 and shadow_on and all(name.startswith("model") for name in shadow_on)
+
+
+def test_the_labelled_store_is_counted_off_the_event_loop(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(model_dir=trained_model_dir, labels_path=tmp_path / "labels.jsonl", retrain_after_labels=5)
+    retrainer = Retrainer(settings)
+    read_on: list[str] = []
+    monkeypatch.setattr(lifecycle_module, "read_labels", lambda path: read_on.append(thread_name()) or ([], 0))
+
+    async def poll() -> str:
+        await retrainer.maybe_start(Classifier.load(trained_model_dir))
+        return thread_name()
+
+    loop_thread = asyncio.run(poll())
+    assert read_on and loop_thread not in read_on and retrainer.process is None
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+def test_drift_fires_a_retrain_only_after_lasting_the_stated_time_and_once_per_model(trained_model_dir: Path) -> None:
+    settings = Settings(model_dir=trained_model_dir, retrain_drift_seconds=60, retrain_drift_psi=0.2)
+    retrainer = Retrainer(settings)
+    live = Classifier.load(trained_model_dir)
+    drifted, calm, few = (
+        DriftSnapshot(0.5, 0.1, 0.2, 500),
+        DriftSnapshot(0.1, 0.1, 0.2, 500),
+        DriftSnapshot(9, 9, 0, 50),
+    )
+    assert retrainer._drift_reason(live, drifted, 1000.0) is None  # drift starts
+    assert retrainer._drift_reason(live, calm, 1030.0) is None  # and stops: the clock starts again
+    assert retrainer._drift_reason(live, few, 1031.0) is None  # too few events to tell
+    assert retrainer._drift_reason(live, drifted, 1040.0) is None
+    assert retrainer._drift_reason(live, drifted, 1099.0) is None
+    reason = retrainer._drift_reason(live, drifted, 1100.0)
+    assert reason is not None and reason.startswith("drift: confidence PSI 0.50")
+    retrainer.fired.add(("drift", live.version))
+    assert retrainer._drift_reason(live, drifted, 1200.0) is None  # not again for the same model
+    assert Retrainer(Settings(model_dir=trained_model_dir))._drift_reason(live, drifted, 1e9) is None  # off
+
+
+def test_online_precision_below_the_cards_target_fires_a_retrain_over_enough_judged_items(
+    trained_model_dir: Path,
+) -> None:
+    pipeline, _ = make_pipeline(trained_model_dir)
+    live = pipeline.classifier
+    retrainer = Retrainer(Settings(model_dir=trained_model_dir, retrain_min_judged=10))
+    for n in range(9):
+        pipeline.metrics.judged("reported", live.version, "tagged", "mlops", n < 5)
+    pipeline.metrics.judged("corrected", live.version, "review", "mlops", False)  # not what the platform showed
+    assert retrainer._precision_reason(live, pipeline.metrics) is None  # 9 judged
+    pipeline.metrics.judged("accepted", live.version, "tagged", "mlops", True)
+    reason = retrainer._precision_reason(live, pipeline.metrics)
+    assert reason is not None and reason.startswith("precision: online precision 0.600 < target 0.97 over 10")
+    for _ in range(200):
+        pipeline.metrics.judged("accepted", live.version, "tagged", "mlops", True)
+    assert retrainer._precision_reason(live, pipeline.metrics) is None  # back above the target

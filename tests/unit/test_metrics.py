@@ -47,6 +47,8 @@ CONTRACT = {
     "content_tagger_model_refusals_total": "counter",
     "content_tagger_model_promotions_total": "counter",
     "content_tagger_skipped_records_total": "counter",
+    "content_tagger_model_served_total": "counter",
+    "content_tagger_registry_reachable": "gauge",
 }
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
