@@ -50,13 +50,13 @@ lint: $(STAMP) ## ruff and mypy
 
 BENCH_RSS_EVENTS ?= 1000000
 
-bench: $(MODEL) ## Run the benchmarks (classifier, dedupe state, stream, index replication, worker memory) into BENCHMARKS.md
+bench: $(MODEL) ## Run the benchmarks (classifier, dedupe state, stream, index replication, worker memory, profile) into BENCHMARKS.md
 	$(PY) -m bench.classifier
 	$(PY) -m bench.dedupe_state
 	export TAGGER_KAFKA_BOOTSTRAP_SERVERS="$${TAGGER_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-9092}}"; \
 	if scripts/kafka status >/dev/null 2>&1; then started=; else started=1; scripts/kafka start; fi; \
 	trap '[ -z "$$started" ] || scripts/kafka stop' EXIT; \
-	$(PY) -m bench.stream && $(PY) -m bench.replication && $(PY) -m bench.stream --rss-events $(BENCH_RSS_EVENTS)
+	$(PY) -m bench.stream && $(PY) -m bench.replication && $(PY) -m bench.stream --rss-events $(BENCH_RSS_EVENTS) && $(PY) -m bench.profile
 
 clean: ## Remove the virtualenv, caches, models, local broker and registry data
 	-scripts/kafka stop
