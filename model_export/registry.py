@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from stream_app.registry import CANARY, CHAMPION, EXPERIMENT, MODEL_FILES, ModelVersion, RegistryClient
+from stream_app.lifecycle.registry import CANARY, CHAMPION, EXPERIMENT, MODEL_FILES, ModelVersion, RegistryClient
 
 
 def flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:

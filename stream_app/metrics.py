@@ -63,6 +63,22 @@ REPLICATION_BUCKETS: Final = (
 )
 
 
+class _MetricMaker:
+    """Makes metrics of the worker's prefix in one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(PREFIX + name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(PREFIX + name, doc, labels, registry=self.registry)
+
+    def histogram(self, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()) -> Histogram:
+        return Histogram(PREFIX + name, doc, labels, buckets=buckets, registry=self.registry)
+
+
 class Metrics:
     """The worker's metrics.
 
@@ -73,84 +89,91 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, confidence_bin_edges: Sequence[float]) -> None:
         """Create every metric in ``registry``; confidence buckets are the model card's bins."""
+        make = _MetricMaker(registry)
+        self._stream_metrics(make, confidence_bin_edges)
+        self._feedback_and_model_metrics(make)
+        self._resolve_children()
 
-        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
-            return Counter(PREFIX + name, doc, labels, registry=registry)
-
-        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
-            return Gauge(PREFIX + name, doc, labels, registry=registry)
-
-        def histogram(name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()) -> Histogram:
-            return Histogram(PREFIX + name, doc, labels, buckets=buckets, registry=registry)
-
-        self.events_consumed = counter("events_consumed", "Input messages consumed.")
-        self.events_out = counter("events_out", "Records emitted, by output topic.", ["outcome"])
-        self.tagged_events = counter("tagged", "Events auto-tagged (not sent to review), by tag.", ["tag"])
-        self.deadletters = counter("deadletters", "Input messages dead-lettered, by reason.", ["reason"])
-        self.duplicates = counter("duplicates", "Events dropped as copies, by match kind.", ["match"])
-        self.processing_latency = histogram(
+    def _stream_metrics(self, make: _MetricMaker, confidence_bin_edges: Sequence[float]) -> None:
+        self.events_consumed = make.counter("events_consumed", "Input messages consumed.")
+        self.events_out = make.counter("events_out", "Records emitted, by output topic.", ["outcome"])
+        self.tagged_events = make.counter("tagged", "Events auto-tagged (not sent to review), by tag.", ["tag"])
+        self.deadletters = make.counter("deadletters", "Input messages dead-lettered, by reason.", ["reason"])
+        self.duplicates = make.counter("duplicates", "Events dropped as copies, by match kind.", ["match"])
+        self.processing_latency = make.histogram(
             "processing_latency_seconds",
             "Time from consuming an event to its output being acknowledged.",
             LATENCY_BUCKETS,
         )
-        self.inference_batch = histogram(
+        self.inference_batch = make.histogram(
             "inference_batch_duration_seconds", "Duration of one ONNX call on a batch.", INFERENCE_BUCKETS
         )
-        self.inference_message = histogram(
+        self.inference_message = make.histogram(
             "inference_message_duration_seconds",
             "ONNX time per event (batch duration / batch size).",
             INFERENCE_BUCKETS,
         )
-        self.batch_size = histogram("batch_size", "Events classified per ONNX call.", BATCH_BUCKETS)
+        self.batch_size = make.histogram("batch_size", "Events classified per ONNX call.", BATCH_BUCKETS)
         # Buckets are the model card's reference bins (the 0 edge is implicit), so the live histogram
         # compares with the reference bin for bin.
-        self.confidence = histogram(
+        self.confidence = make.histogram(
             "confidence",
             "Model confidence of classified events (tagged and review), by predicted tag.",
             [e for e in confidence_bin_edges if 0.0 < e < 1.0] + [1.0],
             ["tag"],
         )
-        self.drift_confidence_psi = gauge("drift_confidence_psi", "PSI of confidence (drift window).")
-        self.drift_tag_psi = gauge("drift_tag_psi", "PSI of predicted tags (drift window).")
-        self.below_threshold_share = gauge("below_threshold_share", "Drift window share below the threshold.")
-        self.reference_below_threshold_share = gauge(
+        self.drift_confidence_psi = make.gauge("drift_confidence_psi", "PSI of confidence (drift window).")
+        self.drift_tag_psi = make.gauge("drift_tag_psi", "PSI of predicted tags (drift window).")
+        self.below_threshold_share = make.gauge("below_threshold_share", "Drift window share below the threshold.")
+        self.reference_below_threshold_share = make.gauge(
             "reference_below_threshold_share", "Share below the threshold on the model card's reference."
         )
-        self.review_threshold = gauge("review_threshold", "Confidence below which events go to review.")
-        self.drift_window_events = gauge("drift_window_events", "Events in the drift window.")
-        self.dedupe_entries = gauge("dedupe_entries", "Entries in the title index held by this worker.")
-        self.index_replication_delay = histogram(
+        self.review_threshold = make.gauge("review_threshold", "Confidence below which events go to review.")
+        self.drift_window_events = make.gauge("drift_window_events", "Events in the drift window.")
+        self.dedupe_entries = make.gauge("dedupe_entries", "Entries in the title index held by this worker.")
+        self.index_replication_delay = make.histogram(
             "index_replication_delay_seconds",
             "Time from another worker writing a title index change to this worker applying it.",
             REPLICATION_BUCKETS,
         )
-        self.model_info = gauge("model_info", "The model being served (always 1).", ["version", "threshold"])
-        self.last_event_timestamp = gauge(
+        self.model_info = make.gauge("model_info", "The model being served (always 1).", ["version", "threshold"])
+        self.last_event_timestamp = make.gauge(
             "last_event_timestamp_seconds", "Event time (Kafka timestamp) of the last processed event."
         )
-        self.consumer_lag = gauge("consumer_lag", "Input messages not yet consumed.", ["partition"])
+        self.consumer_lag = make.gauge("consumer_lag", "Input messages not yet consumed.", ["partition"])
 
-        self.feedback_decisions = counter("feedback_decisions", "Feedback decisions seen, by verdict.", ["verdict"])
+    def _feedback_and_model_metrics(self, make: _MetricMaker) -> None:
+        self.feedback_decisions = make.counter(
+            "feedback_decisions", "Feedback decisions seen, by verdict.", ["verdict"]
+        )
         # ``version`` takes one value per model this worker served or saw judged: a handful over its life.
-        self.online_judged = counter(
+        self.online_judged = make.counter(
             "online_judged",
             "Model predictions a person has judged, by model version, route and predicted tag.",
             ["version", "route", "tag"],
         )
-        self.online_correct = counter(
+        self.online_correct = make.counter(
             "online_correct",
             "Judged predictions the person agreed with, by model version, route and predicted tag.",
             ["version", "route", "tag"],
         )
-        self.review_backlog = gauge("review_backlog", "Items on the review topic waiting for a decision.")
+        self.review_backlog = make.gauge("review_backlog", "Items on the review topic waiting for a decision.")
 
-        self.skipped_records = counter(
+        self.skipped_records = make.counter(
             "skipped_records",
             "Malformed records skipped (read, counted, logged and not acted on), by topic role and reason.",
             ["topic", "reason"],
         )
-        self.model_refusals = counter("model_refusals", "Candidate models refused, by reason.", ["reason"])
-        self.model_promotions = counter("model_promotions", "Candidate models promoted to serve.")
+        self.model_refusals = make.counter("model_refusals", "Candidate models refused, by reason.", ["reason"])
+        self.model_promotions = make.counter("model_promotions", "Candidate models promoted to serve.")
+        # ``version`` takes one value per model this worker served (champion or canary): a handful over its life.
+        self.model_served = make.counter(
+            "model_served", "Classified events, by the model version that served them and route.", ["version", "route"]
+        )
+        self.registry_reachable = make.gauge("registry_reachable", "1 while the model registry answers, 0 when not.")
+
+    def _resolve_children(self) -> None:
+        """The label children every per-event call updates, created up front."""
         self._refusals = {reason: self.model_refusals.labels(reason) for reason in MODEL_REFUSAL_REASONS}
         self._verdicts = {verdict: self.feedback_decisions.labels(verdict) for verdict in VERDICTS}
         self._out = {outcome: self.events_out.labels(outcome) for outcome in OUTCOMES}
@@ -163,12 +186,7 @@ class Metrics:
             for topic in SKIPPED_TOPICS
             for reason in SKIP_REASONS
         }
-        # ``version`` takes one value per model this worker served (champion or canary): a handful over its life.
-        self.model_served = counter(
-            "model_served", "Classified events, by the model version that served them and route.", ["version", "route"]
-        )
         self._served: dict[tuple[str, str], Counter] = {}
-        self.registry_reachable = gauge("registry_reachable", "1 while the model registry answers, 0 when not.")
 
     def consumed(self, n: int = 1) -> None:
         """Count consumed input messages."""

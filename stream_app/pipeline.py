@@ -19,7 +19,7 @@ from stream_app.classifier import Classifier, Prediction, event_text
 from stream_app.dedupe import DedupeVerdict, dedupe_key
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidEvent, should_dead_letter
-from stream_app.lifecycle import Shadow
+from stream_app.lifecycle.shadow import Shadow
 from stream_app.metrics import Metrics
 from stream_app.schema import (
     ContentEvent,

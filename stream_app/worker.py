@@ -19,7 +19,7 @@ from stream_app.app import create_app
 from stream_app.classifier import Classifier
 from stream_app.errors import TaggerError
 from stream_app.faust_patches.checks import check_library_hooks
-from stream_app.lifecycle import current_model_dir
+from stream_app.lifecycle.candidates import current_model_dir
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)

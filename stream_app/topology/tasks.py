@@ -7,10 +7,11 @@ from typing import Any
 
 from faust.types import AppT
 
-from stream_app.lifecycle import ModelLifecycle, Retrainer
+from stream_app.lifecycle.candidates import ModelLifecycle
+from stream_app.lifecycle.fleet import fleet_model
+from stream_app.lifecycle.retrain import Retrainer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
-from stream_app.registry import fleet_model
 from stream_app.review.board import ReviewBoard
 from stream_app.review.follower import follow_decisions
 from stream_app.review.labels import LabelStore

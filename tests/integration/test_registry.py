@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stream_app.registry import CANARY, CHAMPION, EXPERIMENT, MODEL_FILES, RegistryClient
+from stream_app.lifecycle.registry import CANARY, CHAMPION, EXPERIMENT, MODEL_FILES, RegistryClient
 from tests.integration.harness import Topics, WorkerProcess, account, free_port, produce, run
 from tests.integration.test_lifecycle import health_version, quux_items, write_labels
 from tools.replay import event_value, mixed_stream, read_rows

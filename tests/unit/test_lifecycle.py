@@ -15,13 +15,15 @@ from typing import Any
 import pytest
 
 import stream_app.classifier as classifier_module
-import stream_app.lifecycle as lifecycle_module
+import stream_app.lifecycle.retrain as retrain_module
 from model_export.promote import Scores, not_worse
 from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.drift import DriftSnapshot
-from stream_app.lifecycle import ModelLifecycle, Refusal, Retrainer, Shadow, admit, current_model_dir
+from stream_app.lifecycle.candidates import ModelLifecycle, Refusal, admit, current_model_dir
+from stream_app.lifecycle.retrain import Retrainer
+from stream_app.lifecycle.shadow import Shadow
 from stream_app.pipeline import Admitted
 from stream_app.review.labels import LabelStore
 from stream_app.settings import Settings
@@ -231,7 +233,7 @@ def test_the_labelled_store_is_counted_off_the_event_loop(
     settings = Settings(model_dir=trained_model_dir, labels_path=tmp_path / "labels.jsonl", retrain_after_labels=5)
     retrainer = Retrainer(settings)
     read_on: list[str] = []
-    monkeypatch.setattr(lifecycle_module, "read_labels", lambda path: read_on.append(thread_name()) or ([], 0))
+    monkeypatch.setattr(retrain_module, "read_labels", lambda path: read_on.append(thread_name()) or ([], 0))
 
     async def poll() -> str:
         await retrainer.maybe_start(Classifier.load(trained_model_dir))

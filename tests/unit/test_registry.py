@@ -12,19 +12,9 @@ import pytest
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.errors import ConfigError
+from stream_app.lifecycle.fleet import FleetModel, VersionCounts, canary_verdict, fleet_counts, worker_counts
+from stream_app.lifecycle.registry import CANARY, CHAMPION, ModelVersion, RegistryClient, RegistryError
 from stream_app.pipeline import Admitted, canary_share
-from stream_app.registry import (
-    CANARY,
-    CHAMPION,
-    FleetModel,
-    ModelVersion,
-    RegistryClient,
-    RegistryError,
-    VersionCounts,
-    canary_verdict,
-    fleet_counts,
-    worker_counts,
-)
 from stream_app.settings import Settings
 from tests.unit.test_pipeline import admit, make_pipeline
 

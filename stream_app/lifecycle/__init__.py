@@ -1,0 +1,3 @@
+"""A model's life after training: candidates admitted from a folder, shadowed and promoted or refused
+(:mod:`.candidates`, :mod:`.shadow`), retraining on labels, drift or falling precision (:mod:`.retrain`), and the
+fleet's registry with its champion and canary (:mod:`.registry`, :mod:`.fleet`)."""

@@ -1,0 +1,153 @@
+"""The online half of guarded promotion: admit a candidate model, run it in shadow beside the live one, and
+promote or refuse it. No Kafka here; the worker calls :meth:`ModelLifecycle.poll` from a timer.
+
+A candidate is a folder in ``TAGGER_CANDIDATES_DIR`` holding ``model.onnx`` and ``model.json`` (written by
+``python -m model_export --live ...``, which renames it into place whole). It is refused when it does not load
+(corrupt, tampered, tags not approved), when its card does not say it passed the offline comparison, or passed it
+against a model that no longer serves (stale). An admitted candidate shadows the live model: it classifies the
+same events, nothing it says is emitted, and after ``TAGGER_SHADOW_EVENTS`` events :meth:`Shadow.verdict` decides.
+A decided folder moves to ``promoted/`` or ``refused/`` (with ``decision.json``), so each is judged once; the
+newest promoted folder is what a restarted worker serves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stream_app.classifier import Classifier
+from stream_app.errors import ModelError
+from stream_app.lifecycle.shadow import Shadow
+
+if TYPE_CHECKING:  # the pipeline imports this module for Shadow
+    from stream_app.metrics import Metrics
+    from stream_app.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+PROMOTED, REFUSED = "promoted", "refused"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a candidate will not serve."""
+
+    reason: str
+    detail: str
+
+
+def admit(folder: Path, live_version: str, review_threshold: float | None = None) -> Classifier | Refusal:
+    """Load a candidate and check its card's offline comparison; a :class:`Refusal` says why not."""
+    try:
+        candidate = Classifier.load(folder, review_threshold)
+    except ModelError as error:
+        return Refusal(error.reason, str(error))
+    promotion = candidate.card.get("promotion")
+    if not isinstance(promotion, dict) or promotion.get("passed") is not True:
+        reasons = promotion.get("reasons") if isinstance(promotion, dict) else "no offline comparison in its card"
+        return Refusal("worse_offline", f"{candidate.version}: {reasons}")
+    if promotion.get("live_version") != live_version:
+        return Refusal("stale", f"compared with {promotion.get('live_version')}, but {live_version} serves")
+    return candidate
+
+
+def pending_candidates(candidates_dir: Path) -> list[Path]:
+    """Candidate folders not yet decided, oldest first (folders being written start with a dot)."""
+    if not candidates_dir.is_dir():
+        return []
+    folders = [
+        p for p in candidates_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in (PROMOTED, REFUSED)
+    ]  # fmt: skip
+    return sorted(folders, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def current_model_dir(model_dir: Path, candidates_dir: Path) -> Path:
+    """The folder to serve at start-up: the most recently promoted candidate, else ``model_dir``."""
+    promoted = candidates_dir / PROMOTED
+    decided = []
+    for folder in promoted.iterdir() if promoted.is_dir() else ():
+        try:
+            decided.append((json.loads((folder / "decision.json").read_text())["decided_at"], folder))
+        except (OSError, ValueError, KeyError):
+            continue
+    return max(decided)[1] if decided else model_dir
+
+
+def file_decision(folder: Path, candidates_dir: Path, outcome: str, detail: dict[str, Any]) -> Path:
+    """Move a decided candidate to ``promoted/`` or ``refused/`` with its ``decision.json``; returns where."""
+    target = candidates_dir / outcome / folder.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    folder.rename(target)
+    (target / "decision.json").write_text(json.dumps({"outcome": outcome, "decided_at": time.time(), **detail}))
+    return target
+
+
+class ModelLifecycle:
+    """Candidates one at a time: admit or refuse, shadow, then promote (swap the pipeline's model) or refuse.
+
+    Listing, loading, hashing and filing candidates run on a thread (:func:`asyncio.to_thread`): a model of a few
+    MB takes tens of milliseconds to hash and load, which the event loop would spend away from Kafka.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        candidates_dir: Path,
+        shadow_events: int,
+        review_threshold: float | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.candidates_dir = candidates_dir
+        self.shadow_events = shadow_events
+        self.review_threshold = review_threshold
+        self.trial: tuple[Path, Shadow] | None = None
+
+    async def poll(self) -> None:
+        """Decide a finished shadow run, or take up the next pending candidate."""
+        if self.trial is not None:
+            folder, shadow = self.trial
+            if not shadow.done:
+                return
+            self.trial, self.pipeline.shadow = None, None
+            passed, figures = shadow.verdict()
+            if passed:
+                await self._promote(folder, shadow.candidate, {"shadow": figures})
+            else:
+                await self._refuse(folder, Refusal("worse_shadow", json.dumps(figures)))
+            return
+        for folder in await asyncio.to_thread(pending_candidates, self.candidates_dir):
+            result = await asyncio.to_thread(admit, folder, self.pipeline.classifier.version, self.review_threshold)
+            if isinstance(result, Refusal):
+                await self._refuse(folder, result)
+                continue
+            if self.shadow_events == 0:
+                await self._promote(folder, result, {"shadow": None})
+                return
+            log.info("shadowing candidate model %s for %d events", result.version, self.shadow_events)
+            self.trial = (folder, Shadow(result, self.shadow_events))
+            self.pipeline.shadow = self.trial[1]
+            return
+
+    async def _promote(self, folder: Path, candidate: Classifier, detail: dict[str, Any]) -> None:
+        previous = self.pipeline.classifier.version
+        self.pipeline.swap(candidate)
+        detail = {"version": candidate.version, "replaced": previous, **detail}
+        await asyncio.to_thread(file_decision, folder, self.candidates_dir, PROMOTED, detail)
+        self.metrics.promoted()
+        log.warning("promoted model %s (replacing %s)", candidate.version, previous)
+
+    async def _refuse(self, folder: Path, refusal: Refusal) -> None:
+        detail = {"reason": refusal.reason, "detail": refusal.detail}
+        await asyncio.to_thread(file_decision, folder, self.candidates_dir, REFUSED, detail)
+        self.metrics.refused(refusal.reason)
+        log.warning("refused candidate model in %s: %s (%s)", folder.name, refusal.reason, refusal.detail)

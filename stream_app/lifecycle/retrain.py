@@ -1,0 +1,131 @@
+"""Retraining: started by the worker, one at a time, when new labels, drift or falling online precision call
+for it; the trigger is recorded as the run's reason."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from stream_app.classifier import Classifier
+from stream_app.drift import DriftSnapshot
+from stream_app.lifecycle.candidates import current_model_dir
+from stream_app.review.labels import read_labels
+from stream_app.settings import Settings
+
+if TYPE_CHECKING:  # the pipeline imports this module for Shadow
+    from stream_app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+DRIFT_MIN_EVENTS: Final = 200
+"""Fewest events in the drift window for it to count as drifted: below it, sampling noise alone passes 0.2 (the
+same floor as the drift alerts in monitoring/alerts.yml)."""
+
+
+def tagged_precision(metrics: Metrics, version: str) -> tuple[float, float]:
+    """Judged and correct auto-tagged predictions of model ``version`` (what the platform showed)."""
+    totals = {"judged": 0.0, "correct": 0.0}
+    for name, counter in (("judged", metrics.online_judged), ("correct", metrics.online_correct)):
+        for family in counter.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and labels["version"] == version and labels["route"] == "tagged":
+                    totals[name] += sample.value
+    return totals["judged"], totals["correct"]
+
+
+class Retrainer:
+    """Starts ``python -m model_export`` on the labelled store, one run at a time, as a subprocess (never in the
+    event loop), when one of its triggers fires; the trigger is logged and passed as the run's ``--reason``:
+
+    - ``labels``: ``TAGGER_RETRAIN_AFTER_LABELS`` new decisions in the labelled store;
+    - ``drift``: a drift PSI (confidence or tags) above ``TAGGER_RETRAIN_DRIFT_PSI`` over at least
+      :data:`DRIFT_MIN_EVENTS` events for ``TAGGER_RETRAIN_DRIFT_SECONDS``;
+    - ``precision``: online precision of the auto-tagged items below the card's target precision over at least
+      ``TAGGER_RETRAIN_MIN_JUDGED`` judged ones.
+
+    Drift and precision fire once per serving model: a retrain on the same model and the same traffic would
+    make the same candidate. Its candidate lands in the candidates folder, or, with a registry, is registered
+    there (and becomes the canary if it passes the offline gate). The labelled store is read on a thread: it
+    grows with every decision, and it is counted on every poll.
+    """
+
+    def __init__(self, settings: Settings, live_dir: Callable[[], Path | None] = lambda: None) -> None:
+        self.settings = settings
+        self.live_dir = live_dir
+        """The folder of the model serving now, when it is not one :func:`current_model_dir` finds."""
+        self.labels_at_last_run = len(read_labels(settings.labels_path)[0]) if settings.retrain_after_labels else 0
+        self.process: asyncio.subprocess.Process | None = None
+        self.reason = ""
+        self.drifted_since: float | None = None
+        self.fired: set[tuple[str, str]] = set()
+        """(trigger, model version) pairs that started a run already."""
+
+    def _drift_reason(self, live: Classifier, drift: DriftSnapshot | None, now: float) -> str | None:
+        seconds, limit = self.settings.retrain_drift_seconds, self.settings.retrain_drift_psi
+        if seconds <= 0 or drift is None:
+            return None
+        worst = max(drift.confidence_psi, drift.tag_psi)
+        if drift.events < DRIFT_MIN_EVENTS or worst <= limit:
+            self.drifted_since = None
+            return None
+        self.drifted_since = self.drifted_since if self.drifted_since is not None else now
+        if now - self.drifted_since < seconds or ("drift", live.version) in self.fired:
+            return None
+        return (f"drift: confidence PSI {drift.confidence_psi:.2f}, tag PSI {drift.tag_psi:.2f} > {limit} for "
+                f"{now - self.drifted_since:.0f} s over {drift.events} events")  # fmt: skip
+
+    def _precision_reason(self, live: Classifier, metrics: Metrics | None) -> str | None:
+        least = self.settings.retrain_min_judged
+        target = live.card.get("target_precision")
+        if least == 0 or metrics is None or not isinstance(target, int | float):
+            return None
+        judged, correct = tagged_precision(metrics, live.version)
+        if judged < least or correct / judged >= target or ("precision", live.version) in self.fired:
+            return None
+        return f"precision: online precision {correct / judged:.3f} < target {target} over {judged:.0f} judged"
+
+    async def _labels_reason(self) -> str | None:
+        after = self.settings.retrain_after_labels
+        if after == 0:
+            return None
+        labels = len((await asyncio.to_thread(read_labels, self.settings.labels_path))[0])
+        if labels - self.labels_at_last_run < after:
+            return None
+        self.labels_at_last_run = labels
+        return f"labels: {labels} decisions stored, {after} or more new"
+
+    async def maybe_start(
+        self, live: Classifier, drift: DriftSnapshot | None = None, metrics: Metrics | None = None
+    ) -> None:
+        """Start a retrain if none is running and a trigger fires."""
+        if self.process is not None and self.process.returncode is None:
+            return
+        reason = self._drift_reason(live, drift, time.monotonic()) or self._precision_reason(live, metrics)
+        reason = reason or await self._labels_reason()
+        if reason is None:
+            return
+        trigger = reason.split(":", 1)[0]
+        if trigger in ("drift", "precision"):
+            self.fired.add((trigger, live.version))
+        settings = self.settings
+        live_dir = self.live_dir() or await asyncio.to_thread(
+            current_model_dir, settings.model_dir, settings.candidates_dir
+        )
+        name = f"retrain-{int(time.time())}"
+        out = settings.data_dir / "retrain" / name if settings.registry_url else settings.candidates_dir / name
+        command = [
+            sys.executable, "-m", "model_export", "--feedback", str(settings.labels_path),
+            "--live", str(live_dir), "--out", str(out), "--reason", reason,
+        ]  # fmt: skip
+        if settings.registry_url:
+            command += ["--registry", settings.registry_url, "--model-name", settings.registry_model]
+        log.warning("retraining (model %s serves), %s: %s", live.version, reason, " ".join(command))
+        self.reason = reason
+        self.process = await asyncio.create_subprocess_exec(*command)

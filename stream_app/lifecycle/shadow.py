@@ -1,0 +1,63 @@
+"""A candidate model classifying live traffic beside the live one, counted but never emitted, and its verdict."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from stream_app.classifier import Classifier, Prediction
+
+if TYPE_CHECKING:  # the pipeline imports this module for Shadow
+    pass
+
+log = logging.getLogger(__name__)
+
+
+MIN_SHADOW_AGREEMENT: Final = 0.8
+"""Least share of shadowed events on which the candidate picks the live model's tag: a retrain on corrections
+changes some answers, a model that changes most of them is not the same product."""
+REVIEW_SHARE_SLACK: Final = 0.05
+"""How much more of the traffic the candidate may send to people than the live model does."""
+
+
+class Shadow:
+    """A candidate classifying live traffic beside the live model, counted but never emitted."""
+
+    def __init__(self, candidate: Classifier, events: int) -> None:
+        self.candidate = candidate
+        self.events = events
+        self.seen = self.agreed = self.candidate_below = self.live_below = 0
+
+    def observe(self, texts: Sequence[str], live: Sequence[Prediction], live_threshold: float) -> None:
+        """Classify ``texts`` with the candidate and compare with the live model's ``live`` predictions."""
+        self.compare(self.candidate.predict(list(texts)), live, live_threshold)
+
+    def compare(self, candidate: Sequence[Prediction], live: Sequence[Prediction], live_threshold: float) -> None:
+        """Count the candidate's ``candidate`` predictions against the live model's ``live`` ones (same texts)."""
+        for said, theirs in zip(candidate, live, strict=True):
+            self.seen += 1
+            self.agreed += said.tag == theirs.tag
+            self.candidate_below += said.confidence < self.candidate.threshold
+            self.live_below += theirs.confidence < live_threshold
+
+    @property
+    def done(self) -> bool:
+        """Whether enough events were shadowed to decide."""
+        return self.seen >= self.events
+
+    def verdict(self) -> tuple[bool, dict[str, Any]]:
+        """Promote or not, with the figures: the candidate must agree with the live model on at least
+        :data:`MIN_SHADOW_AGREEMENT` of the events and send at most :data:`REVIEW_SHARE_SLACK` more to review."""
+        seen = max(self.seen, 1)
+        figures = {
+            "events": self.seen,
+            "agreement": self.agreed / seen,
+            "candidate_review_share": self.candidate_below / seen,
+            "live_review_share": self.live_below / seen,
+        }
+        passed = (
+            figures["agreement"] >= MIN_SHADOW_AGREEMENT
+            and figures["candidate_review_share"] <= figures["live_review_share"] + REVIEW_SHARE_SLACK
+        )
+        return passed, figures
