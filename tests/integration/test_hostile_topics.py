@@ -120,9 +120,9 @@ async def worker_outputs(bootstrap: str, topics: Topics, wanted: set[str], timeo
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         kind_of = {name: kind for kind, name in kinds.items()}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not wanted <= {i for c in found.values() for i in c}:
-            for tp, records in (await consumer.getmany(timeout_ms=300)).items():
+
+        def take(fetched: dict[TopicPartition, list[Any]]) -> None:
+            for tp, records in fetched.items():
                 for record in records:
                     try:
                         identity = str(json.loads(record.value)["id"])
@@ -130,15 +130,12 @@ async def worker_outputs(bootstrap: str, topics: Topics, wanted: set[str], timeo
                         continue
                     if identity in wanted:
                         found[kind_of[tp.topic]][identity] += 1
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not wanted <= {i for c in found.values() for i in c}:
+            take(await consumer.getmany(timeout_ms=300))
         await asyncio.sleep(2.0)  # then a while for repeats
-        for tp, records in (await consumer.getmany(timeout_ms=300)).items():
-            for record in records:
-                try:
-                    identity = str(json.loads(record.value)["id"])
-                except (TypeError, ValueError, KeyError):
-                    continue
-                if identity in wanted:
-                    found[kind_of[tp.topic]][identity] += 1
+        take(await consumer.getmany(timeout_ms=300))
     finally:
         await consumer.stop()
     return found
