@@ -14,7 +14,7 @@ import pytest
 
 from stream_app.schema import load_schema
 from tests.integration.harness import ids_in, produce, read_outputs, run
-from tools.corpus import hard_negatives, planted_near_duplicates
+from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 from tools.replay import event_value, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -41,21 +41,13 @@ def dataset_rows() -> list[dict[str, Any]]:
     return read_rows(ROOT / "data" / "dataset.csv")
 
 
-def distinct_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows whose plain title (case and spaces aside) is not a repeat of an earlier row's."""
-    seen: set[str] = set()
-    kept = []
-    for row in rows:
-        plain = " ".join(row["title"].casefold().split())
-        if plain not in seen:
-            seen.add(plain)
-            kept.append(row)
-    return kept
-
-
 def schema_check(outputs: dict[str, list[dict[str, Any]]]) -> None:
-    names = {"tagged": "content-tagged", "review": "content-review", "duplicate": "content-duplicates",
-             "deadletter": "content-deadletter"}
+    names = {
+        "tagged": "content-tagged",
+        "review": "content-review",
+        "duplicate": "content-duplicates",
+        "deadletter": "content-deadletter",
+    }
     for kind, records in outputs.items():
         validator = jsonschema.Draft202012Validator(load_schema(names[kind]))
         for record in records:
@@ -105,9 +97,7 @@ def test_every_message_lands_in_exactly_one_topic_and_copies_are_dropped(start_w
         if str(copy["id"]) in by_copy:
             assert by_copy[str(copy["id"])]["duplicate_of"] == str(original["id"])
     schema_check(outputs)
-    assert {r["tag"] for r in outputs["tagged"]} <= {
-        "natural-language-processing", "computer-vision", "mlops", "other"
-    }
+    assert {r["tag"] for r in outputs["tagged"]} <= {"natural-language-processing", "computer-vision", "mlops", "other"}
 
 
 def test_titles_seen_before_a_restart_are_still_dropped_after_it(start_worker: Any) -> None:
