@@ -351,7 +351,8 @@ def parity_texts(held_out: Sequence[str]) -> list[str]:
 
 
 def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -> dict[str, Any]:
-    """Compare ONNX and scikit-learn on ``texts``; raise :class:`ParityError` on any label or probability gap."""
+    """Compare ONNX and scikit-learn on ``texts``; raise :class:`ParityError` on a probability gap past
+    :data:`PARITY_TOLERANCE` or a label that differs where scikit-learn's two best classes are further apart."""
     try:
         labels, probabilities = onnx_session(model_bytes).run(
             [LABEL_OUTPUT, PROBABILITIES_OUTPUT], {INPUT_NAME: np.asarray(texts, dtype=object).reshape(-1, 1)}
@@ -361,10 +362,19 @@ def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -
     expected = pipeline.predict_proba(np.asarray(texts, dtype=object))
     expected_labels = np.asarray(pipeline.classes_)[expected.argmax(axis=1)]
     gap = float(np.abs(np.asarray(probabilities) - expected).max())
-    mismatched = [text[:60] for text, a, b in zip(texts, labels, expected_labels, strict=True) if a != b]
+    top_two = np.sort(expected, axis=1)[:, -2:] if expected.shape[1] > 1 else np.zeros((len(texts), 2))
+    # Where scikit-learn's two best classes are closer than the tolerance, the float32 graph may pick either.
+    tied = (top_two[:, 1] - top_two[:, 0]) <= PARITY_TOLERANCE
+    differ = [a != b for a, b in zip(labels, expected_labels, strict=True)]
+    mismatched = [text[:60] for text, d, t in zip(texts, differ, tied, strict=True) if d and not t]
     if mismatched or gap > PARITY_TOLERANCE:
         raise ParityError(
             f"ONNX disagrees with scikit-learn on {len(texts)} texts: {len(mismatched)} labels differ "
             f"(e.g. {mismatched[:3]}), max probability difference {gap:.2e} > {PARITY_TOLERANCE:g}"
         )
-    return {"texts": len(texts), "max_abs_probability_difference": gap, "labels_identical": True}
+    return {
+        "texts": len(texts),
+        "max_abs_probability_difference": gap,
+        "labels_identical": not any(differ),
+        "labels_differing_on_ties": int(sum(differ)),
+    }
