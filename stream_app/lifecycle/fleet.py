@@ -250,15 +250,16 @@ class FleetModel:
         passed, reasons = verdict
         figures = json.dumps({"canary": new.figures(), "champion": live.figures(), "reasons": reasons})
         self.client.set_version_tag(self.model_name, canary.number, "canary", figures)
+        # The decision is tagged before the aliases move, so whoever sees an alias change finds its reason.
         if passed:
+            self.client.set_version_tag(self.model_name, canary.number, "decision", "champion: the canary passed")
             self.client.set_alias(self.model_name, CHAMPION, canary.number)
             self.client.delete_alias(self.model_name, CANARY)
-            self.client.set_version_tag(self.model_name, canary.number, "decision", "champion: the canary passed")
             log.warning("promoted canary version %s to champion: %s", canary.number, figures)
         else:
-            self.client.delete_alias(self.model_name, CANARY)
             reason = "refused: worse_canary: " + "; ".join(reasons)
             self.client.set_version_tag(self.model_name, canary.number, "decision", reason)
+            self.client.delete_alias(self.model_name, CANARY)
             self.metrics.refused("worse_canary")
             log.warning("rolled back canary version %s: %s", canary.number, figures)
 

@@ -51,8 +51,9 @@ def register_pages(
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        """Liveness: the model version served."""
-        return web.json({"status": "ok", "model_version": pipeline.classifier.version})
+        """Liveness: the model version served, and the canary's beside it (null without one)."""
+        canary = pipeline.canary.version if pipeline.canary is not None else None
+        return web.json({"status": "ok", "model_version": pipeline.classifier.version, "canary_version": canary})
 
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:

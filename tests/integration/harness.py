@@ -25,6 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_KINDS = ("tagged", "review", "duplicate", "deadletter")
 
 
+def export_model(*args: str) -> None:
+    """Run ``python -m model_export`` with ``args`` from the project root; a failure names the exporter's error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "model_export", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"model_export {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}"
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:

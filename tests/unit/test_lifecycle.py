@@ -12,11 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import stream_app.classifier as classifier_module
 import stream_app.lifecycle.retrain as retrain_module
-from model_export.promote import Scores, not_worse
+from model_export.promote import (
+    ITEMS_OF_SLACK,
+    Scores,
+    not_worse,
+    weighted_precision,
+    weighted_precision_per_item,
+)
 from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
@@ -30,12 +37,41 @@ from stream_app.settings import Settings
 from tests.unit.test_pipeline import admit as admit_event
 from tests.unit.test_pipeline import make_pipeline
 
-LIVE = Scores(0.90, 0.96, 0.80, 0.50, 20)
+LIVE = Scores(0.90, 0.96, 0.80, 0.50, 20, test_auto_tagged=50, weighted_precision_per_item=0.01)
 
 
 def test_a_candidate_as_good_as_the_live_model_is_not_worse() -> None:
     assert not_worse(LIVE, LIVE) == (True, [])
-    assert not_worse(LIVE, dataclasses.replace(LIVE, test_weighted_precision=0.895))[0]  # within the tolerance
+
+
+def test_a_candidate_within_the_allowed_test_items_is_not_worse_and_one_more_item_is() -> None:
+    n = ITEMS_OF_SLACK
+    within = dataclasses.replace(
+        LIVE, test_weighted_precision=0.90 - n * 0.01, test_precision_at_threshold=0.96 - n / 50
+    )
+    assert not_worse(LIVE, within) == (True, [])
+    beyond = dataclasses.replace(
+        LIVE, test_weighted_precision=0.90 - (n + 1) * 0.01, test_precision_at_threshold=0.96 - (n + 1) / 50
+    )
+    passed, reasons = not_worse(LIVE, beyond)
+    assert not passed and len(reasons) == 2, reasons
+
+
+def test_one_items_worth_of_weighted_precision_is_the_largest_drop_one_changed_prediction_makes() -> None:
+    classes = list(APPROVED_TAGS)
+    rng = np.random.default_rng(3)
+    labels = rng.choice(classes, size=60, p=[0.4, 0.1, 0.4, 0.1])
+    predicted = np.where(rng.random(60) < 0.8, labels, rng.choice(classes, size=60))
+    base = weighted_precision(labels, predicted, classes)
+    drops = []
+    for i in range(len(labels)):
+        for other in classes:
+            if other != predicted[i]:
+                changed = predicted.copy()
+                changed[i] = other
+                drops.append(base - weighted_precision(labels, changed, classes))
+    assert weighted_precision_per_item(labels, predicted, classes) == pytest.approx(max(drops))
+    assert 0 < max(drops) < 0.1
 
 
 def test_each_rule_refuses_a_worse_candidate_and_says_why() -> None:
