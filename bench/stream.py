@@ -34,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.report import write_section
 from stream_app.settings import Settings
@@ -181,7 +182,11 @@ async def wait_ready(group: str, process: subprocess.Popen[bytes], timeout: floa
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{group}: contender exited with status {process.returncode}")
-            described = await admin.describe_consumer_groups([group])
+            try:
+                described = await admin.describe_consumer_groups([group])
+            except GroupCoordinatorNotAvailableError:  # a fresh broker makes its offsets topic on first use
+                await asyncio.sleep(0.5)
+                continue
             groups = [g for response in described for g in response.groups]
             if any(g[2] == "Stable" and g[5] for g in groups):
                 await asyncio.sleep(3)  # the worker's title index loads from its (empty) topic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,10 +19,14 @@ tests which serve a model do not train one; ``make fixture-model`` makes it agai
 
 
 @pytest.fixture(scope="session")
-def trained_model_dir(exported_model_dir: Path) -> Path:
-    """A model trained once per session by the real exporter, for tests that serve a model. The lifecycle and
-    registry tests compare candidates with it on the exporter's own split, so it must come from this code."""
-    return exported_model_dir
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the fixture model, for tests that serve a model. It is what the exporter makes today
+    (``test_the_shipped_fixture_model_is_what_the_exporter_makes_today``), so the lifecycle and registry tests
+    may compare candidates with it on the exporter's own split."""
+    out = tmp_path_factory.mktemp("model")
+    for name in ("model.onnx", "model.json"):
+        shutil.copyfile(FIXTURE_MODEL / name, out / name)
+    return out
 
 
 @pytest.fixture(scope="session")

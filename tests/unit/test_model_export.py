@@ -21,6 +21,7 @@ from model_export import evaluate, export, promote, train
 from model_export.__main__ import main as export_main
 from model_export.export import ParityError
 from stream_app import APPROVED_TAGS
+from tests.conftest import FIXTURE_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,6 +152,13 @@ def test_the_same_data_exports_the_same_bytes_whatever_the_hash_seed() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(digests) == 1, digests
+
+
+def test_the_shipped_fixture_model_is_what_the_exporter_makes_today(exported_model_dir: Path) -> None:
+    shipped = json.loads((FIXTURE_MODEL / "model.json").read_text())
+    made = json.loads((exported_model_dir / "model.json").read_text())
+    assert shipped["version"] == made["version"], "tests/fixtures/model is stale: run `make fixture-model`"
+    assert shipped["threshold"] == pytest.approx(made["threshold"], abs=1e-9) and shipped["classes"] == made["classes"]
 
 
 def test_card_hashes_match_the_files(exported_model_dir: Path, card: dict[str, Any]) -> None:
