@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -76,6 +77,14 @@ def samples(registry: CollectorRegistry) -> dict[Key, float]:
 def test_the_registry_exposes_exactly_contracted_names(registry: CollectorRegistry, metrics: Metrics) -> None:
     exposed = {f.name + ("_total" if f.type == "counter" else ""): f.type for f in registry.collect()}
     assert exposed == CONTRACT
+
+
+def test_the_readme_documents_every_metric_with_its_type() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = {}  # a row may name several metrics of one type: | `a`, `b` | gauge | ...
+    for cells in (line.split("|") for line in readme.splitlines() if line.startswith("| `content_tagger_")):
+        documented.update({name.strip().strip("`"): cells[2].strip() for name in cells[1].split(",")})
+    assert {name: documented.get(name) for name in CONTRACT} == CONTRACT
 
 
 def test_names_are_prefixed_counters_end_in_total_and_units_are_base(
