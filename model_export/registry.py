@@ -2,8 +2,9 @@
 ``--registry``) names one: parameters, the training data's hash, the evaluation's figures and slices, the card and
 the ONNX file on the run; the offline comparison's verdict and figures as tags of the registered version.
 
-A version whose offline comparison passed against the registry's ``champion`` becomes the ``canary`` (unless a
-canary is already being judged); with no champion yet, the first version becomes the champion. Every other
+A version whose offline comparison passed against the registry's ``champion`` becomes the ``shadow`` (unless a
+shadow or a canary is already being judged), which the fleet's decider makes the ``canary`` once it compared well
+with the champion on live traffic; with no champion yet, the first version becomes the champion. Every other
 version is registered and tagged with why it will not serve.
 """
 
@@ -15,7 +16,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from stream_app.lifecycle.registry import CANARY, CHAMPION, EXPERIMENT, MODEL_FILES, ModelVersion, RegistryClient
+from stream_app.lifecycle.registry import (
+    CANARY,
+    CHAMPION,
+    EXPERIMENT,
+    MODEL_FILES,
+    SHADOW,
+    ModelVersion,
+    RegistryClient,
+)
 
 
 def flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
@@ -89,8 +98,9 @@ def assign_alias(client: RegistryClient, model_name: str, version: ModelVersion,
         detail = f"refused: stale (compared with {live}, the champion is version {champion.number})"
         client.set_version_tag(model_name, version.number, "decision", detail)
         return
-    if client.alias(model_name, CANARY) is not None:
-        client.set_version_tag(model_name, version.number, "decision", "waiting: another canary is being judged")
+    if client.alias(model_name, SHADOW) is not None or client.alias(model_name, CANARY) is not None:
+        detail = "waiting: another shadow or canary is being judged"
+        client.set_version_tag(model_name, version.number, "decision", detail)
         return
-    client.set_alias(model_name, CANARY, version.number)
-    client.set_version_tag(model_name, version.number, "decision", "canary")
+    client.set_version_tag(model_name, version.number, "decision", "shadow")  # the reason before the alias
+    client.set_alias(model_name, SHADOW, version.number)

@@ -16,10 +16,9 @@ from typing import Any
 import faust
 
 from stream_app.app import create_app
-from stream_app.classifier import Classifier
 from stream_app.errors import TaggerError
 from stream_app.faust_patches.checks import check_library_hooks
-from stream_app.lifecycle.candidates import current_model_dir
+from stream_app.lifecycle.fleet import start_model
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,8 +124,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
     try:
         check_library_hooks()
         settings = settings if settings is not None else Settings.from_env()
-        model_dir = current_model_dir(settings.model_dir, settings.candidates_dir)
-        classifier = Classifier.load(model_dir, settings.review_threshold)
+        classifier, model_dir = start_model(settings)
     except TaggerError as error:
         print(f"content-tagger: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from error

@@ -1,13 +1,17 @@
-"""The fleet's model: every worker follows the registry's ``champion`` and ``canary`` aliases, serves the canary to a
-share of the events, and publishes its counts per version; one worker decides the canary on the fleet's counts."""
+"""The fleet's model: every worker follows the registry's ``champion``, ``canary`` and ``shadow`` aliases, serves
+the canary to a share of the events, runs the shadow beside the champion, and publishes its counts per version; one
+worker decides the shadow and the canary on the fleet's counts. A worker remembers the champion it took up and
+serves it at start-up, so a restart while the registry is down does not fall back to an older folder model."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +19,21 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.classifier import Classifier
 from stream_app.errors import ModelError
+from stream_app.lifecycle.candidates import current_model_dir
 from stream_app.lifecycle.registry import (
     CANARY,
     CHAMPION,
+    SHADOW,
     ModelVersion,
+    Pointer,
     RegistryClient,
     RegistryError,
     fetch_version,
     fleet_experiment,
+    read_pointer,
+    write_pointer,
 )
+from stream_app.lifecycle.shadow import Shadow, shadow_verdict
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -83,14 +93,56 @@ def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
 
 def fleet_counts(runs: list[dict[str, Any]]) -> dict[str, VersionCounts]:
     """The counts per model version summed over the workers' runs (metrics named ``<field>.<version>``)."""
-    counts: dict[str, VersionCounts] = {}
+    return {version: VersionCounts(**sums) for version, sums in summed(runs, "", VersionCounts).items()}
+
+
+@dataclass
+class ShadowCounts:
+    """What the shadow of one model version did beside the live model, summed over workers: events compared, on
+    how many it picked the live model's tag, how many it would have sent to review, and how many the live one did."""
+
+    compared: float = 0.0
+    agreed: float = 0.0
+    review: float = 0.0
+    live_review: float = 0.0
+
+    @classmethod
+    def of(cls, shadow: Shadow) -> ShadowCounts:
+        return cls(shadow.seen, shadow.agreed, shadow.candidate_below, shadow.live_below)
+
+    def verdict(self) -> tuple[bool, dict[str, Any]]:
+        """The folder shadow's rule (:func:`shadow_verdict`) on these counts."""
+        return shadow_verdict(self.compared, self.agreed, self.review, self.live_review)
+
+
+SHADOW_PREFIX: Final = "shadow_"
+"""What the metrics of shadow counts are named with, before their field: ``shadow_compared.<version>``."""
+
+
+def shadow_counts(runs: list[dict[str, Any]]) -> dict[str, ShadowCounts]:
+    """The shadow counts per model version summed over the workers' runs."""
+    return {version: ShadowCounts(**sums) for version, sums in summed(runs, SHADOW_PREFIX, ShadowCounts).items()}
+
+
+def summed(runs: list[dict[str, Any]], prefix: str, counts: type[Any]) -> dict[str, dict[str, float]]:
+    """Per model version, the sum over ``runs`` of each metric ``<prefix><field>.<version>`` for the fields of the
+    dataclass ``counts``; other metrics are skipped."""
+    fields = {spec.name for spec in dataclasses.fields(counts)}
+    sums: dict[str, dict[str, float]] = {}
     for run in runs:
         for metric in run.get("data", {}).get("metrics", []):
             name, _, version = str(metric.get("key", "")).partition(".")
-            if name in ("tagged", "review", "judged", "correct") and version:
-                entry = counts.setdefault(version, VersionCounts())
-                setattr(entry, name, getattr(entry, name) + float(metric.get("value", 0.0)))
-    return counts
+            field_name = name.removeprefix(prefix) if name.startswith(prefix) else ""
+            if field_name in fields and version:
+                entry = sums.setdefault(version, {})
+                entry[field_name] = entry.get(field_name, 0.0) + float(metric.get("value", 0.0))
+    return sums
+
+
+def metric_values(counts: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The run metrics of per-version counts (dataclasses), read back by :func:`summed`."""
+    return {f"{prefix}{name}.{version}": float(getattr(entry, name)) for version, entry in counts.items()
+            for name in (spec.name for spec in dataclasses.fields(entry))}  # fmt: skip
 
 
 def canary_verdict(
@@ -148,20 +200,30 @@ class FleetModel:
         self.cache_dir = cache_dir
         self.metrics = metrics
         self.review_threshold = review_threshold
-        self.followed: dict[str, str | None] = {CHAMPION: None, CANARY: None}
+        self.followed: dict[str, str | None] = {CHAMPION: None, CANARY: None, SHADOW: None}
         """Per alias, the registry version number this worker took up (None: none yet, or the alias is unset)."""
         self.refused: set[str] = set()
         """Version sources refused once, not downloaded again."""
         self.reachable: bool | None = None
         self.champion_dir: Path | None = None
         """The folder of the champion this worker serves (None: it serves its model folder)."""
+        self.shadow: Shadow | None = None
+        """The shadow version's comparison running beside the champion, if the registry names one."""
+        self.shadows: dict[str, Shadow] = {}
+        """Every shadow comparison of this worker's run, by model version: their counts are published."""
         self.worker_name = ""
         """The name of this worker's run in :func:`fleet_experiment` (empty: counts are not published)."""
         self.run_id: str | None = None
         self.decides = False
-        """Whether this worker judges the canary on the whole fleet's counts (one worker of the fleet does)."""
+        """Whether this worker judges the shadow and the canary on the whole fleet's counts (one worker does)."""
         self.canary_min_events = 500
         self.canary_min_judged = 0
+        self.shadow_events = 500
+        """Events the fleet's shadow must have compared before it is judged (0: it becomes the canary at once)."""
+
+    def started_with(self, pointer: Pointer) -> None:
+        """This worker started serving the cached champion ``pointer`` names: it is followed already."""
+        self.followed[CHAMPION], self.champion_dir = pointer.number, pointer.folder
 
     def _load(self, alias: str) -> tuple[ModelVersion | None, Classifier | None]:
         """The version ``alias`` names and, when it is new to this worker, its checked model (blocking)."""
@@ -181,10 +243,12 @@ class FleetModel:
             return version, None
 
     async def poll(self, pipeline: Pipeline) -> None:
-        """Swap in a new champion, and start, change or stop serving a canary, as the registry's aliases say."""
+        """Swap in a new champion, and start, change or stop serving a canary and running a shadow, as the
+        registry's aliases say."""
         try:
             champion, model = await asyncio.to_thread(self._load, CHAMPION)
             canary, canary_model = await asyncio.to_thread(self._load, CANARY)
+            shadow, shadow_model = await asyncio.to_thread(self._load, SHADOW)
         except UNANSWERED as error:
             self._unreachable(pipeline, error)
             return
@@ -201,6 +265,9 @@ class FleetModel:
                     "serving registry version %s, model %s (replacing %s)", champion.number, model.version, previous
                 )
             self.followed[CHAMPION] = champion.number
+            if self.champion_dir is not None:
+                pointer = Pointer(self.model_name, champion.number, model.version, self.champion_dir)
+                await asyncio.to_thread(remember, self.cache_dir, pointer)
         if canary is None:
             if self.followed[CANARY] is not None:
                 pipeline.set_canary(None)
@@ -211,13 +278,33 @@ class FleetModel:
             self.followed[CANARY] = canary.number
             log.warning("serving canary version %s, model %s, beside %s", canary.number, canary_model.version,
                         pipeline.classifier.version)  # fmt: skip
+        self._follow_shadow(pipeline, shadow, shadow_model)
         try:
             if self.worker_name:
                 await asyncio.to_thread(self._publish, worker_counts(self.metrics))
+            if self.decides and shadow is not None:
+                await asyncio.to_thread(self._decide_shadow, shadow, canary)
             if self.decides and canary is not None and champion is not None:
                 await asyncio.to_thread(self._decide, champion, canary)
         except UNANSWERED as error:
             self._unreachable(pipeline, error)
+
+    def _follow_shadow(self, pipeline: Pipeline, shadow: ModelVersion | None, model: Classifier | None) -> None:
+        """Run the shadow version beside the live model (never done: the fleet decides), or stop running it."""
+        if shadow is None:
+            if self.followed[SHADOW] is not None:
+                log.warning("no shadow any more (version %s)", self.followed[SHADOW])
+                if pipeline.shadow is self.shadow:
+                    pipeline.shadow = None
+                self.shadow = None
+            self.followed[SHADOW] = None
+        elif model is not None:
+            self.shadow = self.shadows.setdefault(model.version, Shadow(model, sys.maxsize))
+            self.followed[SHADOW] = shadow.number
+            log.warning("running shadow version %s, model %s, beside %s", shadow.number, model.version,
+                        pipeline.classifier.version)  # fmt: skip
+        if self.shadow is not None and pipeline.shadow is None:  # a folder candidate's shadow goes first
+            pipeline.shadow = self.shadow
 
     def _unreachable(self, pipeline: Pipeline, error: Exception) -> None:
         """Note that the registry failed a call (logged once until it answers again); nothing else changes."""
@@ -228,13 +315,33 @@ class FleetModel:
         self.metrics.registry_reachable.set(0)
 
     def _publish(self, counts: Mapping[str, VersionCounts]) -> None:
-        """Log this worker's counts per version as metrics of its run in :func:`fleet_experiment`."""
+        """Log this worker's counts per version, and its shadows' counts, as metrics of its run in
+        :func:`fleet_experiment`."""
         if self.run_id is None:
             experiment = self.client.experiment_id(fleet_experiment(self.model_name))
             self.run_id, _ = self.client.create_run(experiment, self.worker_name, {"worker": self.worker_name})
-        values = {f"{name}.{version}": getattr(entry, name) for version, entry in counts.items()
-                  for name in ("tagged", "review", "judged", "correct")}  # fmt: skip
+        shadows = {version: ShadowCounts.of(shadow) for version, shadow in self.shadows.items()}
+        values = {**metric_values(counts), **metric_values(shadows, SHADOW_PREFIX)}
         self.client.log_batch(self.run_id, metrics=values)
+
+    def _decide_shadow(self, shadow: ModelVersion, canary: ModelVersion | None) -> None:
+        """Once the fleet compared ``shadow_events`` events, make the shadow the canary when it passes the folder
+        shadow's rule, or remove it and tag why; it waits while another canary is being judged."""
+        version = shadow.tags.get("model_version")
+        if not version or canary is not None:
+            return
+        figures: dict[str, Any]
+        if self.shadow_events == 0:
+            passed, figures = True, {"events": 0, "reasons": []}
+        else:
+            counts = shadow_counts(
+                self.client.search_runs(self.client.experiment_id(fleet_experiment(self.model_name)))
+            )
+            summed_counts = counts.get(version, ShadowCounts())
+            if summed_counts.compared < self.shadow_events:
+                return
+            passed, figures = summed_counts.verdict()
+        self._settle(shadow, SHADOW, CANARY, json.dumps(figures), [] if passed else figures["reasons"])
 
     def _decide(self, champion: ModelVersion, canary: ModelVersion) -> None:
         """Promote the canary (move ``champion`` to it) or roll it back (remove ``canary``, tag the reason)."""
@@ -247,33 +354,91 @@ class FleetModel:
         verdict = canary_verdict(live, new, self.canary_min_events, self.canary_min_judged)
         if verdict is None:
             return
-        passed, reasons = verdict
+        _, reasons = verdict
         figures = json.dumps({"canary": new.figures(), "champion": live.figures(), "reasons": reasons})
-        self.client.set_version_tag(self.model_name, canary.number, "canary", figures)
+        self._settle(canary, CANARY, CHAMPION, figures, reasons)
+
+    def _settle(self, version: ModelVersion, stage: str, next_stage: str, figures: str, reasons: list[str]) -> None:
+        """Record the verdict on ``version`` at alias ``stage``: its figures (tag ``<stage>``) and decision, then
+        move it to alias ``next_stage`` when there are no ``reasons`` against it, or remove ``stage``."""
+        self.client.set_version_tag(self.model_name, version.number, stage, figures)
         # The decision is tagged before the aliases move, so whoever sees an alias change finds its reason.
-        if passed:
-            self.client.set_version_tag(self.model_name, canary.number, "decision", "champion: the canary passed")
-            self.client.set_alias(self.model_name, CHAMPION, canary.number)
-            self.client.delete_alias(self.model_name, CANARY)
-            log.warning("promoted canary version %s to champion: %s", canary.number, figures)
+        if not reasons:
+            decision = f"{next_stage}: the {stage} passed"
+            self.client.set_version_tag(self.model_name, version.number, "decision", decision)
+            self.client.set_alias(self.model_name, next_stage, version.number)
+            self.client.delete_alias(self.model_name, stage)
+            log.warning("%s version %s becomes the %s: %s", stage, version.number, next_stage, figures)
         else:
-            reason = "refused: worse_canary: " + "; ".join(reasons)
-            self.client.set_version_tag(self.model_name, canary.number, "decision", reason)
-            self.client.delete_alias(self.model_name, CANARY)
-            self.metrics.refused("worse_canary")
-            log.warning("rolled back canary version %s: %s", canary.number, figures)
+            decision = f"refused: worse_{stage}: " + "; ".join(reasons)
+            self.client.set_version_tag(self.model_name, version.number, "decision", decision)
+            self.client.delete_alias(self.model_name, stage)
+            self.metrics.refused(f"worse_{stage}")
+            log.warning("refused %s version %s: %s", stage, version.number, figures)
 
 
-def fleet_model(settings: Settings, metrics: Metrics) -> FleetModel | None:
+def remember(cache_dir: Path, pointer: Pointer) -> None:
+    """Write the champion pointer; a worker that cannot (disk full, read-only) goes on serving, and logs it."""
+    try:
+        write_pointer(cache_dir, pointer)
+    except OSError as error:
+        log.warning("cannot remember the champion in %s: %s", cache_dir, error)
+
+
+def cached_champion(
+    cache_dir: Path, model_name: str, review_threshold: float | None = None
+) -> tuple[Pointer, Classifier] | None:
+    """The champion this worker last took up, loaded and checked, or None (logged) when there is none that is whole:
+    no pointer, a pointer that is not one, a folder that does not load and check, or holds another model."""
+    pointer = read_pointer(cache_dir, model_name)
+    if pointer is None:
+        return None
+    try:
+        model = Classifier.load(pointer.folder, review_threshold)
+    except (ModelError, OSError) as error:
+        log.warning("the cached champion, version %s, does not load: %s", pointer.number, error)
+        return None
+    if model.version != pointer.model_version:
+        log.warning("the cached champion, version %s, is model %s, not %s", pointer.number, model.version,
+                    pointer.model_version)  # fmt: skip
+        return None
+    return pointer, model
+
+
+def start_model(settings: Settings) -> tuple[Classifier, Path]:
+    """The model a worker serves at start-up and its folder: with a registry, the champion it last took up (see
+    :func:`cached_champion`), else (logged) the newest promoted candidate or ``TAGGER_MODEL_DIR``; raises
+    :class:`ModelError` when that does not load."""
+    if settings.registry_url:
+        cached = cached_champion(registry_cache(settings), settings.registry_model, settings.review_threshold)
+        if cached is not None:
+            pointer, model = cached
+            log.warning("serving the cached registry champion, version %s, model %s", pointer.number, model.version)
+            return model, pointer.folder
+        log.warning("no cached registry champion: serving the model folder until the registry answers")
+    model_dir = current_model_dir(settings.model_dir, settings.candidates_dir)
+    return Classifier.load(model_dir, settings.review_threshold), model_dir
+
+
+def registry_cache(settings: Settings) -> Path:
+    """Where a worker keeps the versions it downloaded and its champion pointer."""
+    return settings.data_dir / "registry"
+
+
+def fleet_model(settings: Settings, metrics: Metrics, serving: str = "") -> FleetModel | None:
     """The registry follower the settings ask for, or None without ``TAGGER_REGISTRY_URL``."""
     if not settings.registry_url:
         return None
     client = RegistryClient(settings.registry_url)
-    cache = settings.data_dir / "registry"
+    cache = registry_cache(settings)
     fleet = FleetModel(
         client, settings.registry_model, cache, metrics, settings.review_threshold, settings.canary_fraction
     )
     fleet.worker_name = f"{settings.app_id}@{socket.gethostname()}:{settings.web_port}"
     fleet.decides = settings.canary_decider
     fleet.canary_min_events, fleet.canary_min_judged = settings.canary_min_events, settings.canary_min_judged
+    fleet.shadow_events = settings.shadow_events
+    pointer = read_pointer(cache, settings.registry_model)
+    if pointer is not None and pointer.model_version == serving:  # started with the cached champion
+        fleet.started_with(pointer)
     return fleet

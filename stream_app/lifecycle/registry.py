@@ -5,14 +5,16 @@ Promotion is a registry alias: every worker follows the version the ``champion``
 version ``canary`` names to a stated share of the events (chosen by a hash of the event id). A followed version
 is downloaded into a cache folder and loaded by :meth:`Classifier.load`, which checks its sha256 against its card
 and its tags against the approved ones, exactly as a model folder is checked. While the registry does not answer,
-the worker keeps serving what it serves (at start-up: ``TAGGER_MODEL_DIR``) and takes the alias up when it
-answers again."""
+the worker keeps serving what it serves (at start-up: the champion it last took up, named by :data:`POINTER`, else
+``TAGGER_MODEL_DIR``) and takes the aliases up when it answers again. A version the ``shadow`` alias names runs
+beside the champion on every worker before it may become the canary."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import urllib.error
@@ -35,6 +37,10 @@ CHAMPION: Final = "champion"
 """The alias of the version every worker serves."""
 CANARY: Final = "canary"
 """The alias of the version served to ``TAGGER_CANARY_FRACTION`` of the events before it may become champion."""
+SHADOW: Final = "shadow"
+"""The alias of the version every worker runs beside the champion, emitting nothing, before it may be the canary."""
+POINTER: Final = "champion.json"
+"""The file in the cache folder naming the champion this worker last took up, which it serves at start-up."""
 EXPERIMENT: Final = "content-tagger"
 """The experiment training runs are logged to."""
 MODEL_FILES: Final = ("model.onnx", "model.json")
@@ -243,6 +249,56 @@ def fetch_version(client: RegistryClient, version: ModelVersion, cache_dir: Path
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return folder
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """The champion a worker last took up: the registered model, its version number there, its model version and its
+    cached folder."""
+
+    model_name: str
+    number: str
+    model_version: str
+    folder: Path
+
+
+def write_pointer(cache_dir: Path, pointer: Pointer) -> None:
+    """Remember ``pointer`` in :data:`POINTER` (written beside it, then renamed: a crash leaves the old one)."""
+    body = {
+        "model_name": pointer.model_name,
+        "number": pointer.number,
+        "model_version": pointer.model_version,
+        "folder": pointer.folder.name,
+    }
+    staging = cache_dir / f".{POINTER}.partial"
+    staging.write_text(json.dumps(body))
+    os.replace(staging, cache_dir / POINTER)
+
+
+def read_pointer(cache_dir: Path, model_name: str) -> Pointer | None:
+    """The champion of ``model_name`` :func:`write_pointer` remembered, or None (logged) when there is none or it is
+    not one: not JSON, not four strings, another registered model's, or a folder that is not directly in
+    ``cache_dir`` (``..``, absolute, a symlink out). Whether the folder's model loads and checks is the caller's to
+    find out."""
+    path = cache_dir / POINTER
+    try:
+        body = json.loads(path.read_bytes()[:10_000])
+        keys = ("model_name", "number", "model_version", "folder")
+        named, number, model_version, name = (body[key] for key in keys)
+        if not all(isinstance(value, str) and value for value in (named, number, model_version, name)):
+            raise ValueError(f"not the strings {keys}")
+        if named != model_name:
+            raise ValueError(f"it names the champion of {named!r}, not of {model_name!r}")
+        root = cache_dir.resolve()
+        folder = (cache_dir / name).resolve()
+        if folder.parent != root:
+            raise ValueError(f"the folder {name!r} is not in {cache_dir}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as error:
+        log.warning("ignoring the cached champion pointer %s: %s", path, error)
+        return None
+    return Pointer(model_name, number, model_version, folder)
 
 
 def fleet_experiment(model_name: str) -> str:

@@ -47,17 +47,25 @@ class Shadow:
         return self.seen >= self.events
 
     def verdict(self) -> tuple[bool, dict[str, Any]]:
-        """Promote or not, with the figures: the candidate must agree with the live model on at least
-        :data:`MIN_SHADOW_AGREEMENT` of the events and send at most :data:`REVIEW_SHARE_SLACK` more to review."""
-        seen = max(self.seen, 1)
-        figures = {
-            "events": self.seen,
-            "agreement": self.agreed / seen,
-            "candidate_review_share": self.candidate_below / seen,
-            "live_review_share": self.live_below / seen,
-        }
-        passed = (
-            figures["agreement"] >= MIN_SHADOW_AGREEMENT
-            and figures["candidate_review_share"] <= figures["live_review_share"] + REVIEW_SHARE_SLACK
+        """Promote or not, with the figures: see :func:`shadow_verdict`."""
+        return shadow_verdict(self.seen, self.agreed, self.candidate_below, self.live_below)
+
+
+def shadow_verdict(
+    seen: float, agreed: float, candidate_below: float, live_below: float
+) -> tuple[bool, dict[str, Any]]:
+    """Promote a shadowed candidate or not, from its counts (one worker's, or a fleet's sums), with the figures and
+    the reasons against: it must agree with the live model on at least :data:`MIN_SHADOW_AGREEMENT` of the
+    ``seen`` events and send at most :data:`REVIEW_SHARE_SLACK` more of them to review than the live model."""
+    n = max(seen, 1)
+    agreement, candidate_share, live_share = agreed / n, candidate_below / n, live_below / n
+    reasons = []
+    if agreement < MIN_SHADOW_AGREEMENT:
+        reasons.append(f"agreement {agreement:.3f} < {MIN_SHADOW_AGREEMENT}")
+    if candidate_share > live_share + REVIEW_SHARE_SLACK:
+        reasons.append(
+            f"review share {candidate_share:.3f} > {live_share + REVIEW_SHARE_SLACK:.3f} (live {live_share:.3f})"
         )
-        return passed, figures
+    figures = {"events": seen, "agreement": agreement, "candidate_review_share": candidate_share,
+               "live_review_share": live_share, "reasons": reasons}  # fmt: skip
+    return not reasons, figures

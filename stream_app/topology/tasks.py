@@ -66,13 +66,13 @@ def register_tasks(
     lifecycle = ModelLifecycle(
         pipeline, metrics, settings.candidates_dir, settings.shadow_events, settings.review_threshold
     )
-    fleet = fleet_model(settings, metrics)
+    fleet = fleet_model(settings, metrics, pipeline.classifier.version)
     retrain = Retrainer(settings, lambda: fleet.champion_dir if fleet is not None else None)
 
     @app.timer(interval=settings.candidate_poll_seconds)
     async def manage_models() -> None:
         """Take up, shadow, promote or refuse candidate models; start a retrain when a trigger fires; follow the
-        registry's champion and canary."""
+        registry's champion, canary and shadow."""
         await lifecycle.poll()
         await retrain.maybe_start(pipeline.classifier, pipeline.drift.snapshot(), metrics)
         if fleet is not None:

@@ -51,9 +51,11 @@ def register_pages(
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        """Liveness: the model version served, and the canary's beside it (null without one)."""
+        """Liveness: the model version served, and the canary's and the shadow's beside it (null without one)."""
         canary = pipeline.canary.version if pipeline.canary is not None else None
-        return web.json({"status": "ok", "model_version": pipeline.classifier.version, "canary_version": canary})
+        shadow = pipeline.shadow.candidate.version if pipeline.shadow is not None else None
+        return web.json({"status": "ok", "model_version": pipeline.classifier.version, "canary_version": canary,
+                         "shadow_version": shadow})  # fmt: skip
 
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:

@@ -1,7 +1,8 @@
 """The fleet's model registry on a real broker and a real MLflow server (started by scripts/mlflow): workers
 start and serve from their model folder while the registry is down and follow its ``champion`` alias when it
-answers; a canary is served to a share of the events by both workers, judged on both workers' counts, and
-promoted, or rolled back with its reason on the registry version."""
+answers, and a worker restarted while it is down again serves that champion; a new version runs in shadow on both
+workers, becomes the canary on both workers' comparisons, is served to a share of the events, judged on both
+workers' counts, and promoted, or rolled back with its reason on the registry version."""
 
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ from typing import Any
 
 import pytest
 
-from stream_app.lifecycle.registry import CANARY, CHAMPION, EXPERIMENT, MODEL_FILES, RegistryClient
+from stream_app.lifecycle.registry import (
+    CANARY,
+    CHAMPION,
+    EXPERIMENT,
+    MODEL_FILES,
+    SHADOW,
+    RegistryClient,
+    fleet_experiment,
+)
+from stream_app.pipeline import canary_share
 from tests.integration.harness import Topics, WorkerProcess, account, export_model, free_port, produce, run
 from tests.integration.test_lifecycle import health, health_version, quux_items, write_labels
 from tools.replay import event_value, mixed_stream, read_rows
@@ -94,13 +104,19 @@ def stream(count: int, seed: int, prefix: str) -> list[tuple[bytes, bytes, None]
 
 def versions_of(bootstrap: str, topics: Topics, events: list[tuple[bytes, bytes, None]]) -> set[str]:
     """The model versions named by the tagged and review records of ``events`` (each accounted for once)."""
+    return set(version_by_id(bootstrap, topics, events).values())
+
+
+def version_by_id(bootstrap: str, topics: Topics, events: list[tuple[bytes, bytes, None]]) -> dict[str, str]:
+    """Per event of ``events`` that was classified, the model version its tagged or review record names (each
+    event accounted for once)."""
     ids = [key.decode() for key, _, _ in events]
     ledger = run(account(bootstrap, topics, ids, timeout=90, settle=0.5))
     assert not ledger.missing(ids) and ledger.repeats() == 0
     wanted = set(ids)
     classified = [r for r in ledger.records["tagged"] + ledger.records["review"] if str(r["id"]) in wanted]
     assert classified
-    return {str(r["model_version"]) for r in classified}
+    return {str(r["id"]): str(r["model_version"]) for r in classified}
 
 
 def served(worker: WorkerProcess, version: str) -> float:
@@ -109,7 +125,7 @@ def served(worker: WorkerProcess, version: str) -> float:
     return sum(float(value) for _, value in lines)
 
 
-def test_workers_serve_their_folder_while_the_registry_is_down_and_follow_its_champion_when_it_answers(
+def test_workers_serve_their_folder_while_the_registry_is_down_follow_its_champion_and_serve_it_after_a_restart(
     mlflow_server: MlflowServer, seven: Path, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     model = "follow"
@@ -138,6 +154,19 @@ def test_workers_serve_their_folder_while_the_registry_is_down_and_follow_its_ch
     assert versions_of(bootstrap, topics, online) == {card["version"]}
     assert "content_tagger_registry_reachable 1.0" in first.metrics_text()
 
+    # The registry is down again and the fleet restarts: the worker serves the champion it took up, not its folder.
+    mlflow_server.stop()
+    for worker in workers:
+        worker.stop()
+    restarted, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **env,
+                                TAGGER_DATA_DIR=first.env["TAGGER_DATA_DIR"])  # fmt: skip
+    assert health_version(restarted.port) == card["version"]
+    again = stream(60, seed=9, prefix="restarted")
+    run(produce(bootstrap, topics.input, again))
+    assert versions_of(bootstrap, topics, again) == {card["version"]}
+    assert "content_tagger_registry_reachable 0.0" in restarted.metrics_text()
+    assert "serving the cached registry champion" in restarted.log_text()
+
 
 def register_by_hand(client: RegistryClient, model: str, folder: Path, alias: str) -> str:
     """Log ``folder``'s model as a run and register it as a version of ``model`` under ``alias``; returns the
@@ -151,7 +180,7 @@ def register_by_hand(client: RegistryClient, model: str, folder: Path, alias: st
     return version.number
 
 
-def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back(
+def test_a_new_version_shadows_then_serves_as_canary_judged_on_both_workers_traffic_then_promoted_or_rolled_back(
     mlflow_server: MlflowServer, seven: Path, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     model = "canary"
@@ -161,7 +190,7 @@ def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back
     champion_card = json.loads((seven / "model.json").read_text())
     base = {"TAGGER_REGISTRY_URL": mlflow_server.url, "TAGGER_CANDIDATE_POLL_SECONDS": "0.5",
             "TAGGER_REGISTRY_MODEL": model,
-            "TAGGER_CANARY_FRACTION": "0.5", "TAGGER_CANARY_MIN_EVENTS": "100",
+            "TAGGER_CANARY_FRACTION": "0.5", "TAGGER_CANARY_MIN_EVENTS": "100", "TAGGER_SHADOW_EVENTS": "60",
             "TAGGER_CANDIDATES_DIR": str(tmp_path / "candidates")}  # fmt: skip
     first, topics = start_worker(partitions=2, **base, TAGGER_CANARY_DECIDER="true")
     second, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **base)
@@ -175,10 +204,39 @@ def test_a_canary_is_judged_on_both_workers_traffic_then_promoted_or_rolled_back
     # The champion's seed, so both are scored on the same test split.
     better = export(tmp_path / "better", mlflow_server.url, model, "--seed", "7", "--feedback", str(labels),
                     "--live", str(seven), "--reason", "test")  # fmt: skip
+    registered = time.monotonic()
+    shadow = client.alias(model, SHADOW)
+    assert shadow is not None and shadow.tags["model_version"] == better["version"], better["promotion"]
+    assert client.alias(model, CANARY) is None and shadow.tags["decision"] == "shadow"
+    for worker in workers:  # both run the shadow before the events it is compared on arrive
+        wait_until(lambda w=worker: health(w.port)["shadow_version"] == better["version"], 30, "running the shadow")
+    shadowed = stream(150, seed=9, prefix="shadow")
+    run(produce(bootstrap, topics.input, shadowed))
+    # The shadow emits nothing: only an event the canary's share takes (once the shadow became the canary while
+    # these flowed) may be served by the new version.
+    for event_id, version in version_by_id(bootstrap, topics, shadowed).items():
+        champion_served = version == champion_card["version"]
+        assert champion_served or (version == better["version"] and canary_share(event_id) < 0.5), (event_id, version)
+    to_canary = (
+        wait_until(lambda: client.alias(model, CANARY) is not None, 60, "the shadow becomes the canary") - registered
+    )
     canary = client.alias(model, CANARY)
-    assert canary is not None and canary.tags["model_version"] == better["version"], better["promotion"]
+    assert canary is not None and canary.number == shadow.number and client.alias(model, SHADOW) is None
+    assert canary.tags["decision"] == "canary: the shadow passed"
+    compared = json.loads(canary.tags["shadow"])
+    assert compared["events"] >= 60 and compared["reasons"] == [], compared
+    runs = client.search_runs(client.experiment_id(fleet_experiment(model)))
+    per_worker = [
+        m["value"] for r in runs for m in r["data"]["metrics"] if m["key"] == f"shadow_compared.{better['version']}"
+    ]
+    assert len(per_worker) == 2 and all(n > 0 for n in per_worker), per_worker  # both workers compared events
+    print(
+        f"\nfigure: events compared fleet-wide {compared['events']:.0f} (per worker {per_worker}), agreement "
+        f"{compared['agreement']:.3f}; registration to canary {to_canary:.1f} s"
+    )
     for worker in workers:  # both serve the canary before the events it is judged on arrive
         wait_until(lambda w=worker: health(w.port)["canary_version"] == better["version"], 30, "serving the canary")
+        wait_until(lambda w=worker: health(w.port)["shadow_version"] is None, 30, "no longer running the shadow")
     assert canary.tags["gate.passed"] == "true" and canary.tags["trigger"] == "test"
     (logged,) = client.search_runs(client.experiment_id(EXPERIMENT), "tags.trigger = 'test'")
     logged_tags = {t["key"]: t["value"] for t in logged["data"]["tags"]}

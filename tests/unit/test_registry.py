@@ -1,20 +1,39 @@
-"""The fleet's registry without a server: the canary split, routing by version, the fleet's verdict, and a
-worker following the aliases of a stand-in registry that goes away and comes back."""
+"""The fleet's registry without a server: the canary split, routing by version, the fleet's verdicts on the canary
+and the shadow, a worker following the aliases of a stand-in registry that goes away and comes back, and the
+champion it remembers for its next start (a pointer file it does not trust)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.errors import ConfigError
-from stream_app.lifecycle.fleet import FleetModel, VersionCounts, canary_verdict, fleet_counts, worker_counts
-from stream_app.lifecycle.registry import CANARY, CHAMPION, ModelVersion, RegistryClient, RegistryError
-from stream_app.pipeline import Admitted, canary_share
+from stream_app.lifecycle.fleet import (
+    FleetModel,
+    ShadowCounts,
+    VersionCounts,
+    canary_verdict,
+    fleet_counts,
+    shadow_counts,
+    start_model,
+    worker_counts,
+)
+from stream_app.lifecycle.registry import (
+    CANARY,
+    CHAMPION,
+    POINTER,
+    SHADOW,
+    ModelVersion,
+    RegistryClient,
+    RegistryError,
+)
+from stream_app.pipeline import Admitted, Pipeline, canary_share
 from stream_app.settings import Settings
 from tests.unit.test_pipeline import admit, make_pipeline
 
@@ -159,6 +178,192 @@ def test_a_worker_serves_its_folder_while_the_registry_is_down_and_follows_it_wh
     asyncio.run(fleet.poll(pipeline))
     assert registry.get_sample_value("content_tagger_registry_reachable") == 0
     assert pipeline.classifier.threshold == 0.5
+
+
+def registry_settings(model_dir: Path, data_dir: Path) -> Settings:
+    return Settings.from_env({"TAGGER_REGISTRY_URL": "http://127.0.0.1:9", "TAGGER_REGISTRY_MODEL": "m",
+                              "TAGGER_MODEL_DIR": str(model_dir), "TAGGER_DATA_DIR": str(data_dir),
+                              "TAGGER_CANDIDATES_DIR": str(data_dir / "candidates")})  # fmt: skip
+
+
+def test_a_restarted_worker_serves_the_champion_it_took_up_until_the_registry_answers(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    settings = registry_settings(trained_model_dir, tmp_path / "data")
+    pipeline, _ = make_pipeline(trained_model_dir)
+    stand_in = StandIn()
+    stand_in.folders["s1"] = with_threshold(trained_model_dir, tmp_path / "v1", 0.5)
+    stand_in.aliases[CHAMPION] = ModelVersion("1", "s1", "run")
+    fleet = FleetModel(stand_in, "m", settings.data_dir / "registry", pipeline.metrics)  # type: ignore[arg-type]
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.classifier.threshold == 0.5
+
+    served, folder = start_model(settings)  # the registry is down: nothing is asked of it
+    assert served.threshold == 0.5 and served.version == pipeline.classifier.version and folder == fleet.champion_dir
+    other_model = registry_settings(trained_model_dir, settings.data_dir)
+    object.__setattr__(other_model, "registry_model", "another")
+    assert start_model(other_model)[0].threshold != 0.5  # another registered model's champion is not served
+
+
+def hostile_pointers(cache: Path, good: dict[str, Any]) -> dict[str, bytes]:
+    """Pointer files a worker must not follow, each naming why."""
+    outside = cache.parent / "outside"
+    outside.mkdir()
+    (cache / "escape").symlink_to(outside)
+    return {
+        "not json": b'{"number": "1", "model_vers',
+        "a list": b"[1, 2, 3]",
+        "deep nesting": b"[" * 5000,
+        "a number for the folder": json.dumps({**good, "folder": 7}).encode(),
+        "missing the model version": json.dumps({k: v for k, v in good.items() if k != "model_version"}).encode(),
+        "a folder up the tree": json.dumps({**good, "folder": "../outside"}).encode(),
+        "an absolute folder": json.dumps({**good, "folder": str(outside)}).encode(),
+        "a symlink out": json.dumps({**good, "folder": "escape"}).encode(),
+        "the cache itself": json.dumps({**good, "folder": "."}).encode(),
+        "another model version": json.dumps({**good, "model_version": "0" * 12}).encode(),
+        "not utf-8": b"\xff\xfe{}",
+    }
+
+
+def test_a_pointer_that_is_not_one_or_names_a_folder_that_fails_its_checks_falls_back_to_the_model_folder(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = registry_settings(trained_model_dir, tmp_path / "data")
+    cache = settings.data_dir / "registry"
+    cache.mkdir(parents=True)
+    cached = with_threshold(trained_model_dir, cache / "v1-abc", 0.5)
+    folder_model = Classifier.load(trained_model_dir)
+    good = {"model_name": "m", "number": "1", "model_version": folder_model.version, "folder": "v1-abc"}
+    (cache / POINTER).write_text(json.dumps(good))
+    assert start_model(settings)[0].threshold == 0.5
+    for why, body in hostile_pointers(cache, good).items():
+        (cache / POINTER).write_bytes(body)
+        caplog.clear()
+        served, folder = start_model(settings)
+        assert (served.threshold, folder) == (folder_model.threshold, trained_model_dir), why
+        assert "serving the model folder" in caplog.text, why
+    (cache / POINTER).write_text(json.dumps(good))
+    (cached / "model.onnx").write_bytes((cached / "model.onnx").read_bytes()[:-10] + b"0" * 10)  # tampered
+    assert start_model(settings)[1] == trained_model_dir
+    (cache / POINTER).unlink()
+    assert start_model(settings)[1] == trained_model_dir
+
+
+class Decisions(StandIn):
+    """A stand-in registry that also keeps version tags, the workers' runs, and the order of its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[dict[str, Any]] = []
+        self.tags: dict[str, dict[str, str]] = {}
+        self.writes: list[str] = []
+
+    def experiment_id(self, name: str) -> str:
+        return "fleet"
+
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str]) -> tuple[str, str]:
+        self.runs.append({"info": {"run_id": name}, "data": {"metrics": []}})
+        return name, ""
+
+    def log_batch(self, run_id: str, metrics: dict[str, float]) -> None:
+        (run,) = [r for r in self.runs if r["info"]["run_id"] == run_id]
+        run["data"]["metrics"] = [{"key": k, "value": v} for k, v in metrics.items()]
+
+    def search_runs(self, experiment_id: str) -> list[dict[str, Any]]:
+        return self.runs
+
+    def set_version_tag(self, name: str, number: str, key: str, value: str) -> None:
+        self.tags.setdefault(number, {})[key] = value
+        self.writes.append(f"tag {key}")
+
+    def set_alias(self, name: str, alias: str, number: str) -> None:
+        self.aliases[alias] = next(v for v in [*self.aliases.values(), self.shadowed] if v.number == number)
+        self.writes.append(f"set {alias}")
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.aliases.pop(alias, None)
+        self.writes.append(f"delete {alias}")
+
+    shadowed = ModelVersion("2", "s2", "run", {"model_version": "shadow000001"})
+
+
+def shadow_run(worker: str, compared: int, agreed: int, review: int, live_review: int) -> dict[str, Any]:
+    counts = {"compared": compared, "agreed": agreed, "review": review, "live_review": live_review}
+    metrics = [{"key": f"shadow_{k}.shadow000001", "value": v} for k, v in counts.items()]
+    return {"info": {"run_id": worker}, "data": {"metrics": metrics}}
+
+
+def decider(
+    stand_in: Decisions, trained_model_dir: Path, tmp_path: Path, shadow_events: int
+) -> tuple[FleetModel, Pipeline]:
+    pipeline, _ = make_pipeline(trained_model_dir)
+    stand_in.folders["s1"] = trained_model_dir
+    stand_in.folders["s2"] = with_threshold(trained_model_dir, tmp_path / "v2", 0.6)
+    stand_in.aliases[CHAMPION] = ModelVersion("1", "s1", "run", {"model_version": pipeline.classifier.version})
+    stand_in.aliases[SHADOW] = stand_in.shadowed
+    fleet = FleetModel(stand_in, "m", tmp_path / "cache", pipeline.metrics)  # type: ignore[arg-type]
+    fleet.decides, fleet.shadow_events = True, shadow_events
+    return fleet, pipeline
+
+
+def test_the_decider_makes_the_shadow_the_canary_once_the_fleet_compared_enough_and_it_agrees(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    stand_in = Decisions()
+    fleet, pipeline = decider(stand_in, trained_model_dir, tmp_path, shadow_events=50)
+    stand_in.runs = [shadow_run("a", 30, 29, 3, 3)]
+    asyncio.run(fleet.poll(pipeline))
+    assert SHADOW in stand_in.aliases and CANARY not in stand_in.aliases  # 30 of 50 compared: not yet
+    stand_in.runs.append(shadow_run("b", 25, 24, 2, 2))
+    asyncio.run(fleet.poll(pipeline))
+    assert stand_in.aliases[CANARY].number == "2" and SHADOW not in stand_in.aliases
+    figures = json.loads(stand_in.tags["2"]["shadow"])
+    assert figures["events"] == 55 and figures["agreement"] == 53 / 55 and figures["reasons"] == []
+    assert stand_in.tags["2"]["decision"] == "canary: the shadow passed"
+    assert stand_in.writes == ["tag shadow", "tag decision", "set canary", "delete shadow"]
+
+
+def test_the_decider_refuses_a_shadow_that_disagrees_with_the_champion_across_the_fleet(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    stand_in = Decisions()
+    fleet, pipeline = decider(stand_in, trained_model_dir, tmp_path, shadow_events=50)
+    # Each worker alone would pass the agreement rule; their sum does not (and sends more to review).
+    stand_in.runs = [shadow_run("a", 30, 28, 3, 3), shadow_run("b", 30, 15, 12, 3)]
+    stand_in.aliases[CANARY] = ModelVersion("3", "s3", "run", {"model_version": "canary000001"})
+    stand_in.folders["s3"] = with_threshold(trained_model_dir, tmp_path / "v3", 0.7)
+    asyncio.run(fleet.poll(pipeline))
+    assert SHADOW in stand_in.aliases and "2" not in stand_in.tags  # waits while another canary is judged
+    del stand_in.aliases[CANARY]
+    asyncio.run(fleet.poll(pipeline))
+    decision = stand_in.tags["2"]["decision"]
+    assert decision.startswith("refused: worse_shadow: agreement 0.717 < 0.8; review share 0.250 > 0.150"), decision
+    assert SHADOW not in stand_in.aliases and CANARY not in stand_in.aliases
+    assert stand_in.writes == ["tag shadow", "tag decision", "delete shadow"]
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.shadow is None
+
+
+def test_every_worker_runs_the_shadow_beside_the_champion_emits_nothing_of_it_and_publishes_its_counts(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    stand_in = Decisions()
+    fleet, pipeline = decider(stand_in, trained_model_dir, tmp_path, shadow_events=10_000)
+    fleet.decides, fleet.worker_name = False, "w1"
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.shadow is not None and pipeline.shadow.candidate.threshold == 0.6
+    batch = [admit(pipeline, {"id": f"e{n}", "title": f"Graph neural networks {n}"}, n) for n in range(20)]
+    outputs = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+    assert len(outputs) == 20 and {o.record["model_version"] for o in outputs} == {pipeline.classifier.version}
+    asyncio.run(fleet.poll(pipeline))  # publishes
+    (counts,) = shadow_counts(stand_in.runs).values()
+    assert counts.compared == 20 and counts.agreed == 20  # the same bytes: the same tags
+    assert counts.review >= counts.live_review  # a higher threshold sends at least as many to review
+    assert fleet_counts(stand_in.runs)[pipeline.classifier.version].served == 20  # the champion's counts beside
+    del stand_in.aliases[SHADOW]
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.shadow is None
+    assert ShadowCounts(10, 10, 0, 0).verdict()[0] and not ShadowCounts(10, 7, 0, 0).verdict()[0]
 
 
 @pytest.mark.parametrize(
