@@ -37,8 +37,8 @@ demo-stop: ## Stop the demo's worker and Kafka
 test: $(STAMP) ## Run the whole test suite (starts and stops Kafka, Prometheus and MLflow itself)
 	$(VENV)/bin/pytest
 
-test-unit: $(STAMP) ## Run the tests that need no broker
-	$(VENV)/bin/pytest tests/unit -m 'not kafka and not prometheus and not browser'
+test-unit: $(STAMP) ## Run the fast tests that need no broker (make test runs the slow ones too)
+	$(VENV)/bin/pytest tests/unit -m 'not kafka and not prometheus and not browser and not slow'
 
 test-integration: $(STAMP) ## Run the tests against a real broker
 	$(VENV)/bin/pytest tests/integration

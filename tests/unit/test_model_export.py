@@ -134,6 +134,7 @@ def test_the_exported_graph_has_no_dense_per_vocabulary_stage() -> None:
     assert ops.isdisjoint({"TfIdfVectorizer", "LinearClassifier", "Normalizer", "ReduceL2", "MatMul"}), ops
 
 
+@pytest.mark.slow
 def test_the_same_data_exports_the_same_bytes_whatever_the_hash_seed() -> None:
     """The model's version is the sha256 of its file, so a retrain on the same data must not give a new one."""
     script = (

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,6 +103,7 @@ records = st.one_of(
 )  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["review", "tagged", "feedback"]), records), max_size=20))
 def test_no_record_stops_the_follower(tmp_path_factory: Any, sequence: list[tuple[str, bytes | None]]) -> None:
