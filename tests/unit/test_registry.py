@@ -14,14 +14,13 @@ import pytest
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.errors import ConfigError
-from stream_app.lifecycle.fleet import (
-    FleetModel,
+from stream_app.lifecycle.fleet import FleetModel, start_model
+from stream_app.lifecycle.fleet_counts import (
     ShadowCounts,
     VersionCounts,
     canary_verdict,
     fleet_counts,
     shadow_counts,
-    start_model,
     worker_counts,
 )
 from stream_app.lifecycle.registry import (

@@ -1,0 +1,146 @@
+"""The fleet's counts per model version and the verdicts on them: what each worker publishes to its run in the
+registry (served per route, judged, correct; and its shadows' comparisons), how the decider sums the runs, and
+the rules that pass or refuse a canary or a shadow on those sums. Plain functions, no registry calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from stream_app.lifecycle.shadow import Shadow, shadow_verdict
+
+if TYPE_CHECKING:
+    from stream_app.metrics import Metrics
+
+
+REVIEW_SHARE_SLACK: Final = 0.05
+"""How much more of its traffic a canary may send to people than the champion does."""
+PRECISION_SLACK: Final = 0.02
+"""How much lower a canary's online precision may be than the champion's."""
+
+
+@dataclass
+class VersionCounts:
+    """What one model version did, summed over workers: events served per route, predictions people judged."""
+
+    tagged: float = 0.0
+    review: float = 0.0
+    judged: float = 0.0
+    correct: float = 0.0
+
+    @property
+    def served(self) -> float:
+        return self.tagged + self.review
+
+    @property
+    def review_share(self) -> float:
+        return self.review / self.served if self.served else 0.0
+
+    @property
+    def precision(self) -> float | None:
+        return self.correct / self.judged if self.judged else None
+
+    def figures(self) -> dict[str, Any]:
+        """The counts and the two rates, for a version tag."""
+        return {"served": self.served, "review_share": round(self.review_share, 4), "judged": self.judged,
+                "precision": None if self.precision is None else round(self.precision, 4)}  # fmt: skip
+
+
+def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
+    """This worker's counts per model version, read from its metrics."""
+    counts: dict[str, VersionCounts] = {}
+    for metric, field_of in ((metrics.model_served, "route"), (metrics.online_judged, None),
+                             (metrics.online_correct, None)):  # fmt: skip
+        for family in metric.collect():
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                entry = counts.setdefault(sample.labels["version"], VersionCounts())
+                name = sample.labels["route"] if field_of else family.name.removeprefix("content_tagger_online_")
+                setattr(entry, name, getattr(entry, name) + sample.value)
+    return counts
+
+
+def fleet_counts(runs: list[dict[str, Any]]) -> dict[str, VersionCounts]:
+    """The counts per model version summed over the workers' runs (metrics named ``<field>.<version>``)."""
+    return {version: VersionCounts(**sums) for version, sums in summed(runs, "", VersionCounts).items()}
+
+
+@dataclass
+class ShadowCounts:
+    """What the shadow of one model version did beside the live model, summed over workers: events compared, on
+    how many it picked the live model's tag, how many it would have sent to review, and how many the live one did."""
+
+    compared: float = 0.0
+    agreed: float = 0.0
+    review: float = 0.0
+    live_review: float = 0.0
+
+    @classmethod
+    def of(cls, shadow: Shadow) -> ShadowCounts:
+        return cls(shadow.seen, shadow.agreed, shadow.candidate_below, shadow.live_below)
+
+    def verdict(self) -> tuple[bool, dict[str, Any]]:
+        """The folder shadow's rule (:func:`shadow_verdict`) on these counts."""
+        return shadow_verdict(self.compared, self.agreed, self.review, self.live_review)
+
+
+SHADOW_PREFIX: Final = "shadow_"
+"""What the metrics of shadow counts are named with, before their field: ``shadow_compared.<version>``."""
+
+
+def shadow_counts(runs: list[dict[str, Any]]) -> dict[str, ShadowCounts]:
+    """The shadow counts per model version summed over the workers' runs."""
+    return {version: ShadowCounts(**sums) for version, sums in summed(runs, SHADOW_PREFIX, ShadowCounts).items()}
+
+
+def summed(runs: list[dict[str, Any]], prefix: str, counts: type[Any]) -> dict[str, dict[str, float]]:
+    """Per model version, the sum over ``runs`` of each metric ``<prefix><field>.<version>`` for the fields of the
+    dataclass ``counts``; other metrics are skipped."""
+    fields = {spec.name for spec in dataclasses.fields(counts)}
+    sums: dict[str, dict[str, float]] = {}
+    for run in runs:
+        for metric in run.get("data", {}).get("metrics", []):
+            name, _, version = str(metric.get("key", "")).partition(".")
+            field_name = name.removeprefix(prefix) if name.startswith(prefix) else ""
+            if field_name in fields and version:
+                entry = sums.setdefault(version, {})
+                entry[field_name] = entry.get(field_name, 0.0) + float(metric.get("value", 0.0))
+    return sums
+
+
+def metric_values(counts: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The run metrics of per-version counts (dataclasses), read back by :func:`summed`."""
+    return {f"{prefix}{name}.{version}": float(getattr(entry, name)) for version, entry in counts.items()
+            for name in (spec.name for spec in dataclasses.fields(entry))}  # fmt: skip
+
+
+def canary_verdict(
+    champion: VersionCounts, canary: VersionCounts, min_events: int, min_judged: int
+) -> tuple[bool, list[str]] | None:
+    """Promote the canary or not, with the reasons against; None while it has served too little to tell.
+
+    It must send at most :data:`REVIEW_SHARE_SLACK` more of its events to review than the champion, and, once
+    people judged ``min_judged`` of its predictions, be at most :data:`PRECISION_SLACK` less precise, each beyond
+    the :func:`noise` of the canary's sample.
+    """
+    if canary.served < min_events or canary.judged < min_judged:
+        return None
+    reasons = []
+    limit = champion.review_share + REVIEW_SHARE_SLACK + noise(champion.review_share, canary.served)
+    if canary.review_share > limit:
+        reasons.append(f"review share {canary.review_share:.3f} > {limit:.3f} (champion {champion.review_share:.3f})")
+    if canary.precision is not None and champion.precision is not None:
+        floor = champion.precision - PRECISION_SLACK - noise(champion.precision, canary.judged)
+        if canary.precision < floor:
+            reasons.append(f"online precision {canary.precision:.3f} < {floor:.3f} (champion {champion.precision:.3f})")
+    return not reasons, reasons
+
+
+def noise(share: float, n: float) -> float:
+    """Two standard errors of a share measured on ``n`` items: a canary is refused for a difference sampling
+    alone would rarely (about 2% of the time) make, not for one its few hundred events make by chance."""
+    return 2.0 * math.sqrt(max(share * (1.0 - share), 0.01) / n) if n else 1.0
