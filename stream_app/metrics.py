@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
+
+if TYPE_CHECKING:
+    from stream_app.lifecycle.shadow import Tally
 
 PREFIX: Final = "content_tagger_"
 OUTCOMES: Final[tuple[str, ...]] = ("tagged", "review", "duplicate", "deadletter")
@@ -171,6 +174,19 @@ class Metrics:
             "model_served", "Classified events, by the model version that served them and route.", ["version", "route"]
         )
         self.registry_reachable = make.gauge("registry_reachable", "1 while the model registry answers, 0 when not.")
+        # ``version`` takes one value per shadow model this worker ran: a handful over its life.
+        self.shadow_compared = make.counter(
+            "shadow_compared", "Events a shadow model classified beside the live one, by shadow model version.",
+            ["version"],
+        )  # fmt: skip
+        self.shadow_agreed = make.counter(
+            "shadow_agreed", "Shadowed events on which the shadow model picked the live model's tag.", ["version"]
+        )
+        self.shadow_review = make.counter(
+            "shadow_review",
+            "Shadowed events a model would send to review, by shadow model version and model (shadow or live).",
+            ["version", "model"],
+        )
 
     def _resolve_children(self) -> None:
         """The label children every per-event call updates, created up front."""
@@ -233,6 +249,13 @@ class Metrics:
         if child is None:
             child = self._served[version, route] = self.model_served.labels(version, route)
         child.inc()
+
+    def shadowed(self, version: str, tally: Tally) -> None:
+        """Count one batch a shadow model of ``version`` classified beside the live one."""
+        self.shadow_compared.labels(version).inc(tally.compared)
+        self.shadow_agreed.labels(version).inc(tally.agreed)
+        self.shadow_review.labels(version, "shadow").inc(tally.candidate_review)
+        self.shadow_review.labels(version, "live").inc(tally.live_review)
 
     def set_served_model(self, version: str) -> None:
         """Create a served model's per-version series (served, online precision), so they read 0 from the start."""

@@ -18,6 +18,7 @@ PREFIX = "TAGGER_"
 
 CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "processing_guarantee": ("at_least_once", "exactly_once"),
+    "retrain_grid": ("full", "fast"),
     "security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
     "sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
     "review_auth": ("accounts", "proxy"),
@@ -183,6 +184,9 @@ class Settings:
     retrain_min_judged: int = 0
     """Retrain when online precision of auto-tagged items is below the card's target precision over at least
     this many judged ones (0: never)."""
+    retrain_grid: str = "full"
+    """The hyperparameter search of a retrain the worker starts: ``full`` (the exporter's cross-validated grid) or
+    ``fast`` (its one-point grid: the same pipeline in about a quarter of the time, for small machines)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

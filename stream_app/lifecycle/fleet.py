@@ -37,7 +37,9 @@ from stream_app.lifecycle.registry import (
     RegistryError,
     fetch_version,
     fleet_experiment,
+    prune_cache,
     read_pointer,
+    version_folder,
     write_pointer,
 )
 from stream_app.lifecycle.shadow import Shadow
@@ -156,6 +158,8 @@ class FleetModel:
             log.warning("serving canary version %s, model %s, beside %s", canary.number, canary_model.version,
                         pipeline.classifier.version)  # fmt: skip
         self._follow_shadow(pipeline, shadow, shadow_model)
+        keep = {version_folder(self.cache_dir, v) for v in (champion, canary, shadow) if v is not None}
+        await asyncio.to_thread(self._prune, keep | ({self.champion_dir} if self.champion_dir else set()))
         try:
             if self.worker_name:
                 await asyncio.to_thread(self._publish, worker_counts(self.metrics))
@@ -182,6 +186,17 @@ class FleetModel:
                         pipeline.classifier.version)  # fmt: skip
         if self.shadow is not None and pipeline.shadow is None:  # a folder candidate's shadow goes first
             pipeline.shadow = self.shadow
+
+    def _prune(self, keep: set[Path]) -> None:
+        """Remove the downloaded versions no alias names and this worker does not serve (logged); a folder that
+        cannot be removed is logged and left for the next poll."""
+        try:
+            removed = prune_cache(self.cache_dir, keep)
+        except OSError as error:
+            log.warning("cannot prune the registry cache %s: %s", self.cache_dir, error)
+            return
+        if removed:
+            log.info("removed from the registry cache: %s", ", ".join(removed))
 
     def _unreachable(self, pipeline: Pipeline, error: Exception) -> None:
         """Note that the registry failed a call (logged once until it answers again); nothing else changes."""

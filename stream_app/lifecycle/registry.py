@@ -15,20 +15,18 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from stream_app.errors import TaggerError
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +47,11 @@ MAX_ARTIFACT_BYTES: Final = 256 * 1024 * 1024
 """Largest artifact downloaded: a registry that sends more is refused rather than filling the disk."""
 ARTIFACT_SCHEME: Final = "mlflow-artifacts:/"
 """The only kind of version source followed: artifacts the tracking server itself serves."""
+VERSION_NUMBER: Final = re.compile(r"[1-9][0-9]{0,8}")
+"""What a registry version number is (it names a cache folder, so nothing else is accepted)."""
+CACHED_FOLDER: Final = re.compile(r"\.?v[1-9][0-9]{0,8}-[0-9a-f]{16}(\.partial)?")
+"""The names :func:`fetch_version` gives the folders it downloads into: the only entries :func:`prune_cache`
+removes."""
 
 
 class RegistryError(TaggerError):
@@ -75,8 +78,11 @@ class ModelVersion:
         """Read a ``model_version`` object of the REST API; raises :class:`RegistryError` when malformed."""
         try:
             tags = {str(t["key"]): str(t.get("value", "")) for t in body.get("tags", [])}
-            return cls(str(body["version"]), str(body["source"]), str(body.get("run_id", "")), tags)
-        except (KeyError, TypeError, AttributeError) as error:
+            number = str(body["version"])
+            if not VERSION_NUMBER.fullmatch(number):
+                raise ValueError(f"version number {number[:40]!r} is not a number")
+            return cls(number, str(body["source"]), str(body.get("run_id", "")), tags)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise RegistryError(f"the registry sent a malformed model version: {error!r}") from error
 
 
@@ -237,8 +243,7 @@ def fetch_version(client: RegistryClient, version: ModelVersion, cache_dir: Path
     A folder appears whole (written beside it, then renamed), so a crash mid-download leaves nothing that looks
     complete; the files are not trusted because they are cached: :meth:`Classifier.load` checks them every time.
     """
-    key = hashlib.sha256(f"{version.number}\0{version.source}".encode()).hexdigest()[:16]
-    folder = cache_dir / f"v{version.number}-{key}"
+    folder = version_folder(cache_dir, version)
     if all((folder / name).is_file() for name in MODEL_FILES):
         return folder
     staging = cache_dir / f".{folder.name}.partial"
@@ -249,6 +254,33 @@ def fetch_version(client: RegistryClient, version: ModelVersion, cache_dir: Path
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return folder
+
+
+def version_folder(cache_dir: Path, version: ModelVersion) -> Path:
+    """The folder of ``cache_dir`` that holds ``version`` once :func:`fetch_version` downloaded it (named by its
+    number and a hash of its number and source, so a version registered again from other files gets another)."""
+    key = hashlib.sha256(f"{version.number}\0{version.source}".encode()).hexdigest()[:16]
+    return cache_dir / f"v{version.number}-{key}"
+
+
+def prune_cache(cache_dir: Path, keep: Collection[Path]) -> list[str]:
+    """Remove the downloaded versions of ``cache_dir`` that are not in ``keep``, and partial downloads; returns
+    the names removed. Only names :func:`fetch_version` makes are touched: the pointer and anything else stay."""
+    kept = {folder.name for folder in keep}
+    removed: list[str] = []
+    try:
+        entries = list(cache_dir.iterdir())
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if entry.name in kept or not CACHED_FOLDER.fullmatch(entry.name):
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            entry.unlink()
+        else:
+            shutil.rmtree(entry)
+        removed.append(entry.name)
+    return sorted(removed)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ class Retrainer:
             sys.executable, "-m", "model_export", "--feedback", str(settings.labels_path),
             "--live", str(live_dir), "--out", str(out), "--reason", reason,
         ]  # fmt: skip
+        if settings.retrain_grid == "fast":
+            command.append("--fast")
         if settings.registry_url:
             command += ["--registry", settings.registry_url, "--model-name", settings.registry_model]
         log.warning("retraining (model %s serves), %s: %s", live.version, reason, " ".join(command))

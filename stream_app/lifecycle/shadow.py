@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, NamedTuple
 
 from stream_app.classifier import Classifier, Prediction
-
-if TYPE_CHECKING:  # the pipeline imports this module for Shadow
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +18,16 @@ REVIEW_SHARE_SLACK: Final = 0.05
 """How much more of the traffic the candidate may send to people than the live model does."""
 
 
+class Tally(NamedTuple):
+    """One batch's comparison: events compared, on how many the candidate picked the live model's tag, and how
+    many each model would send to review."""
+
+    compared: int
+    agreed: int
+    candidate_review: int
+    live_review: int
+
+
 class Shadow:
     """A candidate classifying live traffic beside the live model, counted but never emitted."""
 
@@ -29,17 +36,24 @@ class Shadow:
         self.events = events
         self.seen = self.agreed = self.candidate_below = self.live_below = 0
 
-    def observe(self, texts: Sequence[str], live: Sequence[Prediction], live_threshold: float) -> None:
+    def observe(self, texts: Sequence[str], live: Sequence[Prediction], live_threshold: float) -> Tally:
         """Classify ``texts`` with the candidate and compare with the live model's ``live`` predictions."""
-        self.compare(self.candidate.predict(list(texts)), live, live_threshold)
+        return self.compare(self.candidate.predict(list(texts)), live, live_threshold)
 
-    def compare(self, candidate: Sequence[Prediction], live: Sequence[Prediction], live_threshold: float) -> None:
-        """Count the candidate's ``candidate`` predictions against the live model's ``live`` ones (same texts)."""
+    def compare(self, candidate: Sequence[Prediction], live: Sequence[Prediction], live_threshold: float) -> Tally:
+        """Count the candidate's ``candidate`` predictions against the live model's ``live`` ones (same texts);
+        returns this batch's counts."""
+        agreed = candidate_below = live_below = 0
         for said, theirs in zip(candidate, live, strict=True):
-            self.seen += 1
-            self.agreed += said.tag == theirs.tag
-            self.candidate_below += said.confidence < self.candidate.threshold
-            self.live_below += theirs.confidence < live_threshold
+            agreed += said.tag == theirs.tag
+            candidate_below += said.confidence < self.candidate.threshold
+            live_below += theirs.confidence < live_threshold
+        tally = Tally(len(live), agreed, candidate_below, live_below)
+        self.seen += tally.compared
+        self.agreed += agreed
+        self.candidate_below += candidate_below
+        self.live_below += live_below
+        return tally
 
     @property
     def done(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,6 +39,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def unused_port_outside_the_ephemeral_range() -> int:
+    """A free port below the kernel's ephemeral range: the worker's and the broker's outgoing connections take
+    ports from that range, and one of them can take a port chosen there before a server binds it (or binds it
+    again)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for candidate in random.sample(range(20_000, min(low, 32_768)), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
+    return free_port()
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:

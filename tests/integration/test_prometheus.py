@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import random
 import re
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.harness import free_port, produce, read_outputs, run
+from tests.integration.harness import produce, read_outputs, run, unused_port_outside_the_ephemeral_range
 from tools.replay import build_messages, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prometheus, pytest.mark.slow]
@@ -50,20 +48,6 @@ def alert_expressions() -> list[str]:
 
 PORT_IN_USE = 98
 """scripts/prometheus's exit status when its port was taken before it could bind it."""
-
-
-def unused_port_outside_the_ephemeral_range() -> int:
-    """A free port below the kernel's ephemeral range: the worker's and the broker's outgoing connections take
-    ports from that range, and one of them can take a port chosen there before Prometheus binds it."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for candidate in random.sample(range(20_000, min(low, 32_768)), 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return candidate
-    return free_port()
 
 
 def start_prometheus(config: Path, data: Path) -> int:

@@ -1,15 +1,18 @@
 """The fleet's model registry on a real broker and a real MLflow server (started by scripts/mlflow): workers
-start and serve from their model folder while the registry is down and follow its ``champion`` alias when it
-answers, and a worker restarted while it is down again serves that champion; a new version runs in shadow on both
+start and serve from their model folder while the registry cannot be reached and follow its ``champion`` alias
+when it can, and a worker restarted while it cannot again serves that champion; a new version runs in shadow on both
 workers, becomes the canary on both workers' comparisons, is served to a share of the events, judged on both
 workers' counts, and promoted, or rolled back with its reason on the registry version."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +30,16 @@ from stream_app.lifecycle.registry import (
     fleet_experiment,
 )
 from stream_app.pipeline import canary_share
-from tests.integration.harness import Topics, WorkerProcess, account, export_model, free_port, produce, run
+from tests.integration.harness import (
+    Topics,
+    WorkerProcess,
+    account,
+    export_model,
+    free_port,
+    produce,
+    run,
+    unused_port_outside_the_ephemeral_range,
+)
 from tests.integration.test_lifecycle import health, health_version, quux_items, write_labels
 from tools.replay import event_value, mixed_stream, read_rows
 
@@ -37,26 +49,98 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class MlflowServer:
-    """An MLflow server on a port and in a data folder of its own, started and stopped by ``scripts/mlflow``."""
+    """An MLflow server on a port and in a data folder of its own, started and stopped by ``scripts/mlflow``; its
+    start runs in the background (it takes 10 s or more) until :meth:`wait` is called."""
 
     def __init__(self, data_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "MLFLOW_PORT": str(self.port), "MLFLOW_DATA_DIR": str(data_dir)}
+        self.starting: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start the server; nothing happens when it runs."""
-        subprocess.run([ROOT / "scripts" / "mlflow", "start"], env=self.env, check=True)
+        """Start the server in the background."""
+        self.starting = subprocess.Popen([ROOT / "scripts" / "mlflow", "start"], env=self.env)
+
+    def wait(self) -> None:
+        """Wait until the server answers; fails when its start failed."""
+        if self.starting is not None:
+            assert self.starting.wait(timeout=180) == 0, "scripts/mlflow start failed"
+            self.starting = None
 
     def stop(self) -> None:
+        if self.starting is not None:
+            self.starting.wait(timeout=180)
         subprocess.run([ROOT / "scripts" / "mlflow", "stop"], env=self.env, check=True)
+
+
+class Link:
+    """The network between the workers and the registry: a TCP port that forwards to the registry while up, and
+    refuses connections while down (the registry itself keeps running, so an outage costs no restart of it)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = unused_port_outside_the_ephemeral_range()  # no outgoing connection takes it while down
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.listener: socket.socket | None = None
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+
+    def up(self) -> None:
+        """Accept and forward connections."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed by down()
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open |= {client, upstream}
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with self.lock:
+                self.open.discard(sock)
+            sock.close()
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """One MLflow server for this module's tests, started by the first test that needs it (each test follows a
-    registered model of its own); stopped after the last."""
+    """One MLflow server for this module's tests (each test follows a registered model of its own), started in the
+    background at once and stopped after the last test."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
     try:
         yield server
     finally:
@@ -129,8 +213,8 @@ def test_workers_serve_their_folder_while_the_registry_is_down_follow_its_champi
     mlflow_server: MlflowServer, seven: Path, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     model = "follow"
-    mlflow_server.stop()  # down, if an earlier test of the module started it
-    env = {"TAGGER_REGISTRY_URL": mlflow_server.url, "TAGGER_CANDIDATE_POLL_SECONDS": "0.5",
+    link = Link(mlflow_server.port)  # down until link.up()
+    env = {"TAGGER_REGISTRY_URL": link.url, "TAGGER_CANDIDATE_POLL_SECONDS": "0.5",
            "TAGGER_REGISTRY_MODEL": model, "TAGGER_CANDIDATES_DIR": str(tmp_path / "candidates")}  # fmt: skip
     first, topics = start_worker(partitions=2, **env)
     second, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **env)
@@ -142,9 +226,10 @@ def test_workers_serve_their_folder_while_the_registry_is_down_follow_its_champi
     assert versions_of(bootstrap, topics, offline) == {folder_version}
     assert "content_tagger_registry_reachable 0.0" in first.metrics_text()
 
-    mlflow_server.start()
+    mlflow_server.wait()
     client = RegistryClient(mlflow_server.url)
     register_by_hand(client, model, seven, CHAMPION)
+    link.up()
     card = json.loads((seven / "model.json").read_text())
     assert card["version"] != folder_version
     for worker in workers:
@@ -155,7 +240,7 @@ def test_workers_serve_their_folder_while_the_registry_is_down_follow_its_champi
     assert "content_tagger_registry_reachable 1.0" in first.metrics_text()
 
     # The registry is down again and the fleet restarts: the worker serves the champion it took up, not its folder.
-    mlflow_server.stop()
+    link.down()
     for worker in workers:
         worker.stop()
     restarted, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **env,
@@ -184,7 +269,7 @@ def test_a_new_version_shadows_then_serves_as_canary_judged_on_both_workers_traf
     mlflow_server: MlflowServer, seven: Path, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     model = "canary"
-    mlflow_server.start()
+    mlflow_server.wait()
     client = RegistryClient(mlflow_server.url)
     register_by_hand(client, model, seven, CHAMPION)
     champion_card = json.loads((seven / "model.json").read_text())
@@ -285,7 +370,7 @@ def test_a_drifted_stream_starts_exactly_one_retrain_recorded_with_its_trigger(
     mlflow_server: MlflowServer, start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     model = "drift"
-    mlflow_server.start()
+    mlflow_server.wait()
     client = RegistryClient(mlflow_server.url)
     register_by_hand(client, model, trained_model_dir, CHAMPION)  # the model the worker serves from its folder
     labels = tmp_path / "labels.jsonl"
@@ -293,7 +378,7 @@ def test_a_drifted_stream_starts_exactly_one_retrain_recorded_with_its_trigger(
     worker, topics = start_worker(
         TAGGER_REGISTRY_URL=mlflow_server.url, TAGGER_REGISTRY_MODEL=model, TAGGER_CANDIDATE_POLL_SECONDS="0.5",
         TAGGER_DRIFT_WINDOW="200",
-        TAGGER_RETRAIN_DRIFT_SECONDS="2", TAGGER_LABELS_PATH=str(labels),
+        TAGGER_RETRAIN_DRIFT_SECONDS="2", TAGGER_LABELS_PATH=str(labels), TAGGER_RETRAIN_GRID="fast",
         TAGGER_CANDIDATES_DIR=str(tmp_path / "candidates"),
     )  # fmt: skip
     bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
@@ -311,3 +396,4 @@ def test_a_drifted_stream_starts_exactly_one_retrain_recorded_with_its_trigger(
     tags = {t["key"]: t["value"] for t in retrain["data"]["tags"]}
     assert tags["trigger"].startswith("drift: confidence PSI") and "> 0.2 for" in tags["trigger"], tags
     assert "drift:" in worker.log_text() and worker.log_text().count("retraining (model") == 1
+    assert " --fast " in worker.log_text()  # TAGGER_RETRAIN_GRID=fast

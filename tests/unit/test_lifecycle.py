@@ -197,8 +197,9 @@ def test_enough_new_labels_start_one_retrain_whose_candidate_lands_in_the_candid
 ) -> None:
     labels = tmp_path / "labels.jsonl"
     settings = Settings(
-        model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates", labels_path=labels, retrain_after_labels=3
-    )
+        model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates", labels_path=labels, retrain_after_labels=3,
+        retrain_grid="fast",
+    )  # fmt: skip
     retrainer = Retrainer(settings)
     live = Classifier.load(trained_model_dir)
     store = LabelStore(labels)
@@ -225,6 +226,8 @@ def test_enough_new_labels_start_one_retrain_whose_candidate_lands_in_the_candid
     (folder,) = asyncio.run(scenario())
     card = json.loads((folder / "model.json").read_text())
     assert card["promotion"]["live_version"] == live.version
+    grid = card["hyperparameters"]["grid"]
+    assert all(len(values) == 1 for values in grid.values()), grid  # TAGGER_RETRAIN_GRID=fast: the one-point grid
 
 
 def test_candidates_are_loaded_and_hashed_and_the_shadow_runs_off_the_event_loop(

@@ -17,7 +17,7 @@ from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDIC
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition", "verdict", "route",
-                  "topic"}
+                  "topic", "model"}
 # The names the README, the dashboard and the alerts rely on.
 CONTRACT = {
     "content_tagger_events_consumed_total": "counter",
@@ -50,6 +50,9 @@ CONTRACT = {
     "content_tagger_skipped_records_total": "counter",
     "content_tagger_model_served_total": "counter",
     "content_tagger_registry_reachable": "gauge",
+    "content_tagger_shadow_compared_total": "counter",
+    "content_tagger_shadow_agreed_total": "counter",
+    "content_tagger_shadow_review_total": "counter",
 }
 Key = tuple[str, tuple[tuple[str, str], ...]]
 

@@ -31,6 +31,7 @@ from stream_app.lifecycle.registry import (
     ModelVersion,
     RegistryClient,
     RegistryError,
+    version_folder,
 )
 from stream_app.pipeline import Admitted, Pipeline, canary_share
 from stream_app.settings import Settings
@@ -118,6 +119,14 @@ def test_the_client_fetches_only_artifacts_the_registry_serves() -> None:
         RegistryClient("file:///tmp/registry")
 
 
+@pytest.mark.parametrize("number", ["../../../tmp/x", "1/../..", "0", "-1", "1e3", " 1", "", "1" * 10, "١"])
+def test_a_version_number_that_is_not_one_is_refused_before_it_names_a_cache_folder(number: str) -> None:
+    source = "mlflow-artifacts:/1/run/artifacts/model"
+    assert ModelVersion.from_response({"version": "12", "source": source}).number == "12"
+    with pytest.raises(RegistryError, match="malformed model version"):
+        ModelVersion.from_response({"version": number, "source": source})
+
+
 class StandIn:
     """A registry holding aliases and version folders, which can be made not to answer."""
 
@@ -177,6 +186,40 @@ def test_a_worker_serves_its_folder_while_the_registry_is_down_and_follows_it_wh
     asyncio.run(fleet.poll(pipeline))
     assert registry.get_sample_value("content_tagger_registry_reachable") == 0
     assert pipeline.classifier.threshold == 0.5
+
+
+def test_the_registry_cache_keeps_only_what_an_alias_names_and_the_champion_served(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    pipeline, _ = make_pipeline(trained_model_dir)
+    stand_in = StandIn()
+    cache = tmp_path / "cache"
+    fleet = FleetModel(stand_in, "m", cache, pipeline.metrics)  # type: ignore[arg-type]
+    versions = {}
+    for number, threshold in (("1", 0.5), ("2", 0.6), ("3", 0.7)):
+        stand_in.folders[f"s{number}"] = with_threshold(trained_model_dir, tmp_path / f"v{number}", threshold)
+        versions[number] = ModelVersion(number, f"s{number}", "run")
+
+    def cached() -> set[str]:
+        return {entry.name for entry in cache.iterdir()}
+
+    stand_in.aliases[CHAMPION], stand_in.aliases[CANARY] = versions["1"], versions["2"]
+    asyncio.run(fleet.poll(pipeline))
+    one, two, three = (version_folder(cache, versions[n]).name for n in "123")
+    assert cached() == {one, two, POINTER}
+    (cache / "operator-notes.txt").write_text("not the worker's to remove")
+    (cache / f".{three}.partial").mkdir()  # a download a crash interrupted
+    stand_in.aliases[CHAMPION] = versions["3"]
+    del stand_in.aliases[CANARY]
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.classifier.threshold == 0.7 and pipeline.canary is None
+    assert cached() == {three, POINTER, "operator-notes.txt"}
+
+    tampered = stand_in.folders["s1"]  # the champion moves to a version that fails its checks: 3 stays served
+    (tampered / "model.onnx").write_bytes((tampered / "model.onnx").read_bytes()[:-10] + b"0" * 10)
+    stand_in.aliases[CHAMPION] = ModelVersion("4", "s1", "run")
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.classifier.threshold == 0.7 and three in cached()
 
 
 def registry_settings(model_dir: Path, data_dir: Path) -> Settings:
@@ -359,6 +402,15 @@ def test_every_worker_runs_the_shadow_beside_the_champion_emits_nothing_of_it_an
     assert counts.compared == 20 and counts.agreed == 20  # the same bytes: the same tags
     assert counts.review >= counts.live_review  # a higher threshold sends at least as many to review
     assert fleet_counts(stand_in.runs)[pipeline.classifier.version].served == 20  # the champion's counts beside
+    shadow_version = pipeline.shadow.candidate.version
+    exported = {(s.name, tuple(sorted(s.labels.items()))): s.value for metric in (
+        pipeline.metrics.shadow_compared, pipeline.metrics.shadow_agreed, pipeline.metrics.shadow_review)
+        for family in metric.collect() for s in family.samples if s.name.endswith("_total")}  # fmt: skip
+    version = ("version", shadow_version)
+    assert exported[("content_tagger_shadow_compared_total", (version,))] == counts.compared
+    assert exported[("content_tagger_shadow_agreed_total", (version,))] == counts.agreed
+    assert exported[("content_tagger_shadow_review_total", (("model", "shadow"), version))] == counts.review
+    assert exported[("content_tagger_shadow_review_total", (("model", "live"), version))] == counts.live_review
     del stand_in.aliases[SHADOW]
     asyncio.run(fleet.poll(pipeline))
     assert pipeline.shadow is None
@@ -375,6 +427,7 @@ def test_every_worker_runs_the_shadow_beside_the_champion_emits_nothing_of_it_an
         ("TAGGER_RETRAIN_DRIFT_SECONDS", "-5"),
         ("TAGGER_RETRAIN_DRIFT_PSI", "0"),
         ("TAGGER_RETRAIN_MIN_JUDGED", "-1"),
+        ("TAGGER_RETRAIN_GRID", "quick"),
     ],
 )
 def test_bad_registry_and_retrain_settings_are_refused_with_the_variable_named(name: str, value: str) -> None:
