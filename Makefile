@@ -34,8 +34,8 @@ demo: $(MODEL) ## Run the service end to end on the sample data (starts Kafka an
 demo-stop: ## Stop the demo's worker and Kafka
 	scripts/demo stop
 
-test: $(STAMP) ## Run the whole test suite (starts and stops Kafka, Prometheus and MLflow itself)
-	$(VENV)/bin/pytest
+test: $(STAMP) ## Run the whole test suite in two processes (starts and stops Kafka, Prometheus and MLflow itself)
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 test-unit: $(STAMP) ## Run the fast tests that need no broker (make test runs the slow ones too)
 	$(VENV)/bin/pytest tests/unit -m 'not kafka and not prometheus and not browser and not slow'

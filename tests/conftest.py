@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from model_export.__main__ import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
+KAFKA = ROOT / "scripts" / "kafka"
+STARTED_KAFKA = pytest.StashKey[bool]()
 
 
 FIXTURE_MODEL = ROOT / "tests" / "fixtures" / "model"
@@ -42,3 +45,25 @@ def exported_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def prometheus_installed() -> None:
     """prometheus and promtool on the PATH, installed from Debian's package by scripts/prometheus if missing."""
     subprocess.run([ROOT / "scripts/prometheus", "install"], check=True)
+
+
+def distributes(config: pytest.Config) -> bool:
+    """Whether this process is the controller of a pytest-xdist run (``-n 2``), which runs no test itself."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a distributed run the controller starts the broker every worker process shares (before it starts them,
+    so they inherit ``TAGGER_KAFKA_BOOTSTRAP_SERVERS``); each process would otherwise start and stop its own."""
+    if not distributes(config) or os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS"):
+        return
+    was_running = subprocess.run([KAFKA, "status"], capture_output=True).returncode == 0
+    subprocess.run([KAFKA, "start"], check=True)
+    config.stash[STARTED_KAFKA] = not was_running
+    os.environ["TAGGER_KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:" + os.environ.get("KAFKA_PORT", "9092")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the broker :func:`pytest_configure` started."""
+    if config.stash.get(STARTED_KAFKA, False):
+        subprocess.run([KAFKA, "stop"], check=True)
