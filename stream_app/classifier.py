@@ -68,10 +68,7 @@ class Classifier:
         self._threshold = float(card["threshold"] if threshold is None else threshold)
         self._input = str(card["input"]["name"])
         self._outputs = [str(card["outputs"]["probabilities"])]
-        # onnxruntime's InferenceSession.run checks the feed's names and then calls its compiled session's run;
-        # the feed is built here with the card's checked input name, so predict calls the compiled one directly
-        # (a few µs less per call). A session without it (another wrapper, a stub) is called as it is.
-        self._run = getattr(session, "_sess", session).run
+        self._run = session.run
 
     @property
     def version(self) -> str:

@@ -145,24 +145,6 @@ def test_one_text_gets_what_a_batch_gives_it(classifier: Classifier) -> None:
         assert list(alone.scores) == list(classifier.classes)
 
 
-class StubSession:
-    """A session with onnxruntime's public ``run`` only: the classifier must not need more."""
-
-    def __init__(self, row: list[float]) -> None:
-        self.row = row
-
-    def run(self, outputs: list[str], feed: dict[str, Any], run_options: Any = None) -> list[np.ndarray]:
-        (texts,) = feed.values()
-        return [np.asarray([self.row] * len(texts), dtype=np.float32)]
-
-
-def test_a_session_without_onnxruntimes_compiled_one_is_run_as_it_is(classifier: Classifier) -> None:
-    stub = Classifier(StubSession([0.25, 0.375, 0.375, 0.0]), classifier.card)
-    (alone,) = stub.predict(["text"])
-    assert alone == stub.predict(["text", "other text"])[0]
-    assert alone.tag == classifier.classes[1] and alone.confidence == 0.375  # the first of equal maxima
-
-
 def test_a_batch_mixing_long_and_short_texts_keeps_each_texts_answer_in_its_place(classifier: Classifier) -> None:
     long_text = event_text("Kubernetes model serving", "Deploying and monitoring models in production. " * 400)
     texts = [event_text("GAN faces", None), long_text, event_text("Topic modelling with LDA", None), long_text[:600]]
