@@ -66,10 +66,9 @@ def build_card(
         "target_precision": target_precision,
         "input": {**io["input"], "text": "stream_app.classifier.event_text(title, description)"},
         "outputs": {
-            "label": io["label"]["name"],
             "probabilities": io["probabilities"]["name"],
-            "shapes": {role: io[role]["shape"] for role in ("label", "probabilities")},
-            "types": {role: io[role]["type"] for role in ("label", "probabilities")},
+            "shapes": {"probabilities": io["probabilities"]["shape"]},
+            "types": {"probabilities": io["probabilities"]["type"]},
         },
         "hyperparameters": params,
         "evaluation": evaluation,

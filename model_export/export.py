@@ -20,7 +20,8 @@ from stream_app.classifier import CLASSES_METADATA_KEY, event_text
 from stream_app.errors import TaggerError
 
 INPUT_NAME = "text"
-LABEL_OUTPUT, PROBABILITIES_OUTPUT = "label", "probabilities"
+PROBABILITIES_OUTPUT = "probabilities"
+"""The graph's one output, [N, classes]: no label output, whose two nodes every run would pay for (0104)."""
 OPSETS = {"": 17, "ai.onnx.ml": 2, "com.microsoft": 1}
 """Opset of each domain the graph uses (LabelEncoder maps int64 keys from ai.onnx.ml 2 on)."""
 GRAPH_NAME = "content_tagger"
@@ -78,7 +79,7 @@ class SparseTagger:
 
 
 def convert(pipeline: Pipeline) -> bytes:
-    """The whole pipeline as an ONNX model: a [N, 1] string tensor in, labels and probabilities out.
+    """The whole pipeline as an ONNX model: a [N, 1] string tensor in, probabilities out.
 
     The model's metadata carries its class labels, so the serving side can check the card against the model.
     """
@@ -103,21 +104,19 @@ def register_converter() -> None:
 
 
 def parse_tagger(scope: Any, model: SparseTagger, inputs: list[Any], custom_parsers: Any = None) -> list[Any]:
-    """One operator from the text to the ``label`` and ``probabilities`` outputs (skl2onnx parser)."""
+    """One operator from the text to the ``probabilities`` output (skl2onnx parser)."""
     operator = scope.declare_local_operator(CONVERTER_ALIAS, model)
     operator.inputs = inputs
-    for name in (LABEL_OUTPUT, PROBABILITIES_OUTPUT):
-        operator.outputs.append(scope.declare_local_variable(name, missing_type=True))
+    operator.outputs.append(scope.declare_local_variable(PROBABILITIES_OUTPUT, missing_type=True))
     return list(operator.outputs)
 
 
 def set_output_types(operator: Any) -> None:
-    """Labels [N] (strings) and probabilities [N, classes] (float) of a [N, 1] string input (shape calculator)."""
+    """Probabilities [N, classes] (float) of a [N, 1] string input (shape calculator)."""
     (text,) = operator.inputs
     if not isinstance(text.type, StringTensorType):
         raise TypeError(f"the model reads a string tensor, not {text.type}")
-    label, probabilities = operator.outputs
-    label.type = StringTensorType([None])
+    (probabilities,) = operator.outputs
     probabilities.type = FloatTensorType([None, len(operator.raw_operator.classes)])
 
 
@@ -199,15 +198,16 @@ def sparse_graph(scope: Any, operator: Any, container: Any) -> None:
     maps each occurrence to its column (:func:`ngram_ids`; unknown n-grams and padding to an all-zero row),
     gathers the rows ``[idf * w, idf^2]`` of a table and sums them: its work grows with the text, not with
     the vocabulary, where a dense TF-IDF graph fills and reads every column of every row several times.
+
+    At one text per call onnxruntime's fixed cost per node outweighs most nodes' work, so the graph has as few
+    nodes as the arithmetic allows (decision 0104): the tokenizers read the [N, 1] input as it is and give
+    [N, 1, tokens], and n-grams are spelled by one ``Conv`` where float32 spells them exactly.
     """
     tagger: SparseTagger = operator.raw_operator
     graph = GraphWriter(scope, container)
     classes = len(tagger.classes)
-    occurrence_axis = graph.ints("occurrence_axis", [1])
-    # [N, 1] to [N]: the tokenizers then give [N, tokens].
-    minus_one = graph.ints("minus_one", [-1])
-    texts = graph.add("Reshape", [operator.inputs[0].full_name, minus_one], "texts")
-    block_scores = []
+    occurrence_axes = graph.ints("occurrence_axes", [1, 2])
+    block_sums = []
     start = 0
     for index, block in enumerate(tagger.blocks):
         width = len(block.vocabulary_)
@@ -216,46 +216,55 @@ def sparse_graph(scope: Any, operator: Any, container: Any) -> None:
         table[:width, :-1] = idf[:, None] * tagger.weights[start : start + width]
         table[:width, -1] = idf**2
         start += width
+        # [N, 1] in, [N, 1, tokens] out; "" as the one separator splits a text into its characters.
+        split_by = {"separators": [""]} if block.analyzer == "char" else {"tokenexp": block.token_pattern}
         tokens = graph.add(
             "Tokenizer",
-            [texts],
+            [operator.inputs[0].full_name],
             f"tokens_{index}",
             domain="com.microsoft",
             mark=0,
             mincharnum=1,
             pad_value=PADDING,
-            tokenexp="." if block.analyzer == "char" else block.token_pattern,
+            **split_by,
         )
         split = list if block.analyzer == "char" else str.split
         vocabulary = {tuple(split(ngram)): column for ngram, column in block.vocabulary_.items()}
         ids = ngram_ids(graph, tokens, vocabulary, f"block{index}", default=width)
         table_name = graph.constant(f"table_{index}", table.astype(np.float32))
         gathered = graph.add("Gather", [table_name, ids], f"gathered_{index}", axis=0)
-        sums = graph.add("ReduceSum", [gathered, occurrence_axis], f"sums_{index}", keepdims=0)
-        raw, squared = graph.name(f"raw_{index}"), graph.name(f"sq_{index}")
-        split_sizes = graph.ints("split_scores_norm", [classes, 1])
-        graph.node("Split", [sums, split_sizes], [raw, squared], axis=1)
-        floored = graph.add("Max", [squared, graph.constant("norm_floor", NORM_FLOOR)], f"floored_{index}")
-        norm = graph.add("Sqrt", [floored], f"norm_{index}")
-        block_scores.append(graph.add("Div", [raw, norm], f"scores_{index}"))
+        # [N, 1, 1, classes + 1]: the block's scores and squared norm.
+        block_sums.append(graph.add("ReduceSum", [gathered, occurrence_axes], f"sums_{index}", keepdims=1))
+    # All blocks side by side, [N, blocks, 1, classes + 1], so that one set of nodes normalises them all.
+    sums = graph.add("Concat", block_sums, "sums", axis=1) if len(block_sums) > 1 else block_sums[0]
+    raw, squared = graph.name("raw"), graph.name("squared")
+    graph.node("Split", [sums, graph.ints("split_scores_norm", [classes, 1])], [raw, squared], axis=3)
+    floored = graph.add("Max", [squared, graph.constant("norm_floor", NORM_FLOOR)], "floored")
+    scores = graph.add("Div", [raw, graph.add("Sqrt", [floored], "norm")], "scores")
+    logits = graph.add("ReduceSum", [scores, occurrence_axes], "block_logits", keepdims=0)
+    (probabilities,) = (output.full_name for output in operator.outputs)
     intercept = graph.constant("intercept", tagger.intercept.astype(np.float32))
-    logits = graph.add("Sum", [*block_scores, intercept], "logits")
-    label, probabilities = (output.full_name for output in operator.outputs)
-    graph.node("Softmax", [logits], [probabilities], axis=1)
-    best = graph.add("ArgMax", [probabilities], "best", axis=1, keepdims=0)
-    graph.node("Gather", [graph.constant("classes", np.array(tagger.classes, dtype=object)), best], [label], axis=0)
+    graph.node("Softmax", [graph.add("Add", [logits, intercept], "logits")], [probabilities], axis=1)
+
+
+FLOAT_EXACT = 2**24
+"""Integers below this are exact in float32, and so are sums of products that stay below it."""
+NgramColumns = dict[tuple[int, int], int]
+"""An n-gram's length and the number its digits spell, to its column."""
 
 
 def ngram_ids(
     graph: GraphWriter, tokens: str, vocabulary: dict[tuple[str, ...], int], prefix: str, default: int
 ) -> str:
-    """Add the nodes mapping every n-gram occurrence in ``tokens`` [N, T] to its column; returns the name of
-    the [N, occurrences] int64 result (``default`` for n-grams outside ``vocabulary`` and for padding).
+    """Add the nodes mapping every n-gram occurrence in ``tokens`` [N, 1, T] to its column; returns the name of
+    the [N, lengths, occurrences] int64 result (``default`` for n-grams outside ``vocabulary`` and for padding).
 
     Strings are looked up once: each token becomes a digit (1 + its rank among the vocabulary's tokens, 0
-    when unknown), and an n-gram the number its digits spell in base ``len(tokens) + 1``, built from the
-    (n-1)-grams with integer arithmetic. One ``LabelEncoder`` per n-gram length maps those numbers to columns;
-    an n-gram with an unknown token has a 0 digit, so it spells no number of the vocabulary.
+    when unknown), and an n-gram the number its digits spell in base ``len(tokens) + 1``; an n-gram with an
+    unknown token has a 0 digit, so it spells no number of the vocabulary. Where every such number fits
+    float32 exactly, one ``Conv`` spells all lengths at every position (:func:`conv_ngram_ids`) and one
+    ``LabelEncoder`` maps them to columns; otherwise int64 arithmetic over shifted slices does
+    (:func:`sliced_ngram_ids`).
     """
     alphabet = sorted({token for ngram in vocabulary for token in ngram})
     if PADDING in alphabet:
@@ -274,7 +283,8 @@ def ngram_ids(
     digit = {token: rank + 1 for rank, token in enumerate(alphabet)}
     base = len(alphabet) + 1
     lengths = sorted({len(ngram) for ngram in vocabulary})
-    if base ** max(lengths, default=1) >= 2**62:
+    exact_in_float = sum(base**length for length in lengths) <= FLOAT_EXACT
+    if base ** max(lengths) >= 2**62:
         raise ParityError(f"{len(alphabet)} distinct tokens cannot spell {max(lengths)}-grams in an int64")
     digits = graph.add(
         "LabelEncoder",
@@ -282,25 +292,80 @@ def ngram_ids(
         f"{prefix}_digits",
         domain="ai.onnx.ml",
         keys_strings=alphabet,
-        values_int64s=[digit[token] for token in alphabet],
-        default_int64=0,
+        **(
+            {"values_floats": [float(digit[token]) for token in alphabet], "default_float": 0.0}
+            if exact_in_float
+            else {"values_int64s": [digit[token] for token in alphabet], "default_int64": 0}
+        ),
     )
+    columns = {
+        (len(ngram), int(np.polyval([digit[token] for token in ngram], base))): column
+        for ngram, column in vocabulary.items()
+    }
+    spell = conv_ngram_ids if exact_in_float else sliced_ngram_ids
+    return spell(graph, digits, base, columns, prefix, default)
+
+
+def conv_ngram_ids(graph: GraphWriter, digits: str, base: int, columns: NgramColumns, prefix: str, default: int) -> str:
+    """[N, lengths, T + 1] columns of the n-grams of each length that start at each position of ``digits``.
+
+    The digits (float) are padded with ``longest`` zeros at the end, so that a text of no token still has a
+    position (``Conv`` refuses an empty input) and n-grams running past the end have a 0 digit. Output channel
+    c of the ``Conv`` weighs the next ``lengths[c]`` digits by the powers of the base and adds an offset (its
+    bias) that keeps each length's numbers apart, so one ``LabelEncoder`` maps all of them. Every number is
+    an integer below :data:`FLOAT_EXACT`, so float32 computes it exactly.
+    """
+    lengths = sorted({length for length, _ in columns})
+    longest = max(lengths)
+    offsets = dict(zip(lengths, np.cumsum([0] + [base**n for n in lengths[:-1]]).tolist(), strict=True))
+    padded = graph.add("Pad", [digits, graph.ints(f"{prefix}_pads", [0, 0, 0, 0, 0, longest])], f"{prefix}_padded")
+    kernel = np.zeros((len(lengths), 1, longest), dtype=np.float32)
+    for channel, length in enumerate(lengths):
+        kernel[channel, 0, :length] = [base ** (length - 1 - i) for i in range(length)]
+    keys = graph.add(
+        "Conv",
+        [
+            padded,
+            graph.constant(f"{prefix}_powers", kernel),
+            graph.constant(f"{prefix}_offsets", np.array([offsets[n] for n in lengths], dtype=np.float32)),
+        ],
+        f"{prefix}_keys",
+        kernel_shape=[longest],
+    )
+    keyed = sorted((offsets[length] + number, column) for (length, number), column in columns.items())
+    return graph.add(
+        "LabelEncoder",
+        [keys],
+        f"{prefix}_ids",
+        domain="ai.onnx.ml",
+        keys_floats=[float(key) for key, _ in keyed],
+        values_int64s=[column for _, column in keyed],
+        default_int64=default,
+    )
+
+
+def sliced_ngram_ids(
+    graph: GraphWriter, digits: str, base: int, columns: NgramColumns, prefix: str, default: int
+) -> str:
+    """[N, 1, occurrences] columns of the n-grams of ``digits`` (int64), spelled as numbers built from the
+    (n-1)-grams with ``Slice``, ``Mul`` and ``Add``, one ``LabelEncoder`` per length."""
+    lengths = sorted({length for length, _ in columns})
     ids, spelled = [], digits
-    for length in range(1, max(lengths, default=1) + 1):
+    axis = graph.ints("token_axis", [2])
+    for length in range(1, max(lengths) + 1):
         if length > 1:
             # n-gram at position p = (n-1)-gram at p, times the base, plus the digit of token p + n - 1.
             seed = f"{prefix}_{length}gram"
             zero = graph.ints("zero", [0])
             minus_one = graph.ints("minus_one", [-1])
-            axis = graph.ints("occurrence_axis", [1])
             head = graph.add("Slice", [spelled, zero, minus_one, axis], f"{seed}_head")
             shifted = graph.add("Mul", [head, graph.ints(f"{prefix}_base", base)], f"{seed}_shifted")
             first = graph.ints(f"{prefix}_to_{length}", [length - 1])
             end = graph.ints("end", [int(np.iinfo(np.int64).max)])
             last = graph.add("Slice", [digits, first, end, axis], f"{seed}_last")
             spelled = graph.add("Add", [shifted, last], seed)
-        ngrams = sorted((ngram, column) for ngram, column in vocabulary.items() if len(ngram) == length)
-        if not ngrams:
+        keyed = sorted((number, column) for (n, number), column in columns.items() if n == length)
+        if not keyed:
             continue
         ids.append(
             graph.add(
@@ -308,22 +373,22 @@ def ngram_ids(
                 [spelled],
                 f"{spelled}_ids",
                 domain="ai.onnx.ml",
-                keys_int64s=[int(np.polyval([digit[t] for t in ngram], base)) for ngram, _ in ngrams],
-                values_int64s=[column for _, column in ngrams],
+                keys_int64s=[number for number, _ in keyed],
+                values_int64s=[column for _, column in keyed],
                 default_int64=default,
             )
         )
     if len(ids) == 1:
         return ids[0]
-    return graph.add("Concat", ids, f"{prefix}_ids", axis=1)
+    return graph.add("Concat", ids, f"{prefix}_ids", axis=2)
 
 
 def describe_io(model_bytes: bytes) -> dict[str, dict[str, Any]]:
-    """Name, element type and shape (None for a free dimension) of the input, labels and probabilities."""
+    """Name, element type and shape (None for a free dimension) of the input and the probabilities."""
     graph = onnx.load_from_string(model_bytes).graph
     values = {value.name: value for value in [*graph.input, *graph.output]}
     described = {}
-    for role, name in (("input", INPUT_NAME), ("label", LABEL_OUTPUT), ("probabilities", PROBABILITIES_OUTPUT)):
+    for role, name in (("input", INPUT_NAME), ("probabilities", PROBABILITIES_OUTPUT)):
         tensor = values[name].type.tensor_type
         described[role] = {
             "name": name,
@@ -354,12 +419,14 @@ def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -
     """Compare ONNX and scikit-learn on ``texts``; raise :class:`ParityError` on a probability gap past
     :data:`PARITY_TOLERANCE` or a label that differs where scikit-learn's two best classes are further apart."""
     try:
-        labels, probabilities = onnx_session(model_bytes).run(
-            [LABEL_OUTPUT, PROBABILITIES_OUTPUT], {INPUT_NAME: np.asarray(texts, dtype=object).reshape(-1, 1)}
+        (probabilities,) = onnx_session(model_bytes).run(
+            [PROBABILITIES_OUTPUT], {INPUT_NAME: np.asarray(texts, dtype=object).reshape(-1, 1)}
         )
     except Exception as error:  # onnxruntime's errors are untyped; any of them means no parity
         raise ParityError(f"onnxruntime cannot run the exported model: {error}") from error
     expected = pipeline.predict_proba(np.asarray(texts, dtype=object))
+    # The label the worker serves: the first of the highest probabilities (Classifier.predict).
+    labels = np.asarray(pipeline.classes_)[np.asarray(probabilities).argmax(axis=1)]
     expected_labels = np.asarray(pipeline.classes_)[expected.argmax(axis=1)]
     gap = float(np.abs(np.asarray(probabilities) - expected).max())
     top_two = np.sort(expected, axis=1)[:, -2:] if expected.shape[1] > 1 else np.zeros((len(texts), 2))

@@ -134,6 +134,17 @@ def test_batches_give_the_same_answers_as_single_texts(classifier: Classifier) -
     assert classifier.predict([]) == []
 
 
+def test_one_text_gets_what_a_batch_gives_it(classifier: Classifier) -> None:
+    texts = [event_text(t, d) for t, d in (("GAN faces", None), ("", ""), ("a", None), ("MLOps on Kubernetes", "x"))]
+    batch = classifier.predict(texts)
+    for text, in_batch in zip(texts, batch, strict=True):
+        alone = classifier.predict([text])[0]
+        assert alone == classifier.predict_one(text)
+        assert alone.tag == in_batch.tag and alone.confidence == max(alone.scores.values())
+        assert alone.scores == pytest.approx(in_batch.scores, abs=1e-6)
+        assert list(alone.scores) == list(classifier.classes)
+
+
 def test_a_batch_mixing_long_and_short_texts_keeps_each_texts_answer_in_its_place(classifier: Classifier) -> None:
     long_text = event_text("Kubernetes model serving", "Deploying and monitoring models in production. " * 400)
     texts = [event_text("GAN faces", None), long_text, event_text("Topic modelling with LDA", None), long_text[:600]]

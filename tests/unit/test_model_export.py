@@ -118,6 +118,47 @@ def test_a_text_gets_the_same_probabilities_alone_and_padded_in_a_batch() -> Non
     np.testing.assert_allclose(probabilities(batch[:1])[0], pipeline.predict_proba(batch[:1])[0], atol=1e-5)
 
 
+SHORT_TEXTS = ("", "a", "ab", "abc", "abcd", "c#", "!!!", "🚀", "yolo", "ml ops")
+
+
+def test_each_text_alone_gets_the_pipelines_probabilities() -> None:
+    """The worker often sends one text, which nothing pads: the n-gram keys must still cover every position,
+    and a text with no token at all (no word, no character) must still run and score the intercepts."""
+    texts = [*SHORT_TEXTS, *export.parity_texts(["natural language processing with transformers", "ab cd"])]
+    labels = ["nlp", "cv", "mlops"] * (len(texts) // 3) + ["other"] * (len(texts) % 3)
+    pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), labels)
+    session = export.onnx_session(export.convert(pipeline))
+    for text in texts:
+        (alone,) = session.run(["probabilities"], {"text": np.asarray([[text]], dtype=object)})
+        np.testing.assert_allclose(alone[0], pipeline.predict_proba([text])[0], atol=export.PARITY_TOLERANCE)
+
+
+def test_ngram_keys_too_large_for_float32_are_spelled_with_int64_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = ["natural language processing with transformers", "object detection in images", "mlflow", "c#"] * 3
+    pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), ["nlp", "cv", "mlops", "other"] * 3)
+    fast = {node.op_type for node in onnx.load_from_string(export.convert(pipeline)).graph.node}
+    monkeypatch.setattr(export, "FLOAT_EXACT", 1000)  # every char alphabet's 3-grams and 4-grams exceed this
+    model_bytes = export.convert(pipeline)
+    sliced = {node.op_type for node in onnx.load_from_string(model_bytes).graph.node}
+    assert "Conv" in fast and "Slice" not in fast
+    assert "Conv" not in sliced and "Slice" in sliced
+    report = export.check_parity(pipeline, model_bytes, [*SHORT_TEXTS, *texts])
+    assert report["labels_identical"]
+    session = export.onnx_session(model_bytes)
+    for text in SHORT_TEXTS:
+        (alone,) = session.run(["probabilities"], {"text": np.asarray([[text]], dtype=object)})
+        np.testing.assert_allclose(alone[0], pipeline.predict_proba([text])[0], atol=export.PARITY_TOLERANCE)
+
+
+def test_the_shipped_pipelines_graph_has_few_nodes() -> None:
+    """At one text per call onnxruntime's fixed cost per node is most of the time (decision 0104)."""
+    texts = ["natural language processing with transformers", "object detection in images", "mlflow"] * 4
+    pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), ["nlp", "cv", "mlops"] * 4)
+    graph = onnx.load_from_string(export.convert(pipeline)).graph
+    assert len(graph.node) <= 19, [node.op_type for node in graph.node]
+    assert [output.name for output in graph.output] == ["probabilities"]
+
+
 def test_the_search_takes_the_cheapest_candidate_within_one_standard_error_of_the_best() -> None:
     means, errors = [0.883, 0.89, 0.885, 0.86], [0.01, 0.01, 0.005, 0.02]
     assert train.cheapest_within_one_error(means, errors, costs=[300, 400, 200, 100]) == 2  # not 3: 0.86 < 0.89 - 0.01
@@ -197,12 +238,12 @@ def test_the_card_names_the_skl2onnx_that_made_the_model(exported_model_dir: Pat
 def test_card_classes_are_the_onnx_probability_columns(exported_model_dir: Path, card: dict[str, Any]) -> None:
     session = export.onnx_session((exported_model_dir / "model.onnx").read_bytes())
     texts = ["yolo object detection in video", "bert for question answering", "kubernetes model serving", ""]
-    labels, probabilities = session.run(
-        [card["outputs"]["label"], card["outputs"]["probabilities"]],
-        {card["input"]["name"]: np.asarray(texts, dtype=object).reshape(-1, 1)},
+    (probabilities,) = session.run(
+        [card["outputs"]["probabilities"]], {card["input"]["name"]: np.asarray(texts, dtype=object).reshape(-1, 1)}
     )
+    assert [o.name for o in session.get_outputs()] == [card["outputs"]["probabilities"]]
     assert probabilities.shape == (len(texts), len(card["classes"]))
-    assert list(labels) == [card["classes"][i] for i in probabilities.argmax(axis=1)]
+    assert card["outputs"]["shapes"] == {"probabilities": [None, len(card["classes"])]}
 
 
 def test_the_feedback_holdout_depends_on_a_secret_key_made_once(tmp_path: Path) -> None:
