@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from model_export import card, evaluate, export, promote, registry, train
+from model_export import card, evaluate, export, parity, promote, registry, train
 from model_export.data import Example, apply_feedback, load_dataset, load_feedback, title_key
 from stream_app.classifier import Classifier, event_text
 from stream_app.errors import TaggerError
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(evaluate.render(name, results[name]))
     with stage("export to ONNX and parity gate"):
         model_bytes = export.convert(pipeline)
-        parity = export.check_parity(pipeline, model_bytes, export.parity_texts(validation.texts + test.texts))
-        print(f"  {parity['texts']} texts, max |p_onnx - p_sklearn| = {parity['max_abs_probability_difference']:.1e}")
+        report = parity.check_parity(pipeline, model_bytes, parity.parity_texts(validation.texts + test.texts))
+        print(f"  {report['texts']} texts, max |p_onnx - p_sklearn| = {report['max_abs_probability_difference']:.1e}")
     if args.live is not None:
         with stage("compare with the live model"):
             model_card_promotion = compare_with_live(args.live, pipeline, classes, threshold, test, holdout)
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             params={**params, "grid": grid, "seed": args.seed, "candidates": candidates},
             evaluation=results,
             reference_distribution=card.reference(oof, classes, threshold),
-            parity=parity,
+            parity=report,
             io=export.describe_io(model_bytes),
         )
         if args.live is not None:

@@ -68,7 +68,6 @@ class Classifier:
         self._threshold = float(card["threshold"] if threshold is None else threshold)
         self._input = str(card["input"]["name"])
         self._outputs = [str(card["outputs"]["probabilities"])]
-        self._run = session.run
 
     @property
     def version(self) -> str:
@@ -142,12 +141,12 @@ class Classifier:
         groups = length_groups(texts)
         if len(groups) == 1:  # the usual batch: no copies
             feed = np.asarray(texts, dtype=object).reshape(-1, 1)
-            probabilities = self._run(self._outputs, {self._input: feed}, None)[0]
+            probabilities = self._session.run(self._outputs, {self._input: feed})[0]
         else:
             probabilities = np.empty((len(texts), len(self._classes)), dtype=np.float32)
             for rows in groups:
                 feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
-                probabilities[rows] = self._run(self._outputs, {self._input: feed}, None)[0]
+                probabilities[rows] = self._session.run(self._outputs, {self._input: feed})[0]
         classes = self._classes
         # Python floats via tolist() once per batch: float() on numpy scalars costs more per message.
         return [
@@ -162,7 +161,7 @@ class Classifier:
         counts (decision 0104): no length groups (one text is always one group), the [1, 1] feed built directly,
         and the one row's best class found on a Python list instead of through numpy.
         """
-        (row,) = self._run(self._outputs, {self._input: np.array([[text]], dtype=object)}, None)[0].tolist()
+        (row,) = self._session.run(self._outputs, {self._input: np.array([[text]], dtype=object)})[0].tolist()
         best = row.index(max(row))  # the first of equal maxima, as numpy's argmax picks
         classes = self._classes
         return Prediction(classes[best], row[best], dict(zip(classes, row, strict=True)))

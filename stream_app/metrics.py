@@ -12,7 +12,7 @@ from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
 
 if TYPE_CHECKING:
-    from stream_app.lifecycle.shadow import Tally
+    from stream_app.lifecycle.shadow import ShadowCounts
 
 PREFIX: Final = "content_tagger_"
 OUTCOMES: Final[tuple[str, ...]] = ("tagged", "review", "duplicate", "deadletter")
@@ -250,12 +250,12 @@ class Metrics:
             child = self._served[version, route] = self.model_served.labels(version, route)
         child.inc()
 
-    def shadowed(self, version: str, tally: Tally) -> None:
+    def shadowed(self, version: str, batch: ShadowCounts) -> None:
         """Count one batch a shadow model of ``version`` classified beside the live one."""
-        self.shadow_compared.labels(version).inc(tally.compared)
-        self.shadow_agreed.labels(version).inc(tally.agreed)
-        self.shadow_review.labels(version, "shadow").inc(tally.candidate_review)
-        self.shadow_review.labels(version, "live").inc(tally.live_review)
+        self.shadow_compared.labels(version).inc(batch.compared)
+        self.shadow_agreed.labels(version).inc(batch.agreed)
+        self.shadow_review.labels(version, "shadow").inc(batch.review)
+        self.shadow_review.labels(version, "live").inc(batch.live_review)
 
     def set_served_model(self, version: str) -> None:
         """Create a served model's per-version series (served, online precision), so they read 0 from the start."""

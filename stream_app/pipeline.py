@@ -150,8 +150,8 @@ class Pipeline:
             if checked.shadow is not None:
                 if checked.shadow_predictions is None:  # classified here, not through classify()
                     checked.shadow_predictions = checked.shadow.candidate.predict(checked.texts)
-                tally = checked.shadow.compare(checked.shadow_predictions, predictions, classifier.threshold)
-                self.metrics.shadowed(checked.shadow.candidate.version, tally)
+                batch = checked.shadow.compare(checked.shadow_predictions, predictions, classifier.threshold)
+                self.metrics.shadowed(checked.shadow.candidate.version, batch)
         remaining = iter(predictions)
         served_by = iter(checked.models())
         processed_at = utc_iso(time.time())

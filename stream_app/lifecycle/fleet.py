@@ -19,7 +19,6 @@ from stream_app.errors import ModelError
 from stream_app.lifecycle.candidates import current_model_dir
 from stream_app.lifecycle.fleet_counts import (
     SHADOW_PREFIX,
-    ShadowCounts,
     VersionCounts,
     canary_verdict,
     fleet_counts,
@@ -42,7 +41,7 @@ from stream_app.lifecycle.registry import (
     version_folder,
     write_pointer,
 )
-from stream_app.lifecycle.shadow import Shadow
+from stream_app.lifecycle.shadow import Shadow, ShadowCounts
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -212,7 +211,7 @@ class FleetModel:
         if self.run_id is None:
             experiment = self.client.experiment_id(fleet_experiment(self.model_name))
             self.run_id, _ = self.client.create_run(experiment, self.worker_name, {"worker": self.worker_name})
-        shadows = {version: ShadowCounts.of(shadow) for version, shadow in self.shadows.items()}
+        shadows = {version: shadow.counts for version, shadow in self.shadows.items()}
         values = {**metric_values(counts), **metric_values(shadows, SHADOW_PREFIX)}
         self.client.log_batch(self.run_id, metrics=values)
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from stream_app.lifecycle.shadow import Shadow, shadow_verdict
+from stream_app.lifecycle.shadow import ShadowCounts
 
 if TYPE_CHECKING:
     from stream_app.metrics import Metrics
@@ -67,25 +67,6 @@ def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
 def fleet_counts(runs: list[dict[str, Any]]) -> dict[str, VersionCounts]:
     """The counts per model version summed over the workers' runs (metrics named ``<field>.<version>``)."""
     return {version: VersionCounts(**sums) for version, sums in summed(runs, "", VersionCounts).items()}
-
-
-@dataclass
-class ShadowCounts:
-    """What the shadow of one model version did beside the live model, summed over workers: events compared, on
-    how many it picked the live model's tag, how many it would have sent to review, and how many the live one did."""
-
-    compared: float = 0.0
-    agreed: float = 0.0
-    review: float = 0.0
-    live_review: float = 0.0
-
-    @classmethod
-    def of(cls, shadow: Shadow) -> ShadowCounts:
-        return cls(shadow.seen, shadow.agreed, shadow.candidate_below, shadow.live_below)
-
-    def verdict(self) -> tuple[bool, dict[str, Any]]:
-        """The folder shadow's rule (:func:`shadow_verdict`) on these counts."""
-        return shadow_verdict(self.compared, self.agreed, self.review, self.live_review)
 
 
 SHADOW_PREFIX: Final = "shadow_"

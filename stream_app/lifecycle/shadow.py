@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Final, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Final
 
 from stream_app.classifier import Classifier, Prediction
 
@@ -18,14 +19,27 @@ REVIEW_SHARE_SLACK: Final = 0.05
 """How much more of the traffic the candidate may send to people than the live model does."""
 
 
-class Tally(NamedTuple):
-    """One batch's comparison: events compared, on how many the candidate picked the live model's tag, and how
-    many each model would send to review."""
+@dataclass
+class ShadowCounts:
+    """What a shadow model did beside the live model (in one batch, over one worker's run, or summed over the
+    fleet's workers): events compared, on how many it picked the live model's tag, how many it would have sent to
+    review, and how many the live one did."""
 
-    compared: int
-    agreed: int
-    candidate_review: int
-    live_review: int
+    compared: float = 0.0
+    agreed: float = 0.0
+    review: float = 0.0
+    live_review: float = 0.0
+
+    def add(self, other: ShadowCounts) -> None:
+        """Add ``other``'s counts to these."""
+        self.compared += other.compared
+        self.agreed += other.agreed
+        self.review += other.review
+        self.live_review += other.live_review
+
+    def verdict(self) -> tuple[bool, dict[str, Any]]:
+        """The shadow rule (:func:`shadow_verdict`) on these counts."""
+        return shadow_verdict(self.compared, self.agreed, self.review, self.live_review)
 
 
 class Shadow:
@@ -34,26 +48,30 @@ class Shadow:
     def __init__(self, candidate: Classifier, events: int) -> None:
         self.candidate = candidate
         self.events = events
-        self.seen = self.agreed = self.candidate_below = self.live_below = 0
+        self.counts = ShadowCounts()
 
-    def observe(self, texts: Sequence[str], live: Sequence[Prediction], live_threshold: float) -> Tally:
+    @property
+    def seen(self) -> float:
+        """Events compared so far."""
+        return self.counts.compared
+
+    def observe(self, texts: Sequence[str], live: Sequence[Prediction], live_threshold: float) -> ShadowCounts:
         """Classify ``texts`` with the candidate and compare with the live model's ``live`` predictions."""
         return self.compare(self.candidate.predict(list(texts)), live, live_threshold)
 
-    def compare(self, candidate: Sequence[Prediction], live: Sequence[Prediction], live_threshold: float) -> Tally:
+    def compare(
+        self, candidate: Sequence[Prediction], live: Sequence[Prediction], live_threshold: float
+    ) -> ShadowCounts:
         """Count the candidate's ``candidate`` predictions against the live model's ``live`` ones (same texts);
         returns this batch's counts."""
-        agreed = candidate_below = live_below = 0
+        agreed = review = live_review = 0
         for said, theirs in zip(candidate, live, strict=True):
             agreed += said.tag == theirs.tag
-            candidate_below += said.confidence < self.candidate.threshold
-            live_below += theirs.confidence < live_threshold
-        tally = Tally(len(live), agreed, candidate_below, live_below)
-        self.seen += tally.compared
-        self.agreed += agreed
-        self.candidate_below += candidate_below
-        self.live_below += live_below
-        return tally
+            review += said.confidence < self.candidate.threshold
+            live_review += theirs.confidence < live_threshold
+        batch = ShadowCounts(len(live), agreed, review, live_review)
+        self.counts.add(batch)
+        return batch
 
     @property
     def done(self) -> bool:
@@ -62,7 +80,7 @@ class Shadow:
 
     def verdict(self) -> tuple[bool, dict[str, Any]]:
         """Promote or not, with the figures: see :func:`shadow_verdict`."""
-        return shadow_verdict(self.seen, self.agreed, self.candidate_below, self.live_below)
+        return self.counts.verdict()
 
 
 def shadow_verdict(

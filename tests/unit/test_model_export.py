@@ -17,9 +17,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from model_export import evaluate, export, promote, train
+from model_export import evaluate, export, parity, promote, train
 from model_export.__main__ import main as export_main
-from model_export.export import ParityError
+from model_export.parity import ParityError
 from stream_app import APPROVED_TAGS
 from tests.conftest import FIXTURE_MODEL
 
@@ -69,16 +69,16 @@ def test_parity_gate_fails_on_a_pipeline_the_converter_gets_wrong() -> None:
     pipeline.fit(np.asarray(texts, dtype=object), labels)
     model_bytes = export.convert(pipeline)
     with pytest.raises(ParityError, match="ONNX disagrees"):
-        export.check_parity(pipeline, model_bytes, ["café résumé", "naïve façade"])
+        parity.check_parity(pipeline, model_bytes, ["café résumé", "naïve façade"])
 
 
 def test_parity_gate_passes_for_the_shipped_pipeline_on_awkward_texts() -> None:
     pipeline = train.build_pipeline()
-    texts = export.parity_texts(["natural language processing with transformers", "object detection in images"] * 4)
+    texts = parity.parity_texts(["natural language processing with transformers", "object detection in images"] * 4)
     labels = ["natural-language-processing", "computer-vision"] * 4 + ["other"] * (len(texts) - 8)
     pipeline.fit(np.asarray(texts, dtype=object), labels)
-    report = export.check_parity(pipeline, export.convert(pipeline), texts)
-    assert report["max_abs_probability_difference"] <= export.PARITY_TOLERANCE
+    report = parity.check_parity(pipeline, export.convert(pipeline), texts)
+    assert report["max_abs_probability_difference"] <= parity.PARITY_TOLERANCE
 
 
 def test_parity_gate_lets_either_label_stand_where_two_classes_tie_within_its_tolerance() -> None:
@@ -87,7 +87,7 @@ def test_parity_gate_lets_either_label_stand_where_two_classes_tie_within_its_to
     pipeline.fit(np.asarray(texts, dtype=object), ["nlp", "cv", "ops"] * 4)
     # A text without a known n-gram scores the intercepts alone; these tie in float32 but not in float64.
     pipeline.steps[-1][1].intercept_ = np.array([0.0, 1e-9, 0.0])
-    report = export.check_parity(pipeline, export.convert(pipeline), ["", "language models"])
+    report = parity.check_parity(pipeline, export.convert(pipeline), ["", "language models"])
     assert report["labels_differing_on_ties"] == 1 and not report["labels_identical"]
 
 
@@ -108,7 +108,7 @@ def test_a_text_gets_the_same_probabilities_alone_and_padded_in_a_batch() -> Non
     texts = ["learn c#", "c# and .net", "learn c", "python c", "deep learning", "learning rates"] * 3
     labels = ["other", "other", "other", "mlops", "mlops", "mlops"] * 3
     pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), labels)
-    session = export.onnx_session(export.convert(pipeline))
+    session = parity.onnx_session(export.convert(pipeline))
     batch = ["learn c", "learn c" + " with a much longer text after it" * 5]
 
     def probabilities(chunk: list[str]) -> np.ndarray:
@@ -124,13 +124,13 @@ SHORT_TEXTS = ("", "a", "ab", "abc", "abcd", "c#", "!!!", "🚀", "yolo", "ml op
 def test_each_text_alone_gets_the_pipelines_probabilities() -> None:
     """The worker often sends one text, which nothing pads: the n-gram keys must still cover every position,
     and a text with no token at all (no word, no character) must still run and score the intercepts."""
-    texts = [*SHORT_TEXTS, *export.parity_texts(["natural language processing with transformers", "ab cd"])]
+    texts = [*SHORT_TEXTS, *parity.parity_texts(["natural language processing with transformers", "ab cd"])]
     labels = ["nlp", "cv", "mlops"] * (len(texts) // 3) + ["other"] * (len(texts) % 3)
     pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), labels)
-    session = export.onnx_session(export.convert(pipeline))
+    session = parity.onnx_session(export.convert(pipeline))
     for text in texts:
         (alone,) = session.run(["probabilities"], {"text": np.asarray([[text]], dtype=object)})
-        np.testing.assert_allclose(alone[0], pipeline.predict_proba([text])[0], atol=export.PARITY_TOLERANCE)
+        np.testing.assert_allclose(alone[0], pipeline.predict_proba([text])[0], atol=parity.PARITY_TOLERANCE)
 
 
 def test_ngram_keys_too_large_for_float32_are_spelled_with_int64_slices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,12 +142,12 @@ def test_ngram_keys_too_large_for_float32_are_spelled_with_int64_slices(monkeypa
     sliced = {node.op_type for node in onnx.load_from_string(model_bytes).graph.node}
     assert "Conv" in fast and "Slice" not in fast
     assert "Conv" not in sliced and "Slice" in sliced
-    report = export.check_parity(pipeline, model_bytes, [*SHORT_TEXTS, *texts])
+    report = parity.check_parity(pipeline, model_bytes, [*SHORT_TEXTS, *texts])
     assert report["labels_identical"]
-    session = export.onnx_session(model_bytes)
+    session = parity.onnx_session(model_bytes)
     for text in SHORT_TEXTS:
         (alone,) = session.run(["probabilities"], {"text": np.asarray([[text]], dtype=object)})
-        np.testing.assert_allclose(alone[0], pipeline.predict_proba([text])[0], atol=export.PARITY_TOLERANCE)
+        np.testing.assert_allclose(alone[0], pipeline.predict_proba([text])[0], atol=parity.PARITY_TOLERANCE)
 
 
 def test_the_shipped_pipelines_graph_has_few_nodes() -> None:
@@ -236,7 +236,7 @@ def test_the_card_names_the_skl2onnx_that_made_the_model(exported_model_dir: Pat
 
 
 def test_card_classes_are_the_onnx_probability_columns(exported_model_dir: Path, card: dict[str, Any]) -> None:
-    session = export.onnx_session((exported_model_dir / "model.onnx").read_bytes())
+    session = parity.onnx_session((exported_model_dir / "model.onnx").read_bytes())
     texts = ["yolo object detection in video", "bert for question answering", "kubernetes model serving", ""]
     (probabilities,) = session.run(
         [card["outputs"]["probabilities"]], {card["input"]["name"]: np.asarray(texts, dtype=object).reshape(-1, 1)}

@@ -16,7 +16,6 @@ from stream_app.dedupe import DedupeVerdict
 from stream_app.errors import ConfigError
 from stream_app.lifecycle.fleet import FleetModel, start_model
 from stream_app.lifecycle.fleet_counts import (
-    ShadowCounts,
     VersionCounts,
     canary_verdict,
     fleet_counts,
@@ -33,6 +32,7 @@ from stream_app.lifecycle.registry import (
     RegistryError,
     version_folder,
 )
+from stream_app.lifecycle.shadow import ShadowCounts
 from stream_app.pipeline import Admitted, Pipeline, canary_share
 from stream_app.settings import Settings
 from tests.unit.test_pipeline import admit, make_pipeline

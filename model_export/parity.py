@@ -1,0 +1,84 @@
+"""The parity gate: the exported ONNX model must give the scikit-learn pipeline's probabilities, and the label the
+worker serves, on held-out texts and on texts that have broken text converters before."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from stream_app.classifier import event_text
+from stream_app.errors import TaggerError
+
+PARITY_TOLERANCE = 1e-5
+LONG_TEXT_CHARS = 20_000
+AWKWARD_TEXTS: tuple[tuple[str, str | None], ...] = (
+    ("YOLO", None),
+    ("Empty description", ""),
+    ("double  spaces   inside", "and\ttabs\tand\nnewlines\n\n  \r\n"),
+    ("Réseaux de neurones à café", "naïve façade über Ångström; Ελληνικά и кириллица"),
+    ("Emoji rocket 🚀 launch 🤖", "🔥🔥🔥 👩🏽‍💻 flags 🇫🇷"),
+    ("a b c d e f g", "x y z 1 2 3 - . !"),
+    ("ｆｕｌｌｗｉｄｔｈ ＢＥＲＴ", "ﬁ ligature, ½ fraction, ① circled, zero\u200bwidth"),
+    ("中文 分词 和 日本語のテキスト", "한국어 텍스트"),
+    ("Long repeated text", "transformer " * (LONG_TEXT_CHARS // 12)),
+    ("", ""),
+    ("lone surrogate \ud800 from a JSON escape", None),
+)
+"""Inputs that have broken text converters before; every export is checked on them (after event_text)."""
+
+
+class ParityError(TaggerError):
+    """The pipeline cannot be exported, or the ONNX model does not reproduce it."""
+
+
+def onnx_session(model_bytes: bytes) -> Any:
+    """A single-threaded onnxruntime session over serialized model bytes, as the worker creates it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def parity_texts(held_out: Sequence[str]) -> list[str]:
+    """The texts the parity gate checks: held-out texts, the awkward ones, and a long mix of held-out text."""
+    long_text = " ".join(held_out)[:LONG_TEXT_CHARS]
+    awkward = [event_text(title, description) for title, description in AWKWARD_TEXTS]
+    return [*held_out, *awkward, long_text]
+
+
+def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -> dict[str, Any]:
+    """Compare ONNX and scikit-learn on ``texts``; raise :class:`ParityError` on a probability gap past
+    :data:`PARITY_TOLERANCE` or a label that differs where scikit-learn's two best classes are further apart."""
+    try:
+        session = onnx_session(model_bytes)
+        # The graph's one input and one output: texts [N, 1] in, probabilities [N, classes] out.
+        ((text,), (output,)) = session.get_inputs(), session.get_outputs()
+        (probabilities,) = session.run([output.name], {text.name: np.asarray(texts, dtype=object).reshape(-1, 1)})
+    except Exception as error:  # onnxruntime's errors are untyped; any of them means no parity
+        raise ParityError(f"onnxruntime cannot run the exported model: {error}") from error
+    expected = pipeline.predict_proba(np.asarray(texts, dtype=object))
+    # The label the worker serves: the first of the highest probabilities (Classifier.predict).
+    labels = np.asarray(pipeline.classes_)[np.asarray(probabilities).argmax(axis=1)]
+    expected_labels = np.asarray(pipeline.classes_)[expected.argmax(axis=1)]
+    gap = float(np.abs(np.asarray(probabilities) - expected).max())
+    top_two = np.sort(expected, axis=1)[:, -2:] if expected.shape[1] > 1 else np.zeros((len(texts), 2))
+    # Where scikit-learn's two best classes are closer than the tolerance, the float32 graph may pick either.
+    tied = (top_two[:, 1] - top_two[:, 0]) <= PARITY_TOLERANCE
+    differ = [a != b for a, b in zip(labels, expected_labels, strict=True)]
+    mismatched = [text[:60] for text, d, t in zip(texts, differ, tied, strict=True) if d and not t]
+    if mismatched or gap > PARITY_TOLERANCE:
+        raise ParityError(
+            f"ONNX disagrees with scikit-learn on {len(texts)} texts: {len(mismatched)} labels differ "
+            f"(e.g. {mismatched[:3]}), max probability difference {gap:.2e} > {PARITY_TOLERANCE:g}"
+        )
+    return {
+        "texts": len(texts),
+        "max_abs_probability_difference": gap,
+        "labels_identical": not any(differ),
+        "labels_differing_on_ties": int(sum(differ)),
+    }
