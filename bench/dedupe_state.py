@@ -104,19 +104,51 @@ def memory_bytes(mapping: dict[Any, Any], seen: set[int]) -> int:
     return size(mapping)
 
 
-def timed(dedupe: DedupeIndex, events: list[dict[str, Any]], times: list[float]) -> list[Any]:
-    """Check each event, appending the microseconds each check took to ``times``."""
-    verdicts = []
-    for event in events:
-        started = time.perf_counter()
-        verdicts.append(dedupe.check_and_add(event["id"], event["title"], event["description"], event["time"]))
-        times.append((time.perf_counter() - started) * 1e6)
+BATCH = 64
+"""Titles checked together, as the worker's batches (``TAGGER_BATCH_SIZE``'s default) are at full speed."""
+
+
+class Timings:
+    """Microseconds per check of one stream, both ways: one title at a time, and in batches of :data:`BATCH`."""
+
+    def __init__(self) -> None:
+        self.one_by_one: list[float] = []
+        self.batched: list[float] = []
+
+
+def timed(single: DedupeIndex, batched: DedupeIndex, events: list[dict[str, Any]], times: Timings) -> list[Any]:
+    """Check ``events`` on both indexes, batch by batch, taking turns at going first: ``single`` one title at a
+    time (:meth:`DedupeIndex.check_and_add`), ``batched`` the batch prepared at once (``prepare``, its
+    cost shared out evenly among the batch's checks). Returns ``batched``'s verdicts, which must be
+    ``single``'s."""
+    verdicts: list[Any] = []
+    for number, start in enumerate(range(0, len(events), BATCH)):
+        batch = events[start : start + BATCH]
+        expected: list[Any] = []
+        for turn in (0, 1) if number % 2 == 0 else (1, 0):
+            if turn == 0:
+                for event in batch:
+                    started = time.perf_counter()
+                    expected.append(single.check_and_add(event["id"], event["title"], event["description"], event["time"]))
+                    times.one_by_one.append((time.perf_counter() - started) * 1e6)
+                continue
+            started = time.perf_counter()
+            prepared = batched.prepare([(event["title"], event["description"]) for event in batch])
+            shared = (time.perf_counter() - started) * 1e6 / len(batch)
+            for event, ready in zip(batch, prepared, strict=True):
+                started = time.perf_counter()
+                verdicts.append(
+                    batched.check_and_add(event["id"], event["title"], event["description"], event["time"], ready)
+                )
+                times.batched.append(shared + (time.perf_counter() - started) * 1e6)
+        assert verdicts[start:] == expected, "a batch must judge as one title at a time does"
     return verdicts
 
 
-def percentiles(times: list[float]) -> str:
+def percentiles(times: list[float]) -> tuple[float, float, float]:
+    """Mean, p50 and p99."""
     cuts = statistics.quantiles(times, n=100)
-    return f"{statistics.fmean(times):.0f} | {cuts[49]:.0f} | {cuts[98]:.0f}"
+    return statistics.fmean(times), cuts[49], cuts[98]
 
 
 def synthetic_titles(rows: list[dict[str, Any]], count: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -128,16 +160,34 @@ def synthetic_titles(rows: list[dict[str, Any]], count: int, rng: random.Random)
     ]
 
 
-def stream(dedupe: DedupeIndex, store: CountingStore, name: str, events: list[dict[str, Any]]) -> tuple[str, list[Any]]:
-    """Check ``events`` in order: a table row of their cost, and their verdicts."""
-    times: list[float] = []
-    reads, writes = store.reads, store.writes
-    verdicts = timed(dedupe, events, times)
-    row = (
-        f"| {name} | {len(events)} | {percentiles(times)} | {(store.reads - reads) / len(events):.1f} | "
-        f"{(store.writes - writes) / len(events):.1f} |"
-    )
-    return row, verdicts
+class Pair:
+    """One index checked one title at a time and one checked in batches, fed the same streams, with the store
+    reads and writes of the batched one counted."""
+
+    def __init__(self) -> None:
+        self.single = DedupeIndex(CountingStore(), TTL)
+        self.store = CountingStore()
+        self.batched = DedupeIndex(self.store, TTL)
+
+
+def stream(pair: Pair, events: list[dict[str, Any]]) -> tuple[Timings, float, float, list[Any]]:
+    """Check ``events`` in order on both of ``pair``: their timings, store reads and writes per check, and
+    verdicts."""
+    times = Timings()
+    reads, writes = pair.store.reads, pair.store.writes
+    verdicts = timed(pair.single, pair.batched, events, times)
+    return times, (pair.store.reads - reads) / len(events), (pair.store.writes - writes) / len(events), verdicts
+
+
+def cost_row(name: str, runs: list[tuple[Timings, float, float, list[Any]]]) -> str:
+    """A table row: median over ``runs`` of each figure, both ways."""
+    one = [percentiles(times.one_by_one) for times, *_ in runs]
+    many = [percentiles(times.batched) for times, *_ in runs]
+    figures = " | ".join(f"{statistics.median(run[i] for run in one):.0f}" for i in range(3))
+    batched = " | ".join(f"{statistics.median(run[i] for run in many):.0f}" for i in range(3))
+    ratio = statistics.median(b[1] / a[1] for a, b in zip(one, many, strict=True))
+    _, reads, writes, _ = runs[0]
+    return f"| {name} | {len(runs[0][3])} | {figures} | {batched} | {ratio:.2f}x | {reads:.1f} | {writes:.1f} |"
 
 
 def size_row(name: str, dedupe: DedupeIndex, store: CountingStore, titles: int) -> str:
@@ -155,48 +205,53 @@ def size_row(name: str, dedupe: DedupeIndex, store: CountingStore, titles: int) 
     )
 
 
-def measure(synthetic: int) -> str:
-    """Run every measurement and return the Markdown body of the report."""
+def measure(synthetic: int, runs: int) -> str:
+    """Run every measurement and return the Markdown body of the report: the costs are the median of ``runs``
+    runs, the sizes and recall (the same in every run) are the last run's."""
     with (ROOT / "data" / "dataset.csv").open(newline="", encoding="utf-8") as handle:
         rows = distinct_rows(list(csv.DictReader(handle)))
-    rng = random.Random(1)
-    store = CountingStore()
-    dedupe = DedupeIndex(store, TTL)
-    originals = [{**row, "time": START + n + 0.123} for n, row in enumerate(rows)]
-    planted = planted_near_duplicates(rows, rng)
-    copies = [{**copy, "time": START + 1e4} for _, copy, _ in planted]
-    negatives = [{**row, "time": START + 2e4} for row in hard_negatives(rows, rng)]
+    streams: dict[str, list[tuple[Timings, float, float, list[Any]]]] = {}
+    for _ in range(runs):
+        rng = random.Random(1)
+        pair = Pair()
+        originals = [{**row, "time": START + n + 0.123} for n, row in enumerate(rows)]
+        planted = planted_near_duplicates(rows, rng)
+        copies = [{**copy, "time": START + 1e4} for _, copy, _ in planted]
+        negatives = [{**row, "time": START + 2e4} for row in hard_negatives(rows, rng)]
+        streams.setdefault("dataset titles (all unique)", []).append(stream(pair, originals))
+        sizes = [size_row("dataset", pair.batched, pair.store, len(rows))]
+        streams.setdefault("planted copies", []).append(stream(pair, copies))
+        verdicts = streams["planted copies"][-1][3]
+        caught = Counter(kind for (original, _, kind), verdict in zip(planted, verdicts, strict=True)
+                         if verdict.duplicate_of == original["id"])  # fmt: skip
+        totals = Counter(kind for _, _, kind in planted)
+        streams.setdefault("hard negatives", []).append(stream(pair, negatives))
+        false_drops = sum(verdict.match is not None for verdict in streams["hard negatives"][-1][3])
 
-    unique_row, _ = stream(dedupe, store, "dataset titles (all unique)", originals)
-    sizes = [size_row("dataset", dedupe, store, len(rows))]
-    copies_row, verdicts = stream(dedupe, store, "planted copies", copies)
-    caught = Counter(kind for (original, _, kind), verdict in zip(planted, verdicts, strict=True)
-                     if verdict.duplicate_of == original["id"])  # fmt: skip
-    totals = Counter(kind for _, _, kind in planted)
-    negatives_row, verdicts = stream(dedupe, store, "hard negatives", negatives)
-    false_drops = sum(verdict.match is not None for verdict in verdicts)
-
-    big = CountingStore()
-    events = [{**event, "time": START + n} for n, event in enumerate(synthetic_titles(rows, synthetic, rng))]
-    big_dedupe = DedupeIndex(big, TTL)
-    synthetic_row, verdicts = stream(big_dedupe, big, "synthetic look-alike titles", events)
-    sizes.append(size_row("synthetic", big_dedupe, big, sum(verdict.match is None for verdict in verdicts)))
+        big = Pair()
+        events = [{**event, "time": START + n} for n, event in enumerate(synthetic_titles(rows, synthetic, rng))]
+        streams.setdefault("synthetic look-alike titles", []).append(stream(big, events))
+        distinct = sum(verdict.match is None for verdict in streams["synthetic look-alike titles"][-1][3])
+    sizes.append(size_row("synthetic", big.batched, big.store, distinct))
     started = time.perf_counter()
-    rebuilt = index_buckets(big.data)
-    rebuild_us = (time.perf_counter() - started) * 1e6 / len(big.data)
-    assert rebuilt == big_dedupe.buckets
+    rebuilt = index_buckets(big.store.data)
+    rebuild_us = (time.perf_counter() - started) * 1e6 / len(big.store.data)
+    assert rebuilt == big.batched.buckets
 
     recall = ", ".join(f"{kind} {caught[kind] / totals[kind]:.3f}" for kind in sorted(totals))
     return "\n".join(
         [
-            "Cost of `DedupeIndex.check_and_add` over the worker's `memory://` store (one process, no Kafka):",
+            "Cost of a dedupe check over the worker's title index store (one process, no Kafka), two ways on two "
+            "indexes fed the same stream, batch by batch in turns: one title at a time "
+            "(`DedupeIndex.check_and_add`), and in batches of 64 as the worker checks them (`DedupeIndex.prepare` "
+            "makes the batch's signatures at once, its time shared out among the batch's checks, then each check). "
+            f"µs per check; each figure is the median of {runs} runs, the ratio (batched / one by one, p50) is "
+            "taken within each run first.",
             "",
-            "| stream | checks | mean µs | p50 µs | p99 µs | store reads/check | store writes/check |",
-            "|---|---|---|---|---|---|---|",
-            unique_row,
-            copies_row,
-            negatives_row,
-            synthetic_row,
+            "| stream | checks | one by one: mean µs | p50 µs | p99 µs | in batches: mean µs | p50 µs | p99 µs "
+            "| p50 batched / one by one | store reads/check | store writes/check |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *(cost_row(name, measured) for name, measured in streams.items()),
             "",
             "State per stored title: key and value (both binary), as the index topic carries them (event ids as in "
             "the dataset, up to 4 digits: each more character adds a byte); in memory (the worker's store, "
@@ -214,7 +269,7 @@ def measure(synthetic: int) -> str:
             f"Recall on planted copies (seed 1): {recall}. Hard negatives dropped: {false_drops} of {len(negatives)}.",
             "",
             f"Rebuilding the LSH bucket index from the stored entries (after a restart or a rebalance): "
-            f"{rebuild_us:.1f} µs per stored entry ({len(big.data):,} entries), so about "
+            f"{rebuild_us:.1f} µs per stored entry ({len(big.store.data):,} entries), so about "
             f"{rebuild_us:.0f} s per 1,000,000 titles of a partition.",
         ]
     )
@@ -223,9 +278,10 @@ def measure(synthetic: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--synthetic", type=int, default=20000, help="synthetic look-alike titles to stream")
+    parser.add_argument("--runs", type=int, default=3, help="runs of the cost measurement; the table shows medians")
     parser.add_argument("--no-write", action="store_true", help="print the results, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
-    body = measure(args.synthetic)
+    body = measure(args.synthetic, args.runs)
     print(body)
     if not args.no_write:
         write_section("dedupe_state", "Dedupe: cost per check and state per title", body)

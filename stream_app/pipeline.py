@@ -45,12 +45,16 @@ class Output:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A validated event on its way to the dedupe stage, with its dedupe key."""
+    """A validated event on its way to the dedupe stage."""
 
     event: ContentEvent
-    dedupe_key: str
     event_time: float
     consumed_at: float
+
+    @property
+    def dedupe_key(self) -> str:
+        """Its title's dedupe key; the dedupe check finds it on its way, and the outputs take the check's."""
+        return dedupe_key(self.event.title)
 
 
 def canary_share(event_id: str) -> float:
@@ -119,7 +123,7 @@ class Pipeline:
             self.metrics.emitted("deadletter")
             record = dead_letter_record(raw, error, topic, partition, offset, utc_iso(now))
             return Output("deadletter", None, record)
-        return Admitted(event, dedupe_key(event.title), event_time, now)
+        return Admitted(event, event_time, now)
 
     def route_batch(self, batch: Sequence[Admitted], check: Callable[[Admitted], DedupeVerdict]) -> list[Output]:
         """Route a batch: duplicates by ``check`` (which also records new titles), the rest by the model.
@@ -186,7 +190,7 @@ class Pipeline:
                 prediction.confidence,
                 prediction.scores,
                 model.version,
-                item.dedupe_key,
+                verdict.dedupe_key,
                 processed_at,
             )
             outputs.append(Output(kind, event.key, record))

@@ -30,7 +30,7 @@ A title seen for the first time is stored; a near copy is stored as a pointer to
 from stream_app.dedupe.buckets import BucketIndex
 from stream_app.dedupe.entries import CopyEntry, Entry, TitleEntry, clamp_time, entry_fields
 from stream_app.dedupe.expiry import EXPIRY_SLOT_SECONDS, ExpiryQueue
-from stream_app.dedupe.index import MATCH_KINDS, DedupeIndex, DedupeVerdict
+from stream_app.dedupe.index import MATCH_KINDS, DedupeIndex, DedupeVerdict, PreparedTitle
 from stream_app.dedupe.normalize import (
     REF_CHARS,
     dedupe_key,
@@ -73,6 +73,7 @@ __all__ = [
     "DedupeVerdict",
     "Entry",
     "ExpiryQueue",
+    "PreparedTitle",
     "TitleEntry",
     "bucket_ids",
     "clamp_time",

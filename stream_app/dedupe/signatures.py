@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -129,6 +131,40 @@ def _signatures(words: list[str], description: str | None) -> tuple[list[int], b
     return title[: BANDS * ROWS], _nibbles(text[BANDS * ROWS :])
 
 
+_NO_PAIR: Final = np.uint64(1 << 32)
+"""Above every 32-bit hash value: a row of it never wins a minimum."""
+
+
+def batch_signatures(titles: Sequence[tuple[list[str], str | None]]) -> list[tuple[list[int], bytes]]:
+    """:func:`_signatures` of many titles (their words, their description) at once, the same values: numpy's
+    per-call cost, most of a single title's, is paid once for the batch. Every title needs at least one word."""
+    if not titles:
+        return []
+    texts = [f" {' '.join(words)} ".encode("utf-16-le") for words, _ in titles]
+    joined = b"".join(texts)
+    pairs = np.ndarray((len(joined) // 2 - 1,), "<u4", joined, 0, (2,))
+    keys: npt.NDArray[np.uint32] = pairs * np.uint32(0x9E3779B1)  # scrambled as in _letter_pair_keys
+    keys ^= keys >> np.uint32(15)
+    ends = np.cumsum([len(text) // 2 for text in texts])
+    hashed = _hashed(keys, _TITLE_FAMILY)
+    hashed[ends[:-1] - 1] = _NO_PAIR  # the pair made of one title's last space and the next one's first
+    starts = np.concatenate(([0], ends[:-1]))
+    title_values: list[list[int]] = np.minimum.reduceat(hashed, starts, axis=0).tolist()
+    text_keys = [_description_keys(description) for _, description in titles]
+    described = [index for index, found in enumerate(text_keys) if found]
+    text_values: dict[int, list[int]] = {}
+    if described:
+        counts = [len(text_keys[index]) for index in described]
+        flat = np.fromiter(itertools.chain.from_iterable(text_keys[index] for index in described), np.uint32)
+        firsts = np.cumsum([0, *counts[:-1]])
+        minima = np.minimum.reduceat(_hashed(flat, _DESCRIPTION_FAMILY), firsts, axis=0).tolist()
+        text_values = dict(zip(described, minima, strict=True))
+    return [
+        (values, _nibbles(text_values[index]) if index in text_values else b"")
+        for index, values in enumerate(title_values)
+    ]
+
+
 @functools.lru_cache(maxsize=16384)  # title words recur from title to title
 def _title_word_hash(word: str) -> bytes:
     return word_hash(word)
@@ -232,7 +268,9 @@ def signature_similarity(left: bytes, right: bytes) -> float | None:
 class Incoming:
     """A title being checked, as the near tier compares it; what only a confirmation needs is made on demand."""
 
-    def __init__(self, words: list[str], description: str | None) -> None:
+    def __init__(
+        self, words: list[str], description: str | None, signed: tuple[list[int], bytes] | None = None
+    ) -> None:
         self.words = words
         """Its words in order, repeats included: a typo in one of two "learning"s replaces one of them."""
         self.hashes = [_title_word_hash(word) for word in words]
@@ -242,6 +280,9 @@ class Incoming:
         for digest in self.hashes:
             self.tag |= 1 << (digest[-1] & 0x0F)
         self._description = description
+        self._signed = signed
+        """Its title's MinHash values and its description's signature, if made already
+        (:func:`batch_signatures`)."""
 
     @functools.cached_property
     def distinct(self) -> set[bytes]:
@@ -260,5 +301,5 @@ class Incoming:
 
     def buckets(self) -> list[int]:
         """Its :func:`bucket_ids`; its :attr:`signature` is made on the way."""
-        title, self.signature = _signatures(self.words, self._description)
+        title, self.signature = self._signed or _signatures(self.words, self._description)
         return _band_ids(title, self.words)

@@ -16,7 +16,7 @@ import binascii
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -151,11 +151,22 @@ class TitleIndex:
         self, event_id: str, title: str, description: str | None, event_time: float
     ) -> tuple[DedupeVerdict, list[IndexChange]]:
         """Judge a title (see :meth:`DedupeIndex.check_and_add`) and return the changes it made to the index."""
+        return self.check_many([(event_id, title, description, event_time)])[0]
+
+    def check_many(
+        self, titles: Sequence[tuple[str, str, str | None, float]]
+    ) -> list[tuple[DedupeVerdict, list[IndexChange]]]:
+        """:meth:`check` each ``(event_id, title, description, event_time)`` in turn (a title may copy one before
+        it in the batch), the batch prepared at once (:meth:`DedupeIndex.prepare`)."""
         dedupe = self._ready()
-        trusted = self.trusted_time(event_time)
-        self.stream_time = max(self.stream_time, trusted)
-        verdict = dedupe.check_and_add(event_id, title, description, trusted)
-        return verdict, self.store.take_changes()
+        prepared = dedupe.prepare([(title, description) for _, title, description, _ in titles])
+        judged = []
+        for (event_id, title, description, event_time), ready in zip(titles, prepared, strict=True):
+            trusted = self.trusted_time(event_time)
+            self.stream_time = max(self.stream_time, trusted)
+            verdict = dedupe.check_and_add(event_id, title, description, trusted, ready)
+            judged.append((verdict, self.store.take_changes()))
+        return judged
 
     def expire(self) -> list[IndexChange]:
         """Delete the entries expired by the newest event time seen; returns the deletions."""

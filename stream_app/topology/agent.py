@@ -17,7 +17,6 @@ import faust
 import mode
 from faust.types import TP, AppT, EventT, StreamT, TopicT
 
-from stream_app.dedupe import DedupeVerdict
 from stream_app.delivery.publish import Publisher, encode
 from stream_app.delivery.transactions import Record
 from stream_app.faust_patches.consumer import TaggerConsumer
@@ -92,16 +91,14 @@ class BatchTagger:
 
     async def __call__(self, events: Sequence[EventT[Any]]) -> None:
         admitted = [self.admit(event) for event in events]
-        changes: dict[int, list[IndexChange]] = {}
-
-        def check(item: Admitted) -> DedupeVerdict:
-            verdict, changes[id(item)] = self.index.check(
-                str(item.event.id), item.event.title, item.event.description, item.event_time
-            )
-            return verdict
-
         fresh = [item for item in admitted if isinstance(item, Admitted)]
-        checked = self.pipeline.dedupe(fresh, check)
+        # The whole batch checked at once (its signatures are cheaper so), handed to the pipeline item by item.
+        judged = self.index.check_many(
+            [(str(item.event.id), item.event.title, item.event.description, item.event_time) for item in fresh]
+        )
+        verdicts = {id(item): verdict for item, (verdict, _) in zip(fresh, judged, strict=True)}
+        changes = {id(item): made for item, (_, made) in zip(fresh, judged, strict=True)}
+        checked = self.pipeline.dedupe(fresh, lambda item: verdicts[id(item)])
         predictions = []
         if checked.texts:
             predictions = await asyncio.get_running_loop().run_in_executor(self.model_thread, checked.classify)

@@ -69,6 +69,25 @@ def test_planted_copies_are_caught_and_hard_negatives_kept() -> None:
     assert false_drops == []
 
 
+def test_a_stream_checked_in_batches_gets_the_verdicts_and_entries_of_one_checked_title_by_title() -> None:
+    """The worker checks a batch at once: a copy in the same batch as its original is caught as it would be
+    one batch later, and the store ends the same."""
+    rows = distinct_rows(dataset())
+    rng = random.Random(4)
+    stream = [(row["id"], row["title"], row["description"], float(n)) for n, row in enumerate(rows)]
+    copies = [copy for _, copy, _ in planted_near_duplicates(rows, rng)]
+    stream += [(copy["id"], copy["title"], copy["description"], 1e4) for copy in copies]
+    stream += [(row["id"], row["title"], row["description"], 2e4) for row in hard_negatives(rows, rng)]
+    stream += [("blank", "!!!", None, 3e4), ("empty", "", "a description", 3e4)]
+    rng.shuffle(stream)  # copies land in their original's batch, or before it
+    one_by_one, batched = DedupeIndex({}, TTL), DedupeIndex({}, TTL)
+    expected = [one_by_one.check_and_add(*event) for event in stream]
+    got = [verdict for start in range(0, len(stream), 64) for verdict in batched.check_many(stream[start : start + 64])]
+    assert got == expected
+    assert sum(verdict.match is not None for verdict in got) > 500
+    assert batched.store == one_by_one.store and batched.buckets == one_by_one.buckets
+
+
 def test_each_kind_of_single_letter_typo_is_caught() -> None:
     rows = distinct_rows(dataset())
     rng = random.Random(7)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from stream_app.dedupe import bucket_ids, description_signature, title_signature, title_tag, title_words
 from stream_app.dedupe.signatures import _signatures as signatures
-from stream_app.dedupe.signatures import title_tags
+from stream_app.dedupe.signatures import batch_signatures, title_tags
 from tests.unit.dedupe.helpers import ORIGINAL, words
 
 
@@ -30,6 +30,18 @@ def test_titles_of_another_number_of_words_never_share_a_bucket() -> None:
 @given(st.lists(words, min_size=1, max_size=8), st.none() | st.text(max_size=200))
 def test_both_signatures_made_at_once_are_those_made_apart(title: list[str], description: str | None) -> None:
     assert signatures(title, description) == (title_signature(title), description_signature(description))
+
+
+@given(st.lists(st.tuples(st.lists(words, min_size=1, max_size=8), st.none() | st.text(max_size=200)), max_size=12))
+def test_a_batch_signed_at_once_is_signed_as_each_title_alone(batch: list[tuple[list[str], str | None]]) -> None:
+    """No letter pair spans two titles of a batch, and a title without description words has no signature, even
+    between two that have one."""
+    assert batch_signatures(batch) == [signatures(title, description) for title, description in batch]
+
+
+def test_a_batch_of_titles_outside_the_basic_plane_is_signed_as_each_alone() -> None:
+    batch = [(["\U0001f600ab", "cd"], None), (["x"], "some words \U0001f600 here"), (["\U0001d49c"], "")]
+    assert batch_signatures(batch) == [signatures(title, description) for title, description in batch]
 
 
 @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))

@@ -36,6 +36,17 @@ def test_a_new_title_returns_one_change_and_a_copy_none() -> None:
     assert (verdict.duplicate_of, verdict.match, changes) == ("1", "exact", [])
 
 
+def test_a_batch_checked_at_once_returns_each_event_s_verdict_and_changes_as_one_by_one() -> None:
+    """The worker publishes each event's index changes with its output: a batch must not lump them together."""
+    batch = [("1", TITLE, "A detector.", NOW), ("2", TYPO, "A detector.", NOW + 1), ("3", "!!!", None, NOW + 2),
+             ("4", TITLE.lower(), None, NOW + 3), ("5", "Another title entirely", None, NOW + 4)]  # fmt: skip
+    batched, one_by_one = index(), index()
+    got = batched.check_many(batch)
+    assert got == [one_by_one.check(*event) for event in batch]
+    assert [len(changes) for _, changes in got] == [1, 1, 0, 0, 1]
+    assert [verdict.match for verdict, _ in got] == [None, "near", None, "exact", None]
+
+
 @pytest.mark.parametrize(("copy", "match"), [(TITLE, "exact"), (TYPO, "near")])
 def test_a_copy_is_caught_on_the_worker_that_received_the_original_s_changes(copy: str, match: str) -> None:
     first, second = index(), index()
