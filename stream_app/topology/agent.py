@@ -32,6 +32,11 @@ SWEEP_INTERVAL_SECONDS = 1.0
 so frequent sweeps keep each one short."""
 
 
+INLINE_MODEL_TEXTS = 16
+"""Batches of at most this many texts are classified on the event loop: the hop to the model's thread and back
+costs more than the model takes for a few texts, and a worker under light load sends batches of a few events."""
+
+
 class IndexOwnership:
     """Which expired titles this worker deletes from the index topic: those whose digest falls, modulo the input
     partition count, on an input partition assigned to it. Every worker expires every title in its own memory;
@@ -85,7 +90,7 @@ class BatchTagger:
         self.ownership = ownership
         self.model_thread = model_thread
         """onnxruntime releases the GIL: on a thread of its own, the model runs while the event loop goes on
-        with Kafka, on the second core."""
+        with Kafka, on the second core (for batches of more than :data:`INLINE_MODEL_TEXTS` texts)."""
         self.index_topic = str(topics.index.get_topic_name())
         self.last_sweep = float("-inf")
 
@@ -100,7 +105,9 @@ class BatchTagger:
         changes = {id(item): made for item, (_, made) in zip(fresh, judged, strict=True)}
         checked = self.pipeline.dedupe(fresh, lambda item: verdicts[id(item)])
         predictions = []
-        if checked.texts:
+        if 0 < len(checked.texts) <= INLINE_MODEL_TEXTS:
+            predictions = checked.classify()
+        elif checked.texts:
             predictions = await asyncio.get_running_loop().run_in_executor(self.model_thread, checked.classify)
         routed = iter(self.pipeline.route(checked, predictions))
         made = [
