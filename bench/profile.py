@@ -55,7 +55,7 @@ from bench.stream import (
 GROUPS: tuple[tuple[str, str], ...] = (
     # (group, regular expression on "function (file" of a frame; py-spy names files relative to sys.path)
     ("JSON parse, validation, encode", r"stream_app/schema\.py|^encode \(stream_app/delivery/publish\.py"),
-    ("dedupe", r"stream_app/(dedupe|lsh)\.py|stream_app/title_index/"),
+    ("dedupe", r"stream_app/(dedupe|lsh)\.py|stream_app/dedupe/|stream_app/title_index/"),
     ("metrics", r"[(/]prometheus_client/|stream_app/metrics\.py"),
     ("model", r"[(/]onnxruntime/|stream_app/classifier\.py"),
     ("model thread waiting for a batch", r"^_worker \(concurrent/futures/thread\.py"),
