@@ -4,6 +4,7 @@ is refused and the live model keeps serving."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -40,7 +41,14 @@ def quux_items(prefix: str, count: int, seed: int) -> list[dict[str, Any]]:
     return items
 
 
+HOLDOUT_KEY = hashlib.blake2b(b"content-tagger tests: the held-out decisions", digest_size=32).digest()
+"""The key that picks which decisions judge a candidate (model_export/promote.py), fixed beside every label
+store a test writes: with a fresh random key each run, which decisions trained the candidate, and so whether
+the gate's two test rows of slack let it through, was drawn anew each run."""
+
+
 def write_labels(path: Path, items: list[dict[str, Any]], tag_of: Any) -> None:
+    (path.parent / "holdout.key").write_bytes(HOLDOUT_KEY)
     with path.open("w") as file:
         for n, item in enumerate(items):
             decision = {"tag": tag_of(item), "verdict": "corrected", "reviewer": "test",
