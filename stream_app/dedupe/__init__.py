@@ -24,7 +24,8 @@ A title seen for the first time is stored; a near copy is stored as a pointer to
 * :mod:`~stream_app.dedupe.buckets`: the in-memory LSH bucket index;
 * :mod:`~stream_app.dedupe.expiry`: the queue of entries by event time, for sweeps;
 * :mod:`~stream_app.dedupe.rebuild`: the buckets and the expiry queue read back from a store;
-* :mod:`~stream_app.dedupe.index`: :class:`DedupeIndex`, which ties them together (check, apply, expire).
+* :mod:`~stream_app.dedupe.index`: :class:`DedupeIndex`, which ties them together (prepare a batch,
+  check, apply, expire).
 """
 
 from stream_app.dedupe.buckets import BucketIndex
