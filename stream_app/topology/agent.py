@@ -98,12 +98,9 @@ class BatchTagger:
         admitted = [self.admit(event) for event in events]
         fresh = [item for item in admitted if isinstance(item, Admitted)]
         # The whole batch checked at once (its signatures are cheaper so), handed to the pipeline item by item.
-        judged = self.index.check_many(
-            [(str(item.event.id), item.event.title, item.event.description, item.event_time) for item in fresh]
-        )
-        verdicts = {id(item): verdict for item, (verdict, _) in zip(fresh, judged, strict=True)}
-        changes = {id(item): made for item, (_, made) in zip(fresh, judged, strict=True)}
-        checked = self.pipeline.dedupe(fresh, lambda item: verdicts[id(item)])
+        titles = [(str(item.event.id), item.event.title, item.event.description, item.event_time) for item in fresh]
+        judged = dict(zip(map(id, fresh), self.index.check_many(titles), strict=True))
+        checked = self.pipeline.dedupe(fresh, lambda item: judged[id(item)][0])
         predictions = []
         if 0 < len(checked.texts) <= INLINE_MODEL_TEXTS:
             predictions = checked.classify()
@@ -113,7 +110,7 @@ class BatchTagger:
         made = [
             [self.output_record(item)]
             if isinstance(item, Output)
-            else [*map(self.index_record, changes[id(item)]), self.output_record(next(routed))]
+            else [*map(self.index_record, judged[id(item)][1]), self.output_record(next(routed))]
             for item in admitted
         ]
         await self.publisher.publish(events, made, self.sweep())
