@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 from stream_app.app import transport_options
+from stream_app.faust_patches.batches import ready_batches
 from stream_app.faust_patches.consumer import TaggerApp
 from stream_app.settings import Settings
 from stream_app.worker import TaggerWorker
@@ -35,7 +36,7 @@ async def deliver(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> 
 
 @app.agent(source)
 async def forward(stream: Any) -> AsyncIterable[None]:
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_seconds):
+    async for events in ready_batches(stream, settings.batch_size, settings.batch_timeout_seconds):
         records = []
         for event in events:
             try:

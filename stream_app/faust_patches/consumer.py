@@ -189,9 +189,10 @@ class TaggerConsumer(FaustKafkaConsumer):
     def hold_acks(self, events: Iterable[Any]) -> None:
         """Never ack ``events`` (nor anything after them in their partitions): their processing failed.
 
-        Faust's ``take_events`` acks a batch's events in a ``finally`` when the agent that took them raises or is
-        cancelled (faust-streaming #189, #315), and its consumer commits acked offsets as it stops: the batch
-        would be committed unpublished. Held here, the offsets stay below it and a restart reads it again.
+        The agent's batches (:func:`.batches.ready_batches`, as Faust's ``take_events``) ack a batch's events in
+        a ``finally``, also when the agent that took them raises or is cancelled (faust-streaming #189, #315), and
+        Faust's consumer commits acked offsets as it stops: the batch would be committed unpublished. Held here,
+        the offsets stay below it and a restart reads it again.
         """
         for event in events:
             message = event.message

@@ -19,6 +19,7 @@ from faust.types import TP, AppT, EventT, StreamT, TopicT
 
 from stream_app.delivery.publish import Publisher, encode
 from stream_app.delivery.transactions import Record
+from stream_app.faust_patches.batches import ready_batches
 from stream_app.faust_patches.consumer import TaggerConsumer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline
@@ -162,9 +163,7 @@ def register_agent(
     @app.agent(source, name="tag_events", supervisor_strategy=mode.CrashingSupervisor)
     async def tag_events(stream: StreamT[bytes]) -> AsyncIterable[None]:
         """Tag input messages in batches: each ends in exactly one output topic, sent before the batch's ack."""
-        batches = cast(faust.Stream[Any], stream).take_events(
-            settings.batch_size, within=settings.batch_timeout_seconds
-        )
+        batches = ready_batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_timeout_seconds)
         try:
             await follower.ready.wait()
             async for taken in batches:

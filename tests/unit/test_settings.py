@@ -56,6 +56,8 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_BATCH_SIZE", "0"),
         ("TAGGER_STOP_TIMEOUT_SECONDS", "0"),
         ("TAGGER_PRODUCER_LINGER_SECONDS", "-0.001"),
+        ("TAGGER_BATCH_TIMEOUT_SECONDS", "-0.001"),
+        ("TAGGER_BATCH_TIMEOUT_SECONDS", "5"),
         ("TAGGER_COMMIT_INTERVAL_SECONDS", "0"),
         ("TAGGER_DEDUPE_TTL_DAYS", "-1"),
         ("TAGGER_DEDUPE_TTL_DAYS", "nan"),
@@ -111,6 +113,10 @@ def test_proxy_sign_in_needs_the_proxy_addresses() -> None:
         Settings.from_env({"TAGGER_REVIEW_AUTH": "proxy"})
     settings = Settings.from_env({"TAGGER_REVIEW_AUTH": "proxy", "TAGGER_REVIEW_PROXY_ADDRESSES": "10.0.0.5, fd00::/8"})
     assert [str(n) for n in settings.review_proxy_networks] == ["10.0.0.5/32", "fd00::/8"]
+
+
+def test_a_batch_may_be_handed_over_without_waiting_for_more() -> None:
+    assert Settings.from_env({"TAGGER_BATCH_TIMEOUT_SECONDS": "0"}).batch_timeout_seconds == 0.0
 
 
 def test_the_clock_skew_defaults_to_five_minutes_and_may_be_zero() -> None:
