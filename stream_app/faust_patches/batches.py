@@ -58,8 +58,6 @@ async def ready_batches(
             if len(buffer) >= max_:
                 full.set()
                 room.clear()
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # as take_events: the stream crashes the agent rather than lose the event
             await stream.crash(exc)
         return value

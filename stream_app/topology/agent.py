@@ -179,4 +179,4 @@ def register_agent(
         finally:
             # Now rather than whenever the generator is collected: closing acks the batch it holds, and a
             # failed one is held (hold_acks) before.
-            await cast(Any, batches).aclose()
+            await batches.aclose()
