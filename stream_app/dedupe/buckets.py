@@ -12,7 +12,7 @@ pass over a candidate without reading its entry.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,15 @@ the arrays, so past 64 times that many entries they merge every 1/64 of their si
 
 _ENTRY: Final = np.dtype([("ref", "<u8"), ("tag", "<u2")])
 """A bucket entry beside its bucket id: a slice of them reads back as (ref, tag) tuples in one call."""
+
+
+class Located(NamedTuple):
+    """Some buckets' entries in a :class:`BucketIndex`'s arrays (:meth:`BucketIndex.locate`), each newest last."""
+
+    arrays: object
+    """The arrays they were read from: valid while the index still has these (a merge replaces them)."""
+    entries: list[list[tuple[int, int]]]
+    """Each bucket's newest ``limit`` (ref, tag) entries in the arrays; the pending ones are not included."""
 
 
 class BucketIndex:
@@ -72,34 +81,53 @@ class BucketIndex:
         if self._pending_count >= max(self.merge_every, len(self._ids) // 64):
             self._merge()
 
-    def candidates(self, bucket_ids: list[int]) -> dict[int, int]:
-        """The refs in any of ``bucket_ids``, with their tags."""
+    def candidates(self, bucket_ids: list[int], located: Located | None = None) -> dict[int, int]:
+        """The refs in any of ``bucket_ids``, with their tags. ``located``, what :meth:`locate` read of these
+        buckets, saves reading the arrays again if they have not changed since."""
+        if located is None or located.arrays is not self._entries:
+            located = self.locate(bucket_ids)
         found: dict[int, int] = {}
         limit = self.limit
-        if len(self._ids):
-            lows, highs = self._bounds(bucket_ids)
-        else:
-            lows = highs = [0] * len(bucket_ids)
-        for bucket, low, high in zip(bucket_ids, lows, highs, strict=True):
+        for bucket, entries in zip(bucket_ids, located.entries, strict=True):
             pending = self._pending.get(bucket)
-            if high > low and (not pending or len(pending) < limit):
-                entries: list[tuple[int, int]] = self._entries[max(low, high - limit) : high].tolist()
-                if pending:
-                    entries = [entry for entry in entries if entry not in pending]
-                    entries.extend(pending)
+            if not pending:
+                found.update(entries)
+            elif len(entries) + len(pending) <= limit:  # all of both are among the newest: no need to merge them
+                found.update(entries)
+                found.update(pending)
+            elif entries and len(pending) < limit:
+                entries = [entry for entry in entries if entry not in pending]
+                entries.extend(pending)
                 found.update(entries[-limit:])
-            elif pending:
+            else:
                 found.update(pending[-limit:])
         return found
 
-    def _bounds(self, bucket_ids: list[int]) -> tuple[list[int], list[int]]:
+    def locate(self, bucket_ids: list[int]) -> Located:
+        """The newest ``limit`` entries of each of ``bucket_ids`` in the arrays, read at once: for a whole batch of
+        titles' buckets, one search and one copy instead of one of each per title."""
+        if not len(self._ids) or not bucket_ids:
+            return Located(self._entries, [[] for _ in bucket_ids])
+        lows, highs = self._bounds(bucket_ids)
+        starts = np.maximum(lows, np.subtract(highs, self.limit))
+        counts = np.subtract(highs, starts)
+        # The positions of every bucket's entries, in one array: each bucket's start, then ones.
+        steps = np.ones(int(counts.sum()), np.intp)
+        firsts = np.cumsum(counts) - counts
+        taken = counts > 0
+        steps[firsts[taken]] = starts[taken] - np.concatenate(([0], (starts + counts - 1)[taken][:-1]))
+        flat: list[tuple[int, int]] = self._entries[np.cumsum(steps)].tolist()
+        entries = [flat[first : first + count] for first, count in zip(firsts.tolist(), counts.tolist(), strict=True)]
+        return Located(self._entries, entries)
+
+    def _bounds(self, bucket_ids: list[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
         """Where each bucket's refs start and end in the arrays."""
         count = len(bucket_ids)
         if max(bucket_ids) < 0xFFFFFFFF:  # a bucket ends where the next id would start: one search for both
-            bounds = self._ids.searchsorted(np.array([*bucket_ids, *(i + 1 for i in bucket_ids)], np.uint32)).tolist()
+            bounds = self._ids.searchsorted(np.array([*bucket_ids, *(i + 1 for i in bucket_ids)], np.uint32))
             return bounds[:count], bounds[count:]
         wanted = np.array(bucket_ids, np.uint32)
-        return self._ids.searchsorted(wanted, "left").tolist(), self._ids.searchsorted(wanted, "right").tolist()
+        return self._ids.searchsorted(wanted, "left"), self._ids.searchsorted(wanted, "right")
 
     def remove(self, refs: Collection[int]) -> None:
         """Take ``refs`` out of every bucket."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping, Sequence
 from typing import Any, Final, NamedTuple
 
+from stream_app.dedupe.buckets import Located
 from stream_app.dedupe.entries import (
     TITLE_MARK,
     WORDS,
@@ -26,7 +27,7 @@ from stream_app.dedupe.entries import (
 )
 from stream_app.dedupe.normalize import digest_of_ref, key_digest, ref_number, ref_of, ref_of_digest, title_words
 from stream_app.dedupe.rebuild import scan
-from stream_app.dedupe.signatures import Incoming, batch_signatures, title_tag
+from stream_app.dedupe.signatures import BANDS, Incoming, batch_buckets, title_tag
 from stream_app.dedupe.typo import confirm
 
 MATCH_KINDS: Final = ("exact", "near")
@@ -52,9 +53,13 @@ class PreparedTitle(NamedTuple):
     words: list[str]
     digest: bytes
     """Its dedupe key's digest."""
-    signed: tuple[list[int], bytes] | None
-    """The title's MinHash values and the description's signature; None if not made (a title with no words,
-    or one the index held when it was prepared), and then made by the check if it needs them."""
+    ref: str
+    """The store's key for it (:func:`~stream_app.dedupe.normalize.ref_of_digest` of ``digest``)."""
+    bucketed: tuple[list[int], bytes] | None = None
+    """The title's LSH buckets and the description's signature; None if not made (a title with no words, or
+    one the index held when it was prepared), and then made by the check if it needs them."""
+    located: Located | None = None
+    """The entries of its buckets in the bucket index's arrays, when it was prepared."""
 
 
 class DedupeIndex:
@@ -74,6 +79,9 @@ class DedupeIndex:
         reading every key."""
         self._unindexed: set[int] = set()
         """Refs deleted from the store but still in the buckets: taken out in bulk (look-ups skip them)."""
+        self._read: dict[str, bytes | None] = {}
+        """What the last :meth:`prepare` read from the store, less the refs written or deleted since: a check of a
+        prepared title reads its ref from here (every write to the store goes through this index)."""
 
     def check_and_add(
         self,
@@ -90,12 +98,12 @@ class DedupeIndex:
         entry stores (before 1970, after 2106, NaN) are clamped into it. ``prepared``, what :meth:`prepare` made
         of this title and description, saves making it again.
         """
-        words, digest, signed = prepared or self._prepared(title)
+        words, digest, ref, bucketed, located = prepared or self._prepared(title)
         event_time = clamp_time(event_time)
-        key, ref = digest.hex(), ref_of_digest(digest)
+        key = digest.hex()
         if not words:
             return DedupeVerdict(key, None, None, 0.0)
-        stored = self.store.get(ref)
+        stored = self._read[ref] if prepared is not None and ref in self._read else self.store.get(ref)
         first = entry_fields(stored)
         if first is not None and self._fresh(first, event_time):
             if isinstance(first, CopyEntry):
@@ -105,12 +113,13 @@ class DedupeIndex:
                 return DedupeVerdict(key, None, None, 0.0)
             else:
                 return DedupeVerdict(key, first.event_id, "exact", 1.0)
-        incoming = Incoming(words, description, signed)
+        incoming = Incoming(words, description, bucketed)
         buckets = incoming.buckets()
         number = int.from_bytes(digest, "big")
-        near = self._near(event_id, number, buckets, incoming, event_time)
+        near = self._near(event_id, number, buckets, incoming, event_time, located)
         if stored is None:
             self.entries += 1
+        self._read.pop(ref, None)
         if near is not None:
             self.store[ref] = copy_value(near)
             self.expiry.push(event_time, number)
@@ -124,25 +133,35 @@ class DedupeIndex:
         return DedupeVerdict(key, None, None, 0.0)
 
     def prepare(self, titles: Sequence[tuple[str, str | None]]) -> list[PreparedTitle]:
-        """Each ``(title, description)`` prepared for :meth:`check_and_add`. The MinHash signatures of the batch's
-        titles are made at once (:func:`~stream_app.dedupe.signatures.batch_signatures`), at a fraction of the cost
-        of making them one by one, except for titles the index holds already: most of those are exact copies,
-        which need none."""
-        prepared = [self._prepared(title) for title, _ in titles]
-        unsigned = [
-            index
-            for index, (words, digest, _) in enumerate(prepared)
-            if words and self.store.get(ref_of_digest(digest)) is None
-        ]
-        signed = batch_signatures([(prepared[index].words, titles[index][1]) for index in unsigned])
-        for index, signatures in zip(unsigned, signed, strict=True):
-            prepared[index] = prepared[index]._replace(signed=signatures)
+        """Each ``(title, description)`` prepared for :meth:`check_and_add`, the batch's work done at once: each
+        title's entry read (a check reads it again only if the batch wrote it since), and the MinHash signatures,
+        LSH buckets and bucket entries of the titles the index does not hold yet, at a fraction of the cost of one
+        by one (titles held already are most often exact copies, which need none)."""
+        self._read = {}
+        prepared: list[PreparedTitle] = []
+        unsigned: list[int] = []
+        for title, _ in titles:
+            words = title_words(title)
+            digest = key_digest(" ".join(sorted(set(words))))
+            ref = ref_of_digest(digest)
+            if words:
+                stored = self._read[ref] = self.store.get(ref)
+                if stored is None:
+                    unsigned.append(len(prepared))
+            prepared.append(PreparedTitle(words, digest, ref))
+        bucketed = batch_buckets([(prepared[index].words, titles[index][1]) for index in unsigned])
+        located = self.buckets.locate([bucket for buckets, _ in bucketed for bucket in buckets])
+        for n, (index, made) in enumerate(zip(unsigned, bucketed, strict=True)):
+            words, digest, ref, *_ = prepared[index]
+            entries = Located(located.arrays, located.entries[n * BANDS : (n + 1) * BANDS])
+            prepared[index] = PreparedTitle(words, digest, ref, made, entries)
         return prepared
 
     @staticmethod
     def _prepared(title: str) -> PreparedTitle:
         words = title_words(title)
-        return PreparedTitle(words, key_digest(" ".join(sorted(set(words)))), None)
+        digest = key_digest(" ".join(sorted(set(words))))
+        return PreparedTitle(words, digest, ref_of_digest(digest))
 
     def check_many(self, titles: Sequence[tuple[str, str, str | None, float]]) -> list[DedupeVerdict]:
         """:meth:`check_and_add` of each ``(event_id, title, description, event_time)`` in turn, with the same
@@ -168,6 +187,7 @@ class DedupeIndex:
         if value is None:
             if self.store.get(ref) is not None:
                 del self.store[ref]
+                self._read.pop(ref, None)
                 self.entries -= 1
                 self._unindexed.add(number)
             return
@@ -180,6 +200,7 @@ class DedupeIndex:
         if stored is None:
             self.entries += 1
         self.store[ref] = value
+        self._read.pop(ref, None)
         self.expiry.push(entry.event_time, number)
         if isinstance(entry, TitleEntry):
             self._unindexed.discard(number)
@@ -193,6 +214,7 @@ class DedupeIndex:
         for key in self._unreadable:
             if key in self.store and (digest_of_ref(key) is None or entry_fields(self.store[key]) is None):
                 del self.store[key]
+                self._read.pop(key, None)
                 self.entries -= 1
         self._unreadable = []
         removed = 0
@@ -204,6 +226,7 @@ class DedupeIndex:
             elif not isinstance(entry, CopyEntry) or self._live_copy(entry, now):
                 continue  # gone already, or written again since
             del self.store[key]
+            self._read.pop(key, None)
             self.entries -= 1
             self._unindexed.add(number)
         if self._unindexed and 8 * len(self._unindexed) >= len(self.expiry):
@@ -223,12 +246,18 @@ class DedupeIndex:
         return self._fresh(copy, event_time) and self._fresh(original, event_time)
 
     def _near(
-        self, event_id: str, number: int, buckets: list[int], incoming: Incoming, event_time: float
+        self,
+        event_id: str,
+        number: int,
+        buckets: list[int],
+        incoming: Incoming,
+        event_time: float,
+        located: Located | None,
     ) -> CopyEntry | None:
         """The entry of a near copy of the first-seen title in ``buckets`` confirmed as one typo away."""
         confirmed: list[tuple[float, float, str, str]] = []
         words, tag = len(incoming.hashes), incoming.tag
-        for candidate_number, candidate_tag in self.buckets.candidates(buckets).items():
+        for candidate_number, candidate_tag in self.buckets.candidates(buckets, located).items():
             if (
                 candidate_number == number
                 or (candidate_tag & ~tag).bit_count() > 1

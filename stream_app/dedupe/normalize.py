@@ -32,10 +32,7 @@ _DECORATION_MARKS = re.compile(r"[\[|\-–—]")
 """What every decoration has; most titles have none, and skip the decoration patterns."""
 WORD = re.compile(r"[^\W_]+")
 """A word: a run of letters and digits (what is left between runs of punctuation, spaces and underscores)."""
-ASCII_WORD = re.compile(rb"[a-z0-9]+")
-"""The same in lower-case ASCII bytes."""
 DIGITS = re.compile(r"\d+")
-ANY_DIGIT = re.compile(r"\d")
 
 
 def nfkc_casefold(text: str) -> str:

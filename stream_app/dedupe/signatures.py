@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.dedupe.normalize import ANY_DIGIT, ASCII_WORD, DIGITS, WORD, blake2b_function, nfkc_casefold
+from stream_app.dedupe.normalize import DIGITS, WORD, blake2b_function, nfkc_casefold
 
 BANDS: Final = 4
 ROWS: Final = 3
@@ -65,10 +65,12 @@ _BOTH_FAMILIES: Final = (
 
 
 def _hashed(keys: npt.NDArray[np.uint32], family: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]) -> Any:
-    """Each hash function of ``family`` (a column) of each of ``keys`` (a row), 32-bit values in uint64."""
+    """Each hash function of ``family`` (a row) of each of ``keys`` (a column), 32-bit values in uint64."""
     multipliers, addends = family
-    hashed = np.multiply.outer(keys, multipliers)
-    hashed += addends
+    # Keys made uint64 first (numpy's mixed-type loop costs twice as much), one row per function: the minima are
+    # then taken along contiguous rows.
+    hashed = np.multiply.outer(multipliers, keys.astype(np.uint64))
+    hashed += addends[:, None]
     hashed >>= np.uint64(32)
     return hashed
 
@@ -101,9 +103,14 @@ def _description_keys(description: str | None) -> list[int]:
     if not description:
         return []
     text = nfkc_casefold(description[:DESCRIPTION_CHARS])
-    if text.isascii():  # found in its bytes, no word is encoded on its own
-        return list(map(zlib.crc32, ASCII_WORD.findall(text.encode())))
+    if text.isascii():  # in its bytes, runs of [a-z0-9] split apart in C: no word is encoded on its own
+        return list(map(zlib.crc32, text.encode().translate(_ASCII_WORD_BYTES).split()))
     return [zlib.crc32(word.encode()) for word in WORD.findall(text)]
+
+
+_ASCII_WORD_BYTES: Final = bytes(c if c in b"abcdefghijklmnopqrstuvwxyz0123456789" else 0x20 for c in range(256))
+"""Each byte as itself if it is a lower-case ASCII letter or digit, else as a space: in lower-case ASCII, the
+:data:`~stream_app.dedupe.normalize.WORD` runs are what is left between spaces."""
 
 
 def _nibbles(values: list[int]) -> bytes:
@@ -116,7 +123,7 @@ _HEX_DIGITS: Final = "0123456789abcdef"
 
 def title_signature(words: list[str]) -> list[int]:
     """The MinHash values of a title's :func:`letter_pairs`: the least of each of 12 hash functions over them."""
-    values: list[int] = np.minimum.reduce(_hashed(_letter_pair_keys(words), _TITLE_FAMILY)).tolist()
+    values: list[int] = np.minimum.reduce(_hashed(_letter_pair_keys(words), _TITLE_FAMILY), axis=1).tolist()
     return values
 
 
@@ -126,7 +133,7 @@ def description_signature(description: str | None) -> bytes:
     keys = _description_keys(description)
     if not keys:
         return b""
-    return _nibbles(np.minimum.reduce(_hashed(np.array(keys, np.uint32), _DESCRIPTION_FAMILY)).tolist())
+    return _nibbles(np.minimum.reduce(_hashed(np.array(keys, np.uint32), _DESCRIPTION_FAMILY), axis=1).tolist())
 
 
 def _signatures(words: list[str], description: str | None) -> tuple[list[int], bytes]:
@@ -135,9 +142,9 @@ def _signatures(words: list[str], description: str | None) -> tuple[list[int], b
     title this beats :func:`batch_signatures`, which takes two passes to keep a batch's arrays small."""
     pairs, text_keys = _letter_pair_keys(words), _description_keys(description)
     if not text_keys:
-        return np.minimum.reduce(_hashed(pairs, _TITLE_FAMILY)).tolist(), b""
+        return np.minimum.reduce(_hashed(pairs, _TITLE_FAMILY), axis=1).tolist(), b""
     keys = np.concatenate((pairs, np.array(text_keys, np.uint32)))
-    title, text = np.minimum.reduceat(_hashed(keys, _BOTH_FAMILIES), [0, len(pairs)], axis=0).tolist()
+    title, text = np.minimum.reduceat(_hashed(keys, _BOTH_FAMILIES), [0, len(pairs)], axis=1).T.tolist()
     return title[: BANDS * ROWS], _nibbles(text[BANDS * ROWS :])
 
 
@@ -153,9 +160,9 @@ def batch_signatures(titles: Sequence[tuple[list[str], str | None]]) -> list[tup
     texts = [_pair_text(words) for words, _ in titles]
     ends = np.cumsum([len(text) // 2 for text in texts])
     hashed = _hashed(_pair_keys(b"".join(texts)), _TITLE_FAMILY)
-    hashed[ends[:-1] - 1] = _NO_PAIR  # the pair made of one title's last space and the next one's first
+    hashed[:, ends[:-1] - 1] = _NO_PAIR  # the pair made of one title's last space and the next one's first
     starts = np.concatenate(([0], ends[:-1]))
-    title_values: list[list[int]] = np.minimum.reduceat(hashed, starts, axis=0).tolist()
+    title_values: list[list[int]] = np.minimum.reduceat(hashed, starts, axis=1).T.tolist()
     text_keys = [_description_keys(description) for _, description in titles]
     described = [index for index, found in enumerate(text_keys) if found]
     text_values: dict[int, list[int]] = {}
@@ -163,7 +170,7 @@ def batch_signatures(titles: Sequence[tuple[list[str], str | None]]) -> list[tup
         counts = [len(text_keys[index]) for index in described]
         flat = np.fromiter(itertools.chain.from_iterable(text_keys[index] for index in described), np.uint32)
         firsts = np.cumsum([0, *counts[:-1]])
-        minima = np.minimum.reduceat(_hashed(flat, _DESCRIPTION_FAMILY), firsts, axis=0).tolist()
+        minima = np.minimum.reduceat(_hashed(flat, _DESCRIPTION_FAMILY), firsts, axis=1).T.tolist()
         text_values = dict(zip(described, minima, strict=True))
     return [
         (values, _nibbles(text_values[index]) if index in text_values else b"")
@@ -194,8 +201,8 @@ def jaccard(left: set[str], right: set[str]) -> float:
 def digit_runs(words: list[str]) -> str:
     """The numbers in a title's words (repeats included), sorted: a typo never changes them, so two titles
     whose numbers differ are never near copies (YOLOv5 and YOLOv7, part 1 and part 2, issue 12 and issue 13)."""
-    text = " ".join(words)
-    return " ".join(sorted(DIGITS.findall(text))) if ANY_DIGIT.search(text) else ""
+    numbered = [word for word in words if not word.isalpha()]  # no letter is a digit: most words skip the search
+    return " ".join(sorted(DIGITS.findall(" ".join(numbered)))) if numbered else ""
 
 
 def bucket_ids(words: list[str]) -> list[int]:
@@ -213,15 +220,15 @@ def bucket_ids(words: list[str]) -> list[int]:
 def _band_ids(values: list[int], words: list[str]) -> list[int]:
     # The MinHash values are uniform already: a band's rows, side by side in one 96-bit number with the title's
     # numbers and length mixed in, times an odd 128-bit constant, give a well-mixed bucket in the high bits
-    # (multiply-shift hashing) for a fraction of a hash call per band.
-    salt = _band_salt(digit_runs(words), len(words))
-    ids = []
-    for band in range(BANDS):
-        rows = 0
-        for value in values[band * ROWS : (band + 1) * ROWS]:
-            rows = rows << 32 | value
-        ids.append(band << 24 | (rows ^ salt) * _BAND_MULTIPLIER >> 104 & 0xFFFFFF)
-    return ids
+    # (multiply-shift hashing) for a fraction of a hash call per band. Written out for BANDS 4 and ROWS 3 (a
+    # loop over them costs twice as much); a test holds it to the loop.
+    salt, multiplier, v = _band_salt(digit_runs(words), len(words)), _BAND_MULTIPLIER, values
+    return [
+        ((v[0] << 64 | v[1] << 32 | v[2]) ^ salt) * multiplier >> 104 & 0xFFFFFF,
+        1 << 24 | ((v[3] << 64 | v[4] << 32 | v[5]) ^ salt) * multiplier >> 104 & 0xFFFFFF,
+        2 << 24 | ((v[6] << 64 | v[7] << 32 | v[8]) ^ salt) * multiplier >> 104 & 0xFFFFFF,
+        3 << 24 | ((v[9] << 64 | v[10] << 32 | v[11]) ^ salt) * multiplier >> 104 & 0xFFFFFF,
+    ]
 
 
 @functools.lru_cache(maxsize=1024)  # most titles have no numbers and a few words
@@ -275,7 +282,7 @@ class Incoming:
     """A title being checked, as the near tier compares it; what only a confirmation needs is made on demand."""
 
     def __init__(
-        self, words: list[str], description: str | None, signed: tuple[list[int], bytes] | None = None
+        self, words: list[str], description: str | None, bucketed: tuple[list[int], bytes] | None = None
     ) -> None:
         self.words = words
         """Its words in order, repeats included: a typo in one of two "learning"s replaces one of them."""
@@ -286,9 +293,9 @@ class Incoming:
         for digest in self.hashes:
             self.tag |= 1 << (digest[-1] & 0x0F)
         self._description = description
-        self._signed = signed
-        """Its title's MinHash values and its description's signature, if made already
-        (:func:`batch_signatures`)."""
+        self._bucketed = bucketed
+        """Its :func:`bucket_ids` and its description's signature, if made already (from
+        :func:`batch_signatures`)."""
 
     @functools.cached_property
     def distinct(self) -> set[bytes]:
@@ -307,5 +314,17 @@ class Incoming:
 
     def buckets(self) -> list[int]:
         """Its :func:`bucket_ids`; its :attr:`signature` is made on the way."""
-        title, self.signature = self._signed or _signatures(self.words, self._description)
+        if self._bucketed is not None:
+            buckets, self.signature = self._bucketed
+            return buckets
+        title, self.signature = _signatures(self.words, self._description)
         return _band_ids(title, self.words)
+
+
+def batch_buckets(titles: Sequence[tuple[list[str], str | None]]) -> list[tuple[list[int], bytes]]:
+    """The :func:`bucket_ids` and :func:`description_signature` of each of many titles (their words, their
+    description), signed at once (:func:`batch_signatures`). Every title needs at least one word."""
+    return [
+        (_band_ids(values, words), text)
+        for (values, text), (words, _) in zip(batch_signatures(titles), titles, strict=True)
+    ]

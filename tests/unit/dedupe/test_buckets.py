@@ -31,6 +31,8 @@ def test_the_index_holds_the_newest_refs_of_each_bucket(ops: list[tuple[str, lis
     index = BucketIndex(LIMIT, merge_every=5)  # merge often: look-ups then span the arrays and pending entries
     model: dict[int, list[int]] = {}
     for op, buckets, ref in ops:
+        looked_up = sorted({*buckets, 7, 8, 9})
+        located = index.locate(looked_up)  # read before the change: kept only while the arrays are the same
         if op == "add":
             index.remove([ref])  # as DedupeIndex does when a ref comes back
             for refs in model.values():
@@ -42,9 +44,10 @@ def test_the_index_holds_the_newest_refs_of_each_bucket(ops: list[tuple[str, lis
         else:
             index.remove({ref})
             model = {bucket: [r for r in refs if r != ref] for bucket, refs in model.items()}
-        looked_up = sorted({*buckets, 7, 8, 9})
         expected = {ref: tag_of(ref) for bucket in looked_up for ref in newest(model, bucket)}
         assert index.candidates(looked_up) == expected
+        assert index.candidates(looked_up, located) == expected
+        assert index.candidates(looked_up, index.locate(looked_up)) == expected
     assert index.as_dict() == {bucket: newest(model, bucket) for bucket in model if model[bucket]}
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_app.dedupe import bucket_ids, description_signature, title_signature, title_tag, title_words
+from stream_app.dedupe import (
+    BANDS,
+    ROWS,
+    bucket_ids,
+    description_signature,
+    digit_runs,
+    title_signature,
+    title_tag,
+    title_words,
+)
+from stream_app.dedupe.signatures import _BAND_MULTIPLIER, _band_hash, _band_ids, batch_signatures, title_tags
 from stream_app.dedupe.signatures import _signatures as signatures
-from stream_app.dedupe.signatures import batch_signatures, title_tags
 from tests.unit.dedupe.helpers import ORIGINAL, words
 
 
@@ -25,6 +36,24 @@ def test_titles_of_another_number_of_words_never_share_a_bucket() -> None:
     title = title_words(ORIGINAL)
     assert title_signature(title) == title_signature([*title, title[0]])
     assert not set(bucket_ids(title)) & set(bucket_ids([*title, title[0]]))
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=BANDS * ROWS, max_size=BANDS * ROWS), st.lists(words, max_size=8))
+def test_band_ids_are_each_band_s_rows_hashed_with_the_title_s_numbers_and_length(
+    values: list[int], title: list[str]
+) -> None:
+    """``_band_ids`` is written out for its speed: it must give what the rule in its comment does, band by band."""
+    salt = int.from_bytes(_band_hash(f"{digit_runs(title)}|{len(title)}".encode()), "big")
+    expected = []
+    for band in range(BANDS):
+        rows = int.from_bytes(b"".join(value.to_bytes(4, "big") for value in values[band * ROWS : (band + 1) * ROWS]))
+        expected.append(band << 24 | ((rows ^ salt) * _BAND_MULTIPLIER) % 2**128 >> 104)
+    assert _band_ids(values, title) == expected
+
+
+@given(st.lists(st.text(alphabet="ab1٣½ ", max_size=6), max_size=6))
+def test_the_numbers_of_a_title_are_its_runs_of_digits_sorted(title: list[str]) -> None:
+    assert digit_runs(title) == " ".join(sorted(re.findall(r"\d+", " ".join(title))))
 
 
 @given(st.lists(words, min_size=1, max_size=8), st.none() | st.text(max_size=200))

@@ -9,6 +9,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stream_app.dedupe import typo_source, word_hash
+from stream_app.dedupe.typo import _any_word_edits, _ascii_letter_edits
 
 
 @pytest.mark.parametrize(
@@ -55,3 +56,12 @@ def test_every_single_letter_edit_of_a_word_is_traced_back_to_it(word: str, edit
     # The stored hash keeps 3 bytes of a word: another word one edit from the copy may share it (cvzd6 and dcvz6),
     # and is then as good an answer as far as the stored entry can tell.
     assert source == word or (source is not None and word_hash(source) == word_hash(word))
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", max_size=14), st.integers(-255, 255))
+def test_a_word_of_ascii_letters_takes_a_shorter_way_to_the_same_edits(word: str, shift: int) -> None:
+    """Most words are ASCII letters only, and skip the checks for digits and other letters: the edits tried,
+    and their order (the first whose hash matches wins), must be those of the general way. The code sums
+    tried are the word's own shifted, small shifts (a swap, a letter for a close one) first."""
+    code_sum = (sum(map(ord, word)) + shift) % 256
+    assert list(_ascii_letter_edits(word, code_sum)) == list(_any_word_edits(word, code_sum))
