@@ -49,9 +49,13 @@ class Prediction:
         return cast(dict[str, Any], json.loads(self.packed))
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Made once: ``json.dumps`` with options builds an encoder per call (every tagged record is packed)."""
+
+
 def _pack(record: dict[str, Any], fields: tuple[str, ...]) -> bytes:
     kept = {name: record[name] for name in fields if name in record}
-    return json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(kept).encode()
 
 
 @dataclass(frozen=True)
