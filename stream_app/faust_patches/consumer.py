@@ -37,6 +37,8 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP, Message
 
+from stream_app.faust_patches.eager import EagerHandOver
+
 log = logging.getLogger(__name__)
 
 
@@ -169,9 +171,9 @@ class RewindingConsumerThread(AIOKafkaConsumerThread):
         return cast(Mapping[TP, int], committed)  # None for "no committed offset", as Faust's own returns it
 
 
-class TaggerConsumer(FaustKafkaConsumer):
+class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
     """Faust's Kafka consumer with a :class:`RewindingConsumerThread`, handing on no record fetched before a seek
-    of its partition."""
+    of its partition, and handing each record on without a task when it need not wait (:mod:`.eager`)."""
 
     _fetched_at = 0
 
