@@ -33,6 +33,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
+from stream_app.delivery.batched import send_batched
+
 log = logging.getLogger(__name__)
 
 PRODUCER_STOP_SECONDS = 10.0
@@ -91,7 +93,7 @@ class PartitionTransactions:
         producer = await self._producer(source)
         try:
             await producer.begin_transaction()
-            sends = [await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in records]
+            sends = await send_batched(producer, records)
             await producer.send_offsets_to_transaction({source: next_offset}, self.group_id)
             await asyncio.gather(*sends)
             await producer.commit_transaction()

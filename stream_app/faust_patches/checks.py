@@ -40,6 +40,7 @@ SEEK_LOSS = "faust-streaming records dropped around a rebalance's seek (consumer
 TAKE_ACK = "faust-streaming #189, #315: take_events acks a failed batch"
 READY_BATCHES = "faust-streaming take_events reads nothing while a batch is processed (decision 0014)"
 HAND_OVER = "robinhood/faust #563: four tasks per record in the fetch loop (eager.py)"
+BATCH_SEND = "faust-streaming #108: Faust sends one record at a time (producer.py)"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
     Hook(FAUST_THREAD, "_fetch_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
@@ -55,6 +56,7 @@ HOOKS: Final = (
     Hook(FAUST_CONSUMER, "ack", "TaggerConsumer.ack (hold_acks)", TAKE_ACK),
     Hook("faust.streams:Stream", "_enable_passive", "batches.ready_batches", READY_BATCHES),
     Hook("faust.transport.consumer:Consumer", "_drain_messages", "eager.EagerHandOver.wait_first", HAND_OVER),
+    Hook("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "producer.aiokafka_producer", BATCH_SEND),
     Hook("faust.app.base:App", "_new_consumer", "TaggerApp._new_consumer", SEEK_LOSS),
     Hook("faust.app.base:App", "_on_partitions_assigned", "TaggerApp._new_consumer", SEEK_LOSS),
     Hook("faust.app.base:App", "_on_partitions_revoked", "TaggerApp._new_consumer", SEEK_LOSS),
