@@ -14,8 +14,11 @@ from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 from stream_app.app import transport_options
+from stream_app.delivery.batched import send_batched
+from stream_app.delivery.transactions import Record
 from stream_app.faust_patches.batches import ready_batches
 from stream_app.faust_patches.consumer import TaggerApp
+from stream_app.faust_patches.producer import aiokafka_producer
 from stream_app.settings import Settings
 from stream_app.worker import TaggerWorker
 
@@ -28,9 +31,9 @@ sink = app.topic(settings.tagged_topic, value_serializer="raw", key_serializer="
 
 
 async def deliver(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
-    """Send through the producer and wait for the broker, as the worker does before it acks a batch."""
-    pending = [await app.producer.send(topic, key, value, None, None, None) for key, value in records]
-    for delivery in pending:
+    """Send in record batches and wait for the broker, as the worker does before it acks a batch."""
+    outgoing = [Record(topic, key, value) for key, value in records]
+    for delivery in await send_batched(aiokafka_producer(app.producer), outgoing):
         await delivery
 
 

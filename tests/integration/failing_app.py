@@ -2,7 +2,7 @@
 tests/integration/test_failed_batch.py.
 
 ``python -m tests.integration.failing_app worker`` takes the worker's command line and ``TAGGER_*`` settings, and:
-``TAGGER_TEST_FAIL_IN`` (``publish``: the producer's send; ``model``: the model's call), ``TAGGER_TEST_FAIL_WITH``
+``TAGGER_TEST_FAIL_IN`` (``publish``: the producer's batch send; ``model``: the model's call), ``TAGGER_TEST_FAIL_WITH``
 (``raise``: an error; ``cancel``: a cancellation) and ``TAGGER_TEST_FAIL_AT_CALL`` (which call fails, from 1).
 """
 
@@ -12,6 +12,8 @@ import asyncio
 import itertools
 import os
 from typing import Any
+
+from aiokafka import AIOKafkaProducer
 
 from stream_app.classifier import Classifier, Prediction
 from stream_app.worker import build_app
@@ -36,16 +38,15 @@ def main() -> None:
             return predict(self, texts)
 
         Classifier.predict = failing_predict  # type: ignore[method-assign]
-    app = build_app()
     if where == "publish":
-        send = app.producer.send
+        send_batch = AIOKafkaProducer.send_batch
 
-        async def failing_send(*args: Any, **kwargs: Any) -> Any:
+        async def failing_send_batch(self: AIOKafkaProducer, *args: Any, **kwargs: Any) -> Any:
             maybe_fail()
-            return await send(*args, **kwargs)
+            return await send_batch(self, *args, **kwargs)
 
-        app.producer.send = failing_send  # type: ignore[method-assign]
-    app.main()
+        AIOKafkaProducer.send_batch = failing_send_batch  # type: ignore[method-assign]
+    build_app().main()
 
 
 if __name__ == "__main__":

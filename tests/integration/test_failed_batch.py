@@ -32,7 +32,7 @@ async def committed_offset(bootstrap: str, group: str, topic: str) -> int:
 
 @pytest.mark.parametrize(
     ("where", "how", "at_call"),
-    [("publish", "raise", 100), ("publish", "cancel", 100), ("model", "raise", 4), ("model", "cancel", 4)],
+    [("publish", "raise", 30), ("publish", "cancel", 30), ("model", "raise", 4), ("model", "cancel", 4)],
 )
 def test_a_failed_batch_is_never_committed_and_is_delivered_after_a_restart(
     start_worker: Any, where: str, how: str, at_call: int
