@@ -139,7 +139,6 @@ class PartitionTransactions:
                 transactional_id=self.transactional_id(source),
                 enable_idempotence=True,
                 acks="all",
-                linger_ms=2,
                 max_batch_size=262_144,
                 # Kafka 4 brokers answer a transaction's first write to a partition with a retriable
                 # NOT_ENOUGH_REPLICAS now and then (aiokafka issue #1172); the default 100 ms wait before the
