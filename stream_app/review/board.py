@@ -30,6 +30,9 @@ TAGGED_BY = ("model", "human")
 KEPT_FIELDS = ("id", "title", "description", "created_on", "source", "url", "dedupe_key", "suggested_tag")
 """What a recent prediction keeps of its record: enough to label it and to re-tag it, not the scores."""
 KEPT_DESCRIPTION_CHARS = 1000
+KEPT_RAW_BYTES = KEPT_DESCRIPTION_CHARS
+"""Longest record JSON a recent prediction keeps as it came: no description in it can exceed the cut (a character
+is at least a byte), and the fields packing would drop add a few hundred bytes at most."""
 WAITING_FIELDS = (*KEPT_FIELDS, "model_version", "confidence")
 """What an item waiting for review keeps of its record: what the page shows and what a decision publishes."""
 
@@ -42,7 +45,8 @@ class Prediction:
     model_version: str
     tagged_by: str
     packed: bytes
-    """The :data:`KEPT_FIELDS` of its record (description cut), as compact JSON: a third of a dict's memory."""
+    """Its record as compact JSON, a third of a dict's memory: as it came when it is short
+    (:data:`KEPT_RAW_BYTES`), else its :data:`KEPT_FIELDS` with the description cut."""
 
     @property
     def record(self) -> dict[str, Any]:
@@ -92,9 +96,9 @@ class ReviewBoard:
         """The oldest ``limit`` items waiting for review, with their records."""
         return [(item_id, json.loads(raw)) for item_id, raw in itertools.islice(self.waiting.items(), limit)]
 
-    def on_review(self, record: dict[str, Any]) -> None:
+    def on_review(self, record: dict[str, Any], raw: bytes | None = None) -> None:
         """An item the model was not sure of: it waits for a person; raises :class:`InvalidRecord` (nothing
-        changed) for a record without what the page and a decision need."""
+        changed) for a record without what the page and a decision need. ``raw``: the record's JSON, if at hand."""
         item_id = _item_id(record)
         _tag(record, "suggested_tag")
         _version(record)
@@ -105,11 +109,11 @@ class ReviewBoard:
         if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
             raise InvalidRecord("invalid_value", "confidence is not a number between 0 and 1")
         self.waiting[item_id] = _pack(record, WAITING_FIELDS)
-        self._remember(item_id, record["suggested_tag"], record["model_version"], "model", record)
+        self._remember(item_id, record["suggested_tag"], record["model_version"], "model", record, raw)
 
-    def on_tagged(self, record: dict[str, Any]) -> None:
+    def on_tagged(self, record: dict[str, Any], raw: bytes | None = None) -> None:
         """An item on the tagged topic: a person may later report its tag; raises :class:`InvalidRecord`
-        (nothing changed) for a malformed record."""
+        (nothing changed) for a malformed record. ``raw``: the record's JSON, if at hand."""
         item_id = _item_id(record)
         _tag(record, "tag")
         _version(record)
@@ -121,7 +125,7 @@ class ReviewBoard:
         self.waiting.pop(item_id, None)
         if record.get("tagged_by") == "human" and item_id in self.recent:
             return  # keep the model's prediction: feedback judges the model, not the reviewer
-        self._remember(item_id, record["tag"], record["model_version"], record["tagged_by"], record)
+        self._remember(item_id, record["tag"], record["model_version"], record["tagged_by"], record, raw)
 
     def on_feedback(self, record: dict[str, Any]) -> Judgement:
         """A decision: the item stops waiting, and the model's prediction is judged against it; raises
@@ -148,10 +152,16 @@ class ReviewBoard:
         correct = prediction.tag == record["tag"]
         return Judgement(record["verdict"], prediction.model_version, route, prediction.tag, correct, label)
 
-    def _remember(self, item_id: str, tag: str, model_version: str, tagged_by: str, record: dict[str, Any]) -> None:
-        if isinstance(record.get("description"), str):
-            record = {**record, "description": record["description"][:KEPT_DESCRIPTION_CHARS]}
-        self.recent[item_id] = Prediction(tag, model_version, tagged_by, _pack(record, KEPT_FIELDS))
+    def _remember(
+        self, item_id: str, tag: str, model_version: str, tagged_by: str, record: dict[str, Any], raw: bytes | None
+    ) -> None:
+        if raw is not None and len(raw) <= KEPT_RAW_BYTES:
+            packed = raw  # its description fits: what packing would drop (scores, times) costs less than packing
+        else:
+            if isinstance(record.get("description"), str):
+                record = {**record, "description": record["description"][:KEPT_DESCRIPTION_CHARS]}
+            packed = _pack(record, KEPT_FIELDS)
+        self.recent[item_id] = Prediction(tag, model_version, tagged_by, packed)
         self.recent.move_to_end(item_id)
         while len(self.recent) > self.recent_limit:
             self.recent.popitem(last=False)

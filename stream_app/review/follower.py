@@ -50,9 +50,9 @@ class ReviewFollower:
         try:
             record = read_record(message.value)
             if role == "review":
-                self.board.on_review(record)
+                self.board.on_review(record, message.value)
             elif role == "tagged":
-                self.board.on_tagged(record)
+                self.board.on_tagged(record, message.value)
             else:
                 self.held.append((message, record))
         except InvalidRecord as error:

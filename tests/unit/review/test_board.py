@@ -106,6 +106,31 @@ def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
     assert judgement.label["tag"] == "mlops"
 
 
+@pytest.mark.parametrize("description", ["Short words.", "long " * 400])
+@pytest.mark.parametrize("route", ["tagged", "review"])
+def test_a_prediction_read_with_its_json_is_reported_and_labelled_as_one_read_without(
+    route: str, description: str
+) -> None:
+    """The follower hands the board each record's JSON too, which the board may keep instead of packing it: a
+    report, its human record and the label must not change, and a long description is still cut in the label."""
+    record = tagged_record("t") if route == "tagged" else review_record("t", suggested="computer-vision")
+    record = {**record, "description": description, "url": "https://example.org/t", "source": "a blog"}
+    results = []
+    for raw in (None, json.dumps(record, separators=(",", ":")).encode()):
+        board = ReviewBoard(recent_limit=10)
+        getattr(board, f"on_{route}")(record, raw)
+        board.waiting.clear()  # a review item counts as decided here, so that a report can name it
+        feedback, tagged = decide(board, {"id": "t", "tag": "mlops", "action": "report"}, NOW, "u")
+        judgement = board.on_feedback(feedback)
+        results.append((tagged, judgement))
+    assert results[0] == results[1]
+    tagged, judgement = results[1]
+    assert set(tagged) == {"id", "title", "description", "source", "url", "tag", "confidence", "scores",
+                           "model_version", "tagged_by", "dedupe_key", "processed_at", "schema_version"}  # fmt: skip
+    assert judgement.route == route and judgement.label is not None
+    assert judgement.label["description"] == description[:1000]
+
+
 def test_feedback_on_a_forgotten_prediction_counts_but_is_not_judged() -> None:
     board = ReviewBoard(recent_limit=2)
     for item_id in ("a", "b", "c"):
