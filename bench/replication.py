@@ -16,6 +16,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Sequence
@@ -45,6 +46,23 @@ def quantile(q: float, histogram: list[tuple[float, float]]) -> float:
     return lower
 
 
+def settled_histogram(url: str, quiet_seconds: float = 3.0, limit_seconds: float = 120.0) -> list[tuple[float, float]]:
+    """The follower's delay histogram once it has applied everything: its count unchanged for ``quiet_seconds``.
+
+    The writer's outputs can all be out while the follower still applies the last changes; read then, the
+    histogram would leave out the latest, slowest changes.
+    """
+    deadline = time.monotonic() + limit_seconds
+    histogram = buckets(urllib.request.urlopen(url, timeout=10).read().decode())  # noqa: S310 - loopback
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_seconds:
+        time.sleep(0.5)
+        latest = buckets(urllib.request.urlopen(url, timeout=10).read().decode())  # noqa: S310 - loopback
+        if latest[-1][1] != histogram[-1][1]:
+            histogram, quiet_since = latest, time.monotonic()
+    return histogram
+
+
 def measure(rate: float, seconds: float) -> tuple[float, float, float]:
     """One run: p50 and p99 in ms, and the number of changes applied by the follower."""
     env, names = topics_env(f"bench-replication-{uuid.uuid4().hex[:6]}")
@@ -67,8 +85,7 @@ def measure(rate: float, seconds: float) -> tuple[float, float, float]:
         asyncio.run(
             collect(names[0], names[1:], len(messages), timeout=300, on_progress=lambda _: alive(writer, "writer"))
         )
-        url = f"http://127.0.0.1:{follower_env['TAGGER_WEB_PORT']}/metrics"
-        histogram = buckets(urllib.request.urlopen(url, timeout=10).read().decode())  # noqa: S310 - loopback
+        histogram = settled_histogram(f"http://127.0.0.1:{follower_env['TAGGER_WEB_PORT']}/metrics")
     finally:
         stop(writer, env)
         if follower is not None:
