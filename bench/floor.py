@@ -14,8 +14,7 @@ from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 from stream_app.app import transport_options
-from stream_app.delivery.batched import send_batched
-from stream_app.delivery.transactions import Record
+from stream_app.delivery.batched import Record, send_batched
 from stream_app.faust_patches.batches import ready_batches
 from stream_app.faust_patches.consumer import TaggerApp
 from stream_app.faust_patches.producer import aiokafka_producer

@@ -52,12 +52,15 @@ def settled_histogram(url: str, quiet_seconds: float = 3.0, limit_seconds: float
     The writer's outputs can all be out while the follower still applies the last changes; read then, the
     histogram would leave out the latest, slowest changes.
     """
+
+    def read() -> list[tuple[float, float]]:
+        return buckets(urllib.request.urlopen(url, timeout=10).read().decode())  # noqa: S310 - loopback
+
     deadline = time.monotonic() + limit_seconds
-    histogram = buckets(urllib.request.urlopen(url, timeout=10).read().decode())  # noqa: S310 - loopback
-    quiet_since = time.monotonic()
+    histogram, quiet_since = read(), time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_seconds:
         time.sleep(0.5)
-        latest = buckets(urllib.request.urlopen(url, timeout=10).read().decode())  # noqa: S310 - loopback
+        latest = read()
         if latest[-1][1] != histogram[-1][1]:
             histogram, quiet_since = latest, time.monotonic()
     return histogram

@@ -9,8 +9,8 @@ from typing import Any
 
 from faust.types import TP, EventT, ProducerT
 
-from stream_app.delivery.batched import send_batched
-from stream_app.delivery.transactions import PartitionTransactions, Record
+from stream_app.delivery.batched import Record, send_batched
+from stream_app.delivery.transactions import PartitionTransactions
 from stream_app.faust_patches.producer import aiokafka_producer
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)

@@ -27,29 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
-from stream_app.delivery.batched import send_batched
+from stream_app.delivery.batched import Record, send_batched
 
 log = logging.getLogger(__name__)
 
 PRODUCER_STOP_SECONDS = 10.0
 """Longest wait for a transactional producer to stop: a stop delivers the records it holds first, which never
 happens while the broker is away."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """One record a transaction sends."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
 
 
 class PartitionTransactions:

@@ -17,8 +17,8 @@ import faust
 import mode
 from faust.types import TP, AppT, EventT, StreamT, TopicT
 
+from stream_app.delivery.batched import Record
 from stream_app.delivery.publish import Publisher, encode
-from stream_app.delivery.transactions import Record
 from stream_app.faust_patches.batches import ready_batches
 from stream_app.faust_patches.consumer import TaggerConsumer
 from stream_app.metrics import Metrics

@@ -9,8 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_app.delivery.batched import send_batched
-from stream_app.delivery.transactions import Record
+from stream_app.delivery.batched import Record, send_batched
 from tests.integration.harness import run
 
 PARTITIONS = 4

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_app.delivery.transactions import PRODUCER_STOP_SECONDS, PartitionTransactions, Record
+from stream_app.delivery.batched import Record
+from stream_app.delivery.transactions import PRODUCER_STOP_SECONDS, PartitionTransactions
 from tests.integration.harness import OwnBroker, create_topic, run
 
 
