@@ -15,7 +15,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision, InvalidRecord
@@ -37,8 +37,7 @@ WAITING_FIELDS = (*KEPT_FIELDS, "model_version", "confidence")
 """What an item waiting for review keeps of its record: what the page shows and what a decision publishes."""
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):
     """What the model said about one item, kept to judge feedback and to label it."""
 
     tag: str
@@ -85,7 +84,14 @@ class ReviewBoard:
         self.waiting: dict[str, bytes] = {}
         """Items waiting for review by id, oldest first: their :data:`WAITING_FIELDS` as compact JSON (a third of
         the memory of a dict, and nothing bounds how many wait)."""
-        self.recent: OrderedDict[str, Prediction] = OrderedDict()
+        self.recent: OrderedDict[str, tuple[str, str, str, bytes]] = OrderedDict()
+        """Recent predictions by id, oldest first, as plain tuples of strings and bytes: the garbage collector
+        stops tracking such tuples, so full collections do not walk tens of thousands of them."""
+
+    def prediction(self, item_id: str) -> Prediction | None:
+        """The recent prediction for ``item_id``, None if none is remembered."""
+        kept = self.recent.get(item_id)
+        return None if kept is None else Prediction(*kept)
 
     def waiting_record(self, item_id: str) -> dict[str, Any] | None:
         """The record of an item waiting for review, None if it is not waiting."""
@@ -138,7 +144,7 @@ class ReviewBoard:
             raise InvalidRecord("invalid_value", "decided_at is too long")
         _optional_text(record, "reviewer")
         self.waiting.pop(item_id, None)
-        prediction = self.recent.get(item_id)
+        prediction = self.prediction(item_id)
         if prediction is None:
             return Judgement(record["verdict"], None, None, None, False, None)
         source = prediction.record
@@ -161,7 +167,7 @@ class ReviewBoard:
             if isinstance(record.get("description"), str):
                 record = {**record, "description": record["description"][:KEPT_DESCRIPTION_CHARS]}
             packed = _pack(record, KEPT_FIELDS)
-        self.recent[item_id] = Prediction(tag, model_version, tagged_by, packed)
+        self.recent[item_id] = (tag, model_version, tagged_by, packed)
         self.recent.move_to_end(item_id)
         while len(self.recent) > self.recent_limit:
             self.recent.popitem(last=False)
@@ -246,7 +252,7 @@ def decide(
         verdict = "accepted" if tag == record["suggested_tag"] else "corrected"
         model_version = str(record["model_version"])
     elif action == "report":
-        prediction = board.recent.get(item_id)
+        prediction = board.prediction(item_id)
         if prediction is None or item_id in board.waiting:
             raise InvalidDecision(f"no tagged item {item_id!r} is known to this worker")
         if tag == prediction.tag:

@@ -3,6 +3,7 @@ feedback is judged against the model, the page's escaping, and the labelled stor
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,23 @@ def test_feedback_on_a_forgotten_prediction_counts_but_is_not_judged() -> None:
     judgement = board.on_feedback({"id": "a", "tag": "mlops", "verdict": "reported", "reviewer": "u",
                                    "decided_at": NOW})  # fmt: skip
     assert judgement.predicted_tag is None and judgement.label is None
+
+
+def test_what_the_board_holds_per_item_is_not_walked_by_full_garbage_collections() -> None:
+    """Every worker holds up to ``recent_limit`` predictions and every waiting item: if each were an object the
+    garbage collector tracks, each full collection (a pause of the event loop) would walk them all."""
+    board = ReviewBoard(recent_limit=1000)
+    for n in range(500):
+        board.on_tagged(tagged_record(f"t{n}"))
+        record = review_record(f"r{n}")
+        board.on_review(record, json.dumps(record).encode())
+    gc.collect()
+    held = [*board.recent.values(), *board.waiting.values()]
+    assert len(held) == 1500  # 1,000 predictions (tagged and review) and 500 waiting items
+    assert not [entry for entry in held if gc.is_tracked(entry)]
+    prediction = board.prediction("t7")
+    assert prediction is not None and prediction.tag == "computer-vision" and prediction.record["id"] == "t7"
+    assert board.prediction("r7") is not None and board.prediction("missing") is None
 
 
 def test_the_page_escapes_titles_and_offers_only_approved_tags() -> None:
