@@ -90,9 +90,9 @@ def measure(rate: float, seconds: float) -> tuple[float, float, float]:
         )
         histogram = settled_histogram(f"http://127.0.0.1:{follower_env['TAGGER_WEB_PORT']}/metrics")
     finally:
-        stop(writer, env)
         if follower is not None:
-            stop(follower, follower_env)
+            stop(follower, follower_env, topics=False)
+        stop(writer, env)
     return quantile(0.5, histogram) * 1000, quantile(0.99, histogram) * 1000, histogram[-1][1]
 
 

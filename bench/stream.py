@@ -202,8 +202,9 @@ def alive(process: subprocess.Popen[bytes], name: str) -> None:
         raise RuntimeError(f"{name}: contender exited with status {process.returncode}; see .run/bench/{name}-*.log")
 
 
-def stop(process: subprocess.Popen[bytes], env: dict[str, str]) -> None:
-    """Stop a contender and delete its data directory."""
+def stop(process: subprocess.Popen[bytes], env: dict[str, str], *, topics: bool = True) -> None:
+    """Stop a contender and delete its data directory and, unless ``topics`` is false (another contender still
+    reads them), its run's topics."""
     process.terminate()
     try:
         process.wait(30)
@@ -211,6 +212,23 @@ def stop(process: subprocess.Popen[bytes], env: dict[str, str]) -> None:
         process.kill()
         process.wait(10)
     shutil.rmtree(env["TAGGER_DATA_DIR"], ignore_errors=True)
+    if topics:
+        asyncio.run(delete_topics(env["TAGGER_APP_ID"]))
+
+
+async def delete_topics(prefix: str) -> list[str]:
+    """Delete the topics of one run (``prefix`` is its app id, which starts the name of every topic it made);
+    returns their names. Left behind, every run's topics stay in the broker's metadata: each contender started
+    later fetches them all, and the broker slows down with them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        names = sorted(name for name in await admin.list_topics() if name.startswith(f"{prefix}-"))
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
 
 
 def measure(
