@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.report import write_section
 from stream_app.dedupe import DedupeIndex, index_buckets
+from stream_app.settings import Settings
 from stream_app.title_index.index import RefStore, digest_key
 from stream_app.title_index.store import PackedTitles
 from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
@@ -104,7 +105,7 @@ def memory_bytes(mapping: dict[Any, Any], seen: set[int]) -> int:
     return size(mapping)
 
 
-BATCH = 64
+BATCH = Settings.batch_size
 """Titles checked together, as the worker's batches (``TAGGER_BATCH_SIZE``'s default) are at full speed."""
 
 
@@ -243,7 +244,7 @@ def measure(synthetic: int, runs: int) -> str:
         [
             "Cost of a dedupe check over the worker's title index store (one process, no Kafka), two ways on two "
             "indexes fed the same stream, batch by batch in turns: one title at a time "
-            "(`DedupeIndex.check_and_add`), and in batches of 64 as the worker checks them (`DedupeIndex.prepare` "
+            f"(`DedupeIndex.check_and_add`), and in batches of {BATCH} as the worker checks them (`DedupeIndex.prepare` "
             "makes the batch's signatures at once, its time shared out among the batch's checks, then each check). "
             f"µs per check; each figure is the median of {runs} runs, the ratio (batched / one by one, p50) is "
             "taken within each run first.",
