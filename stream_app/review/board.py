@@ -85,8 +85,9 @@ class ReviewBoard:
         """Items waiting for review by id, oldest first: their :data:`WAITING_FIELDS` as compact JSON (a third of
         the memory of a dict, and nothing bounds how many wait)."""
         self.recent: OrderedDict[str, tuple[str, str, str, bytes]] = OrderedDict()
-        """Recent predictions by id, oldest first, as plain tuples of strings and bytes: the garbage collector
-        stops tracking such tuples, so full collections do not walk tens of thousands of them."""
+        """Recent predictions by id, oldest first: each :class:`Prediction`'s fields in order, in a plain tuple of
+        strings and bytes, which the garbage collector stops tracking (a tuple subclass stays tracked), so full
+        collections do not walk tens of thousands of them. :meth:`prediction` reads one back."""
 
     def prediction(self, item_id: str) -> Prediction | None:
         """The recent prediction for ``item_id``, None if none is remembered."""

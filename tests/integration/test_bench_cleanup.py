@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,17 +26,34 @@ async def topic_names(bootstrap: str) -> set[str]:
         await admin.close()
 
 
+async def delete_containing(bootstrap: str, token: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if token in name]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
-def run(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], list[str]]:
-    """A benchmark run's settings and topic names, on the test's broker."""
+def run(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[dict[str, str], list[str]]]:
+    """A benchmark run's settings and topic names, on the test's broker; every topic with the run's token in its
+    name (the other runs' a test makes included) is deleted afterwards, whatever the test did."""
     monkeypatch.setattr(bench.stream, "BOOTSTRAP", kafka_bootstrap)
-    env, names = bench.stream.topics_env(f"bench-cleanup-{uuid.uuid4().hex[:6]}")
+    token = uuid.uuid4().hex[:6]
+    env, names = bench.stream.topics_env(f"bench-cleanup-{token}")
     env["TAGGER_DATA_DIR"] = str(tmp_path / "data")
-    return env, names
+    yield env, names
+    asyncio.run(delete_containing(kafka_bootstrap, token))
 
 
 def contender() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    """A stand-in contender: it runs until it is stopped, or until the test process that holds its stdin ends."""
+    return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
 
 
 def test_stopping_a_contender_deletes_its_runs_topics_and_no_other(
@@ -45,7 +63,7 @@ def test_stopping_a_contender_deletes_its_runs_topics_and_no_other(
     prefix = env["TAGGER_APP_ID"]
     made_by_the_worker = f"{prefix}-title-index"
     # Another run whose id starts with this one's: its topics are not this run's.
-    others = [f"{prefix}0-content", f"bench-other-{uuid.uuid4().hex[:6]}-content"]
+    others = [f"{prefix}0-content", f"bench-other-{prefix.rsplit('-', 1)[1]}-content"]
     asyncio.run(bench.stream.create_topics([*names, made_by_the_worker, *others]))
     process = contender()
 
@@ -59,7 +77,6 @@ def test_stopping_a_contender_deletes_its_runs_topics_and_no_other(
         left = asyncio.run(topic_names(kafka_bootstrap))
     assert not left & {*names, made_by_the_worker}
     assert set(others) <= left
-    asyncio.run(bench.stream.delete_topics(others[0].removesuffix("-content")))
 
 
 def test_a_contender_stopped_while_another_reads_the_topics_keeps_them(
@@ -72,4 +89,3 @@ def test_a_contender_stopped_while_another_reads_the_topics_keeps_them(
     bench.stream.stop(process, env, topics=False)
 
     assert set(names) <= asyncio.run(topic_names(kafka_bootstrap))
-    asyncio.run(bench.stream.delete_topics(env["TAGGER_APP_ID"]))
