@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,10 +220,15 @@ async def delete_topics(prefix: str) -> list[str]:
     """Delete the topics of one run (``prefix`` is its app id, which starts the name of every topic it made);
     returns their names. Left behind, every run's topics stay in the broker's metadata: each contender started
     later fetches them all, and the broker slows down with them."""
+    return await delete_topics_where(lambda name: name.startswith(f"{prefix}-"))
+
+
+async def delete_topics_where(chosen: Callable[[str], bool]) -> list[str]:
+    """Delete every topic of the broker whose name is ``chosen``; returns their names."""
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:
-        names = sorted(name for name in await admin.list_topics() if name.startswith(f"{prefix}-"))
+        names = sorted(filter(chosen, await admin.list_topics()))
         if names:
             await admin.delete_topics(names)
         return names

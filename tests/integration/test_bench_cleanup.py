@@ -26,17 +26,6 @@ async def topic_names(bootstrap: str) -> set[str]:
         await admin.close()
 
 
-async def delete_containing(bootstrap: str, token: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [name for name in await admin.list_topics() if token in name]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 def run(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -48,7 +37,7 @@ def run(
     env, names = bench.stream.topics_env(f"bench-cleanup-{token}")
     env["TAGGER_DATA_DIR"] = str(tmp_path / "data")
     yield env, names
-    asyncio.run(delete_containing(kafka_bootstrap, token))
+    asyncio.run(bench.stream.delete_topics_where(lambda name: token in name))
 
 
 def contender() -> subprocess.Popen[bytes]:
