@@ -7,6 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+# Imported at start-up, not by hypothesis' pytest plugin in the terminal summary: under CPython 3.11.7 that late
+# import can fail with "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905) when the
+# garbage collector finalizes a test's leftover asyncio futures during it, failing a run whose tests all passed.
+import hypothesis  # noqa: F401
 import pytest
 
 from model_export.__main__ import main as export_main
