@@ -128,6 +128,9 @@ class Settings:
     stop_timeout_seconds: float = 30.0
     """Longest a stop (on SIGTERM, or after a crash) may take before the worker exits anyway, with status 3: a
     stop that waits on a lost connection or a stuck task would otherwise keep a dead worker's process alive."""
+    log_repeat_seconds: float = 10.0
+    """A library's log record that repeats (aiokafka logs every retry while the broker is away) is written once in
+    this many seconds, the next one saying how many were left out; 0 writes every record (decision 0307)."""
     processing_guarantee: str = "at_least_once"
     """``at_least_once``, or ``exactly_once``: a batch's records commit with the offsets it consumes in one Kafka
     transaction per source partition (transactions.py), at the cost of a transaction per batch."""
@@ -221,7 +224,13 @@ class Settings:
             _check_range(self, name, 1, None)
         # Two heartbeats of 3 s must fit in a session.
         _check_range(self, "session_timeout_seconds", 6.0, None)
-        for name in ("shadow_events", "retrain_after_labels", "producer_linger_seconds", "max_clock_skew_seconds"):
+        for name in (
+            "shadow_events",
+            "retrain_after_labels",
+            "producer_linger_seconds",
+            "max_clock_skew_seconds",
+            "log_repeat_seconds",
+        ):
             _check_range(self, name, 0, None)
         # Events wait in a lingering batch uncommitted and unanswered: a second is far past any use of it.
         _check_range(self, "batch_timeout_seconds", 0, 1.0)

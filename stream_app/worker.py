@@ -19,6 +19,7 @@ from stream_app.app import create_app
 from stream_app.errors import TaggerError
 from stream_app.faust_patches.checks import check_library_hooks
 from stream_app.lifecycle.fleet import start_model
+from stream_app.log_repeats import summarise_repeats
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,25 @@ STOP_TIMEOUT_EXIT_STATUS = 3
 
 
 class TaggerWorker(faust.Worker):
-    """Faust's worker without its terminal spinner, and with a deadline on stopping.
+    """Faust's worker without its terminal spinner, with a deadline on stopping, and with the libraries' repeating
+    log lines summarised (:mod:`stream_app.log_repeats`).
 
     At a log level of WARN or above, Faust hangs a spinner on the root logger and lowers the root level to DEBUG
     so that every record turns it; aiokafka and Faust then build a log record for every message sent (about 10%
     of the worker's CPU), only for the handler to drop it.
     """
 
-    def __init__(self, app: faust.App, *args: Any, stop_timeout_seconds: float = 30.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        *args: Any,
+        stop_timeout_seconds: float = 30.0,
+        log_repeat_seconds: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, *args, **kwargs)
         self.stop_timeout_seconds = stop_timeout_seconds
+        self.log_repeat_seconds = log_repeat_seconds
         self._stop_deadline: threading.Timer | None = None
 
     async def stop(self) -> None:
@@ -59,6 +69,7 @@ class TaggerWorker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+        summarise_repeats(logger, self.log_repeat_seconds)
 
     async def on_startup_finished(self) -> None:
         """Freeze what start-up made, then log "Ready".
@@ -134,7 +145,9 @@ def build_app(settings: Settings | None = None) -> faust.App:
     app = create_app(settings, classifier)
     # Faust builds the worker from this setting itself: a partial hands it the stop timeout.
     app.conf.Worker = functools.partial(  # type: ignore[assignment]  # Faust types the setting as a type variable
-        TaggerWorker, stop_timeout_seconds=settings.stop_timeout_seconds
+        TaggerWorker,
+        stop_timeout_seconds=settings.stop_timeout_seconds,
+        log_repeat_seconds=settings.log_repeat_seconds,
     )
     return app
 

@@ -97,9 +97,15 @@ def test_the_worker_resumes_after_a_broker_outage_and_loses_nothing(
             assert supervisor.restarts == 0, f"the worker died after the outage:\n{worker.log_tail()}"
         else:
             assert ledger.repeats() == 0, f"{ledger.repeats()} repeated outputs in exactly-once mode"
+        # aiokafka logs every retry while the broker is away (over 2,000 refused connections in 20 s): the log
+        # writes the first of each kind per 10 s window, and says how many it left out.
+        log = worker.log_text()
+        refused = log.count("Unable connect to node")
+        assert 0 < refused <= 5 * (1 + supervisor.restarts), f"{refused} refused-connection lines in the log"
+        assert "more like this in the" in log
         print(
             f"\nbroker outage {outage:.0f} s ({guarantee}): {len(expected)} inputs, {ledger.repeats()} repeats, "
-            f"{supervisor.restarts} restarts, all accounted for"
+            f"{supervisor.restarts} restarts, all accounted for, {refused} refused-connection lines logged"
         )
     finally:
         worker.stop()

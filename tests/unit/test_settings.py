@@ -69,6 +69,8 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_REVIEW_PROXY_ADDRESSES", "10.0.0.300"),
         ("TAGGER_REVIEW_ALLOWED_HOSTS", " , "),
         ("TAGGER_CANDIDATE_POLL_SECONDS", "0"),
+        ("TAGGER_LOG_REPEAT_SECONDS", "-1"),
+        ("TAGGER_LOG_REPEAT_SECONDS", "nan"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:

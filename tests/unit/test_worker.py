@@ -35,6 +35,28 @@ def test_a_quiet_log_level_builds_no_debug_records(trained_model_dir: Path, tmp_
     assert worker.shortlabel == "Worker"  # its "[^Worker]: Ready" line is what start-up scripts wait for
 
 
+@pytest.mark.usefixtures("restored_logging")
+def test_the_workers_log_writes_a_librarys_repeating_line_once_per_window(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """While the broker is away aiokafka logs every retry (over 200 lines a second in a worker); the log file
+    gets the first of each kind, and the next one after the window says how many were left out."""
+    logfile = tmp_path / "worker.log"
+    app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, log_repeat_seconds=3600))
+    worker = app.conf.Worker(app, loglevel="info", logfile=str(logfile))
+    worker._setup_logging()
+    client = logging.getLogger("aiokafka.client")
+    for _ in range(500):
+        client.error("Unable connect to node with id %s: %s", 1, "Connect call failed")
+    logging.getLogger("stream_app.delivery.transactions").warning("own line")
+    logging.getLogger("stream_app.delivery.transactions").warning("own line")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    text = logfile.read_text()
+    assert text.count("Unable connect to node") == 1
+    assert text.count("own line") == 2
+
+
 def test_a_data_directory_that_does_not_exist_yet_is_created(trained_model_dir: Path, tmp_path: Path) -> None:
     """A deployment may point ``TAGGER_DATA_DIR`` at a path none of whose parents exist; Faust would fail to
     start on it (it makes only the last level)."""
