@@ -2,9 +2,9 @@
 board, counts online precision and keeps new decisions as labels.
 
 Each record is handled on its own: a malformed one (a tombstone, not JSON, a missing or wrong field, an unknown
-tag or verdict) is counted in ``content_tagger_skipped_records_total``, logged with its offset and skipped. The
-follower runs on every worker and reads from the start on every start, so one record it could not survive would
-stop the whole fleet, again on each restart.
+tag or verdict) is counted in ``content_tagger_skipped_records_total`` and skipped; the first of each kind, and
+every :data:`SKIP_LOG_EVERY`-th, is logged with its offset. The follower runs on every worker and reads from the
+start on every start, so one record it could not survive would stop the whole fleet, again on each restart.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from stream_app.settings import Settings
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS: Final = 500
+SKIP_LOG_EVERY: Final = 1000
+"""A skipped record is logged when it is the first, or a multiple of this, of its topic and reason: the follower
+reads every topic from its start on every start, and a flood of junk would otherwise be a line per record each
+time (the counter has them all)."""
 
 
 class ReviewFollower:
@@ -43,6 +47,8 @@ class ReviewFollower:
         self.stored: set[tuple[str, str]] = set()
         """(id, decided_at) of the decisions already in the labelled store: not appended again."""
         self.held: list[tuple[ConsumerRecord[Any, Any], dict[str, Any]]] = []
+        self.skipped: dict[tuple[str, str], int] = {}
+        """Records skipped since start, by role and reason."""
 
     def on_record(self, message: ConsumerRecord[Any, Any]) -> None:
         """Take one record of any of the three topics; a feedback record is held until :meth:`release`."""
@@ -87,13 +93,16 @@ class ReviewFollower:
 
     def skip(self, message: ConsumerRecord[Any, Any], role: str, reason: str, detail: str) -> None:
         self.metrics.skipped(role, reason)
-        log.warning(
-            "skipped a record of %s partition %s offset %s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            detail,
-        )
+        self.skipped[role, reason] = seen = self.skipped.get((role, reason), 0) + 1
+        if seen == 1 or seen % SKIP_LOG_EVERY == 0:
+            log.warning(
+                "skipped a record of %s partition %s offset %s: %s (%d of this kind so far)",
+                message.topic,
+                message.partition,
+                message.offset,
+                detail,
+                seen,
+            )
 
 
 async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:

@@ -4,6 +4,7 @@ by topic and reason and skipped, and the records around it are handled as if it 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,24 @@ def test_bad_records_are_counted_and_skipped_and_good_ones_around_them_count(tmp
     assert judged == 1
     labels, _ = read_labels(tmp_path / "labels.jsonl")
     assert [(label["id"], label["tag"], label["reviewer"]) for label in labels] == [("a", "other", "ann")]
+
+
+def test_a_flood_of_bad_records_is_logged_now_and_then_and_counted_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The follower reads every topic from its start on every start: 2,500 junk records must not be 2,500 log
+    lines each time, but the first of each kind is logged with its offset, and the counter has them all."""
+    follow, registry = follower(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="stream_app.review.follower"):
+        for offset in range(2500):
+            follow.on_record(message(SETTINGS.review_topic, b"{not json", offset))
+        follow.on_record(message(SETTINGS.tagged_topic, None, 7))
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 4
+    assert lines[0].startswith(f"skipped a record of {SETTINGS.review_topic} partition 0 offset 0:")
+    assert lines[1].endswith("(1000 of this kind so far)") and lines[2].endswith("(2000 of this kind so far)")
+    assert f"{SETTINGS.tagged_topic} partition 0 offset 7" in lines[3]
+    assert skipped(registry, "review", "not_json") == 2500
 
 
 def test_a_decision_already_stored_is_not_appended_again(tmp_path: Path) -> None:
