@@ -19,7 +19,8 @@ A failed transaction is not retried here: it raises, the agent's supervisor stop
 worker resumes from the last committed offsets with an index read from the topic's committed changes. Nor is it
 aborted: aiokafka's abort waits, with no timeout, until the broker has every record of the transaction, so a stop
 cancelling a commit while the broker is away would hang (aiokafka issue #1101). Its producer is dropped instead,
-and stopped with a time limit; the partition's next producer fences it and aborts the open transaction.
+and stopped with a time limit, then closed without delivering what it holds; the partition's next producer
+fences it and aborts the open transaction.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
 from stream_app.delivery.batched import Record, send_batched
+from stream_app.faust_patches.closing import CLOSE_SECONDS, close_at_once
 
 log = logging.getLogger(__name__)
 
 PRODUCER_STOP_SECONDS = 10.0
-"""Longest wait for a transactional producer to stop: a stop delivers the records it holds first, which never
-happens while the broker is away."""
+"""Longest wait for a transactional producer to deliver what it holds and stop (never, while the broker is away);
+it is then closed at once."""
 
 
 class PartitionTransactions:
@@ -98,7 +100,7 @@ class PartitionTransactions:
         for source in list(self._producers):
             self._drop(source)
         if self._stopping:  # bounded again: wait_for waits for a timed-out stop to unwind from its cancel
-            await asyncio.wait(self._stopping, timeout=PRODUCER_STOP_SECONDS)
+            await asyncio.wait(self._stopping, timeout=PRODUCER_STOP_SECONDS + CLOSE_SECONDS)
 
     def _drop(self, source: TopicPartition) -> None:
         """Forget ``source``'s producer and stop it in the background, within :data:`PRODUCER_STOP_SECONDS`."""
@@ -112,7 +114,11 @@ class PartitionTransactions:
     @staticmethod
     async def _stop_producer(producer: AIOKafkaProducer, name: str) -> None:
         try:
-            await asyncio.wait_for(producer.stop(), PRODUCER_STOP_SECONDS)
+            try:
+                await asyncio.wait_for(_deliver_and_stop(producer), PRODUCER_STOP_SECONDS)
+            except TimeoutError:
+                log.warning("transactional producer %s could not deliver what it held; closing it", name)
+                await close_at_once(producer)
         except Exception as error:  # noqa: BLE001 - a producer being dropped may fail in any way; nothing waits on it
             log.warning("transactional producer %s did not stop cleanly: %r", name, error)
 
@@ -138,3 +144,10 @@ class PartitionTransactions:
             await producer.start()  # init_transactions: fences the previous owner, aborts its open transaction
             self._producers[source] = producer
             return producer
+
+
+async def _deliver_and_stop(producer: AIOKafkaProducer) -> None:
+    # Delivered first, in a wait that a time limit cancels cleanly: aiokafka's stop, cancelled in its own wait,
+    # leaves a task behind that waits for the deliveries forever.
+    await producer.flush()
+    await producer.stop()

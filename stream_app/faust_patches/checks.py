@@ -41,6 +41,7 @@ TAKE_ACK = "faust-streaming #189, #315: take_events acks a failed batch"
 READY_BATCHES = "faust-streaming take_events reads nothing while a batch is processed (decision 0014)"
 HAND_OVER = "robinhood/faust #563: four tasks per record in the fetch loop (eager.py)"
 BATCH_SEND = "faust-streaming #108: Faust sends one record at a time (producer.py)"
+PRODUCER_STOP = "aiokafka #1101: a producer's stop waits for the broker with no time limit (closing.py)"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
     Hook(FAUST_THREAD, "_fetch_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
@@ -70,6 +71,8 @@ HOOKS: Final = (
         "aiokafka's partitions_for_topic knows subscribed topics only",
     ),
     Hook(AIOKAFKA_FETCHER, "seek_to", "SeekClock.watch", SEEK_LOSS),
+    Hook("aiokafka.producer.producer:AIOKafkaProducer", "_sender", "closing.close_at_once", PRODUCER_STOP),
+    Hook("aiokafka.producer.sender:Sender", "sender_task", "closing.close_at_once", PRODUCER_STOP),
     Hook(AIOKAFKA_FETCHER, "request_offset_reset", "SeekClock.watch", SEEK_LOSS),
 )
 

@@ -40,8 +40,8 @@ def test_a_commit_cancelled_while_the_broker_is_away_ends_at_once_and_commits_no
 ) -> None:
     """A worker that stops during a broker outage cancels the commit its agent is in. The cancel must end the
     commit at once: aiokafka's abort would wait for the broker, and hold up the stop with it (a worker hung 4
-    minutes so). The transaction must not count when the broker is back: the partition's next producer aborts
-    it, and the next commit takes its place."""
+    minutes so). The stop must leave nothing of the producer running. The transaction must not count when the
+    broker is back: the partition's next producer aborts it, and the next commit takes its place."""
     bootstrap = own_broker.bootstrap
     source, group = TopicPartition("in", 0), "outage"
 
@@ -60,6 +60,8 @@ def test_a_commit_cancelled_while_the_broker_is_away_ends_at_once_and_commits_no
         await asyncio.wait({commit}, timeout=5)
         assert commit.cancelled(), "the cancelled commit was still running 5 s later"
         await asyncio.wait_for(transactions.stop(), PRODUCER_STOP_SECONDS + 5)  # raises TimeoutError if it hangs
+        running = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        assert not running, f"the stopped producer left tasks running, and its connections open: {running}"
         await asyncio.to_thread(own_broker.start)
         successor = PartitionTransactions("route", group, client)
         await successor.claim([source])
