@@ -1,4 +1,5 @@
-"""Library log records that repeat, written once per window with a count of the rest (decision 0307).
+"""Log records that repeat: a library's written once per window with a count of the rest (decision 0307), and
+the worker's skipped records logged by :class:`SkipTally`.
 
 While the broker is away, aiokafka logs an error for every connection attempt, metadata refresh, fetch and
 coordinator look-up, each retried every few milliseconds by every client of the worker. Written whole, that
@@ -11,11 +12,15 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Final
 
 OWN_LOGGER = "stream_app"
-"""The worker's own records always pass: each is written on purpose, and rarely."""
+"""The worker's own records always pass: each is written on purpose (sign-ins among them), and where one could
+repeat without end, its code logs a :class:`SkipTally`'s share."""
+
+SKIP_LOG_EVERY: Final = 1000
 
 MAX_KINDS = 256
 """Most kinds of record remembered at once; the longest unseen is forgotten first (a library that logs preformatted
@@ -83,3 +88,17 @@ def summarise_repeats(logger: logging.Logger, window_seconds: float) -> Repeated
     for handler in logger.handlers:
         handler.addFilter(repeats)
     return repeats
+
+
+class SkipTally:
+    """Counts of the records a follower skipped, by kind. A follower reads its topic from the start on every start,
+    so a flood of bad records would be a log line per record each time: only the first of a kind and every
+    :data:`SKIP_LOG_EVERY`-th are worth one (the skipped-records counter has them all)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[Hashable, int] = {}
+
+    def add(self, kind: Hashable) -> int | None:
+        """Count one skipped record of ``kind``; the count so far when it is worth a log line, else None."""
+        self.counts[kind] = seen = self.counts.get(kind, 0) + 1
+        return seen if seen == 1 or seen % SKIP_LOG_EVERY == 0 else None

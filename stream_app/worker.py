@@ -42,7 +42,7 @@ class TaggerWorker(faust.Worker):
         app: faust.App,
         *args: Any,
         stop_timeout_seconds: float = 30.0,
-        log_repeat_seconds: float = 0.0,
+        log_repeat_seconds: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, *args, **kwargs)
@@ -143,7 +143,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
     # Faust creates only the last level of its data directory; a deployment's path may not exist yet.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, classifier)
-    # Faust builds the worker from this setting itself: a partial hands it the stop timeout.
+    # Faust builds the worker from this setting itself: a partial hands it the stop timeout and log window.
     app.conf.Worker = functools.partial(  # type: ignore[assignment]  # Faust types the setting as a type variable
         TaggerWorker,
         stop_timeout_seconds=settings.stop_timeout_seconds,

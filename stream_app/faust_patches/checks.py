@@ -71,9 +71,9 @@ HOOKS: Final = (
         "aiokafka's partitions_for_topic knows subscribed topics only",
     ),
     Hook(AIOKAFKA_FETCHER, "seek_to", "SeekClock.watch", SEEK_LOSS),
+    Hook(AIOKAFKA_FETCHER, "request_offset_reset", "SeekClock.watch", SEEK_LOSS),
     Hook("aiokafka.producer.producer:AIOKafkaProducer", "_sender", "closing.close_at_once", PRODUCER_STOP),
     Hook("aiokafka.producer.sender:Sender", "sender_task", "closing.close_at_once", PRODUCER_STOP),
-    Hook(AIOKAFKA_FETCHER, "request_offset_reset", "SeekClock.watch", SEEK_LOSS),
 )
 
 

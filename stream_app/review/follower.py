@@ -3,8 +3,9 @@ board, counts online precision and keeps new decisions as labels.
 
 Each record is handled on its own: a malformed one (a tombstone, not JSON, a missing or wrong field, an unknown
 tag or verdict) is counted in ``content_tagger_skipped_records_total`` and skipped; the first of each kind, and
-every :data:`SKIP_LOG_EVERY`-th, is logged with its offset. The follower runs on every worker and reads from the
-start on every start, so one record it could not survive would stop the whole fleet, again on each restart.
+every 1000th, is logged with its offset (:class:`~stream_app.log_repeats.SkipTally`). The follower runs on every
+worker and reads from the start on every start, so one record it could not survive would stop the whole fleet,
+again on each restart.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream_app.delivery.kafka import aiokafka_security
 from stream_app.errors import InvalidRecord
+from stream_app.log_repeats import SkipTally
 from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard, read_record
 from stream_app.review.labels import LabelStore, read_labels
@@ -25,10 +27,6 @@ from stream_app.settings import Settings
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS: Final = 500
-SKIP_LOG_EVERY: Final = 1000
-"""A skipped record is logged when it is the first, or a multiple of this, of its topic and reason: the follower
-reads every topic from its start on every start, and a flood of junk would otherwise be a line per record each
-time (the counter has them all)."""
 
 
 class ReviewFollower:
@@ -47,7 +45,7 @@ class ReviewFollower:
         self.stored: set[tuple[str, str]] = set()
         """(id, decided_at) of the decisions already in the labelled store: not appended again."""
         self.held: list[tuple[ConsumerRecord[Any, Any], dict[str, Any]]] = []
-        self.skipped: dict[tuple[str, str], int] = {}
+        self.skipped = SkipTally()
         """Records skipped since start, by role and reason."""
 
     def on_record(self, message: ConsumerRecord[Any, Any]) -> None:
@@ -93,8 +91,8 @@ class ReviewFollower:
 
     def skip(self, message: ConsumerRecord[Any, Any], role: str, reason: str, detail: str) -> None:
         self.metrics.skipped(role, reason)
-        self.skipped[role, reason] = seen = self.skipped.get((role, reason), 0) + 1
-        if seen == 1 or seen % SKIP_LOG_EVERY == 0:
+        seen = self.skipped.add((role, reason))
+        if seen is not None:
             log.warning(
                 "skipped a record of %s partition %s offset %s: %s (%d of this kind so far)",
                 message.topic,

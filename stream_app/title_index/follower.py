@@ -15,15 +15,13 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream_app.log_repeats import SkipTally
 from stream_app.title_index.index import APPLIED, UNCHANGED, TitleIndex
 
 log = logging.getLogger(__name__)
 
 FETCH_MAX_RECORDS: Final = 20_000
 METADATA_RETRY_SECONDS: Final = 0.5
-SKIP_LOG_EVERY: Final = 1000
-"""A skipped record is logged the first time for its reason, then once per this many: a flood of bad records
-must not flood the log."""
 
 
 class IndexFollower:
@@ -47,7 +45,7 @@ class IndexFollower:
         here, which only another worker's can: the replication delay."""
         self.ready = asyncio.Event()
         self.loaded_records = 0
-        self.skipped: dict[str, int] = {}
+        self.skipped = SkipTally()
 
     async def run(self) -> None:
         """Follow the topic until cancelled."""
@@ -99,8 +97,8 @@ class IndexFollower:
                         self.on_applied(max(0.0, now - record.timestamp / 1000))
                 elif outcome != UNCHANGED:
                     self.on_skip(outcome)
-                    self.skipped[outcome] = seen = self.skipped.get(outcome, 0) + 1
-                    if seen == 1 or seen % SKIP_LOG_EVERY == 0:
+                    seen = self.skipped.add(outcome)
+                    if seen is not None:
                         log.warning(
                             "title index: skipped %s[%d]@%d (%s; %d so far)",
                             tp.topic,
