@@ -11,6 +11,7 @@ pass over a candidate without reading its entry.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterable
 from typing import Final, NamedTuple
 
@@ -168,24 +169,31 @@ class BucketIndex:
     __hash__ = None  # type: ignore[assignment]
 
     def _merge(self) -> None:
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             return
-        buckets = sorted(self._pending)
-        ids = np.repeat(np.array(buckets, np.uint32), [len(self._pending[bucket]) for bucket in buckets])
-        entries = np.array([entry for bucket in buckets for entry in self._pending[bucket]], _ENTRY)
+        # Built with numpy from flat iterators, not from (ref, tag) tuples: a merge runs on the event loop between
+        # two batches, and making a structured array from tuples was most of its pause (decision 0205).
+        counts = np.fromiter(map(len, pending.values()), np.intp, len(pending))
+        ids = np.repeat(np.fromiter(pending, np.uint32, len(pending)), counts)
+        flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(pending.values())), np.uint64)
+        entries = np.empty(len(ids), _ENTRY)
+        entries["ref"], entries["tag"] = flat[0::2], flat[1::2]
+        order = np.argsort(ids, kind="stable")  # by bucket, each bucket's entries still oldest first
+        ids, entries = ids[order], entries[order]
         at = self._ids.searchsorted(ids, "right")
         self._ids, self._entries = np.insert(self._ids, at, ids), np.insert(self._entries, at, entries)
-        self._pending.clear()
+        pending.clear()
         self._pending_count = 0
-        self._trim(np.array(buckets, np.uint32))
+        self._trim(ids[np.concatenate(([True], ids[1:] != ids[:-1]))])
 
     def _trim(self, bucket_ids: npt.NDArray[np.uint32]) -> None:
-        """Drop all but the newest ``limit`` refs of each of ``bucket_ids``."""
+        """Drop all but the newest ``limit`` refs of each of ``bucket_ids`` (each id once)."""
         lows, highs = self._ids.searchsorted(bucket_ids, "left"), self._ids.searchsorted(bucket_ids, "right")
         over = highs - lows - self.limit
         full = over > 0
         if full.any():
-            drop = np.concatenate(
-                [np.arange(low, low + extra) for low, extra in zip(lows[full], over[full], strict=True)]
-            )
+            lows, over = lows[full], over[full]
+            # Each full bucket's oldest ``over`` positions, lows[k] to lows[k] + over[k] - 1, in one array.
+            drop = np.arange(int(over.sum())) + np.repeat(lows - (np.cumsum(over) - over), over)
             self._ids, self._entries = np.delete(self._ids, drop), np.delete(self._entries, drop)
