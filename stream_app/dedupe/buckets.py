@@ -23,10 +23,6 @@ MERGE_EVERY: Final = 16_384
 the arrays, so past 64 times that many entries they merge every 1/64 of their size instead."""
 
 
-_ENTRY: Final = np.dtype([("ref", "<u8"), ("tag", "<u2")])
-"""A bucket entry beside its bucket id: a slice of them reads back as (ref, tag) tuples in one call."""
-
-
 class Located(NamedTuple):
     """Some buckets' entries in a :class:`BucketIndex`'s arrays (:meth:`BucketIndex.locate`), each newest last."""
 
@@ -45,7 +41,10 @@ class BucketIndex:
         self.limit = limit
         self.merge_every = merge_every
         self._ids: npt.NDArray[np.uint32] = np.empty(0, np.uint32)
-        self._entries: npt.NDArray[np.void] = np.empty(0, _ENTRY)
+        # Three plain arrays, not one structured (ref, tag) array: numpy copies a structured array element by
+        # element, and a merge copies them all (decision 0205).
+        self._refs: npt.NDArray[np.uint64] = np.empty(0, np.uint64)
+        self._tags: npt.NDArray[np.uint16] = np.empty(0, np.uint16)
         self._pending: dict[int, list[tuple[int, int]]] = {}
         self._pending_count = 0
 
@@ -62,9 +61,8 @@ class BucketIndex:
         index = cls(limit, merge_every)
         order = np.argsort(bucket_ids, kind="stable")
         index._ids = bucket_ids[order]
-        index._entries = np.empty(len(refs), _ENTRY)
-        index._entries["ref"] = refs[order]
-        index._entries["tag"] = 0 if tags is None else tags[order]
+        index._refs = refs[order].astype(np.uint64)
+        index._tags = np.zeros(len(refs), np.uint16) if tags is None else tags[order].astype(np.uint16)
         index._trim(np.unique(index._ids))
         return index
 
@@ -85,7 +83,7 @@ class BucketIndex:
     def candidates(self, bucket_ids: list[int], located: Located | None = None) -> dict[int, int]:
         """The refs in any of ``bucket_ids``, with their tags. ``located``, what :meth:`locate` read of these
         buckets, saves reading the arrays again if they have not changed since."""
-        if located is None or located.arrays is not self._entries:
+        if located is None or located.arrays is not self._refs:
             located = self.locate(bucket_ids)
         found: dict[int, int] = {}
         limit = self.limit
@@ -108,7 +106,7 @@ class BucketIndex:
         """The newest ``limit`` entries of each of ``bucket_ids`` in the arrays, read at once: for a whole batch of
         titles' buckets, one search and one copy instead of one of each per title."""
         if not len(self._ids) or not bucket_ids:
-            return Located(self._entries, [[] for _ in bucket_ids])
+            return Located(self._refs, [[] for _ in bucket_ids])
         lows, highs = self._bounds(bucket_ids)
         starts = np.maximum(lows, np.subtract(highs, self.limit))
         counts = np.subtract(highs, starts)
@@ -117,9 +115,10 @@ class BucketIndex:
         firsts = np.cumsum(counts) - counts
         taken = counts > 0
         steps[firsts[taken]] = starts[taken] - np.concatenate(([0], (starts + counts - 1)[taken][:-1]))
-        flat: list[tuple[int, int]] = self._entries[np.cumsum(steps)].tolist()
+        positions = np.cumsum(steps)
+        flat = list(zip(self._refs[positions].tolist(), self._tags[positions].tolist(), strict=True))
         entries = [flat[first : first + count] for first, count in zip(firsts.tolist(), counts.tolist(), strict=True)]
-        return Located(self._entries, entries)
+        return Located(self._refs, entries)
 
     def _bounds(self, bucket_ids: list[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
         """Where each bucket's refs start and end in the arrays."""
@@ -136,11 +135,11 @@ class BucketIndex:
             return
         self._merge()  # a ref taken out of a bucket must not let one it pushed out come back
         gone = np.sort(np.fromiter(refs, np.uint64, len(refs)))
-        stored = self._entries["ref"]
+        stored = self._refs
         # A binary search per entry: cheaper than np.isin's sort of both arrays when the index is large.
         at = np.minimum(gone.searchsorted(stored), len(gone) - 1)
         kept = gone[at] != stored
-        self._ids, self._entries = self._ids[kept], self._entries[kept]
+        self._ids, self._refs, self._tags = self._ids[kept], self._refs[kept], self._tags[kept]
 
     def clear(self) -> None:
         """Forget every bucket."""
@@ -154,14 +153,14 @@ class BucketIndex:
         """Every bucket's refs with their tags, newest last."""
         self._merge()
         buckets: dict[int, list[tuple[int, int]]] = {}
-        for bucket, entry in zip(self._ids.tolist(), self._entries.tolist(), strict=True):
-            buckets.setdefault(bucket, []).append(entry)
+        for bucket, ref, tag in zip(self._ids.tolist(), self._refs.tolist(), self._tags.tolist(), strict=True):
+            buckets.setdefault(bucket, []).append((ref, tag))
         return buckets
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the arrays (the pending dict is bounded by :data:`MERGE_EVERY`)."""
-        return int(self._ids.nbytes + self._entries.nbytes)
+        return int(self._ids.nbytes + self._refs.nbytes + self._tags.nbytes)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BucketIndex) and self.tagged() == other.tagged()
@@ -177,12 +176,11 @@ class BucketIndex:
         counts = np.fromiter(map(len, pending.values()), np.intp, len(pending))
         ids = np.repeat(np.fromiter(pending, np.uint32, len(pending)), counts)
         flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(pending.values())), np.uint64)
-        entries = np.empty(len(ids), _ENTRY)
-        entries["ref"], entries["tag"] = flat[0::2], flat[1::2]
         order = np.argsort(ids, kind="stable")  # by bucket, each bucket's entries still oldest first
-        ids, entries = ids[order], entries[order]
+        ids, refs, tags = ids[order], flat[0::2][order], flat[1::2][order].astype(np.uint16)
         at = self._ids.searchsorted(ids, "right")
-        self._ids, self._entries = np.insert(self._ids, at, ids), np.insert(self._entries, at, entries)
+        self._ids = np.insert(self._ids, at, ids)
+        self._refs, self._tags = np.insert(self._refs, at, refs), np.insert(self._tags, at, tags)
         pending.clear()
         self._pending_count = 0
         self._trim(ids[np.concatenate(([True], ids[1:] != ids[:-1]))])
@@ -196,4 +194,5 @@ class BucketIndex:
             lows, over = lows[full], over[full]
             # Each full bucket's oldest ``over`` positions, lows[k] to lows[k] + over[k] - 1, in one array.
             drop = np.arange(int(over.sum())) + np.repeat(lows - (np.cumsum(over) - over), over)
-            self._ids, self._entries = np.delete(self._ids, drop), np.delete(self._entries, drop)
+            self._ids, self._refs = np.delete(self._ids, drop), np.delete(self._refs, drop)
+            self._tags = np.delete(self._tags, drop)
