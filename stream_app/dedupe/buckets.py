@@ -171,8 +171,8 @@ class BucketIndex:
         pending = self._pending
         if not pending:
             return
-        # Built with numpy from flat iterators, not from (ref, tag) tuples: a merge runs on the event loop between
-        # two batches, and making a structured array from tuples was most of its pause (decision 0205).
+        # Built with numpy from flat iterators, not from (ref, tag) tuples: a merge runs on the event loop, inside
+        # a batch's dedupe check, and making arrays from tuples was most of its pause (decision 0205).
         counts = np.fromiter(map(len, pending.values()), np.intp, len(pending))
         ids = np.repeat(np.fromiter(pending, np.uint32, len(pending)), counts)
         flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(pending.values())), np.uint64)
