@@ -21,6 +21,7 @@ OWN_LOGGER = "stream_app"
 repeat without end, its code logs a :class:`SkipTally`'s share."""
 
 SKIP_LOG_EVERY: Final = 1000
+"""After the first of its kind, every this many skipped records is logged (:class:`SkipTally`)."""
 
 MAX_KINDS = 256
 """Most kinds of record remembered at once; the longest unseen is forgotten first (a library that logs preformatted

@@ -41,8 +41,8 @@ class TaggerWorker(faust.Worker):
         self,
         app: faust.App,
         *args: Any,
-        stop_timeout_seconds: float = 30.0,
-        log_repeat_seconds: float = 10.0,
+        stop_timeout_seconds: float = Settings.stop_timeout_seconds,
+        log_repeat_seconds: float = Settings.log_repeat_seconds,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, *args, **kwargs)
