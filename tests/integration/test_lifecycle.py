@@ -95,6 +95,12 @@ def test_corrections_train_a_candidate_that_is_shadowed_promoted_and_hot_swapped
     assert promotion["candidate"]["feedback_accuracy"] > promotion["live"]["feedback_accuracy"], promotion
     candidates.mkdir(exist_ok=True)
     (tmp_path / "c1").rename(candidates / "c1")
+    # The stream starts once the candidate shadows: events the worker handles before then are not compared, and
+    # a stream handled whole before it would leave the shadow short of its events.
+    deadline = time.monotonic() + 60
+    while health(worker.port)["shadow_version"] != card["version"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert health(worker.port)["shadow_version"] == card["version"], worker.log_tail()
 
     rows = read_rows(ROOT / "data" / "dataset.csv")
     before = [m for m in mixed_stream(rows, 1500, seed=5) if m.expected != "deadletter"]
