@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import AsyncIterable, Sequence
-from typing import Any
+from typing import Any, cast
+
+import faust
 
 from stream_app.app import transport_options
 from stream_app.delivery.batched import Record, send_batched
-from stream_app.faust_patches.batches import ready_batches
-from stream_app.faust_patches.consumer import TaggerApp
+from stream_app.faust_patches.consumer import TaggerApp, TaggerConsumer
+from stream_app.faust_patches.inlet import EventInlet
 from stream_app.faust_patches.producer import aiokafka_producer
 from stream_app.settings import Settings
 from stream_app.worker import TaggerWorker
@@ -38,7 +40,9 @@ async def deliver(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> 
 
 @app.agent(source)
 async def forward(stream: Any) -> AsyncIterable[None]:
-    async for events in ready_batches(stream, settings.batch_size, settings.batch_timeout_seconds):
+    inlet = EventInlet(app)
+    cast(TaggerConsumer, app.consumer).add_inlet(source.get_topic_name(), inlet)
+    async for events in inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_timeout_seconds):
         records = []
         for event in events:
             try:

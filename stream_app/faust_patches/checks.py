@@ -38,8 +38,8 @@ AIOKAFKA_CONSUMER = "aiokafka.consumer.consumer:AIOKafkaConsumer"
 AIOKAFKA_FETCHER = "aiokafka.consumer.fetcher:Fetcher"
 SEEK_LOSS = "faust-streaming records dropped around a rebalance's seek (consumer.py)"
 TAKE_ACK = "faust-streaming #189, #315: take_events acks a failed batch"
-READY_BATCHES = "faust-streaming take_events reads nothing while a batch is processed (decision 0014)"
 HAND_OVER = "robinhood/faust #563: four tasks per record in the fetch loop (eager.py)"
+INLET = "robinhood/faust #563: Faust's per-record path costs most of a hop (inlet.py)"
 BATCH_SEND = "faust-streaming #108: Faust sends one record at a time (producer.py)"
 PRODUCER_STOP = "aiokafka #1101: a producer's stop waits for the broker with no time limit (closing.py)"
 HOOKS: Final = (
@@ -55,7 +55,13 @@ HOOKS: Final = (
     Hook(FAUST_CONSUMER, "perform_seek", "TaggerConsumer.perform_seek", SEEK_LOSS),
     Hook(FAUST_CONSUMER, "resume_flow", "TaggerConsumer.resume_flow", SEEK_LOSS),
     Hook(FAUST_CONSUMER, "ack", "TaggerConsumer.ack (hold_acks)", TAKE_ACK),
-    Hook("faust.streams:Stream", "_enable_passive", "batches.ready_batches", READY_BATCHES),
+    Hook("faust.transport.consumer:Consumer", "callback", "TaggerConsumer._hand_over", INLET),
+    Hook("faust.transport.consumer:Consumer", "unacked", "inlet.EventInlet.take", INLET),
+    Hook("faust.app.base:App", "consumer_generation_id", "inlet.EventInlet.take", INLET),
+    Hook("faust.app.base:App", "flow_control", "inlet.EventInlet", INLET),
+    Hook("faust.types.tuples:Message", "generation_id", "inlet.EventInlet.take", INLET),
+    Hook("faust.types.tuples:Message", "incref", "inlet.EventInlet.put", INLET),
+    Hook("mode.utils.queues:FlowControlEvent", "manage_queue", "inlet.EventInlet", INLET),
     Hook("faust.transport.consumer:Consumer", "_drain_messages", "eager.EagerHandOver.wait_first", HAND_OVER),
     Hook("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "producer.aiokafka_producer", BATCH_SEND),
     Hook("faust.app.base:App", "_new_consumer", "TaggerApp._new_consumer", SEEK_LOSS),

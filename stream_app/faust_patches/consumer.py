@@ -38,6 +38,7 @@ from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP, Message
 
 from stream_app.faust_patches.eager import EagerHandOver
+from stream_app.faust_patches.inlet import EventInlet
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,8 @@ class RewindingConsumerThread(AIOKafkaConsumerThread):
 
 class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
     """Faust's Kafka consumer with a :class:`RewindingConsumerThread`, handing on no record fetched before a seek
-    of its partition, and handing each record on without a task when it need not wait (:mod:`.eager`)."""
+    of its partition, handing each record on without a task when it need not wait (:mod:`.eager`), and the
+    records of a topic with an inlet to that inlet rather than through Faust's conductor (:mod:`.inlet`)."""
 
     _fetched_at = 0
 
@@ -187,11 +189,27 @@ class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
         self.flow_resumed.set()
         self.failed_from: dict[TP, int] = {}
         """Per partition, the first offset of a batch whose processing failed: no ack from there on counts."""
+        self.inlets: dict[str, EventInlet] = {}
+        """Per topic, where its records go instead of Faust's conductor (:mod:`.inlet`)."""
+        self._conductor_callback = self.callback
+        self.callback = self._hand_over
+
+    def add_inlet(self, topic: str, inlet: EventInlet) -> None:
+        """Hand ``topic``'s records to ``inlet`` rather than to Faust's conductor, from the next record on."""
+        self.inlets[topic] = inlet
+
+    async def _hand_over(self, message: Message) -> None:
+        """The fetch loop's callback for each record: its topic's inlet, or else Faust's conductor."""
+        inlet = self.inlets.get(message.topic)
+        if inlet is None:
+            await self._conductor_callback(message)
+        else:
+            await inlet.put(message)
 
     def hold_acks(self, events: Iterable[Any]) -> None:
         """Never ack ``events`` (nor anything after them in their partitions): their processing failed.
 
-        The agent's batches (:func:`.batches.ready_batches`, as Faust's ``take_events``) ack a batch's events in
+        The agent's batches (:meth:`.inlet.EventInlet.batches`, as Faust's ``take_events``) ack a batch's events in
         a ``finally``, also when the agent that took them raises or is cancelled (faust-streaming #189, #315), and
         Faust's consumer commits acked offsets as it stops: the batch would be committed unpublished. Held here,
         the offsets stay below it and a restart reads it again.

@@ -19,8 +19,8 @@ from faust.types import TP, AppT, EventT, StreamT, TopicT
 
 from stream_app.delivery.batched import Record
 from stream_app.delivery.publish import Publisher, encode
-from stream_app.faust_patches.batches import ready_batches
 from stream_app.faust_patches.consumer import TaggerConsumer
+from stream_app.faust_patches.inlet import EventInlet
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline
 from stream_app.settings import Settings
@@ -163,7 +163,12 @@ def register_agent(
     @app.agent(source, name="tag_events", supervisor_strategy=mode.CrashingSupervisor)
     async def tag_events(stream: StreamT[bytes]) -> AsyncIterable[None]:
         """Tag input messages in batches: each ends in exactly one output topic, sent before the batch's ack."""
-        batches = ready_batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_timeout_seconds)
+        # Records go from the consumer's fetch loop to the batches without Faust's per-record path (inlet.py).
+        consumer = cast(TaggerConsumer, app.consumer)
+        inlet = EventInlet(app)
+        for topic in source.topics:
+            consumer.add_inlet(topic, inlet)
+        batches = inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_timeout_seconds)
         try:
             await follower.ready.wait()
             async for taken in batches:
