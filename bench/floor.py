@@ -42,7 +42,7 @@ async def deliver(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> 
 async def forward(stream: Any) -> AsyncIterable[None]:
     inlet = EventInlet(app)
     cast(TaggerConsumer, app.consumer).add_inlet(source.get_topic_name(), inlet)
-    async for events in inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_timeout_seconds):
+    async for events in inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_linger_seconds):
         records = []
         for event in events:
             try:

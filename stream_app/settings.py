@@ -25,6 +25,10 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
 }
 """The allowed values of each enumerated setting."""
 MIN_SECRET_CHARS: Final = 32
+LINGER_BY_GUARANTEE: Final = {"at_least_once": 0.0, "exactly_once": 0.005}
+"""The batch linger when ``TAGGER_BATCH_TIMEOUT_SECONDS`` is empty. At least once, a batch costs one delivery, and
+an event waiting for company only waits; exactly once, a batch costs a transaction, and fewer, fuller batches
+keep the tail shorter (decision 0030)."""
 
 
 class Secret:
@@ -106,10 +110,10 @@ class Settings:
     """Most events taken, checked, classified and published together: every batch pays a delivery or a
     transaction, an ONNX call and a dedupe pass, so under load bigger batches keep up at a higher rate (0019).
     Under light load batches are as small as the traffic."""
-    batch_timeout_seconds: float = 0.005
+    batch_timeout_seconds: float | None = None
     """Longest wait (0 to 1 s) for a batch of events that queued up while the previous one was processed to fill
     before it is handed over short: fewer, bigger batches under load. An event that finds the agent idle does not
-    wait (decision 0014)."""
+    wait (decision 0014). Empty: :data:`LINGER_BY_GUARANTEE` (decision 0030), read as :attr:`batch_linger_seconds`."""
     producer_linger_seconds: float = 0.0
     """How long Faust's producer holds a record sent on its own (a reviewer's decision) for more to send with it.
     A batch's outputs do not linger: they leave as one closed record batch per partition (decision 0016)."""
@@ -194,6 +198,13 @@ class Settings:
     """The hyperparameter search of a retrain the worker starts: ``full`` (the exporter's cross-validated grid) or
     ``fast`` (its one-point grid: the same pipeline in about a quarter of the time, for small machines)."""
 
+    @property
+    def batch_linger_seconds(self) -> float:
+        """``batch_timeout_seconds``, or when it is empty the processing guarantee's default."""
+        if self.batch_timeout_seconds is not None:
+            return self.batch_timeout_seconds
+        return LINGER_BY_GUARANTEE[self.processing_guarantee]
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build the settings from ``environ`` (default ``os.environ``); raises :class:`ConfigError`."""
@@ -233,7 +244,7 @@ class Settings:
         ):
             _check_range(self, name, 0, None)
         # Events wait in a lingering batch uncommitted and unanswered: a second is far past any use of it.
-        _check_range(self, "batch_timeout_seconds", 0, 1.0)
+        _check_range(self, "batch_timeout_seconds", 0, 1.0, optional=True)
         positive = (
             "dedupe_ttl_days",
             "stop_timeout_seconds",
@@ -315,7 +326,7 @@ BOOLEANS: Final = {"1": True, "true": True, "yes": True, "on": True, "0": False,
 def _convert(name: str, raw: str, default: object) -> object:
     """Turn one environment string into the type of the field's default; raises :class:`ConfigError`."""
     try:
-        if default is None:  # only review_threshold: an optional float
+        if default is None:  # review_threshold and batch_timeout_seconds: optional floats
             return _finite(float(raw)) if raw.strip() else None
         if isinstance(default, bool):
             return BOOLEANS[raw.strip().lower()]

@@ -168,7 +168,7 @@ def register_agent(
         inlet = EventInlet(app)
         for topic in source.topics:
             consumer.add_inlet(topic, inlet)
-        batches = inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_timeout_seconds)
+        batches = inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_linger_seconds)
         try:
             await follower.ready.wait()
             async for taken in batches:

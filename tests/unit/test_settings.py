@@ -117,8 +117,13 @@ def test_proxy_sign_in_needs_the_proxy_addresses() -> None:
     assert [str(n) for n in settings.review_proxy_networks] == ["10.0.0.5/32", "fd00::/8"]
 
 
-def test_a_batch_may_be_handed_over_without_waiting_for_more() -> None:
-    assert Settings.from_env({"TAGGER_BATCH_TIMEOUT_SECONDS": "0"}).batch_timeout_seconds == 0.0
+def test_a_batch_lingers_by_default_only_when_it_costs_a_transaction_and_as_long_as_set_otherwise() -> None:
+    exactly_once = {"TAGGER_PROCESSING_GUARANTEE": "exactly_once"}
+    assert Settings.from_env({}).batch_linger_seconds == 0.0
+    assert Settings.from_env({"TAGGER_BATCH_TIMEOUT_SECONDS": ""}).batch_linger_seconds == 0.0
+    assert Settings.from_env(exactly_once).batch_linger_seconds == 0.005
+    assert Settings.from_env({**exactly_once, "TAGGER_BATCH_TIMEOUT_SECONDS": "0"}).batch_linger_seconds == 0.0
+    assert Settings.from_env({"TAGGER_BATCH_TIMEOUT_SECONDS": "0.02"}).batch_linger_seconds == 0.02
 
 
 def test_the_clock_skew_defaults_to_five_minutes_and_may_be_zero() -> None:
