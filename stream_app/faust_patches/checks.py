@@ -59,6 +59,7 @@ HOOKS: Final = (
     Hook("faust.transport.consumer:Consumer", "unacked", "inlet.EventInlet.take", INLET),
     Hook("faust.app.base:App", "consumer_generation_id", "inlet.EventInlet.take", INLET),
     Hook("faust.app.base:App", "flow_control", "inlet.EventInlet", INLET),
+    Hook("faust.app.base:App", "create_event", "inlet.EventInlet.put", INLET),
     Hook("faust.types.tuples:Message", "generation_id", "inlet.EventInlet.take", INLET),
     Hook("faust.types.tuples:Message", "incref", "inlet.EventInlet.put", INLET),
     Hook("mode.utils.queues:FlowControlEvent", "manage_queue", "inlet.EventInlet", INLET),
