@@ -18,7 +18,6 @@ import faust
 from stream_app.app import transport_options
 from stream_app.delivery.batched import Record, send_batched
 from stream_app.faust_patches.consumer import TaggerApp, TaggerConsumer
-from stream_app.faust_patches.inlet import EventInlet
 from stream_app.faust_patches.producer import aiokafka_producer
 from stream_app.settings import Settings
 from stream_app.worker import TaggerWorker
@@ -40,8 +39,7 @@ async def deliver(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> 
 
 @app.agent(source)
 async def forward(stream: Any) -> AsyncIterable[None]:
-    inlet = EventInlet(app)
-    cast(TaggerConsumer, app.consumer).add_inlet(source.get_topic_name(), inlet)
+    inlet = cast(TaggerConsumer, app.consumer).open_inlet(source.topics)
     async for events in inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_linger_seconds):
         records = []
         for event in events:

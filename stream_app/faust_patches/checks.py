@@ -61,7 +61,6 @@ HOOKS: Final = (
     Hook("faust.app.base:App", "flow_control", "inlet.EventInlet", INLET),
     Hook("faust.app.base:App", "create_event", "inlet.EventInlet.put", INLET),
     Hook("faust.types.tuples:Message", "generation_id", "inlet.EventInlet.take", INLET),
-    Hook("faust.types.tuples:Message", "incref", "inlet.EventInlet.put", INLET),
     Hook("mode.utils.queues:FlowControlEvent", "manage_queue", "inlet.EventInlet", INLET),
     Hook("faust.transport.consumer:Consumer", "_drain_messages", "eager.EagerHandOver.wait_first", HAND_OVER),
     Hook("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "producer.aiokafka_producer", BATCH_SEND),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterable, Mapping
 from typing import Any, cast
 
 import faust
@@ -194,17 +194,20 @@ class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
         self._conductor_callback = self.callback
         self.callback = self._hand_over
 
-    def add_inlet(self, topic: str, inlet: EventInlet) -> None:
-        """Hand ``topic``'s records to ``inlet`` rather than to Faust's conductor, from the next record on."""
-        self.inlets[topic] = inlet
+    def open_inlet(self, topics: Iterable[str], capacity: int | None = None) -> EventInlet:
+        """A new inlet that ``topics``' records go to rather than to Faust's conductor, from the next record on."""
+        inlet = EventInlet(self.app, capacity)
+        for topic in topics:
+            self.inlets[topic] = inlet
+        return inlet
 
-    async def _hand_over(self, message: Message) -> None:
-        """The fetch loop's callback for each record: its topic's inlet, or else Faust's conductor."""
+    def _hand_over(self, message: Message) -> Coroutine[Any, Any, None]:
+        """The fetch loop's callback for each record: its topic's inlet, or else Faust's conductor. The coroutine
+        itself, not one awaiting it: one frame less per record."""
         inlet = self.inlets.get(message.topic)
         if inlet is None:
-            await self._conductor_callback(message)
-        else:
-            await inlet.put(message)
+            return cast(Coroutine[Any, Any, None], self._conductor_callback(message))
+        return inlet.put(message)
 
     def hold_acks(self, events: Iterable[Any]) -> None:
         """Never ack ``events`` (nor anything after them in their partitions): their processing failed.

@@ -17,8 +17,8 @@ registered for instead: the record becomes an event at once and waits in a list 
 - an event taken by the agent counts as in flight (``Consumer.unacked``) until it is acked, so that a rebalance
   waits for the agent's batch before it commits.
 
-The Faust names read here (``flow_control``, ``create_event``, ``consumer_generation_id``, ``Message.incref`` and
-``generation_id``, ``Consumer.unacked``) are checked at start-up (:mod:`.checks`).
+The Faust names read here (``flow_control``, ``create_event``, ``consumer_generation_id``,
+``Message.generation_id``, ``Consumer.unacked``) are checked at start-up (:mod:`.checks`).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from faust.types import AppT, EventT, Message
 from mode.utils.aiter import aiter
 from mode.utils.locks import Event
 
-DEFAULT_CAPACITY = 4096
-"""Events the inlet holds before the fetch loop waits: Faust's own stream buffer size (``stream_buffer_maxsize``)."""
-
 
 class EventInlet:
     """A batch buffer of one topic's events, filled by the consumer's fetch loop and emptied by one agent."""
 
-    def __init__(self, app: AppT, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, app: AppT, capacity: int | None = None) -> None:
+        """``capacity``: events held before the fetch loop waits; by default Faust's stream buffer size
+        (``stream_buffer_maxsize``), which the channel queue it replaces held."""
+        capacity = app.conf.stream_buffer_maxsize if capacity is None else capacity
         if capacity < 1:
             raise ValueError("an inlet holds at least one event")
         self.app = app
@@ -56,9 +56,6 @@ class EventInlet:
         # Emptied whenever the flow resumes, with Faust's own channel queues.
         app.flow_control.manage_queue(self)  # type: ignore[arg-type]
 
-    def __len__(self) -> int:
-        return len(self._events)
-
     async def put(self, message: Message) -> None:
         """Hold ``message`` as an event for the agent; wait while the flow is suspended or the inlet is full.
 
@@ -71,7 +68,7 @@ class EventInlet:
                 await flow_control.acquire()
             else:
                 await self._room.wait()
-        message.incref()
+        # No incref: the inlet is the record's only reader, so its first ack is its last (refcount 0 stays 0).
         events = self._events
         events.append(self.app.create_event(message.key, message.value, message.headers, message))
         self._ready.set()

@@ -20,7 +20,6 @@ from faust.types import TP, AppT, EventT, StreamT, TopicT
 from stream_app.delivery.batched import Record
 from stream_app.delivery.publish import Publisher, encode
 from stream_app.faust_patches.consumer import TaggerConsumer
-from stream_app.faust_patches.inlet import EventInlet
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline
 from stream_app.settings import Settings
@@ -164,10 +163,7 @@ def register_agent(
     async def tag_events(stream: StreamT[bytes]) -> AsyncIterable[None]:
         """Tag input messages in batches: each ends in exactly one output topic, sent before the batch's ack."""
         # Records go from the consumer's fetch loop to the batches without Faust's per-record path (inlet.py).
-        consumer = cast(TaggerConsumer, app.consumer)
-        inlet = EventInlet(app)
-        for topic in source.topics:
-            consumer.add_inlet(topic, inlet)
+        inlet = cast(TaggerConsumer, app.consumer).open_inlet(source.topics)
         batches = inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_linger_seconds)
         try:
             await follower.ready.wait()

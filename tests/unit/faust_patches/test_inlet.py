@@ -50,7 +50,7 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(capacity: int = 4096) -> AsyncIterator[Harness]:
+async def harness(capacity: int | None = None) -> AsyncIterator[Harness]:
     app = TaggerApp("inlet-test", broker="kafka://localhost:1")  # no broker is contacted
     app.flow_control.resume()
     app.topics.acking_topics.add(TOPIC)  # as the conductor registers a subscribed topic
@@ -241,12 +241,12 @@ def test_the_consumer_hands_an_inlet_topics_records_to_the_inlet_and_the_rest_to
                 conducted.append(message.topic)
 
             consumer._conductor_callback = conductor
-            consumer.add_inlet(TOPIC, h.inlet)
+            inlet = consumer.open_inlet([TOPIC])
             await consumer.callback(h.message())
             other = h.message()
             other.topic = "other"
             await consumer.callback(other)
-            batches = h.inlet.batches(h.stream, 8)
+            batches = inlet.batches(h.stream, 8)
             got = await next_batch(batches)
             await batches.aclose()
             return got, conducted
