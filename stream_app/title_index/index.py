@@ -183,6 +183,12 @@ class TitleIndex:
         the same title at once both end with the topic's last value. A deletion removes only an entry this worker
         holds as expired: the title may have been seen again here since the other worker expired it."""
         dedupe = self._ready()
+        if value is not None and key is not None and len(key) == INDEX_KEY_BYTES:
+            # Most records are this worker's own writes coming back: the entry held is the one checked when it was
+            # stored, and its time was seen then, so an equal value needs no check.
+            held = self.store.titles.get(key)
+            if held == value:
+                return UNCHANGED
         reason = self._check_record(key, value)
         if reason is not None or key is None:
             return reason or "missing_field"
