@@ -102,7 +102,8 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
         ReviewBoard(settings.review_recent_limit),
     )
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-    tag = BatchTagger(pipeline, index, topics, Publisher(app.producer, transactions), metrics, ownership, model_thread)
+    publisher = Publisher(app.producer, transactions)
+    tag = BatchTagger(pipeline, index, topics, publisher, metrics, ownership, model_thread, board.published)
 
     register_agent(app, topics.input, tag, follower, progress, settings)
     register_tasks(app, settings, topics, follower, ownership, progress, board, pipeline, metrics)

@@ -76,11 +76,47 @@ class Judgement:
     """The labelled-store line, when the item's text is known."""
 
 
+class PublishedRecords:
+    """The review and tagged records this worker published lately, by their JSON: the review follower reads them
+    back from their topics, and one found here needs no parse. Holds at most ``limit`` records and
+    ``limit_bytes`` of JSON, oldest forgotten first; a record forgotten before it comes back is parsed."""
+
+    def __init__(self, limit: int = 4096, limit_bytes: int = 4 << 20) -> None:
+        self.limit = limit
+        self.limit_bytes = limit_bytes
+        self._records: dict[bytes, dict[str, Any]] = {}
+        self._bytes = 0
+        self.found = 0
+        """Records :meth:`take` found here, since start."""
+
+    def put(self, raw: bytes, record: dict[str, Any]) -> None:
+        """Note that ``raw`` is the JSON of ``record``, which nobody changes from now on."""
+        records = self._records
+        if raw in records:
+            return
+        records[raw] = record
+        self._bytes += len(raw)
+        while len(records) > self.limit or self._bytes > self.limit_bytes:
+            oldest = next(iter(records))
+            del records[oldest]
+            self._bytes -= len(oldest)
+
+    def take(self, raw: bytes | None) -> dict[str, Any]:
+        """The record whose JSON is ``raw``: the one published, or else parsed (:func:`read_record`)."""
+        if raw is None or (record := self._records.pop(raw, None)) is None:
+            return read_record(raw)
+        self._bytes -= len(raw)
+        self.found += 1
+        return record
+
+
 class ReviewBoard:
     """Items waiting for review, and recent predictions by id."""
 
     def __init__(self, recent_limit: int) -> None:
         self.recent_limit = recent_limit
+        self.published = PublishedRecords()
+        """What this worker published to the review and tagged topics, until the follower reads it back."""
         self.waiting: dict[str, bytes] = {}
         """Items waiting for review by id, oldest first: their :data:`WAITING_FIELDS` as compact JSON (a third of
         the memory of a dict, and nothing bounds how many wait)."""

@@ -52,7 +52,10 @@ class ReviewFollower:
         """Take one record of any of the three topics; a feedback record is held until :meth:`release`."""
         role = self.roles[message.topic]
         try:
-            record = read_record(message.value)
+            if role == "feedback":
+                record = read_record(message.value)
+            else:  # most are this worker's own, published moments ago
+                record = self.board.published.take(message.value)
             if role == "review":
                 self.board.on_review(record, message.value)
             elif role == "tagged":

@@ -22,6 +22,7 @@ from stream_app.delivery.publish import Publisher, encode
 from stream_app.faust_patches.consumer import TaggerConsumer
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline
+from stream_app.review.board import PublishedRecords
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.title_index.index import IndexChange, TitleIndex
@@ -81,6 +82,7 @@ class BatchTagger:
         metrics: Metrics,
         ownership: IndexOwnership,
         model_thread: Executor,
+        published: PublishedRecords | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.index = index
@@ -91,6 +93,8 @@ class BatchTagger:
         self.model_thread = model_thread
         """onnxruntime releases the GIL: on a thread of its own, the model runs while the event loop goes on
         with Kafka, on the second core (for batches of more than :data:`INLINE_MODEL_TEXTS` texts)."""
+        self.published = published
+        """Where the review and tagged records go as well, for this worker's review follower to find them."""
         self.index_topic = str(topics.index.get_topic_name())
         self.last_sweep = float("-inf")
 
@@ -141,7 +145,10 @@ class BatchTagger:
 
     def output_record(self, output: Output) -> Record:
         key = output.key.encode() if output.key is not None else None
-        return Record(self.topics.name(output.kind), key, encode(output.record))
+        value = encode(output.record)
+        if self.published is not None and (output.kind == "tagged" or output.kind == "review"):
+            self.published.put(value, output.record)
+        return Record(self.topics.name(output.kind), key, value)
 
     def index_record(self, change: IndexChange) -> Record:
         return Record(self.index_topic, change.key, change.value)

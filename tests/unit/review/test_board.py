@@ -13,7 +13,7 @@ import pytest
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision, InvalidRecord
-from stream_app.review.board import ReviewBoard, decide, read_record, render_page
+from stream_app.review.board import PublishedRecords, ReviewBoard, decide, read_record, render_page
 from stream_app.review.labels import LabelStore, read_labels
 from stream_app.schema import load_schema
 
@@ -256,3 +256,33 @@ def test_a_record_that_is_not_a_json_object_is_refused_with_its_reason(raw: byte
     with pytest.raises(InvalidRecord) as raised:
         read_record(raw)
     assert raised.value.reason == reason
+
+
+def test_a_published_record_is_found_by_its_json_once_and_anything_else_is_parsed() -> None:
+    published = PublishedRecords()
+    record = tagged_record("a")
+    raw = json.dumps(record).encode()
+    published.put(raw, record)
+    assert published.take(raw) is record
+    assert published.take(raw) == record  # read back twice (a re-read after a seek): parsed the second time
+    assert published.found == 1
+    assert published.take(json.dumps(tagged_record("b")).encode()) == tagged_record("b")
+    with pytest.raises(InvalidRecord):
+        published.take(b"{not json")
+    with pytest.raises(InvalidRecord):
+        published.take(None)
+    assert published.found == 1
+
+
+@pytest.mark.parametrize(("limit", "limit_bytes"), [(2, 1 << 20), (100, 700)])
+def test_published_records_are_bounded_by_count_and_by_bytes_oldest_forgotten_first(
+    limit: int, limit_bytes: int
+) -> None:
+    published = PublishedRecords(limit=limit, limit_bytes=limit_bytes)
+    records = [tagged_record(str(n)) for n in range(3)]
+    raws = [json.dumps(record).encode() for record in records]
+    assert all(234 < len(raw) <= 350 for raw in raws)  # two fit in 700 bytes, three do not
+    for raw, record in zip(raws, records, strict=True):
+        published.put(raw, record)
+    assert [published.take(raw) is record for raw, record in zip(raws, records, strict=True)] == [False, True, True]
+    assert [published.take(raw) for raw in raws] == records

@@ -133,3 +133,24 @@ def test_no_record_stops_the_follower(tmp_path_factory: Any, sequence: list[tupl
     follow.release()
     assert skipped(registry, "review", "unexpected") == skipped(registry, "feedback", "unexpected") == 0
     assert skipped(registry, "tagged", "unexpected") == 0
+
+
+def test_a_record_this_worker_published_comes_back_to_the_same_board_as_one_parsed(tmp_path: Path) -> None:
+    mine, registry = follower(tmp_path / "mine")
+    parsed, _ = follower(tmp_path / "parsed")
+    records = [(SETTINGS.review_topic, review_record("a")), (SETTINGS.tagged_topic, tagged_record("t"))]
+    for offset, (topic, record) in enumerate(records):
+        raw = encoded(record)
+        mine.board.published.put(raw, record)
+        mine.on_record(message(topic, raw, offset))
+        parsed.on_record(message(topic, raw, offset))
+    assert mine.board.published.found == 2
+    assert parsed.board.published.found == 0
+    assert mine.board.waiting == parsed.board.waiting
+    assert mine.board.recent == parsed.board.recent
+    # A published record a malformed one was made from is not taken for it.
+    bad = {k: v for k, v in tagged_record("u").items() if k != "tagged_by"}
+    mine.board.published.put(encoded(tagged_record("u")), tagged_record("u"))
+    mine.on_record(message(SETTINGS.tagged_topic, encoded(bad), 2))
+    assert skipped(registry, "tagged", "missing_field") == 1
+    assert "u" not in mine.board.recent
