@@ -32,7 +32,10 @@ def event_text(title: str, description: str | None) -> str:
     Training and serving both call this, so the ONNX graph sees exactly the text the model was fitted on;
     case-folding here rather than in the graph avoids the converter's locale-dependent lower-casing.
     """
-    text = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", f"{title} {description or ''}").casefold()).strip()
+    text = f"{title} {description or ''}"
+    if text.isascii():  # NFKC leaves ASCII as it is and case-folds it to lower case; split() splits at \s runs
+        return " ".join(text.lower().split())
+    text = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
     if not text.isascii():
         # A JSON "\ud800" escape decodes to a lone surrogate, which onnxruntime cannot encode: replace it.
         text = text.encode("utf-8", "replace").decode("utf-8")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from model_export import card as model_card
 from model_export import export, train
@@ -43,6 +47,20 @@ def export_with_labels(labels: list[str], template_dir: Path, out: Path) -> Path
 def test_event_text_normalises_unicode_case_and_whitespace() -> None:
     assert event_text("ＢＥＲＴ  for\tNLP", "Line one\n\nline two ") == "bert for nlp line one line two"
     assert event_text("Title", None) == event_text("Title", "") == "title"
+
+
+_ASCII = st.text(st.characters(max_codepoint=127), max_size=40)
+
+
+@given(_ASCII, st.one_of(st.none(), _ASCII), st.sampled_from(["", "é", "Ａ", "\u00a0", "\u2028"]))
+def test_event_text_is_nfkc_case_folded_with_whitespace_runs_collapsed(
+    title: str, description: str | None, other: str
+) -> None:
+    """ASCII text takes a shorter way than other text: both give the definition's answer (every ASCII control
+    character included)."""
+    for text in (title + other, title):
+        expected = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", f"{text} {description or ''}").casefold())
+        assert event_text(text, description) == expected.strip()
 
 
 def test_a_lone_surrogate_from_a_json_escape_can_still_be_classified(classifier: Classifier) -> None:
