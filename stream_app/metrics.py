@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+import threading
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import utils as prometheus_utils
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
@@ -66,6 +73,88 @@ REPLICATION_BUCKETS: Final = (
 )
 
 
+_go_float: Callable[[float], str] = prometheus_utils.floatToGoString
+"""How prometheus_client writes a bucket's bound (``le``), so these histograms write theirs alike."""
+
+
+class BatchHistogramChild:
+    """One labelled series of a :class:`BatchHistogram`: a count per bucket (not cumulative) and a sum."""
+
+    def __init__(self, bounds: Sequence[float], lock: threading.Lock) -> None:
+        self._bounds = bounds
+        self._lock = lock
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Count each of ``values`` in the first bucket whose bound it does not exceed; a NaN is not counted."""
+        bounds, counts = self._bounds, self.counts
+        with self._lock:
+            for value in values:
+                if value == value:  # not NaN
+                    counts[bisect_left(bounds, value)] += 1
+                    self.sum += value
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram that takes many values in one call, under one lock: prometheus_client's
+    ``Histogram`` takes one value a call and locks once per value. Upstream keeps it so and points bulk
+    observations to a custom collector (prometheus/client_python#733, #1124), which this is. It is exposed as
+    ``Histogram`` is (``_bucket`` with ``le``, ``_count``, ``_sum``), without the ``_created`` sample."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        bounds = sorted(float(bound) for bound in buckets)
+        self.bounds = bounds if bounds and bounds[-1] == math.inf else [*bounds, math.inf]
+        self._les = [_go_float(bound) for bound in self.bounds]
+        self._lock = threading.Lock()
+        self._children: dict[tuple[str, ...], BatchHistogramChild] = {}
+        if not self.labelnames:
+            self._children[()] = BatchHistogramChild(self.bounds, self._lock)
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> BatchHistogramChild:
+        """The series of these label values, made on first use."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, not {values}")
+        key = tuple(str(value) for value in values)
+        with self._lock:
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = BatchHistogramChild(self.bounds, self._lock)
+        return child
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """:meth:`BatchHistogramChild.observe_many` of a histogram without labels."""
+        self._children[()].observe_many(values)
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            series = [(key, list(child.counts), child.sum) for key, child in self._children.items()]
+        for key, counts, total in series:
+            cumulative, buckets = 0, []
+            for le, count in zip(self._les, counts, strict=True):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            family.add_metric(list(key), buckets, total)
+        yield family
+
+
 class _MetricMaker:
     """Makes metrics of the worker's prefix in one registry."""
 
@@ -80,6 +169,11 @@ class _MetricMaker:
 
     def histogram(self, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()) -> Histogram:
         return Histogram(PREFIX + name, doc, labels, buckets=buckets, registry=self.registry)
+
+    def batch_histogram(
+        self, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()
+    ) -> BatchHistogram:
+        return BatchHistogram(PREFIX + name, doc, buckets, labels, registry=self.registry)
 
 
 class Metrics:
@@ -103,7 +197,7 @@ class Metrics:
         self.tagged_events = make.counter("tagged", "Events auto-tagged (not sent to review), by tag.", ["tag"])
         self.deadletters = make.counter("deadletters", "Input messages dead-lettered, by reason.", ["reason"])
         self.duplicates = make.counter("duplicates", "Events dropped as copies, by match kind.", ["match"])
-        self.processing_latency = make.histogram(
+        self.processing_latency = make.batch_histogram(
             "processing_latency_seconds",
             "Time from consuming an event to its output being acknowledged.",
             LATENCY_BUCKETS,
@@ -119,7 +213,7 @@ class Metrics:
         self.batch_size = make.histogram("batch_size", "Events classified per ONNX call.", BATCH_BUCKETS)
         # Buckets are the model card's reference bins (the 0 edge is implicit), so the live histogram
         # compares with the reference bin for bin.
-        self.confidence = make.histogram(
+        self.confidence = make.batch_histogram(
             "confidence",
             "Model confidence of classified events (tagged and review), by predicted tag.",
             [e for e in confidence_bin_edges if 0.0 < e < 1.0] + [1.0],
@@ -216,9 +310,17 @@ class Metrics:
         """Observe the confidence of one classified event, tagged or sent to review."""
         self._confidence[tag].observe(confidence)
 
-    def tagged(self, tag: str) -> None:
-        """Count one auto-tagged event."""
-        self._tagged[tag].inc()
+    def classified_many(self, tags: Sequence[str], confidences: Sequence[float]) -> None:
+        """:meth:`classified` of each of a batch's events, ``tags[i]`` predicted with ``confidences[i]``."""
+        by_tag: dict[str, list[float]] = {}
+        for tag, confidence in zip(tags, confidences, strict=True):
+            by_tag.setdefault(tag, []).append(confidence)
+        for tag, values in by_tag.items():
+            self._confidence[tag].observe_many(values)
+
+    def tagged(self, tag: str, n: int = 1) -> None:
+        """Count auto-tagged events of one tag."""
+        self._tagged[tag].inc(n)
 
     def dead_lettered(self, reason: str) -> None:
         """Count one dead letter (``reason`` from :data:`stream_app.errors.DEADLETTER_REASONS`)."""
@@ -229,9 +331,9 @@ class Metrics:
         :data:`stream_app.errors.SKIP_REASONS`)."""
         self._skipped[topic, reason].inc()
 
-    def duplicate(self, match: str) -> None:
-        """Count one dropped copy (``match`` from :data:`MATCHES`)."""
-        self._duplicates[match].inc()
+    def duplicate(self, match: str, n: int = 1) -> None:
+        """Count dropped copies of one kind (``match`` from :data:`MATCHES`)."""
+        self._duplicates[match].inc(n)
 
     def batch(self, size: int, seconds: float) -> None:
         """Observe one ONNX call of ``size`` events that took ``seconds``."""
@@ -241,14 +343,28 @@ class Metrics:
 
     def latency(self, seconds: float) -> None:
         """Observe one event's consume-to-produce time."""
-        self.processing_latency.observe(seconds)
+        self.processing_latency.observe_many((seconds,))
 
-    def served(self, version: str, route: str) -> None:
-        """Count one event classified by model ``version`` and sent to ``route`` (tagged or review)."""
+    def latencies(self, seconds: Iterable[float]) -> None:
+        """Observe the consume-to-produce time of each of a batch's events."""
+        self.processing_latency.observe_many(seconds)
+
+    def served(self, version: str, route: str, n: int = 1) -> None:
+        """Count events classified by model ``version`` and sent to ``route`` (tagged or review)."""
         child = self._served.get((version, route))
         if child is None:
             child = self._served[version, route] = self.model_served.labels(version, route)
-        child.inc()
+        child.inc(n)
+
+    def routed(self, outcomes: Sequence[str], tagged: Sequence[str], served: Sequence[tuple[str, str]]) -> None:
+        """Count what a batch made: its records by :data:`OUTCOMES` item, its auto-tagged events by tag, and its
+        classified events by (model version, route). One add per series a batch touches, not one per event."""
+        for outcome, n in Tally(outcomes).items():
+            self._out[outcome].inc(n)
+        for tag, n in Tally(tagged).items():
+            self._tagged[tag].inc(n)
+        for (version, route), n in Tally(served).items():
+            self.served(version, route, n)
 
     def shadowed(self, version: str, batch: ShadowCounts) -> None:
         """Count one batch a shadow model of ``version`` classified beside the live one."""

@@ -160,10 +160,14 @@ class Pipeline:
         served_by = iter(checked.models())
         processed_at = utc_iso(time.time())
         outputs: list[Output] = []
+        # Counted per batch, after the loop: one add per series instead of one per event.
+        matches: list[str] = []
+        tagged: list[str] = []
+        served: list[tuple[str, str]] = []
         for item, verdict in zip(checked.batch, checked.verdicts, strict=True):
             event = item.event
             if verdict.duplicate_of is not None and verdict.match is not None:
-                self.metrics.duplicate(verdict.match)
+                matches.append(verdict.match)
                 record = duplicate_record(
                     event,
                     verdict.duplicate_of,
@@ -176,14 +180,13 @@ class Pipeline:
                 continue
             prediction = next(remaining)
             model = next(served_by)
-            self.metrics.classified(prediction.tag, prediction.confidence)
             if model is classifier:  # the drift reference is the live model's
                 drift.observe(prediction.tag, prediction.confidence)
             builder = tagged_record if prediction.confidence >= model.threshold else review_record
             kind: OutputKind = "tagged" if builder is tagged_record else "review"
             if kind == "tagged":
-                self.metrics.tagged(prediction.tag)
-            self.metrics.served(model.version, kind)
+                tagged.append(prediction.tag)
+            served.append((model.version, kind))
             record = builder(
                 event,
                 prediction.tag,
@@ -194,8 +197,10 @@ class Pipeline:
                 processed_at,
             )
             outputs.append(Output(kind, event.key, record))
-        for output in outputs:
-            self.metrics.emitted(output.kind)
+        for match in set(matches):
+            self.metrics.duplicate(match, matches.count(match))
+        self.metrics.classified_many([p.tag for p in predictions], [p.confidence for p in predictions])
+        self.metrics.routed([output.kind for output in outputs], tagged, served)
         if checked.texts:
             self.metrics.set_drift(drift.snapshot())
         return outputs

@@ -119,8 +119,7 @@ class BatchTagger:
         ]
         await self.publisher.publish(events, made, self.sweep())
         done = time.time()
-        for item in fresh:
-            self.metrics.latency(done - item.consumed_at)
+        self.metrics.latencies([done - item.consumed_at for item in fresh])
         if fresh:
             self.metrics.set_last_event(max(item.event_time for item in fresh))
 

@@ -8,12 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from stream_app import APPROVED_TAGS
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
-from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, Metrics
+from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, BatchHistogram, Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition", "verdict", "route",
@@ -276,3 +278,67 @@ def test_two_workers_metrics_do_not_collide_in_separate_registries() -> None:
     Metrics(second, EDGES)
     assert first.get_sample_value("content_tagger_events_consumed_total") == 2
     assert second.get_sample_value("content_tagger_events_consumed_total") == 0
+
+
+# Bounds of 0 and up, as the worker's are: with a negative bound, neither has a sum, and the client keeps a count.
+_BOUNDS = st.lists(st.floats(0, 10), min_size=1, max_size=6, unique=True).map(sorted)
+_VALUES = st.lists(st.one_of(st.floats(-20, 20), st.sampled_from([0.0, 1.0, 2.5, float("inf")])), max_size=30)
+
+
+@given(_BOUNDS, st.lists(st.tuples(st.sampled_from(["a", "b"]), _VALUES), max_size=4))
+def test_a_batch_histogram_exposes_what_the_client_s_histogram_does_for_the_same_values(
+    bounds: list[float], batches: list[tuple[str, list[float]]]
+) -> None:
+    """Scraped text, bucket for bucket: the dashboards and alerts read these histograms as they read the client's
+    (NaN values left out of both: the client's adds them to the sum)."""
+    theirs_registry, ours_registry = CollectorRegistry(), CollectorRegistry()
+    theirs = Histogram("h", "A histogram.", ["tag"], buckets=bounds, registry=theirs_registry)
+    ours = BatchHistogram("h", "A histogram.", bounds, ["tag"], registry=ours_registry)
+    for tag, values in batches:
+        child = theirs.labels(tag)
+        for value in values:
+            child.observe(value)
+        ours.labels(tag).observe_many(values)
+
+    def scraped(registry: CollectorRegistry) -> list[bytes]:
+        return sorted(line for line in generate_latest(registry).splitlines() if b"_created" not in line)
+
+    assert scraped(ours_registry) == scraped(theirs_registry)
+
+
+def test_a_batch_histogram_leaves_nan_out_and_refuses_a_wrong_number_of_labels() -> None:
+    registry = CollectorRegistry()
+    histogram = BatchHistogram("h", "A histogram.", [1.0], registry=registry)
+    histogram.observe_many([0.5, float("nan"), 2.0])
+    assert registry.get_sample_value("h_count") == 2
+    assert registry.get_sample_value("h_sum") == 2.5
+    assert registry.get_sample_value("h_bucket", {"le": "1.0"}) == 1
+    with pytest.raises(ValueError, match="takes labels"):
+        BatchHistogram("g", "Another.", [1.0], ["tag"]).labels("a", "b")
+
+
+def test_a_batch_s_counts_move_each_series_as_one_call_per_event_would(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    other = CollectorRegistry()
+    one_by_one = Metrics(other, EDGES)
+    outcomes = ["tagged", "review", "tagged", "duplicate", "tagged"]
+    tagged = ["mlops", "mlops", "other"]
+    served = [("v1", "tagged"), ("v1", "review"), ("v1", "tagged"), ("v2", "tagged")]
+    tags, confidences = ["mlops", "other", "mlops"], [0.91, 0.35, 0.99]
+    metrics.routed(outcomes, tagged, served)
+    metrics.classified_many(tags, confidences)
+    metrics.latencies([0.001, 0.2, 3.0])
+    for outcome in outcomes:
+        one_by_one.emitted(outcome)
+    for tag in tagged:
+        one_by_one.tagged(tag)
+    for version, route in served:
+        one_by_one.served(version, route)
+    for tag, confidence in zip(tags, confidences, strict=True):
+        one_by_one.classified(tag, confidence)
+    for seconds in (0.001, 0.2, 3.0):
+        one_by_one.latency(seconds)
+    assert samples(registry) == samples(other)
+    assert registry.get_sample_value("content_tagger_tagged_total", {"tag": "mlops"}) == 2
+    assert registry.get_sample_value("content_tagger_confidence_count", {"tag": "mlops"}) == 2
