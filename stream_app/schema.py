@@ -26,10 +26,9 @@ import base64
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from stream_app.errors import InvalidEvent
 
@@ -49,8 +48,8 @@ SCHEMAS_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
 _TOO_DEEP: Final = f"the JSON is nested more than {MAX_NESTING} levels deep"
 
 
-@dataclass(frozen=True)
-class ContentEvent:
+# A named tuple, not a frozen dataclass: several are made for every event, at half the cost.
+class ContentEvent(NamedTuple):
     """A validated input event; ``fields`` is the original object, unknown fields included."""
 
     id: str | int

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -19,8 +18,8 @@ from aiokafka.partitioner import DefaultPartitioner
 _PARTITIONER = DefaultPartitioner()
 
 
-@dataclass(frozen=True)
-class Record:
+# A named tuple, not a frozen dataclass: several are made for every event, at half the cost.
+class Record(NamedTuple):
     """One record to send."""
 
     topic: str
