@@ -112,8 +112,13 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
     stored = await asyncio.get_running_loop().run_in_executor(None, read_labels, settings.labels_path)
     follower.stored = {(label["id"], label["decided_at"]) for label in stored[0]}
     names = tuple(follower.roles)
+    # Exactly once, a record of an aborted transaction (a batch published again after a failure) must not wait
+    # for a reviewer: the board reads what the platform sees, as the index follower does.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, **aiokafka_security(settings)
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
+        **aiokafka_security(settings),
     )
     await consumer.start()
     try:

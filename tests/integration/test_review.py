@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app import APPROVED_TAGS
 from stream_app.review.accounts import add_reviewer
@@ -170,6 +170,39 @@ def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
         first: suggested[first], second: other, str(model_tagged["id"]): wrong
     }
     assert all(label["title"] for label in labels)
+
+
+def test_exactly_once_the_page_lists_no_item_of_an_aborted_transaction(start_worker: Any, tmp_path: Path) -> None:
+    """A batch whose transaction aborted is published again; its first records must not wait for a reviewer."""
+    worker, topics = start_worker(
+        TAGGER_PROCESSING_GUARANTEE="exactly_once", TAGGER_REVIEWERS_FILE=str(reviewers_file(tmp_path, "ann"))
+    )
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+
+    def item(item_id: str) -> bytes:
+        return json.dumps({
+            "id": item_id, "title": f"Title of {item_id}", "description": "Words.", "suggested_tag": "mlops",
+            "confidence": 0.41, "scores": dict.fromkeys(APPROVED_TAGS, 0.25), "model_version": "v1",
+            "reason": "low_confidence", "dedupe_key": "0123456789abcdef", "processed_at": "2026-12-04T00:00:00Z",
+            "schema_version": 1,
+        }).encode()  # fmt: skip
+
+    async def publish() -> None:
+        for item_id, commit in (("aborted-item", False), ("committed-item", True)):
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"test-{item_id}")
+            await producer.start()
+            try:
+                await producer.begin_transaction()
+                await (await producer.send(topics.review, item(item_id), key=item_id.encode()))
+                await (producer.commit_transaction() if commit else producer.abort_transaction())
+            finally:
+                await producer.stop()
+
+    run(publish())
+    deadline = time.monotonic() + 30
+    while "committed-item" not in waiting_ids(worker.port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert waiting_ids(worker.port) == ["committed-item"]
 
 
 @dataclass(frozen=True)
