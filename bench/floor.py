@@ -40,7 +40,8 @@ async def deliver(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> 
 @app.agent(source)
 async def forward(stream: Any) -> AsyncIterable[None]:
     inlet = cast(TaggerConsumer, app.consumer).open_inlet(source.topics)
-    async for events in inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_linger_seconds):
+    batches = inlet.batches(cast(faust.Stream[Any], stream), settings.batch_size, settings.batch_linger_seconds)
+    async for events in batches:
         records = []
         for event in events:
             try:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import threading
-from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import utils as prometheus_utils
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from stream_app import APPROVED_TAGS
+from stream_app.batch_histogram import BatchHistogram
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
 
@@ -71,88 +66,6 @@ REPLICATION_BUCKETS: Final = (
     5.0,
     10.0,
 )
-
-
-_go_float: Callable[[float], str] = prometheus_utils.floatToGoString
-"""How prometheus_client writes a bucket's bound (``le``), so these histograms write theirs alike."""
-
-
-class BatchHistogramChild:
-    """One labelled series of a :class:`BatchHistogram`: a count per bucket (not cumulative) and a sum."""
-
-    def __init__(self, bounds: Sequence[float], lock: threading.Lock) -> None:
-        self._bounds = bounds
-        self._lock = lock
-        self.counts = [0] * len(bounds)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.observe_many((value,))
-
-    def observe_many(self, values: Iterable[float]) -> None:
-        """Count each of ``values`` in the first bucket whose bound it does not exceed; a NaN is not counted."""
-        bounds, counts = self._bounds, self.counts
-        with self._lock:
-            for value in values:
-                if value == value:  # not NaN
-                    counts[bisect_left(bounds, value)] += 1
-                    self.sum += value
-
-
-class BatchHistogram(Collector):
-    """A Prometheus histogram that takes many values in one call, under one lock: prometheus_client's
-    ``Histogram`` takes one value a call and locks once per value. Upstream keeps it so and points bulk
-    observations to a custom collector (prometheus/client_python#733, #1124), which this is. It is exposed as
-    ``Histogram`` is (``_bucket`` with ``le``, ``_count``, ``_sum``), without the ``_created`` sample."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        buckets: Sequence[float],
-        labelnames: Sequence[str] = (),
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
-        bounds = sorted(float(bound) for bound in buckets)
-        self.bounds = bounds if bounds and bounds[-1] == math.inf else [*bounds, math.inf]
-        self._les = [_go_float(bound) for bound in self.bounds]
-        self._lock = threading.Lock()
-        self._children: dict[tuple[str, ...], BatchHistogramChild] = {}
-        if not self.labelnames:
-            self._children[()] = BatchHistogramChild(self.bounds, self._lock)
-        if registry is not None:
-            registry.register(self)
-
-    def labels(self, *values: str) -> BatchHistogramChild:
-        """The series of these label values, made on first use."""
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, not {values}")
-        key = tuple(str(value) for value in values)
-        with self._lock:
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = BatchHistogramChild(self.bounds, self._lock)
-        return child
-
-    def observe_many(self, values: Iterable[float]) -> None:
-        """:meth:`BatchHistogramChild.observe_many` of a histogram without labels."""
-        self._children[()].observe_many(values)
-
-    def describe(self) -> list[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        with self._lock:
-            series = [(key, list(child.counts), child.sum) for key, child in self._children.items()]
-        for key, counts, total in series:
-            cumulative, buckets = 0, []
-            for le, count in zip(self._les, counts, strict=True):
-                cumulative += count
-                buckets.append((le, float(cumulative)))
-            family.add_metric(list(key), buckets, total)
-        yield family
 
 
 class _MetricMaker:
@@ -318,9 +231,9 @@ class Metrics:
         for tag, values in by_tag.items():
             self._confidence[tag].observe_many(values)
 
-    def tagged(self, tag: str, n: int = 1) -> None:
-        """Count auto-tagged events of one tag."""
-        self._tagged[tag].inc(n)
+    def tagged(self, tag: str) -> None:
+        """Count one auto-tagged event."""
+        self._tagged[tag].inc()
 
     def dead_lettered(self, reason: str) -> None:
         """Count one dead letter (``reason`` from :data:`stream_app.errors.DEADLETTER_REASONS`)."""
@@ -331,9 +244,9 @@ class Metrics:
         :data:`stream_app.errors.SKIP_REASONS`)."""
         self._skipped[topic, reason].inc()
 
-    def duplicate(self, match: str, n: int = 1) -> None:
-        """Count dropped copies of one kind (``match`` from :data:`MATCHES`)."""
-        self._duplicates[match].inc(n)
+    def duplicate(self, match: str) -> None:
+        """Count one dropped copy (``match`` from :data:`MATCHES`)."""
+        self._duplicates[match].inc()
 
     def batch(self, size: int, seconds: float) -> None:
         """Observe one ONNX call of ``size`` events that took ``seconds``."""
@@ -356,11 +269,20 @@ class Metrics:
             child = self._served[version, route] = self.model_served.labels(version, route)
         child.inc(n)
 
-    def routed(self, outcomes: Sequence[str], tagged: Sequence[str], served: Sequence[tuple[str, str]]) -> None:
-        """Count what a batch made: its records by :data:`OUTCOMES` item, its auto-tagged events by tag, and its
-        classified events by (model version, route). One add per series a batch touches, not one per event."""
+    def routed(
+        self,
+        outcomes: Sequence[str],
+        matches: Sequence[str],
+        tagged: Sequence[str],
+        served: Sequence[tuple[str, str]],
+    ) -> None:
+        """Count what a batch made: its records by :data:`OUTCOMES` item, its dropped copies by :data:`MATCHES`
+        item, its auto-tagged events by tag, and its classified events by (model version, route). One add per
+        series a batch touches, not one per event."""
         for outcome, n in Tally(outcomes).items():
             self._out[outcome].inc(n)
+        for match, n in Tally(matches).items():
+            self._duplicates[match].inc(n)
         for tag, n in Tally(tagged).items():
             self._tagged[tag].inc(n)
         for (version, route), n in Tally(served).items():

@@ -196,10 +196,8 @@ class Pipeline:
                 processed_at,
             )
             outputs.append(Output(kind, event.key, record))
-        for match in set(matches):
-            self.metrics.duplicate(match, matches.count(match))
         self.metrics.classified_many([p.tag for p in predictions], [p.confidence for p in predictions])
-        self.metrics.routed([output.kind for output in outputs], tagged, served)
+        self.metrics.routed([output.kind for output in outputs], matches, tagged, served)
         if checked.texts:
             self.metrics.set_drift(drift.snapshot())
         return outputs

@@ -34,6 +34,8 @@ VERIFIED_SERIES: Final = {"faust-streaming": "0.15.", "aiokafka": "0.14."}
 
 FAUST_THREAD = "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread"
 FAUST_CONSUMER = "faust.transport.drivers.aiokafka:Consumer"
+FAUST_BASE_CONSUMER = "faust.transport.consumer:Consumer"
+FAUST_APP = "faust.app.base:App"
 AIOKAFKA_CONSUMER = "aiokafka.consumer.consumer:AIOKafkaConsumer"
 AIOKAFKA_FETCHER = "aiokafka.consumer.fetcher:Fetcher"
 SEEK_LOSS = "faust-streaming records dropped around a rebalance's seek (consumer.py)"
@@ -55,18 +57,18 @@ HOOKS: Final = (
     Hook(FAUST_CONSUMER, "perform_seek", "TaggerConsumer.perform_seek", SEEK_LOSS),
     Hook(FAUST_CONSUMER, "resume_flow", "TaggerConsumer.resume_flow", SEEK_LOSS),
     Hook(FAUST_CONSUMER, "ack", "TaggerConsumer.ack (hold_acks)", TAKE_ACK),
-    Hook("faust.transport.consumer:Consumer", "callback", "TaggerConsumer._hand_over", INLET),
-    Hook("faust.transport.consumer:Consumer", "unacked", "inlet.EventInlet.take", INLET),
-    Hook("faust.app.base:App", "consumer_generation_id", "inlet.EventInlet.take", INLET),
-    Hook("faust.app.base:App", "flow_control", "inlet.EventInlet", INLET),
-    Hook("faust.app.base:App", "create_event", "inlet.EventInlet.put", INLET),
+    Hook(FAUST_BASE_CONSUMER, "callback", "TaggerConsumer._hand_over", INLET),
+    Hook(FAUST_BASE_CONSUMER, "unacked", "inlet.EventInlet.take", INLET),
+    Hook(FAUST_APP, "consumer_generation_id", "inlet.EventInlet.take", INLET),
+    Hook(FAUST_APP, "flow_control", "inlet.EventInlet", INLET),
+    Hook(FAUST_APP, "create_event", "inlet.EventInlet.put", INLET),
     Hook("faust.types.tuples:Message", "generation_id", "inlet.EventInlet.take", INLET),
     Hook("mode.utils.queues:FlowControlEvent", "manage_queue", "inlet.EventInlet", INLET),
-    Hook("faust.transport.consumer:Consumer", "_drain_messages", "eager.EagerHandOver.wait_first", HAND_OVER),
+    Hook(FAUST_BASE_CONSUMER, "_drain_messages", "eager.EagerHandOver.wait_first", HAND_OVER),
     Hook("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "producer.aiokafka_producer", BATCH_SEND),
-    Hook("faust.app.base:App", "_new_consumer", "TaggerApp._new_consumer", SEEK_LOSS),
-    Hook("faust.app.base:App", "_on_partitions_assigned", "TaggerApp._new_consumer", SEEK_LOSS),
-    Hook("faust.app.base:App", "_on_partitions_revoked", "TaggerApp._new_consumer", SEEK_LOSS),
+    Hook(FAUST_APP, "_new_consumer", "TaggerApp._new_consumer", SEEK_LOSS),
+    Hook(FAUST_APP, "_on_partitions_assigned", "TaggerApp._new_consumer", SEEK_LOSS),
+    Hook(FAUST_APP, "_on_partitions_revoked", "TaggerApp._new_consumer", SEEK_LOSS),
     Hook(AIOKAFKA_CONSUMER, "_fetcher", "SeekClock.watch", SEEK_LOSS),
     Hook(AIOKAFKA_CONSUMER, "_max_poll_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
     Hook(AIOKAFKA_CONSUMER, "_isolation_level", "transacted._ReadCommittedThread", "read_committed input"),

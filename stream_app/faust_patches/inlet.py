@@ -86,8 +86,9 @@ class EventInlet:
     def take(self, max_: int) -> list[EventT[Any]]:
         """Up to ``max_`` events, oldest first, counted as in flight; stale ones (see the module) left out."""
         events = self._events
-        taken, self._events = events[:max_], events[max_:]
-        if not self._events:
+        taken = events[:max_]
+        del events[:max_]  # in place: the rest is not copied
+        if not events:
             self._ready.clear()
         self._room.set()
         app = self.app

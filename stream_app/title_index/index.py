@@ -183,19 +183,17 @@ class TitleIndex:
         the same title at once both end with the topic's last value. A deletion removes only an entry this worker
         holds as expired: the title may have been seen again here since the other worker expired it."""
         dedupe = self._ready()
-        if value is not None and key is not None and len(key) == INDEX_KEY_BYTES:
-            # Most records are this worker's own writes coming back: the entry held is the one checked when it was
-            # stored, and its time was seen then, so an equal value needs no check.
-            held = self.store.titles.get(key)
-            if held == value:
-                return UNCHANGED
-        reason = self._check_record(key, value)
-        if reason is not None or key is None:
-            return reason or "missing_field"
-        ref = ref_of_digest(key)
-        held = self.store.get(ref)
+        if key is None or len(key) != INDEX_KEY_BYTES:
+            return self._check_record(key, value) or "invalid_value"  # never None for such a key
+        held = self.store.titles.get(key)
         if held == value:
+            # Most records are this worker's own writes coming back: the entry held was checked when it was stored,
+            # and its time seen then, so an equal value (or a deletion of a title not held) needs no check.
             return UNCHANGED
+        reason = self._check_record(key, value)
+        if reason is not None:
+            return reason
+        ref = ref_of_digest(key)
         if value is None:
             entry = entry_fields(held)
             if entry is not None and entry.event_time + self.ttl_seconds >= self.stream_time:

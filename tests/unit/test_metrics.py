@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from stream_app import APPROVED_TAGS
+from stream_app.batch_histogram import BatchHistogram
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
-from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, BatchHistogram, Metrics
+from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition", "verdict", "route",
@@ -323,14 +324,17 @@ def test_a_batch_s_counts_move_each_series_as_one_call_per_event_would(
     other = CollectorRegistry()
     one_by_one = Metrics(other, EDGES)
     outcomes = ["tagged", "review", "tagged", "duplicate", "tagged"]
+    matches = ["exact", "near", "exact"]
     tagged = ["mlops", "mlops", "other"]
     served = [("v1", "tagged"), ("v1", "review"), ("v1", "tagged"), ("v2", "tagged")]
     tags, confidences = ["mlops", "other", "mlops"], [0.91, 0.35, 0.99]
-    metrics.routed(outcomes, tagged, served)
+    metrics.routed(outcomes, matches, tagged, served)
     metrics.classified_many(tags, confidences)
     metrics.latencies([0.001, 0.2, 3.0])
     for outcome in outcomes:
         one_by_one.emitted(outcome)
+    for match in matches:
+        one_by_one.duplicate(match)
     for tag in tagged:
         one_by_one.tagged(tag)
     for version, route in served:
