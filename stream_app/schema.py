@@ -36,6 +36,8 @@ SCHEMA_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 256 * 1024
 MAX_TITLE_CHARS: Final = 1_000
 MAX_DESCRIPTION_CHARS: Final = 20_000
+MAX_ID_CHARS: Final = 200
+"""Longest string id: an id is a key, carried by every output record and by the title index's entries."""
 MAX_NESTING: Final = 64
 """Deepest nesting of objects and arrays an event may have; the event object itself is level 1."""
 MIN_INTEGER_ID: Final = -(2**63)
@@ -173,6 +175,8 @@ def _validate(value: dict[str, Any]) -> ContentEvent:
         raise InvalidEvent("wrong_type", f"'id' must be a string or an integer, not {_json_type(event_id)}")
     if isinstance(event_id, str) and not event_id.strip():
         raise InvalidEvent("invalid_value", "'id' is a blank string")
+    if isinstance(event_id, str) and len(event_id) > MAX_ID_CHARS:
+        raise InvalidEvent("too_large", f"'id' has {len(event_id)} characters, more than {MAX_ID_CHARS}")
     if isinstance(event_id, int) and not MIN_INTEGER_ID <= event_id <= MAX_INTEGER_ID:
         raise InvalidEvent("invalid_value", "'id' is an integer outside the signed 64-bit range")
     title = value["title"]

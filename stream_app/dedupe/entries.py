@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple
 
 from stream_app.dedupe.normalize import REF_BYTES, ref_of_digest, unb64
 from stream_app.dedupe.signatures import BANDS, DESCRIPTION_HASHES, WORD_HASH_BYTES
+from stream_app.schema import MAX_ID_CHARS
 
 _BUCKET_HASH_BYTES: Final = 3
 _TIME_BYTES: Final = 4
@@ -33,6 +34,8 @@ _DESCRIBED: Final = 0x40
 WORDS: Final = 0x3F
 """Head-byte bits of a title entry (``WORDS``: its number of words, and the most whose hashes it keeps)."""
 _COPY_MARK: Final = 0x01
+_WHOLE: Final = 10_000
+"""A similarity of 1, as stored (in 1/10,000)."""
 
 
 class TitleEntry(NamedTuple):
@@ -100,7 +103,7 @@ def title_bytes(event_id: str, event_time: float, hashes: bytes, signature: byte
 
 def copy_value(entry: CopyEntry) -> bytes:
     """A near copy's entry value."""
-    similarity = round(entry.similarity * 10_000).to_bytes(2, "big")
+    similarity = round(entry.similarity * _WHOLE).to_bytes(2, "big")
     return b"".join(
         [
             bytes([_COPY_MARK]),
@@ -114,25 +117,36 @@ def copy_value(entry: CopyEntry) -> bytes:
 
 def entry_fields(value: Any) -> Entry | None:
     """A stored value read: a :class:`TitleEntry`, a :class:`CopyEntry`, or None for anything else (never
-    raises: values may come from a topic anyone can write to)."""
+    raises: values may come from a topic anyone can write to).
+
+    What no worker writes reads as nothing too: an event id longer than an event's may be (it would make the
+    duplicate record of every later copy too large to publish) and a similarity above 1."""
     if not isinstance(value, bytes) or not value:
         return None
     try:
+        entry: Entry
         if value[0] & TITLE_MARK:
-            return _read_title(value)
-        if value[0] == _COPY_MARK:
+            entry = _read_title(value)
+            named_id = entry.event_id
+        elif value[0] == _COPY_MARK:
             time_end = 1 + _TIME_BYTES
             if len(value) <= time_end + 2 + REF_BYTES:
                 return None
-            return CopyEntry(
+            similarity = int.from_bytes(value[time_end : time_end + 2], "big")
+            if similarity > _WHOLE:
+                return None
+            entry = CopyEntry(
                 value[time_end + 2 + REF_BYTES :].decode(),
                 float(int.from_bytes(value[1:time_end], "big")),
                 ref_of_digest(value[time_end + 2 : time_end + 2 + REF_BYTES]),
-                int.from_bytes(value[time_end : time_end + 2], "big") / 10_000,
+                similarity / _WHOLE,
             )
+            named_id = entry.original_id
+        else:
+            return None
     except ValueError:  # an event id that is not UTF-8
         return None
-    return None
+    return entry if len(named_id) <= MAX_ID_CHARS else None
 
 
 def _read_title(value: bytes) -> TitleEntry:

@@ -19,6 +19,7 @@ from stream_app.errors import DEADLETTER_REASONS, InvalidEvent
 from stream_app.pipeline import utc_iso
 from stream_app.schema import (
     MAX_DESCRIPTION_CHARS,
+    MAX_ID_CHARS,
     MAX_INTEGER_ID,
     MAX_TITLE_CHARS,
     MIN_INTEGER_ID,
@@ -88,6 +89,8 @@ def test_enums_and_limits_are_the_codes_own() -> None:
     assert fields["title"]["maxLength"] == MAX_TITLE_CHARS
     assert fields["description"]["maxLength"] == MAX_DESCRIPTION_CHARS
     integer_id = next(branch for branch in fields["id"]["oneOf"] if branch["type"] == "integer")
+    string_id = next(branch for branch in fields["id"]["oneOf"] if branch["type"] == "string")
+    assert string_id["maxLength"] == MAX_ID_CHARS
     assert (integer_id["minimum"], integer_id["maximum"]) == (MIN_INTEGER_ID, MAX_INTEGER_ID)
     for output in (tagged, review):  # records that carry the event promise what the input schema does
         assert {name: output["properties"][name] for name in fields} == fields
@@ -171,6 +174,7 @@ EDGE_VALUES: list[Any] = [
     *(MIN_INTEGER_ID - 1, MIN_INTEGER_ID, MAX_INTEGER_ID, MAX_INTEGER_ID + 1, 2**70, 0, -1),
     *(1.5, -0.25, 1e300, True, False, None, [], [1], {}, {"a": None}, MISSING),
     *("", " ", "\t\n", "\u3000", "x", " x "),
+    *("i" * MAX_ID_CHARS, "i" * (MAX_ID_CHARS + 1)),
     *("t" * (MAX_TITLE_CHARS - 1), "t" * MAX_TITLE_CHARS, "t" * (MAX_TITLE_CHARS + 1)),
     *("d" * MAX_DESCRIPTION_CHARS, "d" * (MAX_DESCRIPTION_CHARS + 1)),
 ]

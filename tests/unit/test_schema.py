@@ -17,6 +17,7 @@ from stream_app.errors import DEADLETTER_REASONS, InvalidEvent
 from stream_app.schema import (
     MAX_DEAD_LETTER_VALUE_BYTES,
     MAX_DESCRIPTION_CHARS,
+    MAX_ID_CHARS,
     MAX_INTEGER_ID,
     MAX_MESSAGE_BYTES,
     MAX_NESTING,
@@ -97,6 +98,7 @@ MALFORMED: list[tuple[bytes | None, str, str]] = [
     (nested(MAX_NESTING + 1), "invalid_value", "nested"),
     (b"[" * 100_000 + b"]" * 100_000, "invalid_value", "nested"),
     (b'{"a": ' * 30_000 + b"1" + b"}" * 30_000, "invalid_value", "nested"),
+    (b'{"id": "' + b"i" * (MAX_ID_CHARS + 1) + b'", "title": "x"}', "too_large", "'id'"),
     (b'{"id": 1, "title": "' + b"t" * (MAX_TITLE_CHARS + 1) + b'"}', "too_large", "'title'"),
     (
         b'{"id": 1, "title": "x", "description": "' + b"d" * (MAX_DESCRIPTION_CHARS + 1) + b'"}',

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
 
-from stream_app.dedupe import entry_fields
+from stream_app.dedupe import dedupe_key, entry_fields
+from stream_app.dedupe.entries import title_bytes
+from stream_app.dedupe.normalize import REF_BYTES, key_digest
+from stream_app.schema import MAX_ID_CHARS
+from stream_app.title_index.index import TitleIndex
 from tests.unit.dedupe.helpers import DAY, ORIGINAL, RecordingStore, index, stored_id
 
 
@@ -57,3 +62,26 @@ def test_any_event_time_is_clamped_into_what_an_entry_stores(time: float) -> Non
     assert dedupe.expire(time) == replica.expire(time) == 0
     dedupe.expire(time + 2 * DAY)  # past the TTL, or clamped to the last second an entry stores
     assert dedupe.entries == len(store)
+
+
+def test_values_no_worker_writes_read_as_nothing() -> None:
+    now = 1_700_000_000
+    original = title_bytes("1", now, b"", b"", [0, 1 << 24, 2 << 24, 3 << 24])
+    original_ref = b"\x07" * REF_BYTES
+    copy = bytes([0x01]) + now.to_bytes(4, "big") + (10_000).to_bytes(2, "big") + original_ref + b"1"
+    assert entry_fields(original) is not None and entry_fields(copy) is not None
+    # An id longer than an event's may be: the duplicate record of every later copy would carry it.
+    assert entry_fields(title_bytes("i" * (MAX_ID_CHARS + 1), now, b"", b"", [0, 0, 0, 0])) is None
+    assert entry_fields(copy[:-1] + b"\x00" * (MAX_ID_CHARS + 1)) is None
+    assert entry_fields(copy[:5] + (10_001).to_bytes(2, "big") + copy[7:]) is None  # a similarity above 1
+
+
+def test_a_hostile_index_record_never_reaches_a_duplicate_record() -> None:
+    index = TitleIndex(ttl_seconds=DAY, max_skew_seconds=300)
+    title = "Self-supervised learning for molecular graphs"
+    digest = key_digest(dedupe_key(title))
+    hostile = title_bytes("\x00" * 200_000, time.time(), b"", b"", [0, 0, 0, 0])
+    assert index.load(digest, hostile) == "invalid_value"
+    index.finish_loading()
+    ((verdict, _),) = index.check_many([("e2", title, None, time.time())])
+    assert verdict.match is None  # shown, and its own entry replaces the refused one
