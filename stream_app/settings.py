@@ -7,6 +7,8 @@ import hmac
 import ipaddress
 import math
 import os
+import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,13 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
 }
 """The allowed values of each enumerated setting."""
 MIN_SECRET_CHARS: Final = 32
+TOPIC_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""What Kafka accepts as a topic name (besides "." and "..")."""
+MAX_APP_ID_CHARS: Final = 200
+"""Longest app id: it prefixes the names of the internal topics, which Kafka limits to 249 characters."""
+TOPIC_SETTINGS: Final = (
+    "input_topic", "tagged_topic", "review_topic", "duplicates_topic", "deadletter_topic", "feedback_topic"
+)  # fmt: skip
 LINGER_BY_GUARANTEE: Final = {"at_least_once": 0.0, "exactly_once": 0.005}
 """The batch linger when ``TAGGER_BATCH_TIMEOUT_SECONDS`` is empty. At least once, a batch costs one delivery, and
 an event waiting for company only waits; exactly once, a batch costs a transaction, and fewer, fuller batches
@@ -275,6 +284,31 @@ class Settings:
             raise ConfigError(
                 "TAGGER_REVIEW_AUTH='proxy' needs TAGGER_REVIEW_PROXY_ADDRESSES and TAGGER_REVIEW_PROXY_HEADER"
             )
+        self._validate_topics()
+        if self.ssl_cafile and self.security_protocol in ("SSL", "SASL_SSL"):
+            try:  # read here, at start-up, so that a bad file is one line naming it rather than a traceback later
+                ssl.create_default_context(cafile=self.ssl_cafile)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(
+                    f"TAGGER_SSL_CAFILE={self.ssl_cafile!r} cannot be read as CA certificates: {exc}"
+                ) from None
+
+    def _validate_topics(self) -> None:
+        """Raise :class:`ConfigError` unless every topic name is one Kafka accepts and no two topics are one."""
+        if not (TOPIC_NAME.fullmatch(self.app_id) and len(self.app_id) <= MAX_APP_ID_CHARS):
+            raise ConfigError(
+                f"TAGGER_APP_ID={self.app_id!r} must be 1 to {MAX_APP_ID_CHARS} of the letters, digits, '.', '_' "
+                "and '-' a Kafka topic name may hold"
+            )
+        seen: dict[str, str] = {self.index_topic: "the title index's topic"}
+        for name in TOPIC_SETTINGS:
+            topic = getattr(self, name)
+            if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+                raise ConfigError(f"{_var(name)}={topic!r} is not a valid Kafka topic name")
+            if topic in seen:
+                # One topic in two roles loops or mixes records: dead letters read back as input, say.
+                raise ConfigError(f"{_var(name)}={topic!r} is already {seen[topic]}")
+            seen[topic] = _var(name)
 
     @property
     def review_hosts(self) -> frozenset[str]:
@@ -286,6 +320,11 @@ class Settings:
         """The networks of ``TAGGER_REVIEW_PROXY_ADDRESSES``; raises ValueError for a malformed one."""
         parts = (a.strip() for a in self.review_proxy_addresses.split(","))
         return tuple(ipaddress.ip_network(part, strict=False) for part in parts if part)
+
+    @property
+    def index_topic(self) -> str:
+        """The title index's compacted topic: one per worker group."""
+        return f"{self.app_id}-title-index"
 
     @property
     def broker_url(self) -> str:

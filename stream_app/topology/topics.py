@@ -11,11 +11,6 @@ from stream_app.pipeline import OUTCOMES
 from stream_app.settings import Settings
 
 
-def index_topic_name(app_id: str) -> str:
-    """The title index's compacted topic of the worker group ``app_id``."""
-    return f"{app_id}-title-index"
-
-
 @dataclass(frozen=True)
 class WorkerTopics:
     """The input topic, the four output topics by outcome, the feedback topic and the title index's topic."""
@@ -46,7 +41,7 @@ class WorkerTopics:
             outputs={kind: topic(name) for kind, name in names.items()},
             feedback=topic(settings.feedback_topic),
             # Read whole by every worker: one partition keeps every title's changes in one order.
-            index=topic(index_topic_name(settings.app_id), partitions=1, compacting=True, internal=True),
+            index=topic(settings.index_topic, partitions=1, compacting=True, internal=True),
         )
 
     def name(self, kind: str) -> str:

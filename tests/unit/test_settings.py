@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,12 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_CANDIDATE_POLL_SECONDS", "0"),
         ("TAGGER_LOG_REPEAT_SECONDS", "-1"),
         ("TAGGER_LOG_REPEAT_SECONDS", "nan"),
+        ("TAGGER_APP_ID", "bad id/with spaces"),
+        ("TAGGER_APP_ID", "a" * 201),
+        ("TAGGER_INPUT_TOPIC", ""),
+        ("TAGGER_TAGGED_TOPIC", "tagged topic"),
+        ("TAGGER_REVIEW_TOPIC", ".."),
+        ("TAGGER_FEEDBACK_TOPIC", "t" * 250),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
@@ -134,3 +141,27 @@ def test_the_clock_skew_defaults_to_five_minutes_and_may_be_zero() -> None:
 @pytest.mark.parametrize(("value", "transacted"), [("at_least_once", False), ("exactly_once", True)])
 def test_both_delivery_guarantees_are_served(value: str, transacted: bool) -> None:
     assert Settings.from_env({"TAGGER_PROCESSING_GUARANTEE": value}).exactly_once is transacted
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"TAGGER_DEADLETTER_TOPIC": "content"}, "TAGGER_DEADLETTER_TOPIC='content' is already TAGGER_INPUT_TOPIC"),
+        ({"TAGGER_REVIEW_TOPIC": "content-tagged"}, "TAGGER_REVIEW_TOPIC='content-tagged' is already TAGGER_TAGGED"),
+        ({"TAGGER_APP_ID": "x", "TAGGER_FEEDBACK_TOPIC": "x-title-index"}, "is already the title index's topic"),
+    ],
+)
+def test_one_topic_in_two_roles_is_refused(env: dict[str, str], named: str) -> None:
+    # Dead letters read back as input would be dead-lettered again, for ever.
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        Settings.from_env(env)
+
+
+def test_a_ca_file_that_cannot_be_read_is_refused_at_start_up(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    for cafile in (tmp_path / "missing.pem", not_pem):
+        with pytest.raises(ConfigError, match="TAGGER_SSL_CAFILE="):
+            Settings.from_env({"TAGGER_SECURITY_PROTOCOL": "SSL", "TAGGER_SSL_CAFILE": str(cafile)})
+    # Unused without TLS: the setting may be left in an environment that has turned TLS off.
+    assert Settings.from_env({"TAGGER_SSL_CAFILE": str(tmp_path / "missing.pem")}).ssl_cafile
