@@ -242,12 +242,14 @@ class Settings:
         _check_range(self, "web_port", 1, 65_535)
         for name in ("partitions", "batch_size", "drift_window", "review_recent_limit"):
             _check_range(self, name, 1, None)
-        # Two heartbeats of 3 s must fit in a session.
-        _check_range(self, "session_timeout_seconds", 6.0, None)
+        # Two heartbeats of 3 s must fit in a session; a broker refuses sessions over its
+        # group.max.session.timeout.ms (30 minutes by default), and the worker could never join.
+        _check_range(self, "session_timeout_seconds", 6.0, 1800.0)
+        # A reviewer's decision waits in the producer this long: a second is far past any use of it.
+        _check_range(self, "producer_linger_seconds", 0, 1.0)
         for name in (
             "shadow_events",
             "retrain_after_labels",
-            "producer_linger_seconds",
             "max_clock_skew_seconds",
             "log_repeat_seconds",
         ):

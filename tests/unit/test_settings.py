@@ -72,6 +72,8 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_CANDIDATE_POLL_SECONDS", "0"),
         ("TAGGER_LOG_REPEAT_SECONDS", "-1"),
         ("TAGGER_LOG_REPEAT_SECONDS", "nan"),
+        ("TAGGER_SESSION_TIMEOUT_SECONDS", "1e308"),
+        ("TAGGER_PRODUCER_LINGER_SECONDS", "1e308"),
         ("TAGGER_APP_ID", "bad id/with spaces"),
         ("TAGGER_APP_ID", "a" * 201),
         ("TAGGER_INPUT_TOPIC", ""),
