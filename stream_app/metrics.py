@@ -25,6 +25,9 @@ of what the platform shows is the ``tagged`` route; the ``review`` route judges 
 VERDICTS: Final[tuple[str, ...]] = ("accepted", "corrected", "reported")
 """Every verdict a feedback record can carry: a reviewer accepted or corrected a suggestion, or a user reported
 a wrong tag on a tagged item; the bounded ``verdict`` label."""
+MAX_JUDGED_VERSIONS: Final = 64
+"""Most model versions the judged-prediction counters hold: the ``version`` label is read off records, so it is
+bounded by count; judgements of a further version count only in their verdict."""
 MATCHES: Final[tuple[str, ...]] = ("exact", "near")
 """How a dropped copy matched a title already seen; the bounded ``match`` label."""
 SKIPPED_TOPICS: Final[tuple[str, ...]] = ("input", "review", "tagged", "feedback", "title_index")
@@ -210,6 +213,7 @@ class Metrics:
             for reason in SKIP_REASONS
         }
         self._served: dict[tuple[str, str], Counter] = {}
+        self._judged_versions: set[str] = set()
 
     def consumed(self, n: int = 1) -> None:
         """Count consumed input messages."""
@@ -338,6 +342,12 @@ class Metrics:
         made it, its ``route``, tagged or review, and its tag), whether the model was right."""
         self._verdicts[verdict].inc()
         if version is not None and route is not None and predicted_tag is not None:
+            if version not in self._judged_versions:
+                # The version is read off the tagged and review topics: records that each named another would
+                # add series without end. A worker sees a handful of real versions in its life.
+                if len(self._judged_versions) >= MAX_JUDGED_VERSIONS:
+                    return
+                self._judged_versions.add(version)
             self.online_judged.labels(version, route, predicted_tag).inc()
             if correct:
                 self.online_correct.labels(version, route, predicted_tag).inc()

@@ -16,7 +16,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.batch_histogram import BatchHistogram
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
-from stream_app.metrics import MATCHES, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, Metrics
+from stream_app.metrics import MATCHES, MAX_JUDGED_VERSIONS, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition", "verdict", "route",
@@ -149,6 +149,24 @@ def test_a_judgement_counts_the_verdict_and_whether_the_model_was_right(
     judged = [value("content_tagger_online_judged_total", {"version": v, "route": r, "tag": t}) or 0
               for v, r, t in itertools.product(("v1", "v2"), ROUTES, APPROVED_TAGS)]  # fmt: skip
     assert sum(judged) == 3
+
+
+def test_model_versions_read_off_records_are_bounded_in_the_judged_counters(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    value = registry.get_sample_value
+    for n in range(MAX_JUDGED_VERSIONS + 10):  # hostile tagged records, each naming another model version
+        metrics.judged("accepted", f"v{n}", "tagged", "mlops", correct=True)
+    metrics.judged("accepted", "v0", "tagged", "mlops", correct=True)  # a version already counted goes on
+    versions = {
+        sample.labels["version"]
+        for metric in registry.collect()
+        if metric.name == "content_tagger_online_judged"
+        for sample in metric.samples
+    }
+    assert versions == {f"v{n}" for n in range(MAX_JUDGED_VERSIONS)}
+    assert value("content_tagger_online_judged_total", {"version": "v0", "route": "tagged", "tag": "mlops"}) == 2
+    assert value("content_tagger_feedback_decisions_total", {"verdict": "accepted"}) == MAX_JUDGED_VERSIONS + 11
 
 
 @pytest.mark.parametrize(
