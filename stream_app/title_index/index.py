@@ -103,7 +103,9 @@ class TitleIndex:
 
     Event times are not trusted further than the worker's clock: one later than ``clock() + max_skew_seconds`` is
     taken as that, so an event dated years ahead can neither expire the index (expiry follows the newest event
-    time seen) nor outlive its TTL.
+    time seen) nor outlive its TTL. A title checked here is dated no earlier than ``clock() - max_skew_seconds``
+    either: one whose event time is older (a backfill, a producer that sets no timestamp, one that sets an
+    article's publication date) keeps copies out for the TTL from when it was seen, not for none of it.
     """
 
     def __init__(self, ttl_seconds: float, max_skew_seconds: float, clock: Callable[[], float] = time.time) -> None:
@@ -161,8 +163,9 @@ class TitleIndex:
         dedupe = self._ready()
         prepared = dedupe.prepare([(title, description) for _, title, description, _ in titles])
         judged = []
+        floor = self.clock() - self.max_skew_seconds
         for (event_id, title, description, event_time), ready in zip(titles, prepared, strict=True):
-            trusted = self.trusted_time(event_time)
+            trusted = self.trusted_time(max(event_time, floor))  # a NaN stays one, and is taken as the clock
             self.stream_time = max(self.stream_time, trusted)
             verdict = dedupe.check_and_add(event_id, title, description, trusted, ready)
             judged.append((verdict, self.store.take_changes()))
@@ -211,9 +214,9 @@ class TitleIndex:
             return "invalid_value"
         if value is not None:
             entry = entry_fields(value)
-            # An entry dated past the clock and skew (and the second entries round their times up to): no worker
-            # writes one, and it would never expire.
-            if entry is None or entry.event_time > self.clock() + self.max_skew_seconds + 1.0:
+            # An entry dated past the clock and twice the skew (one for the writer's clock, one for ours) and the
+            # second entries round their times up to: no worker writes one, and it would never expire.
+            if entry is None or entry.event_time > self.clock() + 2 * self.max_skew_seconds + 1.0:
                 return "invalid_value"
             self.stream_time = max(self.stream_time, self.trusted_time(entry.event_time))
         return None

@@ -77,25 +77,44 @@ def test_a_starting_worker_loads_the_topic_and_catches_copies_of_every_title_in_
 
 def test_expiry_deletes_expired_titles_and_returns_the_deletions() -> None:
     worker = index()
-    _, old = worker.check("1", TITLE, None, NOW - TTL - 10)
-    worker.check("2", "A title seen just now", None, NOW)
+    _, old = worker.check("1", TITLE, None, NOW)
+    later = NOW + TTL + 10
+    worker.clock = lambda: later
+    worker.check("2", "A title seen just now", None, later)
     deleted = worker.expire()
     assert deleted == [IndexChange(old[0].key, None)]
     assert worker.entries == 1
-    assert worker.check("3", TITLE, None, NOW)[0].duplicate_of is None
+    assert worker.check("3", TITLE, None, later)[0].duplicate_of is None
 
 
 def test_another_worker_s_deletion_removes_only_what_this_worker_holds_as_expired() -> None:
     first, second = index(), index()
-    _, changes = first.check("1", TITLE, None, NOW - TTL - 10)
+    _, changes = first.check("1", TITLE, None, NOW)
     replicate(changes, second)
-    second.check("2", "Anything at all to move time", None, NOW)
+    later = NOW + TTL + 10
+    second.clock = lambda: later
+    second.check("2", "Anything at all to move time", None, later)
     second.apply(changes[0].key, None)
     assert second.entries == 1  # expired here too: deleted
     # A title seen again here since the other worker expired it stays.
-    _, again = second.check("3", TITLE, None, NOW)
+    _, again = second.check("3", TITLE, None, later)
     assert second.apply(again[0].key, None) == UNCHANGED
-    assert second.check("4", TITLE, None, NOW + 1)[0].duplicate_of == "3"
+    assert second.check("4", TITLE, None, later + 1)[0].duplicate_of == "3"
+
+
+@pytest.mark.parametrize("event_time", [-0.001, 0.0, NOW - TTL - 10, NOW - 2 * SKEW])
+def test_a_title_dated_long_ago_keeps_copies_out_from_when_it_was_seen(event_time: float) -> None:
+    # A backfill, a producer that sets no timestamp (-1 ms), or one that sets an article's publication date.
+    worker = index()
+    worker.check("0", "A title that moves the stream time to now", None, NOW)
+    _, changes = worker.check("1", TITLE, None, event_time)
+    worker.expire()
+    assert worker.check("2", TYPO, None, NOW + 1)[0].duplicate_of == "1"
+    # For the TTL from then, less the skew the clock is allowed, like any title.
+    later = NOW + TTL - SKEW + 10
+    worker.clock = lambda: later
+    worker.check("3", "Another title that moves the stream time on", None, later)
+    assert changes[0].key in [change.key for change in worker.expire()]
 
 
 def test_a_worker_s_own_changes_come_back_unchanged_and_two_writers_of_one_title_converge() -> None:
@@ -162,6 +181,15 @@ def test_an_entry_dated_past_the_clock_and_skew_is_skipped() -> None:
     writer = index(clock=NOW + 10 * SKEW)  # a worker whose clock is far ahead
     _, changes = writer.check("1", TITLE, None, NOW + 10 * SKEW)
     assert index().apply(changes[0].key, changes[0].value) == "invalid_value"
+
+
+def test_workers_whose_clocks_differ_by_less_than_the_skew_take_each_other_s_entries() -> None:
+    writer = index(clock=NOW + 2.0)  # two seconds ahead of the reader's
+    _, changes = writer.check("1", TITLE, None, NOW + 10 * SKEW)  # dated ahead: stored at its clock and skew
+    reader = index()
+    assert reader.apply(changes[0].key, changes[0].value) == APPLIED
+    assert reader.check("2", TYPO, None, NOW)[0].duplicate_of == "1"
+    assert reader.stream_time <= NOW + SKEW  # trusted no further than the reader's own clock
 
 
 def test_random_bytes_never_raise() -> None:
