@@ -3,6 +3,7 @@ input offsets it consumed in one transaction per source partition."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +46,18 @@ class Publisher:
         owner = self.transactions
         return [event for event in events if event.message.offset >= owner.committed(event.message.tp)]
 
+    async def send_ahead(self, records: Sequence[Record]) -> list[asyncio.Future[Any]] | None:
+        """At-least-once: send ``records`` now, and return their deliveries, which :meth:`publish` waits for
+        before it sends anything else. Exactly-once: None, and nothing is sent (they belong in the batch's
+        transactions).
+
+        The title index's changes go ahead so that an output is never stored without the index change its event
+        made: after a failure between the two, a replay would judge the event's copies as if it had never been
+        seen, and show the same title twice."""
+        if self.transactions is not None:
+            return None
+        return await send_batched(aiokafka_producer(self.producer), records)
+
     async def deliver(self, records: Sequence[Record]) -> None:
         """Send ``records`` and wait until the broker has them all: the batch they came from is acked after
         this, so its offsets are committed only once its records are stored."""
@@ -54,12 +67,19 @@ class Publisher:
             await delivery
 
     async def publish(
-        self, events: Sequence[EventT[Any]], made: Sequence[list[Record]], extra: Sequence[Record] = ()
+        self,
+        events: Sequence[EventT[Any]],
+        made: Sequence[list[Record]],
+        extra: Sequence[Record] = (),
+        ahead: Sequence[asyncio.Future[Any]] = (),
     ) -> None:
         """Send the records ``made`` from ``events`` (a list each, in order) and ``extra`` records of no event:
-        delivered before the batch is acked, or committed in one transaction per source partition with that
-        partition's next offset (``extra`` in the first)."""
+        delivered before the batch is acked, once the deliveries ``ahead`` (:meth:`send_ahead`) are done, or
+        committed in one transaction per source partition with that partition's next offset (``extra`` in the
+        first)."""
         if self.transactions is None:
+            for delivery in ahead:
+                await delivery
             await self.deliver([*extra, *(record for records in made for record in records)])
             return
         made_by = {id(event): records for event, records in zip(events, made, strict=True)}

@@ -1,13 +1,15 @@
 """The one agent: each batch of input messages through every stage, and what it made published in one go.
 
 A batch is validated, checked against the title index, classified on the model's own thread, routed, and its
-outputs and index changes published together (:class:`BatchTagger`). An error or a cancellation stops the worker
+outputs and index changes published (:class:`BatchTagger`): exactly-once in the same transactions, at-least-once
+the index changes first, so that no output is ever stored without the index change its event made. An error or a cancellation stops the worker
 without acking the batch (:func:`register_agent`), so a restart reads it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterable, Sequence
 from concurrent.futures import Executor
@@ -104,6 +106,13 @@ class BatchTagger:
         # The whole batch checked at once (its signatures are cheaper so), handed to the pipeline item by item.
         titles = [(str(item.event.id), item.event.title, item.event.description, item.event_time) for item in fresh]
         judged = dict(zip(map(id, fresh), self.index.check_many(titles), strict=True))
+        changes = {key: [*map(self.index_record, made)] for key, (_, made) in judged.items()}
+        swept = self.sweep()
+        # At-least-once, the index changes leave now, and are stored before any output (Publisher.send_ahead),
+        # while the batch is classified; exactly-once, they commit in the batch's transactions.
+        ahead = await self.publisher.send_ahead([*swept, *itertools.chain.from_iterable(changes.values())])
+        if ahead is not None:
+            changes, swept = {}, []
         checked = self.pipeline.dedupe(fresh, lambda item: judged[id(item)][0])
         predictions = []
         if 0 < len(checked.texts) <= INLINE_MODEL_TEXTS:
@@ -114,10 +123,10 @@ class BatchTagger:
         made = [
             [self.output_record(item)]
             if isinstance(item, Output)
-            else [*map(self.index_record, judged[id(item)][1]), self.output_record(next(routed))]
+            else [*changes.get(id(item), ()), self.output_record(next(routed))]
             for item in admitted
         ]
-        await self.publisher.publish(events, made, self.sweep())
+        await self.publisher.publish(events, made, swept, ahead or ())
         done = time.time()
         self.metrics.latencies([done - item.consumed_at for item in fresh])
         if fresh:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.integration.harness import ids_in, produce, read_outputs, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
@@ -65,3 +67,42 @@ def test_a_failed_batch_is_never_committed_and_is_delivered_after_a_restart(
     landed = set(ids_in(outputs["tagged"]) + ids_in(outputs["review"]) + ids_in(outputs["duplicate"]))
     assert {str(r["id"]) for r in rows} <= landed
     print(f"failure in {where} ({how}): stopped with {committed} of {EVENTS} committed, all delivered after")
+
+
+async def set_topic_config(bootstrap: str, topic: str, name: str, value: str | None) -> None:
+    """Set (or, with None, reset to the broker's default) one config of ``topic``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        # AlterConfigs replaces the topic's whole set of overrides: {} drops them all.
+        configs = {} if value is None else {name: value}
+        (response,) = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+        assert all(error_code == 0 for error_code, *_ in response.resources), response
+    finally:
+        await admin.close()
+
+
+def test_an_output_is_never_stored_without_its_title_index_change(start_worker: Any) -> None:
+    # The broker refuses the index's records (too large for the topic) and takes the outputs of the same batch:
+    # the worker must stop without storing those outputs, or a replay would show the titles' copies as new.
+    rows = distinct_rows(dataset_rows())[:60]
+    copies = [{**row, "id": f"copy-{row['id']}"} for row in rows[:20]]
+    worker, topics = start_worker(TAGGER_BATCH_SIZE="8", TAGGER_DEDUPE_TTL_DAYS="30")
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    index_topic = f"{worker.app_id}-title-index"
+    run(set_topic_config(bootstrap, index_topic, "max.message.bytes", "16"))
+    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), 0) for r in rows]))
+    deadline = time.monotonic() + 60
+    while worker.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker.process.poll() is not None, f"the worker went on without its index:\n{worker.log_tail()}"
+    stored = run(read_outputs(bootstrap, topics, len(rows), timeout=5, settle=0.0))
+    assert stored["tagged"] == [] and stored["review"] == [], "outputs stored without their index changes"
+
+    run(set_topic_config(bootstrap, index_topic, "max.message.bytes", None))
+    start_worker(topics=topics, app_id=worker.app_id)
+    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), 0) for r in copies]))
+    outputs = run(read_outputs(bootstrap, topics, len(rows) + len(copies), timeout=120))
+    landed = ids_in(outputs["tagged"]) + ids_in(outputs["review"]) + ids_in(outputs["duplicate"])
+    assert sorted(landed) == sorted(str(r["id"]) for r in rows + copies)  # each in one output, once
+    assert {str(r["id"]) for r in copies} <= set(ids_in(outputs["duplicate"]))  # no copy shown
