@@ -84,7 +84,12 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     client = {"bootstrap_servers": settings.kafka_bootstrap_servers, **aiokafka_security(settings)}
     transactions = PartitionTransactions("tag", settings.app_id, client) if settings.exactly_once else None
     if transactions is not None:
-        cast(TransactedApp, app).owners = {settings.input_topic: transactions}
+        transacted = cast(TransactedApp, app)
+        transacted.owners = {settings.input_topic: transactions}
+
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
+        async def release_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            await transacted.release(revoked)
 
     index = TitleIndex(settings.dedupe_ttl_seconds, settings.max_clock_skew_seconds)
     metrics.track_dedupe_entries(lambda: index.entries)

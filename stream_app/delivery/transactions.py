@@ -72,6 +72,17 @@ class PartitionTransactions:
             for source in wanted:
                 await self._producer(source)
 
+    async def release(self, sources: Iterable[TopicPartition]) -> None:
+        """Forget the producers of ``sources``, revoked in a rebalance. Whoever owns one next starts a new
+        producer, which fences the last one and completes its transaction before the committed offsets are read;
+        this worker too, if it gets a partition back after it was expelled from the group unawares (a producer
+        kept since would have been fenced by the owner in between)."""
+        async with self._claiming:
+            for tp in sources:
+                source = TopicPartition(tp.topic, tp.partition)
+                self._committed.pop(source, None)
+                self._drop(source)
+
     def committed(self, source: TP) -> int:
         """The next offset of ``source`` after this process's last commit (-1 if none since it was claimed): a
         record below it was committed already, so a consumer handing it out again must not process it twice.

@@ -81,6 +81,12 @@ class TransactedApp(TaggerApp):
         for topic, owner in self.owners.items():
             await owner.claim(tp for tp in assigned if tp.topic == topic)
 
+    async def release(self, revoked: Iterable[TP]) -> None:
+        """Let go of the revoked transacted partitions' producers (connected to ``on_partitions_revoked``)."""
+        revoked = list(revoked)
+        for topic, owner in self.owners.items():
+            await owner.release(tp for tp in revoked if tp.topic == topic)
+
     async def on_shutdown(self) -> None:
         """Stop the stages' producers once the agents have stopped (Faust's ``on_before_shutdown`` comes before
         that), so that no agent commits through a producer being stopped, or starts another while the worker stops."""

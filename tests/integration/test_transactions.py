@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import Callable
+from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.delivery.batched import Record
 from stream_app.delivery.transactions import PRODUCER_STOP_SECONDS, PartitionTransactions
-from tests.integration.harness import OwnBroker, create_topic, run
+from tests.integration.harness import OwnBroker, create_topic, ids_in, produce, read_outputs, run
+from tests.integration.test_worker import dataset_rows, distinct_rows
+from tools.replay import event_value
 
 
 def test_claims_made_at_once_leave_one_producer_per_claimed_partition(
@@ -95,3 +100,38 @@ def test_a_commit_cancelled_while_the_broker_is_away_ends_at_once_and_commits_no
     offset, values = run(scenario())
     assert offset == 1
     assert values == [b"first", b"second"]
+
+
+@pytest.mark.slow
+def test_a_worker_expelled_unawares_and_given_its_partitions_back_goes_on(start_worker: Any) -> None:
+    """A worker paused past its session (a long GC pause, a frozen VM) is expelled; another takes its partitions,
+    and its producers fence the paused worker's. When the paused worker resumes and gets the partitions back, it
+    must start new producers: the old ones are fenced, and a commit through them stopped the worker."""
+    rows = distinct_rows(dataset_rows())[:240]
+    first_part, second_part, third_part = rows[:80], rows[80:160], rows[160:]
+    env = {"TAGGER_PROCESSING_GUARANTEE": "exactly_once", "TAGGER_SESSION_TIMEOUT_SECONDS": "6"}
+    first, topics = start_worker(partitions=2, **env)
+    bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+
+    def send(part: list[dict[str, Any]]) -> None:
+        run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), None) for r in part]))
+
+    def landed(expected: int) -> list[str]:
+        outputs = run(read_outputs(bootstrap, topics, expected, timeout=90, settle=0.5))
+        return ids_in(outputs["tagged"]) + ids_in(outputs["review"]) + ids_in(outputs["duplicate"])
+
+    send(first_part)
+    assert len(landed(80)) == 80, first.log_tail()
+    assert first.process is not None
+    first.process.send_signal(signal.SIGSTOP)
+    try:
+        second, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **env)  # after first's expulsion
+        send(second_part)
+        assert len(landed(160)) == 160, second.log_tail()
+        assert second.stop() == 0
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+    send(third_part)
+    ids = landed(240)
+    assert first.process.poll() is None, f"the resumed worker stopped:\n{first.log_tail()}"
+    assert sorted(ids) == sorted(str(r["id"]) for r in rows)
