@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import faust.web
 
+from stream_app.delivery.publish import encode
 from stream_app.errors import InvalidDecision
 from stream_app.review.accounts import ReviewerAccounts
 from stream_app.review.board import MAX_REVIEWER_CHARS, ReviewBoard, decide, render_page
@@ -76,13 +77,14 @@ class WebResponse:
 
 
 class ReviewSite:
-    """The review pages of one worker: ``publish(feedback, tagged)`` sends a decision's two records."""
+    """The review pages of one worker: ``publish(key, feedback, tagged)`` sends a decision's two records, as JSON,
+    under the item's id."""
 
     def __init__(
         self,
         settings: Settings,
         board: ReviewBoard,
-        publish: Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]],
+        publish: Callable[[bytes, bytes, bytes], Awaitable[None]],
         decided_at: Callable[[], str],
     ) -> None:
         self.settings = settings
@@ -146,9 +148,10 @@ class ReviewSite:
             return self._review_page(session, None, "Refused: sign in first.", status=403)
         try:
             feedback, tagged = decide(self.board, request.form, self.decided_at(), reviewer)
+            key, values = _encoded(feedback, tagged)
         except InvalidDecision as error:
             return self._review_page(session, reviewer, f"Not saved: {error}", status=400)
-        await self.publish(feedback, tagged)
+        await self.publish(key, *values)
         self.board.waiting.pop(feedback["id"], None)  # gone at once; the feedback record confirms it soon
         notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
         return self._review_page(session, reviewer, notice)
@@ -157,14 +160,13 @@ class ReviewSite:
         if self.accounts is None:
             return self._sign_in_page(session, "This worker takes reviewers from its proxy.", status=403)
         address = request.peer or "unknown"
-        if self.limiter.blocked(address):
+        if not self.limiter.attempt(address):
             return self._sign_in_page(session, "Too many failed sign-ins: try again later.", status=429)
         name, password = request.form.get("name", "").strip(), request.form.get("password", "")
         verified = await asyncio.get_running_loop().run_in_executor(
             self._auth_thread, self.accounts.verify, name, password
         )
         if not verified:
-            self.limiter.failed(address)
             log.warning("review sign-in refused for %r from %s", name[:MAX_REVIEWER_CHARS], address)
             return self._sign_in_page(session, "Wrong name or password.", status=401)
         self.limiter.succeeded(address)
@@ -208,6 +210,15 @@ class ReviewSite:
         response.headers["Location"] = location
         response.headers["Set-Cookie"] = self.sessions.cookie_header(session)
         return response
+
+
+def _encoded(feedback: dict[str, Any], tagged: dict[str, Any]) -> tuple[bytes, tuple[bytes, bytes]]:
+    """A decision's Kafka key and its two records as JSON, all made before either is sent: a feedback record
+    alone would count a decision the tagged topic never shows. Raises :class:`InvalidDecision`."""
+    try:
+        return str(feedback["id"]).encode(), (encode(feedback), encode(tagged))
+    except ValueError as error:  # UnicodeEncodeError: an unpaired surrogate in the item's text
+        raise InvalidDecision(f"the item's record cannot be sent as UTF-8 JSON ({type(error).__name__})") from None
 
 
 def _page(title: str, body: str) -> str:

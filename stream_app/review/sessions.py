@@ -55,7 +55,7 @@ class Sessions:
         if len(parts) != 4:
             return None
         name_hex, nonce, expires, mac = parts
-        if not hmac.compare_digest(mac, self._mac("session", name_hex, nonce, expires)):
+        if not _same(mac, self._mac("session", name_hex, nonce, expires)):
             return None
         try:
             reviewer, deadline = bytes.fromhex(name_hex).decode(), float(expires)
@@ -78,7 +78,7 @@ class Sessions:
         return self._mac("form", session.nonce)
 
     def token_ok(self, session: Session, token: str) -> bool:
-        return hmac.compare_digest(self.form_token(session), token)
+        return _same(token, self.form_token(session))
 
     def revoke(self, session: Session) -> None:
         """Refuse ``session`` from now on, until it would have expired anyway."""
@@ -93,8 +93,16 @@ class Sessions:
         return hmac.new(self._secret, "|".join((purpose, *parts)).encode(), hashlib.sha256).hexdigest()
 
 
+def _same(given: str, expected: str) -> bool:
+    """Whether ``given`` is ``expected``, in time that does not tell how much of it matched; any text, so a cookie
+    or a form field with non-ASCII text is refused, not an error (``compare_digest`` takes ASCII ``str`` only)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
+
+
 class SignInLimiter:
-    """Counts failed sign-ins per client address; too many within the window refuse further tries."""
+    """Counts failed sign-ins per client address; too many within the window refuse further tries. An attempt
+    counts as failed from before its password is checked (:meth:`attempt`) until it succeeds, so attempts sent
+    at once, all waiting for the check, are limited too."""
 
     def __init__(
         self,
@@ -110,13 +118,19 @@ class SignInLimiter:
     def blocked(self, address: str) -> bool:
         return len(self._recent(address)) >= self.max_failures
 
-    def failed(self, address: str) -> None:
+    def attempt(self, address: str) -> bool:
+        """Count a sign-in from ``address`` as failed, before its password is checked; False, counting nothing,
+        when the address is :meth:`blocked`."""
+        if self.blocked(address):
+            return False
         self._failures[address] = [*self._recent(address), self.clock()]
         self._failures.move_to_end(address)
         while len(self._failures) > MAX_TRACKED:
             self._failures.popitem(last=False)
+        return True
 
     def succeeded(self, address: str) -> None:
+        """Forget the failures of ``address``: its attempt, and those before it, were the reviewer's."""
         self._failures.pop(address, None)
 
     def _recent(self, address: str) -> list[float]:

@@ -9,7 +9,6 @@ from typing import Any
 from faust.types import AppT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from stream_app.delivery.publish import encode
 from stream_app.pipeline import Pipeline, utc_iso
 from stream_app.review.board import ReviewBoard
 from stream_app.review.page import REVIEW_PATHS, ReviewSite, review_view
@@ -66,10 +65,9 @@ def register_pages(
             return web.json({"status": "not ready", "reason": reason}, status=503)
         return web.json({"status": "ready", "model_version": pipeline.classifier.version})
 
-    async def publish_decision(feedback: dict[str, Any], tagged: dict[str, Any]) -> None:
-        key = feedback["id"].encode()
-        await (await topics.feedback.send(key=key, value=encode(feedback)))
-        await (await topics.outputs["tagged"].send(key=key, value=encode(tagged)))
+    async def publish_decision(key: bytes, feedback: bytes, tagged: bytes) -> None:
+        await (await topics.feedback.send(key=key, value=feedback))
+        await (await topics.outputs["tagged"].send(key=key, value=tagged))
 
     site = ReviewSite(settings, board, publish_decision, lambda: utc_iso(time.time()))
     for path in REVIEW_PATHS:

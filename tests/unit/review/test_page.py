@@ -5,6 +5,7 @@ are limited per address; a proxy's user header counts only from the proxy's addr
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from stream_app.review.board import ReviewBoard
 from stream_app.review.page import ReviewSite, WebRequest, WebResponse
 from stream_app.review.sessions import COOKIE, Sessions, SignInLimiter, host_allowed
 from stream_app.settings import Settings
-from tests.unit.review.test_board import NOW, review_record
+from tests.unit.review.test_board import NOW, review_record, tagged_record
 
 PASSWORD = "correct horse battery"
 WRONG = "wrong password!"
@@ -34,8 +35,9 @@ class Site:
         self.board.on_review(review_record("b"))
         self.published: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
-        async def publish(feedback: dict[str, Any], tagged: dict[str, Any]) -> None:
-            self.published.append((feedback, tagged))
+        async def publish(key: bytes, feedback: bytes, tagged: bytes) -> None:
+            self.published.append((json.loads(feedback), json.loads(tagged)))
+            assert key == str(self.published[-1][0]["id"]).encode()
 
         self.site = ReviewSite(settings, self.board, publish, lambda: NOW)
         self.cookie: str | None = None
@@ -118,6 +120,45 @@ def test_repeated_failures_from_one_address_are_refused_for_a_while(tmp_path: Pa
     assert site.sign_in(peer="10.0.0.8").status == 303  # another address is not held back
 
 
+def test_concurrent_sign_ins_from_one_address_get_no_more_password_checks_than_the_limit(tmp_path: Path) -> None:
+    """A password check takes a while on its thread: each attempt counts from its start, or a burst sent at once
+    would all be checked before the first failure counted."""
+    site = Site(tmp_path)
+    token = site.token("/review/sign-in")
+    form = {"csrf": token, "name": "ann", "password": WRONG}
+
+    async def burst() -> list[WebResponse]:
+        request = WebRequest("POST", "/review/sign-in", "127.0.0.1:6066", "10.0.0.9", site.cookie, form)
+        return await asyncio.gather(*(site.site.handle(request) for _ in range(8)))
+
+    assert sorted(response.status for response in asyncio.run(burst())) == [401] * 5 + [429] * 3
+    assert site.sign_in(peer="10.0.0.9").status == 429  # even the right password
+    assert site.sign_in(peer="10.0.0.8").status == 303
+
+
+def test_a_cookie_or_form_token_with_non_ascii_text_is_refused_not_an_error(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.sign_in()
+    assert site.request("POST", "/review", {"csrf": "é", "id": "a", "tag": "mlops"}).status == 403
+    for cookie in ("a.b.c.é", "a.b.c.\udce9"):
+        page = site.request("GET", "/review", cookie=cookie)
+        assert page.status == 200 and "Signed in" not in page.body  # a new anonymous session
+        assert site.request("POST", "/review", {"csrf": site.token(), "id": "a"}, cookie=cookie).status == 403
+    assert site.published == []
+
+
+def test_a_decision_whose_record_cannot_be_sent_is_refused_and_publishes_nothing(tmp_path: Path) -> None:
+    """Of a decision's two records, none is sent unless both encode: a feedback record alone would count a
+    decision the tagged topic never shows."""
+    site = Site(tmp_path)
+    record = {**tagged_record("s"), "title": "\ud800"}
+    site.board.on_tagged(record, json.dumps(record).encode())  # short: kept as it came
+    site.sign_in()
+    response = site.request("POST", "/review", {"csrf": site.token(), "action": "report", "id": "s", "tag": "mlops"})
+    assert response.status == 400 and "Not saved: " in response.body
+    assert site.published == []
+
+
 def test_sign_out_ends_the_session_even_for_a_copy_of_its_cookie(tmp_path: Path) -> None:
     site = Site(tmp_path)
     site.sign_in()
@@ -181,11 +222,13 @@ def test_sessions_are_signed_expire_and_bind_their_form_token() -> None:
 def test_the_limiter_forgets_failures_past_its_window() -> None:
     now = [0.0]
     limiter = SignInLimiter(max_failures=2, window_seconds=10, clock=lambda: now[0])
-    limiter.failed("a")
-    limiter.failed("a")
-    assert limiter.blocked("a") and not limiter.blocked("b")
+    assert limiter.attempt("a") and limiter.attempt("a")
+    assert not limiter.attempt("a") and limiter.blocked("a") and not limiter.blocked("b")
     now[0] = 11
     assert not limiter.blocked("a")
+    assert limiter.attempt("a")
+    limiter.succeeded("a")
+    assert limiter.attempt("a") and limiter.attempt("a")
 
 
 @pytest.mark.parametrize(
