@@ -23,7 +23,7 @@ ROUTES: Final[tuple[str, ...]] = ("tagged", "review")
 """Where the model sent a prediction that a person later judged; the bounded ``route`` label. Online precision
 of what the platform shows is the ``tagged`` route; the ``review`` route judges the items the model was unsure of."""
 VERDICTS: Final[tuple[str, ...]] = ("accepted", "corrected", "reported")
-"""Every verdict a feedback record can carry: a reviewer accepted or corrected a suggestion, or a user reported
+"""Every verdict a feedback record can carry: a reviewer accepted or corrected a suggestion, or reported
 a wrong tag on a tagged item; the bounded ``verdict`` label."""
 MAX_JUDGED_VERSIONS: Final = 64
 """Most model versions the judged-prediction counters hold: the ``version`` label is read off records, so it is

@@ -91,7 +91,7 @@ def parse_event(raw: bytes | None) -> ContentEvent:
     # Both scans below run only when the raw text makes their failure possible, so a plain event pays nothing.
     if text.count("[") + text.count("{") > MAX_NESTING and _nesting_exceeds(value, MAX_NESTING):
         raise InvalidEvent("invalid_value", _TOO_DEEP)
-    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+    if ("\\ud" in text or "\\uD" in text) and has_lone_surrogate(value):
         raise InvalidEvent("invalid_value", "the JSON holds an unpaired surrogate escape such as \\ud800")
     return _validate(value)
 
@@ -134,7 +134,7 @@ def _nesting_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def _has_lone_surrogate(value: Any) -> bool:
+def has_lone_surrogate(value: Any) -> bool:
     """Whether a decoded value holds a surrogate code point, which no UTF-8 encoder accepts."""
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple, cast
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision, InvalidRecord
 from stream_app.metrics import VERDICTS
-from stream_app.schema import SCHEMA_VERSION
+from stream_app.review.labels import decision_time
+from stream_app.schema import SCHEMA_VERSION, has_lone_surrogate
 
 MAX_REVIEWER_CHARS = 100
 MAX_ID_CHARS = 200
@@ -146,7 +147,7 @@ class ReviewBoard:
         _tag(record, "suggested_tag")
         _version(record)
         _text(record, "dedupe_key")
-        _optional_text(record, "title")
+        _title(record)
         _optional_text(record, "description")
         confidence = _field(record, "confidence", (int, float))
         if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
@@ -161,7 +162,7 @@ class ReviewBoard:
         _tag(record, "tag")
         _version(record)
         _text(record, "dedupe_key")
-        _optional_text(record, "title")
+        _title(record)
         _optional_text(record, "description")
         if _field(record, "tagged_by", str) not in TAGGED_BY:
             raise InvalidRecord("invalid_value", f"tagged_by is not one of {', '.join(TAGGED_BY)}")
@@ -179,7 +180,10 @@ class ReviewBoard:
             raise InvalidRecord("invalid_value", f"verdict is not one of {', '.join(VERDICTS)}")
         if len(_text(record, "decided_at")) > MAX_VERSION_CHARS:
             raise InvalidRecord("invalid_value", "decided_at is too long")
-        _optional_text(record, "reviewer")
+        if decision_time(record["decided_at"]) is None:  # readers keep the decision made last, by this time
+            raise InvalidRecord("invalid_value", "decided_at is not an ISO-8601 time in UTC")
+        if not 0 < len(_text(record, "reviewer").strip()) <= MAX_REVIEWER_CHARS:  # decisions are people's
+            raise InvalidRecord("invalid_value", f"reviewer is not 1 to {MAX_REVIEWER_CHARS} characters")
         self.waiting.pop(item_id, None)
         prediction = self.prediction(item_id)
         if prediction is None:
@@ -220,6 +224,10 @@ def read_record(raw: bytes | None) -> dict[str, Any]:
         raise InvalidRecord("not_json", type(error).__name__) from None
     if not isinstance(value, dict):
         raise InvalidRecord("not_object", f"a JSON {type(value).__name__}")
+    # Text no UTF-8 writer takes would fail later, in the labelled store or in a decision's records; the scan
+    # runs only when the raw JSON makes it possible.
+    if (b"\\ud" in raw or b"\\uD" in raw) and has_lone_surrogate(value):
+        raise InvalidRecord("invalid_value", "the JSON holds an unpaired surrogate escape such as \\ud800")
     return value
 
 
@@ -246,9 +254,17 @@ def _item_id(record: Mapping[str, Any]) -> str:
     if isinstance(value, bool):
         raise InvalidRecord("wrong_type", "id is a bool")
     item_id = str(value)
-    if not 0 < len(item_id) <= MAX_ID_CHARS:
-        raise InvalidRecord("invalid_value", f"id is not 1 to {MAX_ID_CHARS} characters")
+    if not 0 < len(item_id) <= MAX_ID_CHARS or not item_id.strip():
+        raise InvalidRecord("invalid_value", f"id is blank or not 1 to {MAX_ID_CHARS} characters")
     return item_id
+
+
+def _title(record: Mapping[str, Any]) -> None:
+    """A title is what a label trains on: required and not blank, as the output contracts say."""
+    if record.get("title") is None:
+        raise InvalidRecord("missing_field", "title")
+    if not _text(record, "title").strip():
+        raise InvalidRecord("invalid_value", "title is blank")
 
 
 def _tag(record: Mapping[str, Any], name: str) -> str:

@@ -68,11 +68,17 @@ class ReviewFollower:
             self.skip_unexpected(message, role, error)
 
     def release(self) -> None:
-        """Judge the held feedback records, in order, and append new decisions to the labelled store."""
+        """Judge the held feedback records, in order, and append new decisions to the labelled store. A decision
+        whose label cannot be written is skipped like a malformed record (every worker would stop on it at every
+        start otherwise); one that failed for want of disk is appended at a later start, which reads it again."""
         held, self.held = self.held, []
         for message, record in held:
             try:
                 judgement = self.board.on_feedback(record)
+                key = (str(record["id"]), str(record["decided_at"]))
+                if judgement.label and key not in self.stored:
+                    self.labels.append(judgement.label)
+                    self.stored.add(key)
             except InvalidRecord as error:
                 self.skip(message, "feedback", error.reason, str(error))
                 continue
@@ -82,10 +88,6 @@ class ReviewFollower:
             self.metrics.judged(
                 judgement.verdict, judgement.model_version, judgement.route, judgement.predicted_tag, judgement.correct
             )
-            key = (str(record["id"]), str(record["decided_at"]))
-            if judgement.label and key not in self.stored:
-                self.labels.append(judgement.label)
-                self.stored.add(key)
 
     def skip_unexpected(self, message: ConsumerRecord[Any, Any], role: str, error: Exception) -> None:
         """Skip a record whose handling raised an error the board's checks did not foresee. Crashing instead would

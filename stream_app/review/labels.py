@@ -1,12 +1,14 @@
 """The labelled store: people's decisions kept as training data, one JSON line per decision, appended.
 
 A line is ``{id, title, description, tag, verdict, reviewer, decided_at, model_version}``. Readers keep, per id,
-the line with the latest ``decided_at`` (the later line on a tie), so a correction overrides an earlier
-decision without rewriting the file; lines that do not parse are skipped and counted.
+the line decided last (the later line on a tie), so a correction overrides an earlier decision without rewriting
+the file; ``decided_at`` is compared as a time (:func:`decision_time`), never as text, which anyone writing to
+the feedback topic could make sort after every time. Lines that do not parse are skipped and counted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any, Final
@@ -23,35 +25,53 @@ class LabelStore:
         self.path = path
 
     def append(self, label: dict[str, Any]) -> None:
-        """Append one decision, keeping only :data:`LABEL_FIELDS`."""
+        """Append one decision, keeping only :data:`LABEL_FIELDS`; raises ``UnicodeEncodeError``, writing
+        nothing, for text UTF-8 cannot carry (an unpaired surrogate)."""
+        line = json.dumps({name: label.get(name) for name in LABEL_FIELDS}, ensure_ascii=False) + "\n"
+        data = line.encode("utf-8")  # before the file is touched: half a line would spoil the next one too
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({name: label.get(name) for name in LABEL_FIELDS}, ensure_ascii=False)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(line + "\n")
+        with self.path.open("ab") as file:
+            file.write(data)
+
+
+def decision_time(value: Any) -> dt.datetime | None:
+    """When a decision was made, from its ``decided_at``: an ISO-8601 time in UTC, as the worker writes it
+    (``2026-11-23T00:00:00.000+00:00``; ``Z``, and no offset at all, read as UTC too); None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return when.replace(tzinfo=dt.UTC)
+    return when if when.utcoffset() == dt.timedelta(0) else None
 
 
 def read_labels(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The latest decision per id, in first-seen order, and the number of lines skipped as unreadable."""
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, tuple[dt.datetime, dict[str, Any]]] = {}
     skipped = 0
     if not path.exists():
         return [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    # Only "\n" ends a line: the store writes text as it is, and a title may hold U+2028 or U+0085, which
+    # str.splitlines would take for line ends.
+    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+        if not line.strip():
+            continue
         try:
             label = json.loads(line)
-            valid = (
-                isinstance(label, dict)
-                and isinstance(label.get("id"), str)
-                and isinstance(label.get("title"), str)
-                and label.get("tag") in APPROVED_TAGS
-                and isinstance(label.get("decided_at"), str)
-            )
-        except ValueError:
-            valid = False
-        if not valid:
+        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
+            label = None
+        when = decision_time(label.get("decided_at")) if isinstance(label, dict) else None
+        if when is None or not (
+            isinstance(label.get("id"), str)
+            and isinstance(label.get("title"), str)
+            and label.get("tag") in APPROVED_TAGS
+        ):
             skipped += 1
             continue
         earlier = latest.get(label["id"])
-        if earlier is None or label["decided_at"] >= earlier["decided_at"]:
-            latest[label["id"]] = label
-    return list(latest.values()), skipped
+        if earlier is None or when >= earlier[0]:
+            latest[label["id"]] = (when, label)
+    return [label for _, label in latest.values()], skipped

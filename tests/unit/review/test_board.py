@@ -202,6 +202,39 @@ def test_the_labelled_store_keeps_the_latest_decision_per_id(tmp_path: Path) -> 
     assert skipped == 2
 
 
+def test_the_latest_decision_is_the_one_made_last_not_the_largest_text(tmp_path: Path) -> None:
+    """``decided_at`` is compared as a time: a forged one that sorts after every time as text ("~") is refused,
+    and of two forms of a UTC time the later time wins, whichever is the larger string."""
+    path = tmp_path / "labels.jsonl"
+    store = LabelStore(path)
+    base = {"id": "a", "title": "T", "verdict": "corrected", "reviewer": "r", "model_version": "v1"}
+    store.append({**base, "tag": "mlops", "decided_at": "2026-11-23T00:00:00.500+00:00"})  # as the worker writes
+    store.append({**base, "tag": "other", "decided_at": "2026-11-23T00:00:00Z"})  # larger text, earlier time
+    store.append({**base, "tag": "computer-vision", "decided_at": "~"})
+    store.append({**base, "tag": "computer-vision", "decided_at": "2026-11-23T09:00:00+09:00"})  # not UTC
+    labels, skipped = read_labels(path)
+    assert [(label["id"], label["tag"]) for label in labels] == [("a", "mlops")]
+    assert skipped == 2
+
+
+def test_a_title_with_a_unicode_line_separator_stays_one_label(tmp_path: Path) -> None:
+    """The store writes text as it is (``ensure_ascii=False``): U+2028 or U+0085 in a title is not a line end."""
+    path = tmp_path / "labels.jsonl"
+    LabelStore(path).append({"id": "a", "title": "A\u2028B\x85C", "tag": "mlops", "decided_at": NOW})
+    labels, skipped = read_labels(path)
+    assert [label["title"] for label in labels] == ["A\u2028B\x85C"] and skipped == 0
+
+
+def test_a_label_line_nested_too_deep_is_skipped_like_any_unreadable_line(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    store = LabelStore(path)
+    with path.open("a") as file:
+        file.write("[" * 100_000 + "\n")
+    store.append({"id": "a", "title": "T", "tag": "mlops", "verdict": "accepted", "reviewer": "r", "decided_at": NOW})
+    labels, skipped = read_labels(path)
+    assert [label["id"] for label in labels] == ["a"] and skipped == 1
+
+
 def feedback_record(item_id: str, verdict: str = "accepted") -> dict[str, Any]:
     return {"id": item_id, "tag": "mlops", "verdict": verdict, "reviewer": "r", "decided_at": NOW}
 
@@ -232,6 +265,19 @@ def without(record: dict[str, Any], name: str) -> dict[str, Any]:
         ("on_feedback", feedback_record("n", verdict="approved"), "invalid_value"),
         ("on_feedback", {**feedback_record("n"), "decided_at": 1}, "wrong_type"),
         ("on_feedback", {**feedback_record("n"), "tag": "<b>"}, "invalid_value"),
+        # A decision is made at a time and by a reviewer: a forged time must not win over every later decision.
+        ("on_feedback", without(feedback_record("n"), "reviewer"), "missing_field"),
+        ("on_feedback", {**feedback_record("n"), "reviewer": " "}, "invalid_value"),
+        ("on_feedback", {**feedback_record("n"), "reviewer": None}, "wrong_type"),
+        ("on_feedback", {**feedback_record("n"), "decided_at": "~"}, "invalid_value"),
+        ("on_feedback", {**feedback_record("n"), "decided_at": "2026-11-23T09:00:00+09:00"}, "invalid_value"),
+        # The training data needs an id and a title: a blank one would stop every retrain.
+        ("on_feedback", {**feedback_record("n"), "id": " "}, "invalid_value"),
+        ("on_review", {**review_record("n"), "id": " \t"}, "invalid_value"),
+        ("on_review", without(review_record("n"), "title"), "missing_field"),
+        ("on_review", {**review_record("n"), "title": None}, "missing_field"),
+        ("on_review", {**review_record("n"), "title": " "}, "invalid_value"),
+        ("on_tagged", {**tagged_record("n"), "title": ""}, "invalid_value"),
     ],
 )  # fmt: skip
 def test_the_board_refuses_a_malformed_record_with_its_reason_and_changes_nothing(
@@ -256,6 +302,15 @@ def test_a_record_that_is_not_a_json_object_is_refused_with_its_reason(raw: byte
     with pytest.raises(InvalidRecord) as raised:
         read_record(raw)
     assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize("text", ['{"id": "\\ud800"}', '{"title": "a\\uDFFFb"}', '{"x": ["\\ud83d"]}'])
+def test_a_record_holding_an_unpaired_surrogate_is_refused(text: str) -> None:
+    """No UTF-8 writer takes such text: kept, it would fail the labelled store or a decision's records."""
+    with pytest.raises(InvalidRecord) as raised:
+        read_record(text.encode())
+    assert raised.value.reason == "invalid_value"
+    assert read_record(b'{"title": "\\ud83d\\ude00"}') == {"title": "\U0001f600"}  # a pair is a character
 
 
 def test_a_published_record_is_found_by_its_json_once_and_anything_else_is_parsed() -> None:

@@ -154,3 +154,28 @@ def test_a_record_this_worker_published_comes_back_to_the_same_board_as_one_pars
     mine.on_record(message(SETTINGS.tagged_topic, encoded(bad), 2))
     assert skipped(registry, "tagged", "missing_field") == 1
     assert "u" not in mine.board.recent
+
+
+def test_a_decision_holding_an_unpaired_surrogate_is_skipped_and_never_reaches_the_labelled_store(
+    tmp_path: Path,
+) -> None:
+    """A JSON ``"\\ud800"`` escape decodes to text no UTF-8 writer takes: appended to the labelled store, it
+    stopped the follower, so every worker, at every start."""
+    follow, registry = follower(tmp_path)
+    review, tagged, feedback = SETTINGS.review_topic, SETTINGS.tagged_topic, SETTINGS.feedback_topic
+    decision = {"id": "a", "tag": "other", "verdict": "corrected", "reviewer": "ann", "decided_at": NOW}
+    follow.on_record(message(review, encoded(review_record("a"))))
+    follow.on_record(message(tagged, encoded({**tagged_record("s"), "title": "\ud800"}), 1))  # short: kept raw
+    other_way = {**tagged_record("u"), "title": "\udfff"}
+    follow.board.on_tagged(other_way, encoded(other_way))  # one that reached the board another way
+    hostile = [{**decision, "reviewer": "\ud800"}, {**decision, "decided_at": NOW + "\ud800"}]
+    for offset, record in enumerate([*hostile, {**decision, "id": "s"}, {**decision, "id": "u"}, decision]):
+        follow.on_record(message(feedback, encoded(record), offset))
+    follow.release()
+    assert skipped(registry, "tagged", "invalid_value") == 1
+    assert skipped(registry, "feedback", "invalid_value") == len(hostile)
+    assert skipped(registry, "feedback", "unexpected") == 1  # "u": its label could not be written
+    text = (tmp_path / "labels.jsonl").read_bytes().decode("utf-8")
+    labels, unreadable = read_labels(tmp_path / "labels.jsonl")
+    assert [(label["id"], label["tag"]) for label in labels] == [("a", "other")] and unreadable == 0
+    assert "\\ud" not in text
