@@ -11,14 +11,17 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from model_export import card, evaluate, export, parity, promote, registry, train
-from model_export.data import Example, apply_feedback, load_dataset, load_feedback, title_key
+from model_export.data import Example, Feedback, apply_feedback, load_dataset, load_feedback, title_key
 from stream_app.classifier import Classifier, event_text
 from stream_app.errors import TaggerError
+
+SKIPS_SHOWN: Final = 10
+"""Skipped feedback lines named in the output; the rest are counted."""
 
 
 @contextlib.contextmanager
@@ -34,11 +37,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every stage, in order; returns the card written next to the model."""
     with stage("validate data"):
         dataset = load_dataset(args.data)
-        feedback = load_feedback(args.feedback) if args.feedback is not None else []
+        loaded = load_feedback(args.feedback) if args.feedback is not None else Feedback([], [])
+        feedback = loaded.examples
         data_sha = hashlib.sha256(args.data.read_bytes()).hexdigest()
         if args.feedback is not None:
             data_sha = hashlib.sha256(data_sha.encode() + args.feedback.read_bytes()).hexdigest()
         print(f"  {len(dataset.examples)} examples; duplicate titles removed at lines {dataset.duplicate_rows}")
+        if loaded.skipped:
+            shown = "; ".join(loaded.skipped[:SKIPS_SHOWN]) + ("; ..." if len(loaded.skipped) > SKIPS_SHOWN else "")
+            print(f"  {len(loaded.skipped)} unusable feedback lines skipped: {shown}")
     with stage("split"):
         # The split is the dataset's alone, so every candidate is compared on the same validation and test rows.
         train_split, validation, test = train.split(dataset.examples, args.seed)
@@ -153,10 +160,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--feedback",
         type=Path,
         default=None,
-        help="JSONL labelled store of reviewer decisions {id, title, description, tag}: the latest line per id "
-        "wins; it replaces the training row with that id or title; one in five (by a keyed hash of the id) is "
-        "held out to judge candidates; decisions on validation or test rows are ignored so every candidate meets "
-        "the same split",
+        help="JSONL labelled store of reviewer decisions {id, title, description, tag}: the latest decision per "
+        "id (by decided_at, else the later line) wins; unusable lines are skipped and named; it replaces the "
+        "training row with that id or title; one in five (by a keyed hash of the id) is held out to judge "
+        "candidates; decisions on validation or test rows are ignored so every candidate meets the same split",
     )
     parser.add_argument(
         "--holdout-key",

@@ -64,7 +64,7 @@ def test_duplicate_titles_are_reported_and_removed(tmp_path: Path) -> None:
 def with_feedback(path: Path, feedback: Path) -> Dataset:
     """The dataset at ``path`` with the feedback applied, as the trainer applies it to its training split."""
     dataset = load_dataset(path)
-    return Dataset(apply_feedback(dataset.examples, load_feedback(feedback)), dataset.duplicate_rows)
+    return Dataset(apply_feedback(dataset.examples, load_feedback(feedback).examples), dataset.duplicate_rows)
 
 
 def test_feedback_relabels_by_id_and_the_latest_decision_wins(tmp_path: Path) -> None:
@@ -86,21 +86,29 @@ def test_feedback_replaces_a_dataset_row_with_the_same_title(tmp_path: Path) -> 
     assert {(e.id, e.tag) for e in dataset.examples} == {("2", "mlops"), ("77", "other")}
 
 
-def test_bad_feedback_lines_are_named(tmp_path: Path) -> None:
+def test_bad_feedback_lines_are_skipped_and_named_and_the_rest_is_trained_on(tmp_path: Path) -> None:
+    """The worker appends whatever decisions it reads; one unusable line must not stop every retrain."""
     feedback = tmp_path / "feedback.jsonl"
     lines = [
         json.dumps({"id": "1", "title": "T", "tag": "mlops"}),
         json.dumps({"id": "2", "title": "T", "tag": "robotics"}),
         "{not json",
         json.dumps({"id": "4", "tag": "mlops"}),
+        json.dumps({"id": "5", "title": None, "tag": "mlops"}),
+        json.dumps({"id": "6", "title": "  ", "tag": "mlops"}),
+        json.dumps({"id": " ", "title": "T", "tag": "mlops"}),
+        "[" * 100_000,
+        json.dumps({"id": "9", "title": "\ud800", "tag": "mlops"}),
+        json.dumps({"id": "10", "title": "T", "tag": "mlops", "decided_at": "~"}),
+        json.dumps({"id": "11", "title": "Kept", "description": None, "tag": "other"}),
     ]
     feedback.write_text("\n".join(lines))
-    with pytest.raises(DataValidationError) as error:
-        with_feedback(write(tmp_path, "1,d,T,x,mlops\n"), feedback)
-    message = str(error.value)
-    assert "3 bad feedback lines" in message
-    assert "line 2: tag 'robotics' is not approved" in message
-    assert "line 3:" in message and "line 4:" in message and "line 1:" not in message
+    loaded = load_feedback(feedback)
+    assert [(e.id, e.title, e.tag) for e in loaded.examples] == [("1", "T", "mlops"), ("11", "Kept", "other")]
+    assert [problem.split(":")[0] for problem in loaded.skipped] == [f"line {n}" for n in range(2, 11)]
+    assert "line 2: tag 'robotics' is not approved" in loaded.skipped
+    dataset = with_feedback(write(tmp_path, "1,d,T,x,other\n"), feedback)
+    assert {(e.id, e.tag) for e in dataset.examples} == {("1", "mlops"), ("11", "other")}
 
 
 def test_feedback_with_decision_times_keeps_the_latest_decision_whatever_the_line_order(tmp_path: Path) -> None:
@@ -110,4 +118,25 @@ def test_feedback_with_decision_times_keeps_the_latest_decision_whatever_the_lin
         {"id": "1", "title": "T", "tag": "other", "decided_at": "2026-11-23T00:00:01"},  # read later, decided earlier
     ]
     feedback.write_text("\n".join(json.dumps(line) for line in lines))
-    assert [(e.id, e.tag) for e in load_feedback(feedback)] == [("1", "mlops")]
+    assert [(e.id, e.tag) for e in load_feedback(feedback).examples] == [("1", "mlops")]
+
+
+def test_feedback_keeps_the_decision_made_last_not_the_largest_text(tmp_path: Path) -> None:
+    feedback = tmp_path / "labels.jsonl"
+    lines = [
+        {"id": "1", "title": "T", "tag": "mlops", "decided_at": "2026-11-23T00:00:00.500+00:00"},
+        {"id": "1", "title": "T", "tag": "other", "decided_at": "2026-11-23T00:00:00Z"},  # larger text, earlier
+        {"id": "1", "title": "T", "tag": "computer-vision", "decided_at": "~"},  # forged: sorts after every time
+    ]
+    feedback.write_text("\n".join(json.dumps(line) for line in lines))
+    loaded = load_feedback(feedback)
+    assert [(e.id, e.tag) for e in loaded.examples] == [("1", "mlops")]
+    assert len(loaded.skipped) == 1
+
+
+def test_a_title_with_a_unicode_line_separator_is_one_feedback_line(tmp_path: Path) -> None:
+    """The labelled store writes JSON lines with text as it is: U+2028 or U+0085 in a title is not a line end."""
+    feedback = tmp_path / "labels.jsonl"
+    feedback.write_text(json.dumps({"id": "1", "title": "A\u2028B\x85C", "tag": "mlops"}, ensure_ascii=False))
+    loaded = load_feedback(feedback)
+    assert [e.title for e in loaded.examples] == ["A\u2028B\x85C"] and loaded.skipped == []
