@@ -13,11 +13,12 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import numpy as np
 
 from stream_app import APPROVED_TAGS
+from stream_app.drift import Reference
 from stream_app.errors import ModelError
 
 CLASSES_METADATA_KEY = "classes"
@@ -98,20 +99,20 @@ class Classifier:
         import onnxruntime as ort  # imported here: loading it costs time nobody needs at import
 
         model_path, card_path = Path(model_dir) / "model.onnx", Path(model_dir) / "model.json"
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-            expected_sha, classes = card["sha256"]["model"], list(card["classes"])
-            input_name, output_name = card["input"]["name"], card["outputs"]["probabilities"]
-            float(card["threshold"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ModelError(f"cannot read the model card {card_path}: {error!r}") from error
+        card = read_card(card_path)
+        classes: list[str] = card["classes"]
         if not model_path.is_file():
             raise ModelError(f"no model at {model_path}; run `python -m model_export`")
         actual = sha256_file(model_path)
-        if actual != expected_sha:
+        if actual != card["sha256"]["model"]:
             raise ModelError(
                 f"{model_path} does not match its card (sha256 {actual[:12]}…): refusing to serve it", "tampered"
             )
+        if card["version"] != actual[:12]:
+            # Records, counts and the registry's decisions name a model by its version: one that is not its bytes'
+            # would take another model's place in them.
+            message = f"{model_path} is version {actual[:12]}, but its card says {card['version']!r:.40}"
+            raise ModelError(message, "tampered")
         unapproved = sorted(set(classes) - set(APPROVED_TAGS))
         if unapproved or not classes:
             raise ModelError(f"the model's classes include tags that are not approved: {unapproved}", "not_approved")
@@ -127,11 +128,14 @@ class Classifier:
         except Exception as error:  # onnxruntime raises its own untyped errors for corrupt files
             raise ModelError(f"onnxruntime cannot load {model_path}: {error}") from error
         # The card's classes are only a copy; the model's own metadata (covered by the hash) is the truth.
-        model_classes = json.loads(session.get_modelmeta().custom_metadata_map.get(CLASSES_METADATA_KEY, "null"))
+        try:
+            model_classes = json.loads(session.get_modelmeta().custom_metadata_map.get(CLASSES_METADATA_KEY, "null"))
+        except (ValueError, RecursionError) as error:
+            raise ModelError(f"the model's class metadata is not JSON: {error!r:.200}") from error
         if model_classes != classes:
-            raise ModelError(f"the card's classes {classes} are not the model's {model_classes}")
+            raise ModelError(f"the card's classes {classes} are not the model's {model_classes!r:.200}")
         names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
-        if input_name not in names[0] or output_name not in names[1]:
+        if card["input"]["name"] not in names[0] or card["outputs"]["probabilities"] not in names[1]:
             raise ModelError(f"the card's input/output names do not match the model's {names}")
         return cls(session, card, threshold)
 
@@ -168,6 +172,55 @@ class Classifier:
         best = row.index(max(row))  # the first of equal maxima, as numpy's argmax picks
         classes = self._classes
         return Prediction(classes[best], row[best], dict(zip(classes, row, strict=True)))
+
+
+MAX_CARD_BYTES: Final = 16 * 1024 * 1024
+"""Largest model card read (a real one is tens of kB): a larger file is refused rather than read into memory."""
+
+
+def read_card(card_path: Path) -> dict[str, Any]:
+    """The model card at ``card_path``, with every field the worker relies on checked; raises :class:`ModelError`.
+
+    The card is as hostile as any file: whatever it holds, the answer is a card or a :class:`ModelError`, never
+    another exception (a candidate or registry version is refused on one, and the worker goes on).
+    """
+    try:
+        with card_path.open("rb") as handle:
+            raw = handle.read(MAX_CARD_BYTES + 1)
+        if len(raw) > MAX_CARD_BYTES:
+            raise ValueError(f"more than {MAX_CARD_BYTES} bytes")
+        card = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deeply
+        raise ModelError(f"cannot read the model card {card_path}: {error!r:.200}") from error
+    problem = card_problem(card)
+    if problem is not None:
+        raise ModelError(f"the model card {card_path} is malformed: {problem}")
+    try:
+        Reference.from_card(card)  # a model the pipeline cannot swap in is refused here, not when it is promoted
+    except ModelError as error:
+        raise ModelError(f"the model card {card_path} is malformed: {error}") from error
+    return cast(dict[str, Any], card)
+
+
+def card_problem(card: Any) -> str | None:
+    """What makes a parsed card unusable (its fields' types and ranges), or None; hashes and classes are checked
+    against the model by :meth:`Classifier.load`."""
+    if not isinstance(card, dict):
+        return "it is not a JSON object"
+    for path in (("version",), ("sha256", "model"), ("input", "name"), ("outputs", "probabilities")):
+        value: Any = card
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, str) or not value:
+            return f"{'.'.join(path)} is not a string: {value!r:.60}"
+    classes = card.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(tag, str) for tag in classes):
+        return f"classes is not a list of strings: {classes!r:.200}"
+    threshold = card.get("threshold")
+    # Written so that NaN fails too: with a NaN threshold no confidence is below it, and nothing goes to review.
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
+        return f"threshold {threshold!r:.60} is not a number from 0 to 1"
+    return None
 
 
 SHORT_TEXT_CHARS = 256

@@ -32,10 +32,15 @@ class Reference:
 
     def __post_init__(self) -> None:
         edges = self.confidence_bin_edges
-        if len(edges) < 2 or edges[0] != 0.0 or edges[-1] != 1.0 or any(a >= b for a, b in pairwise(edges)):
+        # "not a < b" and "not 0 <= share <= 1" so that NaN fails too: a NaN edge or share makes every PSI NaN,
+        # and a drift alert or retrain compared with NaN never fires.
+        if len(edges) < 2 or edges[0] != 0.0 or edges[-1] != 1.0 or any(not a < b for a, b in pairwise(edges)):
             raise ModelError(f"reference confidence_bin_edges must rise from 0 to 1, got {list(edges)}")
         if len(self.confidence_shares) != len(edges) - 1:
             raise ModelError("reference confidence_shares must have one share per bin")
+        shares = (*self.confidence_shares, *self.tag_shares.values(), self.below_threshold_share)
+        if not all(0.0 <= share <= 1.0 for share in shares):
+            raise ModelError(f"reference shares must be shares from 0 to 1, got {[*shares]!r:.200}")
         unknown = sorted(set(self.tag_shares) - set(APPROVED_TAGS))
         if unknown:
             raise ModelError(f"reference tag_shares has tags that are not approved: {unknown}")
@@ -52,8 +57,8 @@ class Reference:
                 tag_shares={tag: tag_shares.get(tag, 0.0) for tag in APPROVED_TAGS} | tag_shares,
                 below_threshold_share=float(reference["below_threshold_share"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ModelError(f"the model card has no valid drift reference: {error!r}") from error
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:  # Overflow: a huge integer
+            raise ModelError(f"the model card has no valid drift reference: {error!r:.200}") from error
 
 
 def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = PSI_EPSILON) -> float:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.classifier import Classifier
 from stream_app.errors import ModelError
@@ -31,6 +32,8 @@ if TYPE_CHECKING:  # the pipeline imports this module for Shadow
 log = logging.getLogger(__name__)
 
 PROMOTED, REFUSED = "promoted", "refused"
+MAX_DECISION_BYTES: Final = 1024 * 1024
+"""Most of a ``decision.json`` read: what the worker writes is a few hundred bytes."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,33 @@ def pending_candidates(candidates_dir: Path) -> list[Path]:
 
 
 def current_model_dir(model_dir: Path, candidates_dir: Path) -> Path:
-    """The folder to serve at start-up: the most recently promoted candidate, else ``model_dir``."""
+    """The folder to serve at start-up: the most recently promoted candidate, else ``model_dir``; a promoted folder
+    whose ``decision.json`` does not say when it was promoted is passed over (logged)."""
     promoted = candidates_dir / PROMOTED
-    decided = []
+    decided: list[tuple[float, str, Path]] = []
     for folder in promoted.iterdir() if promoted.is_dir() else ():
-        try:
-            decided.append((json.loads((folder / "decision.json").read_text())["decided_at"], folder))
-        except (OSError, ValueError, KeyError):
-            continue
-    return max(decided)[1] if decided else model_dir
+        decided_at = decision_time(folder / "decision.json")
+        if decided_at is not None:
+            decided.append((decided_at, folder.name, folder))
+    return max(decided)[2] if decided else model_dir
+
+
+def decision_time(path: Path) -> float | None:
+    """When the decision filed in ``path`` was made (seconds since the epoch), or None (logged) when the file is
+    missing or malformed: anything but a JSON object whose ``decided_at`` is a finite number."""
+    try:
+        with path.open("rb") as handle:
+            decided_at = json.loads(handle.read(MAX_DECISION_BYTES)).get("decided_at")  # AttributeError: no object
+        # A bool is an int to Python, and NaN or infinity would win or lose every comparison with the others.
+        if isinstance(decided_at, bool) or not isinstance(decided_at, int | float):
+            raise ValueError(f"decided_at {decided_at!r:.60} is not a number")
+        seconds = float(decided_at)  # OverflowError: an integer past any float
+        if not math.isfinite(seconds):
+            raise ValueError(f"decided_at {seconds} is not a time")
+    except (OSError, ValueError, RecursionError, AttributeError, OverflowError) as error:
+        log.warning("passing over the promoted folder %s: its %s is malformed: %.200r", path.parent, path.name, error)
+        return None
+    return seconds
 
 
 def file_decision(folder: Path, candidates_dir: Path, outcome: str, detail: dict[str, Any]) -> Path:

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,50 @@ def test_a_card_with_reordered_classes_is_refused(trained_model_dir: Path, tmp_p
     (model_dir / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="not the model's"):
         Classifier.load(model_dir)
+
+
+def edited_card(model_dir: Path, edit: Callable[[dict[str, Any]], object]) -> None:
+    """Rewrite ``model_dir``'s card with ``edit`` applied; an edit that returns a string is the card's whole text."""
+    card = json.loads((model_dir / "model.json").read_text())
+    text = edit(card)
+    (model_dir / "model.json").write_text(text if isinstance(text, str) else json.dumps(card))
+
+
+HOSTILE_CARDS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "no version": (lambda card: card.__delitem__("version"), "version is not a string"),
+    "a version that is not its model's": (lambda card: card.update(version="deadbeef0000"), "card says 'deadbeef0000'"),
+    "nested classes": (lambda card: card.update(classes=[["mlops"]]), "classes is not a list of strings"),
+    "classes of mixed types": (lambda card: card.update(classes=[1, "mlops"]), "classes is not a list of strings"),
+    "a NaN threshold": (lambda card: card.update(threshold=float("nan")), "threshold nan is not a number from 0 to 1"),
+    "a negative threshold": (lambda card: card.update(threshold=-5), "threshold -5 is not a number from 0 to 1"),
+    "a threshold above 1": (lambda card: card.update(threshold=1.5), "threshold 1.5 is not a number from 0 to 1"),
+    "a threshold in a string": (lambda card: card.update(threshold="0.5"), "threshold '0.5' is not a number"),
+    "no drift reference": (lambda card: card.update(reference={}), "no valid drift reference"),
+    "a NaN reference share": (
+        lambda card: card["reference"]["confidence_shares"].__setitem__(0, float("nan")),
+        "shares from 0 to 1",
+    ),
+    "an integer past any float in the reference": (
+        lambda card: card["reference"].update(below_threshold_share=10**400),
+        "no valid drift reference",
+    ),
+    "deep nesting": (lambda card: "[" * 100_000, "cannot read the model card"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_CARDS)
+def test_a_card_the_worker_cannot_rely_on_is_refused_with_a_model_error(
+    trained_model_dir: Path, tmp_path: Path, case: str
+) -> None:
+    """Whatever the card holds, loading raises :class:`ModelError` (never KeyError, TypeError or RecursionError), so
+    the candidate and registry paths refuse it; a version that is not its bytes' would take another model's counts,
+    and a threshold outside 0 to 1 (or NaN) would send everything, or nothing, to review."""
+    edit, message = HOSTILE_CARDS[case]
+    model_dir = copy_model(trained_model_dir, tmp_path)
+    edited_card(model_dir, edit)
+    with pytest.raises(ModelError, match=re.escape(message)) as refused:
+        Classifier.load(model_dir)
+    assert refused.value.reason == ("tampered" if "not its model's" in case else "corrupt")
 
 
 def test_a_missing_model_is_refused(tmp_path: Path) -> None:

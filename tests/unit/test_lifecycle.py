@@ -191,6 +191,65 @@ def test_a_refused_candidate_is_counted_and_the_live_model_keeps_serving(
     assert current_model_dir(trained_model_dir, tmp_path / "candidates") == trained_model_dir
 
 
+def test_candidates_with_cards_the_worker_cannot_rely_on_are_refused_and_filed_not_raised(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """A bad card is one bad file: it is refused and filed like any other refusal, and the timer that polls the
+    candidates (which would crash the worker, and crash it again after each restart) goes on."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live = pipeline.classifier
+    passed = {"passed": True, "live_version": live.version, "reasons": []}
+    edits = {
+        "no-version": lambda card: card.pop("version"),
+        "nested-classes": lambda card: card.update(classes=[["mlops"]]),
+        "nan-threshold": lambda card: card.update(threshold=float("nan")),
+        "no-reference": lambda card: card.update(reference={}),  # would have failed only when swapped in
+    }
+    for name, edit in edits.items():
+        folder = candidate(tmp_path, trained_model_dir, name, **passed)
+        card = json.loads((folder / "model.json").read_text())
+        edit(card)
+        (folder / "model.json").write_text(json.dumps(card))
+    (candidate(tmp_path, trained_model_dir, "deep", **passed) / "model.json").write_text("[" * 100_000)
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0)
+    asyncio.run(lifecycle.poll())
+    assert pipeline.classifier is live and pipeline.shadow is None
+    refused = tmp_path / "candidates" / "refused"
+    assert sorted(p.name for p in refused.iterdir()) == sorted([*edits, "deep"])
+    assert all(json.loads((p / "decision.json").read_text())["reason"] == "corrupt" for p in refused.iterdir())
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == len(edits) + 1
+
+
+def test_a_promoted_folder_whose_decision_file_is_malformed_is_passed_over_with_a_warning_at_start_up(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a finite number counts as the time a folder was promoted; any other decision file is as if absent, so
+    a worker starts with the newest well-filed promotion instead of a traceback."""
+    promoted = tmp_path / "candidates" / "promoted"
+    bodies = {
+        "good": json.dumps({"outcome": "promoted", "decided_at": 1000.0}),
+        "older": json.dumps({"outcome": "promoted", "decided_at": 10}),
+        "a-list": "[]",
+        "a-string-time": json.dumps({"decided_at": "2026-12-01"}),
+        "a-boolean-time": json.dumps({"decided_at": True}),
+        "nan": '{"decided_at": NaN}',
+        "infinity": '{"decided_at": Infinity}',
+        "an-integer-past-any-float": '{"decided_at": 1' + "0" * 400 + "}",
+        "deep": "[" * 100_000,
+        "not-utf8": b"\xff\xfe{}",
+    }
+    for name, body in bodies.items():
+        (promoted / name).mkdir(parents=True)
+        path = promoted / name / "decision.json"
+        path.write_bytes(body if isinstance(body, bytes) else body.encode())
+    assert current_model_dir(trained_model_dir, tmp_path / "candidates") == promoted / "good"
+    malformed = [name for name in bodies if name not in ("good", "older")]
+    assert all(f"{promoted / name}: its decision.json" in caplog.text for name in malformed), caplog.text
+    for name in ("good", "older"):
+        (promoted / name / "decision.json").unlink()
+    assert current_model_dir(trained_model_dir, tmp_path / "candidates") == trained_model_dir
+
+
 @pytest.mark.slow
 def test_enough_new_labels_start_one_retrain_whose_candidate_lands_in_the_candidates_folder(
     trained_model_dir: Path, tmp_path: Path

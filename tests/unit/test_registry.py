@@ -222,6 +222,33 @@ def test_the_registry_cache_keeps_only_what_an_alias_names_and_the_champion_serv
     assert pipeline.classifier.threshold == 0.7 and three in cached()
 
 
+def test_a_registry_version_whose_card_is_malformed_is_refused_and_the_other_aliases_are_followed(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """A malformed card is one bad version: refused and counted, while the registry still counts as answering and
+    the other aliases are followed; a card without a drift reference is refused before it could be swapped in."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    stand_in = StandIn()
+    fleet = FleetModel(stand_in, "m", tmp_path / "cache", pipeline.metrics)  # type: ignore[arg-type]
+    for number, edit in (("7", lambda card: card.pop("version")), ("8", lambda card: card.update(reference=[]))):
+        folder = with_threshold(trained_model_dir, tmp_path / f"v{number}", 0.5)
+        card = json.loads((folder / "model.json").read_text())
+        edit(card)
+        (folder / "model.json").write_text(json.dumps(card))
+        stand_in.folders[f"s{number}"] = folder
+    stand_in.aliases[CHAMPION] = ModelVersion("7", "s7", "run")
+    stand_in.folders["s9"] = with_threshold(trained_model_dir, tmp_path / "v9", 0.6)
+    stand_in.aliases[CANARY] = ModelVersion("9", "s9", "run")
+    asyncio.run(fleet.poll(pipeline))
+    assert registry.get_sample_value("content_tagger_registry_reachable") == 1
+    assert pipeline.canary is not None and pipeline.canary.threshold == 0.6
+    stand_in.aliases[CHAMPION] = ModelVersion("8", "s8", "run")
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.classifier.threshold != 0.5 and registry.get_sample_value("content_tagger_registry_reachable") == 1
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 2
+    assert fleet.refused == {"s7", "s8"}
+
+
 def registry_settings(model_dir: Path, data_dir: Path) -> Settings:
     return Settings.from_env({"TAGGER_REGISTRY_URL": "http://127.0.0.1:9", "TAGGER_REGISTRY_MODEL": "m",
                               "TAGGER_MODEL_DIR": str(model_dir), "TAGGER_DATA_DIR": str(data_dir),
