@@ -51,9 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-UNANSWERED: Final = (RegistryError, OSError, KeyError, TypeError, ValueError)
-"""What a registry that is down, or answers with something unexpected, raises out of a call: the worker goes on
-serving what it serves."""
+UNANSWERED: Final = (RegistryError, OSError, KeyError, TypeError, ValueError, AttributeError)
+"""What a registry that is down, or answers with something unexpected (a malformed answer read where another shape
+was expected), raises out of a call: the worker goes on serving what it serves."""
 
 
 class FleetModel:
@@ -229,7 +229,7 @@ class FleetModel:
                 self.client.search_runs(self.client.experiment_id(fleet_experiment(self.model_name)))
             )
             summed_counts = counts.get(version, ShadowCounts())
-            if summed_counts.compared < self.shadow_events:
+            if not summed_counts.compared >= self.shadow_events:
                 return
             passed, figures = summed_counts.verdict()
         self._settle(shadow, SHADOW, CANARY, json.dumps(figures), [] if passed else figures["reasons"])
@@ -238,6 +238,12 @@ class FleetModel:
         """Promote the canary (move ``champion`` to it) or roll it back (remove ``canary``, tag the reason)."""
         champion_version, canary_version = champion.tags.get("model_version"), canary.tags.get("model_version")
         if not champion_version or not canary_version:
+            return
+        if canary_version == champion_version:
+            # Counts are kept per model version, so this canary's traffic is the champion's: judged on it, it would
+            # be compared with itself and always pass. Its bytes are the champion's; only its card differs.
+            reasons = [f"it is the champion's model version {champion_version}: its counts are the champion's"]
+            self._settle(canary, CANARY, CHAMPION, json.dumps({"reasons": reasons}), reasons)
             return
         runs = self.client.search_runs(self.client.experiment_id(fleet_experiment(self.model_name)))
         counts = fleet_counts(runs)

@@ -64,7 +64,7 @@ def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
     return counts
 
 
-def fleet_counts(runs: list[dict[str, Any]]) -> dict[str, VersionCounts]:
+def fleet_counts(runs: list[Any]) -> dict[str, VersionCounts]:
     """The counts per model version summed over the workers' runs (metrics named ``<field>.<version>``)."""
     return {version: VersionCounts(**sums) for version, sums in summed(runs, "", VersionCounts).items()}
 
@@ -73,24 +73,49 @@ SHADOW_PREFIX: Final = "shadow_"
 """What the metrics of shadow counts are named with, before their field: ``shadow_compared.<version>``."""
 
 
-def shadow_counts(runs: list[dict[str, Any]]) -> dict[str, ShadowCounts]:
+def shadow_counts(runs: list[Any]) -> dict[str, ShadowCounts]:
     """The shadow counts per model version summed over the workers' runs."""
     return {version: ShadowCounts(**sums) for version, sums in summed(runs, SHADOW_PREFIX, ShadowCounts).items()}
 
 
-def summed(runs: list[dict[str, Any]], prefix: str, counts: type[Any]) -> dict[str, dict[str, float]]:
+def summed(runs: list[Any], prefix: str, counts: type[Any]) -> dict[str, dict[str, float]]:
     """Per model version, the sum over ``runs`` of each metric ``<prefix><field>.<version>`` for the fields of the
-    dataclass ``counts``; other metrics are skipped."""
+    dataclass ``counts``; other metrics are skipped, and so are runs and metrics of another shape than the REST
+    API's and values that are not counts (:func:`count_value`): the runs are whatever the registry sent."""
     fields = {spec.name for spec in dataclasses.fields(counts)}
     sums: dict[str, dict[str, float]] = {}
     for run in runs:
-        for metric in run.get("data", {}).get("metrics", []):
-            name, _, version = str(metric.get("key", "")).partition(".")
+        data = run.get("data") if isinstance(run, dict) else None
+        metrics = data.get("metrics") if isinstance(data, dict) else None
+        for metric in metrics if isinstance(metrics, list) else ():
+            key = metric.get("key") if isinstance(metric, dict) else None
+            if not isinstance(key, str):
+                continue
+            name, _, version = key.partition(".")
             field_name = name.removeprefix(prefix) if name.startswith(prefix) else ""
-            if field_name in fields and version:
+            value = count_value(metric.get("value"))
+            if field_name in fields and version and value is not None:
                 entry = sums.setdefault(version, {})
-                entry[field_name] = entry.get(field_name, 0.0) + float(metric.get("value", 0.0))
+                entry[field_name] = entry.get(field_name, 0.0) + value
     return sums
+
+
+MAX_COUNT: Final = float(2**53)
+"""Largest value a run's metric may hold to count: no worker serves that many events, and a thousand runs of it
+still sum to a finite number."""
+
+
+def count_value(value: Any) -> float | None:
+    """A run metric's value as a count, or None when it is not one: not a number (or a number's text, as the REST
+    API may write one), NaN, infinite, negative or past :data:`MAX_COUNT`. One NaN would make its sum NaN, and every
+    comparison with NaN false, so a verdict would find no reason against a canary or shadow."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if 0.0 <= number <= MAX_COUNT else None
 
 
 def metric_values(counts: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -108,15 +133,20 @@ def canary_verdict(
     people judged ``min_judged`` of its predictions, be at most :data:`PRECISION_SLACK` less precise, each beyond
     the :func:`noise` of the canary's sample.
     """
-    if canary.served < min_events or canary.judged < min_judged:
+    # Each rule is written to hold only on numbers that pass it, so that counts no rule foresaw refuse the canary.
+    if not (canary.served >= min_events and canary.judged >= min_judged):
         return None
-    reasons = []
+    reasons = [
+        f"the {who} has more correct than judged predictions ({counts.correct:g} > {counts.judged:g})"
+        for who, counts in (("canary", canary), ("champion", champion))
+        if not counts.correct <= counts.judged
+    ]
     limit = champion.review_share + REVIEW_SHARE_SLACK + noise(champion.review_share, canary.served)
-    if canary.review_share > limit:
+    if not canary.review_share <= limit:
         reasons.append(f"review share {canary.review_share:.3f} > {limit:.3f} (champion {champion.review_share:.3f})")
     if canary.precision is not None and champion.precision is not None:
         floor = champion.precision - PRECISION_SLACK - noise(champion.precision, canary.judged)
-        if canary.precision < floor:
+        if not canary.precision >= floor:
             reasons.append(f"online precision {canary.precision:.3f} < {floor:.3f} (champion {champion.precision:.3f})")
     return not reasons, reasons
 

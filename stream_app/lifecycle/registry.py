@@ -121,8 +121,8 @@ class RegistryClient:
         raw = self._request(method, path, data, "application/json" if data is not None else None)
         try:
             answer = json.loads(raw or b"{}")
-        except ValueError as error:
-            raise RegistryError(f"{method} {endpoint}: the registry's answer is not JSON") from error
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply to parse
+            raise RegistryError(f"{method} {endpoint}: the registry's answer is not JSON: {error!r:.200}") from error
         if not isinstance(answer, dict):
             raise RegistryError(f"{method} {endpoint}: the registry's answer is not a JSON object")
         return answer

@@ -5,7 +5,10 @@ champion it remembers for its next start (a pointer file it does not trust)."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,49 @@ def test_the_fleets_counts_are_the_sum_of_every_workers_run(trained_model_dir: P
                                   for name in ("tagged", "review", "judged", "correct")]}}] * 2  # fmt: skip
     fleet = fleet_counts([*runs, {"data": {"metrics": [{"key": "junk", "value": 1}]}}])
     assert (fleet[version].served, fleet[version].judged) == (6, 2)
+
+
+def counts_run(version: str, **counts: Any) -> dict[str, Any]:
+    """A worker's run in the fleet experiment, as the registry returns it, with the metrics ``<field>.<version>``."""
+    return {"data": {"metrics": [{"key": f"{name}.{version}", "value": value} for name, value in counts.items()]}}
+
+
+def test_runs_and_values_that_are_not_counts_are_left_out_of_the_fleets_sums() -> None:
+    """A run is whatever the registry sent: a malformed one is skipped, and a value that is not a finite count
+    (NaN, infinite, negative, absurdly large, not a number) is not summed: one NaN would make every sum NaN."""
+    runs = [
+        "x", None, {"data": []}, {"data": {"metrics": "k"}}, {"data": {"metrics": ["k", {"key": 7, "value": 1}]}},
+        counts_run("v2", tagged=90, review=10, judged=20, correct=18),
+        counts_run("v2", tagged=float("nan"), review=float("inf"), judged=-20, correct="NaN"),
+        counts_run("v2", tagged="1e400", review=1e300, judged=True, correct=[1]),
+        counts_run("v2", tagged="10", review=None),
+    ]  # fmt: skip
+    assert fleet_counts(runs) == {"v2": VersionCounts(tagged=100, review=10, judged=20, correct=18)}
+    shadow = [*runs, counts_run("v2", shadow_compared=50, shadow_agreed=float("nan"), shadow_review=-1)]
+    assert shadow_counts(shadow) == {"v2": ShadowCounts(compared=50)}
+
+
+def test_a_canary_or_shadow_never_passes_on_counts_that_are_not_counts() -> None:
+    """Without evidence, no verdict passes: a value that is not a count would make every comparison false, and a
+    part larger than its whole is not a count of it."""
+    champion = counts_run("champ", tagged=900, review=100, judged=100, correct=95)
+    worse = counts_run("canary", tagged=0, review=600, judged=100, correct=0)
+    for hostile in (counts_run("canary", review=float("nan"), correct=float("nan")), counts_run("canary", review=-600)):
+        counts = fleet_counts([champion, worse, hostile])
+        verdict = canary_verdict(counts["champ"], counts["canary"], 500, 50)
+        assert verdict is not None and not verdict[0], verdict
+    only_nan = fleet_counts([champion, counts_run("canary", tagged="NaN", review="NaN", judged="NaN")])
+    assert canary_verdict(only_nan["champ"], only_nan.get("canary", VersionCounts()), 500, 0) is None  # no evidence
+    # Parts larger than their whole are no evidence either (a worker reporting more correct than judged).
+    passed, reasons = canary_verdict(VersionCounts(900, 100, 100, 95), VersionCounts(900, 100, 10, 1000), 500, 0) or (
+        True, [])  # fmt: skip
+    assert not passed and "more correct than judged" in reasons[0], reasons
+    shadow = shadow_counts([counts_run("s", shadow_compared=500, shadow_agreed=10, shadow_review=500,
+                                       shadow_live_review=0), counts_run("s", shadow_agreed=float("nan"),
+                                                                         shadow_review=float("nan"))])  # fmt: skip
+    assert not shadow["s"].verdict()[0]
+    passed, figures = ShadowCounts(compared=100, agreed=500, review=0, live_review=0).verdict()
+    assert not passed and "more agreed than compared" in figures["reasons"][0], figures
 
 
 def test_the_client_fetches_only_artifacts_the_registry_serves() -> None:
@@ -442,6 +488,79 @@ def test_every_worker_runs_the_shadow_beside_the_champion_emits_nothing_of_it_an
     asyncio.run(fleet.poll(pipeline))
     assert pipeline.shadow is None
     assert ShadowCounts(10, 10, 0, 0).verdict()[0] and not ShadowCounts(10, 7, 0, 0).verdict()[0]
+
+
+def test_a_canary_of_the_champions_own_model_version_is_refused_not_judged_on_the_champions_traffic(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Counts are kept per model version, so a canary of the champion's version (the same bytes under another card
+    threshold) would be judged against itself and always pass."""
+    stand_in = Decisions()
+    fleet, pipeline = decider(stand_in, trained_model_dir, tmp_path, shadow_events=50)
+    del stand_in.aliases[SHADOW]
+    champion_version = pipeline.classifier.version
+    stand_in.folders["s3"] = with_threshold(trained_model_dir, tmp_path / "v3", 0.9)
+    stand_in.aliases[CANARY] = ModelVersion("3", "s3", "run", {"model_version": champion_version})
+    stand_in.runs = [counts_run(champion_version, tagged=900, review=100, judged=100, correct=95)]
+    asyncio.run(fleet.poll(pipeline))
+    assert stand_in.aliases[CHAMPION].number == "1" and CANARY not in stand_in.aliases
+    decision = stand_in.tags["3"]["decision"]
+    assert decision.startswith("refused: worse_canary: it is the champion's model version"), decision
+    assert stand_in.writes == ["tag canary", "tag decision", "delete canary"]
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.canary is None
+
+
+class HostileRegistry(http.server.BaseHTTPRequestHandler):
+    """Answers every call of the REST API with the server's ``body``, except the aliases when ``aliases_unset``
+    (so that the calls after them are made too)."""
+
+    def answer(self) -> None:
+        server: Any = self.server
+        unset = server.aliases_unset and "registered-models/alias" in self.path
+        body = b'{"error_code": "RESOURCE_DOES_NOT_EXIST"}' if unset else server.body
+        self.send_response(404 if unset else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def hostile_registry() -> Iterator[http.server.ThreadingHTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"model_version": ' * 5_000])
+@pytest.mark.parametrize("aliases_unset", [False, True])
+def test_a_malformed_answer_from_the_registry_counts_as_no_answer_never_as_an_error_out_of_the_poll(
+    trained_model_dir: Path,
+    tmp_path: Path,
+    hostile_registry: http.server.ThreadingHTTPServer,
+    body: bytes,
+    aliases_unset: bool,
+) -> None:
+    """JSON nested too deeply to parse is a malformed answer like any other: the registry counts as not answering,
+    and nothing is raised out of the worker's timer."""
+    hostile_registry.body, hostile_registry.aliases_unset = body, aliases_unset  # type: ignore[attr-defined]
+    pipeline, registry = make_pipeline(trained_model_dir)
+    client = RegistryClient(f"http://127.0.0.1:{hostile_registry.server_port}", timeout=10)
+    fleet = FleetModel(client, "m", tmp_path / "cache", pipeline.metrics)
+    fleet.worker_name, fleet.decides = "w", True
+    served = pipeline.classifier
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.classifier is served
+    assert registry.get_sample_value("content_tagger_registry_reachable") == 0
 
 
 @pytest.mark.parametrize(
