@@ -2,8 +2,8 @@
 
 A batch is validated, checked against the title index, classified on the model's own thread, routed, and its
 outputs and index changes published (:class:`BatchTagger`): exactly-once in the same transactions, at-least-once
-the index changes first, so that no output is ever stored without the index change its event made. An error or a cancellation stops the worker
-without acking the batch (:func:`register_agent`), so a restart reads it again.
+the index changes first, so that no output is ever stored without the index change its event made. An error or
+a cancellation stops the worker without acking the batch (:func:`register_agent`), so a restart reads it again.
 """
 
 from __future__ import annotations
