@@ -34,9 +34,15 @@ class LabelStore:
             file.write(data)
 
 
+MAX_DECISION_AHEAD: Final = dt.timedelta(minutes=5)
+"""How far past this process's clock a decision may be dated: the clocks of the workers that wrote it may be
+ahead by this much; a decision dated later would override every real one made before that time."""
+
+
 def decision_time(value: Any) -> dt.datetime | None:
     """When a decision was made, from its ``decided_at``: an ISO-8601 time in UTC, as the worker writes it
-    (``2026-11-23T00:00:00.000+00:00``; ``Z``, and no offset at all, read as UTC too); None for anything else."""
+    (``2026-11-23T00:00:00.000+00:00``; ``Z``, and no offset at all, read as UTC too), and no more than
+    :data:`MAX_DECISION_AHEAD` past the clock; None for anything else."""
     if not isinstance(value, str):
         return None
     try:
@@ -44,8 +50,10 @@ def decision_time(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     if when.tzinfo is None:
-        return when.replace(tzinfo=dt.UTC)
-    return when if when.utcoffset() == dt.timedelta(0) else None
+        when = when.replace(tzinfo=dt.UTC)
+    elif when.utcoffset() != dt.timedelta(0):
+        return None
+    return when if when <= dt.datetime.now(dt.UTC) + MAX_DECISION_AHEAD else None
 
 
 def read_labels(path: Path) -> tuple[list[dict[str, Any]], int]:

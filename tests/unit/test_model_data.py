@@ -127,11 +127,12 @@ def test_feedback_keeps_the_decision_made_last_not_the_largest_text(tmp_path: Pa
         {"id": "1", "title": "T", "tag": "mlops", "decided_at": "2026-11-23T00:00:00.500+00:00"},
         {"id": "1", "title": "T", "tag": "other", "decided_at": "2026-11-23T00:00:00Z"},  # larger text, earlier
         {"id": "1", "title": "T", "tag": "computer-vision", "decided_at": "~"},  # forged: sorts after every time
+        {"id": "1", "title": "T", "tag": "computer-vision", "decided_at": "9999-12-31T00:00:00Z"},  # forged too
     ]
     feedback.write_text("\n".join(json.dumps(line) for line in lines))
     loaded = load_feedback(feedback)
     assert [(e.id, e.tag) for e in loaded.examples] == [("1", "mlops")]
-    assert len(loaded.skipped) == 1
+    assert len(loaded.skipped) == 2
 
 
 def test_a_title_with_a_unicode_line_separator_is_one_feedback_line(tmp_path: Path) -> None:

@@ -212,9 +212,10 @@ def test_the_latest_decision_is_the_one_made_last_not_the_largest_text(tmp_path:
     store.append({**base, "tag": "other", "decided_at": "2026-11-23T00:00:00Z"})  # larger text, earlier time
     store.append({**base, "tag": "computer-vision", "decided_at": "~"})
     store.append({**base, "tag": "computer-vision", "decided_at": "2026-11-23T09:00:00+09:00"})  # not UTC
+    store.append({**base, "tag": "computer-vision", "decided_at": "9999-12-31T00:00:00+00:00"})  # the far future
     labels, skipped = read_labels(path)
     assert [(label["id"], label["tag"]) for label in labels] == [("a", "mlops")]
-    assert skipped == 2
+    assert skipped == 3
 
 
 def test_a_title_with_a_unicode_line_separator_stays_one_label(tmp_path: Path) -> None:
