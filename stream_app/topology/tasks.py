@@ -37,6 +37,9 @@ def register_tasks(
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         """Take up the input partitions assigned in this rebalance."""
+        # Counted from the broker's metadata, which every worker of the group reads alike: TAGGER_PARTITIONS set
+        # above the real count would leave the titles of the missing partitions' digests undeleted for ever.
+        ownership.partitions = app.consumer.topic_partitions(settings.input_topic) or settings.partitions
         ownership.assigned = {tp.partition for tp in assigned if tp.topic == settings.input_topic}
         progress.reassigned()
 

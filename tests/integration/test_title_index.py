@@ -4,6 +4,7 @@ the whole index before it says it is ready; copies racing their originals are ne
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
@@ -11,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from tests.integration.harness import WorkerProcess, ids_in, produce, read_outputs, run
 from tests.integration.test_worker import dataset_rows
@@ -115,3 +117,42 @@ def test_copies_meet_their_originals_on_any_partition_and_worker_also_after_a_ki
         f"{near_recall(planted, '-after', dropped):.3f} after; racing copies caught "
         f"{racing_caught} of {len(racing)}"
     )
+
+
+async def index_records(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list[tuple[bytes, bytes | None]]:
+    """Every (key, value) record of the index topic, read from its start until nothing came for ``idle_seconds``."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[tuple[bytes, bytes | None]] = []
+    try:
+        while batches := await consumer.getmany(timeout_ms=int(idle_seconds * 1000)):
+            records += [(record.key, record.value) for part in batches.values() for record in part]
+    finally:
+        await consumer.stop()
+    return records
+
+
+def test_expired_titles_are_deleted_from_the_index_topic_whatever_tagger_partitions_says(
+    start_worker: Any, new_topic: Any
+) -> None:
+    # TAGGER_PARTITIONS above the input topic's real count: the titles whose digest fell on a partition that
+    # does not exist were owned by nobody, and their entries stayed on the compacted topic for ever.
+    ttl_days = 6 / 86400  # titles expire 6 s after they are seen (no clock skew allowed)
+    worker, topics = start_worker(
+        partitions=2, TAGGER_PARTITIONS="4", TAGGER_DEDUPE_TTL_DAYS=str(ttl_days), TAGGER_MAX_CLOCK_SKEW_SECONDS="0"
+    )
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    index_topic = f"{worker.app_id}-title-index"
+    rows = distinct_rows(dataset_rows())[:40]
+    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), None) for r in rows]))
+    run(read_outputs(bootstrap, topics, len(rows), timeout=60, settle=0.0))
+    written = {key for key, value in run(index_records(bootstrap, index_topic)) if value is not None}
+    assert len(written) > len(rows) // 2, worker.log_tail()
+    time.sleep(8)
+    later = {"id": "later", "title": "A title that moves the stream time past the others' TTL"}
+    run(produce(bootstrap, topics.input, [(b"later", json.dumps(later).encode(), None)]))
+    run(read_outputs(bootstrap, topics, len(rows) + 1, timeout=60, settle=0.0))
+    deleted = {key for key, value in run(index_records(bootstrap, index_topic)) if value is None}
+    assert written <= deleted, f"{len(written - deleted)} of {len(written)} expired titles never deleted"
