@@ -97,6 +97,8 @@ class ReviewSite:
         self.proxy_networks = settings.review_proxy_networks
         self.hosts = settings.review_hosts
         self.limiter = SignInLimiter()
+        self._deciding: set[str] = set()
+        """Items whose decision is being published: a second decision on one meanwhile is refused."""
         # One thread: a password hash takes a core and 64 MiB for a fraction of a second, so sign-ins queue.
         self._auth_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-auth")
 
@@ -151,8 +153,15 @@ class ReviewSite:
             key, values = _encoded(feedback, tagged)
         except InvalidDecision as error:
             return self._review_page(session, reviewer, f"Not saved: {error}", status=400)
-        await self.publish(key, *values)
-        self.board.waiting.pop(feedback["id"], None)  # gone at once; the feedback record confirms it soon
+        item_id = feedback["id"]
+        if item_id in self._deciding:  # two reviewers, or a double click: both would be published
+            return self._review_page(session, reviewer, f"Not saved: {item_id} is being decided", status=409)
+        self._deciding.add(item_id)
+        try:
+            await self.publish(key, *values)
+        finally:
+            self._deciding.discard(item_id)
+        self.board.waiting.pop(item_id, None)  # gone at once; the feedback record confirms it soon
         notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
         return self._review_page(session, reviewer, notice)
 

@@ -136,6 +136,32 @@ def test_concurrent_sign_ins_from_one_address_get_no_more_password_checks_than_t
     assert site.sign_in(peer="10.0.0.8").status == 303
 
 
+def test_two_decisions_on_one_item_at_once_publish_one(tmp_path: Path) -> None:
+    """Two reviewers (or a double click) deciding one item while the first decision is still being sent: the
+    second is refused, and the item is decided once."""
+    site = Site(tmp_path)
+    site.sign_in()
+    sent = site.site.publish
+
+    async def slow_publish(key: bytes, feedback: bytes, tagged: bytes) -> None:
+        await asyncio.sleep(0.05)
+        await sent(key, feedback, tagged)
+
+    site.site.publish = slow_publish
+    token = site.token()
+
+    async def both() -> list[WebResponse]:
+        def decision(tag: str) -> WebRequest:
+            form = {"csrf": token, "id": "a", "tag": tag}
+            return WebRequest("POST", "/review", "127.0.0.1:6066", "127.0.0.1", site.cookie, form)
+
+        return await asyncio.gather(site.site.handle(decision("mlops")), site.site.handle(decision("other")))
+
+    assert sorted(response.status for response in asyncio.run(both())) == [200, 409]
+    assert [feedback["tag"] for feedback, _ in site.published] == ["mlops"]
+    assert site.request("POST", "/review", {"csrf": token, "id": "a", "tag": "other"}).status == 400  # decided
+
+
 def test_a_cookie_or_form_token_with_non_ascii_text_is_refused_not_an_error(tmp_path: Path) -> None:
     site = Site(tmp_path)
     site.sign_in()
