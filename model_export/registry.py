@@ -4,8 +4,8 @@ the ONNX file on the run; the offline comparison's verdict and figures as tags o
 
 A version whose offline comparison passed against the registry's ``champion`` becomes the ``shadow`` (unless a
 shadow or a canary is already being judged), which the fleet's decider makes the ``canary`` once it compared well
-with the champion on live traffic; with no champion yet, the first version becomes the champion. Every other
-version is registered and tagged with why it will not serve.
+with the champion on live traffic; the first version of a model becomes the champion. Every other version is
+registered and tagged with why it will not serve (a later version found no champion alias, too).
 """
 
 from __future__ import annotations
@@ -87,6 +87,12 @@ def assign_alias(client: RegistryClient, model_name: str, version: ModelVersion,
     champion = client.alias(model_name, CHAMPION)
     promotion = model_card.get("promotion")
     if champion is None:
+        if version.number != "1":
+            # Versions before it served: the alias was removed, and no gate has judged this one. An operator who
+            # means it to serve sets the alias.
+            detail = "refused: no champion alias, and only the first version becomes champion unjudged"
+            client.set_version_tag(model_name, version.number, "decision", detail)
+            return
         client.set_alias(model_name, CHAMPION, version.number)
         client.set_version_tag(model_name, version.number, "decision", "champion: the first registered version")
         return

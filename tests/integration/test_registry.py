@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from model_export.registry import assign_alias
 from stream_app.lifecycle.registry import (
     CANARY,
     CHAMPION,
@@ -263,6 +264,22 @@ def register_by_hand(client: RegistryClient, model: str, folder: Path, alias: st
     version = client.register(model, f"{artifacts}/model", run_id, {"model_version": card["version"]})
     client.set_alias(model, alias, version.number)
     return version.number
+
+
+def test_a_later_version_finding_no_champion_alias_is_not_made_champion_unjudged(
+    mlflow_server: MlflowServer, trained_model_dir: Path, seven: Path
+) -> None:
+    model = "no-champion"
+    mlflow_server.wait()
+    client = RegistryClient(mlflow_server.url)
+    register_by_hand(client, model, trained_model_dir, CHAMPION)
+    client.delete_alias(model, CHAMPION)  # removed by hand, or by a script gone wrong
+    card = json.loads((seven / "model.json").read_text())
+    run_id, artifacts = client.create_run(client.experiment_id(EXPERIMENT), "later", {})
+    version = client.register(model, f"{artifacts}/model", run_id, {"model_version": card["version"]})
+    assign_alias(client, model, version, card)  # as the exporter does, with no offline verdict on the card
+    assert client.alias(model, CHAMPION) is None
+    assert client.version(model, version.number).tags["decision"].startswith("refused: no champion alias")
 
 
 def test_a_new_version_shadows_then_serves_as_canary_judged_on_both_workers_traffic_then_promoted_or_rolled_back(
