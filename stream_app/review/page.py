@@ -261,7 +261,10 @@ def review_view(site: ReviewSite) -> type[faust.web.View]:
             return self._send(await site.handle(_web_request(request, site, {})))
 
         async def post(self, request: Any) -> Any:
-            form = {key: str(value) for key, value in (await request.post()).items()}
+            try:
+                form = {key: str(value) for key, value in (await request.post()).items()}
+            except (ValueError, LookupError):  # a body that is not a form: not UTF-8, an unknown charset, no boundary
+                return self._send(WebResponse(400, _page("Refused", "The form could not be read.")))
             return self._send(await site.handle(_web_request(request, site, form)))
 
         def _send(self, response: WebResponse) -> Any:
