@@ -143,8 +143,14 @@ def host_allowed(host: str, allowed: frozenset[str]) -> bool:
     host = host.strip().lower()
     if host in allowed:
         return True
-    name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
-    return bool(name) and name in allowed
+    if host.startswith("["):
+        end = host.find("]") + 1  # 0 when there is no "]": no name
+        name, port = host[:end], host[end:]
+    else:
+        before, colon, after = host.rpartition(":")
+        name, port = (before, colon + after) if colon else (host, "")
+    # What follows the name is a port or nothing: "[::1]evil" or "localhost:x" names no allowed host.
+    return bool(name) and name in allowed and (port == "" or (port.startswith(":") and port[1:].isdigit()))
 
 
 def proxy_user(

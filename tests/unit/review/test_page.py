@@ -261,7 +261,8 @@ def test_the_limiter_forgets_failures_past_its_window() -> None:
     ("host", "allowed"),
     [("127.0.0.1:6066", True), ("LOCALHOST", True), ("[::1]:6066", True), ("review.example:443", True),
      ("review.example:444", False), ("evil.example", False), ("127.0.0.1.evil.example", False), ("", False),
-     (":6066", False)],
+     (":6066", False), ("[::1]evil", False), ("localhost:x", False), ("localhost:", False), ("[::1]:", False),
+     ("[::1", False)],
 )  # fmt: skip
 def test_the_host_allow_list(host: str, allowed: bool) -> None:
     hosts = frozenset({"localhost", "127.0.0.1", "[::1]", "review.example:443"})
