@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import TaggerError
-from stream_app.review.labels import decision_time
-from stream_app.schema import has_lone_surrogate
+from stream_app.review.labels import latest_decisions
 
 REQUIRED_COLUMNS = ("id", "title", "description", "tag")
 
@@ -99,61 +95,17 @@ class Feedback:
 
 
 def load_feedback(path: Path) -> Feedback:
-    """Labelled examples from a JSONL file of ``{id, title, description, tag}``; per id, the latest decision
-    wins: the one decided last when lines carry ``decided_at`` (compared as times), else the later line.
-
-    A line that is not such an object, has a blank id or title, an unapproved tag, text UTF-8 cannot carry, or a
-    ``decided_at`` that is not an ISO-8601 time in UTC is skipped and named in :attr:`Feedback.skipped`.
-    """
-    latest: dict[str, tuple[dt.datetime, Example]] = {}
-    skipped: list[str] = []
-    # Only "\n" ends a line: the store writes text as it is, and a title may hold U+2028 or U+0085.
-    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            example, when = _feedback_line(line)
-        except ValueError as error:
-            skipped.append(f"line {number}: {error}")
-            continue
-        earlier = latest.get(example.id)
-        if earlier is None or when >= earlier[0]:
-            latest.pop(example.id, None)  # re-inserted, so the order is that of the latest decisions
-            latest[example.id] = (when, example)
-    return Feedback([example for _, example in latest.values()], skipped)
-
-
-UNDATED: Final = dt.datetime.min.replace(tzinfo=dt.UTC)
-"""The decision time of a line without ``decided_at``: before any dated one, so then the later line wins."""
-
-
-def _feedback_line(line: bytes) -> tuple[Example, dt.datetime]:
-    """The example on one line of feedback and when it was decided; raises ``ValueError`` saying what is wrong."""
-    try:
-        item = json.loads(line.decode("utf-8"))
-    except (ValueError, RecursionError) as error:  # RecursionError: arrays or objects nested thousands deep
-        raise ValueError(f"not JSON ({type(error).__name__})") from None
-    if not isinstance(item, dict):
-        raise ValueError("not a {id, title, description, tag} object")
-    item_id, title, description, tag = (item.get(name) for name in REQUIRED_COLUMNS)
-    if isinstance(item_id, int) and not isinstance(item_id, bool):
-        item_id = str(item_id)
-    tag = tag.strip() if isinstance(tag, str) else tag
-    if not isinstance(item_id, str) or not item_id.strip():
-        raise ValueError("no id, or a blank one")
-    if not isinstance(title, str) or not title.strip():
-        raise ValueError("no title, or a blank one")
-    if description is not None and not isinstance(description, str):
-        raise ValueError("description is not text")
-    if tag not in APPROVED_TAGS:
-        raise ValueError(f"tag {tag!r} is not approved")
-    if has_lone_surrogate(item):
-        raise ValueError("the text holds an unpaired surrogate, which UTF-8 cannot carry")
-    decided_at = item.get("decided_at")
-    when = UNDATED if decided_at is None else decision_time(decided_at)
-    if when is None:
-        raise ValueError(f"decided_at {str(decided_at)[:40]!r} is not an ISO-8601 time in UTC")
-    return Example(item_id.strip(), title.strip(), (description or "").strip(), tag), when
+    """Labelled examples from a JSONL file of ``{id, title, description, tag}``, read as the worker reads its
+    labelled store (:func:`~stream_app.review.labels.latest_decisions`): per id, the decision made last, else
+    the later line; an unusable line is skipped and named in :attr:`Feedback.skipped`. Lines written by hand
+    may leave out ``decided_at``."""
+    labels, skipped = latest_decisions(path.read_bytes(), dated=False)
+    examples = [
+        Example(label["id"].strip(), label["title"].strip(), (label.get("description") or "").strip(),
+                label["tag"].strip())
+        for label in labels
+    ]  # fmt: skip
+    return Feedback(examples, skipped)
 
 
 def apply_feedback(examples: list[Example], feedback: list[Example]) -> list[Example]:

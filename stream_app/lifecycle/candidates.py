@@ -76,13 +76,13 @@ def current_model_dir(model_dir: Path, candidates_dir: Path) -> Path:
     promoted = candidates_dir / PROMOTED
     decided: list[tuple[float, str, Path]] = []
     for folder in promoted.iterdir() if promoted.is_dir() else ():
-        decided_at = decision_time(folder / "decision.json")
+        decided_at = promoted_at(folder / "decision.json")
         if decided_at is not None:
             decided.append((decided_at, folder.name, folder))
     return max(decided)[2] if decided else model_dir
 
 
-def decision_time(path: Path) -> float | None:
+def promoted_at(path: Path) -> float | None:
     """When the decision filed in ``path`` was made (seconds since the epoch), or None (logged) when the file is
     missing or malformed: anything but a JSON object whose ``decided_at`` is a finite number."""
     try:

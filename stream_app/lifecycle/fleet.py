@@ -229,7 +229,7 @@ class FleetModel:
                 self.client.search_runs(self.client.experiment_id(fleet_experiment(self.model_name)))
             )
             summed_counts = counts.get(version, ShadowCounts())
-            if not summed_counts.compared >= self.shadow_events:
+            if summed_counts.compared < self.shadow_events:
                 return
             passed, figures = summed_counts.verdict()
         self._settle(shadow, SHADOW, CANARY, json.dumps(figures), [] if passed else figures["reasons"])

@@ -133,20 +133,20 @@ def canary_verdict(
     people judged ``min_judged`` of its predictions, be at most :data:`PRECISION_SLACK` less precise, each beyond
     the :func:`noise` of the canary's sample.
     """
-    # Each rule is written to hold only on numbers that pass it, so that counts no rule foresaw refuse the canary.
-    if not (canary.served >= min_events and canary.judged >= min_judged):
+    if canary.served < min_events or canary.judged < min_judged:
         return None
+    # Summed counts are finite and not negative (count_value), but a part may exceed its whole.
     reasons = [
         f"the {who} has more correct than judged predictions ({counts.correct:g} > {counts.judged:g})"
         for who, counts in (("canary", canary), ("champion", champion))
-        if not counts.correct <= counts.judged
+        if counts.correct > counts.judged
     ]
     limit = champion.review_share + REVIEW_SHARE_SLACK + noise(champion.review_share, canary.served)
-    if not canary.review_share <= limit:
+    if canary.review_share > limit:
         reasons.append(f"review share {canary.review_share:.3f} > {limit:.3f} (champion {champion.review_share:.3f})")
     if canary.precision is not None and champion.precision is not None:
         floor = champion.precision - PRECISION_SLACK - noise(champion.precision, canary.judged)
-        if not canary.precision >= floor:
+        if canary.precision < floor:
             reasons.append(f"online precision {canary.precision:.3f} < {floor:.3f} (champion {champion.precision:.3f})")
     return not reasons, reasons
 

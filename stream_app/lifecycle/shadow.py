@@ -91,13 +91,13 @@ def shadow_verdict(
     ``seen`` events and send at most :data:`REVIEW_SHARE_SLACK` more of them to review than the live model."""
     n = max(seen, 1)
     agreement, candidate_share, live_share = agreed / n, candidate_below / n, live_below / n
-    # Each rule is written to hold only on numbers that pass it (NaN fails), and a part larger than its whole is
-    # no evidence: counts summed from the fleet's runs are whatever the workers, or the registry, reported.
+    # Summed counts are finite and not negative (fleet_counts.count_value), but a part larger than its whole is
+    # no evidence: they are whatever the workers, or the registry, reported.
     parts = (("agreed", agreed), ("sent to review", candidate_below), ("sent to review live", live_below))
-    reasons = [f"more {name} than compared ({count:g} > {seen:g})" for name, count in parts if not count <= seen]
-    if not agreement >= MIN_SHADOW_AGREEMENT:
+    reasons = [f"more {name} than compared ({count:g} > {seen:g})" for name, count in parts if count > seen]
+    if agreement < MIN_SHADOW_AGREEMENT:
         reasons.append(f"agreement {agreement:.3f} < {MIN_SHADOW_AGREEMENT}")
-    if not candidate_share <= live_share + REVIEW_SHARE_SLACK:
+    if candidate_share > live_share + REVIEW_SHARE_SLACK:
         reasons.append(
             f"review share {candidate_share:.3f} > {live_share + REVIEW_SHARE_SLACK:.3f} (live {live_share:.3f})"
         )

@@ -21,10 +21,9 @@ from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision, InvalidRecord
 from stream_app.metrics import VERDICTS
 from stream_app.review.labels import decision_time
-from stream_app.schema import SCHEMA_VERSION, has_lone_surrogate
+from stream_app.schema import MAX_ID_CHARS, SCHEMA_VERSION, has_lone_surrogate
 
 MAX_REVIEWER_CHARS = 100
-MAX_ID_CHARS = 200
 MAX_VERSION_CHARS = 64
 """Longest model version a record may name: it becomes a metric label."""
 TAGGED_BY = ("model", "human")

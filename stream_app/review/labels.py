@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stream_app import APPROVED_TAGS
+from stream_app.schema import has_lone_surrogate
 
 LABEL_FIELDS: Final = ("id", "title", "description", "tag", "verdict", "reviewer", "decided_at", "model_version")
 
@@ -56,30 +57,68 @@ def decision_time(value: Any) -> dt.datetime | None:
     return when if when <= dt.datetime.now(dt.UTC) + MAX_DECISION_AHEAD else None
 
 
-def read_labels(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The latest decision per id, in first-seen order, and the number of lines skipped as unreadable."""
+UNDATED: Final = dt.datetime.min.replace(tzinfo=dt.UTC)
+"""The decision time of a line without ``decided_at``: before any dated one, so then the later line wins."""
+
+
+def decision_line(line: bytes) -> tuple[dict[str, Any], dt.datetime | None]:
+    """The decision on one line of the store, its ``id`` as text, and when it was made (None for a line without
+    ``decided_at``); raises ``ValueError`` saying what makes the line unusable: not a JSON object, a blank id or
+    title, an unapproved tag, text UTF-8 cannot carry, or a ``decided_at`` that :func:`decision_time` refuses."""
+    try:
+        label = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # RecursionError: arrays or objects nested thousands deep
+        raise ValueError(f"not JSON ({type(error).__name__})") from None
+    if not isinstance(label, dict):
+        raise ValueError("not a {id, title, description, tag} object")
+    item_id, title, description, tag = (label.get(name) for name in ("id", "title", "description", "tag"))
+    if isinstance(item_id, int) and not isinstance(item_id, bool):
+        item_id = str(item_id)
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise ValueError("no id, or a blank one")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError("no title, or a blank one")
+    if description is not None and not isinstance(description, str):
+        raise ValueError("description is not text")
+    if (tag.strip() if isinstance(tag, str) else tag) not in APPROVED_TAGS:
+        raise ValueError(f"tag {tag!r} is not approved")
+    if has_lone_surrogate(label):
+        raise ValueError("the text holds an unpaired surrogate, which UTF-8 cannot carry")
+    decided_at = label.get("decided_at")
+    when = None if decided_at is None else decision_time(decided_at)
+    if decided_at is not None and when is None:
+        raise ValueError(f"decided_at {str(decided_at)[:40]!r} is not an ISO-8601 time in UTC")
+    return {**label, "id": item_id}, when
+
+
+def latest_decisions(data: bytes, dated: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per id, the decision made last (the later line on a tie; an undated line loses to a dated one), in the
+    order those decisions were made; and why each unusable line was skipped (``line N: ...``). ``dated``: a line
+    without ``decided_at`` is unusable too."""
     latest: dict[str, tuple[dt.datetime, dict[str, Any]]] = {}
-    skipped = 0
-    if not path.exists():
-        return [], 0
+    skipped: list[str] = []
     # Only "\n" ends a line: the store writes text as it is, and a title may hold U+2028 or U+0085, which
     # str.splitlines would take for line ends.
-    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+    for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            label = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
-            label = None
-        when = decision_time(label.get("decided_at")) if isinstance(label, dict) else None
-        if when is None or not (
-            isinstance(label.get("id"), str)
-            and isinstance(label.get("title"), str)
-            and label.get("tag") in APPROVED_TAGS
-        ):
-            skipped += 1
+            label, when = decision_line(line)
+            if when is None and dated:
+                raise ValueError("no decided_at")
+        except ValueError as error:
+            skipped.append(f"line {number}: {error}")
             continue
         earlier = latest.get(label["id"])
-        if earlier is None or when >= earlier[0]:
-            latest[label["id"]] = (when, label)
+        if earlier is None or (when or UNDATED) >= earlier[0]:
+            latest.pop(label["id"], None)  # re-inserted, so the order is that of the latest decisions
+            latest[label["id"]] = (when or UNDATED, label)
     return [label for _, label in latest.values()], skipped
+
+
+def read_labels(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The latest decision per id (:func:`latest_decisions`), and the number of lines skipped as unusable."""
+    if not path.exists():
+        return [], 0
+    labels, skipped = latest_decisions(path.read_bytes(), dated=True)
+    return labels, len(skipped)
