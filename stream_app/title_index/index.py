@@ -117,6 +117,9 @@ class TitleIndex:
         """None while the index loads from its topic."""
         self.stream_time = -math.inf
         """The newest trusted event time this worker has seen: the index's "now" for expiry."""
+        self._overtaken: dict[bytes, None] = {}
+        """Keys of entries held here that a deletion from the topic came after while they were fresh (see
+        :meth:`apply`), in the order met: :meth:`expire` writes them again."""
 
     @property
     def loaded(self) -> bool:
@@ -172,11 +175,19 @@ class TitleIndex:
         return judged
 
     def expire(self) -> list[IndexChange]:
-        """Delete the entries expired by the newest event time seen; returns the deletions."""
+        """Delete the entries expired by the newest event time seen; returns the deletions, then each entry still
+        held whose deletion in the topic came after it (:meth:`apply`), written again so that the topic's compacted
+        log, which a starting worker loads, ends with the entry rather than the deletion."""
         dedupe = self._ready()
         if self.stream_time != -math.inf:
             dedupe.expire(self.stream_time)
-        return self.store.take_changes()
+        changes = self.store.take_changes()
+        overtaken, self._overtaken = self._overtaken, {}
+        for key in overtaken:
+            held = self.store.titles.get(key)
+            if held is not None:
+                changes.append(IndexChange(key, held))
+        return changes
 
     def apply(self, key: bytes | None, value: bytes | None) -> str:
         """Apply one record of the topic: :data:`APPLIED`, :data:`UNCHANGED` (this worker's own change coming
@@ -184,7 +195,9 @@ class TitleIndex:
 
         Every record is applied in the topic's order, this worker's own included, so that two workers that wrote
         the same title at once both end with the topic's last value. A deletion removes only an entry this worker
-        holds as expired: the title may have been seen again here since the other worker expired it."""
+        holds as expired: the title may have been seen again since the other worker expired it, here or on a third
+        worker whose write reached the topic first. The topic's log then ends with the deletion, so such an entry
+        is noted for :meth:`expire` to write again."""
         dedupe = self._ready()
         if key is None or len(key) != INDEX_KEY_BYTES:
             return self._check_record(key, value) or "invalid_value"  # never None for such a key
@@ -200,6 +213,7 @@ class TitleIndex:
         if value is None:
             entry = entry_fields(held)
             if entry is not None and entry.event_time + self.ttl_seconds >= self.stream_time:
+                self._overtaken[key] = None
                 return UNCHANGED
         with self.store.unrecorded():
             dedupe.apply(ref, value)

@@ -143,8 +143,9 @@ class BatchTagger:
         )
 
     def sweep(self) -> list[Record]:
-        """The deletions this worker publishes for titles expired since the last sweep (at most one a
-        :data:`SWEEP_INTERVAL_SECONDS`)."""
+        """What this worker publishes to the index topic for the titles it owns, at most once a
+        :data:`SWEEP_INTERVAL_SECONDS`: deletions of those expired since the last sweep, and entries a deletion
+        came after in the topic although they were fresh (:meth:`TitleIndex.expire`)."""
         now = time.time()
         if now - self.last_sweep < SWEEP_INTERVAL_SECONDS:
             return []

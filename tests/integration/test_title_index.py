@@ -156,3 +156,30 @@ def test_expired_titles_are_deleted_from_the_index_topic_whatever_tagger_partiti
     run(read_outputs(bootstrap, topics, len(rows) + 1, timeout=60, settle=0.0))
     deleted = {key for key, value in run(index_records(bootstrap, index_topic)) if value is None}
     assert written <= deleted, f"{len(written - deleted)} of {len(written)} expired titles never deleted"
+
+
+def test_an_entry_a_deletion_came_after_in_the_topic_is_written_again_for_workers_started_later(
+    start_worker: Any,
+) -> None:
+    # The owner of an expired title deletes it from the topic; another worker that saw the title again meanwhile
+    # wrote it first. The topic's log then ends with the deletion, and a worker started later would show copies.
+    # Here the deletion is written by hand after the worker's entry, in the order that race leaves them.
+    worker, topics = start_worker()
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    index_topic = f"{worker.app_id}-title-index"
+    row = distinct_rows(dataset_rows())[0]
+    run(produce(bootstrap, topics.input, [(b"first", event_value({**row, "id": "first"}), None)]))
+    run(read_outputs(bootstrap, topics, 1, timeout=60, settle=0.0))
+    [(key, value)] = [(k, v) for k, v in run(index_records(bootstrap, index_topic)) if v is not None]
+    run(produce(bootstrap, index_topic, [(key, None, None)]))
+    time.sleep(1.5)  # the worker applies the deletion, and its next batch may sweep (at most once a second)
+    nudge = {"id": "nudge", "title": "A title that only gives the worker a batch to sweep with"}
+    run(produce(bootstrap, topics.input, [(b"nudge", json.dumps(nudge).encode(), None)]))
+    run(read_outputs(bootstrap, topics, 2, timeout=60, settle=0.0))
+    last = dict(run(index_records(bootstrap, index_topic)))
+    assert last[key] == value, worker.log_tail()
+    worker.stop()
+    restarted, _ = start_worker(topics=topics, app_id=worker.app_id)
+    run(produce(bootstrap, topics.input, [(b"copy", event_value({**row, "id": "copy"}), None)]))
+    outputs = run(read_outputs(bootstrap, topics, 3, timeout=90, settle=1.0))
+    assert ids_in(outputs["duplicate"]) == ["copy"], restarted.log_tail()

@@ -102,6 +102,42 @@ def test_another_worker_s_deletion_removes_only_what_this_worker_holds_as_expire
     assert second.check("4", TITLE, None, later + 1)[0].duplicate_of == "3"
 
 
+def test_a_title_written_again_before_another_worker_s_deletion_reached_the_topic_is_kept_for_starting_workers() -> (
+    None
+):
+    """The owner of an expired title deletes it from the topic; a second worker saw the title again meanwhile, and its
+    write reached the topic first. The live workers keep the new entry, and the owner writes it once more, so the
+    compacted log ends with it and a worker started later still catches copies."""
+    owner, other = index(), index()
+    topic: list[IndexChange] = []
+    _, first = owner.check("1", TITLE, None, NOW)
+    topic += first
+    replicate(first, other)
+    later = NOW + TTL + 10
+    for worker in (owner, other):
+        worker.clock = lambda: later
+    _, moved = owner.check("2", "A title that moves the owner's time on", None, later)
+    deletion = owner.expire()  # the owner's sweep, before the other worker's write reached it
+    assert deletion == [IndexChange(first[0].key, None)]
+    _, again = other.check("3", TITLE, None, later)  # expired there: the title is shown again, and stored
+    assert again[0].key == first[0].key and again[0].value
+    topic += moved + again + deletion  # the other worker's write was appended before the owner's deletion
+    for change in moved + again + deletion:
+        owner.apply(change.key, change.value)
+        other.apply(change.key, change.value)
+    for worker in (owner, other):
+        assert worker.check("4", TITLE, None, later + 1)[0].duplicate_of == "3"
+    written = owner.expire()
+    assert written == [IndexChange(again[0].key, again[0].value)]
+    assert owner.expire() == []  # once
+    topic += written
+    starting = TitleIndex(TTL, SKEW, clock=lambda: later + 2)
+    for change in topic:
+        starting.load(change.key, change.value)
+    starting.finish_loading()
+    assert starting.check("5", TITLE, None, later + 2)[0].duplicate_of == "3"
+
+
 @pytest.mark.parametrize("event_time", [-0.001, 0.0, NOW - TTL - 10, NOW - 2 * SKEW])
 def test_a_title_dated_long_ago_keeps_copies_out_from_when_it_was_seen(event_time: float) -> None:
     # A backfill, a producer that sets no timestamp (-1 ms), or one that sets an article's publication date.
