@@ -1,6 +1,7 @@
 """Scale-out on a real broker: two workers in one consumer group share a 4-partition input topic, copies of a
 title planted on different partitions still meet and are dropped (each worker holds the whole title index), and
-when one worker is killed (-9) mid-stream the other takes over its partitions, losing nothing."""
+when one worker is killed (-9) mid-stream the other takes over its partitions, losing nothing; a worker that joins
+mid-stream takes partitions over, exactly once, with nothing lost, repeated or shown twice."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -49,6 +51,26 @@ async def stream_and_kill(
     """Produce ``messages`` in paced chunks while reading the outputs; kill ``victim`` once a third of the
     outputs arrived (while input still flows). Returns the outputs, how many had arrived at the kill and how
     many input messages the victim had consumed by then."""
+
+    async def kill() -> float:
+        victim_consumed = consumed(victim.metrics_text())
+        victim.kill()
+        return victim_consumed
+
+    return await stream_and_act(bootstrap, topics, messages, kill, timeout)
+
+
+async def stream_and_act(
+    bootstrap: str,
+    topics: Topics,
+    messages: list[tuple[bytes, bytes, int]],
+    act: Callable[[], Awaitable[float]],
+    timeout: float,
+    pause: float = 0.4,
+) -> tuple[dict[str, list[dict[str, Any]]], int, float]:
+    """Produce ``messages`` in chunks of 50, ``pause`` seconds apart, while reading the outputs; await ``act`` once
+    a third of the outputs arrived (while input still flows). Returns the outputs, how many had arrived then, and
+    what ``act`` returned."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     # read_committed: records of transactions the killed worker left open (aborted) are not outputs.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
@@ -64,11 +86,11 @@ async def stream_and_kill(
         for start in range(0, len(messages), 50):
             for key, value, partition in messages[start : start + 50]:
                 await producer.send(topics.input, value, key=key, partition=partition)
-            await asyncio.sleep(0.4)  # about 10 s of stream: the kill comes after commits (every 1 s)
+            await asyncio.sleep(pause)  # 0.4: about 10 s of stream, and the third comes after commits (every 1 s)
         await producer.flush()
 
     sending = asyncio.create_task(send_paced())
-    killed_at, victim_consumed, settle_until, deadline = -1, 0.0, None, time.monotonic() + timeout
+    acted_at, acted, settle_until, deadline = -1, 0.0, None, time.monotonic() + timeout
     waiting = {key.decode() for key, _, _ in messages}
     try:
         while time.monotonic() < deadline:
@@ -77,11 +99,10 @@ async def stream_and_kill(
                 found[kind_of[tp.topic]] += batch
                 waiting.difference_update(str(record.get("id")) for record in batch)
             total = sum(len(v) for v in found.values())
-            if killed_at < 0 and total >= len(messages) // 3:
-                assert not sending.done(), "the stream ended before the kill: pace it slower"
-                victim_consumed = consumed(victim.metrics_text())
-                victim.kill()
-                killed_at = total
+            if acted_at < 0 and total >= len(messages) // 3:
+                assert not sending.done(), "the stream ended before the third: pace it slower"
+                acted = await act()
+                acted_at = total
             # Every id landed (not just as many records: repeats would count), then a while for late repeats.
             if not waiting and sending.done():
                 settle_until = settle_until or time.monotonic() + 5.0
@@ -92,7 +113,7 @@ async def stream_and_kill(
         sending.cancel()
         await producer.stop()
         await consumer.stop()
-    return found, killed_at, victim_consumed
+    return found, acted_at, acted
 
 
 async def committed_total(bootstrap: str, group: str, topic: str) -> int:
@@ -170,4 +191,46 @@ def test_two_workers_share_partitions_drop_copies_across_them_and_survive_losing
         f"scale-out ({guarantee}): {len(messages)} events, second worker consumed {victim_consumed} and was killed "
         f"after {killed_at} outputs; {repeats} repeated outputs ({repeated_shown} tagged/review), {elapsed:.1f} s; "
         f"committed offsets at the end: input {committed} of {len(messages)}"
+    )
+
+
+def test_a_worker_joining_mid_stream_takes_partitions_over_and_nothing_is_lost_repeated_or_shown_twice(
+    start_worker: Any,
+) -> None:
+    # Scaling out while the stream flows, exactly once: the first worker gives up partitions with batches in
+    # flight, and the newcomer's producers fence the first worker's for them. (At least once, the survivor of the
+    # kill above goes through the same revocation mid-stream.)
+    guarantee = "exactly_once"
+    rows = distinct_rows(dataset_rows())[:300]
+    messages = planted_stream(rows)
+    env = {"BROKER_SESSION_TIMEOUT": SESSION_TIMEOUT_SECONDS, "TAGGER_PROCESSING_GUARANTEE": guarantee}
+    first, topics = start_worker(partitions=PARTITIONS, **env)
+    bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    joined: list[WorkerProcess] = []
+
+    async def join() -> float:
+        first_consumed = consumed(first.metrics_text())
+        worker, _ = await asyncio.to_thread(start_worker, PARTITIONS, topics, first.app_id, **env)
+        joined.append(worker)
+        return first_consumed
+
+    outputs, joined_at, first_consumed = run(stream_and_act(bootstrap, topics, messages, join, timeout=150, pause=0.8))
+
+    [second] = joined
+    for worker in (first, second):
+        assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
+    assert consumed(second.metrics_text()) > 0, second.log_tail()  # it took partitions over mid-stream
+    sent = Counter(key.decode() for key, _, _ in messages)
+    landed = Counter(str(r["id"]) for kind in ("tagged", "review", "duplicate") for r in outputs[kind])
+    assert not outputs["deadletter"]
+    assert not sorted(sent - landed), f"lost {len(sent - landed)}"
+    assert set(landed) <= set(sent)
+    repeats = sum((landed - sent).values())
+    assert repeats == 0, f"{repeats} repeated outputs in exactly-once mode"
+    shown = Counter(str(r["id"]).split("-copy")[0] for kind in ("tagged", "review") for r in outputs[kind])
+    assert max(shown.values()) == 1, [title for title, n in shown.items() if n != 1][:10]
+    print(
+        f"scale-out while streaming ({guarantee}): {len(messages)} events, the second worker started after "
+        f"{joined_at} outputs ({first_consumed:.0f} consumed by the first) and consumed "
+        f"{consumed(second.metrics_text()):.0f}; {repeats} repeated outputs"
     )
