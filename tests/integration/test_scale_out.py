@@ -67,10 +67,11 @@ async def stream_and_act(
     act: Callable[[], Awaitable[float]],
     timeout: float,
     pause: float = 0.4,
+    held_back: int = 0,
 ) -> tuple[dict[str, list[dict[str, Any]]], int, float]:
     """Produce ``messages`` in chunks of 50, ``pause`` seconds apart, while reading the outputs; await ``act`` once
-    a third of the outputs arrived (while input still flows). Returns the outputs, how many had arrived then, and
-    what ``act`` returned."""
+    a third of the outputs arrived (while input still flows), and send the last ``held_back`` messages only after
+    it. Returns the outputs, how many had arrived then, and what ``act`` returned."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     # read_committed: records of transactions the killed worker left open (aborted) are not outputs.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
@@ -82,8 +83,12 @@ async def stream_and_act(
     await consumer.seek_to_beginning(*partitions)
     found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in OUTPUT_KINDS}
 
+    acted_event = asyncio.Event()
+
     async def send_paced() -> None:
         for start in range(0, len(messages), 50):
+            if start >= len(messages) - held_back:
+                await acted_event.wait()
             for key, value, partition in messages[start : start + 50]:
                 await producer.send(topics.input, value, key=key, partition=partition)
             await asyncio.sleep(pause)  # 0.4: about 10 s of stream, and the third comes after commits (every 1 s)
@@ -103,6 +108,7 @@ async def stream_and_act(
                 assert not sending.done(), "the stream ended before the third: pace it slower"
                 acted = await act()
                 acted_at = total
+                acted_event.set()
             # Every id landed (not just as many records: repeats would count), then a while for late repeats.
             if not waiting and sending.done():
                 settle_until = settle_until or time.monotonic() + 5.0
@@ -214,7 +220,10 @@ def test_a_worker_joining_mid_stream_takes_partitions_over_and_nothing_is_lost_r
         joined.append(worker)
         return first_consumed
 
-    outputs, joined_at, first_consumed = run(stream_and_act(bootstrap, topics, messages, join, timeout=150, pause=0.8))
+    outputs, joined_at, first_consumed = run(
+        # The last 100 only once the second worker is ready, however long it took to start: it has work left.
+        stream_and_act(bootstrap, topics, messages, join, timeout=150, pause=0.8, held_back=100)
+    )
 
     [second] = joined
     for worker in (first, second):
