@@ -45,21 +45,6 @@ def planted_stream(rows: list[dict[str, Any]]) -> list[tuple[bytes, bytes, int]]
     return [(key.encode(), event_value(row), partition) for key, row, partition in originals + copies]
 
 
-async def stream_and_kill(
-    bootstrap: str, topics: Topics, messages: list[tuple[bytes, bytes, int]], victim: WorkerProcess, timeout: float
-) -> tuple[dict[str, list[dict[str, Any]]], int, float]:
-    """Produce ``messages`` in paced chunks while reading the outputs; kill ``victim`` once a third of the
-    outputs arrived (while input still flows). Returns the outputs, how many had arrived at the kill and how
-    many input messages the victim had consumed by then."""
-
-    async def kill() -> float:
-        victim_consumed = consumed(victim.metrics_text())
-        victim.kill()
-        return victim_consumed
-
-    return await stream_and_act(bootstrap, topics, messages, kill, timeout)
-
-
 async def stream_and_act(
     bootstrap: str,
     topics: Topics,
@@ -122,6 +107,15 @@ async def stream_and_act(
     return found, acted_at, acted
 
 
+def sent_and_landed(
+    messages: list[tuple[bytes, bytes, int]], outputs: dict[str, list[dict[str, Any]]]
+) -> tuple[Counter[str], Counter[str]]:
+    """Each id sent, and each id that reached tagged, review or duplicates, with how often."""
+    sent = Counter(key.decode() for key, _, _ in messages)
+    landed = Counter(str(r["id"]) for kind in ("tagged", "review", "duplicate") for r in outputs[kind])
+    return sent, landed
+
+
 async def committed_total(bootstrap: str, group: str, topic: str) -> int:
     """Sum of the group's committed offsets over the topic's partitions (0 for a partition never committed)."""
     consumer = AIOKafkaConsumer(
@@ -153,8 +147,13 @@ def test_two_workers_share_partitions_drop_copies_across_them_and_survive_losing
     second, _ = start_worker(partitions=PARTITIONS, topics=topics, app_id=first.app_id, **env)
     bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
 
+    async def kill() -> float:
+        victim_consumed = consumed(second.metrics_text())
+        second.kill()
+        return victim_consumed
+
     started = time.monotonic()
-    outputs, killed_at, victim_consumed = run(stream_and_kill(bootstrap, topics, messages, second, timeout=150))
+    outputs, killed_at, victim_consumed = run(stream_and_act(bootstrap, topics, messages, kill, timeout=150))
     elapsed = time.monotonic() - started
 
     assert first.process is not None and first.process.poll() is None, first.log_tail()
@@ -165,8 +164,7 @@ def test_two_workers_share_partitions_drop_copies_across_them_and_survive_losing
     assert victim_consumed > 0, second.log_tail()
 
     # Zero lost: every id reached an output; the kill may make at-least-once repeat a few (counted, reported).
-    sent = Counter(key.decode() for key, _, _ in messages)
-    landed = Counter(str(r["id"]) for kind in ("tagged", "review", "duplicate") for r in outputs[kind])
+    sent, landed = sent_and_landed(messages, outputs)
     assert not outputs["deadletter"]
     lost = sorted(sent - landed)
     lost_partitions = Counter(partition for key, _, partition in messages if key.decode() in set(lost))
@@ -229,8 +227,7 @@ def test_a_worker_joining_mid_stream_takes_partitions_over_and_nothing_is_lost_r
     for worker in (first, second):
         assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
     assert consumed(second.metrics_text()) > 0, second.log_tail()  # it took partitions over mid-stream
-    sent = Counter(key.decode() for key, _, _ in messages)
-    landed = Counter(str(r["id"]) for kind in ("tagged", "review", "duplicate") for r in outputs[kind])
+    sent, landed = sent_and_landed(messages, outputs)
     assert not outputs["deadletter"]
     assert not sorted(sent - landed), f"lost {len(sent - landed)}"
     assert set(landed) <= set(sent)
