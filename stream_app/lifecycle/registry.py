@@ -12,6 +12,7 @@ beside the champion on every worker before it may become the canary."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -108,6 +109,8 @@ class RegistryClient:
             raise RegistryError(f"{method} {path}: HTTP {error.code} {detail}", status=error.code) from error
         except (OSError, ValueError) as error:  # refused, reset, timed out, DNS
             raise RegistryError(f"{method} {path}: {error}") from error
+        except http.client.HTTPException as error:  # an answer that is not HTTP: bad status line, chunks, headers
+            raise RegistryError(f"{method} {path}: not an HTTP answer: {error!r:.200}") from error
         if len(data) > MAX_ARTIFACT_BYTES:
             raise RegistryError(f"{method} {path}: more than {MAX_ARTIFACT_BYTES} bytes")
         return data

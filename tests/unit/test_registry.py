@@ -513,10 +513,14 @@ def test_a_canary_of_the_champions_own_model_version_is_refused_not_judged_on_th
 
 class HostileRegistry(http.server.BaseHTTPRequestHandler):
     """Answers every call of the REST API with the server's ``body``, except the aliases when ``aliases_unset``
-    (so that the calls after them are made too)."""
+    (so that the calls after them are made too); with ``raw`` set, sends those bytes instead of an HTTP answer."""
 
     def answer(self) -> None:
         server: Any = self.server
+        if server.raw:
+            self.wfile.write(server.raw)
+            self.close_connection = True
+            return
         unset = server.aliases_unset and "registered-models/alias" in self.path
         body = b'{"error_code": "RESOURCE_DOES_NOT_EXIST"}' if unset else server.body
         self.send_response(404 if unset else 200)
@@ -533,12 +537,28 @@ class HostileRegistry(http.server.BaseHTTPRequestHandler):
 @pytest.fixture()
 def hostile_registry() -> Iterator[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileRegistry)
+    server.raw = b""  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+def assert_poll_serves_on_as_if_unanswered(
+    model_dir: Path, tmp_path: Path, hostile_registry: http.server.ThreadingHTTPServer
+) -> None:
+    """A deciding worker's poll of ``hostile_registry`` raises nothing, keeps the model it serves and counts the
+    registry as not answering."""
+    pipeline, registry = make_pipeline(model_dir)
+    client = RegistryClient(f"http://127.0.0.1:{hostile_registry.server_port}", timeout=10)
+    fleet = FleetModel(client, "m", tmp_path / "cache", pipeline.metrics)
+    fleet.worker_name, fleet.decides = "w", True
+    served = pipeline.classifier
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.classifier is served
+    assert registry.get_sample_value("content_tagger_registry_reachable") == 0
 
 
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"model_version": ' * 5_000])
@@ -553,14 +573,25 @@ def test_a_malformed_answer_from_the_registry_counts_as_no_answer_never_as_an_er
     """JSON nested too deeply to parse is a malformed answer like any other: the registry counts as not answering,
     and nothing is raised out of the worker's timer."""
     hostile_registry.body, hostile_registry.aliases_unset = body, aliases_unset  # type: ignore[attr-defined]
-    pipeline, registry = make_pipeline(trained_model_dir)
-    client = RegistryClient(f"http://127.0.0.1:{hostile_registry.server_port}", timeout=10)
-    fleet = FleetModel(client, "m", tmp_path / "cache", pipeline.metrics)
-    fleet.worker_name, fleet.decides = "w", True
-    served = pipeline.classifier
-    asyncio.run(fleet.poll(pipeline))
-    assert pipeline.classifier is served
-    assert registry.get_sample_value("content_tagger_registry_reachable") == 0
+    assert_poll_serves_on_as_if_unanswered(trained_model_dir, tmp_path, hostile_registry)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"garbage\r\n\r\n",  # no status line
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a chunk size that is not one
+        b"HTTP/1.1 200 OK\r\n" + b"X-Filler: y\r\n" * 200 + b"\r\n{}",  # more headers than http.client reads
+    ],
+    ids=["no-status-line", "bad-chunk", "too-many-headers"],
+)
+def test_an_answer_that_is_not_http_counts_as_no_answer_never_as_an_error_out_of_the_poll(
+    trained_model_dir: Path, tmp_path: Path, hostile_registry: http.server.ThreadingHTTPServer, raw: bytes
+) -> None:
+    """Something at the registry's address that does not speak HTTP (a broken proxy, another service) leaves every
+    worker serving what it serves: an error out of the poll would stop each worker of the fleet, at every start."""
+    hostile_registry.raw = raw  # type: ignore[attr-defined]
+    assert_poll_serves_on_as_if_unanswered(trained_model_dir, tmp_path, hostile_registry)
 
 
 @pytest.mark.parametrize(
