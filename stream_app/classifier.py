@@ -103,7 +103,10 @@ class Classifier:
         classes: list[str] = card["classes"]
         if not model_path.is_file():
             raise ModelError(f"no model at {model_path}; run `python -m model_export`")
-        actual = sha256_file(model_path)
+        try:
+            actual = sha256_file(model_path)
+        except OSError as error:  # unreadable: permissions, a disk error, a special file behind a symlink
+            raise ModelError(f"cannot read {model_path}: {error}") from error
         if actual != card["sha256"]["model"]:
             raise ModelError(
                 f"{model_path} does not match its card (sha256 {actual[:12]}…): refusing to serve it", "tampered"

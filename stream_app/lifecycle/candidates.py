@@ -60,14 +60,19 @@ def admit(folder: Path, live_version: str, review_threshold: float | None = None
 
 
 def pending_candidates(candidates_dir: Path) -> list[Path]:
-    """Candidate folders not yet decided, oldest first (folders being written start with a dot)."""
-    if not candidates_dir.is_dir():
+    """Candidate folders not yet decided, oldest first (folders being written start with a dot); none (logged) when
+    the folder cannot be listed."""
+    try:
+        if not candidates_dir.is_dir():
+            return []
+        folders = [
+            (p.stat().st_mtime, p.name, p) for p in candidates_dir.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name not in (PROMOTED, REFUSED)
+        ]  # fmt: skip
+    except OSError as error:  # unreadable, or a folder removed between the listing and its stat
+        log.warning("cannot list the candidates in %s: %s", candidates_dir, error)
         return []
-    folders = [
-        p for p in candidates_dir.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and p.name not in (PROMOTED, REFUSED)
-    ]  # fmt: skip
-    return sorted(folders, key=lambda p: (p.stat().st_mtime, p.name))
+    return [folder for _, _, folder in sorted(folders)]
 
 
 def current_model_dir(model_dir: Path, candidates_dir: Path) -> Path:
@@ -132,6 +137,9 @@ class ModelLifecycle:
         self.shadow_events = shadow_events
         self.review_threshold = review_threshold
         self.trial: tuple[Path, Shadow] | None = None
+        self.unfiled: set[str] = set()
+        """Candidates decided but not moved to ``promoted/`` or ``refused/`` (logged): not judged again until a
+        restart."""
 
     async def poll(self) -> None:
         """Decide a finished shadow run, or take up the next pending candidate."""
@@ -147,6 +155,8 @@ class ModelLifecycle:
                 await self._refuse(folder, Refusal("worse_shadow", json.dumps(figures)))
             return
         for folder in await asyncio.to_thread(pending_candidates, self.candidates_dir):
+            if folder.name in self.unfiled:
+                continue
             result = await asyncio.to_thread(admit, folder, self.pipeline.classifier.version, self.review_threshold)
             if isinstance(result, Refusal):
                 await self._refuse(folder, result)
@@ -163,12 +173,21 @@ class ModelLifecycle:
         previous = self.pipeline.classifier.version
         self.pipeline.swap(candidate)
         detail = {"version": candidate.version, "replaced": previous, **detail}
-        await asyncio.to_thread(file_decision, folder, self.candidates_dir, PROMOTED, detail)
+        await self._file(folder, PROMOTED, detail)
         self.metrics.promoted()
         log.warning("promoted model %s (replacing %s)", candidate.version, previous)
 
     async def _refuse(self, folder: Path, refusal: Refusal) -> None:
         detail = {"reason": refusal.reason, "detail": refusal.detail}
-        await asyncio.to_thread(file_decision, folder, self.candidates_dir, REFUSED, detail)
+        await self._file(folder, REFUSED, detail)
         self.metrics.refused(refusal.reason)
         log.warning("refused candidate model in %s: %s (%s)", folder.name, refusal.reason, refusal.detail)
+
+    async def _file(self, folder: Path, outcome: str, detail: dict[str, Any]) -> None:
+        """:func:`file_decision`; a folder that cannot be filed (read-only, or something in the way) is logged and
+        passed over until a restart: the decision holds in this process, and the worker goes on."""
+        try:
+            await asyncio.to_thread(file_decision, folder, self.candidates_dir, outcome, detail)
+        except OSError as error:
+            self.unfiled.add(folder.name)
+            log.error("cannot file candidate %s in %s/ (%s): it stays where it is", folder.name, outcome, error)

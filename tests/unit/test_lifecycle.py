@@ -220,6 +220,46 @@ def test_candidates_with_cards_the_worker_cannot_rely_on_are_refused_and_filed_n
     assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == len(edits) + 1
 
 
+def test_a_model_file_that_cannot_be_read_is_refused_not_raised(trained_model_dir: Path, tmp_path: Path) -> None:
+    """A model file whose bytes cannot be read (here a link to a file every read of fails with EIO) is refused as
+    corrupt, and the candidates' timer goes on."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live = pipeline.classifier
+    folder = candidate(tmp_path, trained_model_dir, "unreadable", passed=True, live_version=live.version, reasons=[])
+    (folder / "model.onnx").unlink()
+    (folder / "model.onnx").symlink_to("/proc/self/mem")
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0)
+    asyncio.run(lifecycle.poll())
+    assert pipeline.classifier is live
+    assert (tmp_path / "candidates" / "refused" / "unreadable" / "decision.json").exists()
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 1
+
+
+@pytest.mark.parametrize("outcome", ["refused", "promoted"])
+def test_a_decided_candidate_that_cannot_be_filed_is_logged_and_not_judged_again(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, outcome: str
+) -> None:
+    """Something in the way of filing a decision (here a file where the decided folder would go) is logged; the
+    decision holds, the timer goes on, and the folder is not judged again at every poll."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live = pipeline.classifier
+    passed = outcome == "promoted"
+    folder = candidate(tmp_path, trained_model_dir, "blocked", passed=passed, live_version=live.version, reasons=[])
+    (tmp_path / "candidates" / outcome).mkdir()
+    (tmp_path / "candidates" / outcome / "blocked").write_text("in the way")
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0)
+    asyncio.run(lifecycle.poll())
+    asyncio.run(lifecycle.poll())
+    assert folder.is_dir() and (tmp_path / "candidates" / outcome / "blocked").is_file()
+    assert any(f"cannot file candidate blocked in {outcome}/" in r.getMessage() for r in caplog.records)
+    if passed:
+        assert pipeline.classifier is not live
+        assert registry.get_sample_value("content_tagger_model_promotions_total") == 1
+    else:
+        assert pipeline.classifier is live
+        assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"}) == 1
+
+
 def test_a_promoted_folder_whose_decision_file_is_malformed_is_passed_over_with_a_warning_at_start_up(
     trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
