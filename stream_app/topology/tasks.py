@@ -3,9 +3,12 @@ topics, exporting the consumer lag, and managing candidate models."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from faust.types import AppT
+from aiokafka.errors import KafkaError
+from faust.types import TP, AppT
 
 from stream_app.lifecycle.candidates import ModelLifecycle
 from stream_app.lifecycle.fleet import fleet_model
@@ -19,6 +22,31 @@ from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.topology.agent import IndexOwnership, StreamProgress
 from stream_app.topology.topics import WorkerTopics
+
+log = logging.getLogger(__name__)
+
+
+async def partition_lags(
+    assigned: Iterable[TP],
+    received: Mapping[TP, int],
+    position: Callable[[TP], Awaitable[int | None]],
+    highwater: Callable[[TP], int | None],
+) -> dict[int, int]:
+    """Each of ``assigned``'s lag, from the offset after the last record the agent ``received`` (else the consumer's
+    ``position``) to its ``highwater``. A partition the consumer no longer holds (revoked in a rebalance since the
+    assignment was read, or while its position was awaited) or has no figures for yet is left out this time."""
+    lags: dict[int, int] = {}
+    for tp in assigned:
+        try:
+            at = received.get(tp) or await position(tp)
+            high = highwater(tp)
+        # aiokafka's position raises IllegalStateError for a partition not assigned, its highwater an AssertionError.
+        except (KafkaError, AssertionError) as error:
+            log.debug("no lag for %s this time: %r", tp, error)
+            continue
+        if at is not None and high is not None:
+            lags[tp.partition] = max(0, high - at)
+    return lags
 
 
 def register_tasks(
@@ -58,13 +86,10 @@ def register_tasks(
     async def report_lag() -> None:
         """Export the consumer lag of each assigned input partition: records not yet received by the agent
         (not merely fetched, so records the consumer read past but lost show as lag)."""
-        for tp in app.consumer.assignment():
-            if tp.topic != settings.input_topic:
-                continue
-            position = progress.next_offset.get(tp) or await app.consumer.position(tp)
-            highwater = app.consumer.highwater(tp)
-            if position is not None and highwater is not None:
-                metrics.set_lag(tp.partition, max(0, highwater - position))
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.input_topic]
+        lags = await partition_lags(assigned, progress.next_offset, app.consumer.position, app.consumer.highwater)
+        for partition, lag in lags.items():
+            metrics.set_lag(partition, lag)
 
     lifecycle = ModelLifecycle(
         pipeline, metrics, settings.candidates_dir, settings.shadow_events, settings.review_threshold
