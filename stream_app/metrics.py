@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -154,6 +154,7 @@ class Metrics:
             "last_event_timestamp_seconds", "Event time (Kafka timestamp) of the last processed event."
         )
         self.consumer_lag = make.gauge("consumer_lag", "Input messages not yet consumed.", ["partition"])
+        self._lag_partitions: set[int] = set()
 
     def _feedback_and_model_metrics(self, make: _MetricMaker) -> None:
         self.feedback_decisions = make.counter(
@@ -367,3 +368,11 @@ class Metrics:
     def set_lag(self, partition: int, lag: int) -> None:
         """Publish one input partition's consumer lag in messages."""
         self.consumer_lag.labels(str(partition)).set(lag)
+        self._lag_partitions.add(partition)
+
+    def keep_lags(self, partitions: Collection[int]) -> None:
+        """Stop publishing the lag of every partition but ``partitions`` (this worker's after a rebalance): a
+        partition's new owner publishes it, and a last value left here would count it twice."""
+        for partition in self._lag_partitions - set(partitions):
+            self.consumer_lag.remove(str(partition))
+        self._lag_partitions &= set(partitions)

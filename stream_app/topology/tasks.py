@@ -4,10 +4,10 @@ topics, exporting the consumer lag, and managing candidate models."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from faust.types import TP, AppT
 
 from stream_app.lifecycle.candidates import ModelLifecycle
@@ -27,26 +27,31 @@ log = logging.getLogger(__name__)
 
 
 async def partition_lags(
-    assigned: Iterable[TP],
+    assigned: Sequence[TP],
     received: Mapping[TP, int],
     position: Callable[[TP], Awaitable[int | None]],
-    highwater: Callable[[TP], int | None],
+    end_offsets: Callable[..., Awaitable[Mapping[TP, int]]],
 ) -> dict[int, int]:
-    """Each of ``assigned``'s lag, from the offset after the last record the agent ``received`` (else the consumer's
-    ``position``) to its ``highwater``. A partition the consumer no longer holds (revoked in a rebalance since the
-    assignment was read, or while its position was awaited) or has no figures for yet is left out this time."""
-    lags: dict[int, int] = {}
-    for tp in assigned:
-        try:
-            at = received.get(tp) or await position(tp)
-            high = highwater(tp)
-        # aiokafka's position raises IllegalStateError for a partition not assigned, its highwater an AssertionError.
-        except (KafkaError, AssertionError) as error:
-            log.debug("no lag for %s this time: %r", tp, error)
-            continue
-        if at is not None and high is not None:
-            lags[tp.partition] = max(0, high - at)
-    return lags
+    """Each of ``assigned``'s lag: from the offset after the last record the agent ``received`` (else the consumer's
+    ``position``) to the partition's end offset, asked of the broker. A partition the consumer no longer holds
+    (revoked in a rebalance since the assignment was read, or while its position was awaited) is left out this
+    time, and so is every partition while the broker does not answer."""
+    # The end offset is asked of the broker, not read from the consumer's last fetch: a consumer holding records the
+    # agent has not taken stops fetching, so its highwater, and a lag counted to it, would stop growing.
+    starts: dict[TP, int] = {}
+    try:
+        for tp in assigned:
+            try:
+                at = received.get(tp) or await position(tp)
+            except IllegalStateError:  # not assigned any more
+                continue
+            if at is not None:
+                starts[tp] = at
+        ends = await end_offsets(*starts) if starts else {}
+    except KafkaError as error:
+        log.debug("no lag this time: %r", error)
+        return {}
+    return {tp.partition: max(0, ends[tp] - at) for tp, at in starts.items() if ends.get(tp) is not None}
 
 
 def register_tasks(
@@ -70,6 +75,7 @@ def register_tasks(
         ownership.partitions = app.consumer.topic_partitions(settings.input_topic) or settings.partitions
         ownership.assigned = {tp.partition for tp in assigned if tp.topic == settings.input_topic}
         progress.reassigned()
+        metrics.keep_lags(ownership.assigned)
 
     @app.task
     async def follow_index() -> None:
@@ -87,7 +93,7 @@ def register_tasks(
         """Export the consumer lag of each assigned input partition: records not yet received by the agent
         (not merely fetched, so records the consumer read past but lost show as lag)."""
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.input_topic]
-        lags = await partition_lags(assigned, progress.next_offset, app.consumer.position, app.consumer.highwater)
+        lags = await partition_lags(assigned, progress.next_offset, app.consumer.position, app.consumer.highwaters)
         for partition, lag in lags.items():
             metrics.set_lag(partition, lag)
 

@@ -289,6 +289,11 @@ def test_drift_and_lag_are_published_as_gauges(registry: CollectorRegistry, metr
     assert value("content_tagger_drift_window_events") == 700
     assert value("content_tagger_consumer_lag", {"partition": "2"}) == 9
     assert value("content_tagger_consumer_lag", {"partition": "0"}) == 1
+    metrics.keep_lags({0, 3})  # partition 2 moved to another worker, which publishes it now
+    assert value("content_tagger_consumer_lag", {"partition": "2"}) is None
+    assert value("content_tagger_consumer_lag", {"partition": "0"}) == 1
+    metrics.set_lag(2, 4)  # given back
+    assert value("content_tagger_consumer_lag", {"partition": "2"}) == 4
 
 
 def test_two_workers_metrics_do_not_collide_in_separate_registries() -> None:
