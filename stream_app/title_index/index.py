@@ -197,7 +197,7 @@ class TitleIndex:
         the same title at once both end with the topic's last value. A deletion removes only an entry this worker
         holds as expired: the title may have been seen again since the other worker expired it, here or on a third
         worker whose write reached the topic first. The topic's log then ends with the deletion, so such an entry
-        is noted for :meth:`expire` to write again."""
+        is noted for :meth:`expire` to write again, and so is an entry held under the key of a record skipped."""
         dedupe = self._ready()
         if key is None or len(key) != INDEX_KEY_BYTES:
             return self._check_record(key, value) or "invalid_value"  # never None for such a key
@@ -208,6 +208,8 @@ class TitleIndex:
             return UNCHANGED
         reason = self._check_record(key, value)
         if reason is not None:
+            if held is not None:  # the log now ends with the skipped record: write the entry again, as below
+                self._overtaken[key] = None
             return reason
         ref = ref_of_digest(key)
         if value is None:

@@ -138,6 +138,24 @@ def test_a_title_written_again_before_another_worker_s_deletion_reached_the_topi
     assert starting.check("5", TITLE, None, later + 2)[0].duplicate_of == "3"
 
 
+@pytest.mark.parametrize("value", [b"\x00garbage", b""], ids=["garbage", "empty"])
+def test_an_entry_a_skipped_record_came_after_in_the_topic_is_written_again_for_starting_workers(value: bytes) -> None:
+    """A record no worker can read, under the key of a title the workers hold, is skipped and the entry kept; but
+    once the topic is compacted the record is all it has of the key, so the owner writes the entry again."""
+    worker = index()
+    _, stored = worker.check("1", TITLE, None, NOW)
+    key = stored[0].key
+    assert worker.apply(key, value) == "invalid_value"
+    assert worker.check("2", TITLE, None, NOW + 1)[0].duplicate_of == "1"
+    written = [change for change in worker.expire() if change.key == key]
+    assert written == [IndexChange(key, stored[0].value)]
+    starting = TitleIndex(TTL, SKEW, clock=lambda: NOW + 2)
+    for change_key, change_value in ((key, value), (key, written[0].value)):  # the compacted log
+        starting.load(change_key, change_value)
+    starting.finish_loading()
+    assert starting.check("3", TITLE, None, NOW + 2)[0].duplicate_of == "1"
+
+
 @pytest.mark.parametrize("event_time", [-0.001, 0.0, NOW - TTL - 10, NOW - 2 * SKEW])
 def test_a_title_dated_long_ago_keeps_copies_out_from_when_it_was_seen(event_time: float) -> None:
     # A backfill, a producer that sets no timestamp (-1 ms), or one that sets an article's publication date.
