@@ -25,7 +25,15 @@ from stream_app.dedupe.entries import (
     title_bytes,
     unpack_buckets,
 )
-from stream_app.dedupe.normalize import digest_of_ref, key_digest, ref_number, ref_of, ref_of_digest, title_words
+from stream_app.dedupe.normalize import (
+    canonical_form,
+    digest_of_ref,
+    key_digest,
+    ref_number,
+    ref_of,
+    ref_of_digest,
+    title_words,
+)
 from stream_app.dedupe.rebuild import scan
 from stream_app.dedupe.signatures import BANDS, Incoming, batch_buckets, title_tag
 from stream_app.dedupe.typo import confirm
@@ -142,7 +150,7 @@ class DedupeIndex:
         unsigned: list[int] = []
         for title, _ in titles:
             words = title_words(title)
-            digest = key_digest(" ".join(sorted(set(words))))
+            digest = key_digest(canonical_form(words))
             ref = ref_of_digest(digest)
             if words:
                 stored = self._read[ref] = self.store.get(ref)
@@ -160,7 +168,7 @@ class DedupeIndex:
     @staticmethod
     def _prepared(title: str) -> PreparedTitle:
         words = title_words(title)
-        digest = key_digest(" ".join(sorted(set(words))))
+        digest = key_digest(canonical_form(words))
         return PreparedTitle(words, digest, ref_of_digest(digest))
 
     def check_many(self, titles: Sequence[tuple[str, str, str | None, float]]) -> list[DedupeVerdict]:

@@ -1,9 +1,9 @@
 """A title's words, its normalised form, and the keys made from it: the exact tier of dedupe.
 
-Titles that normalise to the same sorted set of words share a 16-hex-digit dedupe key (:func:`dedupe_key`), the
-BLAKE2b hash, with a fixed personalisation string, of the normalised form: no hash depends on the process, so
-every process agrees on every key. Its 8-byte digest, in 11 base64url characters, is the ref under which the
-store keeps the title's entry (:func:`ref_of_digest`).
+Titles that normalise to the same sorted words (each once, a word with a digit as often as it occurs) share a
+16-hex-digit dedupe key (:func:`dedupe_key`), the BLAKE2b hash, with a fixed personalisation string, of the
+normalised form: no hash depends on the process, so every process agrees on every key. Its 8-byte digest, in 11
+base64url characters, is the ref under which the store keeps the title's entry (:func:`ref_of_digest`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,24 @@ WORD = re.compile(r"[^\W_]+")
 DIGITS = re.compile(r"\d+")
 
 
+class _FormatCharacters(dict[int, int | None]):
+    """A :meth:`str.translate` table that deletes the characters of Unicode category Cf (format) and keeps the
+    others, each looked up when first met and remembered, up to :data:`_REMEMBERED` code points (a title can hold
+    any of the million)."""
+
+    def __missing__(self, code: int) -> int | None:
+        kept = None if unicodedata.category(chr(code)) == "Cf" else code
+        if len(self) < _REMEMBERED:
+            self[code] = kept
+        return kept
+
+
+_REMEMBERED: Final = 65_536
+
+
+_FORMAT_CHARACTERS: Final = _FormatCharacters()
+
+
 def nfkc_casefold(text: str) -> str:
     """``text`` in NFKC, case-folded."""
     if text.isascii():  # NFKC leaves ASCII as it is, and case-folds it to lower case
@@ -43,9 +61,11 @@ def nfkc_casefold(text: str) -> str:
 
 
 def title_words(title: str) -> list[str]:
-    """A title's words in order, repeats included: NFKC, case-folded, without known source decorations,
-    split at punctuation and spaces."""
+    """A title's words in order, repeats included: NFKC, case-folded, without invisible format characters (a
+    soft hyphen, a zero-width space) or known source decorations, split at punctuation and spaces."""
     text = nfkc_casefold(title)
+    if not text.isascii():  # scraped HTML keeps &shy; and zero-width spaces inside words: "Real\xadtime" is "Realtime"
+        text = text.translate(_FORMAT_CHARACTERS)
     previous = None if _DECORATION_MARKS.search(text) else text
     while previous != text:  # decorations can be stacked: "[P] Title - Medium | Reddit"
         previous = text
@@ -54,9 +74,18 @@ def title_words(title: str) -> list[str]:
 
 
 def normalize_title(title: str) -> str:
-    """A title's canonical form: NFKC, case-folded, known source decorations and punctuation removed, the set
-    of its words sorted and joined by single spaces."""
-    return " ".join(sorted(set(title_words(title))))
+    """A title's canonical form: NFKC, case-folded, known source decorations and punctuation removed, its
+    :func:`canonical_form`."""
+    return canonical_form(title_words(title))
+
+
+def canonical_form(words: list[str]) -> str:
+    """Words as the exact tier compares them, sorted and joined by single spaces: each word once, except that a word
+    with a digit is kept as often as it occurs. A repeated word adds nothing ("YOLO: YOLO object detection"), but a
+    repeated number is another version: "Llama 3.3" is not "Llama 3"."""
+    if all(word.isalpha() for word in words):
+        return " ".join(sorted(set(words)))
+    return " ".join(sorted([*{word for word in words if word.isalpha()}, *(w for w in words if not w.isalpha())]))
 
 
 def blake2b_function(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:

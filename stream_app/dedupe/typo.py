@@ -2,24 +2,26 @@
 
 A candidate (a stored title that shares an LSH bucket) is confirmed only if it is one typo away: the same
 words but one, that one word a single edit (substitution, insertion, deletion, transposition) from its
-counterpart (:func:`typo_source`), with the same digits (YOLOv5 is not YOLOv7), title similarity of at least
-:data:`NEAR_TITLE_SIMILARITY`, and descriptions that agree when both exist (:data:`DESCRIPTION_SIMILARITY`). A
+counterpart (:func:`typo_source`) and neither a word with a digit nor a Roman numeral (YOLOv5n is not YOLOv5x),
+title similarity of at least :data:`NEAR_TITLE_SIMILARITY`, descriptions that agree when both exist
+(:data:`DESCRIPTION_SIMILARITY`), and, the title rebuilt with the counterpart, the stored title's buckets. A
 different word (text/token, image/video) is never one edit, so it vetoes the match. :func:`confirm` decides.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import string
 from collections import Counter
 from collections.abc import Iterator
 from typing import Final
 
-from stream_app.dedupe.entries import TitleEntry
-from stream_app.dedupe.normalize import DIGITS
+from stream_app.dedupe.entries import TitleEntry, unpack_buckets
 from stream_app.dedupe.signatures import (
     WORD_HASH_BYTES,
     Incoming,
+    bucket_ids,
     jaccard,
     letter_pairs,
     signature_similarity,
@@ -52,32 +54,22 @@ _TYPO_LETTERS_BY_CODE_SUM: Final = _letters_by_code_sum(set())
 
 
 def _one_edit_sources(word: str, code_sum: int) -> Iterator[str]:
-    """The words a single deleted, transposed, replaced or inserted letter away from ``word`` that have its
-    digits and whose code points sum to ``code_sum`` (modulo 256): the sum leaves a few dozen to try rather
-    than hundreds.
-
-    Digits are never deleted, inserted or replaced, nor a letter inserted between two of them: a changed number
-    is another version, not a typo. Skipping those edits up front makes a number that differs cheap to reject.
-    """
-    if word.isascii() and word.isalpha():
+    """The words a single deleted, transposed, replaced or inserted letter away from ``word`` (letters only) whose
+    code points sum to ``code_sum`` (modulo 256): the sum leaves a few dozen to try rather than hundreds."""
+    if word.isascii():
         return _ascii_letter_edits(word, code_sum)
     return _any_word_edits(word, code_sum)
 
 
 def _any_word_edits(word: str, code_sum: int) -> Iterator[str]:
-    """:func:`_one_edit_sources` of any word."""
+    """:func:`_one_edit_sources` of any word of letters."""
     shift = (code_sum - word_code_sum(word)) % 256
-    digits = DIGITS.findall(word)
-    extra = {c for c in word if c.isalpha()} - _TYPO_LETTER_SET
+    extra = set(word) - _TYPO_LETTER_SET
     letters = _letters_by_code_sum(extra) if extra else _TYPO_LETTERS_BY_CODE_SUM
     if shift == 0:
         for i in range(len(word) - 1):
-            swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
-            if not (word[i].isdigit() or word[i + 1].isdigit()) or DIGITS.findall(swapped) == digits:
-                yield swapped
+            yield word[:i] + word[i + 1] + word[i] + word[i + 2 :]
     for i, old in enumerate(word):
-        if old.isdigit():
-            continue
         if (ord(old) + shift) % 256 == 0:
             yield word[:i] + word[i + 1 :]
         for new in letters.get((ord(old) + shift) % 256, ()):
@@ -85,15 +77,13 @@ def _any_word_edits(word: str, code_sum: int) -> Iterator[str]:
                 yield word[:i] + new + word[i + 1 :]
     for new in letters.get(shift, ()):
         for i in range(len(word) + 1):
-            if 0 < i < len(word) and word[i - 1].isdigit() and word[i].isdigit():
-                continue
             yield word[:i] + new + word[i:]
 
 
 def _ascii_letter_edits(word: str, code_sum: int) -> Iterator[str]:
-    """:func:`_one_edit_sources` of a word of ASCII letters only (most words): no digit to keep and no letter
-    outside :data:`_TYPO_LETTERS`, so no check of either; the same words as :func:`_any_word_edits`, in the same
-    order, at half its cost."""
+    """:func:`_one_edit_sources` of a word of ASCII letters only (most words): no letter outside
+    :data:`_TYPO_LETTERS`, so no look-up of its own letters; the same words as :func:`_any_word_edits`, in the
+    same order, at half its cost."""
     shift = (code_sum - sum(word.encode())) % 256
     letters = _TYPO_LETTERS_BY_CODE_SUM
     if shift == 0:
@@ -114,15 +104,22 @@ def _ascii_letter_edits(word: str, code_sum: int) -> Iterator[str]:
 
 def typo_source(word: str, stored_hash: bytes) -> str | None:
     """The word one edit from ``word`` whose :func:`word_hash` is ``stored_hash``, if ``word`` is a typo of
-    it: a word of 4+ letters with the same digits."""
-    if len(word) < MIN_TYPO_WORD - 1:
+    it: a word of 4+ letters and no digit, the two not both Roman numerals. A word with a digit names a model or a
+    version (A100 and H100, YOLOv5n and YOLOv5x, ResNet50 and ResNeXt50), and so does a numeral (part VII and
+    part VIII): one letter changed there is another thing, not a typo."""
+    if len(word) < MIN_TYPO_WORD - 1 or not word.isalpha():
         return None
     code_sum, digest = stored_hash[0], stored_hash[1:]
     for source in _one_edit_sources(word, code_sum):  # each has the stored code sum: compare the rest
         if word_digest(source.encode()) == digest:
             long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
-            return source if long_enough and DIGITS.findall(source) == DIGITS.findall(word) else None
+            numerals = ROMAN_NUMERAL.fullmatch(source) is not None and ROMAN_NUMERAL.fullmatch(word) is not None
+            return source if long_enough and not numerals else None
     return None
+
+
+ROMAN_NUMERAL: Final = re.compile(r"m{0,3}(?:cm|cd|d?c{0,3})(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})")
+"""A Roman numeral in lower case, 1 to 3999 (and the empty string, which no word is)."""
 
 
 @functools.lru_cache(maxsize=8192)
@@ -159,5 +156,9 @@ def confirm(incoming: Incoming, entry: TitleEntry) -> float | None:
         return None
     described = signature_similarity(incoming.signature, entry.signature)
     if described is not None and described < DESCRIPTION_SIMILARITY:
+        return None
+    # A stored word is kept as 3 bytes, so another word one edit away can share them (transform and learnõng):
+    # the title rebuilt with the source word must also have the stored title's buckets, 96 more bits of it.
+    if bucket_ids(old_words) != unpack_buckets(entry.buckets):
         return None
     return similarity

@@ -79,6 +79,16 @@ def test_exact_copies_and_distinct_items() -> None:
         ("FashionBERT 4109", "FashionBERT 4873"),
         # An added word that is one letter from a word already there is an added word, not a typo.
         ("Comparison of YOLO and RCNN on real world videos", "Video comparison of YOLO and RCNN on real world videos"),
+        # One letter changed in a word with a digit, or in a numeral, is another model, version or part.
+        ("Benchmarking LLM inference on A100 GPUs", "Benchmarking LLM inference on H100 GPUs"),
+        ("YOLOv5n object detection on edge devices", "YOLOv5x object detection on edge devices"),
+        ("Image classification with ResNet50 on CIFAR", "Image classification with ResNeXt50 on CIFAR"),
+        ("Deep learning for computer vision part VII", "Deep learning for computer vision part VIII"),
+        # A repeated number is another version, for the exact tier too.
+        ("Llama 3.3 70B: what changed", "Llama 3 70B: what changed"),
+        # "smçaller" is one letter from "smaller" and has the stored 3 bytes of "sentiment": the stored title's
+        # buckets tell the two apart.
+        ("Training sentiment models by knowledge distillation", "Training smaller models by knowledge distillation"),
     ],
 )
 def test_versions_and_other_words_are_kept_apart(original: str, other: str) -> None:

@@ -57,6 +57,21 @@ def test_the_key_is_short_fixed_size_and_ignores_word_order() -> None:
     assert dedupe_key("Deep Learning for Language") != key
 
 
+def test_a_repeated_number_is_another_version_and_a_repeated_word_is_not() -> None:
+    assert dedupe_key("Llama 3.3 70B: what changed") != dedupe_key("Llama 3 70B: what changed")
+    assert dedupe_key("TensorFlow 2.2 release notes") != dedupe_key("TensorFlow 2 release notes")
+    assert dedupe_key("PyTorch 2.2.2 is out") == dedupe_key("is out: PyTorch 2.2.2")
+    assert dedupe_key("YOLO: YOLO object detection") == dedupe_key("YOLO object detection")
+
+
+@given(titles, st.data())
+def test_invisible_format_characters_inside_words_are_ignored(title: str, data: st.DataObject) -> None:
+    """Scraped HTML keeps soft hyphens and zero-width characters inside words, where no reader sees them."""
+    at = data.draw(st.integers(0, len(title)))
+    hidden = data.draw(st.sampled_from(["\xad", "\u200b", "\u200c", "\u2060", "\ufeff"]))
+    assert normalize_title(title[:at] + hidden + title[at:]) == normalize_title(title)
+
+
 def test_keys_do_not_depend_on_the_process() -> None:
     """No salted Python hash(): another interpreter with another hash seed computes the same keys."""
     code = (

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stream_app.dedupe import typo_source, word_hash
-from stream_app.dedupe.typo import _any_word_edits, _ascii_letter_edits
+from stream_app.dedupe.typo import ROMAN_NUMERAL, _any_word_edits, _ascii_letter_edits
 
 
 @pytest.mark.parametrize(
@@ -20,28 +18,34 @@ from stream_app.dedupe.typo import _any_word_edits, _ascii_letter_edits
         ("wth", "with", True),
         ("transformerss", "transformers", True),
         ("bret", "bert", True),
+        ("civl", "civil", True),
         ("yolov7", "yolov5", False),
         ("bert3", "bert2", False),
+        ("h100", "a100", False),  # a word with a digit names a model or version: A100 and H100 GPUs
+        ("yolov5x", "yolov5n", False),
+        ("resnext50", "resnet50", False),
+        ("viii", "vii", False),  # part VII and part VIII
+        ("vii", "viii", False),
         ("token", "text", False),
         ("video", "image", False),
         ("rnn", "cnn", False),
         ("segmentation", "classification", False),
     ],
 )
-def test_a_typo_is_one_edit_in_a_word_of_four_letters_keeping_its_digits(copy: str, original: str, typo: bool) -> None:
+def test_a_typo_is_one_edit_in_a_word_of_four_letters_without_digits_nor_a_numeral(
+    copy: str, original: str, typo: bool
+) -> None:
     assert typo_source(copy, word_hash(original)) == (original if typo else None)
 
 
 @given(
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyzéß0123456789", min_size=4, max_size=16),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzéß", min_size=4, max_size=16),
     st.sampled_from(["substitution", "deletion", "insertion", "transposition"]),
     st.data(),
 )
 def test_every_single_letter_edit_of_a_word_is_traced_back_to_it(word: str, edit: str, data: st.DataObject) -> None:
-    letters = [i for i, c in enumerate(word) if c.isalpha()]
-    assume(letters)
-    at = data.draw(st.sampled_from(letters if edit != "insertion" else range(len(word) + 1)))
-    new = data.draw(st.sampled_from(sorted(set("abcdefghijklmnopqrstuvwxyz") | set(word) - set("0123456789"))))
+    at = data.draw(st.sampled_from(range(len(word)) if edit != "insertion" else range(len(word) + 1)))
+    new = data.draw(st.sampled_from(sorted(set("abcdefghijklmnopqrstuvwxyz") | set(word))))
     if edit == "substitution":
         copy = word[:at] + new + word[at + 1 :]
     elif edit == "deletion":
@@ -51,7 +55,7 @@ def test_every_single_letter_edit_of_a_word_is_traced_back_to_it(word: str, edit
     else:
         assume(at + 1 < len(word))
         copy = word[:at] + word[at + 1] + word[at] + word[at + 2 :]
-    assume(copy != word and re.findall(r"\d+", copy) == re.findall(r"\d+", word))  # a changed number is a version
+    assume(copy != word and not (ROMAN_NUMERAL.fullmatch(copy) and ROMAN_NUMERAL.fullmatch(word)))
     source = typo_source(copy, word_hash(word))
     # The stored hash keeps 3 bytes of a word: another word one edit from the copy may share it (cvzd6 and dcvz6),
     # and is then as good an answer as far as the stored entry can tell.
@@ -60,7 +64,7 @@ def test_every_single_letter_edit_of_a_word_is_traced_back_to_it(word: str, edit
 
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", max_size=14), st.integers(-255, 255))
 def test_a_word_of_ascii_letters_takes_a_shorter_way_to_the_same_edits(word: str, shift: int) -> None:
-    """Most words are ASCII letters only, and skip the checks for digits and other letters: the edits tried,
+    """Most words are ASCII letters only, and skip the look-up of letters outside Latin-1: the edits tried,
     and their order (the first whose hash matches wins), must be those of the general way. The code sums
     tried are the word's own shifted, small shifts (a swap, a letter for a close one) first."""
     code_sum = (sum(map(ord, word)) + shift) % 256
