@@ -18,6 +18,8 @@ COPY stream_app ./stream_app
 COPY tools ./tools
 COPY schemas ./schemas
 COPY data ./data
+# Everything the worker writes (title index, decisions, reviewer accounts, candidate and registry models) is under
+# /app/state, the one folder its user owns; docker-compose.yml keeps it in a named volume.
 RUN useradd --create-home --uid 10001 tagger && mkdir -p /app/state && chown tagger /app/state
 USER tagger
 # Unbuffered output, so `docker compose logs` shows the worker's and the replay's lines as they happen.
@@ -25,7 +27,10 @@ ENV PYTHONUNBUFFERED=1 \
     TAGGER_MODEL_DIR=/app/model \
     TAGGER_WEB_HOST=0.0.0.0 \
     TAGGER_WEB_PORT=6066 \
-    TAGGER_DATA_DIR=/app/state
+    TAGGER_DATA_DIR=/app/state \
+    TAGGER_LABELS_PATH=/app/state/labels/labels.jsonl \
+    TAGGER_REVIEWERS_FILE=/app/state/reviewers \
+    TAGGER_CANDIDATES_DIR=/app/state/candidates
 EXPOSE 6066
 HEALTHCHECK --interval=10s --timeout=3s --retries=6 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:6066/health', timeout=2)"

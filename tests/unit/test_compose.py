@@ -313,6 +313,20 @@ def test_the_services_set_only_real_settings_to_valid_values(compose: dict[str, 
     assert len(settings_problems({"TAGGER_WEB_PORT": "web"})) == 1
 
 
+def test_everything_the_worker_writes_is_in_its_state_folder_kept_in_a_named_volume(compose: dict[str, Any]) -> None:
+    """The image's user owns only its state folder: a decision, a reviewer account or a candidate model written
+    anywhere else would fail (and a container recreated without the volume would lose them)."""
+    worker = compose["services"]["worker"]
+    settings = Settings.from_env({**dockerfile_env(), **environment(worker)})
+    state = settings.data_dir
+    assert state.is_absolute()
+    for path in (settings.labels_path, settings.reviewers_file, settings.candidates_dir):
+        assert path.is_relative_to(state), path
+    volume = mounts(worker)[str(state)]
+    assert volume in compose["volumes"], volume
+    assert any(i == "RUN" and f"chown tagger {state}" in a for i, a in dockerfile())
+
+
 def worker_address(compose: dict[str, Any]) -> tuple[str, int]:
     """The worker service's name and the port its HTTP server listens on."""
     env = environment(compose["services"]["worker"])
