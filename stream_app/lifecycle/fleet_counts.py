@@ -65,8 +65,33 @@ def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
 
 
 def fleet_counts(runs: list[Any]) -> dict[str, VersionCounts]:
-    """The counts per model version summed over the workers' runs (metrics named ``<field>.<version>``)."""
-    return {version: VersionCounts(**sums) for version, sums in summed(runs, "", VersionCounts).items()}
+    """The counts per model version over the workers' runs (metrics named ``<field>.<version>``): events served
+    summed over every run; predictions judged, and found correct, as the worker that counted most judged of that
+    version counted them (its runs, one per start, summed).
+
+    Every worker reads every decision, so each counts the whole fleet's (since it started): a sum over workers
+    would count each decision once per worker."""
+    counts = {version: VersionCounts(**sums) for version, sums in summed(runs, "", VersionCounts).items()}
+    by_worker: dict[tuple[str, object], list[Any]] = {}
+    for number, run in enumerate(runs):
+        name = run_worker(run)
+        by_worker.setdefault(("worker", name) if name is not None else ("run", number), []).append(run)
+    views = [summed(own, "", VersionCounts) for own in by_worker.values()]
+    for version, entry in counts.items():
+        most = max((view.get(version, {}) for view in views), key=lambda sums: sums.get("judged", 0.0))
+        entry.judged, entry.correct = most.get("judged", 0.0), most.get("correct", 0.0)
+    return counts
+
+
+def run_worker(run: Any) -> str | None:
+    """The worker a run of the fleet experiment is of (its ``worker`` tag, as the REST API returns tags), or None
+    when it names none."""
+    data = run.get("data") if isinstance(run, dict) else None
+    tags = data.get("tags") if isinstance(data, dict) else None
+    for tag in tags if isinstance(tags, list) else ():
+        if isinstance(tag, dict) and tag.get("key") == "worker" and isinstance(tag.get("value"), str):
+            return str(tag["value"])
+    return None
 
 
 SHADOW_PREFIX: Final = "shadow_"

@@ -1,5 +1,5 @@
 """The review follower: every worker reads the review, tagged and feedback topics from their start into its review
-board, counts online precision and keeps new decisions as labels.
+board, counts the decisions made since it started (online precision) and keeps new decisions as labels.
 
 Each record is handled on its own: a malformed one (a tombstone, not JSON, a missing or wrong field, an unknown
 tag or verdict) is counted in ``content_tagger_skipped_records_total`` and skipped; the first of each kind, and
@@ -47,6 +47,10 @@ class ReviewFollower:
         self.held: list[tuple[ConsumerRecord[Any, Any], dict[str, Any]]] = []
         self.skipped = SkipTally()
         """Records skipped since start, by role and reason."""
+        self.counted_from: dict[TopicPartition, int] = {}
+        """Per feedback partition, the first offset of the decisions this worker counts in its metrics: those
+        before were made before it started. Every start reads them again for the board, but a counter that
+        counted them again would add the whole history to ``increase()`` at each restart."""
 
     def on_record(self, message: ConsumerRecord[Any, Any]) -> None:
         """Take one record of any of the three topics; a feedback record is held until :meth:`release`."""
@@ -85,9 +89,11 @@ class ReviewFollower:
             except Exception as error:  # noqa: BLE001 - see skip_unexpected
                 self.skip_unexpected(message, "feedback", error)
                 continue
-            self.metrics.judged(
-                judgement.verdict, judgement.model_version, judgement.route, judgement.predicted_tag, judgement.correct
-            )
+            if message.offset >= self.counted_from.get(TopicPartition(message.topic, message.partition), 0):
+                self.metrics.judged(
+                    judgement.verdict, judgement.model_version, judgement.route, judgement.predicted_tag,
+                    judgement.correct,
+                )  # fmt: skip
 
     def skip_unexpected(self, message: ConsumerRecord[Any, Any], role: str, error: Exception) -> None:
         """Skip a record whose handling raised an error the board's checks did not foresee. Crashing instead would
@@ -133,8 +139,9 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
             await asyncio.sleep(1.0)  # the topics may not exist yet
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        predictions = [tp for tp in partitions if tp.topic != settings.feedback_topic]
-        catch_up = await consumer.end_offsets(predictions)
+        ends = await consumer.end_offsets(partitions)
+        catch_up = {tp: end for tp, end in ends.items() if tp.topic != settings.feedback_topic}
+        follower.counted_from = {tp: end for tp, end in ends.items() if tp.topic == settings.feedback_topic}
         while True:
             for records in (await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)).values():
                 for message in records:

@@ -110,7 +110,27 @@ def test_the_fleets_counts_are_the_sum_of_every_workers_run(trained_model_dir: P
     runs = [{"data": {"metrics": [{"key": f"{name}.{version}", "value": getattr(mine, name)}
                                   for name in ("tagged", "review", "judged", "correct")]}}] * 2  # fmt: skip
     fleet = fleet_counts([*runs, {"data": {"metrics": [{"key": "junk", "value": 1}]}}])
-    assert (fleet[version].served, fleet[version].judged) == (6, 2)
+    # Served events are each worker's own; the decision is every worker's (each reads every one), counted once.
+    assert (fleet[version].served, fleet[version].judged) == (6, 1)
+
+
+def test_decisions_every_worker_counted_are_counted_once_and_a_restarted_workers_runs_add_up() -> None:
+    """Two workers each served their own events and each counted all 100 decisions; a third, restarted once,
+    counted 40 before its restart and 50 after. The fleet judged 100, not 290, at the precision they saw."""
+
+    def run(worker: str, **counts: Any) -> dict[str, Any]:
+        made = counts_run("v", **counts)
+        made["data"]["tags"] = [{"key": "worker", "value": worker}]
+        return made
+
+    runs = [
+        run("a", tagged=300, review=20, judged=100, correct=90),
+        run("b", tagged=200, review=10, judged=100, correct=90),
+        run("c", tagged=50, review=5, judged=40, correct=36),
+        run("c", tagged=60, review=5, judged=50, correct=45),
+    ]
+    assert fleet_counts(runs) == {"v": VersionCounts(tagged=610, review=40, judged=100, correct=90)}
+    assert fleet_counts(runs[2:]) == {"v": VersionCounts(tagged=110, review=10, judged=90, correct=81)}
 
 
 def counts_run(version: str, **counts: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -101,6 +101,29 @@ def test_a_decision_already_stored_is_not_appended_again(tmp_path: Path) -> None
     follow.on_record(message(SETTINGS.feedback_topic, encoded(decision)))
     follow.release()
     assert not (tmp_path / "labels.jsonl").exists()
+
+
+def test_decisions_made_before_the_worker_started_reach_the_board_and_labels_but_are_not_counted_again(
+    tmp_path: Path,
+) -> None:
+    """Every start reads the feedback topic from its start; counting those decisions again would add the whole
+    history to each counter's increase at every restart (firing the precision alert on old decisions), and count
+    each decision once per worker started since."""
+    follow, registry = follower(tmp_path)
+    follow.counted_from = {TopicPartition(SETTINGS.feedback_topic, 0): 1}
+    for id_ in ("old", "new"):
+        follow.on_record(message(SETTINGS.review_topic, encoded(review_record(id_))))
+    for offset, id_ in enumerate(("old", "new")):
+        decision = {"id": id_, "tag": "other", "verdict": "corrected", "reviewer": "ann", "decided_at": NOW}
+        follow.on_record(message(SETTINGS.feedback_topic, encoded(decision), offset))
+    follow.release()
+    assert list(follow.board.waiting) == []
+    labels, _ = read_labels(tmp_path / "labels.jsonl")
+    assert sorted(label["id"] for label in labels) == ["new", "old"]
+    assert registry.get_sample_value("content_tagger_feedback_decisions_total", {"verdict": "corrected"}) == 1
+    judged = [s for f in registry.collect() if f.name == "content_tagger_online_judged" for s in f.samples
+              if s.name.endswith("_total")]  # fmt: skip
+    assert sum(sample.value for sample in judged) == 1
 
 
 json_values = st.recursive(
