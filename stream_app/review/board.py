@@ -290,7 +290,7 @@ def decide(
     the tag is the suggestion, else ``corrected``); ``report`` says a tagged item's tag is wrong and names the
     right one. The reviewer is who signed in, never a name typed in the form.
     """
-    item_id = form.get("id", "").strip()
+    typed_id = form.get("id", "")
     tag = form.get("tag", "").strip()
     action = form.get("action", "review")
     if tag not in APPROVED_TAGS:
@@ -298,12 +298,16 @@ def decide(
     if not reviewer or len(reviewer) > MAX_REVIEWER_CHARS:
         raise InvalidDecision(f"reviewer must be 1 to {MAX_REVIEWER_CHARS} characters")
     if action == "review":
+        # The page's own value, matched exactly: ids may have spaces around them, and "42" and " 42" are two items.
+        item_id = typed_id
         record = board.waiting_record(item_id)
         if record is None:
             raise InvalidDecision(f"no item {item_id!r} is waiting for review")
         verdict = "accepted" if tag == record["suggested_tag"] else "corrected"
         model_version = str(record["model_version"])
     elif action == "report":
+        # Typed by the reviewer: the id as typed, else without the spaces around it.
+        item_id = typed_id if board.prediction(typed_id) is not None else typed_id.strip()
         prediction = board.prediction(item_id)
         if prediction is None or item_id in board.waiting:
             raise InvalidDecision(f"no tagged item {item_id!r} is known to this worker")

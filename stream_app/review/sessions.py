@@ -81,10 +81,16 @@ class Sessions:
         return _same(token, self.form_token(session))
 
     def revoke(self, session: Session) -> None:
-        """Refuse ``session`` from now on, until it would have expired anyway."""
+        """Refuse ``session`` from now on, until it would have expired anyway. A session nobody signed in to is
+        not kept: it grants nothing, and anyone could sign out such sessions until a reviewer's revocation was
+        pushed out of the list."""
+        if not session.reviewer:
+            return
         now = self.clock()
-        for nonce in [n for n, expires in self._revoked.items() if expires <= now]:
-            del self._revoked[nonce]
+        # Sessions last as long as each other, so the entries come roughly in order of expiry: drop expired ones
+        # from the front (one that expires behind a later one waits at most a session's lifetime).
+        while self._revoked and next(iter(self._revoked.values())) <= now:
+            self._revoked.popitem(last=False)
         self._revoked[session.nonce] = session.expires
         while len(self._revoked) > MAX_TRACKED:
             self._revoked.popitem(last=False)

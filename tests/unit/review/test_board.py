@@ -93,6 +93,19 @@ def test_a_bad_decision_is_refused_with_its_reason(form: dict[str, str], reviewe
         decide(board, form, NOW, reviewer)
 
 
+def test_ids_with_spaces_around_them_are_each_decided_as_themselves() -> None:
+    """Input ids may have spaces around them: "42" and " 42" are two items, and "7 " can be decided at all."""
+    board = ReviewBoard(recent_limit=10)
+    for item_id in ("42", " 42", "7 "):
+        board.on_review(review_record(item_id))
+    for item_id in (" 42", "7 ", "42"):
+        feedback, tagged = decide(board, {"id": item_id, "tag": "other"}, NOW, "ann")
+        assert feedback["id"] == tagged["id"] == item_id
+    board.on_tagged(tagged_record("t"))
+    feedback, _ = decide(board, {"id": " t ", "tag": "mlops", "action": "report"}, NOW, "ann")  # a typed id
+    assert feedback["id"] == "t"
+
+
 def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
     board = ReviewBoard(recent_limit=10)
     board.on_tagged(tagged_record("t", tag="computer-vision"))

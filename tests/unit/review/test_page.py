@@ -14,7 +14,7 @@ import pytest
 from stream_app.review.accounts import add_reviewer
 from stream_app.review.board import ReviewBoard
 from stream_app.review.page import ReviewSite, WebRequest, WebResponse
-from stream_app.review.sessions import COOKIE, Sessions, SignInLimiter, host_allowed
+from stream_app.review.sessions import COOKIE, MAX_TRACKED, Sessions, SignInLimiter, host_allowed
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
 
@@ -192,6 +192,18 @@ def test_sign_out_ends_the_session_even_for_a_copy_of_its_cookie(tmp_path: Path)
     assert site.request("POST", "/review/sign-out", {"csrf": token}).status == 303
     assert site.request("POST", "/review", {"csrf": token, "id": "a", "tag": "mlops"}, cookie=copied).status == 403
     assert site.published == []
+
+
+def test_signing_out_sessions_nobody_signed_in_to_never_brings_a_revoked_one_back() -> None:
+    """Anyone may sign out the session a visit gives them; were each kept as revoked, enough of them would push a
+    reviewer's sign-out out of the bounded list, and a copy of that reviewer's cookie would work again."""
+    sessions = Sessions(b"k" * 32, 3600.0, secure=False, clock=lambda: 1000.0)
+    signed_out = sessions.new("ann")
+    value = sessions.cookie_header(signed_out).split(";")[0].split("=", 1)[1]
+    sessions.revoke(signed_out)
+    for _ in range(MAX_TRACKED + 1):
+        sessions.revoke(sessions.new())
+    assert sessions.read(value) is None
 
 
 def test_a_removed_reviewer_can_no_longer_decide(tmp_path: Path) -> None:
