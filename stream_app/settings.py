@@ -256,6 +256,15 @@ class Settings:
             _check_range(self, name, 0, None)
         # Events wait in a lingering batch uncommitted and unanswered: a second is far past any use of it.
         _check_range(self, "batch_timeout_seconds", 0, 1.0, optional=True)
+        # Upper bounds past which a value means nothing and breaks something: a stop deadline past what a timer
+        # takes, a clock skew that lets one event dated far ahead expire the whole title index.
+        _check_range(self, "stop_timeout_seconds", None, 3600.0)
+        _check_range(self, "max_clock_skew_seconds", None, 86_400.0)
+        for name in ("commit_interval_seconds", "candidate_poll_seconds"):
+            _check_range(self, name, None, 3600.0)
+        _check_range(self, "log_repeat_seconds", None, 86_400.0)
+        self._validate_addresses()
+        self._validate_paths()
         positive = (
             "dedupe_ttl_days",
             "stop_timeout_seconds",
@@ -282,7 +291,11 @@ class Settings:
             networks = self.review_proxy_networks
         except ValueError as exc:
             raise ConfigError(f"TAGGER_REVIEW_PROXY_ADDRESSES={self.review_proxy_addresses!r}: {exc}") from None
-        if self.review_auth == "proxy" and not (networks and self.review_proxy_header.strip()):
+        if any(network.prefixlen == 0 for network in networks):  # every address: anyone could name a reviewer
+            raise ConfigError(f"TAGGER_REVIEW_PROXY_ADDRESSES={self.review_proxy_addresses!r} trusts every address")
+        if not HEADER_NAME.fullmatch(self.review_proxy_header):
+            raise ConfigError(f"TAGGER_REVIEW_PROXY_HEADER={self.review_proxy_header!r} is not an HTTP header name")
+        if self.review_auth == "proxy" and not networks:
             raise ConfigError(
                 "TAGGER_REVIEW_AUTH='proxy' needs TAGGER_REVIEW_PROXY_ADDRESSES and TAGGER_REVIEW_PROXY_HEADER"
             )
@@ -294,6 +307,29 @@ class Settings:
                 raise ConfigError(
                     f"TAGGER_SSL_CAFILE={self.ssl_cafile!r} cannot be read as CA certificates: {exc}"
                 ) from None
+
+    def _validate_addresses(self) -> None:
+        """Raise :class:`ConfigError` unless every bootstrap server is ``host:port`` and the web host is one host:
+        an empty entry would add the client library's own default broker."""
+        for server in self.kafka_bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not (HOST.fullmatch(host) and port.isdigit() and 1 <= int(port) <= 65_535):
+                raise ConfigError(
+                    f"TAGGER_KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap_servers!r}: {server.strip()!r} is not "
+                    "host:port"
+                )
+        if not HOST.fullmatch(self.web_host):
+            raise ConfigError(f"TAGGER_WEB_HOST={self.web_host!r} is not one host name or address")
+
+    def _validate_paths(self) -> None:
+        """Raise :class:`ConfigError` when a path the worker writes or reads is taken by something else: the
+        data folder by a file, the labelled store by a folder, the reviewers file by anything but a file."""
+        if _not_a_folder(self.data_dir):
+            raise ConfigError(f"TAGGER_DATA_DIR={str(self.data_dir)!r} is not a folder, nor can be made one")
+        if self.labels_path.is_dir() or not self.labels_path.name or _not_a_folder(self.labels_path.parent):
+            raise ConfigError(f"TAGGER_LABELS_PATH={str(self.labels_path)!r} is not a file, nor can be made one")
+        if self.reviewers_file.exists() and not self.reviewers_file.is_file():
+            raise ConfigError(f"TAGGER_REVIEWERS_FILE={str(self.reviewers_file)!r} is not a file")
 
     def _validate_topics(self) -> None:
         """Raise :class:`ConfigError` unless every topic name is one Kafka accepts and no two topics are one."""
@@ -344,6 +380,21 @@ class Settings:
         return self.dedupe_ttl_days * 86400.0
 
 
+HOST: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z_.:-]+")
+"""A host name, an IPv4 address, or an IPv6 address (in brackets in a ``host:port``)."""
+HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (RFC 9110's token)."""
+
+
+def _not_a_folder(path: Path) -> bool:
+    """Whether ``path`` or the nearest of its parents that exists is something other than a folder: then no
+    folder can be made there."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            return not existing.is_dir()
+    return False
+
+
 def _var(name: str) -> str:
     return PREFIX + name.upper()
 
@@ -356,7 +407,10 @@ def _check_range(
     if value is None and optional:
         return
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if low is not None and high is not None else f">= {low}"
+        if low is not None and high is not None:
+            bounds = f"between {low} and {high}"
+        else:
+            bounds = f">= {low}" if low is not None else f"<= {high}"
         raise ConfigError(f"{_var(name)}={value!r} must be {bounds}")
 
 

@@ -51,6 +51,10 @@ def valid_name(name: str) -> bool:
     return NAME_PATTERN.fullmatch(name) is not None
 
 
+UNREADABLE: Final = (-1, -1, -1)
+"""The stamp of an accounts file that could not be read."""
+
+
 class ReviewerAccounts:
     """The accounts of one file, re-read when the file changes (:meth:`refresh`, a ``stat`` when it has not)."""
 
@@ -60,17 +64,20 @@ class ReviewerAccounts:
         self._stamp: tuple[int, int, int] | None = None
 
     def refresh(self) -> None:
-        """Re-read the file if it changed since the last read; a missing file means no reviewer. Blocking: call it
-        from a thread, not the event loop."""
+        """Re-read the file if it changed since the last read; a missing file means no reviewer, and so does one
+        that cannot be read (logged once until it can). Blocking: call it from a thread, not the event loop."""
         try:
             stat = self.path.stat()
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if stamp != self._stamp:
+                self._hashes = read_accounts(self.path)
+                self._stamp = stamp
         except FileNotFoundError:
             self._hashes, self._stamp = {}, None
-            return
-        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if stamp != self._stamp:
-            self._hashes = read_accounts(self.path)
-            self._stamp = stamp
+        except OSError as error:  # a folder, no permission: nobody can sign in, and the pages still answer
+            if self._stamp != UNREADABLE:
+                log.warning("cannot read the reviewer accounts %s: %s; nobody can sign in", self.path, error)
+            self._hashes, self._stamp = {}, UNREADABLE
 
     @property
     def names(self) -> frozenset[str]:

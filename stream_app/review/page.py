@@ -132,7 +132,8 @@ class ReviewSite:
         return session.reviewer if session.reviewer == named else None
 
     async def _route(self, request: WebRequest, session: Session, reviewer: str | None) -> WebResponse:
-        route = (request.method, request.path.rstrip("/"))
+        method = "GET" if request.method == "HEAD" else request.method  # the server sends a HEAD's headers only
+        route = (method, request.path.rstrip("/"))
         if route == ("GET", "/review"):
             return self._review_page(session, reviewer)
         if route == ("GET", "/review/sign-in"):

@@ -80,11 +80,48 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_TAGGED_TOPIC", "tagged topic"),
         ("TAGGER_REVIEW_TOPIC", ".."),
         ("TAGGER_FEEDBACK_TOPIC", "t" * 250),
+        # An empty entry would add the client library's default broker; a bad port failed only when connecting.
+        ("TAGGER_KAFKA_BOOTSTRAP_SERVERS", ""),
+        ("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,,k2:9092"),
+        ("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "k1:notaport"),
+        ("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "k1:99999"),
+        ("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "k1"),
+        ("TAGGER_WEB_HOST", ""),
+        ("TAGGER_WEB_HOST", "not a host"),
+        ("TAGGER_WEB_HOST", "127.0.0.1,10.0.0.1"),
+        ("TAGGER_STOP_TIMEOUT_SECONDS", "1e10"),  # past what a timer takes: the stop deadline would never fire
+        ("TAGGER_MAX_CLOCK_SKEW_SECONDS", "1e308"),  # one event dated far ahead would expire the whole index
+        ("TAGGER_COMMIT_INTERVAL_SECONDS", "1e9"),
+        ("TAGGER_REVIEW_PROXY_ADDRESSES", "0.0.0.0/0"),  # every client could name a reviewer
+        ("TAGGER_REVIEW_PROXY_HEADER", "X Forwarded User"),
+        ("TAGGER_REVIEW_PROXY_HEADER", " X-Forwarded-User"),
+        ("TAGGER_LABELS_PATH", ""),
+        ("TAGGER_LABELS_PATH", "."),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_good_addresses_are_taken() -> None:
+    settings = Settings.from_env(
+        {"TAGGER_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2.example:19092,[::1]:9092", "TAGGER_WEB_HOST": "::"}
+    )
+    assert settings.kafka_bootstrap_servers.count(",") == 2
+
+
+def test_paths_taken_by_something_else_are_refused_in_one_line(tmp_path: Path) -> None:
+    """A data folder that is a file, a labelled store or reviewers file that is a folder: found at start-up, not
+    as a traceback from a task or a 500 on every review page."""
+    a_file, a_folder = tmp_path / "file", tmp_path / "folder"
+    a_file.write_text("x")
+    a_folder.mkdir()
+    for name, value in (("TAGGER_DATA_DIR", a_file), ("TAGGER_DATA_DIR", a_file / "sub"),
+                        ("TAGGER_LABELS_PATH", a_folder), ("TAGGER_REVIEWERS_FILE", a_folder)):  # fmt: skip
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: str(value)})
+    Settings.from_env({"TAGGER_DATA_DIR": str(a_folder / "new"), "TAGGER_REVIEWERS_FILE": str(a_file)})
 
 
 @pytest.mark.parametrize(

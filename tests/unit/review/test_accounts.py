@@ -66,3 +66,24 @@ def test_malformed_lines_are_ignored(tmp_path: Path) -> None:
     with path.open("a") as file:
         file.write("# a comment\nbob\neve:plain-text-password\n\n")
     assert set(read_accounts(path)) == {"ann"}
+
+
+def test_an_accounts_file_that_cannot_be_read_means_nobody_signs_in_and_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Turned into a folder after start-up (or made unreadable): the review pages keep answering, read-only."""
+    path = tmp_path / "reviewers"
+    add_reviewer(path, "ann", "correct horse battery")
+    accounts = ReviewerAccounts(path)
+    accounts.refresh()
+    assert accounts.names == {"ann"}
+    path.unlink()
+    path.mkdir()
+    for _ in range(3):
+        accounts.refresh()
+    assert accounts.names == frozenset()
+    assert sum("cannot read the reviewer accounts" in r.getMessage() for r in caplog.records) == 1
+    path.rmdir()
+    add_reviewer(path, "bob", "correct horse battery")
+    accounts.refresh()
+    assert accounts.names == {"bob"}

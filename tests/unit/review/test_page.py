@@ -206,6 +206,12 @@ def test_signing_out_sessions_nobody_signed_in_to_never_brings_a_revoked_one_bac
     assert sessions.read(value) is None
 
 
+def test_a_head_request_is_answered_as_its_get(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    for path in ("/review", "/review/sign-in"):
+        assert site.request("HEAD", path).status == site.request("GET", path).status == 200
+
+
 def test_a_removed_reviewer_can_no_longer_decide(tmp_path: Path) -> None:
     site = Site(tmp_path)
     site.sign_in()
