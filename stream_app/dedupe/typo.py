@@ -4,8 +4,9 @@ A candidate (a stored title that shares an LSH bucket) is confirmed only if it i
 words but one, that one word a single edit (substitution, insertion, deletion, transposition) from its
 counterpart (:func:`typo_source`) and neither a word with a digit nor a Roman numeral (YOLOv5n is not YOLOv5x),
 title similarity of at least :data:`NEAR_TITLE_SIMILARITY`, descriptions that agree when both exist
-(:data:`DESCRIPTION_SIMILARITY`), and, the title rebuilt with the counterpart, the stored title's buckets. A
-different word (text/token, image/video) is never one edit, so it vetoes the match. :func:`confirm` decides.
+(:data:`DESCRIPTION_SIMILARITY`), and both exist for a typo in a short word (:data:`DESCRIBED_TYPO_WORD`), and, the
+title rebuilt with the counterpart, the stored title's buckets. A different word (text/token, image/video) is never
+one edit, so it vetoes the match. :func:`confirm` decides.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ DESCRIPTION_SIMILARITY: Final = 0.5
 MIN_TYPO_WORD: Final = 4
 """Shortest word in which one changed letter is taken for a typo (CNN and RNN are different things); the
 mistyped form may be a letter shorter (with/wth)."""
+DESCRIBED_TYPO_WORD: Final = 5
+"""Longest word in which one changed letter is taken for a typo only when both items have descriptions and they
+agree: in a short word it is as likely another name (BERT and BART, CLIP and BLIP, LLaMA and LLaVA)."""
 _TYPO_LETTERS: Final = string.ascii_lowercase + "ßàáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿ"
 """Letters a typo may have replaced or dropped, besides those of the word itself: Latin-1 lower case."""
 
@@ -156,6 +160,8 @@ def confirm(incoming: Incoming, entry: TitleEntry) -> float | None:
         return None
     described = signature_similarity(incoming.signature, entry.signature)
     if described is not None and described < DESCRIPTION_SIMILARITY:
+        return None
+    if described is None and max(len(old_word), len(new_word)) <= DESCRIBED_TYPO_WORD:
         return None
     # A stored word is kept as 3 bytes, so another word one edit away can share them (transform and learnõng):
     # the title rebuilt with the source word must also have the stored title's buckets, 96 more bits of it.

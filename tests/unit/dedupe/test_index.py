@@ -97,6 +97,21 @@ def test_versions_and_other_words_are_kept_apart(original: str, other: str) -> N
     assert dedupe.check_and_add("2", other, DESCRIPTION, 1).match is None
 
 
+@pytest.mark.parametrize(
+    ("original", "other"),
+    [
+        ("Fine-tuning BERT for abstractive summarization", "Fine-tuning BART for abstractive summarization"),
+        ("Zero-shot image classification with CLIP models", "Zero-shot image classification with BLIP models"),
+        ("Instruction tuning LLaMA on a single consumer GPU", "Instruction tuning LLaVA on a single consumer GPU"),
+    ],
+)
+def test_one_letter_in_a_short_name_is_another_model_unless_both_descriptions_agree(original: str, other: str) -> None:
+    for first, second, copy in ((None, None, False), (None, DESCRIPTION, False), (DESCRIPTION, DESCRIPTION, True)):
+        dedupe = index()
+        dedupe.check_and_add("1", original, first, 0)
+        assert (dedupe.check_and_add("2", other, second, 1).duplicate_of == "1") is copy, (first, second)
+
+
 def test_a_typo_with_an_unrelated_description_is_not_a_duplicate() -> None:
     dedupe = index()
     dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0)
