@@ -31,7 +31,8 @@ _DECORATION_PREFIX = re.compile(r"^\s*(?:\[(?:p|r|d|n|project|research|discussio
 _DECORATION_MARKS = re.compile(r"[\[|\-–—]")
 """What every decoration has; most titles have none, and skip the decoration patterns."""
 WORD = re.compile(r"[^\W_]+")
-"""A word: a run of letters and digits (what is left between runs of punctuation, spaces and underscores)."""
+"""A word of ASCII text: a run of letters and digits (what is left between runs of punctuation, spaces and
+underscores). :func:`split_words` splits any text."""
 DIGITS = re.compile(r"\d+")
 
 
@@ -53,6 +54,21 @@ _REMEMBERED: Final = 65_536
 _FORMAT_CHARACTERS: Final = _FormatCharacters()
 
 
+class _WordBreaks(dict[int, int | str]):
+    """A :meth:`str.translate` table that keeps letters, digits and marks (Unicode categories L, N and M) and turns
+    every other character (and ``_``) into a space, each looked up when first met and remembered, up to
+    :data:`_REMEMBERED` code points."""
+
+    def __missing__(self, code: int) -> int | str:
+        kept: int | str = code if unicodedata.category(chr(code))[0] in "LNM" and code != 0x5F else " "
+        if len(self) < _REMEMBERED:
+            self[code] = kept
+        return kept
+
+
+_WORD_BREAKS: Final = _WordBreaks()
+
+
 def nfkc_casefold(text: str) -> str:
     """``text`` in NFKC, case-folded."""
     if text.isascii():  # NFKC leaves ASCII as it is, and case-folds it to lower case
@@ -70,7 +86,16 @@ def title_words(title: str) -> list[str]:
     while previous != text:  # decorations can be stacked: "[P] Title - Medium | Reddit"
         previous = text
         text = _DECORATION_PREFIX.sub("", _DECORATION_SUFFIX.sub("", text))
-    return WORD.findall(text)
+    return split_words(text)
+
+
+def split_words(text: str) -> list[str]:
+    """The words of ``text``: runs of letters, digits and the marks that combine with them, between everything
+    else. A mark is part of its word: Thai tone marks and Devanagari vowel signs tell words apart (ข่าว, news, is
+    not ข้าว, rice)."""
+    if text.isascii():
+        return WORD.findall(text)
+    return text.translate(_WORD_BREAKS).split()
 
 
 def normalize_title(title: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.dedupe.normalize import DIGITS, WORD, blake2b_function, nfkc_casefold
+from stream_app.dedupe.normalize import DIGITS, blake2b_function, nfkc_casefold, split_words
 
 BANDS: Final = 4
 ROWS: Final = 3
@@ -105,12 +105,12 @@ def _description_keys(description: str | None) -> list[int]:
     text = nfkc_casefold(description[:DESCRIPTION_CHARS])
     if text.isascii():  # in its bytes, runs of [a-z0-9] split apart in C: no word is encoded on its own
         return list(map(zlib.crc32, text.encode().translate(_ASCII_WORD_BYTES).split()))
-    return [zlib.crc32(word.encode()) for word in WORD.findall(text)]
+    return [zlib.crc32(word.encode()) for word in split_words(text)]
 
 
 _ASCII_WORD_BYTES: Final = bytes(c if c in b"abcdefghijklmnopqrstuvwxyz0123456789" else 0x20 for c in range(256))
 """Each byte as itself if it is a lower-case ASCII letter or digit, else as a space: in lower-case ASCII, the
-:data:`~stream_app.dedupe.normalize.WORD` runs are what is left between spaces."""
+:func:`~stream_app.dedupe.normalize.split_words` are what is left between spaces."""
 
 
 def _nibbles(values: list[int]) -> bytes:

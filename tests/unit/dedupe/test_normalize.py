@@ -64,6 +64,13 @@ def test_a_repeated_number_is_another_version_and_a_repeated_word_is_not() -> No
     assert dedupe_key("YOLO: YOLO object detection") == dedupe_key("YOLO object detection")
 
 
+def test_marks_belong_to_their_words_so_words_that_differ_by_a_mark_stay_apart() -> None:
+    assert dedupe_key("ข่าว ปัญญาประดิษฐ์ ล่าสุด") != dedupe_key("ข้าว ปัญญาประดิษฐ์ ล่าสุด")  # news, rice
+    assert dedupe_key("दिन भर में मशीन लर्निंग") != dedupe_key("दान भर में मशीन लर्निंग")  # day, donation
+    assert normalize_title("ข่าว: ล่าสุด!") == "ข่าว ล่าสุด"
+    assert normalize_title("Café_au-lait, naïve") == normalize_title("cafe\u0301 au lait nai\u0308ve")  # NFKC
+
+
 @given(titles, st.data())
 def test_invisible_format_characters_inside_words_are_ignored(title: str, data: st.DataObject) -> None:
     """Scraped HTML keeps soft hyphens and zero-width characters inside words, where no reader sees them."""
