@@ -1,0 +1,57 @@
+"""The consumer lag of a stuck agent keeps growing with the input, past what the consumer buffers: the growth
+``ContentTaggerStalled`` fires on (real broker)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import produce, run
+from tools.replay import event_value
+
+pytestmark = [pytest.mark.kafka]
+
+FIRST, MORE = 8_000, 2_000
+"""Messages sent before the first reading, more than the consumer and Faust buffer for a stuck agent (an inlet of
+4,096 events and a fetch of 1 MiB), then after it."""
+
+
+def lag(worker: Any) -> float:
+    """The worker's ``content_tagger_consumer_lag`` of partition 0 (-1 before its first report)."""
+    found = re.search(r'^content_tagger_consumer_lag\{partition="0"\} (\S+)$', worker.metrics_text(), re.MULTILINE)
+    return float(found.group(1)) if found else -1.0
+
+
+def settled(worker: Any, at_least: float, timeout: float) -> float:
+    """The lag once it reads ``at_least`` and two reports 6 s apart agree, or the last reading at ``timeout``."""
+    deadline, last = time.monotonic() + timeout, -1.0
+    while time.monotonic() < deadline:
+        now = lag(worker)
+        if now >= at_least and now == last:
+            return now
+        last = now
+        time.sleep(6.0)
+    return last
+
+
+def test_the_lag_of_a_stuck_agent_grows_with_the_input_past_what_the_consumer_buffers(start_worker: Any) -> None:
+    # A stuck agent never finishes its stop: the deadline ends it (test_stop.py tests that part).
+    worker, topics = start_worker(module="tests.integration.stuck_agent_app", TAGGER_STOP_TIMEOUT_SECONDS="3")
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    description = "A long enough description of a project, as scrapers send them. " * 4
+
+    def send(first: int, count: int) -> None:
+        events = (
+            {"id": n, "title": f"Project number {n}", "description": description} for n in range(first, first + count)
+        )
+        run(produce(bootstrap, topics.input, [(str(e["id"]).encode(), event_value(e), 0) for e in events]))
+
+    send(0, FIRST)
+    before = settled(worker, FIRST - 256, 90)  # all but the first batch, which the agent took and holds
+    assert before >= FIRST - 256, (before, worker.log_tail())
+    send(FIRST, MORE)
+    after = settled(worker, before + MORE, 60)
+    assert after >= before + MORE, (before, after, worker.log_tail())
