@@ -43,6 +43,7 @@ TAKE_ACK = "faust-streaming #189, #315: take_events acks a failed batch"
 HAND_OVER = "robinhood/faust #563: four tasks per record in the fetch loop (eager.py)"
 INLET = "robinhood/faust #563: Faust's per-record path costs most of a hop (inlet.py)"
 BATCH_SEND = "faust-streaming #108: Faust sends one record at a time (producer.py)"
+METADATA = "aiokafka's partitions_for_topic knows subscribed topics only (metadata.py)"
 PRODUCER_STOP = "aiokafka #1101: a producer's stop waits for the broker with no time limit (closing.py)"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
@@ -72,12 +73,9 @@ HOOKS: Final = (
     Hook(AIOKAFKA_CONSUMER, "_fetcher", "SeekClock.watch", SEEK_LOSS),
     Hook(AIOKAFKA_CONSUMER, "_max_poll_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
     Hook(AIOKAFKA_CONSUMER, "_isolation_level", "transacted._ReadCommittedThread", "read_committed input"),
-    Hook(
-        AIOKAFKA_CONSUMER,
-        "_client",
-        "the index and review followers' metadata look-up",
-        "aiokafka's partitions_for_topic knows subscribed topics only",
-    ),
+    Hook(AIOKAFKA_CONSUMER, "_client", "metadata.topic_partitions", METADATA),
+    Hook("aiokafka.client:AIOKafkaClient", "force_metadata_update", "metadata.topic_partitions", METADATA),
+    Hook("aiokafka.client:AIOKafkaClient", "cluster", "metadata.topic_partitions", METADATA),
     Hook(AIOKAFKA_FETCHER, "seek_to", "SeekClock.watch", SEEK_LOSS),
     Hook(AIOKAFKA_FETCHER, "request_offset_reset", "SeekClock.watch", SEEK_LOSS),
     Hook("aiokafka.producer.producer:AIOKafkaProducer", "_sender", "closing.close_at_once", PRODUCER_STOP),

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream_app.delivery.kafka import aiokafka_security
 from stream_app.errors import InvalidRecord
+from stream_app.faust_patches.metadata import topic_partitions
 from stream_app.log_repeats import SkipTally
 from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard, read_record
@@ -131,12 +132,11 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
     await consumer.start()
     try:
         while True:
-            await consumer._client.force_metadata_update()
-            cluster = consumer._client.cluster
-            partitions = [TopicPartition(n, p) for n in names for p in cluster.partitions_for_topic(n) or ()]
-            if {tp.topic for tp in partitions} == set(names):
+            found = await topic_partitions(consumer, names)
+            if set(found) == set(names):
                 break
             await asyncio.sleep(1.0)  # the topics may not exist yet
+        partitions = [TopicPartition(name, partition) for name, numbers in found.items() for partition in numbers]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

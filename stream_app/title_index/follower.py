@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream_app.faust_patches.metadata import topic_partitions
 from stream_app.log_repeats import SkipTally
 from stream_app.title_index.index import APPLIED, UNCHANGED, TitleIndex
 
@@ -75,12 +76,9 @@ class IndexFollower:
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         """The topic's partitions, once the topic exists (the worker declares it as it starts)."""
         while True:
-            # As the review follower does: aiokafka's public partitions_for_topic reads metadata of subscribed
-            # topics only, and an assigned-only consumer subscribes to none.
-            await consumer._client.force_metadata_update()
-            found = consumer._client.cluster.partitions_for_topic(self.topic)
+            found = (await topic_partitions(consumer, [self.topic])).get(self.topic)
             if found:
-                return [TopicPartition(self.topic, partition) for partition in sorted(found)]
+                return [TopicPartition(self.topic, partition) for partition in found]
             await asyncio.sleep(METADATA_RETRY_SECONDS)
 
     def _take(self, fetched: Mapping[TopicPartition, Sequence[Any]], *, loading: bool) -> None:
