@@ -106,9 +106,26 @@ def _set_in_init(owner: object, name: str) -> bool:
     return False
 
 
+CODECS: Final = ("gzip", "snappy", "lz4", "zstd")
+"""Every compression a Kafka record batch may use: a batch the consumer cannot decompress raises out of the fetch,
+and every worker given the partition would stop on it, again after each restart."""
+
+
+def missing_codecs() -> list[str]:
+    """The codecs of :data:`CODECS` aiokafka cannot decompress here."""
+    import aiokafka.codec
+
+    return [codec for codec in CODECS if not getattr(aiokafka.codec, f"has_{codec}")()]
+
+
 def check_library_hooks() -> None:
     """Raise :class:`ConfigError` naming what is off, when a library is of another series than the fixes were
-    verified on or lacks a name a fix relies on."""
+    verified on, lacks a name a fix relies on, or cannot decompress a codec Kafka offers."""
+    codecs = missing_codecs()
+    if codecs:
+        raise ConfigError(
+            f"aiokafka cannot read records compressed with {', '.join(codecs)}: install aiokafka[lz4,snappy,zstd]"
+        )
     for package, series in VERIFIED_SERIES.items():
         version = metadata.version(package)
         if not version.startswith(series):

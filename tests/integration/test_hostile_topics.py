@@ -98,8 +98,12 @@ def future_entries(count: int) -> list[tuple[bytes, bytes]]:
     return made
 
 
-async def send(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None, int | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=2**20)
+async def send(
+    bootstrap: str, records: list[tuple[str, bytes | None, bytes | None, int | None]], compression: str | None = None
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=2**20, compression_type=compression
+    )
     await producer.start()
     try:
         futures = [await producer.send(t, v, key=k, timestamp_ms=ts) for t, k, v, ts in records]
@@ -224,3 +228,36 @@ def test_every_topic_survives_hostile_records_and_far_future_times(start_worker:
         f"skipped {dict(skipped)}; {len(landed)} events in output topics of {len(sent_ids)} sent; worker restarts 0; "
         f"titles lost to far-future events {len(lost)}"
     )
+
+
+def test_records_compressed_with_every_codec_are_read_on_every_topic(start_worker: Any, kafka_bootstrap: str) -> None:
+    """Input batches compressed with each codec a producer may choose, and topics whose broker recompresses what
+    the worker writes (lz4 on the outputs the review follower reads, zstd on the title index): a batch the worker
+    could not decompress would stop every worker given its partition, at every start."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {kind: f"codec-{kind}-{suffix}" for kind in ("content", "tagged", "review", "duplicates", "deadletter")}
+    app_id = f"tagger-codec-{suffix}"
+    lz4 = {"compression.type": "lz4"}
+    configs = {names["content"]: {}, names["tagged"]: lz4, names["review"]: lz4, names["duplicates"]: {},
+               names["deadletter"]: {}, f"{app_id}-title-index": {"cleanup.policy": "compact",
+                                                                   "compression.type": "zstd"}}  # fmt: skip
+    run(create_topics(kafka_bootstrap, configs))
+    topics = Topics(names["content"], names["tagged"], names["review"], names["duplicates"], names["deadletter"])
+    worker, _ = start_worker(topics=topics, app_id=app_id)
+
+    rows = distinct_rows(dataset_rows())[:80]
+    codecs = ("gzip", "snappy", "lz4", "zstd")
+    for number, codec in enumerate(codecs):
+        chunk = rows[number * 20 : (number + 1) * 20]
+        run(send(kafka_bootstrap, [(topics.input, str(r["id"]).encode(), event_value(r), None) for r in chunk], codec))
+    copies = [(topics.input, f"again-{r['id']}".encode(), event_value({**r, "id": f"again-{r['id']}"}), None)
+              for r in rows[:20]]  # fmt: skip
+    run(send(kafka_bootstrap, copies, "zstd"))
+
+    sent_ids = [str(r["id"]) for r in rows] + [f"again-{r['id']}" for r in rows[:20]]
+    outputs = run(worker_outputs(kafka_bootstrap, topics, set(sent_ids), 120))
+    landed = outputs["tagged"] + outputs["review"] + outputs["duplicate"]
+    assert sorted(landed.elements()) == sorted(sent_ids), f"missing {sorted(set(sent_ids) - set(landed))[:10]}"
+    assert set(outputs["duplicate"]) == {f"again-{r['id']}" for r in rows[:20]}
+    assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
+    assert worker.log_text().count("[^Worker]: Ready") == 1, "the worker restarted"
