@@ -90,6 +90,10 @@ class InvalidRecord(TaggerError):
         self.detail = detail
 
 
+class RebalanceStalled(TaggerError):
+    """A rebalance has not ended in far longer than one can take: the worker stops, and its supervisor restarts it."""
+
+
 class InvalidDecision(TaggerError):
     """A reviewer's form is refused (unknown item, tag not approved, missing field): a 400, nothing published."""
 

@@ -4,12 +4,14 @@ topics, exporting the consumer lag, and managing candidate models."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, Final
 
 from aiokafka.errors import IllegalStateError, KafkaError
 from faust.types import TP, AppT
 
+from stream_app.errors import RebalanceStalled
 from stream_app.lifecycle.candidates import ModelLifecycle
 from stream_app.lifecycle.fleet import fleet_model
 from stream_app.lifecycle.retrain import Retrainer
@@ -31,11 +33,13 @@ async def partition_lags(
     received: Mapping[TP, int],
     position: Callable[[TP], Awaitable[int | None]],
     end_offsets: Callable[..., Awaitable[Mapping[TP, int]]],
+    owned: Callable[[], Collection[int]] | None = None,
 ) -> dict[int, int]:
     """Each of ``assigned``'s lag: from the offset after the last record the agent ``received`` (else the consumer's
     ``position``) to the partition's end offset, asked of the broker. A partition the consumer no longer holds
     (revoked in a rebalance since the assignment was read, or while its position was awaited) is left out this
-    time, and so is every partition while the broker does not answer."""
+    time, and so is every partition while the broker does not answer, and one not ``owned`` any more once the
+    answers are in (a rebalance during the wait moved it, and its new owner reports it)."""
     # The end offset is asked of the broker, not read from the consumer's last fetch: a consumer holding records the
     # agent has not taken stops fetching, so its highwater, and a lag counted to it, would stop growing.
     starts: dict[TP, int] = {}
@@ -51,7 +55,41 @@ async def partition_lags(
     except KafkaError as error:
         log.debug("no lag this time: %r", error)
         return {}
-    return {tp.partition: max(0, ends[tp] - at) for tp, at in starts.items() if ends.get(tp) is not None}
+    kept = set(owned()) if owned is not None else {tp.partition for tp in starts}
+    return {
+        tp.partition: max(0, ends[tp] - at)
+        for tp, at in starts.items()
+        if ends.get(tp) is not None and tp.partition in kept
+    }
+
+
+REBALANCE_LIMIT_SECONDS: Final = 300.0
+"""Longest a rebalance may last before the worker stops: more than three times what Faust's recovery waits for any
+one of its steps (``broker_request_timeout``, 90 s), after which it gives up for good."""
+
+
+class RebalanceWatch:
+    """Tells a rebalance that will never end. Faust's recovery waits ``broker_request_timeout`` for each step (the
+    seek to the committed offsets, which waits while the group coordinator is away, say); past it, it ends its loop
+    silently, and the worker stays paused, not ready, through every later rebalance too. Stopping lets the
+    worker's supervisor start it afresh."""
+
+    def __init__(self, limit_seconds: float = REBALANCE_LIMIT_SECONDS) -> None:
+        self.limit_seconds = limit_seconds
+        self.since: float | None = None
+
+    def check(self, rebalancing: bool, now: float) -> None:
+        """Note whether a rebalance is under way at ``now`` (monotonic seconds); raises :class:`RebalanceStalled`
+        once one has lasted past the limit."""
+        if not rebalancing:
+            self.since = None
+        elif self.since is None:
+            self.since = now
+        elif now - self.since > self.limit_seconds:
+            raise RebalanceStalled(
+                f"a rebalance has not ended in {now - self.since:.0f} s (Faust's recovery gave up): stopping, so that "
+                "the worker's supervisor restarts it"
+            )
 
 
 def register_tasks(
@@ -88,12 +126,21 @@ def register_tasks(
         """Feed the review board the review, tagged and feedback topics; keep new decisions as labels."""
         await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path))
 
+    watch = RebalanceWatch()
+
+    @app.timer(interval=5.0)
+    async def watch_rebalance() -> None:
+        """Stop the worker (an error out of a timer stops it) when a rebalance has lasted past the limit."""
+        watch.check(app.rebalancing, time.monotonic())
+
     @app.timer(interval=5.0)
     async def report_lag() -> None:
         """Export the consumer lag of each assigned input partition: records not yet received by the agent
         (not merely fetched, so records the consumer read past but lost show as lag)."""
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.input_topic]
-        lags = await partition_lags(assigned, progress.next_offset, app.consumer.position, app.consumer.highwaters)
+        lags = await partition_lags(
+            assigned, progress.next_offset, app.consumer.position, app.consumer.highwaters, lambda: ownership.assigned
+        )
         for partition, lag in lags.items():
             metrics.set_lag(partition, lag)
 

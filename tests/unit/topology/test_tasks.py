@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaTimeoutError
 from faust.types import TP
 
-from stream_app.topology.tasks import partition_lags
+from stream_app.errors import RebalanceStalled
+from stream_app.faust_patches.consumer import TaggerApp
+from stream_app.topology.tasks import RebalanceWatch, partition_lags
 
 ENDS = {TP("content", 0): 9, TP("content", 1): 10, TP("content", 2): 4}
 
@@ -43,6 +47,21 @@ def test_each_partitions_lag_runs_from_what_the_agent_received_or_else_the_posit
     assert lags == {0: 4, 1: 0}
 
 
+def test_a_partition_moved_while_its_end_offset_was_asked_is_left_to_its_new_owner() -> None:
+    owned = {0, 1}
+
+    async def rebalanced_meanwhile(*tps: TP) -> Mapping[TP, int]:
+        owned.discard(0)  # a rebalance ran during the request
+        return await end_offsets(*tps)
+
+    async def unasked(tp: TP) -> int | None:
+        raise AssertionError("the agent received a record of each: no position is asked")
+
+    tps = [TP("content", 0), TP("content", 1)]
+    lags = asyncio.run(partition_lags(tps, {tps[0]: 1, tps[1]: 2}, unasked, rebalanced_meanwhile, lambda: owned))
+    assert lags == {1: 8}
+
+
 def test_a_broker_that_does_not_answer_leaves_the_lag_report_empty_not_raised() -> None:
     async def no_answer(*tps: TP) -> Mapping[TP, int]:
         raise KafkaTimeoutError()
@@ -51,3 +70,61 @@ def test_a_broker_that_does_not_answer_leaves_the_lag_report_empty_not_raised() 
         return 0
 
     assert asyncio.run(partition_lags([TP("content", 0)], {TP("content", 0): 3}, position, no_answer)) == {}
+
+
+def test_a_rebalance_lasting_past_the_limit_stops_the_worker_and_one_that_ends_does_not() -> None:
+    watch = RebalanceWatch(limit_seconds=300)
+    for now in (0.0, 100.0, 299.0):
+        watch.check(True, now)
+    watch.check(False, 301.0)  # it ended: the next one is timed afresh
+    watch.check(True, 400.0)
+    watch.check(True, 700.0)
+    with pytest.raises(RebalanceStalled, match="has not ended in 301 s"):
+        watch.check(True, 701.0)
+
+
+def test_faust_recovery_gives_up_for_good_on_a_slow_seek_and_the_watch_tells() -> None:
+    """Faust's own recovery service and app, with a consumer whose seek to the committed offsets outlasts
+    ``broker_request_timeout`` (as while the group coordinator is away; 0.5 s here, 90 s in the worker): the
+    recovery loop ends, the app stays rebalancing through the next rebalance too, and only the watch ends it.
+    The consumer stands in for a broker that stays away past the timeout, which the broker tests cannot stage."""
+
+    class SlowSeekConsumer:
+        def __init__(self) -> None:
+            self.seek_seconds, self.seeks, self.resumed = 2.0, 0, 0
+
+        def assignment(self) -> set[TP]:
+            return {TP("content", 0)}
+
+        def resume_partitions(self, tps: Any) -> None:
+            pass
+
+        async def perform_seek(self) -> None:
+            self.seeks += 1
+            await asyncio.sleep(self.seek_seconds)
+
+        def resume_flow(self) -> None:
+            self.resumed += 1
+
+    async def rebalance(app: Any, seconds: float) -> None:
+        app.on_rebalance_start()
+        app.tables.recovery.signal_recovery_start.set()
+        await asyncio.sleep(seconds)
+
+    async def stall() -> tuple[bool, int, int]:
+        app = TaggerApp("stall-test", broker="kafka://127.0.0.1:1", broker_request_timeout=0.5)
+        consumer = SlowSeekConsumer()
+        app.consumer = consumer  # type: ignore[assignment]
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        await recovery.start()
+        await rebalance(app, 1.5)
+        consumer.seek_seconds = 0.0
+        await rebalance(app, 1.0)  # the broker is back: the next rebalance would seek at once, if anything ran it
+        watch = RebalanceWatch(limit_seconds=1.0)
+        watch.check(app.rebalancing, 0.0)
+        with pytest.raises(RebalanceStalled):
+            watch.check(app.rebalancing, 2.0)
+        await recovery.stop()
+        return app.rebalancing, consumer.seeks, consumer.resumed
+
+    assert asyncio.run(stall()) == (True, 1, 0)
