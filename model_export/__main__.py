@@ -16,7 +16,15 @@ from typing import Any, Final
 import numpy as np
 
 from model_export import card, evaluate, export, parity, promote, registry, train
-from model_export.data import Example, Feedback, apply_feedback, load_dataset, load_feedback, title_key
+from model_export.data import (
+    Example,
+    Feedback,
+    apply_feedback,
+    copies_of_held_rows,
+    load_dataset,
+    load_feedback,
+    title_key,
+)
 from stream_app.classifier import Classifier, event_text
 from stream_app.errors import TaggerError
 
@@ -49,8 +57,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with stage("split"):
         # The split is the dataset's alone, so every candidate is compared on the same validation and test rows.
         train_split, validation, test = train.split(dataset.examples, args.seed)
-        held = {e.id for e in validation.examples + test.examples} | {title_key(e.title) for e in test.examples}
-        usable = [e for e in feedback if e.id not in held and title_key(e.title) not in held]
+        held_rows = validation.examples + test.examples
+        held = {e.id for e in held_rows} | {title_key(e.title) for e in test.examples}
+        copies = copies_of_held_rows(held_rows, feedback)
+        usable = [
+            e for n, e in enumerate(feedback) if n not in copies and e.id not in held and title_key(e.title) not in held
+        ]
         key = b""
         if feedback:
             key = promote.holdout_key(args.holdout_key or args.feedback.parent / promote.HOLDOUT_KEY_FILE)
@@ -61,7 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if feedback:
             print(
                 f"  feedback: {len(learned)} trained on, {len(holdout)} held out to judge, "
-                f"{len(feedback) - len(usable)} ignored (they name validation or test rows)"
+                f"{len(feedback) - len(usable)} ignored (they name or copy validation or test rows)"
             )
     with stage("cross-validated search"):
         grid = train.FAST_PARAM_GRID if args.fast else train.PARAM_GRID

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from stream_app import APPROVED_TAGS
+from stream_app.dedupe import DedupeIndex
 from stream_app.errors import TaggerError
 from stream_app.review.labels import latest_decisions
 
@@ -115,6 +117,26 @@ def apply_feedback(examples: list[Example], feedback: list[Example]) -> list[Exa
     kept = [e for e in examples if e.id not in replaced_ids and title_key(e.title) not in replaced_titles]
     latest_by_title = {title_key(e.title): e for e in feedback}  # of two ids with one title, the later wins
     return kept + list(latest_by_title.values())
+
+
+HELD_COPY_TTL_SECONDS = 1e9
+"""Longer than the one second between the held rows and the decisions checked against them."""
+
+
+def copies_of_held_rows(held: Sequence[Example], feedback: Sequence[Example]) -> set[int]:
+    """The positions in ``feedback`` of the decisions on a copy of one of ``held`` (the validation and test rows),
+    as the worker's dedupe judges copies: the same words in any case, width, order or decoration, or one typo away
+    with a description that agrees. Trained on, such a decision would put a held-out row into training under
+    another id, and the gate would judge the candidate on data it learned."""
+    index = DedupeIndex({}, ttl_seconds=HELD_COPY_TTL_SECONDS)
+    for example in held:
+        index.check_and_add(f"held\x00{example.id}", example.title, example.description or None, 0.0)
+    copies = set()
+    for position, example in enumerate(feedback):
+        verdict = index.check_and_add(f"feedback\x00{position}", example.title, example.description or None, 1.0)
+        if verdict.duplicate_of is not None and verdict.duplicate_of.startswith("held\x00"):
+            copies.add(position)
+    return copies
 
 
 def title_key(title: str) -> str:

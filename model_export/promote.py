@@ -8,6 +8,7 @@ on). :func:`not_worse` is the one rule that decides; its figures go into the can
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 from collections.abc import Sequence
@@ -140,16 +141,34 @@ def tolerances(live: Scores, items: int = ITEMS_OF_SLACK) -> tuple[float, float]
     return items * live.weighted_precision_per_item, at_threshold
 
 
+def coverage_tolerance(live: Scores) -> float:
+    """How much lower a candidate's test coverage may be than ``live``'s: one standard error of the live coverage
+    on the test split (about 4 items of 115 at 0.8), and at least :data:`ITEMS_OF_SLACK` items' worth. Which items
+    a retrain happens to push under its threshold moves coverage more than it moves precision."""
+    test_items = live.test_auto_tagged / live.test_coverage if live.test_coverage else 0.0
+    if not test_items:
+        return 1.0
+    return max(ITEMS_OF_SLACK / test_items, math.sqrt(live.test_coverage * (1.0 - live.test_coverage) / test_items))
+
+
 def not_worse(live: Scores, candidate: Scores) -> tuple[bool, list[str]]:
     """Whether ``candidate`` may replace ``live``, and why not.
 
     Not worse means all of: weighted precision on the test split at least the live model's minus
     :data:`ITEMS_OF_SLACK` test items' worth (:func:`tolerances`); precision of the auto-tagged test items (at
-    each model's own threshold) at least the live model's minus as many auto-tagged items' worth; and, when
-    there is a feedback holdout, accuracy on it at least the live model's.
+    each model's own threshold) at least the live model's minus as many auto-tagged items' worth; the share of
+    test items auto-tagged at least the live model's minus one standard error (:func:`coverage_tolerance`: a
+    candidate that sends most items to people is precise and useless); and, when there is a feedback holdout,
+    accuracy on it at least the live model's.
     """
     reasons = []
     weighted_slack, threshold_slack = tolerances(live)
+    coverage_slack = coverage_tolerance(live)
+    if round(live.test_coverage - candidate.test_coverage, 9) > round(coverage_slack, 9):
+        reasons.append(
+            f"test coverage {candidate.test_coverage:.3f} < live {live.test_coverage:.3f} - {coverage_slack:.3f} "
+            "(one standard error)"
+        )
     # Rounded so that a candidate exactly one item worse is not refused for a floating-point remainder.
     if round(live.test_weighted_precision - candidate.test_weighted_precision, 9) > round(weighted_slack, 9):
         reasons.append(
@@ -179,9 +198,10 @@ def promotion_record(live_version: str, live: Scores, candidate: Scores) -> dict
         "live_version": live_version,
         "live": asdict(live),
         "candidate": asdict(candidate),
-        "tolerance": dict(
-            zip(("test_weighted_precision", "test_precision_at_threshold"), tolerances(live), strict=True)
-        ),
+        "tolerance": {
+            **dict(zip(("test_weighted_precision", "test_precision_at_threshold"), tolerances(live), strict=True)),
+            "test_coverage": coverage_tolerance(live),
+        },
         "passed": passed,
         "reasons": reasons,
     }

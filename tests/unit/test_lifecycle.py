@@ -57,6 +57,19 @@ def test_a_candidate_within_the_allowed_test_items_is_not_worse_and_one_more_ite
     assert not passed and len(reasons) == 2, reasons
 
 
+def test_a_candidate_that_auto_tags_fewer_items_is_worse_beyond_the_allowed_items() -> None:
+    """A candidate precise only because it sends most items to people (its threshold raised) is not better."""
+    test_items = LIVE.test_auto_tagged / LIVE.test_coverage  # 62.5: LIVE auto-tags 50 at coverage 0.8
+    error = (LIVE.test_coverage * (1 - LIVE.test_coverage) / test_items) ** 0.5  # 0.0506, 3.2 items
+    within = dataclasses.replace(LIVE, test_coverage=LIVE.test_coverage - 3 / test_items)
+    assert error > 3 / test_items and not_worse(LIVE, within) == (True, [])
+    beyond = dataclasses.replace(LIVE, test_coverage=LIVE.test_coverage - 4 / test_items)
+    passed, reasons = not_worse(LIVE, beyond)
+    assert not passed and reasons[0].startswith("test coverage"), reasons
+    timid = dataclasses.replace(LIVE, test_coverage=0.12, test_precision_at_threshold=1.0, test_auto_tagged=8)
+    assert not not_worse(LIVE, timid)[0]
+
+
 def test_one_items_worth_of_weighted_precision_is_the_largest_drop_one_changed_prediction_makes() -> None:
     classes = list(APPROVED_TAGS)
     rng = np.random.default_rng(3)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from model_export.data import Dataset, DataValidationError, apply_feedback, load_dataset, load_feedback
+from model_export.data import (
+    Dataset,
+    DataValidationError,
+    Example,
+    apply_feedback,
+    copies_of_held_rows,
+    load_dataset,
+    load_feedback,
+)
 
 HEADER = "id,created_on,title,description,tag\n"
 
@@ -141,3 +149,18 @@ def test_a_title_with_a_unicode_line_separator_is_one_feedback_line(tmp_path: Pa
     feedback.write_text(json.dumps({"id": "1", "title": "A\u2028B\x85C", "tag": "mlops"}, ensure_ascii=False))
     loaded = load_feedback(feedback)
     assert [e.title for e in loaded.examples] == ["A\u2028B\x85C"] and loaded.skipped == []
+
+
+def test_decisions_on_copies_of_held_out_rows_are_found_as_the_worker_finds_copies() -> None:
+    """A decision whose item is a held-out row under another id, written in full-width letters, reordered or with
+    one typo, would put that row into training and let the gate judge the candidate on data it learned."""
+    description = "We fine-tune a transformer to classify legal documents by their topic."
+    held = [Example("t1", "Legal document classification with BERT", description, "natural-language-processing")]
+    feedback = [
+        Example("f1", "Ｌｅｇａｌ document classification with BERT", description, "other"),  # full-width letters
+        Example("f2", "BERT: legal document classification with", description, "other"),  # order, punctuation
+        Example("f3", "Legal document clasification with BERT", description, "other"),  # one typo
+        Example("f4", "Legal document summarization with BERT", description, "other"),  # another item
+        Example("f5", "Object detection with YOLO", "", "computer-vision"),
+    ]
+    assert copies_of_held_rows(held, feedback) == {0, 1, 2}
