@@ -11,12 +11,13 @@ import os
 import sys
 import threading
 import traceback
+from pathlib import Path
 from typing import Any
 
 import faust
 
 from stream_app.app import create_app
-from stream_app.errors import TaggerError
+from stream_app.errors import ConfigError, TaggerError
 from stream_app.faust_patches.checks import check_library_hooks
 from stream_app.lifecycle.fleet import start_model
 from stream_app.log_repeats import summarise_repeats
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_EXIT_STATUS = 3
 """The worker's exit status when stopping took longer than ``TAGGER_STOP_TIMEOUT_SECONDS``."""
+REPORT_GRACE_SECONDS = 5.0
+"""How long past the stop deadline the report of what the stop waited for may take before the process exits
+without it."""
 
 
 class TaggerWorker(faust.Worker):
@@ -59,11 +63,7 @@ class TaggerWorker(faust.Worker):
         that hangs. A thread keeps the deadline, because the event loop may be what is stuck.
         """
         if self._stop_deadline is None:
-            self._stop_deadline = threading.Timer(
-                self.stop_timeout_seconds, exit_stuck_stop, (self.stop_timeout_seconds, self.loop)
-            )
-            self._stop_deadline.daemon = True
-            self._stop_deadline.start()
+            self._stop_deadline = arm_stop_deadline(self.stop_timeout_seconds, self.loop)
         await super().stop()
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
@@ -84,6 +84,18 @@ class TaggerWorker(faust.Worker):
 
     def _repr_name(self) -> str:
         return "Worker"  # log as Faust's worker does: deployments wait for "[^Worker]: Ready"
+
+
+def arm_stop_deadline(timeout: float, loop: asyncio.AbstractEventLoop) -> threading.Timer:
+    """Start the threads that end the process ``timeout`` seconds from now: one reports what the stop waited for
+    and exits (:func:`exit_stuck_stop`); the report takes the log handlers' locks, which a thread stuck writing a
+    log line may hold, so another exits :data:`REPORT_GRACE_SECONDS` later without taking any."""
+    report = threading.Timer(timeout, exit_stuck_stop, (timeout, loop))
+    last_resort = threading.Timer(timeout + REPORT_GRACE_SECONDS, os._exit, (STOP_TIMEOUT_EXIT_STATUS,))
+    for timer in (report, last_resort):
+        timer.daemon = True
+        timer.start()
+    return report
 
 
 def exit_stuck_stop(timeout: float, loop: asyncio.AbstractEventLoop) -> None:
@@ -136,12 +148,11 @@ def build_app(settings: Settings | None = None) -> faust.App:
         check_library_hooks()
         settings = settings if settings is not None else Settings.from_env()
         classifier, model_dir = start_model(settings)
+        make_data_dir(settings.data_dir)
     except TaggerError as error:
         print(f"content-tagger: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from error
     log.info("serving model %s from %s, review threshold %.3f", classifier.version, model_dir, classifier.threshold)
-    # Faust creates only the last level of its data directory; a deployment's path may not exist yet.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, classifier)
     # Faust builds the worker from this setting itself: a partial hands it the stop timeout and log window.
     app.conf.Worker = functools.partial(  # type: ignore[assignment]  # Faust types the setting as a type variable
@@ -150,6 +161,15 @@ def build_app(settings: Settings | None = None) -> faust.App:
         log_repeat_seconds=settings.log_repeat_seconds,
     )
     return app
+
+
+def make_data_dir(path: Path) -> None:
+    """Make the data folder (Faust makes only its last level); raises :class:`ConfigError` when it cannot be made,
+    on a read-only volume, say."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"TAGGER_DATA_DIR={str(path)!r} cannot be made: {error.strerror or error}") from error
 
 
 M_MMAP_THRESHOLD = -3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,35 @@ def test_a_data_directory_that_does_not_exist_yet_is_created(trained_model_dir: 
     data_dir = tmp_path / "var" / "lib" / "content-tagger"
     build_app(Settings(model_dir=trained_model_dir, data_dir=data_dir))
     assert data_dir.is_dir()
+
+
+def test_a_data_directory_that_cannot_be_made_stops_the_start_in_one_line(
+    trained_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only volume, or a folder no one may create (/proc's here): status 2 and one line, as for any bad
+    setting, rather than a traceback."""
+    with pytest.raises(SystemExit) as raised:
+        build_app(Settings(model_dir=trained_model_dir, data_dir=Path("/proc/content-tagger/state")))
+    assert raised.value.code == 2
+    assert "TAGGER_DATA_DIR='/proc/content-tagger/state' cannot be made" in capsys.readouterr().err
+
+
+def test_a_stuck_stop_exits_with_status_3_even_while_a_log_handler_is_held() -> None:
+    """The deadline's report takes the log handlers' locks; a thread stuck in a log write holds one, and the
+    process must still exit, with the stop timeout's status, a moment later."""
+    script = (
+        "import asyncio, logging, time\n"
+        "from stream_app import worker\n"
+        "worker.REPORT_GRACE_SECONDS = 0.5\n"
+        "logging.basicConfig()\n"
+        "logging.getLogger().handlers[0].acquire()  # a log write that never ends\n"
+        "worker.arm_stop_deadline(0.2, asyncio.new_event_loop())\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 20
 
 
 @pytest.mark.parametrize("interval", [0.5, 2.8])
