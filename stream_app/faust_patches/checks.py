@@ -68,10 +68,8 @@ HOOKS: Final = (
     Hook(FAUST_BASE_CONSUMER, "_drain_messages", "eager.EagerHandOver.wait_first", HAND_OVER),
     Hook("mode.services:Service", "_stopped", "eager.EagerHandOver.wait_first", HAND_OVER),
     Hook("mode.services:Service", "_crashed", "eager.EagerHandOver.wait_first", HAND_OVER),
-    Hook("faust.transport.consumer:ThreadDelegateConsumer", "_thread", "TaggerConsumer (its consumer thread)",
-         SEEK_LOSS),  # fmt: skip
-    Hook("mode.services:ServiceBase", "_repr_name", "worker.TaggerWorker (logs as Faust's worker)",
-         "deployments wait for the line '[^Worker]: Ready'"),  # fmt: skip
+    Hook("faust.transport.consumer:ThreadDelegateConsumer", "_thread", "TaggerConsumer's consumer thread", SEEK_LOSS),
+    Hook("mode.services:ServiceBase", "_repr_name", "worker.TaggerWorker", "deployments wait for '[^Worker]: Ready'"),
     Hook("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "producer.aiokafka_producer", BATCH_SEND),
     Hook(FAUST_APP, "_new_consumer", "TaggerApp._new_consumer", SEEK_LOSS),
     Hook(FAUST_APP, "_on_partitions_assigned", "TaggerApp._new_consumer", SEEK_LOSS),
