@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -115,11 +116,21 @@ class ReviewFollower:
             )
 
 
+def stored_decisions(path: Path) -> set[tuple[str, str]]:
+    """(id, decided_at) of the decisions in the labelled store at ``path``; none (logged) when it cannot be read,
+    so that the follower goes on: its appends will fail and be skipped as such too, and be made at a later start."""
+    try:
+        labels, _ = read_labels(path)
+    except OSError as error:
+        log.error("cannot read the labelled store %s: %s; new decisions are appended as they come", path, error)
+        return set()
+    return {(label["id"], label["decided_at"]) for label in labels}
+
+
 async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:
     """Read the review, tagged and feedback topics from their start, forever, into ``board``."""
     follower = ReviewFollower(settings, board, metrics, labels)
-    stored = await asyncio.get_running_loop().run_in_executor(None, read_labels, settings.labels_path)
-    follower.stored = {(label["id"], label["decided_at"]) for label in stored[0]}
+    follower.stored = await asyncio.get_running_loop().run_in_executor(None, stored_decisions, settings.labels_path)
     names = tuple(follower.roles)
     # Exactly once, a record of an aborted transaction (a batch published again after a failure) must not wait
     # for a reviewer: the board reads what the platform sees, as the index follower does.

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard
-from stream_app.review.follower import ReviewFollower
+from stream_app.review.follower import ReviewFollower, stored_decisions
 from stream_app.review.labels import LabelStore, read_labels
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
@@ -202,3 +202,15 @@ def test_a_decision_holding_an_unpaired_surrogate_is_skipped_and_never_reaches_t
     labels, unreadable = read_labels(tmp_path / "labels.jsonl")
     assert [(label["id"], label["tag"]) for label in labels] == [("a", "other")] and unreadable == 0
     assert "\\ud" not in text
+
+
+def test_a_labelled_store_that_cannot_be_read_leaves_the_follower_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every worker reads the store at every start: an error out of it would stop each of them."""
+    unreadable = tmp_path / "labels.jsonl"
+    unreadable.symlink_to("/proc/self/mem")  # every read of it fails (EIO), as a bad disk's would
+    assert stored_decisions(unreadable) == set()
+    assert "cannot read the labelled store" in caplog.text
+    LabelStore(tmp_path / "good.jsonl").append({"id": "a", "title": "t", "tag": "other", "decided_at": NOW})
+    assert stored_decisions(tmp_path / "good.jsonl") == {("a", NOW)}
