@@ -301,7 +301,10 @@ class Metrics:
         self.shadow_review.labels(version, "live").inc(batch.live_review)
 
     def set_served_model(self, version: str) -> None:
-        """Create a served model's per-version series (served, online precision), so they read 0 from the start."""
+        """Create a served model's per-version series (served, online precision), so they read 0 from the start.
+        A served version is counted whatever the judged counters' bound: versions named by hostile records must
+        not crowd out the model the platform serves."""
+        self._judged_versions.add(version)
         for route in ROUTES:
             self.model_served.labels(version, route)
             for tag in APPROVED_TAGS:

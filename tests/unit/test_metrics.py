@@ -167,6 +167,9 @@ def test_model_versions_read_off_records_are_bounded_in_the_judged_counters(
     assert versions == {f"v{n}" for n in range(MAX_JUDGED_VERSIONS)}
     assert value("content_tagger_online_judged_total", {"version": "v0", "route": "tagged", "tag": "mlops"}) == 2
     assert value("content_tagger_feedback_decisions_total", {"verdict": "accepted"}) == MAX_JUDGED_VERSIONS + 11
+    metrics.set_served_model("served")  # the bound is full, but the model the platform serves is counted
+    metrics.judged("corrected", "served", "tagged", "mlops", correct=False)
+    assert value("content_tagger_online_judged_total", {"version": "served", "route": "tagged", "tag": "mlops"}) == 1
 
 
 @pytest.mark.parametrize(
