@@ -18,11 +18,13 @@ from stream_app.classifier import Classifier
 from stream_app.errors import ModelError
 from stream_app.lifecycle.candidates import current_model_dir
 from stream_app.lifecycle.fleet_counts import (
+    REFUSED_PREFIX,
     SHADOW_PREFIX,
     VersionCounts,
     canary_verdict,
     fleet_counts,
     metric_values,
+    refused_by_a_worker,
     shadow_counts,
     worker_counts,
 )
@@ -82,6 +84,8 @@ class FleetModel:
         """Per alias, the registry version number this worker took up (None: none yet, or the alias is unset)."""
         self.refused: set[str] = set()
         """Version sources refused once, not downloaded again."""
+        self.refused_numbers: set[str] = set()
+        """Registry version numbers this worker refused: published, so the decider refuses them for the fleet."""
         self.reachable: bool | None = None
         self.champion_dir: Path | None = None
         """The folder of the champion this worker serves (None: it serves its model folder)."""
@@ -116,6 +120,7 @@ class FleetModel:
             return version, model
         except ModelError as error:
             self.refused.add(version.source)
+            self.refused_numbers.add(version.number)
             self.metrics.refused(error.reason)
             log.error("refusing registry version %s (%s): %s", version.number, alias, error)
             return version, None
@@ -212,7 +217,8 @@ class FleetModel:
             experiment = self.client.experiment_id(fleet_experiment(self.model_name))
             self.run_id, _ = self.client.create_run(experiment, self.worker_name, {"worker": self.worker_name})
         shadows = {version: shadow.counts for version, shadow in self.shadows.items()}
-        values = {**metric_values(counts), **metric_values(shadows, SHADOW_PREFIX)}
+        values = {**metric_values(counts), **metric_values(shadows, SHADOW_PREFIX),
+                  **{f"{REFUSED_PREFIX}{number}": 1.0 for number in self.refused_numbers}}  # fmt: skip
         self.client.log_batch(self.run_id, metrics=values)
 
     def _decide_shadow(self, shadow: ModelVersion, canary: ModelVersion | None) -> None:
@@ -221,13 +227,14 @@ class FleetModel:
         version = shadow.tags.get("model_version")
         if not version or canary is not None:
             return
+        runs = self.client.search_runs(self.client.experiment_id(fleet_experiment(self.model_name)))
+        if self._refused_by_a_worker(runs, shadow, SHADOW, CANARY):
+            return
         figures: dict[str, Any]
         if self.shadow_events == 0:
             passed, figures = True, {"events": 0, "reasons": []}
         else:
-            counts = shadow_counts(
-                self.client.search_runs(self.client.experiment_id(fleet_experiment(self.model_name)))
-            )
+            counts = shadow_counts(runs)
             summed_counts = counts.get(version, ShadowCounts())
             if summed_counts.compared < self.shadow_events:
                 return
@@ -246,6 +253,8 @@ class FleetModel:
             self._settle(canary, CANARY, CHAMPION, json.dumps({"reasons": reasons}), reasons)
             return
         runs = self.client.search_runs(self.client.experiment_id(fleet_experiment(self.model_name)))
+        if self._refused_by_a_worker(runs, canary, CANARY, CHAMPION):
+            return
         counts = fleet_counts(runs)
         live, new = counts.get(champion_version, VersionCounts()), counts.get(canary_version, VersionCounts())
         verdict = canary_verdict(live, new, self.canary_min_events, self.canary_min_judged)
@@ -254,6 +263,15 @@ class FleetModel:
         _, reasons = verdict
         figures = json.dumps({"canary": new.figures(), "champion": live.figures(), "reasons": reasons})
         self._settle(canary, CANARY, CHAMPION, figures, reasons)
+
+    def _refused_by_a_worker(self, runs: list[Any], version: ModelVersion, stage: str, next_stage: str) -> bool:
+        """Refuse ``version`` at ``stage`` (and say so) when a worker's run says it could not load it: a version
+        some workers cannot serve would leave them serving the old one, unseen, once it moved on."""
+        if not refused_by_a_worker(runs, version.number):
+            return False
+        reasons = ["a worker refused to load it (its log says why)"]
+        self._settle(version, stage, next_stage, json.dumps({"reasons": reasons}), reasons)
+        return True
 
     def _settle(self, version: ModelVersion, stage: str, next_stage: str, figures: str, reasons: list[str]) -> None:
         """Record the verdict on ``version`` at alias ``stage``: its figures (tag ``<stage>``) and decision, then

@@ -125,6 +125,24 @@ def summed(runs: list[Any], prefix: str, counts: type[Any]) -> dict[str, dict[st
     return sums
 
 
+REFUSED_PREFIX: Final = "refused."
+"""What a worker's run metric is named for a registry version it refused to load: ``refused.<version number>``."""
+
+
+def refused_by_a_worker(runs: list[Any], number: str) -> bool:
+    """Whether any worker's run says it refused to load the registry version ``number`` (a metric
+    ``refused.<number>`` of at least 1); runs of another shape are skipped, as in :func:`summed`."""
+    for run in runs:
+        data = run.get("data") if isinstance(run, dict) else None
+        metrics = data.get("metrics") if isinstance(data, dict) else None
+        for metric in metrics if isinstance(metrics, list) else ():
+            if isinstance(metric, dict) and metric.get("key") == f"{REFUSED_PREFIX}{number}":
+                value = count_value(metric.get("value"))
+                if value is not None and value >= 1:
+                    return True
+    return False
+
+
 MAX_COUNT: Final = float(2**53)
 """Largest value a run's metric may hold to count: no worker serves that many events, and a thousand runs of it
 still sum to a finite number."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -508,6 +509,30 @@ def test_every_worker_runs_the_shadow_beside_the_champion_emits_nothing_of_it_an
     asyncio.run(fleet.poll(pipeline))
     assert pipeline.shadow is None
     assert ShadowCounts(10, 10, 0, 0).verdict()[0] and not ShadowCounts(10, 7, 0, 0).verdict()[0]
+
+
+def test_a_shadow_one_worker_cannot_load_is_refused_for_the_fleet(trained_model_dir: Path, tmp_path: Path) -> None:
+    """A worker refuses a version whose files fail their checks there (a damaged download, another onnxruntime):
+    it says so in its run, and the decider refuses the version rather than let it become the canary and the
+    champion while that worker goes on serving the old model unseen."""
+    stand_in = Decisions()
+    for place in ("worker", "decider"):
+        (tmp_path / place).mkdir()
+    worker, pipeline = decider(stand_in, trained_model_dir, tmp_path / "worker", shadow_events=50)
+    worker.decides, worker.worker_name = False, "w1"
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_model_dir, damaged)
+    (damaged / "model.onnx").write_bytes(b"not the model its card names")
+    stand_in.folders["s2"] = damaged
+    asyncio.run(worker.poll(pipeline))
+    assert pipeline.shadow is None and worker.refused_numbers == {"2"}
+    asyncio.run(worker.poll(pipeline))  # publishes its run, refusal included
+    stand_in.runs.append(shadow_run("w2", 60, 60, 1, 1))  # another worker ran it, and it agreed
+    stand_in.folders["s2"] = with_threshold(trained_model_dir, tmp_path / "v2", 0.6)
+    fleet, other = decider(stand_in, trained_model_dir, tmp_path / "decider", shadow_events=50)
+    asyncio.run(fleet.poll(other))
+    assert SHADOW not in stand_in.aliases and CANARY not in stand_in.aliases
+    assert stand_in.tags["2"]["decision"] == "refused: worse_shadow: a worker refused to load it (its log says why)"
 
 
 def test_a_canary_of_the_champions_own_model_version_is_refused_not_judged_on_the_champions_traffic(
