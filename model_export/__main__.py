@@ -23,7 +23,6 @@ from model_export.data import (
     copies_of_held_rows,
     load_dataset,
     load_feedback,
-    title_key,
 )
 from stream_app.classifier import Classifier, event_text
 from stream_app.errors import TaggerError
@@ -57,12 +56,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with stage("split"):
         # The split is the dataset's alone, so every candidate is compared on the same validation and test rows.
         train_split, validation, test = train.split(dataset.examples, args.seed)
+        # A decision on a held-out row, by its id or on a copy of it under another (its title in any case, width,
+        # order or one typo away), would put that row into training.
         held_rows = validation.examples + test.examples
-        held = {e.id for e in held_rows} | {title_key(e.title) for e in test.examples}
+        held_ids = {e.id for e in held_rows}
         copies = copies_of_held_rows(held_rows, feedback)
-        usable = [
-            e for n, e in enumerate(feedback) if n not in copies and e.id not in held and title_key(e.title) not in held
-        ]
+        usable = [e for n, e in enumerate(feedback) if n not in copies and e.id not in held_ids]
         key = b""
         if feedback:
             key = promote.holdout_key(args.holdout_key or args.feedback.parent / promote.HOLDOUT_KEY_FILE)

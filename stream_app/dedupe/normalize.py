@@ -36,37 +36,27 @@ underscores). :func:`split_words` splits any text."""
 DIGITS = re.compile(r"\d+")
 
 
-class _FormatCharacters(dict[int, int | None]):
-    """A :meth:`str.translate` table that deletes the characters of Unicode category Cf (format) and keeps the
-    others, each looked up when first met and remembered, up to :data:`_REMEMBERED` code points (a title can hold
-    any of the million)."""
+class _CachedTranslation(dict[int, str | None]):
+    """A :meth:`str.translate` table whose entry for a code point is ``rule`` of its character (the character to
+    write for it, or None to delete it), worked out when the code point is first met and remembered, up to
+    :data:`_REMEMBERED` code points (a title can hold any of the million)."""
 
-    def __missing__(self, code: int) -> int | None:
-        kept = None if unicodedata.category(chr(code)) == "Cf" else code
+    def __init__(self, rule: Callable[[str], str | None]) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __missing__(self, code: int) -> str | None:
+        written = self.rule(chr(code))
         if len(self) < _REMEMBERED:
-            self[code] = kept
-        return kept
+            self[code] = written
+        return written
 
 
 _REMEMBERED: Final = 65_536
-
-
-_FORMAT_CHARACTERS: Final = _FormatCharacters()
-
-
-class _WordBreaks(dict[int, int | str]):
-    """A :meth:`str.translate` table that keeps letters, digits and marks (Unicode categories L, N and M) and turns
-    every other character (and ``_``) into a space, each looked up when first met and remembered, up to
-    :data:`_REMEMBERED` code points."""
-
-    def __missing__(self, code: int) -> int | str:
-        kept: int | str = code if unicodedata.category(chr(code))[0] in "LNM" and code != 0x5F else " "
-        if len(self) < _REMEMBERED:
-            self[code] = kept
-        return kept
-
-
-_WORD_BREAKS: Final = _WordBreaks()
+_FORMAT_CHARACTERS: Final = _CachedTranslation(lambda c: None if unicodedata.category(c) == "Cf" else c)
+"""Deletes the characters of Unicode category Cf (format: soft hyphens, zero-width spaces)."""
+_WORD_BREAKS: Final = _CachedTranslation(lambda c: c if unicodedata.category(c)[0] in "LNM" and c != "_" else " ")
+"""Keeps letters, digits and marks (Unicode categories L, N and M) and turns everything else into a space."""
 
 
 def nfkc_casefold(text: str) -> str:

@@ -83,13 +83,18 @@ def fleet_counts(runs: list[Any]) -> dict[str, VersionCounts]:
     return counts
 
 
-def run_worker(run: Any) -> str | None:
-    """The worker a run of the fleet experiment is of (its ``worker`` tag, as the REST API returns tags), or None
-    when it names none."""
+def run_items(run: Any, kind: str) -> list[dict[str, Any]]:
+    """A run's ``metrics`` or ``tags`` as the REST API returns them (``{"key": ..., "value": ...}`` objects), the
+    items of another shape left out: the runs are whatever the registry sent."""
     data = run.get("data") if isinstance(run, dict) else None
-    tags = data.get("tags") if isinstance(data, dict) else None
-    for tag in tags if isinstance(tags, list) else ():
-        if isinstance(tag, dict) and tag.get("key") == "worker" and isinstance(tag.get("value"), str):
+    items = data.get(kind) if isinstance(data, dict) else None
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def run_worker(run: Any) -> str | None:
+    """The worker a run of the fleet experiment is of (its ``worker`` tag), or None when it names none."""
+    for tag in run_items(run, "tags"):
+        if tag.get("key") == "worker" and isinstance(tag.get("value"), str):
             return str(tag["value"])
     return None
 
@@ -110,10 +115,8 @@ def summed(runs: list[Any], prefix: str, counts: type[Any]) -> dict[str, dict[st
     fields = {spec.name for spec in dataclasses.fields(counts)}
     sums: dict[str, dict[str, float]] = {}
     for run in runs:
-        data = run.get("data") if isinstance(run, dict) else None
-        metrics = data.get("metrics") if isinstance(data, dict) else None
-        for metric in metrics if isinstance(metrics, list) else ():
-            key = metric.get("key") if isinstance(metric, dict) else None
+        for metric in run_items(run, "metrics"):
+            key = metric.get("key")
             if not isinstance(key, str):
                 continue
             name, _, version = key.partition(".")
@@ -131,16 +134,13 @@ REFUSED_PREFIX: Final = "refused."
 
 def refused_by_a_worker(runs: list[Any], number: str) -> bool:
     """Whether any worker's run says it refused to load the registry version ``number`` (a metric
-    ``refused.<number>`` of at least 1); runs of another shape are skipped, as in :func:`summed`."""
-    for run in runs:
-        data = run.get("data") if isinstance(run, dict) else None
-        metrics = data.get("metrics") if isinstance(data, dict) else None
-        for metric in metrics if isinstance(metrics, list) else ():
-            if isinstance(metric, dict) and metric.get("key") == f"{REFUSED_PREFIX}{number}":
-                value = count_value(metric.get("value"))
-                if value is not None and value >= 1:
-                    return True
-    return False
+    ``refused.<number>`` of at least 1)."""
+    key = f"{REFUSED_PREFIX}{number}"
+    return any(
+        metric.get("key") == key and (count_value(metric.get("value")) or 0.0) >= 1
+        for run in runs
+        for metric in run_items(run, "metrics")
+    )
 
 
 MAX_COUNT: Final = float(2**53)

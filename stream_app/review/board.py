@@ -307,8 +307,10 @@ def decide(
         model_version = str(record["model_version"])
     elif action == "report":
         # Typed by the reviewer: the id as typed, else without the spaces around it.
-        item_id = typed_id if board.prediction(typed_id) is not None else typed_id.strip()
-        prediction = board.prediction(item_id)
+        item_id, prediction = typed_id, board.prediction(typed_id)
+        if prediction is None:
+            item_id = typed_id.strip()
+            prediction = board.prediction(item_id)
         if prediction is None or item_id in board.waiting:
             raise InvalidDecision(f"no tagged item {item_id!r} is known to this worker")
         if tag == prediction.tag:

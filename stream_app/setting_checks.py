@@ -1,0 +1,187 @@
+"""The checks of a :class:`~stream_app.settings.Settings` object's values, made once at start-up: each bad value is
+one :class:`ConfigError` line naming its variable."""
+
+from __future__ import annotations
+
+import math
+import re
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from stream_app.errors import ConfigError
+
+if TYPE_CHECKING:  # the settings module imports this one
+    from stream_app.settings import Settings
+
+PREFIX: Final = "TAGGER_"
+"""What every setting's environment variable starts with."""
+
+CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    "processing_guarantee": ("at_least_once", "exactly_once"),
+    "retrain_grid": ("full", "fast"),
+    "security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    "review_auth": ("accounts", "proxy"),
+}
+"""The allowed values of each enumerated setting."""
+MIN_SECRET_CHARS: Final = 32
+TOPIC_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""What Kafka accepts as a topic name (besides "." and "..")."""
+MAX_APP_ID_CHARS: Final = 200
+"""Longest app id: it prefixes the names of the internal topics, which Kafka limits to 249 characters."""
+TOPIC_SETTINGS: Final = (
+    "input_topic", "tagged_topic", "review_topic", "duplicates_topic", "deadletter_topic", "feedback_topic"
+)  # fmt: skip
+HOST: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z_.:-]+")
+"""A host name, an IPv4 address, or an IPv6 address (in brackets in a ``host:port``)."""
+HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (RFC 9110's token)."""
+
+
+def _not_a_folder(path: Path) -> bool:
+    """Whether ``path`` or the nearest of its parents that exists is something other than a folder: then no
+    folder can be made there."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            return not existing.is_dir()
+    return False
+
+
+def var(name: str) -> str:
+    """The environment variable of the setting ``name``."""
+    return PREFIX + name.upper()
+
+
+def _check_range(
+    settings: Settings, name: str, low: float | None, high: float | None, *, optional: bool = False
+) -> None:
+    """Raise :class:`ConfigError` unless the setting lies in ``[low, high]`` (None: unbounded on that side)."""
+    value = getattr(settings, name)
+    if value is None and optional:
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None:
+            bounds = f"between {low} and {high}"
+        else:
+            bounds = f">= {low}" if low is not None else f"<= {high}"
+        raise ConfigError(f"{var(name)}={value!r} must be {bounds}")
+
+
+def check(settings: Settings) -> None:
+    """Raise :class:`ConfigError`, one line naming the variable, for values of ``settings`` no worker can run
+    with."""
+    for name, allowed in CHOICES.items():
+        value = getattr(settings, name)
+        if value not in allowed:
+            raise ConfigError(f"{var(name)}={value!r} is not one of {', '.join(allowed)}")
+    _check_range(settings, "review_threshold", 0.0, 1.0, optional=True)
+    _check_range(settings, "web_port", 1, 65_535)
+    for name in ("partitions", "batch_size", "drift_window", "review_recent_limit"):
+        _check_range(settings, name, 1, None)
+    # Two heartbeats of 3 s must fit in a session; a broker refuses sessions over its
+    # group.max.session.timeout.ms (30 minutes by default), and the worker could never join.
+    _check_range(settings, "session_timeout_seconds", 6.0, 1800.0)
+    # A reviewer's decision waits in the producer this long: a second is far past any use of it.
+    _check_range(settings, "producer_linger_seconds", 0, 1.0)
+    # A clock skew past a day lets one event dated far ahead expire the whole title index.
+    for name, high in (
+        ("shadow_events", None),
+        ("retrain_after_labels", None),
+        ("max_clock_skew_seconds", 86_400.0),
+        ("log_repeat_seconds", 86_400.0),
+    ):
+        _check_range(settings, name, 0, high)
+    # Events wait in a lingering batch uncommitted and unanswered: a second is far past any use of it.
+    _check_range(settings, "batch_timeout_seconds", 0, 1.0, optional=True)
+    # Positive and at most an hour: past that a value means nothing, and a stop deadline past what a timer takes
+    # would never fire.
+    for name in ("stop_timeout_seconds", "commit_interval_seconds", "candidate_poll_seconds"):
+        _check_range(settings, name, None, 3600.0)
+    _check_addresses(settings)
+    _check_paths(settings)
+    positive = (
+        "dedupe_ttl_days",
+        "stop_timeout_seconds",
+        "commit_interval_seconds",
+        "candidate_poll_seconds",
+    )
+    for name in ("canary_min_judged", "retrain_min_judged", "retrain_drift_seconds"):
+        _check_range(settings, name, 0, None)
+    _check_range(settings, "canary_min_events", 1, None)
+    _check_range(settings, "canary_fraction", 0.0, 1.0)
+    if settings.retrain_drift_psi <= 0 or not math.isfinite(settings.retrain_drift_psi):
+        raise ConfigError(f"TAGGER_RETRAIN_DRIFT_PSI={settings.retrain_drift_psi!r} must be positive")
+    if settings.registry_url and not settings.registry_url.startswith(("http://", "https://")):
+        raise ConfigError(f"TAGGER_REGISTRY_URL={settings.registry_url!r} is not an http(s) URL")
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{var(name)}={getattr(settings, name)!r} must be positive")
+    _check_range(settings, "review_session_hours", 0.01, 720.0)
+    if settings.review_session_secret and len(settings.review_session_secret) < MIN_SECRET_CHARS:
+        raise ConfigError(f"TAGGER_REVIEW_SESSION_SECRET must be at least {MIN_SECRET_CHARS} characters")
+    if not settings.review_hosts:
+        raise ConfigError("TAGGER_REVIEW_ALLOWED_HOSTS must name at least one host")
+    try:
+        networks = settings.review_proxy_networks
+    except ValueError as exc:
+        raise ConfigError(f"TAGGER_REVIEW_PROXY_ADDRESSES={settings.review_proxy_addresses!r}: {exc}") from None
+    if any(network.prefixlen == 0 for network in networks):  # every address: anyone could name a reviewer
+        raise ConfigError(f"TAGGER_REVIEW_PROXY_ADDRESSES={settings.review_proxy_addresses!r} trusts every address")
+    if not HEADER_NAME.fullmatch(settings.review_proxy_header):
+        raise ConfigError(f"TAGGER_REVIEW_PROXY_HEADER={settings.review_proxy_header!r} is not an HTTP header name")
+    if settings.review_auth == "proxy" and not networks:
+        raise ConfigError(
+            "TAGGER_REVIEW_AUTH='proxy' needs TAGGER_REVIEW_PROXY_ADDRESSES and TAGGER_REVIEW_PROXY_HEADER"
+        )
+    _check_topics(settings)
+    if settings.ssl_cafile and settings.security_protocol in ("SSL", "SASL_SSL"):
+        try:  # read here, at start-up, so that a bad file is one line naming it rather than a traceback later
+            ssl.create_default_context(cafile=settings.ssl_cafile)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                f"TAGGER_SSL_CAFILE={settings.ssl_cafile!r} cannot be read as CA certificates: {exc}"
+            ) from None
+
+
+def _check_addresses(settings: Settings) -> None:
+    """Raise :class:`ConfigError` unless every bootstrap server is ``host:port`` and the web host is one host:
+    an empty entry would add the client library's own default broker."""
+    for server in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not (HOST.fullmatch(host) and port.isdigit() and 1 <= int(port) <= 65_535):
+            raise ConfigError(
+                f"TAGGER_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers!r}: {server.strip()!r} is not "
+                "host:port"
+            )
+    if not HOST.fullmatch(settings.web_host):
+        raise ConfigError(f"TAGGER_WEB_HOST={settings.web_host!r} is not one host name or address")
+
+
+def _check_paths(settings: Settings) -> None:
+    """Raise :class:`ConfigError` when a path the worker writes or reads is taken by something else: the
+    data folder by a file, the labelled store by a folder, the reviewers file by anything but a file."""
+    if _not_a_folder(settings.data_dir):
+        raise ConfigError(f"TAGGER_DATA_DIR={str(settings.data_dir)!r} is not a folder, nor can be made one")
+    if settings.labels_path.is_dir() or not settings.labels_path.name or _not_a_folder(settings.labels_path.parent):
+        raise ConfigError(f"TAGGER_LABELS_PATH={str(settings.labels_path)!r} is not a file, nor can be made one")
+    if settings.reviewers_file.exists() and not settings.reviewers_file.is_file():
+        raise ConfigError(f"TAGGER_REVIEWERS_FILE={str(settings.reviewers_file)!r} is not a file")
+
+
+def _check_topics(settings: Settings) -> None:
+    """Raise :class:`ConfigError` unless every topic name is one Kafka accepts and no two topics are one."""
+    if not (TOPIC_NAME.fullmatch(settings.app_id) and len(settings.app_id) <= MAX_APP_ID_CHARS):
+        raise ConfigError(
+            f"TAGGER_APP_ID={settings.app_id!r} must be 1 to {MAX_APP_ID_CHARS} of the letters, digits, '.', '_' "
+            "and '-' a Kafka topic name may hold"
+        )
+    seen: dict[str, str] = {settings.index_topic: "the title index's topic"}
+    for name in TOPIC_SETTINGS:
+        topic = getattr(settings, name)
+        if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+            raise ConfigError(f"{var(name)}={topic!r} is not a valid Kafka topic name")
+        if topic in seen:
+            # One topic in two roles loops or mixes records: dead letters read back as input, say.
+            raise ConfigError(f"{var(name)}={topic!r} is already {seen[topic]}")
+        seen[topic] = var(name)
