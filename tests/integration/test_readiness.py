@@ -30,7 +30,8 @@ async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
 
 
 class ReadyPoller(threading.Thread):
-    """Asks a worker's /ready page every 20 ms and keeps each answer, until stopped."""
+    """Asks a worker's /ready page every 5 ms and keeps each answer, until stopped: a rebalance of two partitions
+    can end within a few tens of milliseconds."""
 
     def __init__(self, worker: Any) -> None:
         super().__init__(daemon=True)
@@ -41,7 +42,7 @@ class ReadyPoller(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             self.answers.append(self.worker.page("/ready"))
-            time.sleep(0.02)
+            time.sleep(0.005)
 
 
 def test_ready_only_after_joining_the_group_and_not_while_a_rebalance_moves_partitions(start_worker: Any) -> None:
