@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ import numpy as np
 from stream_app import APPROVED_TAGS
 from stream_app.drift import Reference
 from stream_app.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 CLASSES_METADATA_KEY = "classes"
 """Key of the ONNX model's metadata holding its class labels (JSON list, in probability-column order)."""
@@ -69,7 +72,14 @@ class Classifier:
         self._card = card
         self._classes: tuple[str, ...] = tuple(card["classes"])
         self._version = str(card["version"])
-        self._threshold = float(card["threshold"] if threshold is None else threshold)
+        # The card's threshold is the one the export validated at the target precision; an override applies to
+        # every model the worker ever serves, retrained ones included, so it may only raise it (decision 0108).
+        self._threshold = max(float(card["threshold"]), threshold if threshold is not None else 0.0)
+        if threshold is not None and threshold < self._threshold:
+            log.warning(
+                "review threshold %.4f is below model %s's validated %.4f: serving %.4f",
+                threshold, self._version, self._threshold, self._threshold,
+            )  # fmt: skip
         self._input = str(card["input"]["name"])
         self._outputs = [str(card["outputs"]["probabilities"])]
 
@@ -80,7 +90,7 @@ class Classifier:
 
     @property
     def threshold(self) -> float:
-        """Confidence below which a prediction goes to review (the override, else the card's)."""
+        """Confidence below which a prediction goes to review: the card's, or the override if that is higher."""
         return self._threshold
 
     @property
@@ -124,7 +134,7 @@ class Classifier:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         # Memory patterns are planned and kept per input shape, and batch sizes vary (1 to batch_size): off, the
-        # worker's RSS is ~16 MB lower at the same speed (BENCHMARKS.md, "Worker memory ... (memory store)").
+        # worker holds less memory at the same speed (decision 0105).
         options.enable_mem_pattern = False
         try:
             session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

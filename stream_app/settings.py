@@ -89,7 +89,8 @@ class Settings:
     retrain_after_labels: int = 0
     """Start ``python -m model_export`` on the labelled store after this many new decisions (0: never)."""
     review_threshold: float | None = None
-    """Confidence below which an event goes to review; empty means the model card's threshold."""
+    """Confidence below which an event goes to review, for every model served; empty means each model card's
+    threshold, and a value below a card's threshold is not served (the card's is)."""
     web_port: int = 6066
     """Port of the worker's HTTP server (``/metrics``)."""
     web_host: str = "127.0.0.1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import unicodedata
@@ -159,9 +160,17 @@ def test_a_missing_model_is_refused(tmp_path: Path) -> None:
         Classifier.load(tmp_path)
 
 
-def test_the_review_threshold_can_be_overridden(trained_model_dir: Path, classifier: Classifier) -> None:
-    assert Classifier.load(trained_model_dir, threshold=0.9).threshold == 0.9
-    assert classifier.threshold == json.loads((trained_model_dir / "model.json").read_text())["threshold"]
+def test_the_review_threshold_can_be_raised_but_never_below_what_the_export_validated(
+    trained_model_dir: Path, classifier: Classifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    card_threshold = json.loads((trained_model_dir / "model.json").read_text())["threshold"]
+    assert classifier.threshold == card_threshold
+    higher = (card_threshold + 1.0) / 2
+    assert Classifier.load(trained_model_dir, threshold=higher).threshold == higher
+    with caplog.at_level(logging.WARNING, logger="stream_app.classifier"):
+        lowered = Classifier.load(trained_model_dir, threshold=card_threshold / 2)
+    assert lowered.threshold == card_threshold
+    assert f"below model {classifier.version}'s validated" in caplog.text
 
 
 @pytest.mark.parametrize(

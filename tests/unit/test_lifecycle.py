@@ -189,6 +189,26 @@ def test_a_promoted_candidate_serves_from_the_next_batch_and_after_a_restart(
     assert current_model_dir(trained_model_dir, tmp_path / "candidates") == promoted
 
 
+def test_a_review_threshold_override_never_serves_a_promoted_model_below_its_validated_threshold(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """The override stays set across promotions; a retrained model whose export validated a higher threshold is
+    served at that one, not at the override chosen for the model before it."""
+    override = 0.6
+    pipeline, registry = make_pipeline(trained_model_dir, override)
+    live_version = pipeline.classifier.version
+    folder = candidate(tmp_path, trained_model_dir, "next", passed=True, live_version=live_version, reasons=[])
+    card = json.loads((folder / "model.json").read_text())
+    card["threshold"] = 0.8
+    (folder / "model.json").write_text(json.dumps(card))
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0,
+                               review_threshold=override)  # fmt: skip
+    asyncio.run(lifecycle.poll())
+    assert pipeline.classifier.threshold == 0.8
+    assert registry.get_sample_value("content_tagger_review_threshold") == 0.8
+    assert registry.get_sample_value("content_tagger_model_promotions_total") == 1
+
+
 def test_a_refused_candidate_is_counted_and_the_live_model_keeps_serving(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:
