@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(evaluate.render(name, results[name]))
     with stage("export to ONNX and parity gate"):
         model_bytes = export.convert(pipeline)
-        report = parity.check_parity(pipeline, model_bytes, parity.parity_texts(validation.texts + test.texts))
+        report = parity.check_parity(
+            pipeline, model_bytes, parity.parity_texts(pipeline, validation.texts + test.texts)
+        )
         print(f"  {report['texts']} texts, max |p_onnx - p_sklearn| = {report['max_abs_probability_difference']:.1e}")
     if args.live is not None:
         with stage("compare with the live model"):

@@ -183,6 +183,11 @@ def sparse_graph(scope: Any, operator: Any, container: Any) -> None:
     At one text per call onnxruntime's fixed cost per node outweighs most nodes' work, so the graph has as few
     nodes as the arithmetic allows (decision 0104): the tokenizers read the [N, 1] input as it is and give
     [N, 1, tokens], and n-grams are spelled by one ``Conv`` where float32 spells them exactly.
+
+    The occurrences are summed in float64: a text of the contract's maximum size has tens of thousands, and a
+    float32 sum of them drifts past the parity tolerance (decision 0109). The file keeps the tables in float32;
+    their cast to float64 reads only a constant, which onnxruntime folds when it loads the model, so a run
+    pays only the cast of the sums back to float32.
     """
     tagger: SparseTagger = operator.raw_operator
     graph = GraphWriter(scope, container)
@@ -213,11 +218,13 @@ def sparse_graph(scope: Any, operator: Any, container: Any) -> None:
         vocabulary = {tuple(split(ngram)): column for ngram, column in block.vocabulary_.items()}
         ids = ngram_ids(graph, tokens, vocabulary, f"block{index}", default=width)
         table_name = graph.constant(f"table_{index}", table.astype(np.float32))
+        table_name = graph.add("Cast", [table_name], f"table64_{index}", to=onnx.TensorProto.DOUBLE)
         gathered = graph.add("Gather", [table_name, ids], f"gathered_{index}", axis=0)
         # [N, 1, 1, classes + 1]: the block's scores and squared norm.
         block_sums.append(graph.add("ReduceSum", [gathered, occurrence_axes], f"sums_{index}", keepdims=1))
     # All blocks side by side, [N, blocks, 1, classes + 1], so that one set of nodes normalises them all.
     sums = graph.add("Concat", block_sums, "sums", axis=1) if len(block_sums) > 1 else block_sums[0]
+    sums = graph.add("Cast", [sums], "sums32", to=onnx.TensorProto.FLOAT)
     raw, squared = graph.name("raw"), graph.name("squared")
     graph.node("Split", [sums, graph.ints("split_scores_norm", [classes, 1])], [raw, squared], axis=3)
     floored = graph.add("Max", [squared, graph.constant("norm_floor", NORM_FLOOR)], "floored")

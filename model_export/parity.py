@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from stream_app.classifier import event_text
+from stream_app.classifier import event_text, length_groups
 from stream_app.errors import TaggerError
+from stream_app.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 
 PARITY_TOLERANCE = 1e-5
-LONG_TEXT_CHARS = 20_000
 AWKWARD_TEXTS: tuple[tuple[str, str | None], ...] = (
     ("YOLO", None),
     ("Empty description", ""),
@@ -23,7 +23,7 @@ AWKWARD_TEXTS: tuple[tuple[str, str | None], ...] = (
     ("a b c d e f g", "x y z 1 2 3 - . !"),
     ("ｆｕｌｌｗｉｄｔｈ ＢＥＲＴ", "ﬁ ligature, ½ fraction, ① circled, zero\u200bwidth"),
     ("中文 分词 和 日本語のテキスト", "한국어 텍스트"),
-    ("Long repeated text", "transformer " * (LONG_TEXT_CHARS // 12)),
+    ("Long repeated text", "transformer " * (MAX_DESCRIPTION_CHARS // 12)),
     ("", ""),
     ("lone surrogate \ud800 from a JSON escape", None),
 )
@@ -44,11 +44,31 @@ def onnx_session(model_bytes: bytes) -> Any:
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def parity_texts(held_out: Sequence[str]) -> list[str]:
-    """The texts the parity gate checks: held-out texts, the awkward ones, and a long mix of held-out text."""
-    long_text = " ".join(held_out)[:LONG_TEXT_CHARS]
+LEAST_DECIDED_WORDS = 5
+"""How many held-out words the gate repeats to the contract's maximum size (:func:`parity_texts`)."""
+
+
+def parity_texts(pipeline: Pipeline, held_out: Sequence[str]) -> list[str]:
+    """The texts the parity gate checks: the held-out texts, the awkward ones, their mix at the contract's maximum
+    size, and the held-out words ``pipeline`` is least sure of, each repeated to that size. A text of one word
+    repeated sums thousands of equal occurrences, where float arithmetic drifts the most, and a word the model is
+    unsure of keeps its classes close enough for that drift to show in the probabilities."""
+    mix = " ".join(held_out)
+    longest = [event_text(mix[:MAX_TITLE_CHARS], mix[MAX_TITLE_CHARS : MAX_TITLE_CHARS + MAX_DESCRIPTION_CHARS])]
+    words = sorted({word for text in held_out for word in text.split()})
+    if words:
+        top_two = np.sort(pipeline.predict_proba(np.asarray(words, dtype=object)), axis=1)[:, -2:]
+        margins = top_two[:, -1] - top_two[:, 0] if top_two.shape[1] > 1 else np.zeros(len(words))
+        for position in np.argsort(margins, kind="stable")[:LEAST_DECIDED_WORDS]:
+            word = words[position]
+            longest.append(event_text(_repeated(word, MAX_TITLE_CHARS), _repeated(word, MAX_DESCRIPTION_CHARS)))
     awkward = [event_text(title, description) for title, description in AWKWARD_TEXTS]
-    return [*held_out, *awkward, long_text]
+    return [*held_out, *awkward, *longest]
+
+
+def _repeated(word: str, characters: int) -> str:
+    """``word`` repeated, a space apart, in at most ``characters`` characters."""
+    return " ".join([word] * ((characters + 1) // (len(word) + 1)))
 
 
 def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -> dict[str, Any]:
@@ -58,7 +78,15 @@ def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -
         session = onnx_session(model_bytes)
         # The graph's one input and one output: texts [N, 1] in, probabilities [N, classes] out.
         ((text,), (output,)) = session.get_inputs(), session.get_outputs()
-        (probabilities,) = session.run([output.name], {text.name: np.asarray(texts, dtype=object).reshape(-1, 1)})
+        parts = []
+        # Run as the worker runs a batch: in groups of like length, so that the texts of the contract's maximum
+        # size do not pad every other row (and the memory) to theirs.
+        for rows in length_groups(texts):
+            feed = np.asarray([texts[row] for row in rows], dtype=object).reshape(-1, 1)
+            parts.append((rows, session.run([output.name], {text.name: feed})[0]))
+        probabilities = np.empty((len(texts), parts[0][1].shape[1] if parts else 0), dtype=np.float32)
+        for rows, part in parts:
+            probabilities[rows] = part
     except Exception as error:  # onnxruntime's errors are untyped; any of them means no parity
         raise ParityError(f"onnxruntime cannot run the exported model: {error}") from error
     expected = pipeline.predict_proba(np.asarray(texts, dtype=object))
