@@ -45,8 +45,17 @@ INLET = "robinhood/faust #563: Faust's per-record path costs most of a hop (inle
 BATCH_SEND = "faust-streaming #108: Faust sends one record at a time (producer.py)"
 METADATA = "aiokafka's partitions_for_topic knows subscribed topics only (metadata.py)"
 PRODUCER_STOP = "aiokafka #1101: a producer's stop waits for the broker with no time limit (closing.py)"
+LIVELOCK_CHECK = "robinhood/faust #658: Faust reads a partition's position while aiokafka resets it (consumer.py)"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
+    Hook(FAUST_THREAD, "verify_event_path", "RewindingConsumerThread.verify_event_path", LIVELOCK_CHECK),
+    Hook(AIOKAFKA_FETCHER, "_subscriptions", "RewindingConsumerThread.verify_event_path", LIVELOCK_CHECK),
+    Hook(
+        "aiokafka.consumer.subscription_state:TopicPartitionState",
+        "has_valid_position",
+        "RewindingConsumerThread.verify_event_path",
+        LIVELOCK_CHECK,
+    ),
     Hook(FAUST_THREAD, "_fetch_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
     Hook(FAUST_THREAD, "_create_consumer", "transacted._ReadCommittedThread", "read_committed input"),
     Hook(FAUST_THREAD, "seek_to_committed", "RewindingConsumerThread.seek_to_committed", SEEK_LOSS),

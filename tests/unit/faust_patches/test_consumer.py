@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 from faust.types import TP
 
-from stream_app.faust_patches.consumer import ReadOffsets, SeekClock
+from stream_app.faust_patches.consumer import ReadOffsets, SeekClock, TaggerApp
 
 STREAM, OTHER = TP("content", 0), TP("content", 1)
 
@@ -37,3 +46,37 @@ def test_the_read_offset_of_a_record_fetched_before_a_seek_is_not_kept() -> None
     read_offsets[OTHER] = 151
     read_offsets[STREAM] = 9
     assert (read_offsets[OTHER], read_offsets[STREAM]) == (151, 9), "other updates are kept"
+
+
+def test_the_check_that_records_flow_passes_over_a_partition_being_reset(caplog: pytest.LogCaptureFixture) -> None:
+    """Faust's livelock detector read a fetched partition's position while aiokafka reset it (a seek to its earliest
+    offset after a takeover) and crashed the worker on aiokafka's assertion. A partition with a position is still
+    checked: one whose records are fetched but never processed is reported."""
+
+    async def check() -> None:
+        app = TaggerApp("livelock-test", broker="kafka://127.0.0.1:1")  # no broker is contacted
+        app.topics.acking_topics.add(STREAM.topic)
+        thread = cast(Any, app.consumer)._thread
+        consumer = thread._consumer = thread._create_consumer(loop=asyncio.get_running_loop())
+        try:
+            assigned = [TopicPartition(tp.topic, tp.partition) for tp in (STREAM, OTHER)]
+            consumer.assign(assigned)
+            consumer._fetcher = SimpleNamespace(_subscriptions=consumer._subscription)  # made by start() otherwise
+            for tp in assigned:  # both fetched up to offset 5 of 10, as the fetcher leaves them
+                state = consumer._subscription.subscription.assignment.state_value(tp)
+                state.seek(5)
+                state.highwater, state.timestamp = 10, int(time.time() * 1000)
+            consumer._subscription.subscription.assignment.state_value(assigned[0]).await_reset(
+                OffsetResetStrategy.EARLIEST
+            )
+            thread.time_started = time.monotonic() - 3600
+            with caplog.at_level(logging.ERROR):
+                thread.verify_event_path(time.monotonic(), STREAM)
+                assert not caplog.records
+                thread.verify_event_path(time.monotonic(), OTHER)
+            assert any(str(OTHER.partition) in record.getMessage() for record in caplog.records), caplog.text
+        finally:
+            consumer._fetcher = None
+            await consumer.stop()
+
+    asyncio.run(check())
