@@ -27,7 +27,8 @@ reads a fetched partition's position without asking whether it has one. While ai
 to its earliest offset, as above, or an offset out of range) it has none, and aiokafka's assertion crashed the
 consumer: a survivor of a scale-out run stopped one second after taking over its peer's partitions. The check now
 passes over a partition being reset; robinhood/faust #658 describes the same state crashing another of Faust's
-reads of the position.
+reads of the position. For the same reason the seek above seeks nothing when nothing is assigned, where aiokafka
+asserts (faust-streaming #44 and #54 are the upstream reports of such seeks crashing recovery).
 """
 
 from __future__ import annotations
@@ -100,7 +101,13 @@ async def seek_to_committed_or_earliest(
     Partitions of the topics in ``positioned_elsewhere`` (the table changelogs, which table recovery positions)
     are left where they are when they have no committed offset. Returns the committed offsets (None: none).
     """
-    committed: dict[TopicPartition, int | None] = await consumer.seek_to_committed()
+    assigned = consumer.assignment()
+    if not assigned:
+        # aiokafka asserts that something is assigned, and Faust's recovery would let that AssertionError crash the
+        # worker: a rebalance that gives this worker nothing (more workers than partitions) can land between
+        # Faust's check of the generation and this seek.
+        return {}
+    committed: dict[TopicPartition, int | None] = await consumer.seek_to_committed(*assigned)
     uncommitted = [tp for tp, offset in committed.items() if not offset and tp.topic not in positioned_elsewhere]
     if uncommitted:
         await consumer.seek_to_beginning(*uncommitted)
@@ -172,7 +179,10 @@ class RewindingConsumerThread(AIOKafkaConsumerThread):
         state = assignment.state_value(TopicPartition(tp.topic, tp.partition)) if assignment is not None else None
         if state is None or not state.has_valid_position:
             return None
-        return super().verify_event_path(now, tp)
+        try:
+            return super().verify_event_path(now, tp)
+        except AssertionError:  # aiokafka's thread reset the position between the test above and Faust's read
+            return None
 
     async def seek_in_thread(self, partition: TP, offset: int) -> None:
         """Seek ``partition`` to ``offset`` on the thread's event loop (Faust's ``seek`` runs on the caller's)."""
