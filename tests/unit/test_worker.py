@@ -17,6 +17,9 @@ from stream_app.worker import build_app
 
 @pytest.fixture
 def restored_logging() -> Iterator[None]:
+    """The root logger as it was. The tests' workers also keep ``sys.stdout`` and ``sys.stderr``
+    (``redirect_stdouts=False``): mode's redirection is undone only when its generator is collected, at any later
+    time, and then sets ``sys.__stderr__``, which took a later test's captured stderr away from it."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     yield
@@ -29,7 +32,7 @@ def test_a_quiet_log_level_builds_no_debug_records(trained_model_dir: Path, tmp_
     """At ``-l warn`` Faust's own worker lowers the root logger to DEBUG for its spinner, so every message sent
     builds a log record (about 10% of the worker's CPU); ours keeps the level asked for."""
     app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path))
-    worker = app.conf.Worker(app, loglevel="warn", logfile=str(tmp_path / "worker.log"))
+    worker = app.conf.Worker(app, loglevel="warn", logfile=str(tmp_path / "worker.log"), redirect_stdouts=False)
     worker._setup_logging()
     assert not logging.getLogger("aiokafka.producer").isEnabledFor(logging.DEBUG)
     assert logging.getLogger("stream_app").isEnabledFor(logging.WARNING)
@@ -44,7 +47,7 @@ def test_the_workers_log_writes_a_librarys_repeating_line_once_per_window(
     gets the first of each kind, and the next one after the window says how many were left out."""
     logfile = tmp_path / "worker.log"
     app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, log_repeat_seconds=3600))
-    worker = app.conf.Worker(app, loglevel="info", logfile=str(logfile))
+    worker = app.conf.Worker(app, loglevel="info", logfile=str(logfile), redirect_stdouts=False)
     worker._setup_logging()
     client = logging.getLogger("aiokafka.client")
     for _ in range(500):
