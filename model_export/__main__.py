@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from model_export import card, evaluate, export, parity, promote, registry, train
 from model_export.data import (
@@ -216,7 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        model_card = run(args)
+        # One BLAS thread: a parallel sum adds in another order, so the card's threshold (chosen on out-of-fold
+        # probabilities) would differ in its last digits from one machine's core count to another's.
+        with threadpool_limits(limits=1):
+            model_card = run(args)
         if args.registry:
             with stage("log to the registry"):
                 version = registry.log_training(args.registry, args.out, model_card, args.reason, args.model_name)

@@ -218,6 +218,26 @@ def test_the_same_data_exports_the_same_bytes_whatever_the_hash_seed() -> None:
     assert len(digests) == 1, digests
 
 
+@pytest.mark.slow
+def test_the_card_is_the_same_whatever_the_number_of_blas_threads(tmp_path: Path) -> None:
+    """The same data gives the same card (its threshold chosen on out-of-fold probabilities included) on a machine
+    of one core and on one of many: a parallel BLAS sum adds in another order."""
+    cards = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"threads-{threads}"
+        subprocess.run(
+            [sys.executable, "-m", "model_export", "--fast", "--out", str(out)],
+            cwd=ROOT,
+            env={**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads},
+            check=True,
+            capture_output=True,
+        )
+        card = json.loads((out / "model.json").read_text())
+        card.pop("created_at")
+        cards.append(card)
+    assert cards[0] == cards[1]
+
+
 def test_the_shipped_fixture_model_is_what_the_exporter_makes_today(exported_model_dir: Path) -> None:
     shipped = json.loads((FIXTURE_MODEL / "model.json").read_text())
     made = json.loads((exported_model_dir / "model.json").read_text())
