@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from stream_app.classifier import event_text, length_groups
+from stream_app.classifier import event_text, run_in_length_groups
 from stream_app.errors import TaggerError
 from stream_app.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 
@@ -78,15 +78,9 @@ def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -
         session = onnx_session(model_bytes)
         # The graph's one input and one output: texts [N, 1] in, probabilities [N, classes] out.
         ((text,), (output,)) = session.get_inputs(), session.get_outputs()
-        parts = []
         # Run as the worker runs a batch: in groups of like length, so that the texts of the contract's maximum
         # size do not pad every other row (and the memory) to theirs.
-        for rows in length_groups(texts):
-            feed = np.asarray([texts[row] for row in rows], dtype=object).reshape(-1, 1)
-            parts.append((rows, session.run([output.name], {text.name: feed})[0]))
-        probabilities = np.empty((len(texts), parts[0][1].shape[1] if parts else 0), dtype=np.float32)
-        for rows, part in parts:
-            probabilities[rows] = part
+        probabilities = run_in_length_groups(session, text.name, [output.name], texts, len(pipeline.classes_))
     except Exception as error:  # onnxruntime's errors are untyped; any of them means no parity
         raise ParityError(f"onnxruntime cannot run the exported model: {error}") from error
     expected = pipeline.predict_proba(np.asarray(texts, dtype=object))

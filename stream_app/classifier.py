@@ -158,15 +158,7 @@ class Classifier:
             return [self.predict_one(texts[0])]
         if not texts:
             return []
-        groups = length_groups(texts)
-        if len(groups) == 1:  # the usual batch: no copies
-            feed = np.asarray(texts, dtype=object).reshape(-1, 1)
-            probabilities = self._session.run(self._outputs, {self._input: feed})[0]
-        else:
-            probabilities = np.empty((len(texts), len(self._classes)), dtype=np.float32)
-            for rows in groups:
-                feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
-                probabilities[rows] = self._session.run(self._outputs, {self._input: feed})[0]
+        probabilities = run_in_length_groups(self._session, self._input, self._outputs, texts, len(self._classes))
         classes = self._classes
         # Python floats via tolist() once per batch: float() on numpy scalars costs more per message.
         return [
@@ -240,6 +232,19 @@ SHORT_TEXT_CHARS = 256
 """Texts up to this length run together; longer ones with texts of about their own length."""
 RUN_CHARS = 64 * SHORT_TEXT_CHARS
 """Characters one onnxruntime call holds at most, padding included (unless one text is longer)."""
+
+
+def run_in_length_groups(session: Any, input_name: str, outputs: list[str], texts: Sequence[str], width: int) -> Any:
+    """The [len(texts), width] probabilities ``session`` gives ``texts`` (at least one), run a
+    :func:`length_groups` group at a time."""
+    groups = length_groups(texts)
+    if len(groups) == 1:  # the usual batch: no copies
+        return session.run(outputs, {input_name: np.asarray(texts, dtype=object).reshape(-1, 1)})[0]
+    probabilities = np.empty((len(texts), width), dtype=np.float32)
+    for rows in groups:
+        feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
+        probabilities[rows] = session.run(outputs, {input_name: feed})[0]
+    return probabilities
 
 
 def length_groups(texts: Sequence[str]) -> list[list[int]]:

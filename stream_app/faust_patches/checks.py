@@ -49,13 +49,6 @@ LIVELOCK_CHECK = "robinhood/faust #658: Faust reads a partition's position while
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
     Hook(FAUST_THREAD, "verify_event_path", "RewindingConsumerThread.verify_event_path", LIVELOCK_CHECK),
-    Hook(AIOKAFKA_FETCHER, "_subscriptions", "RewindingConsumerThread.verify_event_path", LIVELOCK_CHECK),
-    Hook(
-        "aiokafka.consumer.subscription_state:TopicPartitionState",
-        "has_valid_position",
-        "RewindingConsumerThread.verify_event_path",
-        LIVELOCK_CHECK,
-    ),
     Hook(FAUST_THREAD, "_fetch_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
     Hook(FAUST_THREAD, "_create_consumer", "transacted._ReadCommittedThread", "read_committed input"),
     Hook(FAUST_THREAD, "seek_to_committed", "RewindingConsumerThread.seek_to_committed", SEEK_LOSS),
