@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,10 @@ from tools.replay import event_value, mixed_stream, percentile, read_rows
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 OUTPUT_TOPICS = ("tagged", "review", "duplicates", "deadletter")
+WARM_UP_EVENTS = 300
+"""Events a contender handles at the offered rate before the timed events of a latency run, which they do not
+count in: the first write to a partition of a fresh topic can take ~100 ms on the local broker, and a worker that
+has been running writes to partitions written before (decision 0036)."""
 
 
 @dataclass
@@ -59,6 +63,21 @@ class Result:
 def generate(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
     """``count`` messages from the dataset: distinct titles, 10% near-duplicates, 1% malformed."""
     return [(m.key, m.value) for m in mixed_stream(read_rows(ROOT / "data/dataset.csv"), count, seed)]
+
+
+def warm_up_stream(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
+    """``count`` messages of the same mix as :func:`generate`, each good one with an id and a title that no message
+    of :func:`generate` has ("w" before the id, "warm up" before the title), so that none of the timed events
+    is judged a copy of a warm-up event; the malformed ones as they are."""
+    messages: list[tuple[bytes | None, bytes]] = []
+    for key, value in generate(count, seed):
+        if key is None:  # malformed: rewritten, some would become good events
+            messages.append((key, value))
+            continue
+        event = json.loads(value)
+        event["id"], event["title"] = f"w{event['id']}", f"warm up {event['title']}"
+        messages.append((event["id"].encode(), json.dumps(event, ensure_ascii=False).encode()))
+    return messages
 
 
 async def create_topics(names: Sequence[str]) -> None:
@@ -87,12 +106,17 @@ async def produce(topic: str, messages: Sequence[tuple[bytes | None, bytes]], ra
 
 
 async def collect(
-    inputs: str, outputs: Sequence[str], expected: int, timeout: float, on_progress: Any = None
+    inputs: str,
+    outputs: Sequence[str],
+    expected: int,
+    timeout: float,
+    on_progress: Any = None,
+    untimed: Collection[bytes] = (),
 ) -> tuple[list[float], list[float]]:
     """Wait for ``expected`` output records; returns their CreateTimes (s) and latencies (ms) against the inputs.
 
     A latency is output CreateTime minus the CreateTime of the input with the same key (malformed inputs have
-    none and count for throughput only).
+    none and count for throughput only); outputs keyed by one of ``untimed`` have none either.
     """
     # read_committed: an exactly-once contender's records count when their transaction commits, as for its users.
     consumer = AIOKafkaConsumer(
@@ -114,7 +138,7 @@ async def collect(
     finally:
         await consumer.stop()
     sent = await input_times(inputs)
-    latencies = [float(ts - sent[key]) for key, ts in out if key in sent]
+    latencies = [float(ts - sent[key]) for key, ts in out if key in sent and key not in untimed]
     return [ts / 1000 for _, ts in out], latencies
 
 
@@ -237,7 +261,11 @@ async def delete_topics_where(chosen: Callable[[str], bool]) -> list[str]:
 
 
 def measure(
-    name: str, messages: list[tuple[bytes | None, bytes]], rates: Sequence[float], rate_seconds: float
+    name: str,
+    messages: list[tuple[bytes | None, bytes]],
+    rates: Sequence[float],
+    rate_seconds: float,
+    warm_up: Sequence[tuple[bytes | None, bytes]] = (),
 ) -> Result:
     run_dir = ROOT / ".run" / "bench"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -265,10 +293,18 @@ def measure(
         process = start(name, env, run_dir / f"{name}-rate.log")
         try:
             asyncio.run(wait_ready(env["TAGGER_APP_ID"], process))
+
+            def watch(_: int, p: subprocess.Popen[bytes] = process) -> None:
+                alive(p, name)
+
+            if warm_up:  # every kind of output written once, at the rate, before the timed events
+                asyncio.run(produce(names[0], warm_up, rate))
+                asyncio.run(collect(names[0], names[1:], len(warm_up), timeout=120, on_progress=watch))
             paced = messages[: int(rate * rate_seconds)]
             asyncio.run(produce(names[0], paced, rate))
             _, rate_latencies = asyncio.run(
-                collect(names[0], names[1:], len(paced), timeout=300, on_progress=lambda _, p=process: alive(p, name))
+                collect(names[0], names[1:], len(warm_up) + len(paced), timeout=300, on_progress=watch,
+                        untimed={key for key, _ in warm_up if key is not None})
             )
             rss = max(rss, rss_mb(process.pid))
         finally:
@@ -350,13 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"python -m bench.stream --rss-events {args.rss_events}")
             return 0
         messages = generate(args.events, args.seed)
+        warm_up = warm_up_stream(WARM_UP_EVENTS, args.seed)
         runs: list[list[Result]] = []
         for run in range(args.runs):
             results = []
             for name in args.contenders.split(","):
                 print(f"run {run + 1}: measuring {name} ...", flush=True)
                 stream = messages[: args.naive_events] if name == "naive" else messages
-                results.append(measure(name, stream, rates, args.rate_seconds))
+                results.append(measure(name, stream, rates, args.rate_seconds, warm_up))
                 print(json.dumps(results[-1].__dict__, default=str), flush=True)
             runs.append(results)
     finally:
@@ -402,7 +439,9 @@ def render(
         f"1% malformed), one local broker, contenders one after another on fresh single-partition topics, "
         f"{len(runs)} runs; each figure is the median of the runs. "
         f"Throughput: backlog pre-produced, first output to last output. Latency: input CreateTime to output "
-        f"CreateTime, at full speed (backlog) and at each offered rate for {args.rate_seconds:.0f} s. "
+        f"CreateTime, at full speed (backlog) and at each offered rate for {args.rate_seconds:.0f} s, after "
+        f"{WARM_UP_EVENTS} warm-up events at that rate (of their own titles; not timed) have written to every output "
+        f"topic once. "
         f"The naive peer gets the first {min(args.naive_events, events):,} events of the stream. "
         f"Peak RSS: VmHWM of the contender's process. Load average (1, 5, 15 min) at start: {load_before}; "
         f"at end: {load_average()} (machine shared with other jobs).",
