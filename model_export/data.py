@@ -102,11 +102,11 @@ def load_feedback(path: Path) -> Feedback:
     the later line; an unusable line is skipped and named in :attr:`Feedback.skipped`. Lines written by hand
     may leave out ``decided_at``."""
     labels, skipped = latest_decisions(path.read_bytes(), dated=False)
+    # Ids as they are: the worker and latest_decisions tell " 1" from "1" (two events), so one decision each.
     examples = [
-        Example(label["id"].strip(), label["title"].strip(), (label.get("description") or "").strip(),
-                label["tag"].strip())
+        Example(label["id"], label["title"].strip(), (label.get("description") or "").strip(), label["tag"].strip())
         for label in labels
-    ]  # fmt: skip
+    ]
     return Feedback(examples, skipped)
 
 

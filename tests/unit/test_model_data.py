@@ -143,6 +143,16 @@ def test_feedback_keeps_the_decision_made_last_not_the_largest_text(tmp_path: Pa
     assert len(loaded.skipped) == 2
 
 
+def test_ids_that_differ_by_surrounding_spaces_are_two_items_with_one_label_each(tmp_path: Path) -> None:
+    """The worker keeps " 1" and "1" apart (two events), and so does the store's latest decision per id: the
+    exporter must not turn them into two labels for one id."""
+    feedback = tmp_path / "labels.jsonl"
+    lines = [{"id": "1", "title": "A", "tag": "mlops"}, {"id": " 1", "title": "B", "tag": "other"}]
+    feedback.write_text("\n".join(json.dumps(line) for line in lines))
+    loaded = load_feedback(feedback)
+    assert sorted((e.id, e.tag) for e in loaded.examples) == [(" 1", "other"), ("1", "mlops")]
+
+
 def test_a_title_with_a_unicode_line_separator_is_one_feedback_line(tmp_path: Path) -> None:
     """The labelled store writes JSON lines with text as it is: U+2028 or U+0085 in a title is not a line end."""
     feedback = tmp_path / "labels.jsonl"
