@@ -55,15 +55,24 @@ def parity_texts(pipeline: Pipeline, held_out: Sequence[str]) -> list[str]:
     unsure of keeps its classes close enough for that drift to show in the probabilities."""
     mix = " ".join(held_out)
     longest = [event_text(mix[:MAX_TITLE_CHARS], mix[MAX_TITLE_CHARS : MAX_TITLE_CHARS + MAX_DESCRIPTION_CHARS])]
-    words = sorted({word for text in held_out for word in text.split()})
-    if words:
-        top_two = np.sort(pipeline.predict_proba(np.asarray(words, dtype=object)), axis=1)[:, -2:]
-        margins = top_two[:, -1] - top_two[:, 0] if top_two.shape[1] > 1 else np.zeros(len(words))
-        for position in np.argsort(margins, kind="stable")[:LEAST_DECIDED_WORDS]:
-            word = words[position]
-            longest.append(event_text(_repeated(word, MAX_TITLE_CHARS), _repeated(word, MAX_DESCRIPTION_CHARS)))
+    longest += [at_the_limits(word) for word in least_decided_words(pipeline, held_out, LEAST_DECIDED_WORDS)]
     awkward = [event_text(title, description) for title, description in AWKWARD_TEXTS]
     return [*held_out, *awkward, *longest]
+
+
+def least_decided_words(pipeline: Pipeline, texts: Sequence[str], count: int) -> list[str]:
+    """The ``count`` words of ``texts`` whose two likeliest classes ``pipeline`` scores the closest, closest first."""
+    words = sorted({word for text in texts for word in text.split()})
+    if not words:
+        return []
+    top_two = np.sort(pipeline.predict_proba(np.asarray(words, dtype=object)), axis=1)[:, -2:]
+    margins = top_two[:, -1] - top_two[:, 0] if top_two.shape[1] > 1 else np.zeros(len(words))
+    return [words[position] for position in np.argsort(margins, kind="stable")[:count]]
+
+
+def at_the_limits(word: str) -> str:
+    """The model's text of an event whose title and description are ``word`` repeated to the contract's limits."""
+    return event_text(_repeated(word, MAX_TITLE_CHARS), _repeated(word, MAX_DESCRIPTION_CHARS))
 
 
 def _repeated(word: str, characters: int) -> str:

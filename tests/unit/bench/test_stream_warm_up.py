@@ -35,11 +35,11 @@ def test_the_warm_up_has_malformed_messages_copies_and_new_titles() -> None:
 
 
 def test_no_timed_event_is_judged_a_copy_of_a_warm_up_event() -> None:
-    timed = generate(3000, seed=5)
+    timed, warm_up = generate(3000, seed=5), warm_up_stream(WARM_UP_EVENTS, seed=5)
     index = DedupeIndex({}, TTL)
-    judged(index, warm_up_stream(WARM_UP_EVENTS, seed=5))
+    judged(index, warm_up)
     after_warm_up = judged(index, timed)
 
     assert after_warm_up == judged(DedupeIndex({}, TTL), timed)
     keys = {key for key, _ in timed if key is not None}
-    assert not keys & {key for key, _ in warm_up_stream(WARM_UP_EVENTS, seed=5) if key is not None}
+    assert not keys & {key for key, _ in warm_up if key is not None}
