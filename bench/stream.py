@@ -38,15 +38,22 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.report import write_section
 from stream_app.settings import Settings
-from tools.replay import event_value, mixed_stream, percentile, read_rows
+from tools.replay import MALFORMED_SAMPLES, event_value, mixed_stream, percentile, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 OUTPUT_TOPICS = ("tagged", "review", "duplicates", "deadletter")
 WARM_UP_EVENTS = 300
 """Events a contender handles at the offered rate before the timed events of a latency run, which they do not
-count in: the first write to a partition of a fresh topic can take ~100 ms on the local broker, and a worker that
-has been running writes to partitions written before (decision 0036)."""
+count in: the first write to a partition of a fresh topic, and its first offset-index entry (after
+:data:`BROKER_INDEX_INTERVAL_BYTES`), can each take ~100 ms on the local broker, and a worker that has been
+running writes to partitions past both (decisions 0036, 0037)."""
+WARM_UP_MALFORMED_EVERY = 15
+"""Every this many warm-up messages, one is malformed (the stream has 1 in 100): enough dead letters that the
+dead-letter partition, the one written least, gets past its first offset-index entry within the warm-up."""
+BROKER_INDEX_INTERVAL_BYTES = 4096
+"""Kafka's ``index.interval.bytes`` default: a partition's first offset-index entry is written once its segment
+holds more than this."""
 
 
 @dataclass
@@ -66,11 +73,14 @@ def generate(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
 
 
 def warm_up_stream(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
-    """``count`` messages of the same mix as :func:`generate`, each good one with an id and a title that no message
-    of :func:`generate` has ("w" before the id, "warm up" before the title), so that none of the timed events
-    is judged a copy of a warm-up event; the malformed ones as they are."""
+    """``count`` messages of the mix of :func:`generate` with more malformed ones (one in
+    :data:`WARM_UP_MALFORMED_EVERY`), each good one with an id and a title that no message of :func:`generate` has
+    ("w" before the id, "warm up" before the title), so that none of the timed events is judged a copy of a warm-up
+    event; the malformed ones as they are."""
     messages: list[tuple[bytes | None, bytes]] = []
-    for key, value in generate(count, seed):
+    for n, (key, value) in enumerate(generate(count, seed)):
+        if n % WARM_UP_MALFORMED_EVERY == WARM_UP_MALFORMED_EVERY - 1:
+            key, value = None, MALFORMED_SAMPLES[n // WARM_UP_MALFORMED_EVERY % len(MALFORMED_SAMPLES)]
         if key is None:  # malformed: rewritten, some would become good events
             messages.append((key, value))
             continue
@@ -440,8 +450,8 @@ def render(
         f"{len(runs)} runs; each figure is the median of the runs. "
         f"Throughput: backlog pre-produced, first output to last output. Latency: input CreateTime to output "
         f"CreateTime, at full speed (backlog) and at each offered rate for {args.rate_seconds:.0f} s, after "
-        f"{WARM_UP_EVENTS} warm-up events at that rate (of their own titles; not timed) have written to every output "
-        f"topic once. "
+        f"{WARM_UP_EVENTS} warm-up events at that rate (of their own titles, one in {WARM_UP_MALFORMED_EVERY} "
+        f"malformed; not timed) have written past the first offset-index entry of every output partition. "
         f"The naive peer gets the first {min(args.naive_events, events):,} events of the stream. "
         f"Peak RSS: VmHWM of the contender's process. Load average (1, 5, 15 min) at start: {load_before}; "
         f"at end: {load_average()} (machine shared with other jobs).",

@@ -1,11 +1,22 @@
-"""The stream benchmark's warm-up: it writes every kind of output once, and leaves the timed events as they
-would be without it (none of them is judged a copy of a warm-up event)."""
+"""The stream benchmark's warm-up: it writes every kind of output past the first offset-index entry of its
+partition, and leaves the timed events as they would be without it (none of them is judged a copy of a warm-up
+event)."""
 
 from __future__ import annotations
 
-from bench.stream import WARM_UP_EVENTS, generate, warm_up_stream
-from stream_app.dedupe import DedupeIndex
+from collections import Counter
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from bench.stream import BROKER_INDEX_INTERVAL_BYTES, WARM_UP_EVENTS, generate, warm_up_stream
+from stream_app.classifier import Classifier
+from stream_app.dedupe import DedupeIndex, DedupeVerdict
+from stream_app.delivery.publish import encode
+from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidEvent
+from stream_app.metrics import Metrics
+from stream_app.pipeline import Admitted, Output, Pipeline
 from stream_app.schema import parse_event
 
 TTL = 30 * 86400.0
@@ -43,3 +54,33 @@ def test_no_timed_event_is_judged_a_copy_of_a_warm_up_event() -> None:
     assert after_warm_up == judged(DedupeIndex({}, TTL), timed)
     keys = {key for key, _ in timed if key is not None}
     assert not keys & {key for key, _ in warm_up if key is not None}
+
+
+def test_the_warm_up_writes_every_output_past_its_first_offset_index_entry(trained_model_dir: Path) -> None:
+    """The broker writes a partition's first offset-index entry once it holds more than index.interval.bytes, and
+    that write can stall for ~100 ms (decision 0037): the warm-up must get every output there, the dead-letter
+    partition (written least) included. Record values alone are counted, less than the broker stores."""
+    classifier = Classifier.load(trained_model_dir)
+    reference = Reference.from_card(classifier.card)
+    metrics = Metrics(CollectorRegistry(), reference.confidence_bin_edges)
+    pipeline = Pipeline(classifier, metrics, DriftMonitor(reference, 100, classifier.threshold))
+    index = DedupeIndex({}, TTL)
+    outputs: list[Output] = []
+    admitted: list[Admitted] = []
+    for offset, (_, value) in enumerate(warm_up_stream(WARM_UP_EVENTS, seed=5)):
+        item = pipeline.admit(value, topic="content", partition=0, offset=offset, event_time=1000.0 + offset)
+        if isinstance(item, Admitted):
+            admitted.append(item)
+        else:
+            outputs.append(item)
+
+    def check(item: Admitted) -> DedupeVerdict:
+        return index.check_and_add(str(item.event.id), item.event.title, item.event.description, item.event_time)
+
+    outputs += pipeline.route_batch(admitted, check)
+    written = Counter[str]()
+    for output in outputs:
+        written[output.kind] += len(encode(output.record))
+
+    assert set(written) == {"tagged", "review", "duplicate", "deadletter"}
+    assert min(written.values()) > BROKER_INDEX_INTERVAL_BYTES, written
