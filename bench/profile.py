@@ -163,13 +163,13 @@ def read_profile(path: Path) -> Profile:
     """Group py-spy's raw (collapsed) samples: one line per distinct stack, ``thread;outer;...;inner count``."""
     by_thread: dict[str, list[tuple[list[str], int]]] = {}
     for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
+        stack, _, samples = line.rpartition(" ")
         if not stack:
             continue
         frames = stack.split(";")
         thread = next((f.partition(": ")[2] for f in frames if f.startswith("thread (")), "")
         frames = [f for f in frames if not f.startswith(("thread (", "process "))]
-        by_thread.setdefault(thread, []).append((frames, int(count)))
+        by_thread.setdefault(thread, []).append((frames, int(samples)))
     profile = Profile()
     for thread, stacks in by_thread.items():
         if thread == "MainThread":
