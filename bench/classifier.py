@@ -116,9 +116,9 @@ def operator_profile(model_dir: Path, texts: Sequence[str], batch: int) -> dict[
 
 
 def graph_nodes(model_dir: Path) -> int:
-    """The number of nodes onnxruntime runs (:func:`~model_export.export.loaded_graph`): at batch 1 each costs a
+    """The number of nodes onnxruntime runs (:func:`~model_export.parity.loaded_graph`): at batch 1 each costs a
     fixed few µs."""
-    from model_export.export import loaded_graph
+    from model_export.parity import loaded_graph
 
     return len(loaded_graph((model_dir / "model.onnx").read_bytes()).node)
 

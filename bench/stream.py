@@ -81,7 +81,7 @@ def warm_up_stream(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
     for n, (key, value) in enumerate(generate(count, seed)):
         if n % WARM_UP_MALFORMED_EVERY == WARM_UP_MALFORMED_EVERY - 1:
             key, value = None, MALFORMED_SAMPLES[n // WARM_UP_MALFORMED_EVERY % len(MALFORMED_SAMPLES)]
-        if key is None:  # malformed: rewritten, some would become good events
+        if key is None:  # malformed, kept as it is: rewriting would make some of them good events
             messages.append((key, value))
             continue
         event = json.loads(value)

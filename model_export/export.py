@@ -4,8 +4,6 @@ agrees with the pipeline is :mod:`model_export.parity`'s to prove."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -386,16 +384,3 @@ def describe_io(model_bytes: bytes) -> dict[str, dict[str, Any]]:
             "shape": [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim],
         }
     return described
-
-
-def loaded_graph(model_bytes: bytes) -> onnx.GraphProto:
-    """The graph onnxruntime runs for ``model_bytes``, after the optimisations it makes when it loads a model (a node
-    that reads only constants is computed then), at the basic level: portable, no hardware-specific nodes."""
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as scratch:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = os.path.join(scratch, "loaded.onnx")
-        ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        return onnx.load(options.optimized_model_filepath).graph

@@ -3,10 +3,13 @@ worker serves, on held-out texts and on texts that have broken text converters b
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import onnx
 from sklearn.pipeline import Pipeline
 
 from stream_app.classifier import event_text, run_in_length_groups
@@ -42,6 +45,19 @@ def onnx_session(model_bytes: bytes) -> Any:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def loaded_graph(model_bytes: bytes) -> onnx.GraphProto:
+    """The graph onnxruntime runs for ``model_bytes``, after the optimisations it makes when it loads a model (a node
+    that reads only constants is computed then), at the basic level: portable, no hardware-specific nodes."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = os.path.join(scratch, "loaded.onnx")
+        ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath).graph
 
 
 LEAST_DECIDED_WORDS = 5

@@ -164,7 +164,7 @@ def test_the_shipped_pipelines_graph_runs_few_nodes() -> None:
     texts = ["natural language processing with transformers", "object detection in images", "mlflow"] * 4
     pipeline = train.build_pipeline().fit(np.asarray(texts, dtype=object), ["nlp", "cv", "mlops"] * 4)
     model_bytes = export.convert(pipeline)
-    loaded = export.loaded_graph(model_bytes)  # at the basic level; the worker's is higher
+    loaded = parity.loaded_graph(model_bytes)  # at the basic level; the worker's is higher
     constants = {initializer.name for initializer in loaded.initializer}
     assert len(loaded.node) <= 19, [node.op_type for node in loaded.node]
     assert not [node.input for node in loaded.node if node.op_type == "Cast" and node.input[0] in constants]

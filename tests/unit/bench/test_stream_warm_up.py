@@ -7,17 +7,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from bench.stream import BROKER_INDEX_INTERVAL_BYTES, WARM_UP_EVENTS, generate, warm_up_stream
-from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeIndex, DedupeVerdict
 from stream_app.delivery.publish import encode
-from stream_app.drift import DriftMonitor, Reference
 from stream_app.errors import InvalidEvent
-from stream_app.metrics import Metrics
-from stream_app.pipeline import Admitted, Output, Pipeline
+from stream_app.pipeline import Admitted, Output
 from stream_app.schema import parse_event
+from tests.unit.test_pipeline import make_pipeline
 
 TTL = 30 * 86400.0
 
@@ -60,10 +56,7 @@ def test_the_warm_up_writes_every_output_past_its_first_offset_index_entry(train
     """The broker writes a partition's first offset-index entry once it holds more than index.interval.bytes, and
     that write can stall for ~100 ms (decision 0037): the warm-up must get every output there, the dead-letter
     partition (written least) included. Record values alone are counted, less than the broker stores."""
-    classifier = Classifier.load(trained_model_dir)
-    reference = Reference.from_card(classifier.card)
-    metrics = Metrics(CollectorRegistry(), reference.confidence_bin_edges)
-    pipeline = Pipeline(classifier, metrics, DriftMonitor(reference, 100, classifier.threshold))
+    pipeline, _ = make_pipeline(trained_model_dir)
     index = DedupeIndex({}, TTL)
     outputs: list[Output] = []
     admitted: list[Admitted] = []
