@@ -50,6 +50,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "producer_linger": settings.producer_linger_seconds,
         "producer_max_batch_size": 262_144,
         "autodiscover": False,
+        # No leader election is used. Its topic's one partition, always empty, sat in every fetch of the worker's
+        # consumer, and alone in those sent while the input's records waited for the agent (decision 0039).
+        "topic_disable_leader": True,
     }
 
 

@@ -45,6 +45,7 @@ INLET = "robinhood/faust #563: Faust's per-record path costs most of a hop (inle
 BATCH_SEND = "faust-streaming #108: Faust sends one record at a time (producer.py)"
 METADATA = "aiokafka's partitions_for_topic knows subscribed topics only (metadata.py)"
 PRODUCER_STOP = "aiokafka #1101: a producer's stop waits for the broker with no time limit (closing.py)"
+FETCH_WAIT = "faust-streaming hard-codes the worker consumer's fetch_max_wait_ms (fetch_wait.py)"
 LIVELOCK_CHECK = "robinhood/faust #658: Faust reads a partition's position while aiokafka resets it (consumer.py)"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
@@ -83,6 +84,7 @@ HOOKS: Final = (
     Hook("aiokafka.client:AIOKafkaClient", "force_metadata_update", "metadata.topic_partitions", METADATA),
     Hook("aiokafka.client:AIOKafkaClient", "cluster", "metadata.topic_partitions", METADATA),
     Hook(AIOKAFKA_FETCHER, "seek_to", "SeekClock.watch", SEEK_LOSS),
+    Hook(AIOKAFKA_FETCHER, "_fetch_max_wait_ms", "fetch_wait.bound_fetch_wait", FETCH_WAIT),
     Hook(AIOKAFKA_FETCHER, "request_offset_reset", "SeekClock.watch", SEEK_LOSS),
     Hook("aiokafka.producer.producer:AIOKafkaProducer", "_sender", "closing.close_at_once", PRODUCER_STOP),
     Hook("aiokafka.producer.sender:Sender", "sender_task", "closing.close_at_once", PRODUCER_STOP),

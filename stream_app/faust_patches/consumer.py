@@ -46,6 +46,7 @@ from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP, Message
 
 from stream_app.faust_patches.eager import EagerHandOver
+from stream_app.faust_patches.fetch_wait import bound_fetch_wait
 from stream_app.faust_patches.inlet import EventInlet
 
 log = logging.getLogger(__name__)
@@ -142,13 +143,16 @@ class ReadOffsets(dict[TP, "int | None"]):
 
 
 class RewindingConsumerThread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, seeking with :func:`seek_to_committed_or_earliest`, and timing its seeks and fetches
-    on its consumer's :class:`SeekClock`."""
+    """Faust's consumer thread, seeking with :func:`seek_to_committed_or_earliest`, timing its seeks and fetches
+    on its consumer's :class:`SeekClock`, and with the fetch wait of :mod:`.fetch_wait`."""
 
     async def on_start(self) -> None:
-        """Start the aiokafka consumer (in the thread) and time its seeks."""
+        """Start the aiokafka consumer (in the thread), time its seeks and bound its fetches' wait
+        (:mod:`.fetch_wait`)."""
         await super().on_start()
-        cast(TaggerConsumer, self.consumer).seeks.watch(self._ensure_consumer()._fetcher)
+        consumer = self._ensure_consumer()
+        cast(TaggerConsumer, self.consumer).seeks.watch(consumer._fetcher)
+        bound_fetch_wait(consumer)
 
     async def fetch(self, active_partitions: set[TP] | None, timeout: float) -> tuple[RecordMap, int]:
         """Faust's ``getmany``: the records fetched, and the :class:`SeekClock` time the fetch returned."""

@@ -1,8 +1,10 @@
-"""Seeking back to the committed offsets on a real broker, as Faust does after dropping records it fetched during a
-rebalance: a partition nobody committed goes back to its first record instead of staying past the dropped ones."""
+"""The worker's consumer fixes on a real broker. Seeking back to the committed offsets, as Faust does after
+dropping records it fetched during a rebalance: a partition nobody committed goes back to its first record instead
+of staying past the dropped ones. And a backlogged partition is fetched again while one beside it is idle."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,10 +12,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.faust_patches.consumer import seek_to_committed_or_earliest
+from stream_app.faust_patches.fetch_wait import bound_fetch_wait
 from tests.integration.harness import ROOT, run
 from tests.integration.race_app import SEEK_LINGER_SECONDS
 
@@ -202,3 +206,63 @@ def test_faust_alone_drops_the_records_fetched_between_a_rebalance_seek_and_the_
     emptied from the queue when the flow resumes, past their read offsets, so nothing reads them again."""
     offsets = offsets_handed_on_across_a_rebalance("faust", kafka_bootstrap, new_topic, tmp_path)
     assert set(range(SEEK_RACE_RECORDS)) - set(offsets), "Faust hands every record on"
+
+
+IDLE_FETCH_WAIT_MS = 5_000
+"""The wait the test consumer is built with: longer than Faust's 1.5 s, so the two outcomes lie seconds apart."""
+
+
+def records_fetched_again_beside_an_idle_partition(
+    kafka_bootstrap: str, new_topic: Callable[..., str], bounded: bool
+) -> int:
+    """How many more records of a backlogged partition a consumer gets within 2 s of taking all it held, while
+    the partition beside it (same broker) has none: aiokafka has meanwhile sent a fetch of the idle partition
+    alone, which the broker holds for the consumer's fetch wait (bounded by :func:`bound_fetch_wait` or not)."""
+    topic = new_topic("fetch-wait", partitions=2)
+    busy, idle = TopicPartition(topic, 0), TopicPartition(topic, 1)
+
+    async def scenario() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for n in range(40):  # one record batch each, so that a fetch of 1 KiB returns several and not all
+                await producer.send_and_wait(topic, b"%03d" % n + b"x" * 100, partition=busy.partition)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS, request_timeout_ms=IDLE_FETCH_WAIT_MS + 10_000,
+            max_partition_fetch_bytes=1024,
+        )
+        await consumer.start()
+        try:
+            if bounded:
+                bound_fetch_wait(consumer)
+            consumer.assign([busy, idle])
+            first = await consumer.getmany(busy, timeout_ms=10_000, max_records=1)
+            assert len(first.get(busy, [])) == 1
+            # Past aiokafka's prefetch backoff (0.1 s) the rest of the fetch still waits to be taken, so aiokafka
+            # fetches the idle partition alone.
+            await asyncio.sleep(0.3)
+            held = await consumer.getmany(busy, timeout_ms=0)
+            assert held.get(busy), "the first fetch returned more than one record"
+            again = await consumer.getmany(busy, timeout_ms=2_000)
+            return len(again.get(busy, []))
+        finally:
+            await consumer.stop()
+
+    return cast(int, run(scenario()))
+
+
+def test_a_backlog_is_fetched_again_while_the_partition_beside_it_is_idle(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    assert records_fetched_again_beside_an_idle_partition(kafka_bootstrap, new_topic, bounded=True) > 0
+
+
+def test_aiokafka_alone_holds_a_backlog_behind_the_fetch_of_an_idle_partition(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """What :func:`bound_fetch_wait` works around, shown with aiokafka's own fetcher: the backlog's next fetch
+    waits for the idle partition's, which the broker holds for the whole fetch wait."""
+    assert records_fetched_again_beside_an_idle_partition(kafka_bootstrap, new_topic, bounded=False) == 0

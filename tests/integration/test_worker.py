@@ -11,6 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_app.schema import load_schema
 from tests.integration.harness import ids_in, produce, read_outputs, run
@@ -98,6 +99,24 @@ def test_every_message_lands_in_exactly_one_topic_and_copies_are_dropped(start_w
             assert by_copy[str(copy["id"])]["duplicate_of"] == str(original["id"])
     schema_check(outputs)
     assert {r["tag"] for r in outputs["tagged"]} <= {"natural-language-processing", "computer-vision", "mlops", "other"}
+
+
+def test_the_worker_reads_no_leader_election_topic(start_worker: Any) -> None:
+    """Faust's leader-election topic is never written to: its partition would sit in the consumer's fetches with
+    nothing in it, and hold the input's (decision 0039)."""
+    worker, topics = start_worker()
+
+    async def names() -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"])
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    made = {name for name in run(names()) if name.startswith(f"{worker.app_id}-")}
+    assert topics.input in run(names())
+    assert not {name for name in made if "leader" in name}, sorted(made)
 
 
 def test_titles_seen_before_a_restart_are_still_dropped_after_it(start_worker: Any) -> None:
