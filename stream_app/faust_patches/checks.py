@@ -38,6 +38,8 @@ FAUST_BASE_CONSUMER = "faust.transport.consumer:Consumer"
 FAUST_APP = "faust.app.base:App"
 AIOKAFKA_CONSUMER = "aiokafka.consumer.consumer:AIOKafkaConsumer"
 AIOKAFKA_FETCHER = "aiokafka.consumer.fetcher:Fetcher"
+SENDER = "aiokafka.producer.sender:Sender"
+SEND_PRODUCE = "aiokafka.producer.sender:SendProduceReqHandler"
 SEEK_LOSS = "faust-streaming records dropped around a rebalance's seek (consumer.py)"
 TAKE_ACK = "faust-streaming #189, #315: take_events acks a failed batch"
 HAND_OVER = "robinhood/faust #563: four tasks per record in the fetch loop (eager.py)"
@@ -46,6 +48,7 @@ BATCH_SEND = "faust-streaming #108: Faust sends one record at a time (producer.p
 METADATA = "aiokafka's partitions_for_topic knows subscribed topics only (metadata.py)"
 PRODUCER_STOP = "aiokafka #1101: a producer's stop waits for the broker with no time limit (closing.py)"
 FETCH_WAIT = "faust-streaming hard-codes the worker consumer's fetch_max_wait_ms (fetch_wait.py)"
+ANSWERED_RETRY = "aiokafka #1172: a transaction's first writes are refused while its last one's markers land"
 LIVELOCK_CHECK = "robinhood/faust #658: Faust reads a partition's position while aiokafka resets it (consumer.py)"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
@@ -88,6 +91,16 @@ HOOKS: Final = (
     Hook(AIOKAFKA_FETCHER, "request_offset_reset", "SeekClock.watch", SEEK_LOSS),
     Hook("aiokafka.producer.producer:AIOKafkaProducer", "_sender", "closing.close_at_once", PRODUCER_STOP),
     Hook("aiokafka.producer.sender:Sender", "sender_task", "closing.close_at_once", PRODUCER_STOP),
+    Hook(SENDER, "_send_produce_req", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
+    Hook(SENDER, "_in_flight", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
+    Hook(SENDER, "_muted_partitions", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
+    Hook(SENDER, "_do_txn_offset_commit", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
+    Hook(SENDER, "_find_coordinator", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
+    Hook(SENDER, "_txn_manager", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
+    Hook(SEND_PRODUCE, "_to_reenqueue", "answered_retries.AnsweredProduceHandler", ANSWERED_RETRY),
+    Hook(SEND_PRODUCE, "_default_backoff", "answered_retries.AnsweredProduceHandler", ANSWERED_RETRY),
+    Hook(SEND_PRODUCE, "handle_response", "answered_retries.AnsweredProduceHandler", ANSWERED_RETRY),
+    Hook("aiokafka.producer.sender:TxnOffsetCommitHandler", "handle_response", "answered_retries", ANSWERED_RETRY),
 )
 
 
