@@ -27,6 +27,7 @@ from aiokafka.errors import GroupAuthorizationFailedError
 from aiokafka.producer.sender import SendProduceReqHandler, TxnOffsetCommitHandler
 
 ANSWERED_RETRY_SECONDS: Final = 0.002
+"""The wait before a quick retry: the broker's markers usually land within it."""
 QUICK_RETRIES: Final = 3
 """Sends after which a refused request waits the producer's own backoff: a broker that keeps refusing (too few
 in-sync replicas, a coordinator moving) is not asked more often than every ``retry_backoff_ms``."""

@@ -90,16 +90,22 @@ HOOKS: Final = (
     Hook(AIOKAFKA_FETCHER, "_fetch_max_wait_ms", "fetch_wait.bound_fetch_wait", FETCH_WAIT),
     Hook(AIOKAFKA_FETCHER, "request_offset_reset", "SeekClock.watch", SEEK_LOSS),
     Hook("aiokafka.producer.producer:AIOKafkaProducer", "_sender", "closing.close_at_once", PRODUCER_STOP),
-    Hook("aiokafka.producer.sender:Sender", "sender_task", "closing.close_at_once", PRODUCER_STOP),
-    Hook(SENDER, "_send_produce_req", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
-    Hook(SENDER, "_in_flight", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
-    Hook(SENDER, "_muted_partitions", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
-    Hook(SENDER, "_do_txn_offset_commit", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
-    Hook(SENDER, "_find_coordinator", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
-    Hook(SENDER, "_txn_manager", "answered_retries.quick_answered_retries", ANSWERED_RETRY),
-    Hook(SEND_PRODUCE, "_to_reenqueue", "answered_retries.AnsweredProduceHandler", ANSWERED_RETRY),
-    Hook(SEND_PRODUCE, "_default_backoff", "answered_retries.AnsweredProduceHandler", ANSWERED_RETRY),
-    Hook(SEND_PRODUCE, "handle_response", "answered_retries.AnsweredProduceHandler", ANSWERED_RETRY),
+    Hook(SENDER, "sender_task", "closing.close_at_once", PRODUCER_STOP),
+    *(
+        Hook(SENDER, name, "answered_retries.quick_answered_retries", ANSWERED_RETRY)
+        for name in (
+            "_send_produce_req",
+            "_do_txn_offset_commit",
+            "_in_flight",
+            "_muted_partitions",
+            "_find_coordinator",
+            "_txn_manager",
+        )
+    ),
+    *(
+        Hook(SEND_PRODUCE, name, "answered_retries.AnsweredProduceHandler", ANSWERED_RETRY)
+        for name in ("handle_response", "_to_reenqueue", "_default_backoff")
+    ),
     Hook("aiokafka.producer.sender:TxnOffsetCommitHandler", "handle_response", "answered_retries", ANSWERED_RETRY),
 )
 
