@@ -218,7 +218,7 @@ def tagged_record(
     return {
         **event.fields,
         "tag": tag,
-        "confidence": round(float(confidence), 6),
+        "confidence": _finite(confidence, 6),
         "scores": _rounded(scores),
         "model_version": model_version,
         "tagged_by": tagged_by,
@@ -241,7 +241,7 @@ def review_record(
     return {
         **event.fields,
         "suggested_tag": tag,
-        "confidence": round(float(confidence), 6),
+        "confidence": _finite(confidence, 6),
         "scores": _rounded(scores),
         "model_version": model_version,
         "reason": "low_confidence",
@@ -252,8 +252,22 @@ def review_record(
 
 
 def _rounded(scores: dict[str, float]) -> dict[str, float]:
-    """Scores as plain floats to 6 decimals: numpy scalars would not serialise, and more digits are noise."""
-    return {name: round(float(score), 6) for name, score in scores.items()}
+    """Scores as plain floats to 6 decimals: numpy scalars would not serialise, and more digits are noise.
+    Raises ValueError for a score that is not a finite number (see :func:`_finite`)."""
+    rounded = {name: round(float(score), 6) for name, score in scores.items()}
+    if not all(map(math.isfinite, rounded.values())):
+        raise ValueError(f"a score is not a finite number: {scores!r:.200}")
+    return rounded
+
+
+def _finite(value: float, digits: int) -> float:
+    """``value`` as a plain float rounded to ``digits`` decimals; raises ValueError if it is not a finite number,
+    which the output encoder would write as null (:func:`stream_app.delivery.publish.encode`). Such a number
+    comes from a faulty model, not from the event, so the worker stops on it rather than dead-letter it."""
+    number = round(float(value), digits)
+    if not math.isfinite(number):
+        raise ValueError(f"{number} is not a finite number")
+    return number
 
 
 def duplicate_record(
@@ -265,7 +279,7 @@ def duplicate_record(
         "duplicate_of": duplicate_of,
         "dedupe_key": dedupe_key,
         "match": match,
-        "similarity": round(float(similarity), 4),
+        "similarity": _finite(similarity, 4),
         "title": event.title,
         "processed_at": processed_at,
         "schema_version": SCHEMA_VERSION,

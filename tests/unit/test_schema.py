@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream_app.delivery.publish import encode
 from stream_app.errors import DEADLETTER_REASONS, InvalidEvent
 from stream_app.schema import (
     MAX_DEAD_LETTER_VALUE_BYTES,
@@ -153,8 +154,8 @@ def test_escaped_surrogate_pairs_decode_to_the_character_they_spell() -> None:
 
 
 def write_out(record: dict[str, Any]) -> bytes:
-    """Serialise a record the strict way the worker does: UTF-8, no NaN or Infinity."""
-    return json.dumps(record, ensure_ascii=False, allow_nan=False).encode()
+    """Serialise a record as the worker does."""
+    return encode(record)
 
 
 def every_record(event: ContentEvent) -> list[dict[str, Any]]:
@@ -283,6 +284,43 @@ def test_model_outputs_given_as_numpy_scalars_are_written_as_plain_numbers() -> 
     assert json.loads(write_out(tagged))["confidence"] == pytest.approx(0.9, abs=1e-6)
     assert json.loads(write_out(tagged))["scores"] == pytest.approx(SCORES, abs=1e-6)
     assert json.loads(write_out(duplicate))["similarity"] == 0.9123
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_model_output_or_similarity_that_is_not_a_finite_number_is_refused_not_written_as_null(bad: float) -> None:
+    with pytest.raises(ValueError, match="not a finite number"):
+        tagged_record(EVENT, "computer-vision", bad, SCORES, "v", "k", NOW)
+    with pytest.raises(ValueError, match="not a finite number"):
+        review_record(EVENT, "mlops", 0.4, {**SCORES, "mlops": bad}, "v", "k", NOW)
+    with pytest.raises(ValueError, match="not a finite number"):
+        duplicate_record(EVENT, "3", "k", "near", bad, NOW)
+
+
+output_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # past 64 bits too: an input id or extra field may hold one
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), output_values, max_size=6))
+def test_records_are_written_as_compact_utf8_json_byte_for_byte_as_the_standard_library(
+    record: dict[str, Any],
+) -> None:
+    assert encode(record) == json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6))
+def test_records_with_numbers_of_every_kind_read_back_as_they_were(record: dict[str, Any]) -> None:
+    assert json.loads(encode(record)) == record
+
+
+def test_a_lone_surrogate_cannot_be_written() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        encode({"title": "\ud800"})
 
 
 def test_duplicate_records_name_the_event_and_what_it_copies() -> None:
