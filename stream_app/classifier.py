@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -55,9 +56,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+SCORE_DECIMALS: Final = 6
+"""Decimals a published probability keeps: more are noise."""
+
+
+def published_scores(probabilities: Any) -> Any:
+    """The model's [N, classes] probabilities as float64 rounded to :data:`SCORE_DECIMALS`, so that each converts
+    to a Python float written with at most that many decimals (a float32 would carry its own error into the
+    double); raises ModelError if one is not a finite number, which an output record cannot carry."""
+    if not np.isfinite(probabilities).all():
+        raise ModelError("the model gave a probability that is not a finite number")
+    return probabilities.astype(np.float64).round(SCORE_DECIMALS)
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """The model's verdict on one text: the best tag, its probability, and every class's probability."""
+    """The model's verdict on one text: the best tag, its probability, and every class's probability, each a
+    plain float rounded to :data:`SCORE_DECIMALS` (:func:`published_scores`); the best tag is the most probable
+    before rounding."""
 
     tag: str
     confidence: float
@@ -160,10 +176,11 @@ class Classifier:
             return []
         probabilities = run_in_length_groups(self._session, self._input, self._outputs, texts, len(self._classes))
         classes = self._classes
-        # Python floats via tolist() once per batch: float() on numpy scalars costs more per message.
+        # Python floats via tolist() once per batch: float() and round() per score cost more per message.
+        rows, bests = published_scores(probabilities).tolist(), probabilities.argmax(axis=1).tolist()
         return [
             Prediction(classes[best], row[best], dict(zip(classes, row, strict=True)))
-            for row, best in zip(probabilities.tolist(), probabilities.argmax(axis=1).tolist(), strict=True)
+            for row, best in zip(rows, bests, strict=True)
         ]
 
     def predict_one(self, text: str) -> Prediction:
@@ -175,6 +192,9 @@ class Classifier:
         """
         (row,) = self._session.run(self._outputs, {self._input: np.array([[text]], dtype=object)})[0].tolist()
         best = row.index(max(row))  # the first of equal maxima, as numpy's argmax picks
+        if not math.isfinite(sum(row)):  # what published_scores checks, in Python: a sum carries NaN and infinities
+            raise ModelError("the model gave a probability that is not a finite number")
+        row = [round(score, SCORE_DECIMALS) for score in row]
         classes = self._classes
         return Prediction(classes[best], row[best], dict(zip(classes, row, strict=True)))
 

@@ -213,13 +213,14 @@ def tagged_record(
 ) -> dict[str, Any]:
     """The record on the tagged topic: the original fields plus the tag and how it was decided.
 
-    The service's own fields replace input fields of the same name (e.g. an input ``tag``).
+    The service's own fields replace input fields of the same name (e.g. an input ``tag``). ``scores`` go in as
+    given: plain, finite floats rounded as published (:attr:`stream_app.classifier.Prediction.scores`).
     """
     return {
         **event.fields,
         "tag": tag,
         "confidence": _finite(confidence, 6),
-        "scores": _rounded(scores),
+        "scores": scores,
         "model_version": model_version,
         "tagged_by": tagged_by,
         "dedupe_key": dedupe_key,
@@ -242,22 +243,13 @@ def review_record(
         **event.fields,
         "suggested_tag": tag,
         "confidence": _finite(confidence, 6),
-        "scores": _rounded(scores),
+        "scores": scores,
         "model_version": model_version,
         "reason": "low_confidence",
         "dedupe_key": dedupe_key,
         "processed_at": processed_at,
         "schema_version": SCHEMA_VERSION,
     }
-
-
-def _rounded(scores: dict[str, float]) -> dict[str, float]:
-    """Scores as plain floats to 6 decimals: numpy scalars would not serialise, and more digits are noise.
-    Raises ValueError for a score that is not a finite number (see :func:`_finite`)."""
-    rounded = {name: round(float(score), 6) for name, score in scores.items()}
-    if not all(map(math.isfinite, rounded.values())):
-        raise ValueError(f"a score is not a finite number: {scores!r:.200}")
-    return rounded
 
 
 def _finite(value: float, digits: int) -> float:

@@ -177,8 +177,11 @@ def test_the_review_threshold_can_be_raised_but_never_below_what_the_export_vali
     ("title", "description", "tag"),
     [
         ("YOLO object detection", "Real-time object detection in images and video.", "computer-vision"),
-        ("BERT fine-tuning for sentiment analysis", "Classify the sentiment of movie reviews.",
-         "natural-language-processing"),
+        (
+            "BERT fine-tuning for sentiment analysis",
+            "Classify the sentiment of movie reviews.",
+            "natural-language-processing",
+        ),
         ("Semantic segmentation of satellite images", "", "computer-vision"),
         ("Machine translation with transformers", "English to German translation.", "natural-language-processing"),
     ],
@@ -206,6 +209,50 @@ def test_batches_give_the_same_answers_as_single_texts(classifier: Classifier) -
     assert classifier.predict([]) == []
 
 
+def test_scores_are_plain_floats_of_at_most_six_decimals_and_the_best_tag_is_the_most_probable(
+    classifier: Classifier,
+) -> None:
+    texts = [event_text(t, d) for t, d in (("GAN faces", None), ("Serving models on Kubernetes", "k8s"), ("a", ""))]
+    for prediction in [*classifier.predict(texts), classifier.predict_one(texts[0])]:
+        for score in prediction.scores.values():
+            assert type(score) is float and 0.0 <= score <= 1.0
+            assert len(repr(score).partition(".")[2]) <= 6  # as written in an output record
+        assert prediction.confidence == prediction.scores[prediction.tag] == max(prediction.scores.values())
+
+
+def nan_model_session() -> Any:
+    """A real onnxruntime session of a model whose every probability is NaN, whatever the text."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Shape", ["text"], ["shape"]),  # [N, 1]
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["column"],
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [float("nan")]),
+        ),
+        helper.make_node("Concat", ["column"] * 4, ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "nan", [helper.make_tensor_value_info("text", TensorProto.STRING, [None, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 4])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_a_model_that_gives_a_probability_that_is_not_a_number_is_refused_by_every_path(classifier: Classifier) -> None:
+    card = {**classifier.card, "input": {"name": "text"}, "outputs": {"probabilities": "probabilities"}}
+    broken = Classifier(nan_model_session(), card)
+    for predict in (broken.predict, lambda texts: [broken.predict_one(text) for text in texts]):
+        with pytest.raises(ModelError, match="not a finite number"):
+            predict(["GAN faces", "Topic modelling with LDA"])
+
+
 def test_one_text_gets_what_a_batch_gives_it(classifier: Classifier) -> None:
     texts = [event_text(t, d) for t, d in (("GAN faces", None), ("", ""), ("a", None), ("MLOps on Kubernetes", "x"))]
     batch = classifier.predict(texts)
@@ -213,7 +260,7 @@ def test_one_text_gets_what_a_batch_gives_it(classifier: Classifier) -> None:
         alone = classifier.predict([text])[0]
         assert alone == classifier.predict_one(text)
         assert alone.tag == in_batch.tag and alone.confidence == max(alone.scores.values())
-        assert alone.scores == pytest.approx(in_batch.scores, abs=1e-6)
+        assert alone.scores == pytest.approx(in_batch.scores, abs=2e-6)  # rounded: 1e-6 apart, and a float's error
         assert list(alone.scores) == list(classifier.classes)
 
 
@@ -224,7 +271,7 @@ def test_a_batch_mixing_long_and_short_texts_keeps_each_texts_answer_in_its_plac
     for text, prediction in zip(texts, batch, strict=True):
         single = classifier.predict([text])[0]
         assert prediction.tag == single.tag
-        assert prediction.scores == pytest.approx(single.scores, abs=1e-6)
+        assert prediction.scores == pytest.approx(single.scores, abs=2e-6)  # rounded: 1e-6 apart, and a float's error
 
 
 def test_length_groups_run_each_text_once_with_texts_of_about_its_length() -> None:

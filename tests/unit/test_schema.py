@@ -276,22 +276,20 @@ def test_tagged_and_review_records_keep_the_original_fields_and_add_the_verdict(
     assert review["tag"] == "robotics"  # not the service's field on review: the input's passes through
 
 
-def test_model_outputs_given_as_numpy_scalars_are_written_as_plain_numbers() -> None:
-    scores: dict[str, Any] = {tag: np.float32(score) for tag, score in SCORES.items()}
+def test_a_confidence_or_similarity_given_as_a_numpy_scalar_is_written_as_a_plain_number() -> None:
     confidence: Any = np.float32(0.9)
-    tagged = tagged_record(EVENT, "computer-vision", confidence, scores, "v", "k", NOW)
+    tagged = tagged_record(EVENT, "computer-vision", confidence, SCORES, "v", "k", NOW)
     duplicate = duplicate_record(EVENT, "3", "k", "near", np.float64(0.912345), NOW)
-    assert json.loads(write_out(tagged))["confidence"] == pytest.approx(0.9, abs=1e-6)
-    assert json.loads(write_out(tagged))["scores"] == pytest.approx(SCORES, abs=1e-6)
+    assert json.loads(write_out(tagged))["confidence"] == 0.9
     assert json.loads(write_out(duplicate))["similarity"] == 0.9123
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_a_model_output_or_similarity_that_is_not_a_finite_number_is_refused_not_written_as_null(bad: float) -> None:
+def test_a_confidence_or_similarity_that_is_not_a_finite_number_is_refused_not_written_as_null(bad: float) -> None:
     with pytest.raises(ValueError, match="not a finite number"):
         tagged_record(EVENT, "computer-vision", bad, SCORES, "v", "k", NOW)
     with pytest.raises(ValueError, match="not a finite number"):
-        review_record(EVENT, "mlops", 0.4, {**SCORES, "mlops": bad}, "v", "k", NOW)
+        review_record(EVENT, "mlops", bad, SCORES, "v", "k", NOW)
     with pytest.raises(ValueError, match="not a finite number"):
         duplicate_record(EVENT, "3", "k", "near", bad, NOW)
 
