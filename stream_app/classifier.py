@@ -58,6 +58,7 @@ def sha256_file(path: Path) -> str:
 
 SCORE_DECIMALS: Final = 6
 """Decimals a published probability keeps: more are noise."""
+_SCALE: Final = 10.0**SCORE_DECIMALS
 
 
 def published_scores(probabilities: Any) -> Any:
@@ -67,6 +68,12 @@ def published_scores(probabilities: Any) -> Any:
     if not np.isfinite(probabilities).all():
         raise ModelError("the model gave a probability that is not a finite number")
     return probabilities.astype(np.float64).round(SCORE_DECIMALS)
+
+
+def published_row(row: list[float]) -> list[float]:
+    """One row of probabilities rounded as :func:`published_scores` rounds them (numpy's ``round`` is this double
+    arithmetic), in Python: for one row, cheaper than numpy and than ``round(score, 6)``."""
+    return [round(score * _SCALE) / _SCALE for score in row]
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,7 @@ class Classifier:
         best = row.index(max(row))  # the first of equal maxima, as numpy's argmax picks
         if not math.isfinite(sum(row)):  # what published_scores checks, in Python: a sum carries NaN and infinities
             raise ModelError("the model gave a probability that is not a finite number")
-        row = [round(score, SCORE_DECIMALS) for score in row]
+        row = published_row(row)
         classes = self._classes
         return Prediction(classes[best], row[best], dict(zip(classes, row, strict=True)))
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from model_export import card as model_card
 from model_export import export, train
-from stream_app.classifier import Classifier, event_text, length_groups
+from stream_app.classifier import Classifier, event_text, length_groups, published_row, published_scores
 from stream_app.errors import ModelError
 
 
@@ -218,6 +218,12 @@ def test_scores_are_plain_floats_of_at_most_six_decimals_and_the_best_tag_is_the
             assert type(score) is float and 0.0 <= score <= 1.0
             assert len(repr(score).partition(".")[2]) <= 6  # as written in an output record
         assert prediction.confidence == prediction.scores[prediction.tag] == max(prediction.scores.values())
+
+
+@given(st.lists(st.floats(0.0, 1.0, width=32), min_size=4, max_size=4))
+def test_one_text_alone_is_rounded_exactly_as_in_a_batch(row: list[float]) -> None:
+    batch = published_scores(np.array([row, row[::-1]], dtype=np.float32))
+    assert published_row(row) == batch.tolist()[0]
 
 
 def nan_model_session() -> Any:
