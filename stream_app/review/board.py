@@ -101,10 +101,10 @@ class PublishedRecords:
             del records[oldest]
             self._bytes -= len(oldest)
 
-    def take(self, raw: bytes | None) -> dict[str, Any]:
-        """The record whose JSON is ``raw``: the one published, or else parsed (:func:`read_record`)."""
+    def take(self, raw: bytes | None) -> dict[str, Any] | None:
+        """The record published here whose JSON is ``raw``, forgotten now; None if there is none."""
         if raw is None or (record := self._records.pop(raw, None)) is None:
-            return read_record(raw)
+            return None
         self._bytes -= len(raw)
         self.found += 1
         return record
@@ -139,32 +139,19 @@ class ReviewBoard:
         """The oldest ``limit`` items waiting for review, with their records."""
         return [(item_id, json.loads(raw)) for item_id, raw in itertools.islice(self.waiting.items(), limit)]
 
-    def on_review(self, record: dict[str, Any], raw: bytes | None = None) -> None:
+    def on_review(self, record: dict[str, Any], raw: bytes | None = None, *, own: bool = False) -> None:
         """An item the model was not sure of: it waits for a person; raises :class:`InvalidRecord` (nothing
-        changed) for a record without what the page and a decision need. ``raw``: the record's JSON, if at hand."""
-        item_id = _item_id(record)
-        _tag(record, "suggested_tag")
-        _version(record)
-        _text(record, "dedupe_key")
-        _title(record)
-        _optional_text(record, "description")
-        confidence = _field(record, "confidence", (int, float))
-        if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
-            raise InvalidRecord("invalid_value", "confidence is not a number between 0 and 1")
+        changed) for a record without what the page and a decision need. ``raw``: the record's JSON, if at hand.
+        ``own``: the record is one this worker built (:attr:`published`), which needs no check."""
+        item_id = str(record["id"]) if own else checked_review_id(record)
         self.waiting[item_id] = _pack(record, WAITING_FIELDS)
         self._remember(item_id, record["suggested_tag"], record["model_version"], "model", record, raw)
 
-    def on_tagged(self, record: dict[str, Any], raw: bytes | None = None) -> None:
+    def on_tagged(self, record: dict[str, Any], raw: bytes | None = None, *, own: bool = False) -> None:
         """An item on the tagged topic: a person may later report its tag; raises :class:`InvalidRecord`
-        (nothing changed) for a malformed record. ``raw``: the record's JSON, if at hand."""
-        item_id = _item_id(record)
-        _tag(record, "tag")
-        _version(record)
-        _text(record, "dedupe_key")
-        _title(record)
-        _optional_text(record, "description")
-        if _field(record, "tagged_by", str) not in TAGGED_BY:
-            raise InvalidRecord("invalid_value", f"tagged_by is not one of {', '.join(TAGGED_BY)}")
+        (nothing changed) for a malformed record. ``raw``: the record's JSON, if at hand. ``own``: the record is
+        one this worker built (:attr:`published`), which needs no check."""
+        item_id = str(record["id"]) if own else checked_tagged_id(record)
         self.waiting.pop(item_id, None)
         if record.get("tagged_by") == "human" and item_id in self.recent:
             return  # keep the model's prediction: feedback judges the model, not the reviewer
@@ -228,6 +215,33 @@ def read_record(raw: bytes | None) -> dict[str, Any]:
     if (b"\\ud" in raw or b"\\uD" in raw) and has_lone_surrogate(value):
         raise InvalidRecord("invalid_value", "the JSON holds an unpaired surrogate escape such as \\ud800")
     return value
+
+
+def checked_review_id(record: Mapping[str, Any]) -> str:
+    """The item id of a review record with what the page and a decision need; raises :class:`InvalidRecord`."""
+    item_id = _item_id(record)
+    _tag(record, "suggested_tag")
+    _version(record)
+    _text(record, "dedupe_key")
+    _title(record)
+    _optional_text(record, "description")
+    confidence = _field(record, "confidence", (int, float))
+    if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+        raise InvalidRecord("invalid_value", "confidence is not a number between 0 and 1")
+    return item_id
+
+
+def checked_tagged_id(record: Mapping[str, Any]) -> str:
+    """The item id of a well-formed tagged record; raises :class:`InvalidRecord`."""
+    item_id = _item_id(record)
+    _tag(record, "tag")
+    _version(record)
+    _text(record, "dedupe_key")
+    _title(record)
+    _optional_text(record, "description")
+    if _field(record, "tagged_by", str) not in TAGGED_BY:
+        raise InvalidRecord("invalid_value", f"tagged_by is not one of {', '.join(TAGGED_BY)}")
+    return item_id
 
 
 def _field(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

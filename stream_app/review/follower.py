@@ -58,14 +58,13 @@ class ReviewFollower:
         """Take one record of any of the three topics; a feedback record is held until :meth:`release`."""
         role = self.roles[message.topic]
         try:
-            if role == "feedback":
-                record = read_record(message.value)
-            else:  # most are this worker's own, published moments ago
-                record = self.board.published.take(message.value)
+            # Most review and tagged records are this worker's own, published moments ago: no parse, no check.
+            own = None if role == "feedback" else self.board.published.take(message.value)
+            record = read_record(message.value) if own is None else own
             if role == "review":
-                self.board.on_review(record, message.value)
+                self.board.on_review(record, message.value, own=own is not None)
             elif role == "tagged":
-                self.board.on_tagged(record, message.value)
+                self.board.on_tagged(record, message.value, own=own is not None)
             else:
                 self.held.append((message, record))
         except InvalidRecord as error:

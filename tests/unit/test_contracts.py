@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from stream_app import APPROVED_TAGS
 from stream_app.errors import DEADLETTER_REASONS, InvalidEvent
 from stream_app.pipeline import utc_iso
+from stream_app.review.board import checked_review_id, checked_tagged_id
 from stream_app.schema import (
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,
@@ -237,6 +238,30 @@ def test_tagged_and_review_records_match_their_schemas(
     human = tagged_record(event, tag, confidence, scores, version, key, at, tagged_by="human")
     validator("content-tagged").validate(human)
     validator("content-review").validate(review_record(event, tag, confidence, scores, version, key, at))
+
+
+@given(
+    valid_events,
+    st.sampled_from(APPROVED_TAGS),
+    probabilities,
+    score_sets,
+    versions,
+    st.text("0123456789abcdef"),
+    times,
+)
+def test_every_tagged_and_review_record_the_worker_builds_passes_the_review_boards_checks(
+    fields: dict[str, Any],
+    tag: str,
+    confidence: float,
+    scores: dict[str, float],
+    version: str,
+    key: str,
+    at: str,
+) -> None:
+    """The board takes this worker's own records without checking them again (ReviewBoard.on_tagged's ``own``)."""
+    event = parse_event(json.dumps(fields).encode())
+    assert checked_tagged_id(tagged_record(event, tag, confidence, scores, version, key, at)) == str(event.id)
+    assert checked_review_id(review_record(event, tag, confidence, scores, version, key, at)) == str(event.id)
 
 
 @given(valid_events, keys, keys, st.sampled_from(["exact", "near"]), probabilities, times)

@@ -327,19 +327,16 @@ def test_a_record_holding_an_unpaired_surrogate_is_refused(text: str) -> None:
     assert read_record(b'{"title": "\\ud83d\\ude00"}') == {"title": "\U0001f600"}  # a pair is a character
 
 
-def test_a_published_record_is_found_by_its_json_once_and_anything_else_is_parsed() -> None:
+def test_a_published_record_is_found_by_its_json_once_and_nothing_else_is() -> None:
     published = PublishedRecords()
     record = tagged_record("a")
     raw = json.dumps(record).encode()
     published.put(raw, record)
     assert published.take(raw) is record
-    assert published.take(raw) == record  # read back twice (a re-read after a seek): parsed the second time
+    assert published.take(raw) is None  # read back twice (a re-read after a seek): the follower parses it then
     assert published.found == 1
-    assert published.take(json.dumps(tagged_record("b")).encode()) == tagged_record("b")
-    with pytest.raises(InvalidRecord):
-        published.take(b"{not json")
-    with pytest.raises(InvalidRecord):
-        published.take(None)
+    assert published.take(json.dumps(tagged_record("b")).encode()) is None
+    assert published.take(b"{not json") is None and published.take(None) is None
     assert published.found == 1
 
 
@@ -354,4 +351,4 @@ def test_published_records_are_bounded_by_count_and_by_bytes_oldest_forgotten_fi
     for raw, record in zip(raws, records, strict=True):
         published.put(raw, record)
     assert [published.take(raw) is record for raw, record in zip(raws, records, strict=True)] == [False, True, True]
-    assert [published.take(raw) for raw in raws] == records
+    assert [published.take(raw) for raw in raws] == [None, None, None]
