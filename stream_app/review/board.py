@@ -217,14 +217,21 @@ def read_record(raw: bytes | None) -> dict[str, Any]:
     return value
 
 
-def checked_review_id(record: Mapping[str, Any]) -> str:
-    """The item id of a review record with what the page and a decision need; raises :class:`InvalidRecord`."""
+def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
+    """The item id of a record of a prediction, with its tag (in ``tag_field``), model version, dedupe key, title
+    and description checked; raises :class:`InvalidRecord`."""
     item_id = _item_id(record)
-    _tag(record, "suggested_tag")
+    _tag(record, tag_field)
     _version(record)
     _text(record, "dedupe_key")
     _title(record)
     _optional_text(record, "description")
+    return item_id
+
+
+def checked_review_id(record: Mapping[str, Any]) -> str:
+    """The item id of a review record with what the page and a decision need; raises :class:`InvalidRecord`."""
+    item_id = _checked_prediction_id(record, "suggested_tag")
     confidence = _field(record, "confidence", (int, float))
     if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
         raise InvalidRecord("invalid_value", "confidence is not a number between 0 and 1")
@@ -233,12 +240,7 @@ def checked_review_id(record: Mapping[str, Any]) -> str:
 
 def checked_tagged_id(record: Mapping[str, Any]) -> str:
     """The item id of a well-formed tagged record; raises :class:`InvalidRecord`."""
-    item_id = _item_id(record)
-    _tag(record, "tag")
-    _version(record)
-    _text(record, "dedupe_key")
-    _title(record)
-    _optional_text(record, "description")
+    item_id = _checked_prediction_id(record, "tag")
     if _field(record, "tagged_by", str) not in TAGGED_BY:
         raise InvalidRecord("invalid_value", f"tagged_by is not one of {', '.join(TAGGED_BY)}")
     return item_id
