@@ -61,18 +61,23 @@ SCORE_DECIMALS: Final = 6
 _SCALE: Final = 10.0**SCORE_DECIMALS
 
 
+_NOT_FINITE: Final = "the model gave a probability that is not a finite number"
+
+
 def published_scores(probabilities: Any) -> Any:
     """The model's [N, classes] probabilities as float64 rounded to :data:`SCORE_DECIMALS`, so that each converts
     to a Python float written with at most that many decimals (a float32 would carry its own error into the
     double); raises ModelError if one is not a finite number, which an output record cannot carry."""
     if not np.isfinite(probabilities).all():
-        raise ModelError("the model gave a probability that is not a finite number")
+        raise ModelError(_NOT_FINITE)
     return probabilities.astype(np.float64).round(SCORE_DECIMALS)
 
 
 def published_row(row: list[float]) -> list[float]:
-    """One row of probabilities rounded as :func:`published_scores` rounds them (numpy's ``round`` is this double
-    arithmetic), in Python: for one row, cheaper than numpy and than ``round(score, 6)``."""
+    """:func:`published_scores` of one row, in Python (numpy's ``round`` is this double arithmetic): for one row,
+    cheaper than numpy and than ``round(score, 6)``."""
+    if not math.isfinite(sum(row)):  # a sum carries NaN and infinities
+        raise ModelError(_NOT_FINITE)
     return [round(score * _SCALE) / _SCALE for score in row]
 
 
@@ -199,8 +204,6 @@ class Classifier:
         """
         (row,) = self._session.run(self._outputs, {self._input: np.array([[text]], dtype=object)})[0].tolist()
         best = row.index(max(row))  # the first of equal maxima, as numpy's argmax picks
-        if not math.isfinite(sum(row)):  # what published_scores checks, in Python: a sum carries NaN and infinities
-            raise ModelError("the model gave a probability that is not a finite number")
         row = published_row(row)
         classes = self._classes
         return Prediction(classes[best], row[best], dict(zip(classes, row, strict=True)))

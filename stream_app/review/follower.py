@@ -22,8 +22,9 @@ from stream_app.errors import InvalidRecord
 from stream_app.faust_patches.metadata import topic_partitions
 from stream_app.log_repeats import SkipTally
 from stream_app.metrics import Metrics
-from stream_app.review.board import ReviewBoard, read_record
+from stream_app.review.board import ReviewBoard
 from stream_app.review.labels import LabelStore, read_labels
+from stream_app.review.records import read_record
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ import faust.web
 from stream_app.delivery.publish import encode
 from stream_app.errors import InvalidDecision
 from stream_app.review.accounts import ReviewerAccounts
-from stream_app.review.board import MAX_REVIEWER_CHARS, ReviewBoard, decide, render_page
+from stream_app.review.board import ReviewBoard, decide, render_page
+from stream_app.review.records import MAX_REVIEWER_CHARS
 from stream_app.review.sessions import COOKIE, Session, Sessions, SignInLimiter, host_allowed, proxy_user
 from stream_app.settings import Settings
 

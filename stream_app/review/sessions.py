@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from stream_app.review.board import MAX_REVIEWER_CHARS
+from stream_app.review.records import MAX_REVIEWER_CHARS
 
 COOKIE: Final = "tagger_review_session"
 MAX_FAILED_SIGN_INS: Final = 5

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from stream_app import APPROVED_TAGS
 from stream_app.errors import DEADLETTER_REASONS, InvalidEvent
 from stream_app.pipeline import utc_iso
-from stream_app.review.board import checked_review_id, checked_tagged_id
+from stream_app.review.records import checked_review_id, checked_tagged_id
 from stream_app.schema import (
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,

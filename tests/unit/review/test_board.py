@@ -13,8 +13,9 @@ import pytest
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision, InvalidRecord
-from stream_app.review.board import PublishedRecords, ReviewBoard, decide, read_record, render_page
+from stream_app.review.board import PublishedRecords, ReviewBoard, decide, render_page
 from stream_app.review.labels import LabelStore, read_labels
+from stream_app.review.records import read_record
 from stream_app.schema import load_schema
 
 NOW = "2026-11-23T00:00:00.000+00:00"

@@ -1,0 +1,132 @@
+"""The records the review board reads from the review, tagged and feedback topics: each parsed
+(:func:`read_record`) and its fields checked (``checked_*_id``), so that a malformed one raises
+:class:`~stream_app.errors.InvalidRecord` and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, cast
+
+from stream_app import APPROVED_TAGS
+from stream_app.errors import InvalidRecord
+from stream_app.metrics import VERDICTS
+from stream_app.review.labels import decision_time
+from stream_app.schema import MAX_ID_CHARS, has_lone_surrogate
+
+MAX_REVIEWER_CHARS = 100
+MAX_VERSION_CHARS = 64
+"""Longest model version a record may name: it becomes a metric label."""
+TAGGED_BY = ("model", "human")
+
+
+def read_record(raw: bytes | None) -> dict[str, Any]:
+    """The JSON object of a review, tagged or feedback record; raises :class:`InvalidRecord`."""
+    if raw is None:
+        raise InvalidRecord("tombstone", "the record has no value")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise InvalidRecord("not_json", type(error).__name__) from None
+    if not isinstance(value, dict):
+        raise InvalidRecord("not_object", f"a JSON {type(value).__name__}")
+    # Text no UTF-8 writer takes would fail later, in the labelled store or in a decision's records; the scan
+    # runs only when the raw JSON makes it possible.
+    if (b"\\ud" in raw or b"\\uD" in raw) and has_lone_surrogate(value):
+        raise InvalidRecord("invalid_value", "the JSON holds an unpaired surrogate escape such as \\ud800")
+    return value
+
+
+def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
+    """The item id of a record of a prediction, with its tag (in ``tag_field``), model version, dedupe key, title
+    and description checked; raises :class:`InvalidRecord`."""
+    item_id = _item_id(record)
+    _tag(record, tag_field)
+    _version(record)
+    _text(record, "dedupe_key")
+    _title(record)
+    _optional_text(record, "description")
+    return item_id
+
+
+def checked_review_id(record: Mapping[str, Any]) -> str:
+    """The item id of a review record with what the page and a decision need; raises :class:`InvalidRecord`."""
+    item_id = _checked_prediction_id(record, "suggested_tag")
+    confidence = _field(record, "confidence", (int, float))
+    if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+        raise InvalidRecord("invalid_value", "confidence is not a number between 0 and 1")
+    return item_id
+
+
+def checked_tagged_id(record: Mapping[str, Any]) -> str:
+    """The item id of a well-formed tagged record; raises :class:`InvalidRecord`."""
+    item_id = _checked_prediction_id(record, "tag")
+    if _field(record, "tagged_by", str) not in TAGGED_BY:
+        raise InvalidRecord("invalid_value", f"tagged_by is not one of {', '.join(TAGGED_BY)}")
+    return item_id
+
+
+def checked_feedback_id(record: Mapping[str, Any]) -> str:
+    """The item id of a well-formed feedback record (a person's decision); raises :class:`InvalidRecord`."""
+    item_id = _item_id(record)
+    _tag(record, "tag")
+    if _field(record, "verdict", str) not in VERDICTS:
+        raise InvalidRecord("invalid_value", f"verdict is not one of {', '.join(VERDICTS)}")
+    if len(_text(record, "decided_at")) > MAX_VERSION_CHARS:
+        raise InvalidRecord("invalid_value", "decided_at is too long")
+    if decision_time(record["decided_at"]) is None:  # readers keep the decision made last, by this time
+        raise InvalidRecord("invalid_value", "decided_at is not an ISO-8601 time in UTC")
+    if not 0 < len(_text(record, "reviewer").strip()) <= MAX_REVIEWER_CHARS:  # decisions are people's
+        raise InvalidRecord("invalid_value", f"reviewer is not 1 to {MAX_REVIEWER_CHARS} characters")
+    return item_id
+
+
+def _field(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    if name not in record:
+        raise InvalidRecord("missing_field", name)
+    value = record[name]
+    if not isinstance(value, kind):
+        raise InvalidRecord("wrong_type", f"{name} is a {type(value).__name__}")
+    return value
+
+
+def _text(record: Mapping[str, Any], name: str) -> str:
+    return cast(str, _field(record, name, str))
+
+
+def _optional_text(record: Mapping[str, Any], name: str) -> None:
+    if record.get(name) is not None and not isinstance(record[name], str):
+        raise InvalidRecord("wrong_type", f"{name} is a {type(record[name]).__name__}")
+
+
+def _item_id(record: Mapping[str, Any]) -> str:
+    value = _field(record, "id", (str, int))
+    if isinstance(value, bool):
+        raise InvalidRecord("wrong_type", "id is a bool")
+    item_id = str(value)
+    if not 0 < len(item_id) <= MAX_ID_CHARS or not item_id.strip():
+        raise InvalidRecord("invalid_value", f"id is blank or not 1 to {MAX_ID_CHARS} characters")
+    return item_id
+
+
+def _title(record: Mapping[str, Any]) -> None:
+    """A title is what a label trains on: required and not blank, as the output contracts say."""
+    if record.get("title") is None:
+        raise InvalidRecord("missing_field", "title")
+    if not _text(record, "title").strip():
+        raise InvalidRecord("invalid_value", "title is blank")
+
+
+def _tag(record: Mapping[str, Any], name: str) -> str:
+    tag = _text(record, name)
+    if tag not in APPROVED_TAGS:
+        raise InvalidRecord("invalid_value", f"{name} is not an approved tag")
+    return tag
+
+
+def _version(record: Mapping[str, Any]) -> str:
+    version = _text(record, "model_version")
+    if not 0 < len(version) <= MAX_VERSION_CHARS:
+        raise InvalidRecord("invalid_value", f"model_version is not 1 to {MAX_VERSION_CHARS} characters")
+    return version
