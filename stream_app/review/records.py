@@ -13,7 +13,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidRecord
 from stream_app.metrics import VERDICTS
 from stream_app.review.labels import decision_time
-from stream_app.schema import MAX_ID_CHARS, has_lone_surrogate
+from stream_app.schema import MAX_ID_CHARS, OPTIONAL_TEXT_FIELDS, has_lone_surrogate
 
 MAX_REVIEWER_CHARS = 100
 MAX_VERSION_CHARS = 64
@@ -39,14 +39,17 @@ def read_record(raw: bytes | None) -> dict[str, Any]:
 
 
 def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
-    """The item id of a record of a prediction, with its tag (in ``tag_field``), model version, dedupe key, title
-    and description checked; raises :class:`InvalidRecord`."""
+    """The item id of a record of a prediction, with its tag (in ``tag_field``), model version, dedupe key, title,
+    description and the input's other text fields checked; raises :class:`InvalidRecord`. A decision publishes
+    these fields to the tagged topic, where they are text or null, as in the input."""
     item_id = _item_id(record)
     _tag(record, tag_field)
     _version(record)
     _text(record, "dedupe_key")
     _title(record)
     _optional_text(record, "description")
+    for name in OPTIONAL_TEXT_FIELDS:
+        _optional_text(record, name)
     return item_id
 
 

@@ -293,6 +293,10 @@ def without(record: dict[str, Any], name: str) -> dict[str, Any]:
         ("on_review", {**review_record("n"), "title": None}, "missing_field"),
         ("on_review", {**review_record("n"), "title": " "}, "invalid_value"),
         ("on_tagged", {**tagged_record("n"), "title": ""}, "invalid_value"),
+        # A decision publishes these fields to the tagged topic, as text or null.
+        *[(method, {**make("n"), name: value}, "wrong_type")
+          for method, make in (("on_review", review_record), ("on_tagged", tagged_record))
+          for name in ("created_on", "source", "url") for value in (float("nan"), 1.5, ["x"])],
     ],
 )  # fmt: skip
 def test_the_board_refuses_a_malformed_record_with_its_reason_and_changes_nothing(
