@@ -161,8 +161,10 @@ class Settings:
     review_proxy_header: str = "X-Forwarded-User"
     """With ``TAGGER_REVIEW_AUTH=proxy``: the request header in which the proxy names the signed-in reviewer."""
     review_proxy_addresses: str = ""
-    """With ``TAGGER_REVIEW_AUTH=proxy``: comma-separated addresses or networks (``10.0.0.5``, ``10.1.0.0/16``)
-    of the proxy; the header is ignored on requests from anywhere else."""
+    """Comma-separated addresses or networks (``10.0.0.5``, ``10.1.0.0/16``) of the trusted proxies. With
+    ``TAGGER_REVIEW_AUTH=proxy``, the user header counts only on requests from them; in both modes, a request
+    from them is counted for the sign-in limit as the client its ``X-Forwarded-For`` names. Both headers are
+    ignored on requests from anywhere else."""
     registry_url: str = ""
     """Base URL of the MLflow model registry the fleet follows (``http://host:5000``); empty: no registry, the
     worker serves ``TAGGER_MODEL_DIR`` and the candidates folder only."""

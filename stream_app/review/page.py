@@ -33,7 +33,15 @@ from stream_app.errors import InvalidDecision
 from stream_app.review.accounts import ReviewerAccounts
 from stream_app.review.board import ReviewBoard, decide, render_page
 from stream_app.review.records import MAX_REVIEWER_CHARS
-from stream_app.review.sessions import COOKIE, Session, Sessions, SignInLimiter, host_allowed, proxy_user
+from stream_app.review.sessions import (
+    COOKIE,
+    Session,
+    Sessions,
+    SignInLimiter,
+    client_address,
+    host_allowed,
+    proxy_user,
+)
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,8 @@ class WebRequest:
     origin: str | None = None
     proxy_user: str | None = None
     """The value of ``TAGGER_REVIEW_PROXY_HEADER``, if sent."""
+    forwarded_for: str | None = None
+    """The value of ``X-Forwarded-For``, if sent (read only on a connection from a trusted proxy)."""
 
 
 @dataclass
@@ -170,7 +180,7 @@ class ReviewSite:
     async def _sign_in(self, request: WebRequest, session: Session) -> WebResponse:
         if self.accounts is None:
             return self._sign_in_page(session, "This worker takes reviewers from its proxy.", status=403)
-        address = request.peer or "unknown"
+        address = client_address(request.peer, request.forwarded_for, self.proxy_networks)
         if not self.limiter.attempt(address):
             return self._sign_in_page(session, "Too many failed sign-ins: try again later.", status=429)
         name, password = request.form.get("name", "").strip(), request.form.get("password", "")
@@ -286,4 +296,6 @@ def _web_request(request: Any, site: ReviewSite, form: dict[str, str]) -> WebReq
         form=form,
         origin=request.headers.get("Origin"),
         proxy_user=request.headers.get(site.settings.review_proxy_header),
+        # Every X-Forwarded-For header the request has, as one list: a proxy may append a header of its own.
+        forwarded_for=",".join(request.headers.getall("X-Forwarded-For", [])) or None,
     )

@@ -1,5 +1,6 @@
 """Who is signed in to the review pages: sessions in HMAC-signed cookies with a form token each, the limit on
-failed sign-ins per address, the ``Host`` allow-list, and the user header of a trusted authenticating proxy."""
+failed sign-ins per client address (read through a trusted proxy's ``X-Forwarded-For``), the ``Host`` allow-list,
+and the user header of a trusted authenticating proxy."""
 
 from __future__ import annotations
 
@@ -159,9 +160,49 @@ def host_allowed(host: str, allowed: frozenset[str]) -> bool:
     return bool(name) and name in allowed and (port == "" or (port.startswith(":") and port[1:].isdigit()))
 
 
-def proxy_user(
-    peer: str | None, header: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> str | None:
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+IPV6_CLIENT_PREFIX: Final = 64
+"""An IPv6 client is counted by its /64: one host commonly holds a whole /64, and could change address per try."""
+
+
+def client_address(peer: str | None, forwarded_for: str | None, networks: Networks) -> str:
+    """The address whose failed sign-ins count together: the connection's, or, on a connection from one of
+    ``networks`` (the trusted proxies), the last address in ``X-Forwarded-For`` that is not one of them. Entries
+    further left are the client's own to write, so they are never read. An IPv6 address counts as its
+    :data:`IPV6_CLIENT_PREFIX` network; "unknown" when there is no address at all."""
+    address = _ip(peer)
+    if address is None:
+        return peer or "unknown"
+    if forwarded_for and any(address in network for network in networks):
+        for entry in reversed(forwarded_for.split(",")):
+            hop = _ip(entry.strip())
+            if hop is None:
+                break  # not written by a trusted proxy: count the request as the proxy's
+            address = hop
+            if not any(hop in network for network in networks):
+                break
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
+    return str(address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else address)
+
+
+def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text``: a bare address, or one with a port as some proxies write it (``1.2.3.4:5``,
+    ``[::1]:5``); None if there is none."""
+    if not text:
+        return None
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def proxy_user(peer: str | None, header: str | None, networks: Networks) -> str | None:
     """The reviewer a trusted proxy names, or None when the request is not from one of ``networks`` or names
     nobody usable."""
     if peer is None or header is None:

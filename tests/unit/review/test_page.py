@@ -1,6 +1,6 @@
 """The review pages without a server: only a signed-in reviewer decides, with the session's form token, on an
 allowed host; every refusal publishes nothing; sessions are signed, expire and end on sign-out; sign-in failures
-are limited per address; a proxy's user header counts only from the proxy's addresses."""
+are limited per client address; a proxy's user header and X-Forwarded-For count only from the proxy's addresses."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
 from stream_app.review.accounts import add_reviewer
 from stream_app.review.board import ReviewBoard
-from stream_app.review.page import ReviewSite, WebRequest, WebResponse
-from stream_app.review.sessions import COOKIE, MAX_TRACKED, Sessions, SignInLimiter, host_allowed
+from stream_app.review.page import ReviewSite, WebRequest, WebResponse, _web_request
+from stream_app.review.sessions import COOKIE, MAX_TRACKED, Sessions, SignInLimiter, client_address, host_allowed
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
 
@@ -59,9 +61,12 @@ class Site:
         page = self.request("GET", path).body
         return page.split('name="csrf" value="')[1].split('"')[0]
 
-    def sign_in(self, name: str = "ann", password: str = PASSWORD, peer: str = "127.0.0.1") -> WebResponse:
+    def sign_in(
+        self, name: str = "ann", password: str = PASSWORD, peer: str = "127.0.0.1", forwarded_for: str | None = None
+    ) -> WebResponse:
         token = self.token("/review/sign-in")
-        return self.request("POST", "/review/sign-in", {"csrf": token, "name": name, "password": password}, peer=peer)
+        form = {"csrf": token, "name": name, "password": password}
+        return self.request("POST", "/review/sign-in", form, peer=peer, forwarded_for=forwarded_for)
 
 
 def test_a_signed_in_reviewer_decides_and_the_decision_names_them(tmp_path: Path) -> None:
@@ -118,6 +123,63 @@ def test_repeated_failures_from_one_address_are_refused_for_a_while(tmp_path: Pa
         assert site.sign_in("ann", WRONG, peer="10.0.0.9").status == 401
     assert site.sign_in(peer="10.0.0.9").status == 429  # even the right password
     assert site.sign_in(peer="10.0.0.8").status == 303  # another address is not held back
+
+
+def test_behind_a_trusted_proxy_failures_count_per_client_and_a_forged_entry_changes_nothing(tmp_path: Path) -> None:
+    """Every client of a reverse proxy connects from its address: read through the proxy's X-Forwarded-For, one
+    client's failures do not lock the others out, and what a client writes into the header itself is not read."""
+    site = Site(tmp_path, TAGGER_REVIEW_PROXY_ADDRESSES="10.0.0.5")
+    for attempt in range(5):
+        forged = f"192.0.2.{attempt}, " if attempt % 2 else ""  # the client's own header, the proxy's entry after it
+        assert site.sign_in("ann", WRONG, peer="10.0.0.5", forwarded_for=f"{forged}203.0.113.7").status == 401
+    assert site.sign_in(peer="10.0.0.5", forwarded_for="203.0.113.7").status == 429
+    assert site.sign_in(peer="10.0.0.5", forwarded_for="203.0.113.7, 203.0.113.8").status == 303
+    assert site.sign_in(peer="10.0.0.5", forwarded_for="203.0.113.9").status == 303
+
+
+def test_a_forwarded_for_header_counts_only_from_a_trusted_proxy(tmp_path: Path) -> None:
+    untrusted = Site(tmp_path / "none")  # TAGGER_REVIEW_PROXY_ADDRESSES unset: the header is the client's
+    other = Site(tmp_path / "other", TAGGER_REVIEW_PROXY_ADDRESSES="10.0.0.5")  # a peer that is not the proxy
+    for site, peer in ((untrusted, "10.0.0.5"), (other, "10.0.0.6")):
+        for attempt in range(5):
+            assert site.sign_in("ann", WRONG, peer=peer, forwarded_for=f"203.0.113.{attempt}").status == 401
+        assert site.sign_in(peer=peer, forwarded_for="203.0.113.99").status == 429
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "counted_as"),
+    [
+        ("10.0.0.9", None, "10.0.0.9"),
+        ("10.0.0.9", "203.0.113.7", "10.0.0.9"),  # not a trusted proxy
+        ("10.0.0.5", None, "10.0.0.5"),
+        ("10.0.0.5", "203.0.113.7", "203.0.113.7"),
+        ("10.0.0.5", "198.51.100.1, 203.0.113.7", "203.0.113.7"),
+        ("10.0.0.5", "198.51.100.1, 203.0.113.7, 10.0.0.4", "203.0.113.7"),  # through two trusted proxies
+        ("10.0.0.5", "10.0.0.4", "10.0.0.4"),  # only trusted hops
+        ("10.0.0.5", "203.0.113.7:5123", "203.0.113.7"),
+        ("10.0.0.5", "[2001:db8:1:2::7]:5123", "2001:db8:1:2::/64"),
+        ("10.0.0.5", "203.0.113.7, unknown", "10.0.0.5"),  # an entry no proxy writes: the proxy's address
+        ("10.0.0.5", "", "10.0.0.5"),
+        ("2001:db8:1:2:aa:bb:cc:dd", None, "2001:db8:1:2::/64"),  # one host may hold the whole /64
+        ("::ffff:10.0.0.9", None, "10.0.0.9"),
+        ("not an address", None, "not an address"),
+        (None, None, "unknown"),
+    ],
+)
+def test_the_address_a_sign_in_counts_for(peer: str | None, forwarded_for: str | None, counted_as: str) -> None:
+    networks = Settings.from_env({"TAGGER_REVIEW_PROXY_ADDRESSES": "10.0.0.4/31"}).review_proxy_networks
+    assert client_address(peer, forwarded_for, networks) == counted_as
+
+
+def test_an_aiohttp_request_gives_every_forwarded_for_header_in_order(tmp_path: Path) -> None:
+    """A proxy may add a header of its own rather than append to the client's: both are read, in order."""
+    site = Site(tmp_path, TAGGER_REVIEW_PROXY_ADDRESSES="10.0.0.5").site
+    headers = CIMultiDict([("X-Forwarded-For", "192.0.2.1"), ("X-Forwarded-For", "203.0.113.7"), ("Host", "h")])
+    request = _web_request(make_mocked_request("POST", "/review/sign-in", headers=headers), site, {})
+    assert request.forwarded_for == "192.0.2.1,203.0.113.7"
+    assert client_address("10.0.0.5", request.forwarded_for, site.proxy_networks) == "203.0.113.7"
+    plain = _web_request(make_mocked_request("GET", "/review", headers=CIMultiDict(Host="h")), site, {})
+    assert plain.forwarded_for is None
 
 
 def test_concurrent_sign_ins_from_one_address_get_no_more_password_checks_than_the_limit(tmp_path: Path) -> None:
