@@ -47,8 +47,7 @@ def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
     _version(record)
     _text(record, "dedupe_key")
     _title(record)
-    _optional_text(record, "description")
-    for name in OPTIONAL_TEXT_FIELDS:
+    for name in ("description", *OPTIONAL_TEXT_FIELDS):
         _optional_text(record, name)
     return item_id
 

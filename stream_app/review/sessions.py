@@ -174,22 +174,23 @@ def client_address(peer: str | None, forwarded_for: str | None, networks: Networ
     address = _ip(peer)
     if address is None:
         return peer or "unknown"
-    if forwarded_for and any(address in network for network in networks):
+    if forwarded_for and _trusted(address, networks):
         for entry in reversed(forwarded_for.split(",")):
             hop = _ip(entry.strip())
             if hop is None:
                 break  # not written by a trusted proxy: count the request as the proxy's
             address = hop
-            if not any(hop in network for network in networks):
+            if not _trusted(hop, networks):
                 break
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+    if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
-    return str(address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else address)
+    return str(address)
 
 
 def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address in ``text``: a bare address, or one with a port as some proxies write it (``1.2.3.4:5``,
-    ``[::1]:5``); None if there is none."""
+    ``[::1]:5``); an IPv4-mapped IPv6 address (a dual-stack socket's) as its IPv4 address; None if there is
+    none."""
     if not text:
         return None
     if text.startswith("["):
@@ -197,23 +198,24 @@ def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     elif text.count(":") == 1:
         text = text.partition(":")[0]
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped or address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Networks) -> bool:
+    return any(address in network for network in networks)
 
 
 def proxy_user(peer: str | None, header: str | None, networks: Networks) -> str | None:
     """The reviewer a trusted proxy names, or None when the request is not from one of ``networks`` or names
     nobody usable."""
-    if peer is None or header is None:
-        return None
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
+    address = _ip(peer)
+    if address is None or header is None or not _trusted(address, networks):
         return None
     name = header.strip()
-    if not any(address in network for network in networks):
-        return None
     if not 0 < len(name) <= MAX_REVIEWER_CHARS or not name.isprintable():
         return None
     return name

@@ -16,7 +16,15 @@ from multidict import CIMultiDict
 from stream_app.review.accounts import add_reviewer
 from stream_app.review.board import ReviewBoard
 from stream_app.review.page import ReviewSite, WebRequest, WebResponse, _web_request
-from stream_app.review.sessions import COOKIE, MAX_TRACKED, Sessions, SignInLimiter, client_address, host_allowed
+from stream_app.review.sessions import (
+    COOKIE,
+    MAX_TRACKED,
+    Sessions,
+    SignInLimiter,
+    client_address,
+    host_allowed,
+    proxy_user,
+)
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
 
@@ -162,6 +170,7 @@ def test_a_forwarded_for_header_counts_only_from_a_trusted_proxy(tmp_path: Path)
         ("10.0.0.5", "", "10.0.0.5"),
         ("2001:db8:1:2:aa:bb:cc:dd", None, "2001:db8:1:2::/64"),  # one host may hold the whole /64
         ("::ffff:10.0.0.9", None, "10.0.0.9"),
+        ("::ffff:10.0.0.5", "203.0.113.7", "203.0.113.7"),  # the proxy through a dual-stack socket
         ("not an address", None, "not an address"),
         (None, None, "unknown"),
     ],
@@ -169,6 +178,12 @@ def test_a_forwarded_for_header_counts_only_from_a_trusted_proxy(tmp_path: Path)
 def test_the_address_a_sign_in_counts_for(peer: str | None, forwarded_for: str | None, counted_as: str) -> None:
     networks = Settings.from_env({"TAGGER_REVIEW_PROXY_ADDRESSES": "10.0.0.4/31"}).review_proxy_networks
     assert client_address(peer, forwarded_for, networks) == counted_as
+
+
+def test_a_proxy_on_a_dual_stack_socket_is_trusted_under_its_ipv4_address() -> None:
+    networks = Settings.from_env({"TAGGER_REVIEW_PROXY_ADDRESSES": "10.0.0.5"}).review_proxy_networks
+    assert proxy_user("::ffff:10.0.0.5", "ann", networks) == "ann"
+    assert proxy_user("::ffff:10.0.0.6", "ann", networks) is None
 
 
 def test_an_aiohttp_request_gives_every_forwarded_for_header_in_order(tmp_path: Path) -> None:
