@@ -31,7 +31,8 @@ from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+MAX_NAME_CHARS: Final = 64
+NAME_PATTERN: Final = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._@-]{{0,{MAX_NAME_CHARS - 1}}}")
 """A reviewer name: what the feedback records and labels carry as ``reviewer``."""
 MIN_PASSWORD_CHARS: Final = 12
 MAX_PASSWORD_CHARS: Final = 1024

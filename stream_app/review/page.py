@@ -30,11 +30,13 @@ import faust.web
 
 from stream_app.delivery.publish import encode
 from stream_app.errors import InvalidDecision
-from stream_app.review.accounts import ReviewerAccounts
+from stream_app.review.accounts import MAX_NAME_CHARS, ReviewerAccounts
 from stream_app.review.board import ReviewBoard, decide, render_page
 from stream_app.review.records import MAX_REVIEWER_CHARS
 from stream_app.review.sessions import (
     COOKIE,
+    MAX_FAILED_SIGN_INS_PER_NAME,
+    KnownAddresses,
     Session,
     Sessions,
     SignInLimiter,
@@ -108,6 +110,10 @@ class ReviewSite:
         self.proxy_networks = settings.review_proxy_networks
         self.hosts = settings.review_hosts
         self.limiter = SignInLimiter()
+        self.name_limiter = SignInLimiter(max_failures=MAX_FAILED_SIGN_INS_PER_NAME)
+        """Failures per reviewer name, from addresses that name has not signed in from (:attr:`known_addresses`):
+        a guesser with many addresses gets no more tries at one name than this."""
+        self.known_addresses = KnownAddresses()
         self._deciding: set[str] = set()
         """Items whose decision is being published: a second decision on one meanwhile is refused."""
         # One thread: a password hash takes a core and 64 MiB for a fraction of a second, so sign-ins queue.
@@ -181,9 +187,14 @@ class ReviewSite:
         if self.accounts is None:
             return self._sign_in_page(session, "This worker takes reviewers from its proxy.", status=403)
         address = client_address(request.peer, request.forwarded_for, self.proxy_networks)
-        if not self.limiter.attempt(address):
-            return self._sign_in_page(session, "Too many failed sign-ins: try again later.", status=429)
         name, password = request.form.get("name", "").strip(), request.form.get("password", "")
+        limited_name = name[:MAX_NAME_CHARS]  # no longer name is valid: the limiter keeps bounded keys
+        stranger = not self.known_addresses.known(limited_name, address)
+        if self.limiter.blocked(address) or (stranger and self.name_limiter.blocked(limited_name)):
+            return self._sign_in_page(session, "Too many failed sign-ins: try again later.", status=429)
+        self.limiter.attempt(address)
+        if stranger:
+            self.name_limiter.attempt(limited_name)  # a success takes back this one only: others may be a guesser's
         verified = await asyncio.get_running_loop().run_in_executor(
             self._auth_thread, self.accounts.verify, name, password
         )
@@ -191,6 +202,9 @@ class ReviewSite:
             log.warning("review sign-in refused for %r from %s", name[:MAX_REVIEWER_CHARS], address)
             return self._sign_in_page(session, "Wrong name or password.", status=401)
         self.limiter.succeeded(address)
+        if stranger:
+            self.name_limiter.withdraw(limited_name)
+        self.known_addresses.signed_in(limited_name, address)
         self.sessions.revoke(session)  # a new nonce: a session known before sign-in is worth nothing after it
         log.info("reviewer %s signed in from %s", name, address)
         return self._redirect("/review", self.sessions.new(name))

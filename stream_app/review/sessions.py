@@ -1,6 +1,6 @@
-"""Who is signed in to the review pages: sessions in HMAC-signed cookies with a form token each, the limit on
-failed sign-ins per client address (read through a trusted proxy's ``X-Forwarded-For``), the ``Host`` allow-list,
-and the user header of a trusted authenticating proxy."""
+"""Who is signed in to the review pages: sessions in HMAC-signed cookies with a form token each, the limits on
+failed sign-ins per client address (read through a trusted proxy's ``X-Forwarded-For``) and per reviewer name,
+the ``Host`` allow-list, and the user header of a trusted authenticating proxy."""
 
 from __future__ import annotations
 
@@ -20,8 +20,14 @@ COOKIE: Final = "tagger_review_session"
 MAX_FAILED_SIGN_INS: Final = 5
 """Failed sign-ins from one address within :data:`FAILED_SIGN_IN_WINDOW_SECONDS` before it gets 429s."""
 FAILED_SIGN_IN_WINDOW_SECONDS: Final = 900.0
+MAX_FAILED_SIGN_INS_PER_NAME: Final = 20
+"""Failed sign-ins naming one reviewer, from any addresses, within :data:`FAILED_SIGN_IN_WINDOW_SECONDS` before
+that name gets 429s from the addresses it has not signed in from (:class:`KnownAddresses`)."""
+KNOWN_ADDRESS_SECONDS: Final = 30 * 86400.0
+"""How long an address a reviewer signed in from stays exempt from the limit on their name."""
+KNOWN_ADDRESSES_PER_NAME: Final = 16
 MAX_TRACKED: Final = 100_000
-"""Most revoked sessions and failing addresses remembered; past it the oldest are forgotten."""
+"""Most revoked sessions and failing addresses or names remembered; past it the oldest are forgotten."""
 
 
 @dataclass(frozen=True)
@@ -140,9 +146,40 @@ class SignInLimiter:
         """Forget the failures of ``address``: its attempt, and those before it, were the reviewer's."""
         self._failures.pop(address, None)
 
+    def withdraw(self, key: str) -> None:
+        """Take back one attempt counted for ``key``, which succeeded, and no other: those may be someone else's."""
+        failures = self._failures.get(key)
+        if failures:
+            failures.pop()
+
     def _recent(self, address: str) -> list[float]:
         since = self.clock() - self.window_seconds
         return [t for t in self._failures.get(address, ()) if t > since]
+
+
+class KnownAddresses:
+    """The client addresses each reviewer signed in from within :data:`KNOWN_ADDRESS_SECONDS`, at most
+    :data:`KNOWN_ADDRESSES_PER_NAME` each (the latest): guesses at a name from many addresses lock that name for
+    strangers only, not for the reviewer at their usual address. Only names that signed in are kept."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._seen: collections.OrderedDict[str, collections.OrderedDict[str, float]] = collections.OrderedDict()
+
+    def known(self, name: str, address: str) -> bool:
+        addresses = self._seen.get(name)
+        seen = addresses.get(address) if addresses is not None else None
+        return seen is not None and seen > self.clock() - KNOWN_ADDRESS_SECONDS
+
+    def signed_in(self, name: str, address: str) -> None:
+        addresses = self._seen.setdefault(name, collections.OrderedDict())
+        addresses[address] = self.clock()
+        addresses.move_to_end(address)
+        while len(addresses) > KNOWN_ADDRESSES_PER_NAME:
+            addresses.popitem(last=False)
+        self._seen.move_to_end(name)
+        while len(self._seen) > MAX_TRACKED:
+            self._seen.popitem(last=False)
 
 
 def host_allowed(host: str, allowed: frozenset[str]) -> bool:

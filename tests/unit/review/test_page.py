@@ -1,6 +1,7 @@
 """The review pages without a server: only a signed-in reviewer decides, with the session's form token, on an
 allowed host; every refusal publishes nothing; sessions are signed, expire and end on sign-out; sign-in failures
-are limited per client address; a proxy's user header and X-Forwarded-For count only from the proxy's addresses."""
+are limited per client address and per name; a proxy's user header and X-Forwarded-For count only from the
+proxy's addresses."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ from stream_app.review.board import ReviewBoard
 from stream_app.review.page import ReviewSite, WebRequest, WebResponse, _web_request
 from stream_app.review.sessions import (
     COOKIE,
+    KNOWN_ADDRESS_SECONDS,
+    KNOWN_ADDRESSES_PER_NAME,
+    MAX_FAILED_SIGN_INS_PER_NAME,
     MAX_TRACKED,
+    KnownAddresses,
     Sessions,
     SignInLimiter,
     client_address,
@@ -350,6 +355,52 @@ def test_sessions_are_signed_expire_and_bind_their_form_token() -> None:
     assert sessions.read(value) is None
 
 
+def test_guesses_at_one_name_from_many_addresses_lock_it_for_strangers_only(tmp_path: Path) -> None:
+    """A guesser with an address per try gets no more tries at a name than the name's limit; the reviewer still
+    signs in from an address they signed in from before, and other names are not affected."""
+    site = Site(tmp_path)
+    add_reviewer(tmp_path / "reviewers", "bob", PASSWORD)
+    assert site.sign_in(peer="10.0.0.1").status == 303  # ann's usual address
+    for n in range(MAX_FAILED_SIGN_INS_PER_NAME):
+        assert site.sign_in("ann", WRONG, peer=f"203.0.113.{n}").status == 401
+    assert site.sign_in(peer="198.51.100.1").status == 429  # a new address, even with the right password
+    assert site.sign_in(peer="10.0.0.1").status == 303
+    assert site.sign_in("bob", peer="198.51.100.2").status == 303
+
+
+def test_a_name_that_does_not_exist_is_limited_alike(tmp_path: Path) -> None:
+    """The limit on a name tells nothing of whether it exists: an unknown name gets 429 after as many failures."""
+    site = Site(tmp_path)
+    answers = [
+        site.sign_in("nobody", WRONG, peer=f"203.0.113.{n}").status for n in range(MAX_FAILED_SIGN_INS_PER_NAME + 1)
+    ]
+    assert answers == [401] * MAX_FAILED_SIGN_INS_PER_NAME + [429]
+
+
+def test_the_failures_of_a_known_address_do_not_count_against_its_name(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    assert site.sign_in(peer="10.0.0.1").status == 303
+    for _ in range(4):  # under the address's own limit
+        assert site.sign_in("ann", WRONG, peer="10.0.0.1").status == 401
+    for n in range(MAX_FAILED_SIGN_INS_PER_NAME - 1):
+        assert site.sign_in("ann", WRONG, peer=f"203.0.113.{n}").status == 401
+    assert site.sign_in(peer="198.51.100.1").status == 303
+
+
+def test_known_addresses_expire_and_are_bounded_per_name() -> None:
+    now = [0.0]
+    known = KnownAddresses(clock=lambda: now[0])
+    known.signed_in("ann", "10.0.0.1")
+    assert known.known("ann", "10.0.0.1")
+    assert not known.known("ann", "10.0.0.2") and not known.known("bob", "10.0.0.1")
+    now[0] = KNOWN_ADDRESS_SECONDS + 1
+    assert not known.known("ann", "10.0.0.1")
+    for n in range(KNOWN_ADDRESSES_PER_NAME + 1):
+        known.signed_in("ann", f"10.0.1.{n}")
+    assert not known.known("ann", "10.0.1.0")  # the oldest made room
+    assert all(known.known("ann", f"10.0.1.{n}") for n in range(1, KNOWN_ADDRESSES_PER_NAME + 1))
+
+
 def test_the_limiter_forgets_failures_past_its_window() -> None:
     now = [0.0]
     limiter = SignInLimiter(max_failures=2, window_seconds=10, clock=lambda: now[0])
@@ -360,6 +411,8 @@ def test_the_limiter_forgets_failures_past_its_window() -> None:
     assert limiter.attempt("a")
     limiter.succeeded("a")
     assert limiter.attempt("a") and limiter.attempt("a")
+    limiter.withdraw("a")  # one attempt succeeded: the other still counts
+    assert limiter.attempt("a") and not limiter.attempt("a")
 
 
 @pytest.mark.parametrize(
