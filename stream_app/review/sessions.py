@@ -113,9 +113,9 @@ def _same(given: str, expected: str) -> bool:
 
 
 class SignInLimiter:
-    """Counts failed sign-ins per client address; too many within the window refuse further tries. An attempt
-    counts as failed from before its password is checked (:meth:`attempt`) until it succeeds, so attempts sent
-    at once, all waiting for the check, are limited too."""
+    """Counts failed sign-ins per key (a client address, or a reviewer name); too many within the window refuse
+    further tries. An attempt counts as failed from before its password is checked (:meth:`attempt`) until it
+    succeeds, so attempts sent at once, all waiting for the check, are limited too."""
 
     def __init__(
         self,
