@@ -25,6 +25,8 @@ of what the platform shows is the ``tagged`` route; the ``review`` route judges 
 VERDICTS: Final[tuple[str, ...]] = ("accepted", "corrected", "reported")
 """Every verdict a feedback record can carry: a reviewer accepted or corrected a suggestion, or reported
 a wrong tag on a tagged item; the bounded ``verdict`` label."""
+SIGN_IN_OUTCOMES: Final[tuple[str, ...]] = ("signed_in", "wrong", "limited")
+"""What a sign-in on the review pages came to; the bounded ``outcome`` label of the sign-in counter."""
 MAX_JUDGED_VERSIONS: Final = 64
 """Most model versions the judged-prediction counters hold: the ``version`` label is read off records, so it is
 bounded by count; judgements of a further version count only in their verdict."""
@@ -172,6 +174,12 @@ class Metrics:
             ["version", "route", "tag"],
         )
         self.review_backlog = make.gauge("review_backlog", "Items on the review topic waiting for a decision.")
+        self.review_sign_ins = make.counter(
+            "review_sign_ins",
+            "Sign-ins on the review pages (accounts mode), by outcome: signed_in, wrong (name or password), limited "
+            "(refused by a failure limit).",
+            ["outcome"],
+        )
 
         self.skipped_records = make.counter(
             "skipped_records",
@@ -202,6 +210,7 @@ class Metrics:
     def _resolve_children(self) -> None:
         """The label children every per-event call updates, created up front."""
         self._refusals = {reason: self.model_refusals.labels(reason) for reason in MODEL_REFUSAL_REASONS}
+        self._sign_ins = {outcome: self.review_sign_ins.labels(outcome) for outcome in SIGN_IN_OUTCOMES}
         self._verdicts = {verdict: self.feedback_decisions.labels(verdict) for verdict in VERDICTS}
         self._out = {outcome: self.events_out.labels(outcome) for outcome in OUTCOMES}
         self._tagged = {tag: self.tagged_events.labels(tag) for tag in APPROVED_TAGS}
@@ -359,6 +368,10 @@ class Metrics:
     def refused(self, reason: str) -> None:
         """Count one refused candidate model (``reason`` from :data:`stream_app.errors.MODEL_REFUSAL_REASONS`)."""
         self._refusals[reason].inc()
+
+    def sign_in(self, outcome: str) -> None:
+        """Count one sign-in on the review pages (``outcome`` from :data:`SIGN_IN_OUTCOMES`)."""
+        self._sign_ins[outcome].inc()
 
     def promoted(self) -> None:
         """Count one promoted candidate model."""

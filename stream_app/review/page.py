@@ -99,11 +99,14 @@ class ReviewSite:
         board: ReviewBoard,
         publish: Callable[[bytes, bytes, bytes], Awaitable[None]],
         decided_at: Callable[[], str],
+        count_sign_in: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.settings = settings
         self.board = board
         self.publish = publish
         self.decided_at = decided_at
+        self.count_sign_in = count_sign_in
+        """Called with each sign-in's outcome: ``signed_in``, ``wrong`` or ``limited``."""
         secret = settings.review_session_secret.reveal().encode() or secrets.token_bytes(32)
         self.sessions = Sessions(secret, settings.review_session_hours * 3600.0, settings.review_secure_cookies)
         self.accounts = ReviewerAccounts(settings.reviewers_file) if settings.review_auth == "accounts" else None
@@ -191,6 +194,7 @@ class ReviewSite:
         limited_name = name[:MAX_NAME_CHARS]  # no longer name is valid: the limiter keeps bounded keys
         stranger = not self.known_addresses.known(limited_name, address)
         if self.limiter.blocked(address) or (stranger and self.name_limiter.blocked(limited_name)):
+            self.count_sign_in("limited")
             return self._sign_in_page(session, "Too many failed sign-ins: try again later.", status=429)
         self.limiter.attempt(address)
         if stranger:
@@ -200,6 +204,7 @@ class ReviewSite:
         )
         if not verified:
             log.warning("review sign-in refused for %r from %s", name[:MAX_REVIEWER_CHARS], address)
+            self.count_sign_in("wrong")
             return self._sign_in_page(session, "Wrong name or password.", status=401)
         self.limiter.succeeded(address)
         if stranger:
@@ -207,6 +212,7 @@ class ReviewSite:
         self.known_addresses.signed_in(limited_name, address)
         self.sessions.revoke(session)  # a new nonce: a session known before sign-in is worth nothing after it
         log.info("reviewer %s signed in from %s", name, address)
+        self.count_sign_in("signed_in")
         return self._redirect("/review", self.sessions.new(name))
 
     def _review_page(self, session: Session, reviewer: str | None, notice: str = "", status: int = 200) -> WebResponse:

@@ -69,6 +69,6 @@ def register_pages(
         await (await topics.feedback.send(key=key, value=feedback))
         await (await topics.outputs["tagged"].send(key=key, value=tagged))
 
-    site = ReviewSite(settings, board, publish_decision, lambda: utc_iso(time.time()))
+    site = ReviewSite(settings, board, publish_decision, lambda: utc_iso(time.time()), pipeline.metrics.sign_in)
     for path in REVIEW_PATHS:
         app.page(path)(review_view(site))

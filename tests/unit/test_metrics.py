@@ -48,6 +48,7 @@ CONTRACT = {
     "content_tagger_online_judged_total": "counter",
     "content_tagger_online_correct_total": "counter",
     "content_tagger_review_backlog": "gauge",
+    "content_tagger_review_sign_ins_total": "counter",
     "content_tagger_model_refusals_total": "counter",
     "content_tagger_model_promotions_total": "counter",
     "content_tagger_skipped_records_total": "counter",
@@ -259,6 +260,7 @@ def test_latency_covers_half_a_millisecond_to_a_second(registry: CollectorRegist
         lambda m: m.classified("cooking", 0.9),
         lambda m: m.dead_lettered("bad_vibes"),
         lambda m: m.duplicate("similar"),
+        lambda m: m.sign_in("guessed"),
     ],
 )
 def test_an_unknown_label_value_raises_instead_of_adding_a_series(
@@ -268,6 +270,18 @@ def test_an_unknown_label_value_raises_instead_of_adding_a_series(
     with pytest.raises(KeyError):
         call(metrics)
     assert samples(registry) == before
+
+
+def test_sign_ins_are_counted_by_outcome_each_from_zero(registry: CollectorRegistry, metrics: Metrics) -> None:
+    value = registry.get_sample_value
+    assert value("content_tagger_review_sign_ins_total", {"outcome": "limited"}) == 0  # alertable before the first
+    metrics.sign_in("wrong")
+    metrics.sign_in("wrong")
+    metrics.sign_in("signed_in")
+    counts = {
+        o: value("content_tagger_review_sign_ins_total", {"outcome": o}) for o in ("signed_in", "wrong", "limited")
+    }
+    assert counts == {"signed_in": 1, "wrong": 2, "limited": 0}
 
 
 def test_model_info_shows_only_the_current_model(registry: CollectorRegistry, metrics: Metrics) -> None:

@@ -368,6 +368,16 @@ def test_guesses_at_one_name_from_many_addresses_lock_it_for_strangers_only(tmp_
     assert site.sign_in("bob", peer="198.51.100.2").status == 303
 
 
+def test_each_sign_in_is_counted_by_its_outcome(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    outcomes: list[str] = []
+    site.site.count_sign_in = outcomes.append
+    statuses = [site.sign_in("ann", WRONG, peer="10.0.0.9").status for _ in range(6)]
+    statuses.append(site.sign_in(peer="10.0.0.8").status)
+    assert statuses == [401] * 5 + [429, 303]
+    assert outcomes == ["wrong"] * 5 + ["limited", "signed_in"]
+
+
 def test_a_name_that_does_not_exist_is_limited_alike(tmp_path: Path) -> None:
     """The limit on a name tells nothing of whether it exists: an unknown name gets 429 after as many failures."""
     site = Site(tmp_path)
