@@ -232,7 +232,9 @@ json_values = st.recursive(
 )
 valid_events = st.fixed_dictionaries(
     {
-        "id": st.one_of(st.integers(MIN_INTEGER_ID, MAX_INTEGER_ID), st.text(min_size=1).filter(str.strip)),
+        "id": st.one_of(
+            st.integers(MIN_INTEGER_ID, MAX_INTEGER_ID), st.text(min_size=1, max_size=MAX_ID_CHARS).filter(str.strip)
+        ),
         "title": st.text(min_size=1, max_size=MAX_TITLE_CHARS).filter(str.strip),
     },
     optional={
