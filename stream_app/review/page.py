@@ -191,14 +191,14 @@ class ReviewSite:
             return self._sign_in_page(session, "This worker takes reviewers from its proxy.", status=403)
         address = client_address(request.peer, request.forwarded_for, self.proxy_networks)
         name, password = request.form.get("name", "").strip(), request.form.get("password", "")
-        limited_name = name[:MAX_NAME_CHARS]  # no longer name is valid: the limiter keeps bounded keys
+        limited_name = name[:MAX_NAME_CHARS]  # a longer name is never valid: the limiter keeps bounded keys
         stranger = not self.known_addresses.known(limited_name, address)
         if self.limiter.blocked(address) or (stranger and self.name_limiter.blocked(limited_name)):
             self.count_sign_in("limited")
             return self._sign_in_page(session, "Too many failed sign-ins: try again later.", status=429)
-        self.limiter.attempt(address)
+        self.limiter.count(address)
         if stranger:
-            self.name_limiter.attempt(limited_name)  # a success takes back this one only: others may be a guesser's
+            self.name_limiter.count(limited_name)  # a success takes back this one only: others may be a guesser's
         verified = await asyncio.get_running_loop().run_in_executor(
             self._auth_thread, self.accounts.verify, name, password
         )

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from stream_app.review.records import MAX_REVIEWER_CHARS
 
@@ -28,6 +28,8 @@ KNOWN_ADDRESS_SECONDS: Final = 30 * 86400.0
 KNOWN_ADDRESSES_PER_NAME: Final = 16
 MAX_TRACKED: Final = 100_000
 """Most revoked sessions and failing addresses or names remembered; past it the oldest are forgotten."""
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,7 @@ class Sessions:
         # from the front (one that expires behind a later one waits at most a session's lifetime).
         while self._revoked and next(iter(self._revoked.values())) <= now:
             self._revoked.popitem(last=False)
-        self._revoked[session.nonce] = session.expires
-        while len(self._revoked) > MAX_TRACKED:
-            self._revoked.popitem(last=False)
+        _remember(self._revoked, session.nonce, session.expires, MAX_TRACKED)
 
     def _mac(self, purpose: str, *parts: str) -> str:
         return hmac.new(self._secret, "|".join((purpose, *parts)).encode(), hashlib.sha256).hexdigest()
@@ -110,6 +110,14 @@ def _same(given: str, expected: str) -> bool:
     """Whether ``given`` is ``expected``, in time that does not tell how much of it matched; any text, so a cookie
     or a form field with non-ASCII text is refused, not an error (``compare_digest`` takes ASCII ``str`` only)."""
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
+
+
+def _remember(entries: collections.OrderedDict[str, _V], key: str, value: _V, limit: int) -> None:
+    """Set ``key`` to ``value`` as the newest of ``entries``; past ``limit`` entries, the oldest are forgotten."""
+    entries[key] = value
+    entries.move_to_end(key)
+    while len(entries) > limit:
+        entries.popitem(last=False)
 
 
 class SignInLimiter:
@@ -136,11 +144,13 @@ class SignInLimiter:
         when the address is :meth:`blocked`."""
         if self.blocked(address):
             return False
-        self._failures[address] = [*self._recent(address), self.clock()]
-        self._failures.move_to_end(address)
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
+        self.count(address)
         return True
+
+    def count(self, key: str) -> None:
+        """Count a sign-in for ``key`` as failed, before its password is checked, whether or not it is
+        :meth:`blocked` (the caller has asked)."""
+        _remember(self._failures, key, [*self._recent(key), self.clock()], MAX_TRACKED)
 
     def succeeded(self, address: str) -> None:
         """Forget the failures of ``address``: its attempt, and those before it, were the reviewer's."""
@@ -172,14 +182,9 @@ class KnownAddresses:
         return seen is not None and seen > self.clock() - KNOWN_ADDRESS_SECONDS
 
     def signed_in(self, name: str, address: str) -> None:
-        addresses = self._seen.setdefault(name, collections.OrderedDict())
-        addresses[address] = self.clock()
-        addresses.move_to_end(address)
-        while len(addresses) > KNOWN_ADDRESSES_PER_NAME:
-            addresses.popitem(last=False)
-        self._seen.move_to_end(name)
-        while len(self._seen) > MAX_TRACKED:
-            self._seen.popitem(last=False)
+        addresses = self._seen.get(name, collections.OrderedDict())
+        _remember(addresses, address, self.clock(), KNOWN_ADDRESSES_PER_NAME)
+        _remember(self._seen, name, addresses, MAX_TRACKED)
 
 
 def host_allowed(host: str, allowed: frozenset[str]) -> bool:
