@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.report import write_section
 from stream_app.settings import Settings
 from tools.replay import MALFORMED_SAMPLES, event_value, mixed_stream, percentile, read_rows
+from tools.topics import create_topics as create_topics_on
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -91,12 +92,8 @@ def warm_up_stream(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
 
 
 async def create_topics(names: Sequence[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names])
-    finally:
-        await admin.close()
+    """Create a run's single-partition topics on the benchmark's broker, and wait until it serves them."""
+    await create_topics_on(BOOTSTRAP, names)
 
 
 async def produce(topic: str, messages: Sequence[tuple[bytes | None, bytes]], rate: float = 0.0) -> None:

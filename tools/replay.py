@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_app.settings import Settings
 from tools.corpus import planted_near_duplicates
+from tools.topics import create_topics
 
 MALFORMED_SAMPLES: tuple[bytes, ...] = (
     b"",
@@ -168,15 +168,7 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[ReplayMessage],
 
 async def end_offsets(bootstrap: str, topics: Sequence[str], partitions: int = 1) -> dict[TopicPartition, int]:
     """The current end offset of every partition of ``topics``, creating those that do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
-        if missing:
-            await admin.create_topics(missing)
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, topics, partitions)
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import for_code
+
+from tools.topics import create_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_KINDS = ("tagged", "review", "duplicate", "deadletter")
@@ -58,23 +58,7 @@ def unused_port_outside_the_ephemeral_range() -> int:
 
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     """Create the topic and return once the broker serves every partition of it (a leader for each)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-        # aiokafka returns per-topic errors instead of raising them.
-        for _topic, error_code, *message in response.topic_errors:
-            if error_code:
-                raise for_code(error_code)(f"creating topic {name!r}: {' '.join(map(str, message))}")
-        for _ in range(100):
-            (described,) = await admin.describe_topics([name])
-            leaders = [p["leader"] for p in described["partitions"] if p["error_code"] == 0]
-            if described["error_code"] == 0 and len(leaders) == partitions and min(leaders) >= 0:
-                return
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"topic {name!r} has no leader for every partition after 10 s")
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, [name], partitions)
 
 
 class OwnBroker:
