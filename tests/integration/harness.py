@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from tools.topics import create_topics
 
@@ -144,6 +145,33 @@ class WorkerProcess:
         """The worker's /metrics exposition."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:  # noqa: S310
             return str(response.read().decode())
+
+    def samples(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+        """The labels and value of each sample of /metrics named ``name`` (a counter's count is ``<name>_total``)
+        whose labels include ``labels``."""
+        return [
+            (sample.labels, sample.value)
+            for family in text_string_to_metric_families(self.metrics_text())
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        ]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The value of the one sample :meth:`samples` finds; fails the test if there is none, or more."""
+        found = self.samples(name, **labels)
+        assert len(found) == 1, f"{len(found)} samples of {name} {labels or ''} in /metrics:\n{self.log_tail()}"
+        return found[0][1]
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples :meth:`samples` finds: 0.0 if none (a labelled counter before its first count)."""
+        return sum(value for _, value in self.samples(name, **labels))
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        """The sum of the samples named ``name`` by the value of their ``label``."""
+        totals: dict[str, float] = {}
+        for labels, value in self.samples(name):
+            totals[labels.get(label, "")] = totals.get(labels.get(label, ""), 0.0) + value
+        return totals
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Stop gracefully (SIGTERM), killing it if it does not end in time: its exit status, None if killed."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import time
 import uuid
 from collections import Counter
@@ -145,15 +144,6 @@ async def worker_outputs(bootstrap: str, topics: Topics, wanted: set[str], timeo
     return found
 
 
-def sample(metrics_text: str, name: str) -> Counter[str]:
-    """``name``'s samples by their ``topic`` label."""
-    found: Counter[str] = Counter()
-    for labels, value in re.findall(rf"^{name}{{([^}}]*)}} (\S+)$", metrics_text, re.MULTILINE):
-        topic = re.search(r'topic="([^"]+)"', labels)
-        found[topic.group(1) if topic else ""] += int(float(value))
-    return found
-
-
 def test_every_topic_survives_hostile_records_and_far_future_times(start_worker: Any, kafka_bootstrap: str) -> None:
     rng = random.Random(SEED)
     suffix = uuid.uuid4().hex[:8]
@@ -216,11 +206,11 @@ def test_every_topic_survives_hostile_records_and_far_future_times(start_worker:
     per_role = Counter({"review": PER_TOPIC, "tagged": PER_TOPIC, "feedback": PER_TOPIC, "title_index": PER_TOPIC})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        skipped = sample(worker.metrics_text(), "content_tagger_skipped_records_total")
-        if all(skipped[role] >= count for role, count in per_role.items()):
+        skipped = worker.by_label("content_tagger_skipped_records_total", "topic")
+        if all(skipped.get(role, 0.0) >= count for role, count in per_role.items()):
             break
         time.sleep(1.0)
-    assert {role: skipped[role] for role in per_role} == dict(per_role), worker.log_tail()
+    assert {role: skipped.get(role) for role in per_role} == dict(per_role), worker.log_tail()
     assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
     assert worker.log_text().count("[^Worker]: Ready") == 1, "the worker restarted"
     print(

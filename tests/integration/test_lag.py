@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -21,8 +20,8 @@ FIRST, MORE = 8_000, 2_000
 
 def lag(worker: Any) -> float:
     """The worker's ``content_tagger_consumer_lag`` of partition 0 (-1 before its first report)."""
-    found = re.search(r'^content_tagger_consumer_lag\{partition="0"\} (\S+)$', worker.metrics_text(), re.MULTILINE)
-    return float(found.group(1)) if found else -1.0
+    found = worker.samples("content_tagger_consumer_lag", partition="0")
+    return found[0][1] if found else -1.0
 
 
 def settled(worker: Any, at_least: float, timeout: float) -> float:

@@ -72,11 +72,6 @@ def train_candidate(labels: Path, live: Path, out: Path) -> dict[str, Any]:
     return card
 
 
-def metric(worker: Any, name: str) -> float:
-    lines = [line.split() for line in worker.metrics_text().splitlines() if line.startswith(name)]
-    return sum(float(value) for _, value in lines)
-
-
 def test_corrections_train_a_candidate_that_is_shadowed_promoted_and_hot_swapped(
     start_worker: Any, trained_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -126,7 +121,7 @@ def test_corrections_train_a_candidate_that_is_shadowed_promoted_and_hot_swapped
     assert all(by_id[str(p["id"])]["model_version"] == new_version for p in probes)
     said = Counter(by_id[str(p["id"])].get("tag") or by_id[str(p["id"])]["suggested_tag"] for p in probes)
     assert said["other"] >= 0.8 * len(probes), f"the promoted model did not learn the corrections: {said}"
-    assert metric(worker, "content_tagger_model_promotions_total") == 1
+    assert worker.total("content_tagger_model_promotions_total") == 1
 
 
 def test_worse_and_tampered_candidates_are_refused_and_the_live_model_keeps_serving(
@@ -158,11 +153,10 @@ def test_worse_and_tampered_candidates_are_refused_and_the_live_model_keeps_serv
     tampered.rename(candidates / "tampered")
 
     deadline = time.monotonic() + 30
-    while metric(worker, "content_tagger_model_refusals_total") < 2 and time.monotonic() < deadline:
+    while worker.total("content_tagger_model_refusals_total") < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
-    text = worker.metrics_text()
-    assert 'content_tagger_model_refusals_total{reason="worse_offline"} 1.0' in text
-    assert 'content_tagger_model_refusals_total{reason="tampered"} 1.0' in text
+    assert worker.value("content_tagger_model_refusals_total", reason="worse_offline") == 1.0
+    assert worker.value("content_tagger_model_refusals_total", reason="tampered") == 1.0
     assert health_version(worker.port) == live_version
     assert sorted(p.name for p in (candidates / "refused").iterdir()) == ["tampered", "worse"]
     bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]

@@ -205,9 +205,7 @@ def version_by_id(bootstrap: str, topics: Topics, events: list[tuple[bytes, byte
 
 
 def served(worker: WorkerProcess, version: str) -> float:
-    lines = [line.rsplit(" ", 1) for line in worker.metrics_text().splitlines()
-             if line.startswith("content_tagger_model_served_total{") and f'version="{version}"' in line]  # fmt: skip
-    return sum(float(value) for _, value in lines)
+    return worker.total("content_tagger_model_served_total", version=version)
 
 
 def test_workers_serve_their_folder_while_the_registry_is_down_follow_its_champion_and_serve_it_after_a_restart(
@@ -225,7 +223,7 @@ def test_workers_serve_their_folder_while_the_registry_is_down_follow_its_champi
     offline = stream(60, seed=3, prefix="offline")
     run(produce(bootstrap, topics.input, offline))
     assert versions_of(bootstrap, topics, offline) == {folder_version}
-    assert "content_tagger_registry_reachable 0.0" in first.metrics_text()
+    assert first.value("content_tagger_registry_reachable") == 0.0
 
     mlflow_server.wait()
     client = RegistryClient(mlflow_server.url)
@@ -238,7 +236,7 @@ def test_workers_serve_their_folder_while_the_registry_is_down_follow_its_champi
     online = stream(60, seed=4, prefix="online")
     run(produce(bootstrap, topics.input, online))
     assert versions_of(bootstrap, topics, online) == {card["version"]}
-    assert "content_tagger_registry_reachable 1.0" in first.metrics_text()
+    assert first.value("content_tagger_registry_reachable") == 1.0
 
     # The registry is down again and the fleet restarts: the worker serves the champion it took up, not its folder.
     link.down()
@@ -250,7 +248,7 @@ def test_workers_serve_their_folder_while_the_registry_is_down_follow_its_champi
     again = stream(60, seed=9, prefix="restarted")
     run(produce(bootstrap, topics.input, again))
     assert versions_of(bootstrap, topics, again) == {card["version"]}
-    assert "content_tagger_registry_reachable 0.0" in restarted.metrics_text()
+    assert restarted.value("content_tagger_registry_reachable") == 0.0
     assert "serving the cached registry champion" in restarted.log_text()
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app import APPROVED_TAGS
 from stream_app.review.accounts import add_reviewer
@@ -156,10 +155,7 @@ def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
     }
 
     def judged() -> tuple[float, float]:
-        samples = [line.split() for line in worker.metrics_text().splitlines() if not line.startswith("#")]
-        total = sum(float(v) for name, v in samples if name.startswith("content_tagger_online_judged_total{"))
-        right = sum(float(v) for name, v in samples if name.startswith("content_tagger_online_correct_total{"))
-        return total, right
+        return worker.total("content_tagger_online_judged_total"), worker.total("content_tagger_online_correct_total")
 
     deadline = time.monotonic() + 20
     while judged()[0] < 3 and time.monotonic() < deadline:
@@ -278,10 +274,8 @@ def test_requests_without_a_session_with_a_wrong_token_password_or_host_publish_
     assert ann.decide(decision, host=f"rebound.example:{worker.port}")[0] == 403
     assert ann.request("GET", "/review", host=f"rebound.example:{worker.port}")[0] == 403
     assert first in waiting_ids(worker.port)
-    families = text_string_to_metric_families(worker.metrics_text())
-    (sign_ins,) = [family for family in families if family.name == "content_tagger_review_sign_ins"]
-    counts = {s.labels["outcome"]: s.value for s in sign_ins.samples if s.name.endswith("_total")}
-    assert counts == {"signed_in": 1.0, "wrong": 2.0, "limited": 0.0}
+    sign_ins = worker.by_label("content_tagger_review_sign_ins_total", "outcome")
+    assert sign_ins == {"signed_in": 1.0, "wrong": 2.0, "limited": 0.0}
 
     # Faust's own views are off; the monitoring pages answer any host.
     for path in ("/table/", f"/table/{worker.env['TAGGER_APP_ID']}-content-by-title/", "/router/", "/graph/",

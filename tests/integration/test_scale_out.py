@@ -128,12 +128,9 @@ async def committed_total(bootstrap: str, group: str, topic: str) -> int:
         await consumer.stop()
 
 
-def consumed(metrics_text: str) -> float:
-    """``content_tagger_events_consumed_total`` from a worker's /metrics text."""
-    for line in metrics_text.splitlines():
-        if line.startswith("content_tagger_events_consumed_total "):
-            return float(line.split()[1])
-    raise AssertionError("no content_tagger_events_consumed_total in /metrics")
+def consumed(worker: WorkerProcess) -> float:
+    """The worker's ``content_tagger_events_consumed_total``."""
+    return worker.value("content_tagger_events_consumed_total")
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
@@ -148,7 +145,7 @@ def test_two_workers_share_partitions_drop_copies_across_them_and_survive_losing
     bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
 
     async def kill() -> float:
-        victim_consumed = consumed(second.metrics_text())
+        victim_consumed = consumed(second)
         second.kill()
         return victim_consumed
 
@@ -213,7 +210,7 @@ def test_a_worker_joining_mid_stream_takes_partitions_over_and_nothing_is_lost_r
     joined: list[WorkerProcess] = []
 
     async def join() -> float:
-        first_consumed = consumed(first.metrics_text())
+        first_consumed = consumed(first)
         worker, _ = await asyncio.to_thread(start_worker, PARTITIONS, topics, first.app_id, **env)
         joined.append(worker)
         return first_consumed
@@ -226,7 +223,7 @@ def test_a_worker_joining_mid_stream_takes_partitions_over_and_nothing_is_lost_r
     [second] = joined
     for worker in (first, second):
         assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
-    assert consumed(second.metrics_text()) > 0, second.log_tail()  # it took partitions over mid-stream
+    assert consumed(second) > 0, second.log_tail()  # it took partitions over mid-stream
     sent, landed = sent_and_landed(messages, outputs)
     assert not outputs["deadletter"]
     assert not sorted(sent - landed), f"lost {len(sent - landed)}"
@@ -238,5 +235,5 @@ def test_a_worker_joining_mid_stream_takes_partitions_over_and_nothing_is_lost_r
     print(
         f"scale-out while streaming ({guarantee}): {len(messages)} events, the second worker started after "
         f"{joined_at} outputs ({first_consumed:.0f} consumed by the first) and consumed "
-        f"{consumed(second.metrics_text()):.0f}; {repeats} repeated outputs"
+        f"{consumed(second):.0f}; {repeats} repeated outputs"
     )

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.worker import STOP_TIMEOUT_EXIT_STATUS
 from tests.integration.harness import ROOT, produce, run
@@ -34,14 +33,7 @@ def test_a_stop_that_finishes_exits_0_before_the_stop_timeout(start_worker: Any)
 
 def emitted(worker: Any) -> float:
     """Records the worker has emitted so far, from its /metrics."""
-    families = text_string_to_metric_families(worker.metrics_text())
-    return sum(
-        s.value
-        for f in families
-        if f.name == "content_tagger_events_out"
-        for s in f.samples
-        if s.name.endswith("_total")
-    )
+    return float(worker.total("content_tagger_events_out_total"))
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 from collections import Counter
 from typing import Any
@@ -28,9 +27,7 @@ Message = tuple[bytes, bytes, int]
 
 def entries(worker: WorkerProcess) -> float:
     """The worker's ``content_tagger_dedupe_entries``."""
-    found = re.search(r"^content_tagger_dedupe_entries (\S+)$", worker.metrics_text(), re.MULTILINE)
-    assert found, worker.log_tail()
-    return float(found.group(1))
+    return worker.value("content_tagger_dedupe_entries")
 
 
 def on_other_partitions(
