@@ -45,7 +45,7 @@ test-integration: $(STAMP) ## Run the tests against a real broker
 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check stream_app model_export tools
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 BENCH_RSS_EVENTS ?= 1000000

@@ -18,8 +18,12 @@ from stream_app.settings import Settings
 async def run(settings: Settings) -> None:
     classifier = Classifier.load(settings.model_dir)
     consumer = AIOKafkaConsumer(
-        settings.input_topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.app_id,
-        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=settings.batch_size,
+        settings.input_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.app_id,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=settings.batch_size,
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=1)
     await consumer.start()
@@ -38,7 +42,9 @@ async def run(settings: Settings) -> None:
                 except ValueError:
                     event = None
                 events.append(event if isinstance(event, dict) else {"id": None, "title": "", "description": ""})
-            predictions = classifier.predict([event_text(str(e.get("title", "")), e.get("description")) for e in events])
+            predictions = classifier.predict(
+                [event_text(str(e.get("title", "")), e.get("description")) for e in events]
+            )
             futures = [
                 await producer.send(
                     settings.tagged_topic,

@@ -130,7 +130,9 @@ def timed(single: DedupeIndex, batched: DedupeIndex, events: list[dict[str, Any]
             if turn == 0:
                 for event in batch:
                     started = time.perf_counter()
-                    expected.append(single.check_and_add(event["id"], event["title"], event["description"], event["time"]))
+                    expected.append(
+                        single.check_and_add(event["id"], event["title"], event["description"], event["time"])
+                    )
                     times.one_by_one.append((time.perf_counter() - started) * 1e6)
                 continue
             started = time.perf_counter()

@@ -23,8 +23,13 @@ pipeline = build_pipeline().fit(
     np.asarray([event_text(r["title"], r["description"]) for r in rows], dtype=object), [r["tag"] for r in rows]
 )
 app = faust.App(
-    settings.app_id, broker=settings.broker_url, web_port=settings.web_port, autodiscover=False,
-    consumer_auto_offset_reset="earliest", store="memory://", datadir=str(settings.data_dir),
+    settings.app_id,
+    broker=settings.broker_url,
+    web_port=settings.web_port,
+    autodiscover=False,
+    consumer_auto_offset_reset="earliest",
+    store="memory://",
+    datadir=str(settings.data_dir),
 )
 source = app.topic(settings.input_topic, value_serializer="raw", key_serializer="raw")
 sink = app.topic(settings.tagged_topic, value_serializer="raw", key_serializer="raw")

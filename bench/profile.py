@@ -106,8 +106,9 @@ def start_worker(contender: Contender, env: dict[str, str], log: Path) -> subpro
     # -m puts the working directory first on sys.path, so the worker runs the contender's tree.
     command = [sys.executable, "-m", "stream_app", *contender.args, "worker", "-l", "warn"]
     Path(env["TAGGER_DATA_DIR"]).parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(command, cwd=contender.tree, env={**os.environ, **env}, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        command, cwd=contender.tree, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
 
 
 def run_once(contender: Contender, messages: list[tuple[bytes | None, bytes]], profile_to: Path | None) -> Measured:
@@ -127,9 +128,21 @@ def run_once(contender: Contender, messages: list[tuple[bytes | None, bytes]], p
                 time.sleep(2)
         if profile_to is not None:
             spy = subprocess.Popen(
-                [Path(sys.executable).parent / "py-spy", "record", "--pid", str(process.pid), "--format", "raw",
-                 "--threads", "--rate", "250", "--output", str(profile_to)],
-                stdout=subprocess.DEVNULL, stderr=(run_dir / "py-spy.log").open("wb"),
+                [
+                    Path(sys.executable).parent / "py-spy",
+                    "record",
+                    "--pid",
+                    str(process.pid),
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--rate",
+                    "250",
+                    "--output",
+                    str(profile_to),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=(run_dir / "py-spy.log").open("wb"),
             )
             time.sleep(1)  # py-spy attaches
         cpu_before = cpu_seconds(process.pid)
@@ -219,7 +232,10 @@ def top_functions(profile: Profile, count: int) -> list[str]:
 
 
 def render(
-    contenders: Sequence[Contender], runs: list[dict[str, Measured]], profiles: dict[str, Profile], events: int,
+    contenders: Sequence[Contender],
+    runs: list[dict[str, Measured]],
+    profiles: dict[str, Profile],
+    events: int,
     load_before: str,
 ) -> str:
     first = contenders[0].name
@@ -230,7 +246,11 @@ def render(
         f"process's user + system time, all threads, from ready to its last output. Load average (1, 5, 15 min) at "
         f"start: {load_before}; at end: {load_average()} (machine shared with other jobs).",
         "",
-        "| contender | tree, worker args | events/s | CPU µs/event | events/s vs " + first + " | CPU vs " + first + " |",
+        "| contender | tree, worker args | events/s | CPU µs/event | events/s vs "
+        + first
+        + " | CPU vs "
+        + first
+        + " |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for c in contenders:
@@ -267,8 +287,9 @@ def render(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3, help="interleaved runs; the table shows medians")
     parser.add_argument("--contender", action="append", default=[], help='"NAME=TREE [FAUST OPTIONS]", repeatable')
@@ -290,8 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append({})
             for contender in contenders:
                 runs[-1][contender.name] = measured = run_once(contender, messages, None)
-                print(f"run {run + 1} {contender.name}: {measured.events_per_second:.0f} events/s, "
-                      f"{measured.cpu_us_per_event:.0f} CPU µs/event", flush=True)
+                print(
+                    f"run {run + 1} {contender.name}: {measured.events_per_second:.0f} events/s, "
+                    f"{measured.cpu_us_per_event:.0f} CPU µs/event",
+                    flush=True,
+                )
         if not args.no_profile:
             with tempfile.TemporaryDirectory() as scratch:
                 for contender in contenders:
@@ -304,8 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = render(contenders, runs, profiles, len(messages), load_before)
     print(body)
     if not args.no_write and profiles:
-        command = " ".join(["python -m bench.profile", f"--events {args.events}", f"--runs {args.runs}",
-                            *(f"--contender {shlex.quote(spec)}" for spec in args.contender)])
+        command = " ".join(
+            [
+                "python -m bench.profile",
+                f"--events {args.events}",
+                f"--runs {args.runs}",
+                *(f"--contender {shlex.quote(spec)}" for spec in args.contender),
+            ]
+        )
         write_section("profile", "Profile of the per-event path", body, command)
     return 0
 

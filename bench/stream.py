@@ -127,7 +127,9 @@ async def collect(
     """
     # read_committed: an exactly-once contender's records count when their transaction commits, as for its users.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
+        bootstrap_servers=BOOTSTRAP,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20,
         isolation_level="read_committed",
     )
     await consumer.start()
@@ -151,7 +153,9 @@ async def collect(
 
 async def input_times(topic: str) -> dict[bytes, int]:
     """CreateTime (ms) of each keyed input message."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
+    )
     await consumer.start()
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
@@ -188,17 +192,23 @@ def start(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         env = {**env, "TAGGER_PROCESSING_GUARANTEE": "exactly_once"}
     # Faust creates only the last level of its data directory.
     Path(env["TAGGER_DATA_DIR"]).parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(commands[name], cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        commands[name], cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
 
 
 def topics_env(prefix: str) -> tuple[dict[str, str], list[str]]:
     names = {kind: f"{prefix}-{kind}" for kind in ("content", *OUTPUT_TOPICS)}
     env = {
-        "TAGGER_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, "TAGGER_APP_ID": prefix, "TAGGER_INPUT_TOPIC": names["content"],
-        "TAGGER_TAGGED_TOPIC": names["tagged"], "TAGGER_REVIEW_TOPIC": names["review"],
-        "TAGGER_DUPLICATES_TOPIC": names["duplicates"], "TAGGER_DEADLETTER_TOPIC": names["deadletter"],
-        "TAGGER_MODEL_DIR": str(ROOT / "artifacts/model"), "TAGGER_WEB_PORT": str(17000 + random.randint(0, 999)),
+        "TAGGER_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+        "TAGGER_APP_ID": prefix,
+        "TAGGER_INPUT_TOPIC": names["content"],
+        "TAGGER_TAGGED_TOPIC": names["tagged"],
+        "TAGGER_REVIEW_TOPIC": names["review"],
+        "TAGGER_DUPLICATES_TOPIC": names["duplicates"],
+        "TAGGER_DEADLETTER_TOPIC": names["deadletter"],
+        "TAGGER_MODEL_DIR": str(ROOT / "artifacts/model"),
+        "TAGGER_WEB_PORT": str(17000 + random.randint(0, 999)),
         "TAGGER_DATA_DIR": str(ROOT / ".run" / "bench" / "data" / prefix),
     }
     return env, list(names.values())
@@ -310,8 +320,14 @@ def measure(
             paced = messages[: int(rate * rate_seconds)]
             asyncio.run(produce(names[0], paced, rate))
             _, rate_latencies = asyncio.run(
-                collect(names[0], names[1:], len(warm_up) + len(paced), timeout=300, on_progress=watch,
-                        untimed={key for key, _ in warm_up if key is not None})
+                collect(
+                    names[0],
+                    names[1:],
+                    len(warm_up) + len(paced),
+                    timeout=300,
+                    on_progress=watch,
+                    untimed={key for key, _ in warm_up if key is not None},
+                )
             )
             rss = max(rss, rss_mb(process.pid))
         finally:
@@ -323,7 +339,10 @@ def measure(
 def distinct_titles(begin: int, end: int) -> list[tuple[bytes | None, bytes]]:
     """Events ``begin`` to ``end`` of a stream of distinct titles (dataset rows with a serial number)."""
     rows = read_rows(ROOT / "data/dataset.csv")
-    events = ({**rows[n % len(rows)], "id": f"m{n}", "title": f"{rows[n % len(rows)]['title']} {n}"} for n in range(begin, end))
+    events = (
+        {**rows[n % len(rows)], "id": f"m{n}", "title": f"{rows[n % len(rows)]['title']} {n}"}
+        for n in range(begin, end)
+    )
     return [(str(e["id"]).encode(), event_value(e)) for e in events]
 
 
@@ -389,8 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             body = measure_rss(args.rss_events) + f"\n\nLoad average (1, 5, 15 min) at start: {load_before}."
             print(body)
             if not args.no_write:
-                write_section("stream_rss", "Worker memory over a long stream", body,
-                              f"python -m bench.stream --rss-events {args.rss_events}")
+                write_section(
+                    "stream_rss",
+                    "Worker memory over a long stream",
+                    body,
+                    f"python -m bench.stream --rss-events {args.rss_events}",
+                )
             return 0
         messages = generate(args.events, args.seed)
         warm_up = warm_up_stream(WARM_UP_EVENTS, args.seed)
@@ -409,9 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = render(runs, args, rates, len(messages), load_before)
     print(body)
     if not args.no_write:
-        write_section("stream", "Stream: worker vs ceiling, Faust floor and naive", body,
-                      f"python -m bench.stream --runs {args.runs} --events {args.events} --naive-events "
-                      f"{args.naive_events} --rates {args.rates} --rate-seconds {args.rate_seconds:.0f}")
+        write_section(
+            "stream",
+            "Stream: worker vs ceiling, Faust floor and naive",
+            body,
+            f"python -m bench.stream --runs {args.runs} --events {args.events} --naive-events "
+            f"{args.naive_events} --rates {args.rates} --rate-seconds {args.rate_seconds:.0f}",
+        )
     return 0
 
 
@@ -475,7 +502,9 @@ def render(
         if top in names and bottom in names:
             each = [run[top].events_per_second / run[bottom].events_per_second for run in by_run]
             runs_text = ", ".join(f"{ratio:.2f}" for ratio in each)
-            lines.append(f"- {top} / {bottom} throughput: {median(each):.2f}x (runs: {runs_text}){'; ' + note if note else ''}")
+            lines.append(
+                f"- {top} / {bottom} throughput: {median(each):.2f}x (runs: {runs_text}){'; ' + note if note else ''}"
+            )
     for name, rate, bound in P99_RATIOS:
         if name in names and "ceiling" in names and rate in rates:
             each = [run[name].rate_ms[rate][1] / max(run["ceiling"].rate_ms[rate][1], 1e-9) for run in by_run]

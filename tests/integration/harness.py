@@ -115,7 +115,10 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, "worker", "-l", os.environ.get("TAGGER_TEST_LOG_LEVEL", "info")],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.start_answers: list[tuple[int | None, int | None, dict[str, Any]]] = []
         deadline = time.monotonic() + timeout
@@ -228,9 +231,7 @@ async def produce(
 
 async def _output_reader(bootstrap: str, topics: Topics) -> tuple[AIOKafkaConsumer, dict[str, str]]:
     """A started ``read_committed`` consumer at the start of every output topic, and topic name to kind."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     names = topics.outputs()
     partitions = []

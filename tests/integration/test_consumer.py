@@ -129,7 +129,10 @@ def offsets_handed_on(
     with log_path.open("wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.race_app", scenario, consumer],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline, last_size, idle_since = time.monotonic() + 90, -1, time.monotonic()
@@ -230,8 +233,11 @@ def records_fetched_again_beside_an_idle_partition(
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS, request_timeout_ms=IDLE_FETCH_WAIT_MS + 10_000,
+            bootstrap_servers=kafka_bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
+            request_timeout_ms=IDLE_FETCH_WAIT_MS + 10_000,
             max_partition_fetch_bytes=1024,
         )
         await consumer.start()

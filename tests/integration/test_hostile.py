@@ -99,8 +99,11 @@ def malformed_generators(rng: random.Random) -> dict[str, Callable[[], tuple[byt
             "invalid_value",
         ),
         "nan-infinity": lambda: (
-            b'{"id": "' + ident().encode() + b'", "title": "n", "score": '
-            + rng.choice([b"NaN", b"Infinity", b"-Infinity", b"1e400"]) + b"}",
+            b'{"id": "'
+            + ident().encode()
+            + b'", "title": "n", "score": '
+            + rng.choice([b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+            + b"}",
             "invalid_value",
         ),
         "lone-surrogate": lambda: (b'{"id": "' + ident().encode() + b'", "title": "\\ud800"}', "invalid_value"),

@@ -165,4 +165,3 @@ def test_worse_and_tampered_candidates_are_refused_and_the_live_model_keeps_serv
     ledger = run(account(bootstrap, topics, ["after-refusal"], timeout=60, settle=0.5))
     (record,) = ledger.records["tagged"] + ledger.records["review"]
     assert record["model_version"] == live_version
-

@@ -87,9 +87,7 @@ def prometheus_data(tmp_path: Path) -> Iterator[Path]:
     subprocess.run([SCRIPT, "stop", str(tmp_path / "prometheus")], check=False)
 
 
-def test_prometheus_scrapes_the_worker_and_every_expression_has_data(
-    start_worker: Any, prometheus_data: Path
-) -> None:
+def test_prometheus_scrapes_the_worker_and_every_expression_has_data(start_worker: Any, prometheus_data: Path) -> None:
     tmp_path = prometheus_data
     worker, topics = start_worker()
     config = yaml.safe_load((ROOT / "monitoring/prometheus.yml").read_text())

@@ -52,8 +52,14 @@ class Browser:
         self.opener = urllib.request.build_opener(_NoRedirect())
 
     def request(
-        self, method: str, path: str, form: dict[str, str] | None = None, *, host: str | None = None,
-        origin: str | None = None, keep_cookie: bool = True,
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        *,
+        host: str | None = None,
+        origin: str | None = None,
+        keep_cookie: bool = True,
     ) -> tuple[int, str]:
         data = urllib.parse.urlencode(form).encode() if form is not None else None
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
@@ -147,11 +153,15 @@ def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
 
     feedback = read_topic(bootstrap, feedback_topic, 3)
     assert [(f["id"], f["verdict"], f["reviewer"]) for f in feedback] == [
-        (first, "accepted", "ann"), (second, "corrected", "bob"), (str(model_tagged["id"]), "reported", "ann")
+        (first, "accepted", "ann"),
+        (second, "corrected", "bob"),
+        (str(model_tagged["id"]), "reported", "ann"),
     ]  # nothing from the refused forms; the signed-in reviewer, never a typed name
     human = [r for r in read_topic(bootstrap, topics.tagged, len(outputs["tagged"]) + 3) if r["tagged_by"] == "human"]
     assert {(r["id"], r["tag"]) for r in human} == {
-        (first, suggested[first]), (second, other), (str(model_tagged["id"]), wrong)
+        (first, suggested[first]),
+        (second, other),
+        (str(model_tagged["id"]), wrong),
     }
 
     def judged() -> tuple[float, float]:
@@ -164,7 +174,9 @@ def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
     labels, skipped = read_labels(labels_path)
     assert skipped == 0
     assert {label["id"]: label["tag"] for label in labels} == {
-        first: suggested[first], second: other, str(model_tagged["id"]): wrong
+        first: suggested[first],
+        second: other,
+        str(model_tagged["id"]): wrong,
     }
     assert all(label["title"] for label in labels)
 
@@ -258,7 +270,11 @@ def test_requests_without_a_session_with_a_wrong_token_password_or_host_publish_
 ) -> None:
     started = review_worker(start_worker, new_topic, tmp_path, "ann")
     worker, topics, outputs, first, bootstrap = (
-        started.worker, started.topics, started.outputs, started.first, started.bootstrap
+        started.worker,
+        started.topics,
+        started.outputs,
+        started.first,
+        started.bootstrap,
     )
     decision = {"id": first, "tag": started.suggested[first]}
 

@@ -72,7 +72,10 @@ def test_a_reviewer_signs_in_and_decides_an_item_with_the_keyboard_alone(
     assert first not in shown  # it left the queue at once
     (feedback,) = read_topic(started.bootstrap, started.feedback_topic, 1)
     assert (feedback["id"], feedback["tag"], feedback["verdict"], feedback["reviewer"]) == (
-        first, chosen, "corrected", "keyboard-reviewer"
+        first,
+        chosen,
+        "corrected",
+        "keyboard-reviewer",
     )
     browser.get(f"http://127.0.0.1:{worker.port}/review")
     shown = [a.get_attribute("data-id") for a in browser.find_elements(By.CSS_SELECTOR, "article[data-id]")]

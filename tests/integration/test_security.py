@@ -49,14 +49,45 @@ def openssl(*args: str) -> None:
 def make_certificates(folder: Path) -> tuple[Path, Path]:
     """A self-signed CA and a broker certificate for 127.0.0.1 signed by it; returns (CA file, PEM keystore)."""
     ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "broker.key", "broker.csr", "broker.pem"))
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
-            "-subj", "/CN=content-tagger test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=content-tagger test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
     extensions = folder / "san.cnf"
     extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-            "-out", str(cert), "-days", "2", "-extfile", str(extensions))
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(extensions),
+    )
     keystore = folder / "keystore.pem"  # Kafka's PEM keystore: the PKCS#8 key, then the certificate chain
     keystore.write_text(key.read_text() + cert.read_text() + ca.read_text())
     return ca, keystore
@@ -70,7 +101,8 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     plain = f'org.apache.kafka.common.security.plain.PlainLoginModule required user_{USER}="{PASSWORD}";'
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     properties = folder / "tls.properties"
-    properties.write_text(textwrap.dedent(f"""\
+    properties.write_text(
+        textwrap.dedent(f"""\
         listeners=PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl_port},SASL_SSL://127.0.0.1:{sasl_port},CONTROLLER://127.0.0.1:{controller}
         advertised.listeners=PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl_port},SASL_SSL://127.0.0.1:{sasl_port}
         ssl.keystore.type=PEM
@@ -78,7 +110,8 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
         listener.name.sasl_ssl.plain.sasl.jaas.config={plain}
         listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram}
-        """))
+        """)
+    )
     env = {
         **os.environ,
         "KAFKA_PORT": str(port),
@@ -99,10 +132,26 @@ def add_scram_user(env: dict[str, str], bootstrap: str) -> None:
     """Create the SCRAM user with Kafka's own kafka-configs tool, from the jars scripts/kafka fetched."""
     (jars,) = (ROOT / ".cache" / "kafka").glob("jars-*")
     subprocess.run(
-        ["java", "-Xmx128m", "-cp", f"{jars}/*", "kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap,
-         "--alter", "--add-config", f"SCRAM-SHA-256=[password={PASSWORD}]", "--entity-type", "users",
-         "--entity-name", SCRAM_USER],
-        check=True, capture_output=True, env=env, timeout=60,
+        [
+            "java",
+            "-Xmx128m",
+            "-cp",
+            f"{jars}/*",
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            bootstrap,
+            "--alter",
+            "--add-config",
+            f"SCRAM-SHA-256=[password={PASSWORD}]",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            SCRAM_USER,
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -118,14 +167,24 @@ def events_with(marker: str, count: int) -> list[tuple[bytes | None, bytes | Non
     """Valid events whose title and description carry ``marker``, and malformed ones that carry it too."""
     rows = distinct_rows(dataset_rows())[:count]
     good = [
-        (f"{marker}-{r['id']}".encode(),
-         event_value(dict(r, id=f"{marker}-{r['id']}", title=f"{r['title']} {marker}",
-                          description=f"{r['description']} {marker}")),
-         None)
+        (
+            f"{marker}-{r['id']}".encode(),
+            event_value(
+                dict(
+                    r,
+                    id=f"{marker}-{r['id']}",
+                    title=f"{r['title']} {marker}",
+                    description=f"{r['description']} {marker}",
+                )
+            ),
+            None,
+        )
         for r in rows
     ]
-    bad = [(None, f'{{"id": "{marker}-bad", "title": 7, "x": "{marker}"}}'.encode(), None),
-           (None, f"not json {marker}".encode(), None)]
+    bad = [
+        (None, f'{{"id": "{marker}-bad", "title": 7, "x": "{marker}"}}'.encode(), None),
+        (None, f"not json {marker}".encode(), None),
+    ]
     return good + bad
 
 
@@ -138,8 +197,11 @@ def test_worker_processes_events_over_tls_and_never_logs_their_contents_at_info(
     secure_broker: SecureBroker, start_worker: Any, protocol: str, mechanism: str, user: str
 ) -> None:
     topics = secure_topics(secure_broker.plaintext)
-    credentials = {"TAGGER_SASL_MECHANISM": mechanism, "TAGGER_SASL_USERNAME": user,
-                   "TAGGER_SASL_PASSWORD": PASSWORD} if user else {}
+    credentials = (
+        {"TAGGER_SASL_MECHANISM": mechanism, "TAGGER_SASL_USERNAME": user, "TAGGER_SASL_PASSWORD": PASSWORD}
+        if user
+        else {}
+    )
     worker, _ = start_worker(
         topics=topics,
         TAGGER_KAFKA_BOOTSTRAP_SERVERS=secure_broker.ssl if protocol == "SSL" else secure_broker.sasl_ssl,

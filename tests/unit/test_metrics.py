@@ -19,8 +19,20 @@ from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_RE
 from stream_app.metrics import MATCHES, MAX_JUDGED_VERSIONS, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
-BOUNDED_LABELS = {"outcome", "tag", "reason", "match", "le", "version", "threshold", "partition", "verdict", "route",
-                  "topic", "model"}
+BOUNDED_LABELS = {
+    "outcome",
+    "tag",
+    "reason",
+    "match",
+    "le",
+    "version",
+    "threshold",
+    "partition",
+    "verdict",
+    "route",
+    "topic",
+    "model",
+}
 # The names the README, the dashboard and the alerts rely on.
 CONTRACT = {
     "content_tagger_events_consumed_total": "counter",

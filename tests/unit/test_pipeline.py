@@ -50,8 +50,12 @@ def test_a_batch_yields_one_output_per_event_in_order(trained_model_dir: Path) -
     def check(item: Admitted) -> DedupeVerdict:
         return index.check_and_add(str(item.event.id), item.event.title, item.event.description, item.event_time)
 
-    titles = ["Object detection with YOLO", "Sentiment analysis of tweets with BERT", "object detection with yolo!",
-              "Deploying models with Kubernetes and MLflow"]
+    titles = [
+        "Object detection with YOLO",
+        "Sentiment analysis of tweets with BERT",
+        "object detection with yolo!",
+        "Deploying models with Kubernetes and MLflow",
+    ]
     batch = [admit(pipeline, {"id": n, "title": t, "description": ""}, offset=n) for n, t in enumerate(titles)]
     outputs = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], check)
     assert [o.key for o in outputs] == ["0", "1", "2", "3"]
@@ -60,8 +64,10 @@ def test_a_batch_yields_one_output_per_event_in_order(trained_model_dir: Path) -
     for output in outputs:
         if output.kind in ("tagged", "review"):
             assert output.record["model_version"] == pipeline.classifier.version
-    emitted = sum(registry.get_sample_value("content_tagger_events_out_total", {"outcome": k}) or 0
-                  for k in ("tagged", "review", "duplicate", "deadletter"))
+    emitted = sum(
+        registry.get_sample_value("content_tagger_events_out_total", {"outcome": k}) or 0
+        for k in ("tagged", "review", "duplicate", "deadletter")
+    )
     assert emitted == len(outputs)
     assert registry.get_sample_value("content_tagger_drift_window_events") == 3
 

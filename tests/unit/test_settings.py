@@ -17,7 +17,9 @@ def test_defaults_match_the_documented_topics() -> None:
     settings = Settings.from_env({})
     assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert (settings.input_topic, settings.tagged_topic, settings.review_topic) == (
-        "content", "content-tagged", "content-review",
+        "content",
+        "content-tagged",
+        "content-review",
     )
     assert (settings.duplicates_topic, settings.deadletter_topic) == ("content-duplicates", "content-deadletter")
     assert settings.dedupe_ttl_days == 30

@@ -115,7 +115,10 @@ def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
     board.on_tagged(tagged)  # the human record does not replace the model's prediction
     judgement = board.on_feedback(feedback)
     assert (judgement.model_version, judgement.route, judgement.predicted_tag, judgement.correct) == (
-        "v1", "tagged", "computer-vision", False
+        "v1",
+        "tagged",
+        "computer-vision",
+        False,
     )
     assert judgement.label is not None and judgement.label["title"] == "Tagged title"
     assert judgement.label["tag"] == "mlops"
