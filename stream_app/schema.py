@@ -43,6 +43,20 @@ MAX_NESTING: Final = 64
 MIN_INTEGER_ID: Final = -(2**63)
 MAX_INTEGER_ID: Final = 2**63 - 1
 OPTIONAL_TEXT_FIELDS: Final = ("created_on", "source", "url")
+BLANK_CHARACTERS: Final = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+"""What a blank id or title is made of: every character Python's ``str.isspace`` takes for white space, and
+U+FEFF, which JavaScript's ``\\s`` (the output schemas' ``"pattern": "\\S"``) does too. A text with any other
+character matches that pattern under both Python's and JavaScript's rules."""
+SERVICE_FIELDS: Final = frozenset(
+    ("tag", "suggested_tag", "reason", "confidence", "scores", "model_version", "tagged_by", "dedupe_key")
+    + ("processed_at", "schema_version")
+)
+"""The fields the service writes on tagged and review records. An input field of one of these names is not passed
+through to either: a tagged record must not carry a ``suggested_tag`` or ``reason`` that makes it read as a review
+record, nor a review record a ``tag`` or ``tagged_by`` that makes it read as tagged."""
 MAX_DEAD_LETTER_VALUE_BYTES: Final = 64 * 1024
 OUTPUT_SCHEMA_NAMES: Final = ("content-tagged", "content-review", "content-duplicates", "content-deadletter")
 SCHEMA_NAMES: Final = ("content", *OUTPUT_SCHEMA_NAMES)
@@ -82,7 +96,7 @@ def parse_event(raw: bytes | None) -> ContentEvent:
     except RecursionError:
         raise InvalidEvent("invalid_value", _TOO_DEEP) from None
     except json.JSONDecodeError as error:
-        detail = f"the message is not JSON: {error}" if text.strip() else "the message is empty"
+        detail = f"the message is not JSON: {error}" if text.strip(_JSON_WHITESPACE) else "the message is empty"
         raise InvalidEvent("not_json", detail) from None
     except ValueError as error:  # not a syntax error: an integer past Python's digit limit
         raise InvalidEvent("invalid_value", f"the message holds an unreadable number: {error}") from None
@@ -94,6 +108,14 @@ def parse_event(raw: bytes | None) -> ContentEvent:
     if ("\\ud" in text or "\\uD" in text) and has_lone_surrogate(value):
         raise InvalidEvent("invalid_value", "the JSON holds an unpaired surrogate escape such as \\ud800")
     return _validate(value)
+
+
+_JSON_WHITESPACE: Final = " \t\n\r"
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` holds nothing but :data:`BLANK_CHARACTERS`."""
+    return not text.strip(BLANK_CHARACTERS)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -173,7 +195,7 @@ def _validate(value: dict[str, Any]) -> ContentEvent:
     event_id = value["id"]
     if isinstance(event_id, bool) or not isinstance(event_id, str | int):
         raise InvalidEvent("wrong_type", f"'id' must be a string or an integer, not {_json_type(event_id)}")
-    if isinstance(event_id, str) and not event_id.strip():
+    if isinstance(event_id, str) and is_blank(event_id):
         raise InvalidEvent("invalid_value", "'id' is a blank string")
     if isinstance(event_id, str) and len(event_id) > MAX_ID_CHARS:
         raise InvalidEvent("too_large", f"'id' has {len(event_id)} characters, more than {MAX_ID_CHARS}")
@@ -182,7 +204,7 @@ def _validate(value: dict[str, Any]) -> ContentEvent:
     title = value["title"]
     if not isinstance(title, str):
         raise InvalidEvent("wrong_type", f"'title' must be a string, not {_json_type(title)}")
-    if not title.strip():
+    if is_blank(title):
         raise InvalidEvent("invalid_value", "'title' is blank")
     if len(title) > MAX_TITLE_CHARS:
         raise InvalidEvent("too_large", f"'title' has {len(title)} characters, more than {MAX_TITLE_CHARS}")
@@ -213,11 +235,12 @@ def tagged_record(
 ) -> dict[str, Any]:
     """The record on the tagged topic: the original fields plus the tag and how it was decided.
 
-    The service's own fields replace input fields of the same name (e.g. an input ``tag``). ``scores`` go in as
-    given: plain, finite floats rounded as published (:attr:`stream_app.classifier.Prediction.scores`).
+    Input fields named like one the service writes on a tagged or review record (:data:`SERVICE_FIELDS`) are
+    left out. ``scores`` go in as given: plain, finite floats rounded as published
+    (:attr:`stream_app.classifier.Prediction.scores`).
     """
     return {
-        **event.fields,
+        **_passed_through(event),
         "tag": tag,
         "confidence": _finite(confidence, 6),
         "scores": scores,
@@ -238,9 +261,10 @@ def review_record(
     dedupe_key: str,
     processed_at: str,
 ) -> dict[str, Any]:
-    """The record on the review topic: the original fields plus the model's suggestion and why it waits."""
+    """The record on the review topic: the original fields (less the :data:`SERVICE_FIELDS`) plus the model's
+    suggestion and why it waits."""
     return {
-        **event.fields,
+        **_passed_through(event),
         "suggested_tag": tag,
         "confidence": _finite(confidence, 6),
         "scores": scores,
@@ -250,6 +274,14 @@ def review_record(
         "processed_at": processed_at,
         "schema_version": SCHEMA_VERSION,
     }
+
+
+def _passed_through(event: ContentEvent) -> dict[str, Any]:
+    """The event's fields that go into its tagged or review record: all but the :data:`SERVICE_FIELDS`."""
+    fields = event.fields
+    if SERVICE_FIELDS.isdisjoint(fields):  # nearly every event: no copy
+        return fields
+    return {name: value for name, value in fields.items() if name not in SERVICE_FIELDS}
 
 
 def _finite(value: float, digits: int) -> float:

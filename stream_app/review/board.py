@@ -42,6 +42,8 @@ class Prediction(NamedTuple):
     tag: str
     model_version: str
     tagged_by: str
+    route: str
+    """``tagged`` or ``review``: the topic the record came from."""
     packed: bytes
     """Its record as compact JSON, a third of a dict's memory: as it came when it is short
     (:data:`KEPT_RAW_BYTES`), else its :data:`KEPT_FIELDS` with the description cut."""
@@ -119,7 +121,7 @@ class ReviewBoard:
         self.waiting: dict[str, bytes] = {}
         """Items waiting for review by id, oldest first: their :data:`WAITING_FIELDS` as compact JSON (a third of
         the memory of a dict, and nothing bounds how many wait)."""
-        self.recent: OrderedDict[str, tuple[str, str, str, bytes]] = OrderedDict()
+        self.recent: OrderedDict[str, tuple[str, str, str, str, bytes]] = OrderedDict()
         """Recent predictions by id, oldest first: each :class:`Prediction`'s fields in order, in a plain tuple of
         strings and bytes, which the garbage collector stops tracking (a tuple subclass stays tracked), so full
         collections do not walk tens of thousands of them. :meth:`prediction` reads one back."""
@@ -144,7 +146,7 @@ class ReviewBoard:
         ``own``: the record is one this worker built (:attr:`published`), which needs no check."""
         item_id = str(record["id"]) if own else checked_review_id(record)
         self.waiting[item_id] = _pack(record, WAITING_FIELDS)
-        self._remember(item_id, record["suggested_tag"], record["model_version"], "model", record, raw)
+        self._remember(item_id, record["suggested_tag"], record["model_version"], "model", "review", record, raw)
 
     def on_tagged(self, record: dict[str, Any], raw: bytes | None = None, *, own: bool = False) -> None:
         """An item on the tagged topic: a person may later report its tag; raises :class:`InvalidRecord`
@@ -154,7 +156,7 @@ class ReviewBoard:
         self.waiting.pop(item_id, None)
         if record.get("tagged_by") == "human" and item_id in self.recent:
             return  # keep the model's prediction: feedback judges the model, not the reviewer
-        self._remember(item_id, record["tag"], record["model_version"], record["tagged_by"], record, raw)
+        self._remember(item_id, record["tag"], record["model_version"], record["tagged_by"], "tagged", record, raw)
 
     def on_feedback(self, record: dict[str, Any]) -> Judgement:
         """A decision: the item stops waiting, and the model's prediction is judged against it; raises
@@ -171,12 +173,18 @@ class ReviewBoard:
             "description": source.get("description"),
             "model_version": prediction.model_version,
         }
-        route = "review" if "suggested_tag" in source else "tagged"
         correct = prediction.tag == record["tag"]
-        return Judgement(record["verdict"], prediction.model_version, route, prediction.tag, correct, label)
+        return Judgement(record["verdict"], prediction.model_version, prediction.route, prediction.tag, correct, label)
 
     def _remember(
-        self, item_id: str, tag: str, model_version: str, tagged_by: str, record: dict[str, Any], raw: bytes | None
+        self,
+        item_id: str,
+        tag: str,
+        model_version: str,
+        tagged_by: str,
+        route: str,
+        record: dict[str, Any],
+        raw: bytes | None,
     ) -> None:
         if raw is not None and len(raw) <= KEPT_RAW_BYTES:
             packed = raw  # its description fits: what packing would drop (scores, times) costs less than packing
@@ -184,7 +192,7 @@ class ReviewBoard:
             if isinstance(record.get("description"), str):
                 record = {**record, "description": record["description"][:KEPT_DESCRIPTION_CHARS]}
             packed = _pack(record, KEPT_FIELDS)
-        self.recent[item_id] = (tag, model_version, tagged_by, packed)
+        self.recent[item_id] = (tag, model_version, tagged_by, route, packed)
         self.recent.move_to_end(item_id)
         while len(self.recent) > self.recent_limit:
             self.recent.popitem(last=False)

@@ -13,7 +13,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidRecord
 from stream_app.metrics import VERDICTS
 from stream_app.review.labels import decision_time
-from stream_app.schema import MAX_ID_CHARS, OPTIONAL_TEXT_FIELDS, has_lone_surrogate
+from stream_app.schema import MAX_ID_CHARS, OPTIONAL_TEXT_FIELDS, has_lone_surrogate, is_blank
 
 MAX_REVIEWER_CHARS = 100
 MAX_VERSION_CHARS = 64
@@ -107,7 +107,7 @@ def _item_id(record: Mapping[str, Any]) -> str:
     if isinstance(value, bool):
         raise InvalidRecord("wrong_type", "id is a bool")
     item_id = str(value)
-    if not 0 < len(item_id) <= MAX_ID_CHARS or not item_id.strip():
+    if not 0 < len(item_id) <= MAX_ID_CHARS or is_blank(item_id):
         raise InvalidRecord("invalid_value", f"id is blank or not 1 to {MAX_ID_CHARS} characters")
     return item_id
 
@@ -116,7 +116,7 @@ def _title(record: Mapping[str, Any]) -> None:
     """A title is what a label trains on: required and not blank, as the output contracts say."""
     if record.get("title") is None:
         raise InvalidRecord("missing_field", "title")
-    if not _text(record, "title").strip():
+    if is_blank(_text(record, "title")):
         raise InvalidRecord("invalid_value", "title is blank")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from stream_app.delivery.publish import encode
 from stream_app.errors import DEADLETTER_REASONS, InvalidEvent
 from stream_app.schema import (
+    BLANK_CHARACTERS,
     MAX_DEAD_LETTER_VALUE_BYTES,
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,
@@ -24,6 +26,7 @@ from stream_app.schema import (
     MAX_NESTING,
     MAX_TITLE_CHARS,
     MIN_INTEGER_ID,
+    SERVICE_FIELDS,
     ContentEvent,
     dead_letter_record,
     duplicate_record,
@@ -53,6 +56,7 @@ MALFORMED: list[tuple[bytes | None, str, str]] = [
     (None, "not_json", "no value"),
     (b"", "not_json", "empty"),
     (b" \r\n\t ", "not_json", "empty"),
+    ("\u00a0".encode(), "not_json", "not JSON"),  # not JSON white space: not an empty message either
     (b"{not json", "not_json", "not JSON"),
     (b'{"id": 1, "title": "x"', "not_json", "not JSON"),
     (b'\xef\xbb\xbf{"id": 1, "title": "x"}', "not_json", "BOM"),
@@ -82,6 +86,9 @@ MALFORMED: list[tuple[bytes | None, str, str]] = [
     (b'{"id": "  ", "title": "x"}', "invalid_value", "'id'"),
     (b'{"id": 1, "title": ""}', "invalid_value", "'title'"),
     (b'{"id": 1, "title": " \\t\\n "}', "invalid_value", "'title'"),
+    (b'{"id": 1, "title": "\\ufeff \\u00a0"}', "invalid_value", "'title'"),  # JavaScript's \\s takes U+FEFF
+    (b'{"id": "\\ufeff", "title": "x"}', "invalid_value", "'id'"),
+    (b'{"id": 1, "title": "\\u001c\\u0085"}', "invalid_value", "'title'"),  # Python's isspace takes these
     (b'{"id": 9223372036854775808, "title": "x"}', "invalid_value", "'id'"),
     (b'{"id": -9223372036854775809, "title": "x"}', "invalid_value", "'id'"),
     (b'{"id": 99999999999999999999999, "title": "x"}', "invalid_value", "'id'"),
@@ -122,6 +129,16 @@ def test_each_malformed_kind_is_refused_with_its_reason_and_a_detail_naming_it(
         parse_event(raw)
     assert error.value.reason == reason
     assert mentions in error.value.detail
+
+
+def test_blank_is_white_space_to_python_and_to_the_schemas_javascript_pattern() -> None:
+    """A title or id the parser takes must match the output schemas' ``"pattern": "\\S"`` as a JSON Schema
+    validator reads it, with ECMA-262's ``\\s`` (WhiteSpace and LineTerminator: tab, VT, FF, U+FEFF, every space
+    separator, LF, CR, U+2028, U+2029), and as Python's ``re`` does (``str.isspace``)."""
+    ecma = {"\t", "\x0b", "\x0c", "\ufeff", "\n", "\r", "\u2028", "\u2029"}
+    ecma |= {chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Zs"}
+    python = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert set(BLANK_CHARACTERS) == ecma | python
 
 
 def test_every_dead_letter_reason_is_reachable() -> None:
@@ -275,7 +292,31 @@ def test_tagged_and_review_records_keep_the_original_fields_and_add_the_verdict(
     assert human["tagged_by"] == "human"
     assert (review["suggested_tag"], review["reason"]) == ("computer-vision", "low_confidence")
     assert review["confidence"] == 0.4 and "tagged_by" not in review
-    assert review["tag"] == "robotics"  # not the service's field on review: the input's passes through
+    assert "tag" not in review  # the input's "tag" is not passed through: a review record must not read as tagged
+
+
+def test_input_fields_named_like_the_other_records_service_fields_are_not_passed_through() -> None:
+    """A tagged record carrying an input ``suggested_tag`` or ``reason`` would read as a review record (the review
+    board and downstream readers tell the two apart by them), and a review record carrying ``tag`` or ``tagged_by``
+    as a tagged one."""
+    event = parse_event(
+        json.dumps(
+            {"id": 8, "title": "YOLO", "suggested_tag": "mlops", "reason": "x", "tag": "other", "tagged_by": "human"}
+        ).encode()
+    )
+    tagged = tagged_record(event, "computer-vision", 0.9, SCORES, "0123456789ab", "k" * 16, NOW)
+    review = review_record(event, "computer-vision", 0.4, SCORES, "0123456789ab", "k" * 16, NOW)
+    assert "suggested_tag" not in tagged and "reason" not in tagged
+    assert (tagged["tag"], tagged["tagged_by"]) == ("computer-vision", "model")
+    assert "tag" not in review and "tagged_by" not in review
+    assert (review["suggested_tag"], review["reason"]) == ("computer-vision", "low_confidence")
+    assert event.fields["suggested_tag"] == "mlops"  # the event itself is unchanged
+    plain = parse_event(b'{"id": 9, "title": "YOLO"}')
+    written = {
+        *tagged_record(plain, "mlops", 0.9, SCORES, "v", "k", NOW),
+        *review_record(plain, "mlops", 0.4, SCORES, "v", "k", NOW),
+    }
+    assert written - {"id", "title"} == SERVICE_FIELDS  # the constant names exactly what the two records write
 
 
 def test_a_confidence_or_similarity_given_as_a_numpy_scalar_is_written_as_a_plain_number() -> None:

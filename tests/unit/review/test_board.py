@@ -125,6 +125,18 @@ def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
 
 
 @pytest.mark.parametrize("description", ["Short words.", "long " * 400])
+def test_a_prediction_is_judged_by_the_topic_it_came_from_whatever_fields_it_carries(description: str) -> None:
+    """Online precision of auto-tagged items (``route="tagged"``) drives retraining: a tagged record that carries a
+    ``suggested_tag`` field (a writer other than this version of the worker) still counts as tagged."""
+    record = {**tagged_record("t", tag="computer-vision"), "suggested_tag": "mlops", "description": description}
+    board = ReviewBoard(recent_limit=10)
+    board.on_tagged(record, json.dumps(record).encode())
+    feedback, _ = decide(board, {"id": "t", "tag": "other", "action": "report"}, NOW, "u")
+    judgement = board.on_feedback(feedback)
+    assert (judgement.route, judgement.predicted_tag, judgement.correct) == ("tagged", "computer-vision", False)
+
+
+@pytest.mark.parametrize("description", ["Short words.", "long " * 400])
 @pytest.mark.parametrize("route", ["tagged", "review"])
 def test_a_prediction_read_with_its_json_is_reported_and_labelled_as_one_read_without(
     route: str, description: str
