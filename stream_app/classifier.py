@@ -175,6 +175,11 @@ class Classifier:
             raise ModelError(f"the model's class metadata is not JSON: {error!r:.200}") from error
         if model_classes != classes:
             raise ModelError(f"the card's classes {classes} are not the model's {model_classes!r:.200}")
+        missing = sorted(set(APPROVED_TAGS) - set(classes))
+        if missing or len(classes) != len(APPROVED_TAGS):
+            # Every tagged and review record has a score for each approved tag (the output schemas require them).
+            message = f"the model's classes must be the approved tags, each once: {classes} lacks {missing}"
+            raise ModelError(message, "not_approved")
         names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
         if card["input"]["name"] not in names[0] or card["outputs"]["probabilities"] not in names[1]:
             raise ModelError(f"the card's input/output names do not match the model's {names}")

@@ -93,6 +93,14 @@ def test_a_model_trained_on_an_unapproved_tag_is_refused(trained_model_dir: Path
         Classifier.load(model_dir)
 
 
+def test_a_model_without_a_class_for_every_approved_tag_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
+    """Its records would lack the score of the missing tag, which the output schemas require."""
+    model_dir = export_with_labels(["computer-vision", "mlops", "other"], trained_model_dir, tmp_path / "model")
+    with pytest.raises(ModelError, match=r"lacks \['natural-language-processing'\]") as error:
+        Classifier.load(model_dir)
+    assert error.value.reason == "not_approved"
+
+
 def test_a_card_that_misstates_the_models_classes_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
     model_dir = export_with_labels(["computer-vision", "robotics"], trained_model_dir, tmp_path / "model")
     card = json.loads((model_dir / "model.json").read_text())
