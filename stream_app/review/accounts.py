@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
+import hashlib
 import logging
 import os
 import re
@@ -87,13 +88,33 @@ class ReviewerAccounts:
 
     def verify(self, name: str, password: str) -> bool:
         """Whether ``password`` is ``name``'s. Slow on purpose (argon2): call it from a thread."""
+        return self.sign_in(name, password) is not None
+
+    def sign_in(self, name: str, password: str) -> str | None:
+        """The :meth:`stamp` of ``name``'s account if ``password`` is its password, else None. Slow on purpose
+        (argon2): call it from a thread."""
         known = self._hashes.get(name)
         if len(password) > MAX_PASSWORD_CHARS:
-            return False
+            return None
         try:
-            return bool(_hasher.verify(known or _unknown_user_hash(), password)) and known is not None
+            verified = _hasher.verify(known or _unknown_user_hash(), password)
         except (VerificationError, InvalidHashError):
-            return False
+            return None
+        except UnicodeEncodeError:  # a lone surrogate, which a form in another charset can carry: no password's
+            return None
+        return account_stamp(known) if verified and known is not None else None
+
+    def stamp(self, name: str) -> str | None:
+        """What ties a session to ``name``'s account as it is now (:func:`account_stamp`); None if there is none."""
+        known = self._hashes.get(name)
+        return None if known is None else account_stamp(known)
+
+
+def account_stamp(encoded: str) -> str:
+    """A short digest of an account's stored hash. Setting a password, even the same one again, salts a new hash,
+    so the stamp changes: sessions carry the stamp of their sign-in and end with the password they signed in with.
+    It tells nothing about the password (a digest of a salted, slow hash)."""
+    return hashlib.sha256(encoded.encode()).hexdigest()[:32]
 
 
 def read_accounts(path: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ form token is an HMAC of the session's nonce; a sign-in or sign-out starts a new
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import logging
 import secrets
@@ -48,6 +49,10 @@ from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+MAX_QUEUED_SIGN_INS: Final = 8
+"""Sign-ins whose password check may wait or run at once (a check takes about 0.1 s of a core); past it, 503."""
+KNOWN_ADDRESS_QUEUE: Final = 8
+"""Room in the queue only for sign-ins from an address the named reviewer signed in from lately."""
 HEADERS: Final = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -121,6 +126,8 @@ class ReviewSite:
         """Items whose decision is being published: a second decision on one meanwhile is refused."""
         # One thread: a password hash takes a core and 64 MiB for a fraction of a second, so sign-ins queue.
         self._auth_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-auth")
+        self.checking = 0
+        """Sign-ins whose password check is queued or running."""
 
     async def handle(self, request: WebRequest) -> WebResponse:
         """Answer one request to a review route."""
@@ -148,7 +155,10 @@ class ReviewSite:
         if not session.reviewer:
             return None
         if self.accounts is not None:
-            return session.reviewer if session.reviewer in self.accounts.names else None
+            # Still in the accounts, with the password it signed in with: a new password, or an account removed
+            # and added again, ends the sessions of the old one.
+            stamp = self.accounts.stamp(session.reviewer)
+            return session.reviewer if stamp is not None and hmac.compare_digest(stamp, session.account) else None
         return session.reviewer if session.reviewer == named else None
 
     async def _route(self, request: WebRequest, session: Session, reviewer: str | None) -> WebResponse:
@@ -196,13 +206,22 @@ class ReviewSite:
         if self.limiter.blocked(address) or (stranger and self.name_limiter.blocked(limited_name)):
             self.count_sign_in("limited")
             return self._sign_in_page(session, "Too many failed sign-ins: try again later.", status=429)
+        if self.checking >= (MAX_QUEUED_SIGN_INS if stranger else MAX_QUEUED_SIGN_INS + KNOWN_ADDRESS_QUEUE):
+            # Many addresses within their limits could still queue hours of password checks: the queue is
+            # bounded, with room kept for reviewers at their usual addresses.
+            self.count_sign_in("limited")
+            return self._sign_in_page(session, "Too many sign-ins at once: try again in a minute.", status=503)
         self.limiter.count(address)
         if stranger:
             self.name_limiter.count(limited_name)  # a success takes back this one only: others may be a guesser's
-        verified = await asyncio.get_running_loop().run_in_executor(
-            self._auth_thread, self.accounts.verify, name, password
-        )
-        if not verified:
+        self.checking += 1
+        try:
+            account = await asyncio.get_running_loop().run_in_executor(
+                self._auth_thread, self.accounts.sign_in, name, password
+            )
+        finally:
+            self.checking -= 1
+        if account is None:
             log.warning("review sign-in refused for %r from %s", name[:MAX_REVIEWER_CHARS], address)
             self.count_sign_in("wrong")
             return self._sign_in_page(session, "Wrong name or password.", status=401)
@@ -213,7 +232,7 @@ class ReviewSite:
         self.sessions.revoke(session)  # a new nonce: a session known before sign-in is worth nothing after it
         log.info("reviewer %s signed in from %s", name, address)
         self.count_sign_in("signed_in")
-        return self._redirect("/review", self.sessions.new(name))
+        return self._redirect("/review", self.sessions.new(name, account))
 
     def _review_page(self, session: Session, reviewer: str | None, notice: str = "", status: int = 200) -> WebResponse:
         if reviewer is not None:
@@ -295,7 +314,9 @@ def review_view(site: ReviewSite) -> type[faust.web.View]:
         async def post(self, request: Any) -> Any:
             try:
                 form = {key: str(value) for key, value in (await request.post()).items()}
-            except (ValueError, LookupError):  # a body that is not a form: not UTF-8, an unknown charset, no boundary
+            # A body that is not a form: not UTF-8, an unknown charset, no boundary, or (RuntimeError, aiohttp's
+            # choice) a multipart part in an unknown Content-Transfer-Encoding.
+            except (ValueError, LookupError, RuntimeError):
                 return self._send(WebResponse(400, _page("Refused", "The form could not be read.")))
             return self._send(await site.handle(_web_request(request, site, form)))
 

@@ -39,6 +39,9 @@ class Session:
     reviewer: str
     nonce: str
     expires: float
+    account: str = ""
+    """The reviewer's account stamp at sign-in (:func:`~stream_app.review.accounts.account_stamp`), empty when
+    a proxy names the reviewer: the session ends when the account's password changes or the account goes."""
 
 
 class Sessions:
@@ -53,18 +56,18 @@ class Sessions:
         self.clock = clock
         self._revoked: collections.OrderedDict[str, float] = collections.OrderedDict()
 
-    def new(self, reviewer: str = "") -> Session:
-        return Session(reviewer, secrets.token_hex(16), float(int(self.clock() + self.lifetime_seconds)))
+    def new(self, reviewer: str = "", account: str = "") -> Session:
+        return Session(reviewer, secrets.token_hex(16), float(int(self.clock() + self.lifetime_seconds)), account)
 
     def read(self, cookie: str | None) -> Session | None:
         """The session of a cookie value, or None when it is malformed, forged, expired or revoked."""
         if not cookie or len(cookie) > 1024:
             return None
         parts = cookie.split(".")
-        if len(parts) != 4:
+        if len(parts) != 5:
             return None
-        name_hex, nonce, expires, mac = parts
-        if not _same(mac, self._mac("session", name_hex, nonce, expires)):
+        name_hex, nonce, expires, account, mac = parts
+        if not _same(mac, self._mac("session", name_hex, nonce, expires, account)):
             return None
         try:
             reviewer, deadline = bytes.fromhex(name_hex).decode(), float(expires)
@@ -72,12 +75,13 @@ class Sessions:
             return None
         if deadline <= self.clock() or nonce in self._revoked:
             return None
-        return Session(reviewer, nonce, deadline)
+        return Session(reviewer, nonce, deadline, account)
 
     def cookie_header(self, session: Session) -> str:
         """The ``Set-Cookie`` value that gives the browser ``session``."""
-        name_hex, expires = session.reviewer.encode().hex(), str(int(session.expires))
-        value = ".".join((name_hex, session.nonce, expires, self._mac("session", name_hex, session.nonce, expires)))
+        name_hex, expires, account = session.reviewer.encode().hex(), str(int(session.expires)), session.account
+        mac = self._mac("session", name_hex, session.nonce, expires, account)
+        value = ".".join((name_hex, session.nonce, expires, account, mac))
         max_age = max(0, int(session.expires - self.clock()))
         secure = "; Secure" if self.secure else ""
         return f"{COOKIE}={value}; Path=/review; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"

@@ -243,6 +243,11 @@ MALFORMED_FORMS: list[tuple[bytes, str]] = [
         b"\r\na\r\n--b--\r\n",
         "multipart/form-data; boundary=b",
     ),
+    (
+        b'--b\r\nContent-Disposition: form-data; name="csrf"\r\nContent-Transfer-Encoding: x-bogus\r\n'
+        b"\r\nabc\r\n--b--\r\n",
+        "multipart/form-data; boundary=b",
+    ),
 ]
 """Request bodies aiohttp cannot read as a form, and their content types."""
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,9 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
-from stream_app.review.accounts import add_reviewer
+from stream_app.review.accounts import add_reviewer, remove_reviewer
 from stream_app.review.board import ReviewBoard
-from stream_app.review.page import ReviewSite, WebRequest, WebResponse, _web_request
+from stream_app.review.page import MAX_QUEUED_SIGN_INS, ReviewSite, WebRequest, WebResponse, _web_request
 from stream_app.review.sessions import (
     COOKIE,
     KNOWN_ADDRESS_SECONDS,
@@ -112,9 +114,11 @@ def test_no_session_a_wrong_token_another_host_or_another_origin_publish_nothing
     assert site.request("GET", "/review", host="rebound.example:6066").status == 403
     assert site.request("POST", "/review", decision, origin="http://evil.example").status == 403
     assert site.cookie is not None
-    name_hex, nonce, expires, mac = site.cookie.split(".")
-    longer = ".".join((name_hex, nonce, str(int(expires) + 86400), mac))
+    name_hex, nonce, expires, account, mac = site.cookie.split(".")
+    longer = ".".join((name_hex, nonce, str(int(expires) + 86400), account, mac))
     assert site.request("POST", "/review", decision, cookie=longer).status == 403
+    other_account = ".".join((name_hex, nonce, expires, "0" * len(account), mac))
+    assert site.request("POST", "/review", decision, cookie=other_account).status == 403
     assert site.published == []
     assert site.request("POST", "/review", decision).status == 200  # the same form from the session goes through
 
@@ -216,6 +220,77 @@ def test_concurrent_sign_ins_from_one_address_get_no_more_password_checks_than_t
     assert sorted(response.status for response in asyncio.run(burst())) == [401] * 5 + [429] * 3
     assert site.sign_in(peer="10.0.0.9").status == 429  # even the right password
     assert site.sign_in(peer="10.0.0.8").status == 303
+
+
+def test_password_checks_queue_to_a_bound_with_room_kept_for_a_reviewer_at_a_known_address(tmp_path: Path) -> None:
+    """Strangers each within their address's and name's limits (many addresses, a new name each time) could still
+    queue hours of password checks; past the bound they get 503, and the reviewer at an address they signed in
+    from before still gets in."""
+    site = Site(tmp_path)
+    assert site.sign_in(peer="10.0.0.1").status == 303  # ann's known address from now on
+    token, cookie = site.token("/review/sign-in"), site.cookie
+    strangers = MAX_QUEUED_SIGN_INS + 3
+    HOST = "127.0.0.1:6066"
+
+    def attempt(peer: str, name: str, password: str) -> asyncio.Task[WebResponse]:
+        form = {"csrf": token, "name": name, "password": password}
+        return asyncio.ensure_future(site.site.handle(WebRequest("POST", "/review/sign-in", HOST, peer, cookie, form)))
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+
+    async def flood() -> tuple[list[int], int]:
+        release = threading.Event()
+        # The checks' one thread held until every request has been answered or queued: what a slow host does.
+        blocked = site.site._auth_thread.submit(release.wait)
+        try:
+            guesses = [attempt(f"2001:db8:0:{n:x}::1", f"x{n}", WRONG) for n in range(strangers)]
+            await until(lambda: sum(task.done() for task in guesses) == strangers - MAX_QUEUED_SIGN_INS)
+            ann = attempt("10.0.0.1", "ann", PASSWORD)
+            await until(lambda: site.site.checking == MAX_QUEUED_SIGN_INS + 1)
+        finally:
+            release.set()
+        blocked.result()
+        return sorted([(await task).status for task in guesses]), (await ann).status
+
+    statuses, ann = asyncio.run(flood())
+    assert statuses == [401] * MAX_QUEUED_SIGN_INS + [503] * (strangers - MAX_QUEUED_SIGN_INS)
+    assert ann == 303
+
+
+def test_a_new_password_or_an_account_removed_and_added_again_ends_the_old_sessions(tmp_path: Path) -> None:
+    """An operator who changes a leaked password, or removes the account and adds it back, cuts off whoever holds
+    a session of the old one; so does setting the same password again (a new salt), the way to end every session
+    of one reviewer."""
+    accounts = tmp_path / "reviewers"
+    site = Site(tmp_path)
+    new_password = "a brand new password"  # noqa: S105
+    for change, password in (("new", new_password), ("removed and added", new_password), ("same again", PASSWORD)):
+        add_reviewer(accounts, "ann", PASSWORD)
+        assert site.sign_in().status == 303
+        old, decision = site.cookie, {"csrf": site.token(), "id": "a", "tag": "mlops"}
+        assert "Signed in as" in site.request("GET", "/review", cookie=old).body  # nothing changed yet
+        if change == "removed and added":
+            assert remove_reviewer(accounts, "ann")
+            assert site.request("POST", "/review", decision, cookie=old).status == 403
+        add_reviewer(accounts, "ann", password)
+        assert site.request("POST", "/review", decision, cookie=old).status == 403, change
+        assert site.published == []
+        assert site.sign_in(password=password).status == 303
+        assert site.request("POST", "/review", {**decision, "csrf": site.token()}).status == 200
+        site.published.clear()
+        site.board.on_review(review_record("a"))
+
+
+def test_a_password_no_form_could_have_sent_as_utf8_is_a_wrong_one(tmp_path: Path) -> None:
+    """A form in another charset (``unicode_escape``) can carry a lone surrogate, which no password holds."""
+    site = Site(tmp_path)
+    for password in ("\ud800", PASSWORD[:4] + "\udfff"):
+        assert site.sign_in(password=password).status == 401
+    assert site.sign_in().status == 303
 
 
 def test_two_decisions_on_one_item_at_once_publish_one(tmp_path: Path) -> None:
