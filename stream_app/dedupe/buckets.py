@@ -67,8 +67,8 @@ class BucketIndex:
         return index
 
     def add(self, bucket_ids: Iterable[int], ref: int, tag: int = 0) -> None:
-        """Put ``ref`` with ``tag`` in each bucket as its newest entry (:meth:`remove` it first if it may be in
-        already)."""
+        """Put ``ref`` with ``tag`` in each bucket as its newest entry; a bucket that holds it already holds it once
+        (as its newest) from then on."""
         entry = (ref, tag)
         for bucket in bucket_ids:
             entries = self._pending.setdefault(bucket, [])
@@ -178,12 +178,28 @@ class BucketIndex:
         flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(pending.values())), np.uint64)
         order = np.argsort(ids, kind="stable")  # by bucket, each bucket's entries still oldest first
         ids, refs, tags = ids[order], flat[0::2][order], flat[1::2][order].astype(np.uint16)
+        self._drop(self._positions_of(ids, refs))  # a ref added again moves to the newest end, as in the pending dict
         at = self._ids.searchsorted(ids, "right")
         self._ids = np.insert(self._ids, at, ids)
         self._refs, self._tags = np.insert(self._refs, at, refs), np.insert(self._tags, at, tags)
         pending.clear()
         self._pending_count = 0
         self._trim(ids[np.concatenate(([True], ids[1:] != ids[:-1]))])
+
+    def _positions_of(self, ids: npt.NDArray[np.uint32], refs: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+        """Where the arrays hold each (bucket id, ref) pair given, if they do (each bucket holds at most ``limit``)."""
+        lows, highs = self._ids.searchsorted(ids, "left"), self._ids.searchsorted(ids, "right")
+        counts = highs - lows
+        if not counts.any():
+            return np.empty(0, np.intp)
+        # Every position of every pair's bucket, in one array, beside the ref it is compared with.
+        positions = np.arange(int(counts.sum())) + np.repeat(lows - (np.cumsum(counts) - counts), counts)
+        return np.unique(positions[self._refs[positions] == np.repeat(refs, counts)])
+
+    def _drop(self, positions: npt.NDArray[np.intp]) -> None:
+        if len(positions):
+            self._ids, self._refs = np.delete(self._ids, positions), np.delete(self._refs, positions)
+            self._tags = np.delete(self._tags, positions)
 
     def _trim(self, bucket_ids: npt.NDArray[np.uint32]) -> None:
         """Drop all but the newest ``limit`` refs of each of ``bucket_ids`` (each id once)."""
@@ -193,6 +209,4 @@ class BucketIndex:
         if full.any():
             lows, over = lows[full], over[full]
             # Each full bucket's oldest ``over`` positions, lows[k] to lows[k] + over[k] - 1, in one array.
-            drop = np.arange(int(over.sum())) + np.repeat(lows - (np.cumsum(over) - over), over)
-            self._ids, self._refs = np.delete(self._ids, drop), np.delete(self._refs, drop)
-            self._tags = np.delete(self._tags, drop)
+            self._drop(np.arange(int(over.sum())) + np.repeat(lows - (np.cumsum(over) - over), over))

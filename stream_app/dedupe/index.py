@@ -131,12 +131,14 @@ class DedupeIndex:
         if near is not None:
             self.store[ref] = copy_value(near)
             self.expiry.push(event_time, number)
+            if isinstance(first, TitleEntry):
+                self._unindexed.add(number)  # its expired title's bucket entries: no longer a title's
             return DedupeVerdict(key, near.original_id, "near", near.similarity)
         stored_hashes = b"".join(sorted(incoming.hashes)) if len(words) <= WORDS else b""
         self.store[ref] = title_bytes(event_id, event_time, stored_hashes, incoming.signature, buckets)
         self.expiry.push(event_time, number)
         self._unindexed.discard(number)
-        # A ref whose earlier title expired may still be in some buckets: a repeat there is harmless.
+        # A ref whose earlier title expired may still be in some buckets: adding it again moves it to their newest end.
         self.buckets.add(buckets, number, incoming.tag if stored_hashes else 0)
         return DedupeVerdict(key, None, None, 0.0)
 
@@ -213,6 +215,8 @@ class DedupeIndex:
         if isinstance(entry, TitleEntry):
             self._unindexed.discard(number)
             self.buckets.add(unpack_buckets(entry.buckets), number, title_tag(entry.hashes))
+        elif isinstance(entry_fields(stored), TitleEntry):
+            self._unindexed.add(number)  # a near copy in a title's place: its bucket entries are no title's now
 
     def expire(self, now: float) -> int:
         """Delete the entries whose event time is more than the TTL before ``now``, and keys of no known shape

@@ -100,7 +100,9 @@ def canonical_form(words: list[str]) -> str:
     repeated number is another version: "Llama 3.3" is not "Llama 3"."""
     if all(word.isalpha() for word in words):
         return " ".join(sorted(set(words)))
-    return " ".join(sorted([*{word for word in words if word.isalpha()}, *(w for w in words if not w.isalpha())]))
+    # Not all letters: a digit, or a combining mark (Thai, Devanagari), which is no number.
+    numbered = [word for word in words if not word.isalpha() and DIGITS.search(word)]
+    return " ".join(sorted([*set(words).difference(numbered), *numbered]))
 
 
 def blake2b_function(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:

@@ -61,6 +61,23 @@ def test_an_index_fed_another_ones_changes_judges_and_expires_as_it_does() -> No
     assert replica.buckets.as_dict() == {}
 
 
+def test_a_near_copy_stored_in_an_expired_titles_place_takes_the_title_out_of_the_buckets() -> None:
+    """A title seen again after its TTL may be a near copy of a newer title: its entry becomes a copy's, and its
+    bucket entries, which only a title's should hold, leave at the next sweep, on the writer and on a replica."""
+    writer_store = ChangeLog()
+    writer, replica = index(writer_store, ttl=DAY), index(ttl=DAY)
+    typo = ORIGINAL.replace("prediction", "predicton")
+    writer.check_and_add("1", typo, DESCRIPTION, 0)
+    writer.check_and_add("2", ORIGINAL, DESCRIPTION, DAY + 1)  # the typo's title expired: a title of its own
+    assert writer.check_and_add("3", typo, DESCRIPTION, DAY + 2).duplicate_of == "2"  # in the typo's old place
+    replicate(writer_store, replica)
+    typo_ref = int.from_bytes(bytes.fromhex(dedupe_key(typo)), "big")
+    for judge in (writer, replica):
+        judge.expire(DAY + 3)
+        assert not [bucket for bucket, refs in judge.buckets.as_dict().items() if typo_ref in refs]
+        assert judge.check_and_add("4", typo + "!", DESCRIPTION, DAY + 4).duplicate_of == "2"
+
+
 def test_a_change_applied_twice_or_a_tombstone_of_nothing_changes_nothing() -> None:
     writer_store = ChangeLog()
     writer, replica = index(writer_store), index()

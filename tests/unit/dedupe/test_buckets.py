@@ -26,21 +26,24 @@ def newest(model: dict[int, list[int]], bucket: int) -> list[int]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(operations)
-def test_the_index_holds_the_newest_refs_of_each_bucket(ops: list[tuple[str, list[int], int]]) -> None:
+@given(operations, st.booleans())
+def test_the_index_holds_the_newest_refs_of_each_bucket(ops: list[tuple[str, list[int], int]], remove: bool) -> None:
+    """Refs added again are added with or without a removal first: a ref already in a bucket moves to its newest
+    end, and is never held twice (it would take two of a full bucket's places)."""
     index = BucketIndex(LIMIT, merge_every=5)  # merge often: look-ups then span the arrays and pending entries
     model: dict[int, list[int]] = {}
     for op, buckets, ref in ops:
         looked_up = sorted({*buckets, 7, 8, 9})
         located = index.locate(looked_up)  # read before the change: kept only while the arrays are the same
         if op == "add":
-            index.remove([ref])  # as DedupeIndex does when a ref comes back
-            for refs in model.values():
-                if ref in refs:
-                    refs.remove(ref)
+            if remove:
+                index.remove([ref])
+                for refs in model.values():
+                    if ref in refs:
+                        refs.remove(ref)
             index.add(buckets, ref, tag_of(ref))
             for bucket in buckets:  # a ref pushed out of a full bucket is gone for good
-                model[bucket] = [*model.get(bucket, []), ref][-LIMIT:]
+                model[bucket] = [*(r for r in model.get(bucket, []) if r != ref), ref][-LIMIT:]
         else:
             index.remove({ref})
             model = {bucket: [r for r in refs if r != ref] for bucket, refs in model.items()}

@@ -62,6 +62,10 @@ def test_a_repeated_number_is_another_version_and_a_repeated_word_is_not() -> No
     assert dedupe_key("TensorFlow 2.2 release notes") != dedupe_key("TensorFlow 2 release notes")
     assert dedupe_key("PyTorch 2.2.2 is out") == dedupe_key("is out: PyTorch 2.2.2")
     assert dedupe_key("YOLO: YOLO object detection") == dedupe_key("YOLO object detection")
+    # A word with a combining mark is not all letters to str.isalpha, and has no number either.
+    assert dedupe_key("ข่าว: ข่าว กีฬา วันนี้") == dedupe_key("ข่าว กีฬา วันนี้")
+    assert dedupe_key("नया: नया मॉडल जारी") == dedupe_key("नया मॉडल जारी")
+    assert dedupe_key("मॉडल ३ मॉडल ३") != dedupe_key("मॉडल ३")  # Devanagari digits are numbers
 
 
 def test_marks_belong_to_their_words_so_words_that_differ_by_a_mark_stay_apart() -> None:

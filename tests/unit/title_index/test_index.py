@@ -184,6 +184,38 @@ def test_a_worker_s_own_changes_come_back_unchanged_and_two_writers_of_one_title
     assert second.check("4", TITLE, None, NOW + 1)[0].duplicate_of == "2"
 
 
+def test_a_title_two_workers_wrote_at_once_holds_one_place_in_its_buckets_so_older_titles_stay_found() -> None:
+    """The other worker's value of a title this worker holds already is applied (the topic's last value wins); its
+    buckets must not count the title twice, or a full bucket pushes out an older title and a typo of it goes
+    through here while a restarted worker, with the same store, catches it."""
+    base = "Realtime object detection with transformers"
+    original, fillers = f"{base} abab", [f"{base} {'ab' * k}" for k in range(3, 10)]  # 8 titles, the same buckets
+    typo = "Realtime object detecton with transformers abab"
+    live, other, topic = index(), index(), []
+
+    def unrelated(prefix: str) -> None:  # enough bucket entries for the index to merge its pending ones
+        for start in range(0, 4200, 256):
+            batch = [
+                (f"{prefix}{n}", f"Unrelated headline {n} {prefix}", None, NOW + 9) for n in range(start, start + 256)
+            ]
+            topic.extend(change for _, changes in live.check_many(batch) for change in changes)
+
+    for n, title in enumerate([original, *fillers]):
+        topic += live.check(f"a{n}", title, None, NOW + n)[1]
+    unrelated("x")
+    theirs = other.check("b", fillers[-1], None, NOW + 8)[1]  # the newest filler, on another worker at once
+    topic += theirs
+    replicate(theirs, live)
+    unrelated("y")
+    restarted = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    for change in topic:
+        restarted.load(change.key, change.value)
+    restarted.finish_loading()
+    assert dict(restarted.store.titles.items()) == dict(live.store.titles.items())
+    assert restarted.check("c1", typo, None, NOW + 10)[0].duplicate_of == "a0"
+    assert live.check("c2", typo, None, NOW + 10)[0].duplicate_of == "a0"
+
+
 def test_an_event_dated_far_ahead_does_not_expire_the_index() -> None:
     worker = index()
     worker.check("1", TITLE, None, NOW)
