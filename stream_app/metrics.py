@@ -168,6 +168,12 @@ class Metrics:
             "Model predictions a person has judged, by model version, route and predicted tag.",
             ["version", "route", "tag"],
         )
+        self.online_shown = make.counter(
+            "online_shown",
+            "Auto-tagged items published (by any worker) since this worker started, by model version: what people "
+            "may report as wrongly tagged.",
+            ["version"],
+        )
         self.online_correct = make.counter(
             "online_correct",
             "Judged predictions the person agreed with, by model version, route and predicted tag.",
@@ -314,6 +320,7 @@ class Metrics:
         A served version is counted whatever the judged counters' bound: versions named by hostile records must
         not crowd out the model the platform serves."""
         self._judged_versions.add(version)
+        self.online_shown.labels(version)
         for route in ROUTES:
             self.model_served.labels(version, route)
             for tag in APPROVED_TAGS:
@@ -354,16 +361,27 @@ class Metrics:
         """Count one feedback decision and, when the prediction it judges is known (the model ``version`` that
         made it, its ``route``, tagged or review, and its tag), whether the model was right."""
         self._verdicts[verdict].inc()
-        if version is not None and route is not None and predicted_tag is not None:
-            if version not in self._judged_versions:
-                # The version is read off the tagged and review topics: records that each named another would
-                # add series without end. A worker sees a handful of real versions in its life.
-                if len(self._judged_versions) >= MAX_JUDGED_VERSIONS:
-                    return
-                self._judged_versions.add(version)
+        if version is not None and route is not None and predicted_tag is not None and self._counted(version):
             self.online_judged.labels(version, route, predicted_tag).inc()
+            # Made even when not incremented: a query of judged less correct finds both series.
+            judged_right = self.online_correct.labels(version, route, predicted_tag)
             if correct:
-                self.online_correct.labels(version, route, predicted_tag).inc()
+                judged_right.inc()
+
+    def shown(self, version: str) -> None:
+        """Count one auto-tagged item published by the model ``version`` (read off the tagged topic)."""
+        if self._counted(version):
+            self.online_shown.labels(version).inc()
+
+    def _counted(self, version: str) -> bool:
+        """Whether ``version`` has (or may have) series of its own."""
+        if version not in self._judged_versions:
+            # The version is read off the tagged and review topics: records that each named another would add
+            # series without end. A worker sees a handful of real versions in its life.
+            if len(self._judged_versions) >= MAX_JUDGED_VERSIONS:
+                return False
+            self._judged_versions.add(version)
+        return True
 
     def refused(self, reason: str) -> None:
         """Count one refused candidate model (``reason`` from :data:`stream_app.errors.MODEL_REFUSAL_REASONS`)."""

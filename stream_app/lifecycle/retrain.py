@@ -29,7 +29,16 @@ same floor as the drift alerts in monitoring/alerts.yml)."""
 
 
 def tagged_precision(metrics: Metrics, version: str) -> tuple[float, float]:
-    """Judged and correct auto-tagged predictions of model ``version`` (what the platform showed)."""
+    """Of model ``version``'s auto-tagged items (what the platform showed) since this worker started: how many were
+    shown, and how many people judged wrong. A reviewer can only report a shown tag as wrong (an item the page
+    does not list for review is never accepted there), so the share of shown items reported wrong is the estimate
+    of their precision, not the share of judged ones found right."""
+    shown = sum(
+        sample.value
+        for family in metrics.online_shown.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["version"] == version
+    )
     totals = {"judged": 0.0, "correct": 0.0}
     for name, counter in (("judged", metrics.online_judged), ("correct", metrics.online_correct)):
         for family in counter.collect():
@@ -37,7 +46,7 @@ def tagged_precision(metrics: Metrics, version: str) -> tuple[float, float]:
                 labels = sample.labels
                 if sample.name.endswith("_total") and labels["version"] == version and labels["route"] == "tagged":
                     totals[name] += sample.value
-    return totals["judged"], totals["correct"]
+    return shown, totals["judged"] - totals["correct"]
 
 
 class Retrainer:
@@ -47,8 +56,8 @@ class Retrainer:
     - ``labels``: ``TAGGER_RETRAIN_AFTER_LABELS`` new decisions in the labelled store;
     - ``drift``: a drift PSI (confidence or tags) above ``TAGGER_RETRAIN_DRIFT_PSI`` over at least
       :data:`DRIFT_MIN_EVENTS` events for ``TAGGER_RETRAIN_DRIFT_SECONDS``;
-    - ``precision``: online precision of the auto-tagged items below the card's target precision over at least
-      ``TAGGER_RETRAIN_MIN_JUDGED`` judged ones.
+    - ``precision``: online precision of the auto-tagged items (one less the share of those shown since start that
+      people reported wrong) below the card's target precision, once ``TAGGER_RETRAIN_MIN_JUDGED`` were reported.
 
     Drift and precision fire once per serving model: a retrain on the same model and the same traffic would
     make the same candidate. Its candidate lands in the candidates folder, or, with a registry, is registered
@@ -86,10 +95,13 @@ class Retrainer:
         target = live.card.get("target_precision")
         if least == 0 or metrics is None or not isinstance(target, int | float):
             return None
-        judged, correct = tagged_precision(metrics, live.version)
-        if judged < least or correct / judged >= target or ("precision", live.version) in self.fired:
+        shown, wrong = tagged_precision(metrics, live.version)
+        if wrong < least or ("precision", live.version) in self.fired:
             return None
-        return f"precision: online precision {correct / judged:.3f} < target {target} over {judged:.0f} judged"
+        precision = 1.0 - wrong / max(shown, wrong)  # reports of items shown before this worker started: at most all
+        if precision >= target:
+            return None
+        return f"precision: online precision {precision:.3f} < target {target} ({wrong:.0f} of {shown:.0f} reported)"
 
     async def _labels_reason(self) -> str | None:
         after = self.settings.retrain_after_labels

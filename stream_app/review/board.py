@@ -173,6 +173,10 @@ class ReviewBoard:
             "description": source.get("description"),
             "model_version": prediction.model_version,
         }
+        if prediction.tagged_by != "model":
+            # A person's tag, kept when the model's prediction was forgotten: the decision is a label, but it judges
+            # no model (counted, it would be a correction found "right").
+            return Judgement(record["verdict"], None, None, None, False, label)
         correct = prediction.tag == record["tag"]
         return Judgement(record["verdict"], prediction.model_version, prediction.route, prediction.tag, correct, label)
 

@@ -51,9 +51,9 @@ class ReviewFollower:
         self.skipped = SkipTally()
         """Records skipped since start, by role and reason."""
         self.counted_from: dict[TopicPartition, int] = {}
-        """Per feedback partition, the first offset of the decisions this worker counts in its metrics: those
-        before were made before it started. Every start reads them again for the board, but a counter that
-        counted them again would add the whole history to ``increase()`` at each restart."""
+        """Per feedback and tagged partition, the first offset of the decisions and auto-tagged items this worker
+        counts in its metrics: those before came before it started. Every start reads them again for the board,
+        but a counter that counted them again would add the whole history to ``increase()`` at each restart."""
 
     def on_record(self, message: ConsumerRecord[Any, Any]) -> None:
         """Take one record of any of the three topics; a feedback record is held until :meth:`release`."""
@@ -66,6 +66,10 @@ class ReviewFollower:
                 self.board.on_review(record, message.value, own=own is not None)
             elif role == "tagged":
                 self.board.on_tagged(record, message.value, own=own is not None)
+                if record["tagged_by"] == "model" and message.offset >= self.counted_from.get(
+                    TopicPartition(message.topic, message.partition), 0
+                ):
+                    self.metrics.shown(str(record["model_version"]))
             else:
                 self.held.append((message, record))
         except InvalidRecord as error:
@@ -152,7 +156,8 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         catch_up = {tp: end for tp, end in ends.items() if tp.topic != settings.feedback_topic}
-        follower.counted_from = {tp: end for tp, end in ends.items() if tp.topic == settings.feedback_topic}
+        counted = (settings.feedback_topic, settings.tagged_topic)
+        follower.counted_from = {tp: end for tp, end in ends.items() if tp.topic in counted}
         while True:
             for records in (await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)).values():
                 for message in records:

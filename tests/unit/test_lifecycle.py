@@ -442,16 +442,20 @@ def test_drift_fires_a_retrain_only_after_lasting_the_stated_time_and_once_per_m
 def test_online_precision_below_the_cards_target_fires_a_retrain_over_enough_judged_items(
     trained_model_dir: Path,
 ) -> None:
+    """Precision of what the platform showed: one less the share of the auto-tagged items shown that people
+    reported wrong (the page can only report a shown tag, never confirm one), once enough were reported."""
     pipeline, _ = make_pipeline(trained_model_dir)
     live = pipeline.classifier
     retrainer = Retrainer(Settings(model_dir=trained_model_dir, retrain_min_judged=10))
-    for n in range(9):
-        pipeline.metrics.judged("reported", live.version, "tagged", "mlops", n < 5)
-    pipeline.metrics.judged("corrected", live.version, "review", "mlops", False)  # not what the platform showed
-    assert retrainer._precision_reason(live, pipeline.metrics) is None  # 9 judged
-    pipeline.metrics.judged("accepted", live.version, "tagged", "mlops", True)
-    reason = retrainer._precision_reason(live, pipeline.metrics)
-    assert reason is not None and reason.startswith("precision: online precision 0.600 < target 0.97 over 10")
     for _ in range(200):
-        pipeline.metrics.judged("accepted", live.version, "tagged", "mlops", True)
-    assert retrainer._precision_reason(live, pipeline.metrics) is None  # back above the target
+        pipeline.metrics.shown(live.version)
+    for _ in range(9):
+        pipeline.metrics.judged("reported", live.version, "tagged", "mlops", False)
+    pipeline.metrics.judged("corrected", live.version, "review", "mlops", False)  # not what the platform showed
+    assert retrainer._precision_reason(live, pipeline.metrics) is None  # 9 reported
+    pipeline.metrics.judged("reported", live.version, "tagged", "mlops", False)
+    reason = retrainer._precision_reason(live, pipeline.metrics)
+    assert reason is not None and reason.startswith("precision: online precision 0.950 < target 0.97 (10 of 200")
+    for _ in range(200):
+        pipeline.metrics.shown(live.version)
+    assert retrainer._precision_reason(live, pipeline.metrics) is None  # 10 of 400: back above the target

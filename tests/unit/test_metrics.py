@@ -58,6 +58,7 @@ CONTRACT = {
     "content_tagger_consumer_lag": "gauge",
     "content_tagger_feedback_decisions_total": "counter",
     "content_tagger_online_judged_total": "counter",
+    "content_tagger_online_shown_total": "counter",
     "content_tagger_online_correct_total": "counter",
     "content_tagger_review_backlog": "gauge",
     "content_tagger_review_sign_ins_total": "counter",
