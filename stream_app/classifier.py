@@ -22,6 +22,7 @@ import numpy as np
 from stream_app import APPROVED_TAGS
 from stream_app.drift import Reference
 from stream_app.errors import ModelError
+from stream_app.files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def event_text(title: str, description: str | None) -> str:
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -225,7 +226,7 @@ def read_card(card_path: Path) -> dict[str, Any]:
     another exception (a candidate or registry version is refused on one, and the worker goes on).
     """
     try:
-        with card_path.open("rb") as handle:
+        with open_regular(card_path) as handle:
             raw = handle.read(MAX_CARD_BYTES + 1)
         if len(raw) > MAX_CARD_BYTES:
             raise ValueError(f"more than {MAX_CARD_BYTES} bytes")

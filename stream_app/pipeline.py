@@ -152,9 +152,10 @@ class Pipeline:
             self.metrics.batch(len(checked.texts), checked.model_seconds)
             if checked.shadow is not None:
                 if checked.shadow_predictions is None:  # classified here, not through classify()
-                    checked.shadow_predictions = checked.shadow.candidate.predict(checked.texts)
-                batch = checked.shadow.compare(checked.shadow_predictions, predictions, classifier.threshold)
-                self.metrics.shadowed(checked.shadow.candidate.version, batch)
+                    checked.shadow_predictions = checked.shadow.predict(checked.texts)
+                if checked.shadow_predictions is not None:
+                    batch = checked.shadow.compare(checked.shadow_predictions, predictions, classifier.threshold)
+                    self.metrics.shadowed(checked.shadow.candidate.version, batch)
         remaining = iter(predictions)
         served_by = iter(checked.models())
         processed_at = utc_iso(time.time())
@@ -243,5 +244,5 @@ class CheckedBatch:
             predictions = [next(canary) if on else next(live) for on in mask]
         self.model_seconds = time.perf_counter() - started
         if self.shadow is not None:
-            self.shadow_predictions = self.shadow.candidate.predict(self.texts)
+            self.shadow_predictions = self.shadow.predict(self.texts)
         return predictions

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.classifier import Classifier
 from stream_app.errors import ModelError
+from stream_app.files import open_regular
 from stream_app.lifecycle.shadow import Shadow
 
 if TYPE_CHECKING:  # the pipeline imports this module for Shadow
@@ -91,7 +92,7 @@ def promoted_at(path: Path) -> float | None:
     """When the decision filed in ``path`` was made (seconds since the epoch), or None (logged) when the file is
     missing or malformed: anything but a JSON object whose ``decided_at`` is a finite number."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             decided_at = json.loads(handle.read(MAX_DECISION_BYTES)).get("decided_at")  # AttributeError: no object
         # A bool is an int to Python, and NaN or infinity would win or lose every comparison with the others.
         if isinstance(decided_at, bool) or not isinstance(decided_at, int | float):
@@ -148,6 +149,9 @@ class ModelLifecycle:
             if not shadow.done:
                 return
             self.trial, self.pipeline.shadow = None, None
+            if shadow.failure is not None:
+                await self._refuse(folder, Refusal("corrupt", f"it failed while shadowing: {shadow.failure}"))
+                return
             passed, figures = shadow.verdict()
             if passed:
                 await self._promote(folder, shadow.candidate, {"shadow": figures})

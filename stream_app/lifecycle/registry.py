@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stream_app.errors import TaggerError
+from stream_app.files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,8 @@ def read_pointer(cache_dir: Path, model_name: str) -> Pointer | None:
     find out."""
     path = cache_dir / POINTER
     try:
-        body = json.loads(path.read_bytes()[:10_000])
+        with open_regular(path) as handle:
+            body = json.loads(handle.read(10_000))
         keys = ("model_name", "number", "model_version", "folder")
         named, number, model_version, name = (body[key] for key in keys)
         if not all(isinstance(value, str) and value for value in (named, number, model_version, name)):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from stream_app.classifier import Classifier, Prediction
+from stream_app.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,21 @@ class Shadow:
         self.candidate = candidate
         self.events = events
         self.counts = ShadowCounts()
+        self.failure: str | None = None
+        """Why the candidate stopped shadowing before the end (it raised :class:`ModelError`), if it did."""
+
+    def predict(self, texts: list[str]) -> list[Prediction] | None:
+        """The candidate's predictions for ``texts``; None, from now on, once it has failed. A shadow's outputs are
+        never emitted, so its failure (a probability that is not a number, say) must not stop the live model, or
+        every worker that runs it at every start."""
+        if self.failure is not None:
+            return None
+        try:
+            return self.candidate.predict(texts)
+        except ModelError as error:
+            self.failure = str(error)
+            log.error("shadow model %s failed and stops shadowing: %s", self.candidate.version, error)
+            return None
 
     @property
     def seen(self) -> float:
@@ -56,8 +72,10 @@ class Shadow:
         return self.counts.compared
 
     def observe(self, texts: Sequence[str], live: Sequence[Prediction], live_threshold: float) -> ShadowCounts:
-        """Classify ``texts`` with the candidate and compare with the live model's ``live`` predictions."""
-        return self.compare(self.candidate.predict(list(texts)), live, live_threshold)
+        """Classify ``texts`` with the candidate and compare with the live model's ``live`` predictions (nothing is
+        counted once the candidate has failed)."""
+        said = self.predict(list(texts))
+        return ShadowCounts() if said is None else self.compare(said, live, live_threshold)
 
     def compare(
         self, candidate: Sequence[Prediction], live: Sequence[Prediction], live_threshold: float
@@ -75,8 +93,8 @@ class Shadow:
 
     @property
     def done(self) -> bool:
-        """Whether enough events were shadowed to decide."""
-        return self.seen >= self.events
+        """Whether enough events were shadowed to decide, or the candidate failed."""
+        return self.failure is not None or self.seen >= self.events
 
     def verdict(self) -> tuple[bool, dict[str, Any]]:
         """Promote or not, with the figures: see :func:`shadow_verdict`."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 
 import stream_app.classifier as classifier_module
@@ -187,6 +190,65 @@ def test_a_promoted_candidate_serves_from_the_next_batch_and_after_a_restart(
     promoted = tmp_path / "candidates" / "promoted" / "next"
     assert (promoted / "decision.json").exists()
     assert current_model_dir(trained_model_dir, tmp_path / "candidates") == promoted
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.onnx"])
+def test_a_candidate_whose_card_or_model_is_a_fifo_is_refused_without_waiting_for_a_writer(
+    trained_model_dir: Path, tmp_path: Path, name: str
+) -> None:
+    """A FIFO (or a device) in a candidate folder would block the thread that reads it, and model management with
+    it, for good, and keep the worker from exiting."""
+    live = Classifier.load(trained_model_dir)
+    folder = candidate(tmp_path, trained_model_dir, "fifo", passed=True, live_version=live.version, reasons=[])
+    (folder / name).unlink()
+    os.mkfifo(folder / name)
+    found: list[Classifier | Refusal] = []
+    reader = threading.Thread(target=lambda: found.append(admit(folder, live.version)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)  # a daemon thread: if it blocks, the test fails rather than hangs
+    assert len(found) == 1, "admission blocked on the FIFO"
+    assert isinstance(found[0], Refusal) and found[0].reason == "corrupt"
+
+
+def nan_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
+    """A candidate that passes every check at load and gives NaN probabilities for every text."""
+    folder = candidate(tmp_path, model_dir, name, **promotion)
+    model = onnx.load(folder / "model.onnx")
+    softmax = next(node for node in model.graph.node if "probabilities" in node.output)
+    softmax.output[0] = "probabilities_before_nan"
+    model.graph.initializer.append(onnx.helper.make_tensor("nan", onnx.TensorProto.FLOAT, [], [float("nan")]))
+    model.graph.node.append(onnx.helper.make_node("Mul", ["probabilities_before_nan", "nan"], ["probabilities"]))
+    onnx.save(model, folder / "model.onnx")
+    digest = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    card = json.loads((folder / "model.json").read_text())
+    card["sha256"]["model"], card["version"] = digest, digest[:12]
+    (folder / "model.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_a_candidate_that_fails_while_shadowing_is_refused_and_the_live_model_goes_on(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Its outputs are never emitted: its failure must not stop the worker, nor, left pending, stop it again at
+    every start."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live_version = pipeline.classifier.version
+    nan_candidate(tmp_path, trained_model_dir, "nan", passed=True, live_version=live_version, reasons=[])
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=50)
+    asyncio.run(lifecycle.poll())
+    assert pipeline.shadow is not None  # admitted: every check at load passed
+
+    def unique(item: Admitted) -> DedupeVerdict:
+        return DedupeVerdict(item.dedupe_key, None, None, 0.0)
+
+    batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(5)]
+    outputs = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+    assert [out.record["model_version"] for out in outputs] == [live_version] * 5
+    asyncio.run(lifecycle.poll())
+    assert pipeline.shadow is None and pipeline.classifier.version == live_version
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 1
+    decision = json.loads((tmp_path / "candidates" / "refused" / "nan" / "decision.json").read_text())
+    assert "not a finite number" in json.dumps(decision)
 
 
 def test_a_review_threshold_override_never_serves_a_promoted_model_below_its_validated_threshold(
