@@ -68,6 +68,8 @@ def new_faust_app(settings: Settings) -> TaggerApp:
         # partition (stream_app/delivery/transactions.py).
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.session_timeout_seconds,
+        # Faust refuses a session timeout above its request timeout (90 s by default) when the consumer starts.
+        broker_request_timeout=max(90.0, settings.session_timeout_seconds + 30.0),
         key_serializer="raw",
         value_serializer="raw",
         **FAUST_VIEWS_OFF,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import ssl
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -33,8 +34,10 @@ MAX_APP_ID_CHARS: Final = 200
 TOPIC_SETTINGS: Final = (
     "input_topic", "tagged_topic", "review_topic", "duplicates_topic", "deadletter_topic", "feedback_topic"
 )  # fmt: skip
-HOST: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z_.:-]+")
-"""A host name, an IPv4 address, or an IPv6 address (in brackets in a ``host:port``)."""
+HOST: Final = re.compile(r"\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z_.-]+")
+"""A host name, an IPv4 address, or an IPv6 address in brackets (as in a ``host:port``)."""
+WEB_HOST: Final = re.compile(r"[0-9A-Za-z_.-]+")
+"""A host name or an IPv4 address to serve the web pages on (the web server's URL cannot hold an IPv6 one)."""
 HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 """An HTTP header name (RFC 9110's token)."""
 
@@ -112,14 +115,26 @@ def check(settings: Settings) -> None:
     _check_range(settings, "canary_fraction", 0.0, 1.0)
     if settings.retrain_drift_psi <= 0 or not math.isfinite(settings.retrain_drift_psi):
         raise ConfigError(f"TAGGER_RETRAIN_DRIFT_PSI={settings.retrain_drift_psi!r} must be positive")
-    if settings.registry_url and not settings.registry_url.startswith(("http://", "https://")):
-        raise ConfigError(f"TAGGER_REGISTRY_URL={settings.registry_url!r} is not an http(s) URL")
+    if settings.registry_url:
+        try:
+            address = urllib.parse.urlsplit(settings.registry_url)
+            address.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            address = None
+        if address is None or address.scheme not in ("http", "https") or not address.hostname:
+            raise ConfigError(f"TAGGER_REGISTRY_URL={settings.registry_url!r} is not an http(s) URL")
     for name in positive:
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{var(name)}={getattr(settings, name)!r} must be positive")
     _check_range(settings, "review_session_hours", 0.01, 720.0)
     if settings.review_session_secret and len(settings.review_session_secret) < MIN_SECRET_CHARS:
         raise ConfigError(f"TAGGER_REVIEW_SESSION_SECRET must be at least {MIN_SECRET_CHARS} characters")
+    try:
+        settings.review_session_secret.reveal().encode()
+    except UnicodeEncodeError:
+        # Bytes that are not UTF-8 reach Python as lone surrogates, which no key can be made of: one line here,
+        # not a traceback when the page is set up. The key is never quoted.
+        raise ConfigError("TAGGER_REVIEW_SESSION_SECRET is not UTF-8 text (64 hex digits make a good one)") from None
     if not settings.review_hosts:
         raise ConfigError("TAGGER_REVIEW_ALLOWED_HOSTS must name at least one host")
     try:
@@ -149,18 +164,25 @@ def _check_addresses(settings: Settings) -> None:
     an empty entry would add the client library's own default broker."""
     for server in settings.kafka_bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
-        if not (HOST.fullmatch(host) and port.isdigit() and 1 <= int(port) <= 65_535):
+        if not (HOST.fullmatch(host) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65_535):
             raise ConfigError(
                 f"TAGGER_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers!r}: {server.strip()!r} is not "
                 "host:port"
             )
-    if not HOST.fullmatch(settings.web_host):
-        raise ConfigError(f"TAGGER_WEB_HOST={settings.web_host!r} is not one host name or address")
+    if not WEB_HOST.fullmatch(settings.web_host):
+        raise ConfigError(f"TAGGER_WEB_HOST={settings.web_host!r} is not one host name or IPv4 address")
 
 
 def _check_paths(settings: Settings) -> None:
     """Raise :class:`ConfigError` when a path the worker writes or reads is taken by something else: the
-    data folder by a file, the labelled store by a folder, the reviewers file by anything but a file."""
+    data folder by a file, the labelled store by a folder, the reviewers file by anything but a file; or when the
+    system refuses to look at one (a name too long, say)."""
+    for name in ("data_dir", "labels_path", "reviewers_file"):
+        try:
+            Path(getattr(settings, name)).exists()
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"{var(name)}={str(getattr(settings, name))!r:.200}: {reason}") from None
     if _not_a_folder(settings.data_dir):
         raise ConfigError(f"TAGGER_DATA_DIR={str(settings.data_dir)!r} is not a folder, nor can be made one")
     if settings.labels_path.is_dir() or not settings.labels_path.name or _not_a_folder(settings.labels_path.parent):

@@ -99,6 +99,22 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_REVIEW_PROXY_HEADER", " X-Forwarded-User"),
         ("TAGGER_LABELS_PATH", ""),
         ("TAGGER_LABELS_PATH", "."),
+        # Each passed the checks once, then stopped the start with a traceback (the web server's URL, the client
+        # library, the registry client, the page's key, the file system).
+        ("TAGGER_WEB_HOST", "::"),
+        ("TAGGER_WEB_HOST", "::1"),
+        ("TAGGER_WEB_HOST", "[::1]"),
+        ("TAGGER_WEB_HOST", "localhost:8080"),
+        ("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "::1:9092"),
+        ("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "kafka:1:9092"),
+        ("TAGGER_KAFKA_BOOTSTRAP_SERVERS", "kafka:\u00b2"),
+        ("TAGGER_REGISTRY_URL", "http://[::1"),
+        ("TAGGER_REGISTRY_URL", "http://"),
+        ("TAGGER_REGISTRY_URL", "http://mlflow:port"),
+        ("TAGGER_REVIEW_SESSION_SECRET", "k" * 32 + "\udcff"),
+        ("TAGGER_DATA_DIR", "/tmp/" + "a" * 300),
+        ("TAGGER_LABELS_PATH", "/tmp/" + "a" * 300),
+        ("TAGGER_REVIEWERS_FILE", "/tmp/" + "a" * 300),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
@@ -108,7 +124,7 @@ def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -
 
 def test_good_addresses_are_taken() -> None:
     settings = Settings.from_env(
-        {"TAGGER_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2.example:19092,[::1]:9092", "TAGGER_WEB_HOST": "::"}
+        {"TAGGER_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2.example:19092,[::1]:9092", "TAGGER_WEB_HOST": "web.internal"}
     )
     assert settings.kafka_bootstrap_servers.count(",") == 2
 

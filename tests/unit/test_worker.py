@@ -61,6 +61,17 @@ def test_the_workers_log_writes_a_librarys_repeating_line_once_per_window(
     assert text.count("own line") == 2
 
 
+@pytest.mark.parametrize("seconds", [6.0, 120.0, 1800.0])
+def test_every_session_timeout_the_checks_take_is_one_the_consumer_takes(
+    trained_model_dir: Path, tmp_path: Path, seconds: float
+) -> None:
+    """Faust refuses, when the consumer starts, a session timeout above the request timeout (90 s by default):
+    a value the settings allow must not stop every worker of the fleet at start-up."""
+    app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, session_timeout_seconds=seconds))
+    assert app.conf.broker_session_timeout == seconds
+    assert app.conf.broker_request_timeout >= app.conf.broker_session_timeout
+
+
 def test_a_data_directory_that_does_not_exist_yet_is_created(trained_model_dir: Path, tmp_path: Path) -> None:
     """A deployment may point ``TAGGER_DATA_DIR`` at a path none of whose parents exist; Faust would fail to
     start on it (it makes only the last level)."""
