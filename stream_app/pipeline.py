@@ -105,6 +105,9 @@ class Pipeline:
         self.drift = DriftMonitor(reference, window=self.drift.window, threshold=classifier.threshold)
         self.classifier = classifier
         self.metrics.set_model(classifier.version, classifier.threshold, reference.below_threshold_share)
+        # The replaced model's window must not stay published (and keep its drift alerts firing) until a batch
+        # comes: the new, empty one is published now.
+        self.metrics.set_drift(self.drift.snapshot())
 
     def admit(
         self, raw: bytes | None, *, topic: str, partition: int, offset: int, event_time: float

@@ -152,6 +152,10 @@ class ModelLifecycle:
             if shadow.failure is not None:
                 await self._refuse(folder, Refusal("corrupt", f"it failed while shadowing: {shadow.failure}"))
                 return
+            compared_with, live = shadow.candidate.card["promotion"]["live_version"], self.pipeline.classifier.version
+            if compared_with != live:  # another model took over while it shadowed (the fleet's champion, say)
+                await self._refuse(folder, Refusal("stale", f"compared with {compared_with}, but {live} serves"))
+                return
             passed, figures = shadow.verdict()
             if passed:
                 await self._promote(folder, shadow.candidate, {"shadow": figures})

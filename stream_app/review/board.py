@@ -121,6 +121,10 @@ class ReviewBoard:
         self.waiting: dict[str, bytes] = {}
         """Items waiting for review by id, oldest first: their :data:`WAITING_FIELDS` as compact JSON (a third of
         the memory of a dict, and nothing bounds how many wait)."""
+        self.judged: OrderedDict[str, None] = OrderedDict()
+        """Items whose recent prediction a decision has judged already (as many as :attr:`recent`, oldest
+        forgotten first): a second decision on one (a double submit, a second reviewer's report) is a label, but
+        counts no second judgement of the model."""
         self.recent: OrderedDict[str, tuple[str, str, str, str, bytes]] = OrderedDict()
         """Recent predictions by id, oldest first: each :class:`Prediction`'s fields in order, in a plain tuple of
         strings and bytes, which the garbage collector stops tracking (a tuple subclass stays tracked), so full
@@ -173,10 +177,13 @@ class ReviewBoard:
             "description": source.get("description"),
             "model_version": prediction.model_version,
         }
-        if prediction.tagged_by != "model":
-            # A person's tag, kept when the model's prediction was forgotten: the decision is a label, but it judges
-            # no model (counted, it would be a correction found "right").
+        if prediction.tagged_by != "model" or item_id in self.judged:
+            # A person's tag, kept when the model's prediction was forgotten (counted, a correction would be found
+            # "right"), or a prediction judged once already: the decision is a label, but judges no model.
             return Judgement(record["verdict"], None, None, None, False, label)
+        self.judged[item_id] = None
+        while len(self.judged) > self.recent_limit:
+            self.judged.popitem(last=False)
         correct = prediction.tag == record["tag"]
         return Judgement(record["verdict"], prediction.model_version, prediction.route, prediction.tag, correct, label)
 
@@ -197,6 +204,7 @@ class ReviewBoard:
                 record = {**record, "description": record["description"][:KEPT_DESCRIPTION_CHARS]}
             packed = _pack(record, KEPT_FIELDS)
         self.recent[item_id] = (tag, model_version, tagged_by, route, packed)
+        self.judged.pop(item_id, None)  # a new prediction for the item: not judged yet
         self.recent.move_to_end(item_id)
         while len(self.recent) > self.recent_limit:
             self.recent.popitem(last=False)

@@ -218,6 +218,19 @@ def nan_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) 
     softmax.output[0] = "probabilities_before_nan"
     model.graph.initializer.append(onnx.helper.make_tensor("nan", onnx.TensorProto.FLOAT, [], [float("nan")]))
     model.graph.node.append(onnx.helper.make_node("Mul", ["probabilities_before_nan", "nan"], ["probabilities"]))
+    return rehashed(folder, model)
+
+
+def another_version(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
+    """The same model in other bytes (another doc string): another version, the same answers."""
+    folder = candidate(tmp_path, model_dir, name, **promotion)
+    model = onnx.load(folder / "model.onnx")
+    model.doc_string = f"another version: {name}"
+    return rehashed(folder, model)
+
+
+def rehashed(folder: Path, model: Any) -> Path:
+    """``folder`` with ``model`` as its ONNX file and a card that names its bytes."""
     onnx.save(model, folder / "model.onnx")
     digest = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
     card = json.loads((folder / "model.json").read_text())
@@ -249,6 +262,31 @@ def test_a_candidate_that_fails_while_shadowing_is_refused_and_the_live_model_go
     assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 1
     decision = json.loads((tmp_path / "candidates" / "refused" / "nan" / "decision.json").read_text())
     assert "not a finite number" in json.dumps(decision)
+
+
+def test_a_candidate_compared_with_a_model_replaced_while_it_shadowed_is_refused_as_stale(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """The fleet's champion (or any swap) took over while a folder candidate shadowed: its offline comparison was
+    with a model that no longer serves, so it must not replace the new one."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    first = pipeline.classifier.version
+    candidate(tmp_path, trained_model_dir, "next", passed=True, live_version=first, reasons=[])
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
+    asyncio.run(lifecycle.poll())
+    assert pipeline.shadow is not None
+    champion = Classifier.load(another_version(tmp_path / "fleet", trained_model_dir, "champion"))
+    pipeline.swap(champion)
+
+    def unique(item: Admitted) -> DedupeVerdict:
+        return DedupeVerdict(item.dedupe_key, None, None, 0.0)
+
+    batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(5)]
+    pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+    asyncio.run(lifecycle.poll())
+    assert pipeline.classifier.version == champion.version != first
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "stale"}) == 1
+    assert (tmp_path / "candidates" / "refused" / "next").is_dir()
 
 
 def test_a_review_threshold_override_never_serves_a_promoted_model_below_its_validated_threshold(

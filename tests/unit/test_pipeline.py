@@ -87,6 +87,21 @@ def test_confidence_against_the_threshold_decides_tagged_or_review(
         assert output.record["tagged_by"] == "model" and output.record["tag"] in pipeline.classifier.classes
 
 
+def test_a_swap_publishes_the_new_models_empty_drift_window_at_once(trained_model_dir: Path) -> None:
+    """The replaced model's window would otherwise stay published, its drift alerts firing for a model that no
+    longer serves, until a batch comes (on a quiet stream, for good)."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    for _ in range(300):
+        pipeline.drift.observe("mlops", 0.05)
+    pipeline.metrics.set_drift(pipeline.drift.snapshot())
+    assert registry.get_sample_value("content_tagger_drift_window_events") == 100
+    assert (registry.get_sample_value("content_tagger_drift_confidence_psi") or 0.0) > 0.2
+    pipeline.swap(Classifier.load(trained_model_dir, 0.9))
+    assert registry.get_sample_value("content_tagger_drift_window_events") == 0
+    assert registry.get_sample_value("content_tagger_drift_confidence_psi") == 0.0
+    assert registry.get_sample_value("content_tagger_drift_tag_psi") == 0.0
+
+
 def test_a_model_swapped_while_a_batch_is_classified_does_not_apply_to_that_batch(trained_model_dir: Path) -> None:
     """The worker classifies on another thread between ``dedupe`` and ``route``, and a swap can land then: the
     batch's outputs still name, and are routed by the threshold of, the model it was classified with."""

@@ -124,6 +124,22 @@ def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
     assert judgement.label["tag"] == "mlops"
 
 
+def test_a_prediction_is_judged_once_however_many_decisions_name_it() -> None:
+    """A double submit, or a second reviewer reporting the same item, would count the model wrong twice and lower
+    the precision a canary is compared with. Each decision is still a label (the last one wins in the store)."""
+    board = ReviewBoard(recent_limit=10)
+    board.on_tagged(tagged_record("t", tag="computer-vision"))
+    judgements = []
+    for reviewer, tag in (("ann", "other"), ("bob", "mlops")):
+        feedback, _ = decide(board, {"id": "t", "tag": tag, "action": "report"}, NOW, reviewer)
+        judgements.append(board.on_feedback(feedback))
+    assert [(j.route, j.correct) for j in judgements] == [("tagged", False), (None, False)]
+    assert all(j.label is not None for j in judgements)
+    board.on_tagged(tagged_record("t", tag="mlops"))  # a new prediction for the item (the model again, later)
+    feedback, _ = decide(board, {"id": "t", "tag": "other", "action": "report"}, NOW, "ann")
+    assert board.on_feedback(feedback).route == "tagged"
+
+
 @pytest.mark.parametrize("description", ["Short words.", "long " * 400])
 def test_a_prediction_is_judged_by_the_topic_it_came_from_whatever_fields_it_carries(description: str) -> None:
     """Online precision of auto-tagged items (``route="tagged"``) drives retraining: a tagged record that carries a
