@@ -21,7 +21,6 @@ from model_export.data import (
     Example,
     Feedback,
     apply_feedback,
-    copies_of_held_rows,
     load_dataset,
     load_feedback,
 )
@@ -57,23 +56,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with stage("split"):
         # The split is the dataset's alone, so every candidate is compared on the same validation and test rows.
         train_split, validation, test = train.split(dataset.examples, args.seed)
-        # A decision on a held-out row, by its id or on a copy of it under another (its title in any case, width,
-        # order or one typo away), would put that row into training.
-        held_rows = validation.examples + test.examples
-        held_ids = {e.id for e in held_rows}
-        copies = copies_of_held_rows(held_rows, feedback)
-        usable = [e for n, e in enumerate(feedback) if n not in copies and e.id not in held_ids]
         key = b""
         if feedback:
             key = promote.holdout_key(args.holdout_key or args.feedback.parent / promote.HOLDOUT_KEY_FILE)
-        holdout = [e for e in usable if promote.in_feedback_holdout(e.id, key)]
-        learned = [e for e in usable if not promote.in_feedback_holdout(e.id, key)]
+        decisions = promote.split_feedback(feedback, validation.examples + test.examples, key)
+        learned, holdout = decisions.learned, decisions.holdout
         train_split = train.to_split(apply_feedback(train_split.examples, learned))
         print(f"  train {len(train_split.texts)}, validation {len(validation.texts)}, test {len(test.texts)}")
         if feedback:
             print(
                 f"  feedback: {len(learned)} trained on, {len(holdout)} held out to judge, "
-                f"{len(feedback) - len(usable)} ignored (they name or copy validation or test rows)"
+                f"{decisions.ignored} ignored (they name or copy validation, test or held-out rows)"
             )
     with stage("cross-validated search"):
         grid = train.FAST_PARAM_GRID if args.fast else train.PARAM_GRID

@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 from sklearn.metrics import precision_score
 
-from model_export.data import Example
+from model_export.data import Example, copies_of_held_rows
 from stream_app.errors import ConfigError
 
 ITEMS_OF_SLACK: Final = 2
@@ -76,6 +76,34 @@ def in_feedback_holdout(example_id: str, key: bytes) -> bool:
     stable across runs with one key and unpredictable without it."""
     digest = hashlib.blake2b(example_id.encode(), digest_size=8, key=key[:64]).digest()
     return int.from_bytes(digest, "big") % HOLDOUT_SHARE == 0
+
+
+@dataclass(frozen=True)
+class FeedbackSplit:
+    """People's decisions as a training run uses them."""
+
+    learned: list[Example]
+    """Trained on."""
+    holdout: list[Example]
+    """Held out to judge candidates with (:func:`in_feedback_holdout`)."""
+    ignored: int
+    """Neither: they name or copy a validation or test row, or copy a held-out decision."""
+
+
+def split_feedback(feedback: Sequence[Example], held_rows: Sequence[Example], key: bytes) -> FeedbackSplit:
+    """Split ``feedback`` into decisions to train on and decisions held out, keyed by a hash of their ids. A
+    decision on one of ``held_rows`` (the validation and test rows), by its id or on a copy of it under another (its
+    title in any case, width, order or one typo away), is neither; nor is a decision to train on that copies a
+    held-out one (a title seen again under another id, a label given twice): trained on, it would put the row or
+    the held-out decision into training, and the gate would judge the candidate on text it learned."""
+    held_ids = {e.id for e in held_rows}
+    copies = copies_of_held_rows(held_rows, feedback)
+    usable = [e for n, e in enumerate(feedback) if n not in copies and e.id not in held_ids]
+    holdout = [e for e in usable if in_feedback_holdout(e.id, key)]
+    learned = [e for e in usable if not in_feedback_holdout(e.id, key)]
+    leaks = copies_of_held_rows(holdout, learned)
+    learned = [e for n, e in enumerate(learned) if n not in leaks]
+    return FeedbackSplit(learned, holdout, len(feedback) - len(learned) - len(holdout))
 
 
 def score(

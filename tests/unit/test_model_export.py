@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from model_export import evaluate, export, parity, promote, train
 from model_export.__main__ import main as export_main
-from model_export.data import load_dataset
+from model_export.data import Example, load_dataset
 from model_export.parity import ParityError
 from stream_app import APPROVED_TAGS
 from stream_app.classifier import event_text
@@ -297,6 +297,26 @@ def test_card_classes_are_the_onnx_probability_columns(exported_model_dir: Path,
     assert [o.name for o in session.get_outputs()] == [card["outputs"]["probabilities"]]
     assert probabilities.shape == (len(texts), len(card["classes"]))
     assert card["outputs"]["shapes"] == {"probabilities": [None, len(card["classes"])]}
+
+
+def test_a_decision_to_train_on_that_copies_a_held_out_decision_is_not_trained_on(tmp_path: Path) -> None:
+    """Feedback is held out by its id; a title decided again under another id (a recurring title, a label given
+    twice) would otherwise be trained on while the gate judges the candidate on its held-out twin."""
+    key = promote.holdout_key(tmp_path / promote.HOLDOUT_KEY_FILE)
+    ids = [f"item-{n}" for n in range(200)]
+    held_id = next(i for i in ids if promote.in_feedback_holdout(i, key))
+    twin_id, other_id = [i for i in ids if not promote.in_feedback_holdout(i, key)][:2]
+    description = "A streaming service that tags machine learning articles as they arrive."
+    feedback = [
+        Example(held_id, "Tagging articles as they stream in", description, "mlops"),
+        Example(twin_id, "tagging ARTICLES as they stream in", description, "mlops"),  # the same item, another id
+        Example(other_id, "Object detection with YOLO", "", "computer-vision"),
+    ]
+    row = Example("t1", "Legal document classification with BERT", "", "natural-language-processing")
+    split = promote.split_feedback(feedback, [row], key)
+    assert [e.id for e in split.holdout] == [held_id]
+    assert [e.id for e in split.learned] == [other_id]
+    assert split.ignored == 1
 
 
 def test_the_feedback_holdout_depends_on_a_secret_key_made_once(tmp_path: Path) -> None:
