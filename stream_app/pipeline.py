@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, Final, Literal, NamedTuple
 from stream_app.classifier import Classifier, Prediction, event_text
 from stream_app.dedupe import DedupeVerdict, dedupe_key
 from stream_app.drift import DriftMonitor, Reference
-from stream_app.errors import InvalidEvent, should_dead_letter
+from stream_app.errors import InvalidEvent, ModelError, should_dead_letter
 from stream_app.lifecycle.shadow import Shadow
 from stream_app.metrics import Metrics
 from stream_app.schema import (
@@ -29,6 +30,8 @@ from stream_app.schema import (
     review_record,
     tagged_record,
 )
+
+log = logging.getLogger(__name__)
 
 OutputKind = Literal["tagged", "review", "duplicate", "deadletter"]
 OUTCOMES: Final[tuple[OutputKind, ...]] = ("tagged", "review", "duplicate", "deadletter")
@@ -87,10 +90,14 @@ class Pipeline:
         self.canary: Classifier | None = None
         """A model serving the events whose :func:`canary_share` is below ``canary_fraction``."""
         self.canary_fraction = 0.0
+        self.failed_canaries: set[str] = set()
+        """Versions that raised :class:`ModelError` as a canary: the live model served their events instead."""
 
     def set_canary(self, classifier: Classifier | None, fraction: float = 0.0) -> None:
         """Serve ``fraction`` of the events (by a hash of their id) with ``classifier`` from the next batch on;
-        None stops the canary."""
+        None stops the canary. A model that failed as a canary in this process is not served again."""
+        if classifier is not None and classifier.version in self.failed_canaries:
+            classifier = None
         self.canary, self.canary_fraction = classifier, fraction if classifier is not None else 0.0
         if classifier is not None:
             self.metrics.set_served_model(classifier.version)
@@ -108,6 +115,15 @@ class Pipeline:
         # The replaced model's window must not stay published (and keep its drift alerts firing) until a batch
         # comes: the new, empty one is published now.
         self.metrics.set_drift(self.drift.snapshot())
+
+    def _canary_failed(self, canary: Classifier, failure: str) -> None:
+        """Stop serving a canary that failed (its events went to the live model), once, counted as refused."""
+        if canary.version not in self.failed_canaries:
+            self.failed_canaries.add(canary.version)
+            self.metrics.refused("corrupt")
+            log.error("canary model %s failed and is no longer served: %s", canary.version, failure)
+        if self.canary is canary:
+            self.set_canary(None)
 
     def admit(
         self, raw: bytes | None, *, topic: str, partition: int, offset: int, event_time: float
@@ -151,6 +167,8 @@ class Pipeline:
     def route(self, checked: CheckedBatch, predictions: Sequence[Prediction]) -> list[Output]:
         """The outputs of a checked batch, given the model's ``predictions`` for its non-duplicates."""
         classifier, drift = checked.classifier, checked.drift  # a swap since dedupe() does not apply to this batch
+        if checked.canary_failure is not None and checked.canary is not None:
+            self._canary_failed(checked.canary, checked.canary_failure)
         if checked.texts:
             self.metrics.batch(len(checked.texts), checked.model_seconds)
             if checked.shadow is not None:
@@ -223,6 +241,8 @@ class CheckedBatch:
     """The canary model bound to this batch, if any."""
     canary_mask: list[bool] | None = None
     """Per text, whether the canary serves it."""
+    canary_failure: str | None = None
+    """Why the canary failed on this batch (the live model then served its texts too), if it did."""
     model_seconds: float = 0.0
 
     def models(self) -> list[Classifier]:
@@ -242,9 +262,17 @@ class CheckedBatch:
             predictions = self.classifier.predict(self.texts)
         else:
             mask = self.canary_mask
-            live = iter(self.classifier.predict([t for t, on in zip(self.texts, mask, strict=True) if not on]))
-            canary = iter(self.canary.predict([t for t, on in zip(self.texts, mask, strict=True) if on]))
-            predictions = [next(canary) if on else next(live) for on in mask]
+            try:
+                served = self.canary.predict([t for t, on in zip(self.texts, mask, strict=True) if on])
+            except ModelError as error:
+                # A canary is a candidate on trial: its failure (a probability that is not a number, say) must
+                # not stop the fleet that serves it. The live model serves its texts, and the pipeline drops it.
+                self.canary_failure, self.canary_mask = str(error), [False] * len(self.texts)
+                predictions = self.classifier.predict(self.texts)
+            else:
+                canary = iter(served)
+                live = iter(self.classifier.predict([t for t, on in zip(self.texts, mask, strict=True) if not on]))
+                predictions = [next(canary) if on else next(live) for on in mask]
         self.model_seconds = time.perf_counter() - started
         if self.shadow is not None:
             self.shadow_predictions = self.shadow.predict(self.texts)

@@ -93,6 +93,7 @@ class FleetModel:
         """The shadow version's comparison running beside the champion, if the registry names one."""
         self.shadows: dict[str, Shadow] = {}
         """Every shadow comparison of this worker's run, by model version: their counts are published."""
+
         self.worker_name = ""
         """The name of this worker's run in :func:`fleet_experiment` (empty: counts are not published)."""
         self.run_id: str | None = None
@@ -190,6 +191,14 @@ class FleetModel:
                         pipeline.classifier.version)  # fmt: skip
         if self.shadow is not None and pipeline.shadow is None:  # a folder candidate's shadow goes first
             pipeline.shadow = self.shadow
+        if shadow is not None and self.shadow is not None and self.shadow.failure is not None:
+            if shadow.number not in self.refused_numbers:
+                # It stopped shadowing (Shadow.predict). Refused as one that does not load: the worker's run says
+                # so, and the decider refuses the version for the fleet (never the canary).
+                self.refused.add(shadow.source)
+                self.refused_numbers.add(shadow.number)
+                self.metrics.refused("corrupt")
+                log.error("refusing registry version %s (%s): %s", shadow.number, SHADOW, self.shadow.failure)
 
     def _prune(self, keep: set[Path]) -> None:
         """Remove the downloaded versions no alias names and this worker does not serve (logged); a folder that

@@ -264,6 +264,27 @@ def test_a_candidate_that_fails_while_shadowing_is_refused_and_the_live_model_go
     assert "not a finite number" in json.dumps(decision)
 
 
+def test_a_canary_that_fails_leaves_its_events_to_the_live_model_and_is_not_served_again(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Every worker of the fleet serves the registry's canary: its failure must not stop them all."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live_version = pipeline.classifier.version
+    canary = Classifier.load(nan_candidate(tmp_path, trained_model_dir, "canary"))
+    pipeline.set_canary(canary, 0.5)
+
+    def unique(item: Admitted) -> DedupeVerdict:
+        return DedupeVerdict(item.dedupe_key, None, None, 0.0)
+
+    batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(20)]
+    outputs = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+    assert [out.record["model_version"] for out in outputs] == [live_version] * 20
+    assert pipeline.canary is None
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 1
+    pipeline.set_canary(canary, 0.5)  # the registry still names it at the next poll
+    assert pipeline.canary is None
+
+
 def test_a_candidate_compared_with_a_model_replaced_while_it_shadowed_is_refused_as_stale(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ from stream_app.lifecycle.registry import (
 from stream_app.lifecycle.shadow import ShadowCounts
 from stream_app.pipeline import Admitted, Pipeline, canary_share
 from stream_app.settings import Settings
+from tests.unit.test_lifecycle import nan_candidate
 from tests.unit.test_pipeline import admit, make_pipeline
 
 
@@ -533,6 +534,31 @@ def test_a_shadow_one_worker_cannot_load_is_refused_for_the_fleet(trained_model_
     asyncio.run(fleet.poll(other))
     assert SHADOW not in stand_in.aliases and CANARY not in stand_in.aliases
     assert stand_in.tags["2"]["decision"] == "refused: worse_shadow: a worker refused to load it (its log says why)"
+
+
+def test_a_shadow_that_fails_on_live_traffic_stops_shadowing_and_is_refused_for_the_fleet(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Every worker runs the registry's shadow: a model that passes its checks at load but fails on traffic (a
+    probability that is not a number) must neither stop them nor become the canary."""
+    stand_in = Decisions()
+    for place in ("worker", "decider"):
+        (tmp_path / place).mkdir()
+    worker, pipeline = decider(stand_in, trained_model_dir, tmp_path / "worker", shadow_events=50)
+    worker.decides, worker.worker_name = False, "w1"
+    stand_in.folders["s2"] = nan_candidate(tmp_path, trained_model_dir, "nan")
+    asyncio.run(worker.poll(pipeline))
+    assert pipeline.shadow is not None
+    batch = [admit(pipeline, {"id": f"e{n}", "title": f"Graph neural networks {n}"}, n) for n in range(20)]
+    outputs = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+    assert {o.record["model_version"] for o in outputs} == {pipeline.classifier.version} and len(outputs) == 20
+    asyncio.run(worker.poll(pipeline))  # sees the failure and publishes its run, refusal included
+    assert worker.refused_numbers == {"2"}
+    stand_in.runs.append(shadow_run("w2", 60, 60, 1, 1))  # another worker's run agreed, before it failed there
+    stand_in.folders["s2"] = with_threshold(trained_model_dir, tmp_path / "v2", 0.6)
+    fleet, other = decider(stand_in, trained_model_dir, tmp_path / "decider", shadow_events=50)
+    asyncio.run(fleet.poll(other))
+    assert SHADOW not in stand_in.aliases and CANARY not in stand_in.aliases
 
 
 def test_a_canary_of_the_champions_own_model_version_is_refused_not_judged_on_the_champions_traffic(
