@@ -127,6 +127,8 @@ def planted_near_duplicates(rows: Sequence[Row], rng: random.Random) -> list[tup
     planted = []
     kinds = list(PLANTERS)
     for row in rows:
+        if not str(row.get("title") or "").split():
+            continue  # a blank title (a malformed row the worker dead-letters) has nothing to copy
         for kind in rng.sample(kinds, len(kinds)):
             copy = PLANTERS[kind](row, rng)
             if copy is not None and copy["title"] != row["title"]:

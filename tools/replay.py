@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from stream_app.errors import ConfigError
 from stream_app.settings import Settings
 from tools.corpus import planted_near_duplicates
 from tools.topics import create_topics
@@ -68,9 +70,16 @@ class Summary:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a dataset CSV."""
+    """The rows of a dataset CSV; raises ValueError naming the line of a row with fewer or more fields than the
+    header."""
     with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        rows = []
+        for row in reader:
+            if None in row or None in row.values():  # more fields than the header, or fewer
+                raise ValueError(f"{path} line {reader.line_num}: not as many fields as the header has")
+            rows.append(row)
+        return rows
 
 
 def event_value(row: dict[str, Any]) -> bytes:
@@ -273,11 +282,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the outputs")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    messages = build_messages(
-        read_rows(args.data), duplicate_share=args.duplicates, malformed_share=args.malformed, seed=args.seed
-    )
-    summary = asyncio.run(replay(settings, messages, args.rate, args.timeout))
+    try:
+        settings = Settings.from_env()
+        messages = build_messages(
+            read_rows(args.data), duplicate_share=args.duplicates, malformed_share=args.malformed, seed=args.seed
+        )
+        summary = asyncio.run(replay(settings, messages, args.rate, args.timeout))
+    except (OSError, ValueError, KafkaError, ConfigError) as error:  # a missing file, a bad row, no broker
+        print(f"replay: {error}", file=sys.stderr)
+        return 1
     print(render(summary, args.rate))
     return 0 if summary.received >= len(messages) else 1
 
