@@ -31,7 +31,7 @@ fixture-model: $(STAMP) ## Export the small model the tests serve (tests/fixture
 demo: $(MODEL) ## Run the service end to end on the sample data (starts Kafka and the worker)
 	scripts/demo
 
-demo-stop: ## Stop the demo's worker and Kafka
+demo-stop: ## Stop the demo's worker, and Kafka if the demo started it
 	scripts/demo stop
 
 test: $(STAMP) ## Run the whole test suite in two processes (starts and stops Kafka, Prometheus and MLflow itself)
