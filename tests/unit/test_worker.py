@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,10 +102,9 @@ def test_a_stuck_stop_exits_with_status_3_even_while_a_log_handler_is_held() -> 
         "worker.arm_stop_deadline(0.2, asyncio.new_event_loop())\n"
         "threading.Event().wait()  # a stop that never ends\n"
     )
-    started = time.monotonic()
+    # A process that never exits fails the test by the timeout; how soon it exits is not asserted (no timing).
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30, check=False)
     assert done.returncode == 3, done.stderr
-    assert time.monotonic() - started < 20
 
 
 @pytest.mark.parametrize("interval", [0.5, 2.8])
