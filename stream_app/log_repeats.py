@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final
 
+from stream_app.bounded import remember
+
 OWN_LOGGER = "stream_app"
 """The worker's own records always pass: each is written on purpose (sign-ins among them), and where one could
 repeat without end, its code logs a :class:`SkipTally`'s share."""
@@ -71,10 +73,7 @@ class RepeatedRecords(logging.Filter):
             if kind is not None and now - kind.since < self.window_seconds:
                 kind.left_out += 1
                 return False
-            self._kinds[key] = _Kind(since=now)
-            self._kinds.move_to_end(key)
-            if len(self._kinds) > self._max_kinds:
-                self._kinds.popitem(last=False)
+            remember(self._kinds, key, _Kind(since=now), self._max_kinds)
         if kind is not None and kind.left_out and isinstance(record.msg, str):
             record.msg += f" ({kind.left_out} more like this in the {now - kind.since:.0f} s before, not written)"
         return True

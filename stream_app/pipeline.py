@@ -90,8 +90,9 @@ class Pipeline:
         self.canary: Classifier | None = None
         """A model serving the events whose :func:`canary_share` is below ``canary_fraction``."""
         self.canary_fraction = 0.0
-        self.failed_canaries: set[str] = set()
-        """Versions that raised :class:`ModelError` as a canary: the live model served their events instead."""
+        self.failed_canaries: dict[str, str] = {}
+        """Versions that raised :class:`ModelError` as a canary, and why: the live model served their events
+        instead, and the fleet refuses them (:class:`~stream_app.lifecycle.fleet.FleetModel`)."""
 
     def set_canary(self, classifier: Classifier | None, fraction: float = 0.0) -> None:
         """Serve ``fraction`` of the events (by a hash of their id) with ``classifier`` from the next batch on;
@@ -119,7 +120,7 @@ class Pipeline:
     def _canary_failed(self, canary: Classifier, failure: str) -> None:
         """Stop serving a canary that failed (its events went to the live model), once, counted as refused."""
         if canary.version not in self.failed_canaries:
-            self.failed_canaries.add(canary.version)
+            self.failed_canaries[canary.version] = failure
             self.metrics.refused("corrupt")
             log.error("canary model %s failed and is no longer served: %s", canary.version, failure)
         if self.canary is canary:

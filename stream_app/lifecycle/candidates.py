@@ -55,9 +55,17 @@ def admit(folder: Path, live_version: str, review_threshold: float | None = None
     if not isinstance(promotion, dict) or promotion.get("passed") is not True:
         reasons = promotion.get("reasons") if isinstance(promotion, dict) else "no offline comparison in its card"
         return Refusal("worse_offline", f"{candidate.version}: {reasons}")
-    if promotion.get("live_version") != live_version:
-        return Refusal("stale", f"compared with {promotion.get('live_version')}, but {live_version} serves")
-    return candidate
+    return stale(candidate, live_version) or candidate
+
+
+def stale(candidate: Classifier, live_version: str) -> Refusal | None:
+    """The refusal of a candidate whose offline comparison (its card's ``promotion``) was with another model than
+    the one serving, ``live_version``; None if it was with that one."""
+    promotion = candidate.card.get("promotion")
+    compared_with = promotion.get("live_version") if isinstance(promotion, dict) else None
+    if compared_with == live_version:
+        return None
+    return Refusal("stale", f"compared with {compared_with}, but {live_version} serves")
 
 
 def pending_candidates(candidates_dir: Path) -> list[Path]:
@@ -152,9 +160,10 @@ class ModelLifecycle:
             if shadow.failure is not None:
                 await self._refuse(folder, Refusal("corrupt", f"it failed while shadowing: {shadow.failure}"))
                 return
-            compared_with, live = shadow.candidate.card["promotion"]["live_version"], self.pipeline.classifier.version
-            if compared_with != live:  # another model took over while it shadowed (the fleet's champion, say)
-                await self._refuse(folder, Refusal("stale", f"compared with {compared_with}, but {live} serves"))
+            # Another model may have taken over while it shadowed (the fleet's champion, say).
+            refusal = stale(shadow.candidate, self.pipeline.classifier.version)
+            if refusal is not None:
+                await self._refuse(folder, refusal)
                 return
             passed, figures = shadow.verdict()
             if passed:

@@ -93,7 +93,8 @@ class FleetModel:
         """The shadow version's comparison running beside the champion, if the registry names one."""
         self.shadows: dict[str, Shadow] = {}
         """Every shadow comparison of this worker's run, by model version: their counts are published."""
-
+        self.canary_version = ""
+        """The model version of the canary this worker last served."""
         self.worker_name = ""
         """The name of this worker's run in :func:`fleet_experiment` (empty: counts are not published)."""
         self.run_id: str | None = None
@@ -120,11 +121,16 @@ class FleetModel:
                 self.champion_dir = folder
             return version, model
         except ModelError as error:
-            self.refused.add(version.source)
-            self.refused_numbers.add(version.number)
             self.metrics.refused(error.reason)
-            log.error("refusing registry version %s (%s): %s", version.number, alias, error)
+            self._refuse(version, alias, str(error))
             return version, None
+
+    def _refuse(self, version: ModelVersion, alias: str, why: str) -> None:
+        """Never load ``version`` again in this run, and say so in this worker's run: the decider then refuses it
+        for the whole fleet (the caller counts the refusal)."""
+        self.refused.add(version.source)
+        self.refused_numbers.add(version.number)
+        log.error("refusing registry version %s (%s): %s", version.number, alias, why)
 
     async def poll(self, pipeline: Pipeline) -> None:
         """Swap in a new champion, and start, change or stop serving a canary and running a shadow, as the
@@ -159,9 +165,13 @@ class FleetModel:
             self.followed[CANARY] = None
         elif canary_model is not None:
             pipeline.set_canary(canary_model, self.canary_fraction)
+            self.canary_version = canary_model.version
             self.followed[CANARY] = canary.number
             log.warning("serving canary version %s, model %s, beside %s", canary.number, canary_model.version,
                         pipeline.classifier.version)  # fmt: skip
+        failed = pipeline.failed_canaries.get(self.canary_version)
+        if canary is not None and failed is not None and canary.number not in self.refused_numbers:
+            self._refuse(canary, CANARY, failed)  # the pipeline stopped serving it, and counted it (Pipeline.route)
         self._follow_shadow(pipeline, shadow, shadow_model)
         keep = {version_folder(self.cache_dir, v) for v in (champion, canary, shadow) if v is not None}
         await asyncio.to_thread(self._prune, keep | ({self.champion_dir} if self.champion_dir else set()))
@@ -191,14 +201,10 @@ class FleetModel:
                         pipeline.classifier.version)  # fmt: skip
         if self.shadow is not None and pipeline.shadow is None:  # a folder candidate's shadow goes first
             pipeline.shadow = self.shadow
-        if shadow is not None and self.shadow is not None and self.shadow.failure is not None:
-            if shadow.number not in self.refused_numbers:
-                # It stopped shadowing (Shadow.predict). Refused as one that does not load: the worker's run says
-                # so, and the decider refuses the version for the fleet (never the canary).
-                self.refused.add(shadow.source)
-                self.refused_numbers.add(shadow.number)
-                self.metrics.refused("corrupt")
-                log.error("refusing registry version %s (%s): %s", shadow.number, SHADOW, self.shadow.failure)
+        failure = self.shadow.failure if self.shadow is not None else None
+        if shadow is not None and failure is not None and shadow.number not in self.refused_numbers:
+            self.metrics.refused("corrupt")
+            self._refuse(shadow, SHADOW, failure)  # it stopped shadowing (Shadow.predict): never the canary
 
     def _prune(self, keep: set[Path]) -> None:
         """Remove the downloaded versions no alias names and this worker does not serve (logged); a folder that

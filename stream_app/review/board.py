@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 from stream_app import APPROVED_TAGS
+from stream_app.bounded import remember
 from stream_app.errors import InvalidDecision
 from stream_app.review.records import (
     MAX_REVIEWER_CHARS,
@@ -181,9 +182,7 @@ class ReviewBoard:
             # A person's tag, kept when the model's prediction was forgotten (counted, a correction would be found
             # "right"), or a prediction judged once already: the decision is a label, but judges no model.
             return Judgement(record["verdict"], None, None, None, False, label)
-        self.judged[item_id] = None
-        while len(self.judged) > self.recent_limit:
-            self.judged.popitem(last=False)
+        remember(self.judged, item_id, None, self.recent_limit)
         correct = prediction.tag == record["tag"]
         return Judgement(record["verdict"], prediction.model_version, prediction.route, prediction.tag, correct, label)
 
@@ -203,11 +202,8 @@ class ReviewBoard:
             if isinstance(record.get("description"), str):
                 record = {**record, "description": record["description"][:KEPT_DESCRIPTION_CHARS]}
             packed = _pack(record, KEPT_FIELDS)
-        self.recent[item_id] = (tag, model_version, tagged_by, route, packed)
+        remember(self.recent, item_id, (tag, model_version, tagged_by, route, packed), self.recent_limit)
         self.judged.pop(item_id, None)  # a new prediction for the item: not judged yet
-        self.recent.move_to_end(item_id)
-        while len(self.recent) > self.recent_limit:
-            self.recent.popitem(last=False)
 
 
 def decide(

@@ -66,9 +66,7 @@ class ReviewFollower:
                 self.board.on_review(record, message.value, own=own is not None)
             elif role == "tagged":
                 self.board.on_tagged(record, message.value, own=own is not None)
-                if record["tagged_by"] == "model" and message.offset >= self.counted_from.get(
-                    TopicPartition(message.topic, message.partition), 0
-                ):
+                if record["tagged_by"] == "model" and self.since_start(message):
                     self.metrics.shown(str(record["model_version"]))
             else:
                 self.held.append((message, record))
@@ -95,11 +93,16 @@ class ReviewFollower:
             except Exception as error:  # noqa: BLE001 - see skip_unexpected
                 self.skip_unexpected(message, "feedback", error)
                 continue
-            if message.offset >= self.counted_from.get(TopicPartition(message.topic, message.partition), 0):
+            if self.since_start(message):
                 self.metrics.judged(
                     judgement.verdict, judgement.model_version, judgement.route, judgement.predicted_tag,
                     judgement.correct,
                 )  # fmt: skip
+
+    def since_start(self, message: ConsumerRecord[Any, Any]) -> bool:
+        """Whether ``message`` came after this worker started (:attr:`counted_from`), and so counts in its metrics."""
+        # A TopicPartition is a named tuple: a plain tuple finds it, without making one per record.
+        return bool(message.offset >= self.counted_from.get((message.topic, message.partition), 0))
 
     def skip_unexpected(self, message: ConsumerRecord[Any, Any], role: str, error: Exception) -> None:
         """Skip a record whose handling raised an error the board's checks did not foresee. Crashing instead would

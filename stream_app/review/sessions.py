@@ -12,8 +12,9 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
+from stream_app.bounded import remember
 from stream_app.review.records import MAX_REVIEWER_CHARS
 
 COOKIE: Final = "tagger_review_session"
@@ -28,8 +29,6 @@ KNOWN_ADDRESS_SECONDS: Final = 30 * 86400.0
 KNOWN_ADDRESSES_PER_NAME: Final = 16
 MAX_TRACKED: Final = 100_000
 """Most revoked sessions and failing addresses or names remembered; past it the oldest are forgotten."""
-
-_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ class Sessions:
         # from the front (one that expires behind a later one waits at most a session's lifetime).
         while self._revoked and next(iter(self._revoked.values())) <= now:
             self._revoked.popitem(last=False)
-        _remember(self._revoked, session.nonce, session.expires, MAX_TRACKED)
+        remember(self._revoked, session.nonce, session.expires, MAX_TRACKED)
 
     def _mac(self, purpose: str, *parts: str) -> str:
         return hmac.new(self._secret, "|".join((purpose, *parts)).encode(), hashlib.sha256).hexdigest()
@@ -114,14 +113,6 @@ def _same(given: str, expected: str) -> bool:
     """Whether ``given`` is ``expected``, in time that does not tell how much of it matched; any text, so a cookie
     or a form field with non-ASCII text is refused, not an error (``compare_digest`` takes ASCII ``str`` only)."""
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
-
-
-def _remember(entries: collections.OrderedDict[str, _V], key: str, value: _V, limit: int) -> None:
-    """Set ``key`` to ``value`` as the newest of ``entries``; past ``limit`` entries, the oldest are forgotten."""
-    entries[key] = value
-    entries.move_to_end(key)
-    while len(entries) > limit:
-        entries.popitem(last=False)
 
 
 class SignInLimiter:
@@ -154,7 +145,7 @@ class SignInLimiter:
     def count(self, key: str) -> None:
         """Count a sign-in for ``key`` as failed, before its password is checked, whether or not it is
         :meth:`blocked` (the caller has asked)."""
-        _remember(self._failures, key, [*self._recent(key), self.clock()], MAX_TRACKED)
+        remember(self._failures, key, [*self._recent(key), self.clock()], MAX_TRACKED)
 
     def succeeded(self, address: str) -> None:
         """Forget the failures of ``address``: its attempt, and those before it, were the reviewer's."""
@@ -187,8 +178,8 @@ class KnownAddresses:
 
     def signed_in(self, name: str, address: str) -> None:
         addresses = self._seen.get(name, collections.OrderedDict())
-        _remember(addresses, address, self.clock(), KNOWN_ADDRESSES_PER_NAME)
-        _remember(self._seen, name, addresses, MAX_TRACKED)
+        remember(addresses, address, self.clock(), KNOWN_ADDRESSES_PER_NAME)
+        remember(self._seen, name, addresses, MAX_TRACKED)
 
 
 def host_allowed(host: str, allowed: frozenset[str]) -> bool:

@@ -561,6 +561,24 @@ def test_a_shadow_that_fails_on_live_traffic_stops_shadowing_and_is_refused_for_
     assert SHADOW not in stand_in.aliases and CANARY not in stand_in.aliases
 
 
+def test_a_canary_that_fails_on_live_traffic_is_refused_for_the_fleet(trained_model_dir: Path, tmp_path: Path) -> None:
+    """The champion serves the failed canary's events on that batch (Pipeline.route); the worker's run then names
+    the version refused, as one that does not load, so the decider never makes it the champion."""
+    stand_in = Decisions()
+    worker, pipeline = decider(stand_in, trained_model_dir, tmp_path, shadow_events=50)
+    worker.decides, worker.worker_name, worker.canary_fraction = False, "w1", 0.5
+    del stand_in.aliases[SHADOW]
+    stand_in.folders["s3"] = nan_candidate(tmp_path, trained_model_dir, "nan")
+    stand_in.aliases[CANARY] = ModelVersion("3", "s3", "run")
+    asyncio.run(worker.poll(pipeline))
+    assert pipeline.canary is not None
+    batch = [admit(pipeline, {"id": f"e{n}", "title": f"Graph neural networks {n}"}, n) for n in range(20)]
+    outputs = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+    assert {o.record["model_version"] for o in outputs} == {pipeline.classifier.version} and len(outputs) == 20
+    asyncio.run(worker.poll(pipeline))
+    assert pipeline.canary is None and worker.refused_numbers == {"3"}
+
+
 def test_a_canary_of_the_champions_own_model_version_is_refused_not_judged_on_the_champions_traffic(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:
