@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream_app import APPROVED_TAGS
 from stream_app.drift import Reference
 from stream_app.errors import ModelError
-from stream_app.metrics import OUTCOMES
+from stream_app.metric_labels import OUTCOMES
 
 DEFAULT_CARD = Path("artifacts/model/model.json")
 LIVE_COLOUR, REFERENCE_COLOUR = "#d95f02", "#7570b3"

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidRecord
-from stream_app.metrics import VERDICTS
+from stream_app.metric_labels import VERDICTS
 from stream_app.review.labels import decision_time
 from stream_app.schema import MAX_ID_CHARS, OPTIONAL_TEXT_FIELDS, has_lone_surrogate, is_blank
 

@@ -16,7 +16,8 @@ from stream_app import APPROVED_TAGS
 from stream_app.batch_histogram import BatchHistogram
 from stream_app.drift import DriftSnapshot
 from stream_app.errors import DEADLETTER_REASONS, MODEL_REFUSAL_REASONS, SKIP_REASONS
-from stream_app.metrics import MATCHES, MAX_JUDGED_VERSIONS, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS, Metrics
+from stream_app.metric_labels import MATCHES, MAX_JUDGED_VERSIONS, OUTCOMES, ROUTES, SKIPPED_TOPICS, VERDICTS
+from stream_app.metrics import Metrics
 
 EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 BOUNDED_LABELS = {
