@@ -49,6 +49,7 @@ METADATA = "aiokafka's partitions_for_topic knows subscribed topics only (metada
 PRODUCER_STOP = "aiokafka #1101: a producer's stop waits for the broker with no time limit (closing.py)"
 FETCH_WAIT = "faust-streaming hard-codes the worker consumer's fetch_max_wait_ms (fetch_wait.py)"
 ANSWERED_RETRY = "aiokafka #1172: a transaction's first writes are refused while its last one's markers land"
+REVOKED_ACKS = "faust-streaming #502: a revoked partition's acks are forgotten before they are committed"
 LIVELOCK_CHECK = "robinhood/faust #658: Faust reads a partition's position while aiokafka resets it (consumer.py)"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
@@ -65,6 +66,8 @@ HOOKS: Final = (
     Hook(FAUST_CONSUMER, "resume_flow", "TaggerConsumer.resume_flow", SEEK_LOSS),
     Hook(FAUST_CONSUMER, "ack", "TaggerConsumer.ack (hold_acks)", TAKE_ACK),
     Hook(FAUST_BASE_CONSUMER, "callback", "TaggerConsumer._hand_over", INLET),
+    Hook(FAUST_BASE_CONSUMER, "on_partitions_revoked", "TaggerConsumer.on_partitions_revoked", REVOKED_ACKS),
+    Hook(FAUST_BASE_CONSUMER, "maybe_wait_for_commit_to_finish", "TaggerConsumer.on_partitions_revoked", REVOKED_ACKS),
     Hook(FAUST_BASE_CONSUMER, "unacked", "inlet.EventInlet.take", INLET),
     Hook(FAUST_APP, "consumer_generation_id", "inlet.EventInlet.take", INLET),
     Hook(FAUST_APP, "flow_control", "inlet.EventInlet", INLET),

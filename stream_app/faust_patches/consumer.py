@@ -256,6 +256,21 @@ class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
             return False
         return bool(super().ack(message))
 
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Commit what was acked on the ``revoked`` partitions, then Faust's revocation.
+
+        Faust forgets a revoked partition's acked offsets before its rebalance handler waits for the agents and
+        commits (faust-streaming #502), so the records acked since the last periodic commit were never committed
+        and the partition's next owner processed them again: after a peer left, and even when the partition came
+        back to the same worker (Faust's rebalances revoke everything). A batch still in flight is committed by
+        Faust's handler once it is acked, as before.
+        """
+        if revoked and not self.app.should_stop:
+            # A commit in flight may predate the last acks, and a commit asked for meanwhile is skipped.
+            await self.maybe_wait_for_commit_to_finish()
+            await self.commit(revoked)
+        await super().on_partitions_revoked(revoked)
+
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset. While records flow (Faust resumed the flow for
         table recovery), hold back those fetched from there until the flow resumes again: Faust empties the

@@ -294,6 +294,10 @@ class Ledger:
         """Output records beyond the first for each input."""
         return sum(len(kinds) - 1 for kinds in self.landings.values())
 
+    def repeated(self) -> dict[str, list[str]]:
+        """The inputs that landed more than once, with where (for an assertion's message)."""
+        return {identity: kinds for identity, kinds in self.landings.items() if len(kinds) > 1}
+
 
 def identity_of(kind: str, record: dict[str, Any]) -> str:
     """The input a record stands for: its event id, or the input position a dead letter names."""

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from stream_app.worker import STOP_TIMEOUT_EXIT_STATUS
-from tests.integration.harness import ROOT, produce, run
-from tools.replay import mixed_stream, read_rows
+from tests.integration.harness import ROOT, account, produce, run
+from tools.replay import event_value, mixed_stream, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -50,3 +50,47 @@ def test_a_stop_in_mid_stream_finishes_by_itself(start_worker: Any, guarantee: s
     status = worker.stop(timeout=90)
     assert status == 0, f"exit status {status}:\n{worker.log_tail()}"
     assert 500 <= stopped_at < len(messages), f"not stopped in mid-stream: {stopped_at} emitted"
+
+
+REBALANCED = "generation id"
+"""What Faust logs when a rebalance has given the worker its partitions."""
+
+
+def distinct_events(count: int, prefix: str) -> list[tuple[bytes, bytes, None]]:
+    """``count`` valid events of distinct titles, ids prefixed by ``prefix``."""
+    events = []
+    for n, row in enumerate(read_rows(ROOT / "data" / "dataset.csv")[:count]):
+        event = {**row, "id": f"{prefix}-{n}", "title": f"{row['title']} ({prefix})"}
+        events.append((str(event["id"]).encode(), event_value(event), None))
+    return events
+
+
+def test_a_fleet_stopped_just_after_a_rebalance_processes_nothing_twice_when_it_restarts(start_worker: Any) -> None:
+    """A worker commits what it processed when a rebalance takes its partitions (faust-streaming #502 lost it).
+
+    The commit interval is longer than the test, so only the commits of the rebalance and of the stops count: the
+    second worker's partition is committed by its rebalance or never."""
+    settings = {"TAGGER_COMMIT_INTERVAL_SECONDS": "600"}
+    first, topics = start_worker(partitions=2, **settings)
+    second, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **settings)
+    bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    before = distinct_events(60, "before")
+    run(produce(bootstrap, topics.input, before))
+    ids = [key.decode() for key, _, _ in before]
+    assert not run(account(bootstrap, topics, ids, timeout=90, settle=0)).missing(ids)
+
+    rebalances = second.log_text().count(REBALANCED)
+    assert first.stop() == 0
+    deadline = time.monotonic() + 60
+    while second.log_text().count(REBALANCED) == rebalances:  # the second takes both partitions over
+        assert time.monotonic() < deadline, f"no rebalance after the first worker left:\n{second.log_tail()}"
+        time.sleep(0.02)
+    assert second.stop() == 0
+
+    start_worker(partitions=2, topics=topics, app_id=first.app_id, **settings)
+    after = distinct_events(60, "after")
+    run(produce(bootstrap, topics.input, after))
+    ids += [key.decode() for key, _, _ in after]
+    ledger = run(account(bootstrap, topics, ids, timeout=90, settle=2))
+    assert not ledger.missing(ids), ledger.missing(ids)
+    assert ledger.repeated() == {}
