@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 1, wait_seconds: float = 10.0) -> None:
+async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 1, wait_seconds: float = 30.0) -> None:
     """Create the topics ``names`` not there yet, with ``partitions`` each, and return once every partition of each
     has a leader. A creation the broker refuses raises its error; one that exists already is left as it is.
 

@@ -197,7 +197,8 @@ def version_by_id(bootstrap: str, topics: Topics, events: list[tuple[bytes, byte
     event accounted for once)."""
     ids = [key.decode() for key, _, _ in events]
     ledger = run(account(bootstrap, topics, ids, timeout=90, settle=0.5))
-    assert not ledger.missing(ids) and ledger.repeats() == 0
+    assert not ledger.missing(ids), ledger.missing(ids)
+    assert ledger.repeats() == 0, ledger.repeated()
     wanted = set(ids)
     classified = [r for r in ledger.records["tagged"] + ledger.records["review"] if str(r["id"]) in wanted]
     assert classified
