@@ -109,6 +109,13 @@ def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -
     except Exception as error:  # onnxruntime's errors are untyped; any of them means no parity
         raise ParityError(f"onnxruntime cannot run the exported model: {error}") from error
     expected = pipeline.predict_proba(np.asarray(texts, dtype=object))
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape != expected.shape or not np.isfinite(probabilities).all():
+        # A NaN would make the gap NaN, which no comparison with the tolerance fails, and be the row's argmax.
+        raise ParityError(
+            f"the exported model gave probabilities shaped {probabilities.shape} for scikit-learn's "
+            f"{expected.shape}, {int((~np.isfinite(probabilities)).sum()) if probabilities.size else 0} not finite"
+        )
     # The label the worker serves: the first of the highest probabilities (Classifier.predict).
     labels = np.asarray(pipeline.classes_)[np.asarray(probabilities).argmax(axis=1)]
     expected_labels = np.asarray(pipeline.classes_)[expected.argmax(axis=1)]
@@ -118,7 +125,7 @@ def check_parity(pipeline: Pipeline, model_bytes: bytes, texts: Sequence[str]) -
     tied = (top_two[:, 1] - top_two[:, 0]) <= PARITY_TOLERANCE
     differ = [a != b for a, b in zip(labels, expected_labels, strict=True)]
     mismatched = [text[:60] for text, d, t in zip(texts, differ, tied, strict=True) if d and not t]
-    if mismatched or gap > PARITY_TOLERANCE:
+    if mismatched or not gap <= PARITY_TOLERANCE:
         raise ParityError(
             f"ONNX disagrees with scikit-learn on {len(texts)} texts: {len(mismatched)} labels differ "
             f"(e.g. {mismatched[:3]}), max probability difference {gap:.2e} > {PARITY_TOLERANCE:g}"

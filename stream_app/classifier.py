@@ -63,6 +63,9 @@ _SCALE: Final = 10.0**SCORE_DECIMALS
 
 
 _NOT_FINITE: Final = "the model gave a probability that is not a finite number"
+_WRONG_SHAPE: Final = "the model gave probabilities shaped {} for {} texts and {} classes"
+PROBE_TEXTS: Final = ("Object detection with YOLO on video streams", "")
+"""What :meth:`Classifier.probe` classifies at load: two texts of different lengths, one of them empty."""
 
 
 def published_scores(probabilities: Any) -> Any:
@@ -121,6 +124,11 @@ class Classifier:
     def threshold(self) -> float:
         """Confidence below which a prediction goes to review: the card's, or the override if that is higher."""
         return self._threshold
+
+    @property
+    def card_threshold(self) -> float:
+        """The card's threshold, which the drift reference's below-threshold share was measured at."""
+        return float(self.card["threshold"])
 
     @property
     def card(self) -> dict[str, Any]:
@@ -184,7 +192,21 @@ class Classifier:
         names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
         if card["input"]["name"] not in names[0] or card["outputs"]["probabilities"] not in names[1]:
             raise ModelError(f"the card's input/output names do not match the model's {names}")
-        return cls(session, card, threshold)
+        classifier = cls(session, card, threshold)
+        classifier.probe()
+        return classifier
+
+    def probe(self) -> None:
+        """Classify two texts once, and raise :class:`ModelError` unless the model gives each a finite score per
+        class: a model that fails on its first batch must be refused here, not stop the worker there."""
+        try:
+            predictions = self.predict(PROBE_TEXTS)
+        except ModelError:
+            raise
+        except Exception as error:  # onnxruntime raises its own untyped errors for a graph that cannot run
+            raise ModelError(f"model {self._version} cannot classify: {error!r:.200}") from error
+        if len(predictions) != len(PROBE_TEXTS):
+            raise ModelError(f"model {self._version} gave {len(predictions)} answers to {len(PROBE_TEXTS)} texts")
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify a batch of texts, each already passed through :func:`event_text`."""
@@ -194,6 +216,8 @@ class Classifier:
             return []
         probabilities = run_in_length_groups(self._session, self._input, self._outputs, texts, len(self._classes))
         classes = self._classes
+        if probabilities.shape != (len(texts), len(classes)):
+            raise ModelError(_WRONG_SHAPE.format(probabilities.shape, len(texts), len(classes)))
         # Python floats via tolist() once per batch: float() and round() per score cost more per message.
         rows, bests = published_scores(probabilities).tolist(), probabilities.argmax(axis=1).tolist()
         return [
@@ -208,7 +232,10 @@ class Classifier:
         counts (decision 0104): no length groups (one text is always one group), the [1, 1] feed built directly,
         and the one row's best class found on a Python list instead of through numpy.
         """
-        (row,) = self._session.run(self._outputs, {self._input: np.array([[text]], dtype=object)})[0].tolist()
+        rows = self._session.run(self._outputs, {self._input: np.array([[text]], dtype=object)})[0].tolist()
+        if len(rows) != 1 or len(rows[0]) != len(self._classes):
+            raise ModelError(_WRONG_SHAPE.format(f"[{len(rows)}, ...]", 1, len(self._classes)))
+        row = rows[0]
         best = row.index(max(row))  # the first of equal maxima, as numpy's argmax picks
         row = published_row(row)
         classes = self._classes
@@ -279,7 +306,10 @@ def run_in_length_groups(session: Any, input_name: str, outputs: list[str], text
     probabilities = np.empty((len(texts), width), dtype=np.float32)
     for rows in groups:
         feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
-        probabilities[rows] = session.run(outputs, {input_name: feed})[0]
+        group = session.run(outputs, {input_name: feed})[0]
+        if group.shape != (len(rows), width):
+            raise ModelError(_WRONG_SHAPE.format(group.shape, len(rows), width))
+        probabilities[rows] = group
     return probabilities
 
 

@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 
 from model_export import card as model_card
 from model_export import export, train
-from stream_app.classifier import Classifier, event_text, length_groups, published_row, published_scores
+from stream_app.classifier import (
+    CLASSES_METADATA_KEY,
+    Classifier,
+    event_text,
+    length_groups,
+    published_row,
+    published_scores,
+)
 from stream_app.errors import ModelError
 
 
@@ -265,6 +272,52 @@ def test_a_model_that_gives_a_probability_that_is_not_a_number_is_refused_by_eve
     for predict in (broken.predict, lambda texts: [broken.predict_one(text) for text in texts]):
         with pytest.raises(ModelError, match="not a finite number"):
             predict(["GAN faces", "Topic modelling with LDA"])
+
+
+def narrow_model_bytes(classes: list[str]) -> bytes:
+    """A real ONNX model, classes in its metadata as the exporter writes them, that gives every text one score
+    fewer than it has classes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Shape", ["text"], ["shape"]),  # [N, 1]
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["column"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.3])
+        ),
+        helper.make_node("Concat", ["column"] * (len(classes) - 1), ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "narrow", [helper.make_tensor_value_info("text", TensorProto.STRING, [None, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, len(classes) - 1])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {CLASSES_METADATA_KEY: json.dumps(classes)})
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_a_model_giving_fewer_scores_than_it_has_classes_is_refused_at_load(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """It loaded, and its first batch raised a ValueError that neither a shadow nor a canary catches: the live
+    model's batch failed with it, and the worker stopped, at every start."""
+    card: dict[str, Any] = json.loads((trained_model_dir / "model.json").read_text())
+    model_bytes = narrow_model_bytes(card["classes"])
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    card.update(version=sha[:12], sha256={**card["sha256"], "model": sha})
+    card["input"]["name"], card["outputs"]["probabilities"] = "text", "probabilities"
+    model_card.write_model(tmp_path / "narrow", model_bytes, card)
+    with pytest.raises(ModelError, match="shaped") as refused:
+        Classifier.load(tmp_path / "narrow")
+    assert refused.value.reason == "corrupt"
+    import onnxruntime as ort
+
+    # Built without load's checks, as a shadow or canary already serving: each call refuses it, too.
+    unchecked = Classifier(ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"]), card)
+    for predict in (unchecked.predict, lambda texts: [unchecked.predict_one(text) for text in texts]):
+        with pytest.raises(ModelError, match="shaped"):
+            predict(["GAN faces", "Topic modelling with LDA with a longer description " * 20])
 
 
 def test_one_text_gets_what_a_batch_gives_it(classifier: Classifier) -> None:

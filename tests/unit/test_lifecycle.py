@@ -211,13 +211,32 @@ def test_a_candidate_whose_card_or_model_is_a_fifo_is_refused_without_waiting_fo
 
 
 def nan_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
-    """A candidate that passes every check at load and gives NaN probabilities for every text."""
+    """A candidate that passes every check at load (its probe runs two texts) and gives NaN probabilities to every
+    batch of three texts or more."""
     folder = candidate(tmp_path, model_dir, name, **promotion)
     model = onnx.load(folder / "model.onnx")
     softmax = next(node for node in model.graph.node if "probabilities" in node.output)
     softmax.output[0] = "probabilities_before_nan"
-    model.graph.initializer.append(onnx.helper.make_tensor("nan", onnx.TensorProto.FLOAT, [], [float("nan")]))
-    model.graph.node.append(onnx.helper.make_node("Mul", ["probabilities_before_nan", "nan"], ["probabilities"]))
+    make = onnx.helper
+    model.graph.initializer.extend(
+        [
+            make.make_tensor("first", onnx.TensorProto.INT64, [], [0]),
+            make.make_tensor("two_and_a_half", onnx.TensorProto.FLOAT, [], [2.5]),
+            make.make_tensor("zero", onnx.TensorProto.FLOAT, [], [0.0]),
+        ]
+    )
+    # sqrt(2.5 - rows) * 0 is 0 for one or two texts (what Classifier.load's probe runs) and NaN from three on.
+    model.graph.node.extend(
+        [
+            make.make_node("Shape", ["probabilities_before_nan"], ["shape"]),
+            make.make_node("Gather", ["shape", "first"], ["rows"]),
+            make.make_node("Cast", ["rows"], ["rows_float"], to=onnx.TensorProto.FLOAT),
+            make.make_node("Sub", ["two_and_a_half", "rows_float"], ["room"]),
+            make.make_node("Sqrt", ["room"], ["root"]),
+            make.make_node("Mul", ["root", "zero"], ["nan_from_three_rows"]),
+            make.make_node("Add", ["probabilities_before_nan", "nan_from_three_rows"], ["probabilities"]),
+        ]
+    )
     return rehashed(folder, model)
 
 

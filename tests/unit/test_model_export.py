@@ -75,6 +75,35 @@ def test_parity_gate_fails_on_a_pipeline_the_converter_gets_wrong() -> None:
         parity.check_parity(pipeline, model_bytes, ["café résumé", "naïve façade"])
 
 
+def test_parity_gate_refuses_a_graph_giving_nan_where_its_best_class_is() -> None:
+    """NaN made the gap NaN, which no comparison with the tolerance fails, and numpy's argmax picks a NaN: the
+    labels matched and the gate passed."""
+    from onnx import helper, numpy_helper
+
+    pipeline = train.build_pipeline()
+    texts = ["language models", "object detection", "feature stores"] * 4
+    pipeline.fit(np.asarray(texts, dtype=object), ["nlp", "cv", "ops"] * 4)
+    model = onnx.load_from_string(export.convert(pipeline))
+    graph = model.graph
+    out = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [name + "_p" if name == out else name for name in node.output]
+    graph.initializer.extend(
+        [numpy_helper.from_array(np.array(v, np.float32), name) for name, v in (("zero", 0.0), ("one", 1.0))]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("ReduceMax", [out + "_p"], ["best"], axes=[1], keepdims=1),
+            helper.make_node("Sub", ["best", out + "_p"], ["below_best"]),  # 0 at the best class
+            helper.make_node("Div", ["one", "below_best"], ["inverse"]),  # inf there
+            helper.make_node("Mul", ["zero", "inverse"], ["nan_at_best"]),  # NaN there, 0 elsewhere
+            helper.make_node("Add", [out + "_p", "nan_at_best"], [out]),
+        ]
+    )
+    with pytest.raises(ParityError, match="not finite"):
+        parity.check_parity(pipeline, model.SerializeToString(), texts[:3])
+
+
 def test_parity_gate_passes_for_the_shipped_pipeline_on_awkward_texts() -> None:
     pipeline = train.build_pipeline()
     held_out = ["natural language processing with transformers", "object detection in images"] * 4
