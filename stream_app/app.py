@@ -82,7 +82,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     reference = Reference.from_card(classifier.card)
     metrics = Metrics(registry, reference.confidence_bin_edges)
     metrics.set_model(classifier.version, classifier.threshold, reference.below_threshold_share)
-    pipeline = Pipeline(classifier, metrics, DriftMonitor(reference, settings.drift_window, classifier.threshold))
+    pipeline = Pipeline(classifier, metrics, DriftMonitor(reference, settings.drift_window, classifier.card_threshold))
 
     app = new_faust_app(settings)
     topics = WorkerTopics.declare(app, settings)

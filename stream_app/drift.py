@@ -13,6 +13,13 @@ from typing import Any
 from stream_app import APPROVED_TAGS
 from stream_app.errors import ModelError
 
+DRIFT_MIN_EVENTS = 200
+"""Fewest events in the drift window for it to count as drifted: below it, sampling noise alone passes 0.2 (the
+same floor as the drift alerts in monitoring/alerts.yml, and the least ``TAGGER_DRIFT_WINDOW`` allowed)."""
+
+SHARES_SUM_TOLERANCE = 1e-6
+"""How far from 1 a reference's shares may add up (the exporter writes them as float64 quotients)."""
+
 PSI_EPSILON = 1e-4
 """Floor for empty bins, so a bin missing on one side gives a large but finite index."""
 
@@ -41,6 +48,11 @@ class Reference:
         shares = (*self.confidence_shares, *self.tag_shares.values(), self.below_threshold_share)
         if not all(0.0 <= share <= 1.0 for share in shares):
             raise ModelError(f"reference shares must be shares from 0 to 1, got {[*shares]!r:.200}")
+        # Shares that do not add up to 1 make every PSI large for as long as the model serves: drift alerts and
+        # the drift retrain would fire on a calm stream.
+        for name, parts in (("confidence_shares", self.confidence_shares), ("tag_shares", self.tag_shares.values())):
+            if not abs(math.fsum(parts) - 1.0) <= SHARES_SUM_TOLERANCE:
+                raise ModelError(f"reference {name} must add up to 1, got {math.fsum(parts)!r}")
         unknown = sorted(set(self.tag_shares) - set(APPROVED_TAGS))
         if unknown:
             raise ModelError(f"reference tag_shares has tags that are not approved: {unknown}")

@@ -309,9 +309,10 @@ class Metrics:
         """Observe the delay of one title index change applied from another worker."""
         self.index_replication_delay.observe(delay_seconds)
 
-    def set_last_event(self, timestamp: float) -> None:
-        """Publish the event time (seconds since the epoch) of the last processed event."""
-        self.last_event_timestamp.set(timestamp)
+    def set_last_event(self, timestamp: float, now: float) -> None:
+        """Publish the event time (seconds since the epoch) of the last processed event, no later than ``now``:
+        a producer's clock ahead of ours must not make the event age read negative (and hide a stall)."""
+        self.last_event_timestamp.set(min(timestamp, now))
 
     def judged(
         self, verdict: str, version: str | None, route: str | None, predicted_tag: str | None, correct: bool

@@ -52,6 +52,8 @@ class Admitted(NamedTuple):
     event: ContentEvent
     event_time: float
     consumed_at: float
+    """When it was admitted, on the monotonic clock: the processing latency is measured from it, and a step of
+    the wall clock must not make that negative."""
 
     @property
     def dedupe_key(self) -> str:
@@ -110,7 +112,7 @@ class Pipeline:
         names the model that produced it.
         """
         reference = Reference.from_card(classifier.card)
-        self.drift = DriftMonitor(reference, window=self.drift.window, threshold=classifier.threshold)
+        self.drift = DriftMonitor(reference, window=self.drift.window, threshold=classifier.card_threshold)
         self.classifier = classifier
         self.metrics.set_model(classifier.version, classifier.threshold, reference.below_threshold_share)
         # The replaced model's window must not stay published (and keep its drift alerts firing) until a batch
@@ -142,7 +144,7 @@ class Pipeline:
             self.metrics.emitted("deadletter")
             record = dead_letter_record(raw, error, topic, partition, offset, utc_iso(now))
             return Output("deadletter", None, record)
-        return Admitted(event, event_time, now)
+        return Admitted(event, event_time, time.monotonic())
 
     def route_batch(self, batch: Sequence[Admitted], check: Callable[[Admitted], DedupeVerdict]) -> list[Output]:
         """Route a batch: duplicates by ``check`` (which also records new titles), the rest by the model.
@@ -221,7 +223,7 @@ class Pipeline:
             outputs.append(Output(kind, event.key, record))
         self.metrics.classified_many([p.tag for p in predictions], [p.confidence for p in predictions])
         self.metrics.routed([output.kind for output in outputs], matches, tagged, served)
-        if checked.texts:
+        if checked.texts and drift is self.drift:  # after a swap, the new model's window stays published
             self.metrics.set_drift(drift.snapshot())
         return outputs
 

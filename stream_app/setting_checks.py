@@ -10,6 +10,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from stream_app.drift import DRIFT_MIN_EVENTS
 from stream_app.errors import ConfigError
 
 if TYPE_CHECKING:  # the settings module imports this one
@@ -80,8 +81,10 @@ def check(settings: Settings) -> None:
             raise ConfigError(f"{var(name)}={value!r} is not one of {', '.join(allowed)}")
     _check_range(settings, "review_threshold", 0.0, 1.0, optional=True)
     _check_range(settings, "web_port", 1, 65_535)
-    for name in ("partitions", "batch_size", "drift_window", "review_recent_limit"):
+    for name in ("partitions", "batch_size", "review_recent_limit"):
         _check_range(settings, name, 1, None)
+    # A smaller window never holds the events a drift alert or the drift retrain waits for.
+    _check_range(settings, "drift_window", DRIFT_MIN_EVENTS, None)
     # Two heartbeats of 3 s must fit in a session; a broker refuses sessions over its
     # group.max.session.timeout.ms (30 minutes by default), and the worker could never join.
     _check_range(settings, "session_timeout_seconds", 6.0, 1800.0)

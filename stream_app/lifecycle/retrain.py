@@ -9,10 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from stream_app.classifier import Classifier
-from stream_app.drift import DriftSnapshot
+from stream_app.drift import DRIFT_MIN_EVENTS, DriftSnapshot
 from stream_app.lifecycle.candidates import current_model_dir
 from stream_app.review.labels import read_labels
 from stream_app.settings import Settings
@@ -21,11 +21,6 @@ if TYPE_CHECKING:  # the pipeline imports this module for Shadow
     from stream_app.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-
-DRIFT_MIN_EVENTS: Final = 200
-"""Fewest events in the drift window for it to count as drifted: below it, sampling noise alone passes 0.2 (the
-same floor as the drift alerts in monitoring/alerts.yml)."""
 
 
 def tagged_precision(metrics: Metrics, version: str) -> tuple[float, float]:

@@ -127,10 +127,10 @@ class BatchTagger:
             for item in admitted
         ]
         await self.publisher.publish(events, made, swept, ahead or ())
-        done = time.time()
+        done = time.monotonic()
         self.metrics.latencies([done - item.consumed_at for item in fresh])
         if fresh:
-            self.metrics.set_last_event(max(item.event_time for item in fresh))
+            self.metrics.set_last_event(max(item.event_time for item in fresh), now=time.time())
 
     def admit(self, event: EventT[Any]) -> Output | Admitted:
         message = event.message

@@ -1,4 +1,4 @@
-"""The consumer lag of a stuck agent keeps growing with the input, past what the consumer buffers: the growth
+"""The consumer lag of a stuck agent keeps growing with the input, past what the consumer buffers: the backlog
 ``ContentTaggerStalled`` fires on (real broker)."""
 
 from __future__ import annotations

@@ -148,6 +148,9 @@ def test_reference_is_read_from_a_model_card_with_missing_tags_as_zero() -> None
         {"confidence_shares": [0.5, 0.5]},
         {"tag_shares": {"cooking": 1.0}},
         {"below_threshold_share": "many"},
+        # Each share from 0 to 1, but not adding up to 1: every PSI is large on a calm stream, for good.
+        {"confidence_shares": [0.0] * (len(CONFIDENCE_BIN_EDGES) - 1)},
+        {"tag_shares": {"mlops": 0.5}},
     ],
 )
 def test_a_malformed_card_reference_is_a_model_error(bad: dict[str, Any]) -> None:

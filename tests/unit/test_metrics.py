@@ -207,7 +207,7 @@ def test_model_versions_read_off_records_are_bounded_in_the_judged_counters(
         ),
         (lambda m: m.duplicate("near"), {("content_tagger_duplicates_total", (("match", "near"),)): 1}),
         (lambda m: m.track_dedupe_entries(lambda: 1234), {("content_tagger_dedupe_entries", ()): 1234}),
-        (lambda m: m.set_last_event(1.7e9), {("content_tagger_last_event_timestamp_seconds", ()): 1.7e9}),
+        (lambda m: m.set_last_event(1.7e9, now=1.8e9), {("content_tagger_last_event_timestamp_seconds", ()): 1.7e9}),
     ],
 )
 def test_each_count_moves_its_own_series_and_no_other(
@@ -306,6 +306,15 @@ def test_model_info_shows_only_the_current_model(registry: CollectorRegistry, me
     assert value("content_tagger_model_info", {"version": "bbb", "threshold": "0.7000"}) == 1
     assert value("content_tagger_review_threshold") == 0.7
     assert value("content_tagger_reference_below_threshold_share") == 0.25
+
+
+def test_an_event_dated_ahead_of_the_worker_s_clock_is_published_at_the_worker_s_time(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    """The dashboard's event age is ``time() - last_event``: a producer's clock in 2100 made it negative (a
+    stall behind it showed green) until a later event came."""
+    metrics.set_last_event(4_102_444_800.0, now=1.8e9)
+    assert registry.get_sample_value("content_tagger_last_event_timestamp_seconds") == 1.8e9
 
 
 def test_drift_and_lag_are_published_as_gauges(registry: CollectorRegistry, metrics: Metrics) -> None:

@@ -240,7 +240,7 @@ def test_every_expression_is_valid_promql_with_data_from_a_real_scrape(
         metrics.latency(0.003)
         metrics.batch(8, 0.002)
         metrics.set_drift(DriftSnapshot(0.05, 0.02, 0.25, 300))
-        metrics.set_last_event(time.time())
+        metrics.set_last_event(time.time(), now=time.time())
         time.sleep(0.5)
         if query(port, "rate(content_tagger_events_consumed_total[1m]) > 0"):
             break

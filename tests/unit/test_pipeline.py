@@ -4,6 +4,7 @@ confidence, with duplicates dropped and metrics counted."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,47 @@ def test_a_model_swapped_while_a_batch_is_classified_does_not_apply_to_that_batc
     outputs = pipeline.route(checked, checked.classify())
     assert [(o.kind, o.record["model_version"]) for o in outputs] == [("tagged", live.version)] * 3
     assert checked.model_seconds > 0
+
+
+def test_the_drift_window_published_after_a_batch_classified_across_a_swap_is_the_new_models(
+    trained_model_dir: Path,
+) -> None:
+    """The batch observes the replaced model's window; publishing that window would undo the swap's and show the
+    old model's drift beside the new model's info until the next batch."""
+    pipeline, registry = make_pipeline(trained_model_dir, threshold=0.0)
+    live = pipeline.classifier
+    items = [admit(pipeline, {"id": n, "title": f"Image segmentation with U-Net {n}"}, n) for n in range(3)]
+    checked = pipeline.dedupe(
+        [i for i in items if isinstance(i, Admitted)], lambda i: DedupeVerdict(i.dedupe_key, None, None, 0.0)
+    )
+    pipeline.swap(Classifier(live._session, {**live.card, "version": "next"}, threshold=1.0))
+    pipeline.route(checked, checked.classify())
+    assert registry.get_sample_value("content_tagger_drift_window_events") == pipeline.drift.snapshot().events == 0
+
+
+def test_a_raised_review_threshold_leaves_the_drift_share_at_the_threshold_its_reference_was_measured_at(
+    trained_model_dir: Path,
+) -> None:
+    """``content_tagger_drift_below_threshold_share`` is compared with the card's reference share: counted at a
+    raised threshold, it doubled on a calm stream and fired the review-share alert."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    raised = Classifier.load(trained_model_dir, threshold=0.99)
+    pipeline.swap(raised)
+    assert raised.threshold == 0.99 > raised.card_threshold
+    pipeline.drift.observe("mlops", (raised.card_threshold + 0.99) / 2)  # to review now, above the card's
+    assert pipeline.drift.snapshot().below_threshold_share == 0.0
+
+
+def test_latency_is_measured_from_a_clock_that_wall_clock_steps_do_not_move(
+    trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent takes an event's latency as ``time.monotonic()`` at publication less its ``consumed_at``: a wall
+    clock stepped back after admission (NTP) made it negative, a false sub-millisecond latency."""
+    pipeline, _ = make_pipeline(trained_model_dir)
+    monkeypatch.setattr("stream_app.pipeline.time.time", lambda: 4e9)  # the wall clock far ahead at admission
+    item = admit(pipeline, {"id": 1, "title": "Image segmentation with U-Net"})
+    assert isinstance(item, Admitted)
+    assert 0 <= time.monotonic() - item.consumed_at < 60
 
 
 def test_a_timestamp_no_datetime_holds_gives_an_iso_time_instead_of_an_error() -> None:
