@@ -103,26 +103,10 @@ def test_a_swap_publishes_the_new_models_empty_drift_window_at_once(trained_mode
     assert registry.get_sample_value("content_tagger_drift_tag_psi") == 0.0
 
 
-def test_a_model_swapped_while_a_batch_is_classified_does_not_apply_to_that_batch(trained_model_dir: Path) -> None:
-    """The worker classifies on another thread between ``dedupe`` and ``route``, and a swap can land then: the
-    batch's outputs still name, and are routed by the threshold of, the model it was classified with."""
-    pipeline, _ = make_pipeline(trained_model_dir, threshold=0.0)
-    live = pipeline.classifier
-    items = [admit(pipeline, {"id": n, "title": f"Image segmentation with U-Net {n}"}, n) for n in range(3)]
-    checked = pipeline.dedupe(
-        [i for i in items if isinstance(i, Admitted)], lambda i: DedupeVerdict(i.dedupe_key, None, None, 0.0)
-    )
-    pipeline.swap(Classifier(live._session, {**live.card, "version": "next"}, threshold=1.0))
-    outputs = pipeline.route(checked, checked.classify())
-    assert [(o.kind, o.record["model_version"]) for o in outputs] == [("tagged", live.version)] * 3
-    assert checked.model_seconds > 0
-
-
-def test_the_drift_window_published_after_a_batch_classified_across_a_swap_is_the_new_models(
-    trained_model_dir: Path,
-) -> None:
-    """The batch observes the replaced model's window; publishing that window would undo the swap's and show the
-    old model's drift beside the new model's info until the next batch."""
+def routed_across_a_swap(trained_model_dir: Path) -> tuple[Pipeline, CollectorRegistry, str, list[Output]]:
+    """A batch of three checked by the live model (threshold 0), a model with threshold 1 swapped in while the
+    batch is classified (the worker classifies on another thread between ``dedupe`` and ``route``), then the
+    batch routed: the pipeline, its registry, the replaced model's version and the outputs."""
     pipeline, registry = make_pipeline(trained_model_dir, threshold=0.0)
     live = pipeline.classifier
     items = [admit(pipeline, {"id": n, "title": f"Image segmentation with U-Net {n}"}, n) for n in range(3)]
@@ -130,7 +114,23 @@ def test_the_drift_window_published_after_a_batch_classified_across_a_swap_is_th
         [i for i in items if isinstance(i, Admitted)], lambda i: DedupeVerdict(i.dedupe_key, None, None, 0.0)
     )
     pipeline.swap(Classifier(live._session, {**live.card, "version": "next"}, threshold=1.0))
-    pipeline.route(checked, checked.classify())
+    outputs = pipeline.route(checked, checked.classify())
+    assert checked.model_seconds > 0
+    return pipeline, registry, live.version, outputs
+
+
+def test_a_model_swapped_while_a_batch_is_classified_does_not_apply_to_that_batch(trained_model_dir: Path) -> None:
+    """The batch's outputs still name, and are routed by the threshold of, the model it was classified with."""
+    _, _, live_version, outputs = routed_across_a_swap(trained_model_dir)
+    assert [(o.kind, o.record["model_version"]) for o in outputs] == [("tagged", live_version)] * 3
+
+
+def test_the_drift_window_published_after_a_batch_classified_across_a_swap_is_the_new_models(
+    trained_model_dir: Path,
+) -> None:
+    """The batch observes the replaced model's window; publishing that window would undo the swap's and show the
+    old model's drift beside the new model's info until the next batch."""
+    pipeline, registry, _, _ = routed_across_a_swap(trained_model_dir)
     assert registry.get_sample_value("content_tagger_drift_window_events") == pipeline.drift.snapshot().events == 0
 
 
