@@ -288,6 +288,10 @@ def card_problem(card: Any) -> str | None:
     # Written so that NaN fails too: with a NaN threshold no confidence is below it, and nothing goes to review.
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
         return f"threshold {threshold!r:.60} is not a number from 0 to 1"
+    # The precision retrain trigger compares with it: a string turned the trigger off, NaN fired it at once.
+    target = card.get("target_precision")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1):
+        return f"target_precision {target!r:.60} is not a number above 0 and at most 1"
     return None
 
 

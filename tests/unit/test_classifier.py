@@ -142,6 +142,11 @@ HOSTILE_CARDS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
     "a negative threshold": (lambda card: card.update(threshold=-5), "threshold -5 is not a number from 0 to 1"),
     "a threshold above 1": (lambda card: card.update(threshold=1.5), "threshold 1.5 is not a number from 0 to 1"),
     "a threshold in a string": (lambda card: card.update(threshold="0.5"), "threshold '0.5' is not a number"),
+    "a target precision in a string": (
+        lambda card: card.update(target_precision="0.97"),
+        "target_precision '0.97' is not a number",
+    ),
+    "a NaN target precision": (lambda card: card.update(target_precision=float("nan")), "target_precision nan"),
     "no drift reference": (lambda card: card.update(reference={}), "no valid drift reference"),
     "a NaN reference share": (
         lambda card: card["reference"]["confidence_shares"].__setitem__(0, float("nan")),
