@@ -68,6 +68,8 @@ HOOKS: Final = (
     Hook(FAUST_BASE_CONSUMER, "callback", "TaggerConsumer._hand_over", INLET),
     Hook(FAUST_BASE_CONSUMER, "on_partitions_revoked", "TaggerConsumer.on_partitions_revoked", REVOKED_ACKS),
     Hook(FAUST_BASE_CONSUMER, "maybe_wait_for_commit_to_finish", "TaggerConsumer.on_partitions_revoked", REVOKED_ACKS),
+    Hook(FAUST_BASE_CONSUMER, "wait_empty", "TaggerConsumer.on_partitions_revoked", REVOKED_ACKS),
+    Hook(FAUST_BASE_CONSUMER, "stop_flow", "TaggerConsumer.on_partitions_revoked", REVOKED_ACKS),
     Hook(FAUST_BASE_CONSUMER, "unacked", "inlet.EventInlet.take", INLET),
     Hook(FAUST_APP, "consumer_generation_id", "inlet.EventInlet.take", INLET),
     Hook(FAUST_APP, "flow_control", "inlet.EventInlet", INLET),

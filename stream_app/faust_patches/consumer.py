@@ -257,18 +257,23 @@ class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
         return bool(super().ack(message))
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        """Commit what was acked on the ``revoked`` partitions, then Faust's revocation.
+        """Stop the flow, wait for the batch in flight and commit what was acked, then Faust's revocation.
 
-        Faust forgets a revoked partition's acked offsets before its rebalance handler waits for the agents and
-        commits (faust-streaming #502), so the records acked since the last periodic commit were never committed
-        and the partition's next owner processed them again: after a peer left, and even when the partition came
-        back to the same worker (Faust's rebalances revoke everything). A batch still in flight is committed by
-        Faust's handler once it is acked, as before.
+        Faust forgets the revoked partitions' acked offsets before its rebalance handler stops the flow, waits for
+        the agents and commits (faust-streaming #502), so the records acked since the last periodic commit were
+        never committed and the partition's next owner processed them again: after a peer left, and even when the
+        partition came back to the same worker (Faust's rebalances revoke everything). Here the handler's first
+        steps come before Faust forgets: no ack can land between the commit and the forgetting (a commit made
+        while the flow still ran left the acks of its round trip to be forgotten). Faust's handler repeats them
+        afterwards with nothing left to do.
         """
         if revoked and not self.app.should_stop:
+            self.stop_flow()
+            self.app.flow_control.suspend()
+            self.app.flow_control.clear()
             # A commit in flight may predate the last acks, and a commit asked for meanwhile is skipped.
             await self.maybe_wait_for_commit_to_finish()
-            await self.commit(revoked)
+            await self.wait_empty()  # the batch in flight acked, then everything acked committed
         await super().on_partitions_revoked(revoked)
 
     async def perform_seek(self) -> None:

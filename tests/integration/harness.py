@@ -229,6 +229,24 @@ async def produce(
     return [Produced(r.partition, r.offset, None) for r in results]
 
 
+async def produce_paced(
+    bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None, int | None]], rate: float
+) -> None:
+    """Send ``messages`` in order at ``rate`` a second, as a stream flows in, and wait until all are stored."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        futures = []
+        for n, (key, value, part) in enumerate(messages):
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+            futures.append(await producer.send(topic, value, key=key, partition=part))
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+
+
 async def _output_reader(bootstrap: str, topics: Topics) -> tuple[AIOKafkaConsumer, dict[str, str]]:
     """A started ``read_committed`` consumer at the start of every output topic, and topic name to kind."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")

@@ -3,13 +3,14 @@ status 3, after ``TAGGER_STOP_TIMEOUT_SECONDS``, so that a supervisor restarts t
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import pytest
 
 from stream_app.worker import STOP_TIMEOUT_EXIT_STATUS
-from tests.integration.harness import ROOT, account, produce, run
+from tests.integration.harness import ROOT, account, produce, produce_paced, run
 from tools.replay import event_value, mixed_stream, read_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -58,11 +59,21 @@ REBALANCED = "generation id"
 
 def distinct_events(count: int, prefix: str) -> list[tuple[bytes, bytes, None]]:
     """``count`` valid events of distinct titles, ids prefixed by ``prefix``."""
+    rows = read_rows(ROOT / "data" / "dataset.csv")
     events = []
-    for n, row in enumerate(read_rows(ROOT / "data" / "dataset.csv")[:count]):
-        event = {**row, "id": f"{prefix}-{n}", "title": f"{row['title']} ({prefix})"}
+    for n in range(count):
+        row = rows[n % len(rows)]
+        event = {**row, "id": f"{prefix}-{n}", "title": f"{row['title']} ({prefix} {n})"}
         events.append((str(event["id"]).encode(), event_value(event), None))
     return events
+
+
+def wait_for_rebalance(worker: Any, seen: int) -> None:
+    """Wait until ``worker`` has logged more than ``seen`` rebalances."""
+    deadline = time.monotonic() + 60
+    while worker.log_text().count(REBALANCED) == seen:
+        assert time.monotonic() < deadline, f"no rebalance:\n{worker.log_tail()}"
+        time.sleep(0.02)
 
 
 def test_a_fleet_stopped_just_after_a_rebalance_processes_nothing_twice_when_it_restarts(start_worker: Any) -> None:
@@ -81,10 +92,7 @@ def test_a_fleet_stopped_just_after_a_rebalance_processes_nothing_twice_when_it_
 
     rebalances = second.log_text().count(REBALANCED)
     assert first.stop() == 0
-    deadline = time.monotonic() + 60
-    while second.log_text().count(REBALANCED) == rebalances:  # the second takes both partitions over
-        assert time.monotonic() < deadline, f"no rebalance after the first worker left:\n{second.log_tail()}"
-        time.sleep(0.02)
+    wait_for_rebalance(second, rebalances)  # the second takes both partitions over
     assert second.stop() == 0
 
     start_worker(partitions=2, topics=topics, app_id=first.app_id, **settings)
@@ -93,4 +101,28 @@ def test_a_fleet_stopped_just_after_a_rebalance_processes_nothing_twice_when_it_
     ids += [key.decode() for key, _, _ in after]
     ledger = run(account(bootstrap, topics, ids, timeout=90, settle=2))
     assert not ledger.missing(ids), ledger.missing(ids)
+    assert ledger.repeated() == {}
+
+
+def test_peers_joining_and_leaving_a_flowing_stream_make_the_worker_process_nothing_twice(start_worker: Any) -> None:
+    """At least once, a rebalance in mid-stream commits the records acked up to the moment the partitions are
+    revoked, those of the batch in flight too: a commit made while records still flowed left the acks of its round
+    trip uncommitted, and they were processed again (decision 0049)."""
+    settings = {"TAGGER_COMMIT_INTERVAL_SECONDS": "600"}  # only the rebalances' and stops' commits count
+    worker, topics = start_worker(partitions=2, **settings)
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    events = distinct_events(4500, "flowing")
+    sending = threading.Thread(target=run, args=(produce_paced(bootstrap, topics.input, events, rate=300),))
+    sending.start()
+    for _ in range(2):
+        rebalances = worker.log_text().count(REBALANCED)
+        peer, _ = start_worker(partitions=2, topics=topics, app_id=worker.app_id, **settings)
+        wait_for_rebalance(worker, rebalances)
+        time.sleep(1)
+        assert peer.stop() == 0
+        time.sleep(1)
+    sending.join()
+    ids = [key.decode() for key, _, _ in events]
+    ledger = run(account(bootstrap, topics, ids, timeout=120, settle=3))
+    assert not ledger.missing(ids), ledger.missing(ids)[:10]
     assert ledger.repeated() == {}
