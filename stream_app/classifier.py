@@ -200,13 +200,11 @@ class Classifier:
         """Classify two texts once, and raise :class:`ModelError` unless the model gives each a finite score per
         class: a model that fails on its first batch must be refused here, not stop the worker there."""
         try:
-            predictions = self.predict(PROBE_TEXTS)
+            self.predict(PROBE_TEXTS)
         except ModelError:
             raise
         except Exception as error:  # onnxruntime raises its own untyped errors for a graph that cannot run
             raise ModelError(f"model {self._version} cannot classify: {error!r:.200}") from error
-        if len(predictions) != len(PROBE_TEXTS):
-            raise ModelError(f"model {self._version} gave {len(predictions)} answers to {len(PROBE_TEXTS)} texts")
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify a batch of texts, each already passed through :func:`event_text`."""
@@ -216,8 +214,6 @@ class Classifier:
             return []
         probabilities = run_in_length_groups(self._session, self._input, self._outputs, texts, len(self._classes))
         classes = self._classes
-        if probabilities.shape != (len(texts), len(classes)):
-            raise ModelError(_WRONG_SHAPE.format(probabilities.shape, len(texts), len(classes)))
         # Python floats via tolist() once per batch: float() and round() per score cost more per message.
         rows, bests = published_scores(probabilities).tolist(), probabilities.argmax(axis=1).tolist()
         return [
@@ -306,14 +302,19 @@ def run_in_length_groups(session: Any, input_name: str, outputs: list[str], text
     :func:`length_groups` group at a time."""
     groups = length_groups(texts)
     if len(groups) == 1:  # the usual batch: no copies
-        return session.run(outputs, {input_name: np.asarray(texts, dtype=object).reshape(-1, 1)})[0]
+        feed = np.asarray(texts, dtype=object).reshape(-1, 1)
+        return _shaped(session.run(outputs, {input_name: feed})[0], len(texts), width)
     probabilities = np.empty((len(texts), width), dtype=np.float32)
     for rows in groups:
         feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
-        group = session.run(outputs, {input_name: feed})[0]
-        if group.shape != (len(rows), width):
-            raise ModelError(_WRONG_SHAPE.format(group.shape, len(rows), width))
-        probabilities[rows] = group
+        probabilities[rows] = _shaped(session.run(outputs, {input_name: feed})[0], len(rows), width)
+    return probabilities
+
+
+def _shaped(probabilities: Any, rows: int, width: int) -> Any:
+    """``probabilities`` if it is shaped [rows, width]; else :class:`ModelError` (a model's output is hostile)."""
+    if probabilities.shape != (rows, width):
+        raise ModelError(_WRONG_SHAPE.format(probabilities.shape, rows, width))
     return probabilities
 
 

@@ -132,7 +132,6 @@ class Pipeline:
         self, raw: bytes | None, *, topic: str, partition: int, offset: int, event_time: float
     ) -> Admitted | Output:
         """Validate one input message: an :class:`Admitted` event, or the dead-letter :class:`Output` for it."""
-        now = time.time()
         self.metrics.consumed()
         try:
             event = parse_event(raw)
@@ -142,7 +141,7 @@ class Pipeline:
             assert isinstance(error, InvalidEvent)  # noqa: S101 - should_dead_letter admits only these
             self.metrics.dead_lettered(error.reason)
             self.metrics.emitted("deadletter")
-            record = dead_letter_record(raw, error, topic, partition, offset, utc_iso(now))
+            record = dead_letter_record(raw, error, topic, partition, offset, utc_iso(time.time()))
             return Output("deadletter", None, record)
         return Admitted(event, event_time, time.monotonic())
 
