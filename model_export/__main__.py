@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data_sha = hashlib.sha256(args.data.read_bytes()).hexdigest()
         if args.feedback is not None:
             data_sha = hashlib.sha256(data_sha.encode() + args.feedback.read_bytes()).hexdigest()
-        print(f"  {len(dataset.examples)} examples; duplicate titles removed at lines {dataset.duplicate_rows}")
+        print(f"  {len(dataset.examples)} examples; copies of earlier rows removed at lines {dataset.duplicate_rows}")
         if loaded.skipped:
             shown = "; ".join(loaded.skipped[:SKIPS_SHOWN]) + ("; ..." if len(loaded.skipped) > SKIPS_SHOWN else "")
             print(f"  {len(loaded.skipped)} unusable feedback lines skipped: {shown}")

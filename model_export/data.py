@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stream_app import APPROVED_TAGS
 from stream_app.dedupe import DedupeIndex
+from stream_app.dedupe.normalize import dedupe_key
 from stream_app.errors import TaggerError
 from stream_app.review.labels import latest_decisions
 
@@ -35,11 +36,12 @@ class Dataset:
 
     examples: list[Example]
     duplicate_rows: list[int]
-    """First line (1-based, in the CSV) of every row dropped because an earlier row has the same title."""
+    """First line (1-based, in the CSV) of every row dropped because it copies an earlier row, as the worker's
+    dedupe judges copies (:func:`copies_of_held_rows`)."""
 
 
 def load_dataset(path: Path) -> Dataset:
-    """Read ``path`` (CSV), validate it and drop duplicate titles; feedback is applied after the split
+    """Read ``path`` (CSV), validate it and drop the rows that copy an earlier one; feedback is applied after the split
     (:func:`apply_feedback`), so it never moves rows between splits.
 
     Raises :class:`DataValidationError` naming every bad row by the line it starts on in the file.
@@ -111,7 +113,8 @@ def load_feedback(path: Path) -> Feedback:
 
 
 def apply_feedback(examples: list[Example], feedback: list[Example]) -> list[Example]:
-    """Feedback replaces the example with its id or, being the newer human decision, the one with its title."""
+    """Feedback replaces the example with its id or, being the newer human decision, the one with its title (as
+    :func:`title_key` keys it)."""
     replaced_ids = {e.id for e in feedback}
     replaced_titles = {title_key(e.title) for e in feedback}
     kept = [e for e in examples if e.id not in replaced_ids and title_key(e.title) not in replaced_titles]
@@ -120,7 +123,7 @@ def apply_feedback(examples: list[Example], feedback: list[Example]) -> list[Exa
 
 
 HELD_COPY_TTL_SECONDS = 1e9
-"""Longer than the one second between the held rows and the decisions checked against them."""
+"""Longer than any time between the rows compared, all dated 0 or 1 s: no row's title expires before the last."""
 
 
 def copies_of_held_rows(held: Sequence[Example], feedback: Sequence[Example]) -> set[int]:
@@ -140,20 +143,22 @@ def copies_of_held_rows(held: Sequence[Example], feedback: Sequence[Example]) ->
 
 
 def title_key(title: str) -> str:
-    """A title with case and spacing ignored."""
-    return " ".join(title.casefold().split())
+    """A title as the worker's exact tier of dedupe keys it: the same words in any case, width, order or
+    decoration (:func:`~stream_app.dedupe.normalize.dedupe_key`)."""
+    return dedupe_key(title)
 
 
 def _drop_duplicate_titles(examples: list[tuple[int, Example]]) -> Dataset:
-    """Keep the first example of each title (case and spacing aside) and report the others' lines."""
-    seen: set[str] = set()
+    """Keep the first of each item and report the lines of its copies, as the worker's dedupe judges copies: the
+    same words in any case, width, order or decoration, or one typo away with a description that agrees. A copy
+    kept would put one item in two splits, and the test split would score what training saw."""
+    index = DedupeIndex({}, ttl_seconds=HELD_COPY_TTL_SECONDS)
     kept: list[Example] = []
     duplicates: list[int] = []
     for line, example in examples:
-        key = title_key(example.title)
-        if key in seen:
+        verdict = index.check_and_add(f"row\x00{line}", example.title, example.description or None, 0.0)
+        if verdict.duplicate_of is not None:
             duplicates.append(line)
-            continue
-        seen.add(key)
-        kept.append(example)
+        else:
+            kept.append(example)
     return Dataset(kept, duplicates)

@@ -69,6 +69,28 @@ def test_duplicate_titles_are_reported_and_removed(tmp_path: Path) -> None:
     assert dataset.duplicate_rows == [3]
 
 
+def test_reposts_and_typo_copies_are_removed_as_the_worker_would_drop_them(tmp_path: Path) -> None:
+    # A copy left in the data can land in the test split while its original trains: the card would score it.
+    description = "We detect objects in video streams at sixty frames a second."
+    body = (
+        f"1,d,Real-time Object Detection with YOLO,{description},computer-vision\n"
+        f"2,d,Real-time Object Detection with YOLO - Medium,{description},computer-vision\n"
+        f'3,d,"YOLO: object detection, with real-time!",{description},computer-vision\n'
+        f"4,d,Real-time Obiect Detection with YOLO,{description},computer-vision\n"
+        "5,d,Real-time Object Tracking with YOLO,Another project: we follow objects between frames.,computer-vision\n"
+        "6,d,Serving Models with Ray,x,mlops\n"
+    )
+    dataset = load_dataset(write(tmp_path, body))
+    assert [e.id for e in dataset.examples] == ["1", "5", "6"]
+    assert dataset.duplicate_rows == [3, 4, 5]
+
+
+def test_feedback_replaces_a_decorated_repost_of_a_row(tmp_path: Path) -> None:
+    dataset = load_dataset(write(tmp_path, "1,d,Serving Models with Ray,x,other\n2,d,Another,y,other\n"))
+    feedback = [Example("9", "[P] Serving models with Ray | Reddit", "x", "mlops")]
+    assert [(e.id, e.tag) for e in apply_feedback(dataset.examples, feedback)] == [("2", "other"), ("9", "mlops")]
+
+
 def with_feedback(path: Path, feedback: Path) -> Dataset:
     """The dataset at ``path`` with the feedback applied, as the trainer applies it to its training split."""
     dataset = load_dataset(path)
