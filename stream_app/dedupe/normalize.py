@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import html
 import re
 import unicodedata
 from collections.abc import Callable
@@ -25,10 +26,18 @@ _SOURCES = (
     r"reddit|r/\w+|medium|youtube|towards data science|hacker news|github|arxiv|twitter|linkedin|kaggle|"
     r"substack|dev\.to|papers with code"
 )
-# A separator after a space: "Title - Medium" is decorated, "Awesome-GitHub" is a name.
-_DECORATION_SUFFIX = re.compile(rf"(?:\s+[|\-–—]\s*(?:{_SOURCES}))+\s*$")
-_DECORATION_PREFIX = re.compile(r"^\s*(?:\[(?:p|r|d|n|project|research|discussion|news)\]\s*)+")
-_DECORATION_MARKS = re.compile(r"[\[|\-–—]")
+# A separator after a space: "Title - Medium" is decorated, "Awesome-GitHub" is a name. Page titles as scrapers
+# find them add an author before the site ("Title | by Ann Lee | Medium") and a colon before a subreddit
+# ("Title : r/MachineLearning").
+_DECORATION_SUFFIX = re.compile(
+    rf"(?:\s+[|\-–—]\s*(?:by\s+[^|]{{1,60}}?\s+[|\-–—]\s*)?(?:{_SOURCES})|\s+:\s*r/\w+)+\s*$"
+)
+# Reddit's flairs, an arXiv page's id ("[1706.03762] Title") and Hacker News' "Show HN:".
+_DECORATION_PREFIX = re.compile(
+    r"^\s*(?:\[(?:p|r|d|n|project|research|discussion|news|\d{4}\.\d{4,5}(?:v\d+)?)\]\s*"
+    r"|(?:show|ask|tell|launch)\s+hn\s*:\s*)+"
+)
+_DECORATION_MARKS = re.compile(r"[\[|\-–—:]")
 """What every decoration has; most titles have none, and skip the decoration patterns."""
 WORD = re.compile(r"[^\W_]+")
 """A word of ASCII text: a run of letters and digits (what is left between runs of punctuation, spaces and
@@ -55,8 +64,20 @@ class _CachedTranslation(dict[int, str | None]):
 _REMEMBERED: Final = 65_536
 _FORMAT_CHARACTERS: Final = _CachedTranslation(lambda c: None if unicodedata.category(c) == "Cf" else c)
 """Deletes the characters of Unicode category Cf (format: soft hyphens, zero-width spaces)."""
-_WORD_BREAKS: Final = _CachedTranslation(lambda c: c if unicodedata.category(c)[0] in "LNM" and c != "_" else " ")
-"""Keeps letters, digits and marks (Unicode categories L, N and M) and turns everything else into a space."""
+_PRESENTATION_MARKS: Final = frozenset([*map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0xE0100, 0xE01F0)), "\u20e3"])
+"""Variation selectors and the keycap mark: marks that choose how an emoji or a digit is drawn ("⚡️" is "⚡" drawn
+as an emoji), not letters of a word."""
+
+
+def _word_character(c: str) -> str | None:
+    if c in _PRESENTATION_MARKS:
+        return None
+    return c if unicodedata.category(c)[0] in "LNM" and c != "_" else " "
+
+
+_WORD_BREAKS: Final = _CachedTranslation(_word_character)
+"""Keeps letters, digits and marks (Unicode categories L, N and M) but the :data:`_PRESENTATION_MARKS`, which it
+deletes, and turns everything else into a space."""
 
 
 def nfkc_casefold(text: str) -> str:
@@ -67,9 +88,10 @@ def nfkc_casefold(text: str) -> str:
 
 
 def title_words(title: str) -> list[str]:
-    """A title's words in order, repeats included: NFKC, case-folded, without invisible format characters (a
-    soft hyphen, a zero-width space) or known source decorations, split at punctuation and spaces."""
-    text = nfkc_casefold(title)
+    """A title's words in order, repeats included: HTML character references read, NFKC, case-folded, without
+    invisible format characters (a soft hyphen, a zero-width space) or known source decorations, split at
+    punctuation and spaces."""
+    text = nfkc_casefold(unescape_html(title))
     if not text.isascii():  # scraped HTML keeps &shy; and zero-width spaces inside words: "Real\xadtime" is "Realtime"
         text = text.translate(_FORMAT_CHARACTERS)
     previous = None if _DECORATION_MARKS.search(text) else text
@@ -77,6 +99,14 @@ def title_words(title: str) -> list[str]:
         previous = text
         text = _DECORATION_PREFIX.sub("", _DECORATION_SUFFIX.sub("", text))
     return split_words(text)
+
+
+def unescape_html(text: str) -> str:
+    """``text`` with its HTML character references read (``&amp;`` is ``&``, ``&#39;`` is ``'``), twice: scrapers
+    copy titles out of HTML, some of them escaped twice (``&amp;amp;``)."""
+    if "&" not in text:
+        return text
+    return html.unescape(html.unescape(text))
 
 
 def split_words(text: str) -> list[str]:

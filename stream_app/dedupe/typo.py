@@ -110,18 +110,30 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     """The word one edit from ``word`` whose :func:`word_hash` is ``stored_hash``, if ``word`` is a typo of
     it: a word of 4+ letters and no digit, the two not both Roman numerals. A word with a digit names a model or a
     version (A100 and H100, YOLOv5n and YOLOv5x, ResNet50 and ResNeXt50), and so does a numeral (part VII and
-    part VIII): one letter changed there is another thing, not a typo."""
+    part VIII): one letter changed there is another thing, not a typo. Neither is a word of a script written
+    without spaces (:data:`UNSPACED_SCRIPT`)."""
     if len(word) < MIN_TYPO_WORD - 1 or not word.isalpha():
+        return None
+    if not word.isascii() and UNSPACED_SCRIPT.search(word):
         return None
     code_sum, digest = stored_hash[0], stored_hash[1:]
     for source in _one_edit_sources(word, code_sum):  # each has the stored code sum: compare the rest
         if word_digest(source.encode()) == digest:
             long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
             numerals = ROMAN_NUMERAL.fullmatch(source) is not None and ROMAN_NUMERAL.fullmatch(word) is not None
-            return source if long_enough and not numerals else None
+            unspaced = not source.isascii() and UNSPACED_SCRIPT.search(source) is not None
+            return source if long_enough and not numerals and not unspaced else None
     return None
 
 
+UNSPACED_SCRIPT: Final = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uf900-\ufaff\U00020000-\U0003134f]"
+)
+"""A letter of a script written without spaces between words (Thai, Lao, Myanmar, Khmer, Japanese kana, Han).
+What :func:`~stream_app.dedupe.normalize.split_words` calls a word there is a phrase or a whole title, and one
+character more or less is another statement or another chapter (深度学习是万能的, 深度学习不是万能的: "is" and "is
+not" a panacea), not a typo."""
 ROMAN_NUMERAL: Final = re.compile(r"m{0,3}(?:cm|cd|d?c{0,3})(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})")
 """A Roman numeral in lower case, 1 to 3999 (and the empty string, which no word is)."""
 

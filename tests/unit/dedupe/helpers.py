@@ -13,8 +13,9 @@ from stream_app.dedupe import DedupeIndex, entry_fields
 DAY = 86400.0
 titles = st.text(alphabet=st.characters(categories=("L", "N", "Zs", "P")), min_size=1, max_size=60)
 words = st.text(alphabet=st.characters(categories=("L", "N")), min_size=1, max_size=12)
-# Punctuation that cannot spell a source decoration ("| Reddit", "[P]") when put between words.
-punctuation_runs = st.text(alphabet=" .,;:!?*/()'\"&+#@\t", min_size=1, max_size=4).filter(lambda s: s.strip())
+# Punctuation that cannot spell a source decoration ("| Reddit", "[P]", "Show HN:") or an HTML character reference
+# ("&amp;") when put between words.
+punctuation_runs = st.text(alphabet=" .,;!?*/()'\"+#@\t", min_size=1, max_size=4).filter(lambda s: s.strip())
 
 
 ORIGINAL = "Graph neural networks for molecular property prediction"

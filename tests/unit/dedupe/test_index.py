@@ -12,6 +12,8 @@ from stream_app.dedupe import (
     DedupeVerdict,
     bucket_ids,
     dedupe_key,
+    description_signature,
+    signature_similarity,
     title_tag,
     title_words,
     word_hash,
@@ -204,3 +206,21 @@ def test_a_title_more_than_one_word_away_is_passed_over_without_reading_it() -> 
         assert store.reads == 1 + read  # its own key, and the one-word-apart title
         del store[ref_of(int.from_bytes(bytes.fromhex(dedupe_key(checked)), "big"))]
         dedupe.entries -= 1
+
+
+def test_a_title_in_a_script_without_spaces_one_character_apart_is_another_item() -> None:
+    described = "同一个描述：我们比较了深度学习方法。"
+    dedupe = index()
+    assert dedupe.check_and_add("1", "深度学习是万能的", described, 0.0).duplicate_of is None
+    assert dedupe.check_and_add("2", "深度学习不是万能的", described, 1.0).duplicate_of is None
+    assert dedupe.check_and_add("3", "深度学习是万能的", described, 2.0).duplicate_of == "1"
+
+
+def test_a_description_is_compared_with_its_html_character_references_read() -> None:
+    title, typo = ORIGINAL, ORIGINAL.replace("neural", "nueral")
+    escaped = "Tips &amp; tricks: we train &quot;message passing&quot; networks on QM9 &amp; compare them."
+    plain = 'Tips & tricks: we train "message passing" networks on QM9 & compare them.'
+    dedupe = index()
+    dedupe.check_and_add("1", title, escaped, 0.0)
+    assert dedupe.check_and_add("2", typo, plain, 1.0).match == "near"
+    assert signature_similarity(description_signature(escaped), description_signature(plain)) == 1.0

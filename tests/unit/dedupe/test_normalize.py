@@ -50,6 +50,37 @@ def test_only_known_decorations_are_stripped() -> None:
     assert normalize_title("[Q] Title") == "q title"
 
 
+@given(titles, st.sampled_from([" : r/MachineLearning", " | by Ann Lee | Medium", " - by Bo - Towards Data Science"]))
+def test_normalisation_ignores_page_title_suffixes_with_an_author_or_a_subreddit(title: str, decoration: str) -> None:
+    assert normalize_title(title + decoration) == normalize_title(title)
+
+
+@given(titles, st.sampled_from(["[1706.03762] ", "[2401.01234v2] ", "Show HN: ", "Ask HN:", "[P] Show HN: "]))
+def test_normalisation_ignores_arxiv_ids_and_hacker_news_prefixes(title: str, decoration: str) -> None:
+    assert normalize_title(decoration + title) == normalize_title(title)
+
+
+def test_decorations_need_their_whole_form() -> None:
+    assert normalize_title("Data | by the numbers").split() == ["by", "data", "numbers", "the"]
+    assert normalize_title("Why: the story") == "story the why"
+    assert normalize_title("[1706] Title") == "1706 title"
+    assert normalize_title("Show HN 2024: the year") == "2024 hn show the year"
+
+
+def test_html_character_references_are_read_as_the_characters_they_stand_for() -> None:
+    assert dedupe_key("Tips &amp; Tricks for Training LLMs") == dedupe_key("Tips & Tricks for Training LLMs")
+    assert dedupe_key("Don&#39;t Use BatchNorm") == dedupe_key("Don't Use BatchNorm")
+    assert dedupe_key("&quot;Attention&quot; explained") == dedupe_key('"Attention" explained')
+    assert dedupe_key("Tips &amp;amp; Tricks") == dedupe_key("Tips & Tricks")  # escaped twice
+    assert dedupe_key("Caf&eacute; &#x1F600; data") == dedupe_key("Café 😀 data")
+
+
+def test_emoji_presentation_marks_are_not_words() -> None:
+    assert normalize_title("\u26a1\ufe0f Attention Is All You Need") == normalize_title("Attention Is All You Need")
+    assert normalize_title("1\ufe0f\u20e3 Attention") == normalize_title("1 Attention")
+    assert normalize_title("\u26a1\ufe0f") == normalize_title("\U0001f525\ufe0f") == ""
+
+
 def test_the_key_is_short_fixed_size_and_ignores_word_order() -> None:
     key = dedupe_key("Deep Learning for Vision")
     assert len(key) == 16 and int(key, 16) >= 0

@@ -30,6 +30,11 @@ from stream_app.dedupe.typo import ROMAN_NUMERAL, _any_word_edits, _ascii_letter
         ("video", "image", False),
         ("rnn", "cnn", False),
         ("segmentation", "classification", False),
+        ("深度学习不是万能的", "深度学习是万能的", False),  # "is not" and "is" a panacea: Han is written without spaces
+        ("动手学深度学习第十一章", "动手学深度学习第十章", False),  # chapter 11 and chapter 10
+        ("ディープラーニングス", "ディープラーニング", False),  # kana
+        ("กรอบนอก", "กรอบนอกก", False),  # Thai
+        ("naïvte", "naïvet", True),  # not every letter outside ASCII is of such a script
     ],
 )
 def test_a_typo_is_one_edit_in_a_word_of_four_letters_without_digits_nor_a_numeral(
