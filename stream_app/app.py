@@ -19,6 +19,7 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.review.board import ReviewBoard
 from stream_app.review.page import FAUST_VIEWS_OFF
+from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.title_index.index import TitleIndex
@@ -116,7 +117,8 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     tag = BatchTagger(pipeline, index, topics, publisher, metrics, ownership, model_thread, board.published)
 
     register_agent(app, topics.input, tag, follower, progress, settings)
-    register_tasks(app, settings, topics, follower, ownership, progress, board, pipeline, metrics)
-    register_pages(app, settings, registry, pipeline, follower, topics, board)
+    signed_out = SignOuts(caught_up=False)
+    register_tasks(app, settings, topics, follower, ownership, progress, board, pipeline, metrics, signed_out)
+    register_pages(app, settings, registry, pipeline, follower, topics, board, signed_out)
     app.tagger_metrics = metrics  # type: ignore[attr-defined]  # for tests
     return app

@@ -22,7 +22,7 @@ MAX_JUDGED_VERSIONS: Final = 64
 bounded by count; judgements of a further version count only in their verdict."""
 MATCHES: Final[tuple[str, ...]] = ("exact", "near")
 """How a dropped copy matched a title already seen; the bounded ``match`` label."""
-SKIPPED_TOPICS: Final[tuple[str, ...]] = ("review", "tagged", "feedback", "title_index")
+SKIPPED_TOPICS: Final[tuple[str, ...]] = ("review", "tagged", "feedback", "title_index", "sign_outs")
 """The role of a topic a skipped record came from; the bounded ``topic`` label (a role, not the topic's name, which
 is a setting). A malformed input record is not skipped: it goes to the dead-letter topic."""
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

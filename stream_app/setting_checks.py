@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 from stream_app.drift import DRIFT_MIN_EVENTS
 from stream_app.errors import ConfigError
+from stream_app.review.sign_outs import LONGEST_SESSION_SECONDS
 
 if TYPE_CHECKING:  # the settings module imports this one
     from stream_app.settings import Settings
@@ -129,7 +130,7 @@ def check(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{var(name)}={getattr(settings, name)!r} must be positive")
-    _check_range(settings, "review_session_hours", 0.01, 720.0)
+    _check_range(settings, "review_session_hours", 0.01, LONGEST_SESSION_SECONDS / 3600.0)
     if settings.review_session_secret and len(settings.review_session_secret) < MIN_SECRET_CHARS:
         raise ConfigError(f"TAGGER_REVIEW_SESSION_SECRET must be at least {MIN_SECRET_CHARS} characters")
     try:
@@ -201,7 +202,10 @@ def _check_topics(settings: Settings) -> None:
             f"TAGGER_APP_ID={settings.app_id!r} must be 1 to {MAX_APP_ID_CHARS} of the letters, digits, '.', '_' "
             "and '-' a Kafka topic name may hold"
         )
-    seen: dict[str, str] = {settings.index_topic: "the title index's topic"}
+    seen: dict[str, str] = {
+        settings.index_topic: "the title index's topic",
+        settings.sign_outs_topic: "the reviewers' sign-outs topic",
+    }
     for name in TOPIC_SETTINGS:
         topic = getattr(settings, name)
         if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):

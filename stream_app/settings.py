@@ -238,6 +238,11 @@ class Settings:
         return f"{self.app_id}-title-index"
 
     @property
+    def sign_outs_topic(self) -> str:
+        """The reviewers' sign-outs, read whole by every worker (stream_app/review/sign_outs.py)."""
+        return f"{self.app_id}-sign-outs"
+
+    @property
     def broker_url(self) -> str:
         """The bootstrap servers as a Faust broker URL list."""
         return ";".join(f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(","))

@@ -30,6 +30,9 @@ from stream_app.schema import SCHEMA_VERSION
 KEPT_FIELDS = ("id", "title", "description", "created_on", "source", "url", "dedupe_key", "suggested_tag")
 """What a recent prediction keeps of its record: enough to label it and to re-tag it, not the scores."""
 KEPT_DESCRIPTION_CHARS = 1000
+SHOWN_DESCRIPTION_CHARS = 1000
+"""Longest description the review page shows of an item (a decision still publishes it whole): the page is
+rendered on the event loop for anyone who asks, and 50 items of 256 KiB would make megabytes of it."""
 KEPT_RAW_BYTES = KEPT_DESCRIPTION_CHARS
 """Longest record JSON a recent prediction keeps as it came: no description in it can exceed the cut (a character
 is at least a byte), and the fields packing would drop add a few hundred bytes at most."""
@@ -126,6 +129,9 @@ class ReviewBoard:
         """Items whose recent prediction a decision has judged already (as many as :attr:`recent`, oldest
         forgotten first): a second decision on one (a double submit, a second reviewer's report) is a label, but
         counts no second judgement of the model."""
+        self.human_tags: OrderedDict[str, str] = OrderedDict()
+        """The tag a person last gave each recent item (as many as :attr:`recent`): a report of the tag it has
+        already would publish it again, changing nothing."""
         self.recent: OrderedDict[str, tuple[str, str, str, str, bytes]] = OrderedDict()
         """Recent predictions by id, oldest first: each :class:`Prediction`'s fields in order, in a plain tuple of
         strings and bytes, which the garbage collector stops tracking (a tuple subclass stays tracked), so full
@@ -159,8 +165,12 @@ class ReviewBoard:
         one this worker built (:attr:`published`), which needs no check."""
         item_id = str(record["id"]) if own else checked_tagged_id(record)
         self.waiting.pop(item_id, None)
-        if record.get("tagged_by") == "human" and item_id in self.recent:
-            return  # keep the model's prediction: feedback judges the model, not the reviewer
+        if record.get("tagged_by") == "human":
+            remember(self.human_tags, item_id, str(record["tag"]), self.recent_limit)
+            if item_id in self.recent:
+                return  # keep the model's prediction: feedback judges the model, not the reviewer
+        else:
+            self.human_tags.pop(item_id, None)
         self._remember(item_id, record["tag"], record["model_version"], record["tagged_by"], "tagged", record, raw)
 
     def on_feedback(self, record: dict[str, Any]) -> Judgement:
@@ -239,7 +249,7 @@ def decide(
             prediction = board.prediction(item_id)
         if prediction is None or item_id in board.waiting:
             raise InvalidDecision(f"no tagged item {item_id!r} is known to this worker")
-        if tag == prediction.tag:
+        if tag == board.human_tags.get(item_id, prediction.tag):
             raise InvalidDecision(f"item {item_id!r} is already tagged {tag}")
         record, verdict, model_version = prediction.record, "reported", prediction.model_version
     else:
@@ -265,6 +275,13 @@ def decide(
         "schema_version": SCHEMA_VERSION,
     }
     return feedback, tagged
+
+
+def _shown(description: str) -> str:
+    """A description as the page shows it: cut at :data:`SHOWN_DESCRIPTION_CHARS`, an ellipsis saying so."""
+    if len(description) <= SHOWN_DESCRIPTION_CHARS:
+        return description
+    return description[:SHOWN_DESCRIPTION_CHARS] + "…"
 
 
 def render_page(
@@ -297,7 +314,7 @@ def render_page(
         items.append(
             f'<li><article aria-labelledby="title-{n}" data-id="{esc(item_id)}">'
             f'<h2 id="title-{n}">{esc(str(record.get("title") or ""))}</h2>'
-            f"<p>{esc(str(record.get('description') or ''))}</p>"
+            f"<p>{esc(_shown(str(record.get('description') or '')))}</p>"
             f"<p>Suggested: <strong>{esc(suggested)}</strong>, confidence {float(record['confidence']):.2f}</p>"
             f"{form if reviewer is not None else ''}</article></li>"
         )

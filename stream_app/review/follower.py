@@ -1,5 +1,6 @@
 """The review follower: every worker reads the review, tagged and feedback topics from their start into its review
-board, counts the decisions made since it started (online precision) and keeps new decisions as labels.
+board, counts the decisions made since it started (online precision) and keeps new decisions as labels. It reads
+the reviewers' sign-outs topic from its start too (:mod:`~stream_app.review.sign_outs`).
 
 Each record is handled on its own: a malformed one (a tombstone, not JSON, a missing or wrong field, an unknown
 tag or verdict) is counted in ``content_tagger_skipped_records_total`` and skipped; the first of each kind, and
@@ -25,6 +26,7 @@ from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard
 from stream_app.review.labels import LabelStore, read_labels
 from stream_app.review.records import read_record
+from stream_app.review.sign_outs import SignOuts, read_sign_out
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,14 +38,23 @@ class ReviewFollower:
     """Hands the records of the three topics to the board, one at a time; feedback waits until the review and
     tagged topics have caught up, so a decision always finds the prediction it judges."""
 
-    def __init__(self, settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        board: ReviewBoard,
+        metrics: Metrics,
+        labels: LabelStore,
+        signed_out: SignOuts | None = None,
+    ) -> None:
         self.board = board
         self.metrics = metrics
         self.labels = labels
+        self.signed_out = signed_out if signed_out is not None else SignOuts()
         self.roles = {
             settings.review_topic: "review",
             settings.tagged_topic: "tagged",
             settings.feedback_topic: "feedback",
+            settings.sign_outs_topic: "sign_outs",
         }
         self.stored: set[tuple[str, str]] = set()
         """(id, decided_at) of the decisions already in the labelled store: not appended again."""
@@ -59,6 +70,9 @@ class ReviewFollower:
         """Take one record of any of the three topics; a feedback record is held until :meth:`release`."""
         role = self.roles[message.topic]
         try:
+            if role == "sign_outs":
+                self.signed_out.add(*read_sign_out(message.key, message.value))
+                return
             # Most review and tagged records are this worker's own, published moments ago: no parse, no check.
             own = None if role == "feedback" else self.board.published.take(message.value)
             record = read_record(message.value) if own is None else own
@@ -134,9 +148,12 @@ def stored_decisions(path: Path) -> set[tuple[str, str]]:
     return {(label["id"], label["decided_at"]) for label in labels}
 
 
-async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore) -> None:
-    """Read the review, tagged and feedback topics from their start, forever, into ``board``."""
-    follower = ReviewFollower(settings, board, metrics, labels)
+async def follow_decisions(
+    settings: Settings, board: ReviewBoard, metrics: Metrics, labels: LabelStore, signed_out: SignOuts
+) -> None:
+    """Read the review, tagged and feedback topics from their start, forever, into ``board``, and the sign-outs
+    topic into ``signed_out``, which is :attr:`~SignOuts.caught_up` once read to the end it had at start."""
+    follower = ReviewFollower(settings, board, metrics, labels, signed_out)
     follower.stored = await asyncio.get_running_loop().run_in_executor(None, stored_decisions, settings.labels_path)
     names = tuple(follower.roles)
     # Exactly once, a record of an aborted transaction (a batch published again after a failure) must not wait
@@ -159,12 +176,17 @@ async def follow_decisions(settings: Settings, board: ReviewBoard, metrics: Metr
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         catch_up = {tp: end for tp, end in ends.items() if tp.topic != settings.feedback_topic}
+        sign_outs = {tp: end for tp, end in ends.items() if tp.topic == settings.sign_outs_topic}
         counted = (settings.feedback_topic, settings.tagged_topic)
         follower.counted_from = {tp: end for tp, end in ends.items() if tp.topic in counted}
         while True:
             for records in (await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)).values():
                 for message in records:
                     follower.on_record(message)
+            if sign_outs and all([await consumer.position(tp) >= end for tp, end in sign_outs.items()]):
+                sign_outs = {}
+            if not sign_outs:
+                signed_out.caught_up = True
             if catch_up and all([await consumer.position(tp) >= end for tp, end in catch_up.items()]):
                 catch_up = {}
             if not catch_up:

@@ -8,11 +8,12 @@ Routes (all refused with 403 unless the ``Host`` header is in ``TAGGER_REVIEW_AL
     POST /review            a decision (signed in, form token of the session)
     GET  /review/sign-in    the sign-in form (accounts), or where to sign in (proxy)
     POST /review/sign-in    name and password (accounts); a few failures per address, then 429 for a while
-    POST /review/sign-out   ends the session
+    POST /review/sign-out   ends the session, on every worker (published to the sign-outs topic first)
 
 A session is a cookie signed with HMAC-SHA256 (``HttpOnly``, ``SameSite=Strict``, ``Path=/review``, an expiry in
 it and in ``Max-Age``); every visitor gets one, anonymous until sign-in, so the sign-in form has a token too. The
 form token is an HMAC of the session's nonce; a sign-in or sign-out starts a new session and revokes the old one.
+Until the worker has read the fleet's sign-outs (:mod:`.sign_outs`) to the end at start, every route answers 503.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from stream_app.review.sessions import (
     host_allowed,
     proxy_user,
 )
+from stream_app.review.sign_outs import SignOuts, sign_out_record
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,8 @@ class WebResponse:
 
 class ReviewSite:
     """The review pages of one worker: ``publish(key, feedback, tagged)`` sends a decision's two records, as JSON,
-    under the item's id."""
+    under the item's id; ``publish_sign_out(key, value)`` sends a sign-out (:func:`.sign_outs.sign_out_record`),
+    and ``signed_out`` holds the fleet's."""
 
     def __init__(
         self,
@@ -105,6 +108,9 @@ class ReviewSite:
         publish: Callable[[bytes, bytes, bytes], Awaitable[None]],
         decided_at: Callable[[], str],
         count_sign_in: Callable[[str], None] = lambda outcome: None,
+        *,
+        publish_sign_out: Callable[[bytes, bytes], Awaitable[None]],
+        signed_out: SignOuts,
     ) -> None:
         self.settings = settings
         self.board = board
@@ -113,7 +119,10 @@ class ReviewSite:
         self.count_sign_in = count_sign_in
         """Called with each sign-in's outcome: ``signed_in``, ``wrong`` or ``limited``."""
         secret = settings.review_session_secret.reveal().encode() or secrets.token_bytes(32)
-        self.sessions = Sessions(secret, settings.review_session_hours * 3600.0, settings.review_secure_cookies)
+        self.sessions = Sessions(
+            secret, settings.review_session_hours * 3600.0, settings.review_secure_cookies, signed_out=signed_out
+        )
+        self.publish_sign_out = publish_sign_out
         self.accounts = ReviewerAccounts(settings.reviewers_file) if settings.review_auth == "accounts" else None
         self.proxy_networks = settings.review_proxy_networks
         self.hosts = settings.review_hosts
@@ -133,6 +142,9 @@ class ReviewSite:
         """Answer one request to a review route."""
         if not host_allowed(request.host, self.hosts):
             return WebResponse(403, _page("Refused", "This page does not answer to that host name."))
+        if not self.sessions.signed_out.caught_up:
+            # A session signed out on another worker, or before a restart, would count until then.
+            return WebResponse(503, _page("Starting", "This worker is reading the reviewers' sign-outs: try again."))
         if request.method == "POST" and request.origin is not None:
             if request.origin.split("://", 1)[-1].lower() != request.host.lower():
                 return WebResponse(403, _page("Refused", "The form was sent from another site."))
@@ -175,6 +187,10 @@ class ReviewSite:
         if route[1] == "/review/sign-in":
             return await self._sign_in(request, session)
         if route[1] == "/review/sign-out":
+            if session.reviewer:
+                # Sent before the session ends here: if it fails (an error page), the reviewer is still signed in
+                # and can try again, rather than signed out here and not on the other workers.
+                await self.publish_sign_out(*sign_out_record(session.nonce, session.expires))
             self.sessions.revoke(session)
             return self._redirect("/review", self.sessions.new())
         if reviewer is None:
@@ -326,6 +342,12 @@ def review_view(site: ReviewSite) -> type[faust.web.View]:
     return ReviewView
 
 
+def _one(values: list[str]) -> str | None:
+    """The value of a header sent once; None when it is missing or sent more than once: a proxy that adds its
+    user header rather than replacing the client's leaves two, and the first, the client's, names anyone."""
+    return values[0] if len(values) == 1 else None
+
+
 def _web_request(request: Any, site: ReviewSite, form: dict[str, str]) -> WebRequest:
     """The :class:`WebRequest` of an aiohttp request."""
     return WebRequest(
@@ -336,7 +358,7 @@ def _web_request(request: Any, site: ReviewSite, form: dict[str, str]) -> WebReq
         cookie=request.cookies.get(COOKIE),
         form=form,
         origin=request.headers.get("Origin"),
-        proxy_user=request.headers.get(site.settings.review_proxy_header),
+        proxy_user=_one(request.headers.getall(site.settings.review_proxy_header, [])),
         # Every X-Forwarded-For header the request has, as one list: a proxy may append a header of its own.
         forwarded_for=",".join(request.headers.getall("X-Forwarded-For", [])) or None,
     )

@@ -16,6 +16,7 @@ from typing import Final
 
 from stream_app.bounded import remember
 from stream_app.review.records import MAX_REVIEWER_CHARS
+from stream_app.review.sign_outs import SignOuts
 
 COOKIE: Final = "tagger_review_session"
 MAX_FAILED_SIGN_INS: Final = 5
@@ -28,7 +29,7 @@ KNOWN_ADDRESS_SECONDS: Final = 30 * 86400.0
 """How long an address a reviewer signed in from stays exempt from the limit on their name."""
 KNOWN_ADDRESSES_PER_NAME: Final = 16
 MAX_TRACKED: Final = 100_000
-"""Most revoked sessions and failing addresses or names remembered; past it the oldest are forgotten."""
+"""Most failing addresses or names remembered; past it the oldest are forgotten."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,19 @@ class Sessions:
     """Issues, reads and revokes signed session cookies, and the form tokens bound to them."""
 
     def __init__(
-        self, secret: bytes, lifetime_seconds: float, secure: bool, clock: Callable[[], float] = time.time
+        self,
+        secret: bytes,
+        lifetime_seconds: float,
+        secure: bool,
+        clock: Callable[[], float] = time.time,
+        signed_out: SignOuts | None = None,
     ) -> None:
         self._secret = secret
         self.lifetime_seconds = lifetime_seconds
         self.secure = secure
         self.clock = clock
-        self._revoked: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self.signed_out = signed_out if signed_out is not None else SignOuts(clock=clock)
+        """Sessions ended here, and, read from the sign-outs topic, on every worker of the fleet."""
 
     def new(self, reviewer: str = "", account: str = "") -> Session:
         return Session(reviewer, secrets.token_hex(16), float(int(self.clock() + self.lifetime_seconds)), account)
@@ -72,7 +79,7 @@ class Sessions:
             reviewer, deadline = bytes.fromhex(name_hex).decode(), float(expires)
         except ValueError:
             return None
-        if deadline <= self.clock() or nonce in self._revoked:
+        if deadline <= self.clock() or nonce in self.signed_out:
             return None
         return Session(reviewer, nonce, deadline, account)
 
@@ -93,17 +100,12 @@ class Sessions:
         return _same(token, self.form_token(session))
 
     def revoke(self, session: Session) -> None:
-        """Refuse ``session`` from now on, until it would have expired anyway. A session nobody signed in to is
-        not kept: it grants nothing, and anyone could sign out such sessions until a reviewer's revocation was
-        pushed out of the list."""
-        if not session.reviewer:
-            return
-        now = self.clock()
-        # Sessions last as long as each other, so the entries come roughly in order of expiry: drop expired ones
-        # from the front (one that expires behind a later one waits at most a session's lifetime).
-        while self._revoked and next(iter(self._revoked.values())) <= now:
-            self._revoked.popitem(last=False)
-        remember(self._revoked, session.nonce, session.expires, MAX_TRACKED)
+        """Refuse ``session`` on this worker from now on, until it would have expired anyway (a sign-out also
+        publishes it, for the others: :mod:`~stream_app.review.sign_outs`). A session nobody signed in to is not
+        kept: it grants nothing, and anyone could sign out such sessions until a reviewer's revocation was pushed
+        out of the list."""
+        if session.reviewer:
+            self.signed_out.add(session.nonce, session.expires)
 
     def _mac(self, purpose: str, *parts: str) -> str:
         return hmac.new(self._secret, "|".join((purpose, *parts)).encode(), hashlib.sha256).hexdigest()

@@ -20,6 +20,7 @@ from stream_app.pipeline import Pipeline
 from stream_app.review.board import ReviewBoard
 from stream_app.review.follower import follow_decisions
 from stream_app.review.labels import LabelStore
+from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.topology.agent import IndexOwnership, StreamProgress
@@ -102,6 +103,7 @@ def register_tasks(
     board: ReviewBoard,
     pipeline: Pipeline,
     metrics: Metrics,
+    signed_out: SignOuts,
 ) -> None:
     """Declare the worker's tasks, timers and rebalance handler on ``app``."""
 
@@ -123,8 +125,9 @@ def register_tasks(
 
     @app.task
     async def follow_review() -> None:
-        """Feed the review board the review, tagged and feedback topics; keep new decisions as labels."""
-        await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path))
+        """Feed the review board the review, tagged and feedback topics; keep new decisions as labels; read the
+        reviewers' sign-outs."""
+        await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path), signed_out)
 
     watch = RebalanceWatch()
 

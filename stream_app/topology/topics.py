@@ -8,17 +8,20 @@ from typing import Any
 from faust.types import AppT, TopicT
 
 from stream_app.pipeline import OUTCOMES
+from stream_app.review.sign_outs import LONGEST_SESSION_SECONDS
 from stream_app.settings import Settings
 
 
 @dataclass(frozen=True)
 class WorkerTopics:
-    """The input topic, the four output topics by outcome, the feedback topic and the title index's topic."""
+    """The input topic, the four output topics by outcome, the feedback topic, the title index's topic and the
+    reviewers' sign-outs topic."""
 
     input: TopicT
     outputs: dict[str, TopicT]
     feedback: TopicT
     index: TopicT
+    sign_outs: TopicT
 
     @classmethod
     def declare(cls, app: AppT, settings: Settings) -> WorkerTopics:
@@ -42,6 +45,15 @@ class WorkerTopics:
             feedback=topic(settings.feedback_topic),
             # Read whole by every worker: one partition keeps every title's changes in one order.
             index=topic(settings.index_topic, partitions=1, compacting=True, internal=True),
+            # Each sign-out is needed until its session would have expired: kept as long as the longest can last.
+            sign_outs=topic(
+                settings.sign_outs_topic,
+                partitions=1,
+                compacting=True,
+                deleting=True,
+                retention=LONGEST_SESSION_SECONDS,
+                internal=True,
+            ),
         )
 
     def name(self, kind: str) -> str:
@@ -49,7 +61,7 @@ class WorkerTopics:
         return str(self.outputs[kind].get_topic_name())
 
     async def create_missing(self) -> None:
-        """Create the output, feedback and index topics that are missing, so consumers can subscribe before the
-        first event."""
-        for topic in (*self.outputs.values(), self.feedback, self.index):
+        """Create the output, feedback, index and sign-outs topics that are missing, so consumers can subscribe
+        before the first event."""
+        for topic in (*self.outputs.values(), self.feedback, self.index, self.sign_outs):
             await topic.maybe_declare()

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from stream_app.pipeline import Pipeline, utc_iso
 from stream_app.review.board import ReviewBoard
 from stream_app.review.page import REVIEW_PATHS, ReviewSite, review_view
+from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.topology.topics import WorkerTopics
@@ -40,6 +41,7 @@ def register_pages(
     follower: IndexFollower,
     topics: WorkerTopics,
     board: ReviewBoard,
+    signed_out: SignOuts,
 ) -> None:
     """Declare the worker's pages on ``app``."""
 
@@ -69,6 +71,17 @@ def register_pages(
         await (await topics.feedback.send(key=key, value=feedback))
         await (await topics.outputs["tagged"].send(key=key, value=tagged))
 
-    site = ReviewSite(settings, board, publish_decision, lambda: utc_iso(time.time()), pipeline.metrics.sign_in)
+    async def publish_sign_out(key: bytes, value: bytes) -> None:
+        await (await topics.sign_outs.send(key=key, value=value))
+
+    site = ReviewSite(
+        settings,
+        board,
+        publish_decision,
+        lambda: utc_iso(time.time()),
+        pipeline.metrics.sign_in,
+        publish_sign_out=publish_sign_out,
+        signed_out=signed_out,
+    )
     for path in REVIEW_PATHS:
         app.page(path)(review_view(site))

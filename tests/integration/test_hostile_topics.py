@@ -184,6 +184,11 @@ def test_every_topic_survives_hostile_records_and_far_future_times(start_worker:
     index_topic = f"{worker.app_id}-title-index"
     future = future_entries(50)
     hostile += [(index_topic, *hostile_index_record(rng, future), None) for _ in range(PER_TOPIC)]
+    sign_outs_topic = f"{worker.app_id}-sign-outs"
+    hostile += [
+        (sign_outs_topic, rng.randbytes(rng.randrange(40)), rng.choice([None, rng.randbytes(rng.randrange(20))]), None)
+        for _ in range(PER_TOPIC)
+    ]
     rng.shuffle(hostile)
     dated = [
         (topics.input, str(r["id"]).encode(), event_value(r), FAR_AHEAD_MS[n % len(FAR_AHEAD_MS)])
@@ -203,7 +208,7 @@ def test_every_topic_survives_hostile_records_and_far_future_times(start_worker:
     lost = [r["id"] for r in firsts if f"again-{r['id']}" not in dropped]
     assert not lost, f"titles lost after events dated far ahead: {lost[:10]}"
 
-    per_role = Counter({"review": PER_TOPIC, "tagged": PER_TOPIC, "feedback": PER_TOPIC, "title_index": PER_TOPIC})
+    per_role = Counter(dict.fromkeys(("review", "tagged", "feedback", "title_index", "sign_outs"), PER_TOPIC))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         skipped = worker.by_label("content_tagger_skipped_records_total", "topic")

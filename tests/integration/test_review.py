@@ -91,8 +91,14 @@ class Browser:
 
 
 def waiting_ids(port: int) -> list[str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/review", timeout=10) as response:  # noqa: S310
-        page = response.read().decode()
+    """The ids the review page lists; none while the worker answers 503 (it is still reading the sign-outs)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/review", timeout=10) as response:  # noqa: S310
+            page = response.read().decode()
+    except urllib.error.HTTPError as error:
+        if error.code != 503:
+            raise
+        return []
     return [part.split('"')[0] for part in page.split('data-id="')[1:]]
 
 
@@ -322,3 +328,55 @@ def test_requests_without_a_session_with_a_wrong_token_password_or_host_publish_
     assert [(f["id"], f["reviewer"]) for f in feedback] == [(first, "ann")]
     tagged = read_topic(bootstrap, topics.tagged, len(outputs["tagged"]) + 2, timeout=5)
     assert [r["id"] for r in tagged if r["tagged_by"] == "human"] == [first]
+
+
+def test_a_sign_out_ends_the_session_on_every_worker_and_after_a_restart(
+    start_worker: Any, new_topic: Any, tmp_path: Path
+) -> None:
+    """Workers behind one address share the accounts file and the session secret (docs/review.md), so a cookie
+    works on each: a sign-out on one must end it on all, and on a worker started after it."""
+    shared = {
+        "TAGGER_REVIEW_THRESHOLD": "0.99",
+        "TAGGER_FEEDBACK_TOPIC": new_topic("feedback"),
+        "TAGGER_REVIEWERS_FILE": str(reviewers_file(tmp_path, "ann")),
+        "TAGGER_REVIEW_SESSION_SECRET": "a session secret shared by the fleet, 40+",
+    }
+    first, topics = start_worker(**shared)
+    second, _ = start_worker(topics=topics, app_id=first.app_id, **shared)
+    bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    rows = read_rows(ROOT / "data" / "dataset.csv")[:10]
+    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), None) for r in rows]))
+    run(read_outputs(bootstrap, topics, len(rows), 120, settle=1.0))
+    deadline = time.monotonic() + 30
+    while len(waiting_ids(second.port)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    before, after, *_ = waiting_ids(second.port)
+
+    ann = Browser(first.port)
+    assert ann.sign_in("ann") == 303
+    copied, token = ann.cookie, ann.token()
+
+    def as_copy(worker: WorkerProcess, method: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        """A request with the copied cookie, as whoever took it would send it (never a cookie the worker gives)."""
+        copy = Browser(worker.port)
+        copy.cookie = copied
+        return copy.request(method, "/review", form)
+
+    assert as_copy(second, "POST", {"csrf": token, "id": before, "tag": "other"})[0] == 200  # the copy works
+    assert ann.request("POST", "/review/sign-out", {"csrf": token})[0] == 303
+    deadline = time.monotonic() + 15
+    while "Signed in as" in as_copy(second, "GET")[1] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Signed in as" not in as_copy(second, "GET")[1]
+    assert as_copy(second, "POST", {"csrf": token, "id": after, "tag": "other"})[0] == 403
+
+    assert first.stop() == 0
+    restarted, _ = start_worker(topics=topics, app_id=first.app_id, **shared)
+    deadline = time.monotonic() + 30
+    while as_copy(restarted, "GET")[0] == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status, page = as_copy(restarted, "GET")
+    assert status == 200 and "Signed in as" not in page
+    assert as_copy(restarted, "POST", {"csrf": token, "id": after, "tag": "other"})[0] == 403
+    feedback = read_topic(bootstrap, shared["TAGGER_FEEDBACK_TOPIC"], 2, timeout=5)
+    assert [f["id"] for f in feedback] == [before]

@@ -208,6 +208,7 @@ def test_both_delivery_guarantees_are_served(value: str, transacted: bool) -> No
         ({"TAGGER_DEADLETTER_TOPIC": "content"}, "TAGGER_DEADLETTER_TOPIC='content' is already TAGGER_INPUT_TOPIC"),
         ({"TAGGER_REVIEW_TOPIC": "content-tagged"}, "TAGGER_REVIEW_TOPIC='content-tagged' is already TAGGER_TAGGED"),
         ({"TAGGER_APP_ID": "x", "TAGGER_FEEDBACK_TOPIC": "x-title-index"}, "is already the title index's topic"),
+        ({"TAGGER_APP_ID": "x", "TAGGER_TAGGED_TOPIC": "x-sign-outs"}, "is already the reviewers' sign-outs topic"),
     ],
 )
 def test_one_topic_in_two_roles_is_refused(env: dict[str, str], named: str) -> None:

@@ -107,6 +107,36 @@ def test_ids_with_spaces_around_them_are_each_decided_as_themselves() -> None:
     assert feedback["id"] == "t"
 
 
+def test_a_report_of_the_tag_a_person_gave_already_is_refused() -> None:
+    """Each report publishes a tagged record: the same report sent again would show the item again, unchanged."""
+    board = ReviewBoard(recent_limit=10)
+    board.on_tagged(tagged_record("t", tag="computer-vision"))
+    feedback, tagged = decide(board, {"id": "t", "tag": "mlops", "action": "report"}, NOW, "ann")
+    board.on_tagged(tagged)
+    board.on_feedback(feedback)
+    with pytest.raises(InvalidDecision, match="already tagged mlops"):
+        decide(board, {"id": "t", "tag": "mlops", "action": "report"}, NOW, "ann")
+    _, back = decide(
+        board, {"id": "t", "tag": "computer-vision", "action": "report"}, NOW, "bob"
+    )  # the model was right
+    board.on_tagged(back)
+    with pytest.raises(InvalidDecision, match="already tagged computer-vision"):
+        decide(board, {"id": "t", "tag": "computer-vision", "action": "report"}, NOW, "bob")
+    board.on_tagged(tagged_record("t", tag="other"))  # the model tags the item again: its tag is the model's now
+    decide(board, {"id": "t", "tag": "mlops", "action": "report"}, NOW, "ann")
+
+
+def test_the_page_cuts_long_descriptions_and_a_decision_publishes_them_whole() -> None:
+    board = ReviewBoard(recent_limit=10)
+    long = "<" * 20_000
+    board.on_review({**review_record("a"), "description": long})
+    page = render_page(board, reviewer="ann", csrf="t")
+    assert "&lt;" * 1000 + "…" in page and "&lt;" * 1001 not in page
+    assert len(page) < 10_000
+    _, tagged = decide(board, {"id": "a", "tag": "other"}, NOW, "ann")
+    assert tagged["description"] == long
+
+
 def test_a_report_on_a_tagged_item_is_judged_against_the_model() -> None:
     board = ReviewBoard(recent_limit=10)
     board.on_tagged(tagged_record("t", tag="computer-vision"))

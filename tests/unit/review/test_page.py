@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
+from aiokafka.errors import KafkaTimeoutError
 from multidict import CIMultiDict
 
 from stream_app.review.accounts import add_reviewer, remove_reviewer
@@ -24,7 +25,6 @@ from stream_app.review.sessions import (
     KNOWN_ADDRESS_SECONDS,
     KNOWN_ADDRESSES_PER_NAME,
     MAX_FAILED_SIGN_INS_PER_NAME,
-    MAX_TRACKED,
     KnownAddresses,
     Sessions,
     SignInLimiter,
@@ -32,6 +32,7 @@ from stream_app.review.sessions import (
     host_allowed,
     proxy_user,
 )
+from stream_app.review.sign_outs import MAX_SIGNED_OUT, SignOuts, read_sign_out
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
 
@@ -42,7 +43,7 @@ WRONG = "wrong password!"
 class Site:
     """A review site on a board with items "a" and "b", recording what it publishes, with a browser's cookie."""
 
-    def __init__(self, tmp_path: Path, reviewers: bool = True, **env: str) -> None:
+    def __init__(self, tmp_path: Path, reviewers: bool = True, signed_out: SignOuts | None = None, **env: str) -> None:
         accounts = tmp_path / "reviewers"
         if reviewers:
             add_reviewer(accounts, "ann", PASSWORD)
@@ -56,7 +57,18 @@ class Site:
             self.published.append((json.loads(feedback), json.loads(tagged)))
             assert key == str(self.published[-1][0]["id"]).encode()
 
-        self.site = ReviewSite(settings, self.board, publish, lambda: NOW)
+        self.sign_outs: list[tuple[bytes, bytes]] = []
+        self.sign_out_fails = False
+
+        async def publish_sign_out(key: bytes, value: bytes) -> None:
+            if self.sign_out_fails:
+                raise KafkaTimeoutError()
+            self.sign_outs.append((key, value))
+
+        self.signed_out = signed_out if signed_out is not None else SignOuts()
+        self.site = ReviewSite(
+            settings, self.board, publish, lambda: NOW, publish_sign_out=publish_sign_out, signed_out=self.signed_out
+        )
         self.cookie: str | None = None
 
     def request(
@@ -204,6 +216,15 @@ def test_an_aiohttp_request_gives_every_forwarded_for_header_in_order(tmp_path: 
     assert client_address("10.0.0.5", request.forwarded_for, site.proxy_networks) == "203.0.113.7"
     plain = _web_request(make_mocked_request("GET", "/review", headers=CIMultiDict(Host="h")), site, {})
     assert plain.forwarded_for is None
+
+
+def test_a_user_header_sent_twice_names_nobody(tmp_path: Path) -> None:
+    """A proxy that adds its user header after the client's leaves the client's first: it must not be believed."""
+    site = Site(tmp_path, reviewers=False, TAGGER_REVIEW_AUTH="proxy", TAGGER_REVIEW_PROXY_ADDRESSES="10.0.0.5").site
+    forged = CIMultiDict([("X-Forwarded-User", "ann"), ("X-Forwarded-User", "eve"), ("Host", "h")])
+    assert _web_request(make_mocked_request("POST", "/review", headers=forged), site, {}).proxy_user is None
+    once = CIMultiDict([("X-Forwarded-User", "eve"), ("Host", "h")])
+    assert _web_request(make_mocked_request("POST", "/review", headers=once), site, {}).proxy_user == "eve"
 
 
 def test_concurrent_sign_ins_from_one_address_get_no_more_password_checks_than_the_limit(tmp_path: Path) -> None:
@@ -368,9 +389,48 @@ def test_signing_out_sessions_nobody_signed_in_to_never_brings_a_revoked_one_bac
     signed_out = sessions.new("ann")
     value = sessions.cookie_header(signed_out).split(";")[0].split("=", 1)[1]
     sessions.revoke(signed_out)
-    for _ in range(MAX_TRACKED + 1):
+    for _ in range(MAX_SIGNED_OUT + 1):
         sessions.revoke(sessions.new())
     assert sessions.read(value) is None
+
+
+def test_a_sign_out_ends_the_session_on_every_worker_that_reads_it(tmp_path: Path) -> None:
+    """Workers behind one address share the session secret: a cookie signed out on one must not work on another,
+    nor on the same worker after a restart (a new process, whose sign-outs come from the topic alone)."""
+    secret = {"TAGGER_REVIEW_SESSION_SECRET": "s" * 32}
+    first = Site(tmp_path, **secret)
+    first.sign_in()
+    copied, decision = first.cookie, {"csrf": first.token(), "id": "a", "tag": "mlops"}
+    assert first.request("POST", "/review/sign-out", {"csrf": decision["csrf"]}).status == 303
+    ((key, value),) = first.sign_outs
+    unaware = Site(tmp_path, reviewers=False, **secret)  # has not read the sign-out: the copy works there
+    assert unaware.request("POST", "/review", decision, cookie=copied).status == 200
+    other = Site(tmp_path, reviewers=False, signed_out=SignOuts(caught_up=False), **secret)
+    assert other.request("GET", "/review", cookie=copied).status == 503  # sign-outs not read yet: no session counts
+    other.signed_out.add(*read_sign_out(key, value))  # what its follower reads from the topic
+    other.signed_out.caught_up = True
+    assert "Signed in as" not in other.request("GET", "/review", cookie=copied).body
+    assert other.request("POST", "/review", decision, cookie=copied).status == 403
+    assert other.published == [] and first.published == []
+
+
+def test_a_sign_out_that_cannot_be_published_leaves_the_session_to_sign_out_again(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.sign_in()
+    site.sign_out_fails = True
+    with pytest.raises(KafkaTimeoutError):  # the web server answers 500
+        site.request("POST", "/review/sign-out", {"csrf": site.token()})
+    assert "Signed in as <strong>ann</strong>" in site.request("GET", "/review").body
+    site.sign_out_fails = False
+    assert site.request("POST", "/review/sign-out", {"csrf": site.token()}).status == 303
+    assert len(site.sign_outs) == 1
+    assert "Signed in as" not in site.request("GET", "/review").body
+
+
+def test_only_a_signed_in_session_s_sign_out_is_published(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    assert site.request("POST", "/review/sign-out", {"csrf": site.token("/review/sign-in")}).status == 303
+    assert site.sign_outs == []
 
 
 def test_a_head_request_is_answered_as_its_get(tmp_path: Path) -> None:
