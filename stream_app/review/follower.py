@@ -35,8 +35,9 @@ POLL_TIMEOUT_MS: Final = 500
 
 
 class ReviewFollower:
-    """Hands the records of the three topics to the board, one at a time; feedback waits until the review and
-    tagged topics have caught up, so a decision always finds the prediction it judges."""
+    """Hands the records of the review, tagged and feedback topics to the board, one at a time, and the sign-outs
+    to :class:`SignOuts`; feedback waits until the review and tagged topics have caught up, so a decision always
+    finds the prediction it judges."""
 
     def __init__(
         self,
@@ -67,7 +68,7 @@ class ReviewFollower:
         but a counter that counted them again would add the whole history to ``increase()`` at each restart."""
 
     def on_record(self, message: ConsumerRecord[Any, Any]) -> None:
-        """Take one record of any of the three topics; a feedback record is held until :meth:`release`."""
+        """Take one record of any of the four topics; a feedback record is held until :meth:`release`."""
         role = self.roles[message.topic]
         try:
             if role == "sign_outs":

@@ -330,12 +330,14 @@ def test_requests_without_a_session_with_a_wrong_token_password_or_host_publish_
     assert [r["id"] for r in tagged if r["tagged_by"] == "human"] == [first]
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_a_sign_out_ends_the_session_on_every_worker_and_after_a_restart(
-    start_worker: Any, new_topic: Any, tmp_path: Path
+    start_worker: Any, new_topic: Any, tmp_path: Path, guarantee: str
 ) -> None:
     """Workers behind one address share the accounts file and the session secret (docs/review.md), so a cookie
     works on each: a sign-out on one must end it on all, and on a worker started after it."""
     shared = {
+        "TAGGER_PROCESSING_GUARANTEE": guarantee,
         "TAGGER_REVIEW_THRESHOLD": "0.99",
         "TAGGER_FEEDBACK_TOPIC": new_topic("feedback"),
         "TAGGER_REVIEWERS_FILE": str(reviewers_file(tmp_path, "ann")),
