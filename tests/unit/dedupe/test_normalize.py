@@ -10,6 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stream_app.dedupe import bucket_ids, dedupe_key, normalize_title
+from stream_app.dedupe.normalize import DECORATION_END_CHARS
 from tests.unit.dedupe.helpers import ORIGINAL, punctuation_runs, titles, words
 
 
@@ -58,6 +59,13 @@ def test_normalisation_ignores_page_title_suffixes_with_an_author_or_a_subreddit
 @given(titles, st.sampled_from(["[1706.03762] ", "[2401.01234v2] ", "Show HN: ", "Ask HN:", "[P] Show HN: "]))
 def test_normalisation_ignores_arxiv_ids_and_hacker_news_prefixes(title: str, decoration: str) -> None:
     assert normalize_title(decoration + title) == normalize_title(title)
+
+
+def test_stacked_decorations_longer_than_the_end_searched_at_a_time_all_go() -> None:
+    stacked = " | Reddit" * 40 + " - by Ann Lee - Medium" * 10
+    assert len(stacked) > 2 * DECORATION_END_CHARS
+    assert normalize_title("Graph networks \t " + stacked + "  ") == normalize_title("Graph networks")
+    assert normalize_title("[P]  " * 50 + "Show HN:   Graph networks") == normalize_title("Graph networks")
 
 
 def test_decorations_need_their_whole_form() -> None:
