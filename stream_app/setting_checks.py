@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import ssl
 import urllib.parse
 from pathlib import Path
@@ -31,6 +32,13 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
 MIN_SECRET_CHARS: Final = 32
 TOPIC_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
 """What Kafka accepts as a topic name (besides "." and "..")."""
+MAX_PARTITIONS: Final = 10_000
+"""Most input partitions ``TAGGER_PARTITIONS`` may name."""
+MAX_HELD_RECORDS: Final = 1_000_000
+"""Largest drift window and review memory: each holds that many recent events or predictions (a review prediction
+takes about 350 bytes)."""
+MIN_TIMER_SECONDS: Final = 0.1
+"""Shortest commit and candidate poll interval."""
 MAX_APP_ID_CHARS: Final = 200
 """Longest app id: it prefixes the names of the internal topics, which Kafka limits to 249 characters."""
 TOPIC_SETTINGS: Final = (
@@ -82,10 +90,13 @@ def check(settings: Settings) -> None:
             raise ConfigError(f"{var(name)}={value!r} is not one of {', '.join(allowed)}")
     _check_range(settings, "review_threshold", 0.0, 1.0, optional=True)
     _check_range(settings, "web_port", 1, 65_535)
-    for name in ("partitions", "batch_size", "review_recent_limit"):
-        _check_range(settings, name, 1, None)
+    _check_range(settings, "batch_size", 1, None)  # a batch holds what the consumer's buffer holds, whatever this says
+    # Past this a value is a typo: topic creation would fail on it, and no Kafka cluster serves so many per topic.
+    _check_range(settings, "partitions", 1, MAX_PARTITIONS)
+    # Each size holds that many recent records in memory: past a million, a typo would grow without end in practice.
+    _check_range(settings, "review_recent_limit", 1, MAX_HELD_RECORDS)
     # A smaller window never holds the events a drift alert or the drift retrain waits for.
-    _check_range(settings, "drift_window", DRIFT_MIN_EVENTS, None)
+    _check_range(settings, "drift_window", DRIFT_MIN_EVENTS, MAX_HELD_RECORDS)
     # Two heartbeats of 3 s must fit in a session; a broker refuses sessions over its
     # group.max.session.timeout.ms (30 minutes by default), and the worker could never join.
     _check_range(settings, "session_timeout_seconds", 6.0, 1800.0)
@@ -103,8 +114,10 @@ def check(settings: Settings) -> None:
     _check_range(settings, "batch_timeout_seconds", 0, 1.0, optional=True)
     # Positive and at most an hour: past that a value means nothing, and a stop deadline past what a timer takes
     # would never fire.
-    for name in ("stop_timeout_seconds", "commit_interval_seconds", "candidate_poll_seconds"):
-        _check_range(settings, name, None, 3600.0)
+    _check_range(settings, "stop_timeout_seconds", None, 3600.0)
+    # At least a tenth of a second: a timer firing more often only burns a core (a commit or a poll each time).
+    for name in ("commit_interval_seconds", "candidate_poll_seconds"):
+        _check_range(settings, name, MIN_TIMER_SECONDS, 3600.0)
     _check_addresses(settings)
     _check_paths(settings)
     positive = (
@@ -175,13 +188,17 @@ def _check_addresses(settings: Settings) -> None:
             )
     if not WEB_HOST.fullmatch(settings.web_host):
         raise ConfigError(f"TAGGER_WEB_HOST={settings.web_host!r} is not one host name or IPv4 address")
+    try:  # a name that does not resolve would stop the worker with a traceback once its web server starts
+        socket.getaddrinfo(settings.web_host, settings.web_port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"TAGGER_WEB_HOST={settings.web_host!r} does not resolve to an address: {exc}") from None
 
 
 def _check_paths(settings: Settings) -> None:
     """Raise :class:`ConfigError` when a path the worker writes or reads is taken by something else: the
     data folder by a file, the labelled store by a folder, the reviewers file by anything but a file; or when the
     system refuses to look at one (a name too long, say)."""
-    for name in ("data_dir", "labels_path", "reviewers_file"):
+    for name in ("data_dir", "labels_path", "reviewers_file", "model_dir", "candidates_dir"):
         try:
             Path(getattr(settings, name)).exists()
         except (OSError, ValueError) as exc:
@@ -189,8 +206,10 @@ def _check_paths(settings: Settings) -> None:
             raise ConfigError(f"{var(name)}={str(getattr(settings, name))!r:.200}: {reason}") from None
     if _not_a_folder(settings.data_dir):
         raise ConfigError(f"TAGGER_DATA_DIR={str(settings.data_dir)!r} is not a folder, nor can be made one")
-    if settings.labels_path.is_dir() or not settings.labels_path.name or _not_a_folder(settings.labels_path.parent):
-        raise ConfigError(f"TAGGER_LABELS_PATH={str(settings.labels_path)!r} is not a file, nor can be made one")
+    labels = settings.labels_path
+    # A FIFO or a device would block the reader, or never end (/dev/zero): only a regular file is read.
+    if (labels.exists() and not labels.is_file()) or not labels.name or _not_a_folder(labels.parent):
+        raise ConfigError(f"TAGGER_LABELS_PATH={str(labels)!r} is not a regular file, nor can be made one")
     if settings.reviewers_file.exists() and not settings.reviewers_file.is_file():
         raise ConfigError(f"TAGGER_REVIEWERS_FILE={str(settings.reviewers_file)!r} is not a file")
 
@@ -202,15 +221,21 @@ def _check_topics(settings: Settings) -> None:
             f"TAGGER_APP_ID={settings.app_id!r} must be 1 to {MAX_APP_ID_CHARS} of the letters, digits, '.', '_' "
             "and '-' a Kafka topic name may hold"
         )
+    # Kafka takes "." and "_" in topic names for one another when it looks for collisions: a.b and a_b cannot
+    # both exist.
     seen: dict[str, str] = {
-        settings.index_topic: "the title index's topic",
-        settings.sign_outs_topic: "the reviewers' sign-outs topic",
+        _collision_key(settings.index_topic): "the title index's topic",
+        _collision_key(settings.sign_outs_topic): "the reviewers' sign-outs topic",
     }
     for name in TOPIC_SETTINGS:
         topic = getattr(settings, name)
         if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
             raise ConfigError(f"{var(name)}={topic!r} is not a valid Kafka topic name")
-        if topic in seen:
+        if _collision_key(topic) in seen:
             # One topic in two roles loops or mixes records: dead letters read back as input, say.
-            raise ConfigError(f"{var(name)}={topic!r} is already {seen[topic]}")
-        seen[topic] = var(name)
+            raise ConfigError(f"{var(name)}={topic!r} is already {seen[_collision_key(topic)]}")
+        seen[_collision_key(topic)] = var(name)
+
+
+def _collision_key(topic: str) -> str:
+    return topic.replace(".", "_")

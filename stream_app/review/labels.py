@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stream_app import APPROVED_TAGS
+from stream_app.files import open_regular
 from stream_app.schema import has_lone_surrogate
 
 LABEL_FIELDS: Final = ("id", "title", "description", "tag", "verdict", "reviewer", "decided_at", "model_version")
@@ -120,5 +121,6 @@ def read_labels(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The latest decision per id (:func:`latest_decisions`), and the number of lines skipped as unusable."""
     if not path.exists():
         return [], 0
-    labels, skipped = latest_decisions(path.read_bytes(), dated=True)
+    with open_regular(path) as file:
+        labels, skipped = latest_decisions(file.read(), dated=True)
     return labels, len(skipped)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from stream_app.errors import ConfigError
+from stream_app.review.labels import read_labels
 from stream_app.settings import Secret, Settings
 
 
@@ -117,6 +119,15 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_DATA_DIR", "/tmp/" + "a" * 300),
         ("TAGGER_LABELS_PATH", "/tmp/" + "a" * 300),
         ("TAGGER_REVIEWERS_FILE", "/tmp/" + "a" * 300),
+        ("TAGGER_CANDIDATES_DIR", "/tmp/" + "c" * 300),
+        ("TAGGER_MODEL_DIR", "/tmp/" + "m" * 300),
+        ("TAGGER_WEB_HOST", "web.invalid"),  # a name that cannot resolve (RFC 6761)
+        ("TAGGER_PARTITIONS", str(10**30)),
+        ("TAGGER_PARTITIONS", "10001"),
+        ("TAGGER_DRIFT_WINDOW", "1000001"),
+        ("TAGGER_REVIEW_RECENT_LIMIT", "1000001"),
+        ("TAGGER_COMMIT_INTERVAL_SECONDS", "0.09"),
+        ("TAGGER_CANDIDATE_POLL_SECONDS", "1e-300"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
@@ -126,9 +137,20 @@ def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -
 
 def test_good_addresses_are_taken() -> None:
     settings = Settings.from_env(
-        {"TAGGER_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2.example:19092,[::1]:9092", "TAGGER_WEB_HOST": "web.internal"}
+        {"TAGGER_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2.example:19092,[::1]:9092", "TAGGER_WEB_HOST": "localhost"}
     )
     assert settings.kafka_bootstrap_servers.count(",") == 2
+
+
+def test_a_labelled_store_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    """A FIFO would block the start-up read of the labels for ever, /dev/zero would fill the memory."""
+    fifo = tmp_path / "labels.fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ConfigError, match="TAGGER_LABELS_PATH.*not a regular file"):
+            Settings.from_env({"TAGGER_LABELS_PATH": str(path)})
+    with pytest.raises(OSError, match="not a regular file"):
+        read_labels(fifo)
 
 
 def test_paths_taken_by_something_else_are_refused_in_one_line(tmp_path: Path) -> None:
@@ -209,6 +231,12 @@ def test_both_delivery_guarantees_are_served(value: str, transacted: bool) -> No
         ({"TAGGER_REVIEW_TOPIC": "content-tagged"}, "TAGGER_REVIEW_TOPIC='content-tagged' is already TAGGER_TAGGED"),
         ({"TAGGER_APP_ID": "x", "TAGGER_FEEDBACK_TOPIC": "x-title-index"}, "is already the title index's topic"),
         ({"TAGGER_APP_ID": "x", "TAGGER_TAGGED_TOPIC": "x-sign-outs"}, "is already the reviewers' sign-outs topic"),
+        # Kafka refuses a topic whose name differs from another's only by "." against "_".
+        (
+            {"TAGGER_TAGGED_TOPIC": "out.a", "TAGGER_REVIEW_TOPIC": "out_a"},
+            "TAGGER_REVIEW_TOPIC='out_a' is already TAGGER_TAGGED",
+        ),
+        ({"TAGGER_APP_ID": "x.y", "TAGGER_FEEDBACK_TOPIC": "x_y-title-index"}, "is already the title index's topic"),
     ],
 )
 def test_one_topic_in_two_roles_is_refused(env: dict[str, str], named: str) -> None:
