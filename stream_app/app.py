@@ -19,6 +19,7 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.review.board import ReviewBoard
 from stream_app.review.page import FAUST_VIEWS_OFF
+from stream_app.review.sessions import session_secret
 from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
@@ -117,7 +118,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     tag = BatchTagger(pipeline, index, topics, publisher, metrics, ownership, model_thread, board.published)
 
     register_agent(app, topics.input, tag, follower, progress, settings)
-    signed_out = SignOuts(caught_up=False)
+    signed_out = SignOuts(session_secret(settings), caught_up=False)
     register_tasks(app, settings, topics, follower, ownership, progress, board, pipeline, metrics, signed_out)
     register_pages(app, settings, registry, pipeline, follower, topics, board, signed_out)
     app.tagger_metrics = metrics  # type: ignore[attr-defined]  # for tests

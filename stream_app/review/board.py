@@ -292,10 +292,12 @@ def render_page(
     reviewer: str | None = None,
     csrf: str = "",
     read_only: str = "",
+    sign_out: bool = True,
 ) -> str:
     """The review page: the oldest waiting items, each with a form to decide it, and a form to report a wrong
-    tag, for the signed-in ``reviewer`` (every form carries ``csrf``); without a reviewer, the items alone and the
-    ``read_only`` explanation (HTML, the caller's own)."""
+    tag, for the signed-in ``reviewer`` (every form carries ``csrf``), and a sign-out button unless ``sign_out``
+    is false (a proxy signs reviewers in and out); without a reviewer, the items alone and the ``read_only``
+    explanation (HTML, the caller's own)."""
     esc = html.escape
     token = f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
     options = "".join(f'<option value="{esc(t)}">{esc(t)}</option>' for t in APPROVED_TAGS)
@@ -323,9 +325,12 @@ def render_page(
     if reviewer is None:
         header, report = f'<p id="read-only">{read_only}</p>', ""
     else:
+        signed_in = f"Signed in as <strong>{esc(reviewer)}</strong>"
         header = (
-            f'<form method="post" action="/review/sign-out">{token}<p>Signed in as <strong>{esc(reviewer)}'
-            '</strong> <button type="submit">Sign out</button></p></form>'
+            f'<form method="post" action="/review/sign-out">{token}<p>{signed_in} <button type="submit">Sign out'
+            "</button></p></form>"
+            if sign_out
+            else f"<p>{signed_in}</p>"
         )
         report = (
             '<h2 id="report">Report a wrong tag</h2><form method="post" action="/review" aria-labelledby="report">'

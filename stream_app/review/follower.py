@@ -26,7 +26,7 @@ from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard
 from stream_app.review.labels import LabelStore, read_labels
 from stream_app.review.records import read_record
-from stream_app.review.sign_outs import SignOuts, read_sign_out
+from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,12 @@ class ReviewFollower:
         board: ReviewBoard,
         metrics: Metrics,
         labels: LabelStore,
-        signed_out: SignOuts | None = None,
+        signed_out: SignOuts,
     ) -> None:
         self.board = board
         self.metrics = metrics
         self.labels = labels
-        self.signed_out = signed_out if signed_out is not None else SignOuts()
+        self.signed_out = signed_out
         self.roles = {
             settings.review_topic: "review",
             settings.tagged_topic: "tagged",
@@ -72,7 +72,7 @@ class ReviewFollower:
         role = self.roles[message.topic]
         try:
             if role == "sign_outs":
-                self.signed_out.add(*read_sign_out(message.key, message.value))
+                self.signed_out.add(*self.signed_out.read(message.key, message.value))
                 return
             # Most review and tagged records are this worker's own, published moments ago: no parse, no check.
             own = None if role == "feedback" else self.board.published.take(message.value)
@@ -162,6 +162,8 @@ async def follow_decisions(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
+        # A topic deleted and made again starts over at offset 0: read it from there, not from its end.
+        auto_offset_reset="earliest",
         isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
         **aiokafka_security(settings),
     )
@@ -186,8 +188,9 @@ async def follow_decisions(
                     follower.on_record(message)
             if sign_outs and all([await consumer.position(tp) >= end for tp, end in sign_outs.items()]):
                 sign_outs = {}
-            if not sign_outs:
+            if not sign_outs and not signed_out.caught_up:
                 signed_out.caught_up = True
+                log.info("read the reviewers' sign-outs: %d sessions signed out; review pages open", len(signed_out))
             if catch_up and all([await consumer.position(tp) >= end for tp, end in catch_up.items()]):
                 catch_up = {}
             if not catch_up:

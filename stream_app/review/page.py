@@ -22,13 +22,13 @@ import asyncio
 import hmac
 import html
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import faust.web
+from aiokafka.errors import KafkaError
 
 from stream_app.delivery.publish import encode
 from stream_app.errors import InvalidDecision
@@ -46,7 +46,7 @@ from stream_app.review.sessions import (
     host_allowed,
     proxy_user,
 )
-from stream_app.review.sign_outs import SignOuts, sign_out_record
+from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,10 @@ HEADERS: Final = {
     "Referrer-Policy": "same-origin",
 }
 """Sent with every review page: nothing cached, no script or frame, forms post only to this origin."""
+SIGN_OUT_SECONDS: Final = 10.0
+"""Longest wait for the broker to take a sign-out before the page says it did not: the producer itself would wait
+many minutes. A sign-out it still holds may be sent later."""
+NOT_SIGNED_OUT: Final = "Not signed out: the other workers could not be told (Kafka did not answer). Try again."
 HOW_TO_ADD = (
     "Read-only: no reviewer is configured. Add one with <code>python -m stream_app.review.accounts add NAME</code> "
     "(it writes <code>TAGGER_REVIEWERS_FILE</code>), then sign in."
@@ -118,9 +122,11 @@ class ReviewSite:
         self.decided_at = decided_at
         self.count_sign_in = count_sign_in
         """Called with each sign-in's outcome: ``signed_in``, ``wrong`` or ``limited``."""
-        secret = settings.review_session_secret.reveal().encode() or secrets.token_bytes(32)
         self.sessions = Sessions(
-            secret, settings.review_session_hours * 3600.0, settings.review_secure_cookies, signed_out=signed_out
+            signed_out.secret,
+            settings.review_session_hours * 3600.0,
+            settings.review_secure_cookies,
+            signed_out=signed_out,
         )
         self.publish_sign_out = publish_sign_out
         self.accounts = ReviewerAccounts(settings.reviewers_file) if settings.review_auth == "accounts" else None
@@ -161,6 +167,23 @@ class ReviewSite:
             response.headers["Set-Cookie"] = self.sessions.cookie_header(session)
         return response
 
+    async def _end_everywhere(self, session: Session) -> bool:
+        """End ``session`` here and, published to the sign-outs topic first, on every worker; False, nothing
+        ended, when the broker did not take the sign-out in :data:`SIGN_OUT_SECONDS`. The reviewer, still signed
+        in, can try again, rather than be signed out here and not on the others. A session nobody signed in to
+        grants nothing, and a proxy's reviewers sign in and out at the proxy: neither is published."""
+        if session.reviewer and self.accounts is not None:
+            try:
+                await asyncio.wait_for(
+                    self.publish_sign_out(*self.sessions.signed_out.record(session.nonce, session.expires)),
+                    SIGN_OUT_SECONDS,
+                )
+            except (KafkaError, TimeoutError) as error:
+                log.warning("a sign-out of %s was not published: %r", session.reviewer, error)
+                return False
+        self.sessions.revoke(session)
+        return True
+
     def _reviewer(self, session: Session, named: str | None) -> str | None:
         """Who may decide: the session's reviewer if still in the accounts; with a proxy, the reviewer it names on
         this very request (a session alone is not enough)."""
@@ -187,11 +210,8 @@ class ReviewSite:
         if route[1] == "/review/sign-in":
             return await self._sign_in(request, session)
         if route[1] == "/review/sign-out":
-            if session.reviewer:
-                # Sent before the session ends here: if it fails (an error page), the reviewer is still signed in
-                # and can try again, rather than signed out here and not on the other workers.
-                await self.publish_sign_out(*sign_out_record(session.nonce, session.expires))
-            self.sessions.revoke(session)
+            if not await self._end_everywhere(session):
+                return self._review_page(session, reviewer, NOT_SIGNED_OUT, status=503)
             return self._redirect("/review", self.sessions.new())
         if reviewer is None:
             return self._review_page(session, None, "Refused: sign in first.", status=403)
@@ -245,7 +265,9 @@ class ReviewSite:
         if stranger:
             self.name_limiter.withdraw(limited_name)
         self.known_addresses.signed_in(limited_name, address)
-        self.sessions.revoke(session)  # a new nonce: a session known before sign-in is worth nothing after it
+        # A new nonce: a session known before sign-in is worth nothing after it, on any worker.
+        if not await self._end_everywhere(session):
+            return self._sign_in_page(session, NOT_SIGNED_OUT, status=503)
         log.info("reviewer %s signed in from %s", name, address)
         self.count_sign_in("signed_in")
         return self._redirect("/review", self.sessions.new(name, account))
@@ -260,7 +282,12 @@ class ReviewSite:
         else:
             read_only = 'Read-only: <a href="/review/sign-in">sign in</a> to decide.'
         page = render_page(
-            self.board, notice, reviewer=reviewer, csrf=self.sessions.form_token(session), read_only=read_only
+            self.board,
+            notice,
+            reviewer=reviewer,
+            csrf=self.sessions.form_token(session),
+            read_only=read_only,
+            sign_out=self.accounts is not None,
         )
         return WebResponse(status, page)
 

@@ -12,11 +12,14 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from stream_app.bounded import remember
 from stream_app.review.records import MAX_REVIEWER_CHARS
 from stream_app.review.sign_outs import SignOuts
+
+if TYPE_CHECKING:
+    from stream_app.settings import Settings
 
 COOKIE: Final = "tagger_review_session"
 MAX_FAILED_SIGN_INS: Final = 5
@@ -44,6 +47,12 @@ class Session:
     a proxy names the reviewer: the session ends when the account's password changes or the account goes."""
 
 
+def session_secret(settings: Settings) -> bytes:
+    """The key that signs sessions and sign-outs: ``TAGGER_REVIEW_SESSION_SECRET``, else a random one for this
+    process (its sessions hold on this worker only, and end when it stops)."""
+    return settings.review_session_secret.reveal().encode() or secrets.token_bytes(32)
+
+
 class Sessions:
     """Issues, reads and revokes signed session cookies, and the form tokens bound to them."""
 
@@ -59,7 +68,7 @@ class Sessions:
         self.lifetime_seconds = lifetime_seconds
         self.secure = secure
         self.clock = clock
-        self.signed_out = signed_out if signed_out is not None else SignOuts(clock=clock)
+        self.signed_out = signed_out if signed_out is not None else SignOuts(secret, caught_up=True, clock=clock)
         """Sessions ended here, and, read from the sign-outs topic, on every worker of the fleet."""
 
     def new(self, reviewer: str = "", account: str = "") -> Session:

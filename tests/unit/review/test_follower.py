@@ -18,6 +18,7 @@ from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard
 from stream_app.review.follower import ReviewFollower, stored_decisions
 from stream_app.review.labels import LabelStore, read_labels
+from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
 
@@ -36,7 +37,8 @@ def encoded(record: Any) -> bytes:
 def follower(tmp_path: Path) -> tuple[ReviewFollower, CollectorRegistry]:
     registry = CollectorRegistry()
     board = ReviewBoard(recent_limit=100)
-    return ReviewFollower(SETTINGS, board, Metrics(registry, EDGES), LabelStore(tmp_path / "labels.jsonl")), registry
+    labels, signed_out = LabelStore(tmp_path / "labels.jsonl"), SignOuts(b"k" * 32, caught_up=True)
+    return ReviewFollower(SETTINGS, board, Metrics(registry, EDGES), labels, signed_out), registry
 
 
 def skipped(registry: CollectorRegistry, topic: str, reason: str) -> float:

@@ -17,6 +17,7 @@ from aiohttp.test_utils import make_mocked_request
 from aiokafka.errors import KafkaTimeoutError
 from multidict import CIMultiDict
 
+from stream_app.review import page
 from stream_app.review.accounts import add_reviewer, remove_reviewer
 from stream_app.review.board import ReviewBoard
 from stream_app.review.page import MAX_QUEUED_SIGN_INS, ReviewSite, WebRequest, WebResponse, _web_request
@@ -31,8 +32,9 @@ from stream_app.review.sessions import (
     client_address,
     host_allowed,
     proxy_user,
+    session_secret,
 )
-from stream_app.review.sign_outs import MAX_SIGNED_OUT, SignOuts, read_sign_out
+from stream_app.review.sign_outs import MAX_SIGNED_OUT, SignOuts
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
 
@@ -65,7 +67,7 @@ class Site:
                 raise KafkaTimeoutError()
             self.sign_outs.append((key, value))
 
-        self.signed_out = signed_out if signed_out is not None else SignOuts()
+        self.signed_out = signed_out if signed_out is not None else SignOuts(session_secret(settings), caught_up=True)
         self.site = ReviewSite(
             settings, self.board, publish, lambda: NOW, publish_sign_out=publish_sign_out, signed_out=self.signed_out
         )
@@ -405,26 +407,61 @@ def test_a_sign_out_ends_the_session_on_every_worker_that_reads_it(tmp_path: Pat
     ((key, value),) = first.sign_outs
     unaware = Site(tmp_path, reviewers=False, **secret)  # has not read the sign-out: the copy works there
     assert unaware.request("POST", "/review", decision, cookie=copied).status == 200
-    other = Site(tmp_path, reviewers=False, signed_out=SignOuts(caught_up=False), **secret)
+    fleet_secret = secret["TAGGER_REVIEW_SESSION_SECRET"].encode()
+    other = Site(tmp_path, reviewers=False, signed_out=SignOuts(fleet_secret, caught_up=False), **secret)
     assert other.request("GET", "/review", cookie=copied).status == 503  # sign-outs not read yet: no session counts
-    other.signed_out.add(*read_sign_out(key, value))  # what its follower reads from the topic
+    other.signed_out.add(*other.signed_out.read(key, value))  # what its follower reads from the topic
     other.signed_out.caught_up = True
     assert "Signed in as" not in other.request("GET", "/review", cookie=copied).body
     assert other.request("POST", "/review", decision, cookie=copied).status == 403
     assert other.published == [] and first.published == []
 
 
-def test_a_sign_out_that_cannot_be_published_leaves_the_session_to_sign_out_again(tmp_path: Path) -> None:
+def test_a_sign_out_that_cannot_be_published_leaves_the_session_to_sign_out_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = Site(tmp_path)
     site.sign_in()
     site.sign_out_fails = True
-    with pytest.raises(KafkaTimeoutError):  # the web server answers 500
-        site.request("POST", "/review/sign-out", {"csrf": site.token()})
+    refused = site.request("POST", "/review/sign-out", {"csrf": site.token()})
+    assert refused.status == 503 and "Not signed out" in refused.body
+    assert refused.headers["Cache-Control"] == "no-store"
     assert "Signed in as <strong>ann</strong>" in site.request("GET", "/review").body
+    site.sign_out_fails = False
+
+    async def never_answers(key: bytes, value: bytes) -> None:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(page, "SIGN_OUT_SECONDS", 0.05)
+    publish, site.site.publish_sign_out = site.site.publish_sign_out, never_answers
+    assert site.request("POST", "/review/sign-out", {"csrf": site.token()}).status == 503
+    assert "Signed in as <strong>ann</strong>" in site.request("GET", "/review").body
+    site.site.publish_sign_out = publish
     site.sign_out_fails = False
     assert site.request("POST", "/review/sign-out", {"csrf": site.token()}).status == 303
     assert len(site.sign_outs) == 1
     assert "Signed in as" not in site.request("GET", "/review").body
+
+
+def test_signing_in_again_ends_the_earlier_session_on_every_worker(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.sign_in()
+    earlier = site.cookie
+    assert site.sign_in().status == 303
+    ((key, value),) = site.sign_outs
+    assert site.signed_out.read(key, value)[0] == earlier.split(".")[1]  # the earlier session's nonce
+    assert "Signed in as" not in site.request("GET", "/review", cookie=earlier).body
+
+
+def test_behind_a_sign_in_proxy_there_is_no_sign_out_to_publish(tmp_path: Path) -> None:
+    """The proxy names the reviewer on every request: a sign-out here would end nothing, and would let anyone the
+    proxy admits fill the sign-outs topic."""
+    site = Site(tmp_path, reviewers=False, TAGGER_REVIEW_AUTH="proxy", TAGGER_REVIEW_PROXY_ADDRESSES="10.0.0.5")
+    page_body = site.request("GET", "/review", peer="10.0.0.5", proxy_user="ann").body
+    assert "Signed in as <strong>ann</strong>" in page_body and "/review/sign-out" not in page_body
+    token = page_body.split('name="csrf" value="')[1].split('"')[0]
+    assert site.request("POST", "/review/sign-out", {"csrf": token}, peer="10.0.0.5", proxy_user="ann").status == 303
+    assert site.sign_outs == []
 
 
 def test_only_a_signed_in_session_s_sign_out_is_published(tmp_path: Path) -> None:
