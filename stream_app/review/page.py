@@ -19,6 +19,7 @@ Until the worker has read the fleet's sign-outs (:mod:`.sign_outs`) to the end a
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import html
 import logging
@@ -63,9 +64,9 @@ HEADERS: Final = {
     "Referrer-Policy": "same-origin",
 }
 """Sent with every review page: nothing cached, no script or frame, forms post only to this origin."""
-SIGN_OUT_SECONDS: Final = 10.0
-"""Longest wait for the broker to take a sign-out before the page says it did not: the producer itself would wait
-many minutes. A sign-out it still holds may be sent later."""
+PUBLISH_SECONDS: Final = 10.0
+"""Longest wait for the broker to take a decision or a sign-out before the page says it has not: the producer
+itself would wait many minutes. What it still holds may be sent later."""
 NOT_SIGNED_OUT: Final = "Not signed out: the other workers could not be told (Kafka did not answer). Try again."
 HOW_TO_ADD = (
     "Read-only: no reviewer is configured. Add one with <code>python -m stream_app.review.accounts add NAME</code> "
@@ -169,14 +170,14 @@ class ReviewSite:
 
     async def _end_everywhere(self, session: Session) -> bool:
         """End ``session`` here and, published to the sign-outs topic first, on every worker; False, nothing
-        ended, when the broker did not take the sign-out in :data:`SIGN_OUT_SECONDS`. The reviewer, still signed
+        ended, when the broker did not take the sign-out in :data:`PUBLISH_SECONDS`. The reviewer, still signed
         in, can try again, rather than be signed out here and not on the others. A session nobody signed in to
         grants nothing, and a proxy's reviewers sign in and out at the proxy: neither is published."""
         if session.reviewer and self.accounts is not None:
             try:
                 await asyncio.wait_for(
                     self.publish_sign_out(*self.sessions.signed_out.record(session.nonce, session.expires)),
-                    SIGN_OUT_SECONDS,
+                    PUBLISH_SECONDS,
                 )
             except (KafkaError, TimeoutError) as error:
                 log.warning("a sign-out of %s was not published: %r", session.reviewer, error)
@@ -224,13 +225,27 @@ class ReviewSite:
         if item_id in self._deciding:  # two reviewers, or a double click: both would be published
             return self._review_page(session, reviewer, f"Not saved: {item_id} is being decided", status=409)
         self._deciding.add(item_id)
+        # The send goes on when the page stops waiting for it: until it ends, the item is being decided (409),
+        # so a second try cannot publish it twice.
+        sending = asyncio.ensure_future(self.publish(key, *values))
+        sending.add_done_callback(functools.partial(self._sent, item_id))
         try:
-            await self.publish(key, *values)
-        finally:
-            self._deciding.discard(item_id)
-        self.board.waiting.pop(item_id, None)  # gone at once; the feedback record confirms it soon
+            await asyncio.wait_for(asyncio.shield(sending), PUBLISH_SECONDS)
+        except TimeoutError:
+            notice = f"Not saved yet: Kafka has not answered. {item_id} is saved if it does; reload in a minute."
+            return self._review_page(session, reviewer, notice, status=503)
+        except KafkaError as error:
+            log.warning("a decision on %r was not published: %r", item_id, error)
+            return self._review_page(session, reviewer, "Not saved: Kafka refused it. Try again.", status=503)
         notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
         return self._review_page(session, reviewer, notice)
+
+    def _sent(self, item_id: str, sending: asyncio.Future[None]) -> None:
+        """A decision's send has ended: the item is no longer being decided, and, if it was published, no longer
+        waits (at once; the feedback record confirms it soon)."""
+        self._deciding.discard(item_id)
+        if not sending.cancelled() and sending.exception() is None:
+            self.board.waiting.pop(item_id, None)
 
     async def _sign_in(self, request: WebRequest, session: Session) -> WebResponse:
         if self.accounts is None:

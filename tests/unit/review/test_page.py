@@ -432,7 +432,7 @@ def test_a_sign_out_that_cannot_be_published_leaves_the_session_to_sign_out_agai
     async def never_answers(key: bytes, value: bytes) -> None:
         await asyncio.sleep(60)
 
-    monkeypatch.setattr(page, "SIGN_OUT_SECONDS", 0.05)
+    monkeypatch.setattr(page, "PUBLISH_SECONDS", 0.05)
     publish, site.site.publish_sign_out = site.site.publish_sign_out, never_answers
     assert site.request("POST", "/review/sign-out", {"csrf": site.token()}).status == 503
     assert "Signed in as <strong>ann</strong>" in site.request("GET", "/review").body
@@ -441,6 +441,46 @@ def test_a_sign_out_that_cannot_be_published_leaves_the_session_to_sign_out_agai
     assert site.request("POST", "/review/sign-out", {"csrf": site.token()}).status == 303
     assert len(site.sign_outs) == 1
     assert "Signed in as" not in site.request("GET", "/review").body
+
+
+def test_a_decision_kafka_does_not_take_in_time_is_answered_and_cannot_be_sent_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer would hold the request for many minutes with the broker away; the page answers sooner, and
+    the send goes on: until it ends the item is being decided, and once it is published the item waits no more."""
+    site = Site(tmp_path)
+    site.sign_in()
+    monkeypatch.setattr(page, "PUBLISH_SECONDS", 0.05)
+    sent: list[bytes] = []
+
+    async def slow(key: bytes, feedback: bytes, tagged: bytes) -> None:
+        await asyncio.sleep(0.3)
+        sent.append(key)
+
+    site.site.publish = slow
+    decision = WebRequest(
+        "POST", "/review", "127.0.0.1:6066", "127.0.0.1", site.cookie, {"csrf": site.token(), "id": "a", "tag": "mlops"}
+    )
+
+    async def decide_three_times() -> list[WebResponse]:
+        first = await site.site.handle(decision)
+        again = await site.site.handle(decision)
+        await asyncio.sleep(0.5)
+        return [first, again, await site.site.handle(decision)]
+
+    first, again, later = asyncio.run(decide_three_times())
+    assert first.status == 503 and "Not saved yet" in first.body
+    assert again.status == 409
+    assert sent == [b"a"] and "a" not in site.board.waiting
+    assert later.status == 400 and "is waiting for review" in later.body
+
+    async def refused(key: bytes, feedback: bytes, tagged: bytes) -> None:
+        raise KafkaTimeoutError()
+
+    site.site.publish = refused
+    answer = site.request("POST", "/review", {"csrf": site.token(), "id": "b", "tag": "mlops"})
+    assert answer.status == 503 and "Not saved: Kafka refused it" in answer.body
+    assert "b" in site.board.waiting
 
 
 def test_signing_in_again_ends_the_earlier_session_on_every_worker(tmp_path: Path) -> None:
