@@ -18,9 +18,9 @@ from stream_app.faust_patches.transacted import TransactedApp
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.review.board import ReviewBoard
-from stream_app.review.page import FAUST_VIEWS_OFF
 from stream_app.review.sessions import session_secret
 from stream_app.review.sign_outs import SignOuts
+from stream_app.review.views import FAUST_VIEWS_OFF
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.title_index.index import TitleIndex

@@ -231,10 +231,11 @@ def _check_topics(settings: Settings) -> None:
         topic = getattr(settings, name)
         if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
             raise ConfigError(f"{var(name)}={topic!r} is not a valid Kafka topic name")
-        if _collision_key(topic) in seen:
+        key = _collision_key(topic)
+        if key in seen:
             # One topic in two roles loops or mixes records: dead letters read back as input, say.
-            raise ConfigError(f"{var(name)}={topic!r} is already {seen[_collision_key(topic)]}")
-        seen[_collision_key(topic)] = var(name)
+            raise ConfigError(f"{var(name)}={topic!r} is already {seen[key]}")
+        seen[key] = var(name)
 
 
 def _collision_key(topic: str) -> str:

@@ -41,8 +41,8 @@ DECORATION_END_CHARS: Final = 160
 """How much of a title's end is searched for decorations at a time: more than the longest one ("| by " an author of
 60 characters, then a site)."""
 _DECORATION_MARKS = re.compile(r"[\[|\-–—:]")
-_SPACES = re.compile(r"\s+")
 """What every decoration has; most titles have none, and skip the decoration patterns."""
+_SPACES = re.compile(r"\s+")
 WORD = re.compile(r"[^\W_]+")
 """A word of ASCII text: a run of letters and digits (what is left between runs of punctuation, spaces and
 underscores). :func:`split_words` splits any text."""

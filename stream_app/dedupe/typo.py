@@ -114,15 +114,14 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     without spaces (:data:`UNSPACED_SCRIPT`)."""
     if len(word) < MIN_TYPO_WORD - 1 or not word.isalpha():
         return None
-    if not word.isascii() and UNSPACED_SCRIPT.search(word):
+    if _unspaced(word):
         return None
     code_sum, digest = stored_hash[0], stored_hash[1:]
     for source in _one_edit_sources(word, code_sum):  # each has the stored code sum: compare the rest
         if word_digest(source.encode()) == digest:
             long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
             numerals = ROMAN_NUMERAL.fullmatch(source) is not None and ROMAN_NUMERAL.fullmatch(word) is not None
-            unspaced = not source.isascii() and UNSPACED_SCRIPT.search(source) is not None
-            return source if long_enough and not numerals and not unspaced else None
+            return source if long_enough and not numerals and not _unspaced(source) else None
     return None
 
 
@@ -134,6 +133,12 @@ UNSPACED_SCRIPT: Final = re.compile(
 What :func:`~stream_app.dedupe.normalize.split_words` calls a word there is a phrase or a whole title, and one
 character more or less is another statement or another chapter (深度学习是万能的, 深度学习不是万能的: "is" and "is
 not" a panacea), not a typo."""
+
+
+def _unspaced(word: str) -> bool:
+    return not word.isascii() and UNSPACED_SCRIPT.search(word) is not None
+
+
 ROMAN_NUMERAL: Final = re.compile(r"m{0,3}(?:cm|cd|d?c{0,3})(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})")
 """A Roman numeral in lower case, 1 to 3999 (and the empty string, which no word is)."""
 

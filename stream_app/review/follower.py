@@ -178,7 +178,8 @@ async def follow_decisions(
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        catch_up = {tp: end for tp, end in ends.items() if tp.topic != settings.feedback_topic}
+        # Feedback waits for the review and tagged topics; the review pages wait for the sign-outs.
+        catch_up = {tp: end for tp, end in ends.items() if tp.topic in (settings.review_topic, settings.tagged_topic)}
         sign_outs = {tp: end for tp, end in ends.items() if tp.topic == settings.sign_outs_topic}
         counted = (settings.feedback_topic, settings.tagged_topic)
         follower.counted_from = {tp: end for tp, end in ends.items() if tp.topic in counted}

@@ -1,5 +1,5 @@
 """The review pages over HTTP, without a web framework: which requests are refused and what a decision publishes
-(sessions and who may sign in: :mod:`.sessions`). The Faust views made by :func:`review_view` only turn aiohttp
+(sessions and who may sign in: :mod:`.sessions`). The Faust views (:mod:`.views`) only turn aiohttp
 requests into :class:`WebRequest` and back.
 
 Routes (all refused with 403 unless the ``Host`` header is in ``TAGGER_REVIEW_ALLOWED_HOSTS``)::
@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import faust.web
 from aiokafka.errors import KafkaError
 
 from stream_app.delivery.publish import encode
@@ -37,7 +36,6 @@ from stream_app.review.accounts import MAX_NAME_CHARS, ReviewerAccounts
 from stream_app.review.board import ReviewBoard, decide, render_page
 from stream_app.review.records import MAX_REVIEWER_CHARS
 from stream_app.review.sessions import (
-    COOKIE,
     MAX_FAILED_SIGN_INS_PER_NAME,
     KnownAddresses,
     Session,
@@ -148,13 +146,15 @@ class ReviewSite:
     async def handle(self, request: WebRequest) -> WebResponse:
         """Answer one request to a review route."""
         if not host_allowed(request.host, self.hosts):
-            return WebResponse(403, _page("Refused", "This page does not answer to that host name."))
+            return WebResponse(403, plain_page("Refused", "This page does not answer to that host name."))
         if not self.sessions.signed_out.caught_up:
             # A session signed out on another worker, or before a restart, would count until then.
-            return WebResponse(503, _page("Starting", "This worker is reading the reviewers' sign-outs: try again."))
+            return WebResponse(
+                503, plain_page("Starting", "This worker is reading the reviewers' sign-outs: try again.")
+            )
         if request.method == "POST" and request.origin is not None:
             if request.origin.split("://", 1)[-1].lower() != request.host.lower():
-                return WebResponse(403, _page("Refused", "The form was sent from another site."))
+                return WebResponse(403, plain_page("Refused", "The form was sent from another site."))
         if self.accounts is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.accounts.refresh)
         session = self.sessions.read(request.cookie)
@@ -205,9 +205,9 @@ class ReviewSite:
         if route == ("GET", "/review/sign-in"):
             return self._sign_in_page(session)
         if request.method != "POST" or route[1] not in ("/review", "/review/sign-in", "/review/sign-out"):
-            return WebResponse(404, _page("Not found", ""))
+            return WebResponse(404, plain_page("Not found", ""))
         if not self.sessions.token_ok(session, request.form.get("csrf", "")):
-            return WebResponse(403, _page("Refused", "The form is out of date or not from this site: reload it."))
+            return WebResponse(403, plain_page("Refused", "The form is out of date or not from this site: reload it."))
         if route[1] == "/review/sign-in":
             return await self._sign_in(request, session)
         if route[1] == "/review/sign-out":
@@ -321,10 +321,10 @@ class ReviewSite:
                 '<input id="password" name="password" type="password" autocomplete="current-password" required> '
                 '<button type="submit">Sign in</button></form>'
             )
-        return WebResponse(status, _page("Sign in", status_html + body))
+        return WebResponse(status, plain_page("Sign in", status_html + body))
 
     def _redirect(self, location: str, session: Session) -> WebResponse:
-        response = WebResponse(303, _page("See other", f'<a href="{location}">Continue</a>'))
+        response = WebResponse(303, plain_page("See other", f'<a href="{location}">Continue</a>'))
         response.headers["Location"] = location
         response.headers["Set-Cookie"] = self.sessions.cookie_header(session)
         return response
@@ -339,68 +339,10 @@ def _encoded(feedback: dict[str, Any], tagged: dict[str, Any]) -> tuple[bytes, t
         raise InvalidDecision(f"the item's record cannot be sent as UTF-8 JSON ({type(error).__name__})") from None
 
 
-def _page(title: str, body: str) -> str:
+def plain_page(title: str, body: str) -> str:
+    """A page of the review site's look with ``title`` and ``body`` (HTML, the caller's own)."""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>content-tagger {html.escape(title.lower())}</title></head>"
         f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
-    )
-
-
-REVIEW_PATHS: Final = ("/review", "/review/sign-in", "/review/sign-out")
-FAUST_VIEWS_OFF: Final[dict[str, Any]] = {
-    "web_tables_enabled": False,
-    "web_router_enabled": False,
-    "web_stats_enabled": False,
-    "web_graph_enabled": False,
-    "web_metrics_enabled": False,
-}
-"""Faust app options that leave out Faust's own web views (``/table``, ``/router``, ``/stats``, ``/graph``,
-``/performance``): they read table data and cluster state with no sign-in. Faust's ``/`` then answers
-``{"status": "OK"}`` and nothing else."""
-
-
-def review_view(site: ReviewSite) -> type[faust.web.View]:
-    """A Faust view class (one per path: Faust keeps the path on the class) answering through ``site``."""
-
-    class ReviewView(faust.web.View):
-        """A review page, its forms, sign-in or sign-out."""
-
-        async def get(self, request: Any) -> Any:
-            return self._send(await site.handle(_web_request(request, site, {})))
-
-        async def post(self, request: Any) -> Any:
-            try:
-                form = {key: str(value) for key, value in (await request.post()).items()}
-            # A body that is not a form: not UTF-8, an unknown charset, no boundary, or (RuntimeError, aiohttp's
-            # choice) a multipart part in an unknown Content-Transfer-Encoding.
-            except (ValueError, LookupError, RuntimeError):
-                return self._send(WebResponse(400, _page("Refused", "The form could not be read.")))
-            return self._send(await site.handle(_web_request(request, site, form)))
-
-        def _send(self, response: WebResponse) -> Any:
-            return self.html(response.body, status=response.status, headers=dict(response.headers))
-
-    return ReviewView
-
-
-def _one(values: list[str]) -> str | None:
-    """The value of a header sent once; None when it is missing or sent more than once: a proxy that adds its
-    user header rather than replacing the client's leaves two, and the first, the client's, names anyone."""
-    return values[0] if len(values) == 1 else None
-
-
-def _web_request(request: Any, site: ReviewSite, form: dict[str, str]) -> WebRequest:
-    """The :class:`WebRequest` of an aiohttp request."""
-    return WebRequest(
-        method=request.method,
-        path=request.path,
-        host=request.headers.get("Host", ""),
-        peer=request.remote,
-        cookie=request.cookies.get(COOKIE),
-        form=form,
-        origin=request.headers.get("Origin"),
-        proxy_user=_one(request.headers.getall(site.settings.review_proxy_header, [])),
-        # Every X-Forwarded-For header the request has, as one list: a proxy may append a header of its own.
-        forwarded_for=",".join(request.headers.getall("X-Forwarded-For", [])) or None,
     )

@@ -11,8 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from stream_app.pipeline import Pipeline, utc_iso
 from stream_app.review.board import ReviewBoard
-from stream_app.review.page import REVIEW_PATHS, ReviewSite, review_view
+from stream_app.review.page import ReviewSite
 from stream_app.review.sign_outs import SignOuts
+from stream_app.review.views import REVIEW_PATHS, review_view
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.topology.topics import WorkerTopics

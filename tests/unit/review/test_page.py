@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from stream_app.review import page
 from stream_app.review.accounts import add_reviewer, remove_reviewer
 from stream_app.review.board import ReviewBoard
-from stream_app.review.page import MAX_QUEUED_SIGN_INS, ReviewSite, WebRequest, WebResponse, _web_request
+from stream_app.review.page import MAX_QUEUED_SIGN_INS, ReviewSite, WebRequest, WebResponse
 from stream_app.review.sessions import (
     COOKIE,
     KNOWN_ADDRESS_SECONDS,
@@ -35,6 +35,7 @@ from stream_app.review.sessions import (
     session_secret,
 )
 from stream_app.review.sign_outs import MAX_SIGNED_OUT, SignOuts
+from stream_app.review.views import _web_request
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
 
