@@ -4,9 +4,9 @@ How a title is judged (:meth:`DedupeIndex.check_and_add`, in :mod:`~stream_app.d
 
 1. **Exact copy.** The title is normalised (HTML character references read, NFKC, case-folded, source
    decorations such as ``[P]``, ``Show HN:`` or ``| by Ann | Medium``, punctuation, invisible format characters
-   and emoji presentation marks dropped, its set of words sorted, a word with a digit kept as often as it
-   occurs) and hashed to its dedupe key (:mod:`~stream_app.dedupe.normalize`). A fresh entry under that key
-   makes it an exact copy.
+   and emoji presentation marks dropped, its set of words sorted, a number (words with digits that follow one
+   another, in their order: "2.1" is not "1.2") kept as often as it occurs) and hashed to its dedupe key
+   (:mod:`~stream_app.dedupe.normalize`). A fresh entry under that key makes it an exact copy.
 2. **Near copy, candidates.** Otherwise MinHash over the title's letter pairs, split into LSH bands with its
    numbers and number of words mixed in, gives its bucket ids (:mod:`~stream_app.dedupe.signatures`); the
    stored titles in those buckets (:mod:`~stream_app.dedupe.buckets`) are the candidates, and a 16-bit tag of

@@ -1,6 +1,6 @@
 """A title's words, its normalised form, and the keys made from it: the exact tier of dedupe.
 
-Titles that normalise to the same sorted words (each once, a word with a digit as often as it occurs) share a
+Titles that normalise to the same sorted words (each once, a number as often as it occurs) share a
 16-hex-digit dedupe key (:func:`dedupe_key`), the BLAKE2b hash, with a fixed personalisation string, of the
 normalised form: no hash depends on the process, so every process agrees on every key. Its 8-byte digest, in 11
 base64url characters, is the ref under which the store keeps the title's entry (:func:`ref_of_digest`).
@@ -137,13 +137,27 @@ def normalize_title(title: str) -> str:
 
 def canonical_form(words: list[str]) -> str:
     """Words as the exact tier compares them, sorted and joined by single spaces: each word once, except that a word
-    with a digit is kept as often as it occurs. A repeated word adds nothing ("YOLO: YOLO object detection"), but a
-    repeated number is another version: "Llama 3.3" is not "Llama 3"."""
+    with a digit is kept as often as it occurs, and words with digits that follow one another are kept together, in
+    their order, as one number. A repeated word adds nothing ("YOLO: YOLO object detection"), but a repeated number
+    is another version ("Llama 3.3" is not "Llama 3"), and so are the same digits in another order ("PyTorch 2.1" is
+    not "PyTorch 1.2"); numbers apart may move ("GPT-4 vs Llama 2" is "Llama 2 vs GPT-4")."""
     if all(word.isalpha() for word in words):
         return " ".join(sorted(set(words)))
     # Not all letters: a digit, or a combining mark (Thai, Devanagari), which is no number.
-    numbered = [word for word in words if not word.isalpha() and DIGITS.search(word)]
-    return " ".join(sorted([*set(words).difference(numbered), *numbered]))
+    others: set[str] = set()
+    numbers: list[str] = []
+    run: list[str] = []
+    for word in words:
+        if not word.isalpha() and DIGITS.search(word):
+            run.append(word)
+            continue
+        if run:
+            numbers.append(".".join(run))  # no word holds a ".": a joined number is never a word
+            run = []
+        others.add(word)
+    if run:
+        numbers.append(".".join(run))
+    return " ".join(sorted([*others, *numbers]))
 
 
 def blake2b_function(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:

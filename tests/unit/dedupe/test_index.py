@@ -88,6 +88,8 @@ def test_exact_copies_and_distinct_items() -> None:
         ("Deep learning for computer vision part VII", "Deep learning for computer vision part VIII"),
         # A repeated number is another version, for the exact tier too.
         ("Llama 3.3 70B: what changed", "Llama 3 70B: what changed"),
+        # So are the same digits in another order.
+        ("What is new in PyTorch 2.1 for compiled models", "What is new in PyTorch 1.2 for compiled models"),
         # "smçaller" is one letter from "smaller" and has the stored 3 bytes of "sentiment": the stored title's
         # buckets tell the two apart.
         ("Training sentiment models by knowledge distillation", "Training smaller models by knowledge distillation"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
@@ -14,9 +15,25 @@ from stream_app.dedupe.normalize import DECORATION_END_CHARS
 from tests.unit.dedupe.helpers import ORIGINAL, punctuation_runs, titles, words
 
 
-@given(titles)
-def test_normalisation_is_idempotent(title: str) -> None:
-    assert normalize_title(normalize_title(title)) == normalize_title(title)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8), st.none() | st.integers(0, 99)
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_the_key_ignores_the_order_of_words_and_of_numbers_apart(
+    blocks: list[tuple[str, int | None]], rng: random.Random
+) -> None:
+    def title(parts: list[tuple[str, int | None]]) -> str:
+        return " ".join(word if number is None else f"{word} {number}" for word, number in parts)
+
+    shuffled = list(blocks)
+    rng.shuffle(shuffled)
+    assert dedupe_key(title(shuffled)) == dedupe_key(title(blocks))
 
 
 @given(titles)
@@ -105,6 +122,15 @@ def test_a_repeated_number_is_another_version_and_a_repeated_word_is_not() -> No
     assert dedupe_key("ข่าว: ข่าว กีฬา วันนี้") == dedupe_key("ข่าว กีฬา วันนี้")
     assert dedupe_key("नया: नया मॉडल जारी") == dedupe_key("नया मॉडल जारी")
     assert dedupe_key("मॉडल ३ मॉडल ३") != dedupe_key("मॉडल ३")  # Devanagari digits are numbers
+
+
+def test_the_same_digits_in_another_order_are_another_version_and_numbers_apart_may_move() -> None:
+    assert dedupe_key("PyTorch 2.1 released") != dedupe_key("PyTorch 1.2 released")
+    assert dedupe_key("YOLOv5 v1.2 notes") != dedupe_key("YOLOv5 v2.1 notes")
+    assert dedupe_key("Llama 3 70B: what changed") != dedupe_key("Llama 70B 3: what changed")
+    assert dedupe_key("GPT-4 vs Llama 2") == dedupe_key("Llama 2 vs GPT-4")
+    assert dedupe_key("PyTorch 2.1 released") == dedupe_key("Released: PyTorch 2.1")
+    assert dedupe_key("PyTorch 2.1 released") == dedupe_key("PyTorch 2 1 released")
 
 
 def test_marks_belong_to_their_words_so_words_that_differ_by_a_mark_stay_apart() -> None:
