@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -62,7 +61,15 @@ SCORE_DECIMALS: Final = 6
 _SCALE: Final = 10.0**SCORE_DECIMALS
 
 
-_NOT_FINITE: Final = "the model gave a probability that is not a finite number"
+_NOT_PROBABILITIES: Final = (
+    "the model gave scores that are not probabilities: each must be a finite number from 0 to 1, and a text's must"
+    " sum to 1"
+)
+_RANGE_SLACK: Final = 1e-6
+"""How far a float32 probability may stray out of [0, 1] by rounding."""
+_SUM_SLACK: Final = 1e-3
+"""How far a text's probabilities may sum from 1: float32 softmax is within about 1e-6; scores ten times too large,
+or a logit, are far out."""
 _WRONG_SHAPE: Final = "the model gave probabilities shaped {} for {} texts and {} classes"
 PROBE_TEXTS: Final = ("Object detection with YOLO on video streams", "")
 """What :meth:`Classifier.probe` classifies at load: two texts of different lengths, one of them empty."""
@@ -71,17 +78,24 @@ PROBE_TEXTS: Final = ("Object detection with YOLO on video streams", "")
 def published_scores(probabilities: Any) -> Any:
     """The model's [N, classes] probabilities as float64 rounded to :data:`SCORE_DECIMALS`, so that each converts
     to a Python float written with at most that many decimals (a float32 would carry its own error into the
-    double); raises ModelError if one is not a finite number, which an output record cannot carry."""
-    if not np.isfinite(probabilities).all():
-        raise ModelError(_NOT_FINITE)
+    double); raises ModelError unless they are probabilities (:data:`_NOT_PROBABILITIES`): an output record carries
+    them as such, and the review threshold compares with them."""
+    # Written so that NaN fails: every comparison with it is false.
+    if not (
+        probabilities.min() >= -_RANGE_SLACK
+        and probabilities.max() <= 1 + _RANGE_SLACK
+        and np.abs(probabilities.sum(axis=1) - 1).max() <= _SUM_SLACK
+    ):
+        raise ModelError(_NOT_PROBABILITIES)
     return probabilities.astype(np.float64).round(SCORE_DECIMALS)
 
 
 def published_row(row: list[float]) -> list[float]:
     """:func:`published_scores` of one row, in Python (numpy's ``round`` is this double arithmetic): for one row,
     cheaper than numpy and than ``round(score, 6)``."""
-    if not math.isfinite(sum(row)):  # a sum carries NaN and infinities
-        raise ModelError(_NOT_FINITE)
+    # The sum carries NaN and infinities, which min() and max() may pass over.
+    if not (min(row) >= -_RANGE_SLACK and max(row) <= 1 + _RANGE_SLACK and abs(sum(row) - 1) <= _SUM_SLACK):
+        raise ModelError(_NOT_PROBABILITIES)
     return [round(score * _SCALE) / _SCALE for score in row]
 
 
@@ -197,8 +211,9 @@ class Classifier:
         return classifier
 
     def probe(self) -> None:
-        """Classify two texts once, and raise :class:`ModelError` unless the model gives each a finite score per
-        class: a model that fails on its first batch must be refused here, not stop the worker there."""
+        """Classify two texts once, and raise :class:`ModelError` unless the model gives each a probability per class
+        (:func:`published_scores`): a model that fails on its first batch must be refused here, not stop the worker
+        there."""
         try:
             self.predict(PROBE_TEXTS)
         except ModelError:
@@ -228,7 +243,7 @@ class Classifier:
         counts (decision 0104): no length groups (one text is always one group), the [1, 1] feed built directly,
         and the one row's best class found on a Python list instead of through numpy.
         """
-        rows = self._session.run(self._outputs, {self._input: np.array([[text]], dtype=object)})[0].tolist()
+        rows = run_model(self._session, self._outputs, {self._input: np.array([[text]], dtype=object)}).tolist()
         if len(rows) != 1 or len(rows[0]) != len(self._classes):
             raise ModelError(_WRONG_SHAPE.format(f"[{len(rows)}, ...]", 1, len(self._classes)))
         row = rows[0]
@@ -303,12 +318,28 @@ def run_in_length_groups(session: Any, input_name: str, outputs: list[str], text
     groups = length_groups(texts)
     if len(groups) == 1:  # the usual batch: no copies
         feed = np.asarray(texts, dtype=object).reshape(-1, 1)
-        return _shaped(session.run(outputs, {input_name: feed})[0], len(texts), width)
+        return _shaped(run_model(session, outputs, {input_name: feed}), len(texts), width)
     probabilities = np.empty((len(texts), width), dtype=np.float32)
     for rows in groups:
         feed = np.asarray([texts[i] for i in rows], dtype=object).reshape(-1, 1)
-        probabilities[rows] = _shaped(session.run(outputs, {input_name: feed})[0], len(rows), width)
+        probabilities[rows] = _shaped(run_model(session, outputs, {input_name: feed}), len(rows), width)
     return probabilities
+
+
+def run_model(session: Any, outputs: list[str], feed: dict[str, Any]) -> Any:
+    """The first of ``outputs`` that ``session`` gives for ``feed``; :class:`ModelError` if it cannot run it. A model
+    that passed its probe at load can still fail on a batch of another size or text (a candidate's graph is as
+    hostile as its card), and the caller decides what a failure means: a shadow or a canary is dropped, the live
+    model stops the worker."""
+    try:
+        return session.run(outputs, feed)[0]
+    except Exception as error:  # onnxruntime raises its own untyped errors for a graph that cannot run
+        raise ModelError(f"the model cannot classify a batch of {_feed_rows(feed)}: {error!r:.200}") from error
+
+
+def _feed_rows(feed: dict[str, Any]) -> str:
+    rows = [len(value) for value in feed.values()]
+    return f"{rows[0]} texts" if len(rows) == 1 else "texts"
 
 
 def _shaped(probabilities: Any, rows: int, width: int) -> Any:

@@ -55,6 +55,10 @@ def admit(folder: Path, live_version: str, review_threshold: float | None = None
     if not isinstance(promotion, dict) or promotion.get("passed") is not True:
         reasons = promotion.get("reasons") if isinstance(promotion, dict) else "no offline comparison in its card"
         return Refusal("worse_offline", f"{candidate.version}: {reasons}")
+    if candidate.version == live_version:
+        # Its bytes are the live model's, so its offline comparison and its shadow compare the live model with
+        # itself and always pass: only its card (a threshold, a reference) would change, unchecked.
+        return Refusal("worse_offline", f"{candidate.version} is the live model's version: only its card differs")
     return stale(candidate, live_version) or candidate
 
 
@@ -139,19 +143,37 @@ class ModelLifecycle:
         candidates_dir: Path,
         shadow_events: int,
         review_threshold: float | None = None,
+        *,
+        registry: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.candidates_dir = candidates_dir
         self.shadow_events = shadow_events
         self.review_threshold = review_threshold
+        self.registry = registry
+        """Whether a model registry decides the fleet's model: then no folder candidate is taken up."""
         self.trial: tuple[Path, Shadow] | None = None
         self.unfiled: set[str] = set()
         """Candidates decided but not moved to ``promoted/`` or ``refused/`` (logged): not judged again until a
         restart."""
+        self.passed_over: set[str] = set()
+        """Candidates left pending because of the registry, each logged once."""
 
     async def poll(self) -> None:
-        """Decide a finished shadow run, or take up the next pending candidate."""
+        """Decide a finished shadow run, or take up the next pending candidate (none with a registry: logged)."""
+        if self.registry:
+            # One worker promoting a folder alone would serve another model than the fleet, and the registry
+            # follower would not swap it back until the champion changed.
+            for folder in await asyncio.to_thread(pending_candidates, self.candidates_dir):
+                if folder.name not in self.passed_over:
+                    self.passed_over.add(folder.name)
+                    log.warning(
+                        "candidate %s is not taken up: with TAGGER_REGISTRY_URL the registry decides the fleet's "
+                        "model (register it with python -m model_export --registry)",
+                        folder,
+                    )
+            return
         if self.trial is not None:
             folder, shadow = self.trial
             if not shadow.done:

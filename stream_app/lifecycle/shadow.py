@@ -17,7 +17,9 @@ MIN_SHADOW_AGREEMENT: Final = 0.8
 """Least share of shadowed events on which the candidate picks the live model's tag: a retrain on corrections
 changes some answers, a model that changes most of them is not the same product."""
 REVIEW_SHARE_SLACK: Final = 0.05
-"""How much more of the traffic the candidate may send to people than the live model does."""
+"""How much more, or less, of the traffic the candidate may send to people than the live model does. Less too:
+a shadow has no labels, so a candidate that auto-tags much more than the live model has shown nothing of its
+precision there, and the folder path promotes straight from the shadow."""
 
 
 @dataclass
@@ -106,7 +108,8 @@ def shadow_verdict(
 ) -> tuple[bool, dict[str, Any]]:
     """Promote a shadowed candidate or not, from its counts (one worker's, or a fleet's sums), with the figures and
     the reasons against: it must agree with the live model on at least :data:`MIN_SHADOW_AGREEMENT` of the
-    ``seen`` events and send at most :data:`REVIEW_SHARE_SLACK` more of them to review than the live model."""
+    ``seen`` events and send at most :data:`REVIEW_SHARE_SLACK` more, or fewer, of them to review than the live
+    model."""
     n = max(seen, 1)
     agreement, candidate_share, live_share = agreed / n, candidate_below / n, live_below / n
     # Summed counts are finite and not negative (fleet_counts.count_value), but a part larger than its whole is
@@ -118,6 +121,10 @@ def shadow_verdict(
     if candidate_share > live_share + REVIEW_SHARE_SLACK:
         reasons.append(
             f"review share {candidate_share:.3f} > {live_share + REVIEW_SHARE_SLACK:.3f} (live {live_share:.3f})"
+        )
+    if candidate_share < live_share - REVIEW_SHARE_SLACK:
+        reasons.append(
+            f"review share {candidate_share:.3f} < {live_share - REVIEW_SHARE_SLACK:.3f} (live {live_share:.3f})"
         )
     figures = {"events": seen, "agreement": agreement, "candidate_review_share": candidate_share,
                "live_review_share": live_share, "reasons": reasons}  # fmt: skip

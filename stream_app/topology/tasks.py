@@ -148,7 +148,12 @@ def register_tasks(
             metrics.set_lag(partition, lag)
 
     lifecycle = ModelLifecycle(
-        pipeline, metrics, settings.candidates_dir, settings.shadow_events, settings.review_threshold
+        pipeline,
+        metrics,
+        settings.candidates_dir,
+        settings.shadow_events,
+        settings.review_threshold,
+        registry=bool(settings.registry_url),
     )
     fleet = fleet_model(settings, metrics, pipeline.classifier.version)
     retrain = Retrainer(settings, lambda: fleet.champion_dir if fleet is not None else None)

@@ -240,14 +240,15 @@ def test_scores_are_plain_floats_of_at_most_six_decimals_and_the_best_tag_is_the
         assert prediction.confidence == prediction.scores[prediction.tag] == max(prediction.scores.values())
 
 
-@given(st.lists(st.floats(0.0, 1.0, width=32), min_size=4, max_size=4))
-def test_one_text_alone_is_rounded_exactly_as_in_a_batch(row: list[float]) -> None:
+@given(st.lists(st.floats(0.0, 1.0, width=32), min_size=4, max_size=4).filter(lambda row: sum(row) > 0))
+def test_one_text_alone_is_rounded_exactly_as_in_a_batch(weights: list[float]) -> None:
+    row = [float(np.float32(weight / sum(weights))) for weight in weights]
     batch = published_scores(np.array([row, row[::-1]], dtype=np.float32))
     assert published_row(row) == batch.tolist()[0]
 
 
-def nan_model_session() -> Any:
-    """A real onnxruntime session of a model whose every probability is NaN, whatever the text."""
+def nan_model_session(value: float = float("nan")) -> Any:
+    """A real onnxruntime session of a model whose every probability is NaN (or ``value``), whatever the text."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -258,7 +259,7 @@ def nan_model_session() -> Any:
             "ConstantOfShape",
             ["shape"],
             ["column"],
-            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [float("nan")]),
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [value]),
         ),
         helper.make_node("Concat", ["column"] * 4, ["probabilities"], axis=1),
     ]
@@ -275,7 +276,23 @@ def test_a_model_that_gives_a_probability_that_is_not_a_number_is_refused_by_eve
     card = {**classifier.card, "input": {"name": "text"}, "outputs": {"probabilities": "probabilities"}}
     broken = Classifier(nan_model_session(), card)
     for predict in (broken.predict, lambda texts: [broken.predict_one(text) for text in texts]):
-        with pytest.raises(ModelError, match="not a finite number"):
+        with pytest.raises(ModelError, match="not probabilities"):
+            predict(["GAN faces", "Topic modelling with LDA"])
+
+
+@pytest.mark.parametrize(
+    "score", [2.5, 0.3, 0.2, -0.25], ids=["ten-times-too-large", "summing-to-1.2", "summing-to-0.8", "negative"]
+)
+def test_a_model_whose_scores_are_not_probabilities_is_refused_by_every_path(
+    classifier: Classifier, score: float
+) -> None:
+    """Records publish the scores as probabilities and the review threshold is compared with them: scores ten times
+    too large would pass every threshold."""
+    card = {**classifier.card, "input": {"name": "text"}, "outputs": {"probabilities": "probabilities"}}
+    broken = Classifier(nan_model_session(score), card)
+    probe = lambda texts: broken.probe()  # noqa: E731
+    for predict in (broken.predict, lambda texts: [broken.predict_one(text) for text in texts], probe):
+        with pytest.raises(ModelError, match="not probabilities"):
             predict(["GAN faces", "Topic modelling with LDA"])
 
 

@@ -33,7 +33,7 @@ from stream_app.dedupe import DedupeVerdict
 from stream_app.drift import DriftSnapshot
 from stream_app.lifecycle.candidates import ModelLifecycle, Refusal, admit, current_model_dir
 from stream_app.lifecycle.retrain import Retrainer
-from stream_app.lifecycle.shadow import Shadow
+from stream_app.lifecycle.shadow import Shadow, shadow_verdict
 from stream_app.pipeline import Admitted
 from stream_app.review.labels import LabelStore
 from stream_app.settings import Settings
@@ -103,15 +103,20 @@ def test_each_rule_refuses_a_worse_candidate_and_says_why() -> None:
     assert not_worse(no_holdout, no_holdout)[0]
 
 
-def candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
-    """A copy of a real exported model as a candidate folder, its card given a ``promotion`` section."""
+def candidate(tmp_path: Path, model_dir: Path, name: str, *, same_bytes: bool = False, **promotion: Any) -> Path:
+    """A real exported model as a candidate folder, its card given a ``promotion`` section: the model's answers in
+    other bytes (another doc string), so another version, unless ``same_bytes``."""
     folder = tmp_path / "candidates" / name
     shutil.copytree(model_dir, folder)
     card = json.loads((folder / "model.json").read_text())
     if promotion:
         card["promotion"] = promotion
     (folder / "model.json").write_text(json.dumps(card))
-    return folder
+    if same_bytes:
+        return folder
+    model = onnx.load(folder / "model.onnx")
+    model.doc_string = f"candidate {name}"
+    return rehashed(folder, model)
 
 
 def test_admission_refuses_unreadable_tampered_unapproved_worse_and_stale_models(
@@ -134,9 +139,14 @@ def test_admission_refuses_unreadable_tampered_unapproved_worse_and_stale_models
     worse = candidate(tmp_path, trained_model_dir, "worse", passed=False, live_version=live.version, reasons=["x"])
     unjudged = candidate(tmp_path, trained_model_dir, "unjudged")
     stale = candidate(tmp_path, trained_model_dir, "stale", passed=True, live_version="0123456789ab", reasons=[])
+    # The live model's own bytes with another card (here a threshold of 0: nothing to review) passes any comparison
+    # with itself.
+    itself = candidate(tmp_path, trained_model_dir, "itself", same_bytes=True, **passed)
+    card = json.loads((itself / "model.json").read_text())
+    (itself / "model.json").write_text(json.dumps({**card, "threshold": 0.0}))
 
     expected = {tampered: "tampered", unapproved: "not_approved", corrupt: "corrupt", worse: "worse_offline",
-                unjudged: "worse_offline", stale: "stale"}  # fmt: skip
+                unjudged: "worse_offline", stale: "stale", itself: "worse_offline"}  # fmt: skip
     for folder, reason in expected.items():
         refusal = admit(folder, live.version)
         assert isinstance(refusal, Refusal) and refusal.reason == reason, (folder.name, refusal)
@@ -150,6 +160,14 @@ def test_a_shadow_of_the_same_model_agrees_and_passes(trained_model_dir: Path) -
     assert shadow.done
     passed, figures = shadow.verdict()
     assert passed and figures["agreement"] == 1.0 and figures["events"] == 3
+
+
+@pytest.mark.parametrize(("candidate_review", "passes"), [(30, True), (25, True), (24, False), (35, True), (36, False)])
+def test_a_shadow_may_send_at_most_5_points_more_or_fewer_events_to_review(candidate_review: int, passes: bool) -> None:
+    """Fewer too: a shadow has no labels, so a candidate that auto-tags much more than the live model has shown
+    nothing of its precision."""
+    passed, figures = shadow_verdict(100, 100, candidate_review, 30)
+    assert passed is passes, figures["reasons"]
 
 
 def test_a_shadow_that_disagrees_fails(trained_model_dir: Path) -> None:
@@ -240,6 +258,24 @@ def nan_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) 
     return rehashed(folder, model)
 
 
+def raising_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
+    """A candidate that passes every check at load (its probe runs two texts) and whose graph raises onnxruntime's
+    own error on every batch of three texts or more: its probabilities are multiplied by a [2, 1] tensor of ones,
+    which broadcasts against two rows (or one) and no more."""
+    folder = candidate(tmp_path, model_dir, name, **promotion)
+    model = onnx.load(folder / "model.onnx")
+    softmax = next(node for node in model.graph.node if "probabilities" in node.output)
+    softmax.output[0] = "probabilities_before_ones"
+    make = onnx.helper
+    model.graph.initializer.append(make.make_tensor("two_ones", onnx.TensorProto.FLOAT, [2, 1], [1.0, 1.0]))
+    model.graph.node.append(make.make_node("Mul", ["probabilities_before_ones", "two_ones"], ["probabilities"]))
+    return rehashed(folder, model)
+
+
+FAILING_CANDIDATES = {"nan": (nan_candidate, "not probabilities"), "raises": (raising_candidate, "cannot classify")}
+"""Candidates that pass their probe and fail on live traffic, by how they fail, and what their refusal says."""
+
+
 def another_version(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
     """The same model in other bytes (another doc string): another version, the same answers."""
     folder = candidate(tmp_path, model_dir, name, **promotion)
@@ -258,14 +294,16 @@ def rehashed(folder: Path, model: Any) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("failure", sorted(FAILING_CANDIDATES))
 def test_a_candidate_that_fails_while_shadowing_is_refused_and_the_live_model_goes_on(
-    trained_model_dir: Path, tmp_path: Path
+    trained_model_dir: Path, tmp_path: Path, failure: str
 ) -> None:
     """Its outputs are never emitted: its failure must not stop the worker, nor, left pending, stop it again at
     every start."""
     pipeline, registry = make_pipeline(trained_model_dir)
     live_version = pipeline.classifier.version
-    nan_candidate(tmp_path, trained_model_dir, "nan", passed=True, live_version=live_version, reasons=[])
+    make_candidate, said = FAILING_CANDIDATES[failure]
+    make_candidate(tmp_path, trained_model_dir, "nan", passed=True, live_version=live_version, reasons=[])
     lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=50)
     asyncio.run(lifecycle.poll())
     assert pipeline.shadow is not None  # admitted: every check at load passed
@@ -280,16 +318,17 @@ def test_a_candidate_that_fails_while_shadowing_is_refused_and_the_live_model_go
     assert pipeline.shadow is None and pipeline.classifier.version == live_version
     assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 1
     decision = json.loads((tmp_path / "candidates" / "refused" / "nan" / "decision.json").read_text())
-    assert "not a finite number" in json.dumps(decision)
+    assert said in json.dumps(decision)
 
 
+@pytest.mark.parametrize("failure", sorted(FAILING_CANDIDATES))
 def test_a_canary_that_fails_leaves_its_events_to_the_live_model_and_is_not_served_again(
-    trained_model_dir: Path, tmp_path: Path
+    trained_model_dir: Path, tmp_path: Path, failure: str
 ) -> None:
     """Every worker of the fleet serves the registry's canary: its failure must not stop them all."""
     pipeline, registry = make_pipeline(trained_model_dir)
     live_version = pipeline.classifier.version
-    canary = Classifier.load(nan_candidate(tmp_path, trained_model_dir, "canary"))
+    canary = Classifier.load(FAILING_CANDIDATES[failure][0](tmp_path, trained_model_dir, "canary"))
     pipeline.set_canary(canary, 0.5)
 
     def unique(item: Admitted) -> DedupeVerdict:
@@ -302,6 +341,25 @@ def test_a_canary_that_fails_leaves_its_events_to_the_live_model_and_is_not_serv
     assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 1
     pipeline.set_canary(canary, 0.5)  # the registry still names it at the next poll
     assert pipeline.canary is None
+
+
+def test_with_a_registry_a_folder_candidate_is_left_pending_and_logged_once(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The registry decides the fleet's model: one worker promoting a folder alone would serve another model than
+    the others, and the registry follower would not swap it back."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live_version = pipeline.classifier.version
+    folder = candidate(tmp_path, trained_model_dir, "next", passed=True, live_version=live_version, reasons=[])
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0, registry=True)
+    for _ in range(3):
+        asyncio.run(lifecycle.poll())
+    assert pipeline.shadow is None and pipeline.classifier.version == live_version
+    assert folder.is_dir() and not (tmp_path / "candidates" / "promoted").exists()
+    assert [r.getMessage() for r in caplog.records if "not taken up" in r.getMessage()] == [
+        f"candidate {folder} is not taken up: with TAGGER_REGISTRY_URL the registry decides the fleet's model "
+        "(register it with python -m model_export --registry)"
+    ]
 
 
 def test_a_candidate_compared_with_a_model_replaced_while_it_shadowed_is_refused_as_stale(
