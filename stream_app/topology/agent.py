@@ -54,17 +54,25 @@ class IndexOwnership:
 
 
 class StreamProgress:
-    """Per input partition: the offset after the last event the agent received.
+    """Per input partition: the first offset the agent has not finished with (taken and not yet published, or not
+    yet taken).
 
     The consumer lag is counted from it rather than from the consumer's position: when records the consumer
     fetched never reach the agent (see stream_app/faust_patches/consumer.py), a lag counted from the position
-    reads 0 while nothing is processed.
+    reads 0 while nothing is processed; and an agent stuck on the batch it holds, with nothing behind it, would
+    show no lag either.
     """
 
     def __init__(self) -> None:
         self.next_offset: dict[TP, int] = {}
 
-    def received(self, events: Sequence[EventT[Any]]) -> None:
+    def taken(self, events: Sequence[EventT[Any]]) -> None:
+        """The agent took ``events`` to work on: a partition it had finished nothing of counts from the first."""
+        for event in events:
+            self.next_offset.setdefault(event.message.tp, event.message.offset)
+
+    def processed(self, events: Sequence[EventT[Any]]) -> None:
+        """The agent published what ``events`` made."""
         for event in events:
             self.next_offset[event.message.tp] = event.message.offset + 1
 
@@ -184,7 +192,7 @@ def register_agent(
         try:
             await follower.ready.wait()
             async for taken in batches:
-                progress.received(taken)
+                progress.taken(taken)
                 events = tag.publisher.uncommitted(taken)
                 try:
                     if events:
@@ -192,6 +200,7 @@ def register_agent(
                 except BaseException:  # cancelled too: a batch not published must not be acked
                     cast(TaggerConsumer, app.consumer).hold_acks(taken)
                     raise
+                progress.processed(taken)
                 yield None
         finally:
             # Now rather than whenever the generator is collected: closing acks the batch it holds, and a

@@ -47,7 +47,9 @@ async def partition_lags(
     try:
         for tp in assigned:
             try:
-                at = received.get(tp) or await position(tp)
+                at = received.get(tp)  # 0 when the agent holds a partition's first record
+                if at is None:
+                    at = await position(tp)
             except IllegalStateError:  # not assigned any more
                 continue
             if at is not None:
@@ -138,8 +140,9 @@ def register_tasks(
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
-        """Export the consumer lag of each assigned input partition: records not yet received by the agent
-        (not merely fetched, so records the consumer read past but lost show as lag)."""
+        """Export the consumer lag of each assigned input partition: records the agent has not finished (not
+        merely fetched, so records the consumer read past but lost show as lag, and so does a batch the agent is
+        stuck on)."""
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.input_topic]
         lags = await partition_lags(
             assigned, progress.next_offset, app.consumer.position, app.consumer.highwaters, lambda: ownership.assigned

@@ -180,6 +180,61 @@ def test_promtool_accepts(prometheus_installed: None, command: list[str]) -> Non
     assert "SUCCESS" in result.stdout
 
 
+def panel_expr(legend: str) -> str:
+    """The dashboard's expression drawn as ``legend``."""
+    (expr,) = [t["expr"] for p in dashboard()["panels"] for t in p["targets"] if t.get("legendFormat") == legend]
+    return str(expr)
+
+
+def promql_values(tmp_path: Path, series: dict[str, str], expr: str) -> list[float]:
+    """The values of ``expr`` after 5 minutes of the constant ``series`` (selector: value), evaluated by promtool."""
+    test = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": f"{value}x10"} for name, value in series.items()],
+                "promql_expr_test": [{"expr": expr, "eval_time": "5m", "exp_samples": []}],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
+    if result.returncode == 0:
+        return []
+    # promtool prints what it got when the (empty) expected samples differ: "got: {labels} value, ...".
+    got = (result.stdout + result.stderr).split("got:", 1)
+    assert len(got) == 2, result.stdout + result.stderr
+    return [float(value) for value in re.findall(r"\}\s*([-+\d.eE]+)", got[1])]
+
+
+@pytest.mark.prometheus
+@pytest.mark.parametrize("legend", ["confidence PSI", "tag PSI", "below threshold (window)"])
+def test_the_drift_panels_leave_out_a_worker_whose_window_is_not_full_as_the_alerts_do(
+    prometheus_installed: None, tmp_path: Path, legend: str
+) -> None:
+    """A worker that just started (or swapped models) has a window of a few events, whose PSI is noise: 7.6 for one
+    event. The panels take the fleet's max, so one such worker would draw drift where there is none."""
+    gauge = metric_names(panel_expr(legend)) - {"content_tagger_drift_window_events"}
+    (name,) = gauge
+    series = {
+        f'{name}{{instance="new"}}': "7.6",
+        'content_tagger_drift_window_events{instance="new"}': "1",
+        f'{name}{{instance="old"}}': "0.05",
+        'content_tagger_drift_window_events{instance="old"}': "1000",
+    }
+    assert promql_values(tmp_path, series, panel_expr(legend)) == [0.05]
+
+
+@pytest.mark.prometheus
+@pytest.mark.parametrize(("reference", "alert_above"), [(0.0, 0.05), (0.02, 0.07), (0.2, 0.4), (0.6, 0.8)])
+def test_the_review_share_panel_draws_the_alert_s_line(
+    prometheus_installed: None, tmp_path: Path, reference: float, alert_above: float
+) -> None:
+    series = {'content_tagger_reference_below_threshold_share{instance="w1"}': str(reference)}
+    assert promql_values(tmp_path, series, panel_expr("alert above")) == pytest.approx([alert_above])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

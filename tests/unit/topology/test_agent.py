@@ -1,4 +1,4 @@
-"""The worker's consumer after a rebalance: the lag counts from what the agent received, and partitions without
+"""The worker's consumer after a rebalance: the lag counts from what the agent finished, and partitions without
 a committed offset are rewound to their start in both delivery modes."""
 
 from __future__ import annotations
@@ -16,9 +16,17 @@ from stream_app.topology.agent import StreamProgress
 from stream_app.worker import build_app
 
 
-def test_stream_progress_is_the_offset_after_the_last_event_received_and_forgotten_on_a_rebalance() -> None:
+def test_stream_progress_is_the_first_offset_not_finished_and_forgotten_on_a_rebalance() -> None:
     progress, tp = StreamProgress(), TP("content", 0)
-    progress.received([SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in range(100, 150)])  # type: ignore[misc]
+
+    def events(offsets: range) -> Any:
+        return [SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in offsets]
+
+    progress.taken(events(range(100, 150)))
+    assert progress.next_offset == {tp: 100}  # held, not finished: a stuck agent's batch counts as lag
+    progress.processed(events(range(100, 150)))
+    assert progress.next_offset == {tp: 150}
+    progress.taken(events(range(150, 160)))
     assert progress.next_offset == {tp: 150}
     progress.reassigned()
     assert progress.next_offset == {}

@@ -47,6 +47,14 @@ def test_each_partitions_lag_runs_from_what_the_agent_received_or_else_the_posit
     assert lags == {0: 4, 1: 0}
 
 
+def test_an_agent_holding_a_partition_s_first_record_counts_the_lag_from_offset_0_not_the_position() -> None:
+    async def past_the_held_batch(tp: TP) -> int | None:
+        return 9
+
+    tp = TP("content", 0)
+    assert asyncio.run(partition_lags([tp], {tp: 0}, past_the_held_batch, end_offsets)) == {0: 9}
+
+
 def test_a_partition_moved_while_its_end_offset_was_asked_is_left_to_its_new_owner() -> None:
     owned = {0, 1}
 
