@@ -24,12 +24,15 @@ PRECISION_SLACK: Final = 0.02
 
 @dataclass
 class VersionCounts:
-    """What one model version did, summed over workers: events served per route, predictions people judged."""
+    """What one model version did, summed over workers: events served per route, predictions people judged (both
+    routes), and of its auto-tagged items, how many the platform showed and how many people reported wrong."""
 
     tagged: float = 0.0
     review: float = 0.0
     judged: float = 0.0
     correct: float = 0.0
+    shown: float = 0.0
+    reported: float = 0.0
 
     @property
     def served(self) -> float:
@@ -41,12 +44,38 @@ class VersionCounts:
 
     @property
     def precision(self) -> float | None:
-        return self.correct / self.judged if self.judged else None
+        """Online precision of what the platform showed: one less the share of shown items reported wrong (the
+        README's, and ``ContentTaggerOnlinePrecisionLow``'s). Review decisions do not count: every review item is
+        judged, a shown one only when someone reports it, so a mix of the two would let accepted suggestions hide
+        wrong tags on the platform."""
+        return 1.0 - self.reported / self.shown if self.shown else None
 
     def figures(self) -> dict[str, Any]:
         """The counts and the two rates, for a version tag."""
         return {"served": self.served, "review_share": round(self.review_share, 4), "judged": self.judged,
+                "shown": self.shown, "reported": self.reported,
                 "precision": None if self.precision is None else round(self.precision, 4)}  # fmt: skip
+
+
+def tagged_precision(metrics: Metrics, version: str) -> tuple[float, float]:
+    """Of model ``version``'s auto-tagged items (what the platform showed) since this worker started: how many were
+    shown, and how many people judged wrong. A reviewer can only report a shown tag as wrong (an item the page
+    does not list for review is never accepted there), so the share of shown items reported wrong is the estimate
+    of their precision, not the share of judged ones found right."""
+    shown = sum(
+        sample.value
+        for family in metrics.online_shown.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["version"] == version
+    )
+    totals = {"judged": 0.0, "correct": 0.0}
+    for name, counter in (("judged", metrics.online_judged), ("correct", metrics.online_correct)):
+        for family in counter.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and labels["version"] == version and labels["route"] == "tagged":
+                    totals[name] += sample.value
+    return shown, totals["judged"] - totals["correct"]
 
 
 def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
@@ -61,6 +90,8 @@ def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
                 entry = counts.setdefault(sample.labels["version"], VersionCounts())
                 name = sample.labels["route"] if field_of else family.name.removeprefix("content_tagger_online_")
                 setattr(entry, name, getattr(entry, name) + sample.value)
+    for version, entry in counts.items():
+        entry.shown, entry.reported = tagged_precision(metrics, version)
     return counts
 
 
@@ -78,8 +109,11 @@ def fleet_counts(runs: list[Any]) -> dict[str, VersionCounts]:
         by_worker.setdefault(("worker", name) if name is not None else ("run", number), []).append(run)
     views = [summed(own, "", VersionCounts) for own in by_worker.values()]
     for version, entry in counts.items():
+        # Shown items are read off the tagged topic by every worker too: taken from the same worker, they and the
+        # reports on them cover the same time.
         most = max((view.get(version, {}) for view in views), key=lambda sums: sums.get("judged", 0.0))
-        entry.judged, entry.correct = most.get("judged", 0.0), most.get("correct", 0.0)
+        for name in ("judged", "correct", "shown", "reported"):
+            setattr(entry, name, most.get(name, 0.0))
     return counts
 
 
@@ -173,22 +207,23 @@ def canary_verdict(
     """Promote the canary or not, with the reasons against; None while it has served too little to tell.
 
     It must send at most :data:`REVIEW_SHARE_SLACK` more of its events to review than the champion, and, once
-    people judged ``min_judged`` of its predictions, be at most :data:`PRECISION_SLACK` less precise, each beyond
-    the :func:`noise` of the canary's sample.
+    people judged ``min_judged`` of its predictions, show items at most :data:`PRECISION_SLACK` less precise
+    (:attr:`VersionCounts.precision`), each beyond the :func:`noise` of the canary's sample.
     """
     if canary.served < min_events or canary.judged < min_judged:
         return None
     # Summed counts are finite and not negative (count_value), but a part may exceed its whole.
     reasons = [
-        f"the {who} has more correct than judged predictions ({counts.correct:g} > {counts.judged:g})"
+        f"the {who} has more {part} than {whole} ({getattr(counts, part):g} > {getattr(counts, whole):g})"
         for who, counts in (("canary", canary), ("champion", champion))
-        if counts.correct > counts.judged
+        for part, whole in (("correct", "judged"), ("reported", "shown"))
+        if getattr(counts, part) > getattr(counts, whole)
     ]
     limit = champion.review_share + REVIEW_SHARE_SLACK + noise(champion.review_share, canary.served)
     if canary.review_share > limit:
         reasons.append(f"review share {canary.review_share:.3f} > {limit:.3f} (champion {champion.review_share:.3f})")
     if canary.precision is not None and champion.precision is not None:
-        floor = champion.precision - PRECISION_SLACK - noise(champion.precision, canary.judged)
+        floor = champion.precision - PRECISION_SLACK - noise(champion.precision, canary.shown)
         if canary.precision < floor:
             reasons.append(f"online precision {canary.precision:.3f} < {floor:.3f} (champion {champion.precision:.3f})")
     return not reasons, reasons

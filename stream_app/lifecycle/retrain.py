@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from stream_app.classifier import Classifier
 from stream_app.drift import DRIFT_MIN_EVENTS, DriftSnapshot
 from stream_app.lifecycle.candidates import current_model_dir
+from stream_app.lifecycle.fleet_counts import tagged_precision
 from stream_app.review.labels import read_labels
 from stream_app.settings import Settings
 
@@ -21,27 +22,6 @@ if TYPE_CHECKING:  # the pipeline imports this module for Shadow
     from stream_app.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-
-def tagged_precision(metrics: Metrics, version: str) -> tuple[float, float]:
-    """Of model ``version``'s auto-tagged items (what the platform showed) since this worker started: how many were
-    shown, and how many people judged wrong. A reviewer can only report a shown tag as wrong (an item the page
-    does not list for review is never accepted there), so the share of shown items reported wrong is the estimate
-    of their precision, not the share of judged ones found right."""
-    shown = sum(
-        sample.value
-        for family in metrics.online_shown.collect()
-        for sample in family.samples
-        if sample.name.endswith("_total") and sample.labels["version"] == version
-    )
-    totals = {"judged": 0.0, "correct": 0.0}
-    for name, counter in (("judged", metrics.online_judged), ("correct", metrics.online_correct)):
-        for family in counter.collect():
-            for sample in family.samples:
-                labels = sample.labels
-                if sample.name.endswith("_total") and labels["version"] == version and labels["route"] == "tagged":
-                    totals[name] += sample.value
-    return shown, totals["judged"] - totals["correct"]
 
 
 class Retrainer:

@@ -88,7 +88,7 @@ def test_a_canary_serves_its_share_of_events_and_its_records_name_it(trained_mod
 
 
 def test_the_canary_is_promoted_only_when_it_sends_no_more_to_review_and_is_as_precise() -> None:
-    champion = VersionCounts(tagged=800, review=200, judged=100, correct=95)
+    champion = VersionCounts(tagged=800, review=200, judged=100, correct=95, shown=800, reported=8)
     assert canary_verdict(champion, VersionCounts(tagged=40, review=10), 100, 0) is None  # too few events
     assert canary_verdict(champion, VersionCounts(tagged=400, review=100), 100, 10) is None  # nobody judged yet
     assert canary_verdict(champion, VersionCounts(tagged=400, review=100), 100, 0) == (True, [])
@@ -96,9 +96,38 @@ def test_the_canary_is_promoted_only_when_it_sends_no_more_to_review_and_is_as_p
     assert canary_verdict(champion, VersionCounts(tagged=70, review=30), 100, 0) == (True, [])
     passed, reasons = canary_verdict(champion, VersionCounts(tagged=350, review=150), 100, 0) or (True, [])
     assert not passed and reasons[0].startswith("review share 0.300 > 0.286")
-    passed, reasons = canary_verdict(champion, VersionCounts(400, 100, judged=100, correct=80), 100, 10) or (True, [])
-    assert not passed and reasons[0].startswith("online precision 0.800 <")
-    assert canary_verdict(champion, VersionCounts(400, 100, judged=20, correct=18), 100, 10) == (True, [])
+    worse = VersionCounts(400, 100, judged=100, correct=80, shown=400, reported=40)
+    passed, reasons = canary_verdict(champion, worse, 100, 10) or (True, [])
+    assert not passed and reasons[0].startswith("online precision 0.900 <"), reasons
+    as_good = VersionCounts(400, 100, judged=20, correct=18, shown=400, reported=4)
+    assert canary_verdict(champion, as_good, 100, 10) == (True, [])
+
+
+def test_the_canary_s_precision_is_that_of_the_items_shown_not_of_the_review_suggestions_accepted(
+    trained_model_dir: Path,
+) -> None:
+    """Every review item is judged, a shown one only when someone reports it: a retrain on corrections makes better
+    suggestions, which must not hide five times as many wrong tags on the platform."""
+    pipeline, _ = make_pipeline(trained_model_dir)
+    metrics = pipeline.metrics
+
+    def traffic(version: str, accepted: int, reported: int) -> None:
+        metrics.model_served.labels(version, "tagged").inc(9000)
+        metrics.model_served.labels(version, "review").inc(1000)
+        for _ in range(9000):
+            metrics.shown(version)
+        for n in range(1000):
+            metrics.judged("accepted" if n < accepted else "corrected", version, "review", "mlops", n < accepted)
+        for _ in range(reported):
+            metrics.judged("reported", version, "tagged", "mlops", False)
+
+    traffic("champion0001", accepted=600, reported=180)
+    traffic("canary000002", accepted=950, reported=900)
+    counts = worker_counts(metrics)
+    assert counts["champion0001"].precision == pytest.approx(0.98)
+    assert counts["canary000002"].precision == pytest.approx(0.90)
+    passed, reasons = canary_verdict(counts["champion0001"], counts["canary000002"], 500, 0) or (True, [])
+    assert not passed and reasons[0].startswith("online precision 0.900 <"), reasons
 
 
 def test_the_fleets_counts_are_the_sum_of_every_workers_run(trained_model_dir: Path) -> None:
@@ -126,13 +155,14 @@ def test_decisions_every_worker_counted_are_counted_once_and_a_restarted_workers
         return made
 
     runs = [
-        run("a", tagged=300, review=20, judged=100, correct=90),
-        run("b", tagged=200, review=10, judged=100, correct=90),
-        run("c", tagged=50, review=5, judged=40, correct=36),
-        run("c", tagged=60, review=5, judged=50, correct=45),
+        run("a", tagged=300, review=20, judged=100, correct=90, shown=560, reported=5),
+        run("b", tagged=200, review=10, judged=100, correct=90, shown=540, reported=5),
+        run("c", tagged=50, review=5, judged=40, correct=36, shown=100, reported=1),
+        run("c", tagged=60, review=5, judged=50, correct=45, shown=110, reported=2),
     ]
-    assert fleet_counts(runs) == {"v": VersionCounts(tagged=610, review=40, judged=100, correct=90)}
-    assert fleet_counts(runs[2:]) == {"v": VersionCounts(tagged=110, review=10, judged=90, correct=81)}
+    # Shown and reported, like judged, are each worker's view of the whole fleet, taken from the same worker.
+    assert fleet_counts(runs) == {"v": VersionCounts(610, 40, judged=100, correct=90, shown=560, reported=5)}
+    assert fleet_counts(runs[2:]) == {"v": VersionCounts(110, 10, judged=90, correct=81, shown=210, reported=3)}
 
 
 def counts_run(version: str, **counts: Any) -> dict[str, Any]:
@@ -170,6 +200,9 @@ def test_a_canary_or_shadow_never_passes_on_counts_that_are_not_counts() -> None
     passed, reasons = canary_verdict(VersionCounts(900, 100, 100, 95), VersionCounts(900, 100, 10, 1000), 500, 0) or (
         True, [])  # fmt: skip
     assert not passed and "more correct than judged" in reasons[0], reasons
+    reported = VersionCounts(900, 100, 10, 5, shown=10, reported=50)
+    passed, reasons = canary_verdict(VersionCounts(900, 100, 100, 95, shown=900), reported, 500, 0) or (True, [])
+    assert not passed and "more reported than shown" in reasons[0], reasons
     shadow = shadow_counts([counts_run("s", shadow_compared=500, shadow_agreed=10, shadow_review=500,
                                        shadow_live_review=0), counts_run("s", shadow_agreed=float("nan"),
                                                                          shadow_review=float("nan"))])  # fmt: skip
