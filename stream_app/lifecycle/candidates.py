@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -91,41 +92,69 @@ def pending_candidates(candidates_dir: Path) -> list[Path]:
 def current_model_dir(model_dir: Path, candidates_dir: Path) -> Path:
     """The folder to serve at start-up: the most recently promoted candidate, else ``model_dir``; a promoted folder
     whose ``decision.json`` does not say when it was promoted is passed over (logged)."""
-    promoted = candidates_dir / PROMOTED
-    decided: list[tuple[float, str, Path]] = []
-    for folder in promoted.iterdir() if promoted.is_dir() else ():
-        decided_at = promoted_at(folder / "decision.json")
-        if decided_at is not None:
-            decided.append((decided_at, folder.name, folder))
+    decided = [(order, folder.name, folder) for order, folder in promotions(candidates_dir)]
     return max(decided)[2] if decided else model_dir
 
 
-def promoted_at(path: Path) -> float | None:
-    """When the decision filed in ``path`` was made (seconds since the epoch), or None (logged) when the file is
-    missing or malformed: anything but a JSON object whose ``decided_at`` is a finite number."""
+def promotions(candidates_dir: Path) -> list[tuple[tuple[int, float], Path]]:
+    """Each promoted folder with its :func:`promotion_order`, those whose ``decision.json`` is malformed left out."""
+    promoted = candidates_dir / PROMOTED
+    found = []
+    for folder in promoted.iterdir() if promoted.is_dir() else ():
+        order = promotion_order(folder / "decision.json")
+        if order is not None:
+            found.append((order, folder))
+    return found
+
+
+MAX_PROMOTION_NUMBER: Final = 2**53
+"""Largest promotion number read: past it, a float could not tell two apart."""
+
+
+def promotion_order(path: Path) -> tuple[int, float] | None:
+    """Where the decision filed in ``path`` comes among promotions: its promotion number (counted up by each
+    promotion; 0 in a decision filed without one), then when it was made (seconds since the epoch). None (logged)
+    when the file is missing or malformed: anything but a JSON object whose ``decided_at`` is a finite number and
+    whose ``promotion_number``, if any, an integer from 0 to :data:`MAX_PROMOTION_NUMBER`.
+
+    The number comes first: a clock stepped back between two promotions would make the older one look newer."""
     try:
         with open_regular(path) as handle:
-            decided_at = json.loads(handle.read(MAX_DECISION_BYTES)).get("decided_at")  # AttributeError: no object
+            decision = json.loads(handle.read(MAX_DECISION_BYTES))
+        # AttributeError: not an object.
+        decided_at, number = decision.get("decided_at"), decision.get("promotion_number", 0)
         # A bool is an int to Python, and NaN or infinity would win or lose every comparison with the others.
         if isinstance(decided_at, bool) or not isinstance(decided_at, int | float):
             raise ValueError(f"decided_at {decided_at!r:.60} is not a number")
         seconds = float(decided_at)  # OverflowError: an integer past any float
         if not math.isfinite(seconds):
             raise ValueError(f"decided_at {seconds} is not a time")
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= MAX_PROMOTION_NUMBER:
+            raise ValueError(f"promotion_number {number!r:.60} is not a count")
     except (OSError, ValueError, RecursionError, AttributeError, OverflowError) as error:
         log.warning("passing over the promoted folder %s: its %s is malformed: %.200r", path.parent, path.name, error)
         return None
-    return seconds
+    return number, seconds
 
 
 def file_decision(folder: Path, candidates_dir: Path, outcome: str, detail: dict[str, Any]) -> Path:
-    """Move a decided candidate to ``promoted/`` or ``refused/`` with its ``decision.json``; returns where."""
+    """Move a decided candidate to ``promoted/`` or ``refused/`` with its ``decision.json``; returns where. A
+    promotion is numbered one past the highest filed.
+
+    The decision is written into the folder (whole, by a rename) before the folder moves: a crash in between
+    leaves a pending candidate, judged again at the next start, never a promoted folder without its decision,
+    which a restart would pass over."""
     target = candidates_dir / outcome / folder.name
     target.parent.mkdir(parents=True, exist_ok=True)
+    decision: dict[str, Any] = {**detail, "outcome": outcome, "decided_at": time.time()}
+    if outcome == PROMOTED:
+        decision["promotion_number"] = 1 + max((order[0] for order, _ in promotions(candidates_dir)), default=0)
+    written = folder / ".decision.json.tmp"
+    written.write_text(json.dumps(decision))
+    os.replace(written, folder / "decision.json")
     if target.exists():
         shutil.rmtree(target)
     folder.rename(target)
-    (target / "decision.json").write_text(json.dumps({"outcome": outcome, "decided_at": time.time(), **detail}))
     return target
 
 

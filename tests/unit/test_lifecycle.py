@@ -19,6 +19,7 @@ import onnx
 import pytest
 
 import stream_app.classifier as classifier_module
+import stream_app.lifecycle.candidates as candidates_module
 import stream_app.lifecycle.retrain as retrain_module
 from model_export.promote import (
     ITEMS_OF_SLACK,
@@ -508,6 +509,10 @@ def test_a_promoted_folder_whose_decision_file_is_malformed_is_passed_over_with_
         "an-integer-past-any-float": '{"decided_at": 1' + "0" * 400 + "}",
         "deep": "[" * 100_000,
         "not-utf8": b"\xff\xfe{}",
+        "a-negative-number": json.dumps({"decided_at": 2000.0, "promotion_number": -1}),
+        "a-fractional-number": json.dumps({"decided_at": 2000.0, "promotion_number": 1.5}),
+        "a-boolean-number": json.dumps({"decided_at": 2000.0, "promotion_number": True}),
+        "a-number-past-2-53": json.dumps({"decided_at": 2000.0, "promotion_number": 2**53 + 1}),
     }
     for name, body in bodies.items():
         (promoted / name).mkdir(parents=True)
@@ -519,6 +524,39 @@ def test_a_promoted_folder_whose_decision_file_is_malformed_is_passed_over_with_
     for name in ("good", "older"):
         (promoted / name / "decision.json").unlink()
     assert current_model_dir(trained_model_dir, tmp_path / "candidates") == trained_model_dir
+
+
+def test_a_restart_serves_the_last_promotion_even_when_the_clock_stepped_back_between_two(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    candidates = tmp_path / "candidates"
+    clock = iter([5000.0, 1000.0])  # the second promotion's clock reads earlier (NTP stepped it back)
+    monkeypatch.setattr(candidates_module.time, "time", lambda: next(clock))
+    for name in ("first", "second"):
+        folder = candidate(tmp_path, trained_model_dir, name)
+        candidates_module.file_decision(folder, candidates, "promoted", {"version": name})
+    assert current_model_dir(trained_model_dir, candidates) == candidates / "promoted" / "second"
+
+
+@pytest.mark.parametrize("killed_at", ["write_text", "rename"])
+def test_a_crash_while_a_promotion_is_filed_leaves_the_candidate_pending_not_a_promoted_folder_passed_over(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: str
+) -> None:
+    candidates = tmp_path / "candidates"
+    first = candidate(tmp_path, trained_model_dir, "first")
+    candidates_module.file_decision(first, candidates, "promoted", {"version": "first"})
+    second = candidate(tmp_path, trained_model_dir, "second")
+
+    def killed(self: Path, *args: Any, **kwargs: Any) -> None:
+        raise SystemExit(f"killed at {killed_at}")
+
+    monkeypatch.setattr(Path, killed_at, killed)
+    with pytest.raises(SystemExit):
+        candidates_module.file_decision(second, candidates, "promoted", {"version": "second"})
+    monkeypatch.undo()
+    # The restart serves the last promotion filed whole, and takes the second up again.
+    assert current_model_dir(trained_model_dir, candidates) == candidates / "promoted" / "first"
+    assert candidates_module.pending_candidates(candidates) == [second]
 
 
 @pytest.mark.slow
