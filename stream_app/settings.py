@@ -147,9 +147,10 @@ class Settings:
     """Reviewer accounts, one ``name:argon2-hash`` line each, written by ``python -m stream_app.review.accounts add
     NAME``. Missing or empty: the review page is read-only."""
     review_session_secret: Secret = field(default_factory=Secret)
-    """Key (at least 32 characters) that signs reviewers' session cookies and form tokens; never printed. Empty:
-    a random key per process, so sessions end when the worker restarts and hold only on the worker that issued
-    them; set the same key on every worker behind one address."""
+    """Key (at least 32 characters) that signs reviewers' session cookies, form tokens, sign-outs and decisions;
+    never printed. Empty: a random key the worker makes at its first start and keeps in its data folder
+    (``review-session-secret``), so its sessions and decisions hold on that worker only; set the same key on every
+    worker of a group."""
     review_session_hours: float = 8.0
     """How long a sign-in lasts."""
     review_allowed_hosts: str = "localhost,127.0.0.1,[::1]"

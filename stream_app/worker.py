@@ -21,6 +21,7 @@ from stream_app.errors import ConfigError, TaggerError
 from stream_app.faust_patches.checks import check_library_hooks
 from stream_app.lifecycle.fleet import start_model
 from stream_app.log_repeats import summarise_repeats
+from stream_app.review.sessions import kept_session_secret
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
         settings = settings if settings is not None else Settings.from_env()
         classifier, model_dir = start_model(settings)
         make_data_dir(settings.data_dir)
+        settings = kept_session_secret(settings)
     except TaggerError as error:
         print(f"content-tagger: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from error

@@ -25,7 +25,7 @@ from stream_app.log_repeats import SkipTally
 from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard
 from stream_app.review.labels import LabelStore, read_labels
-from stream_app.review.records import read_record
+from stream_app.review.records import checked_signed_feedback_id, read_record
 from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 
@@ -97,6 +97,7 @@ class ReviewFollower:
         held, self.held = self.held, []
         for message, record in held:
             try:
+                checked_signed_feedback_id(self.signed_out.secret, record)
                 judgement = self.board.on_feedback(record)
                 key = (str(record["id"]), str(record["decided_at"]))
                 if judgement.label and key not in self.stored:

@@ -34,7 +34,7 @@ from stream_app.delivery.publish import encode
 from stream_app.errors import InvalidDecision
 from stream_app.review.accounts import MAX_NAME_CHARS, ReviewerAccounts
 from stream_app.review.board import ReviewBoard, decide, render_page
-from stream_app.review.records import MAX_REVIEWER_CHARS
+from stream_app.review.records import MAX_REVIEWER_CHARS, feedback_signature
 from stream_app.review.sessions import (
     MAX_FAILED_SIGN_INS_PER_NAME,
     KnownAddresses,
@@ -218,6 +218,7 @@ class ReviewSite:
             return self._review_page(session, None, "Refused: sign in first.", status=403)
         try:
             feedback, tagged = decide(self.board, request.form, self.decided_at(), reviewer)
+            feedback["signature"] = feedback_signature(self.sessions.signed_out.secret, feedback)
             key, values = _encoded(feedback, tagged)
         except InvalidDecision as error:
             return self._review_page(session, reviewer, f"Not saved: {error}", status=400)

@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidRecord
@@ -81,6 +83,33 @@ def checked_feedback_id(record: Mapping[str, Any]) -> str:
         raise InvalidRecord("invalid_value", "decided_at is not an ISO-8601 time in UTC")
     if not 0 < len(_text(record, "reviewer").strip()) <= MAX_REVIEWER_CHARS:  # decisions are people's
         raise InvalidRecord("invalid_value", f"reviewer is not 1 to {MAX_REVIEWER_CHARS} characters")
+    return item_id
+
+
+SIGNED_FEEDBACK_FIELDS: Final = ("id", "tag", "verdict", "reviewer", "decided_at", "model_version")
+"""What a feedback record's ``signature`` covers: everything a label and a judgement are made of."""
+
+
+def feedback_signature(secret: bytes, record: Mapping[str, Any]) -> str:
+    """The HMAC-SHA256, under the review session secret, of a feedback record's :data:`SIGNED_FEEDBACK_FIELDS`, in
+    hex: the worker that signed the reviewer in puts it in the record it publishes."""
+    fields = json.dumps([record.get(name) for name in SIGNED_FEEDBACK_FIELDS], separators=(",", ":"))
+    return hmac.new(secret, b"feedback|" + fields.encode(), hashlib.sha256).hexdigest()
+
+
+def checked_signed_feedback_id(secret: bytes, record: Mapping[str, Any]) -> str:
+    """:func:`checked_feedback_id`, and the record's ``signature`` checked under ``secret``; raises
+    :class:`InvalidRecord`. Whoever may write to the feedback topic but does not hold the secret cannot add labels
+    or judge a model in a reviewer's name."""
+    item_id = checked_feedback_id(record)
+    signature = record.get("signature")
+    # compare_digest takes ASCII text only.
+    if (
+        not isinstance(signature, str)
+        or not signature.isascii()
+        or not hmac.compare_digest(signature, feedback_signature(secret, record))
+    ):
+        raise InvalidRecord("invalid_value", "a decision not signed with this worker's session secret")
     return item_id
 
 

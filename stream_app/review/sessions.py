@@ -5,9 +5,12 @@ the ``Host`` allow-list, and the user header of a trusted authenticating proxy."
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
+import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -15,8 +18,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from stream_app.bounded import remember
+from stream_app.errors import ConfigError
+from stream_app.files import open_regular
 from stream_app.review.records import MAX_REVIEWER_CHARS
 from stream_app.review.sign_outs import SignOuts
+from stream_app.settings import Secret
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
@@ -48,9 +54,46 @@ class Session:
 
 
 def session_secret(settings: Settings) -> bytes:
-    """The key that signs sessions and sign-outs: ``TAGGER_REVIEW_SESSION_SECRET``, else a random one for this
-    process (its sessions hold on this worker only, and end when it stops)."""
+    """The key that signs sessions, sign-outs and decisions: ``TAGGER_REVIEW_SESSION_SECRET`` (see
+    :func:`kept_session_secret` for a worker started without one), else a random one for this process."""
     return settings.review_session_secret.reveal().encode() or secrets.token_bytes(32)
+
+
+KEPT_SECRET_FILE: Final = "review-session-secret"  # noqa: S105 - a file name, not a secret
+"""Where, in ``TAGGER_DATA_DIR``, a worker without ``TAGGER_REVIEW_SESSION_SECRET`` keeps the key it made."""
+_KEPT_SECRET: Final = re.compile(r"[0-9a-f]{64}")
+
+
+def kept_session_secret(settings: Settings) -> Settings:
+    """``settings`` with a ``TAGGER_REVIEW_SESSION_SECRET``: when it is unset, a random key made at the first start
+    and kept in the data folder (:data:`KEPT_SECRET_FILE`, readable by its owner only), so that the decisions, sign-
+    outs and sessions this worker signed still verify after a restart. Raises :class:`ConfigError` when the file
+    cannot be made or read, or holds anything but such a key."""
+    if settings.review_session_secret:
+        return settings
+    path = settings.data_dir / KEPT_SECRET_FILE
+    try:
+        try:
+            with open_regular(path) as handle:
+                key = handle.read(65).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            key = secrets.token_hex(32)
+            made = path.with_name(f".{KEPT_SECRET_FILE}.{secrets.token_hex(8)}")
+            descriptor = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(key)
+            try:
+                os.link(made, path)  # whole, and only if no other process made one meanwhile
+            except FileExistsError:
+                with open_regular(path) as handle:
+                    key = handle.read(65).decode("ascii", "replace").strip()
+            finally:
+                made.unlink()
+    except OSError as error:
+        raise ConfigError(f"the review session key {path} cannot be kept: {error.strerror or error}") from error
+    if _KEPT_SECRET.fullmatch(key) is None:
+        raise ConfigError(f"{path} does not hold a review session key (64 hex digits): remove it to make a new one")
+    return dataclasses.replace(settings, review_session_secret=Secret(key))
 
 
 class Sessions:

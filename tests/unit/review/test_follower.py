@@ -18,6 +18,7 @@ from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard
 from stream_app.review.follower import ReviewFollower, stored_decisions
 from stream_app.review.labels import LabelStore, read_labels
+from stream_app.review.records import feedback_signature
 from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 from tests.unit.review.test_board import NOW, review_record, tagged_record
@@ -34,10 +35,19 @@ def encoded(record: Any) -> bytes:
     return json.dumps(record).encode()
 
 
+SECRET = b"k" * 32
+"""The review session secret of the :func:`follower`."""
+
+
+def signed(decision: dict[str, Any], secret: bytes = SECRET) -> dict[str, Any]:
+    """A feedback record as the page publishes it: signed with the session secret."""
+    return {**decision, "signature": feedback_signature(secret, decision)}
+
+
 def follower(tmp_path: Path) -> tuple[ReviewFollower, CollectorRegistry]:
     registry = CollectorRegistry()
     board = ReviewBoard(recent_limit=100)
-    labels, signed_out = LabelStore(tmp_path / "labels.jsonl"), SignOuts(b"k" * 32, caught_up=True)
+    labels, signed_out = LabelStore(tmp_path / "labels.jsonl"), SignOuts(SECRET, caught_up=True)
     return ReviewFollower(SETTINGS, board, Metrics(registry, EDGES), labels, signed_out), registry
 
 
@@ -57,10 +67,10 @@ def test_bad_records_are_counted_and_skipped_and_good_ones_around_them_count(tmp
         message(review, encoded(review_record("a"))),
         message(tagged, encoded({k: v for k, v in tagged_record("t").items() if k != "tagged_by"})),
         message(tagged, encoded(tagged_record("t"))),
-        message(feedback, encoded({**decision, "verdict": "approved"})),
+        message(feedback, encoded(signed({**decision, "verdict": "approved"}))),
         message(feedback, encoded([decision])),
         message(feedback, None),
-        message(feedback, encoded(decision)),
+        message(feedback, encoded(signed(decision))),
     ]
     for record in records:
         follow.on_record(record)
@@ -100,7 +110,7 @@ def test_a_decision_already_stored_is_not_appended_again(tmp_path: Path) -> None
     follow.on_record(message(SETTINGS.review_topic, encoded(review_record("a"))))
     decision = {"id": "a", "tag": "other", "verdict": "corrected", "reviewer": "ann", "decided_at": NOW}
     follow.stored = {("a", NOW)}
-    follow.on_record(message(SETTINGS.feedback_topic, encoded(decision)))
+    follow.on_record(message(SETTINGS.feedback_topic, encoded(signed(decision))))
     follow.release()
     assert not (tmp_path / "labels.jsonl").exists()
 
@@ -117,7 +127,7 @@ def test_decisions_made_before_the_worker_started_reach_the_board_and_labels_but
         follow.on_record(message(SETTINGS.review_topic, encoded(review_record(id_))))
     for offset, id_ in enumerate(("old", "new")):
         decision = {"id": id_, "tag": "other", "verdict": "corrected", "reviewer": "ann", "decided_at": NOW}
-        follow.on_record(message(SETTINGS.feedback_topic, encoded(decision), offset))
+        follow.on_record(message(SETTINGS.feedback_topic, encoded(signed(decision)), offset))
     follow.release()
     assert list(follow.board.waiting) == []
     labels, _ = read_labels(tmp_path / "labels.jsonl")
@@ -144,7 +154,7 @@ def test_auto_tagged_items_shown_since_the_start_are_counted_and_a_persons_tag_j
     assert registry.get_sample_value("content_tagger_online_shown_total", {"version": "v1"}) == 1
     for offset, (id_, verdict) in enumerate((("t", "reported"), ("h", "corrected"))):
         decision = {"id": id_, "tag": "other", "verdict": verdict, "reviewer": "ann", "decided_at": NOW}
-        follow.on_record(message(SETTINGS.feedback_topic, encoded(decision), offset))
+        follow.on_record(message(SETTINGS.feedback_topic, encoded(signed(decision)), offset))
     follow.release()
     judged = registry.get_sample_value(
         "content_tagger_online_judged_total", {"version": "v1", "route": "tagged", "tag": "computer-vision"}
@@ -227,7 +237,7 @@ def test_a_decision_holding_an_unpaired_surrogate_is_skipped_and_never_reaches_t
     follow.board.on_tagged(other_way, encoded(other_way))  # one that reached the board another way
     hostile = [{**decision, "reviewer": "\ud800"}, {**decision, "decided_at": NOW + "\ud800"}]
     for offset, record in enumerate([*hostile, {**decision, "id": "s"}, {**decision, "id": "u"}, decision]):
-        follow.on_record(message(feedback, encoded(record), offset))
+        follow.on_record(message(feedback, encoded(signed(record)), offset))
     follow.release()
     assert skipped(registry, "tagged", "invalid_value") == 1
     assert skipped(registry, "feedback", "invalid_value") == len(hostile)
@@ -248,3 +258,29 @@ def test_a_labelled_store_that_cannot_be_read_leaves_the_follower_running(
     assert "cannot read the labelled store" in caplog.text
     LabelStore(tmp_path / "good.jsonl").append({"id": "a", "title": "t", "tag": "other", "decided_at": NOW})
     assert stored_decisions(tmp_path / "good.jsonl") == {("a", NOW)}
+
+
+def test_a_decision_not_signed_with_the_session_secret_is_skipped_and_neither_labels_nor_judges(
+    tmp_path: Path,
+) -> None:
+    """Whoever may write to the feedback topic but does not hold the secret cannot add training labels or judge a
+    model in a reviewer's name."""
+    follow, registry = follower(tmp_path)
+    follow.on_record(message(SETTINGS.review_topic, encoded(review_record("a"))))
+    decision = {"id": "a", "tag": "other", "verdict": "corrected", "reviewer": "alice", "decided_at": NOW}
+    forged = [
+        decision,
+        signed(decision, b"another secret"),
+        {**signed(decision), "tag": "mlops"},  # a signed decision with another tag
+        {**decision, "signature": "\u00e9" * 64},
+        {**decision, "signature": 7},
+    ]
+    for offset, record in enumerate(forged):
+        follow.on_record(message(SETTINGS.feedback_topic, encoded(record), offset))
+    follow.release()
+    assert skipped(registry, "feedback", "invalid_value") == len(forged)
+    assert registry.get_sample_value("content_tagger_feedback_decisions_total", {"verdict": "corrected"}) == 0
+    assert read_labels(tmp_path / "labels.jsonl") == ([], 0) and "a" in follow.board.waiting
+    follow.on_record(message(SETTINGS.feedback_topic, encoded(signed(decision)), len(forged)))
+    follow.release()
+    assert [label["reviewer"] for label in read_labels(tmp_path / "labels.jsonl")[0]] == ["alice"]

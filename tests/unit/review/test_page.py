@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +19,15 @@ from aiohttp.test_utils import make_mocked_request
 from aiokafka.errors import KafkaTimeoutError
 from multidict import CIMultiDict
 
+from stream_app.errors import ConfigError
 from stream_app.review import page
 from stream_app.review.accounts import add_reviewer, remove_reviewer
 from stream_app.review.board import ReviewBoard
 from stream_app.review.page import MAX_QUEUED_SIGN_INS, ReviewSite, WebRequest, WebResponse
+from stream_app.review.records import checked_signed_feedback_id, feedback_signature
 from stream_app.review.sessions import (
     COOKIE,
+    KEPT_SECRET_FILE,
     KNOWN_ADDRESS_SECONDS,
     KNOWN_ADDRESSES_PER_NAME,
     MAX_FAILED_SIGN_INS_PER_NAME,
@@ -31,6 +36,7 @@ from stream_app.review.sessions import (
     SignInLimiter,
     client_address,
     host_allowed,
+    kept_session_secret,
     proxy_user,
     session_secret,
 )
@@ -114,6 +120,8 @@ def test_a_signed_in_reviewer_decides_and_the_decision_names_them(tmp_path: Path
     ((feedback, tagged),) = site.published
     assert feedback["reviewer"] == "ann" and feedback["id"] == "a" and tagged["tagged_by"] == "human"
     assert "a" not in site.board.waiting
+    # Signed with the session secret, which every worker's follower checks before it takes the decision.
+    assert checked_signed_feedback_id(site.signed_out.secret, feedback) == "a"
 
 
 def test_no_session_a_wrong_token_another_host_or_another_origin_publish_nothing(tmp_path: Path) -> None:
@@ -648,3 +656,31 @@ def test_the_limiter_forgets_failures_past_its_window() -> None:
 def test_the_host_allow_list(host: str, allowed: bool) -> None:
     hosts = frozenset({"localhost", "127.0.0.1", "[::1]", "review.example:443"})
     assert host_allowed(host, hosts) is allowed
+
+
+def test_a_worker_without_a_session_secret_keeps_the_key_it_made_across_restarts(tmp_path: Path) -> None:
+    """Its decisions are signed with the key: one made anew at each start would leave every decision made before
+    a restart unverified, and the items decided back on the review page."""
+    settings = Settings.from_env({"TAGGER_DATA_DIR": str(tmp_path)})
+    first = kept_session_secret(settings)
+    key = first.review_session_secret.reveal()
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert kept_session_secret(settings).review_session_secret.reveal() == key  # the next start
+    kept = tmp_path / KEPT_SECRET_FILE
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
+    record = {"id": "a", "tag": "other", "verdict": "corrected", "reviewer": "ann", "decided_at": NOW}
+    signature = feedback_signature(session_secret(first), record)
+    assert checked_signed_feedback_id(session_secret(kept_session_secret(settings)), {**record, "signature": signature})
+    given = Settings.from_env({"TAGGER_DATA_DIR": str(tmp_path / "other"), "TAGGER_REVIEW_SESSION_SECRET": "s" * 32})
+    assert kept_session_secret(given) is given and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("content", ["short", "z" * 64, "fifo"])
+def test_a_kept_session_key_that_is_not_one_stops_the_start_with_a_clear_error(tmp_path: Path, content: str) -> None:
+    kept = tmp_path / KEPT_SECRET_FILE
+    if content == "fifo":
+        os.mkfifo(kept)
+    else:
+        kept.write_text(content)
+    with pytest.raises(ConfigError, match=KEPT_SECRET_FILE):
+        kept_session_secret(Settings.from_env({"TAGGER_DATA_DIR": str(tmp_path)}))
