@@ -6,10 +6,11 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from stream_app import APPROVED_TAGS
-from stream_app.dedupe import DedupeIndex
-from stream_app.dedupe.normalize import dedupe_key
+from stream_app.dedupe import DedupeIndex, description_signature, signature_similarity
+from stream_app.dedupe.normalize import dedupe_key, nfkc_casefold, split_words, unescape_html
 from stream_app.errors import TaggerError
 from stream_app.review.labels import latest_decisions
 
@@ -53,15 +54,18 @@ def _read_csv(path: Path) -> list[tuple[int, Example]]:
     """Every row of the CSV with the line it starts on; raises naming all bad rows at once."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataValidationError(f"{path}: missing required columns {missing}")
         rows = []
-        start = reader.line_num + 1
-        for row in reader:
-            # line_num is where a record ends; a quoted description can span lines, so keep the start.
-            rows.append((start, row))
+        try:
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataValidationError(f"{path}: missing required columns {missing}")
             start = reader.line_num + 1
+            for row in reader:
+                # line_num is where a record ends; a quoted description can span lines, so keep the start.
+                rows.append((start, row))
+                start = reader.line_num + 1
+        except (UnicodeDecodeError, csv.Error) as error:  # not UTF-8; a field past the csv module's limit
+            raise DataValidationError(f"{path}: line {reader.line_num + 1}: {error}") from error
     examples: list[tuple[int, Example]] = []
     problems: list[str] = []
     first_line_of_id: dict[str, int] = {}
@@ -126,20 +130,50 @@ HELD_COPY_TTL_SECONDS = 1e9
 """Longer than any time between the rows compared, all dated 0 or 1 s: no row's title expires before the last."""
 
 
+SHARED_DESCRIPTION_SIMILARITY: Final = 0.75
+"""Least estimated word Jaccard similarity (:func:`~stream_app.dedupe.signature_similarity`) at which a
+decision's description counts as a held row's: a few words edited or cut, not another text."""
+MIN_SHARED_DESCRIPTION_WORDS: Final = 8
+"""Fewest words a description needs to be compared: short ones ("A library for X.") are shared by chance."""
+
+
 def copies_of_held_rows(held: Sequence[Example], feedback: Sequence[Example]) -> set[int]:
-    """The positions in ``feedback`` of the decisions on a copy of one of ``held`` (the validation and test rows),
-    as the worker's dedupe judges copies: the same words in any case, width, order or decoration, or one typo away
-    with a description that agrees. Trained on, such a decision would put a held-out row into training under
-    another id, and the gate would judge the candidate on data it learned."""
+    """The positions in ``feedback`` of the decisions on a copy of one of ``held`` (the validation and test rows):
+    as the worker's dedupe judges copies (the same words in any case, width, order or decoration, or one typo
+    away with a description that agrees), or with a held row's description (of at least
+    :data:`MIN_SHARED_DESCRIPTION_WORDS` words), the same or a few words edited, under any title. Trained on, such
+    a decision would put a held-out row's text into training, and the gate would judge the candidate on data it
+    learned."""
     index = DedupeIndex({}, ttl_seconds=HELD_COPY_TTL_SECONDS)
+    held_texts: set[str] = set()
+    held_signatures: list[bytes] = []
     for example in held:
         index.check_and_add(f"held\x00{example.id}", example.title, example.description or None, 0.0)
+        words = _description_words(example.description)
+        if len(words) >= MIN_SHARED_DESCRIPTION_WORDS:
+            held_texts.add(" ".join(words))
+            held_signatures.append(description_signature(example.description))
     copies = set()
     for position, example in enumerate(feedback):
         verdict = index.check_and_add(f"feedback\x00{position}", example.title, example.description or None, 1.0)
         if verdict.duplicate_of is not None and verdict.duplicate_of.startswith("held\x00"):
             copies.add(position)
+            continue
+        words = _description_words(example.description)
+        if len(words) < MIN_SHARED_DESCRIPTION_WORDS:
+            continue
+        signature = description_signature(example.description)
+        if " ".join(words) in held_texts or any(
+            (signature_similarity(signature, theirs) or 0.0) >= SHARED_DESCRIPTION_SIMILARITY
+            for theirs in held_signatures
+        ):
+            copies.add(position)
     return copies
+
+
+def _description_words(description: str) -> list[str]:
+    """A description's words as the dedupe reads them: HTML references read, NFKC, case-folded."""
+    return split_words(nfkc_casefold(unescape_html(description))) if description else []
 
 
 def title_key(title: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_pre
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from model_export.data import Example
-from stream_app.classifier import event_text
+from stream_app.classifier import SCORE_DECIMALS, event_text
+from stream_app.errors import TaggerError
 
 # Chosen to convert to ONNX exactly: text is case-folded by event_text (no lower-casing in the graph), words
 # are matched by an explicit pattern that RE2 reads as Python does (the default one is a Unicode \w class),
@@ -139,6 +141,10 @@ def search(
     return pipeline, params, float(means[chosen]), candidates
 
 
+class ThresholdError(TaggerError):
+    """No review threshold keeps auto-tagged precision at the target."""
+
+
 def cheapest_within_one_error(means: Sequence[float], errors: Sequence[float], costs: Sequence[float]) -> int:
     """Index of the cheapest candidate whose mean score is at least the best mean minus the best's standard
     error; among equally cheap ones the best scoring, then the first."""
@@ -155,7 +161,9 @@ def out_of_fold(pipeline: Pipeline, train: Split, seed: int) -> np.ndarray:
 
 
 def choose_threshold(probabilities: np.ndarray, labels: list[str], classes: list[str], target: float) -> float:
-    """The lowest confidence threshold at which auto-tagged precision stays at or above ``target``.
+    """The lowest confidence threshold at which auto-tagged precision stays at or above ``target``, on the grid of
+    confidences the worker compares it with (:data:`~stream_app.classifier.SCORE_DECIMALS` decimals); raises
+    :class:`ThresholdError` when no threshold up to 1 can.
 
     "Stays": precision must hold for this threshold and every higher one, so a lucky dip in a noisy curve
     cannot pick a threshold that is only just above the target by chance.
@@ -165,10 +173,17 @@ def choose_threshold(probabilities: np.ndarray, labels: list[str], classes: list
     order = np.argsort(-confidence, kind="stable")
     precision = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
     failing = np.nonzero(precision < target)[0]
+    scale = 10**SCORE_DECIMALS
     if len(failing) == 0:
-        return float(confidence.min())
-    first_fail = int(failing[0])
-    if first_fail == 0:
-        return 1.0  # even the most confident prediction is wrong: everything goes to review
-    # Any threshold above the first failing item's confidence keeps precision >= target.
-    return float(np.nextafter(confidence[order][first_fail], 1.0))
+        # The least confidence, rounded down: the worker rounds it as it publishes it, and it must still pass.
+        return math.floor(float(confidence.min()) * scale) / scale
+    # The worker auto-tags a confidence, rounded to the grid, at or above the threshold: the one just above the
+    # first failing item's rounded confidence keeps that item, and every one below it, in review.
+    first_fail = float(confidence[order][int(failing[0])])
+    threshold = (round(first_fail * scale) + 1) / scale
+    if threshold > 1.0:
+        raise ThresholdError(
+            f"the out-of-fold prediction at confidence {first_fail:.7f} is wrong, and no threshold up to 1 keeps it "
+            f"out of the auto-tagged at {target} precision: check the labels of the most confidently mispredicted texts"
+        )
+    return threshold

@@ -37,6 +37,24 @@ def test_a_missing_column_stops_the_run(tmp_path: Path) -> None:
         load_dataset(write(tmp_path, "1,2020-01-01,A title,desc\n", header="id,created_on,title,description\n"))
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"1,d,Caf\xe9 title,x,mlops\n", "codec can't decode"),
+        (b'1,d,Title,"' + b"x" * 200_000 + b'",mlops\n', "field larger"),
+    ],
+    ids=["latin-1", "a-field-past-the-csv-limit"],
+)
+def test_a_file_the_csv_reader_cannot_read_stops_the_run_with_a_data_error(
+    tmp_path: Path, body: bytes, said: str
+) -> None:
+    """Not a traceback: the exporter turns a data error into one line and exit status 2."""
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"id,created_on,title,description,tag\n" + body)
+    with pytest.raises(DataValidationError, match=said):
+        load_dataset(path)
+
+
 def test_empty_titles_and_unapproved_tags_name_their_lines(tmp_path: Path) -> None:
     body = "1,d,Good title,x,mlops\n2,d,   ,x,mlops\n3,d,Another,x,reinforcement-learning\n"
     with pytest.raises(DataValidationError) as error:
@@ -192,7 +210,22 @@ def test_decisions_on_copies_of_held_out_rows_are_found_as_the_worker_finds_copi
         Example("f1", "Ｌｅｇａｌ document classification with BERT", description, "other"),  # full-width letters
         Example("f2", "BERT: legal document classification with", description, "other"),  # order, punctuation
         Example("f3", "Legal document clasification with BERT", description, "other"),  # one typo
-        Example("f4", "Legal document summarization with BERT", description, "other"),  # another item
+        Example("f4", "Legal document summarization with BERT", "Another text on another task.", "other"),
         Example("f5", "Object detection with YOLO", "", "computer-vision"),
+    ]
+    assert copies_of_held_rows(held, feedback) == {0, 1, 2}
+
+
+def test_decisions_that_carry_a_held_out_row_s_description_under_another_title_are_found() -> None:
+    """A new title over a test row's description put the row's text into training: trained on, 115 such decisions
+    raised the candidate's test weighted precision from 0.890 to 0.991, and let a worse model pass the gate."""
+    description = "We fine-tune a transformer to classify legal documents by their topic and their court."
+    held = [Example("t1", "Legal document classification with BERT", description, "natural-language-processing")]
+    feedback = [
+        Example("f1", "Repost number 1 of a project", description, "natural-language-processing"),
+        Example("f2", "Repost number 2", "<p>" + description.upper() + "</p>", "other"),  # as the dedupe reads it
+        Example("f3", "Repost number 3", description.replace(" and their court", ""), "other"),  # words cut
+        Example("f4", "Repost number 4", "We fine-tune a detector to find cars in aerial images of cities.", "other"),
+        Example("f5", "Repost number 5", "Legal documents by topic.", "other"),  # too short to tell
     ]
     assert copies_of_held_rows(held, feedback) == {0, 1, 2}

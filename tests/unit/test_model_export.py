@@ -22,7 +22,7 @@ from model_export.__main__ import main as export_main
 from model_export.data import Example, load_dataset
 from model_export.parity import ParityError
 from stream_app import APPROVED_TAGS
-from stream_app.classifier import event_text
+from stream_app.classifier import event_text, published_row
 from stream_app.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 from tests.conftest import FIXTURE_MODEL
 
@@ -39,10 +39,31 @@ def test_threshold_is_the_lowest_that_keeps_precision_at_every_higher_cut() -> N
     confidence = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6])
     probabilities = np.column_stack([confidence, 1 - confidence])
     labels = ["a", "a", "a", "b", "a", "a"]  # the fourth most confident prediction is wrong
-    assert train.choose_threshold(probabilities, labels, classes, target=0.97) == pytest.approx(0.8, abs=1e-9)
-    assert train.choose_threshold(probabilities, labels, classes, target=0.97) > 0.8
-    assert train.choose_threshold(probabilities, labels, classes, target=0.7) == pytest.approx(0.6)
-    assert train.choose_threshold(probabilities, ["b"] * 6, classes, target=0.5) == 1.0
+    # Just above the wrong one, on the 6-decimal grid the worker compares its rounded confidences on.
+    assert train.choose_threshold(probabilities, labels, classes, target=0.97) == 0.800001
+    assert train.choose_threshold(probabilities, labels, classes, target=0.7) == 0.6
+    # The most confident prediction is wrong: everything goes to review, unless it is saturated (below).
+    assert train.choose_threshold(probabilities, ["b"] * 6, classes, target=0.5) == 0.990001
+
+
+@pytest.mark.parametrize("wrong", [0.8, 0.80000049, 0.80000051, 0.81234567])
+def test_the_threshold_keeps_the_failing_prediction_in_review_after_the_worker_rounds_it(wrong: float) -> None:
+    """The worker publishes confidences rounded to 6 decimals and auto-tags those at or above the threshold: a
+    threshold a hair above the failing confidence (as ``nextafter`` made it) let it through when it rounded up."""
+    classes = ["a", "b"]
+    confidence = np.array([0.99, 0.95, 0.9, wrong, 0.7])
+    labels = ["a", "a", "a", "b", "a"]
+    threshold = train.choose_threshold(np.column_stack([confidence, 1 - confidence]), labels, classes, target=0.97)
+    assert published_row([wrong, 1 - wrong])[0] < threshold
+    assert all(published_row([c, 1 - c])[0] >= threshold for c in confidence[:3])
+
+
+def test_no_threshold_is_chosen_when_a_saturated_prediction_is_wrong() -> None:
+    """At confidence 1.0 (after rounding) no threshold up to 1 keeps it out: a threshold of 1 auto-tagged it."""
+    classes = ["a", "b"]
+    confidence = np.array([0.99999996, 0.95, 0.9])
+    with pytest.raises(train.ThresholdError, match="check the labels"):
+        train.choose_threshold(np.column_stack([confidence, 1 - confidence]), ["b", "a", "a"], classes, target=0.97)
 
 
 def test_precision_vs_coverage_sends_the_least_confident_to_review() -> None:
