@@ -11,6 +11,7 @@ from typing import Any, Final
 from aiokafka.errors import IllegalStateError, KafkaError
 from faust.types import TP, AppT
 
+from stream_app.delivery.kafka import aiokafka_security
 from stream_app.errors import RebalanceStalled
 from stream_app.lifecycle.candidates import ModelLifecycle
 from stream_app.lifecycle.fleet import fleet_model
@@ -20,10 +21,11 @@ from stream_app.pipeline import Pipeline
 from stream_app.review.board import ReviewBoard
 from stream_app.review.follower import follow_decisions
 from stream_app.review.labels import LabelStore
-from stream_app.review.sign_outs import SignOuts
+from stream_app.review.sign_outs import LONGEST_SESSION_SECONDS, SignOuts
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.topology.agent import IndexOwnership, StreamProgress
+from stream_app.topology.retention import KeptTopic, check_retention
 from stream_app.topology.topics import WorkerTopics
 
 log = logging.getLogger(__name__)
@@ -121,8 +123,21 @@ def register_tasks(
 
     @app.task
     async def follow_index() -> None:
-        """Create missing topics, load the title index from its topic, then apply changes as they come."""
+        """Create missing topics, check that the ones read back whole keep their records long enough (a
+        :class:`ConfigError` out of a task stops the worker), load the title index from its topic, then apply
+        changes as they come."""
         await topics.create_missing()
+        await check_retention(
+            {"bootstrap_servers": settings.kafka_bootstrap_servers, **aiokafka_security(settings)},
+            [
+                KeptTopic(
+                    topics.index.get_topic_name(),
+                    settings.dedupe_ttl_seconds + 2 * settings.max_clock_skew_seconds,
+                    "TAGGER_DEDUPE_TTL_DAYS, and twice TAGGER_MAX_CLOCK_SKEW_SECONDS",
+                ),
+                KeptTopic(topics.sign_outs.get_topic_name(), LONGEST_SESSION_SECONDS, "the longest review session"),
+            ],
+        )
         await follower.run()
 
     @app.task
