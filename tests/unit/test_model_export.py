@@ -369,6 +369,21 @@ def test_a_decision_to_train_on_that_copies_a_held_out_decision_is_not_trained_o
     assert split.ignored == 1
 
 
+def test_decisions_of_one_product_family_sharing_a_description_are_learned_beside_held_out_ones(
+    tmp_path: Path,
+) -> None:
+    """Items of one product often share its description: a learned decision is left out for a held-out one's
+    title, not its description, or a family of decisions would leave nothing to learn. A held-out dataset row's
+    description does leave a decision out (test_model_data.py)."""
+    key = promote.holdout_key(tmp_path / promote.HOLDOUT_KEY_FILE)
+    family = "Quuxify turns the tokenizer into dashboards for the data warehouse of your team."
+    feedback = [Example(f"item-{n}", f"Quuxify tokenizer kit {n}", family, "other") for n in range(40)]
+    row = Example("t1", "Legal document classification with BERT", "", "natural-language-processing")
+    split = promote.split_feedback(feedback, [row], key)
+    assert split.holdout and split.ignored == 0
+    assert len(split.learned) + len(split.holdout) == 40
+
+
 def test_the_feedback_holdout_depends_on_a_secret_key_made_once(tmp_path: Path) -> None:
     key_path = tmp_path / "labels" / promote.HOLDOUT_KEY_FILE
     key = promote.holdout_key(key_path)
