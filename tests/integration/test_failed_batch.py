@@ -70,12 +70,13 @@ def test_a_failed_batch_is_never_committed_and_is_delivered_after_a_restart(
 
 
 async def set_topic_config(bootstrap: str, topic: str, name: str, value: str | None) -> None:
-    """Set (or, with None, reset to the broker's default) one config of ``topic``."""
+    """Set (or, with None, reset to the broker's default) one config of the compacted ``topic``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        # AlterConfigs replaces the topic's whole set of overrides: {} drops them all.
-        configs = {} if value is None else {name: value}
+        # AlterConfigs replaces the topic's whole set of overrides: the compaction the worker made it with is given
+        # again (without it, a restarted worker refuses the topic's 7-day retention).
+        configs = {"cleanup.policy": "compact", **({} if value is None else {name: value})}
         (response,) = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
         assert all(error_code == 0 for error_code, *_ in response.resources), response
     finally:
