@@ -58,7 +58,9 @@ bench: $(MODEL) ## Run the benchmarks (classifier, dedupe state, stream, index r
 	trap '[ -z "$$started" ] || scripts/kafka stop' EXIT; \
 	$(PY) -m bench.stream && $(PY) -m bench.replication && $(PY) -m bench.stream --rss-events $(BENCH_RSS_EVENTS) && $(PY) -m bench.profile
 
-clean: ## Remove the virtualenv, caches, models, local broker and registry data
+clean: ## Stop what the scripts started; remove the virtualenv, caches, models, local broker and registry data
+	-scripts/demo stop
+	-scripts/prometheus stop
 	-scripts/kafka stop
 	-scripts/mlflow stop
 	rm -rf $(VENV) .cache .run artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -52,7 +52,11 @@ def load_dataset(path: Path) -> Dataset:
 
 def _read_csv(path: Path) -> list[tuple[int, Example]]:
     """Every row of the CSV with the line it starts on; raises naming all bad rows at once."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as error:
+        raise DataValidationError(f"cannot read the dataset {path}: {error.strerror or error}") from error
+    with handle:
         reader = csv.DictReader(handle)
         rows = []
         try:
@@ -107,7 +111,11 @@ def load_feedback(path: Path) -> Feedback:
     labelled store (:func:`~stream_app.review.labels.latest_decisions`): per id, the decision made last, else
     the later line; an unusable line is skipped and named in :attr:`Feedback.skipped`. Lines written by hand
     may leave out ``decided_at``."""
-    labels, skipped = latest_decisions(path.read_bytes(), dated=False)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataValidationError(f"cannot read the feedback {path}: {error.strerror or error}") from error
+    labels, skipped = latest_decisions(raw, dated=False)
     # Ids as they are: the worker and latest_decisions tell " 1" from "1" (two events), so one decision each.
     examples = [
         Example(label["id"], label["title"].strip(), (label.get("description") or "").strip(), label["tag"].strip())
@@ -137,19 +145,21 @@ MIN_SHARED_DESCRIPTION_WORDS: Final = 8
 """Fewest words a description needs to be compared: short ones ("A library for X.") are shared by chance."""
 
 
-def copies_of_held_rows(held: Sequence[Example], feedback: Sequence[Example]) -> set[int]:
+def copies_of_held_rows(
+    held: Sequence[Example], feedback: Sequence[Example], *, by_description: bool = True
+) -> set[int]:
     """The positions in ``feedback`` of the decisions on a copy of one of ``held`` (the validation and test rows):
     as the worker's dedupe judges copies (the same words in any case, width, order or decoration, or one typo
     away with a description that agrees), or with a held row's description (of at least
-    :data:`MIN_SHARED_DESCRIPTION_WORDS` words), the same or a few words edited, under any title. Trained on, such
-    a decision would put a held-out row's text into training, and the gate would judge the candidate on data it
-    learned."""
+    :data:`MIN_SHARED_DESCRIPTION_WORDS` words), the same or a few words edited, under any title (unless not
+    ``by_description``). Trained on, such a decision would put a held-out row's text into training, and the gate
+    would judge the candidate on data it learned."""
     index = DedupeIndex({}, ttl_seconds=HELD_COPY_TTL_SECONDS)
     held_texts: set[str] = set()
     held_signatures: list[bytes] = []
     for example in held:
         index.check_and_add(f"held\x00{example.id}", example.title, example.description or None, 0.0)
-        words = _description_words(example.description)
+        words = _description_words(example.description) if by_description else []
         if len(words) >= MIN_SHARED_DESCRIPTION_WORDS:
             held_texts.add(" ".join(words))
             held_signatures.append(description_signature(example.description))
@@ -158,6 +168,8 @@ def copies_of_held_rows(held: Sequence[Example], feedback: Sequence[Example]) ->
         verdict = index.check_and_add(f"feedback\x00{position}", example.title, example.description or None, 1.0)
         if verdict.duplicate_of is not None and verdict.duplicate_of.startswith("held\x00"):
             copies.add(position)
+            continue
+        if not held_texts:
             continue
         words = _description_words(example.description)
         if len(words) < MIN_SHARED_DESCRIPTION_WORDS:

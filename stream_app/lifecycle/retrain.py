@@ -46,6 +46,8 @@ class Retrainer:
         """The folder of the model serving now, when it is not one :func:`current_model_dir` finds."""
         self.labels_at_last_run = len(read_labels(settings.labels_path)[0]) if settings.retrain_after_labels else 0
         self.process: asyncio.subprocess.Process | None = None
+        self.exit_logged = False
+        """Whether the exit of the last :attr:`process` was logged."""
         self.reason = ""
         self.drifted_since: float | None = None
         self.fired: set[tuple[str, str]] = set()
@@ -92,8 +94,13 @@ class Retrainer:
         self, live: Classifier, drift: DriftSnapshot | None = None, metrics: Metrics | None = None
     ) -> None:
         """Start a retrain if none is running and a trigger fires."""
-        if self.process is not None and self.process.returncode is None:
-            return
+        if self.process is not None:
+            if self.process.returncode is None:
+                return
+            if not self.exit_logged:  # the exporter's own output names the cause
+                log_exit = log.info if self.process.returncode == 0 else log.error
+                log_exit("the retrain (%s) ended with exit status %d", self.reason, self.process.returncode)
+                self.exit_logged = True
         reason = self._drift_reason(live, drift, time.monotonic()) or self._precision_reason(live, metrics)
         reason = reason or await self._labels_reason()
         if reason is None:
@@ -107,14 +114,14 @@ class Retrainer:
         )
         name = f"retrain-{int(time.time())}"
         out = settings.data_dir / "retrain" / name if settings.registry_url else settings.candidates_dir / name
-        command = [
-            sys.executable, "-m", "model_export", "--feedback", str(settings.labels_path),
-            "--live", str(live_dir), "--out", str(out), "--reason", reason,
-        ]  # fmt: skip
+        command = [sys.executable, "-m", "model_export", "--live", str(live_dir), "--out", str(out), "--reason", reason]
+        # No labelled store before the first decision: a drift retrain then trains on the dataset alone.
+        if await asyncio.to_thread(settings.labels_path.is_file):
+            command += ["--feedback", str(settings.labels_path)]
         if settings.retrain_grid == "fast":
             command.append("--fast")
         if settings.registry_url:
             command += ["--registry", settings.registry_url, "--model-name", settings.registry_model]
         log.warning("retraining (model %s serves), %s: %s", live.version, reason, " ".join(command))
         self.reason = reason
-        self.process = await asyncio.create_subprocess_exec(*command)
+        self.process, self.exit_logged = await asyncio.create_subprocess_exec(*command), False

@@ -175,10 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line: add, remove or list reviewers."""
     parser = argparse.ArgumentParser(prog="python -m stream_app.review.accounts", description=__doc__.split("\n")[0])
     parser.add_argument("--file", type=Path, help="accounts file (default: TAGGER_REVIEWERS_FILE)")
+    # Before or after the command: a subcommand's --file, when given, replaces the one before it.
+    file_option = argparse.ArgumentParser(add_help=False)
+    file_option.add_argument("--file", type=Path, default=argparse.SUPPRESS, help="accounts file")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("add", help="add a reviewer, or set a new password").add_argument("name")
-    commands.add_parser("remove", help="remove a reviewer").add_argument("name")
-    commands.add_parser("list", help="list the reviewers")
+    add = commands.add_parser("add", parents=[file_option], help="add a reviewer, or set a new password")
+    add.add_argument("name")
+    commands.add_parser("remove", parents=[file_option], help="remove a reviewer").add_argument("name")
+    commands.add_parser("list", parents=[file_option], help="list the reviewers")
     args = parser.parse_args(argv)
     try:
         path = args.file or Settings.from_env().reviewers_file

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -652,6 +653,36 @@ def test_the_labelled_store_is_counted_off_the_event_loop(
 
 def thread_name() -> str:
     return threading.current_thread().name
+
+
+@pytest.mark.slow
+def test_a_drift_retrain_before_any_decision_trains_on_the_dataset_and_its_exit_is_logged(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No labelled store exists before the first decision: the exporter used to stop on the missing file, and the
+    drift trigger, fired once per model, never tried again."""
+    settings = Settings(
+        model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates", labels_path=tmp_path / "labels.jsonl",
+        retrain_grid="fast", retrain_drift_seconds=60,
+    )  # fmt: skip
+    retrainer = Retrainer(settings)
+    live = Classifier.load(trained_model_dir)
+    retrainer._drift_reason = lambda *args: "drift: confidence PSI 0.9"  # type: ignore[method-assign]
+
+    async def scenario() -> int:
+        await retrainer.maybe_start(live)
+        assert retrainer.process is not None
+        code = await retrainer.process.wait()
+        retrainer._drift_reason = lambda *args: None  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="stream_app.lifecycle.retrain"):
+            await retrainer.maybe_start(live)
+            await retrainer.maybe_start(live)
+        return code
+
+    assert asyncio.run(scenario()) == 0
+    assert [p.name for p in (tmp_path / "candidates").iterdir() if not p.name.startswith(".")]
+    said = [r.getMessage() for r in caplog.records if "ended with exit status" in r.getMessage()]
+    assert said == ["the retrain (drift: confidence PSI 0.9) ended with exit status 0"]
 
 
 def test_drift_fires_a_retrain_only_after_lasting_the_stated_time_and_once_per_model(trained_model_dir: Path) -> None:

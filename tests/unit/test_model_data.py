@@ -55,6 +55,13 @@ def test_a_file_the_csv_reader_cannot_read_stops_the_run_with_a_data_error(
         load_dataset(path)
 
 
+def test_a_missing_dataset_or_feedback_file_stops_the_run_with_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="cannot read the dataset .*No such file"):
+        load_dataset(tmp_path / "missing.csv")
+    with pytest.raises(DataValidationError, match="cannot read the feedback .*No such file"):
+        load_feedback(tmp_path / "missing.jsonl")
+
+
 def test_empty_titles_and_unapproved_tags_name_their_lines(tmp_path: Path) -> None:
     body = "1,d,Good title,x,mlops\n2,d,   ,x,mlops\n3,d,Another,x,reinforcement-learning\n"
     with pytest.raises(DataValidationError) as error:

@@ -40,6 +40,15 @@ def test_the_command_adds_a_reviewer_whose_password_alone_verifies(tmp_path: Pat
     assert accounts.names == frozenset()
 
 
+def test_file_may_follow_the_command_as_the_docs_write_it(tmp_path: Path) -> None:
+    path, elsewhere = tmp_path / "reviewers", tmp_path / "not-this-one"
+    added = reviewers("--file", str(elsewhere), "add", "ann", "--file", str(path), password=SECRET)
+    assert added.returncode == 0, added.stderr
+    assert reviewers("list", "--file", str(path)).stdout.split() == ["ann"] and not elsewhere.exists()
+    assert reviewers("remove", "ann", "--file", str(path)).returncode == 0
+    assert reviewers("list", "--file", str(path)).stdout.split() == []
+
+
 def test_the_same_password_is_salted_differently_and_a_new_one_replaces_the_old(tmp_path: Path) -> None:
     path = tmp_path / "reviewers"
     add_reviewer(path, "ann", "the same password")
