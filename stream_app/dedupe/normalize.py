@@ -136,28 +136,32 @@ def normalize_title(title: str) -> str:
 
 
 def canonical_form(words: list[str]) -> str:
-    """Words as the exact tier compares them, sorted and joined by single spaces: each word once, except that a word
-    with a digit is kept as often as it occurs, and words with digits that follow one another are kept together, in
-    their order, as one number. A repeated word adds nothing ("YOLO: YOLO object detection"), but a repeated number
-    is another version ("Llama 3.3" is not "Llama 3"), and so are the same digits in another order ("PyTorch 2.1" is
-    not "PyTorch 1.2"); numbers apart may move ("GPT-4 vs Llama 2" is "Llama 2 vs GPT-4")."""
+    """Words as the exact tier compares them, sorted and joined by single spaces: each word once, except that a number
+    (:func:`number_runs`) is kept as often as it occurs. A repeated word adds nothing ("YOLO: YOLO object detection"),
+    but a repeated number is another version ("Llama 3.3" is not "Llama 3"), and so are the same digits in another
+    order ("PyTorch 2.1" is not "PyTorch 1.2"); numbers apart may move ("GPT-4 vs Llama 2" is "Llama 2 vs GPT-4")."""
     if all(word.isalpha() for word in words):
         return " ".join(sorted(set(words)))
     # Not all letters: a digit, or a combining mark (Thai, Devanagari), which is no number.
-    others: set[str] = set()
-    numbers: list[str] = []
+    others = {word for word in words if word.isalpha() or not DIGITS.search(word)}
+    return " ".join(sorted([*others, *number_runs(words)]))
+
+
+def number_runs(words: list[str]) -> list[str]:
+    """A title's numbers in order: each run of adjacent words with a digit, joined by ``.`` ("2.1", "v1.2", "3.70b"),
+    so that the order of a number's parts counts and the order of numbers apart does not. No word holds a ``.``: a
+    joined number is never a word."""
+    runs: list[str] = []
     run: list[str] = []
     for word in words:
         if not word.isalpha() and DIGITS.search(word):
             run.append(word)
-            continue
-        if run:
-            numbers.append(".".join(run))  # no word holds a ".": a joined number is never a word
+        elif run:
+            runs.append(".".join(run))
             run = []
-        others.add(word)
     if run:
-        numbers.append(".".join(run))
-    return " ".join(sorted([*others, *numbers]))
+        runs.append(".".join(run))
+    return runs
 
 
 def blake2b_function(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:

@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.dedupe.normalize import DIGITS, blake2b_function, nfkc_casefold, split_words, unescape_html
+from stream_app.dedupe.normalize import blake2b_function, nfkc_casefold, number_runs, split_words, unescape_html
 
 BANDS: Final = 4
 ROWS: Final = 3
@@ -199,10 +199,12 @@ def jaccard(left: set[str], right: set[str]) -> float:
 
 
 def digit_runs(words: list[str]) -> str:
-    """The numbers in a title's words (repeats included), sorted: a typo never changes them, so two titles
-    whose numbers differ are never near copies (YOLOv5 and YOLOv7, part 1 and part 2, issue 12 and issue 13)."""
-    numbered = [word for word in words if not word.isalpha()]  # no letter is a digit: most words skip the search
-    return " ".join(sorted(DIGITS.findall(" ".join(numbered)))) if numbered else ""
+    """The numbers in a title's words (:func:`~stream_app.dedupe.normalize.number_runs`, repeats included), sorted: a
+    typo never changes them, so two titles whose numbers differ are never near copies (YOLOv5 and YOLOv7, part 1 and
+    part 2, PyTorch 2.1 and 1.2)."""
+    if all(word.isalpha() for word in words):  # no letter is a digit: most titles skip the search
+        return ""
+    return " ".join(sorted(number_runs(words)))
 
 
 def bucket_ids(words: list[str]) -> list[int]:

@@ -88,8 +88,10 @@ def test_exact_copies_and_distinct_items() -> None:
         ("Deep learning for computer vision part VII", "Deep learning for computer vision part VIII"),
         # A repeated number is another version, for the exact tier too.
         ("Llama 3.3 70B: what changed", "Llama 3 70B: what changed"),
-        # So are the same digits in another order.
+        # So are the same digits in another order, with a typo beside them too.
         ("What is new in PyTorch 2.1 for compiled models", "What is new in PyTorch 1.2 for compiled models"),
+        ("What is new in PyTorch 2.1 for compiled models", "What is new in PyTorch 1.2 for compiled modles"),
+        ("TensorFlow 2.13 release notes and Keras integration", "TensorFlow 13.2 release notes and Keras integraton"),
         # "smçaller" is one letter from "smaller" and has the stored 3 bytes of "sentiment": the stored title's
         # buckets tell the two apart.
         ("Training sentiment models by knowledge distillation", "Training smaller models by knowledge distillation"),
