@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from stream_app import APPROVED_TAGS
+from stream_app.classifier import published_confidences
 
 CONFIDENCE_BIN_EDGES: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 """Fixed bins of the max-confidence histogram; the worker's confidence histogram uses the same edges."""
@@ -28,7 +29,7 @@ def reference(
     not see those texts, like live traffic, and at 5x the validation split's size they are a steadier
     reference (sampling noise alone puts the PSI of 115 events near 0.1).
     """
-    confidence = probabilities.max(axis=1)
+    confidence = published_confidences(probabilities)
     counts, _ = np.histogram(np.clip(confidence, 0.0, 1.0), bins=np.asarray(CONFIDENCE_BIN_EDGES))
     predicted = np.asarray(classes)[probabilities.argmax(axis=1)]
     return {

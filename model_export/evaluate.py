@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from model_export.data import Example
+from stream_app.classifier import published_confidences
 
 COVERAGE_LEVELS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
 """Shares auto-tagged at which precision is reported, the least confident going to review."""
@@ -58,7 +59,7 @@ def evaluate(
     """Everything the card reports about a held-out split."""
     labels = [e.tag for e in examples]
     predicted = [classes[i] for i in probabilities.argmax(axis=1)]
-    confidence = probabilities.max(axis=1)
+    confidence = published_confidences(probabilities)
     correct = np.asarray(predicted) == np.asarray(labels)
     slices = {
         "short_title": [len(e.title.split()) < 5 for e in examples],

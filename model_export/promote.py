@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import precision_score
 
 from model_export.data import Example, copies_of_held_rows
+from stream_app.classifier import published_confidences
 from stream_app.errors import ConfigError
 
 ITEMS_OF_SLACK: Final = 2
@@ -119,7 +120,7 @@ def score(
     """Score one model from its probabilities on the test split and on the feedback holdout."""
     labels = np.asarray([e.tag for e in test])
     predicted = np.asarray([classes[i] for i in test_probabilities.argmax(axis=1)])
-    confident = test_probabilities.max(axis=1) >= threshold
+    confident = published_confidences(test_probabilities) >= threshold
     at_threshold = float((predicted[confident] == labels[confident]).mean()) if confident.any() else 0.0
     feedback_accuracy = None
     if holdout:

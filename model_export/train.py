@@ -14,7 +14,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_pre
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from model_export.data import Example
-from stream_app.classifier import SCORE_DECIMALS, event_text
+from stream_app.classifier import SCORE_DECIMALS, event_text, published_confidences
 from stream_app.errors import TaggerError
 
 # Chosen to convert to ONNX exactly: text is case-folded by event_text (no lower-casing in the graph), words
@@ -168,7 +168,7 @@ def choose_threshold(probabilities: np.ndarray, labels: list[str], classes: list
     "Stays": precision must hold for this threshold and every higher one, so a lucky dip in a noisy curve
     cannot pick a threshold that is only just above the target by chance.
     """
-    confidence = probabilities.max(axis=1)
+    confidence = published_confidences(probabilities)
     correct = np.asarray(classes)[probabilities.argmax(axis=1)] == np.asarray(labels)
     order = np.argsort(-confidence, kind="stable")
     precision = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)

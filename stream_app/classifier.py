@@ -90,6 +90,12 @@ def published_scores(probabilities: Any) -> Any:
     return probabilities.astype(np.float64).round(SCORE_DECIMALS)
 
 
+def published_confidences(probabilities: Any) -> Any:
+    """Each row's best probability as the worker publishes it and compares it with the review threshold (rounded
+    as :func:`published_scores` rounds): what the exporter chooses the threshold on and evaluates it with."""
+    return probabilities.max(axis=1).astype(np.float64).round(SCORE_DECIMALS)
+
+
 def published_row(row: list[float]) -> list[float]:
     """:func:`published_scores` of one row, in Python (numpy's ``round`` is this double arithmetic): for one row,
     cheaper than numpy and than ``round(score, 6)``."""

@@ -17,6 +17,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from model_export import card as card_module
 from model_export import evaluate, export, parity, promote, train
 from model_export.__main__ import main as export_main
 from model_export.data import Example, load_dataset
@@ -56,6 +57,23 @@ def test_the_threshold_keeps_the_failing_prediction_in_review_after_the_worker_r
     threshold = train.choose_threshold(np.column_stack([confidence, 1 - confidence]), labels, classes, target=0.97)
     assert published_row([wrong, 1 - wrong])[0] < threshold
     assert all(published_row([c, 1 - c])[0] >= threshold for c in confidence[:3])
+
+
+def test_the_exporter_counts_auto_tagged_items_as_the_worker_will_after_rounding() -> None:
+    """A correct item at 0.8000006 is published as 0.800001, at the threshold just above a wrong one at 0.8: the
+    worker auto-tags it, so the card's coverage, its drift reference and the gate must count it as auto-tagged."""
+    classes = ["a", "b"]
+    confidence = np.array([0.99, 0.95, 0.8000006, 0.8, 0.7, 0.6])
+    probabilities = np.column_stack([confidence, 1 - confidence])
+    labels = ["a", "a", "a", "b", "a", "a"]
+    threshold = train.choose_threshold(probabilities, labels, classes, target=0.97)
+    worker = [published_row([c, 1 - c])[0] >= threshold for c in confidence]
+    assert worker == [True, True, True, False, False, False]
+    examples = [Example(str(n), f"title {n}", "", tag) for n, tag in enumerate(labels)]
+    assert evaluate.evaluate(examples, probabilities, classes, threshold)["at_threshold"]["coverage"] == 0.5
+    assert card_module.reference(probabilities, classes, threshold)["below_threshold_share"] == 0.5
+    scored = promote.score(examples, probabilities, [], np.empty((0, 2)), classes, threshold)
+    assert scored.test_auto_tagged == 3
 
 
 def test_no_threshold_is_chosen_when_a_saturated_prediction_is_wrong() -> None:
