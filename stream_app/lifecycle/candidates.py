@@ -148,7 +148,9 @@ def file_decision(folder: Path, candidates_dir: Path, outcome: str, detail: dict
     target.parent.mkdir(parents=True, exist_ok=True)
     decision: dict[str, Any] = {**detail, "outcome": outcome, "decided_at": time.time()}
     if outcome == PROMOTED:
-        decision["promotion_number"] = 1 + max((order[0] for order, _ in promotions(candidates_dir)), default=0)
+        highest = max((order[0] for order, _ in promotions(candidates_dir)), default=0)
+        # At the cap (a hostile or damaged file), ties are ordered by decided_at.
+        decision["promotion_number"] = min(highest + 1, MAX_PROMOTION_NUMBER)
     written = folder / ".decision.json.tmp"
     written.write_text(json.dumps(decision))
     os.replace(written, folder / "decision.json")

@@ -39,9 +39,10 @@ class KeptTopic:
 def retention_problem(topic: KeptTopic, configs: Mapping[str, str | None]) -> str | None:
     """Why ``topic``, configured with ``configs`` (the broker's ``cleanup.policy`` and ``retention.ms``), would
     delete records before they are no longer needed; None when it would not."""
-    policy = configs.get("cleanup.policy") or "delete"
+    given = configs.get("cleanup.policy")
+    policy = "delete" if given is None else given  # Kafka's default; an empty list keeps every record
     if "delete" not in {part.strip() for part in policy.split(",")}:
-        return None  # compacted only: each key's last record stays
+        return None  # compacted only (each key's last record stays), or no cleanup at all
     raw = configs.get("retention.ms") or "-1"
     try:
         retention_ms = int(raw)

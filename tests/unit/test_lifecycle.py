@@ -539,6 +539,19 @@ def test_a_restart_serves_the_last_promotion_even_when_the_clock_stepped_back_be
     assert current_model_dir(trained_model_dir, candidates) == candidates / "promoted" / "second"
 
 
+def test_a_promotion_after_one_numbered_at_the_cap_is_still_served_after_a_restart(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    candidates = tmp_path / "candidates"
+    capped = candidates / "promoted" / "capped"
+    capped.mkdir(parents=True)
+    decision = {"outcome": "promoted", "decided_at": 1000.0, "promotion_number": candidates_module.MAX_PROMOTION_NUMBER}
+    (capped / "decision.json").write_text(json.dumps(decision))
+    folder = candidate(tmp_path, trained_model_dir, "next")
+    candidates_module.file_decision(folder, candidates, "promoted", {"version": "next"})
+    assert current_model_dir(trained_model_dir, candidates) == candidates / "promoted" / "next"
+
+
 @pytest.mark.parametrize("killed_at", ["write_text", "rename"])
 def test_a_crash_while_a_promotion_is_filed_leaves_the_candidate_pending_not_a_promoted_folder_passed_over(
     trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: str

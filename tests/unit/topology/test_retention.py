@@ -14,6 +14,7 @@ INDEX = KeptTopic("tagger-title-index", 30 * 86400.0 + 600.0, "TAGGER_DEDUPE_TTL
     [
         ({"cleanup.policy": "compact", "retention.ms": "604800000"}, False),  # the retention applies to nothing
         ({"cleanup.policy": "compact,delete", "retention.ms": "-1"}, False),
+        ({"cleanup.policy": "", "retention.ms": "604800000"}, False),  # no cleanup policy: records are kept
         ({"cleanup.policy": "delete", "retention.ms": str(31 * 86400 * 1000)}, False),
         ({"cleanup.policy": "compact,delete", "retention.ms": str(30 * 86400 * 1000 + 600_000)}, False),
         ({"cleanup.policy": "delete", "retention.ms": "604800000"}, True),  # a broker's default for a new topic
