@@ -44,3 +44,32 @@ def test_a_start_in_a_folder_of_someone_else_s_is_refused_and_leaves_it_whole(
     )
     assert reset.returncode == 1, reset.stdout + reset.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["important.txt"]
+
+
+@pytest.mark.kafka
+def test_a_broker_asked_for_on_another_port_than_it_runs_on_is_an_error_not_a_wrong_address(tmp_path: Path) -> None:
+    """The running broker is found by its data folder: answering "already running" for another port pointed the
+    caller (the demo's worker) at a port nothing listened on."""
+
+    def free_port() -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return str(probe.getsockname()[1])
+
+    port, controller, other = free_port(), free_port(), free_port()
+    env = {**os.environ, "KAFKA_DATA_DIR": str(tmp_path / "kafka"), "KAFKA_CONTROLLER_PORT": controller}
+
+    def kafka(command: str, kafka_port: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ROOT / "scripts" / "kafka", command], env={**env, "KAFKA_PORT": kafka_port}, capture_output=True,
+            text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    assert kafka("start", port).returncode == 0
+    try:
+        again = kafka("start", other)
+        assert again.returncode == 1 and f"runs on port {port}, not KAFKA_PORT={other}" in again.stderr, again
+        assert f"running on 127.0.0.1:{port} " in kafka("status", other).stdout
+        assert kafka("start", port).returncode == 0
+    finally:
+        kafka("stop", port)
