@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, cast
 
@@ -63,21 +63,39 @@ class StreamProgress:
     show no lag either.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.next_offset: dict[TP, int] = {}
+        self.changed_at: dict[TP, float] = {}
+        """When the agent last took or finished events of each partition (``clock`` seconds)."""
+        self.clock = clock
 
     def taken(self, events: Sequence[EventT[Any]]) -> None:
         """The agent took ``events`` to work on: a partition it had finished nothing of counts from the first."""
+        now = self.clock()
         for event in events:
             self.next_offset.setdefault(event.message.tp, event.message.offset)
+            self.changed_at[event.message.tp] = now
 
     def processed(self, events: Sequence[EventT[Any]]) -> None:
         """The agent published what ``events`` made."""
+        now = self.clock()
         for event in events:
             self.next_offset[event.message.tp] = event.message.offset + 1
+            self.changed_at[event.message.tp] = now
+
+    def idle_since(self, tp: TP) -> float | None:
+        """When the agent last took or finished events of ``tp``; None if it has not since the assignment."""
+        return self.changed_at.get(tp) if tp in self.next_offset else None
+
+    def skip(self, tp: TP, start: int, end: int) -> None:
+        """Offsets ``start`` to ``end`` of ``tp`` hold nothing the agent can be given (transaction markers, aborted
+        records): count from ``end``, unless the agent has moved on since ``start`` was read."""
+        if self.next_offset.get(tp) == start:
+            self.next_offset[tp] = end
 
     def reassigned(self) -> None:
         self.next_offset.clear()
+        self.changed_at.clear()
 
 
 class BatchTagger:

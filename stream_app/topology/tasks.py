@@ -25,6 +25,7 @@ from stream_app.review.sign_outs import LONGEST_SESSION_SECONDS, SignOuts
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.topology.agent import IndexOwnership, StreamProgress
+from stream_app.topology.gaps import IDLE_SECONDS, EmptyStretches
 from stream_app.topology.retention import KeptTopic, check_retention
 from stream_app.topology.topics import WorkerTopics
 
@@ -147,6 +148,14 @@ def register_tasks(
         await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path), signed_out)
 
     watch = RebalanceWatch()
+    # The agent's own isolation level: read committed, aborted records are what it is never given.
+    stretches = EmptyStretches(
+        {
+            "bootstrap_servers": settings.kafka_bootstrap_servers,
+            "isolation_level": "read_committed" if settings.exactly_once else "read_uncommitted",
+            **aiokafka_security(settings),
+        }
+    )
 
     @app.timer(interval=5.0)
     async def watch_rebalance() -> None:
@@ -162,7 +171,14 @@ def register_tasks(
         lags = await partition_lags(
             assigned, progress.next_offset, app.consumer.position, app.consumer.highwaters, lambda: ownership.assigned
         )
+        now = time.monotonic()
         for partition, lag in lags.items():
+            tp = TP(settings.input_topic, partition)
+            start, since = progress.next_offset.get(tp), progress.idle_since(tp)
+            if lag > 0 and start is not None and since is not None and now - since >= IDLE_SECONDS:
+                if not await stretches.holds_records(tp.topic, partition, start, start + lag):
+                    progress.skip(tp, start, start + lag)
+                    lag = 0
             metrics.set_lag(partition, lag)
 
     lifecycle = ModelLifecycle(

@@ -1,14 +1,17 @@
 """The consumer lag of a stuck agent counts the batch it holds and keeps growing with the input, past what the
-consumer buffers: the backlog ``ContentTaggerStalled`` fires on (real broker)."""
+consumer buffers: the backlog ``ContentTaggerStalled`` fires on; and offsets the agent is never given (an
+aborted transaction's records, transaction markers) stop counting once the partition is idle (real broker)."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
-from tests.integration.harness import produce, run
+from tests.integration.harness import produce, read_outputs, run
 from tools.replay import event_value
 
 pytestmark = [pytest.mark.kafka]
@@ -55,3 +58,41 @@ def test_the_lag_of_a_stuck_agent_counts_its_batch_and_grows_past_what_the_consu
     send(FIRST, MORE)
     after = settled(worker, before + MORE, 60)
     assert after >= before + MORE, (before, after, worker.log_tail())
+
+
+async def commit_one_then_abort(bootstrap: str, topic: str, aborted: int) -> None:
+    """One event in a committed transaction, then ``aborted`` events in a transaction that is aborted, as a
+    transactional scraper does when it fails half-way."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"scraper-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            event = {"id": "kept", "title": "Object detection with YOLO on drones", "description": "Drones."}
+            await producer.send_and_wait(topic, event_value(event), key=b"kept", partition=0)
+        await producer.begin_transaction()
+        for n in range(aborted):
+            event = {"id": f"aborted-{n}", "title": f"Aborted project number {n}", "description": "Never sent."}
+            await producer.send(topic, event_value(event), key=f"aborted-{n}".encode(), partition=0)
+        await producer.flush()
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.slow
+def test_an_aborted_transaction_on_a_quiet_stream_leaves_no_lag_exactly_once(start_worker: Any) -> None:
+    """Read committed, the 50 aborted records and the two markers are never given to the agent: counted as lag on
+    a quiet stream, they fired ContentTaggerStalled (critical) on a worker with nothing to do."""
+    worker, topics = start_worker(TAGGER_PROCESSING_GUARANTEE="exactly_once")
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    run(commit_one_then_abort(bootstrap, topics.input, 50))
+    outputs = run(read_outputs(bootstrap, topics, 1, timeout=60, settle=0.5))
+    assert sum(len(records) for records in outputs.values()) == 1, outputs
+    deadline, readings = time.monotonic() + 60, []
+    while time.monotonic() < deadline:
+        readings.append(lag(worker))
+        if readings[-1] == 0 and len(readings) > 1:
+            break
+        time.sleep(2.0)
+    assert readings[-1] == 0, (readings, worker.log_tail())
+    assert worker.total("content_tagger_events_consumed_total") == 1

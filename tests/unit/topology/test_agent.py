@@ -32,6 +32,20 @@ def test_stream_progress_is_the_first_offset_not_finished_and_forgotten_on_a_reb
     assert progress.next_offset == {}
 
 
+def test_a_stretch_the_agent_is_never_given_is_skipped_unless_the_agent_moved_on_meanwhile() -> None:
+    now = [100.0]
+    progress, tp = StreamProgress(clock=lambda: now[0]), TP("content", 0)
+    assert progress.idle_since(tp) is None  # nothing taken since the assignment: the lag counts from the position
+    progress.processed([SimpleNamespace(message=SimpleNamespace(tp=tp, offset=9))])  # type: ignore[list-item]
+    assert progress.idle_since(tp) == 100.0 and progress.next_offset == {tp: 10}
+    progress.skip(tp, 10, 62)  # markers and aborted records up to the end
+    assert progress.next_offset == {tp: 62}
+    now[0] = 130.0
+    progress.taken([SimpleNamespace(message=SimpleNamespace(tp=tp, offset=62))])  # type: ignore[list-item]
+    progress.skip(tp, 40, 70)  # read when the agent was at 40: it has moved on since
+    assert progress.next_offset == {tp: 62} and progress.idle_since(tp) == 130.0
+
+
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_the_worker_consumer_rewinds_partitions_without_a_committed_offset(
     trained_model_dir: Path, tmp_path: Path, guarantee: str
