@@ -19,6 +19,7 @@ import faust
 from stream_app.app import create_app
 from stream_app.errors import ConfigError, TaggerError
 from stream_app.faust_patches.checks import check_library_hooks
+from stream_app.faust_patches.header_keys import install as tolerate_header_keys
 from stream_app.lifecycle.fleet import start_model
 from stream_app.log_repeats import summarise_repeats
 from stream_app.review.sessions import kept_session_secret
@@ -147,6 +148,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
     """Build the worker's app; a configuration or model error exits with status 2 and one clear line."""
     try:
         check_library_hooks()
+        tolerate_header_keys()
         settings = settings if settings is not None else Settings.from_env()
         classifier, model_dir = start_model(settings)
         make_data_dir(settings.data_dir)

@@ -51,6 +51,8 @@ FETCH_WAIT = "faust-streaming hard-codes the worker consumer's fetch_max_wait_ms
 ANSWERED_RETRY = "aiokafka #1172: a transaction's first writes are refused while its last one's markers land"
 REVOKED_ACKS = "faust-streaming #502: a revoked partition's acks are forgotten before they are committed"
 LIVELOCK_CHECK = "robinhood/faust #658: Faust reads a partition's position while aiokafka resets it (consumer.py)"
+HEADER_KEYS = "aiokafka decodes header keys as strict UTF-8 in the fetch; not reported upstream (header_keys.py)"
+PY_BATCH = "aiokafka.record.default_records:_DefaultRecordBatchPy"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
     Hook(FAUST_THREAD, "verify_event_path", "RewindingConsumerThread.verify_event_path", LIVELOCK_CHECK),
@@ -112,6 +114,10 @@ HOOKS: Final = (
         for name in ("handle_response", "_to_reenqueue", "_default_backoff")
     ),
     Hook("aiokafka.producer.sender:TxnOffsetCommitHandler", "handle_response", "answered_retries", ANSWERED_RETRY),
+    Hook("aiokafka.consumer.fetcher", "MemoryRecords", "header_keys.install", HEADER_KEYS),
+    Hook("aiokafka.record.default_records", "_DefaultRecordBatchPy", "header_keys.LenientRecordBatch", HEADER_KEYS),
+    *(Hook(PY_BATCH, name, "header_keys.LenientRecordBatch", HEADER_KEYS) for name in ("_buffer", "_maybe_uncompress")),
+    Hook(PY_BATCH, "_read_msg", "header_keys.LenientRecordBatch (reads header keys from _buffer)", HEADER_KEYS),
 )
 
 
