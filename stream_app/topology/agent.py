@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable, Sequence
 from concurrent.futures import Executor
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import faust
 import mode
 from faust.types import TP, AppT, EventT, StreamT, TopicT
 
+from stream_app.bounded import remember
 from stream_app.delivery.batched import Record
 from stream_app.delivery.publish import Publisher, encode
 from stream_app.faust_patches.consumer import TaggerConsumer
@@ -31,6 +33,8 @@ from stream_app.title_index.index import IndexChange, TitleIndex
 from stream_app.topology.topics import WorkerTopics
 
 SWEEP_INTERVAL_SECONDS = 1.0
+MAX_UNPUBLISHED: Final = 100_000
+"""Most index changes a worker that gets no batch keeps for its next one (about 10 MB)."""
 """How often expired titles are deleted from the index: a sweep costs what it deletes (not what the index holds),
 so frequent sweeps keep each one short."""
 
@@ -125,6 +129,9 @@ class BatchTagger:
         """Where the review and tagged records go as well, for this worker's review follower to find them."""
         self.index_topic = str(topics.index.get_topic_name())
         self.last_sweep = float("-inf")
+        self.unpublished: OrderedDict[bytes, IndexChange] = OrderedDict()
+        """Changes a sweep between batches (:meth:`sweep_idle`) made, by key, for the next batch to publish; at most
+        :data:`MAX_UNPUBLISHED`."""
 
     async def __call__(self, events: Sequence[EventT[Any]]) -> None:
         admitted = [self.admit(event) for event in events]
@@ -169,14 +176,30 @@ class BatchTagger:
         )
 
     def sweep(self) -> list[Record]:
-        """What this worker publishes to the index topic for the titles it owns, at most once a
-        :data:`SWEEP_INTERVAL_SECONDS`: deletions of those expired since the last sweep, and entries a deletion
-        came after in the topic although they were fresh (:meth:`TitleIndex.expire`)."""
+        """What this worker publishes to the index topic for the titles it owns: what the sweeps since the last
+        batch made (:meth:`sweep_idle`), then, at most once a :data:`SWEEP_INTERVAL_SECONDS`, deletions of those
+        expired since the last sweep and entries a deletion came after in the topic although they were fresh
+        (:meth:`TitleIndex.expire`)."""
+        changes, self.unpublished = list(self.unpublished.values()), OrderedDict()
         now = time.time()
-        if now - self.last_sweep < SWEEP_INTERVAL_SECONDS:
-            return []
+        if now - self.last_sweep >= SWEEP_INTERVAL_SECONDS:
+            self.last_sweep = now
+            changes += self.index.expire()
+        # Owned now: a change made for a partition revoked since is the new owner's to publish.
+        return [self.index_record(change) for change in changes if self.ownership.owns(change)]
+
+    def sweep_idle(self, now: float) -> None:
+        """Sweep when no batch has for a :data:`SWEEP_INTERVAL_SECONDS`: a worker given no events (more workers than
+        partitions, or quiet ones) must still let expired titles go, or its index would grow without end. What it
+        owns waits for the next batch to publish it with the outputs (it is deleted here already)."""
+        if not self.index.loaded or now - self.last_sweep < SWEEP_INTERVAL_SECONDS:
+            return
         self.last_sweep = now
-        return [self.index_record(change) for change in self.index.expire() if self.ownership.owns(change)]
+        for change in self.index.expire():
+            if self.ownership.owns(change):
+                # Past the bound, the oldest deletions are not published: the topic keeps those expired entries,
+                # which a starting worker loads and lets go at its first sweep.
+                remember(self.unpublished, change.key, change, MAX_UNPUBLISHED)
 
     def output_record(self, output: Output) -> Record:
         key = output.key.encode() if output.key is not None else None
@@ -197,7 +220,13 @@ def register_agent(
     progress: StreamProgress,
     settings: Settings,
 ) -> None:
-    """Declare ``tag_events``, the agent that takes batches off ``source`` once the title index is loaded."""
+    """Declare ``tag_events``, the agent that takes batches off ``source`` once the title index is loaded, and the
+    timer that sweeps the index between batches."""
+
+    @app.timer(interval=SWEEP_INTERVAL_SECONDS)
+    async def sweep_between_batches() -> None:
+        """Let expired titles go on a worker that gets no batch (see :meth:`BatchTagger.sweep_idle`)."""
+        tag.sweep_idle(time.time())
 
     # An unexpected error in the agent stops the worker instead of restarting the agent: a restarted agent skips
     # the event it failed on, while a restarted worker resumes from the last committed offset (errors.py).

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from tests.integration.harness import WorkerProcess, ids_in, produce, read_outputs, run
+from tests.integration.harness import WorkerProcess, ids_in, produce, produce_paced, read_outputs, run
 from tests.integration.test_worker import dataset_rows
 from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 from tools.replay import event_value
@@ -188,3 +188,24 @@ def test_an_entry_a_deletion_came_after_in_the_topic_is_written_again_for_worker
     run(produce(bootstrap, topics.input, [(b"copy", event_value({**row, "id": "copy"}), None)]))
     outputs = run(read_outputs(bootstrap, topics, 2 + nudges, timeout=90, settle=1.0))
     assert ids_in(outputs["duplicate"]) == ["copy"], restarted.log_tail()
+
+
+@pytest.mark.slow
+def test_a_worker_given_no_events_lets_expired_titles_go_like_the_one_that_takes_them(start_worker: Any) -> None:
+    """Expiry used to run only in a batch: a worker without an input partition (more workers than partitions)
+    kept every title it read, past the TTL, and grew without end."""
+    ttl, rate, count = 15.0, 2.0, 120
+    env = {"TAGGER_DEDUPE_TTL_DAYS": str(ttl / 86400), "TAGGER_MAX_CLOCK_SKEW_SECONDS": "1"}
+    first, topics = start_worker(partitions=1, **env)
+    second, _ = start_worker(partitions=1, topics=topics, app_id=first.app_id, **env)
+    bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    events = [
+        {"id": f"e{n}", "title": f"Distinct title number {n} about topic {n * 7919 % 1000}"} for n in range(count)
+    ]
+    run(produce_paced(bootstrap, topics.input, [(str(e["id"]).encode(), event_value(e), 0) for e in events], rate=rate))
+    time.sleep(3.0)
+    held = {w.port: (w.value("content_tagger_dedupe_entries"), w.total("content_tagger_events_consumed_total"))
+            for w in (first, second)}  # fmt: skip
+    assert sorted(consumed for _, consumed in held.values()) == [0, count], held  # one takes every event
+    # About a TTL's worth of titles (30 at 2 a second), on both: before, the idle one held 66 and growing.
+    assert all(entries <= rate * (ttl + 5) for entries, _ in held.values()), held
