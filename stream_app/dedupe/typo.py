@@ -111,7 +111,8 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     it: a word of 4+ letters and no digit, the two not both Roman numerals. A word with a digit names a model or a
     version (A100 and H100, YOLOv5n and YOLOv5x, ResNet50 and ResNeXt50), and so does a numeral (part VII and
     part VIII): one letter changed there is another thing, not a typo. Neither is a word of a script written
-    without spaces (:data:`UNSPACED_SCRIPT`)."""
+    without spaces (:data:`UNSPACED_SCRIPT`), nor a leading "a" added or dropped, which negates a word
+    (synchronous and asynchronous, typical and atypical, symmetric and asymmetric)."""
     if len(word) < MIN_TYPO_WORD - 1 or not word.isalpha():
         return None
     if _unspaced(word):
@@ -121,7 +122,8 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
         if word_digest(source.encode()) == digest:
             long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
             numerals = ROMAN_NUMERAL.fullmatch(source) is not None and ROMAN_NUMERAL.fullmatch(word) is not None
-            return source if long_enough and not numerals and not _unspaced(source) else None
+            negated = source == "a" + word or word == "a" + source
+            return source if long_enough and not numerals and not negated and not _unspaced(source) else None
     return None
 
 

@@ -88,6 +88,9 @@ def test_exact_copies_and_distinct_items() -> None:
         ("Deep learning for computer vision part VII", "Deep learning for computer vision part VIII"),
         # A repeated number is another version, for the exact tier too.
         ("Llama 3.3 70B: what changed", "Llama 3 70B: what changed"),
+        # A leading "a" negates a word: not a typo.
+        ("Asynchronous programming in Python explained", "Synchronous programming in Python explained"),
+        ("Symmetric encryption for machine learning pipelines", "Asymmetric encryption for machine learning pipelines"),
         # So are the same digits in another order, with a typo beside them too.
         ("What is new in PyTorch 2.1 for compiled models", "What is new in PyTorch 1.2 for compiled models"),
         ("What is new in PyTorch 2.1 for compiled models", "What is new in PyTorch 1.2 for compiled modles"),
