@@ -122,7 +122,8 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
         if word_digest(source.encode()) == digest:
             long_enough = max(len(source), len(word)) >= MIN_TYPO_WORD
             numerals = ROMAN_NUMERAL.fullmatch(source) is not None and ROMAN_NUMERAL.fullmatch(word) is not None
-            negated = source == "a" + word or word == "a" + source
+            # Not when the word begins with another "a" ("aaron"/"aron"): which "a" went is then any.
+            negated = (source == "a" + word and word[:1] != "a") or (word == "a" + source and source[:1] != "a")
             return source if long_enough and not numerals and not negated and not _unspaced(source) else None
     return None
 

@@ -129,6 +129,10 @@ class BatchTagger:
         """Where the review and tagged records go as well, for this worker's review follower to find them."""
         self.index_topic = str(topics.index.get_topic_name())
         self.last_sweep = float("-inf")
+        """When a batch last swept (:meth:`sweep`)."""
+        self.last_idle_sweep = float("-inf")
+        """When the timer last swept between batches (:meth:`sweep_idle`): kept apart, so that it never makes the
+        next batch skip its own sweep, the one that publishes with the outputs."""
         self.unpublished: OrderedDict[bytes, IndexChange] = OrderedDict()
         """Changes a sweep between batches (:meth:`sweep_idle`) made, by key, for the next batch to publish; at most
         :data:`MAX_UNPUBLISHED`."""
@@ -192,9 +196,9 @@ class BatchTagger:
         """Sweep when no batch has for a :data:`SWEEP_INTERVAL_SECONDS`: a worker given no events (more workers than
         partitions, or quiet ones) must still let expired titles go, or its index would grow without end. What it
         owns waits for the next batch to publish it with the outputs (it is deleted here already)."""
-        if not self.index.loaded or now - self.last_sweep < SWEEP_INTERVAL_SECONDS:
+        if not self.index.loaded or min(now - self.last_sweep, now - self.last_idle_sweep) < SWEEP_INTERVAL_SECONDS:
             return
-        self.last_sweep = now
+        self.last_idle_sweep = now
         for change in self.index.expire():
             if self.ownership.owns(change):
                 # Past the bound, the oldest deletions are not published: the topic keeps those expired entries,
