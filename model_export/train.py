@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -173,10 +172,9 @@ def choose_threshold(probabilities: np.ndarray, labels: list[str], classes: list
     order = np.argsort(-confidence, kind="stable")
     precision = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
     failing = np.nonzero(precision < target)[0]
-    scale = 10**SCORE_DECIMALS
     if len(failing) == 0:
-        # The least confidence, rounded down: the worker rounds it as it publishes it, and it must still pass.
-        return math.floor(float(confidence.min()) * scale) / scale
+        return float(confidence.min())  # on the grid already
+    scale = 10**SCORE_DECIMALS
     # The worker auto-tags a confidence, rounded to the grid, at or above the threshold: the one just above the
     # first failing item's rounded confidence keeps that item, and every one below it, in review.
     first_fail = float(confidence[order][int(failing[0])])

@@ -9,7 +9,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from stream_app.classifier import Classifier
-from stream_app.delivery.kafka import aiokafka_security, faust_credentials
+from stream_app.delivery.kafka import aiokafka_client, faust_credentials
 from stream_app.delivery.publish import Publisher
 from stream_app.delivery.transactions import PartitionTransactions
 from stream_app.drift import DriftMonitor, Reference
@@ -88,7 +88,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 
     app = new_faust_app(settings)
     topics = WorkerTopics.declare(app, settings)
-    client = {"bootstrap_servers": settings.kafka_bootstrap_servers, **aiokafka_security(settings)}
+    client = aiokafka_client(settings)
     transactions = PartitionTransactions("tag", settings.app_id, client) if settings.exactly_once else None
     if transactions is not None:
         transacted = cast(TransactedApp, app)
@@ -100,11 +100,10 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 
     index = TitleIndex(settings.dedupe_ttl_seconds, settings.max_clock_skew_seconds)
     metrics.track_dedupe_entries(lambda: index.entries)
-    isolation = "read_committed" if settings.exactly_once else "read_uncommitted"
     follower = IndexFollower(
         index,
         str(topics.index.get_topic_name()),
-        {**client, "isolation_level": isolation},
+        {**client, "isolation_level": settings.isolation_level},
         on_skip=lambda reason: metrics.skipped("title_index", reason),
         on_applied=metrics.index_replicated,
     )

@@ -340,12 +340,8 @@ def run_model(session: Any, outputs: list[str], feed: dict[str, Any]) -> Any:
     try:
         return session.run(outputs, feed)[0]
     except Exception as error:  # onnxruntime raises its own untyped errors for a graph that cannot run
-        raise ModelError(f"the model cannot classify a batch of {_feed_rows(feed)}: {error!r:.200}") from error
-
-
-def _feed_rows(feed: dict[str, Any]) -> str:
-    rows = [len(value) for value in feed.values()]
-    return f"{rows[0]} texts" if len(rows) == 1 else "texts"
+        texts = sum(len(value) for value in feed.values())
+        raise ModelError(f"the model cannot classify a batch of {texts} texts: {error!r:.200}") from error
 
 
 def _shaped(probabilities: Any, rows: int, width: int) -> Any:

@@ -143,25 +143,33 @@ def canonical_form(words: list[str]) -> str:
     if all(word.isalpha() for word in words):
         return " ".join(sorted(set(words)))
     # Not all letters: a digit, or a combining mark (Thai, Devanagari), which is no number.
-    others = {word for word in words if word.isalpha() or not DIGITS.search(word)}
-    return " ".join(sorted([*others, *number_runs(words)]))
+    runs, others = _numbers_and_others(words)
+    return " ".join(sorted([*set(others), *runs]))
 
 
 def number_runs(words: list[str]) -> list[str]:
     """A title's numbers in order: each run of adjacent words with a digit, joined by ``.`` ("2.1", "v1.2", "3.70b"),
     so that the order of a number's parts counts and the order of numbers apart does not. No word holds a ``.``: a
     joined number is never a word."""
+    return _numbers_and_others(words)[0]
+
+
+def _numbers_and_others(words: list[str]) -> tuple[list[str], list[str]]:
+    """:func:`number_runs` and the other words (letters, or letters with combining marks: no number), in one pass."""
     runs: list[str] = []
+    others: list[str] = []
     run: list[str] = []
     for word in words:
         if not word.isalpha() and DIGITS.search(word):
             run.append(word)
-        elif run:
+            continue
+        others.append(word)
+        if run:
             runs.append(".".join(run))
             run = []
     if run:
         runs.append(".".join(run))
-    return runs
+    return runs, others
 
 
 def blake2b_function(digest_size: int, person: bytes) -> Callable[[bytes], bytes]:

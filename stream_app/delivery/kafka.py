@@ -26,6 +26,11 @@ def aiokafka_security(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def aiokafka_client(settings: Settings) -> dict[str, Any]:
+    """aiokafka client arguments to reach the configured brokers: their addresses and :func:`aiokafka_security`."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers, **aiokafka_security(settings)}
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext:
     """A client TLS context trusting ``TAGGER_SSL_CAFILE`` (the system's CAs when empty)."""
     return ssl.create_default_context(cafile=settings.ssl_cafile or None)

@@ -81,17 +81,20 @@ def tagged_precision(metrics: Metrics, version: str) -> tuple[float, float]:
 def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
     """This worker's counts per model version, read from its metrics."""
     counts: dict[str, VersionCounts] = {}
-    for metric, field_of in ((metrics.model_served, "route"), (metrics.online_judged, None),
-                             (metrics.online_correct, None)):  # fmt: skip
+    for metric in (metrics.model_served, metrics.online_judged, metrics.online_correct, metrics.online_shown):
         for family in metric.collect():
             for sample in family.samples:
                 if not sample.name.endswith("_total"):
                     continue
                 entry = counts.setdefault(sample.labels["version"], VersionCounts())
-                name = sample.labels["route"] if field_of else family.name.removeprefix("content_tagger_online_")
+                if metric is metrics.model_served:
+                    name = sample.labels["route"]
+                else:
+                    name = family.name.removeprefix("content_tagger_online_")
+                    if name != "shown" and sample.labels["route"] == "tagged":
+                        # A shown item is only ever judged wrong: judged less correct is what was reported.
+                        entry.reported += sample.value if name == "judged" else -sample.value
                 setattr(entry, name, getattr(entry, name) + sample.value)
-    for version, entry in counts.items():
-        entry.shown, entry.reported = tagged_precision(metrics, version)
     return counts
 
 

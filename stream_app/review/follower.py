@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from stream_app.delivery.kafka import aiokafka_security
+from stream_app.delivery.kafka import aiokafka_client
 from stream_app.errors import InvalidRecord
 from stream_app.faust_patches.metadata import topic_partitions
 from stream_app.log_repeats import SkipTally
@@ -161,12 +161,11 @@ async def follow_decisions(
     # Exactly once, a record of an aborted transaction (a batch published again after a failure) must not wait
     # for a reviewer: the board reads what the platform sees, as the index follower does.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
         # A topic deleted and made again starts over at offset 0: read it from there, not from its end.
         auto_offset_reset="earliest",
-        isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
-        **aiokafka_security(settings),
+        isolation_level=settings.isolation_level,
+        **aiokafka_client(settings),
     )
     await consumer.start()
     try:

@@ -72,23 +72,26 @@ def kept_session_secret(settings: Settings) -> Settings:
     if settings.review_session_secret:
         return settings
     path = settings.data_dir / KEPT_SECRET_FILE
+
+    def kept() -> str:
+        with open_regular(path) as handle:
+            return handle.read(65).decode("ascii", "replace").strip()
+
     try:
         try:
-            with open_regular(path) as handle:
-                key = handle.read(65).decode("ascii", "replace").strip()
+            key = kept()
         except FileNotFoundError:
-            key = secrets.token_hex(32)
             made = path.with_name(f".{KEPT_SECRET_FILE}.{secrets.token_hex(8)}")
             descriptor = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w") as handle:
-                handle.write(key)
+                handle.write(secrets.token_hex(32))
             try:
                 os.link(made, path)  # whole, and only if no other process made one meanwhile
             except FileExistsError:
-                with open_regular(path) as handle:
-                    key = handle.read(65).decode("ascii", "replace").strip()
+                pass
             finally:
                 made.unlink()
+            key = kept()
     except OSError as error:
         raise ConfigError(f"the review session key {path} cannot be kept: {error.strerror or error}") from error
     if _KEPT_SECRET.fullmatch(key) is None:

@@ -11,7 +11,7 @@ from typing import Any, Final
 from aiokafka.errors import IllegalStateError, KafkaError
 from faust.types import TP, AppT
 
-from stream_app.delivery.kafka import aiokafka_security
+from stream_app.delivery.kafka import aiokafka_client
 from stream_app.errors import RebalanceStalled
 from stream_app.lifecycle.candidates import ModelLifecycle
 from stream_app.lifecycle.fleet import fleet_model
@@ -129,7 +129,7 @@ def register_tasks(
         changes as they come."""
         await topics.create_missing()
         await check_retention(
-            {"bootstrap_servers": settings.kafka_bootstrap_servers, **aiokafka_security(settings)},
+            aiokafka_client(settings),
             [
                 KeptTopic(
                     topics.index.get_topic_name(),
@@ -149,13 +149,7 @@ def register_tasks(
 
     watch = RebalanceWatch()
     # The agent's own isolation level: read committed, aborted records are what it is never given.
-    stretches = EmptyStretches(
-        {
-            "bootstrap_servers": settings.kafka_bootstrap_servers,
-            "isolation_level": "read_committed" if settings.exactly_once else "read_uncommitted",
-            **aiokafka_security(settings),
-        }
-    )
+    stretches = EmptyStretches({**aiokafka_client(settings), "isolation_level": settings.isolation_level})
 
     @app.timer(interval=5.0)
     async def watch_rebalance() -> None:
@@ -174,8 +168,9 @@ def register_tasks(
         now = time.monotonic()
         for partition, lag in lags.items():
             tp = TP(settings.input_topic, partition)
-            start, since = progress.next_offset.get(tp), progress.idle_since(tp)
-            if lag > 0 and start is not None and since is not None and now - since >= IDLE_SECONDS:
+            since = progress.idle_since(tp)  # None while the lag counts from the position: nothing to read again
+            if lag > 0 and since is not None and now - since >= IDLE_SECONDS:
+                start = progress.next_offset[tp]
                 if not await stretches.holds_records(tp.topic, partition, start, start + lag):
                     progress.skip(tp, start, start + lag)
                     lag = 0
