@@ -73,3 +73,35 @@ def test_a_broker_asked_for_on_another_port_than_it_runs_on_is_an_error_not_a_wr
         assert kafka("start", port).returncode == 0
     finally:
         kafka("stop", port)
+
+
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_an_mlflow_server_asked_for_on_another_port_is_an_error_and_status_names_the_port_in_use(
+    tmp_path: Path,
+) -> None:
+    """The running server is found by its data folder: "already running" for another port pointed the caller at a
+    port nothing listened on, and ``status`` named the port asked for, not the one in use."""
+
+    def free_port() -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return str(probe.getsockname()[1])
+
+    port, other = free_port(), free_port()
+    env = {**os.environ, "MLFLOW_DATA_DIR": str(tmp_path / "mlflow")}
+
+    def mlflow(command: str, mlflow_port: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ROOT / "scripts" / "mlflow", command], env={**env, "MLFLOW_PORT": mlflow_port}, capture_output=True,
+            text=True, timeout=180, check=False,
+        )  # fmt: skip
+
+    assert mlflow("start", port).returncode == 0
+    try:
+        again = mlflow("start", other)
+        assert again.returncode == 1 and f"runs on port {port}, not MLFLOW_PORT={other}" in again.stderr, again
+        assert f"running on 127.0.0.1:{port} " in mlflow("status", other).stdout
+        assert mlflow("start", port).returncode == 0
+    finally:
+        mlflow("stop", port)
