@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 from stream_app.drift import DRIFT_MIN_EVENTS
 from stream_app.errors import ConfigError
 from stream_app.review.sign_outs import LONGEST_SESSION_SECONDS
+from stream_app.title_index.index import LONGEST_CLOCK_SKEW_SECONDS
 
 if TYPE_CHECKING:  # the settings module imports this one
     from stream_app.settings import Settings
@@ -106,7 +107,7 @@ def check(settings: Settings) -> None:
     for name, high in (
         ("shadow_events", None),
         ("retrain_after_labels", None),
-        ("max_clock_skew_seconds", 86_400.0),
+        ("max_clock_skew_seconds", LONGEST_CLOCK_SKEW_SECONDS),
         ("log_repeat_seconds", 86_400.0),
     ):
         _check_range(settings, name, 0, high)

@@ -25,6 +25,8 @@ from stream_app.title_index.store import PackedTitles
 
 INDEX_KEY_BYTES: Final = 8
 """Length of an index record's key: the digest of a title's dedupe key."""
+LONGEST_CLOCK_SKEW_SECONDS: Final = 86_400.0
+"""The most ``TAGGER_MAX_CLOCK_SKEW_SECONDS`` may be, on any worker of a group."""
 APPLIED: Final = "applied"
 UNCHANGED: Final = "unchanged"
 
@@ -230,9 +232,11 @@ class TitleIndex:
             return "invalid_value"
         if value is not None:
             entry = entry_fields(value)
-            # An entry dated past the clock and twice the skew (one for the writer's clock, one for ours) and the
-            # second entries round their times up to: no worker writes one, and it would never expire.
-            if entry is None or entry.event_time > self.clock() + 2 * self.max_skew_seconds + 1.0:
+            # The writer dated it no later than its clock and its own skew, which may be larger than ours: only an
+            # entry past the clock, twice the longest skew any worker may have (one for the writer's clock, one for
+            # its setting) and the second entries round their times up to comes from no worker, and would never
+            # expire.
+            if entry is None or entry.event_time > self.clock() + 2 * LONGEST_CLOCK_SKEW_SECONDS + 1.0:
                 return "invalid_value"
             self.stream_time = max(self.stream_time, self.trusted_time(entry.event_time))
         return None

@@ -263,10 +263,29 @@ def test_an_event_dated_far_ahead_comes_back_from_the_topic_as_written() -> None
     assert index(clock=NOW + 0.4).apply(changes[0].key, changes[0].value) == APPLIED
 
 
-def test_an_entry_dated_past_the_clock_and_skew_is_skipped() -> None:
-    writer = index(clock=NOW + 10 * SKEW)  # a worker whose clock is far ahead
-    _, changes = writer.check("1", TITLE, None, NOW + 10 * SKEW)
+def test_an_entry_dated_past_what_any_worker_could_write_is_skipped() -> None:
+    """Past the clock and twice the longest skew a worker may be set to, no worker wrote it: it would never expire."""
+    writer = index(clock=NOW + 3 * 86400.0)  # a clock days ahead
+    _, changes = writer.check("1", TITLE, None, NOW + 3 * 86400.0)
     assert index().apply(changes[0].key, changes[0].value) == "invalid_value"
+    assert index().load(changes[0].key, changes[0].value) == "invalid_value"
+
+
+def test_a_worker_set_to_a_larger_skew_is_believed_by_one_set_to_a_smaller() -> None:
+    """Each worker clamps event times by its own TAGGER_MAX_CLOCK_SKEW_SECONDS: a reader that judged another's entries
+    by its own smaller skew skipped them, there and after a restart, and their copies were shown."""
+    writer = TitleIndex(TTL, 3600.0, clock=lambda: NOW)
+    writer.finish_loading()
+    _, changes = writer.check("1", TITLE, None, NOW + 1800.0)  # half an hour ahead: within the writer's skew
+    reader = index()
+    assert reader.apply(changes[0].key, changes[0].value) == APPLIED
+    assert reader.check("2", TITLE, None, NOW + 3.0)[0].duplicate_of == "1"
+    assert reader.check("3", TYPO, None, NOW + 3.0)[0].duplicate_of == "1"
+    restarted = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    assert restarted.load(changes[0].key, changes[0].value) is None
+    restarted.finish_loading()
+    assert restarted.check("2", TITLE, None, NOW + 3.0)[0].duplicate_of == "1"
+    assert reader.stream_time <= NOW + SKEW  # trusted no further than the reader's own clock
 
 
 def test_workers_whose_clocks_differ_by_less_than_the_skew_take_each_other_s_entries() -> None:
