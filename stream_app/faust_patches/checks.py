@@ -45,6 +45,7 @@ TAKE_ACK = "faust-streaming #189, #315: take_events acks a failed batch"
 HAND_OVER = "robinhood/faust #563: four tasks per record in the fetch loop (eager.py)"
 INLET = "robinhood/faust #563: Faust's per-record path costs most of a hop (inlet.py)"
 BATCH_SEND = "faust-streaming #108: Faust sends one record at a time (producer.py)"
+PARTITION_COUNT = "faust-streaming's topic_partitions answers on the group's leader only (consumer.py)"
 METADATA = "aiokafka's partitions_for_topic knows subscribed topics only (metadata.py)"
 PRODUCER_STOP = "aiokafka #1101: a producer's stop waits for the broker with no time limit (closing.py)"
 FETCH_WAIT = "faust-streaming hard-codes the worker consumer's fetch_max_wait_ms (fetch_wait.py)"
@@ -55,6 +56,7 @@ HEADER_KEYS = "aiokafka decodes header keys as strict UTF-8 in the fetch; not re
 PY_BATCH = "aiokafka.record.default_records:_DefaultRecordBatchPy"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
+    Hook(FAUST_THREAD, "_ensure_consumer", "TaggerConsumer.partition_count", PARTITION_COUNT),
     Hook(FAUST_THREAD, "verify_event_path", "RewindingConsumerThread.verify_event_path", LIVELOCK_CHECK),
     Hook(FAUST_THREAD, "_fetch_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
     Hook(FAUST_THREAD, "_create_consumer", "transacted._ReadCommittedThread", "read_committed input"),

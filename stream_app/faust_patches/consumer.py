@@ -319,6 +319,13 @@ class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
             self._read_offsets.delivering(tp, message.offset, self._fetched_at)
             yield tp, message
 
+    def partition_count(self, topic: str) -> int | None:
+        """The number of partitions of ``topic``, a topic the group subscribes to, in this consumer's cluster
+        metadata; None if it has none yet. Faust's ``topic_partitions`` reads the assignor's snapshot, which only
+        the group's leader fills: on every other member it answers None."""
+        partitions = cast(RewindingConsumerThread, self._thread)._ensure_consumer().partitions_for_topic(topic)
+        return len(partitions) if partitions else None
+
     async def _seek(self, partition: TP, offset: int) -> None:
         # In the consumer thread, so that the SeekClock sees it in order with the fetches.
         await cast(RewindingConsumerThread, self._thread).seek_in_thread(partition, offset)

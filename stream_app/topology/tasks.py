@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiokafka.errors import IllegalStateError, KafkaError
 from faust.types import TP, AppT
 
 from stream_app.delivery.kafka import aiokafka_client
 from stream_app.errors import RebalanceStalled
+from stream_app.faust_patches.consumer import TaggerConsumer
 from stream_app.lifecycle.candidates import ModelLifecycle
 from stream_app.lifecycle.fleet import fleet_model
 from stream_app.lifecycle.retrain import Retrainer
@@ -115,9 +116,10 @@ def register_tasks(
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         """Take up the input partitions assigned in this rebalance."""
-        # Counted from the broker's metadata, which every worker of the group reads alike: TAGGER_PARTITIONS set
-        # above the real count would leave the titles of the missing partitions' digests undeleted for ever.
-        ownership.partitions = app.consumer.topic_partitions(settings.input_topic) or settings.partitions
+        # Counted from the cluster's metadata, which every worker of the group reads alike: a TAGGER_PARTITIONS
+        # other than the real count gives two workers one key, or none (undeleted for ever).
+        consumer = cast(TaggerConsumer, app.consumer)
+        ownership.partitions = consumer.partition_count(settings.input_topic) or settings.partitions
         ownership.assigned = {tp.partition for tp in assigned if tp.topic == settings.input_topic}
         progress.reassigned()
         metrics.keep_lags(ownership.assigned)

@@ -158,6 +158,35 @@ def test_expired_titles_are_deleted_from_the_index_topic_whatever_tagger_partiti
     assert written <= deleted, f"{len(written - deleted)} of {len(written)} expired titles never deleted"
 
 
+def test_each_expired_title_is_deleted_once_by_its_one_owner_on_a_group_of_two(start_worker: Any) -> None:
+    """Ownership counted the input's partitions with Faust's ``topic_partitions``, which answers on the group's
+    leader only: the other worker fell back to TAGGER_PARTITIONS, and with it set below the real count it owned
+    every title (each deleted twice) or none (half never deleted)."""
+    ttl_days = 6 / 86400  # titles expire 6 s after they are seen (no clock skew allowed)
+    env = {"TAGGER_PARTITIONS": "1", "TAGGER_DEDUPE_TTL_DAYS": str(ttl_days), "TAGGER_MAX_CLOCK_SKEW_SECONDS": "0"}
+    first, topics = start_worker(partitions=2, **env)
+    second, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **env)
+    bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    index_topic = f"{first.app_id}-title-index"
+    rows = distinct_rows(dataset_rows())[:40]
+    messages = [(str(r["id"]).encode(), event_value(r), n % 2) for n, r in enumerate(rows)]
+    run(produce(bootstrap, topics.input, messages))
+    run(read_outputs(bootstrap, topics, len(rows), timeout=60, settle=0.0))
+    consumed = sorted(w.total("content_tagger_events_consumed_total") for w in (first, second))
+    assert 0 < consumed[0] < len(rows), consumed  # each worker holds one input partition
+    written = {key for key, value in run(index_records(bootstrap, index_topic)) if value is not None}
+    assert len(written) > len(rows) // 2, first.log_tail()
+    time.sleep(8)
+    later = [{"id": f"later-{n}", "title": f"A title that moves stream time past the others' TTL {n}"} for n in (0, 1)]
+    run(produce(bootstrap, topics.input, [(e["id"].encode(), json.dumps(e).encode(), n) for n, e in enumerate(later)]))
+    run(read_outputs(bootstrap, topics, len(rows) + 2, timeout=60, settle=0.0))
+    time.sleep(3)  # both workers sweep within a second or two of the batch
+    deletions = Counter(key for key, value in run(index_records(bootstrap, index_topic)) if value is None)
+    missing = [key for key in written if deletions[key] == 0]
+    twice = [key for key in written if deletions[key] > 1]
+    assert not missing and not twice, f"{len(missing)} never deleted, {len(twice)} deleted more than once"
+
+
 def test_an_entry_a_deletion_came_after_in_the_topic_is_written_again_for_workers_started_later(
     start_worker: Any,
 ) -> None:
