@@ -9,7 +9,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from stream_app.classifier import Classifier
-from stream_app.delivery.kafka import aiokafka_client, faust_credentials
+from stream_app.delivery.kafka import READ_COMMITTED, aiokafka_client, faust_credentials
 from stream_app.delivery.publish import Publisher
 from stream_app.delivery.transactions import PartitionTransactions
 from stream_app.drift import DriftMonitor, Reference
@@ -103,7 +103,7 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
     follower = IndexFollower(
         index,
         str(topics.index.get_topic_name()),
-        {**client, "isolation_level": settings.isolation_level},
+        {**client, **READ_COMMITTED},
         on_skip=lambda reason: metrics.skipped("title_index", reason),
         on_applied=metrics.index_replicated,
     )

@@ -254,11 +254,6 @@ class Settings:
         return self.processing_guarantee == "exactly_once"
 
     @property
-    def isolation_level(self) -> str:
-        """What the worker's consumers read: exactly once, only committed records, as the platform sees them."""
-        return "read_committed" if self.exactly_once else "read_uncommitted"
-
-    @property
     def dedupe_ttl_seconds(self) -> float:
         """The dedupe TTL in seconds."""
         return self.dedupe_ttl_days * 86400.0

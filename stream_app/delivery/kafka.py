@@ -4,7 +4,7 @@ clients (the review follower, the transactional producers)."""
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, Final
 
 import faust
 
@@ -24,6 +24,11 @@ def aiokafka_security(settings: Settings) -> dict[str, Any]:
             sasl_plain_password=settings.sasl_password.reveal(),
         )
     return options
+
+
+READ_COMMITTED: Final = {"isolation_level": "read_committed"}
+"""What every consumer of the worker reads, in either processing guarantee: records a transaction aborted were
+withdrawn by their writer (an upstream's, or a worker's that crashed mid-batch), and are never shown."""
 
 
 def aiokafka_client(settings: Settings) -> dict[str, Any]:

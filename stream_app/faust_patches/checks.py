@@ -2,7 +2,7 @@
 
 The fixes in this package subclass Faust's and aiokafka's consumers and override or read names those libraries
 keep private. An upstream rename would make an override silently dead (a method never called) or an assignment
-silently ignored (``consumer._isolation_level``, which would drop ``read_committed`` in exactly-once mode). So the
+silently ignored (``consumer._isolation_level``, which would drop ``read_committed``). So the
 worker refuses to start when a name is missing or a library is not of the series the fixes were verified on.
 
 Each hooked name is listed with the fix that uses it and the upstream issue it works around.
@@ -59,7 +59,7 @@ HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "TaggerConsumer.partition_count", PARTITION_COUNT),
     Hook(FAUST_THREAD, "verify_event_path", "RewindingConsumerThread.verify_event_path", LIVELOCK_CHECK),
     Hook(FAUST_THREAD, "_fetch_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
-    Hook(FAUST_THREAD, "_create_consumer", "transacted._ReadCommittedThread", "read_committed input"),
+    Hook(FAUST_THREAD, "_create_consumer", "RewindingConsumerThread._create_consumer", "read_committed input"),
     Hook(FAUST_THREAD, "seek_to_committed", "RewindingConsumerThread.seek_to_committed", SEEK_LOSS),
     Hook(FAUST_CONSUMER, "_new_consumer_thread", "TaggerConsumer, TransactedConsumer", SEEK_LOSS),
     Hook(FAUST_CONSUMER, "_getmany", "TaggerConsumer._getmany", SEEK_LOSS),
@@ -91,7 +91,7 @@ HOOKS: Final = (
     Hook(FAUST_APP, "_on_partitions_revoked", "TaggerApp._new_consumer", SEEK_LOSS),
     Hook(AIOKAFKA_CONSUMER, "_fetcher", "SeekClock.watch", SEEK_LOSS),
     Hook(AIOKAFKA_CONSUMER, "_max_poll_records", "RewindingConsumerThread.fetch", SEEK_LOSS),
-    Hook(AIOKAFKA_CONSUMER, "_isolation_level", "transacted._ReadCommittedThread", "read_committed input"),
+    Hook(AIOKAFKA_CONSUMER, "_isolation_level", "RewindingConsumerThread._create_consumer", "read_committed input"),
     Hook(AIOKAFKA_CONSUMER, "_client", "metadata.topic_partitions", METADATA),
     Hook("aiokafka.client:AIOKafkaClient", "force_metadata_update", "metadata.topic_partitions", METADATA),
     Hook("aiokafka.client:AIOKafkaClient", "cluster", "metadata.topic_partitions", METADATA),

@@ -143,8 +143,16 @@ class ReadOffsets(dict[TP, "int | None"]):
 
 
 class RewindingConsumerThread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, seeking with :func:`seek_to_committed_or_earliest`, timing its seeks and fetches
-    on its consumer's :class:`SeekClock`, and with the fetch wait of :mod:`.fetch_wait`."""
+    """Faust's consumer thread, reading committed records only, seeking with :func:`seek_to_committed_or_earliest`,
+    timing its seeks and fetches on its consumer's :class:`SeekClock`, and with the fetch wait of
+    :mod:`.fetch_wait`."""
+
+    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> AIOKafkaConsumer:
+        consumer = super()._create_consumer(loop)
+        # Faust passes no isolation level: records an upstream transaction aborted were withdrawn, in either
+        # processing guarantee. Read by consumer.start(), which Faust calls next.
+        consumer._isolation_level = "read_committed"
+        return consumer
 
     async def on_start(self) -> None:
         """Start the aiokafka consumer (in the thread), time its seeks and bound its fetches' wait

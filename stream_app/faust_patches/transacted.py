@@ -1,33 +1,22 @@
-"""The worker's consumer and app in exactly-once mode: records read ``read_committed``, the transacted topics'
-offsets left to the transactions (stream_app/delivery/transactions.py), and their partitions claimed before the
-committed offsets are read."""
+"""The worker's consumer and app in exactly-once mode: the transacted topics' offsets left to the transactions
+(stream_app/delivery/transactions.py), and their partitions claimed before the committed offsets are read."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, cast
 
-from aiokafka import AIOKafkaConsumer
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
-from stream_app.faust_patches.consumer import RewindingConsumerThread, TaggerApp, TaggerConsumer
+from stream_app.faust_patches.consumer import TaggerApp, TaggerConsumer
 
 if TYPE_CHECKING:
     from stream_app.delivery.transactions import PartitionTransactions
 
 
-class _ReadCommittedThread(RewindingConsumerThread):
-    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> AIOKafkaConsumer:
-        consumer = super()._create_consumer(loop)
-        consumer._isolation_level = "read_committed"  # read by consumer.start(), which Faust calls next
-        return consumer
-
-
 class TransactedConsumer(TaggerConsumer):
-    """Faust's Kafka consumer reading committed records only, leaving the transacted topics' offsets to the
-    transactions, and claiming their partitions before it seeks to the committed offsets.
+    """Faust's Kafka consumer leaving the transacted topics' offsets to the transactions, and claiming their
+    partitions before it seeks to the committed offsets.
 
     Faust resumes a rebalanced stream's partitions and then seeks them to the committed offsets. A record fetched
     in between, from wherever the fetcher was, must not reach a transaction, which would commit the offset after
@@ -36,9 +25,6 @@ class TransactedConsumer(TaggerConsumer):
     """
 
     _held: set[TP] = set()  # noqa: RUF012 - replaced, never mutated
-
-    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
 
     def resume_partitions(self, partitions: Iterable[TP]) -> None:
         """Resume ``partitions``, but hold the transacted ones until the next :meth:`perform_seek`."""

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from stream_app.delivery.kafka import aiokafka_client
+from stream_app.delivery.kafka import READ_COMMITTED, aiokafka_client
 from stream_app.errors import InvalidRecord
 from stream_app.faust_patches.metadata import topic_partitions
 from stream_app.log_repeats import SkipTally
@@ -158,13 +158,13 @@ async def follow_decisions(
     follower = ReviewFollower(settings, board, metrics, labels, signed_out)
     follower.stored = await asyncio.get_running_loop().run_in_executor(None, stored_decisions, settings.labels_path)
     names = tuple(follower.roles)
-    # Exactly once, a record of an aborted transaction (a batch published again after a failure) must not wait
-    # for a reviewer: the board reads what the platform sees, as the index follower does.
+    # A record of an aborted transaction (a batch published again after a failure) must not wait for a reviewer:
+    # the board reads what the platform sees, as the index follower does.
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False,
         # A topic deleted and made again starts over at offset 0: read it from there, not from its end.
         auto_offset_reset="earliest",
-        isolation_level=settings.isolation_level,
+        **READ_COMMITTED,
         **aiokafka_client(settings),
     )
     await consumer.start()

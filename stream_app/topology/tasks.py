@@ -11,7 +11,7 @@ from typing import Any, Final, cast
 from aiokafka.errors import IllegalStateError, KafkaError
 from faust.types import TP, AppT
 
-from stream_app.delivery.kafka import aiokafka_client
+from stream_app.delivery.kafka import READ_COMMITTED, aiokafka_client
 from stream_app.errors import RebalanceStalled
 from stream_app.faust_patches.consumer import TaggerConsumer
 from stream_app.lifecycle.candidates import ModelLifecycle
@@ -150,8 +150,8 @@ def register_tasks(
         await follow_decisions(settings, board, metrics, LabelStore(settings.labels_path), signed_out)
 
     watch = RebalanceWatch()
-    # The agent's own isolation level: read committed, aborted records are what it is never given.
-    stretches = EmptyStretches({**aiokafka_client(settings), "isolation_level": settings.isolation_level})
+    # The agent's own isolation level: aborted records are what it is never given.
+    stretches = EmptyStretches({**aiokafka_client(settings), **READ_COMMITTED})
 
     @app.timer(interval=5.0)
     async def watch_rebalance() -> None:
