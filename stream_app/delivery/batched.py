@@ -3,7 +3,7 @@
 aiokafka's ``send`` costs, per record, a metadata wait, a partition look-up over sets, a future and a trip through
 the accumulator; ``create_batch``/``send_batch`` pay those once per partition. The records land where ``send``
 would put them: aiokafka's default partitioner chooses (murmur2 of the key, as the Java client; a random
-available partition for a record without a key).
+available partition for a record without a key), unless the record names its partition.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
+    """Where it goes; None to let the partitioner choose by its key."""
 
 
 async def send_batched(producer: AIOKafkaProducer, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
@@ -38,12 +40,15 @@ async def send_batched(producer: AIOKafkaProducer, records: Sequence[Record]) ->
     builders: dict[tuple[str, int], Any] = {}
     futures: list[asyncio.Future[Any]] = []
     for record in records:
-        if record.topic not in partitions:
-            every = sorted(await producer.partitions_for(record.topic))
-            partitions[record.topic] = every, list(producer.client.cluster.available_partitions_for_topic(record.topic))
-        every, available = partitions[record.topic]
-        # One partition needs no hash (murmur2 is pure Python, and bench and small deployments have one).
-        partition = every[0] if len(every) == 1 else _PARTITIONER(record.key, every, available)
+        partition = record.partition
+        if partition is None:
+            if record.topic not in partitions:
+                every = sorted(await producer.partitions_for(record.topic))
+                available = list(producer.client.cluster.available_partitions_for_topic(record.topic))
+                partitions[record.topic] = every, available
+            every, available = partitions[record.topic]
+            # One partition needs no hash (murmur2 is pure Python, and bench and small deployments have one).
+            partition = every[0] if len(every) == 1 else _PARTITIONER(record.key, every, available)
         builder = builders.get((record.topic, partition)) or producer.create_batch()
         # A full batch takes no more records, an empty one always takes the first: the loop ends in one turn.
         while builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers or []) is None:

@@ -32,6 +32,9 @@ from stream_app.settings import Settings
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS: Final = 500
+PARTITIONS_CHECK_SECONDS: Final = 10.0
+"""How often the follower looks for partitions added to its topics: a decision or a sign-out on one is read within
+this, plus a poll, of the partition's creation."""
 
 
 class ReviewFollower:
@@ -183,7 +186,12 @@ async def follow_decisions(
         sign_outs = {tp: end for tp, end in ends.items() if tp.topic == settings.sign_outs_topic}
         counted = (settings.feedback_topic, settings.tagged_topic)
         follower.counted_from = {tp: end for tp, end in ends.items() if tp.topic in counted}
+        loop = asyncio.get_running_loop()
+        checked_at = loop.time()
         while True:
+            if loop.time() - checked_at >= PARTITIONS_CHECK_SECONDS:
+                partitions = await _with_added_partitions(consumer, names, partitions)
+                checked_at = loop.time()
             for records in (await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)).values():
                 for message in records:
                     follower.on_record(message)
@@ -199,3 +207,24 @@ async def follow_decisions(
             metrics.set_review_backlog(len(board.waiting))
     finally:
         await consumer.stop()
+
+
+async def _with_added_partitions(
+    consumer: AIOKafkaConsumer, names: tuple[str, ...], partitions: list[TopicPartition]
+) -> list[TopicPartition]:
+    """``partitions`` and those added to the topics ``names`` since, assigned to ``consumer``: the new ones read from
+    their start, the others from where they were."""
+    found = await topic_partitions(consumer, names)
+    added = [
+        TopicPartition(name, number) for name, numbers in found.items() for number in numbers
+        if TopicPartition(name, number) not in partitions
+    ]  # fmt: skip
+    if not added:
+        return partitions
+    positions = {tp: await consumer.position(tp) for tp in partitions}
+    consumer.assign([*partitions, *added])  # a new assignment forgets every position: each is sought again
+    for tp, offset in positions.items():
+        consumer.seek(tp, offset)
+    await consumer.seek_to_beginning(*added)
+    log.info("reading %d partitions added to %s", len(added), ", ".join(sorted({tp.topic for tp in added})))
+    return [*partitions, *added]

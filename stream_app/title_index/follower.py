@@ -21,6 +21,10 @@ from stream_app.title_index.index import APPLIED, UNCHANGED, TitleIndex
 
 log = logging.getLogger(__name__)
 
+INDEX_PARTITION: Final = 0
+"""The one partition of the index topic that is written and read. The topic's order is the index's: records of
+one title on two partitions could be applied in either order, and partitions added to the topic later would
+scatter titles over partitions a running worker does not read."""
 FETCH_MAX_RECORDS: Final = 20_000
 METADATA_RETRY_SECONDS: Final = 0.5
 
@@ -74,11 +78,16 @@ class IndexFollower:
             await consumer.stop()
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        """The topic's partitions, once the topic exists (the worker declares it as it starts)."""
+        """The topic's :data:`INDEX_PARTITION`, once the topic exists (the worker declares it as it starts)."""
         while True:
             found = (await topic_partitions(consumer, [self.topic])).get(self.topic)
             if found:
-                return [TopicPartition(self.topic, partition) for partition in found]
+                if found != [INDEX_PARTITION]:
+                    log.warning(
+                        "%s has %d partitions: only partition %d holds the title index", self.topic, len(found),
+                        INDEX_PARTITION,
+                    )  # fmt: skip
+                return [TopicPartition(self.topic, INDEX_PARTITION)]
             await asyncio.sleep(METADATA_RETRY_SECONDS)
 
     def _take(self, fetched: Mapping[TopicPartition, Sequence[Any]], *, loading: bool) -> None:

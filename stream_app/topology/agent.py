@@ -28,7 +28,7 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline
 from stream_app.review.board import PublishedRecords
 from stream_app.settings import Settings
-from stream_app.title_index.follower import IndexFollower
+from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower
 from stream_app.title_index.index import IndexChange, TitleIndex
 from stream_app.topology.topics import WorkerTopics
 
@@ -213,7 +213,7 @@ class BatchTagger:
         return Record(self.topics.name(output.kind), key, value)
 
     def index_record(self, change: IndexChange) -> Record:
-        return Record(self.index_topic, change.key, change.value)
+        return Record(self.index_topic, change.key, change.value, partition=INDEX_PARTITION)
 
 
 def register_agent(

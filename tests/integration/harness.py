@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from prometheus_client.parser import text_string_to_metric_families
 
 from tools.topics import create_topics
@@ -349,3 +350,13 @@ async def account(
     finally:
         await consumer.stop()
     return ledger
+
+
+async def grow_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Give ``topic`` ``partitions`` partitions in all, as an operator would."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_partitions({topic: NewPartitions(total_count=partitions)})
+    finally:
+        await admin.close()

@@ -19,7 +19,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.review.accounts import add_reviewer
 from stream_app.review.labels import read_labels
 from stream_app.review.sessions import COOKIE
-from tests.integration.harness import Topics, WorkerProcess, produce, read_outputs, run
+from tests.integration.harness import Topics, WorkerProcess, grow_topic, produce, read_outputs, run
 from tools.replay import event_value, read_rows
 
 pytestmark = [pytest.mark.kafka]
@@ -218,6 +218,32 @@ def test_exactly_once_the_page_lists_no_item_of_an_aborted_transaction(start_wor
     while "committed-item" not in waiting_ids(worker.port) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert waiting_ids(worker.port) == ["committed-item"]
+
+
+def test_an_item_on_a_partition_added_to_the_review_topic_waits_on_the_page(start_worker: Any, tmp_path: Path) -> None:
+    """The follower assigned the partitions it found at start, once: items, decisions and sign-outs on a partition
+    added later never reached a running worker's page."""
+    worker, topics = start_worker(TAGGER_REVIEWERS_FILE=str(reviewers_file(tmp_path, "ann")))
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    item = {
+        "id": "on-a-new-partition", "title": "Title of an item on a new partition", "description": "Words.",
+        "suggested_tag": "mlops", "confidence": 0.41, "scores": dict.fromkeys(APPROVED_TAGS, 0.25),
+        "model_version": "v1", "reason": "low_confidence", "dedupe_key": "0123456789abcdef",
+        "processed_at": "2026-12-04T00:00:00Z", "schema_version": 1,
+    }  # fmt: skip
+    first = {**item, "id": "on-the-first-partition"}
+
+    def waits(item_id: str) -> bool:
+        deadline = time.monotonic() + 40
+        while item_id not in waiting_ids(worker.port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return item_id in waiting_ids(worker.port)
+
+    run(produce(bootstrap, topics.review, [(first["id"].encode(), json.dumps(first).encode(), 0)]))
+    assert waits(first["id"]), worker.log_tail()  # the follower reads the topic's partitions now
+    run(grow_topic(bootstrap, topics.review, 2))
+    run(produce(bootstrap, topics.review, [(item["id"].encode(), json.dumps(item).encode(), 1)]))
+    assert waits(item["id"]), worker.log_tail()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from tests.integration.harness import WorkerProcess, ids_in, produce, produce_paced, read_outputs, run
+from tests.integration.harness import WorkerProcess, grow_topic, ids_in, produce, produce_paced, read_outputs, run
 from tests.integration.test_worker import dataset_rows
 from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 from tools.replay import event_value
@@ -185,6 +185,36 @@ def test_each_expired_title_is_deleted_once_by_its_one_owner_on_a_group_of_two(s
     missing = [key for key in written if deletions[key] == 0]
     twice = [key for key in written if deletions[key] > 1]
     assert not missing and not twice, f"{len(missing)} never deleted, {len(twice)} deleted more than once"
+
+
+def test_partitions_added_to_the_index_topic_scatter_no_title(start_worker: Any) -> None:
+    """Index records went wherever the partitioner put them and a running worker read the partitions it found at
+    start: once an operator grew the topic, a restarted worker's titles went to partitions the other never read,
+    and their copies were shown on it."""
+    first, topics = start_worker(partitions=2, **ENV)
+    second, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **ENV)
+    bootstrap = first.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    rows = distinct_rows(dataset_rows())[:90]
+    run(
+        produce(
+            bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), n % 2) for n, r in enumerate(rows[:30])]
+        )
+    )
+    run(read_outputs(bootstrap, topics, 30, timeout=60, settle=0.0))
+    run(grow_topic(bootstrap, f"{first.app_id}-title-index", 3))
+    second.stop()
+    second, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **ENV)  # its producer sees 3
+    later = rows[30:]
+    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), n % 2) for n, r in enumerate(later)]))
+    run(read_outputs(bootstrap, topics, len(rows), timeout=60, settle=0.0))
+    time.sleep(1.0)
+    copies = [({**r, "id": f"{r['id']}-copy"}, (n + 1) % 2) for n, r in enumerate(rows)]  # on the other partition
+    run(produce(bootstrap, topics.input, [(str(c["id"]).encode(), event_value(c), p) for c, p in copies]))
+    outputs = run(read_outputs(bootstrap, topics, 2 * len(rows), timeout=60, settle=1.0))
+    shown = [i for i in ids_in(outputs["tagged"]) + ids_in(outputs["review"]) if i.endswith("-copy")]
+    assert not shown, f"{len(shown)} of {len(copies)} copies shown: {shown[:10]}"
+    late, _ = start_worker(partitions=2, topics=topics, app_id=first.app_id, **ENV)
+    assert entries(late) == entries(first) >= len(rows), late.log_tail()
 
 
 def test_an_entry_a_deletion_came_after_in_the_topic_is_written_again_for_workers_started_later(
