@@ -148,6 +148,7 @@ def test_the_dashboard_covers_what_an_operator_watches() -> None:
         "lag",
         "model",
         "dedupe",
+        "skipped",
     ):
         assert topic in titles, topic
     drift = next(p for p in dashboard()["panels"] if "drift" in p["title"].lower())
@@ -233,6 +234,22 @@ def test_the_review_share_panel_draws_the_alert_s_line(
 ) -> None:
     series = {'content_tagger_reference_below_threshold_share{instance="w1"}': str(reference)}
     assert promql_values(tmp_path, series, panel_expr("alert above")) == pytest.approx([alert_above])
+
+
+@pytest.mark.prometheus
+def test_the_skipped_records_panel_counts_the_fleet_s_records_once_by_topic_and_reason(
+    prometheus_installed: None, tmp_path: Path
+) -> None:
+    """Every worker reads every record of these topics, so each counts the same ones: summed, a fleet of two would
+    draw twice the records there are. Topics and reasons with none are left out of the legend."""
+    counts = {("w1", "feedback", "invalid_value"): 3, ("w2", "feedback", "invalid_value"): 3}
+    counts |= {("w1", "title_index", "missing_field"): 1, ("w2", "title_index", "missing_field"): 1}
+    counts |= {("w1", "review", "not_json"): 0, ("w2", "review", "not_json"): 0}
+    series = {
+        f'content_tagger_skipped_records_total{{instance="{worker}",topic="{topic}",reason="{reason}"}}': str(n)
+        for (worker, topic, reason), n in counts.items()
+    }
+    assert sorted(promql_values(tmp_path, series, panel_expr("{{topic}} {{reason}}"))) == [1, 3]
 
 
 def free_port() -> int:
