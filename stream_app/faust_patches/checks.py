@@ -11,9 +11,12 @@ Each hooked name is listed with the fix that uses it and the upstream issue it w
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Final
+
+from aiohttp.web_protocol import RequestHandler
 
 from stream_app.errors import ConfigError
 
@@ -53,6 +56,7 @@ ANSWERED_RETRY = "aiokafka #1172: a transaction's first writes are refused while
 REVOKED_ACKS = "faust-streaming #502: a revoked partition's acks are forgotten before they are committed"
 LIVELOCK_CHECK = "robinhood/faust #658: Faust reads a partition's position while aiokafka resets it (consumer.py)"
 HEADER_KEYS = "aiokafka decodes header keys as strict UTF-8 in the fetch; not reported upstream (header_keys.py)"
+INFLATED_BODIES = "aiohttp #1992, #5957: request bodies inflated on the event loop before any handler (web.py)"
 PY_BATCH = "aiokafka.record.default_records:_DefaultRecordBatchPy"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
@@ -87,6 +91,9 @@ HOOKS: Final = (
     Hook("mode.services:ServiceBase", "_repr_name", "worker.TaggerWorker", "deployments wait for '[^Worker]: Ready'"),
     Hook("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "producer.aiokafka_producer", BATCH_SEND),
     Hook(FAUST_APP, "_new_consumer", "TaggerApp._new_consumer", SEEK_LOSS),
+    Hook(FAUST_APP, "_new_web", "TaggerApp._new_web", INFLATED_BODIES),
+    Hook("faust.web.drivers.aiohttp:Web", "_runner", "web.leave_bodies_compressed", INFLATED_BODIES),
+    Hook("faust.web.drivers.aiohttp:Web", "web_app", "web.leave_bodies_compressed", INFLATED_BODIES),
     Hook(FAUST_APP, "_on_partitions_assigned", "TaggerApp._new_consumer", SEEK_LOSS),
     Hook(FAUST_APP, "_on_partitions_revoked", "TaggerApp._new_consumer", SEEK_LOSS),
     Hook(AIOKAFKA_CONSUMER, "_fetcher", "SeekClock.watch", SEEK_LOSS),
@@ -170,6 +177,10 @@ def check_library_hooks() -> None:
         version = metadata.version(package)
         if not version.startswith(series):
             raise ConfigError(f"{package} {version} is installed; the worker's fixes are verified on {series}x")
+    if "auto_decompress" not in inspect.signature(RequestHandler.__init__).parameters:
+        raise ConfigError(
+            f"aiohttp {metadata.version('aiohttp')} has no auto_decompress server option (used by web.py)"
+        )
     missing = missing_hooks()
     if missing:
         names = ", ".join(f"{hook.owner}.{hook.name} (used by {hook.used_by})" for hook in missing)

@@ -44,10 +44,12 @@ from faust.transport.consumer import RecordMap
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP, Message
+from faust.types.web import Web
 
 from stream_app.faust_patches.eager import EagerHandOver
 from stream_app.faust_patches.fetch_wait import bound_fetch_wait
 from stream_app.faust_patches.inlet import EventInlet
+from stream_app.faust_patches.web import leave_bodies_compressed
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +345,9 @@ class TaggerApp(faust.App):
     """A Faust app whose consumer is ``consumer_class`` (a :class:`TaggerConsumer`)."""
 
     consumer_class: type[TaggerConsumer] = TaggerConsumer
+
+    def _new_web(self) -> Web:
+        return cast(Web, leave_bodies_compressed(super()._new_web()))
 
     def _new_consumer(self) -> TaggerConsumer:
         return self.consumer_class(
