@@ -178,8 +178,8 @@ def check(settings: Settings) -> None:
 
 
 def _check_addresses(settings: Settings) -> None:
-    """Raise :class:`ConfigError` unless every bootstrap server is ``host:port`` and the web host is one host:
-    an empty entry would add the client library's own default broker."""
+    """Raise :class:`ConfigError` unless every bootstrap server is ``host:port`` (an empty entry would add the
+    client library's own default broker) and the web host is one host whose addresses this machine can bind."""
     for server in settings.kafka_bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
         if not (HOST.fullmatch(host) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65_535):
@@ -189,10 +189,24 @@ def _check_addresses(settings: Settings) -> None:
             )
     if not WEB_HOST.fullmatch(settings.web_host):
         raise ConfigError(f"TAGGER_WEB_HOST={settings.web_host!r} is not one host name or IPv4 address")
-    try:  # a name that does not resolve would stop the worker with a traceback once its web server starts
-        socket.getaddrinfo(settings.web_host, settings.web_port, type=socket.SOCK_STREAM)
+    # A name that does not resolve, or an address that is not this machine's, would stop the worker with a
+    # traceback once its web server starts, and again at every restart. The server binds every address the name
+    # resolves to; each is tried here with port 0 (any free port, so the check takes none).
+    try:
+        addresses = socket.getaddrinfo(settings.web_host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
         raise ConfigError(f"TAGGER_WEB_HOST={settings.web_host!r} does not resolve to an address: {exc}") from None
+    for family, kind, protocol, _, address in addresses:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                if family == socket.AF_INET6:  # as the server binds it: apart from the IPv4 addresses
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"TAGGER_WEB_HOST={settings.web_host!r}: cannot bind {address[0]}: {exc.strerror or exc} (name an "
+                "address of this machine, or 0.0.0.0 for every interface)"
+            ) from None
 
 
 def _check_paths(settings: Settings) -> None:

@@ -122,6 +122,9 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_CANDIDATES_DIR", "/tmp/" + "c" * 300),
         ("TAGGER_MODEL_DIR", "/tmp/" + "m" * 300),
         ("TAGGER_WEB_HOST", "web.invalid"),  # a name that cannot resolve (RFC 6761)
+        # Addresses of other machines (a TEST-NET one, a public one): the web server could never bind them.
+        ("TAGGER_WEB_HOST", "192.0.2.1"),
+        ("TAGGER_WEB_HOST", "8.8.8.8"),
         ("TAGGER_PARTITIONS", str(10**30)),
         ("TAGGER_PARTITIONS", "10001"),
         ("TAGGER_DRIFT_WINDOW", "1000001"),
@@ -140,6 +143,8 @@ def test_good_addresses_are_taken() -> None:
         {"TAGGER_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2.example:19092,[::1]:9092", "TAGGER_WEB_HOST": "localhost"}
     )
     assert settings.kafka_bootstrap_servers.count(",") == 2
+    for host in ("127.0.0.1", "0.0.0.0"):  # noqa: S104 - every interface is one choice the worker offers
+        assert Settings.from_env({"TAGGER_WEB_HOST": host}).web_host == host
 
 
 def test_a_labelled_store_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:

@@ -90,6 +90,20 @@ def test_a_data_directory_that_cannot_be_made_stops_the_start_in_one_line(
     assert "TAGGER_DATA_DIR='/proc/content-tagger/state' cannot be made" in capsys.readouterr().err
 
 
+def test_a_web_host_of_another_machine_stops_the_start_in_one_line(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An address the web server cannot bind (a TEST-NET one here) is status 2 and one line naming the setting,
+    as for any bad setting, rather than a traceback once the web server starts, at every restart."""
+    for name, value in (("WEB_HOST", "192.0.2.1"), ("MODEL_DIR", str(trained_model_dir)), ("DATA_DIR", str(tmp_path))):
+        monkeypatch.setenv(f"TAGGER_{name}", value)
+    with pytest.raises(SystemExit) as raised:
+        build_app()
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("content-tagger: cannot start: TAGGER_WEB_HOST='192.0.2.1'") and error.count("\n") == 1
+
+
 def test_a_stuck_stop_exits_with_status_3_even_while_a_log_handler_is_held() -> None:
     """The deadline's report takes the log handlers' locks; a thread stuck in a log write holds one, and the
     process must still exit, with the stop timeout's status, a moment later."""
