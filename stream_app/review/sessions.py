@@ -12,9 +12,11 @@ import ipaddress
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from stream_app.bounded import remember
@@ -68,13 +70,14 @@ def kept_session_secret(settings: Settings) -> Settings:
     """``settings`` with a ``TAGGER_REVIEW_SESSION_SECRET``: when it is unset, a random key made at the first start
     and kept in the data folder (:data:`KEPT_SECRET_FILE`, readable by its owner only), so that the decisions, sign-
     outs and sessions this worker signed still verify after a restart. Raises :class:`ConfigError` when the file
-    cannot be made or read, or holds anything but such a key."""
+    cannot be made or read, holds anything but such a key, or is not private to the worker's user."""
     if settings.review_session_secret:
         return settings
     path = settings.data_dir / KEPT_SECRET_FILE
 
     def kept() -> str:
         with open_regular(path) as handle:
+            _check_private(path, os.fstat(handle.fileno()))
             return handle.read(65).decode("ascii", "replace").strip()
 
     try:
@@ -97,6 +100,20 @@ def kept_session_secret(settings: Settings) -> Settings:
     if _KEPT_SECRET.fullmatch(key) is None:
         raise ConfigError(f"{path} does not hold a review session key (64 hex digits): remove it to make a new one")
     return dataclasses.replace(settings, review_session_secret=Secret(key))
+
+
+def _check_private(path: Path, status: os.stat_result) -> None:
+    """Raise :class:`ConfigError` unless the kept key file is the worker's user's own and no one else may read or
+    write it: anyone who can read the key can forge sessions and signed decisions (as ssh refuses such a key)."""
+    if status.st_uid != os.geteuid():
+        raise ConfigError(
+            f"{path} belongs to another user (uid {status.st_uid}): remove it, and the worker's user makes a new one"
+        )
+    if status.st_mode & 0o077:
+        raise ConfigError(
+            f"{path} may be read or written by other users (mode {stat.S_IMODE(status.st_mode):04o}): "
+            f"run chmod 600 {path}"
+        )
 
 
 class Sessions:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import threading
 from collections.abc import Callable
@@ -679,8 +680,35 @@ def test_a_worker_without_a_session_secret_keeps_the_key_it_made_across_restarts
 def test_a_kept_session_key_that_is_not_one_stops_the_start_with_a_clear_error(tmp_path: Path, content: str) -> None:
     kept = tmp_path / KEPT_SECRET_FILE
     if content == "fifo":
-        os.mkfifo(kept)
+        os.mkfifo(kept, 0o600)
     else:
         kept.write_text(content)
-    with pytest.raises(ConfigError, match=KEPT_SECRET_FILE):
+        kept.chmod(0o600)
+    with pytest.raises(ConfigError, match=f"{KEPT_SECRET_FILE} does not hold|{KEPT_SECRET_FILE} is not a regular"):
+        kept_session_secret(Settings.from_env({"TAGGER_DATA_DIR": str(tmp_path)}))
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606, 0o610, 0o601], ids=oct)
+def test_a_kept_session_key_other_users_may_read_stops_the_start(tmp_path: Path, mode: int) -> None:
+    """Whoever reads the key can sign in as any reviewer and sign decisions in their names: a key file with any
+    permission for the group or others is refused in one line saying how to make it private, as ssh does."""
+    kept = tmp_path / KEPT_SECRET_FILE
+    kept.write_text("ab" * 32)
+    kept.chmod(mode)
+    settings = Settings.from_env({"TAGGER_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match=re.escape(f"(mode {mode:04o}): run chmod 600 {kept}")):
+        kept_session_secret(settings)
+    kept.chmod(0o600)
+    assert kept_session_secret(settings).review_session_secret.reveal() == "ab" * 32
+
+
+def test_a_kept_session_key_of_another_user_stops_the_start(tmp_path: Path) -> None:
+    """Another user who owns the file can read it, or put a key of their own there."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    kept = tmp_path / KEPT_SECRET_FILE
+    kept.write_text("ab" * 32)
+    kept.chmod(0o600)
+    os.chown(kept, 65534, -1)  # nobody
+    with pytest.raises(ConfigError, match=re.escape(f"{kept} belongs to another user (uid 65534)")):
         kept_session_secret(Settings.from_env({"TAGGER_DATA_DIR": str(tmp_path)}))
