@@ -3,11 +3,13 @@ one :class:`ConfigError` line naming its variable."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import socket
 import ssl
 import urllib.parse
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -65,6 +67,22 @@ def _not_a_folder(path: Path) -> bool:
 def var(name: str) -> str:
     """The environment variable of the setting ``name``."""
     return PREFIX + name.upper()
+
+
+def check_names(names: Iterable[str], settings: Collection[str]) -> None:
+    """Raise :class:`ConfigError`, one line, when a variable of ``names`` starts with :data:`PREFIX` but is none of
+    the variables of ``settings``: a misspelt setting would otherwise be left at its default without a word."""
+    unknown = sorted(name for name in names if name.startswith(PREFIX) and name not in settings)
+    if not unknown:
+        return
+    # Compared without the prefix, which every name shares and would make any two look alike.
+    suffixes = {name.removeprefix(PREFIX): name for name in settings}
+    listed = []
+    for name in unknown:  # only the names: the value of a misspelt secret is not printed
+        closest = difflib.get_close_matches(name.removeprefix(PREFIX), suffixes, n=1)
+        listed.append(f"{name} (did you mean {suffixes[closest[0]]}?)" if closest else name)
+    are = "is not a setting" if len(unknown) == 1 else "are not settings"
+    raise ConfigError(f"{', '.join(listed)} {are} (README.md lists the settings)")
 
 
 def _check_range(

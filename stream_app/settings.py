@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stream_app.errors import ConfigError
-from stream_app.setting_checks import PREFIX, check
+from stream_app.setting_checks import check, check_names, var
 
 LINGER_BY_GUARANTEE: Final = {"at_least_once": 0.0, "exactly_once": 0.005}
 """The batch linger when ``TAGGER_BATCH_TIMEOUT_SECONDS`` is empty. At least once, a batch costs one delivery, and
@@ -201,11 +201,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build the settings from ``environ`` (default ``os.environ``); raises :class:`ConfigError`."""
+        """Build the settings from ``environ`` (default ``os.environ``); raises :class:`ConfigError`, for a
+        ``TAGGER_`` variable that is no setting too."""
         env = os.environ if environ is None else environ
+        check_names(env, {var(spec.name) for spec in dataclasses.fields(cls)})
         values: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
-            name = PREFIX + spec.name.upper()
+            name = var(spec.name)
             raw = env.get(name)
             if raw is None:
                 continue

@@ -1,9 +1,11 @@
 """The worker of ``python -m stream_app``, failing once inside one step of its batch work, for
 tests/integration/test_failed_batch.py.
 
-``python -m tests.integration.failing_app worker`` takes the worker's command line and ``TAGGER_*`` settings, and:
-``TAGGER_TEST_FAIL_IN`` (``publish``: the producer's batch send; ``model``: the model's call), ``TAGGER_TEST_FAIL_WITH``
-(``raise``: an error; ``cancel``: a cancellation) and ``TAGGER_TEST_FAIL_AT_CALL`` (which call fails, from 1).
+``python -m tests.integration.failing_app worker`` takes the worker's command line and ``TAGGER_*`` settings, and
+three variables that are not settings (so not ``TAGGER_`` ones, which the worker refuses):
+``CONTENT_TAGGER_TEST_FAIL_IN`` (``publish``: the producer's batch send; ``model``: the model's call),
+``CONTENT_TAGGER_TEST_FAIL_WITH`` (``raise``: an error; ``cancel``: a cancellation) and
+``CONTENT_TAGGER_TEST_FAIL_AT_CALL`` (which call fails, from 1).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from stream_app.worker import build_app
 
 def main() -> None:
     """Run the worker with one failure injected."""
-    where = os.environ["TAGGER_TEST_FAIL_IN"]
-    at_call = int(os.environ["TAGGER_TEST_FAIL_AT_CALL"])
-    cancel = os.environ["TAGGER_TEST_FAIL_WITH"] == "cancel"
+    where = os.environ["CONTENT_TAGGER_TEST_FAIL_IN"]
+    at_call = int(os.environ["CONTENT_TAGGER_TEST_FAIL_AT_CALL"])
+    cancel = os.environ["CONTENT_TAGGER_TEST_FAIL_WITH"] == "cancel"
     calls = itertools.count(1)
 
     def maybe_fail() -> None:

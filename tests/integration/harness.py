@@ -114,8 +114,9 @@ class WorkerProcess:
         Every answer of /health and /ready while waiting is kept in ``start_answers``, in order.
         """
         log = self.log_path.open("ab")
+        level = os.environ.get("CONTENT_TAGGER_TEST_LOG_LEVEL", "info")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "worker", "-l", os.environ.get("TAGGER_TEST_LOG_LEVEL", "info")],
+            [sys.executable, "-m", self.module, "worker", "-l", level],
             cwd=ROOT,
             env=self.env,
             stdout=log,

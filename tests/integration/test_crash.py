@@ -2,8 +2,8 @@
 restarted, three times. Nothing may be lost in either delivery mode; in exactly-once mode nothing may repeat
 either, reading the outputs ``read_committed``.
 
-The stream has ``TAGGER_CRASH_EVENTS`` messages (default 20,000, so the suite stays short; the closing note of
-issue 6 reports a run with 100,000): 89% distinct events, 10% near-duplicates, 1% malformed.
+The stream has ``CONTENT_TAGGER_TEST_CRASH_EVENTS`` messages (default 20,000, so the suite stays short; the
+closing note of issue 6 reports a run with 100,000): 89% distinct events, 10% near-duplicates, 1% malformed.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from tools.replay import mixed_stream, read_rows
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-EVENTS = int(os.environ.get("TAGGER_CRASH_EVENTS", "20000"))
+EVENTS = int(os.environ.get("CONTENT_TAGGER_TEST_CRASH_EVENTS", "20000"))
 KILLS = 3
-PARTITIONS = int(os.environ.get("TAGGER_CRASH_PARTITIONS", "2"))
+PARTITIONS = int(os.environ.get("CONTENT_TAGGER_TEST_CRASH_PARTITIONS", "2"))
 
 
 def crash_run(start_worker: Any, guarantee: str, seed: int) -> tuple[Any, list[str], dict[str, Any]]:

@@ -43,9 +43,9 @@ def test_a_failed_batch_is_never_committed_and_is_delivered_after_a_restart(
     worker, topics = start_worker(
         module="tests.integration.failing_app",
         TAGGER_BATCH_SIZE=BATCH,
-        TAGGER_TEST_FAIL_IN=where,
-        TAGGER_TEST_FAIL_WITH=how,
-        TAGGER_TEST_FAIL_AT_CALL=str(at_call),
+        CONTENT_TAGGER_TEST_FAIL_IN=where,
+        CONTENT_TAGGER_TEST_FAIL_WITH=how,
+        CONTENT_TAGGER_TEST_FAIL_AT_CALL=str(at_call),
     )
     bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
     run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), 0) for r in rows]))

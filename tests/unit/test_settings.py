@@ -138,6 +138,48 @@ def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -
         Settings.from_env({name: value})
 
 
+def test_a_misspelt_setting_is_refused_in_one_line_naming_it_and_the_closest_setting() -> None:
+    """Left at its default without a word, ``TAGGER_PROCESSING_GUARANTE=exactly_once`` ran at least once."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"TAGGER_PROCESSING_GUARANTE": "exactly_once"})
+    message = str(raised.value)
+    assert (
+        message.startswith("TAGGER_PROCESSING_GUARANTE (did you mean TAGGER_PROCESSING_GUARANTEE?) is not a setting")
+        and "\n" not in message
+    )
+
+
+def test_every_unknown_tagger_variable_is_named_and_no_value_is_printed() -> None:
+    env = {"TAGGER_SASL_PASWORD": "hunter2-hunter2", "TAGGER_QQQQ": "1", "TAGGER_WEB_PORT": "7000"}
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    message = str(raised.value)
+    assert message.startswith("TAGGER_QQQQ, TAGGER_SASL_PASWORD (did you mean TAGGER_SASL_PASSWORD?) are not settings")
+    assert "hunter2" not in message
+
+
+def test_variables_of_other_prefixes_are_not_settings_and_are_left_alone() -> None:
+    """Only ``TAGGER_`` names the settings: the tests' own hooks use another prefix."""
+    env = {"PATH": "/bin", "CONTENT_TAGGER_TEST_FAIL_IN": "model", "tagger_web_port": "x", "TAGGER": "x"}
+    assert Settings.from_env(env) == Settings.from_env({})
+
+
+def test_the_demo_compose_and_test_harnesses_set_only_real_settings() -> None:
+    """Every ``TAGGER_`` name the scripts, the image, compose, the tools, the benchmarks and the integration tests
+    set or read is a setting: any other would stop the workers they start."""
+    root = Path(__file__).resolve().parents[2]
+    files = [root / name for name in ("Makefile", "Dockerfile", "docker-compose.yml")]
+    for folder in ("scripts", "tools", "bench", "tests/integration", "stream_app"):
+        files += [path for path in (root / folder).rglob("*") if path.is_file() and path.suffix in ("", ".py")]
+    settings = {f"TAGGER_{spec.name.upper()}" for spec in dataclasses.fields(Settings)}
+    named = {
+        (name, str(path.relative_to(root)))
+        for path in files
+        for name in re.findall(r"\bTAGGER_[A-Z0-9_]+", path.read_text(errors="replace"))
+    }
+    assert sorted(pair for pair in named if pair[0] not in settings) == []
+
+
 def test_good_addresses_are_taken() -> None:
     settings = Settings.from_env(
         {"TAGGER_KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2.example:19092,[::1]:9092", "TAGGER_WEB_HOST": "localhost"}
