@@ -142,6 +142,8 @@ class TitleIndex:
     def load(self, key: bytes | None, value: bytes | None) -> str | None:
         """Take one record of the topic while loading; returns why it was skipped, or None."""
         reason = self._check_record(key, value)
+        if reason is None and key is not None and _backdated(self.store.titles.get(key), value):
+            reason = "invalid_value"
         if reason is None and key is not None:
             if value is None:
                 self.store.titles.pop(key, None)
@@ -209,6 +211,8 @@ class TitleIndex:
             # and its time seen then, so an equal value (or a deletion of a title not held) needs no check.
             return UNCHANGED
         reason = self._check_record(key, value)
+        if reason is None and _backdated(held, value):
+            reason = "invalid_value"
         if reason is not None:
             if held is not None:  # the log now ends with the skipped record: write the entry again, as below
                 self._overtaken[key] = None
@@ -245,3 +249,15 @@ class TitleIndex:
         if self.dedupe is None:
             raise RuntimeError("the title index is still loading")
         return self.dedupe
+
+
+def _backdated(held: bytes | None, value: bytes | None) -> bool:
+    """Whether ``value`` would replace the entry ``held`` with one dated further before it than two workers' clocks
+    and skews can put them apart. No worker writes one: a title stored again after its TTL is dated later, and one
+    stored by two workers at once is dated within their skews. It would make a fresh title expire."""
+    if held is None or value is None:
+        return False
+    old, new = entry_fields(held), entry_fields(value)
+    if old is None or new is None:
+        return False
+    return bool(new.event_time < old.event_time - 2 * LONGEST_CLOCK_SKEW_SECONDS - 1.0)

@@ -102,6 +102,32 @@ def test_another_worker_s_deletion_removes_only_what_this_worker_holds_as_expire
     assert second.check("4", TITLE, None, later + 1)[0].duplicate_of == "3"
 
 
+def test_an_entry_of_a_fresh_title_dated_back_past_any_skew_is_skipped_and_the_title_written_again() -> None:
+    """One record re-dated to 1970 replaced a fresh title's entry on every worker: its next sweep deleted the title, the
+    owner published the deletion, and its copies were shown, also on workers started later."""
+    first, second = index(), index()
+    _, changes = first.check("1", TITLE, "A detector.", NOW)
+    replicate(changes, second)
+    key, value = changes[0].key, changes[0].value
+    backdated = value[:1] + (1).to_bytes(4, "big") + value[5:]  # the entry's time, in seconds since 1970, is 1
+    assert second.apply(key, backdated) == "invalid_value"
+    second.check("2", "Anything at all to move time", None, NOW + 2)
+    assert second.expire() == [IndexChange(key, value)]  # written again: the topic's log ends with the real entry
+    assert second.check("3", TITLE, "A detector.", NOW + 3)[0].duplicate_of == "1"
+    starting = TitleIndex(TTL, SKEW, clock=lambda: NOW + 3)
+    assert starting.load(key, value) is None
+    assert starting.load(key, backdated) == "invalid_value"
+    starting.finish_loading()
+    assert starting.check("4", TYPO, "A detector.", NOW + 3)[0].duplicate_of == "1"
+    # A title stored again after its TTL is dated later, and replaces the entry as before.
+    later = NOW + TTL + 10
+    third = index(clock=later)
+    replicate(changes, third)
+    first.clock = lambda: later
+    _, again = first.check("5", TITLE, None, later)
+    assert third.apply(again[0].key, again[0].value) == APPLIED
+
+
 def test_a_title_written_again_before_another_worker_s_deletion_reached_the_topic_is_kept_for_starting_workers() -> (
     None
 ):
