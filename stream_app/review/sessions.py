@@ -139,7 +139,9 @@ class Sessions:
 
     def read(self, cookie: str | None) -> Session | None:
         """The session of a cookie value, or None when it is malformed, forged, expired or revoked."""
-        if not cookie or len(cookie) > 1024:
+        # A cookie the worker signed is ASCII; aiohttp hands a byte that is not UTF-8 over as a lone surrogate,
+        # which no encoder takes.
+        if not cookie or len(cookie) > 1024 or not cookie.isascii():
             return None
         parts = cookie.split(".")
         if len(parts) != 5:
