@@ -277,6 +277,28 @@ def decide(
     return feedback, tagged
 
 
+@dataclass(frozen=True)
+class ItemText:
+    """An item's own text (its id) in a :data:`Notice`."""
+
+    text: str
+
+
+Notice = str | tuple[str | ItemText, ...]
+"""A line of the page's status: plain text, or its parts in order, some of them an item's own text."""
+
+
+def _isolated(text: str) -> str:
+    """An item's text as HTML, escaped and in ``<bdi>``: bidi controls or right-to-left letters in it cannot
+    reorder the words around it."""
+    return f"<bdi>{html.escape(text)}</bdi>"
+
+
+def _notice_html(notice: Notice) -> str:
+    parts = (notice,) if isinstance(notice, str) else notice
+    return "".join(_isolated(part.text) if isinstance(part, ItemText) else html.escape(part) for part in parts)
+
+
 def _shown(description: str) -> str:
     """A description as the page shows it: cut at :data:`SHOWN_DESCRIPTION_CHARS`, an ellipsis saying so."""
     if len(description) <= SHOWN_DESCRIPTION_CHARS:
@@ -286,7 +308,7 @@ def _shown(description: str) -> str:
 
 def render_page(
     board: ReviewBoard,
-    notice: str = "",
+    notice: Notice = "",
     limit: int = 50,
     *,
     reviewer: str | None = None,
@@ -297,7 +319,8 @@ def render_page(
     """The review page: the oldest waiting items, each with a form to decide it, and a form to report a wrong
     tag, for the signed-in ``reviewer`` (every form carries ``csrf``), and a sign-out button unless ``sign_out``
     is false (a proxy signs reviewers in and out); without a reviewer, the items alone and the ``read_only``
-    explanation (HTML, the caller's own)."""
+    explanation (HTML, the caller's own). Titles, descriptions and the item text of the ``notice`` are each
+    isolated in ``<bdi>``."""
     esc = html.escape
     token = f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
     options = "".join(f'<option value="{esc(t)}">{esc(t)}</option>' for t in APPROVED_TAGS)
@@ -315,13 +338,13 @@ def render_page(
         )
         items.append(
             f'<li><article aria-labelledby="title-{n}" data-id="{esc(item_id)}">'
-            f'<h2 id="title-{n}">{esc(str(record.get("title") or ""))}</h2>'
-            f"<p>{esc(_shown(str(record.get('description') or '')))}</p>"
+            f'<h2 id="title-{n}">{_isolated(str(record.get("title") or ""))}</h2>'
+            f"<p>{_isolated(_shown(str(record.get('description') or '')))}</p>"
             f"<p>Suggested: <strong>{esc(suggested)}</strong>, confidence {float(record['confidence']):.2f}</p>"
             f"{form if reviewer is not None else ''}</article></li>"
         )
     waiting = "".join(items) or "<li>Nothing is waiting for review.</li>"
-    notice_html = f'<p role="status">{esc(notice)}</p>' if notice else ""
+    notice_html = f'<p role="status">{_notice_html(notice)}</p>' if notice else ""
     if reviewer is None:
         header, report = f'<p id="read-only">{read_only}</p>', ""
     else:

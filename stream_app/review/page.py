@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from stream_app.delivery.publish import encode
 from stream_app.errors import InvalidDecision
 from stream_app.review.accounts import MAX_NAME_CHARS, ReviewerAccounts
-from stream_app.review.board import ReviewBoard, decide, render_page
+from stream_app.review.board import ItemText, Notice, ReviewBoard, decide, render_page
 from stream_app.review.records import MAX_REVIEWER_CHARS, feedback_signature
 from stream_app.review.sessions import (
     MAX_FAILED_SIGN_INS_PER_NAME,
@@ -224,7 +224,8 @@ class ReviewSite:
             return self._review_page(session, reviewer, f"Not saved: {error}", status=400)
         item_id = feedback["id"]
         if item_id in self._deciding:  # two reviewers, or a double click: both would be published
-            return self._review_page(session, reviewer, f"Not saved: {item_id} is being decided", status=409)
+            busy = ("Not saved: ", ItemText(item_id), " is being decided")
+            return self._review_page(session, reviewer, busy, status=409)
         self._deciding.add(item_id)
         # The send goes on when the page stops waiting for it: until it ends, the item is being decided (409),
         # so a second try cannot publish it twice.
@@ -233,13 +234,17 @@ class ReviewSite:
         try:
             await asyncio.wait_for(asyncio.shield(sending), PUBLISH_SECONDS)
         except TimeoutError:
-            notice = f"Not saved yet: Kafka has not answered. {item_id} is saved if it does; reload in a minute."
-            return self._review_page(session, reviewer, notice, status=503)
+            waited = (
+                "Not saved yet: Kafka has not answered. ",
+                ItemText(item_id),
+                " is saved if it does; reload in a minute.",
+            )
+            return self._review_page(session, reviewer, waited, status=503)
         except KafkaError as error:
             log.warning("a decision on %r was not published: %r", item_id, error)
             return self._review_page(session, reviewer, "Not saved: Kafka refused it. Try again.", status=503)
-        notice = f"Saved: {feedback['id']} is {feedback['tag']} ({feedback['verdict']})."
-        return self._review_page(session, reviewer, notice)
+        saved = ("Saved: ", ItemText(item_id), f" is {feedback['tag']} ({feedback['verdict']}).")
+        return self._review_page(session, reviewer, saved)
 
     def _sent(self, item_id: str, sending: asyncio.Future[None]) -> None:
         """A decision's send has ended: the item is no longer being decided, and, if it was published, no longer
@@ -288,7 +293,9 @@ class ReviewSite:
         self.count_sign_in("signed_in")
         return self._redirect("/review", self.sessions.new(name, account))
 
-    def _review_page(self, session: Session, reviewer: str | None, notice: str = "", status: int = 200) -> WebResponse:
+    def _review_page(
+        self, session: Session, reviewer: str | None, notice: Notice = "", status: int = 200
+    ) -> WebResponse:
         if reviewer is not None:
             read_only = ""
         elif self.accounts is None:

@@ -13,7 +13,7 @@ import pytest
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision, InvalidRecord
-from stream_app.review.board import PublishedRecords, ReviewBoard, decide, render_page
+from stream_app.review.board import ItemText, PublishedRecords, ReviewBoard, decide, render_page
 from stream_app.review.labels import LabelStore, read_labels
 from stream_app.review.records import read_record
 from stream_app.schema import load_schema
@@ -232,6 +232,19 @@ def test_what_the_board_holds_per_item_is_not_walked_by_full_garbage_collections
     prediction = board.prediction("t7")
     assert prediction is not None and prediction.tag == "computer-vision" and prediction.record["id"] == "t7"
     assert board.prediction("r7") is not None and board.prediction("missing") is None
+
+
+def test_item_text_and_notices_are_isolated_so_bidi_controls_cannot_reorder_the_page() -> None:
+    """U+202E shows the text after it right to left: in a notice, an item's id would turn "is mlops" around."""
+    board = ReviewBoard(recent_limit=10)
+    board.on_review({**review_record("a"), "title": "zeta \u202egnissecorp", "description": "\u202eeton"})
+    notice = ("Saved: ", ItemText("\u05e9\u202eid"), " is mlops (accepted).")
+    page = render_page(board, notice=notice, reviewer="ann", csrf="t")
+    assert '<p role="status">Saved: <bdi>\u05e9\u202eid</bdi> is mlops (accepted).</p>' in page
+    assert '<h2 id="title-0"><bdi>zeta \u202egnissecorp</bdi></h2>' in page
+    assert "<p><bdi>\u202eeton</bdi></p>" in page
+    escaped = render_page(board, notice=("<b>", ItemText("<i>"), "</b>"))
+    assert '<p role="status">&lt;b&gt;<bdi>&lt;i&gt;</bdi>&lt;/b&gt;</p>' in escaped
 
 
 def test_the_page_escapes_titles_and_offers_only_approved_tags() -> None:

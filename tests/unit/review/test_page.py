@@ -119,7 +119,7 @@ def test_a_signed_in_reviewer_decides_and_the_decision_names_them(tmp_path: Path
     page = site.request("GET", "/review").body
     assert "Signed in as <strong>ann</strong>" in page
     response = site.request("POST", "/review", {"csrf": site.token(), "id": "a", "tag": "mlops", "reviewer": "eve"})
-    assert response.status == 200 and "Saved: a" in response.body
+    assert response.status == 200 and "Saved: <bdi>a</bdi> is mlops (accepted)." in response.body
     ((feedback, tagged),) = site.published
     assert feedback["reviewer"] == "ann" and feedback["id"] == "a" and tagged["tagged_by"] == "human"
     assert "a" not in site.board.waiting
