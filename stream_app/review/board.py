@@ -25,7 +25,7 @@ from stream_app.review.records import (
     checked_review_id,
     checked_tagged_id,
 )
-from stream_app.schema import SCHEMA_VERSION
+from stream_app.schema import MAX_TITLE_CHARS, SCHEMA_VERSION
 
 KEPT_FIELDS = ("id", "title", "description", "created_on", "source", "url", "dedupe_key", "suggested_tag")
 """What a recent prediction keeps of its record: enough to label it and to re-tag it, not the scores."""
@@ -33,6 +33,9 @@ KEPT_DESCRIPTION_CHARS = 1000
 SHOWN_DESCRIPTION_CHARS = 1000
 """Longest description the review page shows of an item (a decision still publishes it whole): the page is
 rendered on the event loop for anyone who asks, and 50 items of 256 KiB would make megabytes of it."""
+SHOWN_TITLE_CHARS = MAX_TITLE_CHARS
+"""Longest title the review page shows of an item: the longest an input may have, so the page stays small
+whatever reaches the board."""
 KEPT_RAW_BYTES = KEPT_DESCRIPTION_CHARS
 """Longest record JSON a recent prediction keeps as it came: no description in it can exceed the cut (a character
 is at least a byte), and the fields packing would drop add a few hundred bytes at most."""
@@ -299,11 +302,11 @@ def _notice_html(notice: Notice) -> str:
     return "".join(_isolated(part.text) if isinstance(part, ItemText) else html.escape(part) for part in parts)
 
 
-def _shown(description: str) -> str:
-    """A description as the page shows it: cut at :data:`SHOWN_DESCRIPTION_CHARS`, an ellipsis saying so."""
-    if len(description) <= SHOWN_DESCRIPTION_CHARS:
-        return description
-    return description[:SHOWN_DESCRIPTION_CHARS] + "…"
+def _shown(text: str, limit: int) -> str:
+    """A text as the page shows it: cut at ``limit`` characters, an ellipsis saying so."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + "…"
 
 
 def render_page(
@@ -338,8 +341,8 @@ def render_page(
         )
         items.append(
             f'<li><article aria-labelledby="title-{n}" data-id="{esc(item_id)}">'
-            f'<h2 id="title-{n}">{_isolated(str(record.get("title") or ""))}</h2>'
-            f"<p>{_isolated(_shown(str(record.get('description') or '')))}</p>"
+            f'<h2 id="title-{n}">{_isolated(_shown(str(record.get("title") or ""), SHOWN_TITLE_CHARS))}</h2>'
+            f"<p>{_isolated(_shown(str(record.get('description') or ''), SHOWN_DESCRIPTION_CHARS))}</p>"
             f"<p>Suggested: <strong>{esc(suggested)}</strong>, confidence {float(record['confidence']):.2f}</p>"
             f"{form if reviewer is not None else ''}</article></li>"
         )

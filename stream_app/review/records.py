@@ -15,7 +15,14 @@ from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidRecord
 from stream_app.metric_labels import VERDICTS
 from stream_app.review.labels import decision_time
-from stream_app.schema import MAX_ID_CHARS, OPTIONAL_TEXT_FIELDS, has_lone_surrogate, is_blank
+from stream_app.schema import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_ID_CHARS,
+    MAX_TITLE_CHARS,
+    OPTIONAL_TEXT_FIELDS,
+    has_lone_surrogate,
+    is_blank,
+)
 
 MAX_REVIEWER_CHARS = 100
 MAX_VERSION_CHARS = 64
@@ -43,7 +50,8 @@ def read_record(raw: bytes | None) -> dict[str, Any]:
 def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
     """The item id of a record of a prediction, with its tag (in ``tag_field``), model version, dedupe key, title,
     description and the input's other text fields checked; raises :class:`InvalidRecord`. A decision publishes
-    these fields to the tagged topic, where they are text or null, as in the input."""
+    these fields to the tagged topic, where they are text or null, as in the input; the title and description
+    are no longer than the input's, as the board keeps them and the page shows them."""
     item_id = _item_id(record)
     _tag(record, tag_field)
     _version(record)
@@ -51,6 +59,9 @@ def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
     _title(record)
     for name in ("description", *OPTIONAL_TEXT_FIELDS):
         _optional_text(record, name)
+    description = record.get("description")
+    if description is not None and len(description) > MAX_DESCRIPTION_CHARS:
+        raise InvalidRecord("invalid_value", f"description is longer than {MAX_DESCRIPTION_CHARS} characters")
     return item_id
 
 
@@ -142,11 +153,15 @@ def _item_id(record: Mapping[str, Any]) -> str:
 
 
 def _title(record: Mapping[str, Any]) -> None:
-    """A title is what a label trains on: required and not blank, as the output contracts say."""
+    """A title is what a label trains on: required, not blank and not longer than an input's, as the output
+    contracts say."""
     if record.get("title") is None:
         raise InvalidRecord("missing_field", "title")
-    if is_blank(_text(record, "title")):
+    title = _text(record, "title")
+    if is_blank(title):
         raise InvalidRecord("invalid_value", "title is blank")
+    if len(title) > MAX_TITLE_CHARS:
+        raise InvalidRecord("invalid_value", f"title is longer than {MAX_TITLE_CHARS} characters")
 
 
 def _tag(record: Mapping[str, Any], name: str) -> str:

@@ -16,7 +16,7 @@ from stream_app.errors import InvalidDecision, InvalidRecord
 from stream_app.review.board import ItemText, PublishedRecords, ReviewBoard, decide, render_page
 from stream_app.review.labels import LabelStore, read_labels
 from stream_app.review.records import read_record
-from stream_app.schema import load_schema
+from stream_app.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, load_schema
 
 NOW = "2026-11-23T00:00:00.000+00:00"
 
@@ -234,6 +234,14 @@ def test_what_the_board_holds_per_item_is_not_walked_by_full_garbage_collections
     assert board.prediction("r7") is not None and board.prediction("missing") is None
 
 
+def test_the_page_cuts_long_titles_whatever_reaches_the_board() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_review({**review_record("a"), "title": '"' * 450_000}, own=True)  # the checks are skipped
+    page = render_page(board)
+    assert "&quot;" * MAX_TITLE_CHARS + "…" in page and "&quot;" * (MAX_TITLE_CHARS + 1) not in page
+    assert len(page) < 10_000
+
+
 def test_item_text_and_notices_are_isolated_so_bidi_controls_cannot_reorder_the_page() -> None:
     """U+202E shows the text after it right to left: in a notice, an item's id would turn "is mlops" around."""
     board = ReviewBoard(recent_limit=10)
@@ -367,6 +375,11 @@ def without(record: dict[str, Any], name: str) -> dict[str, Any]:
         ("on_review", {**review_record("n"), "title": None}, "missing_field"),
         ("on_review", {**review_record("n"), "title": " "}, "invalid_value"),
         ("on_tagged", {**tagged_record("n"), "title": ""}, "invalid_value"),
+        # No longer than an input's: the board keeps them, and the page, which anyone may ask for, shows them.
+        ("on_review", {**review_record("n"), "title": "t" * (MAX_TITLE_CHARS + 1)}, "invalid_value"),
+        ("on_tagged", {**tagged_record("n"), "title": "t" * (MAX_TITLE_CHARS + 1)}, "invalid_value"),
+        ("on_review", {**review_record("n"), "description": "d" * (MAX_DESCRIPTION_CHARS + 1)}, "invalid_value"),
+        ("on_tagged", {**tagged_record("n"), "description": "d" * (MAX_DESCRIPTION_CHARS + 1)}, "invalid_value"),
         # A decision publishes these fields to the tagged topic, as text or null.
         *[(method, {**make("n"), name: value}, "wrong_type")
           for method, make in (("on_review", review_record), ("on_tagged", tagged_record))
