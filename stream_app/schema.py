@@ -14,6 +14,9 @@ Choices the contract makes, each with its dead-letter reason:
 - ``id`` is a string or a JSON integer; ``true``/``false`` and ``1.0`` are ``wrong_type`` (JSON Schema cannot
   tell ``1.0`` from ``1``, so here the parser is stricter than ``content.json``); integers outside the signed
   64-bit range are ``invalid_value``;
+- a string ``id`` holding a control character (:data:`ID_CONTROL_CHARACTERS`) is ``invalid_value``: the review
+  page sends an id back in a form, and HTML and form encoding change line breaks and NUL, so such an item could
+  never be decided; bidi controls would show the id, and the text after it, in another order;
 - rules about the JSON text itself, which JSON Schema cannot state, are ``invalid_value``: ``NaN`` and
   ``Infinity`` (and numbers like ``1e400`` that overflow to them), a key repeated in one object, nesting
   deeper than 64 levels, an unpaired UTF-16 surrogate escape such as ``"\\ud800"``, and integers too long
@@ -26,6 +29,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -38,6 +42,10 @@ MAX_TITLE_CHARS: Final = 1_000
 MAX_DESCRIPTION_CHARS: Final = 20_000
 MAX_ID_CHARS: Final = 200
 """Longest string id: an id is a key, carried by every output record and by the title index's entries."""
+ID_CONTROL_CHARACTERS: Final = r"\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069"
+"""The characters no string id may hold, as ranges of a regular expression's character class: Unicode's control
+characters (category Cc) and the bidi embeddings, overrides and isolates. ``content.json`` says the same."""
+_ID_CONTROL: Final = re.compile(f"[{ID_CONTROL_CHARACTERS}]")
 MAX_NESTING: Final = 64
 """Deepest nesting of objects and arrays an event may have; the event object itself is level 1."""
 MIN_INTEGER_ID: Final = -(2**63)
@@ -116,6 +124,12 @@ _JSON_WHITESPACE: Final = " \t\n\r"
 def is_blank(text: str) -> bool:
     """Whether ``text`` holds nothing but :data:`BLANK_CHARACTERS`."""
     return not text.strip(BLANK_CHARACTERS)
+
+
+def id_control_character(text: str) -> str | None:
+    """The first of :data:`ID_CONTROL_CHARACTERS` in an id's ``text``, None if it holds none."""
+    found = _ID_CONTROL.search(text)
+    return None if found is None else found.group()
 
 
 def _refuse_constant(name: str) -> Any:
@@ -199,6 +213,8 @@ def _validate(value: dict[str, Any]) -> ContentEvent:
         raise InvalidEvent("invalid_value", "'id' is a blank string")
     if isinstance(event_id, str) and len(event_id) > MAX_ID_CHARS:
         raise InvalidEvent("too_large", f"'id' has {len(event_id)} characters, more than {MAX_ID_CHARS}")
+    if isinstance(event_id, str) and (control := id_control_character(event_id)) is not None:
+        raise InvalidEvent("invalid_value", f"'id' holds the control character U+{ord(control):04X}")
     if isinstance(event_id, int) and not MIN_INTEGER_ID <= event_id <= MAX_INTEGER_ID:
         raise InvalidEvent("invalid_value", "'id' is an integer outside the signed 64-bit range")
     title = value["title"]

@@ -21,6 +21,7 @@ from stream_app.schema import (
     MAX_TITLE_CHARS,
     OPTIONAL_TEXT_FIELDS,
     has_lone_surrogate,
+    id_control_character,
     is_blank,
 )
 
@@ -66,8 +67,12 @@ def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
 
 
 def checked_review_id(record: Mapping[str, Any]) -> str:
-    """The item id of a review record with what the page and a decision need; raises :class:`InvalidRecord`."""
+    """The item id of a review record with what the page and a decision need; raises :class:`InvalidRecord`.
+    Its id holds no control character (:data:`~stream_app.schema.ID_CONTROL_CHARACTERS`), as the input's: the page
+    sends the id back in a form, which changes line breaks and NUL, so such an item could never be decided."""
     item_id = _checked_prediction_id(record, "suggested_tag")
+    if id_control_character(item_id) is not None:
+        raise InvalidRecord("invalid_value", "id holds a control character")
     confidence = _field(record, "confidence", (int, float))
     if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
         raise InvalidRecord("invalid_value", "confidence is not a number between 0 and 1")

@@ -106,6 +106,12 @@ def malformed_generators(rng: random.Random) -> dict[str, Callable[[], tuple[byt
             + b"}",
             "invalid_value",
         ),
+        "control-character-id": lambda: (
+            json.dumps(
+                {"id": ident() + rng.choice(["\r", "\n", "\r\n", "\x00", "\x85", "\u202e"]), "title": text(9)}
+            ).encode(),
+            "invalid_value",
+        ),
         "lone-surrogate": lambda: (b'{"id": "' + ident().encode() + b'", "title": "\\ud800"}', "invalid_value"),
         "huge-integer": lambda: (
             b'{"id": ' + rng.choice([b"9" * 30, b"9" * 5_000]) + b', "title": "big"}',

@@ -19,6 +19,7 @@ from stream_app.errors import DEADLETTER_REASONS, InvalidEvent
 from stream_app.pipeline import utc_iso
 from stream_app.review.records import checked_review_id, checked_tagged_id
 from stream_app.schema import (
+    ID_CONTROL_CHARACTERS,
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,
     MAX_INTEGER_ID,
@@ -92,6 +93,7 @@ def test_enums_and_limits_are_the_codes_own() -> None:
     integer_id = next(branch for branch in fields["id"]["oneOf"] if branch["type"] == "integer")
     string_id = next(branch for branch in fields["id"]["oneOf"] if branch["type"] == "string")
     assert string_id["maxLength"] == MAX_ID_CHARS
+    assert string_id["not"] == {"pattern": f"[{ID_CONTROL_CHARACTERS}]"}
     assert (integer_id["minimum"], integer_id["maximum"]) == (MIN_INTEGER_ID, MAX_INTEGER_ID)
     for output in (tagged, review):  # records that carry the event promise what the input schema does
         assert {name: output["properties"][name] for name in fields} == fields
@@ -109,6 +111,7 @@ AGREED: list[tuple[Any, bool]] = [
     ({"id": MIN_INTEGER_ID, "title": "x"}, True),
     ({"id": 1, "title": LONG_TITLE, "description": "d" * MAX_DESCRIPTION_CHARS}, True),
     ({"id": 1, "title": "\u200b"}, True),  # a zero-width space is not whitespace
+    ({"id": "\u05e9 \u200f\ufeffx", "title": "a\tb\r\n\u202ec\u0000"}, True),  # controls in a title are text
     ({"id": MAX_INTEGER_ID + 1, "title": "x"}, False),
     ({"id": MIN_INTEGER_ID - 1, "title": "x"}, False),
     ({"id": 1, "title": TOO_LONG_TITLE}, False),
@@ -118,6 +121,7 @@ AGREED: list[tuple[Any, bool]] = [
     ({"id": 1, "title": "\u00a0\u3000"}, False),  # no-break and ideographic spaces are whitespace
     ({"id": "", "title": "x"}, False),
     ({"id": " ", "title": "x"}, False),
+    *[({"id": f"a{control}b", "title": "x"}, False) for control in "\r\n\x00\t\x7f\x85\u202a\u202e\u2066\u2069"],
     ({"id": True, "title": "x"}, False),
     ({"id": 1.5, "title": "x"}, False),
     ({"id": [1], "title": "x"}, False),
@@ -174,7 +178,7 @@ MISSING = "<missing>"
 EDGE_VALUES: list[Any] = [
     *(MIN_INTEGER_ID - 1, MIN_INTEGER_ID, MAX_INTEGER_ID, MAX_INTEGER_ID + 1, 2**70, 0, -1),
     *(1.5, -0.25, 1e300, True, False, None, [], [1], {}, {"a": None}, MISSING),
-    *("", " ", "\t\n", "\u3000", "x", " x "),
+    *("", " ", "\t\n", "\u3000", "x", " x ", "a\rb", "a\x00b", "a\u202eb", "a\u2069b"),
     *("i" * MAX_ID_CHARS, "i" * (MAX_ID_CHARS + 1)),
     *("t" * (MAX_TITLE_CHARS - 1), "t" * MAX_TITLE_CHARS, "t" * (MAX_TITLE_CHARS + 1)),
     *("d" * MAX_DESCRIPTION_CHARS, "d" * (MAX_DESCRIPTION_CHARS + 1)),

@@ -380,6 +380,9 @@ def without(record: dict[str, Any], name: str) -> dict[str, Any]:
         ("on_tagged", {**tagged_record("n"), "title": "t" * (MAX_TITLE_CHARS + 1)}, "invalid_value"),
         ("on_review", {**review_record("n"), "description": "d" * (MAX_DESCRIPTION_CHARS + 1)}, "invalid_value"),
         ("on_tagged", {**tagged_record("n"), "description": "d" * (MAX_DESCRIPTION_CHARS + 1)}, "invalid_value"),
+        # An id a form cannot send back as it is: the item could never be decided, and would hold a place on the page.
+        *[("on_review", {**review_record("n"), "id": f"a{control}b"}, "invalid_value")
+          for control in ("\r", "\n", "\r\n", "\x00", "\t", "\x85", "\u202e", "\u2066")],
         # A decision publishes these fields to the tagged topic, as text or null.
         *[(method, {**make("n"), name: value}, "wrong_type")
           for method, make in (("on_review", review_record), ("on_tagged", tagged_record))
