@@ -34,10 +34,12 @@ def review_view(site: ReviewSite) -> type[faust.web.View]:
             return self._send(await site.handle(_web_request(request, site, {})))
 
         async def post(self, request: Any) -> Any:
+            refused = site.refused_unread(_web_request(request, site, {}), request.content_type)
+            if refused is not None:
+                return self._send(refused)
             try:
                 form = {key: str(value) for key, value in (await request.post()).items()}
-            # A body that is not a form: not UTF-8, an unknown charset, no boundary, or (RuntimeError, aiohttp's
-            # choice) a multipart part in an unknown Content-Transfer-Encoding.
+            # A body that is not a form: not UTF-8, or an unknown charset.
             except (ValueError, LookupError, RuntimeError):
                 return self._send(WebResponse(400, plain_page("Refused", "The form could not be read.")))
             return self._send(await site.handle(_web_request(request, site, form)))
