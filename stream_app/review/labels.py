@@ -8,14 +8,20 @@ the feedback topic could make sort after every time. Lines that do not parse are
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any, Final
 
 from stream_app import APPROVED_TAGS
 from stream_app.files import open_regular
 from stream_app.schema import has_lone_surrogate
+
+log = logging.getLogger(__name__)
 
 LABEL_FIELDS: Final = ("id", "title", "description", "tag", "verdict", "reviewer", "decided_at", "model_version")
 
@@ -27,13 +33,45 @@ class LabelStore:
         self.path = path
 
     def append(self, label: dict[str, Any]) -> None:
-        """Append one decision, keeping only :data:`LABEL_FIELDS`; raises ``UnicodeEncodeError``, writing
-        nothing, for text UTF-8 cannot carry (an unpaired surrogate)."""
+        """Append one decision, keeping only :data:`LABEL_FIELDS`, as a line of its own; raises
+        ``UnicodeEncodeError``, writing nothing, for text UTF-8 cannot carry (an unpaired surrogate), and
+        :class:`OSError` (logged with its errno and the path), leaving the file as it was, when the store cannot be
+        written or is not a regular file."""
         line = json.dumps({name: label.get(name) for name in LABEL_FIELDS}, ensure_ascii=False) + "\n"
         data = line.encode("utf-8")  # before the file is touched: half a line would spoil the next one too
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as file:
-            file.write(data)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            append_line(self.path, data)
+        except OSError as error:
+            log.error("cannot append a decision to the labelled store %s: %s", self.path, error)
+            raise
+
+
+def append_line(path: Path, data: bytes) -> None:
+    """Append ``data`` to the regular file at ``path`` (made if missing), after a newline if the file ends without
+    one; on a failed write, cut the file back to its size before. Raises :class:`OSError`.
+
+    The file is opened without blocking, then checked: a FIFO in its place would otherwise hold the event loop
+    until a reader came. A line torn by a full disk or a killed process would swallow the next line whole; the
+    newline leaves the fragment a line of its own, which readers skip and count."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        size = status.st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError:
+            with contextlib.suppress(OSError):  # the error to raise is the write's; a newline ends what stays
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 MAX_DECISION_AHEAD: Final = dt.timedelta(minutes=5)
