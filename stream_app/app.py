@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -78,8 +79,14 @@ def new_faust_app(settings: Settings) -> TaggerApp:
     )
 
 
-def create_app(settings: Settings, classifier: Classifier, registry: CollectorRegistry | None = None) -> faust.App:
-    """Build the worker for ``settings`` serving ``classifier``; nothing connects until the worker starts."""
+def create_app(
+    settings: Settings,
+    classifier: Classifier,
+    registry: CollectorRegistry | None = None,
+    model_dir: Path | None = None,
+) -> faust.App:
+    """Build the worker for ``settings`` serving ``classifier``, loaded from ``model_dir`` (by default
+    ``TAGGER_MODEL_DIR``); nothing connects until the worker starts."""
     registry = registry if registry is not None else CollectorRegistry()
     reference = Reference.from_card(classifier.card)
     metrics = Metrics(registry, reference.confidence_bin_edges)
@@ -118,7 +125,10 @@ def create_app(settings: Settings, classifier: Classifier, registry: CollectorRe
 
     register_agent(app, topics.input, tag, follower, progress, settings)
     signed_out = SignOuts(session_secret(settings), caught_up=False)
-    register_tasks(app, settings, topics, follower, ownership, progress, board, pipeline, metrics, signed_out)
+    register_tasks(
+        app, settings, topics, follower, ownership, progress, board, pipeline, metrics, signed_out,
+        model_dir if model_dir is not None else settings.model_dir,
+    )  # fmt: skip
     register_pages(app, settings, registry, pipeline, follower, topics, board, signed_out)
     app.tagger_metrics = metrics  # type: ignore[attr-defined]  # for tests
     return app

@@ -152,6 +152,10 @@ class Metrics:
         )
         self.model_refusals = make.counter("model_refusals", "Candidate models refused, by reason.", ["reason"])
         self.model_promotions = make.counter("model_promotions", "Candidate models promoted to serve.")
+        self.retrains_skipped = make.counter(
+            "retrains_skipped",
+            "Retrain checks or starts skipped because a file could not be read or the exporter could not start.",
+        )
         # ``version`` takes one value per model this worker served (champion or canary): a handful over its life.
         self.model_served = make.counter(
             "model_served", "Classified events, by the model version that served them and route.", ["version", "route"]

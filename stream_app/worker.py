@@ -157,7 +157,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
         print(f"content-tagger: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from error
     log.info("serving model %s from %s, review threshold %.3f", classifier.version, model_dir, classifier.threshold)
-    app = create_app(settings, classifier)
+    app = create_app(settings, classifier, model_dir=model_dir)
     # Faust builds the worker from this setting itself: a partial hands it the stop timeout and log window.
     app.conf.Worker = functools.partial(  # type: ignore[assignment]  # Faust types the setting as a type variable
         TaggerWorker,

@@ -176,6 +176,7 @@ class ModelLifecycle:
         review_threshold: float | None = None,
         *,
         registry: bool = False,
+        serving_dir: Path | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
@@ -190,6 +191,9 @@ class ModelLifecycle:
         restart."""
         self.passed_over: set[str] = set()
         """Candidates left pending because of the registry, each logged once."""
+        self.serving_dir = serving_dir
+        """The folder of the model the pipeline serves, unless another part (the registry's follower) swapped it:
+        the one served at start, then the last one promoted here."""
 
     async def poll(self) -> None:
         """Decide a finished shadow run, or take up the next pending candidate (none with a registry: logged)."""
@@ -243,7 +247,7 @@ class ModelLifecycle:
         previous = self.pipeline.classifier.version
         self.pipeline.swap(candidate)
         detail = {"version": candidate.version, "replaced": previous, **detail}
-        await self._file(folder, PROMOTED, detail)
+        self.serving_dir = await self._file(folder, PROMOTED, detail) or folder
         self.metrics.promoted()
         log.warning("promoted model %s (replacing %s)", candidate.version, previous)
 
@@ -253,11 +257,13 @@ class ModelLifecycle:
         self.metrics.refused(refusal.reason)
         log.warning("refused candidate model in %s: %s (%s)", folder.name, refusal.reason, refusal.detail)
 
-    async def _file(self, folder: Path, outcome: str, detail: dict[str, Any]) -> None:
-        """:func:`file_decision`; a folder that cannot be filed (read-only, or something in the way) is logged and
-        passed over until a restart: the decision holds in this process, and the worker goes on."""
+    async def _file(self, folder: Path, outcome: str, detail: dict[str, Any]) -> Path | None:
+        """:func:`file_decision`, and where the folder went; a folder that cannot be filed (read-only, or something
+        in the way) is logged and passed over until a restart (None): the decision holds in this process, and the
+        worker goes on."""
         try:
-            await asyncio.to_thread(file_decision, folder, self.candidates_dir, outcome, detail)
+            return await asyncio.to_thread(file_decision, folder, self.candidates_dir, outcome, detail)
         except OSError as error:
             self.unfiled.add(folder.name)
             log.error("cannot file candidate %s in %s/ (%s): it stays where it is", folder.name, outcome, error)
+            return None

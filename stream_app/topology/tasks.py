@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final, cast
 
 from aiokafka.errors import IllegalStateError, KafkaError
@@ -110,8 +111,10 @@ def register_tasks(
     pipeline: Pipeline,
     metrics: Metrics,
     signed_out: SignOuts,
+    model_dir: Path,
 ) -> None:
-    """Declare the worker's tasks, timers and rebalance handler on ``app``."""
+    """Declare the worker's tasks, timers and rebalance handler on ``app``; ``model_dir`` is the folder of the model
+    the pipeline serves at start."""
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # Faust's stub has no signal arguments
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -185,9 +188,17 @@ def register_tasks(
         settings.shadow_events,
         settings.review_threshold,
         registry=bool(settings.registry_url),
+        serving_dir=model_dir,
     )
     fleet = fleet_model(settings, metrics, pipeline.classifier.version)
-    retrain = Retrainer(settings, lambda: fleet.champion_dir if fleet is not None else None)
+
+    def serving_dir() -> Path:
+        """The folder of the model serving now: the registry's champion, else the last promoted or started with."""
+        if fleet is not None and fleet.champion_dir is not None:
+            return fleet.champion_dir
+        return lifecycle.serving_dir or model_dir
+
+    retrain = Retrainer(settings, serving_dir)
 
     @app.timer(interval=settings.candidate_poll_seconds)
     async def manage_models() -> None:

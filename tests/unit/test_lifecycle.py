@@ -739,3 +739,51 @@ def test_online_precision_below_the_cards_target_fires_a_retrain_over_enough_jud
     for _ in range(200):
         pipeline.metrics.shown(live.version)
     assert retrainer._precision_reason(live, pipeline.metrics) is None  # 10 of 400: back above the target
+
+
+def unreadable_store(path: Path, how: str) -> Path:
+    """A labelled store every read of which fails: a link to a file whose reads fail with EIO (as a bad disk's
+    would), or a folder in its place."""
+    if how == "eio":
+        path.symlink_to("/proc/self/mem")
+    else:
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("how", ["eio", "directory"])
+def test_a_labelled_store_that_cannot_be_read_skips_the_retrain_and_leaves_the_worker_running(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """An error out of the retrainer stops the model timer, which stops the worker, and at every restart."""
+    labels = unreadable_store(tmp_path / "labels.jsonl", how)
+    settings = Settings(model_dir=trained_model_dir, labels_path=labels, retrain_after_labels=1)
+    retrainer = Retrainer(settings)  # at start-up
+    pipeline, registry = make_pipeline(trained_model_dir)
+    asyncio.run(retrainer.maybe_start(pipeline.classifier, metrics=pipeline.metrics))
+    asyncio.run(retrainer.maybe_start(pipeline.classifier, metrics=pipeline.metrics))
+    assert retrainer.process is None
+    assert registry.get_sample_value("content_tagger_retrains_skipped_total") == 2
+    why = "[Errno 5] Input/output error" if how == "eio" else f"{labels} is not a regular file"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cannot read the labelled store")]
+    assert said == [f"cannot read the labelled store {labels}: {why}; no retrain until it can"]  # once: not per poll
+    # Readable again, with decisions made while it was not: they set the count the next retrain waits for.
+    labels.unlink() if how == "eio" else labels.rmdir()
+    LabelStore(labels).append({"id": "a", "title": "t", "tag": "other", "decided_at": "2026-11-23T00:00:00Z"})
+    asyncio.run(retrainer.maybe_start(pipeline.classifier, metrics=pipeline.metrics))
+    assert retrainer.process is None and "the retrain's files read again" in caplog.text
+
+
+def test_a_retrain_that_cannot_start_is_skipped_counted_and_tried_at_the_next_poll(
+    trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(model_dir=trained_model_dir, labels_path=tmp_path / "labels.jsonl", retrain_drift_seconds=60)
+    retrainer = Retrainer(settings)
+    retrainer._drift_reason = lambda *args: "drift: confidence PSI 0.9"  # type: ignore[method-assign]
+    pipeline, registry = make_pipeline(trained_model_dir)
+    monkeypatch.setattr(retrain_module.sys, "executable", str(tmp_path / "no-python"))  # exec fails: ENOENT
+    asyncio.run(retrainer.maybe_start(pipeline.classifier, metrics=pipeline.metrics))
+    asyncio.run(retrainer.maybe_start(pipeline.classifier, metrics=pipeline.metrics))
+    assert retrainer.process is None and not retrainer.fired  # not marked as run: tried again
+    assert registry.get_sample_value("content_tagger_retrains_skipped_total") == 2
+    assert f"cannot start a retrain: [Errno 2] No such file or directory: '{tmp_path / 'no-python'}'" in caplog.text

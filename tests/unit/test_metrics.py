@@ -65,6 +65,7 @@ CONTRACT = {
     "content_tagger_review_sign_ins_total": "counter",
     "content_tagger_model_refusals_total": "counter",
     "content_tagger_model_promotions_total": "counter",
+    "content_tagger_retrains_skipped_total": "counter",
     "content_tagger_skipped_records_total": "counter",
     "content_tagger_model_served_total": "counter",
     "content_tagger_registry_reachable": "gauge",
