@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from stream_app.classifier import Classifier
+from stream_app.classifier import Classifier, read_card, sha256_file
 from stream_app.errors import ModelError
 from stream_app.files import open_regular
 from stream_app.lifecycle.shadow import Shadow
@@ -90,10 +90,20 @@ def pending_candidates(candidates_dir: Path) -> list[Path]:
 
 
 def current_model_dir(model_dir: Path, candidates_dir: Path) -> Path:
-    """The folder to serve at start-up: the most recently promoted candidate, else ``model_dir``; a promoted folder
+    """The folder a restart tries first: the most recently promoted candidate, else ``model_dir``; a promoted folder
     whose ``decision.json`` does not say when it was promoted is passed over (logged)."""
-    decided = [(order, folder.name, folder) for order, folder in promotions(candidates_dir)]
-    return max(decided)[2] if decided else model_dir
+    return next(iter(promoted_newest_first(candidates_dir)), model_dir)
+
+
+def promoted_newest_first(candidates_dir: Path) -> list[Path]:
+    """The promoted folders, the most recent first (:func:`promotion_order`), those whose ``decision.json`` is
+    malformed left out; none (logged) when ``promoted/`` cannot be listed."""
+    try:
+        found = promotions(candidates_dir)
+    except OSError as error:
+        log.warning("cannot list the promoted models in %s: %s", candidates_dir / PROMOTED, error)
+        return []
+    return [folder for _, _, folder in sorted(((order, f.name, f) for order, f in found), reverse=True)]
 
 
 def promotions(candidates_dir: Path) -> list[tuple[tuple[int, float], Path]]:
@@ -105,6 +115,36 @@ def promotions(candidates_dir: Path) -> list[tuple[tuple[int, float], Path]]:
         if order is not None:
             found.append((order, folder))
     return found
+
+
+def start_model_from(model_dir: Path, candidates_dir: Path, review_threshold: float | None) -> tuple[Classifier, Path]:
+    """The model to serve at start-up and its folder: the most recent promotion that loads, checks and holds the
+    model its ``decision.json`` names as promoted; else ``model_dir``, and :class:`ModelError` when that does not
+    load. Each promotion passed over is logged: an earlier one, or ``model_dir``, serves instead of none."""
+    for folder in promoted_newest_first(candidates_dir):
+        try:
+            model = Classifier.load(folder, review_threshold)
+        except (ModelError, OSError) as error:
+            log.warning("passing over the promoted folder %s: %s", folder, error)
+            continue
+        promoted = promoted_version(folder / "decision.json")
+        if model.version == promoted:
+            return model, folder
+        # Its files were replaced after it was judged: what it holds now never passed the gates.
+        log.warning("passing over the promoted folder %s: it holds model %s, but %r was promoted", folder,
+                    model.version, promoted)  # fmt: skip
+    return Classifier.load(model_dir, review_threshold), model_dir
+
+
+def promoted_version(path: Path) -> str | None:
+    """The model version the decision filed in ``path`` promoted (None when it cannot be read or names none)."""
+    try:
+        with open_regular(path) as handle:
+            decision = json.loads(handle.read(MAX_DECISION_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return None
+    version = decision.get("version") if isinstance(decision, dict) else None
+    return version if isinstance(version, str) else None
 
 
 MAX_PROMOTION_NUMBER: Final = 2**53
@@ -137,13 +177,19 @@ def promotion_order(path: Path) -> tuple[int, float] | None:
     return number, seconds
 
 
-def file_decision(folder: Path, candidates_dir: Path, outcome: str, detail: dict[str, Any]) -> Path:
+def file_decision(
+    folder: Path, candidates_dir: Path, outcome: str, detail: dict[str, Any], judged: Classifier | None = None
+) -> Path:
     """Move a decided candidate to ``promoted/`` or ``refused/`` with its ``decision.json``; returns where. A
-    promotion is numbered one past the highest filed.
+    promotion is numbered one past the highest filed. With ``judged``, the model that was judged, the folder must
+    still hold it (its card and the bytes the card names), else :class:`ModelError` and nothing moves: a restart
+    would serve what the folder holds.
 
     The decision is written into the folder (whole, by a rename) before the folder moves: a crash in between
     leaves a pending candidate, judged again at the next start, never a promoted folder without its decision,
     which a restart would pass over."""
+    if judged is not None:
+        check_holds(folder, judged)
     target = candidates_dir / outcome / folder.name
     target.parent.mkdir(parents=True, exist_ok=True)
     decision: dict[str, Any] = {**detail, "outcome": outcome, "decided_at": time.time()}
@@ -158,6 +204,19 @@ def file_decision(folder: Path, candidates_dir: Path, outcome: str, detail: dict
         shutil.rmtree(target)
     folder.rename(target)
     return target
+
+
+def check_holds(folder: Path, model: Classifier) -> None:
+    """Raise :class:`ModelError` (``tampered``) unless ``folder`` holds ``model``: the card it was loaded with, and
+    a ``model.onnx`` whose sha256 that card names."""
+    card = read_card(folder / "model.json")
+    try:
+        digest = sha256_file(folder / "model.onnx")
+    except OSError as error:
+        raise ModelError(f"cannot read {folder / 'model.onnx'}: {error}", "tampered") from error
+    if card != model.card or digest != card["sha256"]["model"]:
+        raise ModelError(f"{folder} no longer holds model {model.version}: its files changed after it was judged",
+                         "tampered")  # fmt: skip
 
 
 class ModelLifecycle:
@@ -247,7 +306,7 @@ class ModelLifecycle:
         previous = self.pipeline.classifier.version
         self.pipeline.swap(candidate)
         detail = {"version": candidate.version, "replaced": previous, **detail}
-        self.serving_dir = await self._file(folder, PROMOTED, detail) or folder
+        self.serving_dir = await self._file(folder, PROMOTED, detail, candidate) or folder
         self.metrics.promoted()
         log.warning("promoted model %s (replacing %s)", candidate.version, previous)
 
@@ -257,13 +316,15 @@ class ModelLifecycle:
         self.metrics.refused(refusal.reason)
         log.warning("refused candidate model in %s: %s (%s)", folder.name, refusal.reason, refusal.detail)
 
-    async def _file(self, folder: Path, outcome: str, detail: dict[str, Any]) -> Path | None:
-        """:func:`file_decision`, and where the folder went; a folder that cannot be filed (read-only, or something
-        in the way) is logged and passed over until a restart (None): the decision holds in this process, and the
-        worker goes on."""
+    async def _file(
+        self, folder: Path, outcome: str, detail: dict[str, Any], judged: Classifier | None = None
+    ) -> Path | None:
+        """:func:`file_decision`, and where the folder went; a folder that cannot be filed (read-only, something in
+        the way, or files changed since ``judged`` was loaded from it) is logged and passed over until a restart
+        (None): the decision holds in this process, and the worker goes on. A restart judges it again."""
         try:
-            return await asyncio.to_thread(file_decision, folder, self.candidates_dir, outcome, detail)
-        except OSError as error:
+            return await asyncio.to_thread(file_decision, folder, self.candidates_dir, outcome, detail, judged)
+        except (OSError, ModelError) as error:
             self.unfiled.add(folder.name)
             log.error("cannot file candidate %s in %s/ (%s): it stays where it is", folder.name, outcome, error)
             return None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.classifier import Classifier
 from stream_app.errors import ModelError
-from stream_app.lifecycle.candidates import current_model_dir
+from stream_app.lifecycle.candidates import start_model_from
 from stream_app.lifecycle.fleet_counts import (
     REFUSED_PREFIX,
     SHADOW_PREFIX,
@@ -337,7 +337,8 @@ def cached_champion(
 
 def start_model(settings: Settings) -> tuple[Classifier, Path]:
     """The model a worker serves at start-up and its folder: with a registry, the champion it last took up (see
-    :func:`cached_champion`), else (logged) the newest promoted candidate or ``TAGGER_MODEL_DIR``; raises
+    :func:`cached_champion`), else (logged) the newest promoted candidate that loads and holds what was promoted,
+    or ``TAGGER_MODEL_DIR`` (:func:`start_model_from`); raises
     :class:`ModelError` when that does not load."""
     if settings.registry_url:
         cached = cached_champion(registry_cache(settings), settings.registry_model, settings.review_threshold)
@@ -346,8 +347,7 @@ def start_model(settings: Settings) -> tuple[Classifier, Path]:
             log.warning("serving the cached registry champion, version %s, model %s", pointer.number, model.version)
             return model, pointer.folder
         log.warning("no cached registry champion: serving the model folder until the registry answers")
-    model_dir = current_model_dir(settings.model_dir, settings.candidates_dir)
-    return Classifier.load(model_dir, settings.review_threshold), model_dir
+    return start_model_from(settings.model_dir, settings.candidates_dir, settings.review_threshold)
 
 
 def registry_cache(settings: Settings) -> Path:

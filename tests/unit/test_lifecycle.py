@@ -34,6 +34,7 @@ from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.drift import DriftSnapshot
 from stream_app.lifecycle.candidates import ModelLifecycle, Refusal, admit, current_model_dir
+from stream_app.lifecycle.fleet import start_model
 from stream_app.lifecycle.retrain import Retrainer
 from stream_app.lifecycle.shadow import Shadow, shadow_verdict
 from stream_app.pipeline import Admitted
@@ -787,3 +788,78 @@ def test_a_retrain_that_cannot_start_is_skipped_counted_and_tried_at_the_next_po
     assert retrainer.process is None and not retrainer.fired  # not marked as run: tried again
     assert registry.get_sample_value("content_tagger_retrains_skipped_total") == 2
     assert f"cannot start a retrain: [Errno 2] No such file or directory: '{tmp_path / 'no-python'}'" in caplog.text
+
+
+def promote_by_hand(tmp_path: Path, model_dir: Path, name: str) -> Path:
+    """A candidate filed as promoted, as the lifecycle files one: its decision names the version it holds."""
+    folder = candidate(tmp_path, model_dir, name)
+    version = json.loads((folder / "model.json").read_text())["version"]
+    return candidates_module.file_decision(folder, tmp_path / "candidates", "promoted", {"version": version})
+
+
+def test_a_promoted_model_that_no_longer_loads_is_passed_over_at_start_up_for_the_one_before(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disk error or an edit to the newest promotion's bytes must not keep the worker from starting (status 2 at
+    every restart) while an earlier promotion, or the model folder, would serve."""
+    settings = Settings(model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates")
+    first, second = (promote_by_hand(tmp_path, trained_model_dir, name) for name in ("first", "second"))
+    assert start_model(settings)[1] == second
+    for folder in (second, first):
+        data = bytearray((folder / "model.onnx").read_bytes())
+        data[-1] ^= 1
+        (folder / "model.onnx").write_bytes(bytes(data))
+    model, folder = start_model(settings)
+    assert folder == trained_model_dir and model.version == Classifier.load(trained_model_dir).version
+    for passed_over in (second, first):
+        assert f"passing over the promoted folder {passed_over}: " in caplog.text
+    shutil.rmtree(first)
+    promote_by_hand(tmp_path, trained_model_dir, "first")
+    assert start_model(settings)[1] == first  # the newest that loads: the damaged second is passed over
+
+
+@pytest.mark.parametrize("changed", ["model", "card"])
+def test_a_candidate_whose_files_change_while_it_shadows_is_not_filed_as_promoted(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, changed: str
+) -> None:
+    """The worker promotes the model it shadowed; filing the folder's new files as that promotion would make a
+    restart serve a model no gate saw (here with a threshold of 0: nothing to review)."""
+    pipeline, _ = make_pipeline(trained_model_dir)
+    live = pipeline.classifier.version
+    folder = candidate(tmp_path, trained_model_dir, "next", passed=True, live_version=live, reasons=[])
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
+    asyncio.run(lifecycle.poll())
+    assert pipeline.shadow is not None
+    shadowed = pipeline.shadow.candidate.version
+    if changed == "model":
+        model = onnx.load(folder / "model.onnx")
+        model.doc_string = "never shadowed"
+        rehashed(folder, model)
+    card = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**card, "threshold": 0.0}))
+    batch = [admit_event(pipeline, {"id": n, "title": f"Graph neural networks {n}"}, n) for n in range(5)]
+    pipeline.route_batch(
+        [b for b in batch if isinstance(b, Admitted)], lambda item: DedupeVerdict(item.dedupe_key, None, None, 0.0)
+    )
+    asyncio.run(lifecycle.poll())
+    assert pipeline.classifier.version == shadowed  # this process serves what it shadowed
+    assert not (tmp_path / "candidates" / "promoted" / "next").exists() and folder.is_dir()
+    assert "cannot file candidate next in promoted/" in caplog.text and "files changed after" in caplog.text
+    served, served_from = start_model(Settings(model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates"))
+    assert served_from == trained_model_dir and served.threshold > 0.0
+    assert candidates_module.pending_candidates(tmp_path / "candidates") == [folder]  # judged again at the restart
+
+
+def test_a_promoted_folder_holding_another_model_than_its_decision_names_is_passed_over_at_start_up(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files replaced after the decision was checked and filed: what the folder holds never passed the gates."""
+    promoted = promote_by_hand(tmp_path, trained_model_dir, "next")
+    judged = json.loads((promoted / "model.json").read_text())["version"]
+    model = onnx.load(promoted / "model.onnx")
+    model.doc_string = "never judged"
+    now = json.loads((rehashed(promoted, model) / "model.json").read_text())["version"]
+    settings = Settings(model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates")
+    assert start_model(settings)[1] == trained_model_dir
+    said = f"passing over the promoted folder {promoted}: it holds model {now}, but '{judged}' was promoted"
+    assert said in caplog.text
