@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import functools
 import gc
 import logging
@@ -150,8 +151,9 @@ def build_app(settings: Settings | None = None) -> faust.App:
         check_library_hooks()
         tolerate_header_keys()
         settings = settings if settings is not None else Settings.from_env()
-        classifier, model_dir = start_model(settings)
         make_data_dir(settings.data_dir)
+        lock_data_dir(settings.data_dir)
+        classifier, model_dir = start_model(settings)
         settings = kept_session_secret(settings)
     except TaggerError as error:
         print(f"content-tagger: cannot start: {error}", file=sys.stderr)
@@ -174,6 +176,39 @@ def make_data_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"TAGGER_DATA_DIR={str(path)!r} cannot be made: {error.strerror or error}") from error
+
+
+DATA_DIR_LOCK = ".lock"
+"""The file in ``TAGGER_DATA_DIR`` a worker holds locked while it runs; it names the holder's process id."""
+_held_locks: dict[Path, int] = {}
+"""The data folders this process holds locked, and the open file that holds each (closed only at exit)."""
+
+
+def lock_data_dir(path: Path) -> None:
+    """Lock ``path`` for this process until it exits; raises :class:`ConfigError` when another process holds it.
+
+    Two workers sharing one data folder would race in it: each downloads registry versions into the same cache
+    and removes the folders the other is writing or loading."""
+    folder = path.resolve()
+    if folder in _held_locks:
+        return
+    fd = -1
+    try:
+        fd = os.open(folder / DATA_DIR_LOCK, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BlockingIOError:  # from flock: another process holds the lock
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            f"TAGGER_DATA_DIR={str(path)!r} is in use by another worker (process {holder}): give each worker its own"
+        ) from None
+    except OSError as error:
+        if fd >= 0:
+            os.close(fd)
+        raise ConfigError(f"TAGGER_DATA_DIR={str(path)!r} cannot be locked: {error.strerror or error}") from error
+    _held_locks[folder] = fd
 
 
 M_MMAP_THRESHOLD = -3

@@ -90,6 +90,40 @@ def test_a_data_directory_that_cannot_be_made_stops_the_start_in_one_line(
     assert "TAGGER_DATA_DIR='/proc/content-tagger/state' cannot be made" in capsys.readouterr().err
 
 
+def test_a_second_worker_on_one_data_directory_stops_the_start_in_one_line(
+    trained_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two workers sharing a data folder race in its registry cache: the second is refused until the first exits."""
+    settings = Settings(model_dir=trained_model_dir, data_dir=tmp_path)
+    holder = [sys.executable, "-c", HOLD_THE_DATA_DIRECTORY, str(trained_model_dir), str(tmp_path)]
+    root = Path(__file__).resolve().parents[2]
+    first = subprocess.Popen(holder, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root)
+    assert first.stdout is not None and first.stdin is not None
+    try:
+        assert first.stdout.readline() == b"built\n"
+        with pytest.raises(SystemExit) as raised:
+            build_app(settings)
+        assert raised.value.code == 2
+        error = capsys.readouterr().err
+        expected = f"content-tagger: cannot start: TAGGER_DATA_DIR={str(tmp_path)!r} is in use by another worker "
+        assert error == f"{expected}(process {first.pid}): give each worker its own\n"
+    finally:
+        first.stdin.close()  # the holder exits
+        first.wait(timeout=60)
+    build_app(settings)
+
+
+HOLD_THE_DATA_DIRECTORY = """
+import sys
+from pathlib import Path
+from stream_app.settings import Settings
+from stream_app.worker import build_app
+build_app(Settings(model_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2])))
+print("built", flush=True)
+sys.stdin.read()
+"""
+
+
 def test_a_web_host_of_another_machine_stops_the_start_in_one_line(
     trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
