@@ -165,3 +165,25 @@ def test_worse_and_tampered_candidates_are_refused_and_the_live_model_keeps_serv
     ledger = run(account(bootstrap, topics, ["after-refusal"], timeout=60, settle=0.5))
     (record,) = ledger.records["tagged"] + ledger.records["review"]
     assert record["model_version"] == live_version
+
+
+def test_a_labelled_store_that_cannot_be_read_leaves_the_worker_processing(start_worker: Any, tmp_path: Path) -> None:
+    """With the labels trigger on, a store every read of which fails (EIO, here through a link to a file that
+    fails every read, as a bad disk's would) skips the retrain at start-up and at every poll; the worker starts,
+    stays up and processes events."""
+    store = tmp_path / "labels" / "labels.jsonl"
+    store.parent.mkdir()
+    store.symlink_to("/proc/self/mem")
+    worker, topics = start_worker(
+        TAGGER_LABELS_PATH=str(store), TAGGER_RETRAIN_AFTER_LABELS="1", TAGGER_CANDIDATE_POLL_SECONDS="0.2"
+    )
+    deadline = time.monotonic() + 60
+    while worker.total("content_tagger_retrains_skipped_total") < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker.total("content_tagger_retrains_skipped_total") >= 3  # three polls of the model timer survived
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    probe = [(b"after-skips", event_value({"id": "after-skips", "title": "Speech recognition with Whisper"}), None)]
+    run(produce(bootstrap, topics.input, probe))
+    ledger = run(account(bootstrap, topics, ["after-skips"], timeout=60, settle=0.5))
+    assert len(ledger.records["tagged"] + ledger.records["review"]) == 1
+    assert f"cannot read the labelled store {store}: [Errno 5] Input/output error" in worker.log_text()
