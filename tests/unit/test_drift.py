@@ -161,3 +161,9 @@ def test_a_malformed_card_reference_is_a_model_error(bad: dict[str, Any]) -> Non
 def test_a_card_without_a_reference_is_a_model_error() -> None:
     with pytest.raises(ModelError):
         Reference.from_card({"version": "x"})
+
+
+def test_psi_is_the_textbook_sum_with_natural_logarithms() -> None:
+    """The drift alerts' 0.1 and 0.2 are the usual PSI cut-offs, which are on the natural logarithm:
+    (0.7 - 0.5)·ln(0.7/0.5) + (0.3 - 0.5)·ln(0.3/0.5) = 0.2·ln(7/5) + 0.2·ln(5/3) = 0.2·ln(7/3) ≈ 0.2 × 0.84730."""
+    assert psi([0.5, 0.5], [0.7, 0.3]) == pytest.approx(0.16946, abs=1e-5)

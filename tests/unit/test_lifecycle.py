@@ -863,3 +863,31 @@ def test_a_promoted_folder_holding_another_model_than_its_decision_names_is_pass
     assert start_model(settings)[1] == trained_model_dir
     said = f"passing over the promoted folder {promoted}: it holds model {now}, but '{judged}' was promoted"
     assert said in caplog.text
+
+
+def test_a_shadow_counts_an_event_at_its_threshold_as_tagged_as_the_pipeline_does(trained_model_dir: Path) -> None:
+    """Review is for confidence *below* a model's threshold: a shadow (and the live model it is compared with)
+    at exactly its threshold would have tagged the event, not sent it to review."""
+    [said] = Classifier.load(trained_model_dir).predict(["Image segmentation with U-Net"])
+    at_threshold = Classifier.load(trained_model_dir, threshold=said.confidence)
+    assert at_threshold.threshold == said.confidence  # above the card's, so served as set
+    counts = Shadow(at_threshold, events=1).compare([said], [said], said.confidence)
+    assert (counts.compared, counts.review, counts.live_review) == (1, 0, 0)
+
+
+@pytest.mark.parametrize(("agreed", "passes"), [(80, True), (79, False)])
+def test_a_shadow_must_pick_the_live_models_tag_on_at_least_80_percent_of_events(agreed: int, passes: bool) -> None:
+    passed, figures = shadow_verdict(100, agreed, 30, 30)
+    assert passed is passes, figures["reasons"]
+
+
+@pytest.mark.parametrize("said", [1, "true", "yes", [True], {"passed": True}])
+def test_a_card_whose_passed_is_anything_but_the_boolean_true_is_refused_as_worse_offline(
+    trained_model_dir: Path, tmp_path: Path, said: object
+) -> None:
+    """A candidate's card is a file anyone may have written: only ``"passed": true`` says it passed the offline
+    comparison."""
+    live = Classifier.load(trained_model_dir)
+    folder = candidate(tmp_path, trained_model_dir, "odd", passed=said, live_version=live.version, reasons=[])
+    refusal = admit(folder, live.version)
+    assert isinstance(refusal, Refusal) and refusal.reason == "worse_offline", refusal

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_app.classifier import Classifier
+from stream_app.classifier import Classifier, event_text
 from stream_app.dedupe import DedupeIndex, DedupeVerdict, dedupe_key
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.metrics import Metrics
@@ -165,3 +165,43 @@ def test_a_timestamp_no_datetime_holds_gives_an_iso_time_instead_of_an_error() -
     assert utc_iso(2**32) == "2106-02-07T06:28:16.000+00:00"
     assert utc_iso(1e15) == utc_iso(float("inf")) == "9999-12-31T23:59:59.000+00:00"
     assert utc_iso(1764633600.123) == "2025-12-02T00:00:00.123+00:00"
+
+
+def test_an_event_whose_confidence_equals_the_review_threshold_is_tagged(trained_model_dir: Path) -> None:
+    """The threshold is the confidence *below which* events go to review (``TAGGER_REVIEW_THRESHOLD``): an event
+    at exactly the threshold is auto-tagged."""
+    title = "Image segmentation with U-Net"
+    [prediction] = Classifier.load(trained_model_dir).predict([event_text(title, None)])
+    pipeline, _ = make_pipeline(trained_model_dir, threshold=prediction.confidence)
+    assert pipeline.classifier.threshold == prediction.confidence  # above the card's, so served as set
+    item = admit(pipeline, {"id": "a", "title": title})
+    assert isinstance(item, Admitted)
+    [output] = pipeline.route_batch([item], lambda i: DedupeVerdict(i.dedupe_key, None, None, 0.0))
+    assert (output.kind, output.record["confidence"]) == ("tagged", prediction.confidence)
+
+
+def test_every_consumed_message_is_counted_once_by_its_outcome_and_each_copy_by_its_match(
+    trained_model_dir: Path,
+) -> None:
+    """``events_out_total`` sums to ``events_consumed_total`` (a malformed message, an original and its exact copy:
+    one dead letter, one duplicate, one classified), and ``duplicates_total`` counts the copy as exact."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    index = DedupeIndex({}, ttl_seconds=86400)
+    values: list[dict[str, Any] | bytes] = [
+        b'{"id": 1',
+        {"id": 2, "title": "Object detection with YOLO"},
+        {"id": 3, "title": "object detection with yolo!"},  # the same title once case and punctuation are dropped
+    ]
+    batch = [admit(pipeline, value, offset=n) for n, value in enumerate(values)]
+    pipeline.route_batch(
+        [item for item in batch if isinstance(item, Admitted)],
+        lambda i: index.check_and_add(str(i.event.id), i.event.title, None, i.event_time),
+    )
+    out = {
+        outcome: registry.get_sample_value("content_tagger_events_out_total", {"outcome": outcome}) or 0.0
+        for outcome in ("tagged", "review", "duplicate", "deadletter")
+    }
+    assert registry.get_sample_value("content_tagger_events_consumed_total") == 3
+    assert (out["deadletter"], out["duplicate"], out["tagged"] + out["review"]) == (1, 1, 1)
+    assert registry.get_sample_value("content_tagger_duplicates_total", {"match": "exact"}) == 1
+    assert registry.get_sample_value("content_tagger_duplicates_total", {"match": "near"}) in (None, 0)

@@ -458,3 +458,13 @@ def test_an_event_at_the_size_cap_still_fits_every_record_the_worker_writes_for_
     assert len(encode(tagged_record(event, "mlops", 0.9, {"mlops": 0.9}, "v" * 40, "k" * 64, "now"))) < (
         KAFKA_DEFAULT_RECORD_LIMIT - 4096
     )
+
+
+def test_a_whole_message_ending_mid_character_is_kept_whole_as_base64() -> None:
+    """Only a cut made by the 64 KiB limit may drop the bytes of a split character; a message that itself ends
+    in one keeps every byte, so it is not text."""
+    raw = b'{"title": "caf\xc3'  # the first byte of "é" (0xC3 0xA9), and no more
+    assert value_of(raw) == {
+        "encoding": "base64", "data": base64.b64encode(raw).decode(), "truncated": False, "length": 15,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }  # fmt: skip

@@ -231,3 +231,34 @@ def test_a_description_is_compared_with_its_html_character_references_read() -> 
     dedupe.check_and_add("1", title, escaped, 0.0)
     assert dedupe.check_and_add("2", typo, plain, 1.0).match == "near"
     assert signature_similarity(description_signature(escaped), description_signature(plain)) == 1.0
+
+
+@pytest.mark.parametrize("misspelt_first", [True, False])
+def test_a_title_one_typo_from_two_stored_titles_copies_the_one_seen_first(misspelt_first: bool) -> None:
+    """``duplicate_of`` names the first-seen event, even when a later-seen title is the closer one."""
+    misspelt = ORIGINAL.replace("neural", "nueral").replace("prediction", "predicton")  # two words from ORIGINAL
+    first, second = (misspelt, ORIGINAL) if misspelt_first else (ORIGINAL, misspelt)
+    dedupe = index()
+    assert dedupe.check_and_add("1", first, None, 0).duplicate_of is None
+    assert dedupe.check_and_add("2", second, None, 1).duplicate_of is None
+    verdict = dedupe.check_and_add("3", ORIGINAL.replace("prediction", "predicton"), None, 2)  # one from each
+    assert (verdict.match, verdict.duplicate_of) == ("near", "1")
+
+
+def test_a_typo_leaving_exactly_the_least_title_similarity_is_a_near_duplicate() -> None:
+    """Padded with spaces, "pytorch" has 8 letter pairs; "pytarch" swaps "to" and "or" for "ta" and "ar": 6 shared
+    of 10 in all, a similarity of 0.6, the least that counts."""
+    dedupe = index()
+    dedupe.check_and_add("1", "Pytorch", None, 0)
+    verdict = dedupe.check_and_add("2", "Pytarch", None, 1)
+    assert (verdict.match, verdict.duplicate_of, verdict.similarity) == ("near", "1", 0.6)
+
+
+def test_a_typo_whose_description_agrees_on_exactly_half_its_signature_is_a_near_duplicate() -> None:
+    """Descriptions agree from an estimated word similarity of 0.5 up."""
+    described = "Message passing on QM9 against fingerprints, with code and weights."
+    assert signature_similarity(description_signature(DESCRIPTION), description_signature(described)) == 0.5
+    dedupe = index()
+    dedupe.check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    verdict = dedupe.check_and_add("2", ORIGINAL.replace("neural", "nueral"), described, 1)
+    assert (verdict.match, verdict.duplicate_of) == ("near", "1")

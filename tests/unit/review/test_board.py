@@ -447,3 +447,24 @@ def test_published_records_are_bounded_by_count_and_by_bytes_oldest_forgotten_fi
         published.put(raw, record)
     assert [published.take(raw) is record for raw, record in zip(raws, records, strict=True)] == [False, True, True]
     assert [published.take(raw) for raw in raws] == [None, None, None]
+
+
+def test_an_item_waiting_for_review_leaves_the_page_when_a_tagged_record_names_it() -> None:
+    """A tagged record for a waiting item (a person's decision whose feedback record has not come yet, or a
+    replay tagged by a newer model) means nobody needs to decide it any more."""
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("a"))
+    board.on_review(review_record("b"))
+    board.on_tagged(tagged_record("a"))
+    assert list(board.waiting) == ["b"]
+    with pytest.raises(InvalidDecision, match="no item 'a' is waiting"):
+        decide(board, {"id": "a", "tag": "mlops"}, NOW, "ann")
+
+
+def test_a_report_on_an_item_still_waiting_for_review_is_refused() -> None:
+    """A report says a shown tag is wrong; an item waiting for review was never shown with a tag."""
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("a", suggested="mlops"))
+    with pytest.raises(InvalidDecision, match="no tagged item 'a'"):
+        decide(board, {"id": "a", "tag": "other", "action": "report"}, NOW, "ann")
+    assert list(board.waiting) == ["a"]
