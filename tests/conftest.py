@@ -10,7 +10,7 @@ from pathlib import Path
 # Imported at start-up, not by hypothesis' pytest plugin in the terminal summary: under CPython 3.11.7 that late
 # import can fail with "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905) when the
 # garbage collector finalizes a test's leftover asyncio futures during it, failing a run whose tests all passed.
-import hypothesis  # noqa: F401
+import hypothesis
 import pytest
 
 from model_export.__main__ import main as export_main
@@ -18,6 +18,13 @@ from model_export.__main__ import main as export_main
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA = ROOT / "scripts" / "kafka"
 STARTED_KAFKA = pytest.StashKey[bool]()
+
+# No per-example deadline: it is a timed assertion, and an example of a test that passes takes longer than the
+# default 200 ms when other processes share the core. Each test's own max_examples still applies.
+hypothesis.settings.register_profile(
+    "content-tagger", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("content-tagger")
 
 
 FIXTURE_MODEL = ROOT / "tests" / "fixtures" / "model"
