@@ -1,14 +1,13 @@
 """Fixtures for tests against a real Kafka broker, and real workers started on fresh topics of it.
 
-The broker is the one named by ``TAGGER_KAFKA_BOOTSTRAP_SERVERS`` if set; otherwise ``scripts/kafka`` starts
-a local one for the session and stops it afterwards (only if this session started it).
+The broker is ``kafka_bootstrap``'s (``tests/conftest.py``): the one named by ``TAGGER_KAFKA_BOOTSTRAP_SERVERS`` if
+set; otherwise ``scripts/kafka`` starts a local one when the first test needs it and stops it at the end of the run
+(only if this run started it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import OwnBroker, Topics, WorkerProcess, create_topic, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-KAFKA = ROOT / "scripts" / "kafka"
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m "not kafka"` leaves these out
@@ -39,22 +35,6 @@ def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
         yield broker
     finally:
         broker.stop()
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap servers of a running broker."""
-    external = os.environ.get("TAGGER_KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    was_running = subprocess.run([KAFKA, "status"], capture_output=True).returncode == 0
-    subprocess.run([KAFKA, "start"], check=True)
-    try:
-        yield "127.0.0.1:" + os.environ.get("KAFKA_PORT", "9092")
-    finally:
-        if not was_running:
-            subprocess.run([KAFKA, "stop"], check=True)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import KAFKA
+from tests.conftest import KAFKA
 from tests.integration.harness import ROOT, Topics, WorkerProcess, create_topic, free_port, produce, read_outputs, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
 from tools.replay import event_value
