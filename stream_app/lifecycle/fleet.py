@@ -34,6 +34,7 @@ from stream_app.lifecycle.registry import (
     SHADOW,
     ModelVersion,
     Pointer,
+    RegistryCacheError,
     RegistryClient,
     RegistryError,
     fetch_version,
@@ -87,6 +88,8 @@ class FleetModel:
         self.refused_numbers: set[str] = set()
         """Registry version numbers this worker refused: published, so the decider refuses them for the fleet."""
         self.reachable: bool | None = None
+        self.cache_failing: str | None = None
+        """Why the last poll could not write a version to the cache, while it cannot (logged once)."""
         self.champion_dir: Path | None = None
         """The folder of the champion this worker serves (None: it serves its model folder)."""
         self.shadow: Shadow | None = None
@@ -139,9 +142,20 @@ class FleetModel:
             champion, model = await asyncio.to_thread(self._load, CHAMPION)
             canary, canary_model = await asyncio.to_thread(self._load, CANARY)
             shadow, shadow_model = await asyncio.to_thread(self._load, SHADOW)
+        except RegistryCacheError as error:
+            # The registry answered: it is reachable, and the version is not refused. The next poll tries again.
+            self.metrics.registry_reachable.set(1)
+            if self.cache_failing is None:
+                log.error("the registry cache cannot be written; serving model %s: %s", pipeline.classifier.version,
+                          error)  # fmt: skip
+            self.cache_failing = str(error)
+            return
         except UNANSWERED as error:
             self._unreachable(pipeline, error)
             return
+        if self.cache_failing is not None:
+            log.warning("the registry cache is written again")
+            self.cache_failing = None
         if self.reachable is False:
             log.warning("the model registry answers again")
         self.reachable = True

@@ -64,6 +64,11 @@ class RegistryError(TaggerError):
         self.status = status
 
 
+class RegistryCacheError(TaggerError):
+    """A version the registry served could not be written to this worker's cache (a full or read-only disk): the
+    registry answered, the fault is local."""
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """One registered version of the model."""
@@ -251,12 +256,23 @@ def fetch_version(client: RegistryClient, version: ModelVersion, cache_dir: Path
     if all((folder / name).is_file() for name in MODEL_FILES):
         return folder
     staging = cache_dir / f".{folder.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    except OSError as error:
+        raise RegistryCacheError(f"{staging} cannot be made: {error}") from error
     for name in MODEL_FILES:
-        (staging / name).write_bytes(client.download(version.source, name))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+        data = client.download(version.source, name)  # a network error stays the registry's
+        try:
+            (staging / name).write_bytes(data)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)  # a full disk: give back what was written
+            raise RegistryCacheError(f"{staging / name} cannot be written: {error}") from error
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    except OSError as error:
+        raise RegistryCacheError(f"{folder} cannot be made: {error}") from error
     return folder
 
 

@@ -289,6 +289,28 @@ def test_a_worker_serves_its_folder_while_the_registry_is_down_and_follows_it_wh
     assert pipeline.classifier.threshold == 0.5
 
 
+def test_a_cache_that_cannot_be_written_is_no_unreachable_registry_and_refuses_no_version(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """A full disk under the cache read as "the registry does not answer": the reachability gauge fell to 0, though
+    the registry had answered, and the alert and the operator looked at the wrong machine."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    folder_model = pipeline.classifier
+    stand_in = StandIn()
+    stand_in.folders["s1"] = with_threshold(trained_model_dir, tmp_path / "v1", 0.5)
+    stand_in.aliases[CHAMPION] = ModelVersion("1", "s1", "run")
+    disk = tmp_path / "disk"
+    disk.write_text("a file where the cache's folder would be: no folder can be made in it, as on a full disk")
+    fleet = FleetModel(stand_in, "m", disk / "cache", pipeline.metrics, canary_fraction=0.25)  # type: ignore[arg-type]
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.classifier is folder_model
+    assert registry.get_sample_value("content_tagger_registry_reachable") == 1
+    assert not fleet.refused_numbers  # the version is not to blame: the fleet must not refuse it
+    disk.unlink()  # space again
+    asyncio.run(fleet.poll(pipeline))
+    assert pipeline.classifier.threshold == 0.5 and registry.get_sample_value("content_tagger_registry_reachable") == 1
+
+
 def test_the_registry_cache_keeps_only_what_an_alias_names_and_the_champion_served(
     trained_model_dir: Path, tmp_path: Path
 ) -> None:
