@@ -89,15 +89,10 @@ def pending_candidates(candidates_dir: Path) -> list[Path]:
     return [folder for _, _, folder in sorted(folders)]
 
 
-def current_model_dir(model_dir: Path, candidates_dir: Path) -> Path:
-    """The folder a restart tries first: the most recently promoted candidate, else ``model_dir``; a promoted folder
-    whose ``decision.json`` does not say when it was promoted is passed over (logged)."""
-    return next(iter(promoted_newest_first(candidates_dir)), model_dir)
-
-
 def promoted_newest_first(candidates_dir: Path) -> list[Path]:
-    """The promoted folders, the most recent first (:func:`promotion_order`), those whose ``decision.json`` is
-    malformed left out; none (logged) when ``promoted/`` cannot be listed."""
+    """The promoted folders, the most recent first (:func:`promotion_order`): the order a restart tries them in.
+    Those whose ``decision.json`` does not say when they were promoted are left out (logged); none (logged) when
+    ``promoted/`` cannot be listed."""
     try:
         found = promotions(candidates_dir)
     except OSError as error:

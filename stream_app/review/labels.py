@@ -13,12 +13,11 @@ import datetime as dt
 import json
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any, Final
 
 from stream_app import APPROVED_TAGS
-from stream_app.files import open_regular
+from stream_app.files import open_regular, regular_fd
 from stream_app.schema import has_lone_surrogate
 
 log = logging.getLogger(__name__)
@@ -51,15 +50,12 @@ def append_line(path: Path, data: bytes) -> None:
     """Append ``data`` to the regular file at ``path`` (made if missing), after a newline if the file ends without
     one; on a failed write, cut the file back to its size before. Raises :class:`OSError`.
 
-    The file is opened without blocking, then checked: a FIFO in its place would otherwise hold the event loop
-    until a reader came. A line torn by a full disk or a killed process would swallow the next line whole; the
-    newline leaves the fragment a line of its own, which readers skip and count."""
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    A FIFO in its place would hold the event loop until a reader came: it is refused (:func:`regular_fd`). A line
+    torn by a full disk or a killed process would swallow the next line whole; the newline leaves the fragment a
+    line of its own, which readers skip and count."""
+    fd = regular_fd(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
     try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        size = status.st_size
+        size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
         try:

@@ -141,9 +141,7 @@ class TitleIndex:
 
     def load(self, key: bytes | None, value: bytes | None) -> str | None:
         """Take one record of the topic while loading; returns why it was skipped, or None."""
-        reason = self._check_record(key, value)
-        if reason is None and key is not None and _backdated(self.store.titles.get(key), value):
-            reason = "invalid_value"
+        reason = self._check_record(key, value, None if key is None else self.store.titles.get(key))
         if reason is None and key is not None:
             if value is None:
                 self.store.titles.pop(key, None)
@@ -210,9 +208,7 @@ class TitleIndex:
             # Most records are this worker's own writes coming back: the entry held was checked when it was stored,
             # and its time seen then, so an equal value (or a deletion of a title not held) needs no check.
             return UNCHANGED
-        reason = self._check_record(key, value)
-        if reason is None and _backdated(held, value):
-            reason = "invalid_value"
+        reason = self._check_record(key, value, held)
         if reason is not None:
             if held is not None:  # the log now ends with the skipped record: write the entry again, as below
                 self._overtaken[key] = None
@@ -227,9 +223,10 @@ class TitleIndex:
             dedupe.apply(ref, value)
         return APPLIED
 
-    def _check_record(self, key: bytes | None, value: bytes | None) -> str | None:
-        """Why a record of the index topic cannot be applied, or None if it can. An entry's event time advances
-        :attr:`stream_time`, so a worker that sees few events still expires what the others wrote."""
+    def _check_record(self, key: bytes | None, value: bytes | None, held: bytes | None = None) -> str | None:
+        """Why a record of the index topic cannot be applied over the entry ``held`` under its key, or None if it
+        can. An entry's event time advances :attr:`stream_time`, so a worker that sees few events still expires what
+        the others wrote."""
         if key is None:
             return "missing_field"
         if len(key) != INDEX_KEY_BYTES:
@@ -243,21 +240,14 @@ class TitleIndex:
             if entry is None or entry.event_time > self.clock() + 2 * LONGEST_CLOCK_SKEW_SECONDS + 1.0:
                 return "invalid_value"
             self.stream_time = max(self.stream_time, self.trusted_time(entry.event_time))
+            # Nor does any worker date an entry further before the one held than two clocks and skews put them
+            # apart: a title stored again after its TTL is dated later. Such an entry would make a fresh title expire.
+            old = entry_fields(held) if held is not None else None
+            if old is not None and entry.event_time < old.event_time - 2 * LONGEST_CLOCK_SKEW_SECONDS - 1.0:
+                return "invalid_value"
         return None
 
     def _ready(self) -> DedupeIndex:
         if self.dedupe is None:
             raise RuntimeError("the title index is still loading")
         return self.dedupe
-
-
-def _backdated(held: bytes | None, value: bytes | None) -> bool:
-    """Whether ``value`` would replace the entry ``held`` with one dated further before it than two workers' clocks
-    and skews can put them apart. No worker writes one: a title stored again after its TTL is dated later, and one
-    stored by two workers at once is dated within their skews. It would make a fresh title expire."""
-    if held is None or value is None:
-        return False
-    old, new = entry_fields(held), entry_fields(value)
-    if old is None or new is None:
-        return False
-    return bool(new.event_time < old.event_time - 2 * LONGEST_CLOCK_SKEW_SECONDS - 1.0)

@@ -33,7 +33,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.drift import DriftSnapshot
-from stream_app.lifecycle.candidates import ModelLifecycle, Refusal, admit, current_model_dir
+from stream_app.lifecycle.candidates import ModelLifecycle, Refusal, admit, promoted_newest_first, start_model_from
 from stream_app.lifecycle.fleet import start_model
 from stream_app.lifecycle.retrain import Retrainer
 from stream_app.lifecycle.shadow import Shadow, shadow_verdict
@@ -210,7 +210,7 @@ def test_a_promoted_candidate_serves_from_the_next_batch_and_after_a_restart(
     assert all(out.record["model_version"] == live_version for out in before)
     promoted = tmp_path / "candidates" / "promoted" / "next"
     assert (promoted / "decision.json").exists()
-    assert current_model_dir(trained_model_dir, tmp_path / "candidates") == promoted
+    assert start_model_from(trained_model_dir, tmp_path / "candidates", None)[1] == promoted
 
 
 @pytest.mark.parametrize("name", ["model.json", "model.onnx"])
@@ -422,7 +422,7 @@ def test_a_refused_candidate_is_counted_and_the_live_model_keeps_serving(
     assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"}) == 1
     decision = json.loads((tmp_path / "candidates" / "refused" / "worse" / "decision.json").read_text())
     assert decision["reason"] == "worse_offline"
-    assert current_model_dir(trained_model_dir, tmp_path / "candidates") == trained_model_dir
+    assert start_model_from(trained_model_dir, tmp_path / "candidates", None)[1] == trained_model_dir
 
 
 def test_candidates_with_cards_the_worker_cannot_rely_on_are_refused_and_filed_not_raised(
@@ -520,12 +520,12 @@ def test_a_promoted_folder_whose_decision_file_is_malformed_is_passed_over_with_
         (promoted / name).mkdir(parents=True)
         path = promoted / name / "decision.json"
         path.write_bytes(body if isinstance(body, bytes) else body.encode())
-    assert current_model_dir(trained_model_dir, tmp_path / "candidates") == promoted / "good"
+    assert promoted_newest_first(tmp_path / "candidates")[0] == promoted / "good"
     malformed = [name for name in bodies if name not in ("good", "older")]
     assert all(f"{promoted / name}: its decision.json" in caplog.text for name in malformed), caplog.text
     for name in ("good", "older"):
         (promoted / name / "decision.json").unlink()
-    assert current_model_dir(trained_model_dir, tmp_path / "candidates") == trained_model_dir
+    assert promoted_newest_first(tmp_path / "candidates") == []
 
 
 def test_a_restart_serves_the_last_promotion_even_when_the_clock_stepped_back_between_two(
@@ -537,7 +537,7 @@ def test_a_restart_serves_the_last_promotion_even_when_the_clock_stepped_back_be
     for name in ("first", "second"):
         folder = candidate(tmp_path, trained_model_dir, name)
         candidates_module.file_decision(folder, candidates, "promoted", {"version": name})
-    assert current_model_dir(trained_model_dir, candidates) == candidates / "promoted" / "second"
+    assert promoted_newest_first(candidates)[0] == candidates / "promoted" / "second"
 
 
 def test_a_promotion_after_one_numbered_at_the_cap_is_still_served_after_a_restart(
@@ -550,7 +550,7 @@ def test_a_promotion_after_one_numbered_at_the_cap_is_still_served_after_a_resta
     (capped / "decision.json").write_text(json.dumps(decision))
     folder = candidate(tmp_path, trained_model_dir, "next")
     candidates_module.file_decision(folder, candidates, "promoted", {"version": "next"})
-    assert current_model_dir(trained_model_dir, candidates) == candidates / "promoted" / "next"
+    assert promoted_newest_first(candidates)[0] == candidates / "promoted" / "next"
 
 
 @pytest.mark.parametrize("killed_at", ["write_text", "rename"])
@@ -570,7 +570,7 @@ def test_a_crash_while_a_promotion_is_filed_leaves_the_candidate_pending_not_a_p
         candidates_module.file_decision(second, candidates, "promoted", {"version": "second"})
     monkeypatch.undo()
     # The restart serves the last promotion filed whole, and takes the second up again.
-    assert current_model_dir(trained_model_dir, candidates) == candidates / "promoted" / "first"
+    assert promoted_newest_first(candidates)[0] == candidates / "promoted" / "first"
     assert candidates_module.pending_candidates(candidates) == [second]
 
 

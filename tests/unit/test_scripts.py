@@ -46,62 +46,38 @@ def test_a_start_in_a_folder_of_someone_else_s_is_refused_and_leaves_it_whole(
     assert sorted(p.name for p in folder.iterdir()) == ["important.txt"]
 
 
-@pytest.mark.kafka
-def test_a_broker_asked_for_on_another_port_than_it_runs_on_is_an_error_not_a_wrong_address(tmp_path: Path) -> None:
-    """The running broker is found by its data folder: answering "already running" for another port pointed the
-    caller (the demo's worker) at a port nothing listened on."""
-
-    def free_port() -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return str(probe.getsockname()[1])
-
-    port, controller, other = free_port(), free_port(), free_port()
-    env = {**os.environ, "KAFKA_DATA_DIR": str(tmp_path / "kafka"), "KAFKA_CONTROLLER_PORT": controller}
-
-    def kafka(command: str, kafka_port: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [ROOT / "scripts" / "kafka", command], env={**env, "KAFKA_PORT": kafka_port}, capture_output=True,
-            text=True, timeout=120, check=False,
-        )  # fmt: skip
-
-    assert kafka("start", port).returncode == 0
-    try:
-        again = kafka("start", other)
-        assert again.returncode == 1 and f"runs on port {port}, not KAFKA_PORT={other}" in again.stderr, again
-        assert f"running on 127.0.0.1:{port} " in kafka("status", other).stdout
-        assert kafka("start", port).returncode == 0
-    finally:
-        kafka("stop", port)
+def free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
-@pytest.mark.mlflow
-@pytest.mark.slow
-def test_an_mlflow_server_asked_for_on_another_port_is_an_error_and_status_names_the_port_in_use(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("script", "name"),
+    [
+        pytest.param("kafka", "KAFKA", marks=pytest.mark.kafka, id="kafka"),
+        pytest.param("mlflow", "MLFLOW", marks=[pytest.mark.mlflow, pytest.mark.slow], id="mlflow"),
+    ],
+)
+def test_a_server_asked_for_on_another_port_than_it_runs_on_is_an_error_and_status_names_the_port_in_use(
+    tmp_path: Path, script: str, name: str
 ) -> None:
-    """The running server is found by its data folder: "already running" for another port pointed the caller at a
-    port nothing listened on, and ``status`` named the port asked for, not the one in use."""
-
-    def free_port() -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return str(probe.getsockname()[1])
-
+    """The running server is found by its data folder: answering "already running" for another port pointed the
+    caller (the demo's worker) at a port nothing listened on, and ``status`` named the port asked for."""
     port, other = free_port(), free_port()
-    env = {**os.environ, "MLFLOW_DATA_DIR": str(tmp_path / "mlflow")}
+    env = {**os.environ, f"{name}_DATA_DIR": str(tmp_path / script), "KAFKA_CONTROLLER_PORT": free_port()}
 
-    def mlflow(command: str, mlflow_port: str) -> subprocess.CompletedProcess[str]:
+    def run(command: str, server_port: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [ROOT / "scripts" / "mlflow", command], env={**env, "MLFLOW_PORT": mlflow_port}, capture_output=True,
+            [ROOT / "scripts" / script, command], env={**env, f"{name}_PORT": server_port}, capture_output=True,
             text=True, timeout=180, check=False,
         )  # fmt: skip
 
-    assert mlflow("start", port).returncode == 0
+    assert run("start", port).returncode == 0
     try:
-        again = mlflow("start", other)
-        assert again.returncode == 1 and f"runs on port {port}, not MLFLOW_PORT={other}" in again.stderr, again
-        assert f"running on 127.0.0.1:{port} " in mlflow("status", other).stdout
-        assert mlflow("start", port).returncode == 0
+        again = run("start", other)
+        assert again.returncode == 1 and f"runs on port {port}, not {name}_PORT={other}" in again.stderr, again
+        assert f"running on 127.0.0.1:{port} " in run("status", other).stdout
+        assert run("start", port).returncode == 0
     finally:
-        mlflow("stop", port)
+        run("stop", port)
