@@ -39,6 +39,7 @@ from stream_app.lifecycle.registry import (
     RegistryError,
     fetch_version,
     fleet_experiment,
+    is_cached,
     prune_cache,
     read_pointer,
     version_folder,
@@ -84,7 +85,8 @@ class FleetModel:
         self.followed: dict[str, str | None] = {CHAMPION: None, CANARY: None, SHADOW: None}
         """Per alias, the registry version number this worker took up (None: none yet, or the alias is unset)."""
         self.refused: set[str] = set()
-        """Version sources refused once, not downloaded again."""
+        """Version sources whose download failed its checks: not downloaded again in this run (a restarted worker
+        downloads each once more: its cached copy fails the same checks)."""
         self.refused_numbers: set[str] = set()
         """Registry version numbers this worker refused: published, so the decider refuses them for the fleet."""
         self.reachable: bool | None = None
@@ -118,15 +120,34 @@ class FleetModel:
         if version is None or version.number == self.followed[alias] or version.source in self.refused:
             return version, None
         try:
-            folder = fetch_version(self.client, version, self.cache_dir)
-            model = Classifier.load(folder, self.review_threshold)
-            if alias == CHAMPION:
-                self.champion_dir = folder
-            return version, model
+            model = self._checked(version)
         except ModelError as error:
             self.metrics.refused(error.reason)
             self._refuse(version, alias, str(error))
             return version, None
+        if alias == CHAMPION:
+            self.champion_dir = version_folder(self.cache_dir, version)
+        return version, model
+
+    def _checked(self, version: ModelVersion) -> Classifier:
+        """``version``'s model, checked: its cached copy when that loads and is the model version the registry's tag
+        names, else downloaded again (blocking); raises :class:`ModelError` when the download does not load."""
+        if is_cached(self.cache_dir, version):
+            try:
+                model = Classifier.load(version_folder(self.cache_dir, version), self.review_threshold)
+            except ModelError as error:
+                why = str(error)
+            else:
+                named = version.tags.get("model_version")
+                if not named or model.version == named:
+                    return model
+                why = f"it holds model {model.version}, the registry's version is model {named}"
+            # A disk error or a change after the download says nothing of the registry's bytes: only a download
+            # that fails its checks refuses the version (which a worker's run then refuses for the fleet).
+            log.warning("the cached copy of registry version %s is not the registry's, downloading it again: %s",
+                        version.number, why)  # fmt: skip
+        folder = fetch_version(self.client, version, self.cache_dir, again=True)
+        return Classifier.load(folder, self.review_threshold)
 
     def _refuse(self, version: ModelVersion, alias: str, why: str) -> None:
         """Never load ``version`` again in this run, and say so in this worker's run: the decider then refuses it

@@ -246,14 +246,15 @@ class RegistryClient:
         self.call("POST", "model-versions/set-tag", {"name": name, "version": number, "key": key, "value": value})
 
 
-def fetch_version(client: RegistryClient, version: ModelVersion, cache_dir: Path) -> Path:
-    """The folder holding ``version``'s model and card, downloaded into ``cache_dir`` unless it is there already.
+def fetch_version(client: RegistryClient, version: ModelVersion, cache_dir: Path, *, again: bool = False) -> Path:
+    """The folder holding ``version``'s model and card, downloaded into ``cache_dir`` unless it is there already
+    (``again``: downloaded even so, replacing the cached copy).
 
     A folder appears whole (written beside it, then renamed), so a crash mid-download leaves nothing that looks
     complete; the files are not trusted because they are cached: :meth:`Classifier.load` checks them every time.
     """
     folder = version_folder(cache_dir, version)
-    if all((folder / name).is_file() for name in MODEL_FILES):
+    if not again and is_cached(cache_dir, version):
         return folder
     staging = cache_dir / f".{folder.name}.partial"
     try:
@@ -274,6 +275,12 @@ def fetch_version(client: RegistryClient, version: ModelVersion, cache_dir: Path
     except OSError as error:
         raise RegistryCacheError(f"{folder} cannot be made: {error}") from error
     return folder
+
+
+def is_cached(cache_dir: Path, version: ModelVersion) -> bool:
+    """Whether :func:`fetch_version` downloaded ``version`` into ``cache_dir`` already (its files, unchecked)."""
+    folder = version_folder(cache_dir, version)
+    return all((folder / name).is_file() for name in MODEL_FILES)
 
 
 def version_folder(cache_dir: Path, version: ModelVersion) -> Path:

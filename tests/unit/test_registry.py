@@ -9,6 +9,7 @@ import http.server
 import json
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.errors import ConfigError
-from stream_app.lifecycle.fleet import FleetModel, start_model
+from stream_app.lifecycle.fleet import FleetModel, fleet_model, registry_cache, start_model
 from stream_app.lifecycle.fleet_counts import (
     VersionCounts,
     canary_verdict,
@@ -39,7 +40,7 @@ from stream_app.lifecycle.registry import (
 from stream_app.lifecycle.shadow import ShadowCounts
 from stream_app.pipeline import Admitted, Pipeline, canary_share
 from stream_app.settings import Settings
-from tests.unit.test_lifecycle import nan_candidate
+from tests.unit.test_lifecycle import candidate, nan_candidate
 from tests.unit.test_pipeline import admit, make_pipeline
 
 
@@ -235,6 +236,8 @@ class StandIn:
         self.up = True
         self.aliases: dict[str, ModelVersion] = {}
         self.folders: dict[str, Path] = {}
+        self.downloads: Counter[str] = Counter()
+        """Files downloaded, by version source."""
 
     def alias(self, name: str, alias: str) -> ModelVersion | None:
         if not self.up:
@@ -242,6 +245,7 @@ class StandIn:
         return self.aliases.get(alias)
 
     def download(self, source: str, relative: str) -> bytes:
+        self.downloads[source] += 1
         return (self.folders[source] / relative).read_bytes()
 
     def experiment_id(self, name: str) -> str:
@@ -395,6 +399,91 @@ def test_a_restarted_worker_serves_the_champion_it_took_up_until_the_registry_an
     other_model = registry_settings(trained_model_dir, settings.data_dir)
     object.__setattr__(other_model, "registry_model", "another")
     assert start_model(other_model)[0].threshold != 0.5  # another registered model's champion is not served
+
+
+def flip_a_byte(path: Path) -> None:
+    """A disk error in ``path``: one bit of its middle byte flipped."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_cached_champion_is_downloaded_again_and_served_not_refused_at_every_start(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """One flipped byte in the cached champion made every start serve the model folder for good: the version was
+    refused from its cached copy, never downloaded again, and the copy was kept because the alias names it."""
+    settings = registry_settings(trained_model_dir, tmp_path / "data")
+    champion = candidate(tmp_path, trained_model_dir, "v1")
+    version = Classifier.load(champion).version
+    stand_in = StandIn()
+    stand_in.folders["s1"] = champion
+    stand_in.aliases[CHAMPION] = ModelVersion("1", "s1", "run", {"model_version": version})
+    pipeline, _ = make_pipeline(trained_model_dir)
+    asyncio.run(FleetModel(stand_in, "m", registry_cache(settings), pipeline.metrics).poll(pipeline))  # type: ignore[arg-type]
+    flip_a_byte(version_folder(registry_cache(settings), stand_in.aliases[CHAMPION]) / "model.onnx")
+
+    served, folder = start_model(settings)  # the damaged copy is not served
+    assert folder == trained_model_dir
+    restarted, registry = make_pipeline(folder)
+    fleet = fleet_model(settings, restarted.metrics, served.version)
+    assert fleet is not None
+    fleet.client, fleet.worker_name = stand_in, ""  # type: ignore[assignment]
+    asyncio.run(fleet.poll(restarted))
+    assert restarted.classifier.version == version and not fleet.refused_numbers
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "tampered"}) == 0
+    assert stand_in.downloads["s1"] == 4  # model and card, once by each start
+    assert start_model(settings)[0].version == version  # the next start serves it from the cache again
+
+
+@pytest.mark.parametrize("alias", [CHAMPION, CANARY, SHADOW])
+@pytest.mark.parametrize("damage", ["flipped byte", "another model"])
+def test_a_cached_copy_that_is_not_the_registrys_version_is_downloaded_again_not_refused(
+    trained_model_dir: Path, tmp_path: Path, alias: str, damage: str
+) -> None:
+    """A disk error or a changed file in one worker's cache says nothing of the registry's copy: a worker that
+    refused the version for it would publish the refusal, and the decider refuse a good version for the fleet."""
+    stand_in = StandIn()
+    stand_in.folders["s2"] = candidate(tmp_path, trained_model_dir, "v2")
+    version = Classifier.load(stand_in.folders["s2"]).version
+    stand_in.aliases[alias] = ModelVersion("2", "s2", "run", {"model_version": version})
+    cache = tmp_path / "cache"
+    pipeline, _ = make_pipeline(trained_model_dir)
+    asyncio.run(FleetModel(stand_in, "m", cache, pipeline.metrics).poll(pipeline))  # type: ignore[arg-type]
+    cached = version_folder(cache, stand_in.aliases[alias])
+    if damage == "flipped byte":
+        flip_a_byte(cached / "model.onnx")
+    else:  # a model that loads and checks, but not the one the registry's version is
+        shutil.rmtree(cached)
+        shutil.copytree(trained_model_dir, cached)
+
+    restarted, registry = make_pipeline(trained_model_dir)
+    fleet = FleetModel(stand_in, "m", cache, restarted.metrics)  # type: ignore[arg-type]
+    asyncio.run(fleet.poll(restarted))
+    asyncio.run(fleet.poll(restarted))
+    shadow = restarted.shadow.candidate if restarted.shadow is not None else None
+    taken_up = {CHAMPION: restarted.classifier, CANARY: restarted.canary, SHADOW: shadow}[alias]
+    assert taken_up is not None and taken_up.version == version
+    assert not fleet.refused_numbers and not fleet.refused
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "tampered"}) == 0
+    assert stand_in.downloads["s2"] == 4 and Classifier.load(cached).version == version
+
+
+def test_a_version_whose_download_fails_its_checks_is_downloaded_once_per_start_not_at_every_poll(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    pipeline, registry = make_pipeline(trained_model_dir)
+    stand_in = StandIn()
+    stand_in.folders["s2"] = candidate(tmp_path, trained_model_dir, "v2")
+    flip_a_byte(stand_in.folders["s2"] / "model.onnx")  # the registry's own copy is bad
+    stand_in.aliases[CANARY] = ModelVersion("2", "s2", "run")
+    for start in (1, 2):
+        fleet = FleetModel(stand_in, "m", tmp_path / "cache", pipeline.metrics)  # type: ignore[arg-type]
+        for _ in range(3):
+            asyncio.run(fleet.poll(pipeline))
+        assert pipeline.canary is None and fleet.refused_numbers == {"2"}
+        assert stand_in.downloads["s2"] == 2 * start  # model and card, once by each start
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "tampered"}) == 2
 
 
 def hostile_pointers(cache: Path, good: dict[str, Any]) -> dict[str, bytes]:
