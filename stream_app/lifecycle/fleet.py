@@ -221,19 +221,24 @@ class FleetModel:
             self._unreachable(pipeline, error)
 
     def _follow_shadow(self, pipeline: Pipeline, shadow: ModelVersion | None, model: Classifier | None) -> None:
-        """Run the shadow version beside the live model (never done: the fleet decides), or stop running it."""
-        if shadow is None:
+        """Run the shadow version beside the live model (never done: the fleet decides) in place of the one it ran
+        before, or stop running it when the alias is unset or names a version that does not load here."""
+        number = shadow.number if shadow is not None else None
+        if model is not None and shadow is not None:
+            running = self.shadows.setdefault(model.version, Shadow(model, sys.maxsize))
+            if self.shadow is not None and pipeline.shadow is self.shadow:
+                pipeline.shadow = running  # the alias moved on from the version the pipeline shadows
+            self.shadow = running
+            self.followed[SHADOW] = number
+            log.warning("running shadow version %s, model %s, beside %s", shadow.number, model.version,
+                        pipeline.classifier.version)  # fmt: skip
+        elif number != self.followed[SHADOW]:
             if self.followed[SHADOW] is not None:
                 log.warning("no shadow any more (version %s)", self.followed[SHADOW])
                 if pipeline.shadow is self.shadow:
                     pipeline.shadow = None
                 self.shadow = None
             self.followed[SHADOW] = None
-        elif model is not None:
-            self.shadow = self.shadows.setdefault(model.version, Shadow(model, sys.maxsize))
-            self.followed[SHADOW] = shadow.number
-            log.warning("running shadow version %s, model %s, beside %s", shadow.number, model.version,
-                        pipeline.classifier.version)  # fmt: skip
         if self.shadow is not None and pipeline.shadow is None:  # a folder candidate's shadow goes first
             pipeline.shadow = self.shadow
         failure = self.shadow.failure if self.shadow is not None else None

@@ -656,6 +656,34 @@ def test_every_worker_runs_the_shadow_beside_the_champion_emits_nothing_of_it_an
     assert ShadowCounts(10, 10, 0, 0).verdict()[0] and not ShadowCounts(10, 7, 0, 0).verdict()[0]
 
 
+def test_a_shadow_alias_that_moves_between_two_polls_replaces_the_shadow_the_worker_runs(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """A worker that missed the poll where no shadow was set (the registry away from it, a slow poll) must compare
+    the new shadow, not go on running the old one, which the fleet refused, until it restarts."""
+    stand_in = Decisions()
+    worker, pipeline = decider(stand_in, trained_model_dir, tmp_path, shadow_events=10_000)
+    worker.decides, worker.worker_name = False, "w1"
+    asyncio.run(worker.poll(pipeline))
+    assert pipeline.shadow is not None and pipeline.shadow.candidate.threshold == 0.6
+    stand_in.folders["s3"] = candidate(tmp_path, trained_model_dir, "v3")
+    third = Classifier.load(stand_in.folders["s3"]).version
+    stand_in.aliases[SHADOW] = ModelVersion("3", "s3", "run", {"model_version": third})
+    asyncio.run(worker.poll(pipeline))
+    assert pipeline.shadow is not None and pipeline.shadow.candidate.version == third
+    batch = [admit(pipeline, {"id": f"e{n}", "title": f"Graph neural networks {n}"}, n) for n in range(20)]
+    pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+    asyncio.run(worker.poll(pipeline))  # publishes
+    assert shadow_counts(stand_in.runs)[third].compared == 20
+
+    damaged = candidate(tmp_path, trained_model_dir, "v4")
+    flip_a_byte(damaged / "model.onnx")
+    stand_in.folders["s4"] = damaged
+    stand_in.aliases[SHADOW] = ModelVersion("4", "s4", "run")
+    asyncio.run(worker.poll(pipeline))  # refused here: no shadow rather than the one before
+    assert pipeline.shadow is None and worker.refused_numbers == {"4"}
+
+
 def test_a_shadow_one_worker_cannot_load_is_refused_for_the_fleet(trained_model_dir: Path, tmp_path: Path) -> None:
     """A worker refuses a version whose files fail their checks there (a damaged download, another onnxruntime):
     it says so in its run, and the decider refuses the version rather than let it become the canary and the
