@@ -110,6 +110,8 @@ class RegistryClient:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 data: bytes = response.read(MAX_ARTIFACT_BYTES + 1)
+                # A read of a given size returns what came before the connection closed, without an error.
+                missing: int | None = response.length
         except urllib.error.HTTPError as error:
             detail = error.read(2000).decode("utf-8", "replace")
             raise RegistryError(f"{method} {path}: HTTP {error.code} {detail}", status=error.code) from error
@@ -119,6 +121,8 @@ class RegistryClient:
             raise RegistryError(f"{method} {path}: not an HTTP answer: {error!r:.200}") from error
         if len(data) > MAX_ARTIFACT_BYTES:
             raise RegistryError(f"{method} {path}: more than {MAX_ARTIFACT_BYTES} bytes")
+        if missing:  # a download cut short is the network's fault, not a damaged version to refuse
+            raise RegistryError(f"{method} {path}: the answer was cut short, {missing} bytes missing")
         return data
 
     def call(self, method: str, endpoint: str, body: Mapping[str, Any] | None = None, **query: str) -> dict[str, Any]:

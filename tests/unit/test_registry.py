@@ -855,6 +855,20 @@ def test_an_answer_that_is_not_http_counts_as_no_answer_never_as_an_error_out_of
     assert_poll_serves_on_as_if_unanswered(trained_model_dir, tmp_path, hostile_registry)
 
 
+def test_a_download_cut_short_is_a_registry_error_not_a_damaged_version_to_refuse(
+    hostile_registry: http.server.ThreadingHTTPServer,
+) -> None:
+    """Its bytes would fail their checks: the worker would refuse the version, and the decider refuse it for the
+    fleet, for a connection that closed early."""
+    body = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    client = RegistryClient(f"http://127.0.0.1:{hostile_registry.server_port}", timeout=10)
+    hostile_registry.raw = body + b"x" * 1000  # type: ignore[attr-defined]
+    assert client.download("mlflow-artifacts:/1/run/artifacts/model", "model.onnx") == b"x" * 1000
+    hostile_registry.raw = body + b"x" * 400  # type: ignore[attr-defined]
+    with pytest.raises(RegistryError, match="cut short, 600 bytes missing"):
+        client.download("mlflow-artifacts:/1/run/artifacts/model", "model.onnx")
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
