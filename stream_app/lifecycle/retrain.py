@@ -105,7 +105,8 @@ class Retrainer:
         shown, wrong = tagged_precision(metrics, live.version)
         if wrong < least or ("precision", live.version) in self.fired:
             return None
-        precision = 1.0 - wrong / max(shown, wrong)  # reports of items shown before this worker started: at most all
+        # The follower counts a report only on an item it counted as shown; max only keeps a division by zero out.
+        precision = 1.0 - wrong / max(shown, wrong)
         if precision >= target:
             return None
         return f"precision: online precision {precision:.3f} < target {target} ({wrong:.0f} of {shown:.0f} reported)"

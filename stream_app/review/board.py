@@ -51,6 +51,9 @@ class Prediction(NamedTuple):
     tagged_by: str
     route: str
     """``tagged`` or ``review``: the topic the record came from."""
+    counted: bool
+    """Whether a judgement of it counts in online precision: a review item always; an auto-tagged item only when
+    the caller counted it as shown, so that the reports counted and the items shown are the same items."""
     packed: bytes
     """Its record as compact JSON, a third of a dict's memory: as it came when it is short
     (:data:`KEPT_RAW_BYTES`), else its :data:`KEPT_FIELDS` with the description cut."""
@@ -135,10 +138,10 @@ class ReviewBoard:
         self.human_tags: OrderedDict[str, str] = OrderedDict()
         """The tag a person last gave each recent item (as many as :attr:`recent`): a report of the tag it has
         already would publish it again, changing nothing."""
-        self.recent: OrderedDict[str, tuple[str, str, str, str, bytes]] = OrderedDict()
+        self.recent: OrderedDict[str, tuple[str, str, str, str, bool, bytes]] = OrderedDict()
         """Recent predictions by id, oldest first: each :class:`Prediction`'s fields in order, in a plain tuple of
-        strings and bytes, which the garbage collector stops tracking (a tuple subclass stays tracked), so full
-        collections do not walk tens of thousands of them. :meth:`prediction` reads one back."""
+        strings, a bool and bytes, which the garbage collector stops tracking (a tuple subclass stays tracked), so
+        full collections do not walk tens of thousands of them. :meth:`prediction` reads one back."""
 
     def prediction(self, item_id: str) -> Prediction | None:
         """The recent prediction for ``item_id``, None if none is remembered."""
@@ -160,12 +163,16 @@ class ReviewBoard:
         ``own``: the record is one this worker built (:attr:`published`), which needs no check."""
         item_id = str(record["id"]) if own else checked_review_id(record)
         self.waiting[item_id] = _pack(record, WAITING_FIELDS)
-        self._remember(item_id, record["suggested_tag"], record["model_version"], "model", "review", record, raw)
+        suggested, version = record["suggested_tag"], record["model_version"]
+        self._remember(item_id, suggested, version, "model", "review", True, record, raw)
 
-    def on_tagged(self, record: dict[str, Any], raw: bytes | None = None, *, own: bool = False) -> None:
+    def on_tagged(
+        self, record: dict[str, Any], raw: bytes | None = None, *, own: bool = False, counted: bool = True
+    ) -> None:
         """An item on the tagged topic: a person may later report its tag; raises :class:`InvalidRecord`
         (nothing changed) for a malformed record. ``raw``: the record's JSON, if at hand. ``own``: the record is
-        one this worker built (:attr:`published`), which needs no check."""
+        one this worker built (:attr:`published`), which needs no check. ``counted``: the model's item was counted
+        as shown (:attr:`Prediction.counted`)."""
         item_id = str(record["id"]) if own else checked_tagged_id(record)
         self.waiting.pop(item_id, None)
         if record.get("tagged_by") == "human":
@@ -174,7 +181,8 @@ class ReviewBoard:
                 return  # keep the model's prediction: feedback judges the model, not the reviewer
         else:
             self.human_tags.pop(item_id, None)
-        self._remember(item_id, record["tag"], record["model_version"], record["tagged_by"], "tagged", record, raw)
+        tagged_by = record["tagged_by"]
+        self._remember(item_id, record["tag"], record["model_version"], tagged_by, "tagged", counted, record, raw)
 
     def on_feedback(self, record: dict[str, Any]) -> Judgement:
         """A decision: the item stops waiting, and the model's prediction is judged against it; raises
@@ -191,9 +199,10 @@ class ReviewBoard:
             "description": source.get("description"),
             "model_version": prediction.model_version,
         }
-        if prediction.tagged_by != "model" or item_id in self.judged:
+        if prediction.tagged_by != "model" or item_id in self.judged or not prediction.counted:
             # A person's tag, kept when the model's prediction was forgotten (counted, a correction would be found
-            # "right"), or a prediction judged once already: the decision is a label, but judges no model.
+            # "right"), a prediction judged once already, or an item not counted as shown (a report on it would
+            # lower the precision of items it is not one of): the decision is a label, but judges no model.
             return Judgement(record["verdict"], None, None, None, False, label)
         remember(self.judged, item_id, None, self.recent_limit)
         correct = prediction.tag == record["tag"]
@@ -206,6 +215,7 @@ class ReviewBoard:
         model_version: str,
         tagged_by: str,
         route: str,
+        counted: bool,
         record: dict[str, Any],
         raw: bytes | None,
     ) -> None:
@@ -215,7 +225,7 @@ class ReviewBoard:
             if isinstance(record.get("description"), str):
                 record = {**record, "description": record["description"][:KEPT_DESCRIPTION_CHARS]}
             packed = _pack(record, KEPT_FIELDS)
-        remember(self.recent, item_id, (tag, model_version, tagged_by, route, packed), self.recent_limit)
+        remember(self.recent, item_id, (tag, model_version, tagged_by, route, counted, packed), self.recent_limit)
         self.judged.pop(item_id, None)  # a new prediction for the item: not judged yet
 
 

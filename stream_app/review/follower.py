@@ -83,8 +83,11 @@ class ReviewFollower:
             if role == "review":
                 self.board.on_review(record, message.value, own=own is not None)
             elif role == "tagged":
-                self.board.on_tagged(record, message.value, own=own is not None)
-                if record["tagged_by"] == "model" and self.since_start(message):
+                # A report counts only on an item counted as shown: a report on one shown before this worker
+                # started would lower the precision of items it is not one of (ReviewBoard.on_feedback).
+                counted = record.get("tagged_by") == "model" and self.since_start(message)
+                self.board.on_tagged(record, message.value, own=own is not None, counted=counted)
+                if counted:
                     self.metrics.shown(str(record["model_version"]))
             else:
                 self.held.append((message, record))

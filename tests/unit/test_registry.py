@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
@@ -24,6 +26,7 @@ from stream_app.lifecycle.fleet_counts import (
     VersionCounts,
     canary_verdict,
     fleet_counts,
+    metric_values,
     shadow_counts,
     worker_counts,
 )
@@ -38,10 +41,19 @@ from stream_app.lifecycle.registry import (
     version_folder,
 )
 from stream_app.lifecycle.shadow import ShadowCounts
+from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Pipeline, canary_share
+from stream_app.review.board import ReviewBoard
+from stream_app.review.follower import ReviewFollower
+from stream_app.review.labels import LabelStore
+from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
+from tests.unit.review.test_board import NOW, tagged_record
+from tests.unit.review.test_follower import EDGES, SECRET, SETTINGS, encoded, message, signed
 from tests.unit.test_lifecycle import candidate, nan_candidate
 from tests.unit.test_pipeline import admit, make_pipeline
+
+CHAMPION_VERSION, CANARY_VERSION = "champion0001", "canary000002"
 
 
 def unique(item: Admitted) -> DedupeVerdict:
@@ -129,6 +141,70 @@ def test_the_canary_s_precision_is_that_of_the_items_shown_not_of_the_review_sug
     assert counts["canary000002"].precision == pytest.approx(0.90)
     passed, reasons = canary_verdict(counts["champion0001"], counts["canary000002"], 500, 0) or (True, [])
     assert not passed and reasons[0].startswith("online precision 0.900 <"), reasons
+
+
+class DecidersView:
+    """One worker's review follower and metrics, started with ``before_start`` records already on the tagged
+    topic, and the fleet's counts as the decider reads them from its run in the registry."""
+
+    def __init__(self, tmp_path: Path, before_start: int = 0) -> None:
+        tmp_path.mkdir(exist_ok=True)
+        self.metrics = Metrics(CollectorRegistry(), EDGES)
+        board, labels = ReviewBoard(recent_limit=100_000), LabelStore(tmp_path / "labels.jsonl")
+        self.follower = ReviewFollower(SETTINGS, board, self.metrics, labels, SignOuts(SECRET, caught_up=True))
+        self.follower.counted_from = {TopicPartition(SETTINGS.tagged_topic, 0): before_start}
+        self.tagged_offset = self.feedback_offset = 0
+
+    def tag(self, version: str, *ids: str) -> None:
+        """Records of the model ``version`` on the tagged topic, one per id."""
+        for item_id in ids:
+            record = {**tagged_record(item_id), "model_version": version}
+            self.follower.on_record(message(SETTINGS.tagged_topic, encoded(record), self.tagged_offset))
+            self.tagged_offset += 1
+
+    def report(self, *ids: str) -> None:
+        """Signed reports (from the review page) that the items' tags are wrong."""
+        for item_id in ids:
+            decision = {"id": item_id, "tag": "other", "verdict": "reported", "reviewer": "ann", "decided_at": NOW}
+            self.follower.on_record(message(SETTINGS.feedback_topic, encoded(signed(decision)), self.feedback_offset))
+            self.feedback_offset += 1
+
+    def fleet(self, served: dict[str, tuple[int, int]]) -> dict[str, VersionCounts]:
+        """The fleet's counts once the held reports are judged, with the events the pipelines ``served`` per
+        version (tagged, review), read back from the worker's run as the registry returns it."""
+        self.follower.release()
+        for version, (tagged, review) in served.items():
+            self.metrics.served(version, "tagged", tagged)
+            self.metrics.served(version, "review", review)
+        metrics = [{"key": key, "value": value} for key, value in metric_values(worker_counts(self.metrics)).items()]
+        run = {"data": {"tags": [{"key": "worker", "value": "w1"}], "metrics": metrics}}
+        return fleet_counts([json.loads(json.dumps(run))])
+
+
+def ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{number}" for number in range(n)]
+
+
+def test_reports_on_items_shown_before_the_worker_started_do_not_count_against_the_version(tmp_path: Path) -> None:
+    """The reports counted and the items counted as shown must be the same items: reviewers working through
+    a backlog shown before the decider's worker started would make the champion read less precise (a worse canary
+    promoted) or report more than it showed (a good canary refused)."""
+    view = DecidersView(tmp_path / "worse", before_start=1000)
+    view.tag(CHAMPION_VERSION, *ids("old", 1000), *ids("new", 1000))
+    view.tag(CANARY_VERSION, *ids("canary", 600))
+    view.report(*ids("new", 20), *ids("old", 40), *ids("canary", 40))
+    fleet = view.fleet({CHAMPION_VERSION: (1800, 200), CANARY_VERSION: (600, 66)})
+    champion, canary = fleet[CHAMPION_VERSION], fleet[CANARY_VERSION]
+    assert (champion.shown, champion.reported, champion.precision) == (1000, 20, pytest.approx(0.98))
+    assert canary_verdict(champion, canary, 500, 0) == (False, ["online precision 0.933 < 0.949 (champion 0.980)"])
+
+    view = DecidersView(tmp_path / "better", before_start=1000)
+    view.tag(CHAMPION_VERSION, *ids("old", 1000), *ids("new", 100))
+    view.tag(CANARY_VERSION, *ids("canary", 600))
+    view.report(*ids("old", 150), *ids("canary", 3))
+    fleet = view.fleet({CHAMPION_VERSION: (900, 100), CANARY_VERSION: (600, 66)})
+    assert (fleet[CHAMPION_VERSION].shown, fleet[CHAMPION_VERSION].reported) == (100, 0)
+    assert canary_verdict(fleet[CHAMPION_VERSION], fleet[CANARY_VERSION], 500, 0) == (True, [])
 
 
 def test_the_fleets_counts_are_the_sum_of_every_workers_run(trained_model_dir: Path) -> None:

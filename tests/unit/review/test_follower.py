@@ -142,9 +142,9 @@ def test_auto_tagged_items_shown_since_the_start_are_counted_and_a_persons_tag_j
     tmp_path: Path,
 ) -> None:
     """Online precision of what the platform showed is one less the share of the shown items reported wrong: the
-    items shown are counted from this worker's start, as the decisions are, and only the model's tags. A decision
-    on an item whose model prediction was forgotten (only a person's tag is remembered) is a label, not a
-    judgement of the model."""
+    items shown are counted from this worker's start, as the decisions are, and only the model's tags; a report
+    counts only on an item counted as shown. A decision on an item whose model prediction was forgotten (only a
+    person's tag is remembered), or on one shown before the start, is a label, not a judgement of the model."""
     follow, registry = follower(tmp_path)
     follow.counted_from = {TopicPartition(SETTINGS.tagged_topic, 0): 1}
     follow.on_record(message(SETTINGS.tagged_topic, encoded(tagged_record("before")), 0))
@@ -152,7 +152,7 @@ def test_auto_tagged_items_shown_since_the_start_are_counted_and_a_persons_tag_j
     human = {**tagged_record("h", tag="mlops"), "tagged_by": "human"}
     follow.on_record(message(SETTINGS.tagged_topic, encoded(human), 2))
     assert registry.get_sample_value("content_tagger_online_shown_total", {"version": "v1"}) == 1
-    for offset, (id_, verdict) in enumerate((("t", "reported"), ("h", "corrected"))):
+    for offset, (id_, verdict) in enumerate((("t", "reported"), ("h", "corrected"), ("before", "reported"))):
         decision = {"id": id_, "tag": "other", "verdict": verdict, "reviewer": "ann", "decided_at": NOW}
         follow.on_record(message(SETTINGS.feedback_topic, encoded(signed(decision)), offset))
     follow.release()
@@ -162,12 +162,13 @@ def test_auto_tagged_items_shown_since_the_start_are_counted_and_a_persons_tag_j
     correct = registry.get_sample_value(
         "content_tagger_online_correct_total", {"version": "v1", "route": "tagged", "tag": "computer-vision"}
     )
-    assert (judged, correct) == (1.0, 0.0)  # the report only; the correction of a person's tag judges no model
+    assert (judged, correct) == (1.0, 0.0)  # the report on "t" only
+    assert registry.get_sample_value("content_tagger_feedback_decisions_total", {"verdict": "reported"}) == 2
     assert registry.get_sample_value(
         "content_tagger_online_judged_total", {"version": "v1", "route": "tagged", "tag": "mlops"}
     ) in (None, 0.0)
     labels, _ = read_labels(tmp_path / "labels.jsonl")
-    assert sorted(label["id"] for label in labels) == ["h", "t"]
+    assert sorted(label["id"] for label in labels) == ["before", "h", "t"]
 
 
 json_values = st.recursive(
