@@ -25,7 +25,8 @@ PRECISION_SLACK: Final = 0.02
 @dataclass
 class VersionCounts:
     """What one model version did, summed over workers: events served per route, predictions people judged (both
-    routes), and of its auto-tagged items, how many the platform showed and how many people reported wrong."""
+    routes), and of its auto-tagged items, how many the platform showed (read off the tagged topic) and how many
+    of those people reported wrong."""
 
     tagged: float = 0.0
     review: float = 0.0
@@ -100,8 +101,9 @@ def worker_counts(metrics: Metrics) -> dict[str, VersionCounts]:
 
 def fleet_counts(runs: list[Any]) -> dict[str, VersionCounts]:
     """The counts per model version over the workers' runs (metrics named ``<field>.<version>``): events served
-    summed over every run; predictions judged, and found correct, as the worker that counted most judged of that
-    version counted them (its runs, one per start, summed).
+    summed over every run; predictions judged, and found correct, and items shown and reported wrong, as the worker
+    that counted most judged of that version counted them (its runs, one per start, summed), items shown at most
+    the tagged events served.
 
     Every worker reads every decision, so each counts the whole fleet's (since it started): a sum over workers
     would count each decision once per worker."""
@@ -117,6 +119,9 @@ def fleet_counts(runs: list[Any]) -> dict[str, VersionCounts]:
         most = max((view.get(version, {}) for view in views), key=lambda sums: sums.get("judged", 0.0))
         for name in ("judged", "correct", "shown", "reported"):
             setattr(entry, name, most.get(name, 0.0))
+        # Tagged records are not signed: anyone who can write to the topic can add items "shown" by a version, and
+        # raise its precision. The pipelines' own count of what they tagged for it bounds what it showed.
+        entry.shown = min(entry.shown, entry.tagged)
     return counts
 
 
