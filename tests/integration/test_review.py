@@ -134,6 +134,11 @@ def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
         TAGGER_REVIEWERS_FILE=str(reviewers_file(tmp_path, "ann", "bob")),
     )  # fmt: skip
     bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    # A report judges the model only on an item the worker counted as shown: one tagged after its review follower
+    # took its start offsets, which is before the review pages open.
+    deadline = time.monotonic() + 30
+    while Browser(worker.port).request("GET", "/review/sign-in")[0] == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
     rows = read_rows(ROOT / "data" / "dataset.csv")[:80]
     run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), None) for r in rows]))
     outputs = run(read_outputs(bootstrap, topics, len(rows), 120, settle=1.0))
