@@ -313,6 +313,16 @@ def test_everything_the_worker_writes_is_in_its_state_folder_kept_in_a_named_vol
     assert any(i == "RUN" and f"chown tagger {state}" in a for i, a in dockerfile())
 
 
+def test_the_stack_s_workers_following_the_registry_have_one_decider(compose: dict[str, Any]) -> None:
+    """With a registry the candidates folder is ignored and only a decider moves a registered model past shadow:
+    without one a model never serves, and two would judge the same canary."""
+    workers = [s for s in compose["services"].values() if s.get("build") and "command" not in s]
+    following = [Settings.from_env({**dockerfile_env(), **environment(w)}) for w in workers]
+    following = [settings for settings in following if settings.registry_url]
+    assert following
+    assert [settings.canary_decider for settings in following].count(True) == 1
+
+
 def worker_address(compose: dict[str, Any]) -> tuple[str, int]:
     """The worker service's name and the port its HTTP server listens on."""
     env = environment(compose["services"]["worker"])
