@@ -58,7 +58,7 @@ bench: $(MODEL) ## Run the benchmarks (classifier, dedupe state, stream, index r
 	trap '[ -z "$$started" ] || scripts/kafka stop' EXIT; \
 	$(PY) -m bench.stream && $(PY) -m bench.replication && $(PY) -m bench.stream --rss-events $(BENCH_RSS_EVENTS) && $(PY) -m bench.profile
 
-clean: ## Stop what the scripts started; remove the virtualenv, caches, models, local broker and registry data
+clean: ## Stop what the scripts started; delete .venv, caches, artifacts (models; promoted candidates in artifacts/candidates/promoted) and .run (broker and registry data; reviewers' decisions in .run/labels/labels.jsonl, accounts in .run/reviewers, the review session secret in .run/worker/review-session-secret)
 	-scripts/demo stop
 	-scripts/prometheus stop
 	-scripts/kafka stop

@@ -1,4 +1,5 @@
-"""The service scripts never start in, and so never wipe, a folder they did not make."""
+"""The service scripts never start in, and so never wipe, a folder they did not make; `make clean` says what it
+deletes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from stream_app.lifecycle.candidates import PROMOTED
+from stream_app.review.sessions import KEPT_SECRET_FILE
+from stream_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +86,26 @@ def test_a_server_asked_for_on_another_port_than_it_runs_on_is_an_error_and_stat
         assert run("start", port).returncode == 0
     finally:
         run("stop", port)
+
+
+def test_make_clean_s_help_and_the_readme_name_the_people_s_data_it_deletes() -> None:
+    """``make clean`` deletes ``.run`` and ``artifacts``: by default the reviewers' decisions, their accounts, the
+    review session secret and the promoted models live there, and neither the help nor the README may hide it."""
+    dry_run = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    (removal,) = [line.split()[2:] for line in dry_run.splitlines() if line.startswith("rm -rf ")]
+    defaults = Settings.from_env({})
+    kept = [
+        defaults.labels_path,
+        defaults.reviewers_file,
+        defaults.data_dir / KEPT_SECRET_FILE,
+        defaults.candidates_dir / PROMOTED,
+    ]
+    deleted = [path for path in kept if any(path.is_relative_to(folder) for folder in removal)]
+    assert deleted == kept
+    helps = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    (help_line,) = [line for line in helps.splitlines() if line.split()[:2] == ["make", "clean"]]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `make clean` |")]
+    for path in deleted:
+        assert str(path) in help_line, path
+        assert str(path) in row, path
