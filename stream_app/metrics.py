@@ -113,7 +113,12 @@ class Metrics:
         self.last_event_timestamp = make.gauge(
             "last_event_timestamp_seconds", "Event time (Kafka timestamp) of the last processed event."
         )
-        self.consumer_lag = make.gauge("consumer_lag", "Input messages not yet consumed.", ["partition"])
+        self.consumer_lag = make.gauge(
+            "consumer_lag",
+            "Input messages the agent has not finished: not yet taken, or taken and not yet published (the batch in "
+            "work).",
+            ["partition"],
+        )
         self._lag_partitions: set[int] = set()
 
     def _feedback_and_model_metrics(self, make: _MetricMaker) -> None:

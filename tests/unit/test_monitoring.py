@@ -188,7 +188,8 @@ def panel_expr(legend: str) -> str:
 
 
 def promql_values(tmp_path: Path, series: dict[str, str], expr: str) -> list[float]:
-    """The values of ``expr`` after 5 minutes of the constant ``series`` (selector: value), evaluated by promtool."""
+    """The values of ``expr`` after 5 minutes of ``series`` (selector: value, constant, or ``a+b`` for one growing by b
+    a minute), evaluated by promtool."""
     test = {
         "evaluation_interval": "1m",
         "tests": [
@@ -250,6 +251,40 @@ def test_the_skipped_records_panel_counts_the_fleet_s_records_once_by_topic_and_
         for (worker, topic, reason), n in counts.items()
     }
     assert sorted(promql_values(tmp_path, series, panel_expr("{{topic}} {{reason}}"))) == [1, 3]
+
+
+@pytest.mark.prometheus
+def test_the_batch_size_panel_draws_the_mean_events_per_onnx_call(prometheus_installed: None, tmp_path: Path) -> None:
+    """Nine batches of one event and one of three: a quantile interpolates inside the lowest bucket (0 to 1) and
+    draws less than one event a batch; the mean is 1.2."""
+    (target,) = [t for p in dashboard()["panels"] for t in p["targets"] if "content_tagger_batch_size" in t["expr"]]
+    assert "mean" in target["legendFormat"]
+    buckets = {"1.0": 9, "2.0": 9, "4.0": 10, "+Inf": 10}
+    series = {f'content_tagger_batch_size_bucket{{instance="w1",le="{le}"}}': f"0+{n}" for le, n in buckets.items()}
+    series |= {
+        'content_tagger_batch_size_sum{instance="w1"}': "0+12",
+        'content_tagger_batch_size_count{instance="w1"}': "0+10",
+    }
+    assert promql_values(tmp_path, series, target["expr"]) == pytest.approx([1.2])
+
+
+def panel(title: str) -> dict[str, Any]:
+    (found,) = [p for p in dashboard()["panels"] if p["title"] == title]
+    return found
+
+
+def test_the_review_share_panel_states_the_alert_s_rule() -> None:
+    description = panel("Review share vs reference")["description"]
+    assert "more than twice the card's reference share and 5 points above it" in description
+    assert "more than halfway from it to 100%" in description
+
+
+def test_the_lag_panel_says_the_lag_counts_what_the_agent_has_not_finished() -> None:
+    """The lag counts from the first offset not yet published: a stuck agent's batch shows as lag."""
+    (family,) = [f for f in exported_metrics()[0].collect() if f.name == "content_tagger_consumer_lag"]
+    description = panel("Consumer lag")["description"]
+    for text in (family.documentation, description):
+        assert "has not finished" in text and "the batch in work" in text, text
 
 
 def free_port() -> int:
