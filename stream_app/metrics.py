@@ -120,6 +120,9 @@ class Metrics:
             ["partition"],
         )
         self._lag_partitions: set[int] = set()
+        # A new value at each start: the restart alert counts its changes.
+        self.start_time = make.gauge("start_time_seconds", "Unix time this worker started (made its metrics).")
+        self.start_time.set_to_current_time()
 
     def _feedback_and_model_metrics(self, make: _MetricMaker) -> None:
         self.feedback_decisions = make.counter(

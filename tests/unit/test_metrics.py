@@ -4,6 +4,7 @@ the right series and no other."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,7 @@ CONTRACT = {
     "content_tagger_model_info": "gauge",
     "content_tagger_last_event_timestamp_seconds": "gauge",
     "content_tagger_consumer_lag": "gauge",
+    "content_tagger_start_time_seconds": "gauge",
     "content_tagger_feedback_decisions_total": "counter",
     "content_tagger_online_judged_total": "counter",
     "content_tagger_online_shown_total": "counter",
@@ -87,12 +89,12 @@ def metrics(registry: CollectorRegistry) -> Metrics:
 
 
 def samples(registry: CollectorRegistry) -> dict[Key, float]:
-    """Every sample of the registry except the ``_created`` timestamps."""
+    """Every sample of the registry except the timestamps of when it was made (``_created``, the start time)."""
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in registry.collect()
         for s in family.samples
-        if not s.name.endswith("_created")
+        if not s.name.endswith("_created") and s.name != "content_tagger_start_time_seconds"
     }
 
 
@@ -335,6 +337,20 @@ def test_drift_and_lag_are_published_as_gauges(registry: CollectorRegistry, metr
     assert value("content_tagger_consumer_lag", {"partition": "0"}) == 1
     metrics.set_lag(2, 4)  # given back
     assert value("content_tagger_consumer_lag", {"partition": "2"}) == 4
+
+
+def test_each_start_publishes_the_time_it_started_at() -> None:
+    """The restart alert counts the changes of this gauge: each worker process must show its own start."""
+    first = CollectorRegistry()
+    before = time.time()
+    Metrics(first, EDGES)
+    after = time.time()
+    started = first.get_sample_value("content_tagger_start_time_seconds")
+    assert started is not None and before <= started <= after
+    second = CollectorRegistry()
+    Metrics(second, EDGES)
+    again = second.get_sample_value("content_tagger_start_time_seconds")
+    assert again is not None and again >= after
 
 
 def test_two_workers_metrics_do_not_collide_in_separate_registries() -> None:

@@ -287,6 +287,11 @@ def test_the_lag_panel_says_the_lag_counts_what_the_agent_has_not_finished() -> 
         assert "has not finished" in text and "the batch in work" in text, text
 
 
+def test_the_operations_page_names_every_alert() -> None:
+    operations = (ROOT / "docs/operations.md").read_text(encoding="utf-8")
+    assert [rule["alert"] for rule in alert_rules() if f"`{rule['alert']}`" not in operations] == []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
