@@ -38,6 +38,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.report import write_section
 from stream_app.settings import Settings
+from stream_app.topology.retention import KEPT_FOR_EVER
 from tools.replay import MALFORMED_SAMPLES, event_value, mixed_stream, percentile, read_rows
 from tools.topics import create_topics as create_topics_on
 
@@ -92,8 +93,9 @@ def warm_up_stream(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
 
 
 async def create_topics(names: Sequence[str]) -> None:
-    """Create a run's single-partition topics on the benchmark's broker, and wait until it serves them."""
-    await create_topics_on(BOOTSTRAP, names)
+    """Create a run's single-partition topics (:func:`topics_env`'s) on the benchmark's broker, and wait until it
+    serves them. The review topic is made as the worker makes it: the worker refuses one that deletes records."""
+    await create_topics_on(BOOTSTRAP, names, configs={n: KEPT_FOR_EVER for n in names if n.endswith("-review")})
 
 
 async def produce(topic: str, messages: Sequence[tuple[bytes | None, bytes]], rate: float = 0.0) -> None:
@@ -207,6 +209,8 @@ def topics_env(prefix: str) -> tuple[dict[str, str], list[str]]:
         "TAGGER_REVIEW_TOPIC": names["review"],
         "TAGGER_DUPLICATES_TOPIC": names["duplicates"],
         "TAGGER_DEADLETTER_TOPIC": names["deadletter"],
+        # The run's own, made by the worker and deleted with the run's topics: not a default an older worker made.
+        "TAGGER_FEEDBACK_TOPIC": f"{prefix}-feedback",
         "TAGGER_MODEL_DIR": str(ROOT / "artifacts/model"),
         "TAGGER_WEB_PORT": str(17000 + random.randint(0, 999)),
         "TAGGER_DATA_DIR": str(ROOT / ".run" / "bench" / "data" / prefix),

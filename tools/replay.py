@@ -16,7 +16,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from stream_app.errors import ConfigError
 from stream_app.settings import Settings
+from stream_app.topology.retention import KEPT_FOR_EVER
 from tools.corpus import planted_near_duplicates
 from tools.topics import create_topics
 
@@ -175,9 +176,12 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[ReplayMessage],
     return sent_at
 
 
-async def end_offsets(bootstrap: str, topics: Sequence[str], partitions: int = 1) -> dict[TopicPartition, int]:
-    """The current end offset of every partition of ``topics``, creating those that do not exist yet."""
-    await create_topics(bootstrap, topics, partitions)
+async def end_offsets(
+    bootstrap: str, topics: Sequence[str], partitions: int = 1, configs: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[TopicPartition, int]:
+    """The current end offset of every partition of ``topics``, creating those that do not exist yet (with the
+    topic configuration ``configs`` gives a name)."""
+    await create_topics(bootstrap, topics, partitions, configs=configs)
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -233,7 +237,9 @@ async def replay(settings: Settings, messages: Sequence[ReplayMessage], rate: fl
         "deadletter": settings.deadletter_topic,
     }
     bootstrap = settings.kafka_bootstrap_servers
-    start = await end_offsets(bootstrap, list(topics.values()), settings.partitions)
+    # Made as the worker makes it, when the replay comes first: a worker refuses a review topic that deletes records.
+    kept = {settings.review_topic: KEPT_FOR_EVER}
+    start = await end_offsets(bootstrap, list(topics.values()), settings.partitions, kept)
     await end_offsets(bootstrap, [settings.input_topic], settings.partitions)  # create it before producing
     sent_at = await produce(bootstrap, settings.input_topic, messages, rate)
     return await collect(bootstrap, topics, start, len(messages), sent_at, timeout)

@@ -4,15 +4,22 @@ partition of every topic asked for."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 1, wait_seconds: float = 30.0) -> None:
-    """Create the topics ``names`` not there yet, with ``partitions`` each, and return once every partition of each
-    has a leader. A creation the broker refuses raises its error; one that exists already is left as it is.
+async def create_topics(
+    bootstrap: str,
+    names: Sequence[str],
+    partitions: int = 1,
+    wait_seconds: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Create the topics ``names`` not there yet, with ``partitions`` each and the topic configuration ``configs``
+    gives a name (the broker's defaults for the others), and return once every partition of each has a leader. A
+    creation the broker refuses raises its error; one that exists already is left as it is.
 
     The broker answers a creation before its metadata lists the topic (the gap grows on a loaded host), so a
     client that goes straight on may find the topic missing."""
@@ -20,7 +27,12 @@ async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+            [
+                NewTopic(
+                    n, num_partitions=partitions, replication_factor=1, topic_configs=dict((configs or {}).get(n, {}))
+                )
+                for n in names
+            ]
         )
         # aiokafka returns per-topic errors instead of raising them.
         for topic, error_code, *message in response.topic_errors:

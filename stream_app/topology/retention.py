@@ -1,10 +1,12 @@
-"""Whether the topics every starting worker reads back whole (the title index and the sign-outs) keep their records
-as long as they are needed, as the broker has them configured: checked once, as the worker starts.
+"""Whether the topics every starting worker reads back whole (the title index, the sign-outs, the review and the
+feedback topics) keep their records as long as they are needed, as the broker has them configured: checked once, as
+the worker starts.
 
 The worker makes these topics with the right configuration when they are missing, but one made by hand, by a
-deployment tool or by a broker that creates topics on first use keeps whatever it was given: often
-``cleanup.policy=delete`` with seven days. The records would then go with no error: titles seen more than seven
-days ago, and their copies shown again, after the next restart; signed-out sessions valid again.
+deployment tool, by a broker that creates topics on first use or by an older worker keeps whatever it was given:
+often ``cleanup.policy=delete`` with seven days. The records would then go with no error: titles seen more than
+seven days ago, and their copies shown again, after the next restart; signed-out sessions valid again; items
+waiting for review gone from every review page, or decided items waiting again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -25,6 +27,12 @@ log = logging.getLogger(__name__)
 
 DAY_SECONDS = 86400.0
 
+KEPT_FOR_EVER: Final[Mapping[str, str]] = {"cleanup.policy": "delete", "retention.ms": "-1"}
+"""The configuration the worker gives the review and feedback topics: no record is ever deleted. Every starting
+worker reads them whole, and an item waits for review until a decision on it, however long that takes. Not
+compacted: compaction keeps an item's last record only, so a record written later under its id (an unsigned
+decision, say) would replace the one that decided it."""
+
 
 @dataclass(frozen=True)
 class KeptTopic:
@@ -32,6 +40,7 @@ class KeptTopic:
 
     name: str
     keep_seconds: float
+    """``math.inf`` for a topic none of whose records may ever go."""
     setting: str
     """What decides ``keep_seconds``, for the error."""
 
@@ -48,12 +57,21 @@ def retention_problem(topic: KeptTopic, configs: Mapping[str, str | None]) -> st
         retention_ms = int(raw)
     except ValueError:
         return f"{topic.name}: retention.ms={raw!r:.40} is not a number of milliseconds"
+    if retention_ms < 0:
+        return None
+    deletes = f"{topic.name} deletes records after {retention_ms / 1000 / DAY_SECONDS:.4g} days"
+    configured = f"(cleanup.policy={policy}, retention.ms={retention_ms})"
+    if math.isinf(topic.keep_seconds):
+        return (
+            f"{deletes} {configured}, but they are needed for ever ({topic.setting}): set retention.ms=-1"
+            f" (kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name {topic.name}"
+            " --add-config retention.ms=-1)"
+        )
     needed_ms = math.ceil(topic.keep_seconds * 1000)
-    if retention_ms < 0 or retention_ms >= needed_ms:
+    if retention_ms >= needed_ms:
         return None
     return (
-        f"{topic.name} deletes records after {retention_ms / 1000 / DAY_SECONDS:.4g} days (cleanup.policy={policy},"
-        f" retention.ms={retention_ms}), but they are needed for {topic.keep_seconds / DAY_SECONDS:.4g} days"
+        f"{deletes} {configured}, but they are needed for {topic.keep_seconds / DAY_SECONDS:.4g} days"
         f" ({topic.setting}): set retention.ms={needed_ms} or more, or -1, or cleanup.policy=compact"
     )
 

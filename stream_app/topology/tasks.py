@@ -4,6 +4,7 @@ topics, exporting the consumer lag, and managing candidate models."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -142,6 +143,8 @@ def register_tasks(
                     "TAGGER_DEDUPE_TTL_DAYS, and twice TAGGER_MAX_CLOCK_SKEW_SECONDS",
                 ),
                 KeptTopic(topics.sign_outs.get_topic_name(), LONGEST_SESSION_SECONDS, "the longest review session"),
+                KeptTopic(topics.name("review"), math.inf, "an item waits for review until a decision on it"),
+                KeptTopic(topics.feedback.get_topic_name(), math.inf, "a decision keeps its item decided"),
             ],
         )
         await follower.run()

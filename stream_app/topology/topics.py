@@ -10,6 +10,7 @@ from faust.types import AppT, TopicT
 from stream_app.pipeline import OUTCOMES
 from stream_app.review.sign_outs import LONGEST_SESSION_SECONDS
 from stream_app.settings import Settings
+from stream_app.topology.retention import KEPT_FOR_EVER
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,11 @@ class WorkerTopics:
         return cls(
             # internal=True: Faust creates the topic with ``settings.partitions`` partitions when it is missing.
             input=topic(settings.input_topic, internal=True),
-            outputs={kind: topic(name) for kind, name in names.items()},
-            feedback=topic(settings.feedback_topic),
+            outputs={
+                kind: topic(name, config=dict(KEPT_FOR_EVER)) if kind == "review" else topic(name)
+                for kind, name in names.items()
+            },
+            feedback=topic(settings.feedback_topic, config=dict(KEPT_FOR_EVER)),
             # Read whole by every worker: one partition keeps every title's changes in one order.
             index=topic(settings.index_topic, partitions=1, compacting=True, internal=True),
             # Each sign-out is needed until its session would have expired: kept as long as the longest can last.

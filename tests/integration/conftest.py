@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from stream_app.topology.retention import KEPT_FOR_EVER
 from tests.integration.harness import OwnBroker, Topics, WorkerProcess, create_topic, free_port
 
 
@@ -39,11 +40,12 @@ def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
 
 @pytest.fixture
 def new_topic(kafka_bootstrap: str) -> Callable[..., str]:
-    """A factory: ``new_topic(prefix, partitions=1)`` creates a uniquely named topic and returns its name."""
+    """A factory: ``new_topic(prefix, partitions=1, config=None)`` creates a uniquely named topic (with the topic
+    configuration ``config``) and returns its name."""
 
-    def create(prefix: str, partitions: int = 1) -> str:
+    def create(prefix: str, partitions: int = 1, config: Mapping[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        asyncio.run(create_topic(kafka_bootstrap, name, partitions))
+        asyncio.run(create_topic(kafka_bootstrap, name, partitions, config))
         return name
 
     return create
@@ -75,7 +77,8 @@ def start_worker(
             topics = Topics(
                 input=new_topic("content", partitions),
                 tagged=new_topic("tagged", partitions),
-                review=new_topic("review", partitions),
+                # As the worker makes it: it refuses a review topic that deletes records.
+                review=new_topic("review", partitions, KEPT_FOR_EVER),
                 duplicate=new_topic("duplicates", partitions),
                 deadletter=new_topic("deadletter", partitions),
             )
@@ -89,6 +92,8 @@ def start_worker(
             "TAGGER_REVIEW_TOPIC": topics.review,
             "TAGGER_DUPLICATES_TOPIC": topics.duplicate,
             "TAGGER_DEADLETTER_TOPIC": topics.deadletter,
+            # The group's own, made by its first worker: not a shared default a broker may hold from an older worker.
+            "TAGGER_FEEDBACK_TOPIC": f"{app_id}-feedback",
             "TAGGER_PARTITIONS": str(partitions),
             "TAGGER_MODEL_DIR": str(trained_model_dir),
             "TAGGER_WEB_PORT": str(free_port()),

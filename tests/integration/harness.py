@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,10 @@ def unused_port_outside_the_ephemeral_range() -> int:
     return free_port()
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    """Create the topic and return once the broker serves every partition of it (a leader for each)."""
-    await create_topics(bootstrap, [name], partitions)
+async def create_topic(bootstrap: str, name: str, partitions: int, config: Mapping[str, str] | None = None) -> None:
+    """Create the topic (with the topic configuration ``config``) and return once the broker serves every partition
+    of it (a leader for each)."""
+    await create_topics(bootstrap, [name], partitions, configs={name: config or {}})
 
 
 class OwnBroker:
@@ -126,7 +127,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.exit_report()}")
             health, _ = self.page("/health")
             ready, body = self.page("/ready")
             self.start_answers.append((health, ready, body))
@@ -203,6 +204,12 @@ class WorkerProcess:
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the worker's log."""
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def exit_report(self) -> str:
+        """The worker's error lines, then the last lines of its log: the error that stopped it can be more than a
+        tail above the end, past the lines its services log as they stop."""
+        errors = [line for line in self.log_text().splitlines() if "[ERROR]" in line or "[CRITICAL]" in line]
+        return "\n".join([*errors[-10:], "...", self.log_tail()])
 
 
 @dataclass(frozen=True)

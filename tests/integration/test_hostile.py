@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_app.errors import DEADLETTER_REASONS
 from stream_app.schema import MAX_DEAD_LETTER_VALUE_BYTES, MAX_MESSAGE_BYTES
+from stream_app.topology.retention import KEPT_FOR_EVER
 from tests.integration.harness import OUTPUT_KINDS, Topics, produce, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
 from tools.replay import event_value
@@ -181,7 +182,8 @@ async def create_topics(bootstrap: str, partitions: int = 1) -> Topics:
         big = {"max.message.bytes": str(INPUT_MAX_MESSAGE_BYTES)}
         await admin.create_topics(
             [NewTopic(topics.input, partitions, 1, topic_configs=big)]
-            + [NewTopic(name, partitions, 1) for name in topics.outputs().values()]
+            + [NewTopic(name, partitions, 1) for name in (topics.tagged, topics.duplicate, topics.deadletter)]
+            + [NewTopic(topics.review, partitions, 1, topic_configs=dict(KEPT_FOR_EVER))]
         )
     finally:
         await admin.close()

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_app.title_index.index import TitleIndex
+from stream_app.topology.retention import KEPT_FOR_EVER
 from tests.integration.harness import Topics, read_outputs, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
 from tools.replay import event_value
@@ -151,7 +152,13 @@ def test_every_topic_survives_hostile_records_and_far_future_times(start_worker:
     feedback = f"hostile-feedback-{suffix}"
     run(
         create_topics(
-            kafka_bootstrap, {**{n: {} for n in names.values()}, feedback: {}, names["content"]: NO_TIMESTAMP_LIMIT}
+            kafka_bootstrap,
+            {
+                **{n: {} for n in names.values()},
+                names["review"]: dict(KEPT_FOR_EVER),
+                feedback: dict(KEPT_FOR_EVER),
+                names["content"]: NO_TIMESTAMP_LIMIT,
+            },
         )
     )
     topics = Topics(names["content"], names["tagged"], names["review"], names["duplicates"], names["deadletter"])
@@ -233,9 +240,9 @@ def test_records_compressed_with_every_codec_are_read_on_every_topic(start_worke
     names = {kind: f"codec-{kind}-{suffix}" for kind in ("content", "tagged", "review", "duplicates", "deadletter")}
     app_id = f"tagger-codec-{suffix}"
     lz4 = {"compression.type": "lz4"}
-    configs = {names["content"]: {}, names["tagged"]: lz4, names["review"]: lz4, names["duplicates"]: {},
-               names["deadletter"]: {}, f"{app_id}-title-index": {"cleanup.policy": "compact",
-                                                                   "compression.type": "zstd"}}  # fmt: skip
+    configs = {names["content"]: {}, names["tagged"]: lz4, names["review"]: {**lz4, **KEPT_FOR_EVER},
+               names["duplicates"]: {}, names["deadletter"]: {},
+               f"{app_id}-title-index": {"cleanup.policy": "compact", "compression.type": "zstd"}}  # fmt: skip
     run(create_topics(kafka_bootstrap, configs))
     topics = Topics(names["content"], names["tagged"], names["review"], names["duplicates"], names["deadletter"])
     worker, _ = start_worker(topics=topics, app_id=app_id)

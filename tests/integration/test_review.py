@@ -20,6 +20,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.review.accounts import add_reviewer
 from stream_app.review.labels import read_labels
 from stream_app.review.sessions import COOKIE
+from stream_app.topology.retention import KEPT_FOR_EVER
 from tests.integration.harness import Topics, WorkerProcess, grow_topic, produce, read_outputs, run
 from tools.replay import event_value, read_rows
 
@@ -127,7 +128,7 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0)
 def test_decisions_on_the_review_page_reach_feedback_tagged_metrics_and_labels(
     start_worker: Any, new_topic: Any, tmp_path: Path
 ) -> None:
-    feedback_topic = new_topic("feedback")
+    feedback_topic = new_topic("feedback", config=KEPT_FOR_EVER)
     labels_path = tmp_path / "labels.jsonl"
     worker, topics = start_worker(
         TAGGER_REVIEW_THRESHOLD="0.9", TAGGER_FEEDBACK_TOPIC=feedback_topic, TAGGER_LABELS_PATH=str(labels_path),
@@ -339,7 +340,7 @@ MALFORMED_FORMS: list[tuple[bytes, str, int]] = [
 def review_worker(start_worker: Any, new_topic: Any, folder: Path, reviewer: str) -> ReviewWorker:
     """Start a worker with ``reviewer``'s account, send it 10 events that all go to review, and wait until its page
     lists one."""
-    feedback_topic = new_topic("feedback")
+    feedback_topic = new_topic("feedback", config=KEPT_FOR_EVER)
     worker, topics = start_worker(
         TAGGER_REVIEW_THRESHOLD="0.99", TAGGER_FEEDBACK_TOPIC=feedback_topic,
         TAGGER_REVIEWERS_FILE=str(reviewers_file(folder, reviewer)),
@@ -417,7 +418,7 @@ def test_a_sign_out_ends_the_session_on_every_worker_and_after_a_restart(
     shared = {
         "TAGGER_PROCESSING_GUARANTEE": guarantee,
         "TAGGER_REVIEW_THRESHOLD": "0.99",
-        "TAGGER_FEEDBACK_TOPIC": new_topic("feedback"),
+        "TAGGER_FEEDBACK_TOPIC": new_topic("feedback", config=KEPT_FOR_EVER),
         "TAGGER_REVIEWERS_FILE": str(reviewers_file(tmp_path, "ann")),
         "TAGGER_REVIEW_SESSION_SECRET": "a session secret shared by the fleet, 40+",
     }

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from stream_app.topology.retention import KEPT_FOR_EVER
 from tests.conftest import KAFKA
 from tests.integration.harness import ROOT, Topics, WorkerProcess, create_topic, free_port, produce, read_outputs, run
 from tests.integration.test_worker import dataset_rows, distinct_rows
@@ -159,7 +160,7 @@ def secure_topics(bootstrap: str) -> Topics:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(*(f"secure-{kind}-{suffix}" for kind in ("content", "tagged", "review", "dup", "dead")))
     for name in (topics.input, *topics.outputs().values()):
-        run(create_topic(bootstrap, name, 1))
+        run(create_topic(bootstrap, name, 1, KEPT_FOR_EVER if name == topics.review else None))
     return topics
 
 
