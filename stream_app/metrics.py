@@ -109,6 +109,11 @@ class Metrics:
             "Time from another worker writing a title index change to this worker applying it.",
             REPLICATION_BUCKETS,
         )
+        self.index_barrier_timeouts = make.counter(
+            "index_barrier_timeouts",
+            "Batches checked before this worker knew its title index held every change committed before they were "
+            "taken: the index topic's end could not be read or reached in time.",
+        )
         self.model_info = make.gauge("model_info", "The model being served (always 1).", ["version", "threshold"])
         self.last_event_timestamp = make.gauge(
             "last_event_timestamp_seconds", "Event time (Kafka timestamp) of the last processed event."

@@ -8,6 +8,7 @@ title.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,9 @@ APPLIED_BETWEEN_TURNS: Final = 500
 """Records applied before the event loop gets a turn: applying one costs 20-80 µs, and a whole fetch would hold the
 loop, and every event behind it, for up to a second and a half."""
 METADATA_RETRY_SECONDS: Final = 0.5
+PROGRESS_CHECK_SECONDS: Final = 0.01
+"""How often :meth:`IndexFollower.caught_up` looks at the position besides each fetch applied: a fetch of
+transaction markers alone moves it without returning a record."""
 
 
 class IndexFollower:
@@ -54,11 +58,49 @@ class IndexFollower:
         self.ready = asyncio.Event()
         self.loaded_records = 0
         self.skipped = SkipTally()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._ends: AIOKafkaConsumer | None = None
+        """A client that only asks for the partition's end: a broker answers a connection's requests in turn, and
+        the follower's connection holds a fetch for up to half a second while nothing new comes."""
+        self._partition = TopicPartition(topic, INDEX_PARTITION)
+        self._unapplied: int | None = None
+        """Offset of the record being applied while a fetch is (:meth:`_take`), else None."""
+        self._moved = asyncio.Event()
+        """Pulsed (set, then cleared) after each fetch applied."""
+
+    async def applied_offset(self) -> int:
+        """The offset of the first record of the index partition not applied yet (0 before the follower starts)."""
+        if self._unapplied is not None:
+            return self._unapplied
+        if self._consumer is None or not self.ready.is_set():
+            return 0
+        # The position passes a fetch's records as they are returned, in the same turn of the loop as _take starts.
+        return int(await self._consumer.position(self._partition))
+
+    async def end_offset(self) -> int:
+        """The index partition's end as the broker has it now, with the follower's isolation (read committed: the
+        last stable offset, before any transaction still open)."""
+        if self._ends is None:
+            raise RuntimeError("the title index follower is not running")
+        return int((await self._ends.end_offsets([self._partition]))[self._partition])
+
+    async def caught_up(self, offset: int) -> None:
+        """Return once every record of the index partition before ``offset`` is applied."""
+        while await self.applied_offset() < offset:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), PROGRESS_CHECK_SECONDS)
 
     async def run(self) -> None:
         """Follow the topic until cancelled."""
         consumer = AIOKafkaConsumer(enable_auto_commit=False, **self.client_options)
+        asker = AIOKafkaConsumer(enable_auto_commit=False, **self.client_options)
         await consumer.start()
+        try:
+            await asker.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer, self._ends = consumer, asker
         try:
             partitions = await self._partitions(consumer)
             consumer.assign(partitions)
@@ -78,6 +120,8 @@ class IndexFollower:
             while True:
                 await self._take(await consumer.getmany(timeout_ms=500, max_records=FETCH_MAX_RECORDS), loading=False)
         finally:
+            self._consumer = self._ends = None
+            await asker.stop()
             await consumer.stop()
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
@@ -94,10 +138,19 @@ class IndexFollower:
             await asyncio.sleep(METADATA_RETRY_SECONDS)
 
     async def _take(self, fetched: Mapping[TopicPartition, Sequence[Any]], *, loading: bool) -> None:
+        try:
+            await self._apply(fetched, loading=loading)
+        finally:
+            self._unapplied = None
+            self._moved.set()
+            self._moved.clear()
+
+    async def _apply(self, fetched: Mapping[TopicPartition, Sequence[Any]], *, loading: bool) -> None:
         now = time.time()
         taken = 0
         for tp, records in fetched.items():
             for record in records:
+                self._unapplied = record.offset
                 taken += 1
                 if taken % APPLIED_BETWEEN_TURNS == 0:
                     await asyncio.sleep(0)

@@ -28,6 +28,7 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline
 from stream_app.review.board import PublishedRecords
 from stream_app.settings import Settings
+from stream_app.title_index.barrier import IndexBarrier
 from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower
 from stream_app.title_index.index import IndexChange, TitleIndex
 from stream_app.topology.topics import WorkerTopics
@@ -226,6 +227,7 @@ def register_agent(
 ) -> None:
     """Declare ``tag_events``, the agent that takes batches off ``source`` once the title index is loaded, and the
     timer that sweeps the index between batches."""
+    barrier = IndexBarrier(follower, on_timeout=tag.metrics.index_barrier_timeouts.inc)
 
     @app.timer(interval=SWEEP_INTERVAL_SECONDS)
     async def sweep_between_batches() -> None:
@@ -243,10 +245,14 @@ def register_agent(
         try:
             await follower.ready.wait()
             async for taken in batches:
+                taken_at = time.monotonic()
                 progress.taken(taken)
                 events = tag.publisher.uncommitted(taken)
                 try:
                     if events:
+                        # The index holds every change committed before the events were taken, however long the
+                        # loop stalled before it got them; the race left is the replication delay (README).
+                        await barrier.wait(taken_at)
                         await tag(events)
                 except BaseException:  # cancelled too: a batch not published must not be acked
                     cast(TaggerConsumer, app.consumer).hold_acks(taken)

@@ -1,0 +1,85 @@
+"""The wait before a batch is checked: every index change committed before its events were taken is applied here.
+
+Without it a worker whose loop stalled (a GC or VM pause, a starved host) resumes with a batch taken from the
+broker and an index that has not applied the other workers' changes of the stall: copies of titles they stored
+seconds before would pass. The index partition's end is read from the broker after the batch was taken, with the
+follower's isolation (read committed: the last stable offset), and the follower is waited for up to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from aiokafka.errors import KafkaError
+
+from stream_app.title_index.follower import IndexFollower
+
+log = logging.getLogger(__name__)
+
+BARRIER_TIMEOUT_SECONDS: Final = 3.0
+"""Longest wait for the end offset and for the follower to reach it: past it the batch is checked as the index
+stands (the broker is away, or the follower far behind), rather than stall the agent."""
+TIMEOUT_LOG_SECONDS: Final = 10.0
+"""At most one log line about barriers given up in this window; the counter has them all."""
+
+
+class IndexBarrier:
+    """Waits, before a batch taken at ``taken_at`` (``clock`` seconds) is checked, until the follower has applied
+    the index partition up to its end as read after that time. One end-offset request serves every batch taken
+    before it was issued."""
+
+    def __init__(
+        self,
+        follower: IndexFollower,
+        on_timeout: Callable[[], None],
+        timeout_seconds: float = BARRIER_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.follower = follower
+        self.on_timeout = on_timeout
+        self.timeout_seconds = timeout_seconds
+        self.clock = clock
+        self._request: tuple[float, asyncio.Task[int]] | None = None
+        """The latest end-offset request and when it was issued."""
+        self._logged_at = float("-inf")
+        self._unlogged = 0
+
+    async def wait(self, taken_at: float) -> bool:
+        """Return once the follower has applied every index change committed before ``taken_at``: True, or False
+        when that could not be made sure of within the timeout (counted and logged)."""
+        try:
+            await asyncio.wait_for(self._reach(taken_at), self.timeout_seconds)
+        except (TimeoutError, KafkaError) as error:
+            self._gave_up(error)
+            return False
+        return True
+
+    async def _reach(self, taken_at: float) -> None:
+        end = await asyncio.shield(self._end_offset(taken_at))
+        await self.follower.caught_up(end)
+
+    def _end_offset(self, taken_at: float) -> asyncio.Task[int]:
+        if self._request is not None and self._request[0] >= taken_at:
+            return self._request[1]
+        issued = self.clock()
+        task = asyncio.ensure_future(asyncio.wait_for(self.follower.end_offset(), self.timeout_seconds))
+        # A request every waiter gave up on is not awaited again: its error must not be reported as never retrieved.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._request = (issued, task)
+        return task
+
+    def _gave_up(self, error: BaseException) -> None:
+        self.on_timeout()
+        self._unlogged += 1
+        now = self.clock()
+        if now - self._logged_at >= TIMEOUT_LOG_SECONDS:
+            log.warning(
+                "title index: batch checked before the index was known to be caught up (%s; %d since the last line)",
+                type(error).__name__,
+                self._unlogged,
+            )
+            self._logged_at, self._unlogged = now, 0
