@@ -117,7 +117,7 @@ def create_app(
     ownership, progress, board = (
         IndexOwnership(settings.partitions),
         StreamProgress(),
-        ReviewBoard(settings.review_recent_limit),
+        ReviewBoard(settings.review_recent_limit, settings.review_board_max_items),
     )
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
     publisher = Publisher(app.producer, transactions)

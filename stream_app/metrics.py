@@ -150,7 +150,15 @@ class Metrics:
             "Judged predictions the person agreed with, by model version, route and predicted tag.",
             ["version", "route", "tag"],
         )
-        self.review_backlog = make.gauge("review_backlog", "Items on the review topic waiting for a decision.")
+        self.review_backlog = make.gauge(
+            "review_backlog",
+            "Items waiting for a decision that this worker holds (at most TAGGER_REVIEW_BOARD_MAX_ITEMS).",
+        )
+        self.review_board_full = make.gauge(
+            "review_board_full",
+            "1 while the review board holds TAGGER_REVIEW_BOARD_MAX_ITEMS and more review items wait on the topic, "
+            "not loaded until decisions free room.",
+        )
         self.review_sign_ins = make.counter(
             "review_sign_ins",
             "Sign-ins on the review pages (accounts mode), by outcome: signed_in, wrong (name or password), limited "
@@ -374,6 +382,10 @@ class Metrics:
     def set_review_backlog(self, n: int) -> None:
         """Publish how many review items wait for a decision."""
         self.review_backlog.set(n)
+
+    def set_review_board_full(self, full: bool) -> None:
+        """Publish whether review items wait on the topic that the full board has not loaded."""
+        self.review_board_full.set(int(full))
 
     def set_lag(self, partition: int, lag: int) -> None:
         """Publish one input partition's consumer lag in messages."""

@@ -114,6 +114,8 @@ def check(settings: Settings) -> None:
     _check_range(settings, "partitions", 1, MAX_PARTITIONS)
     # Each size holds that many recent records in memory: past a million, a typo would grow without end in practice.
     _check_range(settings, "review_recent_limit", 1, MAX_HELD_RECORDS)
+    # Each waiting item holds its whole description (up to about 22 KB): a million is already tens of gigabytes.
+    _check_range(settings, "review_board_max_items", 1, MAX_HELD_RECORDS)
     # A smaller window never holds the events a drift alert or the drift retrain waits for.
     _check_range(settings, "drift_window", DRIFT_MIN_EVENTS, MAX_HELD_RECORDS)
     # Two heartbeats of 3 s must fit in a session; a broker refuses sessions over its

@@ -75,6 +75,9 @@ class Settings:
     """The labelled store: people's decisions appended as JSON lines, read by ``python -m model_export``."""
     review_recent_limit: int = 20_000
     """Recent predictions kept in memory to judge feedback against (oldest forgotten first)."""
+    review_board_max_items: int = 10_000
+    """Most items waiting for review each worker holds in memory; at this many it stops reading the review topic,
+    and reads on, oldest first, as decisions free room. The rest wait on the topic, none lost."""
     partitions: int = 1
     """Partitions of the internal topics and tables; must equal the input topic's partition count."""
     model_dir: Path = Path("artifacts/model")

@@ -2,7 +2,9 @@
 the validation of a decision, the records a decision publishes, and the HTML page.
 
 The board is fed the review, tagged and feedback topics in order. An item waits from its review record until a
-feedback record names its id. Recent predictions (bounded by ``recent_limit``, oldest forgotten first) let
+feedback record names its id. It holds at most ``max_waiting`` items: the follower stops reading the review topic
+at that many and reads on as decisions free room, so a decision may come before the review record of its item
+(:attr:`ReviewBoard.decided_unread`). Recent predictions (bounded by ``recent_limit``, oldest forgotten first) let
 feedback be joined with what the model said, which gives online precision per predicted tag.
 """
 
@@ -14,7 +16,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, Final, NamedTuple, cast
 
 from stream_app import APPROVED_TAGS
 from stream_app.bounded import remember
@@ -121,11 +123,30 @@ class PublishedRecords:
         return record
 
 
-class ReviewBoard:
-    """Items waiting for review, and recent predictions by id."""
+RESUME_SHARE: Final = 0.9
+"""Share of ``max_waiting`` the board must be down to before the follower reads the review topic again: reading
+on at the first free place would pause and resume it at every decision."""
 
-    def __init__(self, recent_limit: int) -> None:
+
+class ReviewBoard:
+    """Items waiting for review, at most ``max_waiting`` of them (None: no bound), and recent predictions by id."""
+
+    def __init__(self, recent_limit: int, max_waiting: int | None = None) -> None:
         self.recent_limit = recent_limit
+        self.max_waiting = max_waiting
+        self.not_loaded = False
+        """Whether the follower left review records unread because the board was full: more items may wait than
+        :attr:`waiting` holds."""
+        self.reviews_unread = True
+        """Whether review records may lie unread before the topic's end while decisions are read: from the start
+        (every start reads the topics from their beginning) and from each pause until the review partitions are
+        read to their end. Decisions read meanwhile are remembered in :attr:`decided_unread`."""
+        self.decided_unread: set[str] = set()
+        """Ids decided (a feedback record or a person's tagged record) while :attr:`reviews_unread`, whose item
+        was not waiting and whose review record this board does not remember reading: that record may come later
+        and must not wait then. An id leaves when its review record is read; all leave once the review topic is
+        read to its end. At most the decisions on the topics, which people make, however much the review topic
+        holds."""
         self.published = PublishedRecords()
         """What this worker published to the review and tagged topics, until the follower reads it back."""
         self.waiting: dict[str, bytes] = {}
@@ -142,6 +163,22 @@ class ReviewBoard:
         """Recent predictions by id, oldest first: each :class:`Prediction`'s fields in order, in a plain tuple of
         strings, a bool and bytes, which the garbage collector stops tracking (a tuple subclass stays tracked), so
         full collections do not walk tens of thousands of them. :meth:`prediction` reads one back."""
+
+    @property
+    def full(self) -> bool:
+        """Whether the board holds :attr:`max_waiting` items: the follower reads no more review records."""
+        return self.max_waiting is not None and len(self.waiting) >= self.max_waiting
+
+    @property
+    def has_room(self) -> bool:
+        """Whether the board is down to :data:`RESUME_SHARE` of :attr:`max_waiting`: the follower may read the
+        review topic again."""
+        return self.max_waiting is None or len(self.waiting) <= int(self.max_waiting * RESUME_SHARE)
+
+    def all_reviews_read(self) -> None:
+        """The review topic is read to its end: no decision can come before its item's review record any more."""
+        self.reviews_unread = False
+        self.decided_unread.clear()
 
     def prediction(self, item_id: str) -> Prediction | None:
         """The recent prediction for ``item_id``, None if none is remembered."""
@@ -162,7 +199,10 @@ class ReviewBoard:
         changed) for a record without what the page and a decision need. ``raw``: the record's JSON, if at hand.
         ``own``: the record is one this worker built (:attr:`published`), which needs no check."""
         item_id = str(record["id"]) if own else checked_review_id(record)
-        self.waiting[item_id] = _pack(record, WAITING_FIELDS)
+        if item_id in self.decided_unread:
+            self.decided_unread.discard(item_id)  # decided before this record was read: it waits no more
+        else:
+            self.waiting[item_id] = _pack(record, WAITING_FIELDS)
         suggested, version = record["suggested_tag"], record["model_version"]
         self._remember(item_id, suggested, version, "model", "review", True, record, raw)
 
@@ -174,8 +214,9 @@ class ReviewBoard:
         one this worker built (:attr:`published`), which needs no check. ``counted``: the model's item was counted
         as shown (:attr:`Prediction.counted`)."""
         item_id = str(record["id"]) if own else checked_tagged_id(record)
-        self.waiting.pop(item_id, None)
+        waited = self.waiting.pop(item_id, None) is not None
         if record.get("tagged_by") == "human":
+            self._decided(item_id, waited)
             remember(self.human_tags, item_id, str(record["tag"]), self.recent_limit)
             if item_id in self.recent:
                 return  # keep the model's prediction: feedback judges the model, not the reviewer
@@ -188,7 +229,7 @@ class ReviewBoard:
         """A decision: the item stops waiting, and the model's prediction is judged against it; raises
         :class:`InvalidRecord` (nothing changed) for a malformed record."""
         item_id = checked_feedback_id(record)
-        self.waiting.pop(item_id, None)
+        self._decided(item_id, self.waiting.pop(item_id, None) is not None)
         prediction = self.prediction(item_id)
         if prediction is None:
             return Judgement(record["verdict"], None, None, None, False, None)
@@ -207,6 +248,15 @@ class ReviewBoard:
         remember(self.judged, item_id, None, self.recent_limit)
         correct = prediction.tag == record["tag"]
         return Judgement(record["verdict"], prediction.model_version, prediction.route, prediction.tag, correct, label)
+
+    def _decided(self, item_id: str, waited: bool) -> None:
+        """A decision names ``item_id``: remember it in :attr:`decided_unread` if its review record may be unread."""
+        if waited or not self.reviews_unread:
+            return
+        kept = self.recent.get(item_id)
+        if kept is not None and kept[3] == "review":
+            return  # its review record was read (the decision came from this page, or after it)
+        self.decided_unread.add(item_id)
 
     def _remember(
         self,
@@ -378,5 +428,15 @@ def render_page(
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>content-tagger review</title></head>'
         f"<body><main><h1>Review</h1>{header}{notice_html}"
-        f"<p>{len(board.waiting)} item(s) waiting.</p><ol>{waiting}</ol>{report}</main></body></html>"
+        f"<p>{_count(board)}</p><ol>{waiting}</ol>{report}</main></body></html>"
+    )
+
+
+def _count(board: ReviewBoard) -> str:
+    """How many items wait, and whether more wait on the review topic than the board loaded."""
+    if not board.not_loaded:
+        return f"{len(board.waiting)} item(s) waiting."
+    return (
+        f"{len(board.waiting)} item(s) loaded, and more waiting on the review topic, not loaded: this worker holds "
+        f"at most {board.max_waiting} at a time and loads the next, oldest first, as these are decided."
     )

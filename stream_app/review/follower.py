@@ -7,6 +7,11 @@ tag or verdict) is counted in ``content_tagger_skipped_records_total`` and skipp
 every 1000th, is logged with its offset (:class:`~stream_app.log_repeats.SkipTally`). The follower runs on every
 worker and reads from the start on every start, so one record it could not survive would stop the whole fleet,
 again on each restart.
+
+The board holds at most ``TAGGER_REVIEW_BOARD_MAX_ITEMS`` items: when it is full, the follower pauses the review
+partitions at the first record it did not hand over, reads the other topics on, and resumes when decisions have
+freed room (:attr:`~stream_app.review.board.ReviewBoard.has_room`): however many items wait on the topic, a
+worker holds at most that many, at every start too.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ this, plus a poll, of the partition's creation."""
 
 class ReviewFollower:
     """Hands the records of the review, tagged and feedback topics to the board, one at a time, and the sign-outs
-    to :class:`SignOuts`; feedback waits until the review and tagged topics have caught up, so a decision always
-    finds the prediction it judges."""
+    to :class:`SignOuts`; feedback waits until the review and tagged topics have caught up (review partitions
+    paused for a full board count as caught up), so a decision finds the prediction it judges."""
 
     def __init__(
         self,
@@ -186,6 +191,9 @@ async def follow_decisions(
         ends = await consumer.end_offsets(partitions)
         # Feedback waits for the review and tagged topics; the review pages wait for the sign-outs.
         catch_up = {tp: end for tp, end in ends.items() if tp.topic in (settings.review_topic, settings.tagged_topic)}
+        # Until the review partitions are read to these, a decision may come before its item's review record.
+        review_ends = {tp: end for tp, end in ends.items() if tp.topic == settings.review_topic}
+        paused: set[TopicPartition] = set()
         sign_outs = {tp: end for tp, end in ends.items() if tp.topic == settings.sign_outs_topic}
         counted = (settings.feedback_topic, settings.tagged_topic)
         follower.counted_from = {tp: end for tp, end in ends.items() if tp.topic in counted}
@@ -194,20 +202,46 @@ async def follow_decisions(
         while True:
             if loop.time() - checked_at >= PARTITIONS_CHECK_SECONDS:
                 partitions = await _with_added_partitions(consumer, names, partitions)
+                if paused:
+                    consumer.pause(*paused)  # a new assignment reads every partition again
                 checked_at = loop.time()
-            for records in (await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)).values():
+            for tp, records in (await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)).items():
                 for message in records:
+                    if tp.topic == settings.review_topic and board.full:
+                        # The record and those after it stay on the topic: read from here once there is room.
+                        consumer.seek(tp, message.offset)
+                        consumer.pause(tp)
+                        if not paused:
+                            log.info(
+                                "the review board holds %d items: later review items wait unread", len(board.waiting)
+                            )
+                        paused.add(tp)
+                        board.not_loaded = board.reviews_unread = True
+                        break
                     follower.on_record(message)
+            if paused and board.has_room:
+                consumer.resume(*paused)
+                paused = set()
+                board.not_loaded = False
+                review_ends = await consumer.end_offsets([tp for tp in partitions if tp.topic == settings.review_topic])
             if sign_outs and all([await consumer.position(tp) >= end for tp, end in sign_outs.items()]):
                 sign_outs = {}
             if not sign_outs and not signed_out.caught_up:
                 signed_out.caught_up = True
                 log.info("read the reviewers' sign-outs: %d sessions signed out; review pages open", len(signed_out))
-            if catch_up and all([await consumer.position(tp) >= end for tp, end in catch_up.items()]):
+            # A paused review partition is as read as it will be until decisions, which wait here, free room.
+            if catch_up and all([tp in paused or await consumer.position(tp) >= end for tp, end in catch_up.items()]):
                 catch_up = {}
             if not catch_up:
                 follower.release()
+            if (
+                board.reviews_unread
+                and not paused
+                and all([await consumer.position(tp) >= end for tp, end in review_ends.items()])
+            ):
+                board.all_reviews_read()
             metrics.set_review_backlog(len(board.waiting))
+            metrics.set_review_board_full(board.not_loaded)
     finally:
         await consumer.stop()
 

@@ -461,3 +461,73 @@ def test_a_sign_out_ends_the_session_on_every_worker_and_after_a_restart(
     assert as_copy(restarted, "POST", {"csrf": token, "id": after, "tag": "other"})[0] == 403
     feedback = read_topic(bootstrap, shared["TAGGER_FEEDBACK_TOPIC"], 2, timeout=5)
     assert [f["id"] for f in feedback] == [before]
+
+
+def test_a_bounded_board_lists_the_oldest_items_loads_the_next_as_they_are_decided_and_loses_none(
+    start_worker: Any, new_topic: Any, tmp_path: Path
+) -> None:
+    """A worker holds at most ``TAGGER_REVIEW_BOARD_MAX_ITEMS`` items and leaves the rest on the review topic: the
+    page lists the oldest, says more wait, and shows the next as these are decided; after a restart it lists the
+    oldest undecided ones (no decided item comes back, though its decision is read before its review record), and
+    every item is reached in the end."""
+    feedback_topic = new_topic("feedback")
+    shared = {
+        "TAGGER_REVIEW_THRESHOLD": "0.99",
+        "TAGGER_REVIEW_BOARD_MAX_ITEMS": "5",
+        "TAGGER_FEEDBACK_TOPIC": feedback_topic,
+        "TAGGER_REVIEWERS_FILE": str(reviewers_file(tmp_path, "ann")),
+        # The restarted worker must accept the first one's signed decisions.
+        "TAGGER_REVIEW_SESSION_SECRET": "a session secret shared by the fleet, 40+",
+    }
+    worker, topics = start_worker(**shared)
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    rows = read_rows(ROOT / "data" / "dataset.csv")[:24]
+    run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), None) for r in rows]))
+    outputs = run(read_outputs(bootstrap, topics, len(rows), 120, settle=1.0))
+    order = [str(r["id"]) for r in outputs["review"]]  # the review topic's order: one partition
+    assert len(order) >= 18, "the threshold should send most rows to review"
+
+    def listed(port: int, expected: list[str]) -> list[str]:
+        deadline = time.monotonic() + 30
+        while waiting_ids(port) != expected and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return waiting_ids(port)
+
+    def decide_in_order(port: int, count: int | None = None) -> list[str]:
+        """Decide the oldest listed item, ``count`` times or until none is listed; each time, the page lists the
+        oldest five undecided items of :data:`order` once the decision is read."""
+        browser = Browser(port)
+        assert browser.sign_in("ann") == 303
+        decided: list[str] = []
+        while (count is None or len(decided) < count) and (ids := waiting_ids(port)):
+            assert browser.decide({"id": ids[0], "tag": "other"})[0] == 200
+            decided.append(ids[0])
+            undecided = [i for i in order if i not in done + decided]
+            assert listed(port, undecided[:5]) == undecided[:5], worker.log_tail()
+        return decided
+
+    def board_full(process: Any, expected: float) -> float:
+        deadline = time.monotonic() + 10
+        while process.total("content_tagger_review_board_full") != expected and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return float(process.total("content_tagger_review_board_full"))
+
+    done: list[str] = []
+    assert listed(worker.port, order[:5]) == order[:5], worker.log_tail()
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/review", timeout=10) as response:  # noqa: S310
+        assert "more waiting on the review topic, not loaded" in response.read().decode()
+    assert board_full(worker, 1.0) == 1.0
+    # More than two boards' worth: however the restart's reads interleave, some decisions are read before the
+    # review records of their items.
+    done += decide_in_order(worker.port, 12)
+    assert done == order[:12]
+
+    assert worker.stop() == 0
+    restarted, _ = start_worker(topics=topics, app_id=worker.app_id, **shared)
+    assert listed(restarted.port, order[12:17]) == order[12:17], restarted.log_tail()
+    worker = restarted
+    done += decide_in_order(restarted.port)
+    assert done == order  # every item reached, oldest first, none twice
+    feedback = read_topic(bootstrap, feedback_topic, len(order), timeout=10)
+    assert sorted(f["id"] for f in feedback) == sorted(order)
+    assert board_full(restarted, 0.0) == 0.0

@@ -65,6 +65,7 @@ CONTRACT = {
     "content_tagger_online_shown_total": "counter",
     "content_tagger_online_correct_total": "counter",
     "content_tagger_review_backlog": "gauge",
+    "content_tagger_review_board_full": "gauge",
     "content_tagger_review_sign_ins_total": "counter",
     "content_tagger_model_refusals_total": "counter",
     "content_tagger_model_promotions_total": "counter",

@@ -129,6 +129,8 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_PARTITIONS", "10001"),
         ("TAGGER_DRIFT_WINDOW", "1000001"),
         ("TAGGER_REVIEW_RECENT_LIMIT", "1000001"),
+        ("TAGGER_REVIEW_BOARD_MAX_ITEMS", "0"),
+        ("TAGGER_REVIEW_BOARD_MAX_ITEMS", "1000001"),
         ("TAGGER_COMMIT_INTERVAL_SECONDS", "0.09"),
         ("TAGGER_CANDIDATE_POLL_SECONDS", "1e-300"),
     ],

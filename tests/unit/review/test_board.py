@@ -468,3 +468,88 @@ def test_a_report_on_an_item_still_waiting_for_review_is_refused() -> None:
     with pytest.raises(InvalidDecision, match="no tagged item 'a'"):
         decide(board, {"id": "a", "tag": "other", "action": "report"}, NOW, "ann")
     assert list(board.waiting) == ["a"]
+
+
+def decision(item_id: str) -> dict[str, Any]:
+    return {"id": item_id, "tag": "mlops", "verdict": "accepted", "reviewer": "ann", "decided_at": NOW}
+
+
+def human_tagged(item_id: str) -> dict[str, Any]:
+    return {**tagged_record(item_id, "mlops"), "tagged_by": "human"}
+
+
+@pytest.mark.parametrize("decide_first", [pytest.param(decision, id="feedback"), pytest.param(human_tagged, id="tag")])
+def test_an_item_decided_before_its_review_record_is_read_never_waits(decide_first: Any) -> None:
+    """A full board leaves review records unread while decisions are read: a decision on an item further down the
+    review topic comes first, and the item must not wait when its record is read at last."""
+    board = ReviewBoard(recent_limit=10, max_waiting=2)
+    board.on_review(review_record("a"))
+    if decide_first is decision:
+        board.on_feedback(decision("b"))
+    else:
+        board.on_tagged(decide_first("b"))
+    board.on_review(review_record("b"))
+    board.on_review(review_record("c"))
+    assert list(board.waiting) == ["a", "c"]
+    assert board.decided_unread == set()  # forgotten once its record is read
+
+
+def test_an_item_that_comes_again_after_its_decided_record_was_read_waits() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_feedback(decision("a"))
+    board.on_review(review_record("a"))
+    assert list(board.waiting) == []
+    board.on_review(review_record("a", title="The same id, sent to review again"))
+    assert list(board.waiting) == ["a"]
+
+
+def test_a_decision_on_an_item_whose_review_record_was_read_is_not_remembered() -> None:
+    """The common case: a reviewer decides an item on the page (which stops listing it at once), then the
+    follower reads the decision; the same id sent to review again later must wait."""
+    board = ReviewBoard(recent_limit=10)
+    board.on_review(review_record("a"))
+    board.waiting.pop("a")  # as the page does once the decision is published
+    board.on_feedback(decision("a"))
+    board.on_tagged(human_tagged("a"))
+    assert board.decided_unread == set()
+    board.on_review(review_record("a"))
+    assert list(board.waiting) == ["a"]
+
+
+def test_once_the_review_topic_is_read_to_its_end_no_decision_is_remembered() -> None:
+    board = ReviewBoard(recent_limit=10)
+    board.on_feedback(decision("a"))
+    board.all_reviews_read()
+    assert board.decided_unread == set()
+    board.on_feedback(decision("b"))
+    board.on_tagged(human_tagged("c"))
+    assert board.decided_unread == set()
+    board.on_review(review_record("a"))
+    board.on_review(review_record("b"))
+    assert list(board.waiting) == ["a", "b"]
+
+
+def test_the_board_is_full_at_its_limit_and_has_room_again_a_little_below_it() -> None:
+    board = ReviewBoard(recent_limit=100, max_waiting=20)
+    for n in range(20):
+        board.on_review(review_record(str(n)))
+    assert board.full and not board.has_room
+    board.on_feedback(decision("0"))
+    assert not board.full and not board.has_room  # one free place would pause and resume at every decision
+    board.on_feedback(decision("1"))
+    assert board.has_room
+    unbounded = ReviewBoard(recent_limit=100)
+    for n in range(100):
+        unbounded.on_review(review_record(str(n)))
+    assert not unbounded.full and unbounded.has_room
+
+
+def test_the_page_says_when_more_items_wait_than_the_board_loaded() -> None:
+    board = ReviewBoard(recent_limit=10, max_waiting=2)
+    board.on_review(review_record("a"))
+    board.on_review(review_record("b"))
+    assert "2 item(s) waiting." in render_page(board)
+    board.not_loaded = True
+    page = render_page(board)
+    assert "2 item(s) loaded, and more waiting on the review topic, not loaded" in page
+    assert "at most 2 at a time" in page
