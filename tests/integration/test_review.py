@@ -470,7 +470,7 @@ def test_a_bounded_board_lists_the_oldest_items_loads_the_next_as_they_are_decid
     page lists the oldest, says more wait, and shows the next as these are decided; after a restart it lists the
     oldest undecided ones (no decided item comes back, though its decision is read before its review record), and
     every item is reached in the end."""
-    feedback_topic = new_topic("feedback")
+    feedback_topic = new_topic("feedback", config=KEPT_FOR_EVER)
     shared = {
         "TAGGER_REVIEW_THRESHOLD": "0.99",
         "TAGGER_REVIEW_BOARD_MAX_ITEMS": "5",
