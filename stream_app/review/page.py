@@ -33,7 +33,8 @@ from aiokafka.errors import KafkaError
 from stream_app.delivery.publish import encode
 from stream_app.errors import InvalidDecision
 from stream_app.review.accounts import MAX_NAME_CHARS, ReviewerAccounts
-from stream_app.review.board import ItemText, Notice, ReviewBoard, decide, render_page
+from stream_app.review.board import ReviewBoard, decide
+from stream_app.review.markup import ItemText, Notice, render_page
 from stream_app.review.records import MAX_REVIEWER_CHARS, feedback_signature
 from stream_app.review.sessions import (
     MAX_FAILED_SIGN_INS_PER_NAME,

@@ -13,8 +13,9 @@ import pytest
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision, InvalidRecord
-from stream_app.review.board import ItemText, PublishedRecords, ReviewBoard, decide, render_page
+from stream_app.review.board import PublishedRecords, ReviewBoard, decide
 from stream_app.review.labels import LabelStore, read_labels
+from stream_app.review.markup import ItemText, render_page
 from stream_app.review.records import read_record
 from stream_app.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, load_schema
 
