@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from stream_app.classifier import Classifier
 from stream_app.errors import ModelError
 from stream_app.lifecycle.candidates import start_model_from
+from stream_app.lifecycle.champion import Pointer, cached_champion, load_as, read_pointer, remember
 from stream_app.lifecycle.fleet_counts import (
     REFUSED_PREFIX,
     SHADOW_PREFIX,
@@ -33,7 +34,6 @@ from stream_app.lifecycle.registry import (
     CHAMPION,
     SHADOW,
     ModelVersion,
-    Pointer,
     RegistryCacheError,
     RegistryClient,
     RegistryError,
@@ -41,9 +41,7 @@ from stream_app.lifecycle.registry import (
     fleet_experiment,
     is_cached,
     prune_cache,
-    read_pointer,
     version_folder,
-    write_pointer,
 )
 from stream_app.lifecycle.shadow import Shadow, ShadowCounts
 from stream_app.settings import Settings
@@ -134,18 +132,13 @@ class FleetModel:
         names, else downloaded again (blocking); raises :class:`ModelError` when the download does not load."""
         if is_cached(self.cache_dir, version):
             try:
-                model = Classifier.load(version_folder(self.cache_dir, version), self.review_threshold)
+                return load_as(version_folder(self.cache_dir, version), version.tags.get("model_version"),
+                               self.review_threshold)  # fmt: skip
             except ModelError as error:
-                why = str(error)
-            else:
-                named = version.tags.get("model_version")
-                if not named or model.version == named:
-                    return model
-                why = f"it holds model {model.version}, the registry's version is model {named}"
-            # A disk error or a change after the download says nothing of the registry's bytes: only a download
-            # that fails its checks refuses the version (which a worker's run then refuses for the fleet).
-            log.warning("the cached copy of registry version %s is not the registry's, downloading it again: %s",
-                        version.number, why)  # fmt: skip
+                # A disk error or a change after the download says nothing of the registry's bytes: only a download
+                # that fails its checks refuses the version (which a worker's run then refuses for the fleet).
+                log.warning("the cached copy of registry version %s is not the registry's, downloading it again: %s",
+                            version.number, error)  # fmt: skip
         folder = fetch_version(self.client, version, self.cache_dir, again=True)
         return Classifier.load(folder, self.review_threshold)
 
@@ -345,34 +338,6 @@ class FleetModel:
             self.client.delete_alias(self.model_name, stage)
             self.metrics.refused(f"worse_{stage}")
             log.warning("refused %s version %s: %s", stage, version.number, figures)
-
-
-def remember(cache_dir: Path, pointer: Pointer) -> None:
-    """Write the champion pointer; a worker that cannot (disk full, read-only) goes on serving, and logs it."""
-    try:
-        write_pointer(cache_dir, pointer)
-    except OSError as error:
-        log.warning("cannot remember the champion in %s: %s", cache_dir, error)
-
-
-def cached_champion(
-    cache_dir: Path, model_name: str, review_threshold: float | None = None
-) -> tuple[Pointer, Classifier] | None:
-    """The champion this worker last took up, loaded and checked, or None (logged) when there is none that is whole:
-    no pointer, a pointer that is not one, a folder that does not load and check, or holds another model."""
-    pointer = read_pointer(cache_dir, model_name)
-    if pointer is None:
-        return None
-    try:
-        model = Classifier.load(pointer.folder, review_threshold)
-    except (ModelError, OSError) as error:
-        log.warning("the cached champion, version %s, does not load: %s", pointer.number, error)
-        return None
-    if model.version != pointer.model_version:
-        log.warning("the cached champion, version %s, is model %s, not %s", pointer.number, model.version,
-                    pointer.model_version)  # fmt: skip
-        return None
-    return pointer, model
 
 
 def start_model(settings: Settings) -> tuple[Classifier, Path]:

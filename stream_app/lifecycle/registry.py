@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -28,7 +27,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from stream_app.errors import TaggerError
-from stream_app.files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -312,57 +310,6 @@ def prune_cache(cache_dir: Path, keep: Collection[Path]) -> list[str]:
             shutil.rmtree(entry)
         removed.append(entry.name)
     return sorted(removed)
-
-
-@dataclass(frozen=True)
-class Pointer:
-    """The champion a worker last took up: the registered model, its version number there, its model version and its
-    cached folder."""
-
-    model_name: str
-    number: str
-    model_version: str
-    folder: Path
-
-
-def write_pointer(cache_dir: Path, pointer: Pointer) -> None:
-    """Remember ``pointer`` in :data:`POINTER` (written beside it, then renamed: a crash leaves the old one)."""
-    body = {
-        "model_name": pointer.model_name,
-        "number": pointer.number,
-        "model_version": pointer.model_version,
-        "folder": pointer.folder.name,
-    }
-    staging = cache_dir / f".{POINTER}.partial"
-    staging.write_text(json.dumps(body))
-    os.replace(staging, cache_dir / POINTER)
-
-
-def read_pointer(cache_dir: Path, model_name: str) -> Pointer | None:
-    """The champion of ``model_name`` :func:`write_pointer` remembered, or None (logged) when there is none or it is
-    not one: not JSON, not four strings, another registered model's, or a folder that is not directly in
-    ``cache_dir`` (``..``, absolute, a symlink out). Whether the folder's model loads and checks is the caller's to
-    find out."""
-    path = cache_dir / POINTER
-    try:
-        with open_regular(path) as handle:
-            body = json.loads(handle.read(10_000))
-        keys = ("model_name", "number", "model_version", "folder")
-        named, number, model_version, name = (body[key] for key in keys)
-        if not all(isinstance(value, str) and value for value in (named, number, model_version, name)):
-            raise ValueError(f"not the strings {keys}")
-        if named != model_name:
-            raise ValueError(f"it names the champion of {named!r}, not of {model_name!r}")
-        root = cache_dir.resolve()
-        folder = (cache_dir / name).resolve()
-        if folder.parent != root:
-            raise ValueError(f"the folder {name!r} is not in {cache_dir}")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError, RecursionError) as error:
-        log.warning("ignoring the cached champion pointer %s: %s", path, error)
-        return None
-    return Pointer(model_name, number, model_version, folder)
 
 
 def fleet_experiment(model_name: str) -> str:
