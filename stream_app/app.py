@@ -25,6 +25,7 @@ from stream_app.review.views import FAUST_VIEWS_OFF
 from stream_app.settings import Settings
 from stream_app.title_index.follower import IndexFollower
 from stream_app.title_index.index import TitleIndex
+from stream_app.title_index.second_look import SecondLook
 from stream_app.topology.agent import BatchTagger, IndexOwnership, StreamProgress, register_agent
 from stream_app.topology.tasks import register_tasks
 from stream_app.topology.topics import WorkerTopics
@@ -121,7 +122,10 @@ def create_app(
     )
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
     publisher = Publisher(app.producer, transactions)
-    tag = BatchTagger(pipeline, index, topics, publisher, metrics, ownership, model_thread, board.published)
+    second_look = SecondLook(follower, on_timeout=metrics.index_barrier_timeouts.inc)
+    tag = BatchTagger(
+        pipeline, index, topics, publisher, metrics, ownership, model_thread, board.published, second_look
+    )
 
     register_agent(app, topics.input, tag, follower, progress, settings)
     signed_out = SignOuts(session_secret(settings), caught_up=False)

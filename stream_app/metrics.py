@@ -112,7 +112,12 @@ class Metrics:
         self.index_barrier_timeouts = make.counter(
             "index_barrier_timeouts",
             "Batches checked before this worker knew its title index held every change committed before they were "
-            "taken: the index topic's end could not be read or reached in time.",
+            "taken (the index topic's end could not be read or reached in time), or judged again before their own "
+            "changes came back through the topic (second look).",
+        )
+        self.second_look_copies = make.counter(
+            "second_look_copies",
+            "Events a second look found to copy a title another worker stored before them, at the same time.",
         )
         self.model_info = make.gauge("model_info", "The model being served (always 1).", ["version", "threshold"])
         self.last_event_timestamp = make.gauge(

@@ -12,9 +12,9 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from stream_app.classifier import Classifier, Prediction, event_text
 from stream_app.dedupe import DedupeVerdict, dedupe_key
@@ -32,6 +32,8 @@ from stream_app.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 OutputKind = Literal["tagged", "review", "duplicate", "deadletter"]
 OUTCOMES: Final[tuple[OutputKind, ...]] = ("tagged", "review", "duplicate", "deadletter")
@@ -252,6 +254,27 @@ class CheckedBatch:
         if self.canary is None or self.canary_mask is None:
             return [self.classifier] * len(self.texts)
         return [self.canary if on else self.classifier for on in self.canary_mask]
+
+    def turn_copies(self, copies: Mapping[int, DedupeVerdict], predictions: Sequence[Prediction]) -> list[Prediction]:
+        """Make the events at the positions of ``copies`` in :attr:`batch`, found new when the batch was checked,
+        the copies their verdicts say (a second look found their originals); their texts leave the batch with their
+        models' predictions. Returns what is left of ``predictions``, one per text left."""
+        kept: list[bool] = []
+        for position, verdict in enumerate(self.verdicts):
+            if verdict.duplicate_of is None:
+                kept.append(position not in copies)
+        for position, copy in copies.items():
+            self.verdicts[position] = copy
+
+        def left(values: Sequence[_T]) -> list[_T]:
+            return [value for value, keep in zip(values, kept, strict=True) if keep]
+
+        self.texts = left(self.texts)
+        if self.canary_mask is not None:
+            self.canary_mask = left(self.canary_mask)
+        if self.shadow_predictions is not None:
+            self.shadow_predictions = left(self.shadow_predictions)
+        return left(predictions)
 
     def classify(self) -> list[Prediction]:
         """The model's predictions for ``texts``, timed into ``model_seconds``, and the shadow's into

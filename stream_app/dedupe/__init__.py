@@ -19,7 +19,10 @@ How a title is judged (:meth:`DedupeIndex.check_and_add`, in :mod:`~stream_app.d
 4. **Description check.** When both have a description, their MinHash signatures must agree on at least
    :data:`DESCRIPTION_SIMILARITY` (also in :func:`~stream_app.dedupe.typo.confirm`).
 
-A title seen for the first time is stored; a near copy is stored as a pointer to its original. Modules:
+A title seen for the first time is stored; a near copy is stored as a pointer to its original. A title found new
+can be judged again (:meth:`DedupeIndex.recheck`) against the entries other writers stored before it, which its
+check did not see (:class:`EarlierEntries`; the worker's second look, :mod:`stream_app.title_index.second_look`).
+Modules:
 
 * :mod:`~stream_app.dedupe.normalize`: words, normalised form, dedupe key, refs (the store's keys);
 * :mod:`~stream_app.dedupe.signatures`: MinHash, bucket ids, description signatures, word hashes and tags;
@@ -29,13 +32,13 @@ A title seen for the first time is stored; a near copy is stored as a pointer to
 * :mod:`~stream_app.dedupe.expiry`: the queue of entries by event time, for sweeps;
 * :mod:`~stream_app.dedupe.rebuild`: the buckets and the expiry queue read back from a store;
 * :mod:`~stream_app.dedupe.index`: :class:`DedupeIndex`, which ties them together (prepare a batch,
-  check, apply, expire).
+  check, recheck, apply, expire).
 """
 
 from stream_app.dedupe.buckets import BucketIndex
 from stream_app.dedupe.entries import CopyEntry, Entry, TitleEntry, clamp_time, entry_fields
 from stream_app.dedupe.expiry import EXPIRY_SLOT_SECONDS, ExpiryQueue
-from stream_app.dedupe.index import MATCH_KINDS, DedupeIndex, DedupeVerdict, PreparedTitle
+from stream_app.dedupe.index import MATCH_KINDS, DedupeIndex, DedupeVerdict, EarlierEntries, PreparedTitle
 from stream_app.dedupe.normalize import (
     REF_CHARS,
     dedupe_key,
@@ -75,6 +78,7 @@ __all__ = [
     "BucketIndex",
     "CopyEntry",
     "DedupeIndex",
+    "EarlierEntries",
     "DedupeVerdict",
     "Entry",
     "ExpiryQueue",

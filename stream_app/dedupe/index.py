@@ -9,7 +9,7 @@ its LSH buckets (:mod:`~stream_app.dedupe.signatures`), each confirmed or vetoed
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from stream_app.dedupe.buckets import Located
@@ -70,6 +70,23 @@ class PreparedTitle(NamedTuple):
     """The entries of its buckets in the bucket index's arrays, when it was prepared."""
 
 
+class EarlierEntries:
+    """Entries other writers stored, each with its place among them (the index topic's order), by ref and by LSH
+    bucket: what :meth:`DedupeIndex.recheck` judges titles against. Values of no known shape are left out."""
+
+    def __init__(self, stored: Iterable[tuple[int, str, bytes]]) -> None:
+        self.by_ref: dict[str, list[tuple[int, bytes, Entry]]] = {}
+        self.by_bucket: dict[int, list[tuple[int, str, TitleEntry]]] = {}
+        for position, ref, value in stored:
+            entry = entry_fields(value)
+            if entry is None:
+                continue
+            self.by_ref.setdefault(ref, []).append((position, value, entry))
+            if isinstance(entry, TitleEntry):
+                for bucket in unpack_buckets(entry.buckets):
+                    self.by_bucket.setdefault(bucket, []).append((position, ref, entry))
+
+
 class DedupeIndex:
     """Titles seen within the TTL, kept in ``store`` (see :mod:`~stream_app.dedupe.entries` for its layout).
 
@@ -124,7 +141,8 @@ class DedupeIndex:
         incoming = Incoming(words, description, bucketed)
         buckets = incoming.buckets()
         number = int.from_bytes(digest, "big")
-        near = self._near(event_id, number, buckets, incoming, event_time, located)
+        candidates = self._candidates(event_id, number, buckets, incoming, event_time, located)
+        near = _first_confirmed(incoming, candidates, event_time)
         if stored is None:
             self.entries += 1
         self._read.pop(ref, None)
@@ -182,6 +200,63 @@ class DedupeIndex:
             self.check_and_add(event_id, title, description, event_time, ready)
             for (event_id, title, description, event_time), ready in zip(titles, prepared, strict=True)
         ]
+
+    def recheck(
+        self,
+        event_id: str,
+        title: str,
+        description: str | None,
+        event_time: float,
+        earlier: EarlierEntries,
+        before: int,
+    ) -> DedupeVerdict | None:
+        """Judge again a title that :meth:`check_and_add` found new and stored, against the entries of ``earlier``
+        placed before ``before``: those other writers stored before its own entry, which its check did not see. None
+        if it stays new; else its verdict as a copy, and its entry here replaced as :meth:`check_and_add` would have
+        left it had it seen them: the original's own entry under an exact copy's ref, a near copy's entry under a
+        near copy's.
+
+        An exact match is looked for first, then a near one, as :meth:`check_and_add` does; entries of its own event
+        and those past the TTL count for nothing."""
+        words, digest, ref = self._prepared(title)[:3]
+        event_time = clamp_time(event_time)
+        if not words:
+            return None
+        key = digest.hex()
+        for position, value, entry in earlier.by_ref.get(ref, ()):
+            if position >= before or not self._fresh(entry, event_time):
+                continue
+            if isinstance(entry, CopyEntry):
+                verdict = DedupeVerdict(key, entry.original_id, "near", entry.similarity)
+            elif entry.event_id != event_id:
+                verdict = DedupeVerdict(key, entry.event_id, "exact", 1.0)
+            else:
+                continue
+            self.apply(ref, value)  # the original's entry back in its place, and in the topic's log last
+            return verdict
+        held = entry_fields(self.store.get(ref))
+        if not isinstance(held, TitleEntry):
+            return None  # its own entry, whose buckets are the title's, is gone already
+        candidates: dict[str, TitleEntry] = {}
+        for bucket in unpack_buckets(held.buckets):
+            for position, other_ref, other in earlier.by_bucket.get(bucket, ()):
+                if position < before and other.event_id != event_id and self._fresh(other, event_time):
+                    candidates.setdefault(other_ref, other)
+        if not candidates:
+            return None
+        incoming = Incoming(words, description)
+        incoming.buckets()  # makes its description's signature
+        near = _first_confirmed(incoming, candidates.items(), event_time)
+        if near is None:
+            return None
+        number = int.from_bytes(digest, "big")
+        if self.store.get(ref) is None:
+            self.entries += 1
+        self._read.pop(ref, None)
+        self.store[ref] = copy_value(near)
+        self.expiry.push(event_time, number)
+        self._unindexed.add(number)  # its own title's bucket entries: a near copy's ref now
+        return DedupeVerdict(key, near.original_id, "near", near.similarity)
 
     def apply(self, ref: str, value: bytes | None) -> None:
         """Take in a change another index made to its store (replicated through a topic): write ``value`` under
@@ -257,7 +332,7 @@ class DedupeIndex:
             return False
         return self._fresh(copy, event_time) and self._fresh(original, event_time)
 
-    def _near(
+    def _candidates(
         self,
         event_id: str,
         number: int,
@@ -265,9 +340,8 @@ class DedupeIndex:
         incoming: Incoming,
         event_time: float,
         located: Located | None,
-    ) -> CopyEntry | None:
-        """The entry of a near copy of the first-seen title in ``buckets`` confirmed as one typo away."""
-        confirmed: list[tuple[float, float, str, str]] = []
+    ) -> Iterator[tuple[str, TitleEntry]]:
+        """The fresh titles of other events in ``buckets`` that could be one typo from ``incoming``."""
         words, tag = len(incoming.hashes), incoming.tag
         for candidate_number, candidate_tag in self.buckets.candidates(buckets, located).items():
             if (
@@ -285,10 +359,21 @@ class DedupeIndex:
                 continue  # gone, or the ref was reused by a near copy (its title expired and came back as one)
             if entry.event_id == event_id or not self._fresh(entry, event_time):
                 continue
-            similarity = confirm(incoming, entry)
-            if similarity is not None:
-                confirmed.append((entry.event_time, -similarity, entry.event_id, candidate))
-        if not confirmed:
-            return None
-        _, negative_similarity, original, original_ref = min(confirmed)
-        return CopyEntry(original, event_time, original_ref, round(-negative_similarity, 4))
+            yield candidate, entry
+
+
+def _first_confirmed(
+    incoming: Incoming, candidates: Iterable[tuple[str, TitleEntry]], event_time: float
+) -> CopyEntry | None:
+    """The near copy's entry of ``incoming``, seen at ``event_time``, for the first-seen of the ``candidates``
+    (ref, entry) one typo away from it (:func:`~stream_app.dedupe.typo.confirm`), the most alike among those first
+    seen at once; None if none is."""
+    confirmed: list[tuple[float, float, str, str]] = []
+    for ref, entry in candidates:
+        similarity = confirm(incoming, entry)
+        if similarity is not None:
+            confirmed.append((entry.event_time, -similarity, entry.event_id, ref))
+    if not confirmed:
+        return None
+    _, negative_similarity, original, original_ref = min(confirmed)
+    return CopyEntry(original, event_time, original_ref, round(-negative_similarity, 4))

@@ -1,5 +1,5 @@
-"""Publishing a batch: its records delivered before the batch is acked, or, exactly-once, committed with the
-input offsets it consumed in one transaction per source partition."""
+"""Publishing a batch: its title index changes first, then its outputs, delivered before the batch is acked or,
+exactly-once, committed with the input offsets they consumed in one transaction per source partition."""
 
 from __future__ import annotations
 
@@ -50,16 +50,16 @@ class Publisher:
         owner = self.transactions
         return [event for event in events if event.message.offset >= owner.committed(event.message.tp)]
 
-    async def send_ahead(self, records: Sequence[Record]) -> list[asyncio.Future[Any]] | None:
-        """At-least-once: send ``records`` now, and return their deliveries, which :meth:`publish` waits for
-        before it sends anything else. Exactly-once: None, and nothing is sent (they belong in the batch's
-        transactions).
+    async def send_ahead(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
+        """Send ``records`` now through the worker's plain producer, in both guarantees, and return their
+        deliveries, which :meth:`publish` waits for before it sends or commits anything else.
 
         The title index's changes go ahead so that an output is never stored without the index change its event
         made: after a failure between the two, a replay would judge the event's copies as if it had never been
-        seen, and show the same title twice."""
-        if self.transactions is not None:
-            return None
+        seen, and show the same title twice. Exactly-once they stay outside the transactions: every worker's
+        second look waits for its own changes to come back through the index topic, which a transaction held
+        open before them would hold up; and a change whose event is not committed is read as that event's own
+        when the event comes again."""
         return await send_batched(aiokafka_producer(self.producer), records)
 
     async def deliver(self, records: Sequence[Record]) -> None:
@@ -74,21 +74,17 @@ class Publisher:
         self,
         events: Sequence[EventT[Any]],
         made: Sequence[list[Record]],
-        extra: Sequence[Record] = (),
         ahead: Sequence[asyncio.Future[Any]] = (),
     ) -> None:
-        """Send the records ``made`` from ``events`` (a list each, in order) and ``extra`` records of no event:
-        delivered before the batch is acked, once the deliveries ``ahead`` (:meth:`send_ahead`) are done, or
-        committed in one transaction per source partition with that partition's next offset (``extra`` in the
-        first)."""
+        """Send the records ``made`` from ``events`` (a list each, in order) once the deliveries ``ahead``
+        (:meth:`send_ahead`) are done: delivered before the batch is acked, or committed in one transaction per
+        source partition with that partition's next offset."""
+        for delivery in ahead:
+            await delivery
         if self.transactions is None:
-            for delivery in ahead:
-                await delivery
-            await self.deliver([*extra, *(record for records in made for record in records)])
+            await self.deliver([record for records in made for record in records])
             return
         made_by = {id(event): records for event, records in zip(events, made, strict=True)}
-        pending = list(extra)
         for source, part in by_partition(events).items():
-            sent = [*pending, *(record for event in part for record in made_by[id(event)])]
-            pending = []
+            sent = [record for event in part for record in made_by[id(event)]]
             await self.transactions.commit(source, part[-1].message.offset + 1, sent)

@@ -5,11 +5,12 @@ to*; an input offset and the records made from it then land in different transac
 different partitions (every output topic, and the title index's topic), and a crash between their commits repeats
 or loses work. Here instead:
 
-* every input partition has its own transactional producer, ``<group>-tag-<topic>-<p>``; a batch's outputs, the
-  title index changes its events made, and the next offset of that partition commit together, or not at all;
+* every input partition has its own transactional producer, ``<group>-tag-<topic>-<p>``; a batch's outputs and
+  the next offset of that partition commit together, or not at all. The title index changes its events made are
+  stored before, outside the transaction (:meth:`~stream_app.delivery.publish.Publisher.send_ahead`): a change
+  whose event is not committed is read as that event's own when it comes again;
 * the worker's consumer reads ``read_committed`` and leaves the input offsets to the transactions (a plain commit
-  landing after a transactional one would move the offset back and repeat work); the index follower reads
-  ``read_committed`` too, so no worker applies an index change whose event was not committed;
+  landing after a transactional one would move the offset back and repeat work);
 * a new owner of a partition starts its producer before it reads the committed offsets: that fences the previous
   owner and completes its last transaction (aborted if open, finished if it was committing), so the offsets read
   next include it, and readers are not held up until the transaction times out. (Kafka's ``require_stable``

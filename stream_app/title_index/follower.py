@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -34,6 +34,49 @@ METADATA_RETRY_SECONDS: Final = 0.5
 PROGRESS_CHECK_SECONDS: Final = 0.01
 """How often :meth:`IndexFollower.caught_up` looks at the position besides each fetch applied: a fetch of
 transaction markers alone moves it without returning a record."""
+
+
+WATCHED_RECORDS: Final = 100_000
+"""Most records a :class:`Watch` keeps (about 10 MB): a second look waits a few fetches, in which the other workers
+write a few batches; past it, the watch is marked :attr:`Watch.overflowed`."""
+
+
+class Watched(NamedTuple):
+    """A record of the index topic applied while a :class:`Watch` was open."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    changed: bool
+    """Whether it changed the index here (:data:`APPLIED`): a record of another writer."""
+
+
+class Watch:
+    """The records a follower applies while it is open (:meth:`IndexFollower.watch`), in the topic's order."""
+
+    def __init__(self, limit: int = WATCHED_RECORDS) -> None:
+        self.limit = limit
+        self.records: list[Watched] = []
+        self.overflowed = False
+        """Whether records were left out past :attr:`limit`."""
+        self._awaited: set[tuple[bytes | None, bytes | None]] = set()
+        self._arrived = asyncio.Event()
+
+    def add(self, record: Watched) -> None:
+        if len(self.records) < self.limit:
+            self.records.append(record)
+        else:
+            self.overflowed = True
+        if self._awaited:
+            self._awaited.discard((record.key, record.value))
+            if not self._awaited:
+                self._arrived.set()
+
+    async def arrival(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        """Return once each of ``records`` (key, value) has been applied since the watch opened."""
+        self._awaited = set(records) - {(record.key, record.value) for record in self.records}
+        if self._awaited and not self.overflowed:
+            await self._arrived.wait()
 
 
 class IndexFollower:
@@ -67,6 +110,19 @@ class IndexFollower:
         """Offset of the record being applied while a fetch is (:meth:`_take`), else None."""
         self._moved = asyncio.Event()
         """Pulsed (set, then cleared) after each fetch applied."""
+        self._watches: list[Watch] = []
+
+    def watch(self) -> Watch:
+        """Keep each record applied from now on, until :meth:`unwatch`."""
+        watch = Watch()
+        self._watches.append(watch)
+        return watch
+
+    def unwatch(self, watch: Watch) -> list[Watched]:
+        """Stop keeping records for ``watch``; returns what it kept."""
+        if watch in self._watches:
+            self._watches.remove(watch)
+        return watch.records
 
     async def applied_offset(self) -> int:
         """The offset of the first record of the index partition not applied yet (0 before the follower starts)."""
@@ -160,6 +216,8 @@ class IndexFollower:
                     self.loaded_records += 1
                 else:
                     outcome = self.index.apply(record.key, record.value)
+                for watch in self._watches:
+                    watch.add(Watched(record.offset, record.key, record.value, outcome == APPLIED))
                 if outcome == APPLIED:
                     if self.on_applied is not None and not loading:
                         self.on_applied(max(0.0, now - record.timestamp / 1000))

@@ -16,11 +16,11 @@ import binascii
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from stream_app.dedupe import DedupeIndex, DedupeVerdict, entry_fields, ref_of_digest
+from stream_app.dedupe import DedupeIndex, DedupeVerdict, EarlierEntries, entry_fields, ref_of_digest
 from stream_app.title_index.store import PackedTitles
 
 INDEX_KEY_BYTES: Final = 8
@@ -175,6 +175,29 @@ class TitleIndex:
             verdict = dedupe.check_and_add(event_id, title, description, trusted, ready)
             judged.append((verdict, self.store.take_changes()))
         return judged
+
+    @staticmethod
+    def earlier_entries(stored: Iterable[tuple[int, bytes, bytes]]) -> EarlierEntries:
+        """The entries (position, key, value) other workers stored in the topic, as :meth:`recheck` takes them."""
+        return EarlierEntries((position, ref_of_digest(key), value) for position, key, value in stored)
+
+    def recheck(
+        self,
+        event_id: str,
+        title: str,
+        description: str | None,
+        event_time: float,
+        earlier: EarlierEntries,
+        before: int,
+    ) -> tuple[DedupeVerdict, list[IndexChange]] | None:
+        """Judge again a title :meth:`check_many` found new, against the entries of ``earlier`` other workers stored
+        in the topic before its own, which is at ``before`` among them (see :meth:`DedupeIndex.recheck`): None if it
+        stays new, else its verdict as a copy and the change that makes its entry a copy's."""
+        dedupe = self._ready()
+        trusted = self.trusted_time(max(event_time, self.clock() - self.max_skew_seconds))
+        verdict = dedupe.recheck(event_id, title, description, trusted, earlier, before)
+        changes = self.store.take_changes()
+        return None if verdict is None else (verdict, changes)
 
     def expire(self) -> list[IndexChange]:
         """Delete the entries expired by the newest event time seen; returns the deletions, then each entry still

@@ -1,15 +1,16 @@
 """The one agent: each batch of input messages through every stage, and what it made published in one go.
 
-A batch is validated, checked against the title index, classified on the model's own thread, routed, and its
-outputs and index changes published (:class:`BatchTagger`): exactly-once in the same transactions, at-least-once
-the index changes first, so that no output is ever stored without the index change its event made. An error or
-a cancellation stops the worker without acking the batch (:func:`register_agent`), so a restart reads it again.
+A batch is validated, checked against the title index, classified on the model's own thread, routed, and what it
+made published (:class:`BatchTagger`): its index changes first, in both guarantees, so that no output is ever
+stored without the index change its event made, and so that the batch's second look
+(:mod:`~stream_app.title_index.second_look`) can wait for them to come back through the topic; then its outputs,
+exactly-once in one transaction per input partition with the offsets they consume. An error or a cancellation
+stops the worker without acking the batch (:func:`register_agent`), so a restart reads it again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable, Sequence
@@ -21,6 +22,8 @@ import mode
 from faust.types import TP, AppT, EventT, StreamT, TopicT
 
 from stream_app.bounded import remember
+from stream_app.classifier import Prediction
+from stream_app.dedupe import DedupeVerdict
 from stream_app.delivery.batched import Record
 from stream_app.delivery.publish import Publisher, encode
 from stream_app.faust_patches.consumer import TaggerConsumer
@@ -29,8 +32,9 @@ from stream_app.pipeline import Admitted, Output, Pipeline
 from stream_app.review.board import PublishedRecords
 from stream_app.settings import Settings
 from stream_app.title_index.barrier import IndexBarrier
-from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower
+from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower, Watch
 from stream_app.title_index.index import IndexChange, TitleIndex
+from stream_app.title_index.second_look import SecondLook, Window
 from stream_app.topology.topics import WorkerTopics
 
 SWEEP_INTERVAL_SECONDS = 1.0
@@ -116,6 +120,7 @@ class BatchTagger:
         ownership: IndexOwnership,
         model_thread: Executor,
         published: PublishedRecords | None = None,
+        second_look: SecondLook | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.index = index
@@ -128,6 +133,8 @@ class BatchTagger:
         with Kafka, on the second core (for batches of more than :data:`INLINE_MODEL_TEXTS` texts)."""
         self.published = published
         """Where the review and tagged records go as well, for this worker's review follower to find them."""
+        self.second_look = second_look
+        """Where late batches get their second look; None for no second look."""
         self.index_topic = str(topics.index.get_topic_name())
         self.last_sweep = float("-inf")
         """When a batch last swept (:meth:`sweep`)."""
@@ -143,32 +150,72 @@ class BatchTagger:
         fresh = [item for item in admitted if isinstance(item, Admitted)]
         # The whole batch checked at once (its signatures are cheaper so), handed to the pipeline item by item.
         titles = [(str(item.event.id), item.event.title, item.event.description, item.event_time) for item in fresh]
-        judged = dict(zip(map(id, fresh), self.index.check_many(titles), strict=True))
-        changes = {key: [*map(self.index_record, made)] for key, (_, made) in judged.items()}
-        swept = self.sweep()
-        # At-least-once, the index changes leave now, and are stored before any output (Publisher.send_ahead),
-        # while the batch is classified; exactly-once, they commit in the batch's transactions.
-        ahead = await self.publisher.send_ahead([*swept, *itertools.chain.from_iterable(changes.values())])
-        if ahead is not None:
-            changes, swept = {}, []
-        checked = self.pipeline.dedupe(fresh, lambda item: judged[id(item)][0])
-        predictions = []
-        if 0 < len(checked.texts) <= INLINE_MODEL_TEXTS:
-            predictions = checked.classify()
-        elif checked.texts:
-            predictions = await asyncio.get_running_loop().run_in_executor(self.model_thread, checked.classify)
+        watch = self.second_look.watch() if fresh and self.second_look is not None else None
+        try:
+            judged = dict(zip(map(id, fresh), self.index.check_many(titles), strict=True))
+            stored = [self.index_record(change) for _, made in judged.values() for change in made]
+            # The index changes leave now, and are stored before any output (Publisher.send_ahead), while the batch
+            # is classified and looked at again.
+            ahead = await self.publisher.send_ahead([*self.sweep(), *stored])
+            checked = self.pipeline.dedupe(fresh, lambda item: judged[id(item)][0])
+            predictions: list[Prediction] | asyncio.Future[list[Prediction]] = []
+            if 0 < len(checked.texts) <= INLINE_MODEL_TEXTS:
+                predictions = checked.classify()
+            elif checked.texts:
+                predictions = asyncio.get_running_loop().run_in_executor(self.model_thread, checked.classify)
+            copies: dict[int, DedupeVerdict] = {}
+            if watch is not None:
+                copies, corrected = await self.look_again(fresh, judged, stored, ahead, watch)
+                ahead = [*ahead, *await self.publisher.send_ahead(corrected)]
+        finally:
+            if watch is not None:
+                self.second_look.follower.unwatch(watch)  # type: ignore[union-attr]
+        if not isinstance(predictions, list):
+            predictions = await predictions
+        if copies:
+            predictions = checked.turn_copies(copies, predictions)
         routed = iter(self.pipeline.route(checked, predictions))
-        made = [
-            [self.output_record(item)]
-            if isinstance(item, Output)
-            else [*changes.get(id(item), ()), self.output_record(next(routed))]
-            for item in admitted
-        ]
-        await self.publisher.publish(events, made, swept, ahead or ())
+        made = [[self.output_record(item if isinstance(item, Output) else next(routed))] for item in admitted]
+        await self.publisher.publish(events, made, ahead)
         done = time.monotonic()
         self.metrics.latencies([done - item.consumed_at for item in fresh])
         if fresh:
             self.metrics.set_last_event(max(item.event_time for item in fresh), now=time.time())
+
+    async def look_again(
+        self,
+        fresh: Sequence[Admitted],
+        judged: dict[int, tuple[DedupeVerdict, list[IndexChange]]],
+        stored: Sequence[Record],
+        deliveries: Sequence[asyncio.Future[Any]],
+        watch: Watch,
+    ) -> tuple[dict[int, DedupeVerdict], list[Record]]:
+        """The second look (:mod:`~stream_app.title_index.second_look`): once the batch's index changes are stored,
+        wait until the follower has applied them, and judge each title found new again against the entries other
+        workers stored before its own. Returns the positions in ``fresh`` of those found to be copies with their
+        verdicts, and the index changes that make their entries copies'."""
+        assert self.second_look is not None  # noqa: S101 - called only with a watch of it
+        for delivery in deliveries:
+            await delivery
+        watched = await self.second_look.settle(watch, [(record.key, record.value) for record in stored])
+        window = Window(watched, {(record.key, record.value) for record in stored})
+        copies: dict[int, DedupeVerdict] = {}
+        corrected: list[Record] = []
+        if not window.others:
+            return copies, corrected  # no other worker stored anything meanwhile
+        earlier = self.index.earlier_entries(window.others)
+        for position, item in enumerate(fresh):
+            verdict, made = judged[id(item)]
+            if verdict.duplicate_of is not None or not made or made[-1].value is None:
+                continue  # a copy already, or a title it held (a replay of its own event)
+            before = window.position(made[-1].key, made[-1].value)
+            event = item.event
+            again = self.index.recheck(str(event.id), event.title, event.description, item.event_time, earlier, before)
+            if again is not None:
+                copies[position] = again[0]
+                corrected += map(self.index_record, again[1])
+        self.metrics.second_look_copies.inc(len(copies))
+        return copies, corrected
 
     def admit(self, event: EventT[Any]) -> Output | Admitted:
         message = event.message

@@ -83,12 +83,15 @@ async def set_topic_config(bootstrap: str, topic: str, name: str, value: str | N
         await admin.close()
 
 
-def test_an_output_is_never_stored_without_its_title_index_change(start_worker: Any) -> None:
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_an_output_is_never_stored_without_its_title_index_change(start_worker: Any, guarantee: str) -> None:
     # The broker refuses the index's records (too large for the topic) and takes the outputs of the same batch:
     # the worker must stop without storing those outputs, or a replay would show the titles' copies as new.
+    # Exactly-once too: the index changes are stored ahead of the transaction, outside it.
     rows = distinct_rows(dataset_rows())[:60]
     copies = [{**row, "id": f"copy-{row['id']}"} for row in rows[:20]]
-    worker, topics = start_worker(TAGGER_BATCH_SIZE="8", TAGGER_DEDUPE_TTL_DAYS="30")
+    env = {"TAGGER_PROCESSING_GUARANTEE": guarantee}
+    worker, topics = start_worker(TAGGER_BATCH_SIZE="8", TAGGER_DEDUPE_TTL_DAYS="30", **env)
     bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
     index_topic = f"{worker.app_id}-title-index"
     run(set_topic_config(bootstrap, index_topic, "max.message.bytes", "16"))
@@ -101,7 +104,7 @@ def test_an_output_is_never_stored_without_its_title_index_change(start_worker: 
     assert stored["tagged"] == [] and stored["review"] == [], "outputs stored without their index changes"
 
     run(set_topic_config(bootstrap, index_topic, "max.message.bytes", None))
-    start_worker(topics=topics, app_id=worker.app_id)
+    start_worker(topics=topics, app_id=worker.app_id, **env)
     run(produce(bootstrap, topics.input, [(str(r["id"]).encode(), event_value(r), 0) for r in copies]))
     outputs = run(read_outputs(bootstrap, topics, len(rows) + len(copies), timeout=120))
     landed = ids_in(outputs["tagged"]) + ids_in(outputs["review"]) + ids_in(outputs["duplicate"])

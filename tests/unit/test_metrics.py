@@ -56,6 +56,7 @@ CONTRACT = {
     "content_tagger_dedupe_entries": "gauge",
     "content_tagger_index_replication_delay_seconds": "histogram",
     "content_tagger_index_barrier_timeouts_total": "counter",
+    "content_tagger_second_look_copies_total": "counter",
     "content_tagger_model_info": "gauge",
     "content_tagger_last_event_timestamp_seconds": "gauge",
     "content_tagger_consumer_lag": "gauge",

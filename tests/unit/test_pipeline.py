@@ -205,3 +205,24 @@ def test_every_consumed_message_is_counted_once_by_its_outcome_and_each_copy_by_
     assert (out["deadletter"], out["duplicate"], out["tagged"] + out["review"]) == (1, 1, 1)
     assert registry.get_sample_value("content_tagger_duplicates_total", {"match": "exact"}) == 1
     assert registry.get_sample_value("content_tagger_duplicates_total", {"match": "near"}) in (None, 0)
+
+
+def test_events_a_second_look_finds_copies_leave_the_batch_with_their_predictions(trained_model_dir: Path) -> None:
+    """The batch is classified while the second look waits; an event it turns into a copy goes out as a duplicate,
+    and every other event keeps its own prediction."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    titles = ["Object detection with YOLO", "Sentiment analysis of tweets with BERT", "Serving models with KServe"]
+    batch = [admit(pipeline, {"id": n, "title": t, "description": ""}, offset=n) for n, t in enumerate(titles)]
+    fresh = [item for item in batch if isinstance(item, Admitted)]
+    checked = pipeline.dedupe(fresh, lambda item: DedupeVerdict(item.dedupe_key, None, None, 0.0))
+    predictions = checked.classify()
+    copy = DedupeVerdict(fresh[1].dedupe_key, "other-worker-7", "exact", 1.0)
+
+    left = checked.turn_copies({1: copy}, predictions)
+
+    assert left == [predictions[0], predictions[2]] and checked.texts == [checked.texts[0], checked.texts[1]]
+    outputs = pipeline.route(checked, left)
+    assert [output.kind == "duplicate" for output in outputs] == [False, True, False]
+    assert outputs[1].record["duplicate_of"] == "other-worker-7"
+    assert [outputs[n].record["confidence"] for n in (0, 2)] == [round(predictions[n].confidence, 6) for n in (0, 2)]
+    assert registry.get_sample_value("content_tagger_duplicates_total", {"match": "exact"}) == 1

@@ -1,0 +1,73 @@
+"""The second look at a batch: its new titles judged again against what other workers stored at the same time.
+
+Two workers that check an original and its copy at the same time each judge their title before the other's index
+change reaches them: copies that reach two workers within the replication delay, and, however far apart they were
+produced, an original and a copy waiting in two workers' backlogs when they catch up together (after a broker
+outage, a rebalance, a stall of the fleet or of the host they share). The barrier before a batch
+(:mod:`~stream_app.title_index.barrier`) cannot help with either. So a worker stores its batch's index changes
+before its outputs, waits until its follower has applied them (and so every record before them in the topic), and
+judges each title it found new again against the entries other workers stored before its own. The index topic has
+one partition, so every worker sees the same order: of two titles that copy each other, the one whose entry came
+first stays new and the other becomes its copy, whichever worker holds which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+
+from stream_app.title_index.barrier import BARRIER_TIMEOUT_SECONDS
+from stream_app.title_index.follower import IndexFollower, Watch, Watched
+
+
+class Window:
+    """The records applied while a batch's second look waited, as its titles are judged against them."""
+
+    def __init__(self, watched: Sequence[Watched], own: set[tuple[bytes | None, bytes | None]]) -> None:
+        """``own``: the batch's own records (key, value)."""
+        self.others = [
+            (position, record.key, record.value)
+            for position, record in enumerate(watched)
+            if record.changed and record.key is not None and record.value is not None
+            and (record.key, record.value) not in own
+        ]  # fmt: skip
+        """The entries (position, key, value) other writers stored: the records that changed the index here."""
+        self._size = len(watched)
+        self._positions: dict[tuple[bytes | None, bytes | None], int] = {}
+        for position, record in enumerate(watched):
+            self._positions.setdefault((record.key, record.value), position)
+
+    def position(self, key: bytes, value: bytes) -> int:
+        """Where this worker's record (key, value) is among those watched; past the last if the follower did not
+        reach it in time, so that every entry watched counts as before it: a title shown twice is the worse
+        mistake."""
+        return self._positions.get((key, value), self._size)
+
+
+class SecondLook:
+    """Second looks through a worker's index follower: :meth:`watch` before a batch is checked, :meth:`settle`
+    once its index changes are stored."""
+
+    def __init__(
+        self,
+        follower: IndexFollower,
+        on_timeout: Callable[[], None],
+        timeout_seconds: float = BARRIER_TIMEOUT_SECONDS,
+    ) -> None:
+        self.follower = follower
+        self.on_timeout = on_timeout
+        self.timeout_seconds = timeout_seconds
+
+    def watch(self) -> Watch:
+        """Keep every index record applied from now on."""
+        return self.follower.watch()
+
+    async def settle(self, watch: Watch, claims: Iterable[tuple[bytes | None, bytes | None]]) -> list[Watched]:
+        """Wait until the follower has applied the batch's stored ``claims`` (key, value), and so every record
+        before them, and return the records applied since ``watch`` opened. Past the timeout (the broker away, or
+        the follower far behind), the records applied so far: counted by ``on_timeout``."""
+        try:
+            await asyncio.wait_for(watch.arrival(claims), self.timeout_seconds)
+        except TimeoutError:
+            self.on_timeout()
+        return self.follower.unwatch(watch)

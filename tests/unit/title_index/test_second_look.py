@@ -1,0 +1,169 @@
+"""The second look: two workers that checked an original and its copy at the same time agree, by the index topic's
+order, on which one is shown, and leave the index as one check at a time would have."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stream_app.title_index.follower import Watch, Watched
+from stream_app.title_index.index import APPLIED, IndexChange, TitleIndex
+from stream_app.title_index.second_look import Window
+
+TTL = 30 * 86400.0
+NOW = 1_800_000_000.0
+SKEW = 300.0
+TITLE = "Realtime object detection with transformers"
+TYPO = "Realtime object detecton with transformers"
+DESCRIPTION = "A detector that runs on video streams in real time."
+
+
+def index() -> TitleIndex:
+    made = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    made.finish_loading()
+    return made
+
+
+class Topic:
+    """The index topic's one partition, and each worker's follower applying it in order."""
+
+    def __init__(self) -> None:
+        self.log: list[IndexChange] = []
+
+    def write(self, changes: list[IndexChange]) -> None:
+        self.log += changes
+
+    def follow(self, worker: TitleIndex, start: int = 0) -> list[Watched]:
+        """Apply the log from ``start`` on ``worker``, as its follower would, and what a watch would keep."""
+        return [
+            Watched(offset, change.key, change.value, worker.apply(change.key, change.value) == APPLIED)
+            for offset, change in enumerate(self.log[start:], start)
+        ]
+
+
+def second_look(
+    worker: TitleIndex, watched: list[Watched], event: tuple[str, str, str | None, float], claim: IndexChange
+) -> tuple[str | None, list[IndexChange]]:
+    assert claim.value is not None
+    window = Window(watched, {(claim.key, claim.value)})
+    earlier = worker.earlier_entries(window.others)
+    again = worker.recheck(*event, earlier, window.position(claim.key, claim.value))
+    return (None, []) if again is None else (again[0].duplicate_of, again[1])
+
+
+@pytest.mark.parametrize(("copy", "match"), [(TITLE.upper(), "exact"), (TYPO, "near")])
+@pytest.mark.parametrize("first_stored", ["original", "copy"])
+def test_of_two_titles_checked_at_once_on_two_workers_the_one_stored_first_is_shown(
+    copy: str, match: str, first_stored: str
+) -> None:
+    topic, a, b = Topic(), index(), index()
+    original_event = ("1", TITLE, DESCRIPTION, NOW)
+    copy_event = ("2", copy, DESCRIPTION, NOW + 60)
+    # Each checks before the other's change reaches it: both titles look new.
+    verdict_a, [claim_a] = a.check(*original_event)
+    verdict_b, [claim_b] = b.check(*copy_event)
+    assert verdict_a.duplicate_of is None and verdict_b.duplicate_of is None
+    topic.write([claim_a, claim_b] if first_stored == "original" else [claim_b, claim_a])
+    watched_a, watched_b = topic.follow(a), topic.follow(b)
+
+    found_a, corrected_a = second_look(a, watched_a, original_event, claim_a)
+    found_b, corrected_b = second_look(b, watched_b, copy_event, claim_b)
+
+    if first_stored == "original":
+        assert (found_a, found_b) == (None, "1")
+    else:
+        assert (found_a, found_b) == ("2", None)
+    # Each worker applies the other's correction: they end with the same entries, and a third copy, checked
+    # later on either, is a copy of the title that was shown.
+    start = len(topic.log)
+    topic.write(corrected_a + corrected_b)
+    topic.follow(a, start)
+    topic.follow(b, start)
+    assert dict(a.store.titles.items()) == dict(b.store.titles.items())
+    shown = "1" if first_stored == "original" else "2"
+    for worker in (a, b):
+        verdict, _ = worker.check("3", TITLE.lower(), DESCRIPTION, NOW + 120)
+        assert verdict.duplicate_of == shown and verdict.match in ("exact", "near")
+
+
+def test_a_copy_found_by_the_second_look_takes_the_verdict_one_check_at_a_time_gives() -> None:
+    """Exact: the original's id; near: the original's id and the similarity a check would have found."""
+    alone = index()
+    alone.check("1", TITLE, DESCRIPTION, NOW)
+    expected, _ = alone.check("2", TYPO, DESCRIPTION, NOW + 60)
+    topic, a, b = Topic(), index(), index()
+    _, [claim_a] = a.check("1", TITLE, DESCRIPTION, NOW)
+    _, [claim_b] = b.check("2", TYPO, DESCRIPTION, NOW + 60)
+    topic.write([claim_a, claim_b])
+    found = second_look(b, topic.follow(b), ("2", TYPO, DESCRIPTION, NOW + 60), claim_b)
+    assert found[0] == expected.duplicate_of
+    copy = b.store.titles[claim_b.key]
+    assert found[1] == [IndexChange(claim_b.key, copy)] and copy != claim_b.value
+    verdict, _ = b.check("2", TYPO, DESCRIPTION, NOW + 60)  # the replayed event: judged as a check judged it
+    assert verdict == expected
+
+
+def test_entries_of_its_own_event_stale_ones_and_other_titles_do_not_make_a_title_a_copy() -> None:
+    worker, other = index(), index()
+    _, [own] = worker.check("1", TITLE, DESCRIPTION, NOW)
+    _, [replayed] = index().check("1", TITLE, DESCRIPTION, NOW)  # the same event, stored by another worker
+    _, [unrelated] = other.check("7", "Sentiment analysis of tweets with BERT", None, NOW)
+    stale_worker = TitleIndex(TTL, SKEW, clock=lambda: NOW - 2 * TTL)
+    stale_worker.finish_loading()
+    _, [stale] = stale_worker.check("8", TITLE, DESCRIPTION, NOW - 2 * TTL)
+    for change in (replayed, unrelated, stale):
+        assert change.value is not None
+        earlier = worker.earlier_entries([(0, change.key, change.value)])
+        assert worker.recheck("1", TITLE, DESCRIPTION, NOW, earlier, 1) is None
+    assert own.value is not None
+    assert worker.store.titles[own.key] == own.value  # left as it was
+
+
+def test_a_window_keeps_other_writers_entries_and_places_the_batch_s_own() -> None:
+    claim = (b"c" * 8, b"claim")
+    mine = (b"m" * 8, b"mine")
+    watched = [
+        Watched(1, b"a" * 8, b"other", True),
+        Watched(2, b"u" * 8, b"unchanged", False),  # held already: no news
+        Watched(3, *mine, True),  # another title of the same batch
+        Watched(4, b"d" * 8, None, True),  # a deletion
+        Watched(5, *claim, False),
+        Watched(6, b"e" * 8, b"later", True),
+    ]
+    window = Window(watched, {claim, mine})
+    assert window.others == [(0, b"a" * 8, b"other"), (5, b"e" * 8, b"later")]
+    assert window.position(*claim) == 4
+    # The claim not reached in time: every entry watched counts as before it.
+    assert window.position(b"x" * 8, b"missing") == len(watched)
+
+
+def test_only_entries_placed_before_the_title_s_own_count() -> None:
+    worker, other = index(), index()
+    _, [claim] = worker.check("2", TITLE.upper(), DESCRIPTION, NOW + 60)
+    _, [original] = other.check("1", TITLE, DESCRIPTION, NOW)
+    assert original.value is not None
+    earlier = worker.earlier_entries([(3, original.key, original.value)])
+    assert worker.recheck("2", TITLE.upper(), DESCRIPTION, NOW + 60, earlier, 3) is None
+    again = worker.recheck("2", TITLE.upper(), DESCRIPTION, NOW + 60, earlier, 4)
+    assert again is not None and (again[0].duplicate_of, again[0].match) == ("1", "exact")
+    assert again[1] == [original]  # the original's entry back under the key, for every worker to apply last
+
+
+def test_a_watch_returns_once_every_awaited_record_was_applied() -> None:
+    async def scenario() -> None:
+        watch = Watch()
+        watch.add(Watched(1, b"k1", b"v1", False))
+        await asyncio.wait_for(watch.arrival([(b"k1", b"v1")]), 1)  # applied before it was awaited
+        waiting = asyncio.ensure_future(watch.arrival([(b"k2", b"v2"), (b"k3", b"v3")]))
+        watch.add(Watched(2, b"k2", b"v2", False))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        watch.add(Watched(3, b"k3", b"other", True))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        watch.add(Watched(4, b"k3", b"v3", False))
+        await asyncio.wait_for(waiting, 1)
+        assert [record.offset for record in watch.records] == [1, 2, 3, 4]
+
+    asyncio.run(scenario())
