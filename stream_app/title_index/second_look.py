@@ -14,8 +14,9 @@ first stays new and the other becomes its copy, whichever worker holds which.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from stream_app.dedupe import DedupeVerdict
 from stream_app.title_index.barrier import BARRIER_TIMEOUT_SECONDS
 from stream_app.title_index.follower import IndexFollower, Watch, Watched
 
@@ -42,6 +43,25 @@ class Window:
         reach it in time, so that every entry watched counts as before it: a title shown twice is the worse
         mistake."""
         return self._positions.get((key, value), self._size)
+
+
+def through_copies(
+    event_ids: Sequence[str], verdicts: Sequence[DedupeVerdict], copies: Mapping[int, DedupeVerdict]
+) -> dict[int, DedupeVerdict]:
+    """The ``copies`` a second look found among a batch's events (by position), and, for each other event its check
+    found to copy one of those, its verdict passed on to that one's original, so that no duplicate record names an
+    event that was not shown. ``verdicts`` are the check's, one per event of ``event_ids``; a check names only
+    titles it found new, so one step is enough. A match through a near one is near, at the lower similarity."""
+    turned = {event_ids[position]: verdict for position, verdict in copies.items()}
+    passed = dict(copies)
+    for position, verdict in enumerate(verdicts):
+        via = turned.get(verdict.duplicate_of) if verdict.duplicate_of is not None else None
+        if via is None or position in copies:
+            continue
+        exact = verdict.match == "exact" and via.match == "exact"
+        similarity = min(verdict.similarity, via.similarity)
+        passed[position] = DedupeVerdict(verdict.dedupe_key, via.duplicate_of, "exact" if exact else "near", similarity)
+    return passed
 
 
 class SecondLook:

@@ -34,7 +34,7 @@ from stream_app.settings import Settings
 from stream_app.title_index.barrier import IndexBarrier
 from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower, Watch
 from stream_app.title_index.index import IndexChange, TitleIndex
-from stream_app.title_index.second_look import SecondLook, Window
+from stream_app.title_index.second_look import SecondLook, Window, through_copies
 from stream_app.topology.topics import WorkerTopics
 
 SWEEP_INTERVAL_SECONDS = 1.0
@@ -191,9 +191,10 @@ class BatchTagger:
         watch: Watch,
     ) -> tuple[dict[int, DedupeVerdict], list[Record]]:
         """The second look (:mod:`~stream_app.title_index.second_look`): once the batch's index changes are stored,
-        wait until the follower has applied them, and judge each title found new again against the entries other
-        workers stored before its own. Returns the positions in ``fresh`` of those found to be copies with their
-        verdicts, and the index changes that make their entries copies'."""
+        wait until the follower has applied them, and judge each title that stored an entry again against the entries
+        other workers stored before its own. Returns the positions in ``fresh`` of the events whose verdicts changed
+        with their new verdicts (:func:`~stream_app.title_index.second_look.through_copies`), and the index changes
+        that leave their entries as one check at a time would have."""
         assert self.second_look is not None  # noqa: S101 - called only with a watch of it
         for delivery in deliveries:
             await delivery
@@ -206,16 +207,18 @@ class BatchTagger:
         earlier = self.index.earlier_entries(window.others)
         for position, item in enumerate(fresh):
             verdict, made = judged[id(item)]
-            if verdict.duplicate_of is not None or not made or made[-1].value is None:
-                continue  # a copy already, or a title it held (a replay of its own event)
+            if not made or made[-1].value is None:
+                continue  # an exact copy, or a title it held (a replay of its own event): it stored nothing
+            # A near copy's entry is judged too: another worker may have stored its title under the same key.
             before = window.position(made[-1].key, made[-1].value)
             event = item.event
             again = self.index.recheck(str(event.id), event.title, event.description, item.event_time, earlier, before)
             if again is not None:
                 copies[position] = again[0]
                 corrected += map(self.index_record, again[1])
-        self.metrics.second_look_copies.inc(len(copies))
-        return copies, corrected
+        verdicts = [judged[id(item)][0] for item in fresh]
+        self.metrics.second_look_copies.inc(sum(verdicts[position].duplicate_of is None for position in copies))
+        return through_copies([str(item.event.id) for item in fresh], verdicts, copies), corrected
 
     def admit(self, event: EventT[Any]) -> Output | Admitted:
         message = event.message

@@ -7,9 +7,10 @@ import asyncio
 
 import pytest
 
+from stream_app.dedupe import DedupeVerdict
 from stream_app.title_index.follower import Watch, Watched
 from stream_app.title_index.index import APPLIED, IndexChange, TitleIndex
-from stream_app.title_index.second_look import Window
+from stream_app.title_index.second_look import Window, through_copies
 
 TTL = 30 * 86400.0
 NOW = 1_800_000_000.0
@@ -167,3 +168,44 @@ def test_a_watch_returns_once_every_awaited_record_was_applied() -> None:
         assert [record.offset for record in watch.records] == [1, 2, 3, 4]
 
     asyncio.run(scenario())
+
+
+def test_a_near_copy_stored_under_a_key_another_worker_stored_a_title_under_first_becomes_its_exact_copy() -> None:
+    """The check found the event a near copy of a title of its own batch, and stored that under the event's key;
+    another worker had stored the event's very title under that key first. One check at a time would have found
+    an exact copy of it, and the key keeps that worker's title, whatever comes of the first title."""
+    topic, a, b = Topic(), index(), index()
+    _, [original] = a.check("1", TITLE, DESCRIPTION, NOW)
+    b.check("2", TYPO, DESCRIPTION, NOW + 30)  # new here: the batch's first title
+    verdict, [near] = b.check("3", TITLE, DESCRIPTION, NOW + 60)
+    assert (verdict.duplicate_of, verdict.match) == ("2", "near") and near.key == original.key
+    topic.write([original, near])
+    watched = topic.follow(b)
+    window = Window(watched, {(near.key, near.value)})
+    assert near.value is not None
+    again = b.recheck(
+        "3", TITLE, DESCRIPTION, NOW + 60, b.earlier_entries(window.others), window.position(near.key, near.value)
+    )
+    assert again is not None and (again[0].duplicate_of, again[0].match) == ("1", "exact")
+    assert again[1] == [original] and b.store.titles[original.key] == original.value
+
+
+def test_verdicts_that_named_an_event_found_a_copy_name_its_original() -> None:
+    ids = ["x", "c-exact", "c-near", "y", "d"]
+    verdicts = [
+        DedupeVerdict("kx", None, None, 0.0),
+        DedupeVerdict("kx", "x", "exact", 1.0),
+        DedupeVerdict("kc", "x", "near", 0.8),
+        DedupeVerdict("ky", None, None, 0.0),
+        DedupeVerdict("kd", "elsewhere", "exact", 1.0),
+    ]
+    found = {0: DedupeVerdict("kx", "o", "near", 0.9)}
+    passed = through_copies(ids, verdicts, found)
+    assert passed == {
+        0: found[0],
+        1: DedupeVerdict("kx", "o", "near", 0.9),
+        2: DedupeVerdict("kc", "o", "near", 0.8),
+    }
+    exact = {0: DedupeVerdict("kx", "o", "exact", 1.0)}
+    assert through_copies(ids, verdicts, exact)[1] == DedupeVerdict("kx", "o", "exact", 1.0)
+    assert through_copies(ids, verdicts, {}) == {}
