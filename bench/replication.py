@@ -5,7 +5,9 @@ p99 are read off that histogram's buckets by linear interpolation, as Prometheus
 
     python -m bench.replication [--rate 300] [--seconds 20] [--runs 3]
 
-Copies of one title reaching two workers closer together than this delay can both be shown.
+Copies of one title reaching two workers closer together than this delay are both checked before the other's
+change arrives; each batch's second look (decision 0218) then waits about this long for its own changes, and
+tells them apart.
 """
 
 from __future__ import annotations
