@@ -147,10 +147,7 @@ class DedupeIndex:
             self.entries += 1
         self._read.pop(ref, None)
         if near is not None:
-            self.store[ref] = copy_value(near)
-            self.expiry.push(event_time, number)
-            if isinstance(first, TitleEntry):
-                self._unindexed.add(number)  # its expired title's bucket entries: no longer a title's
+            self._store_copy(ref, number, near, over_title=isinstance(first, TitleEntry))  # an expired title's
             return DedupeVerdict(key, near.original_id, "near", near.similarity)
         stored_hashes = b"".join(sorted(incoming.hashes)) if len(words) <= WORDS else b""
         self.store[ref] = title_bytes(event_id, event_time, stored_hashes, incoming.signature, buckets)
@@ -203,24 +200,24 @@ class DedupeIndex:
 
     def recheck(
         self,
-        event_id: str,
-        title: str,
-        description: str | None,
-        event_time: float,
+        ref: str,
+        event: tuple[str, str, str | None, float],
         earlier: EarlierEntries,
         before: int,
     ) -> DedupeVerdict | None:
         """Judge again a title that :meth:`check_and_add` found new and stored, against the entries of ``earlier``
-        placed before ``before``: those other writers stored before its own entry, which its check did not see. None
+        placed before ``before``: those other writers stored before its own entry under ``ref``, which its check did
+        not see. ``event`` is ``(event_id, title, description, event_time)``, as :meth:`check_many` takes it. None
         if it stays new; else its verdict as a copy, and its entry here replaced as :meth:`check_and_add` would have
         left it had it seen them: the original's own entry under an exact copy's ref, a near copy's entry under a
         near copy's.
 
         An exact match is looked for first, then a near one, as :meth:`check_and_add` does; entries of its own event
         and those past the TTL count for nothing."""
-        words, digest, ref = self._prepared(title)[:3]
+        event_id, title, description, event_time = event
         event_time = clamp_time(event_time)
-        if not words:
+        digest = digest_of_ref(ref)
+        if digest is None:
             return None
         key = digest.hex()
         for position, value, entry in earlier.by_ref.get(ref, ()):
@@ -244,19 +241,21 @@ class DedupeIndex:
                     candidates.setdefault(other_ref, other)
         if not candidates:
             return None
-        incoming = Incoming(words, description)
+        incoming = Incoming(title_words(title), description)
         incoming.buckets()  # makes its description's signature
         near = _first_confirmed(incoming, candidates.items(), event_time)
         if near is None:
             return None
-        number = int.from_bytes(digest, "big")
-        if self.store.get(ref) is None:
-            self.entries += 1
         self._read.pop(ref, None)
-        self.store[ref] = copy_value(near)
-        self.expiry.push(event_time, number)
-        self._unindexed.add(number)  # its own title's bucket entries: a near copy's ref now
+        self._store_copy(ref, int.from_bytes(digest, "big"), near, over_title=True)
         return DedupeVerdict(key, near.original_id, "near", near.similarity)
+
+    def _store_copy(self, ref: str, number: int, near: CopyEntry, *, over_title: bool) -> None:
+        """Store a near copy's entry under ``ref`` (``number``), over a title's entry if ``over_title``."""
+        self.store[ref] = copy_value(near)
+        self.expiry.push(near.event_time, number)
+        if over_title:
+            self._unindexed.add(number)  # the title's bucket entries: a near copy's ref now
 
     def apply(self, ref: str, value: bytes | None) -> None:
         """Take in a change another index made to its store (replicated through a topic): write ``value`` under

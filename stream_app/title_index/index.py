@@ -182,20 +182,15 @@ class TitleIndex:
         return EarlierEntries((position, ref_of_digest(key), value) for position, key, value in stored)
 
     def recheck(
-        self,
-        event_id: str,
-        title: str,
-        description: str | None,
-        event_time: float,
-        earlier: EarlierEntries,
-        before: int,
+        self, event: tuple[str, str, str | None, float], key: bytes, earlier: EarlierEntries, before: int
     ) -> tuple[DedupeVerdict, list[IndexChange]] | None:
-        """Judge again a title :meth:`check_many` found new, against the entries of ``earlier`` other workers stored
-        in the topic before its own, which is at ``before`` among them (see :meth:`DedupeIndex.recheck`): None if it
-        stays new, else its verdict as a copy and the change that makes its entry a copy's."""
-        dedupe = self._ready()
+        """Judge again an ``(event_id, title, description, event_time)`` :meth:`check_many` stored an entry for under
+        ``key``, against the entries of ``earlier`` other workers stored in the topic before its own, which is at
+        ``before`` among them (see :meth:`DedupeIndex.recheck`): None if its verdict stands, else its verdict as a
+        copy and the change that leaves its entry as one check at a time would have."""
+        event_id, title, description, event_time = event
         trusted = self.trusted_time(max(event_time, self.clock() - self.max_skew_seconds))
-        verdict = dedupe.recheck(event_id, title, description, trusted, earlier, before)
+        verdict = self._ready().recheck(ref_of_digest(key), (event_id, title, description, trusted), earlier, before)
         changes = self.store.take_changes()
         return None if verdict is None else (verdict, changes)
 

@@ -14,6 +14,7 @@ first stays new and the other becomes its copy, whichever worker holds which.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from stream_app.dedupe import DedupeVerdict
@@ -26,6 +27,7 @@ class Window:
 
     def __init__(self, watched: Sequence[Watched], own: set[tuple[bytes | None, bytes | None]]) -> None:
         """``own``: the batch's own records (key, value)."""
+        self.watched = watched
         self.others = [
             (position, record.key, record.value)
             for position, record in enumerate(watched)
@@ -33,16 +35,19 @@ class Window:
             and (record.key, record.value) not in own
         ]  # fmt: skip
         """The entries (position, key, value) other writers stored: the records that changed the index here."""
-        self._size = len(watched)
-        self._positions: dict[tuple[bytes | None, bytes | None], int] = {}
-        for position, record in enumerate(watched):
-            self._positions.setdefault((record.key, record.value), position)
+
+    @functools.cached_property
+    def _positions(self) -> dict[tuple[bytes | None, bytes | None], int]:
+        positions: dict[tuple[bytes | None, bytes | None], int] = {}
+        for position, record in enumerate(self.watched):
+            positions.setdefault((record.key, record.value), position)
+        return positions
 
     def position(self, key: bytes, value: bytes) -> int:
         """Where this worker's record (key, value) is among those watched; past the last if the follower did not
         reach it in time, so that every entry watched counts as before it: a title shown twice is the worse
         mistake."""
-        return self._positions.get((key, value), self._size)
+        return self._positions.get((key, value), len(self.watched))
 
 
 def through_copies(
@@ -52,6 +57,8 @@ def through_copies(
     found to copy one of those, its verdict passed on to that one's original, so that no duplicate record names an
     event that was not shown. ``verdicts`` are the check's, one per event of ``event_ids``; a check names only
     titles it found new, so one step is enough. A match through a near one is near, at the lower similarity."""
+    if not copies:
+        return {}
     turned = {event_ids[position]: verdict for position, verdict in copies.items()}
     passed = dict(copies)
     for position, verdict in enumerate(verdicts):
@@ -84,10 +91,14 @@ class SecondLook:
 
     async def settle(self, watch: Watch, claims: Iterable[tuple[bytes | None, bytes | None]]) -> list[Watched]:
         """Wait until the follower has applied the batch's stored ``claims`` (key, value), and so every record
-        before them, and return the records applied since ``watch`` opened. Past the timeout (the broker away, or
-        the follower far behind), the records applied so far: counted by ``on_timeout``."""
+        before them, and return the records applied since ``watch`` opened, closing it. Past the timeout (the broker
+        away, the follower far behind), the records applied so far: counted by ``on_timeout``."""
         try:
             await asyncio.wait_for(watch.arrival(claims), self.timeout_seconds)
         except TimeoutError:
             self.on_timeout()
+        return self.close(watch)
+
+    def close(self, watch: Watch) -> list[Watched]:
+        """Stop keeping records for ``watch`` (again, if it was closed already); returns what it kept."""
         return self.follower.unwatch(watch)

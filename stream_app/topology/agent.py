@@ -150,10 +150,12 @@ class BatchTagger:
         fresh = [item for item in admitted if isinstance(item, Admitted)]
         # The whole batch checked at once (its signatures are cheaper so), handed to the pipeline item by item.
         titles = [(str(item.event.id), item.event.title, item.event.description, item.event_time) for item in fresh]
-        watch = self.second_look.watch() if fresh and self.second_look is not None else None
+        look = self.second_look if fresh else None
+        watch = look.watch() if look is not None else None
         try:
-            judged = dict(zip(map(id, fresh), self.index.check_many(titles), strict=True))
-            stored = [self.index_record(change) for _, made in judged.values() for change in made]
+            checks = self.index.check_many(titles)
+            judged = dict(zip(map(id, fresh), checks, strict=True))
+            stored = [self.index_record(change) for _, made in checks for change in made]
             # The index changes leave now, and are stored before any output (Publisher.send_ahead), while the batch
             # is classified and looked at again.
             ahead = await self.publisher.send_ahead([*self.sweep(), *stored])
@@ -164,12 +166,12 @@ class BatchTagger:
             elif checked.texts:
                 predictions = asyncio.get_running_loop().run_in_executor(self.model_thread, checked.classify)
             copies: dict[int, DedupeVerdict] = {}
-            if watch is not None:
-                copies, corrected = await self.look_again(fresh, judged, stored, ahead, watch)
+            if look is not None and watch is not None:
+                copies, corrected = await self.look_again(look, watch, titles, checks, stored, ahead)
                 ahead = [*ahead, *await self.publisher.send_ahead(corrected)]
         finally:
-            if watch is not None:
-                self.second_look.follower.unwatch(watch)  # type: ignore[union-attr]
+            if look is not None and watch is not None:
+                look.close(watch)
         if not isinstance(predictions, list):
             predictions = await predictions
         if copies:
@@ -184,41 +186,40 @@ class BatchTagger:
 
     async def look_again(
         self,
-        fresh: Sequence[Admitted],
-        judged: dict[int, tuple[DedupeVerdict, list[IndexChange]]],
+        look: SecondLook,
+        watch: Watch,
+        titles: Sequence[tuple[str, str, str | None, float]],
+        checks: Sequence[tuple[DedupeVerdict, list[IndexChange]]],
         stored: Sequence[Record],
         deliveries: Sequence[asyncio.Future[Any]],
-        watch: Watch,
     ) -> tuple[dict[int, DedupeVerdict], list[Record]]:
-        """The second look (:mod:`~stream_app.title_index.second_look`): once the batch's index changes are stored,
-        wait until the follower has applied them, and judge each title that stored an entry again against the entries
-        other workers stored before its own. Returns the positions in ``fresh`` of the events whose verdicts changed
-        with their new verdicts (:func:`~stream_app.title_index.second_look.through_copies`), and the index changes
-        that leave their entries as one check at a time would have."""
-        assert self.second_look is not None  # noqa: S101 - called only with a watch of it
+        """The second look (:mod:`~stream_app.title_index.second_look`): once the batch's index changes (``stored``,
+        made by ``checks`` of ``titles``) are delivered, wait until the follower has applied them, and judge each
+        title that stored an entry again against the entries other workers stored before its own. Returns the
+        positions in ``titles`` of the events whose verdicts changed with their new verdicts
+        (:func:`~stream_app.title_index.second_look.through_copies`), and the index changes that leave their entries
+        as one check at a time would have."""
         for delivery in deliveries:
             await delivery
-        watched = await self.second_look.settle(watch, [(record.key, record.value) for record in stored])
-        window = Window(watched, {(record.key, record.value) for record in stored})
+        own = {(record.key, record.value) for record in stored}
+        window = Window(await look.settle(watch, own), own)
+        if not window.others:
+            return {}, []  # no other worker stored anything meanwhile
+        earlier = self.index.earlier_entries(window.others)
         copies: dict[int, DedupeVerdict] = {}
         corrected: list[Record] = []
-        if not window.others:
-            return copies, corrected  # no other worker stored anything meanwhile
-        earlier = self.index.earlier_entries(window.others)
-        for position, item in enumerate(fresh):
-            verdict, made = judged[id(item)]
-            if not made or made[-1].value is None:
+        for position, (title, (_, made)) in enumerate(zip(titles, checks, strict=True)):
+            claim = made[-1] if made else None
+            if claim is None or claim.value is None:
                 continue  # an exact copy, or a title it held (a replay of its own event): it stored nothing
             # A near copy's entry is judged too: another worker may have stored its title under the same key.
-            before = window.position(made[-1].key, made[-1].value)
-            event = item.event
-            again = self.index.recheck(str(event.id), event.title, event.description, item.event_time, earlier, before)
+            again = self.index.recheck(title, claim.key, earlier, window.position(claim.key, claim.value))
             if again is not None:
                 copies[position] = again[0]
                 corrected += map(self.index_record, again[1])
-        verdicts = [judged[id(item)][0] for item in fresh]
+        verdicts = [verdict for verdict, _ in checks]
         self.metrics.second_look_copies.inc(sum(verdicts[position].duplicate_of is None for position in copies))
-        return through_copies([str(item.event.id) for item in fresh], verdicts, copies), corrected
+        return through_copies([event_id for event_id, *_ in titles], verdicts, copies), corrected
 
     def admit(self, event: EventT[Any]) -> Output | Admitted:
         message = event.message

@@ -49,7 +49,7 @@ def second_look(
     assert claim.value is not None
     window = Window(watched, {(claim.key, claim.value)})
     earlier = worker.earlier_entries(window.others)
-    again = worker.recheck(*event, earlier, window.position(claim.key, claim.value))
+    again = worker.recheck(event, claim.key, earlier, window.position(claim.key, claim.value))
     return (None, []) if again is None else (again[0].duplicate_of, again[1])
 
 
@@ -116,7 +116,7 @@ def test_entries_of_its_own_event_stale_ones_and_other_titles_do_not_make_a_titl
     for change in (replayed, unrelated, stale):
         assert change.value is not None
         earlier = worker.earlier_entries([(0, change.key, change.value)])
-        assert worker.recheck("1", TITLE, DESCRIPTION, NOW, earlier, 1) is None
+        assert worker.recheck(("1", TITLE, DESCRIPTION, NOW), own.key, earlier, 1) is None
     assert own.value is not None
     assert worker.store.titles[own.key] == own.value  # left as it was
 
@@ -145,8 +145,9 @@ def test_only_entries_placed_before_the_title_s_own_count() -> None:
     _, [original] = other.check("1", TITLE, DESCRIPTION, NOW)
     assert original.value is not None
     earlier = worker.earlier_entries([(3, original.key, original.value)])
-    assert worker.recheck("2", TITLE.upper(), DESCRIPTION, NOW + 60, earlier, 3) is None
-    again = worker.recheck("2", TITLE.upper(), DESCRIPTION, NOW + 60, earlier, 4)
+    event = ("2", TITLE.upper(), DESCRIPTION, NOW + 60)
+    assert worker.recheck(event, claim.key, earlier, 3) is None
+    again = worker.recheck(event, claim.key, earlier, 4)
     assert again is not None and (again[0].duplicate_of, again[0].match) == ("1", "exact")
     assert again[1] == [original]  # the original's entry back under the key, for every worker to apply last
 
@@ -183,9 +184,8 @@ def test_a_near_copy_stored_under_a_key_another_worker_stored_a_title_under_firs
     watched = topic.follow(b)
     window = Window(watched, {(near.key, near.value)})
     assert near.value is not None
-    again = b.recheck(
-        "3", TITLE, DESCRIPTION, NOW + 60, b.earlier_entries(window.others), window.position(near.key, near.value)
-    )
+    earlier, before = b.earlier_entries(window.others), window.position(near.key, near.value)
+    again = b.recheck(("3", TITLE, DESCRIPTION, NOW + 60), near.key, earlier, before)
     assert again is not None and (again[0].duplicate_of, again[0].match) == ("1", "exact")
     assert again[1] == [original] and b.store.titles[original.key] == original.value
 
