@@ -1,9 +1,14 @@
-"""The wait before a batch is checked: every index change committed before its events were taken is applied here.
+"""The wait before a batch is checked: every index change committed before its events were taken is applied here,
+but for the last moment's, which the batch's second look judges.
 
-Without it a worker whose loop stalled (a GC or VM pause, a starved host) resumes with a batch taken from the
-broker and an index that has not applied the other workers' changes of the stall: copies of titles they stored
-seconds before would pass. The index partition's end is read from the broker after the batch was taken, with the
-follower's isolation (read committed: the last stable offset), and the follower is waited for up to it.
+Without it a worker whose loop stalled (a GC or VM pause, a starved host) would check the batch it resumes with
+against an index missing the other workers' changes of the stall, store claims for the copies among them, and leave
+its second look (:mod:`~stream_app.title_index.second_look`) to find every one among the stall's records. So the
+index partition's end is read from the broker after the batch was taken, with the follower's isolation (read
+committed: the last stable offset), and the follower is waited for up to it; unless the follower's last fetch
+response, under :data:`FETCH_FRESH_SECONDS` old, found it at the end, as it does while the loop runs (it hears from
+the broker at least every fetch wait, 0.5 s). The changes that response may have missed came in the last moment,
+and the second look judges the batch's titles against them as against those stored while it waits.
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ log = logging.getLogger(__name__)
 BARRIER_TIMEOUT_SECONDS: Final = 3.0
 """Longest wait for the end offset and for the follower to reach it: past it the batch is checked as the index
 stands (the broker is away, or the follower far behind), rather than stall the agent."""
+FETCH_FRESH_SECONDS: Final = 1.0
+"""How recent the follower's last fetch response must be for a batch to be checked without asking the broker for
+the index end: twice aiokafka's fetch wait, the longest a running follower goes without one."""
 TIMEOUT_LOG_SECONDS: Final = 10.0
 """At most one log line about barriers given up in this window; the counter has them all."""
 
 
 class IndexBarrier:
     """Waits, before a batch taken at ``taken_at`` (``clock`` seconds) is checked, until the follower has applied
-    the index partition up to its end as read after that time. One end-offset request serves every batch taken
+    the index partition up to its end as read after that time, unless its last fetch response, recent enough, found
+    it there (:meth:`IndexFollower.caught_up_as_last_fetched`). One end-offset request serves every batch taken
     before it was issued."""
 
     def __init__(
@@ -37,20 +46,25 @@ class IndexBarrier:
         follower: IndexFollower,
         on_timeout: Callable[[], None],
         timeout_seconds: float = BARRIER_TIMEOUT_SECONDS,
+        fresh_seconds: float = FETCH_FRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.follower = follower
         self.on_timeout = on_timeout
         self.timeout_seconds = timeout_seconds
         self.clock = clock
+        self.fresh_seconds = fresh_seconds
         self._request: tuple[float, asyncio.Task[int]] | None = None
         """The latest end-offset request and when it was issued."""
         self._logged_at = float("-inf")
         self._unlogged = 0
 
     async def wait(self, taken_at: float) -> bool:
-        """Return once the follower has applied every index change committed before ``taken_at``: True, or False
-        when that could not be made sure of within the timeout (counted and logged)."""
+        """Return once the follower has applied every index change committed before ``taken_at``, or before its last
+        fetch response if that is recent and found it at the end: True, or False when that could not be made sure of
+        within the timeout (counted and logged)."""
+        if await self.follower.caught_up_as_last_fetched(self.fresh_seconds):
+            return True
         try:
             await asyncio.wait_for(self._reach(taken_at), self.timeout_seconds)
         except (TimeoutError, KafkaError) as error:

@@ -140,6 +140,22 @@ class IndexFollower:
             raise RuntimeError("the title index follower is not running")
         return int((await self._ends.end_offsets([self._partition]))[self._partition])
 
+    async def caught_up_as_last_fetched(self, within_seconds: float) -> bool:
+        """Whether the follower has applied the index partition up to the end its last fetch response gave (read
+        committed: the last stable offset), and that response came within ``within_seconds`` of now, by the wall
+        clock aiokafka stamps it with. False before it is ready, without such a response, or when the clock puts the
+        response further than that either way."""
+        consumer = self._consumer
+        if consumer is None or not self.ready.is_set():
+            return False
+        heard_ms = consumer.last_poll_timestamp(self._partition)
+        end = consumer.last_stable_offset(self._partition)
+        if heard_ms is None or end is None or end < 0:  # no response yet, or read uncommitted (-1)
+            return False
+        if abs(time.time() - heard_ms / 1000) > within_seconds:
+            return False
+        return await self.applied_offset() >= int(end)
+
     async def caught_up(self, offset: int) -> None:
         """Return once every record of the index partition before ``offset`` is applied."""
         while await self.applied_offset() < offset:

@@ -302,7 +302,7 @@ def register_agent(
                 try:
                     if events:
                         # The index holds every change committed before the events were taken, however long the
-                        # loop stalled before it got them; the race left is the replication delay (README).
+                        # loop stalled before it got them, but for the last moment's: the second look judges those.
                         await barrier.wait(taken_at)
                         await tag(events)
                 except BaseException:  # cancelled too: a batch not published must not be acked

@@ -1,7 +1,10 @@
-"""A worker whose loop stalled checks the batch it resumes with against every index change committed before."""
+"""A worker whose loop stalled checks the batch it resumes with against every index change committed before; one
+whose follower heard from the broker a moment ago checks at once."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import signal
 import time
@@ -10,6 +13,10 @@ from typing import Any
 
 import pytest
 
+from stream_app.delivery.kafka import READ_COMMITTED
+from stream_app.title_index.barrier import FETCH_FRESH_SECONDS
+from stream_app.title_index.follower import IndexFollower
+from stream_app.title_index.index import TitleIndex
 from tests.integration.harness import WorkerProcess, ids_in, produce, read_outputs, run
 from tests.integration.test_worker import dataset_rows
 from tools.corpus import Row, distinct_rows, planted_near_duplicates
@@ -125,3 +132,39 @@ def test_backlogs_caught_up_at_once_show_each_title_once(start_worker: Any, guar
     # check to see the other's changes): main's tree before it showed 91 of 91 twice (decision 0218).
     found = sum(w.total("content_tagger_second_look_copies_total") for w in (first, second))
     print(f"second look: {found:.0f} of {len(planted)} titles found copies")
+
+
+def test_a_follower_at_the_end_by_a_recent_fetch_knows_it_and_not_once_its_loop_stalled(
+    kafka_bootstrap: str, new_topic: Any
+) -> None:
+    """What lets a batch be checked without asking the broker for the index end: the follower's last fetch response
+    found it at the end. A loop that stalled past the freshness has heard nothing since, and must ask."""
+    topic = new_topic("title-index")
+    skipped: list[str] = []
+    follower = IndexFollower(
+        TitleIndex(86400.0, 300.0), topic, {"bootstrap_servers": kafka_bootstrap, **READ_COMMITTED}, skipped.append
+    )
+
+    async def main() -> list[bool]:
+        following = asyncio.create_task(follower.run())
+        try:
+            await asyncio.wait_for(follower.ready.wait(), 60)
+            # Records of no known shape: skipped, but the follower passes them as it applies the partition.
+            await produce(kafka_bootstrap, topic, [(b"key-%d" % n, b"not an entry", 0) for n in range(3)])
+            deadline = time.monotonic() + 30
+            while await follower.applied_offset() < 3:
+                assert time.monotonic() < deadline, "the follower did not apply the records"
+                await asyncio.sleep(0.05)
+            seen = [await follower.caught_up_as_last_fetched(FETCH_FRESH_SECONDS)]
+            time.sleep(FETCH_FRESH_SECONDS + 0.5)  # the loop stalls: nothing reads a fetch response
+            seen.append(await follower.caught_up_as_last_fetched(FETCH_FRESH_SECONDS))
+            await asyncio.sleep(1.0)  # it runs again: fetch responses come at least every fetch wait (0.5 s)
+            seen.append(await follower.caught_up_as_last_fetched(FETCH_FRESH_SECONDS))
+            return seen
+        finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+
+    assert run(main()) == [True, False, True]
+    assert len(skipped) == 3

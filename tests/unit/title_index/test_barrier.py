@@ -20,6 +20,8 @@ class BrokerStandIn(IndexFollower):
         self.requests = 0
         self.answer = asyncio.Event()
         self.answer.set()
+        self.last_fetch_age: float | None = None
+        """Seconds since a fetch response that found the follower at the end; None: none did."""
 
     async def end_offset(self) -> int:
         self.requests += 1
@@ -31,6 +33,9 @@ class BrokerStandIn(IndexFollower):
 
     async def applied_offset(self) -> int:
         return self.applied
+
+    async def caught_up_as_last_fetched(self, within_seconds: float) -> bool:
+        return self.last_fetch_age is not None and self.last_fetch_age <= within_seconds
 
 
 def test_a_batch_is_checked_once_the_follower_applied_the_end_read_after_it_was_taken() -> None:
@@ -88,3 +93,30 @@ def test_a_follower_that_does_not_reach_the_end_delays_the_batch_by_the_timeout_
     barrier = IndexBarrier(follower, on_timeout=lambda: timeouts.append(None), timeout_seconds=0.05)
     assert asyncio.run(barrier.wait(barrier.clock())) is False
     assert len(timeouts) == 1
+
+
+def test_a_follower_a_recent_fetch_found_at_the_end_lets_the_batch_be_checked_without_asking_the_broker() -> None:
+    follower = BrokerStandIn()
+    follower.end = None  # the broker would not answer: the barrier must not ask
+    follower.last_fetch_age = 0.2
+    timeouts: list[None] = []
+    barrier = IndexBarrier(follower, on_timeout=lambda: timeouts.append(None), timeout_seconds=0.05)
+    assert asyncio.run(barrier.wait(barrier.clock())) is True
+    assert (follower.requests, timeouts) == (0, [])
+
+
+def test_a_follower_whose_last_fetch_is_older_than_the_freshness_asks_the_broker_and_waits() -> None:
+    follower = BrokerStandIn()
+    follower.end, follower.applied = 7, 3
+    follower.last_fetch_age = 1.5  # its loop stalled since
+    barrier = IndexBarrier(follower, on_timeout=lambda: None, timeout_seconds=60.0, fresh_seconds=1.0)
+
+    async def main() -> bool:
+        waiting = asyncio.create_task(barrier.wait(barrier.clock()))
+        await asyncio.sleep(0.02)
+        assert not waiting.done()
+        follower.applied = 7
+        return await waiting
+
+    assert asyncio.run(main()) is True
+    assert follower.requests == 1
