@@ -1,5 +1,5 @@
-"""The wait before a batch is checked: every index change committed before its events were taken is applied here,
-but for the last moment's, which the batch's second look judges.
+"""The wait before a batch is checked: the index catches up with the topic, so that a stall does not leave it behind;
+what it still misses, the batch's second look judges.
 
 Without it a worker whose loop stalled (a GC or VM pause, a starved host) would check the batch it resumes with
 against an index missing the other workers' changes of the stall, store claims for the copies among them, and leave
@@ -7,8 +7,9 @@ its second look (:mod:`~stream_app.title_index.second_look`) to find every one a
 index partition's end is read from the broker after the batch was taken, with the follower's isolation (read
 committed: the last stable offset), and the follower is waited for up to it; unless the follower's last fetch
 response, under :data:`FETCH_FRESH_SECONDS` old, found it at the end, as it does while the loop runs (it hears from
-the broker at least every fetch wait, 0.5 s). The changes that response may have missed came in the last moment,
-and the second look judges the batch's titles against them as against those stored while it waits.
+the broker at least every fetch wait, 0.5 s). The changes that response may have missed (those of the last moment,
+or, when a response answered during a stall is read first after it, the rest of the stall's), the second look
+judges the batch's titles against, as it does those stored while it waits.
 """
 
 from __future__ import annotations

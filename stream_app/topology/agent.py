@@ -301,8 +301,8 @@ def register_agent(
                 events = tag.publisher.uncommitted(taken)
                 try:
                     if events:
-                        # The index holds every change committed before the events were taken, however long the
-                        # loop stalled before it got them, but for the last moment's: the second look judges those.
+                        # The index catches up with the topic, however long the loop stalled before it got the
+                        # events; what it still misses, the second look judges.
                         await barrier.wait(taken_at)
                         await tag(events)
                 except BaseException:  # cancelled too: a batch not published must not be acked
