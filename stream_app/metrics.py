@@ -113,7 +113,7 @@ class Metrics:
             "index_barrier_timeouts",
             "Batches checked before this worker knew its title index held every change committed before they were "
             "taken (the index topic's end could not be read or reached in time), or judged again before their own "
-            "changes came back through the topic (second look).",
+            "changes came back through the topic or past more records than a second look keeps (second look).",
         )
         self.second_look_copies = make.counter(
             "second_look_copies",

@@ -92,11 +92,15 @@ class SecondLook:
     async def settle(self, watch: Watch, claims: Iterable[tuple[bytes | None, bytes | None]]) -> list[Watched]:
         """Wait until the follower has applied the batch's stored ``claims`` (key, value), and so every record
         before them, and return the records applied since ``watch`` opened, closing it. Past the timeout (the broker
-        away, the follower far behind), the records applied so far: counted by ``on_timeout``."""
+        away, the follower far behind), the records applied so far; and those the watch kept, if it overflowed (it
+        then left out records that may come before the claims): either is counted by ``on_timeout``."""
         try:
             await asyncio.wait_for(watch.arrival(claims), self.timeout_seconds)
         except TimeoutError:
             self.on_timeout()
+        else:
+            if watch.overflowed:
+                self.on_timeout()
         return self.close(watch)
 
     def close(self, watch: Watch) -> list[Watched]:

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from stream_app.dedupe import DedupeVerdict
-from stream_app.title_index.follower import Watch, Watched
+from stream_app.title_index.follower import IndexFollower, Watch, Watched
 from stream_app.title_index.index import APPLIED, IndexChange, TitleIndex
-from stream_app.title_index.second_look import Window, through_copies
+from stream_app.title_index.second_look import SecondLook, Window, through_copies
 
 TTL = 30 * 86400.0
 NOW = 1_800_000_000.0
@@ -169,6 +169,24 @@ def test_a_watch_returns_once_every_awaited_record_was_applied() -> None:
         assert [record.offset for record in watch.records] == [1, 2, 3, 4]
 
     asyncio.run(scenario())
+
+
+def test_a_second_look_whose_watch_overflowed_is_counted_as_given_up_and_one_that_saw_its_claims_is_not() -> None:
+    follower = IndexFollower(index(), "index", {}, on_skip=lambda reason: None)
+    given_up: list[None] = []
+    look = SecondLook(follower, on_timeout=lambda: given_up.append(None), timeout_seconds=5.0)
+
+    async def scenario() -> tuple[int, int]:
+        overflowed = Watch(limit=2)
+        for offset in range(3):  # the batch's own claim is not among those kept
+            overflowed.add(Watched(offset, b"k%d" % offset, b"v", True))
+        kept = await look.settle(overflowed, [(b"own", b"claim")])
+        seen = Watch(limit=2)
+        seen.add(Watched(0, b"own", b"claim", False))
+        await look.settle(seen, [(b"own", b"claim")])
+        return len(kept), len(given_up)
+
+    assert asyncio.run(scenario()) == (2, 1)
 
 
 def test_a_near_copy_stored_under_a_key_another_worker_stored_a_title_under_first_becomes_its_exact_copy() -> None:
