@@ -124,7 +124,7 @@ def create_app(
     publisher = Publisher(app.producer, transactions)
     second_look = SecondLook(follower, on_timeout=metrics.index_barrier_timeouts.inc)
     tag = BatchTagger(
-        pipeline, index, topics, publisher, metrics, ownership, model_thread, board.published, second_look
+        pipeline, index, topics, publisher, metrics, ownership, model_thread, second_look, board.published
     )
 
     register_agent(app, topics.input, tag, follower, progress, settings)

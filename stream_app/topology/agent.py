@@ -119,8 +119,8 @@ class BatchTagger:
         metrics: Metrics,
         ownership: IndexOwnership,
         model_thread: Executor,
+        second_look: SecondLook,
         published: PublishedRecords | None = None,
-        second_look: SecondLook | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.index = index
@@ -134,7 +134,7 @@ class BatchTagger:
         self.published = published
         """Where the review and tagged records go as well, for this worker's review follower to find them."""
         self.second_look = second_look
-        """Where late batches get their second look; None for no second look."""
+        """Where each batch that stored index changes gets its second look."""
         self.index_topic = str(topics.index.get_topic_name())
         self.last_sweep = float("-inf")
         """When a batch last swept (:meth:`sweep`)."""
@@ -150,8 +150,7 @@ class BatchTagger:
         fresh = [item for item in admitted if isinstance(item, Admitted)]
         # The whole batch checked at once (its signatures are cheaper so), handed to the pipeline item by item.
         titles = [(str(item.event.id), item.event.title, item.event.description, item.event_time) for item in fresh]
-        look = self.second_look if fresh else None
-        watch = look.watch() if look is not None else None
+        watch = self.second_look.watch() if fresh else None
         try:
             checks = self.index.check_many(titles)
             judged = dict(zip(map(id, fresh), checks, strict=True))
@@ -166,12 +165,13 @@ class BatchTagger:
             elif checked.texts:
                 predictions = asyncio.get_running_loop().run_in_executor(self.model_thread, checked.classify)
             copies: dict[int, DedupeVerdict] = {}
-            if look is not None and watch is not None:
-                copies, corrected = await self.look_again(look, watch, titles, checks, stored, ahead)
-                ahead = [*ahead, *await self.publisher.send_ahead(corrected)]
+            if watch is not None:
+                copies, corrected = await self.look_again(watch, titles, checks, stored, ahead)
+                if corrected:
+                    ahead = [*ahead, *await self.publisher.send_ahead(corrected)]
         finally:
-            if look is not None and watch is not None:
-                look.close(watch)
+            if watch is not None:
+                self.second_look.close(watch)
         if not isinstance(predictions, list):
             predictions = await predictions
         if copies:
@@ -186,7 +186,6 @@ class BatchTagger:
 
     async def look_again(
         self,
-        look: SecondLook,
         watch: Watch,
         titles: Sequence[tuple[str, str, str | None, float]],
         checks: Sequence[tuple[DedupeVerdict, list[IndexChange]]],
@@ -202,7 +201,7 @@ class BatchTagger:
         for delivery in deliveries:
             await delivery
         own = {(record.key, record.value) for record in stored}
-        window = Window(await look.settle(watch, own), own)
+        window = Window(await self.second_look.settle(watch, own), own)
         if not window.others:
             return {}, []  # no other worker stored anything meanwhile
         earlier = self.index.earlier_entries(window.others)
@@ -217,6 +216,8 @@ class BatchTagger:
             if again is not None:
                 copies[position] = again[0]
                 corrected += map(self.index_record, again[1])
+        if not copies:
+            return {}, corrected
         verdicts = [verdict for verdict, _ in checks]
         self.metrics.second_look_copies.inc(sum(verdicts[position].duplicate_of is None for position in copies))
         return through_copies([event_id for event_id, *_ in titles], verdicts, copies), corrected
