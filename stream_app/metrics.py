@@ -217,6 +217,7 @@ class Metrics:
             for reason in SKIP_REASONS
         }
         self._served: dict[tuple[str, str], Counter] = {}
+        self._shown: dict[str, Counter] = {}
         self._judged_versions: set[str] = set()
 
     def consumed(self, n: int = 1) -> None:
@@ -359,8 +360,12 @@ class Metrics:
 
     def shown(self, version: str) -> None:
         """Count one auto-tagged item published by the model ``version`` (read off the tagged topic)."""
-        if self._counted(version):
-            self.online_shown.labels(version).inc()
+        child = self._shown.get(version)
+        if child is None:
+            if not self._counted(version):
+                return
+            child = self._shown[version] = self.online_shown.labels(version)
+        child.inc()
 
     def _counted(self, version: str) -> bool:
         """Whether ``version`` has (or may have) series of its own."""

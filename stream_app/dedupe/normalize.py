@@ -42,6 +42,9 @@ DECORATION_END_CHARS: Final = 160
 60 characters, then a site)."""
 _DECORATION_MARKS = re.compile(r"[\[|\-–—:]")
 """What every decoration has; most titles have none, and skip the decoration patterns."""
+_DECORATION_HINTS = re.compile(_SOURCES.replace(" ", r"\s+") + r"|^\s*(?:\[|(?:show|ask|tell|launch)\s)")
+"""What every decoration has besides a mark: a site's name (its words apart by any spaces) or a prefix's start.
+Titles with a dash or a colon but neither are common, and skip the patterns too."""
 _SPACES = re.compile(r"\s+")
 WORD = re.compile(r"[^\W_]+")
 """A word of ASCII text: a run of letters and digits (what is left between runs of punctuation, spaces and
@@ -98,7 +101,7 @@ def title_words(title: str) -> list[str]:
     text = nfkc_casefold(unescape_html(title))
     if not text.isascii():  # scraped HTML keeps &shy; and zero-width spaces inside words: "Real\xadtime" is "Realtime"
         text = text.translate(_FORMAT_CHARACTERS)
-    if _DECORATION_MARKS.search(text) is None:
+    if _DECORATION_MARKS.search(text) is None or _DECORATION_HINTS.search(text) is None:
         return split_words(text)
     # A run of spaces makes the patterns try it every way (a title of 1,000 characters took 0.3 s): one space is
     # all they need. The end pattern is tried from every position, so it reads only the end of the text, where a

@@ -81,7 +81,7 @@ HOOKS: Final = (
     Hook(FAUST_BASE_CONSUMER, "unacked", "inlet.EventInlet.take", INLET),
     Hook(FAUST_APP, "consumer_generation_id", "inlet.EventInlet.take", INLET),
     Hook(FAUST_APP, "flow_control", "inlet.EventInlet", INLET),
-    Hook(FAUST_APP, "create_event", "inlet.EventInlet.put", INLET),
+    Hook("faust.types.settings.settings:Settings", "Event", "inlet.EventInlet", INLET),
     Hook("faust.types.tuples:Message", "generation_id", "inlet.EventInlet.take", INLET),
     Hook("mode.utils.queues:FlowControlEvent", "manage_queue", "inlet.EventInlet", INLET),
     Hook(FAUST_BASE_CONSUMER, "_drain_messages", "eager.EagerHandOver.wait_first", HAND_OVER),

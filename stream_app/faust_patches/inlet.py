@@ -17,15 +17,15 @@ registered for instead: the record becomes an event at once and waits in a list 
 - an event taken by the agent counts as in flight (``Consumer.unacked``) until it is acked, so that a rebalance
   waits for the agent's batch before it commits.
 
-The Faust names read here (``flow_control``, ``create_event``, ``consumer_generation_id``,
+The Faust names read here (``flow_control``, the ``Event`` setting, ``consumer_generation_id``,
 ``Message.generation_id``, ``Consumer.unacked``) are checked at start-up (:mod:`.checks`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
 
 import faust
 from faust.types import AppT, EventT, Message
@@ -44,6 +44,9 @@ class EventInlet:
             raise ValueError("an inlet holds at least one event")
         self.app = app
         self.capacity = capacity
+        self._event_class = cast(Callable[..., EventT[Any]], app.conf.Event)
+        """The class ``app.create_event`` makes, read once here: a Faust setting is slow to read, and every record
+        needs it."""
         self._events: list[EventT[Any]] = []
         self._ready = Event()
         """Set while the inlet holds an event."""
@@ -70,7 +73,7 @@ class EventInlet:
                 await self._room.wait()
         # No incref: the inlet is the record's only reader, so its first ack is its last (refcount 0 stays 0).
         events = self._events
-        events.append(self.app.create_event(message.key, message.value, message.headers, message))
+        events.append(self._event_class(self.app, message.key, message.value, message.headers, message))
         self._ready.set()
         if len(events) >= self.capacity:
             self._room.clear()

@@ -172,6 +172,16 @@ def test_a_judgement_counts_the_verdict_and_whether_the_model_was_right(
     assert sum(judged) == 3
 
 
+def versions_in(registry: CollectorRegistry, metric_name: str) -> set[str]:
+    """The model versions that have series of the metric ``metric_name``."""
+    return {
+        sample.labels["version"]
+        for metric in registry.collect()
+        if metric.name == metric_name
+        for sample in metric.samples
+    }
+
+
 def test_model_versions_read_off_records_are_bounded_in_the_judged_counters(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
@@ -179,18 +189,29 @@ def test_model_versions_read_off_records_are_bounded_in_the_judged_counters(
     for n in range(MAX_JUDGED_VERSIONS + 10):  # hostile tagged records, each naming another model version
         metrics.judged("accepted", f"v{n}", "tagged", "mlops", correct=True)
     metrics.judged("accepted", "v0", "tagged", "mlops", correct=True)  # a version already counted goes on
-    versions = {
-        sample.labels["version"]
-        for metric in registry.collect()
-        if metric.name == "content_tagger_online_judged"
-        for sample in metric.samples
-    }
-    assert versions == {f"v{n}" for n in range(MAX_JUDGED_VERSIONS)}
+    assert versions_in(registry, "content_tagger_online_judged") == {f"v{n}" for n in range(MAX_JUDGED_VERSIONS)}
     assert value("content_tagger_online_judged_total", {"version": "v0", "route": "tagged", "tag": "mlops"}) == 2
     assert value("content_tagger_feedback_decisions_total", {"verdict": "accepted"}) == MAX_JUDGED_VERSIONS + 11
     metrics.set_served_model("served")  # the bound is full, but the model the platform serves is counted
     metrics.judged("corrected", "served", "tagged", "mlops", correct=False)
     assert value("content_tagger_online_judged_total", {"version": "served", "route": "tagged", "tag": "mlops"}) == 1
+
+
+def test_model_versions_read_off_records_are_bounded_in_the_shown_counter(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    value = registry.get_sample_value
+    for n in range(MAX_JUDGED_VERSIONS + 10):  # hostile tagged records, each naming another model version
+        metrics.shown(f"v{n}")
+    metrics.shown("v0")
+    metrics.shown("v0")  # a version already counted goes on
+    assert versions_in(registry, "content_tagger_online_shown") == {f"v{n}" for n in range(MAX_JUDGED_VERSIONS)}
+    assert value("content_tagger_online_shown_total", {"version": "v0"}) == 3
+    assert value("content_tagger_online_shown_total", {"version": f"v{MAX_JUDGED_VERSIONS}"}) is None
+    metrics.set_served_model("served")  # the bound is full, but the model the platform serves is counted
+    metrics.shown("served")
+    metrics.shown("served")
+    assert value("content_tagger_online_shown_total", {"version": "served"}) == 2
 
 
 @pytest.mark.parametrize(

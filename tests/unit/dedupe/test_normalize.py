@@ -78,6 +78,19 @@ def test_normalisation_ignores_arxiv_ids_and_hacker_news_prefixes(title: str, de
     assert normalize_title(decoration + title) == normalize_title(title)
 
 
+@given(
+    titles,
+    st.sampled_from([" - Towards Data Science", " | Hacker News", " - Papers with Code", " | by Ann Lee | Medium"]),
+    st.lists(st.sampled_from([" ", "  ", "\t", "\n", " \u00a0"]), min_size=6, max_size=6),
+)
+def test_decorations_are_stripped_whatever_spaces_part_their_words(
+    title: str, decoration: str, spaces: list[str]
+) -> None:
+    parts = decoration.split(" ")
+    spaced = parts[0] + "".join(space + part for space, part in zip(spaces, parts[1:], strict=False))
+    assert normalize_title(title + spaced) == normalize_title(title)
+
+
 def test_stacked_decorations_longer_than_the_end_searched_at_a_time_all_go() -> None:
     stacked = " | Reddit" * 40 + " - by Ann Lee - Medium" * 10
     assert len(stacked) > 2 * DECORATION_END_CHARS
