@@ -402,6 +402,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print the results, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     rates = [float(rate) for rate in args.rates.split(",")]
+    contenders = args.contenders.split(",")
+    shortest = min(args.events, args.naive_events) if "naive" in contenders else args.events
+    if not args.rss_events and any(shortest < rate * args.rate_seconds for rate in rates):
+        # Each rate's run takes its events off the front of the stream: a shorter stream would end it early, and
+        # its p99 would then be that of a few seconds.
+        parser.error(
+            f"a stream of {shortest} events lasts less than --rate-seconds {args.rate_seconds:g} at "
+            f"{max(rates):g} events/s: raise --events (and --naive-events) or lower --rate-seconds"
+        )
     was_running = subprocess.run([ROOT / "scripts/kafka", "status"], capture_output=True).returncode == 0
     subprocess.run([ROOT / "scripts/kafka", "start"], check=True)
     if not (ROOT / "artifacts/model/model.json").exists():
@@ -424,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs: list[list[Result]] = []
         for run in range(args.runs):
             results = []
-            for name in args.contenders.split(","):
+            for name in contenders:
                 print(f"run {run + 1}: measuring {name} ...", flush=True)
                 stream = messages[: args.naive_events] if name == "naive" else messages
                 results.append(measure(name, stream, rates, args.rate_seconds, warm_up))

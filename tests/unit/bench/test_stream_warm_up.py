@@ -1,13 +1,16 @@
 """The stream benchmark's warm-up: it writes every kind of output past the first offset-index entry of its
 partition, and leaves the timed events as they would be without it (none of them is judged a copy of a warm-up
-event)."""
+event). A latency run longer than its stream is refused."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from bench.stream import BROKER_INDEX_INTERVAL_BYTES, WARM_UP_EVENTS, generate, warm_up_stream
+from bench.stream import main as stream_main
 from stream_app.dedupe import DedupeIndex, DedupeVerdict
 from stream_app.delivery.publish import encode
 from stream_app.errors import InvalidEvent
@@ -77,3 +80,15 @@ def test_the_warm_up_writes_every_output_past_its_first_offset_index_entry(train
 
     assert set(written) == {"tagged", "review", "duplicate", "deadletter"}
     assert min(written.values()) > BROKER_INDEX_INTERVAL_BYTES, written
+
+
+def test_a_latency_run_longer_than_its_stream_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 3,000 events at 1,000/s last 3 s, not the 15 asked for: refused before the broker is touched.
+    with pytest.raises(SystemExit) as refused:
+        stream_main(["--events", "3000", "--rates", "300,1000", "--rate-seconds", "15", "--contenders", "ours"])
+    assert refused.value.code == 2
+    assert "lasts less than --rate-seconds 15 at 1000 events/s" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the naive peer's slice counts too
+        stream_main(["--events", "30000", "--naive-events", "10000", "--rate-seconds", "20"])
