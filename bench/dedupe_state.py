@@ -258,7 +258,7 @@ def measure(synthetic: int, runs: int) -> str:
             "",
             "State per stored title: key and value (both binary), as the index topic carries them (event ids as in "
             "the dataset, up to 4 digits: each more character adds a byte); in memory (the worker's store, "
-            "`stream_app.title_store.PackedTitles`: its arrays and value arena once merged; for comparison a dict of "
+            "`stream_app.title_index.store.PackedTitles`: its arrays and value arena once merged; for comparison a dict of "
             "the same 8-byte keys and bytes values in Python objects; and the LSH bucket index, which lives in memory "
             "only, in numpy arrays, and is rebuilt from the entries); and on disk, in the index topic's compacted log "
             "(each a Kafka record with its framing; batch headers not counted). "
@@ -273,7 +273,7 @@ def measure(synthetic: int, runs: int) -> str:
             "",
             f"Rebuilding the LSH bucket index from the stored entries (after a restart or a rebalance): "
             f"{rebuild_us:.1f} µs per stored entry ({len(big.store.data):,} entries), so about "
-            f"{rebuild_us:.0f} s per 1,000,000 titles of a partition.",
+            f"{rebuild_us:.0f} s per 1,000,000 titles in the index.",
         ]
     )
 
