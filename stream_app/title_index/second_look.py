@@ -5,10 +5,12 @@ change reaches them: copies that reach two workers within the replication delay,
 produced, an original and a copy waiting in two workers' backlogs when they catch up together (after a broker
 outage, a rebalance, a stall of the fleet or of the host they share). The barrier before a batch
 (:mod:`~stream_app.title_index.barrier`) cannot help with either. So a worker stores its batch's index changes
-before its outputs, waits until its follower has applied them (and so every record before them in the topic), and
-judges each title it found new again against the entries other workers stored before its own. The index topic has
-one partition, so every worker sees the same order: of two titles that copy each other, the one whose entry came
-first stays new and the other becomes its copy, whichever worker holds which.
+before its outputs, waits until its follower has applied every record before them in the topic, and judges each
+title it found new again against the entries other workers stored before its own. The index topic has one
+partition, so every worker sees the same order: of two titles that copy each other, the one whose entry came first
+stays new and the other becomes its copy, whichever worker holds which. When the follower has applied every record
+before them by the time they are stored, and none was another writer's, there is nothing to judge them against,
+and the batch goes on without waiting for its own changes to come back.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka.structs import RecordMetadata
 
 from stream_app.dedupe import DedupeVerdict
 from stream_app.title_index.barrier import BARRIER_TIMEOUT_SECONDS
-from stream_app.title_index.follower import IndexFollower, Watch, Watched
+from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower, Watch, Watched
 
 
 class Window:
@@ -71,6 +76,22 @@ def through_copies(
     return passed
 
 
+def stored_from(delivered: Sequence[Any], topic: str) -> int | None:
+    """The first offset of the last record batch of a batch's index changes, from their deliveries' results
+    (aiokafka's record metadata, one per record batch sent), if every one went to ``topic``'s index partition with
+    a known offset; else None."""
+    if not delivered or any(
+        not isinstance(metadata, RecordMetadata)
+        or metadata.topic != topic
+        or metadata.partition != INDEX_PARTITION
+        or not isinstance(metadata.offset, int)
+        or metadata.offset < 0
+        for metadata in delivered
+    ):
+        return None
+    return max(int(metadata.offset) for metadata in delivered)
+
+
 class SecondLook:
     """Second looks through a worker's index follower: :meth:`watch` before a batch is checked, :meth:`settle`
     once its index changes are stored."""
@@ -89,11 +110,25 @@ class SecondLook:
         """Keep every index record applied from now on."""
         return self.follower.watch()
 
-    async def settle(self, watch: Watch, claims: Iterable[tuple[bytes | None, bytes | None]]) -> list[Watched]:
+    async def settle(
+        self, watch: Watch, claims: Iterable[tuple[bytes | None, bytes | None]], stored_from: int | None = None
+    ) -> list[Watched]:
         """Wait until the follower has applied the batch's stored ``claims`` (key, value), and so every record
         before them, and return the records applied since ``watch`` opened, closing it. Past the timeout (the broker
         away, the follower far behind), the records applied so far; and those the watch kept, if it overflowed (it
-        then left out records that may come before the claims): either is counted by ``on_timeout``."""
+        then left out records that may come before the claims): either is counted by ``on_timeout``.
+
+        ``stored_from``: the offset of the first record of the claims' last record batch, when all of them went to
+        the index partition. If the follower has applied every record before it, and none of those the watch kept
+        was another writer's, nothing can come before the claims that the second look would judge them against: the
+        watch is closed at once, without waiting for the claims to come back."""
+        if (
+            stored_from is not None
+            and not watch.overflowed
+            and not any(record.changed for record in watch.records)
+            and await self.follower.applied_offset() >= stored_from
+        ):
+            return self.close(watch)
         try:
             await asyncio.wait_for(watch.arrival(claims), self.timeout_seconds)
         except TimeoutError:

@@ -34,7 +34,7 @@ from stream_app.settings import Settings
 from stream_app.title_index.barrier import IndexBarrier
 from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower, Watch
 from stream_app.title_index.index import IndexChange, TitleIndex
-from stream_app.title_index.second_look import SecondLook, Window, through_copies
+from stream_app.title_index.second_look import SecondLook, Window, stored_from, through_copies
 from stream_app.topology.topics import WorkerTopics
 
 SWEEP_INTERVAL_SECONDS = 1.0
@@ -198,10 +198,9 @@ class BatchTagger:
         positions in ``titles`` of the events whose verdicts changed with their new verdicts
         (:func:`~stream_app.title_index.second_look.through_copies`), and the index changes that leave their entries
         as one check at a time would have."""
-        for delivery in deliveries:
-            await delivery
+        delivered = [await delivery for delivery in deliveries]
         own = {(record.key, record.value) for record in stored}
-        window = Window(await self.second_look.settle(watch, own), own)
+        window = Window(await self.second_look.settle(watch, own, stored_from(delivered, self.index_topic)), own)
         if not window.others:
             return {}, []  # no other worker stored anything meanwhile
         earlier = self.index.earlier_entries(window.others)

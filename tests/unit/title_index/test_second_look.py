@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka.structs import RecordMetadata, TopicPartition
 
 from stream_app.dedupe import DedupeVerdict
-from stream_app.title_index.follower import IndexFollower, Watch, Watched
+from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower, Watch, Watched
 from stream_app.title_index.index import APPLIED, IndexChange, TitleIndex
-from stream_app.title_index.second_look import SecondLook, Window, through_copies
+from stream_app.title_index.second_look import SecondLook, Window, stored_from, through_copies
+from tests.unit.title_index.test_barrier import BrokerStandIn
 
 TTL = 30 * 86400.0
 NOW = 1_800_000_000.0
@@ -187,6 +189,49 @@ def test_a_second_look_whose_watch_overflowed_is_counted_as_given_up_and_one_tha
         return len(kept), len(given_up)
 
     assert asyncio.run(scenario()) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("applied", "kept", "overflowed", "settled_at_once"),
+    [
+        (10, [Watched(8, b"mine", b"last batch", False)], False, True),  # only its own records before its claims
+        (10, [], False, True),
+        (9, [], False, False),  # a record before its claims not applied yet: it may be another writer's
+        (10, [Watched(8, b"k", b"another writer's", True)], False, False),  # judged as before, once claims are back
+        (10, [], True, False),
+    ],
+)
+def test_a_second_look_waits_for_its_claims_only_when_a_record_before_them_may_be_another_writer_s(
+    applied: int, kept: list[Watched], overflowed: bool, settled_at_once: bool
+) -> None:
+    follower = BrokerStandIn()
+    follower.applied = applied
+    given_up: list[None] = []
+    look = SecondLook(follower, on_timeout=lambda: given_up.append(None), timeout_seconds=0.2)
+
+    async def scenario() -> list[Watched]:
+        watch = look.watch()
+        for record in kept:
+            watch.add(record)
+        watch.overflowed = overflowed
+        return await look.settle(watch, [(b"own", b"claim")], stored_from=10)  # the claim never comes back
+
+    assert asyncio.run(scenario()) == kept
+    assert given_up == ([] if settled_at_once else [None])
+    assert follower._watches == []  # closed either way
+
+
+def test_claims_are_placed_by_the_start_of_their_last_record_batch_on_the_index_partition() -> None:
+    def delivered(topic: str, partition: int, offset: int) -> RecordMetadata:
+        return RecordMetadata(topic, partition, TopicPartition(topic, partition), offset, -1, 0, 0)
+
+    index_partition = ("index", INDEX_PARTITION)
+    assert stored_from([delivered(*index_partition, 40), delivered(*index_partition, 52)], "index") == 52
+    assert stored_from([], "index") is None
+    assert stored_from([delivered(*index_partition, 40), None], "index") is None  # acks=0: no offset
+    assert stored_from([delivered("index", INDEX_PARTITION + 1, 40)], "index") is None
+    assert stored_from([delivered("tagged", INDEX_PARTITION, 40)], "index") is None
+    assert stored_from([delivered(*index_partition, -1)], "index") is None
 
 
 def test_a_near_copy_stored_under_a_key_another_worker_stored_a_title_under_first_becomes_its_exact_copy() -> None:
