@@ -217,8 +217,8 @@ class Metrics:
             for reason in SKIP_REASONS
         }
         self._served: dict[tuple[str, str], Counter] = {}
-        self._shown: dict[str, Counter] = {}
-        self._judged_versions: set[str] = set()
+        self._versions: dict[str, Counter] = {}
+        """Each model version with series of its own, and its child of ``online_shown``."""
 
     def consumed(self, n: int = 1) -> None:
         """Count consumed input messages."""
@@ -308,8 +308,7 @@ class Metrics:
         """Create a served model's per-version series (served, online precision), so they read 0 from the start.
         A served version is counted whatever the judged counters' bound: versions named by hostile records must
         not crowd out the model the platform serves."""
-        self._judged_versions.add(version)
-        self.online_shown.labels(version)
+        self._versions[version] = self.online_shown.labels(version)
         for route in ROUTES:
             self.model_served.labels(version, route)
             for tag in APPROVED_TAGS:
@@ -351,7 +350,7 @@ class Metrics:
         """Count one feedback decision and, when the prediction it judges is known (the model ``version`` that
         made it, its ``route``, tagged or review, and its tag), whether the model was right."""
         self._verdicts[verdict].inc()
-        if version is not None and route is not None and predicted_tag is not None and self._counted(version):
+        if version is not None and route is not None and predicted_tag is not None and self._shown(version) is not None:
             self.online_judged.labels(version, route, predicted_tag).inc()
             # Made even when not incremented: a query of judged less correct finds both series.
             judged_right = self.online_correct.labels(version, route, predicted_tag)
@@ -360,22 +359,18 @@ class Metrics:
 
     def shown(self, version: str) -> None:
         """Count one auto-tagged item published by the model ``version`` (read off the tagged topic)."""
-        child = self._shown.get(version)
-        if child is None:
-            if not self._counted(version):
-                return
-            child = self._shown[version] = self.online_shown.labels(version)
-        child.inc()
+        child = self._shown(version)
+        if child is not None:
+            child.inc()
 
-    def _counted(self, version: str) -> bool:
-        """Whether ``version`` has (or may have) series of its own."""
-        if version not in self._judged_versions:
-            # The version is read off the tagged and review topics: records that each named another would add
-            # series without end. A worker sees a handful of real versions in its life.
-            if len(self._judged_versions) >= MAX_JUDGED_VERSIONS:
-                return False
-            self._judged_versions.add(version)
-        return True
+    def _shown(self, version: str) -> Counter | None:
+        """The ``online_shown`` child of ``version`` if the version has (or may have) series of its own, else None."""
+        child = self._versions.get(version)
+        # The version is read off the tagged and review topics: records that each named another would add series
+        # without end. A worker sees a handful of real versions in its life.
+        if child is None and len(self._versions) < MAX_JUDGED_VERSIONS:
+            child = self._versions[version] = self.online_shown.labels(version)
+        return child
 
     def refused(self, reason: str) -> None:
         """Count one refused candidate model (``reason`` from :data:`stream_app.errors.MODEL_REFUSAL_REASONS`)."""
