@@ -350,20 +350,21 @@ class Metrics:
         """Count one feedback decision and, when the prediction it judges is known (the model ``version`` that
         made it, its ``route``, tagged or review, and its tag), whether the model was right."""
         self._verdicts[verdict].inc()
-        if version is not None and route is not None and predicted_tag is not None and self._shown(version) is not None:
-            self.online_judged.labels(version, route, predicted_tag).inc()
-            # Made even when not incremented: a query of judged less correct finds both series.
-            judged_right = self.online_correct.labels(version, route, predicted_tag)
-            if correct:
-                judged_right.inc()
+        if version is None or route is None or predicted_tag is None or self._shown_counter(version) is None:
+            return
+        self.online_judged.labels(version, route, predicted_tag).inc()
+        # Made even when not incremented: a query of judged less correct finds both series.
+        judged_right = self.online_correct.labels(version, route, predicted_tag)
+        if correct:
+            judged_right.inc()
 
     def shown(self, version: str) -> None:
         """Count one auto-tagged item published by the model ``version`` (read off the tagged topic)."""
-        child = self._shown(version)
+        child = self._shown_counter(version)
         if child is not None:
             child.inc()
 
-    def _shown(self, version: str) -> Counter | None:
+    def _shown_counter(self, version: str) -> Counter | None:
         """The ``online_shown`` child of ``version`` if the version has (or may have) series of its own, else None."""
         child = self._versions.get(version)
         # The version is read off the tagged and review topics: records that each named another would add series
