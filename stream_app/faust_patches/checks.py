@@ -58,6 +58,8 @@ LIVELOCK_CHECK = "robinhood/faust #658: Faust reads a partition's position while
 HEADER_KEYS = "aiokafka decodes header keys as strict UTF-8 in the fetch; not reported upstream (header_keys.py)"
 INFLATED_BODIES = "aiohttp #1992, #5957: request bodies inflated on the event loop before any handler (web.py)"
 PY_BATCH = "aiokafka.record.default_records:_DefaultRecordBatchPy"
+IN_LOOP = "faust-streaming reads the input on a thread of its own; not reported upstream (in_loop.py)"
+SERVICE_THREAD = "mode.threads:ServiceThread"
 HOOKS: Final = (
     Hook(FAUST_THREAD, "_ensure_consumer", "RewindingConsumerThread", SEEK_LOSS),
     Hook(FAUST_THREAD, "_ensure_consumer", "TaggerConsumer.partition_count", PARTITION_COUNT),
@@ -127,6 +129,12 @@ HOOKS: Final = (
     Hook("aiokafka.record.default_records", "_DefaultRecordBatchPy", "header_keys.LenientRecordBatch", HEADER_KEYS),
     *(Hook(PY_BATCH, name, "header_keys.LenientRecordBatch", HEADER_KEYS) for name in ("_buffer", "_maybe_uncompress")),
     Hook(PY_BATCH, "_read_msg", "header_keys.LenientRecordBatch (reads header keys from _buffer)", HEADER_KEYS),
+    *(
+        Hook(SERVICE_THREAD, name, "in_loop.InLoopServiceThread", IN_LOOP)
+        for name in ("_serve", "_thread_started", "_thread_running", "_gather_remaining_tasks", "parent_loop")
+    ),
+    Hook("mode.threads:QueueServiceThread", "call_thread", "in_loop.InLoopServiceThread", IN_LOOP),
+    Hook("mode.threads:QueueServiceThread", "cast_thread", "in_loop.InLoopServiceThread", IN_LOOP),
 )
 
 

@@ -8,12 +8,12 @@ worker killed before its first commit stays after the dropped records, and they 
 Such partitions go back to their earliest offset instead, where a consumer with no committed offset starts
 (``consumer_auto_offset_reset="earliest"``).
 
-Faust also delivers records fetched *before* a seek when they reach its fetch loop *after* it: the fetch runs in
-the consumer thread while a seek can land on a second worker of that thread (or on the event loop). Those stale
-records move Faust's "read offset" past the records the seek was meant to re-read, and it then discards them as
-already read: a scale-out run lost one event of 1,200 that way. A :class:`SeekClock` orders every seek against
-every fetch in the consumer thread, and records that a seek of their partition followed are not delivered; the
-seek has put the consumer before them, so they are read again.
+Faust also delivers records fetched *before* a seek when they reach its fetch loop *after* it: its fetch loop
+awaits between records, and a seek can land meanwhile (it could land from a second thread too while the consumer
+ran on a thread of its own, before decision 0060). Those stale records move Faust's "read offset" past the
+records the seek was meant to re-read, and it then discards them as already read: a scale-out run lost one event
+of 1,200 that way. A :class:`SeekClock` orders every seek against every fetch, and records that a seek of their
+partition followed are not delivered; the seek has put the consumer before them, so they are read again.
 
 Last, a worker with a table resumes its flow for table recovery, then seeks every partition to its committed
 offset, then resumes the flow again, which empties the agents' queues (to drop records fetched before the seek).
@@ -48,6 +48,7 @@ from faust.types.web import Web
 
 from stream_app.faust_patches.eager import EagerHandOver
 from stream_app.faust_patches.fetch_wait import bound_fetch_wait
+from stream_app.faust_patches.in_loop import InLoopServiceThread
 from stream_app.faust_patches.inlet import EventInlet
 from stream_app.faust_patches.web import leave_bodies_compressed
 
@@ -144,10 +145,10 @@ class ReadOffsets(dict[TP, "int | None"]):
         super().__setitem__(tp, offset)
 
 
-class RewindingConsumerThread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, reading committed records only, seeking with :func:`seek_to_committed_or_earliest`,
-    timing its seeks and fetches on its consumer's :class:`SeekClock`, and with the fetch wait of
-    :mod:`.fetch_wait`."""
+class RewindingConsumerThread(InLoopServiceThread, AIOKafkaConsumerThread):
+    """Faust's consumer thread, run on the worker's event loop (:mod:`.in_loop`), reading committed records only,
+    seeking with :func:`seek_to_committed_or_earliest`, timing its seeks and fetches on its consumer's
+    :class:`SeekClock`, and with the fetch wait of :mod:`.fetch_wait`."""
 
     def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> AIOKafkaConsumer:
         consumer = super()._create_consumer(loop)
@@ -157,7 +158,7 @@ class RewindingConsumerThread(AIOKafkaConsumerThread):
         return consumer
 
     async def on_start(self) -> None:
-        """Start the aiokafka consumer (in the thread), time its seeks and bound its fetches' wait
+        """Start the aiokafka consumer, time its seeks and bound its fetches' wait
         (:mod:`.fetch_wait`)."""
         await super().on_start()
         consumer = self._ensure_consumer()
@@ -187,15 +188,14 @@ class RewindingConsumerThread(AIOKafkaConsumerThread):
 
     def verify_event_path(self, now: float, tp: TP) -> None:
         """Faust's check that ``tp``'s records flow, passed over while the partition has no position: Faust reads
-        it unasked, and aiokafka asserts there is one. Asking first would not do: aiokafka resets a partition in
-        the consumer thread, which can land between the question and Faust's read."""
+        it unasked, and aiokafka asserts there is one (a partition being reset has none)."""
         try:
             return super().verify_event_path(now, tp)
         except AssertionError:
             return None
 
     async def seek_in_thread(self, partition: TP, offset: int) -> None:
-        """Seek ``partition`` to ``offset`` on the thread's event loop (Faust's ``seek`` runs on the caller's)."""
+        """Seek ``partition`` to ``offset`` through :meth:`call_thread`, where Faust's own calls to the consumer go."""
 
         async def seek() -> None:
             self._ensure_consumer().seek(partition, offset)
@@ -337,7 +337,7 @@ class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
         return len(partitions) if partitions else None
 
     async def _seek(self, partition: TP, offset: int) -> None:
-        # In the consumer thread, so that the SeekClock sees it in order with the fetches.
+        # Through the consumer "thread", so that the SeekClock sees it in order with the fetches.
         await cast(RewindingConsumerThread, self._thread).seek_in_thread(partition, offset)
 
 
