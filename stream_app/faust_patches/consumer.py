@@ -9,8 +9,7 @@ Such partitions go back to their earliest offset instead, where a consumer with 
 (``consumer_auto_offset_reset="earliest"``).
 
 Faust also delivers records fetched *before* a seek when they reach its fetch loop *after* it: its fetch loop
-awaits between records, and a seek can land meanwhile (it could land from a second thread too while the consumer
-ran on a thread of its own, before decision 0060). Those stale records move Faust's "read offset" past the
+awaits between records, and a seek can land meanwhile. Those stale records move Faust's "read offset" past the
 records the seek was meant to re-read, and it then discards them as already read: a scale-out run lost one event
 of 1,200 that way. A :class:`SeekClock` orders every seek against every fetch, and records that a seek of their
 partition followed are not delivered; the seek has put the consumer before them, so they are read again.
@@ -194,14 +193,6 @@ class RewindingConsumerThread(InLoopServiceThread, AIOKafkaConsumerThread):
         except AssertionError:
             return None
 
-    async def seek_in_thread(self, partition: TP, offset: int) -> None:
-        """Seek ``partition`` to ``offset`` through :meth:`call_thread`, where Faust's own calls to the consumer go."""
-
-        async def seek() -> None:
-            self._ensure_consumer().seek(partition, offset)
-
-        await self.call_thread(seek)
-
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Seek every assigned partition to its committed offset, or its earliest one when it has none."""
         changelogs = set(self.app.tables.changelog_topics)
@@ -337,8 +328,8 @@ class TaggerConsumer(EagerHandOver, FaustKafkaConsumer):
         return len(partitions) if partitions else None
 
     async def _seek(self, partition: TP, offset: int) -> None:
-        # Through the consumer "thread", so that the SeekClock sees it in order with the fetches.
-        await cast(RewindingConsumerThread, self._thread).seek_in_thread(partition, offset)
+        # On the event loop, where the fetches run (in_loop.py): the SeekClock sees it in order with them.
+        cast(RewindingConsumerThread, self._thread).seek(partition, offset)
 
 
 class TaggerApp(faust.App):

@@ -3,9 +3,8 @@
 Faust runs aiokafka's consumer on a mode ``ServiceThread``: a thread with an event loop of its own, which the
 worker's loop calls through a method queue. Every fetched record then crosses threads. The fetch response is read
 on the consumer's thread, which must take the GIL from the event loop while the loop works through a batch, and
-the records come back through a future set from that thread. At 300 events/s on a 2-core host that path took
-4 to 6 ms at the median, more than the ceiling's whole latency; on the event loop, a fetch is read as soon as the
-loop is free, as a bare aiokafka consumer reads it (decisions 0059, 0060).
+the records come back through a future set from that thread. On the event loop, a fetch is read as soon as the
+loop is free, as a bare aiokafka consumer reads it (decisions 0059 and 0060 measure the difference).
 
 :class:`InLoopServiceThread` keeps the ``ServiceThread`` interface Faust calls (``start``, ``stop``,
 ``call_thread``, ``cast_thread``) and runs the service's ``_serve`` as a task on the loop that starts it.
