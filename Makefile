@@ -50,8 +50,9 @@ lint: $(STAMP) ## ruff and mypy
 
 BENCH_RSS_EVENTS ?= 1000000
 
-bench: $(MODEL) ## Run the benchmarks (classifier, dedupe state, stream, index replication, worker memory, profile) into BENCHMARKS.md
+bench: $(MODEL) ## Run the benchmarks (classifier, training over many splits, dedupe state, stream, index replication, worker memory, profile) into BENCHMARKS.md
 	$(PY) -m bench.classifier
+	$(PY) -m bench.splits
 	$(PY) -m bench.dedupe_state
 	export TAGGER_KAFKA_BOOTSTRAP_SERVERS="$${TAGGER_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-9092}}"; \
 	if scripts/kafka status >/dev/null 2>&1; then started=; else started=1; scripts/kafka start; fi; \
