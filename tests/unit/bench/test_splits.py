@@ -22,10 +22,14 @@ def test_the_exporters_procedure_on_the_cards_split_gets_the_cards_test_figures(
     assert judged.weighted_precision == pytest.approx(test["precision"], abs=1e-12)
     assert judged.auto_precision == pytest.approx(test["at_threshold"]["precision"], abs=1e-12)
     assert judged.coverage == pytest.approx(test["at_threshold"]["coverage"], abs=1e-12)
+    slices = card["evaluation"]["test_title_only"]["slices"]
+    assert judged.title_only_other_recall == pytest.approx(slices["tag=other"]["accuracy"], abs=1e-12)
+    assert judged.title_only_mlops_recall == pytest.approx(slices["tag=mlops"]["accuracy"], abs=1e-12)
+    assert judged.title_only_short_accuracy == pytest.approx(slices["short_title"]["accuracy"], abs=1e-12)
 
 
 def _judged(precision: float, coverage: float) -> Judged:
-    return Judged(weighted_precision=precision, auto_precision=0.97, coverage=coverage, threshold=0.7)
+    return Judged(precision, 0.97, coverage, 0.7, 0.5, 0.5, 0.8)
 
 
 def test_differences_are_paired_by_split_and_the_cards_split_is_reported_apart() -> None:
