@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="processes, each with one BLAS thread")
     parser.add_argument("--no-write", action="store_true", help="print the results, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
+    if args.seeds < 2 or args.jobs < 1:
+        parser.error("--seeds must be at least 2 (a standard error needs two splits) and --jobs at least 1")
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"  # read by the children's BLAS as they start: one thread a process
     seeds = sorted({*range(args.seeds), CARD_SEED})

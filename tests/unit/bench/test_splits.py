@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.splits import CARD_SEED, Judged, paired, render, run_seed
+from bench.splits import CARD_SEED, Judged, main, paired, render, run_seed
 from model_export import train
 
 FIXTURE_CARD = Path(__file__).resolve().parents[2] / "fixtures" / "model" / "model.json"
@@ -48,3 +48,10 @@ def test_differences_are_paired_by_split_and_the_cards_split_is_reported_apart()
     assert "- exporter: median coverage 0.780; splits with coverage below 0.3: 1 (seeds 1)" in table
     assert "- reference: median coverage 0.740; splits with coverage below 0.3: 0 (seeds none)" in table
     assert f"The card's split (seed {CARD_SEED}): exporter weighted precision 0.5000" in table
+
+
+def test_fewer_than_two_splits_are_refused_before_any_training(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--seeds", "1", "--no-write"])
+    assert stopped.value.code == 2
+    assert "--seeds must be at least 2" in capsys.readouterr().err
