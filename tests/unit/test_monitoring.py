@@ -4,7 +4,9 @@ their type allows, and the Grafana files agree on one datasource."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -358,3 +360,35 @@ def test_every_expression_is_valid_promql_with_data_from_a_real_scrape(
             break
     empty = [expr for expr in expressions() if not query(port, as_data(expr))]
     assert empty == []
+
+
+@pytest.mark.prometheus
+def test_a_prometheus_still_starting_is_not_taken_for_one_that_exited(
+    prometheus_installed: None, tmp_path: Path
+) -> None:
+    """Until the started child has exec'd the binary it does not bear its name. On a busy host the script once saw
+    it so, called it exited, failed the start and left the server running. Here the child takes half a second to
+    become the real Prometheus: a ``prometheus`` first on the PATH that waits, then execs it."""
+    real = shutil.which("prometheus")
+    assert real is not None
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    slow = wrappers / "prometheus"
+    slow.write_text(f'#!/usr/bin/env sh\nsleep 0.5\nexec {real} "$@"\n')
+    slow.chmod(0o755)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"global": {"scrape_interval": "1m"}}))
+    data = tmp_path / "data"
+    env = {**os.environ, "PATH": f"{wrappers}{os.pathsep}{os.environ['PATH']}"}
+    try:
+        started = subprocess.run(
+            [SCRIPT, "start", str(tmp_path / "prometheus.yml"), str(free_port()), str(data)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "ready on" in started.stdout
+    finally:
+        subprocess.run([SCRIPT, "stop", str(data)], check=False, env=env)
+    left = subprocess.run(["pgrep", "-f", f"storage.tsdb.path={data}/tsdb"], capture_output=True, text=True)
+    assert not left.stdout.strip(), f"a server was left running: {left.stdout}"
