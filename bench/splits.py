@@ -30,7 +30,7 @@ import multiprocessing
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,7 @@ def judge(pipeline: Pipeline, training: train.Split, test: train.Split, seed: in
         test.examples, pipeline.predict_proba(np.asarray(test.texts, dtype=object)), classes, threshold
     )
     at = report["at_threshold"]
-    title_only = train.to_split([replace(e, description="") for e in test.examples])
+    title_only = train.title_only(test)
     slices = evaluate.evaluate(
         title_only.examples, pipeline.predict_proba(np.asarray(title_only.texts, dtype=object)), classes, threshold
     )["slices"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
 import os
 import sys
@@ -80,9 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         threshold = train.choose_threshold(oof, train_split.labels, classes, args.target_precision)
         print(f"  threshold {threshold:.4f} keeps out-of-fold precision >= {args.target_precision}")
     with stage("evaluate"):
-        # The data has no empty descriptions; the test split with its descriptions removed stands in for them.
-        title_only = train.to_split([dataclasses.replace(e, description="") for e in test.examples])
-        held_out = {"validation": validation, "test": test, "test_title_only": title_only}
+        held_out = {"validation": validation, "test": test, "test_title_only": train.title_only(test)}
         results: dict[str, Any] = {"cv_weighted_precision": cv_score}
         results["out_of_fold"] = evaluate.evaluate(train_split.examples, oof, classes, threshold)
         for name, part in held_out.items():

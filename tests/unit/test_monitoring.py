@@ -366,9 +366,9 @@ def test_every_expression_is_valid_promql_with_data_from_a_real_scrape(
 def test_a_prometheus_still_starting_is_not_taken_for_one_that_exited(
     prometheus_installed: None, tmp_path: Path
 ) -> None:
-    """Until the started child has exec'd the binary it does not bear its name. On a busy host the script once saw
-    it so, called it exited, failed the start and left the server running. Here the child takes half a second to
-    become the real Prometheus: a ``prometheus`` first on the PATH that waits, then execs it."""
+    """A started child that has not exec'd the binary yet does not bear its name; the start waits for it all the
+    same, and leaves no server behind after ``stop``. Here the child takes half a second to become the real
+    Prometheus: a ``prometheus`` first on the PATH that waits, then execs it."""
     real = shutil.which("prometheus")
     assert real is not None
     wrappers = tmp_path / "bin"
