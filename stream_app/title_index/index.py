@@ -20,13 +20,17 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequen
 from dataclasses import dataclass
 from typing import Final
 
-from stream_app.dedupe import DedupeIndex, DedupeVerdict, EarlierEntries, entry_fields, ref_of_digest
+from stream_app.dedupe import DedupeIndex, DedupeVerdict, EarlierEntries, TitleEntry, entry_fields, ref_of_digest
 from stream_app.title_index.store import PackedTitles
 
 INDEX_KEY_BYTES: Final = 8
 """Length of an index record's key: the digest of a title's dedupe key."""
 LONGEST_CLOCK_SKEW_SECONDS: Final = 86_400.0
 """The most ``TAGGER_MAX_CLOCK_SKEW_SECONDS`` may be, on any worker of a group."""
+MAX_DISPLACED: Final = 65_536
+"""Most displaced entries (:meth:`TitleIndex.apply`) a worker keeps, and most of its own changes it waits to see
+come back from the topic; the oldest go first. Both are rare or short-lived: a key is displaced only when two
+workers stored the same title at once, and an own change comes back within a round trip."""
 APPLIED: Final = "applied"
 UNCHANGED: Final = "unchanged"
 
@@ -122,6 +126,14 @@ class TitleIndex:
         self._overtaken: dict[bytes, None] = {}
         """Keys of entries held here that a deletion from the topic came after while they were fresh (see
         :meth:`apply`), in the order met: :meth:`expire` writes them again."""
+        self._displaced: dict[bytes, bytes] = {}
+        """For a key whose title entry a later record of the topic replaced with another event's, while it was
+        fresh: that first entry. A check that finds the later event's own entry there (its replay, after a crash
+        between storing its entry and its outputs) judges it a copy of the first, as its second look would have
+        (:meth:`check_many`)."""
+        self._unconfirmed: dict[bytes, bytes] = {}
+        """This worker's own entries, by key, until their record comes back from the topic: until then, the entry
+        held under such a key is not one the topic holds, and cannot be displaced."""
 
     @property
     def loaded(self) -> bool:
@@ -141,11 +153,14 @@ class TitleIndex:
 
     def load(self, key: bytes | None, value: bytes | None) -> str | None:
         """Take one record of the topic while loading; returns why it was skipped, or None."""
-        reason = self._check_record(key, value, None if key is None else self.store.titles.get(key))
+        held = None if key is None else self.store.titles.get(key)
+        reason = self._check_record(key, value, held)
         if reason is None and key is not None:
             if value is None:
                 self.store.titles.pop(key, None)
+                self._displaced.pop(key, None)
             else:
+                self._note_displaced(key, held, value)
                 self.store.titles[key] = value
         return reason
 
@@ -173,7 +188,16 @@ class TitleIndex:
             trusted = self.trusted_time(max(event_time, floor))  # a NaN stays one, and is taken as the clock
             self.stream_time = max(self.stream_time, trusted)
             verdict = dedupe.check_and_add(event_id, title, description, trusted, ready)
-            judged.append((verdict, self.store.take_changes()))
+            changes = self.store.take_changes()
+            if not changes and verdict.duplicate_of is None and ready.digest in self._displaced:
+                # Its own entry, held, and another event's stored before it: a replay that its second look never
+                # judged. The first entry goes back under the key, as the second look would have left it.
+                earlier = self.earlier_entries([(0, ready.digest, self._displaced[ready.digest])])
+                again = dedupe.recheck(ready.ref, (event_id, title, description, trusted), earlier, 1)
+                if again is not None:
+                    verdict, changes = again, self.store.take_changes()
+            self._await_own(changes)
+            judged.append((verdict, changes))
         return judged
 
     @staticmethod
@@ -192,6 +216,7 @@ class TitleIndex:
         trusted = self.trusted_time(max(event_time, self.clock() - self.max_skew_seconds))
         verdict = self._ready().recheck(ref_of_digest(key), (event_id, title, description, trusted), earlier, before)
         changes = self.store.take_changes()
+        self._await_own(changes)
         return None if verdict is None else (verdict, changes)
 
     def expire(self) -> list[IndexChange]:
@@ -202,6 +227,10 @@ class TitleIndex:
         if self.stream_time != -math.inf:
             dedupe.expire(self.stream_time)
         changes = self.store.take_changes()
+        for key, value in list(self._displaced.items()):
+            entry = entry_fields(value)
+            if entry is None or entry.event_time + self.ttl_seconds < self.stream_time:
+                del self._displaced[key]
         overtaken, self._overtaken = self._overtaken, {}
         for key in overtaken:
             held = self.store.titles.get(key)
@@ -222,6 +251,9 @@ class TitleIndex:
         if key is None or len(key) != INDEX_KEY_BYTES:
             return self._check_record(key, value) or "invalid_value"  # never None for such a key
         held = self.store.titles.get(key)
+        own = self._unconfirmed.get(key)
+        if own is not None and own == value:
+            del self._unconfirmed[key]  # this worker's own entry, back from the topic
         if held == value:
             # Most records are this worker's own writes coming back: the entry held was checked when it was stored,
             # and its time seen then, so an equal value (or a deletion of a title not held) needs no check.
@@ -237,9 +269,37 @@ class TitleIndex:
             if entry is not None and entry.event_time + self.ttl_seconds >= self.stream_time:
                 self._overtaken[key] = None
                 return UNCHANGED
+            self._displaced.pop(key, None)
+        elif own is None or own == value:
+            # The entry held is the topic's: this record comes after it. (An own entry still on its way would come
+            # after this record, and its second look judges it.)
+            self._note_displaced(key, held, value)
         with self.store.unrecorded():
             dedupe.apply(ref, value)
         return APPLIED
+
+    def _note_displaced(self, key: bytes, held: bytes | None, value: bytes) -> None:
+        """Remember ``held``, the topic's entry under ``key``, if ``value`` after it in the topic gives the key to
+        another event's title while ``held`` is fresh; the first such entry stays until it expires."""
+        if held is None:
+            return
+        old, new = entry_fields(held), entry_fields(value)
+        if not (isinstance(old, TitleEntry) and isinstance(new, TitleEntry)) or old.event_id == new.event_id:
+            return
+        if old.event_time + self.ttl_seconds < new.event_time:
+            return  # expired: the later title was new
+        first = entry_fields(self._displaced.get(key))
+        if first is not None and first.event_time + self.ttl_seconds >= new.event_time:
+            return
+        self._displaced[key] = held
+        _bound(self._displaced)
+
+    def _await_own(self, changes: Iterable[IndexChange]) -> None:
+        for change in changes:
+            if change.value is not None:
+                self._unconfirmed.pop(change.key, None)  # to the newest end
+                self._unconfirmed[change.key] = change.value
+        _bound(self._unconfirmed)
 
     def _check_record(self, key: bytes | None, value: bytes | None, held: bytes | None = None) -> str | None:
         """Why a record of the index topic cannot be applied over the entry ``held`` under its key, or None if it
@@ -269,3 +329,9 @@ class TitleIndex:
         if self.dedupe is None:
             raise RuntimeError("the title index is still loading")
         return self.dedupe
+
+
+def _bound(kept: dict[bytes, bytes]) -> None:
+    """Drop the oldest of ``kept`` past :data:`MAX_DISPLACED`."""
+    while len(kept) > MAX_DISPLACED:
+        del kept[next(iter(kept))]

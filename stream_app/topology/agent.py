@@ -206,10 +206,12 @@ class BatchTagger:
         earlier = self.index.earlier_entries(window.others)
         copies: dict[int, DedupeVerdict] = {}
         corrected: list[Record] = []
-        for position, (title, (_, made)) in enumerate(zip(titles, checks, strict=True)):
+        for position, (title, (verdict, made)) in enumerate(zip(titles, checks, strict=True)):
             claim = made[-1] if made else None
-            if claim is None or claim.value is None:
-                continue  # an exact copy, or a title it held (a replay of its own event): it stored nothing
+            if claim is None or claim.value is None or verdict.match == "exact":
+                # An exact copy (a replay found one put its original's entry back), or a title it held (a replay
+                # of its own event): it stored no entry of its own.
+                continue
             # A near copy's entry is judged too: another worker may have stored its title under the same key.
             again = self.index.recheck(title, claim.key, earlier, window.position(claim.key, claim.value))
             if again is not None:

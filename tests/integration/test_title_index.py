@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from stream_app.title_index.index import TitleIndex
 from tests.integration.harness import WorkerProcess, grow_topic, ids_in, produce, produce_paced, read_outputs, run
 from tests.integration.test_worker import dataset_rows
 from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
@@ -251,6 +252,38 @@ def test_an_entry_a_deletion_came_after_in_the_topic_is_written_again_for_worker
     run(produce(bootstrap, topics.input, [(b"copy", event_value({**row, "id": "copy"}), None)]))
     outputs = run(read_outputs(bootstrap, topics, 2 + nudges, timeout=90, settle=1.0))
     assert ids_in(outputs["duplicate"]) == ["copy"], restarted.log_tail()
+
+
+@pytest.mark.parametrize("replayed_by", ["a running worker", "a worker started after the crash"])
+def test_a_title_replayed_after_its_worker_crashed_before_its_second_look_is_shown_once(
+    start_worker: Any, replayed_by: str
+) -> None:
+    """Two workers checked a title and its exact copy at once; the copy's worker stored its entry first and showed
+    it. The other stored its own entry, then crashed before its second look and its outputs, so its event is
+    replayed and the key's last record is its entry. Here both records are written by hand in that order, as
+    ``TitleIndex`` makes them; the replayed event must go to the duplicates topic, naming the copy shown."""
+    row = distinct_rows(dataset_rows())[0]
+    now = time.time()
+    claims = []
+    for event_id, title in (("shown", str(row["title"]).upper()), ("replayed", str(row["title"]))):
+        writer = TitleIndex(30 * 86400.0, 300.0)
+        writer.finish_loading()
+        _, [claim] = writer.check(event_id, title, row.get("description"), now)
+        claims.append((claim.key, claim.value, None))
+    worker, topics = start_worker()
+    bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
+    index_topic = f"{worker.app_id}-title-index"
+    if replayed_by == "a worker started after the crash":
+        worker.stop()
+    run(produce(bootstrap, index_topic, claims))
+    if replayed_by == "a worker started after the crash":
+        worker, _ = start_worker(topics=topics, app_id=worker.app_id)
+    run(produce(bootstrap, topics.input, [(b"replayed", event_value({**row, "id": "replayed"}), None)]))
+    outputs = run(read_outputs(bootstrap, topics, 1, timeout=60, settle=1.0))
+    assert [(d["id"], d["duplicate_of"]) for d in outputs["duplicate"]] == [("replayed", "shown")], worker.log_tail()
+    assert not outputs["tagged"] and not outputs["review"] and not outputs["deadletter"]
+    # The copy's entry is the key's last record again: a worker started later holds it.
+    assert dict(run(index_records(bootstrap, index_topic)))[claims[0][0]] == claims[0][1]
 
 
 @pytest.mark.slow

@@ -272,3 +272,72 @@ def test_verdicts_that_named_an_event_found_a_copy_name_its_original() -> None:
     exact = {0: DedupeVerdict("kx", "o", "exact", 1.0)}
     assert through_copies(ids, verdicts, exact)[1] == DedupeVerdict("kx", "o", "exact", 1.0)
     assert through_copies(ids, verdicts, {}) == {}
+
+
+def loaded_from(topic: Topic) -> TitleIndex:
+    """A worker started after ``topic`` was written: it loads the log, then checks."""
+    started = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    for change in topic.log:
+        assert started.load(change.key, change.value) is None
+    started.finish_loading()
+    return started
+
+
+@pytest.mark.parametrize("replayed_by", ["a worker started after the crash", "the worker that stored first", "a third"])
+def test_a_title_replayed_after_a_crash_before_its_second_look_is_a_copy_of_the_one_stored_before_it(
+    replayed_by: str,
+) -> None:
+    """Two workers check a title and its exact copy at once; the copy's entry is stored first. The original's worker
+    stores its own entry, then crashes before its second look and its outputs: the key's last record is its entry,
+    and the copy was shown. Its event, replayed on any worker, is the copy's copy, and the copy's entry goes back."""
+    topic, a, b = Topic(), index(), index()
+    original, copy = ("1", TITLE, DESCRIPTION, NOW), ("2", TITLE.upper(), DESCRIPTION, NOW + 1)
+    _, [claim_b] = b.check(*copy)
+    _, [claim_a] = a.check(*original)
+    topic.write([claim_b, claim_a])  # then a crashes
+    if replayed_by == "a worker started after the crash":
+        worker = loaded_from(topic)
+    else:
+        worker = b if replayed_by == "the worker that stored first" else index()
+        topic.follow(worker)
+    assert worker.store.titles[claim_a.key] == claim_a.value  # the topic's last record for the key
+
+    verdict, changes = worker.check(*original)
+
+    assert (verdict.duplicate_of, verdict.match) == ("2", "exact")
+    assert changes == [claim_b] and worker.store.titles[claim_b.key] == claim_b.value
+    assert worker.check(*copy)[0].duplicate_of is None  # the copy's own replay: still the title shown
+
+
+def test_a_worker_whose_own_entry_was_on_its_way_keeps_the_topic_s_order_for_later_replays() -> None:
+    """The copy's entry reaches the original's worker before its own comes back: the entry it held then was not
+    the topic's, so the copy's entry displaced nothing. After the second look, a replay of either event keeps the
+    verdict the second look gave, on both workers."""
+    topic, a, b = Topic(), index(), index()
+    original, copy = ("1", TITLE, DESCRIPTION, NOW), ("2", TITLE.upper(), DESCRIPTION, NOW + 1)
+    _, [claim_b] = b.check(*copy)
+    _, [claim_a] = a.check(*original)
+    topic.write([claim_b, claim_a])
+    found, corrected = second_look(a, topic.follow(a), original, claim_a)
+    assert found == "2"
+    start = len(topic.log)
+    topic.write(corrected)
+    topic.follow(a, start)
+    topic.follow(b)
+    for worker in (a, b):
+        assert worker.check(*copy)[0].duplicate_of is None
+        assert worker.check(*original)[0].duplicate_of == "2"
+
+
+def test_a_title_stored_again_after_the_first_entry_expired_stays_new_on_replay() -> None:
+    topic, a = Topic(), index()
+    stale_worker = TitleIndex(TTL, SKEW, clock=lambda: NOW - 2 * TTL)
+    stale_worker.finish_loading()
+    _, [expired] = stale_worker.check("2", TITLE.upper(), DESCRIPTION, NOW - 2 * TTL)
+    _, [claim_a] = a.check("1", TITLE, DESCRIPTION, NOW)
+    topic.write([expired, claim_a])
+    started, running = loaded_from(topic), index()
+    topic.follow(running)
+    for worker in (started, running):
+        verdict, changes = worker.check("1", TITLE, DESCRIPTION, NOW)
+        assert verdict.duplicate_of is None and changes == []
