@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create or update .venv with the package and its dev tools
 
-$(MODEL): $(STAMP) data/dataset.csv
+$(MODEL): $(STAMP) data/dataset.csv $(wildcard model_export/*.py)
 	$(PY) -m model_export --out artifacts/model
 
 model: $(MODEL) ## Train, evaluate and export the ONNX model if it is missing or stale

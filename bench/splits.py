@@ -14,7 +14,8 @@ model (:func:`model_export.evaluate.evaluate`):
   ``python -m model_export`` trains;
 - ``reference``: the pipeline main exported before the sparse graph (decisions 0100 and 0101): TF-IDF with the
   l2 norm, words 1-2 and characters 2-4, and a search of ``C`` and the class weights (:data:`REFERENCE_GRID`),
-  the best mean weighted precision chosen.
+  the best mean weighted precision chosen, its threshold chosen on 5 folds, as main chose it then (the exporter
+  uses :data:`model_export.train.OUT_OF_FOLD_SPLITS` since decision 0119).
 
 Reported: each procedure's mean over the splits, the paired differences (exporter minus reference) with their
 standard error, and how many splits sent nearly everything to review (coverage below :data:`COLLAPSED`): one
@@ -50,6 +51,8 @@ CARD_SEED = 42
 """The seed of the card's split (``python -m model_export``'s default)."""
 COLLAPSED = 0.3
 """Test coverage below which a split counts as one where the threshold sent nearly everything to review."""
+REFERENCE_OUT_OF_FOLD_SPLITS = 5
+"""The folds main chose its review threshold on before decision 0119."""
 REFERENCE_GRID: dict[str, list[Any]] = {"model__C": [3.0, 10.0, 30.0, 100.0], "model__class_weight": ["balanced", None]}
 """The search main ran before decision 0101."""
 PROCEDURES = ("exporter", "reference")
@@ -100,11 +103,12 @@ def reference_search(training: train.Split, seed: int) -> Pipeline:
     return best
 
 
-def judge(pipeline: Pipeline, training: train.Split, test: train.Split, seed: int) -> Judged:
+def judge(pipeline: Pipeline, training: train.Split, test: train.Split, seed: int, folds: int | None = None) -> Judged:
     """``pipeline`` (fitted on ``training``) on ``test``, at the threshold chosen on its out-of-fold probabilities
-    over ``training``; everything goes to review when no threshold keeps the target."""
+    over ``training`` (``folds`` folds, the exporter's by default); everything goes to review when no threshold
+    keeps the target."""
     classes = [str(c) for c in pipeline.classes_]
-    probabilities = train.out_of_fold(pipeline, training, seed)
+    probabilities = train.out_of_fold(pipeline, training, seed, folds)
     try:
         threshold = train.choose_threshold(probabilities, training.labels, classes, TARGET_PRECISION)
     except train.ThresholdError:
@@ -138,9 +142,10 @@ def run_seed(
     for name in procedures:
         if name == "exporter":
             pipeline = train.search(training, seed, grid or train.PARAM_GRID)[0]
+            judged[name] = judge(pipeline, training, test, seed)
         else:
             pipeline = reference_search(training, seed)
-        judged[name] = judge(pipeline, training, test, seed)
+            judged[name] = judge(pipeline, training, test, seed, REFERENCE_OUT_OF_FOLD_SPLITS)
     return judged
 
 
@@ -162,8 +167,9 @@ def render(results: dict[int, dict[str, Judged]]) -> str:
         f"Each procedure trained on the training rows of the exporter's split for each of {len(others)} seeds "
         f"(the card's seed {CARD_SEED} apart), its review threshold chosen on its own out-of-fold probabilities "
         f"(target {TARGET_PRECISION}), judged on the split's test rows. `exporter`: `python -m model_export`'s "
-        "search; `reference`: main's l2 TF-IDF pipeline before the sparse graph (words 1-2, characters 2-4, "
-        "`C` and class weights searched). Differences are paired by split: exporter minus reference, ± their "
+        f"search, threshold on {train.OUT_OF_FOLD_SPLITS} folds; `reference`: main's l2 TF-IDF pipeline before the "
+        "sparse graph (words 1-2, characters 2-4, `C` and class weights searched), threshold on "
+        f"{REFERENCE_OUT_OF_FOLD_SPLITS} folds. Differences are paired by split: exporter minus reference, ± their "
         "standard error.",
         "",
         "| figure | exporter, mean | reference, mean | difference | exporter better / worse, splits |",
