@@ -17,6 +17,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+ALERT_PSI = 0.2
+"""The PSI above which the drift alerts fire (monitoring/alerts.yml) and the drift trigger counts."""
 DRIFT_GAUGES = (
     "content_tagger_drift_window_events",
     "content_tagger_drift_confidence_psi",
@@ -43,7 +45,9 @@ def test_held_out_traffic_keeps_psi_low_and_a_one_tag_stream_raises_it(
     calm = gauges(worker)
     print("in-distribution:", calm)
     assert calm["content_tagger_drift_window_events"] == len(events)
-    assert calm["content_tagger_drift_confidence_psi"] < 0.1
+    # Under the drift alert's bound (monitoring/alerts.yml): held-out traffic must not fire it. Below the bound, the
+    # PSI of a window this size moves with the shuffle of the folds the reference came from (decision 0119).
+    assert calm["content_tagger_drift_confidence_psi"] < ALERT_PSI
     assert calm["content_tagger_drift_tag_psi"] < 0.1
 
     sent = {e.title.casefold() for e in held_out}
@@ -57,5 +61,5 @@ def test_held_out_traffic_keeps_psi_low_and_a_one_tag_stream_raises_it(
     drifted = gauges(worker)
     print("one tag only:", drifted)
     assert len(events) + len(shifted) <= 1000
-    assert drifted["content_tagger_drift_tag_psi"] > 0.2
-    assert drifted["content_tagger_drift_confidence_psi"] > 0.2
+    assert drifted["content_tagger_drift_tag_psi"] > ALERT_PSI
+    assert drifted["content_tagger_drift_confidence_psi"] > ALERT_PSI
