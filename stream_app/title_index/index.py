@@ -27,7 +27,7 @@ INDEX_KEY_BYTES: Final = 8
 """Length of an index record's key: the digest of a title's dedupe key."""
 LONGEST_CLOCK_SKEW_SECONDS: Final = 86_400.0
 """The most ``TAGGER_MAX_CLOCK_SKEW_SECONDS`` may be, on any worker of a group."""
-MAX_DISPLACED: Final = 65_536
+MAX_REMEMBERED_KEYS: Final = 65_536
 """Most displaced entries (:meth:`TitleIndex.apply`) a worker keeps, and most of its own changes it waits to see
 come back from the topic; the oldest go first. Both are rare or short-lived: a key is displaced only when two
 workers stored the same title at once, and an own change comes back within a round trip."""
@@ -332,6 +332,6 @@ class TitleIndex:
 
 
 def _bound(kept: dict[bytes, bytes]) -> None:
-    """Drop the oldest of ``kept`` past :data:`MAX_DISPLACED`."""
-    while len(kept) > MAX_DISPLACED:
+    """Drop the oldest of ``kept`` past :data:`MAX_REMEMBERED_KEYS`."""
+    while len(kept) > MAX_REMEMBERED_KEYS:
         del kept[next(iter(kept))]

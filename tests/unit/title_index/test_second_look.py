@@ -341,3 +341,22 @@ def test_a_title_stored_again_after_the_first_entry_expired_stays_new_on_replay(
     for worker in (started, running):
         verdict, changes = worker.check("1", TITLE, DESCRIPTION, NOW)
         assert verdict.duplicate_of is None and changes == []
+
+
+def test_a_worker_remembers_a_bounded_number_of_displaced_entries_the_newest_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The index topic is open to any writer: records that keep giving keys to other events must not grow a worker's
+    memory without end. Past the bound the oldest are forgotten, and their replays judged as before this memory."""
+    monkeypatch.setattr("stream_app.title_index.index.MAX_REMEMBERED_KEYS", 4)
+    topic, worker = Topic(), index()
+    titles = [f"{TITLE} part {number}" for number in range(10)]
+    for number, title in enumerate(titles):
+        _, [first] = index().check(f"first-{number}", title.upper(), None, NOW)
+        _, [later] = index().check(f"later-{number}", title, None, NOW + 1)
+        topic.write([first, later])
+    topic.follow(worker)
+    replayed = [
+        worker.check(f"later-{number}", title, None, NOW + 1)[0].duplicate_of for number, title in enumerate(titles)
+    ]
+    assert replayed == [None] * 6 + [f"first-{number}" for number in range(6, 10)]
