@@ -117,7 +117,8 @@ class Metrics:
         )
         self.second_look_copies = make.counter(
             "second_look_copies",
-            "Events a second look found to copy a title another worker stored before them, at the same time.",
+            "Events a second look found to copy a title another worker stored before them, at the same time "
+            "(a replay's check included, for a worker that crashed before its second look).",
         )
         self.model_info = make.gauge("model_info", "The model being served (always 1).", ["version", "threshold"])
         self.last_event_timestamp = make.gauge(

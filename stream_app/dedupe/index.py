@@ -250,6 +250,20 @@ class DedupeIndex:
         self._store_copy(ref, int.from_bytes(digest, "big"), near, over_title=True)
         return DedupeVerdict(key, near.original_id, "near", near.similarity)
 
+    def sharing_buckets(self, ref: str) -> list[tuple[str, bytes]]:
+        """The ``(ref, value)`` of each other entry in an LSH bucket of the title entry under ``ref`` (the newest
+        :data:`BUCKET_LIMIT` of each bucket, as a check sees them); none if ``ref`` holds no title entry."""
+        held = entry_fields(self.store.get(ref))
+        if not isinstance(held, TitleEntry):
+            return []
+        own = ref_number(ref)
+        found = []
+        for number in self.buckets.candidates(unpack_buckets(held.buckets)):
+            value = self.store.get(ref_of(number)) if number != own else None
+            if isinstance(value, bytes):
+                found.append((ref_of(number), value))
+        return found
+
     def _store_copy(self, ref: str, number: int, near: CopyEntry, *, over_title: bool) -> None:
         """Store a near copy's entry under ``ref`` (``number``), over a title's entry if ``over_title``."""
         self.store[ref] = copy_value(near)

@@ -20,7 +20,17 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequen
 from dataclasses import dataclass
 from typing import Final
 
-from stream_app.dedupe import DedupeIndex, DedupeVerdict, EarlierEntries, TitleEntry, entry_fields, ref_of_digest
+import numpy as np
+
+from stream_app.dedupe import (
+    DedupeIndex,
+    DedupeVerdict,
+    EarlierEntries,
+    PreparedTitle,
+    TitleEntry,
+    entry_fields,
+    ref_of_digest,
+)
 from stream_app.title_index.store import PackedTitles
 
 INDEX_KEY_BYTES: Final = 8
@@ -31,6 +41,10 @@ MAX_REMEMBERED_KEYS: Final = 65_536
 """Most displaced entries (:meth:`TitleIndex.apply`) a worker keeps, and most of its own changes it waits to see
 come back from the topic; the oldest go first. Both are rare or short-lived: a key is displaced only when two
 workers stored the same title at once, and an own change comes back within a round trip."""
+ORDER_KEPT: Final = 1 << 18
+"""How many of the topic's latest entry records a worker keeps the order of (their keys, 8 bytes each): a batch
+replayed within that many records of its own entries is judged against the near copies stored before them
+(:meth:`TitleIndex.check_many`)."""
 APPLIED: Final = "applied"
 UNCHANGED: Final = "unchanged"
 
@@ -131,7 +145,14 @@ class TitleIndex:
         fresh: that first entry. A check that finds the later event's own entry there (its replay, after a crash
         between storing its entry and its outputs) judges it a copy of the first, as its second look would have
         (:meth:`check_many`)."""
+        self.replayed_copies = 0
+        """Replayed events :meth:`check_many` judged copies of the entry stored before their own, since start."""
         self._unconfirmed: dict[bytes, bytes] = {}
+        self._order = np.zeros(ORDER_KEPT, np.uint64)
+        """The keys of the topic's latest :data:`ORDER_KEPT` entry records, in a ring: the ``n``-th record read
+        (from 0) in slot ``n % ORDER_KEPT``."""
+        self._ordered = 0
+        """Entry records read from the topic so far."""
         """This worker's own entries, by key, until their record comes back from the topic: until then, the entry
         held under such a key is not one the topic holds, and cannot be displaced."""
 
@@ -160,6 +181,7 @@ class TitleIndex:
                 self.store.titles.pop(key, None)
                 self._displaced.pop(key, None)
             else:
+                self._note_order(key)
                 self._note_displaced(key, held, value)
                 self.store.titles[key] = value
         return reason
@@ -189,16 +211,54 @@ class TitleIndex:
             self.stream_time = max(self.stream_time, trusted)
             verdict = dedupe.check_and_add(event_id, title, description, trusted, ready)
             changes = self.store.take_changes()
-            if not changes and verdict.duplicate_of is None and ready.digest in self._displaced:
-                # Its own entry, held, and another event's stored before it: a replay that its second look never
-                # judged. The first entry goes back under the key, as the second look would have left it.
-                earlier = self.earlier_entries([(0, ready.digest, self._displaced[ready.digest])])
-                again = dedupe.recheck(ready.ref, (event_id, title, description, trusted), earlier, 1)
+            if not changes and verdict.duplicate_of is None and ready.words:
+                # Its own entry, held: a replay, which the second look of its first check may never have judged.
+                again = self._judge_replay(dedupe, ready, (event_id, title, description, trusted))
                 if again is not None:
                     verdict, changes = again, self.store.take_changes()
+                    self.replayed_copies += 1
             self._await_own(changes)
             judged.append((verdict, changes))
         return judged
+
+    def _judge_replay(
+        self, dedupe: DedupeIndex, ready: PreparedTitle, event: tuple[str, str, str | None, float]
+    ) -> DedupeVerdict | None:
+        """Judge a title whose own entry the index holds, as the second look would have: against another event's
+        entry its key held first (:attr:`_displaced`), then against the title entries sharing its buckets whose
+        records came before its own in the topic (those older than the last :data:`ORDER_KEPT` records among them).
+        None if it stays new, or if its own record is too old for the order to be known."""
+        displaced = self._displaced.get(ready.digest)
+        if displaced is not None:
+            again = dedupe.recheck(ready.ref, event, self.earlier_entries([(0, ready.digest, displaced)]), 1)
+            if again is not None:
+                return again
+        near = dedupe.sharing_buckets(ready.ref)
+        if not near:
+            return None
+        # Where the order is in doubt, the title stays new: its own record counts from the earliest kept under its
+        # key, each other entry from the latest kept under its own.
+        own = self._positions(ready.digest)
+        if not own:
+            return None
+        earlier = []
+        for ref, value in near:
+            key = digest_key(ref)
+            if key in self._unconfirmed:
+                continue  # this worker's own entry, not yet in the topic: after the replayed one's
+            positions = self._positions(key)
+            earlier.append((max(positions) if positions else -1, ref, value))
+        return dedupe.recheck(ready.ref, event, EarlierEntries(earlier), min(own))
+
+    def _note_order(self, key: bytes) -> None:
+        self._order[self._ordered % ORDER_KEPT] = int.from_bytes(key, "big")
+        self._ordered += 1
+
+    def _positions(self, key: bytes) -> list[int]:
+        """The numbers of the entry records under ``key`` among the last :data:`ORDER_KEPT` read."""
+        ordered = self._ordered
+        slots = np.flatnonzero(self._order[: min(ordered, ORDER_KEPT)] == np.uint64(int.from_bytes(key, "big")))
+        return [ordered - 1 - (ordered - 1 - int(slot)) % ORDER_KEPT for slot in slots]
 
     @staticmethod
     def earlier_entries(stored: Iterable[tuple[int, bytes, bytes]]) -> EarlierEntries:
@@ -254,6 +314,8 @@ class TitleIndex:
         own = self._unconfirmed.get(key)
         if own is not None and own == value:
             del self._unconfirmed[key]  # this worker's own entry, back from the topic
+        if value is not None:
+            self._note_order(key)
         if held == value:
             # Most records are this worker's own writes coming back: the entry held was checked when it was stored,
             # and its time seen then, so an equal value (or a deletion of a title not held) needs no check.

@@ -152,7 +152,10 @@ class BatchTagger:
         titles = [(str(item.event.id), item.event.title, item.event.description, item.event_time) for item in fresh]
         watch = self.second_look.watch() if fresh else None
         try:
+            replayed_copies = self.index.replayed_copies
             checks = self.index.check_many(titles)
+            # A replay's check gives the second look its crashed worker never gave (TitleIndex.check_many).
+            self.metrics.second_look_copies.inc(self.index.replayed_copies - replayed_copies)
             judged = dict(zip(map(id, fresh), checks, strict=True))
             stored = [self.index_record(change) for _, made in checks for change in made]
             # The index changes leave now, and are stored before any output (Publisher.send_ahead), while the batch

@@ -255,20 +255,30 @@ def test_an_entry_a_deletion_came_after_in_the_topic_is_written_again_for_worker
 
 
 @pytest.mark.parametrize("replayed_by", ["a running worker", "a worker started after the crash"])
+@pytest.mark.parametrize("match", ["exact", "near"])
 def test_a_title_replayed_after_its_worker_crashed_before_its_second_look_is_shown_once(
-    start_worker: Any, replayed_by: str
+    start_worker: Any, replayed_by: str, match: str
 ) -> None:
-    """Two workers checked a title and its exact copy at once; the copy's worker stored its entry first and showed
-    it. The other stored its own entry, then crashed before its second look and its outputs, so its event is
-    replayed and the key's last record is its entry. Here both records are written by hand in that order, as
-    ``TitleIndex`` makes them; the replayed event must go to the duplicates topic, naming the copy shown."""
+    """Two workers checked a title and its copy (exact, or one typo away) at once; the copy's worker stored its
+    entry first and showed it. The other stored its own entry, then crashed before its second look and its outputs,
+    so its event is replayed, and its entry is the last record of its key. Here both records are written by hand in
+    that order, as ``TitleIndex`` makes them; the replayed event must go to the duplicates topic, naming the copy
+    shown."""
     row = distinct_rows(dataset_rows())[0]
+    title, description = str(row["title"]), "A detector that runs on video streams in real time."
+    if match == "exact":
+        shown_title, replayed_title = title.upper(), title
+    else:
+        shown_title, replayed_title = (
+            "Realtime object detection with transformers",
+            "Realtime object detecton with transformers",
+        )
     now = time.time()
     claims = []
-    for event_id, title in (("shown", str(row["title"]).upper()), ("replayed", str(row["title"]))):
+    for event_id, claimed in (("shown", shown_title), ("replayed", replayed_title)):
         writer = TitleIndex(30 * 86400.0, 300.0)
         writer.finish_loading()
-        _, [claim] = writer.check(event_id, title, row.get("description"), now)
+        _, [claim] = writer.check(event_id, claimed, description, now)
         claims.append((claim.key, claim.value, None))
     worker, topics = start_worker()
     bootstrap = worker.env["TAGGER_KAFKA_BOOTSTRAP_SERVERS"]
@@ -278,12 +288,18 @@ def test_a_title_replayed_after_its_worker_crashed_before_its_second_look_is_sho
     run(produce(bootstrap, index_topic, claims))
     if replayed_by == "a worker started after the crash":
         worker, _ = start_worker(topics=topics, app_id=worker.app_id)
-    run(produce(bootstrap, topics.input, [(b"replayed", event_value({**row, "id": "replayed"}), None)]))
+    replayed = {**row, "id": "replayed", "title": replayed_title, "description": description}
+    run(produce(bootstrap, topics.input, [(b"replayed", event_value(replayed), None)]))
     outputs = run(read_outputs(bootstrap, topics, 1, timeout=60, settle=1.0))
-    assert [(d["id"], d["duplicate_of"]) for d in outputs["duplicate"]] == [("replayed", "shown")], worker.log_tail()
+    found = [(d["id"], d["duplicate_of"], d["match"]) for d in outputs["duplicate"]]
+    assert found == [("replayed", "shown", match)], worker.log_tail()
     assert not outputs["tagged"] and not outputs["review"] and not outputs["deadletter"]
-    # The copy's entry is the key's last record again: a worker started later holds it.
-    assert dict(run(index_records(bootstrap, index_topic)))[claims[0][0]] == claims[0][1]
+    assert worker.total("content_tagger_second_look_copies_total") == 1
+    records = dict(run(index_records(bootstrap, index_topic)))
+    if match == "exact":  # the copy's entry is the key's last record again: a worker started later holds it
+        assert records[claims[0][0]] == claims[0][1]
+    else:  # the replayed title's key now holds a near copy's entry
+        assert records[claims[1][0]] != claims[1][1]
 
 
 @pytest.mark.slow

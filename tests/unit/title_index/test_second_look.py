@@ -306,6 +306,7 @@ def test_a_title_replayed_after_a_crash_before_its_second_look_is_a_copy_of_the_
 
     assert (verdict.duplicate_of, verdict.match) == ("2", "exact")
     assert changes == [claim_b] and worker.store.titles[claim_b.key] == claim_b.value
+    assert worker.replayed_copies == 1
     assert worker.check(*copy)[0].duplicate_of is None  # the copy's own replay: still the title shown
 
 
@@ -360,3 +361,70 @@ def test_a_worker_remembers_a_bounded_number_of_displaced_entries_the_newest_fir
         worker.check(f"later-{number}", title, None, NOW + 1)[0].duplicate_of for number, title in enumerate(titles)
     ]
     assert replayed == [None] * 6 + [f"first-{number}" for number in range(6, 10)]
+
+
+def replayer(topic: Topic, replayed_by: str, first: TitleIndex) -> TitleIndex:
+    """The worker that replays the crashed worker's batch."""
+    if replayed_by == "a worker started after the crash":
+        return loaded_from(topic)
+    worker = first if replayed_by == "the worker that stored first" else index()
+    topic.follow(worker)
+    return worker
+
+
+@pytest.mark.parametrize("replayed_by", ["a worker started after the crash", "the worker that stored first", "a third"])
+def test_a_near_copy_replayed_after_a_crash_before_its_second_look_is_judged_as_one_check_at_a_time_would(
+    replayed_by: str,
+) -> None:
+    """As above, with a copy one typo from the original: its entry is under another key, and the topic's order of
+    the two records decides. The replay gets the verdict one check at a time gives, and its entry becomes a near
+    copy's."""
+    alone = index()
+    alone.check("2", TITLE, DESCRIPTION, NOW)
+    expected, _ = alone.check("1", TYPO, DESCRIPTION, NOW + 1)
+    assert (expected.duplicate_of, expected.match) == ("2", "near")
+    topic, a, b = Topic(), index(), index()
+    original, copy = ("2", TITLE, DESCRIPTION, NOW), ("1", TYPO, DESCRIPTION, NOW + 1)
+    _, [claim_b] = b.check(*original)
+    _, [claim_a] = a.check(*copy)
+    topic.write([claim_b, claim_a])  # then a crashes
+    worker = replayer(topic, replayed_by, b)
+
+    verdict, changes = worker.check(*copy)
+
+    assert verdict == expected and worker.replayed_copies == 1
+    assert [change.key for change in changes] == [claim_a.key] and changes[0].value != claim_a.value
+    assert worker.store.titles[claim_a.key] == changes[0].value
+    assert worker.check(*original)[0].duplicate_of is None
+
+
+def test_of_two_near_copies_both_replayed_the_one_stored_first_is_shown() -> None:
+    """Both workers crashed before their second looks: each replay is judged by the topic's order, whichever comes
+    first, so exactly one of the two is shown."""
+    first_event, second_event = ("1", TYPO, DESCRIPTION, NOW + 1), ("2", TITLE, DESCRIPTION, NOW)
+    for replay_order in ([first_event, second_event], [second_event, first_event]):
+        topic = Topic()
+        _, [first] = index().check(*first_event)
+        _, [second] = index().check(*second_event)
+        topic.write([first, second])
+        worker = index()
+        topic.follow(worker)
+        verdicts = {event[0]: worker.check(*event)[0].duplicate_of for event in replay_order}
+        assert verdicts == {"1": None, "2": "1"}
+
+
+def test_a_replay_whose_own_record_is_older_than_the_order_kept_stays_new(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the records whose order a worker keeps it cannot tell what came before the replayed title, and leaves
+    it new; an entry older than them came before one still among them."""
+    monkeypatch.setattr("stream_app.title_index.index.ORDER_KEPT", 4)
+    others = [
+        index().check(str(n), f"Unrelated project number {n} on graph learning", None, NOW)[1][0] for n in range(6)
+    ]
+    original, copy = ("2", TITLE, DESCRIPTION, NOW), ("1", TYPO, DESCRIPTION, NOW + 1)
+    _, [claim_original] = index().check(*original)
+    _, [claim_copy] = index().check(*copy)
+    kept, forgotten = Topic(), Topic()
+    kept.write([claim_original, *others[:3], claim_copy])  # the copy's record among the last 4
+    forgotten.write([claim_original, claim_copy, *others[:4]])  # both older than the last 4
+    assert loaded_from(kept).check(*copy)[0].duplicate_of == "2"
+    assert loaded_from(forgotten).check(*copy)[0].duplicate_of is None
