@@ -117,8 +117,7 @@ class Metrics:
         )
         self.second_look_copies = make.counter(
             "second_look_copies",
-            "Events a second look found to copy a title another worker stored before them, at the same time "
-            "(a replay's check included, for a worker that crashed before its second look).",
+            "Events a second look (or a replay's check) found to copy a title another worker stored first.",
         )
         self.model_info = make.gauge("model_info", "The model being served (always 1).", ["version", "threshold"])
         self.last_event_timestamp = make.gauge(

@@ -16,6 +16,7 @@ import binascii
 import contextlib
 import math
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -148,13 +149,15 @@ class TitleIndex:
         self.replayed_copies = 0
         """Replayed events :meth:`check_many` judged copies of the entry stored before their own, since start."""
         self._unconfirmed: dict[bytes, bytes] = {}
-        self._order = np.zeros(ORDER_KEPT, np.uint64)
+        """This worker's own entries, by key, until their record comes back from the topic: until then, the entry
+        held under such a key is not one the topic holds, and cannot be displaced."""
+        # A Python array, not a numpy one: every record applied writes one element, which costs a numpy array
+        # several times more; the rare scan reads it through numpy without a copy.
+        self._order = array("Q", bytes(8 * ORDER_KEPT))
         """The keys of the topic's latest :data:`ORDER_KEPT` entry records, in a ring: the ``n``-th record read
         (from 0) in slot ``n % ORDER_KEPT``."""
         self._ordered = 0
         """Entry records read from the topic so far."""
-        """This worker's own entries, by key, until their record comes back from the topic: until then, the entry
-        held under such a key is not one the topic holds, and cannot be displaced."""
 
     @property
     def loaded(self) -> bool:
@@ -257,7 +260,8 @@ class TitleIndex:
     def _positions(self, key: bytes) -> list[int]:
         """The numbers of the entry records under ``key`` among the last :data:`ORDER_KEPT` read."""
         ordered = self._ordered
-        slots = np.flatnonzero(self._order[: min(ordered, ORDER_KEPT)] == np.uint64(int.from_bytes(key, "big")))
+        kept = np.frombuffer(self._order, np.uint64)[: min(ordered, ORDER_KEPT)]
+        slots = np.flatnonzero(kept == np.uint64(int.from_bytes(key, "big")))
         return [ordered - 1 - (ordered - 1 - int(slot)) % ORDER_KEPT for slot in slots]
 
     @staticmethod
@@ -361,7 +365,7 @@ class TitleIndex:
             if change.value is not None:
                 self._unconfirmed.pop(change.key, None)  # to the newest end
                 self._unconfirmed[change.key] = change.value
-        _bound(self._unconfirmed)
+                _bound(self._unconfirmed)
 
     def _check_record(self, key: bytes | None, value: bytes | None, held: bytes | None = None) -> str | None:
         """Why a record of the index topic cannot be applied over the entry ``held`` under its key, or None if it
