@@ -259,9 +259,12 @@ class DedupeIndex:
         own = ref_number(ref)
         found = []
         for number in self.buckets.candidates(unpack_buckets(held.buckets)):
-            value = self.store.get(ref_of(number)) if number != own else None
+            if number == own:
+                continue
+            other = ref_of(number)
+            value = self.store.get(other)
             if isinstance(value, bytes):
-                found.append((ref_of(number), value))
+                found.append((other, value))
         return found
 
     def _store_copy(self, ref: str, number: int, near: CopyEntry, *, over_title: bool) -> None:

@@ -16,12 +16,9 @@ import binascii
 import contextlib
 import math
 import time
-from array import array
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Final
-
-import numpy as np
 
 from stream_app.dedupe import (
     DedupeIndex,
@@ -32,6 +29,7 @@ from stream_app.dedupe import (
     entry_fields,
     ref_of_digest,
 )
+from stream_app.title_index.order import RecordOrder
 from stream_app.title_index.store import PackedTitles
 
 INDEX_KEY_BYTES: Final = 8
@@ -42,10 +40,6 @@ MAX_REMEMBERED_KEYS: Final = 65_536
 """Most displaced entries (:meth:`TitleIndex.apply`) a worker keeps, and most of its own changes it waits to see
 come back from the topic; the oldest go first. Both are rare or short-lived: a key is displaced only when two
 workers stored the same title at once, and an own change comes back within a round trip."""
-ORDER_KEPT: Final = 1 << 18
-"""How many of the topic's latest entry records a worker keeps the order of (their keys, 8 bytes each): a batch
-replayed within that many records of its own entries is judged against the near copies stored before them
-(:meth:`TitleIndex.check_many`)."""
 APPLIED: Final = "applied"
 UNCHANGED: Final = "unchanged"
 
@@ -151,13 +145,8 @@ class TitleIndex:
         self._unconfirmed: dict[bytes, bytes] = {}
         """This worker's own entries, by key, until their record comes back from the topic: until then, the entry
         held under such a key is not one the topic holds, and cannot be displaced."""
-        # A Python array, not a numpy one: every record applied writes one element, which costs a numpy array
-        # several times more; the rare scan reads it through numpy without a copy.
-        self._order = array("Q", bytes(8 * ORDER_KEPT))
-        """The keys of the topic's latest :data:`ORDER_KEPT` entry records, in a ring: the ``n``-th record read
-        (from 0) in slot ``n % ORDER_KEPT``."""
-        self._ordered = 0
-        """Entry records read from the topic so far."""
+        self._order = RecordOrder()
+        """Where the topic's latest entry records came, by key: what a replay is judged by (:meth:`check_many`)."""
 
     @property
     def loaded(self) -> bool:
@@ -184,7 +173,7 @@ class TitleIndex:
                 self.store.titles.pop(key, None)
                 self._displaced.pop(key, None)
             else:
-                self._note_order(key)
+                self._order.note(key)
                 self._note_displaced(key, held, value)
                 self.store.titles[key] = value
         return reason
@@ -229,8 +218,9 @@ class TitleIndex:
     ) -> DedupeVerdict | None:
         """Judge a title whose own entry the index holds, as the second look would have: against another event's
         entry its key held first (:attr:`_displaced`), then against the title entries sharing its buckets whose
-        records came before its own in the topic (those older than the last :data:`ORDER_KEPT` records among them).
-        None if it stays new, or if its own record is too old for the order to be known."""
+        records came before its own in the topic, as far as the order of the latest records tells
+        (:class:`~stream_app.title_index.order.RecordOrder`). None if it stays new, or if its own record is too old
+        for the order to be known."""
         displaced = self._displaced.get(ready.digest)
         if displaced is not None:
             again = dedupe.recheck(ready.ref, event, self.earlier_entries([(0, ready.digest, displaced)]), 1)
@@ -241,7 +231,7 @@ class TitleIndex:
             return None
         # Where the order is in doubt, the title stays new: its own record counts from the earliest kept under its
         # key, each other entry from the latest kept under its own.
-        own = self._positions(ready.digest)
+        own = self._order.positions(ready.digest)
         if not own:
             return None
         earlier = []
@@ -249,20 +239,9 @@ class TitleIndex:
             key = digest_key(ref)
             if key in self._unconfirmed:
                 continue  # this worker's own entry, not yet in the topic: after the replayed one's
-            positions = self._positions(key)
+            positions = self._order.positions(key)
             earlier.append((max(positions) if positions else -1, ref, value))
         return dedupe.recheck(ready.ref, event, EarlierEntries(earlier), min(own))
-
-    def _note_order(self, key: bytes) -> None:
-        self._order[self._ordered % ORDER_KEPT] = int.from_bytes(key, "big")
-        self._ordered += 1
-
-    def _positions(self, key: bytes) -> list[int]:
-        """The numbers of the entry records under ``key`` among the last :data:`ORDER_KEPT` read."""
-        ordered = self._ordered
-        kept = np.frombuffer(self._order, np.uint64)[: min(ordered, ORDER_KEPT)]
-        slots = np.flatnonzero(kept == np.uint64(int.from_bytes(key, "big")))
-        return [ordered - 1 - (ordered - 1 - int(slot)) % ORDER_KEPT for slot in slots]
 
     @staticmethod
     def earlier_entries(stored: Iterable[tuple[int, bytes, bytes]]) -> EarlierEntries:
@@ -319,7 +298,7 @@ class TitleIndex:
         if own is not None and own == value:
             del self._unconfirmed[key]  # this worker's own entry, back from the topic
         if value is not None:
-            self._note_order(key)
+            self._order.note(key)
         if held == value:
             # Most records are this worker's own writes coming back: the entry held was checked when it was stored,
             # and its time seen then, so an equal value (or a deletion of a title not held) needs no check.

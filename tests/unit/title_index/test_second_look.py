@@ -416,7 +416,7 @@ def test_of_two_near_copies_both_replayed_the_one_stored_first_is_shown() -> Non
 def test_a_replay_whose_own_record_is_older_than_the_order_kept_stays_new(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the records whose order a worker keeps it cannot tell what came before the replayed title, and leaves
     it new; an entry older than them came before one still among them."""
-    monkeypatch.setattr("stream_app.title_index.index.ORDER_KEPT", 4)
+    monkeypatch.setattr("stream_app.title_index.order.ORDER_KEPT", 4)
     others = [
         index().check(str(n), f"Unrelated project number {n} on graph learning", None, NOW)[1][0] for n in range(6)
     ]
