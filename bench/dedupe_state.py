@@ -20,7 +20,7 @@ from typing import Any
 from bench.report import write_section
 from stream_app.dedupe import DedupeIndex, index_buckets
 from stream_app.settings import Settings
-from stream_app.title_index.index import RefStore, digest_key
+from stream_app.title_index.index import RefStore, TitleIndex, digest_key
 from stream_app.title_index.store import PackedTitles
 from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 
@@ -208,12 +208,25 @@ def size_row(name: str, dedupe: DedupeIndex, store: CountingStore, titles: int) 
     )
 
 
+def follower_apply_us(store: CountingStore) -> float:
+    """µs per record for another worker's title index to apply the entries of ``store`` as they come from the
+    index topic (:meth:`TitleIndex.apply`): what each worker pays for every title the others store."""
+    records = [(digest_key(ref), value) for ref, value in store.data.items()]
+    follower = TitleIndex(TTL, max_skew_seconds=300.0)
+    follower.finish_loading()
+    started = time.perf_counter()
+    for key, value in records:
+        follower.apply(key, value)
+    return (time.perf_counter() - started) * 1e6 / len(records)
+
+
 def measure(synthetic: int, runs: int) -> str:
     """Run every measurement and return the Markdown body of the report: the costs are the median of ``runs``
     runs, the sizes and recall (the same in every run) are the last run's."""
     with (ROOT / "data" / "dataset.csv").open(newline="", encoding="utf-8") as handle:
         rows = distinct_rows(list(csv.DictReader(handle)))
     streams: dict[str, list[tuple[Timings, float, float, list[Any]]]] = {}
+    apply_us: list[float] = []
     for _ in range(runs):
         rng = random.Random(1)
         pair = Pair()
@@ -235,6 +248,7 @@ def measure(synthetic: int, runs: int) -> str:
         events = [{**event, "time": START + n} for n, event in enumerate(synthetic_titles(rows, synthetic, rng))]
         streams.setdefault("synthetic look-alike titles", []).append(stream(big, events))
         distinct = sum(verdict.match is None for verdict in streams["synthetic look-alike titles"][-1][3])
+        apply_us.append(follower_apply_us(big.store))
     sizes.append(size_row("synthetic", big.batched, big.store, distinct))
     started = time.perf_counter()
     rebuilt = index_buckets(big.store.data)
@@ -274,6 +288,10 @@ def measure(synthetic: int, runs: int) -> str:
             f"Rebuilding the LSH bucket index from the stored entries (after a restart or a rebalance): "
             f"{rebuild_us:.1f} µs per stored entry ({len(big.store.data):,} entries), so about "
             f"{rebuild_us:.0f} s per 1,000,000 titles in the index.",
+            "",
+            f"Applying another worker's index records (`TitleIndex.apply`, each worker does it for every title the "
+            f"others store): {statistics.median(apply_us):.1f} µs per record (the synthetic stream's "
+            f"{len(big.store.data):,} entries, median of {runs} runs).",
         ]
     )
 

@@ -70,8 +70,13 @@ class BucketIndex:
         """Put ``ref`` with ``tag`` in each bucket as its newest entry; a bucket that holds it already holds it once
         (as its newest) from then on."""
         entry = (ref, tag)
+        pending = self._pending
         for bucket in bucket_ids:
-            entries = self._pending.setdefault(bucket, [])
+            entries = pending.get(bucket)
+            if entries is None:
+                pending[bucket] = [entry]
+                self._pending_count += 1
+                continue
             if entry in entries:
                 entries.remove(entry)
             else:

@@ -170,7 +170,9 @@ def _read_title(value: bytes) -> TitleEntry:
 
 def unpack_buckets(packed: bytes) -> list[int]:
     """The bucket ids of a title entry's packed buckets (3 bytes each, the band number given by the position)."""
-    return [
-        band << 24 | int.from_bytes(packed[band * _BUCKET_HASH_BYTES : (band + 1) * _BUCKET_HASH_BYTES], "big")
-        for band in range(BANDS)
-    ]
+    whole = int.from_bytes(packed, "big")
+    return [band | whole >> shift & 0xFFFFFF for band, shift in _BAND_SHIFTS]
+
+
+_BAND_SHIFTS: Final = [(band << 24, 8 * _BUCKET_HASH_BYTES * (BANDS - 1 - band)) for band in range(BANDS)]
+"""Each band's number as a bucket id carries it, and where its hash is in the packed buckets read as one number."""

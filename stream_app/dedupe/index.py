@@ -284,19 +284,23 @@ class DedupeIndex:
         """
         if not isinstance(ref, str) or digest_of_ref(ref) is None:
             return
-        number = ref_number(ref)
-        if value is None:
-            if self.store.get(ref) is not None:
-                del self.store[ref]
-                self._read.pop(ref, None)
-                self.entries -= 1
-                self._unindexed.add(number)
-            return
-        entry = entry_fields(value)
-        if entry is None:
-            return
-        stored = self.store.get(ref)
+        entry = None if value is None else entry_fields(value)
+        if value is None or entry is not None:
+            self.apply_read(ref, ref_number(ref), value, entry, self.store.get(ref))
+
+    def apply_read(self, ref: str, number: int, value: bytes | None, entry: Entry | None, stored: bytes | None) -> None:
+        """:meth:`apply` of a change its caller has read already: ``ref`` is a ref, ``number`` its
+        :func:`ref_number`, ``entry`` the :func:`entry_fields` of ``value`` (None if ``value`` is), and ``stored``
+        what the store holds under ``ref``."""
         if stored == value:
+            return
+        if value is None:
+            del self.store[ref]
+            self._read.pop(ref, None)
+            self.entries -= 1
+            self._unindexed.add(number)
+            return
+        if entry is None:
             return
         if stored is None:
             self.entries += 1
@@ -306,7 +310,7 @@ class DedupeIndex:
         if isinstance(entry, TitleEntry):
             self._unindexed.discard(number)
             self.buckets.add(unpack_buckets(entry.buckets), number, title_tag(entry.hashes))
-        elif isinstance(entry_fields(stored), TitleEntry):
+        elif stored is not None and isinstance(entry_fields(stored), TitleEntry):
             self._unindexed.add(number)  # a near copy in a title's place: its bucket entries are no title's now
 
     def expire(self, now: float) -> int:

@@ -13,7 +13,6 @@ the title's dedupe key and the value its binary entry (``stream_app.dedupe``), o
 from __future__ import annotations
 
 import binascii
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
@@ -24,6 +23,7 @@ from stream_app.dedupe import (
     DedupeIndex,
     DedupeVerdict,
     EarlierEntries,
+    Entry,
     PreparedTitle,
     TitleEntry,
     entry_fields,
@@ -61,6 +61,22 @@ def digest_key(ref: str) -> bytes:
     return binascii.a2b_base64(ref.encode().translate(_URLSAFE) + b"=")
 
 
+class _Unrecorded:
+    """:meth:`RefStore.unrecorded`: a plain context manager, not a generator's, as it is entered for every record
+    applied from the topic."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: RefStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store.recording = False
+
+    def __exit__(self, *_: object) -> None:
+        self.store.recording = True
+
+
 class RefStore(MutableMapping[str, bytes]):
     """The index's entries keyed by ref, in :class:`PackedTitles`; while :attr:`recording`, every write and delete
     is also appended to :attr:`changes`."""
@@ -69,24 +85,17 @@ class RefStore(MutableMapping[str, bytes]):
         self.titles = PackedTitles()
         self.changes: list[IndexChange] = []
         self.recording = True
+        self._unrecorded = _Unrecorded(self)
 
-    @contextlib.contextmanager
-    def unrecorded(self) -> Iterator[None]:
+    def unrecorded(self) -> _Unrecorded:
         """Write without recording: for changes that came from the topic."""
-        self.recording = False
-        try:
-            yield
-        finally:
-            self.recording = True
+        return self._unrecorded
 
     def __getitem__(self, ref: str) -> bytes:
         return self.titles[digest_key(ref)]
 
     def get(self, ref: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
-        try:
-            return self.titles[digest_key(ref)]
-        except KeyError:
-            return default
+        return self.titles.get(digest_key(ref), default)
 
     def __setitem__(self, ref: str, value: bytes) -> None:
         key = digest_key(ref)
@@ -166,16 +175,19 @@ class TitleIndex:
 
     def load(self, key: bytes | None, value: bytes | None) -> str | None:
         """Take one record of the topic while loading; returns why it was skipped, or None."""
-        held = None if key is None else self.store.titles.get(key)
-        reason = self._check_record(key, value, held)
-        if reason is None and key is not None:
-            if value is None:
-                self.store.titles.pop(key, None)
-                self._displaced.pop(key, None)
-            else:
-                self._order.note(key)
-                self._note_displaced(key, held, value)
-                self.store.titles[key] = value
+        if key is None or len(key) != INDEX_KEY_BYTES:
+            return self._check_record(key, value)
+        held = self.store.titles.get(key)
+        if value is None:
+            self.store.titles.pop(key, None)
+            self._displaced.pop(key, None)
+            return None
+        entry = entry_fields(value)
+        reason = self._check_entry(entry, held)
+        if reason is None:
+            self._order.note(key)
+            self._note_displaced(key, held, entry)
+            self.store.titles[key] = value
         return reason
 
     def finish_loading(self) -> None:
@@ -303,32 +315,32 @@ class TitleIndex:
             # Most records are this worker's own writes coming back: the entry held was checked when it was stored,
             # and its time seen then, so an equal value (or a deletion of a title not held) needs no check.
             return UNCHANGED
-        reason = self._check_record(key, value, held)
+        entry = None if value is None else entry_fields(value)
+        reason = None if value is None else self._check_entry(entry, held)
         if reason is not None:
             if held is not None:  # the log now ends with the skipped record: write the entry again, as below
                 self._overtaken[key] = None
             return reason
-        ref = ref_of_digest(key)
         if value is None:
-            entry = entry_fields(held)
-            if entry is not None and entry.event_time + self.ttl_seconds >= self.stream_time:
+            old = entry_fields(held)
+            if old is not None and old.event_time + self.ttl_seconds >= self.stream_time:
                 self._overtaken[key] = None
                 return UNCHANGED
             self._displaced.pop(key, None)
         elif own is None or own == value:
             # The entry held is the topic's: this record comes after it. (An own entry still on its way would come
             # after this record, and its second look judges it.)
-            self._note_displaced(key, held, value)
+            self._note_displaced(key, held, entry)
         with self.store.unrecorded():
-            dedupe.apply(ref, value)
+            dedupe.apply_read(ref_of_digest(key), int.from_bytes(key, "big"), value, entry, held)
         return APPLIED
 
-    def _note_displaced(self, key: bytes, held: bytes | None, value: bytes) -> None:
-        """Remember ``held``, the topic's entry under ``key``, if ``value`` after it in the topic gives the key to
-        another event's title while ``held`` is fresh; the first such entry stays until it expires."""
+    def _note_displaced(self, key: bytes, held: bytes | None, new: Entry | None) -> None:
+        """Remember ``held``, the topic's entry under ``key``, if ``new``, the entry after it in the topic, gives the
+        key to another event's title while ``held`` is fresh; the first such entry stays until it expires."""
         if held is None:
             return
-        old, new = entry_fields(held), entry_fields(value)
+        old = entry_fields(held)
         if not (isinstance(old, TitleEntry) and isinstance(new, TitleEntry)) or old.event_id == new.event_id:
             return
         if old.event_time + self.ttl_seconds < new.event_time:
@@ -354,20 +366,22 @@ class TitleIndex:
             return "missing_field"
         if len(key) != INDEX_KEY_BYTES:
             return "invalid_value"
-        if value is not None:
-            entry = entry_fields(value)
-            # The writer dated it no later than its clock and its own skew, which may be larger than ours: only an
-            # entry past the clock, twice the longest skew any worker may have (one for the writer's clock, one for
-            # its setting) and the second entries round their times up to comes from no worker, and would never
-            # expire.
-            if entry is None or entry.event_time > self.clock() + 2 * LONGEST_CLOCK_SKEW_SECONDS + 1.0:
-                return "invalid_value"
-            self.stream_time = max(self.stream_time, self.trusted_time(entry.event_time))
-            # Nor does any worker date an entry further before the one held than two clocks and skews put them
-            # apart: a title stored again after its TTL is dated later. Such an entry would make a fresh title expire.
-            old = entry_fields(held) if held is not None else None
-            if old is not None and entry.event_time < old.event_time - 2 * LONGEST_CLOCK_SKEW_SECONDS - 1.0:
-                return "invalid_value"
+        return None if value is None else self._check_entry(entry_fields(value), held)
+
+    def _check_entry(self, entry: Entry | None, held: bytes | None) -> str | None:
+        """:meth:`_check_record` of a record with a value, ``entry`` what :func:`entry_fields` read of it."""
+        # The writer dated it no later than its clock and its own skew, which may be larger than ours: only an
+        # entry past the clock, twice the longest skew any worker may have (one for the writer's clock, one for
+        # its setting) and the second entries round their times up to comes from no worker, and would never
+        # expire.
+        if entry is None or entry.event_time > self.clock() + 2 * LONGEST_CLOCK_SKEW_SECONDS + 1.0:
+            return "invalid_value"
+        self.stream_time = max(self.stream_time, self.trusted_time(entry.event_time))
+        # Nor does any worker date an entry further before the one held than two clocks and skews put them
+        # apart: a title stored again after its TTL is dated later. Such an entry would make a fresh title expire.
+        old = entry_fields(held) if held is not None else None
+        if old is not None and entry.event_time < old.event_time - 2 * LONGEST_CLOCK_SKEW_SECONDS - 1.0:
+            return "invalid_value"
         return None
 
     def _ready(self) -> DedupeIndex:

@@ -53,14 +53,20 @@ class PackedTitles(MutableMapping[bytes, bytes]):
         return index if index < len(digests) and digests[index] == digest else -1
 
     def __getitem__(self, key: bytes) -> bytes:
-        recent: object = self._recent.get(key, _UNWRITTEN)
-        if recent is None:
+        value = self.get(key)
+        if value is None:
             raise KeyError(key)
+        return value
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        """The value under ``key``, or ``default``: a miss costs no exception, and most look-ups of a new title
+        miss."""
+        recent: object = self._recent.get(key, _UNWRITTEN)
         if recent is not _UNWRITTEN:
-            return cast(bytes, recent)
+            return default if recent is None else cast(bytes, recent)
         index = self._find(key) if len(key) == KEY_BYTES else -1
         if index < 0:
-            raise KeyError(key)
+            return default
         offset = self._offsets[index]
         return bytes(self._arena[offset : offset + self._lengths[index]])
 

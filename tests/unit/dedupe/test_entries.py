@@ -7,10 +7,13 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream_app.dedupe import dedupe_key, entry_fields
-from stream_app.dedupe.entries import title_bytes
+from stream_app.dedupe.entries import TitleEntry, title_bytes, unpack_buckets
 from stream_app.dedupe.normalize import REF_BYTES, key_digest
+from stream_app.dedupe.signatures import BANDS
 from stream_app.schema import MAX_ID_CHARS
 from stream_app.title_index.index import TitleIndex
 from tests.unit.dedupe.helpers import DAY, ORIGINAL, RecordingStore, index, stored_id
@@ -85,3 +88,12 @@ def test_a_hostile_index_record_never_reaches_a_duplicate_record() -> None:
     index.finish_loading()
     ((verdict, _),) = index.check_many([("e2", title, None, time.time())])
     assert verdict.match is None  # shown, and its own entry replaces the refused one
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(0, 0xFFFFFF), min_size=BANDS, max_size=BANDS))
+def test_a_title_entry_gives_back_the_bucket_ids_it_was_written_with(hashes: list[int]) -> None:
+    buckets = [band << 24 | bucket for band, bucket in enumerate(hashes)]
+    entry = entry_fields(title_bytes("7", 1000.0, b"", b"", buckets))
+    assert isinstance(entry, TitleEntry)
+    assert unpack_buckets(entry.buckets) == buckets

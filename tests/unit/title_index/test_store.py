@@ -43,6 +43,7 @@ def test_it_reads_as_a_dict_does_after_any_writes_and_deletions(
     for key in KEYS_LIST:
         assert (key in packed) == (key in expected)
         assert packed.get(key) == expected.get(key)
+        assert packed.get(key, b"default") == expected.get(key, b"default")
 
 
 def test_deleted_and_replaced_values_leave_the_arena_when_they_outweigh_the_rest() -> None:
@@ -61,3 +62,4 @@ def test_a_key_of_another_length_is_refused_and_never_found(key: bytes) -> None:
     with pytest.raises(KeyError):
         packed[key] = b"value"
     assert key not in packed
+    assert packed.get(key) is None
