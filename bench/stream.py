@@ -26,6 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -350,13 +352,30 @@ def distinct_titles(begin: int, end: int) -> list[tuple[bytes | None, bytes]]:
     return [(str(e["id"]).encode(), event_value(e)) for e in events]
 
 
+def seconds_to_ready(process: subprocess.Popen[bytes], port: str, started: float, timeout: float = 900.0) -> float:
+    """Seconds from ``started`` until the worker's ``/ready`` answers 200 (polled every 0.1 s)."""
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        alive(process, "ours")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return time.monotonic() - started
+        except (OSError, urllib.error.HTTPError):
+            pass  # not listening yet, or 503 while it loads
+        time.sleep(0.1)
+    raise RuntimeError(f"ours: not ready {timeout:.0f} s after its start")
+
+
 def measure_rss(count: int) -> str:
-    """Stream ``count`` distinct titles through our worker (default TTL, memory store); sample its RSS."""
+    """Stream ``count`` distinct titles through our worker (default TTL, memory store); sample its RSS. Then stop it
+    and start another worker, which loads the whole index from its topic: time to ``/ready`` and its RSS."""
     env, names = topics_env(f"bench-rss-{uuid.uuid4().hex[:6]}")
     asyncio.run(create_topics(names))
     run_dir = ROOT / ".run" / "bench"
     run_dir.mkdir(parents=True, exist_ok=True)
     samples: list[tuple[int, float]] = []
+    started = time.monotonic()
     process = start("ours", env, run_dir / "ours-rss.log")
 
     def sample(done: int) -> None:
@@ -366,7 +385,10 @@ def measure_rss(count: int) -> str:
             samples.append((done, rss))
             print(f"  {done} outputs, RSS {rss:.0f} MB", flush=True)
 
+    restarted_env = {**env, "TAGGER_DATA_DIR": env["TAGGER_DATA_DIR"] + "-restarted"}
+    restarted = None
     try:
+        empty_ready = seconds_to_ready(process, env["TAGGER_WEB_PORT"], started)
         asyncio.run(wait_ready(env["TAGGER_APP_ID"], process))
         sample(0)
         chunk = 100_000
@@ -374,14 +396,24 @@ def measure_rss(count: int) -> str:
             asyncio.run(produce(names[0], distinct_titles(begin, min(count, begin + chunk))))
         out_times, _ = asyncio.run(collect(names[0], names[1:], count, timeout=3600, on_progress=sample))
         final_rss, peak = rss_mb(process.pid, "VmRSS"), rss_mb(process.pid)
+        stop(process, env, topics=False)
+        started = time.monotonic()
+        restarted = start("ours", restarted_env, run_dir / "ours-rss-restarted.log")
+        full_ready = seconds_to_ready(restarted, restarted_env["TAGGER_WEB_PORT"], started)
+        ready_rss, ready_peak = rss_mb(restarted.pid, "VmRSS"), rss_mb(restarted.pid)
     finally:
+        if restarted is not None:
+            stop(restarted, restarted_env, topics=False)
         stop(process, env)
     progress = ", ".join(f"{done // 1000}k: {rss:.0f}" for done, rss in samples)
     return (
         f"Worker RSS while {count:,} events with distinct titles flow (default TTL {Settings().dedupe_ttl_days} days; "
         f"one worker, so it holds the whole title index): {len(out_times):,} outputs, "
         f"RSS after the last {final_rss:.0f} MB, peak (VmHWM) "
-        f"{peak:.0f} MB; target < 400 MB. RSS in MB by outputs: {progress}."
+        f"{peak:.0f} MB; target < 400 MB. RSS in MB by outputs: {progress}.\n\n"
+        f"A worker started after it stopped loads the whole index from its topic before `/ready` answers 200: "
+        f"ready {full_ready:.1f} s after its start (the first worker, with the index empty: {empty_ready:.1f} s), "
+        f"RSS then {ready_rss:.0f} MB, peak (VmHWM) {ready_peak:.0f} MB."
     )
 
 

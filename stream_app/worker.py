@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import functools
 import gc
@@ -17,6 +16,7 @@ from typing import Any
 
 import faust
 
+from stream_app.allocator import fix_mmap_threshold
 from stream_app.app import create_app
 from stream_app.errors import ConfigError, TaggerError
 from stream_app.faust_patches.checks import check_library_hooks
@@ -209,25 +209,6 @@ def lock_data_dir(path: Path) -> None:
             os.close(fd)
         raise ConfigError(f"TAGGER_DATA_DIR={str(path)!r} cannot be locked: {error.strerror or error}") from error
     _held_locks[folder] = fd
-
-
-M_MMAP_THRESHOLD = -3
-"""glibc's ``mallopt`` parameter: the size from which ``malloc`` maps a block of its own (unmapped when freed)."""
-MMAP_THRESHOLD_BYTES = 128 * 1024
-
-
-def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Give freed large blocks back to the system at once; False where the C library does not take the setting.
-
-    glibc raises its threshold to the size of each mapped block freed, up to 32 MB, and allocates below it from
-    the heap, where freed blocks stay resident wherever a live one sits above them. The title table's arrays are
-    copied into larger ones as it grows, so the heap grew by them: 41 MB more at 600,000 titles (BENCHMARKS.md).
-    Setting the threshold also keeps glibc from raising it.
-    """
-    try:
-        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):  # no C library to load, or one without mallopt
-        return False
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Collection, Iterable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -58,12 +58,23 @@ class BucketIndex:
         merge_every: int = MERGE_EVERY,
     ) -> BucketIndex:
         """An index of (bucket id, ref, tag) triples given oldest first (tags 0 if not given)."""
-        index = cls(limit, merge_every)
         order = np.argsort(bucket_ids, kind="stable")
-        index._ids = bucket_ids[order]
-        index._refs = refs[order].astype(np.uint64)
-        index._tags = np.zeros(len(refs), np.uint16) if tags is None else tags[order].astype(np.uint16)
-        index._trim(np.unique(index._ids))
+        kept_tags = np.zeros(len(order), np.uint16) if tags is None else np.asarray(tags, np.uint16)[order]
+        index = cls.from_sorted(limit, (bucket_ids[order], np.asarray(refs, np.uint64)[order], kept_tags))
+        index.merge_every = merge_every
+        return index
+
+    @classmethod
+    def from_sorted(cls, limit: int, columns: tuple[npt.NDArray[Any], ...]) -> BucketIndex:
+        """An index of ``columns``, (bucket id, ref, tag) arrays sorted by bucket id, each bucket's oldest first:
+        the arrays become the index's, not copied, less the entries past each bucket's ``limit``."""
+        index = cls(limit)
+        bucket_ids, index._refs, index._tags = columns
+        index._ids = bucket_ids
+        if len(bucket_ids) > limit:
+            # Each bucket oldest first: an entry goes when the one ``limit`` places on is in its bucket too (it
+            # has ``limit`` newer ones there).
+            index._drop(np.flatnonzero(bucket_ids[:-limit] == bucket_ids[limit:]))
         return index
 
     def add(self, bucket_ids: Iterable[int], ref: int, tag: int = 0) -> None:

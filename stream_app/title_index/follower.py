@@ -16,6 +16,7 @@ from typing import Any, Final, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream_app.allocator import give_back_free_memory
 from stream_app.faust_patches.metadata import topic_partitions
 from stream_app.log_repeats import SkipTally
 from stream_app.title_index.index import APPLIED, UNCHANGED, TitleIndex
@@ -182,6 +183,7 @@ class IndexFollower:
             while not all([await consumer.position(tp) >= end for tp, end in ends.items()]):
                 await self._take(await consumer.getmany(timeout_ms=200, max_records=FETCH_MAX_RECORDS), loading=True)
             self.index.finish_loading()
+            give_back_free_memory()  # what loading and indexing the whole topic freed
             self.ready.set()
             log.info(
                 "title index loaded: %d records, %d entries in %.1f s",

@@ -168,28 +168,3 @@ def test_the_producer_linger_is_the_setting(trained_model_dir: Path, tmp_path: P
     app = build_app(Settings(model_dir=trained_model_dir, data_dir=tmp_path, producer_linger_seconds=linger))
     assert app.conf.producer_linger == linger
     assert app.producer._settings_default()["linger_ms"] == int(linger * 1000)
-
-
-# 200 blocks of 1 MB, every other one freed: the title table's arrays and their copies, freed as the table grows,
-# among blocks still in use. Prints the resident memory (MB) left.
-CHURN = """
-import sys
-from stream_app.worker import fix_mmap_threshold
-if sys.argv[1] == "fixed":
-    assert fix_mmap_threshold()
-del bytearray(30 << 20)[:]  # a mapped block freed: glibc raises its threshold to its size (up to 32 MB)
-blocks = [bytearray(1 << 20) for _ in range(200)]
-del blocks[::2]
-rss = next(line for line in open("/proc/self/status") if line.startswith("VmRSS"))
-print(int(rss.split()[1]) // 1024)
-"""
-
-
-def test_the_worker_gives_freed_large_blocks_back_to_the_system() -> None:
-    def resident_mb(mode: str) -> int:
-        run = subprocess.run([sys.executable, "-c", CHURN, mode], capture_output=True, text=True, check=True)
-        return int(run.stdout)
-
-    default, fixed = resident_mb("default"), resident_mb("fixed")
-    # On the heap, the 100 MB freed stays resident between the blocks still in use; mapped, it is given back.
-    assert fixed < default - 80, (default, fixed)

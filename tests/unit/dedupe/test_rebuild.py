@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from stream_app.dedupe import BUCKET_LIMIT, index_buckets
+from stream_app.dedupe.normalize import REF_BYTES, ref_of_digest
+from stream_app.dedupe.rebuild import ref_order
 from tests.unit.dedupe.helpers import DAY, DESCRIPTION, ORIGINAL, RecordingStore, index
 
 
@@ -30,3 +36,15 @@ def test_a_new_title_is_one_store_write_and_its_buckets_are_rebuilt_from_the_sto
     assert store.writes == len(words)
     assert max(len(refs) for refs in dedupe.buckets.as_dict().values()) == BUCKET_LIMIT
     assert index_buckets(dict(store.data)) == dedupe.buckets
+
+
+@settings(max_examples=200)
+@given(st.lists(st.binary(min_size=REF_BYTES, max_size=REF_BYTES), min_size=1, max_size=50, unique=True))
+def test_titles_of_one_second_are_rebuilt_in_the_order_of_their_refs_as_text(digests: list[bytes]) -> None:
+    # Entry times are whole seconds, so titles stored within one second tie on time: the rebuild orders them by
+    # ref, as text, whatever their digests' order as numbers.
+    numbers = np.array([int.from_bytes(digest, "big") for digest in digests], np.uint64)
+    by_key = np.argsort(ref_order(numbers), kind="stable").tolist()
+    refs = [ref_of_digest(digest) for digest in digests]
+    assert by_key == sorted(range(len(digests)), key=refs.__getitem__)
+    assert len(set(ref_order(numbers).tolist())) == len(digests)
