@@ -8,8 +8,8 @@ carry their bucket ids): one store write per new title instead of one per bucket
 from __future__ import annotations
 
 from array import array
-from collections.abc import MutableMapping
-from typing import Any, Final
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +17,7 @@ import numpy.typing as npt
 from stream_app.dedupe.buckets import BucketIndex
 from stream_app.dedupe.entries import TitleEntry, entry_fields
 from stream_app.dedupe.expiry import ExpiryQueue
-from stream_app.dedupe.normalize import REF_CHARS, digest_of_ref, ref_number
+from stream_app.dedupe.normalize import REF_CHARS, digest_of_ref, ref_number, ref_of
 from stream_app.dedupe.signatures import BANDS, title_tag
 
 BUCKET_LIMIT: Final = 8
@@ -37,13 +37,14 @@ def scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, lis
     times, numbers, tags = array("d"), array("Q"), array("H")
     buckets, titles = bytearray(), bytearray()
     unreadable: list[str] = []
-    for ref, value in store.items():
-        entry = entry_fields(value) if digest_of_ref(ref) is not None else None
+    items = store.numbered_items() if isinstance(store, NumberedStore) else _numbered(store, unreadable)
+    for number, value in items:
+        entry = entry_fields(value)
         if entry is None:
-            unreadable.append(ref)
+            unreadable.append(ref_of(number))
             continue
         times.append(entry.event_time)
-        numbers.append(ref_number(ref))
+        numbers.append(number)
         if isinstance(entry, TitleEntry):
             buckets += entry.buckets
             tags.append(title_tag(entry.hashes))
@@ -63,6 +64,23 @@ def scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, lis
             queue.push(event_time, number)
     order = order[np.frombuffer(titles, np.uint8)[order].astype(bool)]
     return _bucket_index(buckets, refs[order], np.frombuffer(tags, np.uint16)[order], order), queue, unreadable
+
+
+@runtime_checkable
+class NumberedStore(Protocol):
+    """A store that hands out its entries keyed by ref number (:func:`~stream_app.dedupe.normalize.ref_number`):
+    every key it holds is a ref, so :func:`scan` reads it without turning each key into text and back."""
+
+    def numbered_items(self) -> Iterable[tuple[int, Any]]: ...
+
+
+def _numbered(store: MutableMapping[str, Any], unreadable: list[str]) -> Iterator[tuple[int, Any]]:
+    """``store``'s entries keyed by ref number; the keys that are no ref go to ``unreadable``."""
+    for ref, value in store.items():
+        if digest_of_ref(ref) is None:
+            unreadable.append(ref)
+        else:
+            yield ref_number(ref), value
 
 
 def _bucket_index(

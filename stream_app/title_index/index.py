@@ -116,6 +116,10 @@ class RefStore(MutableMapping[str, bytes]):
     def __len__(self) -> int:
         return len(self.titles)
 
+    def numbered_items(self) -> Iterator[tuple[int, bytes]]:
+        """Every entry as (its ref's number, its value): :class:`~stream_app.dedupe.rebuild.NumberedStore`."""
+        return self.titles.numbered_items()
+
     def take_changes(self) -> list[IndexChange]:
         """The changes recorded since the last call."""
         changes, self.changes = self.changes, []

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.dedupe import BUCKET_LIMIT, index_buckets
 from stream_app.dedupe.normalize import REF_BYTES, ref_of_digest
 from stream_app.dedupe.rebuild import ref_order
+from stream_app.title_index.index import RefStore
 from tests.unit.dedupe.helpers import DAY, DESCRIPTION, ORIGINAL, RecordingStore, index
 
 
@@ -48,3 +51,20 @@ def test_titles_of_one_second_are_rebuilt_in_the_order_of_their_refs_as_text(dig
     refs = [ref_of_digest(digest) for digest in digests]
     assert by_key == sorted(range(len(digests)), key=refs.__getitem__)
     assert len(set(ref_order(numbers).tolist())) == len(digests)
+
+
+@pytest.mark.parametrize("store_kind", ["refs as text", "refs as numbers"])
+def test_entries_of_no_known_shape_are_counted_and_deleted_at_the_next_expiry(store_kind: str) -> None:
+    # The title index's store hands its entries out by ref number (NumberedStore); any other mapping by text.
+    store: MutableMapping[str, Any] = {} if store_kind == "refs as text" else RefStore()
+    index(store).check_and_add("1", ORIGINAL, DESCRIPTION, 0)
+    kept = dict(store.items())
+    junk = ref_of_digest(bytes(range(REF_BYTES)))
+    store[junk] = b"\x00not an entry"
+    if store_kind == "refs as text":
+        store["not a ref"] = b"anything"
+    rebuilt = index(store)
+    assert rebuilt.entries == len(store)
+    rebuilt.expire(1)
+    assert dict(store.items()) == kept and rebuilt.entries == 1
+    assert rebuilt.check_and_add("2", ORIGINAL, None, 2).duplicate_of == "1"

@@ -40,6 +40,7 @@ def test_it_reads_as_a_dict_does_after_any_writes_and_deletions(
         assert len(packed) == len(expected)
     assert sorted(packed) == sorted(expected)
     assert dict(packed.items()) == expected
+    assert sorted(packed.numbered_items()) == sorted((int.from_bytes(key, "big"), v) for key, v in expected.items())
     for key in KEYS_LIST:
         assert (key in packed) == (key in expected)
         assert packed.get(key) == expected.get(key)
