@@ -18,7 +18,7 @@ from stream_app.dedupe.buckets import BucketIndex
 from stream_app.dedupe.entries import TitleEntry, entry_fields
 from stream_app.dedupe.expiry import ExpiryQueue
 from stream_app.dedupe.normalize import REF_CHARS, digest_of_ref, ref_number, ref_of
-from stream_app.dedupe.signatures import BANDS, title_tag
+from stream_app.dedupe.signatures import BANDS, title_tags
 
 BUCKET_LIMIT: Final = 8
 """Most refs kept in one bucket (the newest); bounds both an entry's size and the candidates per look-up."""
@@ -36,6 +36,7 @@ def scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, lis
     # it loaded (a million entries and more), and objects per entry would cost it several times the index's memory.
     times, numbers, tags = array("d"), array("Q"), array("H")
     buckets, titles = bytearray(), bytearray()
+    hashes: list[bytes] = []  # word hashes of the entries read since their tags were made (a near copy: none)
     unreadable: list[str] = []
     items = store.numbered_items() if isinstance(store, NumberedStore) else _numbered(store, unreadable)
     for number, value in items:
@@ -47,23 +48,25 @@ def scan(store: MutableMapping[str, Any]) -> tuple[BucketIndex, ExpiryQueue, lis
         numbers.append(number)
         if isinstance(entry, TitleEntry):
             buckets += entry.buckets
-            tags.append(title_tag(entry.hashes))
+            hashes.append(entry.hashes)
             titles.append(1)
         else:
             buckets += _NO_BUCKETS
-            tags.append(0)
+            hashes.append(b"")
             titles.append(0)
-    refs = np.frombuffer(numbers, np.uint64)
-    order = np.lexsort((ref_order(refs), np.frombuffer(times, np.float64)))  # by time, then by ref as text
+        if len(hashes) == _CHUNK:
+            tags.extend(title_tags(hashes))
+            hashes.clear()
+    tags.extend(title_tags(hashes))
+    refs, event_times = np.frombuffer(numbers, np.uint64), np.frombuffer(times, np.float64)
+    order = np.lexsort((ref_order(refs), event_times))  # by time, then by ref as text
     queue = ExpiryQueue()
     for begin in range(0, len(order), _CHUNK):
         chunk = order[begin : begin + _CHUNK]
-        for event_time, number in zip(
-            np.frombuffer(times, np.float64)[chunk].tolist(), refs[chunk].tolist(), strict=True
-        ):
+        for event_time, number in zip(event_times[chunk].tolist(), refs[chunk].tolist(), strict=True):
             queue.push(event_time, number)
     order = order[np.frombuffer(titles, np.uint8)[order].astype(bool)]
-    return _bucket_index(buckets, refs[order], np.frombuffer(tags, np.uint16)[order], order), queue, unreadable
+    return _bucket_index(buckets, refs, np.frombuffer(tags, np.uint16), order), queue, unreadable
 
 
 @runtime_checkable
@@ -86,10 +89,10 @@ def _numbered(store: MutableMapping[str, Any], unreadable: list[str]) -> Iterato
 def _bucket_index(
     buckets: bytearray, refs: npt.NDArray[np.uint64], tags: npt.NDArray[np.uint16], order: npt.NDArray[np.intp]
 ) -> BucketIndex:
-    """The LSH buckets of the titles at ``order`` (oldest first; ``refs`` and ``tags`` theirs, in that order),
-    built one band at a time. A band's bucket ids share their top byte, so the bands sorted apart and laid end to
-    end are the whole index sorted, and only one band's working arrays are held at once."""
-    titles = len(order)
+    """The LSH buckets of the titles at ``order`` (oldest first) among the entries whose packed ``buckets``, refs
+    and tags are given, built one band at a time. A band's bucket ids share their top byte, so the bands sorted
+    apart and laid end to end are the whole index sorted, and only one band's working arrays are held at once."""
+    refs, tags, titles = refs[order], tags[order], len(order)
     ids = np.empty(titles * BANDS, np.uint32)
     kept_refs, kept_tags = np.empty(titles * BANDS, np.uint64), np.empty(titles * BANDS, np.uint16)
     packed = np.frombuffer(buckets, np.uint8).reshape(-1, BANDS, 3)

@@ -320,8 +320,7 @@ class TitleIndex:
             # and its time seen then, so an equal value (or a deletion of a title not held) needs no check.
             return UNCHANGED
         entry = None if value is None else entry_fields(value)
-        reason = None if value is None else self._check_entry(entry, held)
-        if reason is not None:
+        if value is not None and (reason := self._check_entry(entry, held)) is not None:
             if held is not None:  # the log now ends with the skipped record: write the entry again, as below
                 self._overtaken[key] = None
             return reason

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.dedupe import BUCKET_LIMIT, index_buckets
+from stream_app.dedupe import BUCKET_LIMIT, index_buckets, rebuild
 from stream_app.dedupe.normalize import REF_BYTES, ref_of_digest
 from stream_app.dedupe.rebuild import ref_order
 from stream_app.title_index.index import RefStore
@@ -28,7 +28,11 @@ def test_state_rebuilt_from_the_store_still_knows_old_titles() -> None:
     assert rebuilt.check_and_add("1", ORIGINAL, DESCRIPTION, 3).match is None
 
 
-def test_a_new_title_is_one_store_write_and_its_buckets_are_rebuilt_from_the_store() -> None:
+@pytest.mark.parametrize("chunk", [rebuild._CHUNK, 3])
+def test_a_new_title_is_one_store_write_and_its_buckets_are_rebuilt_from_the_store(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rebuild, "_CHUNK", chunk)  # the rebuild reads the entries' tags this many at a time
     store = RecordingStore()
     dedupe = index(store, ttl=DAY)
     # Look-alike titles (distinct words, no typo) crowd the same buckets past their cap.
