@@ -31,6 +31,7 @@ from stream_app.schema import (
     dead_letter_record,
     duplicate_record,
     id_control_character,
+    is_blank,
     parse_event,
     review_record,
     tagged_record,
@@ -270,13 +271,15 @@ BIDI_CONTROLS = "".join(map(chr, (*range(0x202A, 0x202F), *range(0x2066, 0x206A)
 """The bidi embeddings, overrides and isolates, which no id may hold."""
 id_characters = st.characters(exclude_categories=["Cc", "Cs"], exclude_characters=BIDI_CONTROLS)
 """What a string id may hold: not a control character (Cc), nor a surrogate, which JSON cannot carry."""
+
+
 valid_events = st.fixed_dictionaries(
     {
         "id": st.one_of(
             st.integers(MIN_INTEGER_ID, MAX_INTEGER_ID),
-            st.text(id_characters, min_size=1, max_size=MAX_ID_CHARS).filter(str.strip),
+            st.text(id_characters, min_size=1, max_size=MAX_ID_CHARS).filter(lambda text: not is_blank(text)),
         ),
-        "title": st.text(min_size=1, max_size=MAX_TITLE_CHARS).filter(str.strip),
+        "title": st.text(min_size=1, max_size=MAX_TITLE_CHARS).filter(lambda text: not is_blank(text)),
     },
     optional={
         "description": st.none() | st.text(max_size=200),
