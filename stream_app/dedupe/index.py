@@ -28,6 +28,7 @@ from stream_app.dedupe.entries import (
 from stream_app.dedupe.normalize import (
     canonical_form,
     digest_of_ref,
+    form_and_numbers,
     key_digest,
     ref_number,
     ref_of,
@@ -165,16 +166,19 @@ class DedupeIndex:
         self._read = {}
         prepared: list[PreparedTitle] = []
         unsigned: list[int] = []
+        numbers: list[str] = []
         for title, _ in titles:
             words = title_words(title)
-            digest = key_digest(canonical_form(words))
+            form, digits = form_and_numbers(words)
+            digest = key_digest(form)
             ref = ref_of_digest(digest)
             if words:
                 stored = self._read[ref] = self.store.get(ref)
                 if stored is None:
                     unsigned.append(len(prepared))
+                    numbers.append(digits)
             prepared.append(PreparedTitle(words, digest, ref))
-        bucketed = batch_buckets([(prepared[index].words, titles[index][1]) for index in unsigned])
+        bucketed = batch_buckets([(prepared[index].words, titles[index][1]) for index in unsigned], numbers)
         located = self.buckets.locate([bucket for buckets, _ in bucketed for bucket in buckets])
         for n, (index, made) in enumerate(zip(unsigned, bucketed, strict=True)):
             words, digest, ref, *_ = prepared[index]

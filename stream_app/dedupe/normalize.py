@@ -143,11 +143,18 @@ def canonical_form(words: list[str]) -> str:
     (:func:`number_runs`) is kept as often as it occurs. A repeated word adds nothing ("YOLO: YOLO object detection"),
     but a repeated number is another version ("Llama 3.3" is not "Llama 3"), and so are the same digits in another
     order ("PyTorch 2.1" is not "PyTorch 1.2"); numbers apart may move ("GPT-4 vs Llama 2" is "Llama 2 vs GPT-4")."""
+    return form_and_numbers(words)[0]
+
+
+def form_and_numbers(words: list[str]) -> tuple[str, str]:
+    """A title's :func:`canonical_form` and its numbers (:func:`number_runs`, sorted, joined by single spaces; empty if
+    it has none), read in one pass: a check needs both, the form for its key and the numbers for its buckets."""
     if all(word.isalpha() for word in words):
-        return " ".join(sorted(set(words)))
+        return " ".join(sorted(set(words))), ""
     # Not all letters: a digit, or a combining mark (Thai, Devanagari), which is no number.
     runs, others = _numbers_and_others(words)
-    return " ".join(sorted([*set(others), *runs]))
+    runs.sort()
+    return " ".join(sorted([*set(others), *runs])), " ".join(runs)
 
 
 def number_runs(words: list[str]) -> list[str]:

@@ -155,27 +155,32 @@ _NO_PAIR: Final = np.uint64(1 << 32)
 def batch_signatures(titles: Sequence[tuple[list[str], str | None]]) -> list[tuple[list[int], bytes]]:
     """:func:`_signatures` of many titles (their words, their description) at once, the same values: numpy's
     per-call cost, most of a single title's, is paid once for the batch. Every title needs at least one word."""
+    values, texts = _batch_minima(titles)
+    title_values: list[list[int]] = values.tolist()
+    return list(zip(title_values, texts, strict=True))
+
+
+def _batch_minima(titles: Sequence[tuple[list[str], str | None]]) -> tuple[npt.NDArray[np.uint64], list[bytes]]:
+    """:func:`batch_signatures` as made: the titles' MinHash values in rows, and the descriptions' signatures."""
     if not titles:
-        return []
+        return np.zeros((0, BANDS * ROWS), np.uint64), []
     texts = [_pair_text(words) for words, _ in titles]
     ends = np.cumsum([len(text) // 2 for text in texts])
     hashed = _hashed(_pair_keys(b"".join(texts)), _TITLE_FAMILY)
     hashed[:, ends[:-1] - 1] = _NO_PAIR  # the pair made of one title's last space and the next one's first
     starts = np.concatenate(([0], ends[:-1]))
-    title_values: list[list[int]] = np.minimum.reduceat(hashed, starts, axis=1).T.tolist()
+    title_values = np.minimum.reduceat(hashed, starts, axis=1).T
     text_keys = [_description_keys(description) for _, description in titles]
     described = [index for index, found in enumerate(text_keys) if found]
-    text_values: dict[int, list[int]] = {}
+    signed = [b""] * len(titles)
     if described:
         counts = [len(text_keys[index]) for index in described]
         flat = np.fromiter(itertools.chain.from_iterable(text_keys[index] for index in described), np.uint32)
         firsts = np.cumsum([0, *counts[:-1]])
         minima = np.minimum.reduceat(_hashed(flat, _DESCRIPTION_FAMILY), firsts, axis=1).T.tolist()
-        text_values = dict(zip(described, minima, strict=True))
-    return [
-        (values, _nibbles(text_values[index]) if index in text_values else b"")
-        for index, values in enumerate(title_values)
-    ]
+        for index, values in zip(described, minima, strict=True):
+            signed[index] = _nibbles(values)
+    return title_values, signed
 
 
 @functools.lru_cache(maxsize=16384)  # title words recur from title to title
@@ -323,10 +328,46 @@ class Incoming:
         return _band_ids(title, self.words)
 
 
-def batch_buckets(titles: Sequence[tuple[list[str], str | None]]) -> list[tuple[list[int], bytes]]:
+def batch_buckets(
+    titles: Sequence[tuple[list[str], str | None]], numbers: Sequence[str]
+) -> list[tuple[list[int], bytes]]:
     """The :func:`bucket_ids` and :func:`description_signature` of each of many titles (their words, their
-    description), signed at once (:func:`batch_signatures`). Every title needs at least one word."""
-    return [
-        (_band_ids(values, words), text)
-        for (values, text), (words, _) in zip(batch_signatures(titles), titles, strict=True)
-    ]
+    description), signed at once (:func:`batch_signatures`); ``numbers`` holds each title's :func:`digit_runs`,
+    which its caller has read already (:func:`~stream_app.dedupe.normalize.form_and_numbers`). Every title needs
+    at least one word."""
+    values, texts = _batch_minima(titles)
+    salts = np.fromiter(
+        (_band_salt(digits, len(words)) for (words, _), digits in zip(titles, numbers, strict=True)),
+        np.uint64,
+        len(titles),
+    )
+    buckets: list[list[int]] = _batch_band_ids(values, salts).tolist()
+    return list(zip(buckets, texts, strict=True))
+
+
+_LOW_HALF: Final = np.uint64(0xFFFFFFFF)
+_HALF: Final = np.uint64(32)
+_MULTIPLIER_QUARTERS: Final = [np.uint64(_BAND_MULTIPLIER >> 32 * n & 0xFFFFFFFF) for n in range(4)]
+_BAND_NUMBERS: Final = np.arange(BANDS, dtype=np.uint64) << np.uint64(24)
+
+
+def _batch_band_ids(values: npt.NDArray[np.uint64], salts: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """:func:`_band_ids` of many titles at once: ``values`` holds each title's MinHash values in a row, ``salts`` its
+    :func:`_band_salt`; one row of band ids a title."""
+    # The 96-bit band times the 128-bit multiplier, modulo 2**128, in 32-bit quarters held in uint64 (numpy has
+    # no wider integer): only the top quarter is kept, so the partial products that land above it are left out
+    # and those that land in it may wrap; the ones below pass their carries up.
+    rows = values.reshape(len(values), BANDS, ROWS)
+    high = rows[:, :, 0]
+    middle = rows[:, :, 1] ^ (salts >> _HALF)[:, None]
+    low = rows[:, :, 2] ^ (salts & _LOW_HALF)[:, None]
+    m0, m1, m2, m3 = _MULTIPLIER_QUARTERS
+    low_m0, low_m1, middle_m0 = low * m0, low * m1, middle * m0
+    low_m2, middle_m1, high_m0 = low * m2, middle * m1, high * m0
+    second = (low_m0 >> _HALF) + (low_m1 & _LOW_HALF) + (middle_m0 & _LOW_HALF)
+    third = (second >> _HALF) + (low_m1 >> _HALF) + (middle_m0 >> _HALF)
+    third += (low_m2 & _LOW_HALF) + (middle_m1 & _LOW_HALF) + (high_m0 & _LOW_HALF)
+    top = (third >> _HALF) + (low_m2 >> _HALF) + (middle_m1 >> _HALF) + (high_m0 >> _HALF)
+    top += low * m3 + middle * m2 + high * m1
+    ids: npt.NDArray[np.uint64] = (top >> np.uint64(8)) & np.uint64(0xFFFFFF) | _BAND_NUMBERS
+    return ids

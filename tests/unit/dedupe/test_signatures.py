@@ -18,8 +18,17 @@ from stream_app.dedupe import (
     title_tag,
     title_words,
 )
-from stream_app.dedupe.normalize import canonical_form
-from stream_app.dedupe.signatures import _BAND_MULTIPLIER, _band_hash, _band_ids, batch_signatures, title_tags
+from stream_app.dedupe.normalize import canonical_form, form_and_numbers
+from stream_app.dedupe.signatures import (
+    _BAND_MULTIPLIER,
+    _band_hash,
+    _band_ids,
+    _band_salt,
+    _batch_band_ids,
+    batch_buckets,
+    batch_signatures,
+    title_tags,
+)
 from stream_app.dedupe.signatures import _signatures as signatures
 from tests.unit.dedupe.helpers import ORIGINAL, words
 
@@ -50,6 +59,52 @@ def test_band_ids_are_each_band_s_rows_hashed_with_the_title_s_numbers_and_lengt
         rows = int.from_bytes(b"".join(value.to_bytes(4, "big") for value in values[band * ROWS : (band + 1) * ROWS]))
         expected.append(band << 24 | ((rows ^ salt) * _BAND_MULTIPLIER) % 2**128 >> 104)
     assert _band_ids(values, title) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 2**32 - 1), min_size=BANDS * ROWS, max_size=BANDS * ROWS),
+            st.lists(st.text(alphabet="ab12", min_size=1, max_size=4), max_size=6),
+        ),
+        max_size=12,
+    )
+)
+def test_band_ids_of_a_batch_are_those_of_each_title(titles: list[tuple[list[int], list[str]]]) -> None:
+    """The batch's band ids are the 128-bit products of ``_band_ids`` worked in 32-bit quarters: every carry between
+    them counts, which values up to 2**32 - 1 and salts of all 64 bits reach."""
+    values = np.array([title for title, _ in titles], np.uint64).reshape(len(titles), BANDS * ROWS)
+    salts = np.array([_band_salt(digit_runs(words), len(words)) for _, words in titles], np.uint64)
+    assert _batch_band_ids(values, salts).tolist() == [_band_ids(title, words) for title, words in titles]
+
+
+def test_band_ids_of_a_batch_keep_every_carry() -> None:
+    """Bands whose product with the multiplier has bits 32 to 103 all zero (a band is that product times the
+    multiplier's inverse): a carry lost between any two quarters below bit 104 would borrow from the band id. Random
+    values almost never show one."""
+    inverse, quarter = pow(_BAND_MULTIPLIER, -1, 2**104), 2**32 - 1
+    rng = random.Random(5)
+    bands: list[int] = []
+    while len(bands) < 32:
+        band = rng.getrandbits(32) * inverse % 2**104
+        if band < 2**96:  # three quarters, as a band's rows are
+            bands.append(band)
+    values = np.array([[band >> 64, band >> 32 & quarter, band & quarter] * BANDS for band in bands], np.uint64)
+    expected = [[number << 24 | band * _BAND_MULTIPLIER % 2**128 >> 104 for number in range(BANDS)] for band in bands]
+    assert _batch_band_ids(values, np.zeros(len(bands), np.uint64)).tolist() == expected
+
+
+@given(st.lists(st.tuples(st.lists(words, min_size=1, max_size=8), st.none() | st.text(max_size=200)), max_size=12))
+def test_a_batch_s_buckets_are_those_of_each_title_alone(batch: list[tuple[list[str], str | None]]) -> None:
+    numbers = [form_and_numbers(title)[1] for title, _ in batch]
+    assert batch_buckets(batch, numbers) == [
+        (bucket_ids(title), description_signature(description)) for title, description in batch
+    ]
+
+
+@given(st.lists(st.text(alphabet="ab1٣½่", min_size=1, max_size=4), max_size=6))
+def test_a_title_s_form_and_numbers_read_at_once_are_those_read_apart(title: list[str]) -> None:
+    assert form_and_numbers(title) == (canonical_form(title), digit_runs(title))
 
 
 def test_the_numbers_of_a_title_keep_their_parts_in_order_and_are_sorted_apart() -> None:
