@@ -10,6 +10,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream_app import APPROVED_TAGS
 from stream_app.errors import InvalidDecision, InvalidRecord
@@ -17,7 +19,7 @@ from stream_app.review.board import PublishedRecords, ReviewBoard, decide
 from stream_app.review.labels import LabelStore, read_labels
 from stream_app.review.markup import ItemText, render_page
 from stream_app.review.records import read_record
-from stream_app.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, load_schema
+from stream_app.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, has_lone_surrogate, load_schema
 
 NOW = "2026-11-23T00:00:00.000+00:00"
 
@@ -412,6 +414,60 @@ def test_a_record_that_is_not_a_json_object_is_refused_with_its_reason(raw: byte
     with pytest.raises(InvalidRecord) as raised:
         read_record(raw)
     assert raised.value.reason == reason
+
+
+def standard_read(raw: bytes) -> tuple[str, Any]:
+    """What :func:`read_record` made of ``raw`` when it read every record with the standard library's parse."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return "refused", "not_json"
+    if not isinstance(value, dict):
+        return "refused", "not_object"
+    if has_lone_surrogate(value):
+        return "refused", "invalid_value"
+    return "read", value
+
+
+def outcome(raw: bytes) -> tuple[str, Any]:
+    try:
+        return "read", read_record(raw)
+    except InvalidRecord as error:
+        return "refused", error.reason
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+json_like = st.text(alphabet='{}[]":,.-+0123456789eEnulltrueNaInfiy \\u0dD8a\n', max_size=40)
+
+
+@given(
+    st.one_of(
+        json_values.map(lambda value: json.dumps({"x": value}).encode()),
+        json_values.map(lambda value: json.dumps({"x": value}, ensure_ascii=False).encode("utf-16")),
+        json_like.map(str.encode),
+        json_like.map(lambda text: ('{"x": ' + text + "}").encode()),
+        st.binary(max_size=40),
+    )
+)
+def test_a_record_reads_as_the_standard_library_reads_it(raw: bytes) -> None:
+    """msgspec reads most records; what it refuses, the standard library reads: the same value or the same
+    reason either way (NaN, 1e400, surrogate escapes, UTF-16, duplicate keys, deep nesting, big integers)."""
+    assert outcome(raw) == standard_read(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"x": NaN}', b'{"x": 1e400}', b'{"x": -Infinity}', b'{"x": 1, "x": 2}', b'{"x": ' + b"1" * 4301 + b"}",
+     b'{"x": ' + b"1" * 4300 + b"}", b'{"x": 123456789012345678901234567890}', '{"x": "é"}'.encode("utf-16"),
+     '{"x": "\\ud800"}'.encode("utf-16"),
+     b'\xef\xbb\xbf{"x": 1}', b'{"x": "\\ud800"}', b'{"x": "a\nb"}', b'{"x": 1} x', b"[" * 100_000],
+)  # fmt: skip
+def test_records_msgspec_refuses_read_as_the_standard_library_reads_them(raw: bytes) -> None:
+    assert outcome(raw) == standard_read(raw)
 
 
 @pytest.mark.parametrize("text", ['{"id": "\\ud800"}', '{"title": "a\\uDFFFb"}', '{"x": ["\\ud83d"]}'])
