@@ -31,14 +31,16 @@ Modules:
 * :mod:`~stream_app.dedupe.buckets`: the in-memory LSH bucket index;
 * :mod:`~stream_app.dedupe.expiry`: the queue of entries by event time, for sweeps;
 * :mod:`~stream_app.dedupe.rebuild`: the buckets and the expiry queue read back from a store;
+* :mod:`~stream_app.dedupe.earlier`: other writers' entries, by ref and by bucket, for a recheck;
 * :mod:`~stream_app.dedupe.index`: :class:`DedupeIndex`, which ties them together (prepare a batch,
   check, recheck, apply, expire).
 """
 
 from stream_app.dedupe.buckets import BucketIndex
+from stream_app.dedupe.earlier import EarlierEntries
 from stream_app.dedupe.entries import CopyEntry, Entry, TitleEntry, clamp_time, entry_fields
 from stream_app.dedupe.expiry import EXPIRY_SLOT_SECONDS, ExpiryQueue
-from stream_app.dedupe.index import MATCH_KINDS, DedupeIndex, DedupeVerdict, EarlierEntries, PreparedTitle
+from stream_app.dedupe.index import MATCH_KINDS, DedupeIndex, DedupeVerdict, PreparedTitle
 from stream_app.dedupe.normalize import (
     REF_CHARS,
     dedupe_key,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from stream_app.dedupe.buckets import Located
+from stream_app.dedupe.earlier import EarlierEntries
 from stream_app.dedupe.entries import (
     TITLE_MARK,
     WORDS,
@@ -69,23 +70,6 @@ class PreparedTitle(NamedTuple):
     one the index held when it was prepared), and then made by the check if it needs them."""
     located: Located | None = None
     """The entries of its buckets in the bucket index's arrays, when it was prepared."""
-
-
-class EarlierEntries:
-    """Entries other writers stored, each with its place among them (the index topic's order), by ref and by LSH
-    bucket: what :meth:`DedupeIndex.recheck` judges titles against. Values of no known shape are left out."""
-
-    def __init__(self, stored: Iterable[tuple[int, str, bytes]]) -> None:
-        self.by_ref: dict[str, list[tuple[int, bytes, Entry]]] = {}
-        self.by_bucket: dict[int, list[tuple[int, str, TitleEntry]]] = {}
-        for position, ref, value in stored:
-            entry = entry_fields(value)
-            if entry is None:
-                continue
-            self.by_ref.setdefault(ref, []).append((position, value, entry))
-            if isinstance(entry, TitleEntry):
-                for bucket in unpack_buckets(entry.buckets):
-                    self.by_bucket.setdefault(bucket, []).append((position, ref, entry))
 
 
 class DedupeIndex:

@@ -302,7 +302,7 @@ class Incoming:
         self._description = description
         self._bucketed = bucketed
         """Its :func:`bucket_ids` and its description's signature, if made already (from
-        :func:`batch_signatures`)."""
+        :func:`batch_buckets`)."""
 
     @functools.cached_property
     def distinct(self) -> set[bytes]:

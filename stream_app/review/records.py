@@ -39,17 +39,10 @@ def read_record(raw: bytes | None) -> dict[str, Any]:
         raise InvalidRecord("tombstone", "the record has no value")
     try:
         value = _DECODER.decode(raw)  # UTF-8 only, and it refuses unpaired surrogate escapes
-        read_by_msgspec = True
     except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
-        # What msgspec refuses is read by the standard library, which decides as it always did: it takes NaN,
-        # numbers past a float's range, unpaired surrogate escapes and UTF-16 or UTF-32 text, and refuses the rest.
         value = _standard_parse(raw)
-        read_by_msgspec = False
     if not isinstance(value, dict):
         raise InvalidRecord("not_object", f"a JSON {type(value).__name__}")
-    # Text no UTF-8 writer takes would fail later, in the labelled store or in a decision's records.
-    if not read_by_msgspec and has_lone_surrogate(value):
-        raise InvalidRecord("invalid_value", "the JSON holds an unpaired surrogate escape such as \\ud800")
     return value
 
 
@@ -59,10 +52,17 @@ the others publish."""
 
 
 def _standard_parse(raw: bytes) -> Any:
+    """What msgspec refuses, read by the standard library as every record was before: it takes NaN, numbers past a
+    float's range, unpaired surrogate escapes and UTF-16 or UTF-32 text, and refuses the rest. An object holding an
+    unpaired surrogate is refused here: no UTF-8 writer takes such text, so it would fail later, in the labelled
+    store or in a decision's records."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise InvalidRecord("not_json", type(error).__name__) from None
+    if isinstance(value, dict) and has_lone_surrogate(value):
+        raise InvalidRecord("invalid_value", "the JSON holds an unpaired surrogate escape such as \\ud800")
+    return value
 
 
 def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
