@@ -12,6 +12,7 @@ owner only. A running worker takes up changes at the next sign-in or page load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import getpass
 import hashlib
@@ -24,10 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from argon2 import PasswordHasher, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from stream_app.errors import ConfigError
+from stream_app.files import open_regular
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ NAME_PATTERN: Final = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._@-]{{0,{MAX_NAME_CHAR
 MIN_PASSWORD_CHARS: Final = 12
 MAX_PASSWORD_CHARS: Final = 1024
 """Longer passwords are refused before hashing, so a sign-in form cannot make the worker hash megabytes."""
+MAX_ACCOUNTS_FILE_BYTES: Final = 4 * 1024 * 1024
+"""An accounts file past this is not read (nobody can sign in): some 40,000 reviewers' lines."""
 
 _hasher = PasswordHasher()
 
@@ -98,7 +102,14 @@ class ReviewerAccounts:
             return None
         try:
             verified = _hasher.verify(known or _unknown_user_hash(), password)
+        except VerifyMismatchError:
+            return None
         except (VerificationError, InvalidHashError):
+            # A stored hash argon2 cannot decode fails at once; checking the unknown name's as well keeps the
+            # answer as slow as for any other name, so its speed does not tell that the name exists.
+            log.warning("reviewer %s's stored hash cannot be decoded; nobody can sign in as them", name)
+            with contextlib.suppress(VerificationError):
+                _hasher.verify(_unknown_user_hash(), password)
             return None
         except UnicodeEncodeError:  # a lone surrogate, which a form in another charset can carry: no password's
             return None
@@ -118,17 +129,33 @@ def account_stamp(encoded: str) -> str:
 
 
 def read_accounts(path: Path) -> dict[str, str]:
-    """Name to hash, from the file's well-formed lines (others are logged and ignored)."""
+    """Name to hash, from the file's well-formed lines (others are logged and ignored); raises :class:`OSError`
+    for a file that is not a regular one (a FIFO would block the reader) or is larger than
+    :data:`MAX_ACCOUNTS_FILE_BYTES`."""
+    with open_regular(path) as file:
+        content = file.read(MAX_ACCOUNTS_FILE_BYTES + 1)
+    if len(content) > MAX_ACCOUNTS_FILE_BYTES:
+        raise OSError(f"{path} is larger than {MAX_ACCOUNTS_FILE_BYTES} bytes")
     accounts: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for number, line in enumerate(content.decode("utf-8", errors="replace").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         name, colon, encoded = line.strip().partition(":")
-        if not (colon and valid_name(name) and encoded.startswith("$argon2")):
+        if not (colon and valid_name(name) and _argon2_hash(encoded)):
             log.warning("%s line %d is not 'name:argon2-hash'; ignored", path, number)
             continue
         accounts[name] = encoded
     return accounts
+
+
+def _argon2_hash(encoded: str) -> bool:
+    """Whether ``encoded`` reads as an argon2 hash with its parameters (argon2 may still fail to decode its salt
+    or digest: :meth:`ReviewerAccounts.sign_in` answers those as slowly as any other)."""
+    try:
+        extract_parameters(encoded)
+    except (InvalidHashError, ValueError):
+        return False
+    return True
 
 
 def write_accounts(path: Path, accounts: dict[str, str]) -> None:

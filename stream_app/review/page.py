@@ -284,7 +284,7 @@ class ReviewSite:
             # bounded, with room kept for reviewers at their usual addresses.
             self.count_sign_in("limited")
             return self._sign_in_page(session, "Too many sign-ins at once: try again in a minute.", status=503)
-        self.limiter.count(address)
+        self.limiter.count(address, limited_name)
         if stranger:
             self.name_limiter.count(limited_name)  # a success takes back this one only: others may be a guesser's
         self.checking += 1
@@ -298,7 +298,7 @@ class ReviewSite:
             log.warning("review sign-in refused for %r from %s", name[:MAX_REVIEWER_CHARS], address)
             self.count_sign_in("wrong")
             return self._sign_in_page(session, "Wrong name or password.", status=401)
-        self.limiter.succeeded(address)
+        self.limiter.succeeded(address, limited_name)
         if stranger:
             self.name_limiter.withdraw(limited_name)
         self.known_addresses.signed_in(limited_name, address)

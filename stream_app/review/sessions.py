@@ -194,7 +194,8 @@ def _same(given: str, expected: str) -> bool:
 class SignInLimiter:
     """Counts failed sign-ins per key (a client address, or a reviewer name); too many within the window refuse
     further tries. An attempt counts as failed from before its password is checked (:meth:`attempt`) until it
-    succeeds, so attempts sent at once, all waiting for the check, are limited too."""
+    succeeds, so attempts sent at once, all waiting for the check, are limited too. Each failure keeps the name it
+    tried, so that a success forgives the reviewer's own typos and no one else's (:meth:`succeeded`)."""
 
     def __init__(
         self,
@@ -205,27 +206,33 @@ class SignInLimiter:
         self.max_failures = max_failures
         self.window_seconds = window_seconds
         self.clock = clock
-        self._failures: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
+        self._failures: collections.OrderedDict[str, list[tuple[float, str]]] = collections.OrderedDict()
 
-    def blocked(self, address: str) -> bool:
-        return len(self._recent(address)) >= self.max_failures
+    def blocked(self, key: str) -> bool:
+        return len(self._recent(key)) >= self.max_failures
 
-    def attempt(self, address: str) -> bool:
-        """Count a sign-in from ``address`` as failed, before its password is checked; False, counting nothing,
-        when the address is :meth:`blocked`."""
-        if self.blocked(address):
+    def attempt(self, key: str, name: str = "") -> bool:
+        """Count a sign-in for ``key`` as failed, before its password is checked; False, counting nothing, when
+        the key is :meth:`blocked`."""
+        if self.blocked(key):
             return False
-        self.count(address)
+        self.count(key, name)
         return True
 
-    def count(self, key: str) -> None:
-        """Count a sign-in for ``key`` as failed, before its password is checked, whether or not it is
-        :meth:`blocked` (the caller has asked)."""
-        remember(self._failures, key, [*self._recent(key), self.clock()], MAX_TRACKED)
+    def count(self, key: str, name: str = "") -> None:
+        """Count a sign-in for ``key``, trying ``name``, as failed, before its password is checked, whether or not
+        it is :meth:`blocked` (the caller has asked)."""
+        remember(self._failures, key, [*self._recent(key), (self.clock(), name)], MAX_TRACKED)
 
-    def succeeded(self, address: str) -> None:
-        """Forget the failures of ``address``: its attempt, and those before it, were the reviewer's."""
-        self._failures.pop(address, None)
+    def succeeded(self, key: str, name: str = "") -> None:
+        """Forget the failures of ``key`` that tried ``name``: this attempt, and the reviewer's typos before it.
+        Failures that tried other names stay: one address signing in now and then to an account of its own would
+        otherwise clear its guesses at everyone else's."""
+        kept = [failure for failure in self._recent(key) if failure[1] != name]
+        if kept:
+            self._failures[key] = kept
+        else:
+            self._failures.pop(key, None)
 
     def withdraw(self, key: str) -> None:
         """Take back one attempt counted for ``key``, which succeeded, and no other: those may be someone else's."""
@@ -233,9 +240,9 @@ class SignInLimiter:
         if failures:
             failures.pop()
 
-    def _recent(self, address: str) -> list[float]:
+    def _recent(self, key: str) -> list[tuple[float, str]]:
         since = self.clock() - self.window_seconds
-        return [t for t in self._failures.get(address, ()) if t > since]
+        return [failure for failure in self._failures.get(key, ()) if failure[0] > since]
 
 
 class KnownAddresses:
@@ -270,7 +277,13 @@ def host_allowed(host: str, allowed: frozenset[str]) -> bool:
         before, colon, after = host.rpartition(":")
         name, port = (before, colon + after) if colon else (host, "")
     # What follows the name is a port or nothing: "[::1]evil" or "localhost:x" names no allowed host.
-    return bool(name) and name in allowed and (port == "" or (port.startswith(":") and port[1:].isdigit()))
+    return bool(name) and name in allowed and (port == "" or (port.startswith(":") and _is_port(port[1:])))
+
+
+def _is_port(text: str) -> bool:
+    """Whether ``text`` is a TCP port as a ``Host`` header writes it: ASCII digits (``str.isdigit`` also takes
+    "٣" and "¹"), from 1 to 65535."""
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and 0 < int(text) <= 65535
 
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]

@@ -3,13 +3,18 @@ hashes in an owner-only file, and only the right password verifies."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from argon2 import PasswordHasher
 
 from stream_app.errors import ConfigError
+from stream_app.review import accounts as accounts_module
 from stream_app.review.accounts import ReviewerAccounts, add_reviewer, read_accounts
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -74,7 +79,63 @@ def test_malformed_lines_are_ignored(tmp_path: Path) -> None:
     add_reviewer(path, "ann", "a long password")
     with path.open("a") as file:
         file.write("# a comment\nbob\neve:plain-text-password\n\n")
+        file.write("carl:$argon2id$v=19$m=65536,t=3,p=4$broken\n")  # no digest: argon2 cannot read it
+        file.write("dan:$argon2x$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\n")
     assert set(read_accounts(path)) == {"ann"}
+
+
+class CountingHasher(PasswordHasher):
+    """argon2's hasher, noting each hash it was asked to verify against."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.against: list[str] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:  # noqa: A002 (argon2's name)
+        self.against.append(str(hash))
+        return super().verify(hash, password)
+
+
+def test_a_stored_hash_argon2_cannot_decode_is_answered_like_an_unknown_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """argon2 refuses a hash it cannot decode at once: answered by that alone, the speed of a refusal would tell
+    that the name exists. It is answered after the unknown name's full check too, and logged."""
+    path = tmp_path / "reviewers"
+    add_reviewer(path, "ann", SECRET)
+    good = read_accounts(path)["ann"]
+    undecodable = good[:-5]  # its parameters read, its digest does not decode
+    with path.open("a") as file:
+        file.write(f"bob:{undecodable}\n")
+    accounts = ReviewerAccounts(path)
+    accounts.refresh()
+    assert accounts.names == {"ann", "bob"}
+    hasher = CountingHasher()
+    monkeypatch.setattr(accounts_module, "_hasher", hasher)
+    assert accounts.sign_in("nobody", SECRET) is None
+    unknown_name_checks = list(hasher.against)
+    hasher.against.clear()
+    assert accounts.sign_in("bob", SECRET) is None
+    assert hasher.against == [undecodable, *unknown_name_checks]
+    assert "bob's stored hash cannot be decoded" in caplog.text
+    assert accounts.sign_in("ann", SECRET) is not None
+
+
+def test_an_accounts_file_that_is_a_fifo_or_too_large_is_refused_without_blocking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FIFO in the file's place would block the thread reading it, and with it every later sign-in and page."""
+    fifo, large = tmp_path / "fifo", tmp_path / "large"
+    os.mkfifo(fifo, 0o600)
+    add_reviewer(large, "ann", SECRET)
+    with large.open("a") as file:
+        file.write("# padding\n" * (accounts_module.MAX_ACCOUNTS_FILE_BYTES // 10))
+    for path in (fifo, large):
+        accounts = ReviewerAccounts(path)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(accounts.refresh).result(timeout=10)
+        assert accounts.names == frozenset()
+    assert "fifo is not a regular file" in caplog.text and "is larger than" in caplog.text
 
 
 def test_an_accounts_file_that_cannot_be_read_means_nobody_signs_in_and_is_logged_once(

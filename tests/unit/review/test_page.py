@@ -168,6 +168,30 @@ def test_repeated_failures_from_one_address_are_refused_for_a_while(tmp_path: Pa
     assert site.sign_in(peer="10.0.0.8").status == 303  # another address is not held back
 
 
+def test_a_reviewer_s_own_sign_ins_do_not_clear_an_address_s_guesses_at_other_names(tmp_path: Path) -> None:
+    """A success forgives the typos made at its own name, not guesses at everyone else's: an address holding one
+    account (or sharing a NAT with a reviewer) would otherwise guess without limit, signing in between rounds."""
+    site = Site(tmp_path)
+    statuses = []
+    for round_ in range(2):
+        statuses += [site.sign_in(f"guess{round_}{n}", WRONG, peer="10.0.0.9").status for n in range(2)]
+        statuses.append(site.sign_in(peer="10.0.0.9").status)
+    statuses.append(site.sign_in("guess9", WRONG, peer="10.0.0.9").status)
+    assert statuses == [401, 401, 303, 401, 401, 303, 401]
+    assert site.sign_in("guess10", WRONG, peer="10.0.0.9").status == 429  # 5 guesses at other names
+    assert site.sign_in(peer="10.0.0.9").status == 429
+
+
+def test_a_reviewer_s_own_typos_are_forgiven_when_they_sign_in(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    for _ in range(4):
+        assert site.sign_in("ann", WRONG, peer="10.0.0.9").status == 401
+    assert site.sign_in(peer="10.0.0.9").status == 303
+    for _ in range(4):  # four more typos within the window: the first four no longer count
+        assert site.sign_in("ann", WRONG, peer="10.0.0.9").status == 401
+    assert site.sign_in(peer="10.0.0.9").status == 303
+
+
 def test_behind_a_trusted_proxy_failures_count_per_client_and_a_forged_entry_changes_nothing(tmp_path: Path) -> None:
     """Every client of a reverse proxy connects from its address: read through the proxy's X-Forwarded-For, one
     client's failures do not lock the others out, and what a client writes into the header itself is not read."""
@@ -696,11 +720,15 @@ def test_the_limiter_forgets_failures_past_its_window() -> None:
     assert not limiter.attempt("a") and limiter.blocked("a") and not limiter.blocked("b")
     now[0] = 11
     assert not limiter.blocked("a")
-    assert limiter.attempt("a")
-    limiter.succeeded("a")
+    assert limiter.attempt("a", "ann")
+    limiter.succeeded("a", "ann")
     assert limiter.attempt("a") and limiter.attempt("a")
     limiter.withdraw("a")  # one attempt succeeded: the other still counts
     assert limiter.attempt("a") and not limiter.attempt("a")
+    now[0] = 22
+    assert limiter.attempt("a", "bob") and limiter.attempt("a", "ann")
+    limiter.succeeded("a", "ann")  # ann's failure goes, bob's stays
+    assert limiter.attempt("a", "ann") and not limiter.attempt("a", "ann")
 
 
 @pytest.mark.parametrize(
@@ -708,7 +736,8 @@ def test_the_limiter_forgets_failures_past_its_window() -> None:
     [("127.0.0.1:6066", True), ("LOCALHOST", True), ("[::1]:6066", True), ("review.example:443", True),
      ("review.example:444", False), ("evil.example", False), ("127.0.0.1.evil.example", False), ("", False),
      (":6066", False), ("[::1]evil", False), ("localhost:x", False), ("localhost:", False), ("[::1]:", False),
-     ("[::1", False)],
+     ("[::1", False), ("localhost:\u0663", False), ("localhost:\u00b9", False), ("[::1]:\u0661\u0662", False),
+     ("localhost:99999", False), ("localhost:0", False), ("localhost:+80", False), ("localhost:65535", True)],
 )  # fmt: skip
 def test_the_host_allow_list(host: str, allowed: bool) -> None:
     hosts = frozenset({"localhost", "127.0.0.1", "[::1]", "review.example:443"})
