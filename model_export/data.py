@@ -10,7 +10,7 @@ from typing import Final
 
 from stream_app import APPROVED_TAGS
 from stream_app.dedupe import DedupeIndex, description_signature, signature_similarity
-from stream_app.dedupe.normalize import dedupe_key, nfkc_casefold, split_words, unescape_html
+from stream_app.dedupe.normalize import dedupe_key, folded_text, split_words
 from stream_app.errors import TaggerError
 from stream_app.review.labels import latest_decisions
 
@@ -184,8 +184,8 @@ def copies_of_held_rows(
 
 
 def _description_words(description: str) -> list[str]:
-    """A description's words as the dedupe reads them: HTML references read, NFKC, case-folded."""
-    return split_words(nfkc_casefold(unescape_html(description))) if description else []
+    """A description's words as the dedupe reads them (:func:`~stream_app.dedupe.normalize.folded_text`)."""
+    return split_words(folded_text(description)) if description else []
 
 
 def title_key(title: str) -> str:

@@ -94,13 +94,22 @@ def nfkc_casefold(text: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
+def folded_text(text: str) -> str:
+    """``text`` as dedupe reads it: HTML character references read, invisible format characters deleted (a soft
+    hyphen, a zero-width space), NFKC, case-folded."""
+    text = unescape_html(text)
+    if text.isascii():
+        return text.lower()
+    # Scraped HTML keeps &shy; and zero-width spaces inside words: "Real\xadtime" is "Realtime". They go before
+    # NFKC, which composes a letter with the mark after it only when nothing stands between them ("e\xad\u0301"
+    # would stay two characters, and "é" another word); NFKC makes none of them.
+    return nfkc_casefold(text.translate(_FORMAT_CHARACTERS))
+
+
 def title_words(title: str) -> list[str]:
-    """A title's words in order, repeats included: HTML character references read, NFKC, case-folded, without
-    invisible format characters (a soft hyphen, a zero-width space) or known source decorations, split at
-    punctuation and spaces."""
-    text = nfkc_casefold(unescape_html(title))
-    if not text.isascii():  # scraped HTML keeps &shy; and zero-width spaces inside words: "Real\xadtime" is "Realtime"
-        text = text.translate(_FORMAT_CHARACTERS)
+    """A title's words in order, repeats included: its :func:`folded_text` without known source decorations, split
+    at punctuation and spaces."""
+    text = folded_text(title)
     if _DECORATION_MARKS.search(text) is None or _DECORATION_HINTS.search(text) is None:
         return split_words(text)
     # A run of spaces makes the patterns try it every way (a title of 1,000 characters took 0.3 s): one space is

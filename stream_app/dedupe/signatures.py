@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from stream_app.dedupe.normalize import blake2b_function, nfkc_casefold, number_runs, split_words, unescape_html
+from stream_app.dedupe.normalize import blake2b_function, folded_text, number_runs, split_words
 
 BANDS: Final = 4
 ROWS: Final = 3
@@ -102,7 +102,7 @@ def _description_keys(description: str | None) -> list[int]:
     CRC-32."""
     if not description:
         return []
-    text = nfkc_casefold(unescape_html(description[:DESCRIPTION_CHARS]))
+    text = folded_text(description[:DESCRIPTION_CHARS])
     if text.isascii():  # in its bytes, runs of [a-z0-9] split apart in C: no word is encoded on its own
         return list(map(zlib.crc32, text.encode().translate(_ASCII_WORD_BYTES).split()))
     return [zlib.crc32(word.encode()) for word in split_words(text)]

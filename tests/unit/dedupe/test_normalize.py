@@ -161,6 +161,33 @@ def test_invisible_format_characters_inside_words_are_ignored(title: str, data: 
     assert normalize_title(title[:at] + hidden + title[at:]) == normalize_title(title)
 
 
+INVISIBLE = st.sampled_from(["\xad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u061c"])
+LETTERS_AND_MARKS = st.lists(
+    st.sampled_from(["e\u0301", "a\u0308", "o\u0323\u0302", "c\u0327", "n\u0303", "A\u030a", "\u1112\u1161\u11ab",
+                     "\u1100\u1173", "\u0915\u093f", "e", " "]),
+    min_size=1, max_size=6,
+).map("".join)  # fmt: skip
+"""Letters with the marks NFKC composes with them (and reorders among themselves), Hangul jamo that NFKC joins."""
+
+
+@given(LETTERS_AND_MARKS, st.lists(st.tuples(st.integers(0, 18), INVISIBLE), min_size=1, max_size=3))
+def test_invisible_characters_between_a_letter_and_its_marks_are_ignored(
+    title: str, hidden: list[tuple[int, str]]
+) -> None:
+    """NFKC composes a letter with the marks after it only when nothing stands between them: an invisible character
+    there must not leave "e" and an accent two characters, another word than "é"."""
+    shown = title
+    for at, character in sorted(hidden, reverse=True):
+        at = min(at, len(title))
+        shown = shown[:at] + character + shown[at:]
+    assert normalize_title(shown) == normalize_title(title)
+
+
+def test_a_soft_hyphen_before_an_accent_or_a_zero_width_space_between_jamo_changes_no_key() -> None:
+    assert dedupe_key("Cafe\xad\u0301 au lait") == dedupe_key("Café au lait") == dedupe_key("Cafe&shy;&#x301; au lait")
+    assert dedupe_key("\u1112\u200b\u1161\u11ab \uad6d\uc5b4 \ubaa8\ub378") == dedupe_key("한 국어 모델")
+
+
 def test_keys_do_not_depend_on_the_process() -> None:
     """No salted Python hash(): another interpreter with another hash seed computes the same keys."""
     code = (

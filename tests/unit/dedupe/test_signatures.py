@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stream_app.dedupe import (
     BANDS,
     ROWS,
+    DedupeIndex,
     bucket_ids,
     description_signature,
     digit_runs,
@@ -144,6 +145,32 @@ def test_a_batch_of_titles_outside_the_basic_plane_is_signed_as_each_alone() -> 
 def test_an_ascii_description_is_signed_as_any_other(description: str) -> None:
     """ASCII descriptions take a shorter way to their words; a dash that is not ASCII sends one the long way."""
     assert description_signature(description) == description_signature(description + " \u2014")
+
+
+@given(
+    st.text(alphabet="abcdefgh \u00e9\u3042", min_size=1, max_size=200),
+    st.lists(st.tuples(st.integers(0, 200), st.sampled_from(["\xad", "\u200b", "&shy;"])), min_size=1),
+)
+def test_invisible_characters_in_a_description_change_no_signature(
+    description: str, hidden: list[tuple[int, str]]
+) -> None:
+    """Scraped descriptions keep soft hyphens and zero-width spaces inside words, as titles do: a repost that reads
+    the same has the same signature."""
+    assume("&" not in description)  # "&" before an inserted "shy;" would make another reference
+    shown = description
+    for at, character in sorted(hidden, reverse=True):  # each at its place in the description, none in another
+        at = min(at, len(description))
+        shown = shown[:at] + character + shown[at:]
+    assert description_signature(shown) == description_signature(description)
+
+
+def test_a_repost_whose_description_has_soft_hyphens_is_a_near_copy() -> None:
+    description = "We train message passing networks on molecular graphs and compare them with fingerprints"
+    hyphenated = " ".join(word[:3] + "&shy;" + word[3:] for word in description.split())
+    index = DedupeIndex({}, 30 * 86400)
+    index.check_and_add("1", "Graph neural networks for molecular property prediction", description, 1.8e9)
+    verdict = index.check_and_add("2", "Graph neural netwroks for molecular property prediction", hyphenated, 1.8e9)
+    assert verdict.duplicate_of == "1" and verdict.match == "near"
 
 
 @given(st.lists(st.lists(st.binary(min_size=3, max_size=3), max_size=9).map(b"".join), max_size=20))
