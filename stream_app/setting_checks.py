@@ -189,6 +189,8 @@ def check(settings: Settings) -> None:
         )
     _check_topics(settings)
     if settings.ssl_cafile and settings.security_protocol in ("SSL", "SASL_SSL"):
+        if not Path(settings.ssl_cafile).is_file():  # a FIFO would block the start, waiting for a writer
+            raise ConfigError(f"TAGGER_SSL_CAFILE={settings.ssl_cafile!r:.200} is not a regular file")
         try:  # read here, at start-up, so that a bad file is one line naming it rather than a traceback later
             ssl.create_default_context(cafile=settings.ssl_cafile)
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -247,6 +249,10 @@ def _check_paths(settings: Settings) -> None:
         raise ConfigError(f"TAGGER_LABELS_PATH={str(labels)!r} is not a regular file, nor can be made one")
     if settings.reviewers_file.exists() and not settings.reviewers_file.is_file():
         raise ConfigError(f"TAGGER_REVIEWERS_FILE={str(settings.reviewers_file)!r} is not a file")
+    for name in ("model_dir", "candidates_dir"):
+        folder = getattr(settings, name)
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{var(name)}={str(folder)!r:.200} is not a folder")
 
 
 def _check_topics(settings: Settings) -> None:
@@ -256,6 +262,8 @@ def _check_topics(settings: Settings) -> None:
             f"TAGGER_APP_ID={settings.app_id!r} must be 1 to {MAX_APP_ID_CHARS} of the letters, digits, '.', '_' "
             "and '-' a Kafka topic name may hold"
         )
+    if settings.app_id.startswith("__"):  # it starts the names of the group's own topics
+        raise ConfigError(f"TAGGER_APP_ID={settings.app_id!r}: names starting with '__' are Kafka's internal topics")
     # Kafka takes "." and "_" in topic names for one another when it looks for collisions: a.b and a_b cannot
     # both exist.
     seen: dict[str, str] = {
@@ -266,6 +274,8 @@ def _check_topics(settings: Settings) -> None:
         topic = getattr(settings, name)
         if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
             raise ConfigError(f"{var(name)}={topic!r} is not a valid Kafka topic name")
+        if topic.startswith("__"):  # __consumer_offsets, __transaction_state: the broker's, which it refuses to us
+            raise ConfigError(f"{var(name)}={topic!r}: names starting with '__' are Kafka's internal topics")
         key = _collision_key(topic)
         if key in seen:
             # One topic in two roles loops or mixes records: dead letters read back as input, say.

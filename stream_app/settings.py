@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,30 +269,52 @@ BOOLEANS: Final = {"1": True, "true": True, "yes": True, "on": True, "0": False,
                    "off": False, "": False}  # fmt: skip
 
 
+INTEGER: Final = re.compile(r"-?[0-9]+")
+DECIMAL: Final = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""Numbers as settings write them. Python's ``int`` and ``float`` also read other digits ("١٢", "３０"),
+underscores ("1_000"), ``nan`` and ``inf``: a value that reads as another than the operator sees."""
+
+
 def _convert(name: str, raw: str, default: object) -> object:
     """Turn one environment string into the type of the field's default; raises :class:`ConfigError`."""
     try:
         if default is None:  # review_threshold and batch_timeout_seconds: optional floats
-            return _finite(float(raw)) if raw.strip() else None
+            return _decimal(raw) if raw.strip() else None
         if isinstance(default, bool):
             return BOOLEANS[raw.strip().lower()]
         if isinstance(default, int):
+            if not INTEGER.fullmatch(raw.strip()):
+                raise ValueError("not an integer")
             return int(raw)
         if isinstance(default, float):
-            return _finite(float(raw))
+            return _decimal(raw)
         if isinstance(default, Path):
+            if not raw.strip():  # Path("") is the working folder, where the worker would write and move things
+                raise ValueError("empty")
             return Path(raw)
         if isinstance(default, Secret):
             return Secret(raw)
     except (ValueError, KeyError):
         # The value itself is left out for a secret; the others say what was read.
-        shown = "" if isinstance(default, Secret) else f"={raw!r}"
-        raise ConfigError(f"{name}{shown} is not a valid {type(default).__name__.lower()}") from None
+        shown = "" if isinstance(default, Secret) else f"={raw!r:.200}"
+        raise ConfigError(f"{name}{shown} is not a valid {_kind(default)}") from None
     return raw
 
 
-def _finite(value: float) -> float:
-    """``value`` if it is a finite number: ``nan`` would pass every range check."""
-    if not math.isfinite(value):
+def _kind(default: object) -> str:
+    """What a setting with ``default`` holds, as its error names it."""
+    if default is None:
+        return "number"
+    if isinstance(default, Path):
+        return "path"
+    return {bool: "boolean", int: "integer", float: "number"}.get(type(default), type(default).__name__.lower())
+
+
+def _decimal(raw: str) -> float:
+    """A finite number written as :data:`DECIMAL`; raises ValueError."""
+    if not DECIMAL.fullmatch(raw.strip()):
+        raise ValueError("not a number")
+    value = float(raw)
+    if not math.isfinite(value):  # 1e999: inf would pass every range check
         raise ValueError("not finite")
     return value

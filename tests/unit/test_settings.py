@@ -133,11 +133,41 @@ def test_every_field_has_a_docstring_in_the_readme() -> None:
         ("TAGGER_REVIEW_BOARD_MAX_ITEMS", "1000001"),
         ("TAGGER_COMMIT_INTERVAL_SECONDS", "0.09"),
         ("TAGGER_CANDIDATE_POLL_SECONDS", "1e-300"),
+        # Read by Python as numbers other than the operator sees, or as none: other scripts' digits, underscores.
+        ("TAGGER_PARTITIONS", "\u0661\u0662"),
+        ("TAGGER_WEB_PORT", "\u0666\u0660\u0666\u0666"),
+        ("TAGGER_DEDUPE_TTL_DAYS", "\uff13\uff10"),
+        ("TAGGER_BATCH_SIZE", "1_000"),
+        ("TAGGER_REVIEW_THRESHOLD", "0.9_5"),
+        ("TAGGER_DEDUPE_TTL_DAYS", "infinity"),
+        ("TAGGER_BATCH_TIMEOUT_SECONDS", "nan"),
+        # Path("") is the working folder: the candidates poll moved every folder there into refused/.
+        ("TAGGER_CANDIDATES_DIR", ""),
+        ("TAGGER_DATA_DIR", " "),
+        ("TAGGER_MODEL_DIR", ""),
+        ("TAGGER_REVIEWERS_FILE", ""),
+        ("TAGGER_INPUT_TOPIC", "__consumer_offsets"),
+        ("TAGGER_DEADLETTER_TOPIC", "__transaction_state"),
+        ("TAGGER_APP_ID", "__tagger"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_numbers_are_read_as_written_with_spaces_around_them_allowed() -> None:
+    written = {"TAGGER_PARTITIONS": " 12 ", "TAGGER_DEDUPE_TTL_DAYS": ".5", "TAGGER_REVIEW_THRESHOLD": "9.5e-1",
+               "TAGGER_PRODUCER_LINGER_SECONDS": "0."}  # fmt: skip
+    settings = Settings.from_env(written)
+    assert (settings.partitions, settings.dedupe_ttl_days, settings.review_threshold) == (12, 0.5, 0.95)
+    assert settings.producer_linger_seconds == 0.0
+
+
+def test_a_long_bad_value_is_shown_cut_short() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"TAGGER_BATCH_SIZE": "9" * 5000 + "x"})
+    assert str(raised.value).startswith("TAGGER_BATCH_SIZE='999") and len(str(raised.value)) < 300
 
 
 def test_a_misspelt_setting_is_refused_in_one_line_naming_it_and_the_closest_setting() -> None:
@@ -209,7 +239,8 @@ def test_paths_taken_by_something_else_are_refused_in_one_line(tmp_path: Path) -
     a_file.write_text("x")
     a_folder.mkdir()
     for name, value in (("TAGGER_DATA_DIR", a_file), ("TAGGER_DATA_DIR", a_file / "sub"),
-                        ("TAGGER_LABELS_PATH", a_folder), ("TAGGER_REVIEWERS_FILE", a_folder)):  # fmt: skip
+                        ("TAGGER_LABELS_PATH", a_folder), ("TAGGER_REVIEWERS_FILE", a_folder),
+                        ("TAGGER_CANDIDATES_DIR", a_file), ("TAGGER_MODEL_DIR", a_file)):  # fmt: skip
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: str(value)})
     Settings.from_env({"TAGGER_DATA_DIR": str(a_folder / "new"), "TAGGER_REVIEWERS_FILE": str(a_file)})
@@ -297,7 +328,9 @@ def test_one_topic_in_two_roles_is_refused(env: dict[str, str], named: str) -> N
 def test_a_ca_file_that_cannot_be_read_is_refused_at_start_up(tmp_path: Path) -> None:
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("not a certificate\n")
-    for cafile in (tmp_path / "missing.pem", not_pem):
+    fifo = tmp_path / "ca.fifo"  # opened for reading, it would hold the start until something wrote to it
+    os.mkfifo(fifo)
+    for cafile in (tmp_path / "missing.pem", not_pem, fifo):
         with pytest.raises(ConfigError, match="TAGGER_SSL_CAFILE="):
             Settings.from_env({"TAGGER_SECURITY_PROTOCOL": "SSL", "TAGGER_SSL_CAFILE": str(cafile)})
     # Unused without TLS: the setting may be left in an environment that has turned TLS off.
