@@ -155,6 +155,13 @@ def huge_events() -> list[Hostile]:
         raw = json.dumps(event, ensure_ascii=False).encode()
         assert MAX_MESSAGE_BYTES - 200 < len(raw) <= MAX_MESSAGE_BYTES
         big.append(Hostile(raw, "good", "near-cap"))
+    # The most an output record grows: "9e15" is written back as 9000000000000000.0, 3.8 times its bytes.
+    event = dict(base, id="near-cap-numbers", title=f"{base['title']} near cap numbers", extra="-")
+    text = json.dumps(event, ensure_ascii=False)
+    count = (MAX_MESSAGE_BYTES - len(text) - 64) // len("9e15,")
+    raw = text.replace('"extra": "-"', f'"extra": [{",".join(["9e15"] * count)}]').encode()
+    assert MAX_MESSAGE_BYTES - 200 < len(raw) <= MAX_MESSAGE_BYTES
+    big.append(Hostile(raw, "good", "near-cap"))
     return big
 
 

@@ -137,7 +137,7 @@ def test_the_drift_window_published_after_a_batch_classified_across_a_swap_is_th
 def test_a_raised_review_threshold_leaves_the_drift_share_at_the_threshold_its_reference_was_measured_at(
     trained_model_dir: Path,
 ) -> None:
-    """``content_tagger_drift_below_threshold_share`` is compared with the card's reference share: counted at a
+    """``content_tagger_below_threshold_share`` is compared with the card's reference share: counted at a
     raised threshold, it doubled on a calm stream and fired the review-share alert."""
     pipeline, registry = make_pipeline(trained_model_dir)
     raised = Classifier.load(trained_model_dir, threshold=0.99)
