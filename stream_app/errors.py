@@ -72,10 +72,12 @@ SKIP_REASONS: Final[tuple[str, ...]] = (
     "missing_field",
     "wrong_type",
     "invalid_value",
+    "repeated",
     "unexpected",
 )
-"""Why a record of a topic other than the input topic was skipped (``unexpected``: its handling raised an error
-no check foresaw); the bounded ``reason`` label of the skip counter."""
+"""Why a record of a topic other than the input topic was skipped (``repeated``: a decision read before, sent
+again; ``unexpected``: its handling raised an error no check foresaw); the bounded ``reason`` label of the skip
+counter."""
 
 
 class InvalidRecord(TaggerError):

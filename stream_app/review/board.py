@@ -135,12 +135,13 @@ class ReviewBoard:
         """Whether review records may lie unread before the topic's end while decisions are read: from the start
         (every start reads the topics from their beginning) and from each pause until the review partitions are
         read to their end. Decisions read meanwhile are remembered in :attr:`decided_unread`."""
-        self.decided_unread: set[str] = set()
+        self.decided_unread: OrderedDict[str, None] = OrderedDict()
         """Ids decided (a feedback record or a person's tagged record) while :attr:`reviews_unread`, whose item
         was not waiting and whose review record this board does not remember reading: that record may come later
         and must not wait then. An id leaves when its review record is read; all leave once the review topic is
-        read to its end. At most the decisions on the topics, which people make, however much the review topic
-        holds."""
+        read to its end. At most ``recent_limit``, the oldest forgotten first: a person's tagged record is not
+        signed, so anyone who may write to the tagged topic could add ids without end (a forgotten one's item
+        waits for review again)."""
         self.published = PublishedRecords()
         """What this worker published to the review and tagged topics, until the follower reads it back."""
         self.waiting: dict[str, bytes] = {}
@@ -194,7 +195,7 @@ class ReviewBoard:
         ``own``: the record is one this worker built (:attr:`published`), which needs no check."""
         item_id = str(record["id"]) if own else checked_review_id(record)
         if item_id in self.decided_unread:
-            self.decided_unread.discard(item_id)  # decided before this record was read: it waits no more
+            del self.decided_unread[item_id]  # decided before this record was read: it waits no more
         else:
             self.waiting[item_id] = _pack(record, WAITING_FIELDS)
         suggested, version = record["suggested_tag"], record["model_version"]
@@ -250,7 +251,7 @@ class ReviewBoard:
         kept = self.recent.get(item_id)
         if kept is not None and kept[3] == "review":
             return  # its review record was read (the decision came from this page, or after it)
-        self.decided_unread.add(item_id)
+        remember(self.decided_unread, item_id, None, self.recent_limit)
 
     def _remember(
         self,

@@ -29,8 +29,8 @@ from stream_app.faust_patches.metadata import topic_partitions
 from stream_app.log_repeats import SkipTally
 from stream_app.metrics import Metrics
 from stream_app.review.board import ReviewBoard
-from stream_app.review.labels import LabelStore, read_labels
-from stream_app.review.records import checked_signed_feedback_id, read_record
+from stream_app.review.labels import LabelStore, decision_keys
+from stream_app.review.records import SIGNED_FEEDBACK_FIELDS, checked_signed_feedback_id, read_record
 from stream_app.review.sign_outs import SignOuts
 from stream_app.settings import Settings
 
@@ -74,6 +74,9 @@ class ReviewFollower:
         self.stored: set[tuple[str, str]] = set()
         """(id, decided_at) of the decisions already in the labelled store: not appended again."""
         self.held: list[tuple[ConsumerRecord[Any, Any], dict[str, Any]]] = []
+        """Decisions read, checked and waiting for the review and tagged topics to be read: their signed fields."""
+        self.taken: set[bytes] = set()
+        """The first 16 bytes of the signature of each decision read since start."""
         self.skipped = SkipTally()
         """Records skipped since start, by role and reason."""
         self.counted_from: dict[TopicPartition, int] = {}
@@ -101,11 +104,24 @@ class ReviewFollower:
                 if counted:
                     self.metrics.shown(str(record["model_version"]))
             else:
-                self.held.append((message, record))
+                self.held.append((message, self._checked_decision(record)))
         except InvalidRecord as error:
             self.skip(message, role, error.reason, str(error))
         except Exception as error:  # noqa: BLE001 - see skip_unexpected
             self.skip_unexpected(message, role, error)
+
+    def _checked_decision(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A feedback record's signed fields, once its signature is checked and it was not read before; raises
+        :class:`InvalidRecord`. Checked as it is read, not when released: a forged record would otherwise be held,
+        whole and parsed, until the review and tagged topics are read (at every start, the whole feedback topic).
+        Sent again, even with other unsigned fields, a decision would count again as a decision and judge the model
+        again."""
+        checked_signed_feedback_id(self.signed_out.secret, record)
+        signature = bytes.fromhex(record["signature"])[:16]
+        if signature in self.taken:
+            raise InvalidRecord("repeated", "a decision already read")
+        self.taken.add(signature)
+        return {name: record[name] for name in SIGNED_FEEDBACK_FIELDS if name in record}
 
     def release(self) -> None:
         """Judge the held feedback records, in order, and append new decisions to the labelled store. A decision
@@ -114,7 +130,6 @@ class ReviewFollower:
         held, self.held = self.held, []
         for message, record in held:
             try:
-                checked_signed_feedback_id(self.signed_out.secret, record)
                 judgement = self.board.on_feedback(record)
                 key = (str(record["id"]), str(record["decided_at"]))
                 if judgement.label and key not in self.stored:
@@ -157,14 +172,14 @@ class ReviewFollower:
 
 
 def stored_decisions(path: Path) -> set[tuple[str, str]]:
-    """(id, decided_at) of the decisions in the labelled store at ``path``; none (logged) when it cannot be read,
-    so that the follower goes on: its appends will fail and be skipped as such too, and be made at a later start."""
+    """(id, decided_at) of every decision in the labelled store at ``path``, those a later decision on the item
+    replaced too (else they would be appended again at every start); none (logged) when it cannot be read, so that
+    the follower goes on: its appends will fail and be skipped as such too, and be made at a later start."""
     try:
-        labels, _ = read_labels(path)
+        return decision_keys(path)
     except OSError as error:
         log.error("cannot read the labelled store %s: %s; new decisions are appended as they come", path, error)
         return set()
-    return {(label["id"], label["decided_at"]) for label in labels}
 
 
 async def follow_decisions(

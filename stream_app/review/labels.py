@@ -158,3 +158,23 @@ def read_labels(path: Path) -> tuple[list[dict[str, Any]], int]:
     with open_regular(path) as file:
         labels, skipped = latest_decisions(file.read(), dated=True)
     return labels, len(skipped)
+
+
+def decision_keys(path: Path) -> set[tuple[str, str]]:
+    """``(id, decided_at)`` of every dated decision in the store at ``path``, those a later one replaced included
+    (none if it does not exist); raises :class:`OSError` if it cannot be read or is not a regular file."""
+    if not path.exists():
+        return set()
+    with open_regular(path) as file:
+        data = file.read()
+    keys: set[tuple[str, str]] = set()
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            label, when = decision_line(line)
+        except ValueError:
+            continue
+        if when is not None:
+            keys.add((label["id"], label["decided_at"]))
+    return keys

@@ -20,7 +20,9 @@ from stream_app.review.labels import decision_time
 from stream_app.schema import (
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,
+    MAX_INTEGER_ID,
     MAX_TITLE_CHARS,
+    MIN_INTEGER_ID,
     OPTIONAL_TEXT_FIELDS,
     has_lone_surrogate,
     id_control_character,
@@ -69,11 +71,15 @@ def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
     """The item id of a record of a prediction, with its tag (in ``tag_field``), model version, dedupe key, title,
     description and the input's other text fields checked; raises :class:`InvalidRecord`. A decision publishes
     these fields to the tagged topic, where they are text or null, as in the input; the title and description
-    are no longer than the input's, as the board keeps them and the page shows them."""
+    are no longer than the input's, as the board keeps them and the page shows them. Its id holds no control
+    character (:data:`~stream_app.schema.ID_CONTROL_CHARACTERS`), as the input's."""
     item_id = _item_id(record)
+    if id_control_character(item_id) is not None:  # as the input's: the tagged topic's contract refuses them too
+        raise InvalidRecord("invalid_value", "id holds a control character")
     _tag(record, tag_field)
     _version(record)
-    _text(record, "dedupe_key")
+    if not _text(record, "dedupe_key"):
+        raise InvalidRecord("invalid_value", "dedupe_key is empty")
     _title(record)
     for name in ("description", *OPTIONAL_TEXT_FIELDS):
         _optional_text(record, name)
@@ -85,11 +91,9 @@ def _checked_prediction_id(record: Mapping[str, Any], tag_field: str) -> str:
 
 def checked_review_id(record: Mapping[str, Any]) -> str:
     """The item id of a review record with what the page and a decision need; raises :class:`InvalidRecord`.
-    Its id holds no control character (:data:`~stream_app.schema.ID_CONTROL_CHARACTERS`), as the input's: the page
-    sends the id back in a form, which changes line breaks and NUL, so such an item could never be decided."""
+    Its id holds no control character: the page sends the id back in a form, which changes line breaks and NUL,
+    so such an item could never be decided."""
     item_id = _checked_prediction_id(record, "suggested_tag")
-    if id_control_character(item_id) is not None:
-        raise InvalidRecord("invalid_value", "id holds a control character")
     confidence = _field(record, "confidence", (int, float))
     if isinstance(confidence, bool) or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
         raise InvalidRecord("invalid_value", "confidence is not a number between 0 and 1")
@@ -168,6 +172,8 @@ def _item_id(record: Mapping[str, Any]) -> str:
     value = _field(record, "id", (str, int))
     if isinstance(value, bool):
         raise InvalidRecord("wrong_type", "id is a bool")
+    if isinstance(value, int) and not MIN_INTEGER_ID <= value <= MAX_INTEGER_ID:
+        raise InvalidRecord("invalid_value", "id is an integer outside the signed 64-bit range")
     item_id = str(value)
     if not 0 < len(item_id) <= MAX_ID_CHARS or is_blank(item_id):
         raise InvalidRecord("invalid_value", f"id is blank or not 1 to {MAX_ID_CHARS} characters")

@@ -548,7 +548,7 @@ def test_an_item_decided_before_its_review_record_is_read_never_waits(decide_fir
     board.on_review(review_record("b"))
     board.on_review(review_record("c"))
     assert list(board.waiting) == ["a", "c"]
-    assert board.decided_unread == set()  # forgotten once its record is read
+    assert not board.decided_unread  # forgotten once its record is read
 
 
 def test_an_item_that_comes_again_after_its_decided_record_was_read_waits() -> None:
@@ -568,7 +568,7 @@ def test_a_decision_on_an_item_whose_review_record_was_read_is_not_remembered() 
     board.waiting.pop("a")  # as the page does once the decision is published
     board.on_feedback(decision("a"))
     board.on_tagged(human_tagged("a"))
-    assert board.decided_unread == set()
+    assert not board.decided_unread
     board.on_review(review_record("a"))
     assert list(board.waiting) == ["a"]
 
@@ -577,10 +577,10 @@ def test_once_the_review_topic_is_read_to_its_end_no_decision_is_remembered() ->
     board = ReviewBoard(recent_limit=10)
     board.on_feedback(decision("a"))
     board.all_reviews_read()
-    assert board.decided_unread == set()
+    assert not board.decided_unread
     board.on_feedback(decision("b"))
     board.on_tagged(human_tagged("c"))
-    assert board.decided_unread == set()
+    assert not board.decided_unread
     board.on_review(review_record("a"))
     board.on_review(review_record("b"))
     assert list(board.waiting) == ["a", "b"]
@@ -610,3 +610,27 @@ def test_the_page_says_when_more_items_wait_than_the_board_loaded() -> None:
     page = render_page(board)
     assert "2 item(s) loaded, and more waiting on the review topic, not loaded" in page
     assert "at most 2 at a time" in page
+
+
+def test_decisions_remembered_before_their_review_records_are_bounded() -> None:
+    """A person's tagged record is not signed: whoever may write to the tagged topic could add ids without end
+    while review records are unread (at every start). The oldest are forgotten past ``recent_limit``."""
+    board = ReviewBoard(recent_limit=100)
+    for n in range(1000):
+        board.on_tagged(human_tagged(f"forged-{n}"))
+    assert len(board.decided_unread) == 100 and "forged-999" in board.decided_unread
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"dedupe_key": ""}, {"id": 2**63}, {"id": -(2**63) - 1}, {"id": "a\nb"}, {"id": "a\u202eb"}],
+    ids=["empty-dedupe-key", "id-past-int64", "id-below-int64", "id-newline", "id-bidi-control"],
+)
+def test_records_a_decision_would_publish_against_the_tagged_contract_are_refused(changed: dict[str, Any]) -> None:
+    """A decision publishes the item's fields to the tagged topic: a review or tagged record whose fields the
+    topic's contract refuses (content-tagged.json) is skipped, not kept to be published."""
+    for record, on in ((review_record("a"), "on_review"), (tagged_record("a"), "on_tagged")):
+        board = ReviewBoard(recent_limit=10)
+        with pytest.raises(InvalidRecord, match="invalid_value"):
+            getattr(board, on)({**record, **changed})
+        assert not board.waiting and not board.recent

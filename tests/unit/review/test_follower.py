@@ -285,3 +285,55 @@ def test_a_decision_not_signed_with_the_session_secret_is_skipped_and_neither_la
     follow.on_record(message(SETTINGS.feedback_topic, encoded(signed(decision)), len(forged)))
     follow.release()
     assert [label["reviewer"] for label in read_labels(tmp_path / "labels.jsonl")[0]] == ["alice"]
+
+
+def test_a_decision_a_later_one_replaced_is_not_appended_again_at_each_start(tmp_path: Path) -> None:
+    """Readers keep the latest decision per item, but the store keeps them all: the follower must know every one
+    it holds, or each start appends the replaced ones again (training rows growing by one per start)."""
+    earlier, later = "2026-11-23T00:00:00.000+00:00", "2026-11-23T01:00:00.000+00:00"
+    decisions = [{"id": "a", "tag": tag, "verdict": "corrected", "reviewer": "ann", "decided_at": when}
+                 for tag, when in (("other", earlier), ("mlops", later))]  # fmt: skip
+    store = tmp_path / "labels.jsonl"
+    for _ in range(3):  # three starts, each reading the topics from their start
+        follow, _ = follower(tmp_path)
+        follow.stored = stored_decisions(store)
+        follow.on_record(message(SETTINGS.review_topic, encoded(review_record("a"))))
+        for offset, decision in enumerate(decisions):
+            follow.on_record(message(SETTINGS.feedback_topic, encoded(signed(decision)), offset))
+        follow.release()
+    assert len(store.read_bytes().splitlines()) == 2
+
+
+def test_a_decision_sent_again_counts_once_even_with_other_unsigned_fields(tmp_path: Path) -> None:
+    """A replay of a signed decision (whoever may write to the feedback topic can copy one) is skipped as
+    repeated: counted again, one decision would judge the model twice, after a forged model record for its item."""
+    follow, registry = follower(tmp_path)
+    follow.on_record(message(SETTINGS.tagged_topic, encoded(tagged_record("a", "computer-vision"))))
+    decision = signed({"id": "a", "tag": "mlops", "verdict": "reported", "reviewer": "ann", "decided_at": NOW})
+    follow.on_record(message(SETTINGS.feedback_topic, encoded(decision), 0))
+    follow.release()
+    follow.on_record(message(SETTINGS.feedback_topic, encoded({**decision, "note": "x"}), 1))
+    follow.on_record(message(SETTINGS.tagged_topic, encoded(tagged_record("a", "computer-vision")), 1))
+    follow.on_record(message(SETTINGS.feedback_topic, encoded(decision), 2))
+    follow.release()
+    assert registry.get_sample_value("content_tagger_feedback_decisions_total", {"verdict": "reported"}) == 1
+    judged = [s for f in registry.collect() if f.name == "content_tagger_online_judged" for s in f.samples
+              if s.name.endswith("_total")]  # fmt: skip
+    assert sum(sample.value for sample in judged) == 1
+    assert skipped(registry, "feedback", "repeated") == 2
+    assert len(read_labels(tmp_path / "labels.jsonl")[0]) == 1
+
+
+def test_forged_feedback_is_skipped_as_it_is_read_and_a_held_decision_keeps_its_signed_fields_only(
+    tmp_path: Path,
+) -> None:
+    """Feedback waits for the review and tagged topics (at every start, the whole feedback topic): a forged record
+    held whole until then, a megabyte each, would fill the memory."""
+    follow, registry = follower(tmp_path)
+    padding = "x" * 1_000_000
+    for offset in range(3):
+        follow.on_record(message(SETTINGS.feedback_topic, encoded({"padding": padding}), offset))
+    decision = {"id": "a", "tag": "mlops", "verdict": "accepted", "reviewer": "ann", "decided_at": NOW}
+    follow.on_record(message(SETTINGS.feedback_topic, encoded({**signed(decision), "padding": padding}), 3))
+    assert skipped(registry, "feedback", "missing_field") == 3
+    assert [record for _, record in follow.held] == [decision]
