@@ -20,9 +20,12 @@ from stream_app.pipeline import utc_iso
 from stream_app.review.records import checked_review_id, checked_tagged_id
 from stream_app.schema import (
     ID_CONTROL_CHARACTERS,
+    MAX_DEAD_LETTER_VALUE_BYTES,
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,
     MAX_INTEGER_ID,
+    MAX_MESSAGE_BYTES,
+    MAX_NESTING,
     MAX_TITLE_CHARS,
     MIN_INTEGER_ID,
     OUTPUT_SCHEMA_NAMES,
@@ -141,6 +144,29 @@ AGREED: list[tuple[Any, bool]] = [
     (1, False),
     (None, False),
 ]
+
+
+def stated(pattern: str, text: str) -> int:
+    """The number ``pattern`` (one group of digits) finds in ``text``."""
+    found = re.search(pattern, text)
+    assert found is not None, (pattern, text)
+    return int(found[1])
+
+
+def test_the_limits_the_contracts_state_in_words_are_the_codes() -> None:
+    """What JSON Schema cannot state, the schemas and the README say in words; producers size their messages by
+    them, so the code's limits must be those words."""
+    content = load_schema("content")["$comment"]
+    readme = (SCHEMAS_DIR.parent / "README.md").read_text()
+    message_kib = stated(r"messages over (\d+) KiB", content)
+    assert message_kib * 1024 == MAX_MESSAGE_BYTES
+    assert f"larger than {message_kib} KiB: dead letter `too_large`" in readme
+    assert stated(r"nesting deeper than (\d+) levels", content) == MAX_NESTING
+    kept_kib = stated(
+        r"its first (\d+) KiB are kept", load_schema("content-deadletter")["properties"]["value"]["description"]
+    )
+    assert kept_kib * 1024 == MAX_DEAD_LETTER_VALUE_BYTES
+    assert f"truncated past {kept_kib} KiB" in readme
 
 
 @pytest.mark.parametrize(("value", "accepted"), AGREED, ids=range(len(AGREED)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import random
 from typing import Any
 
@@ -83,6 +84,24 @@ def test_a_window_of_one_tag_is_tag_drift() -> None:
     assert snapshot.confidence_psi < 0.1
 
 
+def test_the_drift_figures_are_the_psi_of_the_windows_shares() -> None:
+    """The exact figures, not only their side of the alerts' cut-offs: 60 events tagged mlops at 0.95 and 40 other
+    at 0.15, against the reference."""
+    monitor = DriftMonitor(REFERENCE, window=1000, threshold=THRESHOLD)
+    for tag, confidence, count in (("mlops", 0.95, 60), ("other", 0.15, 40)):
+        for _ in range(count):
+            monitor.observe(tag, confidence)
+    tags = [{"mlops": 0.6, "other": 0.4}.get(tag, 0.0) for tag in APPROVED_TAGS]
+    bins = [0.0] * (len(CONFIDENCE_BIN_EDGES) - 1)
+    bins[bisect.bisect_right(CONFIDENCE_BIN_EDGES, 0.95) - 1] += 0.6
+    bins[bisect.bisect_right(CONFIDENCE_BIN_EDGES, 0.15) - 1] += 0.4
+    snapshot = monitor.snapshot()
+    assert snapshot.tag_psi == pytest.approx(psi([REFERENCE.tag_shares[tag] for tag in APPROVED_TAGS], tags))
+    assert snapshot.confidence_psi == pytest.approx(psi(REFERENCE.confidence_shares, bins))
+    assert snapshot.below_threshold_share == 0.4  # 0.15 is below the threshold of 0.6, 0.95 above
+    assert snapshot.events == 100
+
+
 def test_a_window_of_low_confidence_is_confidence_drift_and_all_below_threshold() -> None:
     rng = random.Random(7)
     monitor = DriftMonitor(REFERENCE, window=1000, threshold=THRESHOLD)
@@ -145,6 +164,14 @@ def test_reference_is_read_from_a_model_card_with_missing_tags_as_zero() -> None
     [
         {"confidence_bin_edges": [0.0, 0.5, 0.4, 1.0]},
         {"confidence_bin_edges": [0.1, 0.5, 1.0]},
+        # Edges that do not rise from 0 to 1, each with one share per bin: the edges alone must refuse them.
+        {"confidence_bin_edges": [0.0, 0.6, 0.4, 1.0], "confidence_shares": [0.2, 0.3, 0.5]},
+        {"confidence_bin_edges": [0.0, 0.5, 0.5, 1.0], "confidence_shares": [0.2, 0.3, 0.5]},
+        {"confidence_bin_edges": [0.0, float("nan"), 1.0], "confidence_shares": [0.5, 0.5]},
+        {"confidence_bin_edges": [0.0, 0.5, 0.9], "confidence_shares": [0.5, 0.5]},
+        {"confidence_bin_edges": [0.1, 0.5, 1.0], "confidence_shares": [0.5, 0.5]},
+        {"confidence_bin_edges": [1.0], "confidence_shares": []},
+        {"below_threshold_share": 1.5},
         {"confidence_shares": [0.5, 0.5]},
         {"tag_shares": {"cooking": 1.0}},
         {"below_threshold_share": "many"},

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier, event_text
 from stream_app.dedupe import DedupeIndex, DedupeVerdict, dedupe_key
 from stream_app.drift import DriftMonitor, Reference
@@ -205,6 +206,32 @@ def test_every_consumed_message_is_counted_once_by_its_outcome_and_each_copy_by_
     assert (out["deadletter"], out["duplicate"], out["tagged"] + out["review"]) == (1, 1, 1)
     assert registry.get_sample_value("content_tagger_duplicates_total", {"match": "exact"}) == 1
     assert registry.get_sample_value("content_tagger_duplicates_total", {"match": "near"}) in (None, 0)
+
+
+def test_a_batch_s_metrics_count_what_it_made(trained_model_dir: Path) -> None:
+    """The dashboard's per-tag, confidence and batch panels read these: each classified event once, each
+    auto-tagged one under its tag, one ONNX call of the batch's size."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    titles = [
+        "Object detection with YOLO on drones",
+        "Sentiment analysis of tweets with BERT",
+        "Serving models with KServe on Kubernetes",
+        "A cooking blog",
+        "Image segmentation with U-Net",
+    ]
+    batch = [admit(pipeline, {"id": n, "title": t, "description": ""}, offset=n) for n, t in enumerate(titles)]
+    outputs = pipeline.route_batch(
+        [item for item in batch if isinstance(item, Admitted)],
+        lambda item: DedupeVerdict(item.dedupe_key, None, None, 0.0),
+    )
+    for tag in APPROVED_TAGS:
+        shown = sum(o.kind == "tagged" and o.record["tag"] == tag for o in outputs)
+        assert (registry.get_sample_value("content_tagger_tagged_total", {"tag": tag}) or 0) == shown, tag
+        predicted = sum(o.record.get("tag", o.record.get("suggested_tag")) == tag for o in outputs)
+        assert (registry.get_sample_value("content_tagger_confidence_count", {"tag": tag}) or 0) == predicted, tag
+    assert registry.get_sample_value("content_tagger_batch_size_count") == 1
+    assert registry.get_sample_value("content_tagger_batch_size_sum") == len(titles)
+    assert registry.get_sample_value("content_tagger_inference_batch_duration_seconds_count") == 1
 
 
 def test_events_a_second_look_finds_copies_leave_the_batch_with_their_predictions(trained_model_dir: Path) -> None:

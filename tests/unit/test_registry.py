@@ -100,6 +100,45 @@ def test_a_canary_serves_its_share_of_events_and_its_records_name_it(trained_mod
     assert outputs[0].record["model_version"] == pipeline.classifier.version
 
 
+def test_a_healthy_canary_keeps_its_share_batch_after_batch(trained_model_dir: Path, tmp_path: Path) -> None:
+    pipeline, registry = make_pipeline(trained_model_dir)
+    canary = Classifier.load(with_threshold(trained_model_dir, tmp_path / "canary", 0.99999))
+    canary._version = "canary000000"
+    pipeline.set_canary(canary, 0.5)
+    for first in (0, 100, 200):
+        batch = [
+            admit(pipeline, {"id": f"e{n}", "title": f"Graph neural networks {n}"}, n)
+            for n in range(first, first + 100)
+        ]
+        outputs = pipeline.route_batch([b for b in batch if isinstance(b, Admitted)], unique)
+        assert 25 < sum(o.record["model_version"] == canary.version for o in outputs) < 75
+    assert pipeline.canary is canary and pipeline.failed_canaries == {}
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 0
+
+
+def test_a_canary_s_events_a_second_look_turns_into_copies_leave_its_share_in_step(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """The canary's share is a mask over the batch's texts: a copy found by the second look leaves both, or every
+    event after it would be served by the other model."""
+    pipeline, _ = make_pipeline(trained_model_dir)
+    canary = Classifier.load(with_threshold(trained_model_dir, tmp_path / "canary", 0.99999))
+    canary._version = "canary000000"
+    pipeline.set_canary(canary, 0.5)
+    batch = [admit(pipeline, {"id": f"e{n}", "title": f"Graph neural networks {n}"}, n) for n in range(40)]
+    fresh = [item for item in batch if isinstance(item, Admitted)]
+    checked = pipeline.dedupe(fresh, unique)
+    predictions = checked.classify()
+    copies = {n: DedupeVerdict(fresh[n].dedupe_key, "elsewhere", "exact", 1.0) for n in range(0, 40, 3)}
+    outputs = pipeline.route(checked, checked.turn_copies(copies, predictions))
+    for n, output in enumerate(outputs):
+        if n in copies:
+            assert output.kind == "duplicate"
+        else:
+            expected = canary.version if canary_share(f"e{n}") < 0.5 else pipeline.classifier.version
+            assert output.record["model_version"] == expected, n
+
+
 def test_the_canary_is_promoted_only_when_it_sends_no_more_to_review_and_is_as_precise() -> None:
     champion = VersionCounts(tagged=800, review=200, judged=100, correct=95, shown=800, reported=8)
     assert canary_verdict(champion, VersionCounts(tagged=40, review=10), 100, 0) is None  # too few events

@@ -174,6 +174,10 @@ ACCEPTED_AT_THE_LIMITS: list[bytes] = [
     b'{"id": " a ", "title": " x "}',
     b'{"id": "\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d \\u200f\\ufeff\\uffff", "title": "a\\tb\\r\\n\\u202ec\\u0000"}',
     nested(MAX_NESTING),
+    # More containers than the nesting limit in all, none deep: the bracket count sends it to the depth scan.
+    b'{"id": 1, "title": "x", "tags": [' + b", ".join([b'["a"]'] * (MAX_NESTING + 10)) + b"]}",
+    # At the limit, with a container beside the deepest: the scan must not count siblings as depth.
+    nested(MAX_NESTING)[:-1] + b', "more": [[], {}]}',
     padded(MAX_MESSAGE_BYTES),
     b'\n {"id": 1, "title": "x", "score": 1e308, "tiny": 1e-400, "n": 12345678901234567890123} \n',
     b'{"id": 1, "title": "x", "url": "C:\\\\udata"}',  # an escaped backslash, not a surrogate escape
