@@ -12,12 +12,15 @@ newest promoted folder is what a restarted worker serves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -74,14 +77,16 @@ def stale(candidate: Classifier, live_version: str) -> Refusal | None:
 
 
 def pending_candidates(candidates_dir: Path) -> list[Path]:
-    """Candidate folders not yet decided, oldest first (folders being written start with a dot); none (logged) when
-    the folder cannot be listed."""
+    """Candidate folders not yet decided, oldest first (folders being written start with a dot; a symbolic link is
+    not a candidate folder); none (logged) when the folder cannot be listed."""
     try:
         if not candidates_dir.is_dir():
             return []
+        # A linked folder's decision would be written through the link, outside the candidates folder; an export
+        # renames a real folder into place.
         folders = [
             (p.stat().st_mtime, p.name, p) for p in candidates_dir.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and p.name not in (PROMOTED, REFUSED)
+            if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and p.name not in (PROMOTED, REFUSED)
         ]  # fmt: skip
     except OSError as error:  # unreadable, or a folder removed between the listing and its stat
         log.warning("cannot list the candidates in %s: %s", candidates_dir, error)
@@ -102,10 +107,11 @@ def promoted_newest_first(candidates_dir: Path) -> list[Path]:
 
 
 def promotions(candidates_dir: Path) -> list[tuple[tuple[int, float], Path]]:
-    """Each promoted folder with its :func:`promotion_order`, those whose ``decision.json`` is malformed left out."""
+    """Each promoted folder with its :func:`promotion_order`, those whose ``decision.json`` is malformed left out;
+    :class:`OSError` when ``promoted/`` is not a folder of its own (:func:`own_folder`)."""
     promoted = candidates_dir / PROMOTED
     found = []
-    for folder in promoted.iterdir() if promoted.is_dir() else ():
+    for folder in promoted.iterdir() if own_folder(promoted) else ():
         order = promotion_order(folder / "decision.json")
         if order is not None:
             found.append((order, folder))
@@ -182,23 +188,86 @@ def file_decision(
 
     The decision is written into the folder (whole, by a rename) before the folder moves: a crash in between
     leaves a pending candidate, judged again at the next start, never a promoted folder without its decision,
-    which a restart would pass over."""
+    which a restart would pass over.
+
+    Whoever writes the candidates folder may have put anything there: nothing is written, moved or removed through
+    a symbolic link or into a file that is not a regular one (every step works on folders opened without following
+    links), and a ``promoted/`` or ``refused/`` that is not a folder of its own is an :class:`OSError`."""
     if judged is not None:
         check_holds(folder, judged)
-    target = candidates_dir / outcome / folder.name
-    target.parent.mkdir(parents=True, exist_ok=True)
     decision: dict[str, Any] = {**detail, "outcome": outcome, "decided_at": time.time()}
     if outcome == PROMOTED:
         highest = max((order[0] for order, _ in promotions(candidates_dir)), default=0)
         # At the cap (a hostile or damaged file), ties are ordered by decided_at.
         decision["promotion_number"] = min(highest + 1, MAX_PROMOTION_NUMBER)
-    written = folder / ".decision.json.tmp"
-    written.write_text(json.dumps(decision))
-    os.replace(written, folder / "decision.json")
-    if target.exists():
-        shutil.rmtree(target)
-    folder.rename(target)
-    return target
+    with opened_folder(folder.parent) as source, opened_folder(candidates_dir) as parent:
+        with opened_folder(folder, source) as own:
+            write_whole(own, "decision.json", json.dumps(decision).encode())
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(outcome, dir_fd=parent)
+        with opened_folder(candidates_dir / outcome, parent) as decided:
+            remove_decided(folder.name, decided, candidates_dir / outcome)
+            os.rename(folder.name, folder.name, src_dir_fd=source, dst_dir_fd=decided)
+    return candidates_dir / outcome / folder.name
+
+
+def own_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder (False when nothing is there); :class:`OSError` when it is a symbolic link or
+    another file, which the worker neither writes through nor reads as its own."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(mode):
+        raise OSError(f"{path} is not a folder but a symbolic link or another file: it is not used")
+    return True
+
+
+@contextlib.contextmanager
+def opened_folder(path: Path, parent: int | None = None) -> Iterator[int]:
+    """A file descriptor of the folder ``path``, closed on exit. With ``parent``, a descriptor of the folder holding
+    it, ``path.name`` is opened in that without following a link: :class:`OSError` when it is a symbolic link or
+    another file."""
+    try:
+        if parent is None:  # the operator's setting, or a folder of it: a link there is theirs
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        else:
+            fd = os.open(path.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except OSError as error:
+        if parent is None:
+            raise
+        raise OSError(f"{path} is not a folder but a symbolic link or another file ({error.strerror}): nothing "
+                      "is filed through it") from error  # fmt: skip
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def write_whole(folder: int, name: str, data: bytes) -> None:
+    """Write ``data`` to ``name`` in the folder ``folder`` whole: into a temporary file of its own, renamed over
+    ``name``. Whatever has the temporary file's name (a crash's leftover, a link, a FIFO) is removed first, never
+    opened: a link would be followed out of the folder, and a FIFO would block the write for good."""
+    temporary = f".{name}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary, dir_fd=folder)  # the name only: what a link names is left alone
+    # O_EXCL: a file put there again since the unlink is not written into either.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=folder)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+
+
+def remove_decided(name: str, decided: int, path: Path) -> None:
+    """Remove the folder ``name`` an earlier decision filed in the folder ``decided`` (``path``), if any;
+    :class:`OSError` when something else (a file, a link) is in the way: it is left there."""
+    try:
+        mode = os.lstat(name, dir_fd=decided).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise OSError(f"{path / name} is in the way: not a folder")
+    shutil.rmtree(name, dir_fd=decided)  # removes links in it, never what they name
 
 
 def check_holds(folder: Path, model: Classifier) -> None:

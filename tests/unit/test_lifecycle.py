@@ -553,25 +553,115 @@ def test_a_promotion_after_one_numbered_at_the_cap_is_still_served_after_a_resta
     assert promoted_newest_first(candidates)[0] == candidates / "promoted" / "next"
 
 
-@pytest.mark.parametrize("killed_at", ["write_text", "rename"])
+@pytest.mark.parametrize("killed_at", ["replace", "rename"])
 def test_a_crash_while_a_promotion_is_filed_leaves_the_candidate_pending_not_a_promoted_folder_passed_over(
     trained_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: str
 ) -> None:
+    """Killed once the decision is written to its temporary file (before the rename over ``decision.json``), or
+    before the folder moves."""
     candidates = tmp_path / "candidates"
     first = candidate(tmp_path, trained_model_dir, "first")
     candidates_module.file_decision(first, candidates, "promoted", {"version": "first"})
     second = candidate(tmp_path, trained_model_dir, "second")
 
-    def killed(self: Path, *args: Any, **kwargs: Any) -> None:
+    def killed(*args: Any, **kwargs: Any) -> None:
         raise SystemExit(f"killed at {killed_at}")
 
-    monkeypatch.setattr(Path, killed_at, killed)
+    monkeypatch.setattr(candidates_module.os, killed_at, killed)
     with pytest.raises(SystemExit):
         candidates_module.file_decision(second, candidates, "promoted", {"version": "second"})
     monkeypatch.undo()
     # The restart serves the last promotion filed whole, and takes the second up again.
     assert promoted_newest_first(candidates)[0] == candidates / "promoted" / "first"
     assert candidates_module.pending_candidates(candidates) == [second]
+    candidates_module.file_decision(second, candidates, "promoted", {"version": "second"})  # over the leftovers
+    assert promoted_newest_first(candidates)[0] == candidates / "promoted" / "second"
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` (not through links) and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def poll_in_a_thread(lifecycle: ModelLifecycle) -> bool:
+    """Whether ``lifecycle.poll`` returned within 30 s (in a daemon thread: if it blocks, the test fails rather
+    than hangs)."""
+    done: list[bool] = []
+    poller = threading.Thread(target=lambda: done.append(asyncio.run(lifecycle.poll()) is None), daemon=True)
+    poller.start()
+    poller.join(timeout=30)
+    return bool(done)
+
+
+@pytest.mark.parametrize("left", ["link", "fifo"])
+def test_a_decision_is_never_written_through_a_link_or_into_a_fifo_left_in_the_candidates_folder(
+    trained_model_dir: Path, tmp_path: Path, left: str
+) -> None:
+    """The decision's temporary file is the candidate folder's to write: a link there was followed (it overwrote
+    the serving model's card, and the worker could not start again), and a FIFO blocked model management for good."""
+    live = tmp_path / "live"
+    shutil.copytree(trained_model_dir, live)
+    pipeline, registry = make_pipeline(live)
+    folder = candidate(tmp_path, live, "worse", passed=False, live_version=pipeline.classifier.version, reasons=["x"])
+    if left == "link":
+        (folder / ".decision.json.tmp").symlink_to(live / "model.json")
+    else:
+        os.mkfifo(folder / ".decision.json.tmp")
+    before = files_under(live)
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0)
+    assert poll_in_a_thread(lifecycle), "filing the decision blocked"
+    assert files_under(live) == before
+    decision = json.loads((tmp_path / "candidates" / "refused" / "worse" / "decision.json").read_text())
+    assert decision["reason"] == "worse_offline"
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"}) == 1
+    assert start_model_from(live, tmp_path / "candidates", None)[1] == live
+
+
+@pytest.mark.parametrize("outcome", ["refused", "promoted"])
+def test_a_refused_or_promoted_folder_that_is_a_link_is_never_filed_through(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, outcome: str
+) -> None:
+    """``refused/`` linked to the data folder and a candidate named like a folder there: filing it removed that
+    folder (the labelled store) through the link."""
+    data = tmp_path / "data"
+    (data / "labels").mkdir(parents=True)
+    (data / "labels" / "labels.jsonl").write_text('{"id": "a"}\n')
+    (tmp_path / "candidates").mkdir()
+    (tmp_path / "candidates" / outcome).symlink_to(data)
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live = pipeline.classifier.version
+    passed = outcome == "promoted"
+    folder = candidate(tmp_path, trained_model_dir, "labels", passed=passed, live_version=live, reasons=["x"])
+    before = files_under(data)
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0)
+    for _ in range(2):
+        asyncio.run(lifecycle.poll())
+    assert files_under(data) == before and folder.is_dir()  # nothing filed: it stays pending for a restart
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cannot file candidate")]
+    assert len(said) == 1 and f"{tmp_path / 'candidates' / outcome} is not a folder" in said[0], said
+    if passed:
+        assert pipeline.classifier.version != live  # promoted in this process, as when any filing fails
+        assert start_model_from(trained_model_dir, tmp_path / "candidates", None)[1] == trained_model_dir
+        assert "cannot list the promoted models" in caplog.text
+    else:
+        assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"}) == 1
+
+
+def test_a_link_in_the_candidates_folder_is_not_taken_up_as_a_candidate(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """A candidate is a folder an export renamed into place; filing a linked one wrote its decision into the folder
+    the link names."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    elsewhere = candidate(tmp_path / "elsewhere", trained_model_dir, "worse", passed=False, live_version="x")
+    (tmp_path / "candidates").mkdir()
+    (tmp_path / "candidates" / "linked").symlink_to(elsewhere)
+    before = files_under(elsewhere)
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0)
+    asyncio.run(lifecycle.poll())
+    assert files_under(elsewhere) == before and (tmp_path / "candidates" / "linked").is_symlink()
+    assert candidates_module.pending_candidates(tmp_path / "candidates") == []
+    assert not registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"})
 
 
 @pytest.mark.slow
