@@ -22,6 +22,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.drift import Reference
 from stream_app.errors import ModelError
 from stream_app.files import open_regular
+from stream_app.onnx_tensors import has_external_data
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,21 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+MAX_MODEL_BYTES: Final = 256 * 1024 * 1024
+"""Largest ``model.onnx`` read (the exported one is under 1 MB; the registry serves at most as much): it is read into
+memory whole, to be hashed and loaded from the same bytes."""
+
+
+def read_model(path: Path) -> bytes:
+    """The bytes of the model file ``path``; :class:`OSError` if it is not a regular file or holds more than
+    :data:`MAX_MODEL_BYTES`."""
+    with open_regular(path) as handle:
+        data = handle.read(MAX_MODEL_BYTES + 1)
+    if len(data) > MAX_MODEL_BYTES:
+        raise OSError(f"{path} holds more than {MAX_MODEL_BYTES} bytes")
+    return data
 
 
 SCORE_DECIMALS: Final = 6
@@ -162,7 +178,9 @@ class Classifier:
 
     @classmethod
     def load(cls, model_dir: Path, threshold: float | None = None) -> Classifier:
-        """Load ``model.onnx`` after checking it against ``model.json``; raises :class:`ModelError`."""
+        """Load ``model.onnx`` after checking it against ``model.json``; raises :class:`ModelError`. onnxruntime
+        loads the bytes that were hashed, and a model whose tensors are kept in other files is refused: what serves is
+        what the card's sha256 names."""
         import onnxruntime as ort  # imported here: loading it costs time nobody needs at import
 
         model_path, card_path = Path(model_dir) / "model.onnx", Path(model_dir) / "model.json"
@@ -171,9 +189,11 @@ class Classifier:
         if not model_path.is_file():
             raise ModelError(f"no model at {model_path}; run `python -m model_export`")
         try:
-            actual = sha256_file(model_path)
+            # Read once: onnxruntime loads these very bytes, so a file replaced after the hash is not what serves.
+            model_bytes = read_model(model_path)
         except OSError as error:  # unreadable: permissions, a disk error, a special file behind a symlink
             raise ModelError(f"cannot read {model_path}: {error}") from error
+        actual = hashlib.sha256(model_bytes).hexdigest()
         if actual != card["sha256"]["model"]:
             raise ModelError(
                 f"{model_path} does not match its card (sha256 {actual[:12]}…): refusing to serve it", "tampered"
@@ -186,6 +206,14 @@ class Classifier:
         unapproved = sorted(set(classes) - set(APPROVED_TAGS))
         if unapproved or not classes:
             raise ModelError(f"the model's classes include tags that are not approved: {unapproved}", "not_approved")
+        try:
+            external = has_external_data(model_bytes)
+        except ValueError as error:
+            raise ModelError(f"{model_path} is not an ONNX model: {error}") from error
+        if external:
+            # Another file's bytes would weigh in on every answer, and its sha256 is in no card.
+            message = f"{model_path} keeps tensors in other files (external data), which its sha256 does not cover"
+            raise ModelError(message, "tampered")
         options = ort.SessionOptions()
         # One thread each: the worker batches, and the second core is better spent on Kafka I/O.
         options.intra_op_num_threads = 1
@@ -194,7 +222,7 @@ class Classifier:
         # worker holds less memory at the same speed (decision 0105).
         options.enable_mem_pattern = False
         try:
-            session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped errors for corrupt files
             raise ModelError(f"onnxruntime cannot load {model_path}: {error}") from error
         # The card's classes are only a copy; the model's own metadata (covered by the hash) is the truth.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import struct
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +86,65 @@ def test_a_tampered_model_is_refused(trained_model_dir: Path, tmp_path: Path) ->
         handle.write(b"\x00")
     with pytest.raises(ModelError, match="does not match its card"):
         Classifier.load(model_dir)
+
+
+def with_external_intercept(source: Path, out: Path) -> Path:
+    """A copy of the model in ``source`` whose ``intercept`` tensor is kept beside it in ``weights.bin``, as onnx
+    writes external data, and a card naming the new ``model.onnx``'s bytes: it loaded from its path."""
+    import onnx
+    from onnx import numpy_helper
+
+    target = copy_model(source, out)
+    model = onnx.load(target / "model.onnx")
+    intercept = next(tensor for tensor in model.graph.initializer if tensor.name == "intercept")
+    values = numpy_helper.to_array(intercept)
+    (target / "weights.bin").write_bytes(values.tobytes())
+    intercept.ClearField("raw_data")
+    intercept.ClearField("float_data")
+    intercept.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", "weights.bin"), ("offset", "0"), ("length", str(values.nbytes))):
+        entry = intercept.external_data.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, target / "model.onnx")
+    sha = hashlib.sha256((target / "model.onnx").read_bytes()).hexdigest()
+    edited_card(target, lambda card: card.update(version=sha[:12], sha256={**card["sha256"], "model": sha}))
+    return target
+
+
+def test_a_model_keeping_a_tensor_in_another_file_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:
+    """Its sha256 did not cover the other file: editing ``weights.bin`` after the gates changed a promoted model's
+    answers under the same version."""
+    model_dir = with_external_intercept(trained_model_dir, tmp_path)
+    with pytest.raises(ModelError, match="external data") as refused:
+        Classifier.load(model_dir)
+    assert refused.value.reason == "tampered"
+
+
+IN_OPEN, IN_CLOSE_NOWRITE = 0x20, 0x10
+"""inotify's events for a file opened, and closed unwritten."""
+
+
+def opens_of(path: Path, action: Callable[[], object]) -> int:
+    """How many times ``path`` is opened while ``action`` runs, by any code (onnxruntime's included), as the kernel
+    reports it (inotify)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    watcher = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert watcher >= 0, os.strerror(ctypes.get_errno())
+    try:
+        # Closes too: the kernel merges an event into the one before it when both are the same.
+        assert libc.inotify_add_watch(watcher, os.fsencode(path), IN_OPEN | IN_CLOSE_NOWRITE) >= 0
+        action()
+        events = os.read(watcher, 65536)
+    finally:
+        os.close(watcher)
+    # Each event of a watched file is 16 bytes, no name: the watch, the mask, a cookie, a length of 0.
+    return sum(bool(struct.unpack_from("iIII", events, at)[1] & IN_OPEN) for at in range(0, len(events), 16))
+
+
+def test_the_model_is_read_once_so_what_runs_is_what_was_hashed(trained_model_dir: Path, tmp_path: Path) -> None:
+    """Hashed, then opened again by onnxruntime: a file replaced in between served under the first one's version."""
+    model_dir = copy_model(trained_model_dir, tmp_path)
+    assert opens_of(model_dir / "model.onnx", lambda: Classifier.load(model_dir)) == 1
 
 
 def test_a_model_with_an_unapproved_class_is_refused(trained_model_dir: Path, tmp_path: Path) -> None:

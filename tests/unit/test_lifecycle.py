@@ -710,8 +710,8 @@ def test_candidates_are_loaded_and_hashed_and_the_shadow_runs_off_the_event_loop
     candidate(tmp_path, trained_model_dir, "next", passed=True, live_version=pipeline.classifier.version, reasons=[])
     lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=5)
     hashed_on: list[str] = []
-    real_sha = classifier_module.sha256_file
-    monkeypatch.setattr(classifier_module, "sha256_file", lambda p: hashed_on.append(thread_name()) or real_sha(p))
+    real_read = classifier_module.read_model  # what is hashed and loaded
+    monkeypatch.setattr(classifier_module, "read_model", lambda p: hashed_on.append(thread_name()) or real_read(p))
 
     async def take_up() -> str:
         await lifecycle.poll()
