@@ -88,7 +88,8 @@ _SUM_SLACK: Final = 1e-3
 or a logit, are far out."""
 _WRONG_SHAPE: Final = "the model gave probabilities shaped {} for {} texts and {} classes"
 PROBE_TEXTS: Final = ("Object detection with YOLO on video streams", "")
-"""What :meth:`Classifier.probe` classifies at load: two texts of different lengths, one of them empty."""
+"""What :meth:`Classifier.probe` classifies at load: two texts of different lengths, one of them empty, as a batch;
+then the first alone."""
 
 
 def published_scores(probabilities: Any) -> Any:
@@ -245,11 +246,13 @@ class Classifier:
         return classifier
 
     def probe(self) -> None:
-        """Classify two texts once, and raise :class:`ModelError` unless the model gives each a probability per class
-        (:func:`published_scores`): a model that fails on its first batch must be refused here, not stop the worker
-        there."""
+        """Classify :data:`PROBE_TEXTS` as a batch, and one of them alone, and raise :class:`ModelError` unless the
+        model gives each a probability per class (:func:`published_scores`): a model that fails on its first batch
+        must be refused here, not stop the worker there. One text is a run of its own (:meth:`predict_one`), and a
+        worker under light load sends nothing else."""
         try:
             self.predict(PROBE_TEXTS)
+            self.predict_one(PROBE_TEXTS[0])
         except ModelError:
             raise
         except Exception as error:  # onnxruntime raises its own untyped errors for a graph that cannot run

@@ -33,6 +33,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.drift import DriftSnapshot
+from stream_app.errors import ModelError
 from stream_app.lifecycle.candidates import ModelLifecycle, Refusal, admit, promoted_newest_first, start_model_from
 from stream_app.lifecycle.fleet import start_model
 from stream_app.lifecycle.retrain import Retrainer
@@ -231,9 +232,9 @@ def test_a_candidate_whose_card_or_model_is_a_fifo_is_refused_without_waiting_fo
     assert isinstance(found[0], Refusal) and found[0].reason == "corrupt"
 
 
-def nan_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
-    """A candidate that passes every check at load (its probe runs two texts) and gives NaN probabilities to every
-    batch of three texts or more."""
+def nan_candidate(tmp_path: Path, model_dir: Path, name: str, *, alone: bool = False, **promotion: Any) -> Path:
+    """A candidate that passes every check at load (its probe runs two texts, and one alone) and gives NaN
+    probabilities to every batch of three texts or more; with ``alone``, to one text alone, and to no batch."""
     folder = candidate(tmp_path, model_dir, name, **promotion)
     model = onnx.load(folder / "model.onnx")
     softmax = next(node for node in model.graph.node if "probabilities" in node.output)
@@ -242,17 +243,19 @@ def nan_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) 
     model.graph.initializer.extend(
         [
             make.make_tensor("first", onnx.TensorProto.INT64, [], [0]),
-            make.make_tensor("two_and_a_half", onnx.TensorProto.FLOAT, [], [2.5]),
+            make.make_tensor("between", onnx.TensorProto.FLOAT, [], [1.5 if alone else 2.5]),
             make.make_tensor("zero", onnx.TensorProto.FLOAT, [], [0.0]),
         ]
     )
-    # sqrt(2.5 - rows) * 0 is 0 for one or two texts (what Classifier.load's probe runs) and NaN from three on.
+    # sqrt(2.5 - rows) * 0 is 0 for one or two texts (what Classifier.load's probe runs) and NaN from three on;
+    # sqrt(rows - 1.5) * 0 is NaN for one text and 0 for more.
+    room = ["rows_float", "between"] if alone else ["between", "rows_float"]
     model.graph.node.extend(
         [
             make.make_node("Shape", ["probabilities_before_nan"], ["shape"]),
             make.make_node("Gather", ["shape", "first"], ["rows"]),
             make.make_node("Cast", ["rows"], ["rows_float"], to=onnx.TensorProto.FLOAT),
-            make.make_node("Sub", ["two_and_a_half", "rows_float"], ["room"]),
+            make.make_node("Sub", room, ["room"]),
             make.make_node("Sqrt", ["room"], ["root"]),
             make.make_node("Mul", ["root", "zero"], ["nan_from_three_rows"]),
             make.make_node("Add", ["probabilities_before_nan", "nan_from_three_rows"], ["probabilities"]),
@@ -261,17 +264,50 @@ def nan_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) 
     return rehashed(folder, model)
 
 
+def test_a_candidate_that_fails_only_on_one_text_alone_is_refused_at_admission(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """One text is a graph run of its own (``predict_one``), which the probe did not run: the candidate was admitted,
+    promoted, and the worker stopped at its first batch of one event, and again at every start."""
+    pipeline, registry = make_pipeline(trained_model_dir)
+    live = pipeline.classifier.version
+    folder = nan_candidate(tmp_path, trained_model_dir, "alone", alone=True, passed=True, live_version=live, reasons=[])
+    with pytest.raises(ModelError, match="not probabilities"):
+        Classifier.load(folder)
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0)
+    asyncio.run(lifecycle.poll())
+    assert pipeline.classifier.version == live
+    assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "corrupt"}) == 1
+    item = admit_event(pipeline, {"id": 1, "title": "YOLO object detection"}, 1)
+    assert isinstance(item, Admitted)
+    [output] = pipeline.route_batch([item], lambda item: DedupeVerdict(item.dedupe_key, None, None, 0.0))
+    assert output.record["model_version"] == live
+
+
 def raising_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
-    """A candidate that passes every check at load (its probe runs two texts) and whose graph raises onnxruntime's
-    own error on every batch of three texts or more: its probabilities are multiplied by a [2, 1] tensor of ones,
-    which broadcasts against two rows (or one) and no more."""
+    """A candidate that passes every check at load (its probe runs two texts, and one alone) and whose graph raises
+    onnxruntime's own error on every batch of three texts or more: its probabilities are multiplied by as many rows
+    of a [2, 1] tensor of ones as it has texts, which are at most two."""
     folder = candidate(tmp_path, model_dir, name, **promotion)
     model = onnx.load(folder / "model.onnx")
     softmax = next(node for node in model.graph.node if "probabilities" in node.output)
     softmax.output[0] = "probabilities_before_ones"
     make = onnx.helper
-    model.graph.initializer.append(make.make_tensor("two_ones", onnx.TensorProto.FLOAT, [2, 1], [1.0, 1.0]))
-    model.graph.node.append(make.make_node("Mul", ["probabilities_before_ones", "two_ones"], ["probabilities"]))
+    model.graph.initializer.extend(
+        [
+            make.make_tensor("two_ones", onnx.TensorProto.FLOAT, [2, 1], [1.0, 1.0]),
+            make.make_tensor("zero", onnx.TensorProto.INT64, [1], [0]),
+            make.make_tensor("one", onnx.TensorProto.INT64, [1], [1]),
+        ]
+    )
+    model.graph.node.extend(
+        [
+            make.make_node("Shape", ["probabilities_before_ones"], ["shape"]),
+            make.make_node("Slice", ["shape", "zero", "one"], ["rows"]),
+            make.make_node("Slice", ["two_ones", "zero", "rows", "zero"], ["ones"]),  # at most two rows
+            make.make_node("Mul", ["probabilities_before_ones", "ones"], ["probabilities"]),
+        ]
+    )
     return rehashed(folder, model)
 
 
