@@ -45,6 +45,12 @@ MODEL_FILES: Final = ("model.onnx", "model.json")
 """What a registered version's artifact folder holds: the ONNX model and its card."""
 MAX_ARTIFACT_BYTES: Final = 256 * 1024 * 1024
 """Largest artifact downloaded: a registry that sends more is refused rather than filling the disk."""
+MAX_JSON_BYTES: Final = 1024 * 1024
+"""Largest JSON answer read, but for a search of runs: the largest other answer, a model version with its tags, is a
+few kB. Parsed, JSON can take 25 times its size in memory, so this is no artifact's limit."""
+MAX_SEARCH_BYTES: Final = 16 * 1024 * 1024
+"""Largest answer of a search of runs (at most 1,000): a worker's run counting five model versions and two shadows is
+about 7 kB as MLflow writes it, 6.6 MiB for 1,000 runs."""
 ARTIFACT_SCHEME: Final = "mlflow-artifacts:/"
 """The only kind of version source followed: artifacts the tracking server itself serves."""
 VERSION_NUMBER: Final = re.compile(r"[1-9][0-9]{0,8}")
@@ -101,13 +107,17 @@ class RegistryClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, body: bytes | None, content_type: str | None) -> bytes:
+    def _request(
+        self, method: str, path: str, body: bytes | None, content_type: str | None, limit: int = MAX_ARTIFACT_BYTES
+    ) -> bytes:
+        """The answer's body, at most ``limit`` bytes; :class:`RegistryError` when there is more, none, an error or
+        less than it said."""
         request = urllib.request.Request(self.url + path, data=body, method=method)  # noqa: S310 - http(s) only
         if content_type is not None:
             request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                data: bytes = response.read(MAX_ARTIFACT_BYTES + 1)
+                data: bytes = response.read(limit + 1)
                 # A read of a given size returns what came before the connection closed, without an error.
                 missing: int | None = response.length
         except urllib.error.HTTPError as error:
@@ -117,19 +127,28 @@ class RegistryClient:
             raise RegistryError(f"{method} {path}: {error}") from error
         except http.client.HTTPException as error:  # an answer that is not HTTP: bad status line, chunks, headers
             raise RegistryError(f"{method} {path}: not an HTTP answer: {error!r:.200}") from error
-        if len(data) > MAX_ARTIFACT_BYTES:
-            raise RegistryError(f"{method} {path}: more than {MAX_ARTIFACT_BYTES} bytes")
+        if len(data) > limit:
+            raise RegistryError(f"{method} {path}: more than {limit} bytes")
         if missing:  # a download cut short is the network's fault, not a damaged version to refuse
             raise RegistryError(f"{method} {path}: the answer was cut short, {missing} bytes missing")
         return data
 
-    def call(self, method: str, endpoint: str, body: Mapping[str, Any] | None = None, **query: str) -> dict[str, Any]:
-        """One JSON call of ``/api/2.0/mlflow/<endpoint>``."""
+    def call(
+        self,
+        method: str,
+        endpoint: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        limit: int = MAX_JSON_BYTES,
+        **query: str,
+    ) -> dict[str, Any]:
+        """One JSON call of ``/api/2.0/mlflow/<endpoint>``, whose answer may be at most ``limit`` bytes (more is a
+        :class:`RegistryError`, as a malformed answer is)."""
         path = f"/api/2.0/mlflow/{endpoint}"
         if query:
             path += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body).encode()
-        raw = self._request(method, path, data, "application/json" if data is not None else None)
+        raw = self._request(method, path, data, "application/json" if data is not None else None, limit)
         try:
             answer = json.loads(raw or b"{}")
         except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply to parse
@@ -188,7 +207,7 @@ class RegistryClient:
     def search_runs(self, experiment_id: str, filter_string: str = "") -> list[dict[str, Any]]:
         """Runs of an experiment matching an MLflow filter (first 1000)."""
         body = {"experiment_ids": [experiment_id], "filter": filter_string, "max_results": 1000}
-        runs = self.call("POST", "runs/search", body).get("runs", [])
+        runs = self.call("POST", "runs/search", body, limit=MAX_SEARCH_BYTES).get("runs", [])
         return runs if isinstance(runs, list) else []
 
     def _artifact_path(self, uri: str, relative: str) -> str:

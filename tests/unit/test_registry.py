@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from aiokafka import TopicPartition
@@ -23,6 +23,7 @@ from stream_app.dedupe import DedupeVerdict
 from stream_app.errors import ConfigError
 from stream_app.lifecycle.fleet import FleetModel, fleet_model, registry_cache, start_model
 from stream_app.lifecycle.fleet_counts import (
+    SHADOW_PREFIX,
     VersionCounts,
     canary_verdict,
     fleet_counts,
@@ -33,6 +34,8 @@ from stream_app.lifecycle.fleet_counts import (
 from stream_app.lifecycle.registry import (
     CANARY,
     CHAMPION,
+    MAX_JSON_BYTES,
+    MAX_SEARCH_BYTES,
     POINTER,
     SHADOW,
     ModelVersion,
@@ -908,6 +911,8 @@ class HostileRegistry(http.server.BaseHTTPRequestHandler):
 
     def answer(self) -> None:
         server: Any = self.server
+        # Read whole: a request's unread bytes at the close would reset the connection before the client read all.
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if server.raw:
             self.wfile.write(server.raw)
             self.close_connection = True
@@ -965,6 +970,58 @@ def test_a_malformed_answer_from_the_registry_counts_as_no_answer_never_as_an_er
     and nothing is raised out of the worker's timer."""
     hostile_registry.body, hostile_registry.aliases_unset = body, aliases_unset  # type: ignore[attr-defined]
     assert_poll_serves_on_as_if_unanswered(trained_model_dir, tmp_path, hostile_registry)
+
+
+A_VERSION: Final = {"model_version": {"version": "1", "source": "mlflow-artifacts:/1/run/artifacts/model"}}
+"""A model version's answer as the REST API gives it, which a worker takes up."""
+
+
+def test_a_json_answer_past_a_mebibyte_counts_as_no_answer(
+    trained_model_dir: Path, tmp_path: Path, hostile_registry: http.server.ThreadingHTTPServer
+) -> None:
+    """Parsed, JSON takes up to 25 times its size: an alias answered with 255 MB took a worker from 533 MB to 6.9 GB,
+    and a MemoryError out of the poll stopped it. An alias answer is a few hundred bytes."""
+    client = RegistryClient(f"http://127.0.0.1:{hostile_registry.server_port}", timeout=10)
+    hostile_registry.aliases_unset = False  # type: ignore[attr-defined]
+    hostile_registry.body = json.dumps({**A_VERSION, "padding": "x" * MAX_JSON_BYTES}).encode()  # type: ignore[attr-defined]
+    with pytest.raises(RegistryError, match=f"more than {MAX_JSON_BYTES} bytes"):
+        client.alias("m", CHAMPION)
+    assert_poll_serves_on_as_if_unanswered(trained_model_dir, tmp_path, hostile_registry)
+    hostile_registry.body = json.dumps({**A_VERSION, "padding": "x" * 1000}).encode()  # type: ignore[attr-defined]
+    assert client.alias("m", CHAMPION) == ModelVersion("1", "mlflow-artifacts:/1/run/artifacts/model", "")
+
+
+def fleet_runs(count: int, versions: int, shadows: int) -> bytes:
+    """An answer of ``runs/search`` as MLflow writes it (indented by two): ``count`` workers' runs, each with the
+    counts of ``versions`` model versions and ``shadows`` shadows."""
+    keys = [*metric_values({f"{v:012x}": VersionCounts() for v in range(versions)}),
+            *metric_values({f"{v:012x}": ShadowCounts() for v in range(shadows)}, SHADOW_PREFIX)]  # fmt: skip
+    worker = "content-tagger@worker-host-01:6066"
+
+    def run(run_id: str) -> dict[str, Any]:
+        info = {"run_uuid": run_id, "run_id": run_id, "experiment_id": "3", "run_name": worker, "user_id": "",
+                "status": "RUNNING", "start_time": 1765000000000, "lifecycle_stage": "active",
+                "artifact_uri": f"mlflow-artifacts:/3/{run_id}/artifacts"}  # fmt: skip
+        metrics = [{"key": key, "value": 123456.0, "timestamp": 1765000000000, "step": 0} for key in keys]
+        tags = [{"key": "worker", "value": worker}, {"key": "mlflow.runName", "value": worker}]
+        return {"info": info, "data": {"metrics": metrics, "tags": tags}}
+
+    return json.dumps({"runs": [run(f"{n:032x}") for n in range(count)]}, indent=2).encode()
+
+
+def test_a_search_of_the_fleets_runs_is_read_up_to_16_mebibytes(
+    hostile_registry: http.server.ThreadingHTTPServer,
+) -> None:
+    """The one answer larger than a mebibyte: the decider searches up to 1,000 runs, a run a worker's start."""
+    client = RegistryClient(f"http://127.0.0.1:{hostile_registry.server_port}", timeout=10)
+    hostile_registry.aliases_unset = False  # type: ignore[attr-defined]
+    hostile_registry.body = fleet_runs(1000, versions=5, shadows=2)  # type: ignore[attr-defined]
+    assert 6 * 2**20 < len(hostile_registry.body) < 7 * 2**20  # type: ignore[attr-defined]
+    assert len(client.search_runs("3")) == 1000
+    hostile_registry.body = fleet_runs(1000, versions=15, shadows=5)  # type: ignore[attr-defined]
+    assert len(hostile_registry.body) > MAX_SEARCH_BYTES  # type: ignore[attr-defined]
+    with pytest.raises(RegistryError, match=f"more than {MAX_SEARCH_BYTES} bytes"):
+        client.search_runs("3")
 
 
 @pytest.mark.parametrize(
