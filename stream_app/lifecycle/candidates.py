@@ -126,13 +126,13 @@ def start_model_from(model_dir: Path, candidates_dir: Path, review_threshold: fl
         try:
             model = Classifier.load(folder, review_threshold)
         except (ModelError, OSError) as error:
-            log.warning("passing over the promoted folder %s: %s", folder, error)
+            log.warning("passing over the promoted folder %r: %r", str(folder), str(error))
             continue
         promoted = promoted_version(folder / "decision.json")
         if model.version == promoted:
             return model, folder
         # Its files were replaced after it was judged: what it holds now never passed the gates.
-        log.warning("passing over the promoted folder %s: it holds model %s, but %r was promoted", folder,
+        log.warning("passing over the promoted folder %r: it holds model %s, but %r was promoted", str(folder),
                     model.version, promoted)  # fmt: skip
     return Classifier.load(model_dir, review_threshold), model_dir
 
@@ -173,7 +173,8 @@ def promotion_order(path: Path) -> tuple[int, float] | None:
         if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= MAX_PROMOTION_NUMBER:
             raise ValueError(f"promotion_number {number!r:.60} is not a count")
     except (OSError, ValueError, RecursionError, AttributeError, OverflowError) as error:
-        log.warning("passing over the promoted folder %s: its %s is malformed: %.200r", path.parent, path.name, error)
+        log.warning("passing over the promoted folder %r: its %s is malformed: %.200r", str(path.parent), path.name,
+                    error)  # fmt: skip
         return None
     return number, seconds
 
@@ -327,9 +328,9 @@ class ModelLifecycle:
                 if folder.name not in self.passed_over:
                     self.passed_over.add(folder.name)
                     log.warning(
-                        "candidate %s is not taken up: with TAGGER_REGISTRY_URL the registry decides the fleet's "
+                        "candidate %r is not taken up: with TAGGER_REGISTRY_URL the registry decides the fleet's "
                         "model (register it with python -m model_export --registry)",
-                        folder,
+                        str(folder),
                     )
             return
         if self.trial is not None:
@@ -378,7 +379,7 @@ class ModelLifecycle:
         detail = {"reason": refusal.reason, "detail": refusal.detail}
         await self._file(folder, REFUSED, detail)
         self.metrics.refused(refusal.reason)
-        log.warning("refused candidate model in %s: %s (%s)", folder.name, refusal.reason, refusal.detail)
+        log.warning("refused candidate model in %r: %s (%r)", folder.name, refusal.reason, refusal.detail)
 
     async def _file(
         self, folder: Path, outcome: str, detail: dict[str, Any], judged: Classifier | None = None
@@ -390,5 +391,5 @@ class ModelLifecycle:
             return await asyncio.to_thread(file_decision, folder, self.candidates_dir, outcome, detail, judged)
         except (OSError, ModelError) as error:
             self.unfiled.add(folder.name)
-            log.error("cannot file candidate %s in %s/ (%s): it stays where it is", folder.name, outcome, error)
+            log.error("cannot file candidate %r in %s/ (%r): it stays where it is", folder.name, outcome, str(error))
             return None

@@ -96,7 +96,7 @@ def cached_champion(
     try:
         model = load_as(pointer.folder, pointer.model_version, review_threshold)
     except (ModelError, OSError) as error:
-        log.warning("the cached champion, version %s, does not load as model %s: %s", pointer.number,
-                    pointer.model_version, error)  # fmt: skip
+        log.warning("the cached champion, version %r, does not load as model %r: %r", pointer.number,
+                    pointer.model_version, str(error))  # fmt: skip
         return None
     return pointer, model

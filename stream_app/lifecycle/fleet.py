@@ -137,8 +137,8 @@ class FleetModel:
             except ModelError as error:
                 # A disk error or a change after the download says nothing of the registry's bytes: only a download
                 # that fails its checks refuses the version (which a worker's run then refuses for the fleet).
-                log.warning("the cached copy of registry version %s is not the registry's, downloading it again: %s",
-                            version.number, error)  # fmt: skip
+                log.warning("the cached copy of registry version %s is not the registry's, downloading it again: %r",
+                            version.number, str(error))  # fmt: skip
         folder = fetch_version(self.client, version, self.cache_dir, again=True)
         return Classifier.load(folder, self.review_threshold)
 
@@ -147,7 +147,7 @@ class FleetModel:
         for the whole fleet (the caller counts the refusal)."""
         self.refused.add(version.source)
         self.refused_numbers.add(version.number)
-        log.error("refusing registry version %s (%s): %s", version.number, alias, why)
+        log.error("refusing registry version %s (%s): %r", version.number, alias, why)
 
     async def poll(self, pipeline: Pipeline) -> None:
         """Swap in a new champion, and start, change or stop serving a canary and running a shadow, as the

@@ -396,7 +396,7 @@ def test_with_a_registry_a_folder_candidate_is_left_pending_and_logged_once(
     assert pipeline.shadow is None and pipeline.classifier.version == live_version
     assert folder.is_dir() and not (tmp_path / "candidates" / "promoted").exists()
     assert [r.getMessage() for r in caplog.records if "not taken up" in r.getMessage()] == [
-        f"candidate {folder} is not taken up: with TAGGER_REGISTRY_URL the registry decides the fleet's model "
+        f"candidate {str(folder)!r} is not taken up: with TAGGER_REGISTRY_URL the registry decides the fleet's model "
         "(register it with python -m model_export --registry)"
     ]
 
@@ -521,7 +521,7 @@ def test_a_decided_candidate_that_cannot_be_filed_is_logged_and_not_judged_again
     asyncio.run(lifecycle.poll())
     asyncio.run(lifecycle.poll())
     assert folder.is_dir() and (tmp_path / "candidates" / outcome / "blocked").is_file()
-    assert any(f"cannot file candidate blocked in {outcome}/" in r.getMessage() for r in caplog.records)
+    assert any(f"cannot file candidate 'blocked' in {outcome}/" in r.getMessage() for r in caplog.records)
     if passed:
         assert pipeline.classifier is not live
         assert registry.get_sample_value("content_tagger_model_promotions_total") == 1
@@ -558,7 +558,7 @@ def test_a_promoted_folder_whose_decision_file_is_malformed_is_passed_over_with_
         path.write_bytes(body if isinstance(body, bytes) else body.encode())
     assert promoted_newest_first(tmp_path / "candidates")[0] == promoted / "good"
     malformed = [name for name in bodies if name not in ("good", "older")]
-    assert all(f"{promoted / name}: its decision.json" in caplog.text for name in malformed), caplog.text
+    assert all(f"{str(promoted / name)!r}: its decision.json" in caplog.text for name in malformed), caplog.text
     for name in ("good", "older"):
         (promoted / name / "decision.json").unlink()
     assert promoted_newest_first(tmp_path / "candidates") == []
@@ -681,6 +681,37 @@ def test_a_refused_or_promoted_folder_that_is_a_link_is_never_filed_through(
         assert "cannot list the promoted models" in caplog.text
     else:
         assert registry.get_sample_value("content_tagger_model_refusals_total", {"reason": "worse_offline"}) == 1
+
+
+FORGED = "\n[WARNING] stream_app.lifecycle.candidates: promoted model 0123456789ab (replacing 93392b89a337)"
+"""A log line a card or a folder name could print after its own."""
+
+
+def test_a_card_or_a_folder_name_cannot_print_a_log_line_of_its_own(
+    trained_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The card's ``promotion.reasons`` and folder names are anyone's text: written into the log as they are, a
+    newline in them began a line that looked like the worker's own (here a promotion that never happened)."""
+    pipeline, _ = make_pipeline(trained_model_dir)
+    live = pipeline.classifier.version
+    candidate(tmp_path, trained_model_dir, "worse", passed=False, live_version=live, reasons=f"worse){FORGED}")
+    candidate(tmp_path, trained_model_dir, f"named{FORGED}", passed=False, live_version=live, reasons=[])
+    (tmp_path / "candidates" / f"named{FORGED}" / "model.json").write_text("{not json")  # refused, and unfiled:
+    (tmp_path / "candidates" / "refused").mkdir()
+    (tmp_path / "candidates" / "refused" / f"named{FORGED}").write_text("in the way")
+    promoted = tmp_path / "candidates" / "promoted" / f"passed-over{FORGED}"
+    promoted.mkdir(parents=True)
+    (promoted / "decision.json").write_text("[]")
+    lifecycle = ModelLifecycle(pipeline, pipeline.metrics, tmp_path / "candidates", shadow_events=0)
+    asyncio.run(lifecycle.poll())
+    (promoted / "decision.json").write_text(json.dumps({"decided_at": 1.0, "version": "0123456789ab"}))
+    start_model_from(trained_model_dir, tmp_path / "candidates", None)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("stream_app.lifecycle")]
+    assert len([line for line in said if "refused candidate model" in line]) == 2, said
+    assert len([line for line in said if "passing over the promoted folder" in line]) == 1, said
+    assert any(line.startswith("cannot file candidate") for line in said), said
+    assert not [line for line in said if "\n" in line], said
+    assert pipeline.classifier.version == live
 
 
 def test_a_link_in_the_candidates_folder_is_not_taken_up_as_a_candidate(
@@ -938,7 +969,7 @@ def test_a_promoted_model_that_no_longer_loads_is_passed_over_at_start_up_for_th
     model, folder = start_model(settings)
     assert folder == trained_model_dir and model.version == Classifier.load(trained_model_dir).version
     for passed_over in (second, first):
-        assert f"passing over the promoted folder {passed_over}: " in caplog.text
+        assert f"passing over the promoted folder {str(passed_over)!r}: " in caplog.text
     shutil.rmtree(first)
     promote_by_hand(tmp_path, trained_model_dir, "first")
     assert start_model(settings)[1] == first  # the newest that loads: the damaged second is passed over
@@ -970,7 +1001,7 @@ def test_a_candidate_whose_files_change_while_it_shadows_is_not_filed_as_promote
     asyncio.run(lifecycle.poll())
     assert pipeline.classifier.version == shadowed  # this process serves what it shadowed
     assert not (tmp_path / "candidates" / "promoted" / "next").exists() and folder.is_dir()
-    assert "cannot file candidate next in promoted/" in caplog.text and "files changed after" in caplog.text
+    assert "cannot file candidate 'next' in promoted/" in caplog.text and "files changed after" in caplog.text
     served, served_from = start_model(Settings(model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates"))
     assert served_from == trained_model_dir and served.threshold > 0.0
     assert candidates_module.pending_candidates(tmp_path / "candidates") == [folder]  # judged again at the restart
@@ -987,7 +1018,7 @@ def test_a_promoted_folder_holding_another_model_than_its_decision_names_is_pass
     now = json.loads((rehashed(promoted, model) / "model.json").read_text())["version"]
     settings = Settings(model_dir=trained_model_dir, candidates_dir=tmp_path / "candidates")
     assert start_model(settings)[1] == trained_model_dir
-    said = f"passing over the promoted folder {promoted}: it holds model {now}, but '{judged}' was promoted"
+    said = f"passing over the promoted folder {str(promoted)!r}: it holds model {now}, but '{judged}' was promoted"
     assert said in caplog.text
 
 

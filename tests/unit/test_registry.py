@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from stream_app.classifier import Classifier
 from stream_app.dedupe import DedupeVerdict
 from stream_app.errors import ConfigError
+from stream_app.lifecycle.champion import cached_champion
 from stream_app.lifecycle.fleet import FleetModel, fleet_model, registry_cache, start_model
 from stream_app.lifecycle.fleet_counts import (
     SHADOW_PREFIX,
@@ -661,6 +662,20 @@ def test_a_pointer_that_is_not_one_or_names_a_folder_that_fails_its_checks_falls
     assert start_model(settings)[1] == trained_model_dir
     (cache / POINTER).unlink()
     assert start_model(settings)[1] == trained_model_dir
+
+
+def test_a_champion_pointer_cannot_print_a_log_line_of_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pointer's version number and model version are a file's text, logged when its folder does not load."""
+    cache = tmp_path / "cache"
+    (cache / "v1-0123456789abcdef").mkdir(parents=True)
+    forged = "1\n[WARNING] stream_app.lifecycle.fleet: serving registry version 9"
+    pointer = {"model_name": "m", "number": forged, "model_version": forged, "folder": "v1-0123456789abcdef"}
+    (cache / POINTER).write_text(json.dumps(pointer))
+    assert cached_champion(cache, "m") is None
+    said = [r.getMessage() for r in caplog.records if "cached champion" in r.getMessage()]
+    assert said and not [line for line in said if "\n" in line], said
 
 
 class Decisions(StandIn):
