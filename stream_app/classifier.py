@@ -22,7 +22,7 @@ from stream_app import APPROVED_TAGS
 from stream_app.drift import Reference
 from stream_app.errors import ModelError
 from stream_app.files import open_regular
-from stream_app.onnx_tensors import has_external_data
+from stream_app.onnx_wire import has_external_data, operators
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,15 @@ def read_model(path: Path) -> bytes:
     if len(data) > MAX_MODEL_BYTES:
         raise OSError(f"{path} holds more than {MAX_MODEL_BYTES} bytes")
     return data
+
+
+SERVED_OPERATORS: Final = frozenset(
+    [("", name) for name in ("Add", "Cast", "Concat", "Conv", "Div", "Gather", "Max", "Mul", "Pad", "ReduceSum",
+                             "Slice", "Softmax", "Split", "Sqrt")]
+    + [("ai.onnx.ml", "LabelEncoder"), ("com.microsoft", "Tokenizer")]
+)  # fmt: skip
+"""``(domain, operator)`` of every node ``model_export`` writes, in any of its graphs (a test exports each): a model
+running any other is refused. None of these loops or branches, so a batch's time follows its texts."""
 
 
 SCORE_DECIMALS: Final = 6
@@ -208,13 +217,18 @@ class Classifier:
         if unapproved or not classes:
             raise ModelError(f"the model's classes include tags that are not approved: {unapproved}", "not_approved")
         try:
-            external = has_external_data(model_bytes)
+            external, used = has_external_data(model_bytes), operators(model_bytes)
         except ValueError as error:
             raise ModelError(f"{model_path} is not an ONNX model: {error}") from error
         if external:
             # Another file's bytes would weigh in on every answer, and its sha256 is in no card.
             message = f"{model_path} keeps tensors in other files (external data), which its sha256 does not cover"
             raise ModelError(message, "tampered")
+        foreign = sorted(f"{domain}:{op}" if domain else op for domain, op in used - SERVED_OPERATORS)
+        if foreign:
+            # A loop, a branch or an operator of another library can take any time on some batch and none on the
+            # probe's: the exporter's operators take time in proportion to the texts.
+            raise ModelError(f"{model_path} runs operators the exporter never writes: {foreign!r:.200}", "not_approved")
         options = ort.SessionOptions()
         # One thread each: the worker batches, and the second core is better spent on Kafka I/O.
         options.intra_op_num_threads = 1

@@ -38,10 +38,10 @@ MODEL_REFUSAL_REASONS: Final[tuple[str, ...]] = (
     "worse_shadow",
     "worse_canary",
 )
-"""Why a model is refused: unreadable or its card malformed, bytes not those its card names, tags outside the
-approved set, worse than the live model on held-out data, compared with a model that no longer serves, worse in the
-shadow run, or worse than the champion on the traffic it served as a canary; also the bounded ``reason`` label of
-the refusal counter."""
+"""Why a model is refused: unreadable or its card malformed, bytes not those its card names, tags or operators
+outside the approved sets, worse than the live model on held-out data, compared with a model that no longer
+serves, worse in the shadow run, or worse than the champion on the traffic it served as a canary; also the bounded
+``reason`` label of the refusal counter."""
 
 
 class ModelError(TaggerError):

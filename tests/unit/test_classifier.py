@@ -120,6 +120,54 @@ def test_a_model_keeping_a_tensor_in_another_file_is_refused(trained_model_dir: 
     assert refused.value.reason == "tampered"
 
 
+def with_slow_loop(source: Path, out: Path) -> Path:
+    """A copy of the model in ``source`` whose probabilities pass through a ``Loop`` that changes nothing (of no
+    turns here: its count could as well come from the batch's size). Its card names its bytes."""
+    import onnx
+
+    make = onnx.helper
+    target = copy_model(source, out)
+    model = onnx.load(target / "model.onnx")
+    softmax = next(node for node in model.graph.node if "probabilities" in node.output)
+    softmax.output[0] = "probabilities_before_loop"
+    body = make.make_graph(
+        [
+            make.make_node("Identity", ["cond_in"], ["cond_out"]),
+            make.make_node("Identity", ["carried"], ["carried_out"]),
+        ],
+        "body",
+        [make.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+         make.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []),
+         make.make_tensor_value_info("carried", onnx.TensorProto.FLOAT, None)],
+        [make.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+         make.make_tensor_value_info("carried_out", onnx.TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model.graph.initializer.extend(
+        [
+            make.make_tensor("turns", onnx.TensorProto.INT64, [], [0]),
+            make.make_tensor("go", onnx.TensorProto.BOOL, [], [True]),
+        ]
+    )
+    model.graph.node.append(
+        make.make_node("Loop", ["turns", "go", "probabilities_before_loop"], ["probabilities"], body=body)
+    )
+    onnx.save(model, target / "model.onnx")
+    sha = hashlib.sha256((target / "model.onnx").read_bytes()).hexdigest()
+    edited_card(target, lambda card: card.update(version=sha[:12], sha256={**card["sha256"], "model": sha}))
+    return target
+
+
+def test_a_model_running_an_operator_the_exporter_never_writes_is_refused(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """A loop (or a branch, or another library's operator) can take any time on one batch and none on the probe's:
+    a candidate, a shadow or a canary would hold up every worker of the fleet."""
+    model_dir = with_slow_loop(trained_model_dir, tmp_path)
+    with pytest.raises(ModelError, match="operators the exporter never writes: .*Loop") as refused:
+        Classifier.load(model_dir)
+    assert refused.value.reason == "not_approved"
+
+
 IN_OPEN, IN_CLOSE_NOWRITE = 0x20, 0x10
 """inotify's events for a file opened, and closed unwritten."""
 
@@ -360,14 +408,19 @@ def test_a_model_whose_scores_are_not_probabilities_is_refused_by_every_path(
 
 def narrow_model_bytes(classes: list[str]) -> bytes:
     """A real ONNX model, classes in its metadata as the exporter writes them, that gives every text one score
-    fewer than it has classes."""
+    fewer than it has classes; made of the exporter's own operators, as a served model must be."""
     import onnx
     from onnx import TensorProto, helper
 
     nodes = [
-        helper.make_node("Shape", ["text"], ["shape"]),  # [N, 1]
-        helper.make_node(
-            "ConstantOfShape", ["shape"], ["column"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.3])
+        helper.make_node(  # [N, 1]: 0.3 for every text
+            "LabelEncoder",
+            ["text"],
+            ["column"],
+            domain="ai.onnx.ml",
+            keys_strings=["-"],
+            values_floats=[0.3],
+            default_float=0.3,
         ),
         helper.make_node("Concat", ["column"] * (len(classes) - 1), ["probabilities"], axis=1),
     ]
@@ -375,7 +428,8 @@ def narrow_model_bytes(classes: list[str]) -> bytes:
         nodes, "narrow", [helper.make_tensor_value_info("text", TensorProto.STRING, [None, 1])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, len(classes) - 1])],
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 2)]
+    model = helper.make_model(graph, opset_imports=opsets)
     helper.set_model_props(model, {CLASSES_METADATA_KEY: json.dumps(classes)})
     onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -234,7 +234,8 @@ def test_a_candidate_whose_card_or_model_is_a_fifo_is_refused_without_waiting_fo
 
 def nan_candidate(tmp_path: Path, model_dir: Path, name: str, *, alone: bool = False, **promotion: Any) -> Path:
     """A candidate that passes every check at load (its probe runs two texts, and one alone) and gives NaN
-    probabilities to every batch of three texts or more; with ``alone``, to one text alone, and to no batch."""
+    probabilities to every batch of three texts or more; with ``alone``, to one text alone, and to no batch. Made
+    of the exporter's own operators, as a served model must be."""
     folder = candidate(tmp_path, model_dir, name, **promotion)
     model = onnx.load(folder / "model.onnx")
     softmax = next(node for node in model.graph.node if "probabilities" in node.output)
@@ -242,20 +243,20 @@ def nan_candidate(tmp_path: Path, model_dir: Path, name: str, *, alone: bool = F
     make = onnx.helper
     model.graph.initializer.extend(
         [
-            make.make_tensor("first", onnx.TensorProto.INT64, [], [0]),
-            make.make_tensor("between", onnx.TensorProto.FLOAT, [], [1.5 if alone else 2.5]),
+            make.make_tensor("all_axes", onnx.TensorProto.INT64, [2], [0, 1]),
+            make.make_tensor("sign", onnx.TensorProto.FLOAT, [], [1.0 if alone else -1.0]),
+            make.make_tensor("between", onnx.TensorProto.FLOAT, [], [-1.5 if alone else 2.5]),
             make.make_tensor("zero", onnx.TensorProto.FLOAT, [], [0.0]),
         ]
     )
+    # Each row of probabilities adds up to 1, so all of them add up to the number of texts, within float error.
     # sqrt(2.5 - rows) * 0 is 0 for one or two texts (what Classifier.load's probe runs) and NaN from three on;
     # sqrt(rows - 1.5) * 0 is NaN for one text and 0 for more.
-    room = ["rows_float", "between"] if alone else ["between", "rows_float"]
     model.graph.node.extend(
         [
-            make.make_node("Shape", ["probabilities_before_nan"], ["shape"]),
-            make.make_node("Gather", ["shape", "first"], ["rows"]),
-            make.make_node("Cast", ["rows"], ["rows_float"], to=onnx.TensorProto.FLOAT),
-            make.make_node("Sub", room, ["room"]),
+            make.make_node("ReduceSum", ["probabilities_before_nan", "all_axes"], ["rows"], keepdims=0),
+            make.make_node("Mul", ["rows", "sign"], ["signed_rows"]),
+            make.make_node("Add", ["signed_rows", "between"], ["room"]),
             make.make_node("Sqrt", ["room"], ["root"]),
             make.make_node("Mul", ["root", "zero"], ["nan_from_three_rows"]),
             make.make_node("Add", ["probabilities_before_nan", "nan_from_three_rows"], ["probabilities"]),
@@ -286,8 +287,9 @@ def test_a_candidate_that_fails_only_on_one_text_alone_is_refused_at_admission(
 
 def raising_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: Any) -> Path:
     """A candidate that passes every check at load (its probe runs two texts, and one alone) and whose graph raises
-    onnxruntime's own error on every batch of three texts or more: its probabilities are multiplied by as many rows
-    of a [2, 1] tensor of ones as it has texts, which are at most two."""
+    onnxruntime's own error on every batch of three texts or more: a column of its rows' sums ([texts, 1], each 1)
+    is added to a [2, 1] tensor, which broadcasts for one or two texts only. The sum of that, times 0, plus 1,
+    multiplies the probabilities. Made of the exporter's own operators, as a served model must be."""
     folder = candidate(tmp_path, model_dir, name, **promotion)
     model = onnx.load(folder / "model.onnx")
     softmax = next(node for node in model.graph.node if "probabilities" in node.output)
@@ -296,16 +298,20 @@ def raising_candidate(tmp_path: Path, model_dir: Path, name: str, **promotion: A
     model.graph.initializer.extend(
         [
             make.make_tensor("two_ones", onnx.TensorProto.FLOAT, [2, 1], [1.0, 1.0]),
-            make.make_tensor("zero", onnx.TensorProto.INT64, [1], [0]),
-            make.make_tensor("one", onnx.TensorProto.INT64, [1], [1]),
+            make.make_tensor("columns", onnx.TensorProto.INT64, [1], [1]),
+            make.make_tensor("all_axes", onnx.TensorProto.INT64, [2], [0, 1]),
+            make.make_tensor("zero", onnx.TensorProto.FLOAT, [], [0.0]),
+            make.make_tensor("one", onnx.TensorProto.FLOAT, [], [1.0]),
         ]
     )
     model.graph.node.extend(
         [
-            make.make_node("Shape", ["probabilities_before_ones"], ["shape"]),
-            make.make_node("Slice", ["shape", "zero", "one"], ["rows"]),
-            make.make_node("Slice", ["two_ones", "zero", "rows", "zero"], ["ones"]),  # at most two rows
-            make.make_node("Mul", ["probabilities_before_ones", "ones"], ["probabilities"]),
+            make.make_node("ReduceSum", ["probabilities_before_ones", "columns"], ["row_sums"], keepdims=1),
+            make.make_node("Add", ["row_sums", "two_ones"], ["at_most_two_rows"]),
+            make.make_node("ReduceSum", ["at_most_two_rows", "all_axes"], ["total"], keepdims=0),
+            make.make_node("Mul", ["total", "zero"], ["nothing"]),
+            make.make_node("Add", ["nothing", "one"], ["factor"]),
+            make.make_node("Mul", ["probabilities_before_ones", "factor"], ["probabilities"]),
         ]
     )
     return rehashed(folder, model)

@@ -23,7 +23,8 @@ from model_export.__main__ import main as export_main
 from model_export.data import Example, load_dataset
 from model_export.parity import ParityError
 from stream_app import APPROVED_TAGS
-from stream_app.classifier import event_text, published_row
+from stream_app.classifier import SERVED_OPERATORS, event_text, published_row
+from stream_app.onnx_wire import operators
 from stream_app.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 from tests.conftest import FIXTURE_MODEL
 
@@ -218,12 +219,27 @@ def test_ngram_keys_too_large_for_float32_are_spelled_with_int64_slices(monkeypa
     sliced = {node.op_type for node in onnx.load_from_string(model_bytes).graph.node}
     assert "Conv" in fast and "Slice" not in fast
     assert "Conv" not in sliced and "Slice" in sliced
+    assert operators(model_bytes) <= SERVED_OPERATORS  # the worker serves this graph too
     report = parity.check_parity(pipeline, model_bytes, [*SHORT_TEXTS, *texts])
     assert report["labels_identical"]
     session = parity.onnx_session(model_bytes)
     for text in SHORT_TEXTS:
         (alone,) = session.run(["probabilities"], {"text": np.asarray([[text]], dtype=object)})
         np.testing.assert_allclose(alone[0], pipeline.predict_proba([text])[0], atol=parity.PARITY_TOLERANCE)
+
+
+@pytest.mark.parametrize("words", [(1, 1), (1, 2)])
+@pytest.mark.parametrize("chars", [(2, 4), (3, 4)])
+def test_every_graph_the_search_can_choose_runs_only_operators_the_worker_serves(
+    words: tuple[int, int], chars: tuple[int, int]
+) -> None:
+    """The worker refuses a model with any other operator (a loop could take any time on some batch): each n-gram
+    range of the search's grid makes another graph (unigrams looked up, longer n-grams spelled by a Conv)."""
+    texts = ["natural language processing with transformers", "object detection in images", "mlflow", "c#"] * 3
+    pipeline = train.build_pipeline()
+    pipeline.set_params(features__word__ngram_range=words, features__char__ngram_range=chars, features__char__min_df=1)
+    pipeline.fit(np.asarray(texts, dtype=object), ["nlp", "cv", "mlops", "other"] * 3)
+    assert operators(export.convert(pipeline)) <= SERVED_OPERATORS
 
 
 def test_the_shipped_pipelines_graph_runs_few_nodes() -> None:

@@ -1,4 +1,5 @@
-"""Finding tensors kept in other files in a serialized ONNX model, wherever the format puts a tensor."""
+"""Finding tensors kept in other files, and the operators of every node, in a serialized ONNX model, wherever the
+format puts them."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from onnx import TensorProto, helper
 
-from stream_app.onnx_tensors import TENSOR_FIELDS, has_external_data
+from stream_app.onnx_wire import NODE_FIELDS, TENSOR_FIELDS, has_external_data, operators
 
 FIXTURE_MODEL = Path(__file__).parents[1] / "fixtures" / "model" / "model.onnx"
 
 
-def test_the_ways_to_a_tensor_are_those_of_the_onnx_format() -> None:
-    """Every message field that holds or leads to a tensor, as the pinned onnx package's own descriptors say: a
-    field added to the format would be a way past the check."""
+def ways_to(target: str) -> dict[str, dict[int, str]]:
+    """Per message of the ONNX format (as the pinned onnx package's own descriptors say), its fields that hold or
+    lead to a ``target`` message."""
     messages: dict[str, Any] = {}
 
     def collect(descriptor: Any) -> None:
@@ -33,10 +34,18 @@ def test_the_ways_to_a_tensor_are_those_of_the_onnx_format() -> None:
         return {f.number: f.message_type.name for f in fields if f.message_type and f.message_type.name in to}
 
     collect(onnx.ModelProto.DESCRIPTOR)
-    leads = {"TensorProto"}
+    leads = {target}
     while more := {name for name in messages if leading(name, leads)} - leads:
         leads |= more
-    assert {name: leading(name, leads) for name in leads} == TENSOR_FIELDS
+    return {name: leading(name, leads) for name in leads}
+
+
+def test_the_ways_to_a_tensor_and_to_a_node_are_those_of_the_onnx_format() -> None:
+    """A field added to the format would be a way past the checks."""
+    assert ways_to("TensorProto") == TENSOR_FIELDS
+    assert ways_to("NodeProto") == NODE_FIELDS
+    node = onnx.NodeProto.DESCRIPTOR.fields_by_name
+    assert (node["op_type"].number, node["domain"].number) == (4, 7)
     tensor = TensorProto.DESCRIPTOR.fields_by_name
     assert (tensor["external_data"].number, tensor["data_location"].number) == (13, 14)
 
@@ -105,3 +114,35 @@ def test_the_exported_model_keeps_every_tensor_in_itself_and_bytes_that_are_not_
     for broken in (model[: len(model) // 2], b"\xff" * 12, b"\x0b\x00"):  # cut short, a varint past 10 bytes, a group
         with pytest.raises(ValueError):
             has_external_data(broken)
+
+
+def with_node(place: str, node: onnx.NodeProto) -> onnx.ModelProto:
+    """A model with ``node`` at ``place``: its graph, a branch of an If, a function, a training graph."""
+    if place == "graph":
+        return model_of([node])
+    if place == "a subgraph":
+        branch = helper.make_graph([node], "t", [], [])
+        return model_of([helper.make_node("If", ["x"], ["y"], then_branch=branch, else_branch=branch)])
+    model = model_of()
+    if place == "a function":
+        model.functions.append(helper.make_function("test", "f", [], ["c"], [node], [helper.make_opsetid("", 17)]))
+    else:
+        model.training_info.append(onnx.TrainingInfoProto(algorithm=helper.make_graph([node], "a", [], [])))
+    return model
+
+
+@pytest.mark.parametrize("place", ["graph", "a subgraph", "a function", "training info"])
+def test_a_node_s_operator_is_found_wherever_it_is(place: str) -> None:
+    node = helper.make_node("Loop", ["n", "cond"], ["out"], domain="ai.onnx", body=helper.make_graph([], "b", [], []))
+    found = operators(with_node(place, node).SerializeToString())
+    assert ("", "Loop") in found
+    custom = helper.make_node("Anything", [], ["c"], domain="evil.ops")
+    assert ("evil.ops", "Anything") in operators(with_node(place, custom).SerializeToString())
+
+
+def test_the_exported_model_s_operators_are_read_as_onnx_reads_them() -> None:
+    model = FIXTURE_MODEL.read_bytes()
+    loaded = onnx.load_from_string(model)
+    assert operators(model) == {("" if n.domain == "ai.onnx" else n.domain, n.op_type) for n in loaded.graph.node}
+    with pytest.raises(ValueError):
+        operators(model[: len(model) // 2])
