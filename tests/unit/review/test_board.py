@@ -634,3 +634,27 @@ def test_records_a_decision_would_publish_against_the_tagged_contract_are_refuse
         with pytest.raises(InvalidRecord, match="invalid_value"):
             getattr(board, on)({**record, **changed})
         assert not board.waiting and not board.recent
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"description": ["x"]}, {"description": {"a": 1}}, {"id": True}, {"id": "i" * 201}, {"id": ""},
+     {"model_version": ""}, {"title": "t" * 1001}],
+    ids=["description-list", "description-object", "id-true", "id-too-long", "id-empty", "version-empty",
+         "title-too-long"],
+)  # fmt: skip
+def test_records_with_fields_the_input_would_refuse_are_refused(changed: dict[str, Any]) -> None:
+    for record, on in ((review_record("a"), "on_review"), (tagged_record("a"), "on_tagged")):
+        board = ReviewBoard(recent_limit=10)
+        with pytest.raises(InvalidRecord):
+            getattr(board, on)({**record, **changed})
+        assert not board.waiting and not board.recent
+
+
+@pytest.mark.parametrize("confidence", [1.0000001, 1.5, -0.1, float("nan")])
+def test_a_review_record_s_confidence_is_a_probability(confidence: float) -> None:
+    board = ReviewBoard(recent_limit=10)
+    with pytest.raises(InvalidRecord, match="confidence"):
+        board.on_review({**review_record("a"), "confidence": confidence})
+    board.on_review({**review_record("a"), "confidence": 1.0})
+    assert list(board.waiting) == ["a"]

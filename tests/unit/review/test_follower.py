@@ -261,6 +261,10 @@ def test_a_labelled_store_that_cannot_be_read_leaves_the_follower_running(
     assert stored_decisions(tmp_path / "good.jsonl") == {("a", NOW)}
 
 
+ALTERED_SIGNED_FIELDS = (("id", "b"), ("tag", "computer-vision"), ("verdict", "accepted"), ("reviewer", "bob"),
+                         ("decided_at", "2026-11-22T09:00:00.000+00:00"), ("model_version", "v9"))  # fmt: skip
+
+
 def test_a_decision_not_signed_with_the_session_secret_is_skipped_and_neither_labels_nor_judges(
     tmp_path: Path,
 ) -> None:
@@ -273,6 +277,8 @@ def test_a_decision_not_signed_with_the_session_secret_is_skipped_and_neither_la
         decision,
         signed(decision, b"another secret"),
         {**signed(decision), "tag": "mlops"},  # a signed decision with another tag
+        # Each signed field changed: the signature covers them all.
+        *({**signed(decision), name: value} for name, value in ALTERED_SIGNED_FIELDS),
         {**decision, "signature": "\u00e9" * 64},
         {**decision, "signature": 7},
     ]

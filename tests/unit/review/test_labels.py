@@ -84,3 +84,34 @@ def test_a_fifo_in_the_stores_place_is_refused_without_waiting_for_a_reader(
     writer.join(timeout=30)  # a daemon thread: if it blocks, the test fails rather than hangs
     assert len(raised) == 1, "the append waited on the FIFO"
     assert f"cannot append a decision to the labelled store {path}: {path} is not a regular file" in caplog.text
+
+
+def test_a_decision_is_stored_whole_and_read_back_as_written(tmp_path: Path) -> None:
+    """Every field a retrain reads goes into the store; an integer id comes back as its text, a tag with spaces
+    around it counts, and so does a decision made a moment ago (the clocks' 5 minutes are a margin ahead)."""
+    import datetime as dt
+
+    from stream_app.review.labels import LABEL_FIELDS
+
+    store = LabelStore(tmp_path / "labels.jsonl")
+    just_now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    decision = {"id": 42, "title": "A title", "description": "Some words.", "tag": " mlops ", "verdict": "corrected",
+                "reviewer": "ann", "decided_at": just_now, "model_version": "v1"}  # fmt: skip
+    store.append(decision)
+    (label,), skipped = read_labels(tmp_path / "labels.jsonl")
+    assert skipped == 0 and set(LABEL_FIELDS) == set(decision)
+    assert label == {**decision, "id": "42"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"[1]", b'"a decision"', b'{"id": "a", "title": "t", "tag": "mlops", "decided_at": 5}',
+     b'{"id": "a", "title": "t", "tag": "mlops", "decided_at": "2026-11-23T00:00:00Z", "description": ["x"]}',
+     b'{"id": "a", "title": "t", "tag": "mlops"}'],
+    ids=["an array", "a string", "a numeric time", "a description not text", "undated"],
+)  # fmt: skip
+def test_an_unusable_line_is_skipped_and_counted_not_read(tmp_path: Path, line: bytes) -> None:
+    """Lines of a store written by hand or by an older worker: a retrain counts them out, and reading goes on."""
+    path = tmp_path / "labels.jsonl"
+    path.write_bytes(line + b"\n")
+    assert read_labels(path) == ([], 1)

@@ -797,3 +797,12 @@ def test_a_kept_session_key_of_another_user_stops_the_start(tmp_path: Path, monk
     monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
     with pytest.raises(ConfigError, match=re.escape(f"{kept} belongs to another user (uid {owner})")):
         kept_session_secret(Settings.from_env({"TAGGER_DATA_DIR": str(tmp_path)}))
+
+
+@pytest.mark.parametrize("header", ["", "   ", "a" * 101, "ann\nbob", "ann\x00", "ann\u202e"])
+def test_a_trusted_proxy_s_user_header_names_nobody_when_it_is_no_usable_name(header: str) -> None:
+    """The name becomes the decision's ``reviewer`` (a signed field and a label's): blank, past 100 characters, or
+    with a control character, it signs nobody in."""
+    networks = Settings.from_env({"TAGGER_REVIEW_PROXY_ADDRESSES": "10.0.0.5"}).review_proxy_networks
+    assert proxy_user("10.0.0.5", header, networks) is None
+    assert proxy_user("10.0.0.5", " ann ", networks) == "ann" and proxy_user("10.0.0.6", "ann", networks) is None

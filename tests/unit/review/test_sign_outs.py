@@ -127,3 +127,22 @@ def test_a_flood_of_sign_outs_without_the_secret_pushes_out_no_real_one(tmp_path
     assert sessions.read(cookie) is None and len(signed_out) == 1
     labels = {"topic": "sign_outs", "reason": "invalid_value"}
     assert registry.get_sample_value("content_tagger_skipped_records_total", labels) == MAX_SIGNED_OUT + 1
+
+
+def test_live_sign_outs_are_all_kept_as_others_come_and_expired_ones_go() -> None:
+    """Each sign-out refuses its session until that session's expiry, whatever is signed out after it: a sign-out
+    forgotten early lets a revoked session in again."""
+    now = [1000.0]
+    signed_out = SignOuts(SECRET, caught_up=True, clock=lambda: now[0])
+    nonces = [f"{n:032x}" for n in range(4)]
+    signed_out.add(nonces[0], 1500.0)
+    signed_out.add(nonces[1], 5000.0)
+    now[0] = 1200.0
+    signed_out.add(nonces[2], 6000.0)
+    assert all(nonce in signed_out for nonce in nonces[:3])
+    now[0] = 1600.0  # the first session has expired: only it goes
+    signed_out.add(nonces[3], 7000.0)
+    assert nonces[0] not in signed_out and all(nonce in signed_out for nonce in nonces[1:])
+    now[0] = 4999.0
+    signed_out.add("f" * 32, 8000.0)
+    assert nonces[1] in signed_out  # a second before its session's expiry
