@@ -21,7 +21,7 @@ import numpy as np
 from stream_app import APPROVED_TAGS
 from stream_app.drift import Reference
 from stream_app.errors import ModelError
-from stream_app.files import open_regular
+from stream_app.files import open_regular, read_regular
 from stream_app.onnx_wire import has_external_data, operators
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,6 @@ def event_text(title: str, description: str | None) -> str:
     return text
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open_regular(path) as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 MAX_MODEL_BYTES: Final = 256 * 1024 * 1024
 """Largest ``model.onnx`` read (the exported one is under 1 MB; the registry serves at most as much): it is read into
 memory whole, to be hashed and loaded from the same bytes."""
@@ -65,11 +56,7 @@ memory whole, to be hashed and loaded from the same bytes."""
 def read_model(path: Path) -> bytes:
     """The bytes of the model file ``path``; :class:`OSError` if it is not a regular file or holds more than
     :data:`MAX_MODEL_BYTES`."""
-    with open_regular(path) as handle:
-        data = handle.read(MAX_MODEL_BYTES + 1)
-    if len(data) > MAX_MODEL_BYTES:
-        raise OSError(f"{path} holds more than {MAX_MODEL_BYTES} bytes")
-    return data
+    return read_regular(path, MAX_MODEL_BYTES)
 
 
 SERVED_OPERATORS: Final = frozenset(

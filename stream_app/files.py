@@ -1,8 +1,9 @@
 """Opening files the worker reads but does not own (model cards and models from a candidates folder, a registry
-cache) as regular files only."""
+cache, the reviewers' accounts) as regular files only."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -13,6 +14,25 @@ def open_regular(path: Path) -> BinaryIO:
     """``path`` opened for reading in binary; raises :class:`OSError` if it is not a regular file
     (:func:`regular_fd`)."""
     return os.fdopen(regular_fd(path), "rb")
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``; :class:`OSError` if it is not one (:func:`regular_fd`) or holds more
+    than ``limit`` bytes, of which no more than one past the limit is read."""
+    with open_regular(path) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a regular file's bytes."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def regular_fd(path: Path, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from stream_app.classifier import Classifier, read_card, sha256_file
+from stream_app.classifier import Classifier, read_card
 from stream_app.errors import ModelError
-from stream_app.files import open_regular
+from stream_app.files import open_regular, sha256_file
 from stream_app.lifecycle.shadow import Shadow
 
 if TYPE_CHECKING:  # the pipeline imports this module for Shadow

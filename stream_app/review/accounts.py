@@ -29,7 +29,7 @@ from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from stream_app.errors import ConfigError
-from stream_app.files import open_regular
+from stream_app.files import read_regular
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,7 @@ def read_accounts(path: Path) -> dict[str, str]:
     """Name to hash, from the file's well-formed lines (others are logged and ignored); raises :class:`OSError`
     for a file that is not a regular one (a FIFO would block the reader) or is larger than
     :data:`MAX_ACCOUNTS_FILE_BYTES`."""
-    with open_regular(path) as file:
-        content = file.read(MAX_ACCOUNTS_FILE_BYTES + 1)
-    if len(content) > MAX_ACCOUNTS_FILE_BYTES:
-        raise OSError(f"{path} is larger than {MAX_ACCOUNTS_FILE_BYTES} bytes")
+    content = read_regular(path, MAX_ACCOUNTS_FILE_BYTES)
     accounts: dict[str, str] = {}
     for number, line in enumerate(content.decode("utf-8", errors="replace").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
