@@ -109,3 +109,26 @@ def test_make_clean_s_help_and_the_readme_name_the_people_s_data_it_deletes() ->
     for path in deleted:
         assert str(path) in help_line, path
         assert str(path) in row, path
+
+
+def test_demo_stop_leaves_a_process_alone_that_took_the_pid_of_its_worker(tmp_path: Path) -> None:
+    """A pid file left by a worker that crashed may name another process by the time of ``make demo-stop``: the
+    stop sent it SIGTERM, then SIGKILL."""
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "worker.pid").write_text(f"{stranger.pid}\n")
+        stopped = subprocess.run(
+            [ROOT / "scripts" / "demo", "stop"],
+            env={**os.environ, "DEMO_RUN_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert stranger.poll() is None, "the stop killed a process that is not the demo's worker"
+        assert "worker stopped" not in stopped.stdout
+        assert not (tmp_path / "worker.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
