@@ -21,7 +21,8 @@ COPY data ./data
 # Everything the worker writes (title index, decisions, reviewer accounts, candidate and registry models) is under
 # /app/state, the one folder its user owns; docker-compose.yml keeps it in a named volume.
 RUN useradd --create-home --uid 10001 tagger && mkdir -p /app/state && chown tagger /app/state
-USER tagger
+# By uid: Kubernetes' runAsNonRoot can check a number, not a name.
+USER 10001
 # Unbuffered output, so `docker compose logs` shows the worker's and the replay's lines as they happen.
 ENV PYTHONUNBUFFERED=1 \
     TAGGER_MODEL_DIR=/app/model \
@@ -33,5 +34,5 @@ ENV PYTHONUNBUFFERED=1 \
     TAGGER_CANDIDATES_DIR=/app/state/candidates
 EXPOSE 6066
 HEALTHCHECK --interval=10s --timeout=3s --retries=6 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:6066/health', timeout=2)"
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:6066/health', timeout=2)"]
 CMD ["python", "-m", "stream_app", "worker", "-l", "info"]

@@ -127,7 +127,8 @@ def test_kafka_listens_for_the_compose_network_and_for_the_host(compose: dict[st
         assert bound[name][1] == port
     by_address = {address: name for name, address in advertised.items()}
     assert ("kafka", 9092) in by_address
-    host_listener = next(name for (host, _), name in by_address.items() if host == "localhost")
+    # The host's listener is advertised on the address it is published on: `localhost` may resolve to ::1 first.
+    host_listener = next(name for (host, _), name in by_address.items() if host == "127.0.0.1")
     host_port = str(advertised[host_listener][1])
     assert [host_port, host_port] in [str(published).split(":")[-2:] for published in kafka["ports"]]
 
@@ -336,6 +337,23 @@ def test_the_worker_runs_the_images_command_and_publishes_metrics_and_health(com
     assert "command" not in worker and "entrypoint" not in worker  # the Dockerfile's CMD: the worker
     assert f"127.0.0.1:{port}:{port}" in worker["ports"]
     assert f"http://127.0.0.1:{port}/health" in " ".join(worker["healthcheck"]["test"])
+
+
+def compose_seconds(duration: str) -> float:
+    """A Compose duration (``1m30s``, ``40s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 0.000001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts and "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_docker_waits_for_the_worker_s_own_bounded_stop_before_killing_it(compose: dict[str, Any]) -> None:
+    """Docker kills a container that has not stopped 10 s after its SIGTERM (its default grace period), while the
+    worker's stop may take up to ``TAGGER_STOP_TIMEOUT_SECONDS`` (delivering and committing what it holds)."""
+    worker = compose["services"]["worker"]
+    env = environment(worker)
+    stop_timeout = float(env.get("TAGGER_STOP_TIMEOUT_SECONDS", Settings().stop_timeout_seconds))
+    assert compose_seconds(str(worker.get("stop_grace_period", "10s"))) > stop_timeout
 
 
 def option(command: list[str], name: str) -> str:
