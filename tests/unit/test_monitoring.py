@@ -294,6 +294,22 @@ def test_the_operations_page_names_every_alert() -> None:
     assert [rule["alert"] for rule in alert_rules() if f"`{rule['alert']}`" not in operations] == []
 
 
+def markdown_anchors(text: str) -> set[str]:
+    """The anchors of a Markdown page's headings, as GitHub makes them."""
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading).strip().lower().replace(" ", "-") for heading in headings}
+
+
+def test_every_alert_links_its_own_entry_of_the_operations_runbook() -> None:
+    """An alert that fires at night says where to look: its ``runbook_url`` is its own heading of
+    docs/operations.md, which exists."""
+    anchors = markdown_anchors((ROOT / "docs/operations.md").read_text(encoding="utf-8"))
+    for rule in alert_rules():
+        page, _, anchor = rule["annotations"].get("runbook_url", "").partition("#")
+        assert page == "docs/operations.md" and (ROOT / page).is_file(), rule["alert"]
+        assert anchor == rule["alert"].lower() and anchor in anchors, rule["alert"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
