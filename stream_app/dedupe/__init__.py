@@ -4,16 +4,18 @@ How a title is judged (:meth:`DedupeIndex.check_and_add`, in :mod:`~stream_app.d
 
 1. **Exact copy.** The title is normalised (HTML character references read, NFKC, case-folded, source
    decorations such as ``[P]``, ``Show HN:`` or ``| by Ann | Medium``, punctuation, invisible format characters
-   and emoji presentation marks dropped, its set of words sorted, a number (words with digits that follow one
-   another, in their order: "2.1" is not "1.2") kept as often as it occurs) and hashed to its dedupe key
+   and emoji presentation marks dropped, read up to :data:`~stream_app.dedupe.normalize.TITLE_FOLDED_CHARS`,
+   its set of words sorted, a number (words with digits that follow one another, in their order: "2.1" is not
+   "1.2") kept as often as it occurs) and hashed to its dedupe key
    (:mod:`~stream_app.dedupe.normalize`). A fresh entry under that key makes it an exact copy.
 2. **Near copy, candidates.** Otherwise MinHash over the title's letter pairs, split into LSH bands with its
    numbers and number of words mixed in, gives its bucket ids (:mod:`~stream_app.dedupe.signatures`); the
    stored titles in those buckets (:mod:`~stream_app.dedupe.buckets`) are the candidates, and a 16-bit tag of
    each one's words passes over those that differ in more than one word without reading them.
 3. **Near copy, one-typo confirmation.** A candidate is a near copy only if it has the same words but one, and
-   that one word is a single edit from its counterpart and neither has a digit, is a Roman numeral nor is written
-   in a script without spaces (Han, kana, Thai), at a title similarity of at least :data:`NEAR_TITLE_SIMILARITY`,
+   that one word (of at most :data:`~stream_app.dedupe.typo.MAX_TYPO_WORD` letters) is a single edit from its
+   counterpart and neither has a digit, is a Roman numeral nor is written in a script without spaces (Han, kana,
+   Thai), at a title similarity of at least :data:`NEAR_TITLE_SIMILARITY`,
    and the title with the counterpart in its place has the candidate's buckets
    (:func:`~stream_app.dedupe.typo.confirm`, :func:`typo_source`).
 4. **Description check.** When both have a description, their MinHash signatures must agree on at least

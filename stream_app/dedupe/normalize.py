@@ -50,6 +50,10 @@ WORD = re.compile(r"[^\W_]+")
 """A word of ASCII text: a run of letters and digits (what is left between runs of punctuation, spaces and
 underscores). :func:`split_words` splits any text."""
 DIGITS = re.compile(r"\d+")
+TITLE_FOLDED_CHARS: Final = 2000
+"""Most of a title's :func:`folded_text` the dedupe reads: twice the input contract's longest title. NFKC makes up
+to 18 characters of one (U+FDFA), so a title of such characters would otherwise cost every check of its batch 18
+times the letter pairs, and their MinHash arrays the memory (decision 0224)."""
 
 
 class _CachedTranslation(dict[int, str | None]):
@@ -107,9 +111,9 @@ def folded_text(text: str) -> str:
 
 
 def title_words(title: str) -> list[str]:
-    """A title's words in order, repeats included: its :func:`folded_text` without known source decorations, split
-    at punctuation and spaces."""
-    text = folded_text(title)
+    """A title's words in order, repeats included: its :func:`folded_text` (the first :data:`TITLE_FOLDED_CHARS`
+    characters) without known source decorations, split at punctuation and spaces."""
+    text = folded_text(title)[:TITLE_FOLDED_CHARS]
     if _DECORATION_MARKS.search(text) is None or _DECORATION_HINTS.search(text) is None:
         return split_words(text)
     # A run of spaces makes the patterns try it every way (a title of 1,000 characters took 0.3 s): one space is

@@ -35,6 +35,8 @@ characters leaves 75-90% of its letter pairs in common, and titles that share 80
 bucket with probability 0.94 (0.99)."""
 DESCRIPTION_CHARS: Final = 1000
 """Only the start of a description is signed: it tells a repost from another item and bounds the cost."""
+DESCRIPTION_FOLDED_CHARS: Final = 2 * DESCRIPTION_CHARS
+"""Most of that start's folded text that is signed: NFKC makes up to 18 characters of one (decision 0224)."""
 
 DESCRIPTION_HASHES: Final = 12
 """MinHash values in a description's signature."""
@@ -102,7 +104,7 @@ def _description_keys(description: str | None) -> list[int]:
     CRC-32."""
     if not description:
         return []
-    text = folded_text(description[:DESCRIPTION_CHARS])
+    text = folded_text(description[:DESCRIPTION_CHARS])[:DESCRIPTION_FOLDED_CHARS]
     if text.isascii():  # in its bytes, runs of [a-z0-9] split apart in C: no word is encoded on its own
         return list(map(zlib.crc32, text.encode().translate(_ASCII_WORD_BYTES).split()))
     return [zlib.crc32(word.encode()) for word in split_words(text)]

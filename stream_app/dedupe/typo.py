@@ -38,6 +38,12 @@ DESCRIPTION_SIMILARITY: Final = 0.5
 MIN_TYPO_WORD: Final = 4
 """Shortest word in which one changed letter is taken for a typo (CNN and RNN are different things); the
 mistyped form may be a letter shorter (with/wth)."""
+MAX_TYPO_WORD: Final = 40
+"""Longest word in which one changed letter is taken for a typo. Finding a typo's source tries every one-edit
+variant of the word, a number of variants that grows with the square of its length: a crafted title of one word of
+thousands of letters held a check for over a second per candidate, and among so many variants one whose 3-byte
+hash matched another stored word was likely (decision 0224). Few words of any language run longer; a copy with a
+typo in one that does is not caught."""
 DESCRIBED_TYPO_WORD: Final = 5
 """Longest word in which one changed letter is taken for a typo only when both items have descriptions and they
 agree: in a short word it is as likely another name (BERT and BART, CLIP and BLIP, LLaMA and LLaVA)."""
@@ -113,7 +119,7 @@ def typo_source(word: str, stored_hash: bytes) -> str | None:
     part VIII): one letter changed there is another thing, not a typo. Neither is a word of a script written
     without spaces (:data:`UNSPACED_SCRIPT`), nor a leading "a" added or dropped, which negates a word
     (synchronous and asynchronous, typical and atypical, symmetric and asymmetric)."""
-    if len(word) < MIN_TYPO_WORD - 1 or not word.isalpha():
+    if not MIN_TYPO_WORD - 1 <= len(word) <= MAX_TYPO_WORD or not word.isalpha():
         return None
     if _unspaced(word):
         return None

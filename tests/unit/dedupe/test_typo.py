@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stream_app.dedupe import typo_source, word_hash
-from stream_app.dedupe.typo import ROMAN_NUMERAL, _any_word_edits, _ascii_letter_edits
+from stream_app.dedupe.typo import MAX_TYPO_WORD, ROMAN_NUMERAL, _any_word_edits, _ascii_letter_edits
+from tests.unit.dedupe.helpers import index
 
 
 @pytest.mark.parametrize(
@@ -76,3 +79,29 @@ def test_a_word_of_ascii_letters_takes_a_shorter_way_to_the_same_edits(word: str
     tried are the word's own shifted, small shifts (a swap, a letter for a close one) first."""
     code_sum = (sum(map(ord, word)) + shift) % 256
     assert list(_ascii_letter_edits(word, code_sum)) == list(_any_word_edits(word, code_sum))
+
+
+def test_a_typo_is_found_in_a_word_of_up_to_the_longest_typo_word_and_not_in_a_longer_one() -> None:
+    word = ("hyperparameteroptimisation" * 2)[:MAX_TYPO_WORD]
+    typo = word[:10] + "x" + word[11:]
+    assert typo_source(typo, word_hash(word)) == word
+    longer = word + "s"
+    assert typo_source(longer[:10] + "x" + longer[11:], word_hash(longer)) is None
+
+
+def test_crafted_one_word_titles_sharing_every_bucket_are_each_new() -> None:
+    """One word of 999 letters, its syllables shuffled around one hub letter: every title has the same letter pairs,
+    so the same buckets, and every check tried the one-edit variants of each candidate, hundreds of thousands of
+    them. Among so many, one whose 3-byte hash matched a stored word's was likely: 16 of 40 such titles, none one
+    edit from another, were taken for copies."""
+    rng = random.Random(7)
+    syllables = [chr(0xAC00 + 11 * i) for i in range(499)]
+    checked = index()
+    dropped = []
+    for n in range(40):
+        rng.shuffle(syllables)
+        title = "\uac01" + "".join(syllable + "\uac01" for syllable in syllables)
+        verdict = checked.check_and_add(f"e{n}", title, None, 1_800_000_000.0 + n)
+        if verdict.duplicate_of is not None:
+            dropped.append(n)
+    assert dropped == []
