@@ -24,28 +24,43 @@ REF_BYTES: Final = 8
 
 _SOURCES = (
     r"reddit|r/\w+|medium|youtube|towards data science|hacker news|github|arxiv|twitter|linkedin|kaggle|"
-    r"substack|dev\.to|papers with code"
+    r"substack|dev\.to|dev community|papers with code|stack overflow"
 )
 # A separator after a space: "Title - Medium" is decorated, "Awesome-GitHub" is a name. Page titles as scrapers
-# find them add an author before the site ("Title | by Ann Lee | Medium") and a colon before a subreddit
-# ("Title : r/MachineLearning").
+# find them add an author before the site ("Title | by Ann Lee | Medium"), and on Medium a publication after the
+# author ("| by Ann Lee | Towards AI | Medium"), a colon before a subreddit ("Title : r/MachineLearning"), and on X
+# a slash ("Title / X").
 _DECORATION_SUFFIX = re.compile(
-    rf"(?:\s+[|\-–—]\s*(?:by\s+[^|]{{1,60}}?\s+[|\-–—]\s*)?(?:{_SOURCES})|\s+:\s*r/\w+)+\s*$"
+    rf"(?:\s+[|\-–—]\s*(?:by\s+[^|]{{1,60}}?\s+[|\-–—]\s*(?:[^|]{{1,60}}?\s+\|\s*(?=medium))?)?(?:{_SOURCES})"
+    r"|\s+:\s*r/\w+|\s+/\s*x)+\s*$"
 )
-# Reddit's flairs, an arXiv page's id ("[1706.03762] Title") and Hacker News' "Show HN:".
+# Reddit's flairs, an arXiv page's id ("[1706.03762] Title"), Hacker News' "Show HN:", and the page titles of
+# GitHub ("GitHub - owner/repo: ..."), Reddit ("r/MachineLearning on Reddit: Title") and Hugging Face's papers
+# ("Paper page - Title").
 _DECORATION_PREFIX = re.compile(
     r"^\s*(?:\[(?:p|r|d|n|project|research|discussion|news|\d{4}\.\d{4,5}(?:v\d+)?)\]\s*"
-    r"|(?:show|ask|tell|launch)\s+hn\s*:\s*)+"
+    r"|(?:show|ask|tell|launch)\s+hn\s*:\s*|github\s+[\-–—]\s+|paper\s+page\s+[\-–—]\s+|r/\w+\s+on\s+reddit\s*:\s*)+"
 )
 DECORATION_END_CHARS: Final = 160
 """How much of a title's end is searched for decorations at a time: more than the longest one ("| by " an author of
 60 characters, then a site)."""
-_DECORATION_MARKS = re.compile(r"[\[|\-–—:]")
+_DECORATION_MARKS = re.compile(r"[\[|\-–—:/]")
 """What every decoration has; most titles have none, and skip the decoration patterns."""
-_DECORATION_HINTS = re.compile(_SOURCES.replace(" ", r"\s+") + r"|^\s*(?:\[|(?:show|ask|tell|launch)\s)")
+_DECORATION_HINTS = re.compile(
+    _SOURCES.replace(" ", r"\s+") + r"|^\s*(?:\[|(?:show|ask|tell|launch|paper)\s)|/\s*x\s*$"
+)
 """What every decoration has besides a mark: a site's name (its words apart by any spaces) or a prefix's start.
 Titles with a dash or a colon but neither are common, and skip the patterns too."""
 _SPACES = re.compile(r"\s+")
+_STYLED_LETTERS: Final = {
+    **str.maketrans("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "abcdefghijklmnoprstuvwyz"),
+    **dict.fromkeys(map(ord, "\u0332\u0333\u0335\u0336\u0337\u0338")),
+}
+"""What text styled by a "fancy text" tool is made of, as the letters it styles: small capitals (which NFKC keeps)
+as their letters, and the combining low lines and strokes drawn through a letter (underlined, struck through)
+deleted. No language writes its words with them."""
+_HTML_TAGS = re.compile(r"</?(?:b|i|u|em|strong|code|span|sup|sub|mark|small|br)\s*/?>")
+"""The inline HTML tags a scraper may leave in a title ("<b>Attention</b> is all you need"): not words of it."""
 WORD = re.compile(r"[^\W_]+")
 """A word of ASCII text: a run of letters and digits (what is left between runs of punctuation, spaces and
 underscores). :func:`split_words` splits any text."""
@@ -114,6 +129,11 @@ def title_words(title: str) -> list[str]:
     """A title's words in order, repeats included: its :func:`folded_text` (the first :data:`TITLE_FOLDED_CHARS`
     characters) without known source decorations, split at punctuation and spaces."""
     text = folded_text(title)[:TITLE_FOLDED_CHARS]
+    if "<" in text:
+        text = _HTML_TAGS.sub(" ", text)
+    if not text.isascii():
+        # Case folding makes "i" and a combining dot of the Turkish capital "İ": "İstanbul" is "istanbul".
+        text = text.translate(_STYLED_LETTERS).replace("i\u0307", "i")
     if _DECORATION_MARKS.search(text) is None or _DECORATION_HINTS.search(text) is None:
         return split_words(text)
     # A run of spaces makes the patterns try it every way (a title of 1,000 characters took 0.3 s): one space is

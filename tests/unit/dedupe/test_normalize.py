@@ -214,3 +214,50 @@ def test_a_title_whose_folded_text_grows_past_the_limit_is_read_only_up_to_it() 
 def test_a_description_whose_folded_start_grows_past_the_limit_is_signed_only_up_to_it() -> None:
     assert len(_description_keys("\ufdfa" * 1000)) <= (DESCRIPTION_FOLDED_CHARS + 1) // 2
     assert len(_description_keys("word " * 200)) == 200
+
+
+@given(
+    titles,
+    st.sampled_from(
+        [
+            " | by Ann Lee | Towards AI | Medium",
+            " - DEV Community",
+            " / X",
+            " - Stack Overflow",
+            " | by Ann Lee | Level Up Coding | Medium",
+        ]
+    ),
+)
+def test_normalisation_ignores_the_page_title_suffixes_of_medium_publications_dev_x_and_stack_overflow(
+    title: str, decoration: str
+) -> None:
+    assert normalize_title(title + decoration) == normalize_title(title)
+
+
+@given(titles, st.sampled_from(["GitHub - ", "Paper page - ", "r/MachineLearning on Reddit: ", "Paper Page – "]))
+def test_normalisation_ignores_the_page_title_prefixes_of_github_hugging_face_papers_and_reddit(
+    title: str, decoration: str
+) -> None:
+    assert normalize_title(decoration + title) == normalize_title(title)
+
+
+def test_page_title_forms_need_their_whole_form() -> None:
+    assert normalize_title("GitHub Copilot - a review").split() == ["a", "copilot", "github", "review"]
+    assert normalize_title("Paper page layout with transformers").split() == [
+        "layout", "page", "paper", "transformers", "with",
+    ]  # fmt: skip
+    assert normalize_title("Input / output").split() == ["input", "output"]
+    assert normalize_title("Ranking | by relevance | Solr").split() == ["by", "ranking", "relevance", "solr"]
+
+
+def test_inline_html_tags_styled_letters_and_a_turkish_capital_i_read_as_the_plain_title() -> None:
+    plain = "Attention is all you need explained"
+    for styled in [
+        "<b>Attention</b> is all you <em>need</em> explained",
+        "ᴀᴛᴛᴇɴᴛɪᴏɴ is all you need explained",
+        "A\u0332t\u0332t\u0332e\u0332n\u0332t\u0332i\u0332o\u0332n\u0332 is all you need e\u0336x\u0336plained",
+    ]:
+        assert dedupe_key(styled) == dedupe_key(plain), styled
+    assert dedupe_key("İstanbul traffic prediction") == dedupe_key("Istanbul traffic prediction")
+    assert normalize_title("Is a<b true in numpy").split() == ["a", "b", "in", "is", "numpy", "true"]
+    assert normalize_title("Çağrı") != normalize_title("Cagri")  # real letters with marks stay as they are
