@@ -131,9 +131,11 @@ class Pipeline:
             self.set_canary(None)
 
     def admit(
-        self, raw: bytes | None, *, topic: str, partition: int, offset: int, event_time: float
+        self, raw: bytes | None, *, topic: str, partition: int, offset: int, event_time: float | None
     ) -> Admitted | Output:
-        """Validate one input message: an :class:`Admitted` event, or the dead-letter :class:`Output` for it."""
+        """Validate one input message: an :class:`Admitted` event, or the dead-letter :class:`Output` for it. A
+        message without a timestamp (a record of Kafka's message formats before 0.10, which Faust hands over with
+        None) is dated when it is admitted."""
         self.metrics.consumed()
         try:
             event = parse_event(raw)
@@ -145,7 +147,7 @@ class Pipeline:
             self.metrics.emitted("deadletter")
             record = dead_letter_record(raw, error, topic, partition, offset, utc_iso(time.time()))
             return Output("deadletter", None, record)
-        return Admitted(event, event_time, time.monotonic())
+        return Admitted(event, time.time() if event_time is None else event_time, time.monotonic())
 
     def route_batch(self, batch: Sequence[Admitted], check: Callable[[Admitted], DedupeVerdict]) -> list[Output]:
         """Route a batch: duplicates by ``check`` (which also records new titles), the rest by the model.

@@ -118,6 +118,10 @@ class DedupeIndex:
         if first is not None and self._fresh(first, event_time):
             if isinstance(first, CopyEntry):
                 if self._live_copy(first, event_time):
+                    if first.original_id == event_id:
+                        # Its own event again, titled as another event's copy of it was (a typo fixed upstream):
+                        # as a replay, not a copy of itself. The copy's entry stays.
+                        return DedupeVerdict(key, None, None, 0.0)
                     return DedupeVerdict(key, first.original_id, "near", first.similarity)
             elif first.event_id == event_id:
                 return DedupeVerdict(key, None, None, 0.0)
@@ -211,9 +215,9 @@ class DedupeIndex:
         for position, value, entry in earlier.by_ref.get(ref, ()):
             if position >= before or not self._fresh(entry, event_time):
                 continue
-            if isinstance(entry, CopyEntry):
+            if isinstance(entry, CopyEntry) and entry.original_id != event_id:
                 verdict = DedupeVerdict(key, entry.original_id, "near", entry.similarity)
-            elif entry.event_id != event_id:
+            elif isinstance(entry, TitleEntry) and entry.event_id != event_id:
                 verdict = DedupeVerdict(key, entry.event_id, "exact", 1.0)
             else:
                 continue

@@ -17,6 +17,7 @@ from stream_app.dedupe import DedupeIndex, DedupeVerdict, dedupe_key
 from stream_app.drift import DriftMonitor, Reference
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Admitted, Output, Pipeline, utc_iso
+from stream_app.title_index.index import TitleIndex
 
 
 def make_pipeline(model_dir: Path, threshold: float | None = None) -> tuple[Pipeline, CollectorRegistry]:
@@ -253,3 +254,19 @@ def test_events_a_second_look_finds_copies_leave_the_batch_with_their_prediction
     assert outputs[1].record["duplicate_of"] == "other-worker-7"
     assert [outputs[n].record["confidence"] for n in (0, 2)] == [round(predictions[n].confidence, 6) for n in (0, 2)]
     assert registry.get_sample_value("content_tagger_duplicates_total", {"match": "exact"}) == 1
+
+
+def test_a_message_without_a_timestamp_is_dated_when_it_is_admitted_and_checked_as_any(
+    trained_model_dir: Path,
+) -> None:
+    """Faust gives a record of Kafka's message formats before 0.10 the timestamp None; the check's
+    ``max(event_time, ...)`` then raised TypeError, which stops the worker, at every restart."""
+    pipeline, _ = make_pipeline(trained_model_dir)
+    before = time.time()
+    raw = json.dumps({"id": 5, "title": "Object detection with YOLO"}).encode()
+    event = pipeline.admit(raw, topic="content", partition=0, offset=0, event_time=None)
+    assert isinstance(event, Admitted) and before <= event.event_time <= time.time()
+    index = TitleIndex(86400.0, 300.0)
+    index.finish_loading()
+    ((verdict, changes),) = index.check_many([("5", event.event.title, None, event.event_time)])
+    assert verdict.duplicate_of is None and len(changes) == 1

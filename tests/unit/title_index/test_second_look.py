@@ -428,3 +428,23 @@ def test_a_replay_whose_own_record_is_older_than_the_order_kept_stays_new(monkey
     forgotten.write([claim_original, claim_copy, *others[:4]])  # both older than the last 4
     assert loaded_from(kept).check(*copy)[0].duplicate_of == "2"
     assert loaded_from(forgotten).check(*copy)[0].duplicate_of is None
+
+
+def test_an_event_sent_again_with_the_title_of_a_copy_of_it_is_never_a_copy_of_itself() -> None:
+    """Event 1 shown with a typo, event 2 (its title correct) a near copy of it, then event 1 again with the typo
+    fixed: the copy's entry under the corrected title's key named event 1, and event 1 went to the duplicates as
+    a copy of itself, where without event 2 it was tagged again."""
+    worker = index()
+    first, _ = worker.check("1", TYPO, DESCRIPTION, NOW)
+    copy, [stored] = worker.check("2", TITLE, DESCRIPTION, NOW + 60)
+    assert first.duplicate_of is None and copy.duplicate_of == "1"
+    again, changes = worker.check("1", TITLE, DESCRIPTION, NOW + 120)
+    assert again.duplicate_of is None and changes == []
+    later, _ = worker.check("3", TITLE, DESCRIPTION, NOW + 180)
+    assert later.duplicate_of == "1"
+    # The same on a worker that finds the copy's entry in its second look, stored by another worker first.
+    other = index()
+    _, [own] = other.check("1", TITLE, DESCRIPTION, NOW + 120)
+    assert own.key == stored.key and stored.value is not None
+    earlier = other.earlier_entries([(0, stored.key, stored.value)])
+    assert other.recheck(("1", TITLE, DESCRIPTION, NOW + 120), own.key, earlier, 1) is None
