@@ -61,14 +61,23 @@ def through_copies(
     """The ``copies`` a second look found among a batch's events (by position), and, for each other event its check
     found to copy one of those, its verdict passed on to that one's original, so that no duplicate record names an
     event that was not shown. ``verdicts`` are the check's, one per event of ``event_ids``; a check names only
-    titles it found new, so one step is enough. A match through a near one is near, at the lower similarity."""
+    titles it found new, so one step is enough. A match through a near one is near, at the lower similarity. An
+    event met again later in the batch with the same title (an upstream's retry), which its check found new as its
+    own entry's replay, takes the verdict of its first time: the item is shown once, or is a copy both times."""
     if not copies:
         return {}
     turned = {event_ids[position]: verdict for position, verdict in copies.items()}
     passed = dict(copies)
     for position, verdict in enumerate(verdicts):
-        via = turned.get(verdict.duplicate_of) if verdict.duplicate_of is not None else None
-        if via is None or position in copies:
+        if position in copies:
+            continue
+        if verdict.duplicate_of is None:
+            again = turned.get(event_ids[position])
+            if again is not None and again.dedupe_key == verdict.dedupe_key:
+                passed[position] = again
+            continue
+        via = turned.get(verdict.duplicate_of)
+        if via is None:
             continue
         exact = verdict.match == "exact" and via.match == "exact"
         similarity = min(verdict.similarity, via.similarity)

@@ -448,3 +448,25 @@ def test_an_event_sent_again_with_the_title_of_a_copy_of_it_is_never_a_copy_of_i
     assert own.key == stored.key and stored.value is not None
     earlier = other.earlier_entries([(0, stored.key, stored.value)])
     assert other.recheck(("1", TITLE, DESCRIPTION, NOW + 120), own.key, earlier, 1) is None
+
+
+def test_an_event_met_twice_in_a_batch_is_a_copy_both_times_when_its_second_look_finds_one_first() -> None:
+    """An upstream's retry puts one event twice in a batch while another worker stores a copy of it first. The
+    second look made the first time a copy; the second time had met its own entry, stored nothing, and stayed
+    shown, beside the other worker's copy: the item was shown twice."""
+    topic, a, b = Topic(), index(), index()
+    twice = [("1", TITLE, DESCRIPTION, NOW + 1), ("1", TITLE, DESCRIPTION, NOW + 1)]
+    checks_a = a.check_many(twice)
+    assert [verdict.duplicate_of for verdict, _ in checks_a] == [None, None]
+    _, [claim_b] = b.check("2", TITLE.upper(), DESCRIPTION, NOW)
+    (claim_a,) = [change for _, made in checks_a for change in made]
+    topic.write([claim_b, claim_a])
+    watched = topic.follow(a)
+    found, _ = second_look(a, watched, twice[0], claim_a)
+    assert found == "2"
+    verdicts = [verdict for verdict, _ in checks_a]
+    copy = DedupeVerdict(verdicts[0].dedupe_key, "2", "exact", 1.0)
+    assert through_copies(["1", "1"], verdicts, {0: copy}) == {0: copy, 1: copy}
+    # The same id with another title is another item: it keeps its own verdict.
+    other = [verdicts[0], DedupeVerdict("k-other", None, None, 0.0)]
+    assert through_copies(["1", "1"], other, {0: copy}) == {0: copy}
