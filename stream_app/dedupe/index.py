@@ -219,6 +219,11 @@ class DedupeIndex:
                 verdict = DedupeVerdict(key, entry.original_id, "near", entry.similarity)
             elif isinstance(entry, TitleEntry) and entry.event_id != event_id:
                 verdict = DedupeVerdict(key, entry.event_id, "exact", 1.0)
+            elif isinstance(entry, TitleEntry) and isinstance(entry_fields(self.store.get(ref)), CopyEntry):
+                # This very event, stored as a title by another worker first (an upstream's retry reached two), where
+                # its check here stored it as a near copy of another title: the event stands as that worker's title,
+                # and this delivery is its copy. Left as a copy's entry, neither key would hold a title.
+                verdict = DedupeVerdict(key, event_id, "exact", 1.0)
             else:
                 continue
             self.apply(ref, value)  # the original's entry back in its place, and in the topic's log last

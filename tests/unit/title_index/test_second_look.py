@@ -470,3 +470,30 @@ def test_an_event_met_twice_in_a_batch_is_a_copy_both_times_when_its_second_look
     # The same id with another title is another item: it keeps its own verdict.
     other = [verdicts[0], DedupeVerdict("k-other", None, None, 0.0)]
     assert through_copies(["1", "1"], other, {0: copy}) == {0: copy}
+
+
+def test_an_event_on_two_workers_at_once_with_a_copy_of_it_leaves_its_title_in_the_index() -> None:
+    """An upstream's retry sends event 12 to two workers at once. A's batch also holds 10, the title 12 is a typo
+    of, so A stores 12 as a near copy of 10; B stores 12 as a title first. A's second look made 10 a copy of 12,
+    but left its copy entry for 12 over B's title: neither key held a title, and a later copy was shown."""
+    topic, a, b = Topic(), index(), index()
+    batch = [("10", TITLE, DESCRIPTION, NOW), ("12", TYPO, DESCRIPTION, NOW + 1)]
+    checks = a.check_many(batch)
+    assert [verdict.duplicate_of for verdict, _ in checks] == [None, "10"]
+    _, [stored_b] = b.check("12", TYPO, DESCRIPTION, NOW + 1)
+    claims = [made[-1] for _, made in checks]
+    topic.write([stored_b, *claims])
+    watched_a = topic.follow(a)
+    topic.follow(b)
+    found_10, corrected_10 = second_look(a, watched_a, batch[0], claims[0])
+    found_12, corrected_12 = second_look(a, watched_a, batch[1], claims[1])
+    assert (found_10, found_12) == ("12", "12")  # 12 was shown by B: this delivery of it is its copy
+    assert corrected_12 == [stored_b]
+    start = len(topic.log)
+    topic.write(corrected_10 + corrected_12)
+    topic.follow(a, start)
+    topic.follow(b, start)
+    assert dict(a.store.titles.items()) == dict(b.store.titles.items())
+    for worker in (a, b):
+        later, _ = worker.check("30", TITLE.upper(), DESCRIPTION, NOW + 60)
+        assert later.duplicate_of == "12"
