@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream_app.dedupe.expiry import EXPIRY_SLOT_SECONDS
 from stream_app.dedupe.normalize import ref_of
 from tests.unit.dedupe.helpers import DAY, ORIGINAL, ReadCountingStore, index, stored_id
 
@@ -90,3 +91,14 @@ def test_a_title_dated_far_ahead_holds_up_the_expiry_of_none_behind_it() -> None
     assert dedupe.expire(DAY + 1500.5) == 151  # times 0 to 1500
     assert dedupe.expire(2 * DAY) == 149
     assert [stored_id(value) for value in store.values()] == ["ahead"] and dedupe.entries == 1
+
+
+def test_an_entry_written_for_a_time_already_swept_expires_at_the_next_sweep() -> None:
+    """Another worker's entry, read late, may be dated in a span of time this worker has swept already."""
+    store: dict[str, Any] = {}
+    dedupe = index(store, ttl=DAY)
+    dedupe.check_and_add("1", "Old title from last month about graph networks", None, 10)
+    assert dedupe.expire(DAY + 4 * EXPIRY_SLOT_SECONDS) == 1
+    dedupe.check_and_add("2", ORIGINAL, None, 20)  # in the slot swept above
+    assert dedupe.expire(DAY + 4 * EXPIRY_SLOT_SECONDS) == 1
+    assert store == {}

@@ -8,13 +8,14 @@ import itertools
 
 import pytest
 
-from stream_app.title_index.index import APPLIED, UNCHANGED, IndexChange, TitleIndex
+from stream_app.title_index.index import APPLIED, LONGEST_CLOCK_SKEW_SECONDS, UNCHANGED, IndexChange, TitleIndex
 
 TTL = 30 * 86400.0
 NOW = 1_800_000_000.0
 SKEW = 300.0
 TITLE = "Realtime object detection with transformers"
 TYPO = "Realtime object detecton with transformers"
+SECOND_LOOK_DESCRIPTION = "A detector that runs on video streams in real time."
 
 
 def index(clock: float = NOW) -> TitleIndex:
@@ -329,3 +330,81 @@ def test_random_bytes_never_raise() -> None:
         worker.apply(bytes([fill]) * 8, bytes([fill ^ 0x80]) + bytes([fill]) * length)
         worker.apply(bytes([fill]) * 8, bytes([fill]) * length)
     worker.check("1", TITLE, None, NOW)
+
+
+def test_a_readable_entry_under_a_key_of_another_length_is_skipped_and_never_raises() -> None:
+    """The topic is open to any writer: a record whose value is a real entry but whose key is not a title's 8-byte
+    digest is skipped, while following and while loading, and changes nothing."""
+    _, [change] = index().check("1", TITLE, None, NOW)
+    assert change.value is not None
+    for key in (change.key[:7], change.key + b"\x00", b""):
+        worker = index()
+        assert worker.apply(key, change.value) == "invalid_value"
+        assert worker.entries == 0
+        assert worker.check("2", TITLE, None, NOW + 1)[0].duplicate_of is None
+        loading = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+        assert loading.load(key, change.value) == "invalid_value"
+        loading.finish_loading()
+        assert loading.entries == 0
+
+
+def test_an_entry_of_a_worker_set_to_the_longest_skew_with_its_clock_ahead_is_believed() -> None:
+    """A worker whose clock is an hour ahead, set to the longest skew allowed, dates an event far ahead at its clock
+    plus a day: within twice the longest skew of the reader's clock, its entry is taken and its copies caught."""
+    writer = TitleIndex(TTL, LONGEST_CLOCK_SKEW_SECONDS, clock=lambda: NOW + 3600.0)
+    writer.finish_loading()
+    _, [change] = writer.check("1", TITLE, None, NOW + 10 * 86400.0)
+    reader = index()
+    assert reader.apply(change.key, change.value) == APPLIED
+    assert reader.check("2", TYPO, None, NOW + 1)[0].duplicate_of == "1"
+    starting = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    assert starting.load(change.key, change.value) is None
+    starting.finish_loading()
+    assert starting.check("3", TYPO, None, NOW + 1)[0].duplicate_of == "1"
+
+
+def test_an_entry_dated_further_back_than_any_two_workers_clocks_differ_is_skipped() -> None:
+    """Two and a half days before the fresh entry held: more than two of the longest skews, so no worker wrote it;
+    applied, it would expire the title days early and let its copies through."""
+    worker = index()
+    _, [change] = worker.check("1", TITLE, None, NOW)
+    assert change.value is not None
+    when = int(NOW - 2.5 * 86400.0)
+    backdated = change.value[:1] + when.to_bytes(4, "big") + change.value[5:]
+    assert worker.apply(change.key, backdated) == "invalid_value"
+    # Past the backdated entry's TTL, but within the real one's: the title is still known.
+    later = NOW + TTL - 86400.0
+    worker.clock = lambda: later
+    worker.check("2", "A title that moves the stream time on", None, later)
+    worker.expire()
+    assert worker.check("3", TYPO, None, later)[0].duplicate_of == "1"
+
+
+def test_a_loading_index_counts_the_entries_it_loaded() -> None:
+    """The entries gauge is read while a starting worker loads the topic (minutes, for a large index)."""
+    topic = [change for n in range(3) for change in index().check(str(n), f"{TITLE} part {n}", None, NOW)[1]]
+    loading = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    assert loading.entries == 0
+    for change in topic:
+        loading.load(change.key, change.value)
+    assert not loading.loaded and loading.entries == 3
+    loading.finish_loading()
+    assert loading.entries == 3
+
+
+def test_a_sweep_keeps_the_displaced_entry_of_a_fresh_title_for_a_later_replay() -> None:
+    """The copy's entry is stored first, then the original's worker stores its own under the same key and crashes
+    before its second look. Sweeps run every minute: one before the replay must not forget the copy's entry, or the
+    replay is shown again."""
+    first, later = ("1", TITLE, SECOND_LOOK_DESCRIPTION, NOW), ("2", TITLE.upper(), SECOND_LOOK_DESCRIPTION, NOW + 1)
+    _, [claim_copy] = index().check(*later)
+    _, [claim_original] = index().check(*first)
+    worker = index()
+    for change in (claim_copy, claim_original):
+        assert worker.apply(change.key, change.value) == APPLIED
+    worker.clock = lambda: NOW + 120.0
+    worker.check("3", "A title that moves the stream time on", None, NOW + 120.0)
+    worker.expire()
+    verdict, changes = worker.check(*first)
+    assert (verdict.duplicate_of, verdict.match) == ("2", "exact")
+    assert changes == [claim_copy]

@@ -64,3 +64,23 @@ def test_a_key_of_another_length_is_refused_and_never_found(key: bytes) -> None:
         packed[key] = b"value"
     assert key not in packed
     assert packed.get(key) is None
+
+
+def test_deletions_alone_shrink_the_packed_arrays() -> None:
+    packed = PackedTitles(recent_limit=4)
+    keys = [bytes([n]) * 8 for n in range(1, 9)]
+    for key in keys:
+        packed[key] = b"value"
+    full = packed.nbytes
+    for key in keys[:4]:
+        del packed[key]
+    assert len(packed) == 4 and sorted(packed) == sorted(keys[4:])
+    assert packed.nbytes < full
+
+
+def test_writes_past_the_recent_limit_are_packed() -> None:
+    """The recent writes' dict costs ~170 B a title: past its limit they go into the arrays and arena."""
+    packed = PackedTitles(recent_limit=4)
+    for n in range(1, 9):
+        packed[bytes([n]) * 8] = b"value"
+    assert len(packed) == 8 and packed.nbytes >= 8 * len(b"value")  # every value in the arena
