@@ -218,6 +218,12 @@ class TitleIndex:
             trusted = self.trusted_time(max(event_time, floor))  # a NaN stays one, and is taken as the clock
             self.stream_time = max(self.stream_time, trusted)
             verdict = dedupe.check_and_add(event_id, title, description, trusted, ready)
+            if verdict.match == "exact" and (own := self._displaced_own(ready.digest, event_id, trusted)) is not None:
+                # Its own entry came first in the topic, and an exact copy's entry replaced it there: its worker
+                # crashed before its second look, and this is its replay. Its entry goes back and it is shown; the
+                # copy's replay, or its second look, then finds it.
+                dedupe.apply(ready.ref, own)
+                verdict = DedupeVerdict(verdict.dedupe_key, None, None, 0.0)
             changes = self.store.take_changes()
             if not changes and verdict.duplicate_of is None and ready.words:
                 # Its own entry, held: a replay, which the second look of its first check may never have judged.
@@ -258,6 +264,16 @@ class TitleIndex:
             positions = self._order.positions(key)
             earlier.append((max(positions) if positions else -1, ref, value))
         return dedupe.recheck(ready.ref, event, EarlierEntries(earlier), min(own))
+
+    def _displaced_own(self, key: bytes, event_id: str, event_time: float) -> bytes | None:
+        """The entry :attr:`_displaced` keeps under ``key`` if it is ``event_id``'s own title, fresh at
+        ``event_time``."""
+        displaced = self._displaced.get(key)
+        entry = entry_fields(displaced)
+        if isinstance(entry, TitleEntry) and entry.event_id == event_id:
+            if entry.event_time + self.ttl_seconds >= event_time:
+                return displaced
+        return None
 
     @staticmethod
     def earlier_entries(stored: Iterable[tuple[int, bytes, bytes]]) -> EarlierEntries:

@@ -497,3 +497,29 @@ def test_an_event_on_two_workers_at_once_with_a_copy_of_it_leaves_its_title_in_t
     for worker in (a, b):
         later, _ = worker.check("30", TITLE.upper(), DESCRIPTION, NOW + 60)
         assert later.duplicate_of == "12"
+
+
+@pytest.mark.parametrize("then", ["the copy's replay", "the copy's second look"])
+def test_the_title_stored_first_and_replayed_first_after_a_crash_is_shown_and_its_copy_is_not(then: str) -> None:
+    """Two workers check a title and its exact copy at once; the title's entry is stored first, then the copy's.
+    The title's worker crashes before its second look, and its replay comes while the key's last record is still
+    the copy's. The replay took it for an ordinary copy of the copy, and then the copy was found a copy of it, by
+    its own replay or its second look: neither was shown."""
+    topic, a, b = Topic(), index(), index()
+    original, copy = ("1", TITLE, DESCRIPTION, NOW), ("3", TITLE.upper(), DESCRIPTION, NOW + 1)
+    _, [claim_a] = a.check(*original)
+    _, [claim_b] = b.check(*copy)
+    topic.write([claim_a, claim_b])  # then a crashes
+    replaying = loaded_from(topic)
+    verdict, changes = replaying.check(*original)
+    assert verdict.duplicate_of is None
+    assert changes == [claim_a] and replaying.store.titles[claim_a.key] == claim_a.value
+    topic.write(changes)
+    watched = topic.follow(b)
+    if then == "the copy's replay":
+        assert replaying.check(*copy)[0].duplicate_of == "1"  # b crashed too
+    else:
+        found, _ = second_look(b, watched, copy, claim_b)
+        assert found == "1"
+    for worker in (replaying, b):
+        assert worker.check("4", TITLE.lower(), DESCRIPTION, NOW + 60)[0].duplicate_of == "1"
