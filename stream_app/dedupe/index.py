@@ -327,8 +327,10 @@ class DedupeIndex:
             entry = entry_fields(self.store.get(key))
             if isinstance(entry, TitleEntry) and not self._fresh(entry, now):
                 removed += 1
-            elif not isinstance(entry, CopyEntry) or self._live_copy(entry, now):
-                continue  # gone already, or written again since
+            elif not isinstance(entry, CopyEntry) or self._fresh(entry, now):
+                # Gone already, or written again since: a near copy's entry stays until its own time, even when this
+                # record was a title's that a deletion from the topic took out and the copy's came after it.
+                continue
             del self.store[key]
             self._read.pop(key, None)
             self.entries -= 1

@@ -8,6 +8,8 @@ import itertools
 
 import pytest
 
+from stream_app.dedupe import ref_of_digest
+from stream_app.dedupe.entries import CopyEntry, copy_value
 from stream_app.title_index.index import APPLIED, LONGEST_CLOCK_SKEW_SECONDS, UNCHANGED, IndexChange, TitleIndex
 
 TTL = 30 * 86400.0
@@ -408,3 +410,26 @@ def test_a_sweep_keeps_the_displaced_entry_of_a_fresh_title_for_a_later_replay()
     verdict, changes = worker.check(*first)
     assert (verdict.duplicate_of, verdict.match) == ("2", "exact")
     assert changes == [claim_copy]
+
+
+def test_a_near_copy_s_entry_stays_until_its_own_time_on_a_worker_that_applied_its_key_s_deletion() -> None:
+    """A worker that deleted a title by applying its owner's deletion kept the title's expiry record. A near copy's
+    entry written under the key afterwards was deleted when that record came up, before its own time, while the
+    owner kept it: the two stores differed."""
+    now = [NOW]
+    owner, other = (TitleIndex(TTL, SKEW, clock=lambda: now[0]) for _ in range(2))
+    owner.finish_loading()
+    other.finish_loading()
+    _, [stored] = owner.check("x", TITLE, None, NOW)
+    replicate([stored], other)
+    now[0] = NOW + TTL + 10
+    for worker in (owner, other):
+        worker.check(f"later-{id(worker)}", "An unrelated title about graph databases", None, now[0])
+    deleted = [change for change in owner.expire() if change.key == stored.key]
+    assert deleted == [IndexChange(stored.key, None)]
+    replicate(deleted, other)
+    copy = copy_value(CopyEntry("y", now[0] + 60.0, ref_of_digest(bytes(8)), 0.9))
+    for worker in (owner, other):
+        assert worker.apply(stored.key, copy) == APPLIED
+        worker.expire()
+    assert owner.store.titles.get(stored.key) == other.store.titles.get(stored.key) == copy
