@@ -52,13 +52,6 @@ _DECORATION_HINTS = re.compile(
 """What every decoration has besides a mark: a site's name (its words apart by any spaces) or a prefix's start.
 Titles with a dash or a colon but neither are common, and skip the patterns too."""
 _SPACES = re.compile(r"\s+")
-_STYLED_LETTERS: Final = {
-    **str.maketrans("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "abcdefghijklmnoprstuvwyz"),
-    **dict.fromkeys(map(ord, "\u0332\u0333\u0335\u0336\u0337\u0338")),
-}
-"""What text styled by a "fancy text" tool is made of, as the letters it styles: small capitals (which NFKC keeps)
-as their letters, and the combining low lines and strokes drawn through a letter (underlined, struck through)
-deleted. No language writes its words with them."""
 _HTML_TAGS = re.compile(r"</?(?:b|i|u|em|strong|code|span|sup|sub|mark|small|br)\s*/?>")
 """The inline HTML tags a scraper may leave in a title ("<b>Attention</b> is all you need"): not words of it."""
 WORD = re.compile(r"[^\W_]+")
@@ -95,22 +88,33 @@ _PRESENTATION_MARKS: Final = frozenset([*map(chr, range(0xFE00, 0xFE10)), *map(c
 as an emoji), not letters of a word."""
 
 
+_STYLE_MARKS: Final = frozenset("\u0332\u0333\u0335\u0336\u0337\u0338")
+"""The combining low lines and strokes a "fancy text" tool draws under or through letters (underlined, struck
+through): no language writes its words with them."""
+_SMALL_CAPITALS: Final = dict(zip("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "abcdefghijklmnoprstuvwyz", strict=True))
+"""The small capitals such a tool writes for Latin letters, which NFKC keeps, as those letters."""
+
+
 def _word_character(c: str) -> str | None:
-    if c in _PRESENTATION_MARKS:
+    if c in _PRESENTATION_MARKS or c in _STYLE_MARKS:
         return None
+    if c in _SMALL_CAPITALS:
+        return _SMALL_CAPITALS[c]
     return c if unicodedata.category(c)[0] in "LNM" and c != "_" else " "
 
 
 _WORD_BREAKS: Final = _CachedTranslation(_word_character)
-"""Keeps letters, digits and marks (Unicode categories L, N and M) but the :data:`_PRESENTATION_MARKS`, which it
-deletes, and turns everything else into a space."""
+"""Keeps letters, digits and marks (Unicode categories L, N and M) but the :data:`_PRESENTATION_MARKS` and
+:data:`_STYLE_MARKS`, which it deletes, writes :data:`_SMALL_CAPITALS` as their letters, and turns everything else
+into a space."""
 
 
 def nfkc_casefold(text: str) -> str:
-    """``text`` in NFKC, case-folded."""
+    """``text`` in NFKC, case-folded; the Turkish capital "İ", which case folding makes "i" and a combining dot, as
+    "i" ("İstanbul" is "istanbul")."""
     if text.isascii():  # NFKC leaves ASCII as it is, and case-folds it to lower case
         return text.lower()
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).replace("i\u0307", "i")
 
 
 def folded_text(text: str) -> str:
@@ -131,9 +135,6 @@ def title_words(title: str) -> list[str]:
     text = folded_text(title)[:TITLE_FOLDED_CHARS]
     if "<" in text:
         text = _HTML_TAGS.sub(" ", text)
-    if not text.isascii():
-        # Case folding makes "i" and a combining dot of the Turkish capital "İ": "İstanbul" is "istanbul".
-        text = text.translate(_STYLED_LETTERS).replace("i\u0307", "i")
     if _DECORATION_MARKS.search(text) is None or _DECORATION_HINTS.search(text) is None:
         return split_words(text)
     # A run of spaces makes the patterns try it every way (a title of 1,000 characters took 0.3 s): one space is

@@ -263,3 +263,7 @@ def test_inline_html_tags_styled_letters_and_a_turkish_capital_i_read_as_the_pla
     assert dedupe_key("İstanbul traffic prediction") == dedupe_key("Istanbul traffic prediction")
     assert normalize_title("Is a<b true in numpy").split() == ["a", "b", "in", "is", "numpy", "true"]
     assert normalize_title("Çağrı") != normalize_title("Cagri")  # real letters with marks stay as they are
+    # Descriptions are read the same way.
+    assert _description_keys("ᴀᴛᴛᴇɴᴛɪᴏɴ in İstanbul, e\u0336x\u0336plained") == _description_keys(
+        "attention in istanbul, explained"
+    )
