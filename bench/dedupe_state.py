@@ -20,8 +20,8 @@ from typing import Any
 from bench.report import write_section
 from stream_app.dedupe import DedupeIndex, index_buckets
 from stream_app.settings import Settings
-from stream_app.title_index.index import RefStore, TitleIndex, digest_key
-from stream_app.title_index.store import PackedTitles
+from stream_app.title_index.index import TitleIndex
+from stream_app.title_index.store import PackedTitles, RefStore, digest_key
 from tools.corpus import distinct_rows, hard_negatives, planted_near_duplicates
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """The title index's topic, read from its start by every worker and followed forever.
 
-Each record is one :class:`~stream_app.title_index.IndexChange`. Every record is applied in the topic's order,
+Each record is one :class:`~stream_app.title_index.store.IndexChange`. Every record is applied in the topic's order,
 the worker's own included (they come back unchanged), so all workers converge on the topic's last value of each
 title.
 """

@@ -12,11 +12,9 @@ the title's dedupe key and the value its binary entry (``stream_app.dedupe``), o
 
 from __future__ import annotations
 
-import binascii
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from stream_app.dedupe import (
@@ -30,7 +28,7 @@ from stream_app.dedupe import (
     ref_of_digest,
 )
 from stream_app.title_index.order import RecordOrder
-from stream_app.title_index.store import PackedTitles
+from stream_app.title_index.store import IndexChange, RefStore, digest_key
 
 INDEX_KEY_BYTES: Final = 8
 """Length of an index record's key: the digest of a title's dedupe key."""
@@ -42,88 +40,6 @@ come back from the topic; the oldest go first. Both are rare or short-lived: a k
 workers stored the same title at once, and an own change comes back within a round trip."""
 APPLIED: Final = "applied"
 UNCHANGED: Final = "unchanged"
-
-
-@dataclass(frozen=True)
-class IndexChange:
-    """One change of the index, as its topic carries it: the title's digest and its entry, or None (deleted)."""
-
-    key: bytes
-    value: bytes | None
-
-
-_URLSAFE = bytes.maketrans(b"-_", b"+/")
-
-
-def digest_key(ref: str) -> bytes:
-    """The 8-byte digest a ref (:func:`~stream_app.dedupe.ref_of_digest`) stands for, decoded without the
-    round-trip check of :func:`~stream_app.dedupe.digest_of_ref`: every ref here was made by ``ref_of_digest``."""
-    return binascii.a2b_base64(ref.encode().translate(_URLSAFE) + b"=")
-
-
-class _Unrecorded:
-    """:meth:`RefStore.unrecorded`: a plain context manager, not a generator's, as it is entered for every record
-    applied from the topic."""
-
-    __slots__ = ("store",)
-
-    def __init__(self, store: RefStore) -> None:
-        self.store = store
-
-    def __enter__(self) -> None:
-        self.store.recording = False
-
-    def __exit__(self, *_: object) -> None:
-        self.store.recording = True
-
-
-class RefStore(MutableMapping[str, bytes]):
-    """The index's entries keyed by ref, in :class:`PackedTitles`; while :attr:`recording`, every write and delete
-    is also appended to :attr:`changes`."""
-
-    def __init__(self) -> None:
-        self.titles = PackedTitles()
-        self.changes: list[IndexChange] = []
-        self.recording = True
-        self._unrecorded = _Unrecorded(self)
-
-    def unrecorded(self) -> _Unrecorded:
-        """Write without recording: for changes that came from the topic."""
-        return self._unrecorded
-
-    def __getitem__(self, ref: str) -> bytes:
-        return self.titles[digest_key(ref)]
-
-    def get(self, ref: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
-        return self.titles.get(digest_key(ref), default)
-
-    def __setitem__(self, ref: str, value: bytes) -> None:
-        key = digest_key(ref)
-        self.titles[key] = value
-        if self.recording:
-            self.changes.append(IndexChange(key, value))
-
-    def __delitem__(self, ref: str) -> None:
-        key = digest_key(ref)
-        del self.titles[key]
-        if self.recording:
-            self.changes.append(IndexChange(key, None))
-
-    def __iter__(self) -> Iterator[str]:
-        for key in self.titles:
-            yield ref_of_digest(key)
-
-    def __len__(self) -> int:
-        return len(self.titles)
-
-    def numbered_items(self) -> Iterator[tuple[int, bytes]]:
-        """Every entry as (its ref's number, its value): :class:`~stream_app.dedupe.rebuild.NumberedStore`."""
-        return self.titles.numbered_items()
-
-    def take_changes(self) -> list[IndexChange]:
-        """The changes recorded since the last call."""
-        changes, self.changes = self.changes, []
-        return changes
 
 
 class TitleIndex:

@@ -1,4 +1,5 @@
-"""The title index's memory: its entries packed in numpy arrays and one byte arena, not a dict.
+"""The title index's memory: its entries packed in numpy arrays and one byte arena, not a dict, and the store the
+dedupe writes to over them, which records each change for the index's topic.
 
 A dict of 8-byte keys and ~50-byte values costs about 170 B per title in Python objects; here a title costs its
 value's bytes and 16 bytes of index. Keys are the 8-byte digests of titles' dedupe keys.
@@ -6,12 +7,16 @@ value's bytes and 16 bytes of index. Keys are the 8-byte digests of titles' dedu
 
 from __future__ import annotations
 
+import binascii
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Final, cast
 
 import numpy as np
+
+from stream_app.dedupe import ref_of_digest
 
 KEY_BYTES: Final = 8
 RECENT_LIMIT: Final = 4096
@@ -160,3 +165,85 @@ class PackedTitles(MutableMapping[bytes, bytes]):
             offsets.append(len(arena))
             arena += old[offset : offset + length]
         self._arena, self._offsets, self._garbage = arena, offsets, 0
+
+
+@dataclass(frozen=True)
+class IndexChange:
+    """One change of the index, as its topic carries it: the title's digest and its entry, or None (deleted)."""
+
+    key: bytes
+    value: bytes | None
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def digest_key(ref: str) -> bytes:
+    """The 8-byte digest a ref (:func:`~stream_app.dedupe.ref_of_digest`) stands for, decoded without the
+    round-trip check of :func:`~stream_app.dedupe.digest_of_ref`: every ref here was made by ``ref_of_digest``."""
+    return binascii.a2b_base64(ref.encode().translate(_URLSAFE) + b"=")
+
+
+class _Unrecorded:
+    """:meth:`RefStore.unrecorded`: a plain context manager, not a generator's, as it is entered for every record
+    applied from the topic."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: RefStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store.recording = False
+
+    def __exit__(self, *_: object) -> None:
+        self.store.recording = True
+
+
+class RefStore(MutableMapping[str, bytes]):
+    """The index's entries keyed by ref, in :class:`PackedTitles`; while :attr:`recording`, every write and delete
+    is also appended to :attr:`changes`."""
+
+    def __init__(self) -> None:
+        self.titles = PackedTitles()
+        self.changes: list[IndexChange] = []
+        self.recording = True
+        self._unrecorded = _Unrecorded(self)
+
+    def unrecorded(self) -> _Unrecorded:
+        """Write without recording: for changes that came from the topic."""
+        return self._unrecorded
+
+    def __getitem__(self, ref: str) -> bytes:
+        return self.titles[digest_key(ref)]
+
+    def get(self, ref: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        return self.titles.get(digest_key(ref), default)
+
+    def __setitem__(self, ref: str, value: bytes) -> None:
+        key = digest_key(ref)
+        self.titles[key] = value
+        if self.recording:
+            self.changes.append(IndexChange(key, value))
+
+    def __delitem__(self, ref: str) -> None:
+        key = digest_key(ref)
+        del self.titles[key]
+        if self.recording:
+            self.changes.append(IndexChange(key, None))
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.titles:
+            yield ref_of_digest(key)
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def numbered_items(self) -> Iterator[tuple[int, bytes]]:
+        """Every entry as (its ref's number, its value): :class:`~stream_app.dedupe.rebuild.NumberedStore`."""
+        return self.titles.numbered_items()
+
+    def take_changes(self) -> list[IndexChange]:
+        """The changes recorded since the last call."""
+        changes, self.changes = self.changes, []
+        return changes

@@ -33,8 +33,9 @@ from stream_app.review.board import PublishedRecords
 from stream_app.settings import Settings
 from stream_app.title_index.barrier import IndexBarrier
 from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower, Watch
-from stream_app.title_index.index import IndexChange, TitleIndex
+from stream_app.title_index.index import TitleIndex
 from stream_app.title_index.second_look import SecondLook, Window, stored_from, through_copies
+from stream_app.title_index.store import IndexChange
 from stream_app.topology.topics import WorkerTopics
 
 SWEEP_INTERVAL_SECONDS = 1.0

@@ -14,7 +14,7 @@ from stream_app.dedupe import BUCKET_LIMIT, entry_fields, index_buckets, rebuild
 from stream_app.dedupe.entries import CopyEntry
 from stream_app.dedupe.normalize import REF_BYTES, ref_of_digest
 from stream_app.dedupe.rebuild import ref_order
-from stream_app.title_index.index import RefStore
+from stream_app.title_index.store import RefStore
 from tests.unit.dedupe.helpers import DAY, DESCRIPTION, ORIGINAL, RecordingStore, index
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from stream_app.dedupe import ref_of_digest
 from stream_app.dedupe.entries import CopyEntry, copy_value
-from stream_app.title_index.index import APPLIED, LONGEST_CLOCK_SKEW_SECONDS, UNCHANGED, IndexChange, TitleIndex
+from stream_app.title_index.index import APPLIED, LONGEST_CLOCK_SKEW_SECONDS, UNCHANGED, TitleIndex
+from stream_app.title_index.store import IndexChange
 
 TTL = 30 * 86400.0
 NOW = 1_800_000_000.0

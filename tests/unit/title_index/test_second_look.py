@@ -10,8 +10,9 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 
 from stream_app.dedupe import DedupeVerdict
 from stream_app.title_index.follower import INDEX_PARTITION, IndexFollower, Watch, Watched
-from stream_app.title_index.index import APPLIED, IndexChange, TitleIndex
+from stream_app.title_index.index import APPLIED, TitleIndex
 from stream_app.title_index.second_look import SecondLook, Window, stored_from, through_copies
+from stream_app.title_index.store import IndexChange
 from tests.unit.title_index.test_barrier import BrokerStandIn
 
 TTL = 30 * 86400.0
