@@ -99,6 +99,12 @@ class TitleIndex:
             return self._check_record(key, value)
         held = self.store.titles.get(key)
         if value is None:
+            if held is not None and self._outlives_every_expiry(held):
+                # No worker deletes an entry before its TTL: a deletion of one this fresh came after the title was
+                # stored again (its owner's write-back, :meth:`expire`, lost in a crash) or from no worker. Kept,
+                # and written again by its owner, as :meth:`apply` does.
+                self._overtaken[key] = None
+                return None
             self.store.titles.pop(key, None)
             self._displaced.pop(key, None)
             return None
@@ -109,6 +115,12 @@ class TitleIndex:
             self._note_displaced(key, held, entry)
             self.store.titles[key] = value
         return reason
+
+    def _outlives_every_expiry(self, value: bytes) -> bool:
+        """Whether the entry ``value`` is too fresh for any worker to have expired it yet: its TTL ends after the
+        newest event time any worker trusts (its clock plus the skew, each clock within the skew of this one's)."""
+        entry = entry_fields(value)
+        return entry is not None and entry.event_time + self.ttl_seconds > self.clock() + 2 * self.max_skew_seconds
 
     def finish_loading(self) -> None:
         """Index what was loaded: checks can start."""

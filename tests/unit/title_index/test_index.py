@@ -66,8 +66,8 @@ def test_a_starting_worker_loads_the_topic_and_catches_copies_of_every_title_in_
     topic: list[IndexChange] = []
     for number, title in enumerate(["Graph neural networks for molecules", TITLE, "Speech recognition at scale"]):
         topic += writer.check(str(number), title, None, NOW + number)[1]
-    # A title written and deleted again is not loaded.
-    _, gone = writer.check("9", "A title that was deleted", None, NOW)
+    # A title that expired, and that a worker deleted, is not loaded.
+    _, gone = index(clock=NOW - TTL - 3600).check("9", "A title that was deleted", None, NOW - TTL - 3600)
     topic += gone + [IndexChange(gone[0].key, None)]
     starting = TitleIndex(TTL, SKEW, clock=lambda: NOW)
     assert not starting.loaded
@@ -77,6 +77,35 @@ def test_a_starting_worker_loads_the_topic_and_catches_copies_of_every_title_in_
     assert starting.loaded and starting.entries == 3
     assert starting.check("x", TYPO, None, NOW + 10)[0].duplicate_of == "1"
     assert starting.check("y", "A title that was deleted", None, NOW + 10)[0].duplicate_of is None
+
+
+def loaded(topic: list[IndexChange]) -> TitleIndex:
+    """A worker started at ``NOW`` that loaded ``topic``."""
+    starting = TitleIndex(TTL, SKEW, clock=lambda: NOW)
+    for change in topic:
+        assert starting.load(change.key, change.value) is None
+    starting.finish_loading()
+    return starting
+
+
+def test_a_starting_worker_keeps_a_fresh_title_a_deletion_came_after_and_writes_it_back() -> None:
+    """A title stored again can land in the topic before its owner's deletion of the expired one; the owner writes
+    it back at its next sweep, but not if it crashes first, nor for a deletion no worker wrote. A worker that loads
+    the topic then must still hold the title, and write it back if it is the owner."""
+    _, stored = index().check("1", TITLE, None, NOW)
+    starting = loaded([*stored, IndexChange(stored[0].key, None)])
+    assert starting.entries == 1
+    assert starting.check("2", TYPO, None, NOW + 10)[0].duplicate_of == "1"
+    assert IndexChange(stored[0].key, stored[0].value) in starting.expire()
+
+
+def test_a_deletion_of_a_title_within_two_skews_of_its_ttl_s_end_is_loaded() -> None:
+    """A worker whose clock is ahead by the allowed skew may have expired it: the deletion stands."""
+    stored_at = NOW - TTL + 2 * SKEW - 1
+    _, stored = index(clock=stored_at).check("1", TITLE, None, stored_at)
+    starting = loaded([*stored, IndexChange(stored[0].key, None)])
+    assert starting.entries == 0
+    assert starting.expire() == []
 
 
 def test_expiry_deletes_expired_titles_and_returns_the_deletions() -> None:
