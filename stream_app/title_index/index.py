@@ -99,11 +99,10 @@ class TitleIndex:
             return self._check_record(key, value)
         held = self.store.titles.get(key)
         if value is None:
-            if held is not None and self._outlives_every_expiry(held):
-                # No worker deletes an entry before its TTL: a deletion of one this fresh came after the title was
-                # stored again (its owner's write-back, :meth:`expire`, lost in a crash) or from no worker. Kept,
-                # and written again by its owner, as :meth:`apply` does.
-                self._overtaken[key] = None
+            # No worker deletes an entry before its TTL ends by its clock plus the skew, each clock within the skew
+            # of this one's: a deletion of an entry fresher than that came after the title was stored again (its
+            # owner's write-back, lost in a crash) or from no worker.
+            if self._overtaken_by_deletion(key, held, self.clock() + 2 * self.max_skew_seconds):
                 return None
             self.store.titles.pop(key, None)
             self._displaced.pop(key, None)
@@ -116,11 +115,18 @@ class TitleIndex:
             self.store.titles[key] = value
         return reason
 
-    def _outlives_every_expiry(self, value: bytes) -> bool:
-        """Whether the entry ``value`` is too fresh for any worker to have expired it yet: its TTL ends after the
-        newest event time any worker trusts (its clock plus the skew, each clock within the skew of this one's)."""
-        entry = entry_fields(value)
-        return entry is not None and entry.event_time + self.ttl_seconds > self.clock() + 2 * self.max_skew_seconds
+    def _fresh(self, entry: Entry, at: float) -> bool:
+        """Whether ``entry``'s TTL has not ended at the event time ``at``."""
+        return entry.event_time + self.ttl_seconds >= at
+
+    def _overtaken_by_deletion(self, key: bytes, held: bytes | None, now: float) -> bool:
+        """Whether the entry ``held`` under ``key`` outlives a deletion that came after it in the topic, being fresh
+        at ``now``; if so it stays, noted for :meth:`expire` to write again."""
+        old = entry_fields(held)
+        if old is None or not self._fresh(old, now):
+            return False
+        self._overtaken[key] = None
+        return True
 
     def finish_loading(self) -> None:
         """Index what was loaded: checks can start."""
@@ -198,9 +204,8 @@ class TitleIndex:
         ``event_time``."""
         displaced = self._displaced.get(key)
         entry = entry_fields(displaced)
-        if isinstance(entry, TitleEntry) and entry.event_id == event_id:
-            if entry.event_time + self.ttl_seconds >= event_time:
-                return displaced
+        if isinstance(entry, TitleEntry) and entry.event_id == event_id and self._fresh(entry, event_time):
+            return displaced
         return None
 
     @staticmethod
@@ -232,7 +237,7 @@ class TitleIndex:
         changes = self.store.take_changes()
         for key, value in list(self._displaced.items()):
             entry = entry_fields(value)
-            if entry is None or entry.event_time + self.ttl_seconds < self.stream_time:
+            if entry is None or not self._fresh(entry, self.stream_time):
                 del self._displaced[key]
         overtaken, self._overtaken = self._overtaken, {}
         for key in overtaken:
@@ -269,9 +274,7 @@ class TitleIndex:
                 self._overtaken[key] = None
             return reason
         if value is None:
-            old = entry_fields(held)
-            if old is not None and old.event_time + self.ttl_seconds >= self.stream_time:
-                self._overtaken[key] = None
+            if self._overtaken_by_deletion(key, held, self.stream_time):
                 return UNCHANGED
             self._displaced.pop(key, None)
         elif own is None or own == value:
@@ -290,10 +293,10 @@ class TitleIndex:
         old = entry_fields(held)
         if not (isinstance(old, TitleEntry) and isinstance(new, TitleEntry)) or old.event_id == new.event_id:
             return
-        if old.event_time + self.ttl_seconds < new.event_time:
+        if not self._fresh(old, new.event_time):
             return  # expired: the later title was new
         first = entry_fields(self._displaced.get(key))
-        if first is not None and first.event_time + self.ttl_seconds >= new.event_time:
+        if first is not None and self._fresh(first, new.event_time):
             return
         self._displaced[key] = held
         _bound(self._displaced)
